@@ -1,0 +1,313 @@
+"""Load test: signed LINE webhook traffic from concurrent clients while the receiver is SIGKILLed.
+
+What it proves: every event that got a 200 ends up in the events table exactly once, even when
+the receiver process group is killed with SIGKILL mid-way and restarted. Clients behave like
+LINE: a failed delivery (connection error, 5xx) is retried with ``isRedelivery: true``, and a
+few requests are delivered twice on purpose. Afterwards the spool is landed into a DuckDB file
+and checked. Loopback only; every loop is bounded; the script stops by itself.
+
+    .venv/bin/python bench/webhook_load.py --events 12000 --clients 32 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+
+from line_exports.webhook.config import WebhookSource
+from line_exports.webhook.landing import land_source
+from line_exports.webhook.signature import sign
+
+SECRET = "bench-secret-" + "0" * 19
+DESTINATION = "U" + "0" * 32
+
+
+def machine() -> str:
+    """Where the figures come from (they mean little without it)."""
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024 / 1024:.1f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (
+        f"{platform.system()} {platform.release()} {platform.machine()}, {cpu}, "
+        f"{os.cpu_count()} CPUs{mem}, Python {platform.python_version()}"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Receiver:
+    """The receiver as its own process group, so SIGKILL takes master and workers at once."""
+
+    def __init__(self, port: int, home: Path, sources: Path, workers: int) -> None:
+        self.port, self.home, self.sources, self.workers = port, home, sources, workers
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = {**os.environ, "LINE_CHANNEL_SECRET_BENCH_OA": SECRET}
+        cmd = [
+            sys.executable, "-m", "line_exports.webhook.cli", "webhook", "serve",
+            "--port", str(self.port), "--workers", str(self.workers),
+            "--data-dir", str(self.home), "--sources", str(self.sources),
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=0.5).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.05)
+        raise RuntimeError("receiver did not come up")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+def make_requests(total: int, rng: random.Random) -> list[list[dict[str, Any]]]:
+    """Unique events grouped 1-5 per request, as LINE batches them."""
+    kinds = ["message", "follow", "postback", "unfollow", "beacon", "memberJoined"]
+    out: list[list[dict[str, Any]]] = []
+    n = 0
+    while n < total:
+        size = min(rng.randint(1, 5), total - n)
+        batch = []
+        for _ in range(size):
+            kind = rng.choice(kinds)
+            event: dict[str, Any] = {
+                "type": kind,
+                "mode": "active",
+                "timestamp": int(time.time() * 1000),
+                "source": {"type": "user", "userId": f"U{n:032x}"},
+                "webhookEventId": f"01LOAD{n:020d}",
+                "deliveryContext": {"isRedelivery": False},
+                "replyToken": uuid.uuid4().hex,
+            }
+            if kind == "message":
+                event["message"] = {"id": str(n), "type": "text", "text": f"load {n}"}
+            elif kind == "postback":
+                event["postback"] = {"data": f"n={n}"}
+            elif kind == "beacon":
+                event["beacon"] = {"hwid": "d41d8cd98f", "type": "enter"}
+            elif kind == "memberJoined":
+                event["joined"] = {"members": [{"type": "user", "userId": f"U{n:032x}"}]}
+            batch.append(event)
+            n += 1
+        out.append(batch)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=12_000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--kill-at", type=float, default=0.4, help="fraction acked before SIGKILL")
+    parser.add_argument("--duplicate-rate", type=float, default=0.03)
+    parser.add_argument("--deadline", type=float, default=300.0, help="seconds before giving up")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the temp data folder")
+    args = parser.parse_args(argv)
+    if args.events < 10_000:
+        print("note: the acceptance run uses at least 10,000 events", file=sys.stderr)
+
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="line-oa-load-"))
+    home = work / "home"
+    source = WebhookSource(
+        name="bench_oa",
+        source_id=str(uuid.uuid4()),
+        channel_secret_env="LINE_CHANNEL_SECRET_BENCH_OA",
+    )
+    sources_file = work / "sources.yaml"
+    sources_file.write_text(f"sources:\n  - name: bench_oa\n    source_id: {source.source_id}\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/task/{source.source_id}"
+    receiver = Receiver(port, home, sources_file, args.workers)
+    batches = make_requests(args.events, rng)
+
+    todo: queue.Queue[tuple[int, int]] = queue.Queue()  # (batch index, attempt)
+    for i in range(len(batches)):
+        todo.put((i, 0))
+    lock = threading.Lock()
+    acked: dict[str, int] = {}  # webhookEventId -> times acknowledged
+    latencies: list[float] = []
+    failures = {"connection": 0, "http": 0}
+    outstanding = [len(batches)]
+    given_up: list[int] = []
+    deadline = time.monotonic() + args.deadline
+    kill_after = int(args.events * args.kill_at)
+    killed = threading.Event()
+    downtime = [0.0]
+
+    def client() -> None:
+        http = requests.Session()
+        while time.monotonic() < deadline:
+            with lock:
+                if outstanding[0] == 0:
+                    return
+            try:
+                index, attempt = todo.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            events = batches[index]
+            if attempt:  # LINE marks redeliveries
+                events = [{**e, "deliveryContext": {"isRedelivery": True}} for e in events]
+            body = json.dumps(
+                {"destination": DESTINATION, "events": events}, separators=(",", ":")
+            ).encode()
+            headers = {"x-line-signature": sign(SECRET, body), "content-type": "application/json"}
+            started = time.perf_counter()
+            try:
+                resp = http.post(url, data=body, headers=headers, timeout=10)
+                ok = resp.status_code == 200
+                if not ok:
+                    with lock:
+                        failures["http"] += 1
+            except requests.RequestException:
+                ok = False
+                with lock:
+                    failures["connection"] += 1
+                http.close()
+                http = requests.Session()
+            elapsed = time.perf_counter() - started
+            if ok:
+                with lock:
+                    latencies.append(elapsed)
+                    for e in events:
+                        acked[e["webhookEventId"]] = acked.get(e["webhookEventId"], 0) + 1
+                    if rng.random() < args.duplicate_rate and attempt >= 0:
+                        todo.put((index, -1))  # deliver once more, unflagged, on purpose
+                        outstanding[0] += 1
+                    outstanding[0] -= 1
+            elif attempt < 100:
+                time.sleep(min(0.05 * (attempt + 1), 0.5))
+                todo.put((index, max(attempt, 0) + 1))
+            else:
+                with lock:
+                    given_up.append(index)
+                    outstanding[0] -= 1
+
+    def killer() -> None:
+        while time.monotonic() < deadline:
+            with lock:
+                if len(acked) >= kill_after or outstanding[0] == 0:
+                    break
+            time.sleep(0.005)
+        receiver.kill()
+        killed.set()
+        down = time.monotonic()
+        time.sleep(0.5)
+        receiver.start()
+        downtime[0] = time.monotonic() - down
+
+    receiver.start()
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(args.clients)]
+    kill_thread = threading.Thread(target=killer, daemon=True)
+    kill_thread.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, deadline - time.monotonic() + 5))
+    kill_thread.join(timeout=60)
+    send_seconds = time.monotonic() - started
+    receiver.kill()
+
+    land_started = time.monotonic()
+    target = f"duckdb:///{work / 'warehouse.duckdb'}"
+    result = land_source(source, spool_path=home / "webhook" / "spool.sqlite3", target_url=target)
+    land_seconds = time.monotonic() - land_started
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        landed = dict(
+            conn.execute(
+                sa.text(
+                    f"SELECT event_webhookeventid, COUNT(*) FROM {source.events_table} GROUP BY 1"
+                )
+            ).all()
+        )
+    engine.dispose()
+
+    missing = [e for e in acked if e not in landed]
+    doubled = [e for e, n in landed.items() if n != 1]
+    sent_ids = {e["webhookEventId"] for b in batches for e in b}
+    lat = sorted(latencies)
+    p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000 if lat else float("nan")
+    print(f"machine:              {machine()}")
+    print(
+        f"receiver:             uvicorn, {args.workers} workers, spool SQLite WAL synchronous=FULL"
+    )
+    print(f"clients:              {args.clients} threads, keep-alive, 1-5 events per request")
+    print(f"events sent (unique): {len(sent_ids)} in {len(batches)} requests")
+    print(
+        f"SIGKILL + restart:    after {kill_after} acked events; down {downtime[0]:.2f}s; killed={killed.is_set()}"
+    )
+    print(
+        f"failed deliveries:    {failures['connection']} connection errors, {failures['http']} non-200 (retried as redeliveries)"
+    )
+    print(
+        f"acknowledged (200):   {len(acked)} unique events, {sum(acked.values())} acknowledgements, {len(given_up)} requests given up"
+    )
+    print(
+        f"throughput:           {len(acked) / send_seconds:.0f} events/s, {len(lat) / send_seconds:.0f} requests/s over {send_seconds:.1f}s"
+    )
+    print(f"latency of 200s:      p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(
+        f"landed:               {len(landed)} events in {land_seconds:.1f}s ({result.duplicates_dropped} duplicates dropped)"
+    )
+    print(f"acked but missing:    {len(missing)}")
+    print(f"landed more than once:{len(doubled):>2}")
+    ok = (
+        not missing
+        and not doubled
+        and killed.is_set()
+        and len(acked) == len(sent_ids)
+        and len(sent_ids) >= min(args.events, 10_000)
+    )
+    print("RESULT:               " + ("PASS" if ok else "FAIL"))
+    if args.keep:
+        print(f"data kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""The seam every destination plugs into: settings, rules, and a ``deliver`` step.
+
+An export reads rows, validates them against the destination's :class:`~line_exports.rules.RuleSet`,
+spools the valid ones, then hands them to :meth:`Destination.deliver`, which batches them,
+talks to the API through its resource's client, and reports what happened. Nothing flows back
+up: ``deliver`` never re-validates, and the rules never speak HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import dagster as dg
+import pandas as pd
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from line_exports.http import RetrySettings
+from line_exports.ledger import LedgerScope
+from line_exports.rules import RuleSet
+
+
+class ExportSettings(dg.Config):
+    """Settings every export shares: the reference's retry and timeout knobs (seconds)."""
+
+    max_retry: int = Field(8, ge=1, le=10, description="Maximum number of retries when a request fails")
+    initial_retry_wait: float = Field(15, ge=1, le=30, description="Seconds before the first retry")
+    max_retry_wait: float = Field(3600, ge=100, le=7200, description="Longest wait between retries, seconds")
+    connection_timeout: float = Field(300, ge=10, le=600, description="HTTP timeout per request, seconds")
+
+    def retry_settings(self) -> RetrySettings:
+        return RetrySettings(
+            max_retry=self.max_retry,
+            initial_retry_wait=self.initial_retry_wait,
+            max_retry_wait=self.max_retry_wait,
+            connection_timeout=self.connection_timeout,
+        )
+
+
+class ValidRows:
+    """The validated rows of one run, spooled to a Parquet file and read back in batches."""
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path = path
+        self.count = count
+
+    def batches(self, size: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        """Rows in order, exactly ``size`` per batch (the last may be smaller)."""
+        if self.count == 0:
+            return
+        pending: list[pd.DataFrame] = []
+        pending_rows = 0
+        for record_batch in pq.ParquetFile(self.path).iter_batches(batch_size=min(size, 65_536), columns=columns):
+            frame = record_batch.to_pandas()
+            pending.append(frame)
+            pending_rows += len(frame)
+            while pending_rows >= size:
+                joined = pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+                yield joined.iloc[:size].reset_index(drop=True)
+                rest = joined.iloc[size:]
+                pending, pending_rows = ([rest] if len(rest) else []), len(rest)
+        if pending_rows:
+            yield pd.concat(pending, ignore_index=True).reset_index(drop=True)
+
+
+@dataclass
+class DeliveryReport:
+    """What ``deliver`` did: rows sent and accepted, rows the API refused, ids, extra figures."""
+
+    sent_rows: int = 0
+    accepted_rows: int = 0
+    rejects: list[pd.DataFrame] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+    requests: int = 0
+    resumed_rows: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class ExportRun:
+    """What a destination sees of the run: its name, log, ledger scope and a progress line."""
+
+    def __init__(self, name: str, log: Any, ledger: LedgerScope, total_rows: int, progress_every: float = 5.0) -> None:
+        self.name = name
+        self.log = log
+        self.ledger = ledger
+        self.total_rows = total_rows
+        self._progress_every = progress_every
+        self._last_progress = time.monotonic()
+
+    def progress(self, sent_rows: int, force: bool = False) -> None:
+        """Log rows sent so far, at most every few seconds, so long runs show they move."""
+        now = time.monotonic()
+        if force or now - self._last_progress >= self._progress_every:
+            self._last_progress = now
+            self.log.info(f"{self.name}: sent {sent_rows:,} of {self.total_rows:,} valid rows")
+
+
+def content_key(*parts: Any) -> str:
+    """A stable key for a request, derived from what it carries (never random)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, pd.DataFrame):
+            digest.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+        elif isinstance(part, bytes):
+            digest.update(part)
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+class Destination(ABC):
+    """One API to export to. Subclasses read like the reference: settings, rules, delivery."""
+
+    type_name: ClassVar[str]
+    """The ``type`` of a ``result_connection`` / TD CLI ``--result`` JSON (e.g. ``maac``)."""
+    settings_class: ClassVar[type[ExportSettings]]
+    resource_class: ClassVar[type[dg.ConfigurableResource]]
+    pool: ClassVar[str]
+    """Dagster concurrency pool: exports to the same API share its rate limit across runs."""
+    kind: ClassVar[str]
+    """The kind shown on the asset in the UI (e.g. ``line``, ``linkedin``)."""
+    invalid_policy_setting: ClassVar[str]
+    """The setting that chooses between skipping invalid rows and failing (reference name)."""
+    auth_fields: ClassVar[tuple[str, ...]] = ()
+    """``result_settings`` names that are credentials and belong on the resource, not config."""
+
+    @abstractmethod
+    def ruleset(self, settings: Any) -> RuleSet:
+        """The column rules for these settings (e.g. which key column is required)."""
+
+    def invalid_policy(self, settings: Any) -> tuple[str, bool]:
+        """(setting name, skip?): True reports invalid rows and sends the rest; False fails
+        the run before anything is sent."""
+        return self.invalid_policy_setting, bool(getattr(settings, self.invalid_policy_setting))
+
+    def check_total(self, settings: Any, valid_rows: int) -> None:  # noqa: B027 - optional hook
+        """Refuse, before anything is sent, a run the API cannot take whole (e.g. too large)."""
+
+    @abstractmethod
+    def deliver(self, resource: Any, settings: Any, rows: ValidRows, run: ExportRun) -> DeliveryReport:
+        """Send the valid rows; report per request what the API accepted and refused."""
+
+    def target_label(self, settings: Any) -> str:
+        """A short name of what the export writes to, for descriptions and metadata."""
+        return self.type_name
+

@@ -1,0 +1,409 @@
+"""Crescendo Lab MAAC: members with tags, and custom segments of LINE UIDs.
+
+Settings follow TD's "LINE via Crescendo Lab" export (``maac-crescendo-export.txt``); requests
+follow MAAC's OpenAPI (``maac-openapi.md``): ``POST /openapi/v1/member/import/`` takes at most
+10,000 members and 10 MB, 15 a minute and one running at a time, and answers a task id to poll
+until ``done``; ``POST /openapi/v1/custom_segment/`` (``PATCH .../{id}/`` to replace) takes a
+CSV of at most 300,000 LINE UIDs and 25 MB.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from enum import Enum
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field, PrivateAttr, model_validator
+
+from line_exports.destination import DeliveryReport, Destination, ExportRun, ExportSettings, ValidRows, content_key
+from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
+from line_exports.rules import ROW_NUMBER, Column, RuleSet, reject
+
+HOSTS = {"global": "https://api.cresclab.com", "japan": "https://api.jp.cresclab.com"}
+SANDBOX_TOKEN = "sandbox-maac-token"
+IMPORT_MAX_MEMBERS = 10_000
+IMPORT_MAX_BYTES = 10 * 1024 * 1024
+SEGMENT_MAX_UIDS = 300_000
+SEGMENT_MAX_BYTES = 25 * 1024 * 1024
+LIMITS = {"member_import": RateLimit(requests=15, per_seconds=60)}
+TASK_TIMEOUT_SECONDS = 3600
+IMPORT_KEYS = ("line_uid", "customer_id", "email", "mobile")
+MEMBER_FIELDS = ("line_uid", "line_display_name", "email", "mobile", "customer_id", "gender", "birthday")
+
+# The reference's column tables, as rules.
+MEMBER_COLUMNS = (
+    Column("line_uid", required_if={"import_key": "line_uid"}, pattern=r"U[0-9a-f]{32}",
+           pattern_message="is not a LINE user ID (U and 32 hex digits)"),
+    Column("line_display_name", max_length=255, aliases=("display_name",)),
+    Column("email", required_if={"import_key": "email"}, format="email", sensitive=True),
+    Column("mobile", required_if={"import_key": "mobile"}, normalize=("trim", "phone"),
+           pattern=r"\+[1-9][0-9]{6,14}|09[0-9]{8}",
+           pattern_message="is not a phone number in E.164 form (or a local 09XXXXXXXX number)", sensitive=True),
+    Column("customer_id", required_if={"import_key": "customer_id"}, max_length=255),
+    Column("gender", normalize=("trim", "lowercase"), allowed=("male", "female")),
+    Column("birthday", format="iso_date"),
+    Column("tags"),
+)
+SEGMENT_COLUMNS = (
+    Column("line_uid", required=True, pattern=r"U[0-9a-f]{32}",
+           pattern_message="is not a LINE user ID (U and 32 hex digits)"),
+)
+
+
+class ImportKey(str, Enum):
+    """The member field MAAC matches imported members by."""
+
+    line_uid = "line_uid"
+    customer_id = "customer_id"
+    email = "email"
+    mobile = "mobile"
+
+
+class MaacSettings(ExportSettings):
+    """``result_settings`` of a MAAC export, named as in the reference."""
+
+    data_object: Literal["members", "segments"] = Field(description="Members (members) or Segments (segments)")
+    import_key: ImportKey | None = Field(
+        None, description="Members: the column MAAC matches members by"
+    )
+    tags: str | None = Field(None, description="Members: comma-separated tags attached to every imported member")
+    segment_name: str | None = Field(None, description="Segments: segment name")
+    segment_description: str | None = Field(None, description="Segments: segment description")
+    skip_invalid_records: bool = Field(True, description="Skip invalid records and continue the job")
+    update_segment: bool = Field(
+        False, description="Replace all members of the existing segment with this name instead of creating one"
+    )
+    batch_size: int = Field(
+        IMPORT_MAX_MEMBERS, ge=1, le=IMPORT_MAX_MEMBERS, description="Members per import request (MAAC allows 10,000)"
+    )
+
+    @model_validator(mode="after")
+    def _required_by_data_object(self) -> MaacSettings:
+        if self.data_object == "members":
+            if not self.import_key:
+                raise ValueError("import_key is required when data_object is members (line_uid, customer_id, email or mobile)")
+            if not self.tag_list():
+                raise ValueError("tags is required when data_object is members (comma-separated tag names)")
+        elif not (self.segment_name or "").strip():
+            raise ValueError("segment_name is required when data_object is segments")
+        return self
+
+    def tag_list(self) -> list[str]:
+        return split_tags(self.tags or "")
+
+
+def split_tags(text: str) -> list[str]:
+    """Comma-separated tag names, trimmed, empties dropped, order kept."""
+    return list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+
+
+class MaacClient:
+    """MAAC's OpenAPI over one paced, retrying session."""
+
+    def __init__(self, http: HttpClient, poll_seconds: float = 1.0) -> None:
+        self.http = http
+        self.poll_seconds = poll_seconds
+
+    def import_members(self, import_key: str, members: list[dict[str, Any]], tags: list[str]) -> int:
+        """Start an import task; returns its id."""
+        body = json.dumps({"import_key": import_key, "data": members, "tags": tags}, ensure_ascii=False).encode()
+        if len(body) > IMPORT_MAX_BYTES:
+            raise ValueError(f"import body is {len(body):,} bytes; MAAC takes at most {IMPORT_MAX_BYTES:,}")
+        response = self.http.request(
+            "POST", "/openapi/v1/member/import/", endpoint="member_import", data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        return int(response.json()["id"])
+
+    def wait_import(self, task_id: int, timeout: float = TASK_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Poll the task until ``done``; returns its ``result`` (``success`` false on failure)."""
+        deadline = time.monotonic() + timeout
+        pause = min(0.05, self.poll_seconds)
+        while True:
+            body = self.http.request("GET", f"/openapi/v1/member/import/{task_id}/", endpoint="import_status").json()
+            if body.get("status") == "done":
+                result = body.get("result")
+                return result if isinstance(result, dict) else {k: v for k, v in body.items() if k != "status"}
+            if time.monotonic() > deadline:
+                raise ApiError(f"MAAC import task {task_id} was not done after {timeout:.0f}s (status {body.get('status')})")
+            time.sleep(pause)
+            pause = min(pause * 2, self.poll_seconds)
+
+    def segments_named(self, name: str) -> list[dict[str, Any]]:
+        """Segments whose name is exactly ``name`` (the list filter may match partially)."""
+        found: list[dict[str, Any]] = []
+        start: str | None = None
+        while True:
+            params = {"name": name, **({"start": start} if start else {})}
+            page = self.http.request("GET", "/openapi/v1/segment/", endpoint="segment_list", params=params).json()
+            found.extend(s for s in page.get("results", []) if s.get("name") == name)
+            start = page.get("next")
+            if not start:
+                return found
+
+    def create_segment(self, name: str, description: str | None, csv_bytes: bytes) -> dict[str, Any]:
+        form = {"name": name, **({"description": description} if description else {})}
+        return self.http.request(
+            "POST", "/openapi/v1/custom_segment/", endpoint="custom_segment", data=form,
+            files={"file": ("line_uids.csv", csv_bytes, "text/csv")},
+        ).json()
+
+    def replace_segment(self, segment_id: int, description: str | None, csv_bytes: bytes) -> dict[str, Any]:
+        form = {"description": description} if description else {}
+        return self.http.request(
+            "PATCH", f"/openapi/v1/custom_segment/{segment_id}/", endpoint="custom_segment", data=form,
+            files={"file": ("line_uids.csv", csv_bytes, "text/csv")},
+        ).json()
+
+    def wait_segment(self, segment_id: int, timeout: float = TASK_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Poll the segment until it is ready (status 2); returns it."""
+        deadline = time.monotonic() + timeout
+        pause = min(0.05, self.poll_seconds)
+        while True:
+            segment = self.http.request("GET", f"/openapi/v1/segment/{segment_id}/", endpoint="segment_get").json()
+            if segment.get("status") == 2:
+                return segment
+            if time.monotonic() > deadline:
+                raise ApiError(f"MAAC segment {segment_id} was not ready after {timeout:.0f}s")
+            time.sleep(pause)
+            pause = min(pause * 2, self.poll_seconds)
+
+
+class MaacResource(dg.ConfigurableResource):
+    """Credentials and endpoint of one MAAC account.
+
+    ``api_token`` comes from ``dg.EnvVar("MAAC_API_TOKEN")``. Leave both ``api_token`` and
+    ``base_url`` empty to use the local sandbox (started on demand); set ``region: japan`` for
+    MAAC's Japan host, or ``base_url`` for a proxy.
+    """
+
+    api_token: str | None = Field(
+        default=None, description="MAAC API token (MAAC > API > API token)", json_schema_extra={"dagster__is_secret": True}
+    )
+    region: Literal["global", "japan"] = Field(default="global", description="global: api.cresclab.com, japan: api.jp.cresclab.com")
+    base_url: str | None = Field(default=None, description="Overrides the region's host (a proxy, or the sandbox)")
+    debug: bool = Field(default=False, description="Log request and response bodies (secrets redacted)")
+    poll_seconds: float = Field(default=1.0, gt=0, description="Longest pause between import status polls")
+    _clients: dict[RetrySettings, MaacClient] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> MaacResource:
+        """The real API when ``MAAC_API_TOKEN`` is set (via ``dg.EnvVar``), else the sandbox.
+
+        ``MAAC_REGION`` (global | japan) and ``MAAC_BASE_URL`` are read when set.
+        """
+        if not os.environ.get("MAAC_API_TOKEN"):
+            return cls(base_url=os.environ.get("MAAC_BASE_URL") or None)
+        return cls(
+            api_token=dg.EnvVar("MAAC_API_TOKEN"),
+            region=os.environ.get("MAAC_REGION", "global"),  # type: ignore[arg-type]
+            base_url=dg.EnvVar("MAAC_BASE_URL") if os.environ.get("MAAC_BASE_URL") else None,
+        )
+
+    def endpoint(self) -> tuple[str, str]:
+        """(base URL, token): the configured API, or the local sandbox when neither is set."""
+        if self.base_url:
+            host = urlparse(self.base_url).hostname or ""
+            if not self.api_token and host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError("MaacResource: api_token is required for a non-local base_url")
+            return self.base_url, self.api_token or SANDBOX_TOKEN
+        if self.api_token:
+            return HOSTS[self.region], self.api_token
+        from line_exports.sandbox import ensure_sandbox
+
+        return ensure_sandbox(), SANDBOX_TOKEN
+
+    def get_client(self, retry: RetrySettings | None = None) -> MaacClient:
+        retry = retry or RetrySettings()
+        if retry not in self._clients:
+            url, token = self.endpoint()
+            http = HttpClient(
+                url,
+                auth_headers=lambda: {"Authorization": f"Bearer {token}"},
+                secrets=lambda: (token,),
+                retry=retry,
+                limits=LIMITS,
+                limiter_scope=f"maac:{url}:{content_key(token)[:12]}",
+                debug=self.debug,
+            )
+            self._clients[retry] = MaacClient(http, poll_seconds=self.poll_seconds)
+        return self._clients[retry]
+
+
+def member_records(batch: pd.DataFrame) -> list[dict[str, Any]]:
+    """Import ``data`` items: present fields only, ``tags`` as a list of names."""
+    columns = [c for c in MEMBER_FIELDS if c in batch.columns]
+    records = batch[columns].astype(object).where(batch[columns].notna(), None).to_dict("records")
+    tag_lists = batch["tags"].tolist() if "tags" in batch.columns else None
+    out = []
+    for i, record in enumerate(records):
+        item = {k: v for k, v in record.items() if v is not None}
+        if tag_lists is not None and isinstance(tag_lists[i], str):
+            tags = split_tags(tag_lists[i])
+            if tags:
+                item["tags"] = tags
+        out.append(item)
+    return out
+
+
+def unique_key_batches(frames: Iterator[pd.DataFrame], key: str, size: int) -> Iterator[pd.DataFrame]:
+    """Batches of at most ``size`` rows with no key twice in one batch (MAAC fails such an import).
+
+    A repeated key waits for a later batch, so every row is still sent, in order: the same
+    effect as importing them one after another.
+    """
+    carry = pd.DataFrame()
+    for frame in frames:
+        pending = pd.concat([carry, frame], ignore_index=True) if len(carry) else frame
+        while len(pending) >= size:
+            take = pending.iloc[:size]
+            repeat = take.groupby(key, sort=False).cumcount().to_numpy() > 0
+            yield take[~repeat].reset_index(drop=True)
+            pending = pd.concat([take[repeat], pending.iloc[size:]], ignore_index=True)
+        carry = pending
+    while len(carry):
+        take = carry.iloc[:size]
+        repeat = take.groupby(key, sort=False).cumcount().to_numpy() > 0
+        yield take[~repeat].reset_index(drop=True)
+        carry = pd.concat([take[repeat], carry.iloc[size:]], ignore_index=True)
+
+
+def segment_csv(uids: pd.Series) -> bytes:
+    """The custom segment file: a ``line_uid`` header and one UID per line."""
+    buffer = io.StringIO()
+    buffer.write("line_uid\n")
+    buffer.write("\n".join(uids.astype(str)))
+    buffer.write("\n")
+    return buffer.getvalue().encode()
+
+
+class MaacDestination(Destination):
+    type_name = "maac"
+    kind = "line"
+    settings_class = MaacSettings
+    resource_class = MaacResource
+    pool = "maac_api"
+    invalid_policy_setting = "skip_invalid_records"
+    auth_fields = ("api_token",)
+
+    def ruleset(self, settings: MaacSettings) -> RuleSet:
+        return RuleSet(MEMBER_COLUMNS if settings.data_object == "members" else SEGMENT_COLUMNS)
+
+    def target_label(self, settings: MaacSettings) -> str:
+        if settings.data_object == "members":
+            return f"maac members by {ImportKey(settings.import_key).value}"
+        return f"maac segment {settings.segment_name!r}"
+
+    def check_total(self, settings: MaacSettings, valid_rows: int) -> None:
+        if settings.data_object == "segments" and valid_rows > SEGMENT_MAX_UIDS:
+            raise ValueError(
+                f"segment {settings.segment_name!r} would hold {valid_rows:,} LINE UIDs; a MAAC custom segment "
+                f"holds at most {SEGMENT_MAX_UIDS:,} (25 MB). Nothing was sent. Split the query into several "
+                "exports (e.g. by a hash of line_uid) with one segment each."
+            )
+
+    def deliver(self, resource: MaacResource, settings: MaacSettings, rows: ValidRows, run: ExportRun) -> DeliveryReport:
+        client = resource.get_client(settings.retry_settings())
+        before = client.http.stats.requests
+        if settings.data_object == "members":
+            report = self._members(client, settings, rows, run)
+        else:
+            report = self._segment(client, settings, rows, run)
+        report.requests = client.http.stats.requests - before
+        report.metadata["rate_limited_answers"] = client.http.stats.rate_limited
+        report.metadata["retries"] = client.http.stats.retries
+        return report
+
+    def _members(self, client: MaacClient, settings: MaacSettings, rows: ValidRows, run: ExportRun) -> DeliveryReport:
+        report = DeliveryReport()
+        totals = {"created_num": 0, "updated_num": 0, "mismatch_num": 0}
+        tags = settings.tag_list()
+        key = ImportKey(settings.import_key or "line_uid").value
+        mismatch_links: list[str] = []
+        for batch in unique_key_batches(rows.batches(settings.batch_size), key, settings.batch_size):
+            members = member_records(batch)
+            batch_key = content_key("members", key, tags, members)
+            result = run.ledger.done(batch_key)
+            if result is not None:
+                report.resumed_rows += len(batch)
+            else:
+                task_id = client.import_members(key, members, tags)
+                report.job_ids.append(str(task_id))
+                result = client.wait_import(task_id)
+                if result.get("success"):
+                    run.ledger.record(batch_key, result)
+            report.sent_rows += len(batch)
+            if not result.get("success"):
+                errors = {k: v for k, v in result.items() if k != "success" and v}
+                message = f"MAAC refused import task {report.job_ids[-1] if report.job_ids else '?'}: {errors}"
+                refused = reject(batch[ROW_NUMBER], key, "maac_import_failed", message)
+                if not settings.skip_invalid_records:
+                    raise dg.Failure(description=message, allow_retries=False)
+                report.rejects.append(refused)
+                run.log.warning(message)
+            else:
+                for name in totals:
+                    totals[name] += int(result.get(name) or 0)
+                report.accepted_rows += int(result.get("created_num") or 0) + int(result.get("updated_num") or 0)
+                if result.get("mismatch_export_link"):
+                    mismatch_links.append(str(result["mismatch_export_link"]))
+            run.progress(report.sent_rows)
+        report.metadata.update(
+            {
+                "members_created": totals["created_num"],
+                "members_updated": totals["updated_num"],
+                "members_mismatched": totals["mismatch_num"],
+                "import_tasks": len(report.job_ids),
+                "tags": dg.MetadataValue.json(tags),
+            }
+        )
+        if mismatch_links:
+            report.metadata["mismatch_export_links"] = dg.MetadataValue.json(mismatch_links)
+        return report
+
+    def _segment(self, client: MaacClient, settings: MaacSettings, rows: ValidRows, run: ExportRun) -> DeliveryReport:
+        report = DeliveryReport()
+        name = (settings.segment_name or "").strip()
+        uids = pd.concat(list(rows.batches(SEGMENT_MAX_UIDS, columns=["line_uid"])), ignore_index=True)["line_uid"] if rows.count else pd.Series(dtype="string")
+        csv_bytes = segment_csv(uids)
+        if len(csv_bytes) > SEGMENT_MAX_BYTES:
+            raise dg.Failure(description=f"segment file is {len(csv_bytes):,} bytes; MAAC takes at most 25 MB", allow_retries=False)
+        batch_key = content_key("segment", name, settings.update_segment, csv_bytes)
+        done = run.ledger.done(batch_key)
+        if done is not None:
+            report.resumed_rows = len(uids)
+            segment = done
+        else:
+            existing = client.segments_named(name) if settings.update_segment else []
+            if existing:
+                created = client.replace_segment(int(existing[0]["id"]), settings.segment_description, csv_bytes)
+                action = "replaced"
+            else:
+                created = client.create_segment(name, settings.segment_description, csv_bytes)
+                action = "created"
+            segment = client.wait_segment(int(created["id"]))
+            segment["action"] = action
+            run.ledger.record(batch_key, segment)
+        report.sent_rows = len(uids)
+        report.accepted_rows = int(segment.get("member_count") or 0)
+        report.job_ids.append(str(segment["id"]))
+        report.metadata.update(
+            {
+                "segment_id": int(segment["id"]),
+                "segment_name": name,
+                "segment_action": str(segment.get("action", "created")),
+                "segment_member_count": int(segment.get("member_count") or 0),
+                "duplicate_uids": int(len(uids) - uids.nunique()),
+            }
+        )
+        return report
+
+
+DESTINATION = MaacDestination()

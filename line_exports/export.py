@@ -1,0 +1,360 @@
+"""The export factory: a query (or upstream asset) and a destination become a Dagster asset.
+
+One row's way: rows stream from the source in chunks, each chunk is validated over whole
+columns, valid rows are spooled to a Parquet file and rejects to a CSV file, then (only if the
+invalid-record policy allows) the destination delivers the spooled rows. The materialization
+records what a user needs to trust the run: rows read, valid, rejected (with a preview), sent,
+accepted, API job ids, requests and duration; a check flags a reject rate over a threshold.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import create_model
+
+from line_exports import paths
+from line_exports.destination import Destination, DeliveryReport, ExportRun, ExportSettings, ValidRows
+from line_exports.destinations import get_destination
+from line_exports.ledger import Ledger
+from line_exports.rules import ROW_NUMBER, RuleSet, SchemaError, summarize_rejects, to_text, validate
+from line_exports.session import render_session_variables, run_scope, session_time, session_variables
+from line_exports.sources import SqlSource, read_sql_text
+
+DEFAULT_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL)
+PREVIEW_ROWS = 20
+REJECT_RATE_CHECK = "reject_rate"
+
+
+@dataclass
+class ValidationSummary:
+    """The outcome of validating a whole export, before anything is sent."""
+
+    rows_read: int = 0
+    valid_rows: int = 0
+    reject_cells: int = 0
+    rejected_row_numbers: set[int] = field(default_factory=set)
+    by_rule: dict[str, int] = field(default_factory=dict)
+    preview: list[pd.DataFrame] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    rejects_path: Path | None = None
+
+    @property
+    def rejected_rows(self) -> int:
+        return len(self.rejected_row_numbers)
+
+    def add_rejects(self, rejects: pd.DataFrame) -> None:
+        if not len(rejects):
+            return
+        self.reject_cells += len(rejects)
+        self.rejected_row_numbers.update(int(r) for r in rejects[ROW_NUMBER].unique())
+        for key, count in summarize_rejects(rejects).items():
+            self.by_rule[key] = self.by_rule.get(key, 0) + count
+        shown = sum(len(p) for p in self.preview)
+        if shown < PREVIEW_ROWS:
+            self.preview.append(rejects.head(PREVIEW_ROWS - shown))
+        if self.rejects_path is not None:
+            header = not self.rejects_path.exists()
+            rejects.to_csv(self.rejects_path, mode="a", header=header, index=False)
+
+    def preview_frame(self) -> pd.DataFrame:
+        return pd.concat(self.preview, ignore_index=True) if self.preview else pd.DataFrame()
+
+    def first_reasons(self, limit: int = 5) -> str:
+        frame = self.preview_frame().head(limit)
+        return "; ".join(
+            f"row {r[ROW_NUMBER]}, column {r['column']}: {r['message']} ({r['rule']})" for _, r in frame.iterrows()
+        )
+
+
+class Spool:
+    """Valid rows written chunk by chunk to Parquet with one fixed schema, read back in batches."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self._schema is None:
+            self._schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+        if not len(frame):
+            return
+        table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+        assert self._writer is not None
+        self._writer.write_table(table)
+        self.rows += len(frame)
+
+    def close(self) -> ValidRows:
+        if self._writer is not None:
+            self._writer.close()
+        return ValidRows(self.path, self.rows)
+
+
+def _stringify_extras(frame: pd.DataFrame, ruleset: RuleSet) -> pd.DataFrame:
+    """Pass-through columns (e.g. template fields) as text, so every chunk has one schema."""
+    for name in ruleset.keep:
+        if name in frame.columns:
+            frame[name] = to_text(frame[name])
+    return frame
+
+
+def validate_export(
+    chunks: Iterator[pd.DataFrame],
+    ruleset: RuleSet,
+    settings: Mapping[str, Any],
+    workdir: Path,
+    log: Any = None,
+) -> tuple[ValidationSummary, ValidRows]:
+    """Validate every chunk; spool the valid rows; write every reject with its reason."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = ValidationSummary(rejects_path=workdir / "rejects.csv")
+    spool = Spool(workdir / "valid.parquet")
+    last_log = time.monotonic()
+    try:
+        for chunk in chunks:
+            checked = validate(chunk, ruleset, settings, row_offset=summary.rows_read)
+            summary.rows_read += checked.rows_read
+            summary.add_rejects(checked.rejects)
+            spool.write(_stringify_extras(checked.valid, ruleset))
+            for name in checked.ignored_columns:
+                if name not in summary.ignored_columns:
+                    summary.ignored_columns.append(name)
+            if log is not None and time.monotonic() - last_log > 5:
+                last_log = time.monotonic()
+                log.info(f"validated {summary.rows_read:,} rows, {summary.rejected_rows:,} rejected so far")
+    finally:
+        rows = spool.close()
+    summary.valid_rows = rows.count
+    return summary, rows
+
+
+def frame_chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
+    """An in-memory DataFrame (an upstream asset's value) in chunks, like a query's rows."""
+    for start in range(0, len(frame), size):
+        yield frame.iloc[start : start + size]
+
+
+def settings_with_defaults(settings_class: type[ExportSettings], values: Mapping[str, Any]) -> type[ExportSettings]:
+    """A subclass of ``settings_class`` whose defaults are ``values`` (shown and editable in the UI).
+
+    Values are validated here, so a wrong setting fails when definitions load, not mid-run.
+    """
+    validated = settings_class(**values)
+    fields: dict[str, Any] = {}
+    for name in values:
+        info = copy.copy(settings_class.model_fields[name])
+        info.default = getattr(validated, name)
+        fields[name] = (settings_class.model_fields[name].annotation, info)
+    return create_model(settings_class.__name__, __base__=settings_class, **fields)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    if not len(frame):
+        return "_none_"
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        cells = [str(row[c]).replace("|", "\\|").replace("\n", " ") for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def export_metadata(summary: ValidationSummary, report: DeliveryReport | None, seconds: float, source: str, target: str) -> dict[str, Any]:
+    """Run metadata (numbers become plots in the UI's metadata history)."""
+    reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
+    meta: dict[str, Any] = {
+        "source": source,
+        "destination": target,
+        "rows_read": summary.rows_read,
+        "rows_valid": summary.valid_rows,
+        "rows_rejected": summary.rejected_rows,
+        "reject_rate": dg.MetadataValue.float(round(reject_rate, 6)),
+        "rejects_by_rule": dg.MetadataValue.json(summary.by_rule),
+        "rejects_preview": dg.MetadataValue.md(_markdown(summary.preview_frame())),
+        "duration_seconds": dg.MetadataValue.float(round(seconds, 3)),
+    }
+    if summary.rejects_path is not None and summary.rejects_path.exists():
+        meta["rejects_file"] = dg.MetadataValue.path(str(summary.rejects_path))
+    if summary.ignored_columns:
+        meta["ignored_columns"] = dg.MetadataValue.json(summary.ignored_columns)
+    if report is not None:
+        meta.update(
+            {
+                "rows_sent": report.sent_rows,
+                "rows_accepted": report.accepted_rows,
+                "rows_resumed": report.resumed_rows,
+                "rows_refused_by_api": int(sum(len(r[ROW_NUMBER].unique()) for r in report.rejects if len(r))),
+                "requests": report.requests,
+                "api_job_ids": dg.MetadataValue.json(report.job_ids),
+                "dagster/row_count": report.accepted_rows,
+            }
+        )
+        meta.update(report.metadata)
+    return meta
+
+
+def _failure(summary: ValidationSummary, policy: str, metadata: dict[str, Any]) -> dg.Failure:
+    return dg.Failure(
+        description=(
+            f"{summary.rejected_rows:,} of {summary.rows_read:,} rows are invalid and {policy} is false, "
+            f"so nothing was sent. First reasons: {summary.first_reasons()}"
+        ),
+        metadata=metadata,
+        allow_retries=False,
+    )
+
+
+def build_export(
+    name: str,
+    *,
+    destination: str | Destination,
+    settings: Mapping[str, Any] | None = None,
+    query: str | Path | None = None,
+    upstream: dg.AssetKey | str | Sequence[str] | None = None,
+    resource_key: str | None = None,
+    source_key: str = "sql_source",
+    key_prefix: str | Sequence[str] | None = None,
+    group_name: str | None = "exports",
+    description: str | None = None,
+    max_reject_rate: float = 0.05,
+    retry_policy: dg.RetryPolicy | None = DEFAULT_RETRY_POLICY,
+    timezone: str = "UTC",
+    chunk_size: int | None = None,
+    deps: Sequence[dg.AssetKey | str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    partitions_def: dg.PartitionsDefinition | None = None,
+    ledger_path: Path | None = None,
+) -> dg.AssetsDefinition:
+    """An asset that exports ``query``'s rows (or ``upstream``'s DataFrame) to ``destination``.
+
+    ``settings`` are the destination's ``result_settings`` (reference names); they become the
+    asset's typed config with these values as defaults, editable at launch. Credentials stay on
+    the resource (``resource_key``, default the destination's type name). ``${session_*}``
+    variables in the query are filled with the run's scheduled time in ``timezone``.
+    """
+    dest = get_destination(destination) if isinstance(destination, str) else destination
+    if (query is None) == (upstream is None):
+        raise ValueError(f"export {name!r}: give exactly one of query or upstream")
+    settings = dict(settings or {})
+    misplaced = sorted(set(settings) & set(dest.auth_fields))
+    if misplaced:
+        raise ValueError(
+            f"export {name!r}: {', '.join(misplaced)} is a credential; set it on the {dest.type_name} resource"
+        )
+    config_class = settings_with_defaults(dest.settings_class, settings)
+    sql_text = read_sql_text(query) if query is not None else None
+    resource_key = resource_key or dest.type_name
+    key = dg.AssetKey([*([key_prefix] if isinstance(key_prefix, str) else (key_prefix or [])), name])
+    upstream_key = dg.AssetKey.from_coercible(upstream) if upstream is not None else None
+    check_spec = dg.AssetCheckSpec(
+        REJECT_RATE_CHECK,
+        asset=key,
+        description=f"Fails (warning) when more than {max_reject_rate:.0%} of the rows read are rejected.",
+    )
+
+    def compute(context: dg.AssetExecutionContext, config: ExportSettings, **inputs: Any) -> dg.MaterializeResult:
+        started = time.monotonic()
+        source: SqlSource | None = getattr(context.resources, source_key) if sql_text is not None else None
+        resource = getattr(context.resources, resource_key)
+        values = config.model_dump()
+        try:
+            ruleset = dest.ruleset(config)
+        except ValueError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        workdir = paths.data_dir() / "runs" / context.run.run_id / "_".join(key.path)
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        if source is not None and sql_text is not None:
+            moment = session_time(context, timezone)
+            chunks = source.read_chunks(render_session_variables(sql_text, session_variables(moment)), chunk_size)
+            source_label = source.describe()
+        else:
+            frame = inputs["upstream"]
+            if not isinstance(frame, pd.DataFrame):
+                raise dg.Failure(description=f"upstream {upstream_key} is not a pandas DataFrame", allow_retries=False)
+            chunks = frame_chunks(frame, chunk_size or 50_000)
+            source_label = f"asset {upstream_key.to_user_string() if upstream_key else ''}"
+        try:
+            summary, rows = validate_export(chunks, ruleset, values, workdir, context.log)
+        except SchemaError as exc:
+            raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+        target = dest.target_label(config)
+        context.log.info(
+            f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} valid, {summary.rejected_rows:,} rejected"
+        )
+        policy, skips = dest.invalid_policy(config)
+        if summary.rejected_rows and not skips:
+            meta = export_metadata(summary, None, time.monotonic() - started, source_label, target)
+            raise _failure(summary, policy, meta)
+        try:
+            dest.check_total(config, summary.valid_rows)
+        except ValueError as exc:
+            raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+        ledger = Ledger(ledger_path)
+        try:
+            run = ExportRun(name, context.log, ledger.scope("/".join(key.path), run_scope(context)), rows.count)
+            report = dest.deliver(resource, config, rows, run)
+        finally:
+            ledger.close()
+        for refused in report.rejects:
+            summary.add_rejects(refused)
+        run.progress(report.sent_rows, force=True)
+        meta = export_metadata(summary, report, time.monotonic() - started, source_label, target)
+        (workdir / "valid.parquet").unlink(missing_ok=True)
+        reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
+        check = dg.AssetCheckResult(
+            check_name=REJECT_RATE_CHECK,
+            passed=reject_rate <= max_reject_rate,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"reject_rate": reject_rate, "threshold": max_reject_rate, "rows_rejected": summary.rejected_rows},
+        )
+        return dg.MaterializeResult(metadata=meta, check_results=[check])
+
+    compute.__name__ = "_".join(key.path)
+    # Real classes, not the strings ``from __future__ import annotations`` leaves: Dagster reads them.
+    compute.__annotations__.update(context=dg.AssetExecutionContext, config=config_class)
+    ins = {"upstream": dg.AssetIn(key=upstream_key)} if upstream_key is not None else {}
+    if upstream_key is not None:
+        # The input arrives as a keyword argument named after ``ins``.
+        def with_upstream(context: dg.AssetExecutionContext, config: ExportSettings, upstream: Any) -> dg.MaterializeResult:
+            return compute(context, config, upstream=upstream)
+
+        with_upstream.__annotations__.update(context=dg.AssetExecutionContext, config=config_class)
+        with_upstream.__name__ = compute.__name__
+        fn = with_upstream
+    else:
+        fn = compute
+    required = {resource_key} | ({source_key} if sql_text is not None else set())
+    return dg.asset(
+        key=key,
+        ins=ins,
+        deps=deps,
+        required_resource_keys=required,
+        group_name=group_name,
+        description=description or f"Exports {'query rows' if sql_text else upstream_key.to_user_string()} to {dest.type_name}.",  # type: ignore[union-attr]
+        check_specs=[check_spec],
+        retry_policy=retry_policy,
+        pool=dest.pool,
+        kinds={dest.kind, "duckdb" if sql_text is not None else "pandas"},
+        tags=dict(tags or {}),
+        partitions_def=partitions_def,
+        metadata={"destination_type": dest.type_name, **({"query": dg.MetadataValue.md(f"```sql\n{sql_text}\n```")} if sql_text else {})},
+    )(fn)
+
+
+def build_export_job(asset: dg.AssetsDefinition, name: str | None = None, **kwargs: Any) -> dg.UnresolvedAssetJobDefinition:
+    """A job that runs one export (and its check)."""
+    return dg.define_asset_job(name or f"{asset.key.path[-1]}_job", selection=dg.AssetSelection.assets(asset), **kwargs)

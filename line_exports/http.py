@@ -1,0 +1,319 @@
+"""The HTTP core every destination client shares: one session, pacing, retries, redaction.
+
+Retries follow the reference's knobs (``max_retry``, ``initial_retry_wait``, ``max_retry_wait``,
+``connection_timeout``, in seconds, with the reference's defaults and ranges). Only what is safe
+to repeat is retried: 429, 5xx, dropped connections and timeouts; ``Retry-After`` is honoured.
+A client-side limiter per endpoint keeps us under the API's published rate so 429s stay rare.
+Bodies are never logged unless ``debug`` is on, and every secret is cut out of every message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from pydantic import BaseModel, Field
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+log = logging.getLogger("line_exports.http")
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+USER_AGENT = "line-exports/0.1 (+dagster)"
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Retry and timeout knobs (seconds), named as in the reference docs.
+
+    Ranges are checked where users set them (``ExportSettings``); the defaults are the
+    reference's: 8 retries, 15 s first wait, 3600 s longest wait, 300 s timeout.
+    """
+
+    max_retry: int = 8
+    initial_retry_wait: float = 15
+    max_retry_wait: float = 3600
+    connection_timeout: float = 300
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret (and its URL-encoded form) in ``text`` with ``***``."""
+    from urllib.parse import quote
+
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text
+
+
+class ApiError(Exception):
+    """An API call that failed for good; the message names the call and never holds a secret."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str = "",
+        path: str = "",
+        body: str = "",
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.method = method
+        self.path = path
+        self.body = body
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class RateLimit(BaseModel):
+    """At most ``requests`` calls in any window of ``per_seconds``."""
+
+    requests: int = Field(gt=0)
+    per_seconds: float = Field(gt=0)
+
+
+class RateLimiter:
+    """A sliding-window limiter: blocks the caller until one more call fits in the window.
+
+    Sliding (not a bucket) because the APIs count calls per fixed window (e.g. MAAC's 15 per
+    minute); never exceeding ``requests`` in any window of ``per_seconds`` is the safe reading.
+    """
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._calls: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Wait for a slot; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._calls and now - self._calls[0] >= self.limit.per_seconds:
+                    self._calls.popleft()
+                if len(self._calls) < self.limit.requests:
+                    self._calls.append(now)
+                    return waited
+                pause = self.limit.per_seconds - (now - self._calls[0])
+            pause = max(pause, 0.0005)
+            time.sleep(pause)
+            waited += pause
+
+
+_LIMITERS: dict[tuple[str, str], RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def shared_limiter(scope: str, key: str, limit: RateLimit) -> RateLimiter:
+    """One limiter per (API account, endpoint) in this process, so two clients share a limit."""
+    with _LIMITERS_LOCK:
+        limiter = _LIMITERS.get((scope, key))
+        if limiter is None or limiter.limit != limit:
+            limiter = _LIMITERS[(scope, key)] = RateLimiter(limit)
+        return limiter
+
+
+@dataclass
+class CallStats:
+    """What a client did, for run metadata."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    paced_seconds: float = 0.0
+    by_endpoint: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, endpoint: str) -> None:
+        with self._lock:
+            self.requests += 1
+            self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        try:
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError):
+            return None
+
+
+class HttpClient:
+    """One ``requests.Session`` with base URL, auth headers, pacing, retries and redaction.
+
+    ``auth_headers`` is called before each attempt so a refreshed token is used at once;
+    ``on_unauthorized`` (if given) is called once on a 401 to refresh it, then the call is
+    retried a single time. ``secrets`` lists every value to cut out of messages and logs.
+    Thread-safe for concurrent ``request`` calls; ``pool_size`` bounds open connections.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth_headers: Callable[[], Mapping[str, str]] = dict,
+        secrets: Callable[[], Iterable[str]] = tuple,
+        retry: RetrySettings | None = None,
+        limits: Mapping[str, RateLimit] | None = None,
+        limiter_scope: str = "",
+        on_unauthorized: Callable[[], None] | None = None,
+        debug: bool = False,
+        pool_size: int = 10,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth_headers = auth_headers
+        self.secrets = secrets
+        self.retry = retry or RetrySettings()
+        self.limits = dict(limits or {})
+        self.limiter_scope = limiter_scope or self.base_url
+        self.on_unauthorized = on_unauthorized
+        self.debug = debug
+        self.sleep = sleep
+        self.stats = CallStats()
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        # Enough pooled connections for the client's own concurrency (e.g. parallel pushes).
+        adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.secrets())
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        backoff = min(
+            self.retry.initial_retry_wait * (2 ** (state.attempt_number - 1)), self.retry.max_retry_wait
+        )
+        if isinstance(error, ApiError) and error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), self.retry.max_retry_wait)
+        return backoff
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "retrying after %s (attempt %d of %d, waiting %.1fs)",
+            error,
+            state.attempt_number,
+            self.retry.max_retry + 1,
+            state.upcoming_sleep,
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str | None = None,
+        ok_status: Iterable[int] = (200, 201, 202, 204),
+        retry: bool = True,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one call with pacing and retries; return the response or raise :class:`ApiError`.
+
+        ``endpoint`` names the rate-limit bucket (a key of ``limits``); ``ok_status`` are the
+        answers returned to the caller (e.g. 409 for a repeated retry key is success).
+        """
+        ok = frozenset(ok_status)
+        endpoint = endpoint or path
+        refreshed = False
+
+        def attempt() -> requests.Response:
+            nonlocal refreshed
+            response = self._send(method, path, endpoint, headers, kwargs)
+            if response.status_code in ok:
+                return response
+            if response.status_code == 401 and self.on_unauthorized and not refreshed:
+                refreshed = True
+                self.on_unauthorized()
+                response = self._send(method, path, endpoint, headers, kwargs)
+                if response.status_code in ok:
+                    return response
+            raise self._error(method, path, response)
+
+        if not retry:
+            return attempt()
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.max_retry + 1),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
+            before_sleep=self._before_sleep,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(attempt)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        headers: Mapping[str, str] | None,
+        kwargs: dict[str, Any],
+    ) -> requests.Response:
+        limit = self.limits.get(endpoint)
+        if limit is not None:
+            self.stats.paced_seconds += shared_limiter(self.limiter_scope, endpoint, limit).acquire()
+        all_headers = {**self.auth_headers(), **(headers or {})}
+        started = time.monotonic()
+        self.stats.count(endpoint)
+        try:
+            response = self.session.request(
+                method, self.url(path), headers=all_headers, timeout=self.retry.connection_timeout, **kwargs
+            )
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+            raise ApiError(
+                self.redact(f"{method} {path} {kind}: {type(exc).__name__}"),
+                method=method,
+                path=path,
+                retryable=True,
+            ) from None
+        log.debug(
+            "%s %s -> %s in %.0f ms", method, self.redact(path), response.status_code,
+            (time.monotonic() - started) * 1000,
+        )
+        if self.debug:
+            log.debug("request body: %s", self.redact(str(kwargs.get("json") or kwargs.get("data") or "")[:2000]))
+            log.debug("response body: %s", self.redact(response.text[:2000]))
+        return response
+
+    def _error(self, method: str, path: str, response: requests.Response) -> ApiError:
+        status = response.status_code
+        if status == 429:
+            self.stats.rate_limited += 1
+        body = self.redact(response.text[:1000])
+        return ApiError(
+            self.redact(f"{method} {path} answered {status}: {body[:300]}"),
+            status=status,
+            method=method,
+            path=path,
+            body=body,
+            retryable=status in RETRYABLE_STATUS,
+            retry_after=_retry_after_seconds(response) if status in (429, 503) else None,
+        )

@@ -1,0 +1,79 @@
+"""What each export run already delivered, so a re-run resumes instead of sending twice.
+
+Entries are keyed by (export, scope, key): the scope is the run's identity (its scheduled time,
+partition, or the root run it re-executes) and the key is derived from the data sent (a batch's
+content hash, a recipient), never random, so the same work always has the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from line_exports import paths
+
+
+class Ledger:
+    """A small SQLite file (WAL, one row per accepted request) shared by every export."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or paths.data_dir() / "ledger.sqlite"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma synchronous=normal")
+        self._db.execute(
+            "create table if not exists ledger (export text, scope text, key text, result text,"
+            " recorded_at real, primary key (export, scope, key))"
+        )
+
+    def scope(self, export: str, scope: str) -> LedgerScope:
+        return LedgerScope(self, export, scope)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _get(self, export: str, scope: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "select result from ledger where export=? and scope=? and key=?", (export, scope, key)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _put(self, export: str, scope: str, key: str, result: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "insert or replace into ledger values (?, ?, ?, ?, ?)",
+                (export, scope, key, json.dumps(result, default=str), time.time()),
+            )
+
+    def _count(self, export: str, scope: str) -> int:
+        with self._lock:
+            return int(
+                self._db.execute(
+                    "select count(*) from ledger where export=? and scope=?", (export, scope)
+                ).fetchone()[0]
+            )
+
+
+class LedgerScope:
+    """The ledger entries of one export run scope."""
+
+    def __init__(self, ledger: Ledger, export: str, scope: str) -> None:
+        self.ledger = ledger
+        self.export = export
+        self.scope = scope
+
+    def done(self, key: str) -> dict[str, Any] | None:
+        """The recorded result of ``key`` if it was already delivered in this scope."""
+        return self.ledger._get(self.export, self.scope, key)
+
+    def record(self, key: str, result: dict[str, Any]) -> None:
+        self.ledger._put(self.export, self.scope, key, result)
+
+    def count(self) -> int:
+        return self.ledger._count(self.export, self.scope)

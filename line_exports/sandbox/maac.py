@@ -1,0 +1,368 @@
+"""Crescendo Lab MAAC's OpenAPI, faked faithfully: member import tasks and custom segments.
+
+Follows ``maac-openapi.md`` (help-cresclab/ProductSpecLibrary): ``Authorization: Bearer``,
+member import of at most 10,000 members and 10 MB per request, 15 imports a minute and one
+running at a time, tasks that go pending -> processing -> done, custom segments from a CSV of
+at most 300,000 LINE UIDs and 25 MB, segment status pending (1) -> ready (2).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from line_exports.sandbox.core import Sandbox
+
+IMPORT_MAX_MEMBERS = 10_000
+IMPORT_MAX_BYTES = 10 * 1024 * 1024
+IMPORT_PER_MINUTE = 15
+SEGMENT_MAX_UIDS = 300_000
+SEGMENT_MAX_BYTES = 25 * 1024 * 1024
+SEGMENT_QUOTA = 30
+PAGE_SIZE = 300
+IMPORT_KEYS = ("line_uid", "customer_id", "email", "mobile")
+MEMBER_FIELDS = {"line_uid", "line_display_name", "email", "mobile", "customer_id", "gender", "tags", "birthday"}
+LINE_UID = re.compile(r"U[0-9a-f]{32}")
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+LOCAL_MOBILE = re.compile(r"09[0-9]{8}")
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat()
+
+
+@dataclass
+class ImportTask:
+    id: int
+    created: float
+    finish_at: float
+    created_at: str
+    result: dict[str, Any]
+
+
+@dataclass
+class Segment:
+    id: int
+    name: str
+    description: str
+    uids: list[str]
+    ready_at: float
+    updated: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        ready = time.monotonic() >= self.ready_at
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "segment_type": 2,
+            "member_count": len(self.uids) if ready else -1,
+            "status": 2 if ready else 1,
+            "last_updated_time": self.updated,
+        }
+
+
+@dataclass
+class MaacStore:
+    """What the fake MAAC account holds."""
+
+    members: dict[int, dict[str, Any]] = field(default_factory=dict)
+    by_key: dict[str, dict[str, int]] = field(default_factory=lambda: {k: {} for k in IMPORT_KEYS})
+    tasks: dict[int, ImportTask] = field(default_factory=dict)
+    segments: dict[int, Segment] = field(default_factory=dict)
+    blocked_uids: set[str] = field(default_factory=set)
+    imported_rows: int = 0
+    next_id: int = 1
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+
+def _error(status: int, detail: Any) -> JSONResponse:
+    body = detail if isinstance(detail, dict) else {"detail": detail}
+    return JSONResponse(body, status_code=status)
+
+
+def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
+    """The counts MAAC reports for a failed import (``success: false``)."""
+    counts = {"blank_error": 0, "gender_error": 0, "mobile_error": 0, "birthday_error": 0, "duplicate_error": 0}
+    useless: set[str] = set()
+    seen: set[str] = set()
+    for item in data:
+        if not isinstance(item, dict):
+            counts["blank_error"] += 1
+            continue
+        useless |= set(item) - MEMBER_FIELDS
+        key = item.get(import_key)
+        if key in (None, ""):
+            counts["blank_error"] += 1
+        elif key in seen:
+            counts["duplicate_error"] += 1
+        else:
+            seen.add(str(key))
+        gender = item.get("gender")
+        if gender not in (None, "", "male", "female"):
+            counts["gender_error"] += 1
+        mobile = item.get("mobile")
+        if mobile not in (None, "") and not (E164.fullmatch(str(mobile)) or LOCAL_MOBILE.fullmatch(str(mobile))):
+            counts["mobile_error"] += 1
+        birthday = item.get("birthday")
+        if birthday not in (None, ""):
+            try:
+                ok = bool(ISO_DATE.fullmatch(str(birthday))) and bool(datetime.strptime(str(birthday), "%Y-%m-%d"))
+            except ValueError:
+                ok = False
+            if not ok:
+                counts["birthday_error"] += 1
+        tags = item.get("tags")
+        if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+            useless.add("tags")
+    failed = any(counts.values()) or bool(useless)
+    return {"success": not failed, **counts, "miss_fields": [], "useless_fields": sorted(useless)} if failed else {}
+
+
+def _apply_import(store: MaacStore, import_key: str, data: list[dict[str, Any]], tags: list[str]) -> dict[str, int]:
+    created = updated = mismatched = 0
+    for item in data:
+        key_value = str(item[import_key])
+        member_id = store.by_key[import_key].get(key_value)
+        uid = item.get("line_uid")
+        if member_id is None and import_key != "line_uid" and uid:
+            member_id = store.by_key["line_uid"].get(str(uid))
+        if member_id is None:
+            if not uid or not LINE_UID.fullmatch(str(uid)) or uid in store.blocked_uids:
+                mismatched += 1  # MAAC members are LINE friends: no valid, unblocked UID, no member
+                continue
+            member_id = store.new_id()
+            store.members[member_id] = {"tags": set()}
+            created += 1
+        else:
+            if store.members[member_id].get("line_uid") in store.blocked_uids:
+                mismatched += 1
+                continue
+            updated += 1
+        member = store.members[member_id]
+        for name in MEMBER_FIELDS - {"tags"}:
+            value = item.get(name)
+            if value not in (None, ""):
+                old = member.get(name)
+                if name in IMPORT_KEYS and old is not None:
+                    store.by_key[name].pop(str(old), None)
+                member[name] = value
+                if name in IMPORT_KEYS:
+                    store.by_key[name][str(value)] = member_id
+        member["tags"].update(tags)
+        member["tags"].update(item.get("tags") or [])
+    store.imported_rows += len(data)
+    return {"created_num": created, "updated_num": updated, "mismatch_num": mismatched}
+
+
+def _segment_uids(raw: bytes) -> tuple[list[str] | None, str | None]:
+    """LINE UIDs from an uploaded CSV (a ``line_uid`` header is optional), or an error."""
+    if len(raw) > SEGMENT_MAX_BYTES:
+        return None, "The file is larger than 25MB."
+    text = raw.decode("utf-8-sig", errors="replace")
+    uids: list[str] = []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or not row[0].strip():
+            continue
+        value = row[0].strip()
+        if number == 1 and value == "line_uid":
+            continue
+        if not LINE_UID.fullmatch(value):
+            return None, f"Invalid line uid at line {number}."
+        uids.append(value)
+    if len(uids) > SEGMENT_MAX_UIDS:
+        return None, f"The file has {len(uids)} line uids; at most {SEGMENT_MAX_UIDS} are supported."
+    if not uids:
+        return None, "The file has no line uid."
+    return list(dict.fromkeys(uids)), None
+
+
+def store_of(sandbox: Sandbox) -> MaacStore:
+    return sandbox.store("maac", MaacStore)
+
+
+def routes(sandbox: Sandbox) -> list[BaseRoute]:
+    store = store_of(sandbox)
+
+    def authorized(request: Request) -> Response | None:
+        if not sandbox.bearer_ok(request, "maac"):
+            return _error(401, "Invalid token.")
+        return None
+
+    async def member_import(request: Request) -> Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        raw = await request.body()
+        if len(raw) > IMPORT_MAX_BYTES:
+            return _error(413, "Request body exceeds 10MB.")
+        now = time.monotonic()
+        with sandbox.lock:
+            running = [t for t in store.tasks.values() if t.finish_at > now]
+        if running:
+            return _error(429, "Only one member import can run at a time.")
+        if (limited := sandbox.too_many("maac:import", IMPORT_PER_MINUTE, 60, {"detail": "Request was throttled."})) is not None:
+            return limited
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _error(400, "JSON parse error.")
+        if not isinstance(body, dict):
+            return _error(400, {"non_field_errors": ["Invalid data."]})
+        import_key = body.get("import_key")
+        if import_key not in IMPORT_KEYS:
+            return _error(400, {"import_key": [f'"{import_key}" is not a valid choice.']})
+        data = body.get("data")
+        if not isinstance(data, list) or not data:
+            return _error(400, {"data": ["This field is required."]})
+        if len(data) > IMPORT_MAX_MEMBERS:
+            return _error(400, {"data": [f"Ensure this field has no more than {IMPORT_MAX_MEMBERS} elements."]})
+        tags = body.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            return _error(400, {"tags": ["Expected a list of items."]})
+        with sandbox.lock:
+            result = _member_errors(data, import_key)
+            if not result:
+                counts = _apply_import(store, import_key, data, tags)
+                result = {"tags": tags, "success": True, "total_num": len(data), **counts,
+                          "mismatch_export_link": None, "start_time": _now_iso(), "end_time": _now_iso()}
+                if import_key == "line_uid" and counts["mismatch_num"]:
+                    result["mismatch_export_link"] = "http://sandbox.invalid/mismatch.csv"
+            task_id = store.new_id()
+            duration = sandbox.job_seconds * (1 + len(data) / IMPORT_MAX_MEMBERS)
+            store.tasks[task_id] = ImportTask(task_id, now, now + duration, _now_iso(), result)
+        return JSONResponse({"id": task_id, "result": "start importing"})
+
+    async def import_status(request: Request) -> Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        task = store.tasks.get(int(request.path_params["task_id"]))
+        if task is None:
+            return _error(404, "Not found.")
+        elapsed = time.monotonic() - task.created
+        body: dict[str, Any] = {"category": "import_member", "created_at": task.created_at, "updated_at": _now_iso()}
+        if time.monotonic() >= task.finish_at:
+            body.update(status="done", result=task.result)
+        else:
+            body["status"] = "pending" if elapsed < (task.finish_at - task.created) / 3 else "processing"
+        return JSONResponse(body)
+
+    async def list_segments(request: Request) -> Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        name = request.query_params.get("name")
+        start = int(base64.urlsafe_b64decode(request.query_params["start"]).decode()) if request.query_params.get("start") else 0
+        with sandbox.lock:
+            found = [s for s in store.segments.values() if not name or name.lower() in s.name.lower()]
+        page = found[start : start + PAGE_SIZE]
+        after = start + PAGE_SIZE
+        token = base64.urlsafe_b64encode(str(after).encode()).decode() if after < len(found) else None
+        return JSONResponse({"results": [s.view() for s in page], "next": token})
+
+    async def one_segment(request: Request) -> Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        segment = store.segments.get(int(request.path_params["segment_id"]))
+        if segment is None:
+            return _error(404, "Not found.")
+        if request.method == "DELETE":
+            with sandbox.lock:
+                store.segments.pop(segment.id, None)
+            return Response(status_code=204)
+        return JSONResponse(segment.view())
+
+    async def segment_members(request: Request) -> Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        segment = store.segments.get(int(request.path_params["segment_id"]))
+        if segment is None:
+            return _error(404, "Not found.")
+        text = "line_uid\n" + "".join(f"{u}\n" for u in segment.uids)
+        return PlainTextResponse(text, media_type="text/csv")
+
+    async def create_custom_segment(request: Request) -> Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        form = await request.form(max_part_size=SEGMENT_MAX_BYTES + 1)
+        name = str(form.get("name") or "").strip()
+        upload = form.get("file")
+        if not name:
+            return _error(400, {"name": ["This field is required."]})
+        if upload is None or isinstance(upload, str):
+            return _error(400, {"file": ["No file was submitted."]})
+        uids, problem = _segment_uids(await upload.read())
+        if problem:
+            return _error(400, {"file": [problem]})
+        with sandbox.lock:
+            if len(store.segments) >= SEGMENT_QUOTA:
+                return _error(400, "Segment quota exceeded (30 per account).")
+            segment = Segment(store.new_id(), name, str(form.get("description") or ""), uids or [],
+                              time.monotonic() + sandbox.job_seconds, None)
+            store.segments[segment.id] = segment
+        return JSONResponse(segment.view(), status_code=201)
+
+    async def update_custom_segment(request: Request) -> Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        segment = store.segments.get(int(request.path_params["segment_id"]))
+        if segment is None:
+            return _error(404, "Not found.")
+        form = await request.form(max_part_size=SEGMENT_MAX_BYTES + 1)
+        if not any(k in form for k in ("name", "description", "file")):
+            return _error(400, {"non_field_errors": ["One of name, description or file is required."]})
+        upload = form.get("file")
+        uids = None
+        if upload is not None and not isinstance(upload, str):
+            uids, problem = _segment_uids(await upload.read())
+            if problem:
+                return _error(400, {"file": [problem]})
+        with sandbox.lock:
+            if form.get("name"):
+                segment.name = str(form["name"])
+            if "description" in form:
+                segment.description = str(form["description"])
+            if uids is not None:
+                segment.uids = uids
+                segment.ready_at = time.monotonic() + sandbox.job_seconds
+            segment.updated = _now_iso()
+        return JSONResponse(segment.view())
+
+    return [
+        Route("/openapi/v1/member/import/", member_import, methods=["POST"]),
+        Route("/openapi/v1/member/import/{task_id:int}/", import_status, methods=["GET"]),
+        Route("/openapi/v1/segment/", list_segments, methods=["GET"]),
+        Route("/openapi/v1/segment/{segment_id:int}/", one_segment, methods=["GET", "DELETE"]),
+        Route("/openapi/v1/segment/{segment_id:int}/members/", segment_members, methods=["GET"]),
+        Route("/openapi/v1/custom_segment/", create_custom_segment, methods=["POST"]),
+        Route("/openapi/v1/custom_segment/{segment_id:int}/", update_custom_segment, methods=["PATCH"]),
+    ]
+
+
+def summary(sandbox: Sandbox) -> dict[str, Any]:
+    store = store_of(sandbox)
+    with sandbox.lock:
+        tagged: dict[str, int] = {}
+        for member in store.members.values():
+            for tag in member["tags"]:
+                tagged[tag] = tagged.get(tag, 0) + 1
+        return {
+            "members": len(store.members),
+            "imports": len(store.tasks),
+            "rows_imported": store.imported_rows,
+            "members_by_tag": dict(sorted(tagged.items())),
+            "segments": {s.name: len(s.uids) for s in store.segments.values()},
+        }

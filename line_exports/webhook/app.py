@@ -1,0 +1,136 @@
+"""The ASGI receiver LINE posts webhook events to: ``POST /v1/task/{source_id}``.
+
+Order of checks, cheapest and safest first: unknown source (404) -> body size (413) ->
+signature on the raw bytes (401 missing / 403 wrong) -> JSON parse (errors are kept, not
+refused) -> durable spool write -> 200. Nothing is stored for a refused request, and nothing
+here touches the warehouse, so answers stay fast while landing happens later in Dagster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from line_exports.webhook.config import WebhookSource, load_sources
+from line_exports.webhook.events import parse_body
+from line_exports.webhook.signature import verify
+from line_exports.webhook.spool import SpoolWriter, default_spool_path
+
+log = logging.getLogger("line_exports.webhook")
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+SPOOL_ENV = "LINE_EXPORTS_WEBHOOK_SPOOL"
+MAX_BODY_ENV = "LINE_EXPORTS_WEBHOOK_MAX_BODY_BYTES"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """Read the body but stop as soon as it exceeds ``limit`` (chunked bodies included)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def create_app(
+    sources: Sequence[WebhookSource],
+    *,
+    spool_path: str | Path | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Starlette:
+    """Build the receiver for a fixed set of sources (one spool file for all of them)."""
+    by_id = {s.source_id: s for s in sources}
+    writer = SpoolWriter(spool_path or default_spool_path())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        writer.start()
+        for source in sources:
+            if source.channel_secret() is None:
+                log.warning(
+                    "source %s: $%s is not set; its requests will be answered 503",
+                    source.name,
+                    source.channel_secret_env,
+                )
+        log.info("receiver ready for %d source(s), spool %s", len(by_id), writer.path)
+        try:
+            yield
+        finally:
+            writer.stop()
+
+    async def receive(request: Request) -> Response:
+        source = by_id.get(str(request.path_params["source_id"]).lower())
+        if source is None:
+            return PlainTextResponse("unknown source", status_code=404)
+        secret = source.channel_secret()
+        if secret is None:
+            return PlainTextResponse("source not configured", status_code=503)
+        try:
+            body = await _read_limited(request, max_body_bytes)
+        except _TooLarge:
+            writer.count_reject(source.source_id, "oversize")
+            return PlainTextResponse("body too large", status_code=413)
+        except ClientDisconnect:
+            return PlainTextResponse("client disconnected", status_code=400)
+        signature = request.headers.get("x-line-signature")  # Starlette headers: case-insensitive
+        if not signature:
+            writer.count_reject(source.source_id, "missing_signature")
+            return PlainTextResponse("missing signature", status_code=401)
+        if not verify(secret, body, signature):
+            writer.count_reject(source.source_id, "bad_signature")
+            log.info("source %s: bad signature from %s", source.name, request.client)
+            return PlainTextResponse("bad signature", status_code=403)
+        _, events, error = parse_body(body)
+        try:
+            await writer.append(
+                request_id=str(uuid.uuid4()),
+                source_id=source.source_id,
+                received_at=time.time(),
+                parse_error=error,
+                event_count=len(events),
+                body=body,
+            )
+        except RuntimeError:
+            # Not stored: a 5xx makes LINE redeliver instead of us pretending we kept it.
+            return PlainTextResponse("could not store", status_code=503)
+        if error:
+            log.warning("source %s: kept a request with a bad body: %s", source.name, error)
+        return PlainTextResponse("OK", status_code=200)
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/v1/task/{source_id}", receive, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` and multi-worker serving: all settings from env."""
+    return create_app(
+        load_sources(),
+        spool_path=os.environ.get(SPOOL_ENV) or None,
+        max_body_bytes=int(os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY_BYTES),
+    )

@@ -1,0 +1,199 @@
+"""Dagster assets ``<source>/line_oa_raw`` and ``<source>/line_oa_events`` plus their triggers.
+
+Both tables of a source are landed by one step (one multi-asset), because they are written in
+one transaction from one spool cursor; each still gets its own materialization and metadata.
+The landing never needs the channel secret: only the receiver does, from its environment.
+"""
+
+# No "from __future__ import annotations": Dagster inspects the context/resource hints.
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from line_exports.webhook.config import WebhookSource, load_sources
+from line_exports.webhook.landing import LandingResult, default_target_url, land_source
+from line_exports.webhook.spool import SpoolReader, default_spool_path
+
+RESOURCE_KEY = "line_oa_webhook"
+_NO_SCHEDULE = {"", "off", "once", "none"}
+
+
+class LineOaWebhookResource(dg.ConfigurableResource):
+    """Where the receiver spools requests and which database the tables land in."""
+
+    spool_path: str = Field(
+        default="", description="Spool SQLite file; empty means <data dir>/webhook/spool.sqlite3"
+    )
+    target_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the target; empty means the embedded DuckDB. May hold a "
+        "password (Postgres), so pass it with dg.EnvVar.",
+        json_schema_extra={"dagster__is_secret": True},
+    )
+    max_requests_per_run: int = Field(default=200_000, description="Cap per landing run")
+    retention_days: float = Field(default=7.0, description="Keep landed requests this long")
+
+    def resolved_spool(self) -> Path:
+        return Path(self.spool_path) if self.spool_path else default_spool_path()
+
+    def resolved_target(self) -> str:
+        return self.target_url or default_target_url()
+
+    def land(self, source: WebhookSource) -> LandingResult:
+        return land_source(
+            source,
+            spool_path=self.resolved_spool(),
+            target_url=self.resolved_target(),
+            max_requests=self.max_requests_per_run,
+            retention_days=self.retention_days,
+        )
+
+    def pending(self, source: WebhookSource) -> tuple[int, int]:
+        with SpoolReader(self.resolved_spool()) as reader:
+            return reader.pending_count(source.source_id)
+
+
+def _raw_metadata(result: LandingResult) -> dict[str, Any]:
+    return {
+        "table": result.raw_table,
+        "mode": result.mode,
+        "requests_landed": result.raw_rows_landed,
+        "requests_read": result.requests_read,
+        "malformed_bodies_kept": result.parse_errors,
+        "bad_signatures_seen": result.bad_signatures,
+        "rejected_requests": dg.MetadataValue.json(result.rejects_by_reason),
+        "table_replaced": result.replaced,
+        "spool_cursor": result.spool_cursor,
+    }
+
+
+def _events_metadata(result: LandingResult) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "table": result.events_table,
+        "mode": result.mode,
+        "events_landed": result.events_landed,
+        "events_by_type": dg.MetadataValue.json(result.events_by_type),
+        "duplicates_dropped": result.duplicates_dropped,
+        "bad_signatures_seen": result.bad_signatures,
+        "table_replaced": result.replaced,
+    }
+    for name in ("lag_seconds_p50", "lag_seconds_p99", "lag_seconds_max"):
+        value = getattr(result, name)
+        if value is not None:
+            meta[name] = dg.MetadataValue.float(float(value))
+    return meta
+
+
+def _source_defs(
+    source: WebhookSource, group_name: str, default_status: dg.DefaultScheduleStatus
+) -> tuple[dg.AssetsDefinition, Any, list[Any], list[Any]]:
+    raw_key = dg.AssetKey([source.name, "line_oa_raw"])
+    events_key = dg.AssetKey([source.name, "line_oa_events"])
+    common = {"group_name": group_name, "kinds": {"sql"}}
+
+    @dg.multi_asset(
+        name=f"{source.name}__line_oa_land",
+        specs=[
+            dg.AssetSpec(
+                raw_key,
+                description=f"LINE OA webhook requests of {source.name} as received "
+                f"(table {source.raw_table}, mode {source.mode}).",
+                **common,
+            ),
+            dg.AssetSpec(
+                events_key,
+                description=f"LINE OA webhook events of {source.name}, one row per event "
+                f"(table {source.events_table}, mode {source.mode}).",
+                **common,
+            ),
+        ],
+    )
+    def _land(context: dg.AssetExecutionContext, line_oa_webhook: LineOaWebhookResource):  # type: ignore[no-untyped-def]
+        result = line_oa_webhook.land(source)
+        context.log.info(
+            "%s: %d requests, %d events landed, %d duplicates dropped, %d bad signatures",
+            source.name,
+            result.raw_rows_landed,
+            result.events_landed,
+            result.duplicates_dropped,
+            result.bad_signatures,
+        )
+        yield dg.MaterializeResult(asset_key=raw_key, metadata=_raw_metadata(result))
+        yield dg.MaterializeResult(asset_key=events_key, metadata=_events_metadata(result))
+
+    job = dg.define_asset_job(
+        f"{source.name}__line_oa_land_job", selection=dg.AssetSelection.assets(raw_key, events_key)
+    )
+    schedules: list[Any] = []
+    sensors: list[Any] = []
+    trigger = source.schedule.strip()
+    if trigger == "sensor":
+
+        @dg.sensor(
+            name=f"{source.name}__line_oa_sensor",
+            job=job,
+            minimum_interval_seconds=30,
+            default_status=dg.DefaultSensorStatus(default_status.value),
+        )
+        def _sensor(context: dg.SensorEvaluationContext, line_oa_webhook: LineOaWebhookResource):  # type: ignore[no-untyped-def]
+            count, newest = line_oa_webhook.pending(source)
+            if count == 0:
+                return dg.SkipReason("no new webhook requests")
+            return dg.RunRequest(run_key=f"{source.name}-{newest}")
+
+        sensors.append(_sensor)
+    elif trigger.lower() not in _NO_SCHEDULE:
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=f"{source.name}__line_oa_schedule",
+                job=job,
+                cron_schedule=trigger,
+                execution_timezone=source.timezone,
+                default_status=default_status,
+            )
+        )
+    return _land, job, schedules, sensors
+
+
+def build_webhook_definitions(
+    sources: Sequence[WebhookSource] | None = None,
+    *,
+    sources_path: str | Path | None = None,
+    spool_path: str | Path | None = None,
+    target_url: str | None = None,
+    target_url_env: str | None = None,
+    group_name: str = "line_oa",
+    default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
+) -> dg.Definitions:
+    """Assets, a landing job and a schedule or sensor per source, and the shared resource.
+
+    ``sources`` defaults to the sources file (``sources_path`` or the default location).
+    ``target_url_env`` names an env var holding the target URL (read via ``dg.EnvVar`` so a
+    password never lands in run config); otherwise ``target_url`` or the embedded DuckDB.
+    """
+    chosen = list(sources) if sources is not None else load_sources(sources_path)
+    assets: list[dg.AssetsDefinition] = []
+    jobs: list[Any] = []
+    schedules: list[Any] = []
+    sensors: list[Any] = []
+    for source in chosen:
+        asset, job, sch, sen = _source_defs(source, group_name, default_status)
+        assets.append(asset)
+        jobs.append(job)
+        schedules.extend(sch)
+        sensors.extend(sen)
+    target: Any = dg.EnvVar(target_url_env) if target_url_env else (target_url or "")
+    resource = LineOaWebhookResource(
+        spool_path=str(spool_path) if spool_path else "", target_url=target
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources={RESOURCE_KEY: resource},
+    )

@@ -1,0 +1,191 @@
+"""``line-exports webhook serve | new-source | land``: run the receiver and manage sources.
+
+``register`` plugs into the project's argparse CLI; ``main`` runs it on its own
+(``python -m line_exports.webhook.cli webhook serve ...``) for tests and the load test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import yaml
+
+from line_exports.webhook.config import (
+    LANDING_MODES,
+    PARTITION_COLUMNS,
+    SOURCES_ENV,
+    SourceConfigError,
+    WebhookSource,
+    default_secret_env,
+    default_sources_path,
+    load_sources,
+    source_to_yaml,
+)
+
+
+def _apply_locations(args: argparse.Namespace) -> None:
+    """Flags become env vars so every uvicorn worker process sees the same settings."""
+    if getattr(args, "data_dir", None):
+        os.environ["LINE_EXPORTS_HOME"] = str(Path(args.data_dir).resolve())
+    if getattr(args, "sources", None):
+        os.environ[SOURCES_ENV] = str(Path(args.sources).resolve())
+    if getattr(args, "spool", None):
+        from line_exports.webhook.app import SPOOL_ENV
+
+        os.environ[SPOOL_ENV] = str(Path(args.spool).resolve())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from line_exports.webhook.app import MAX_BODY_ENV
+
+    _apply_locations(args)
+    os.environ[MAX_BODY_ENV] = str(args.max_body_bytes)
+    try:
+        sources = load_sources()
+    except SourceConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not sources:
+        print(
+            f"warning: no sources in {default_sources_path()}; every request gets 404",
+            file=sys.stderr,
+        )
+    for source in sources:
+        if source.channel_secret() is None:
+            print(
+                f"warning: ${source.channel_secret_env} is not set (source {source.name})",
+                file=sys.stderr,
+            )
+    uvicorn.run(
+        "line_exports.webhook.app:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _new_source(args: argparse.Namespace) -> int:
+    _apply_locations(args)
+    try:
+        source = WebhookSource(
+            name=args.name,
+            source_id=str(uuid.uuid4()),
+            channel_secret_env=args.secret_env or default_secret_env(args.name),
+            mode=args.mode,
+            partition_column=args.partition_column,
+            timezone=args.timezone,
+            schedule=args.schedule,
+        )
+        existing = load_sources()
+    except SourceConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if any(s.name == source.name for s in existing):
+        print(f"error: a source named {source.name!r} already exists", file=sys.stderr)
+        return 2
+    base = args.base_url.rstrip("/")
+    print(f"source_id:   {source.source_id}")
+    print(f"webhook URL: {base}/v1/task/{source.source_id}")
+    print(f"secret:      export {source.channel_secret_env}=<channel secret from LINE console>")
+    if args.write:
+        path = default_sources_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+        doc = doc if isinstance(doc, dict) else {}
+        doc["sources"] = list(doc.get("sources") or []) + yaml.safe_load(source_to_yaml(source))
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        print(f"added to:    {path}")
+    else:
+        print("sources.yaml entry (under 'sources:'):")
+        print(source_to_yaml(source), end="")
+    return 0
+
+
+def _land(args: argparse.Namespace) -> int:
+    from line_exports.webhook.landing import land_source
+
+    _apply_locations(args)
+    try:
+        sources = load_sources()
+    except SourceConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    chosen = [s for s in sources if not args.source or s.name in args.source]
+    if not chosen:
+        print("error: no matching source", file=sys.stderr)
+        return 2
+    for source in chosen:
+        result = land_source(source, spool_path=args.spool, target_url=args.target_url)
+        print(json.dumps(dataclasses.asdict(result), sort_keys=True))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``webhook`` with ``serve``, ``new-source`` and ``land`` to a parent CLI."""
+    webhook = subparsers.add_parser("webhook", help="LINE OA webhook receiver (streaming import)")
+    sub = webhook.add_subparsers(dest="webhook_command", required=True)
+
+    def locations(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="data folder (default $LINE_EXPORTS_HOME or ./data)")
+        p.add_argument("--sources", help="sources YAML (default <data dir>/webhook/sources.yaml)")
+        p.add_argument("--spool", help="spool file (default <data dir>/webhook/spool.sqlite3)")
+
+    serve = sub.add_parser("serve", help="run the receiver (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--max-body-bytes", type=int, default=1024 * 1024)
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies trusted for X-Forwarded-For/Proto (comma list, '*' for any)",
+    )
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--no-access-log", action="store_true")
+    locations(serve)
+    serve.set_defaults(func=_serve)
+
+    new = sub.add_parser("new-source", help="issue a source_id (UUID v4) and its webhook URL")
+    new.add_argument("--name", required=True, help="lower snake_case, e.g. shop_oa")
+    new.add_argument("--base-url", default="https://YOUR-HOST", help="public base URL")
+    new.add_argument("--secret-env", help="env var holding the channel secret")
+    new.add_argument("--mode", choices=LANDING_MODES, default="append")
+    new.add_argument("--partition-column", choices=PARTITION_COLUMNS, default="time")
+    new.add_argument("--timezone", default="UTC")
+    new.add_argument("--schedule", default="@hourly", help="@hourly, @daily, cron, sensor or off")
+    new.add_argument("--write", action="store_true", help="append the entry to the sources file")
+    locations(new)
+    new.set_defaults(func=_new_source)
+
+    land = sub.add_parser("land", help="land spooled events now (what the Dagster asset does)")
+    land.add_argument("--source", action="append", help="source name (repeatable; default all)")
+    land.add_argument("--target-url", help="SQLAlchemy URL (default the embedded DuckDB)")
+    locations(land)
+    land.set_defaults(func=_land)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point with the same ``webhook ...`` syntax as ``line-exports``."""
+    parser = argparse.ArgumentParser(prog="line-exports")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""The durable spool between LINE and the warehouse: a SQLite file in WAL mode.
+
+The receiver answers 200 only after a request's raw body is committed here with
+``synchronous=FULL`` (the WAL is fsync'd on every commit), so a crash right after the answer
+loses nothing. Commits are grouped: one writer thread drains every request waiting at that
+moment into one transaction, so one fsync acknowledges many requests. The warehouse is never
+touched while answering LINE; landing reads the spool later, behind a per-source cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from line_exports import paths
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    source_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    signature_ok INTEGER NOT NULL,
+    parse_error TEXT,
+    event_count INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_source ON requests (source_id, id);
+CREATE TABLE IF NOT EXISTS rejects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    last_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejects_by_source ON rejects (source_id, id);
+CREATE TABLE IF NOT EXISTS cursors (
+    source_id TEXT PRIMARY KEY,
+    request_done INTEGER NOT NULL DEFAULT 0,
+    reject_done INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL
+);
+"""
+
+_MAX_GROUP = 1000
+
+
+def default_spool_path() -> Path:
+    """``<data dir>/webhook/spool.sqlite3``: next to the warehouse, outside the repo."""
+    folder = paths.data_dir() / "webhook"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "spool.sqlite3"
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open the spool with the settings durability depends on (WAL + fsync per commit)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+@dataclass(frozen=True)
+class SpooledRequest:
+    """One received request as kept: the body exactly as LINE sent it."""
+
+    id: int
+    request_id: str
+    source_id: str
+    received_at: float
+    signature_ok: bool
+    parse_error: str | None
+    event_count: int
+    body: bytes
+
+
+class SpoolWriter:
+    """Group-committing writer used by one receiver process.
+
+    ``append`` returns only once the row is committed and fsync'd. Bad-signature counts are
+    aggregated in memory and flushed with the next commit (at most ~1s later): they are
+    statistics, and writing one row per forged request would let anyone fill the disk.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._rejects: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = object()
+
+    def start(self) -> None:
+        """Open the file now so a bad path fails at startup, not on the first event."""
+        conn = connect(self.path)
+        self._thread = threading.Thread(
+            target=self._run, args=(conn,), name="line-oa-spool", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Flush what is queued and close."""
+        if self._thread is not None:
+            self._queue.put(self._stop)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    async def append(
+        self,
+        *,
+        request_id: str,
+        source_id: str,
+        received_at: float,
+        parse_error: str | None,
+        event_count: int,
+        body: bytes,
+    ) -> None:
+        """Queue a verified request and wait until it is durably on disk."""
+        if self._thread is None:
+            raise RuntimeError("spool writer is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        row = (request_id, source_id, received_at, 1, parse_error, event_count, body)
+        self._queue.put((row, loop, future))
+        await future
+
+    def count_reject(self, source_id: str, reason: str) -> None:
+        """Remember a rejected request (no body kept) for the landing metadata."""
+        with self._lock:
+            key = (source_id, reason)
+            self._rejects[key] = self._rejects.get(key, 0) + 1
+
+    def _take_rejects(self) -> list[tuple[str, str, int, float]]:
+        with self._lock:
+            taken, self._rejects = self._rejects, {}
+        now = time.time()
+        return [(s, r, n, now) for (s, r), n in taken.items()]
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                first = None
+            batch: list[tuple[tuple[object, ...], asyncio.AbstractEventLoop, asyncio.Future[None]]]
+            batch = []
+            item = first
+            while item is not None:
+                if item is self._stop:
+                    stopping = True
+                else:
+                    batch.append(item)  # type: ignore[arg-type]
+                if len(batch) >= _MAX_GROUP:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            rejects = self._take_rejects()
+            if not batch and not rejects:
+                continue
+            error: BaseException | None = None
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT INTO requests (request_id, source_id, received_at, signature_ok,"
+                    " parse_error, event_count, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [row for row, _, _ in batch],
+                )
+                conn.executemany(
+                    "INSERT INTO rejects (source_id, reason, count, last_at) VALUES (?, ?, ?, ?)",
+                    rejects,
+                )
+                conn.execute("COMMIT")
+            except BaseException as exc:  # disk full, I/O error: the caller must answer 5xx
+                error = exc
+                log.error("spool commit failed: %s", exc)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            for _, loop, future in batch:
+                with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
+                    loop.call_soon_threadsafe(_settle, future, error)
+        conn.close()
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(RuntimeError(f"spool commit failed: {error}"))
+
+
+class SpoolReader:
+    """The landing side: reads new requests and moves the per-source cursor."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = connect(self.path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> SpoolReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cursor(self, source_id: str) -> tuple[int, int]:
+        """(last landed request row id, last counted reject row id)."""
+        row = self._conn.execute(
+            "SELECT request_done, reject_done FROM cursors WHERE source_id = ?", (source_id,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def pending(self, source_id: str, after: int, limit: int) -> list[SpooledRequest]:
+        """Requests committed after ``after``, oldest first.
+
+        Row ids are assigned inside SQLite's single write lock, so a row committed later
+        never gets a smaller id than one already read: the cursor cannot skip a request.
+        """
+        rows = self._conn.execute(
+            "SELECT id, request_id, source_id, received_at, signature_ok, parse_error,"
+            " event_count, body FROM requests WHERE source_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (source_id, after, limit),
+        ).fetchall()
+        return [
+            SpooledRequest(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], bytes(r[7]))
+            for r in rows
+        ]
+
+    def pending_count(self, source_id: str) -> tuple[int, int]:
+        """(number of requests not yet landed, highest request row id) for sensors."""
+        done, _ = self.cursor(source_id)
+        row = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM requests WHERE source_id = ? AND id > ?",
+            (source_id, done),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def rejects_since(self, source_id: str, after: int) -> tuple[dict[str, int], int]:
+        """Rejected-request counts by reason since ``after`` and the new reject cursor."""
+        rows = self._conn.execute(
+            "SELECT id, reason, count FROM rejects WHERE source_id = ? AND id > ? ORDER BY id",
+            (source_id, after),
+        ).fetchall()
+        counts: dict[str, int] = {}
+        last = after
+        for rid, reason, count in rows:
+            counts[reason] = counts.get(reason, 0) + int(count)
+            last = max(last, int(rid))
+        return counts, last
+
+    def advance(self, source_id: str, request_done: int, reject_done: int) -> None:
+        """Record what has landed; only called after the warehouse commit succeeded."""
+        self._conn.execute(
+            "INSERT INTO cursors (source_id, request_done, reject_done, updated_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT(source_id) DO UPDATE SET"
+            " request_done = MAX(request_done, excluded.request_done),"
+            " reject_done = MAX(reject_done, excluded.reject_done),"
+            " updated_at = excluded.updated_at",
+            (source_id, request_done, reject_done, time.time()),
+        )
+
+    def prune(self, source_id: str, older_than_seconds: float) -> int:
+        """Drop landed requests older than the retention; unlanded ones are never dropped."""
+        done, reject_done = self.cursor(source_id)
+        cutoff = time.time() - older_than_seconds
+        cur = self._conn.execute(
+            "DELETE FROM requests WHERE source_id = ? AND id <= ? AND received_at < ?",
+            (source_id, done, cutoff),
+        )
+        self._conn.execute(
+            "DELETE FROM rejects WHERE source_id = ? AND id <= ? AND last_at < ?",
+            (source_id, reject_done, cutoff),
+        )
+        return cur.rowcount or 0
+
+    def iter_all(self, source_id: str) -> Iterator[SpooledRequest]:
+        """Every kept request for a source (for audits and the load test)."""
+        after = 0
+        while True:
+            chunk = self.pending(source_id, after, 5000)
+            if not chunk:
+                return
+            yield from chunk
+            after = chunk[-1].id

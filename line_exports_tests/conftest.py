@@ -1,0 +1,32 @@
+"""Shared fixtures: a private data folder per test, and a real sandbox server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from line_exports.sandbox import Sandbox, SandboxServer
+
+
+@pytest.fixture(autouse=True)
+def line_exports_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own data folder (DuckDB file, ledger, spools, rejects)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("LINE_EXPORTS_HOME", str(home))
+    monkeypatch.delenv("LINE_EXPORTS_SANDBOX_URL", raising=False)
+    return home
+
+
+@pytest.fixture
+def sandbox_server() -> Iterator[SandboxServer]:
+    """A real sandbox (uvicorn on 127.0.0.1, free port) with real rate limits scaled x100
+    and asynchronous jobs that finish in 50 ms."""
+    with SandboxServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> Sandbox:
+    return sandbox_server.sandbox
