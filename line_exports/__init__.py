@@ -1,6 +1,12 @@
 """line_exports: Treasure Data's LINE-family result exports as Dagster assets, jobs and schedules."""
 
-from line_exports.destination import DeliveryReport, Destination, ExportRun, ExportSettings, ValidRows
+from line_exports.destination import (
+    DeliveryReport,
+    Destination,
+    ExportRun,
+    ExportSettings,
+    ValidRows,
+)
 from line_exports.destinations import destinations, get_destination
 from line_exports.destinations.maac import MaacResource, MaacSettings
 from line_exports.export import build_export, build_export_job

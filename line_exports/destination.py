@@ -30,10 +30,16 @@ from line_exports.rules import RuleSet
 class ExportSettings(dg.Config):
     """Settings every export shares: the reference's retry and timeout knobs (seconds)."""
 
-    max_retry: int = Field(8, ge=1, le=10, description="Maximum number of retries when a request fails")
+    max_retry: int = Field(
+        8, ge=1, le=10, description="Maximum number of retries when a request fails"
+    )
     initial_retry_wait: float = Field(15, ge=1, le=30, description="Seconds before the first retry")
-    max_retry_wait: float = Field(3600, ge=100, le=7200, description="Longest wait between retries, seconds")
-    connection_timeout: float = Field(300, ge=10, le=600, description="HTTP timeout per request, seconds")
+    max_retry_wait: float = Field(
+        3600, ge=100, le=7200, description="Longest wait between retries, seconds"
+    )
+    connection_timeout: float = Field(
+        300, ge=10, le=600, description="HTTP timeout per request, seconds"
+    )
 
     def retry_settings(self) -> RetrySettings:
         return RetrySettings(
@@ -57,7 +63,9 @@ class ValidRows:
             return
         pending: list[pd.DataFrame] = []
         pending_rows = 0
-        for record_batch in pq.ParquetFile(self.path).iter_batches(batch_size=min(size, 65_536), columns=columns):
+        for record_batch in pq.ParquetFile(self.path).iter_batches(
+            batch_size=min(size, 65_536), columns=columns
+        ):
             frame = record_batch.to_pandas()
             pending.append(frame)
             pending_rows += len(frame)
@@ -86,7 +94,9 @@ class DeliveryReport:
 class ExportRun:
     """What a destination sees of the run: its name, log, ledger scope and a progress line."""
 
-    def __init__(self, name: str, log: Any, ledger: LedgerScope, total_rows: int, progress_every: float = 5.0) -> None:
+    def __init__(
+        self, name: str, log: Any, ledger: LedgerScope, total_rows: int, progress_every: float = 5.0
+    ) -> None:
         self.name = name
         self.log = log
         self.ledger = ledger
@@ -145,10 +155,11 @@ class Destination(ABC):
         """Refuse, before anything is sent, a run the API cannot take whole (e.g. too large)."""
 
     @abstractmethod
-    def deliver(self, resource: Any, settings: Any, rows: ValidRows, run: ExportRun) -> DeliveryReport:
+    def deliver(
+        self, resource: Any, settings: Any, rows: ValidRows, run: ExportRun
+    ) -> DeliveryReport:
         """Send the valid rows; report per request what the API accepted and refused."""
 
     def target_label(self, settings: Any) -> str:
         """A short name of what the export writes to, for descriptions and metadata."""
         return self.type_name
-

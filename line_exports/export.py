@@ -24,11 +24,30 @@ import pyarrow.parquet as pq
 from pydantic import create_model
 
 from line_exports import paths
-from line_exports.destination import Destination, DeliveryReport, ExportRun, ExportSettings, ValidRows
+from line_exports.destination import (
+    DeliveryReport,
+    Destination,
+    ExportRun,
+    ExportSettings,
+    ValidRows,
+)
 from line_exports.destinations import get_destination
+from line_exports.http import ApiError
 from line_exports.ledger import Ledger
-from line_exports.rules import ROW_NUMBER, RuleSet, SchemaError, summarize_rejects, to_text, validate
-from line_exports.session import render_session_variables, run_scope, session_time, session_variables
+from line_exports.rules import (
+    ROW_NUMBER,
+    RuleSet,
+    SchemaError,
+    summarize_rejects,
+    to_text,
+    validate,
+)
+from line_exports.session import (
+    render_session_variables,
+    run_scope,
+    session_time,
+    session_variables,
+)
 from line_exports.sources import SqlSource, read_sql_text
 
 DEFAULT_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL)
@@ -73,7 +92,8 @@ class ValidationSummary:
     def first_reasons(self, limit: int = 5) -> str:
         frame = self.preview_frame().head(limit)
         return "; ".join(
-            f"row {r[ROW_NUMBER]}, column {r['column']}: {r['message']} ({r['rule']})" for _, r in frame.iterrows()
+            f"row {r[ROW_NUMBER]}, column {r['column']}: {r['message']} ({r['rule']})"
+            for _, r in frame.iterrows()
         )
 
 
@@ -134,7 +154,9 @@ def validate_export(
                     summary.ignored_columns.append(name)
             if log is not None and time.monotonic() - last_log > 5:
                 last_log = time.monotonic()
-                log.info(f"validated {summary.rows_read:,} rows, {summary.rejected_rows:,} rejected so far")
+                log.info(
+                    f"validated {summary.rows_read:,} rows, {summary.rejected_rows:,} rejected so far"
+                )
     finally:
         rows = spool.close()
     summary.valid_rows = rows.count
@@ -147,7 +169,9 @@ def frame_chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
         yield frame.iloc[start : start + size]
 
 
-def settings_with_defaults(settings_class: type[ExportSettings], values: Mapping[str, Any]) -> type[ExportSettings]:
+def settings_with_defaults(
+    settings_class: type[ExportSettings], values: Mapping[str, Any]
+) -> type[ExportSettings]:
     """A subclass of ``settings_class`` whose defaults are ``values`` (shown and editable in the UI).
 
     Values are validated here, so a wrong setting fails when definitions load, not mid-run.
@@ -172,7 +196,13 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def export_metadata(summary: ValidationSummary, report: DeliveryReport | None, seconds: float, source: str, target: str) -> dict[str, Any]:
+def export_metadata(
+    summary: ValidationSummary,
+    report: DeliveryReport | None,
+    seconds: float,
+    source: str,
+    target: str,
+) -> dict[str, Any]:
     """Run metadata (numbers become plots in the UI's metadata history)."""
     reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
     meta: dict[str, Any] = {
@@ -196,7 +226,9 @@ def export_metadata(summary: ValidationSummary, report: DeliveryReport | None, s
                 "rows_sent": report.sent_rows,
                 "rows_accepted": report.accepted_rows,
                 "rows_resumed": report.resumed_rows,
-                "rows_refused_by_api": int(sum(len(r[ROW_NUMBER].unique()) for r in report.rejects if len(r))),
+                "rows_refused_by_api": int(
+                    sum(len(r[ROW_NUMBER].unique()) for r in report.rejects if len(r))
+                ),
                 "requests": report.requests,
                 "api_job_ids": dg.MetadataValue.json(report.job_ids),
                 "dagster/row_count": report.accepted_rows,
@@ -257,7 +289,9 @@ def build_export(
     config_class = settings_with_defaults(dest.settings_class, settings)
     sql_text = read_sql_text(query) if query is not None else None
     resource_key = resource_key or dest.type_name
-    key = dg.AssetKey([*([key_prefix] if isinstance(key_prefix, str) else (key_prefix or [])), name])
+    key = dg.AssetKey(
+        [*([key_prefix] if isinstance(key_prefix, str) else (key_prefix or [])), name]
+    )
     upstream_key = dg.AssetKey.from_coercible(upstream) if upstream is not None else None
     check_spec = dg.AssetCheckSpec(
         REJECT_RATE_CHECK,
@@ -265,9 +299,13 @@ def build_export(
         description=f"Fails (warning) when more than {max_reject_rate:.0%} of the rows read are rejected.",
     )
 
-    def compute(context: dg.AssetExecutionContext, config: ExportSettings, **inputs: Any) -> dg.MaterializeResult:
+    def compute(
+        context: dg.AssetExecutionContext, config: ExportSettings, **inputs: Any
+    ) -> dg.MaterializeResult:
         started = time.monotonic()
-        source: SqlSource | None = getattr(context.resources, source_key) if sql_text is not None else None
+        source: SqlSource | None = (
+            getattr(context.resources, source_key) if sql_text is not None else None
+        )
         resource = getattr(context.resources, resource_key)
         values = config.model_dump()
         try:
@@ -279,12 +317,17 @@ def build_export(
             shutil.rmtree(workdir)
         if source is not None and sql_text is not None:
             moment = session_time(context, timezone)
-            chunks = source.read_chunks(render_session_variables(sql_text, session_variables(moment)), chunk_size)
+            chunks = source.read_chunks(
+                render_session_variables(sql_text, session_variables(moment)), chunk_size
+            )
             source_label = source.describe()
         else:
             frame = inputs["upstream"]
             if not isinstance(frame, pd.DataFrame):
-                raise dg.Failure(description=f"upstream {upstream_key} is not a pandas DataFrame", allow_retries=False)
+                raise dg.Failure(
+                    description=f"upstream {upstream_key} is not a pandas DataFrame",
+                    allow_retries=False,
+                )
             chunks = frame_chunks(frame, chunk_size or 50_000)
             source_label = f"asset {upstream_key.to_user_string() if upstream_key else ''}"
         try:
@@ -305,8 +348,14 @@ def build_export(
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         ledger = Ledger(ledger_path)
         try:
-            run = ExportRun(name, context.log, ledger.scope("/".join(key.path), run_scope(context)), rows.count)
+            run = ExportRun(
+                name, context.log, ledger.scope("/".join(key.path), run_scope(context)), rows.count
+            )
             report = dest.deliver(resource, config, rows, run)
+        except ApiError as exc:
+            if exc.retryable:
+                raise  # retries exhausted on a transient error: the run's RetryPolicy may resume
+            raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         finally:
             ledger.close()
         for refused in report.rejects:
@@ -319,7 +368,11 @@ def build_export(
             check_name=REJECT_RATE_CHECK,
             passed=reject_rate <= max_reject_rate,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"reject_rate": reject_rate, "threshold": max_reject_rate, "rows_rejected": summary.rejected_rows},
+            metadata={
+                "reject_rate": reject_rate,
+                "threshold": max_reject_rate,
+                "rows_rejected": summary.rejected_rows,
+            },
         )
         return dg.MaterializeResult(metadata=meta, check_results=[check])
 
@@ -329,7 +382,9 @@ def build_export(
     ins = {"upstream": dg.AssetIn(key=upstream_key)} if upstream_key is not None else {}
     if upstream_key is not None:
         # The input arrives as a keyword argument named after ``ins``.
-        def with_upstream(context: dg.AssetExecutionContext, config: ExportSettings, upstream: Any) -> dg.MaterializeResult:
+        def with_upstream(
+            context: dg.AssetExecutionContext, config: ExportSettings, upstream: Any
+        ) -> dg.MaterializeResult:
             return compute(context, config, upstream=upstream)
 
         with_upstream.__annotations__.update(context=dg.AssetExecutionContext, config=config_class)
@@ -344,17 +399,25 @@ def build_export(
         deps=deps,
         required_resource_keys=required,
         group_name=group_name,
-        description=description or f"Exports {'query rows' if sql_text else upstream_key.to_user_string()} to {dest.type_name}.",  # type: ignore[union-attr]
+        description=description
+        or f"Exports {'query rows' if sql_text else upstream_key.to_user_string()} to {dest.type_name}.",  # type: ignore[union-attr]
         check_specs=[check_spec],
         retry_policy=retry_policy,
         pool=dest.pool,
         kinds={dest.kind, "duckdb" if sql_text is not None else "pandas"},
         tags=dict(tags or {}),
         partitions_def=partitions_def,
-        metadata={"destination_type": dest.type_name, **({"query": dg.MetadataValue.md(f"```sql\n{sql_text}\n```")} if sql_text else {})},
+        metadata={
+            "destination_type": dest.type_name,
+            **({"query": dg.MetadataValue.md(f"```sql\n{sql_text}\n```")} if sql_text else {}),
+        },
     )(fn)
 
 
-def build_export_job(asset: dg.AssetsDefinition, name: str | None = None, **kwargs: Any) -> dg.UnresolvedAssetJobDefinition:
+def build_export_job(
+    asset: dg.AssetsDefinition, name: str | None = None, **kwargs: Any
+) -> dg.UnresolvedAssetJobDefinition:
     """A job that runs one export (and its check)."""
-    return dg.define_asset_job(name or f"{asset.key.path[-1]}_job", selection=dg.AssetSelection.assets(asset), **kwargs)
+    return dg.define_asset_job(
+        name or f"{asset.key.path[-1]}_job", selection=dg.AssetSelection.assets(asset), **kwargs
+    )

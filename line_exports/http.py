@@ -206,7 +206,8 @@ class HttpClient:
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         backoff = min(
-            self.retry.initial_retry_wait * (2 ** (state.attempt_number - 1)), self.retry.max_retry_wait
+            self.retry.initial_retry_wait * (2 ** (state.attempt_number - 1)),
+            self.retry.max_retry_wait,
         )
         if isinstance(error, ApiError) and error.retry_after is not None:
             return min(max(error.retry_after, 0.0), self.retry.max_retry_wait)
@@ -278,28 +279,44 @@ class HttpClient:
     ) -> requests.Response:
         limit = self.limits.get(endpoint)
         if limit is not None:
-            self.stats.paced_seconds += shared_limiter(self.limiter_scope, endpoint, limit).acquire()
+            self.stats.paced_seconds += shared_limiter(
+                self.limiter_scope, endpoint, limit
+            ).acquire()
         all_headers = {**self.auth_headers(), **(headers or {})}
         started = time.monotonic()
         self.stats.count(endpoint)
         try:
             response = self.session.request(
-                method, self.url(path), headers=all_headers, timeout=self.retry.connection_timeout, **kwargs
+                method,
+                self.url(path),
+                headers=all_headers,
+                timeout=self.retry.connection_timeout,
+                **kwargs,
             )
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
             kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
             raise ApiError(
                 self.redact(f"{method} {path} {kind}: {type(exc).__name__}"),
                 method=method,
-                path=path,
+                path=self.redact(path),
                 retryable=True,
             ) from None
         log.debug(
-            "%s %s -> %s in %.0f ms", method, self.redact(path), response.status_code,
+            "%s %s -> %s in %.0f ms",
+            method,
+            self.redact(path),
+            response.status_code,
             (time.monotonic() - started) * 1000,
         )
         if self.debug:
-            log.debug("request body: %s", self.redact(str(kwargs.get("json") or kwargs.get("data") or "")[:2000]))
+            log.debug(
+                "request body: %s",
+                self.redact(str(kwargs.get("json") or kwargs.get("data") or "")[:2000]),
+            )
             log.debug("response body: %s", self.redact(response.text[:2000]))
         return response
 
@@ -312,7 +329,7 @@ class HttpClient:
             self.redact(f"{method} {path} answered {status}: {body[:300]}"),
             status=status,
             method=method,
-            path=path,
+            path=self.redact(path),
             body=body,
             retryable=status in RETRYABLE_STATUS,
             retry_after=_retry_after_seconds(response) if status in (429, 503) else None,

@@ -23,7 +23,9 @@ class Ledger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or paths.data_dir() / "ledger.sqlite"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+        )
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")
         self._db.execute(
@@ -40,7 +42,8 @@ class Ledger:
     def _get(self, export: str, scope: str, key: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
-                "select result from ledger where export=? and scope=? and key=?", (export, scope, key)
+                "select result from ledger where export=? and scope=? and key=?",
+                (export, scope, key),
             ).fetchone()
         return json.loads(row[0]) if row else None
 

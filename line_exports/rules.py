@@ -184,8 +184,8 @@ def _scalar_text(value: object) -> str:
 def to_unix_seconds(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Ints, digit strings or timestamps as UNIX seconds; second value marks unparseable cells."""
     if pd.api.types.is_datetime64_any_dtype(series):
-        utc = series.dt.tz_convert("UTC") if series.dt.tz is not None else series
-        secs = (utc - pd.Timestamp("1970-01-01")).dt.total_seconds().astype("Int64")
+        epoch = pd.Timestamp("1970-01-01", tz="UTC" if series.dt.tz is not None else None)
+        secs = (series - epoch).dt.total_seconds().astype("Int64")
         return secs, pd.Series(False, index=series.index)
     if pd.api.types.is_integer_dtype(series) or pd.api.types.is_float_dtype(series):
         numeric = pd.to_numeric(series, errors="coerce")
@@ -230,7 +230,11 @@ def _check_column(col: Column, raw: pd.Series, required: bool) -> tuple[pd.Serie
         failures.append(("type", "is not a whole number or timestamp", unparseable))
         if col.min_value is not None:
             failures.append(
-                ("min_value", f"must be at least {col.min_value}", (values < col.min_value).fillna(False))
+                (
+                    "min_value",
+                    f"must be at least {col.min_value}",
+                    (values < col.min_value).fillna(False),
+                )
             )
         if required:
             failures.append(("required", "is required", missing))
@@ -251,19 +255,33 @@ def _check_column(col: Column, raw: pd.Series, required: bool) -> tuple[pd.Serie
     checked = present & ~hashed
     if col.max_length is not None:
         failures.append(
-            ("max_length", f"is longer than {col.max_length} characters", checked & (text.str.len() > col.max_length))
+            (
+                "max_length",
+                f"is longer than {col.max_length} characters",
+                checked & (text.str.len() > col.max_length),
+            )
         )
     if col.min_length is not None:
         failures.append(
-            ("min_length", f"is shorter than {col.min_length} characters", checked & (text.str.len() < col.min_length))
+            (
+                "min_length",
+                f"is shorter than {col.min_length} characters",
+                checked & (text.str.len() < col.min_length),
+            )
         )
     if col.allowed is not None:
         failures.append(
-            ("allowed", f"must be one of {', '.join(col.allowed)}", checked & ~text.isin(col.allowed))
+            (
+                "allowed",
+                f"must be one of {', '.join(col.allowed)}",
+                checked & ~text.isin(col.allowed),
+            )
         )
     if col.pattern is not None:
         ok = text.str.fullmatch(col.pattern).fillna(False).astype(bool)
-        failures.append(("pattern", col.pattern_message or f"must match {col.pattern}", checked & ~ok))
+        failures.append(
+            ("pattern", col.pattern_message or f"must match {col.pattern}", checked & ~ok)
+        )
     if col.format is not None:
         pattern, message = FORMATS[col.format]
         ok = text.str.fullmatch(pattern).fillna(False).astype(bool)
@@ -278,7 +296,9 @@ def _check_column(col: Column, raw: pd.Series, required: bool) -> tuple[pd.Serie
     return text, failures
 
 
-def check_columns(frame_columns: Iterable[str], ruleset: RuleSet, settings: Mapping[str, object]) -> None:
+def check_columns(
+    frame_columns: Iterable[str], ruleset: RuleSet, settings: Mapping[str, object]
+) -> None:
     """Fail before reading rows when a required column cannot be in the result at all."""
     names = set(frame_columns)
     for col in ruleset.columns:
@@ -286,7 +306,7 @@ def check_columns(frame_columns: Iterable[str], ruleset: RuleSet, settings: Mapp
             why = "is required"
             if col.required_if and not col.required:
                 why = "is required when " + ", ".join(
-                    f"{k}={settings.get(k)}" for k in col.required_if
+                    f"{k}={getattr(settings.get(k), 'value', settings.get(k))}" for k in col.required_if
                 )
             raise SchemaError(f"the query result has no column '{col.name}', which {why}")
 
@@ -313,7 +333,9 @@ def validate(
     rejects: list[pd.DataFrame] = []
     bad_rows = np.zeros(n, dtype=bool)
 
-    def add(column: str, rule: str, message: str, mask: pd.Series, values: pd.Series, sensitive: bool) -> None:
+    def add(
+        column: str, rule: str, message: str, mask: pd.Series, values: pd.Series, sensitive: bool
+    ) -> None:
         nonlocal bad_rows
         m = mask.to_numpy(dtype=bool, na_value=False)
         if not m.any():
@@ -385,7 +407,13 @@ def summarize_rejects(rejects: pd.DataFrame) -> dict[str, int]:
     return {f"{c}: {r}": int(v) for (c, r), v in counts.items()}
 
 
-def reject(row_numbers: Iterable[int], column: str, rule: str, message: str, value: Callable[[int], str] | None = None) -> pd.DataFrame:
+def reject(
+    row_numbers: Iterable[int],
+    column: str,
+    rule: str,
+    message: str,
+    value: Callable[[int], str] | None = None,
+) -> pd.DataFrame:
     """Rejects raised after validation (e.g. a recipient the API refused), same table shape."""
     rows = list(row_numbers)
     return pd.DataFrame(
@@ -397,4 +425,3 @@ def reject(row_numbers: Iterable[int], column: str, rule: str, message: str, val
             "value": [value(r) if value else "" for r in rows],
         }
     )
-

@@ -7,16 +7,35 @@ benchmarks can ask for millions of rows of the same shape.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 
 SAMPLE_ROWS = 3000
 INVALID_EVERY = 100  # one row in 100 carries each deliberate mistake
 
-FIRST_NAMES = np.array(["Yuki", "Haruto", "Mei", "Wei", "Ploy", "Somchai", "Aiko", "Chen", "Niran", "Sakura"])
-LAST_NAMES = np.array(["Sato", "Suzuki", "Takahashi", "Lin", "Chang", "Srisai", "Wong", "Tanaka", "Huang", "Kaewmanee"])
+FIRST_NAMES = np.array(
+    ["Yuki", "Haruto", "Mei", "Wei", "Ploy", "Somchai", "Aiko", "Chen", "Niran", "Sakura"]
+)
+LAST_NAMES = np.array(
+    [
+        "Sato",
+        "Suzuki",
+        "Takahashi",
+        "Lin",
+        "Chang",
+        "Srisai",
+        "Wong",
+        "Tanaka",
+        "Huang",
+        "Kaewmanee",
+    ]
+)
 TITLES = np.array(["Data Engineer", "Marketing Manager", "CRM Lead", "Analyst", "Product Owner"])
-COMPANIES = np.array(["Sakura Foods", "Taipei Tech", "Bangkok Retail", "Osaka Motors", "Kaohsiung Labs"])
+COMPANIES = np.array(
+    ["Sakura Foods", "Taipei Tech", "Bangkok Retail", "Osaka Motors", "Kaohsiung Labs"]
+)
 COUNTRIES = np.array(["jp", "tw", "th", "us", "sg"])
 TAGS = np.array(["vip", "newsletter", "apple product interested", "", "coupon_2026"])
 DOMAINS = np.array(["example.jp", "example.com.tw", "example.co.th", "example.com"])
@@ -58,8 +77,12 @@ def members(n: int = SAMPLE_ROWS, seed: int = 1) -> pd.DataFrame:
             "customer_id": np.char.add("C", np.char.zfill(idx.astype(str), 7)).astype(object),
             "display_name": first.astype(object),
             "gender": np.where(idx % 3 == 0, "male", np.where(idx % 3 == 1, "female", None)),
-            "email": np.char.add(np.char.add(np.char.lower(first.astype(str)), idx.astype(str)), "@example.jp").astype(object),
-            "mobile": np.char.add("+8190", np.char.zfill((idx % 10**8).astype(str), 8)).astype(object),
+            "email": np.char.add(
+                np.char.add(np.char.lower(first.astype(str)), idx.astype(str)), "@example.jp"
+            ).astype(object),
+            "mobile": np.char.add("+8190", np.char.zfill((idx % 10**8).astype(str), 8)).astype(
+                object
+            ),
             "tags": TAGS[idx % len(TAGS)].astype(object),
             "birthday": birthdays.strftime("%Y-%m-%d").to_numpy(dtype=object),
         }
@@ -82,14 +105,16 @@ def conversion_events(n: int = SAMPLE_ROWS, seed: int = 3) -> pd.DataFrame:
     """LINE Conversion API events with the reference's 17 columns, raw email and phone."""
     rng = np.random.default_rng(seed)
     idx = np.arange(n)
-    base = 1_767_225_600  # 2026-01-01 UTC
+    # LINE takes events from the last 90 days: date them within the 28 days before today.
+    today = int(time.time()) // 86_400 * 86_400
+    base = today - 28 * 86_400
     frame = pd.DataFrame(
         {
             "deduplication_key": np.char.add("evt-", idx.astype(str)).astype(object),
             "event_type": np.where(idx % 4 == 0, "page_view", "conversion").astype(object),
             "event_name": np.where(idx % 4 == 0, None, "purchase"),
             "source_type": "web",
-            "event_timestamp": (base + idx * 37).astype("int64"),
+            "event_timestamp": (base + (idx * 37) % (27 * 86_400)).astype("int64"),
             "url": np.char.add("https://shop.example.jp/item/", idx.astype(str)).astype(object),
             "referrer": "https://www.google.com/",
             "title": "Example shop",
@@ -100,8 +125,12 @@ def conversion_events(n: int = SAMPLE_ROWS, seed: int = 3) -> pd.DataFrame:
             "click_id": np.char.add("click", idx.astype(str)).astype(object),
             "external_id": np.char.add("ext", idx.astype(str)).astype(object),
             "line_uid": line_uids(n, seed),
-            "phone": np.char.add("+8180", np.char.zfill((idx % 10**8).astype(str), 8)).astype(object),
-            "email": np.char.add(np.char.add(" User", idx.astype(str)), "@Example.JP ").astype(object),
+            "phone": np.char.add("+8180", np.char.zfill((idx % 10**8).astype(str), 8)).astype(
+                object
+            ),
+            "email": np.char.add(np.char.add(" User", idx.astype(str)), "@Example.JP ").astype(
+                object
+            ),
         }
     )
     frame.loc[_invalid_mask(n, 7), "event_type"] = "purchase"
@@ -118,7 +147,9 @@ def linkedin_contacts(n: int = SAMPLE_ROWS, seed: int = 4) -> pd.DataFrame:
     last = LAST_NAMES[(idx // 3) % len(LAST_NAMES)].astype(object)
     frame = pd.DataFrame(
         {
-            "email": np.char.add(np.char.add("Contact", idx.astype(str)), "@Example.com").astype(object),
+            "email": np.char.add(np.char.add("Contact", idx.astype(str)), "@Example.com").astype(
+                object
+            ),
             "google_aid": np.where(idx % 5 == 0, _uuids(rng, n), None),
             "apple_idfa": np.where(idx % 7 == 0, np.char.lower(_uuids(rng, n).astype(str)), None),
             "first_name": first,
@@ -137,16 +168,22 @@ def linkedin_contacts(n: int = SAMPLE_ROWS, seed: int = 4) -> pd.DataFrame:
 def linkedin_companies(n: int = SAMPLE_ROWS, seed: int = 5) -> pd.DataFrame:
     """LinkedIn companies by name and domains, a few with none of them."""
     idx = np.arange(n)
-    names = np.char.add(COMPANIES[idx % len(COMPANIES)], np.char.add(" ", idx.astype(str))).astype(object)
+    names = np.char.add(COMPANIES[idx % len(COMPANIES)], np.char.add(" ", idx.astype(str))).astype(
+        object
+    )
     domain = np.char.add(np.char.add("company", idx.astype(str)), ".").astype(str)
     frame = pd.DataFrame(
         {
             "company_name": names,
-            "company_website_domain": np.char.add(domain, DOMAINS[idx % len(DOMAINS)]).astype(object),
+            "company_website_domain": np.char.add(domain, DOMAINS[idx % len(DOMAINS)]).astype(
+                object
+            ),
             "company_email_domain": np.char.add(domain, DOMAINS[idx % len(DOMAINS)]).astype(object),
         }
     )
-    frame.loc[_invalid_mask(n, 13), ["company_name", "company_website_domain", "company_email_domain"]] = None
+    frame.loc[
+        _invalid_mask(n, 13), ["company_name", "company_website_domain", "company_email_domain"]
+    ] = None
     return frame
 
 

@@ -25,7 +25,9 @@ _SAMPLES_LOCK = threading.Lock()
 
 def read_sql_text(query: str | Path) -> str:
     """A query given inline or as a path to a ``.sql`` file."""
-    if isinstance(query, Path) or (isinstance(query, str) and query.strip().endswith(".sql") and "\n" not in query.strip()):
+    if isinstance(query, Path) or (
+        isinstance(query, str) and query.strip().endswith(".sql") and "\n" not in query.strip()
+    ):
         return Path(query).read_text(encoding="utf-8")
     return str(query)
 
@@ -34,7 +36,9 @@ def ensure_sample_tables(database: Path, rows: int = sample_data.SAMPLE_ROWS) ->
     """Create the sample tables that are missing from ``database``; returns those it created."""
     created: list[str] = []
     with _SAMPLES_LOCK, closing(duckdb.connect(str(database))) as con:
-        existing = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+        existing = {
+            r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()
+        }
         for table, make in sample_data.SAMPLE_TABLES.items():
             if table in existing:
                 continue
@@ -76,7 +80,9 @@ class SqlSource(dg.ConfigurableResource):
 
         return make_url(self.url).render_as_string(hide_password=True)
 
-    def read_chunks(self, query: str | Path, chunk_size: int | None = None) -> Iterator[pd.DataFrame]:
+    def read_chunks(
+        self, query: str | Path, chunk_size: int | None = None
+    ) -> Iterator[pd.DataFrame]:
         """Run ``query`` and yield its rows, at most ``chunk_size`` at a time."""
         sql = read_sql_text(query)
         size = chunk_size or self.chunk_size

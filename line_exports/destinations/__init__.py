@@ -25,5 +25,7 @@ def get_destination(type_name: str) -> Destination:
     """The destination for a type name, or an error listing the known ones."""
     known = destinations()
     if type_name not in known:
-        raise ValueError(f"unknown destination type {type_name!r}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown destination type {type_name!r}; known: {', '.join(sorted(known))}"
+        )
     return known[type_name]

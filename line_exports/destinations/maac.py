@@ -22,7 +22,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, PrivateAttr, model_validator
 
-from line_exports.destination import DeliveryReport, Destination, ExportRun, ExportSettings, ValidRows, content_key
+from line_exports.destination import (
+    DeliveryReport,
+    Destination,
+    ExportRun,
+    ExportSettings,
+    ValidRows,
+    content_key,
+)
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, reject
 
@@ -35,25 +42,46 @@ SEGMENT_MAX_BYTES = 25 * 1024 * 1024
 LIMITS = {"member_import": RateLimit(requests=15, per_seconds=60)}
 TASK_TIMEOUT_SECONDS = 3600
 IMPORT_KEYS = ("line_uid", "customer_id", "email", "mobile")
-MEMBER_FIELDS = ("line_uid", "line_display_name", "email", "mobile", "customer_id", "gender", "birthday")
+MEMBER_FIELDS = (
+    "line_uid",
+    "line_display_name",
+    "email",
+    "mobile",
+    "customer_id",
+    "gender",
+    "birthday",
+)
 
 # The reference's column tables, as rules.
 MEMBER_COLUMNS = (
-    Column("line_uid", required_if={"import_key": "line_uid"}, pattern=r"U[0-9a-f]{32}",
-           pattern_message="is not a LINE user ID (U and 32 hex digits)"),
+    Column(
+        "line_uid",
+        required_if={"import_key": "line_uid"},
+        pattern=r"U[0-9a-f]{32}",
+        pattern_message="is not a LINE user ID (U and 32 hex digits)",
+    ),
     Column("line_display_name", max_length=255, aliases=("display_name",)),
     Column("email", required_if={"import_key": "email"}, format="email", sensitive=True),
-    Column("mobile", required_if={"import_key": "mobile"}, normalize=("trim", "phone"),
-           pattern=r"\+[1-9][0-9]{6,14}|09[0-9]{8}",
-           pattern_message="is not a phone number in E.164 form (or a local 09XXXXXXXX number)", sensitive=True),
+    Column(
+        "mobile",
+        required_if={"import_key": "mobile"},
+        normalize=("trim", "phone"),
+        pattern=r"\+[1-9][0-9]{6,14}|09[0-9]{8}",
+        pattern_message="is not a phone number in E.164 form (or a local 09XXXXXXXX number)",
+        sensitive=True,
+    ),
     Column("customer_id", required_if={"import_key": "customer_id"}, max_length=255),
     Column("gender", normalize=("trim", "lowercase"), allowed=("male", "female")),
     Column("birthday", format="iso_date"),
     Column("tags"),
 )
 SEGMENT_COLUMNS = (
-    Column("line_uid", required=True, pattern=r"U[0-9a-f]{32}",
-           pattern_message="is not a LINE user ID (U and 32 hex digits)"),
+    Column(
+        "line_uid",
+        required=True,
+        pattern=r"U[0-9a-f]{32}",
+        pattern_message="is not a LINE user ID (U and 32 hex digits)",
+    ),
 )
 
 
@@ -69,28 +97,42 @@ class ImportKey(str, Enum):
 class MaacSettings(ExportSettings):
     """``result_settings`` of a MAAC export, named as in the reference."""
 
-    data_object: Literal["members", "segments"] = Field(description="Members (members) or Segments (segments)")
+    data_object: Literal["members", "segments"] = Field(
+        description="Members (members) or Segments (segments)"
+    )
     import_key: ImportKey | None = Field(
         None, description="Members: the column MAAC matches members by"
     )
-    tags: str | None = Field(None, description="Members: comma-separated tags attached to every imported member")
+    tags: str | None = Field(
+        None, description="Members: comma-separated tags attached to every imported member"
+    )
     segment_name: str | None = Field(None, description="Segments: segment name")
     segment_description: str | None = Field(None, description="Segments: segment description")
-    skip_invalid_records: bool = Field(True, description="Skip invalid records and continue the job")
+    skip_invalid_records: bool = Field(
+        True, description="Skip invalid records and continue the job"
+    )
     update_segment: bool = Field(
-        False, description="Replace all members of the existing segment with this name instead of creating one"
+        False,
+        description="Replace all members of the existing segment with this name instead of creating one",
     )
     batch_size: int = Field(
-        IMPORT_MAX_MEMBERS, ge=1, le=IMPORT_MAX_MEMBERS, description="Members per import request (MAAC allows 10,000)"
+        IMPORT_MAX_MEMBERS,
+        ge=1,
+        le=IMPORT_MAX_MEMBERS,
+        description="Members per import request (MAAC allows 10,000)",
     )
 
     @model_validator(mode="after")
     def _required_by_data_object(self) -> MaacSettings:
         if self.data_object == "members":
             if not self.import_key:
-                raise ValueError("import_key is required when data_object is members (line_uid, customer_id, email or mobile)")
+                raise ValueError(
+                    "import_key is required when data_object is members (line_uid, customer_id, email or mobile)"
+                )
             if not self.tag_list():
-                raise ValueError("tags is required when data_object is members (comma-separated tag names)")
+                raise ValueError(
+                    "tags is required when data_object is members (comma-separated tag names)"
+                )
         elif not (self.segment_name or "").strip():
             raise ValueError("segment_name is required when data_object is segments")
         return self
@@ -111,13 +153,22 @@ class MaacClient:
         self.http = http
         self.poll_seconds = poll_seconds
 
-    def import_members(self, import_key: str, members: list[dict[str, Any]], tags: list[str]) -> int:
+    def import_members(
+        self, import_key: str, members: list[dict[str, Any]], tags: list[str]
+    ) -> int:
         """Start an import task; returns its id."""
-        body = json.dumps({"import_key": import_key, "data": members, "tags": tags}, ensure_ascii=False).encode()
+        body = json.dumps(
+            {"import_key": import_key, "data": members, "tags": tags}, ensure_ascii=False
+        ).encode()
         if len(body) > IMPORT_MAX_BYTES:
-            raise ValueError(f"import body is {len(body):,} bytes; MAAC takes at most {IMPORT_MAX_BYTES:,}")
+            raise ValueError(
+                f"import body is {len(body):,} bytes; MAAC takes at most {IMPORT_MAX_BYTES:,}"
+            )
         response = self.http.request(
-            "POST", "/openapi/v1/member/import/", endpoint="member_import", data=body,
+            "POST",
+            "/openapi/v1/member/import/",
+            endpoint="member_import",
+            data=body,
             headers={"Content-Type": "application/json"},
         )
         return int(response.json()["id"])
@@ -127,12 +178,20 @@ class MaacClient:
         deadline = time.monotonic() + timeout
         pause = min(0.05, self.poll_seconds)
         while True:
-            body = self.http.request("GET", f"/openapi/v1/member/import/{task_id}/", endpoint="import_status").json()
+            body = self.http.request(
+                "GET", f"/openapi/v1/member/import/{task_id}/", endpoint="import_status"
+            ).json()
             if body.get("status") == "done":
                 result = body.get("result")
-                return result if isinstance(result, dict) else {k: v for k, v in body.items() if k != "status"}
+                return (
+                    result
+                    if isinstance(result, dict)
+                    else {k: v for k, v in body.items() if k != "status"}
+                )
             if time.monotonic() > deadline:
-                raise ApiError(f"MAAC import task {task_id} was not done after {timeout:.0f}s (status {body.get('status')})")
+                raise ApiError(
+                    f"MAAC import task {task_id} was not done after {timeout:.0f}s (status {body.get('status')})"
+                )
             time.sleep(pause)
             pause = min(pause * 2, self.poll_seconds)
 
@@ -142,32 +201,48 @@ class MaacClient:
         start: str | None = None
         while True:
             params = {"name": name, **({"start": start} if start else {})}
-            page = self.http.request("GET", "/openapi/v1/segment/", endpoint="segment_list", params=params).json()
+            page = self.http.request(
+                "GET", "/openapi/v1/segment/", endpoint="segment_list", params=params
+            ).json()
             found.extend(s for s in page.get("results", []) if s.get("name") == name)
             start = page.get("next")
             if not start:
                 return found
 
-    def create_segment(self, name: str, description: str | None, csv_bytes: bytes) -> dict[str, Any]:
+    def create_segment(
+        self, name: str, description: str | None, csv_bytes: bytes
+    ) -> dict[str, Any]:
         form = {"name": name, **({"description": description} if description else {})}
         return self.http.request(
-            "POST", "/openapi/v1/custom_segment/", endpoint="custom_segment", data=form,
+            "POST",
+            "/openapi/v1/custom_segment/",
+            endpoint="custom_segment",
+            data=form,
             files={"file": ("line_uids.csv", csv_bytes, "text/csv")},
         ).json()
 
-    def replace_segment(self, segment_id: int, description: str | None, csv_bytes: bytes) -> dict[str, Any]:
+    def replace_segment(
+        self, segment_id: int, description: str | None, csv_bytes: bytes
+    ) -> dict[str, Any]:
         form = {"description": description} if description else {}
         return self.http.request(
-            "PATCH", f"/openapi/v1/custom_segment/{segment_id}/", endpoint="custom_segment", data=form,
+            "PATCH",
+            f"/openapi/v1/custom_segment/{segment_id}/",
+            endpoint="custom_segment",
+            data=form,
             files={"file": ("line_uids.csv", csv_bytes, "text/csv")},
         ).json()
 
-    def wait_segment(self, segment_id: int, timeout: float = TASK_TIMEOUT_SECONDS) -> dict[str, Any]:
+    def wait_segment(
+        self, segment_id: int, timeout: float = TASK_TIMEOUT_SECONDS
+    ) -> dict[str, Any]:
         """Poll the segment until it is ready (status 2); returns it."""
         deadline = time.monotonic() + timeout
         pause = min(0.05, self.poll_seconds)
         while True:
-            segment = self.http.request("GET", f"/openapi/v1/segment/{segment_id}/", endpoint="segment_get").json()
+            segment = self.http.request(
+                "GET", f"/openapi/v1/segment/{segment_id}/", endpoint="segment_get"
+            ).json()
             if segment.get("status") == 2:
                 return segment
             if time.monotonic() > deadline:
@@ -185,12 +260,22 @@ class MaacResource(dg.ConfigurableResource):
     """
 
     api_token: str | None = Field(
-        default=None, description="MAAC API token (MAAC > API > API token)", json_schema_extra={"dagster__is_secret": True}
+        default=None,
+        description="MAAC API token (MAAC > API > API token)",
+        json_schema_extra={"dagster__is_secret": True},
     )
-    region: Literal["global", "japan"] = Field(default="global", description="global: api.cresclab.com, japan: api.jp.cresclab.com")
-    base_url: str | None = Field(default=None, description="Overrides the region's host (a proxy, or the sandbox)")
-    debug: bool = Field(default=False, description="Log request and response bodies (secrets redacted)")
-    poll_seconds: float = Field(default=1.0, gt=0, description="Longest pause between import status polls")
+    region: Literal["global", "japan"] = Field(
+        default="global", description="global: api.cresclab.com, japan: api.jp.cresclab.com"
+    )
+    base_url: str | None = Field(
+        default=None, description="Overrides the region's host (a proxy, or the sandbox)"
+    )
+    debug: bool = Field(
+        default=False, description="Log request and response bodies (secrets redacted)"
+    )
+    poll_seconds: float = Field(
+        default=1.0, gt=0, description="Longest pause between import status polls"
+    )
     _clients: dict[RetrySettings, MaacClient] = PrivateAttr(default_factory=dict)
 
     @classmethod
@@ -253,7 +338,30 @@ def member_records(batch: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def unique_key_batches(frames: Iterator[pd.DataFrame], key: str, size: int) -> Iterator[pd.DataFrame]:
+def import_body_bytes(members: list[dict[str, Any]], tags: list[str]) -> int:
+    return len(
+        json.dumps(
+            {"import_key": "customer_id", "data": members, "tags": tags}, ensure_ascii=False
+        ).encode()
+    )
+
+
+def fit_import_bytes(
+    batch: pd.DataFrame, tags: list[str]
+) -> Iterator[tuple[pd.DataFrame, list[dict[str, Any]]]]:
+    """The batch as import bodies under MAAC's 10 MB: halved until each part fits."""
+    members = member_records(batch)
+    if import_body_bytes(members, tags) <= IMPORT_MAX_BYTES or len(batch) == 1:
+        yield batch, members
+        return
+    middle = len(batch) // 2
+    yield from fit_import_bytes(batch.iloc[:middle].reset_index(drop=True), tags)
+    yield from fit_import_bytes(batch.iloc[middle:].reset_index(drop=True), tags)
+
+
+def unique_key_batches(
+    frames: Iterator[pd.DataFrame], key: str, size: int
+) -> Iterator[pd.DataFrame]:
     """Batches of at most ``size`` rows with no key twice in one batch (MAAC fails such an import).
 
     A repeated key waits for a later batch, so every row is still sent, in order: the same
@@ -309,7 +417,9 @@ class MaacDestination(Destination):
                 "exports (e.g. by a hash of line_uid) with one segment each."
             )
 
-    def deliver(self, resource: MaacResource, settings: MaacSettings, rows: ValidRows, run: ExportRun) -> DeliveryReport:
+    def deliver(
+        self, resource: MaacResource, settings: MaacSettings, rows: ValidRows, run: ExportRun
+    ) -> DeliveryReport:
         client = resource.get_client(settings.retry_settings())
         before = client.http.stats.requests
         if settings.data_object == "members":
@@ -321,37 +431,35 @@ class MaacDestination(Destination):
         report.metadata["retries"] = client.http.stats.retries
         return report
 
-    def _members(self, client: MaacClient, settings: MaacSettings, rows: ValidRows, run: ExportRun) -> DeliveryReport:
+    def _members(
+        self, client: MaacClient, settings: MaacSettings, rows: ValidRows, run: ExportRun
+    ) -> DeliveryReport:
         report = DeliveryReport()
         totals = {"created_num": 0, "updated_num": 0, "mismatch_num": 0}
         tags = settings.tag_list()
         key = ImportKey(settings.import_key or "line_uid").value
         mismatch_links: list[str] = []
-        for batch in unique_key_batches(rows.batches(settings.batch_size), key, settings.batch_size):
-            members = member_records(batch)
-            batch_key = content_key("members", key, tags, members)
-            result = run.ledger.done(batch_key)
-            if result is not None:
-                report.resumed_rows += len(batch)
-            else:
-                task_id = client.import_members(key, members, tags)
-                report.job_ids.append(str(task_id))
-                result = client.wait_import(task_id)
-                if result.get("success"):
-                    run.ledger.record(batch_key, result)
-            report.sent_rows += len(batch)
-            if not result.get("success"):
-                errors = {k: v for k, v in result.items() if k != "success" and v}
-                message = f"MAAC refused import task {report.job_ids[-1] if report.job_ids else '?'}: {errors}"
-                refused = reject(batch[ROW_NUMBER], key, "maac_import_failed", message)
-                if not settings.skip_invalid_records:
-                    raise dg.Failure(description=message, allow_retries=False)
-                report.rejects.append(refused)
-                run.log.warning(message)
-            else:
+        for batch in unique_key_batches(
+            rows.batches(settings.batch_size), key, settings.batch_size
+        ):
+            for part, members in fit_import_bytes(batch, tags):
+                result = self._import_once(client, run, report, key, tags, members)
+                report.sent_rows += len(part)
+                if not result.get("success"):
+                    errors = {k: v for k, v in result.items() if k != "success" and v}
+                    message = f"MAAC refused import task {report.job_ids[-1] if report.job_ids else '?'}: {errors}"
+                    if not settings.skip_invalid_records:
+                        raise dg.Failure(description=message, allow_retries=False)
+                    report.rejects.append(
+                        reject(part[ROW_NUMBER], key, "maac_import_failed", message)
+                    )
+                    run.log.warning(message)
+                    continue
                 for name in totals:
                     totals[name] += int(result.get(name) or 0)
-                report.accepted_rows += int(result.get("created_num") or 0) + int(result.get("updated_num") or 0)
+                report.accepted_rows += int(result.get("created_num") or 0) + int(
+                    result.get("updated_num") or 0
+                )
                 if result.get("mismatch_export_link"):
                     mismatch_links.append(str(result["mismatch_export_link"]))
             run.progress(report.sent_rows)
@@ -368,13 +476,46 @@ class MaacDestination(Destination):
             report.metadata["mismatch_export_links"] = dg.MetadataValue.json(mismatch_links)
         return report
 
-    def _segment(self, client: MaacClient, settings: MaacSettings, rows: ValidRows, run: ExportRun) -> DeliveryReport:
+    @staticmethod
+    def _import_once(
+        client: MaacClient,
+        run: ExportRun,
+        report: DeliveryReport,
+        key: str,
+        tags: list[str],
+        members: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """One import task, unless the ledger shows this exact batch already went through."""
+        batch_key = content_key("members", key, tags, members)
+        result = run.ledger.done(batch_key)
+        if result is not None:
+            report.resumed_rows += len(members)
+            return result
+        task_id = client.import_members(key, members, tags)
+        report.job_ids.append(str(task_id))
+        result = client.wait_import(task_id)
+        if result.get("success"):
+            run.ledger.record(batch_key, result)
+        return result
+
+    def _segment(
+        self, client: MaacClient, settings: MaacSettings, rows: ValidRows, run: ExportRun
+    ) -> DeliveryReport:
         report = DeliveryReport()
         name = (settings.segment_name or "").strip()
-        uids = pd.concat(list(rows.batches(SEGMENT_MAX_UIDS, columns=["line_uid"])), ignore_index=True)["line_uid"] if rows.count else pd.Series(dtype="string")
+        uids = (
+            pd.concat(
+                list(rows.batches(SEGMENT_MAX_UIDS, columns=["line_uid"])), ignore_index=True
+            )["line_uid"]
+            if rows.count
+            else pd.Series(dtype="string")
+        )
         csv_bytes = segment_csv(uids)
         if len(csv_bytes) > SEGMENT_MAX_BYTES:
-            raise dg.Failure(description=f"segment file is {len(csv_bytes):,} bytes; MAAC takes at most 25 MB", allow_retries=False)
+            raise dg.Failure(
+                description=f"segment file is {len(csv_bytes):,} bytes; MAAC takes at most 25 MB",
+                allow_retries=False,
+            )
         batch_key = content_key("segment", name, settings.update_segment, csv_bytes)
         done = run.ledger.done(batch_key)
         if done is not None:
@@ -383,7 +524,9 @@ class MaacDestination(Destination):
         else:
             existing = client.segments_named(name) if settings.update_segment else []
             if existing:
-                created = client.replace_segment(int(existing[0]["id"]), settings.segment_description, csv_bytes)
+                created = client.replace_segment(
+                    int(existing[0]["id"]), settings.segment_description, csv_bytes
+                )
                 action = "replaced"
             else:
                 created = client.create_segment(name, settings.segment_description, csv_bytes)

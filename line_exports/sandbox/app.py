@@ -65,12 +65,26 @@ class FaultsAndLog:
                 await asyncio.sleep(fault.delay)
             if fault.drop:
                 self.sandbox.log(method, path, 0, body_bytes)
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
-                await send({"type": "http.response.body", "body": b'{"partial":', "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", b"4096"),
+                        ],
+                    }
+                )
+                await send(
+                    {"type": "http.response.body", "body": b'{"partial":', "more_body": True}
+                )
                 raise ConnectionResetError("sandbox fault: connection dropped mid-response")
             if fault.status is not None:
-                headers = {"Retry-After": str(int(fault.retry_after))} if fault.retry_after is not None else {}
+                headers = (
+                    {"Retry-After": str(int(fault.retry_after))}
+                    if fault.retry_after is not None
+                    else {}
+                )
                 response = JSONResponse(
                     {"message": fault.body or f"sandbox fault {fault.status}"},
                     status_code=fault.status,
@@ -98,10 +112,15 @@ def create_app(sandbox: Sandbox | None = None) -> Starlette:
     modules = destination_modules()
 
     async def health(_: Request) -> Response:
-        return JSONResponse({"ok": True, "destinations": [m.__name__.rsplit(".", 1)[1] for m in modules]})
+        return JSONResponse(
+            {"ok": True, "destinations": [m.__name__.rsplit(".", 1)[1] for m in modules]}
+        )
 
     async def state(_: Request) -> Response:
-        body: dict[str, Any] = {"requests": len(sandbox.requests), "rate_limited": sandbox.rate_limited}
+        body: dict[str, Any] = {
+            "requests": len(sandbox.requests),
+            "rate_limited": sandbox.rate_limited,
+        }
         for module in modules:
             if hasattr(module, "summary"):
                 body[module.__name__.rsplit(".", 1)[1]] = module.summary(sandbox)

@@ -116,12 +116,16 @@ class Sandbox:
             window.append(now)
             return None
 
-    def too_many(self, key: str, requests: int, per_seconds: float, body: dict[str, Any]) -> Response | None:
+    def too_many(
+        self, key: str, requests: int, per_seconds: float, body: dict[str, Any]
+    ) -> Response | None:
         """A 429 answer when the call is over its limit, else None."""
         wait = self.over_limit(key, requests, per_seconds)
         if wait is None:
             return None
-        return JSONResponse(body, status_code=429, headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        return JSONResponse(
+            body, status_code=429, headers={"Retry-After": str(max(1, int(wait + 0.999)))}
+        )
 
     # -- auth -----------------------------------------------------------------------------
     def bearer_ok(self, request: Request, kind: str) -> bool:
@@ -133,7 +137,9 @@ class Sandbox:
         with self.lock:
             self.requests.append(LoggedRequest(method, path, status, time.time(), body_bytes))
 
-    def count(self, method: str | None = None, path_prefix: str = "", status: int | None = None) -> int:
+    def count(
+        self, method: str | None = None, path_prefix: str = "", status: int | None = None
+    ) -> int:
         """How many logged requests match (for tests and benchmarks)."""
         with self.lock:
             return sum(
@@ -158,4 +164,3 @@ class Sandbox:
             self.stores.clear()
             self._windows.clear()
             self.rate_limited = 0
-

@@ -32,7 +32,16 @@ SEGMENT_MAX_BYTES = 25 * 1024 * 1024
 SEGMENT_QUOTA = 30
 PAGE_SIZE = 300
 IMPORT_KEYS = ("line_uid", "customer_id", "email", "mobile")
-MEMBER_FIELDS = {"line_uid", "line_display_name", "email", "mobile", "customer_id", "gender", "tags", "birthday"}
+MEMBER_FIELDS = {
+    "line_uid",
+    "line_display_name",
+    "email",
+    "mobile",
+    "customer_id",
+    "gender",
+    "tags",
+    "birthday",
+}
 LINE_UID = re.compile(r"U[0-9a-f]{32}")
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 LOCAL_MOBILE = re.compile(r"09[0-9]{8}")
@@ -98,7 +107,13 @@ def _error(status: int, detail: Any) -> JSONResponse:
 
 def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
     """The counts MAAC reports for a failed import (``success: false``)."""
-    counts = {"blank_error": 0, "gender_error": 0, "mobile_error": 0, "birthday_error": 0, "duplicate_error": 0}
+    counts = {
+        "blank_error": 0,
+        "gender_error": 0,
+        "mobile_error": 0,
+        "birthday_error": 0,
+        "duplicate_error": 0,
+    }
     useless: set[str] = set()
     seen: set[str] = set()
     for item in data:
@@ -117,24 +132,36 @@ def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
         if gender not in (None, "", "male", "female"):
             counts["gender_error"] += 1
         mobile = item.get("mobile")
-        if mobile not in (None, "") and not (E164.fullmatch(str(mobile)) or LOCAL_MOBILE.fullmatch(str(mobile))):
+        if mobile not in (None, "") and not (
+            E164.fullmatch(str(mobile)) or LOCAL_MOBILE.fullmatch(str(mobile))
+        ):
             counts["mobile_error"] += 1
         birthday = item.get("birthday")
         if birthday not in (None, ""):
             try:
-                ok = bool(ISO_DATE.fullmatch(str(birthday))) and bool(datetime.strptime(str(birthday), "%Y-%m-%d"))
+                ok = bool(ISO_DATE.fullmatch(str(birthday))) and bool(
+                    datetime.strptime(str(birthday), "%Y-%m-%d")
+                )
             except ValueError:
                 ok = False
             if not ok:
                 counts["birthday_error"] += 1
         tags = item.get("tags")
-        if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        if tags is not None and not (
+            isinstance(tags, list) and all(isinstance(t, str) for t in tags)
+        ):
             useless.add("tags")
     failed = any(counts.values()) or bool(useless)
-    return {"success": not failed, **counts, "miss_fields": [], "useless_fields": sorted(useless)} if failed else {}
+    return (
+        {"success": not failed, **counts, "miss_fields": [], "useless_fields": sorted(useless)}
+        if failed
+        else {}
+    )
 
 
-def _apply_import(store: MaacStore, import_key: str, data: list[dict[str, Any]], tags: list[str]) -> dict[str, int]:
+def _apply_import(
+    store: MaacStore, import_key: str, data: list[dict[str, Any]], tags: list[str]
+) -> dict[str, int]:
     created = updated = mismatched = 0
     for item in data:
         key_value = str(item[import_key])
@@ -186,7 +213,10 @@ def _segment_uids(raw: bytes) -> tuple[list[str] | None, str | None]:
             return None, f"Invalid line uid at line {number}."
         uids.append(value)
     if len(uids) > SEGMENT_MAX_UIDS:
-        return None, f"The file has {len(uids)} line uids; at most {SEGMENT_MAX_UIDS} are supported."
+        return (
+            None,
+            f"The file has {len(uids)} line uids; at most {SEGMENT_MAX_UIDS} are supported.",
+        )
     if not uids:
         return None, "The file has no line uid."
     return list(dict.fromkeys(uids)), None
@@ -215,7 +245,11 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             running = [t for t in store.tasks.values() if t.finish_at > now]
         if running:
             return _error(429, "Only one member import can run at a time.")
-        if (limited := sandbox.too_many("maac:import", IMPORT_PER_MINUTE, 60, {"detail": "Request was throttled."})) is not None:
+        if (
+            limited := sandbox.too_many(
+                "maac:import", IMPORT_PER_MINUTE, 60, {"detail": "Request was throttled."}
+            )
+        ) is not None:
             return limited
         try:
             body = json.loads(raw)
@@ -230,7 +264,10 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if not isinstance(data, list) or not data:
             return _error(400, {"data": ["This field is required."]})
         if len(data) > IMPORT_MAX_MEMBERS:
-            return _error(400, {"data": [f"Ensure this field has no more than {IMPORT_MAX_MEMBERS} elements."]})
+            return _error(
+                400,
+                {"data": [f"Ensure this field has no more than {IMPORT_MAX_MEMBERS} elements."]},
+            )
         tags = body.get("tags") or []
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             return _error(400, {"tags": ["Expected a list of items."]})
@@ -238,8 +275,15 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             result = _member_errors(data, import_key)
             if not result:
                 counts = _apply_import(store, import_key, data, tags)
-                result = {"tags": tags, "success": True, "total_num": len(data), **counts,
-                          "mismatch_export_link": None, "start_time": _now_iso(), "end_time": _now_iso()}
+                result = {
+                    "tags": tags,
+                    "success": True,
+                    "total_num": len(data),
+                    **counts,
+                    "mismatch_export_link": None,
+                    "start_time": _now_iso(),
+                    "end_time": _now_iso(),
+                }
                 if import_key == "line_uid" and counts["mismatch_num"]:
                     result["mismatch_export_link"] = "http://sandbox.invalid/mismatch.csv"
             task_id = store.new_id()
@@ -254,23 +298,37 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if task is None:
             return _error(404, "Not found.")
         elapsed = time.monotonic() - task.created
-        body: dict[str, Any] = {"category": "import_member", "created_at": task.created_at, "updated_at": _now_iso()}
+        body: dict[str, Any] = {
+            "category": "import_member",
+            "created_at": task.created_at,
+            "updated_at": _now_iso(),
+        }
         if time.monotonic() >= task.finish_at:
             body.update(status="done", result=task.result)
         else:
-            body["status"] = "pending" if elapsed < (task.finish_at - task.created) / 3 else "processing"
+            body["status"] = (
+                "pending" if elapsed < (task.finish_at - task.created) / 3 else "processing"
+            )
         return JSONResponse(body)
 
     async def list_segments(request: Request) -> Response:
         if (denied := authorized(request)) is not None:
             return denied
         name = request.query_params.get("name")
-        start = int(base64.urlsafe_b64decode(request.query_params["start"]).decode()) if request.query_params.get("start") else 0
+        start = (
+            int(base64.urlsafe_b64decode(request.query_params["start"]).decode())
+            if request.query_params.get("start")
+            else 0
+        )
         with sandbox.lock:
-            found = [s for s in store.segments.values() if not name or name.lower() in s.name.lower()]
+            found = [
+                s for s in store.segments.values() if not name or name.lower() in s.name.lower()
+            ]
         page = found[start : start + PAGE_SIZE]
         after = start + PAGE_SIZE
-        token = base64.urlsafe_b64encode(str(after).encode()).decode() if after < len(found) else None
+        token = (
+            base64.urlsafe_b64encode(str(after).encode()).decode() if after < len(found) else None
+        )
         return JSONResponse({"results": [s.view() for s in page], "next": token})
 
     async def one_segment(request: Request) -> Response:
@@ -310,8 +368,14 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         with sandbox.lock:
             if len(store.segments) >= SEGMENT_QUOTA:
                 return _error(400, "Segment quota exceeded (30 per account).")
-            segment = Segment(store.new_id(), name, str(form.get("description") or ""), uids or [],
-                              time.monotonic() + sandbox.job_seconds, None)
+            segment = Segment(
+                store.new_id(),
+                name,
+                str(form.get("description") or ""),
+                uids or [],
+                time.monotonic() + sandbox.job_seconds,
+                None,
+            )
             store.segments[segment.id] = segment
         return JSONResponse(segment.view(), status_code=201)
 
@@ -323,7 +387,9 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             return _error(404, "Not found.")
         form = await request.form(max_part_size=SEGMENT_MAX_BYTES + 1)
         if not any(k in form for k in ("name", "description", "file")):
-            return _error(400, {"non_field_errors": ["One of name, description or file is required."]})
+            return _error(
+                400, {"non_field_errors": ["One of name, description or file is required."]}
+            )
         upload = form.get("file")
         uids = None
         if upload is not None and not isinstance(upload, str):
@@ -348,7 +414,9 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         Route("/openapi/v1/segment/{segment_id:int}/", one_segment, methods=["GET", "DELETE"]),
         Route("/openapi/v1/segment/{segment_id:int}/members/", segment_members, methods=["GET"]),
         Route("/openapi/v1/custom_segment/", create_custom_segment, methods=["POST"]),
-        Route("/openapi/v1/custom_segment/{segment_id:int}/", update_custom_segment, methods=["PATCH"]),
+        Route(
+            "/openapi/v1/custom_segment/{segment_id:int}/", update_custom_segment, methods=["PATCH"]
+        ),
     ]
 
 

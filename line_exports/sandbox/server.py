@@ -32,16 +32,25 @@ class SandboxServer:
     URL and ``server.sandbox`` its state (received data, faults, rate limits).
     """
 
-    def __init__(self, sandbox: Sandbox | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, sandbox: Sandbox | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.sandbox = sandbox or Sandbox()
         self.host = host
         self.port = port or _free_port(host)
         config = uvicorn.Config(
-            create_app(self.sandbox), host=host, port=self.port, log_level="error",
-            timeout_keep_alive=30, limit_concurrency=2000, backlog=4096,
+            create_app(self.sandbox),
+            host=host,
+            port=self.port,
+            log_level="error",
+            timeout_keep_alive=30,
+            limit_concurrency=2000,
+            backlog=4096,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="line-exports-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, name="line-exports-sandbox", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -63,7 +72,12 @@ class SandboxServer:
     def __enter__(self) -> SandboxServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -98,7 +112,10 @@ def ensure_sandbox(url: str | None = None) -> str:
     with open(log_path, "ab") as log:
         subprocess.Popen(
             [sys.executable, "-m", "line_exports.sandbox", "--port", str(port)],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

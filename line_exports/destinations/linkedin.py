@@ -1,0 +1,662 @@
+"""LinkedIn Matched Audiences: DMP segments of contacts (users) and accounts (companies).
+
+Settings follow TD's LinkedIn export (``linkedin-matched-audiences-export.txt``); requests follow
+LinkedIn's Marketing API (learn.microsoft.com/linkedin/marketing/matched-audiences): every call
+sends ``Authorization: Bearer``, ``LinkedIn-Version: YYYYMM`` and ``X-Restli-Protocol-Version:
+2.0.0``. The segment is found with ``GET /rest/dmpSegments?q=account&account=<urn>`` and, in add
+mode, created with ``POST /rest/dmpSegments`` (its id comes back in ``x-restli-id``). Members go
+to ``POST /rest/dmpSegments/{id}/users`` (or ``/companies``) with ``X-RestLi-Method:
+BATCH_CREATE``, at most 5,000 elements a request; the 200 answer carries one status per element,
+and every failed element becomes a reject with its row number. Access tokens come from a refresh
+token (OAuth 2.0, ``POST https://www.linkedin.com/oauth/v2/accessToken``), cached until expiry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field, PrivateAttr, field_validator
+
+from line_exports.destination import (
+    DeliveryReport,
+    Destination,
+    ExportRun,
+    ExportSettings,
+    ValidRows,
+    content_key,
+)
+from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
+from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet
+
+API_URL = "https://api.linkedin.com"
+OAUTH_URL = "https://www.linkedin.com"
+TOKEN_PATH = "/oauth/v2/accessToken"
+AUTHORIZE_PATH = "/oauth/v2/authorization"
+DEFAULT_VERSION = "202610"
+"""A recent monthly Marketing API version; LinkedIn sunsets each about a year after release."""
+RESTLI_PROTOCOL = "2.0.0"
+SCOPES = ("rw_dmp_segments", "r_ads")
+AUTH_COMMAND = "line-exports linkedin-auth"
+SANDBOX_TOKEN = "sandbox-linkedin-token"
+SANDBOX_SOURCE_PLATFORM = "SANDBOX"
+MAX_ELEMENTS = 5_000
+# Per member (the authorizing user), per minute: LinkedIn's DMP streaming limits.
+LIMITS = {
+    "users": RateLimit(requests=600, per_seconds=60),
+    "companies": RateLimit(requests=300, per_seconds=60),
+}
+NEW_SEGMENT_TIMEOUT = 120.0
+TOKEN_MARGIN_SECONDS = 300
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+# ISO 3166-1 alpha-2, every officially assigned code.
+_ISO_CODES = """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR
+    BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC
+    EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK
+    HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB
+    LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ
+    NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU
+    RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN
+    TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW"""
+ISO_COUNTRIES = tuple(re.findall(r"[A-Z]{2}", _ISO_CODES))
+GAID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+IDFA_PATTERN = r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}"
+DOMAIN_PATTERN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}"
+
+# The reference's column table, as rules.
+USER_COLUMNS = (
+    Column("email", normalize=("trim", "lowercase"), format="email", hash_sha256=True, accept_sha512=True,
+           sensitive=True),
+    Column("google_aid", normalize=("trim", "lowercase"), pattern=GAID_PATTERN,
+           pattern_message="is not a Google advertising ID (a UUID such as cdda802e-fb9c-47ad-9794-0794d394c912)",
+           sensitive=True),
+    Column("apple_idfa", normalize=("trim", "uppercase"), pattern=IDFA_PATTERN,
+           pattern_message="is not an Apple IDFA (a UUID such as EA7583CD-A667-48BC-B806-42ECB2B48606)",
+           sensitive=True),
+    Column("first_name", max_length=35, sensitive=True),
+    Column("last_name", max_length=35, sensitive=True),
+    Column("company", max_length=50),
+    Column("title", max_length=50),
+    Column("country", normalize=("trim", "uppercase"), pattern="|".join(ISO_COUNTRIES),
+           pattern_message="is not an ISO 3166 alpha-2 country code (e.g. US)"),
+)
+USER_ROW_RULES = (
+    AnyOf((("email",), ("google_aid",), ("apple_idfa",), ("first_name", "last_name")), name="identifier"),
+)
+COMPANY_COLUMNS = (
+    Column("company_name", max_length=255),
+    Column("company_website_domain", normalize=("trim", "lowercase"), pattern=DOMAIN_PATTERN,
+           pattern_message="is not a domain name (e.g. example.com, no scheme or path)"),
+    Column("company_email_domain", normalize=("trim", "lowercase"), pattern=DOMAIN_PATTERN,
+           pattern_message="is not a domain name (e.g. example.com, no scheme or path)"),
+)
+COMPANY_ROW_RULES = (
+    AnyOf((("company_name",), ("company_website_domain",), ("company_email_domain",)), name="identifier"),
+)
+# Query column -> element field, per audience type.
+USER_FIELDS = {"first_name": "firstName", "last_name": "lastName", "title": "title", "company": "company",
+               "country": "country"}
+COMPANY_FIELDS = {"company_name": "companyName", "company_website_domain": "companyWebsiteDomain",
+                  "company_email_domain": "companyEmailDomain"}
+
+
+class LinkedInAuthError(ApiError):
+    """The credentials cannot give an access token; the message says what to do."""
+
+
+class LinkedInVersionError(ApiError):
+    """LinkedIn no longer serves the requested ``LinkedIn-Version`` (HTTP 426)."""
+
+
+class LinkedInSettings(ExportSettings):
+    """``result_settings`` of a LinkedIn export, named as in the reference."""
+
+    ad_account_id: str = Field(description="Ad Account ID (digits, or urn:li:sponsoredAccount:<digits>)")
+    audience_type: Literal["users", "companies"] = Field(
+        "users", description="Contact List (users) or Account List (companies)"
+    )
+    segment_name: str = Field(description="DMP Segment name")
+    segment_description: str | None = Field(None, description="DMP Segment description")
+    dmp_segment_mode: Literal["add", "remove"] = Field(
+        "add", description="add or remove; in add mode a missing segment with this name is created"
+    )
+    ignore_invalid_records: bool = Field(
+        False, description="Report invalid rows and continue; when false the job stops at the first invalid record"
+    )
+    batch_size: int = Field(
+        MAX_ELEMENTS, ge=1, le=MAX_ELEMENTS, description="Elements per request (LinkedIn allows 5,000)"
+    )
+
+    @field_validator("ad_account_id")
+    @classmethod
+    def _account_digits(cls, value: str) -> str:
+        digits = value.strip().removeprefix("urn:li:sponsoredAccount:")
+        if not digits.isdigit():
+            raise ValueError("ad_account_id must be the ad account's number (e.g. 512345678)")
+        return digits
+
+    @field_validator("segment_name")
+    @classmethod
+    def _name_present(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("segment_name is required (the DMP segment's name)")
+        return value.strip()
+
+
+class LinkedInClient:
+    """LinkedIn's DMP segment API over one paced, retrying session."""
+
+    def __init__(self, http: HttpClient, version: str, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.http = http
+        self.version = version
+        self.sleep = sleep
+        self.not_found_waits = 0
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except ApiError as exc:
+            raise self._explain(exc) from None
+
+    def _explain(self, exc: ApiError) -> ApiError:
+        if isinstance(exc, LinkedInAuthError):
+            return exc
+        if exc.status == 426:
+            return LinkedInVersionError(
+                f"LinkedIn no longer serves API version {self.version} (426 Upgrade Required: {exc.body[:200]}). "
+                "Set linkedin_version on the LinkedIn resource (env LINKEDIN_VERSION) to a current YYYYMM, "
+                "see learn.microsoft.com/linkedin/marketing/versioning.",
+                status=426, method=exc.method, path=exc.path, body=exc.body,
+            )
+        if exc.status == 401:
+            return LinkedInAuthError(
+                f"LinkedIn refused the access token even after a refresh ({exc.body[:200]}). "
+                f"Authorize again with `{AUTH_COMMAND}` and store the new tokens.",
+                status=401, method=exc.method, path=exc.path, body=exc.body,
+            )
+        if exc.status == 403:
+            return ApiError(
+                f"{exc} -- the authorizing member needs the rw_dmp_segments scope and a role other than "
+                "VIEWER on the ad account.",
+                status=403, method=exc.method, path=exc.path, body=exc.body,
+            )
+        return exc
+
+    def find_segments(self, account_id: str, name: str, page_size: int = 100) -> list[dict[str, Any]]:
+        """The account's DMP segments named exactly ``name`` (the finder lists them all)."""
+        found: list[dict[str, Any]] = []
+        start = 0
+        while True:
+            params = {"q": "account", "account": f"urn:li:sponsoredAccount:{account_id}",
+                      "start": start, "count": page_size}
+            page = self._call("GET", "/rest/dmpSegments", endpoint="dmp_find", params=params).json()
+            elements = page.get("elements") or []
+            found.extend(s for s in elements if s.get("name") == name)
+            total = (page.get("paging") or {}).get("total")
+            start += len(elements)
+            if not elements or len(elements) < page_size or (total is not None and start >= int(total)):
+                return found
+
+    def create_segment(self, account_id: str, name: str, description: str | None, segment_type: str,
+                       source_platform: str) -> str:
+        """Create an empty segment; returns its id (from ``x-restli-id``)."""
+        body: dict[str, Any] = {
+            "name": name,
+            "sourcePlatform": source_platform,
+            "account": f"urn:li:sponsoredAccount:{account_id}",
+            "accessPolicy": "PRIVATE",
+            "type": segment_type,
+            "destinations": [{"destination": "LINKEDIN"}],
+        }
+        if description:
+            body["description"] = description
+        response = self._call("POST", "/rest/dmpSegments", endpoint="dmp_create", json=body)
+        segment_id = response.headers.get("x-restli-id") or response.headers.get("x-linkedin-id")
+        if not segment_id and response.headers.get("location"):
+            segment_id = response.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+        if not segment_id:
+            raise ApiError("LinkedIn created the DMP segment but sent no x-restli-id header", status=response.status_code)
+        return str(segment_id)
+
+    def batch_create(self, segment_id: str, kind: str, elements: list[dict[str, Any]],
+                     not_found_timeout: float = NEW_SEGMENT_TIMEOUT) -> list[dict[str, Any]]:
+        """Send one BATCH_CREATE; returns one status per element, in order.
+
+        A segment answers 404 for a short while after it is created: wait and try again until
+        ``not_found_timeout``, then fail.
+        """
+        if len(elements) > MAX_ELEMENTS:
+            raise ValueError(f"{len(elements):,} elements in one request; LinkedIn takes at most {MAX_ELEMENTS:,}")
+        deadline = time.monotonic() + not_found_timeout
+        pause = 0.25
+        while True:
+            try:
+                response = self.http.request(
+                    "POST", f"/rest/dmpSegments/{segment_id}/{kind}", endpoint=kind,
+                    json={"elements": elements}, headers={"X-RestLi-Method": "BATCH_CREATE"},
+                )
+                break
+            except ApiError as exc:
+                if exc.status == 404 and time.monotonic() + pause < deadline:
+                    self.not_found_waits += 1
+                    self.sleep(pause)
+                    pause = min(pause * 2, 5.0)
+                    continue
+                raise self._explain(exc) from None
+        results = response.json().get("elements")
+        if not isinstance(results, list):
+            raise ApiError(f"LinkedIn answered BATCH_CREATE with no elements list: {response.text[:200]}")
+        return results
+
+
+class LinkedInResource(dg.ConfigurableResource):
+    """OAuth credentials, API version and hosts of one LinkedIn member's access.
+
+    Credentials come from ``dg.EnvVar``: ``LINKEDIN_CLIENT_ID``, ``LINKEDIN_CLIENT_SECRET`` and
+    ``LINKEDIN_REFRESH_TOKEN`` (get one with ``line-exports linkedin-auth``), or an
+    ``LINKEDIN_ACCESS_TOKEN`` alone (it lasts 60 days, then you authorize again). Leave them all
+    empty to use the local sandbox; ``api_url`` and ``oauth_url`` point both hosts elsewhere.
+    """
+
+    client_id: str | None = Field(default=None, description="LinkedIn app Client ID",
+                                  json_schema_extra={"dagster__is_secret": True})
+    client_secret: str | None = Field(default=None, description="LinkedIn app Client Secret",
+                                      json_schema_extra={"dagster__is_secret": True})
+    refresh_token: str | None = Field(default=None, description="OAuth refresh token (line-exports linkedin-auth)",
+                                      json_schema_extra={"dagster__is_secret": True})
+    access_token: str | None = Field(default=None, description="OAuth access token (used first; refreshed when refused)",
+                                     json_schema_extra={"dagster__is_secret": True})
+    linkedin_version: str = Field(default=DEFAULT_VERSION, pattern=r"^20[0-9]{2}(0[1-9]|1[0-2])(\.[0-9]{2})?$",
+                                  description="LinkedIn-Version header, YYYYMM (versions are sunset after about a year)")
+    api_url: str | None = Field(default=None, description="API host; default https://api.linkedin.com")
+    oauth_url: str | None = Field(default=None, description="OAuth host; default https://www.linkedin.com")
+    source_platform: str | None = Field(
+        default=None, description="sourcePlatform of created segments (the enum LinkedIn assigned to your app)"
+    )
+    new_segment_wait: float = Field(
+        default=5.0, ge=0, le=60, description="Seconds to wait after creating a segment before adding members"
+    )
+    debug: bool = Field(default=False, description="Log request and response bodies (secrets redacted)")
+    _clients: dict[RetrySettings, LinkedInClient] = PrivateAttr(default_factory=dict)
+    _token: tuple[str, float] | None = PrivateAttr(default=None)
+    _seen_tokens: list[str] = PrivateAttr(default_factory=list)
+    _token_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _oauth_http: HttpClient | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_env(cls) -> LinkedInResource:
+        """The real API when LinkedIn credentials are set (via ``dg.EnvVar``), else the sandbox.
+
+        Reads ``LINKEDIN_CLIENT_ID``, ``LINKEDIN_CLIENT_SECRET``, ``LINKEDIN_REFRESH_TOKEN``,
+        ``LINKEDIN_ACCESS_TOKEN``, and when set ``LINKEDIN_VERSION``, ``LINKEDIN_API_URL``,
+        ``LINKEDIN_OAUTH_URL`` and ``LINKEDIN_SOURCE_PLATFORM``.
+        """
+        secrets = {
+            "client_id": "LINKEDIN_CLIENT_ID",
+            "client_secret": "LINKEDIN_CLIENT_SECRET",
+            "refresh_token": "LINKEDIN_REFRESH_TOKEN",
+            "access_token": "LINKEDIN_ACCESS_TOKEN",
+        }
+        values: dict[str, Any] = {name: dg.EnvVar(env) for name, env in secrets.items() if os.environ.get(env)}
+        for name, env in (("linkedin_version", "LINKEDIN_VERSION"), ("api_url", "LINKEDIN_API_URL"),
+                          ("oauth_url", "LINKEDIN_OAUTH_URL"), ("source_platform", "LINKEDIN_SOURCE_PLATFORM")):
+            if os.environ.get(env):
+                values[name] = os.environ[env]
+        return cls(**values)
+
+    # -- endpoints ------------------------------------------------------------------------
+    def _has_credentials(self) -> bool:
+        return bool(self.access_token or self.refresh_token)
+
+    def hosts(self) -> tuple[str, str]:
+        """(API URL, OAuth URL): the configured hosts, or the local sandbox for both."""
+        if self.api_url or self.oauth_url:
+            api = self.api_url or API_URL
+            oauth = self.oauth_url or (self.api_url if self._is_local(self.api_url) else OAUTH_URL)
+            return api.rstrip("/"), (oauth or OAUTH_URL).rstrip("/")
+        if self._has_credentials():
+            return API_URL, OAUTH_URL
+        from line_exports.sandbox import ensure_sandbox
+
+        url = ensure_sandbox().rstrip("/")
+        return url, url
+
+    @staticmethod
+    def _is_local(url: str | None) -> bool:
+        return bool(url) and (urlparse(url).hostname or "") in LOCAL_HOSTS
+
+    def _sandbox_defaults(self) -> bool:
+        """No credentials at all, talking to a local host: use the sandbox's own token."""
+        api, _ = self.hosts()
+        if self._has_credentials():
+            return False
+        if not self._is_local(api):
+            raise LinkedInAuthError(
+                "LinkedInResource: no access_token or refresh_token for a non-local API host. "
+                f"Run `{AUTH_COMMAND}` and set LINKEDIN_REFRESH_TOKEN (with LINKEDIN_CLIENT_ID/SECRET)."
+            )
+        return True
+
+    def segment_source_platform(self) -> str:
+        if self.source_platform:
+            return self.source_platform
+        api, _ = self.hosts()
+        if self._is_local(api):
+            return SANDBOX_SOURCE_PLATFORM
+        raise ValueError(
+            "creating a DMP segment needs source_platform (env LINKEDIN_SOURCE_PLATFORM): the sourcePlatform "
+            "enum LinkedIn assigned to your app when it granted Audiences API access"
+        )
+
+    # -- tokens ---------------------------------------------------------------------------
+    def secret_values(self) -> tuple[str, ...]:
+        values = [self.client_secret or "", self.refresh_token or "", self.access_token or ""]
+        return tuple(v for v in (*values, *self._seen_tokens) if v)
+
+    def current_token(self) -> str:
+        """A usable access token: the cached one, else the configured one, else a refresh."""
+        with self._token_lock:
+            if self._token is not None and self._token[1] > time.time():
+                return self._token[0]
+            if self._token is None and self.access_token:
+                self._token = (self.access_token, float("inf"))
+                return self.access_token
+            if self._token is None and self._sandbox_defaults():
+                self._token = (SANDBOX_TOKEN, float("inf"))
+                return SANDBOX_TOKEN
+            return self._refresh_locked()
+
+    def force_refresh(self) -> None:
+        """Called on a 401: the token was refused, get a new one (or say how to)."""
+        with self._token_lock:
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> str:
+        if not self.refresh_token:
+            raise LinkedInAuthError(
+                "LinkedIn refused the access token (expired after 60 days, or revoked) and no refresh token is "
+                f"configured. Run `{AUTH_COMMAND}` and set LINKEDIN_REFRESH_TOKEN (with LINKEDIN_CLIENT_ID and "
+                "LINKEDIN_CLIENT_SECRET), or set a new LINKEDIN_ACCESS_TOKEN.",
+                status=401,
+            )
+        if not (self.client_id and self.client_secret):
+            raise LinkedInAuthError(
+                "refreshing the LinkedIn access token needs client_id and client_secret "
+                "(env LINKEDIN_CLIENT_ID, LINKEDIN_CLIENT_SECRET)"
+            )
+        answer = exchange_token(
+            self._oauth_client(),
+            {"grant_type": "refresh_token", "refresh_token": self.refresh_token,
+             "client_id": self.client_id, "client_secret": self.client_secret},
+        )
+        token = str(answer["access_token"])
+        lifetime = float(answer.get("expires_in") or 0)
+        self._seen_tokens.append(token)
+        # Renew a little early (at most 5 minutes, a tenth of short lifetimes) so no call races expiry.
+        self._token = (token, time.time() + lifetime - min(TOKEN_MARGIN_SECONDS, lifetime / 10))
+        return token
+
+    def _oauth_client(self) -> HttpClient:
+        if self._oauth_http is None:
+            _, oauth = self.hosts()
+            self._oauth_http = HttpClient(oauth, secrets=self.secret_values, retry=RetrySettings(
+                max_retry=3, initial_retry_wait=1, max_retry_wait=30, connection_timeout=60))
+        return self._oauth_http
+
+    def get_client(self, retry: RetrySettings | None = None) -> LinkedInClient:
+        retry = retry or RetrySettings()
+        if retry not in self._clients:
+            api, _ = self.hosts()
+            identity = self.refresh_token or self.access_token or self.client_id or SANDBOX_TOKEN
+            http = HttpClient(
+                api,
+                auth_headers=lambda: {
+                    "Authorization": f"Bearer {self.current_token()}",
+                    "LinkedIn-Version": self.linkedin_version,
+                    "X-Restli-Protocol-Version": RESTLI_PROTOCOL,
+                },
+                secrets=self.secret_values,
+                retry=retry,
+                limits=LIMITS,
+                limiter_scope=f"linkedin:{api}:{content_key(identity)[:12]}",
+                on_unauthorized=self.force_refresh,
+                debug=self.debug,
+            )
+            self._clients[retry] = LinkedInClient(http, self.linkedin_version)
+        return self._clients[retry]
+
+
+def exchange_token(http: HttpClient, form: dict[str, str]) -> dict[str, Any]:
+    """POST the token endpoint (form-encoded, as LinkedIn requires); explain ``invalid_grant``."""
+    try:
+        return http.request("POST", TOKEN_PATH, endpoint="oauth_token", data=form,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"}).json()
+    except ApiError as exc:
+        error = _oauth_error(exc.body)
+        if error == "invalid_grant":
+            what = "refresh token" if form.get("grant_type") == "refresh_token" else "authorization code"
+            raise LinkedInAuthError(
+                f"LinkedIn refused the {what} (invalid_grant: it expired, was revoked, or was issued to another "
+                f"app). Authorize again: run `{AUTH_COMMAND}` and store the new LINKEDIN_REFRESH_TOKEN.",
+                status=exc.status, body=exc.body,
+            ) from None
+        if error == "invalid_client":
+            raise LinkedInAuthError(
+                "LinkedIn refused the client credentials (invalid_client): check LINKEDIN_CLIENT_ID and "
+                "LINKEDIN_CLIENT_SECRET.", status=exc.status, body=exc.body,
+            ) from None
+        raise
+
+
+def _oauth_error(body: str) -> str | None:
+    match = re.search(r'"error"\s*:\s*"([a-z_]+)"', body or "")
+    return match.group(1) if match else None
+
+
+def user_elements(batch: pd.DataFrame, action: str) -> list[dict[str, Any]]:
+    """BATCH_CREATE elements for users: ``userIds`` and the optional profile fields present."""
+    n = len(batch)
+    ids: list[list[dict[str, str]]] = [[] for _ in range(n)]
+    if "email" in batch.columns:
+        email = batch["email"]
+        kinds = np.where(email.str.len().fillna(0).to_numpy() == 128, "SHA512_EMAIL", "SHA256_EMAIL")
+        for i, (value, kind) in enumerate(zip(email.tolist(), kinds.tolist(), strict=True)):
+            if isinstance(value, str):
+                ids[i].append({"idType": kind, "idValue": value})
+    for column, id_type in (("google_aid", "GOOGLE_AID"), ("apple_idfa", "APPLE_IDFA")):
+        if column in batch.columns:
+            for i, value in enumerate(batch[column].tolist()):
+                if isinstance(value, str):
+                    ids[i].append({"idType": id_type, "idValue": value})
+    fields = [(c, f) for c, f in USER_FIELDS.items() if c in batch.columns]
+    columns = [batch[c].tolist() for c, _ in fields]
+    out = []
+    for i in range(n):
+        element: dict[str, Any] = {"action": action, "userIds": ids[i]}
+        for (_, name), values in zip(fields, columns, strict=True):
+            if isinstance(values[i], str):
+                element[name] = values[i]
+        out.append(element)
+    return out
+
+
+def company_elements(batch: pd.DataFrame, action: str) -> list[dict[str, Any]]:
+    """BATCH_CREATE elements for companies: name and domains present."""
+    fields = [(c, f) for c, f in COMPANY_FIELDS.items() if c in batch.columns]
+    columns = [batch[c].tolist() for c, _ in fields]
+    out = []
+    for i in range(len(batch)):
+        element: dict[str, Any] = {"action": action}
+        for (_, name), values in zip(fields, columns, strict=True):
+            if isinstance(values[i], str):
+                element[name] = values[i]
+        out.append(element)
+    return out
+
+
+def element_failures(results: list[dict[str, Any]], sent: int) -> list[tuple[int, int, str]]:
+    """(index, status, message) of every element LinkedIn did not accept (2xx), in order.
+
+    A missing result counts as a failure: nothing that LinkedIn did not confirm is success.
+    """
+    failed: list[tuple[int, int, str]] = []
+    for i in range(sent):
+        result = results[i] if i < len(results) and isinstance(results[i], dict) else None
+        if result is None:
+            failed.append((i, 0, "LinkedIn returned no result for this element"))
+            continue
+        status = int(result.get("status") or 0)
+        if 200 <= status < 300:
+            continue
+        error = result.get("error") if isinstance(result.get("error"), dict) else {}
+        message = str(error.get("message") or result.get("message") or "refused")
+        failed.append((i, status, message))
+    return failed
+
+
+class LinkedInDestination(Destination):
+    type_name = "linkedin"
+    kind = "linkedin"
+    settings_class = LinkedInSettings
+    resource_class = LinkedInResource
+    pool = "linkedin_api"
+    invalid_policy_setting = "ignore_invalid_records"
+    auth_fields = ("client_id", "client_secret", "refresh_token", "access_token")
+
+    def ruleset(self, settings: LinkedInSettings) -> RuleSet:
+        if settings.audience_type == "users":
+            return RuleSet(USER_COLUMNS, row_rules=USER_ROW_RULES)
+        return RuleSet(COMPANY_COLUMNS, row_rules=COMPANY_ROW_RULES)
+
+    def target_label(self, settings: LinkedInSettings) -> str:
+        return (f"linkedin {settings.audience_type} segment {settings.segment_name!r} "
+                f"({settings.dmp_segment_mode}, account {settings.ad_account_id})")
+
+    def deliver(self, resource: LinkedInResource, settings: LinkedInSettings, rows: ValidRows,
+                run: ExportRun) -> DeliveryReport:
+        try:
+            client = resource.get_client(settings.retry_settings())
+            before = client.http.stats.requests
+            report = self._deliver(client, resource, settings, rows, run)
+        except (LinkedInAuthError, LinkedInVersionError) as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        report.requests = client.http.stats.requests - before
+        report.metadata["rate_limited_answers"] = client.http.stats.rate_limited
+        report.metadata["retries"] = client.http.stats.retries
+        report.metadata["new_segment_404_waits"] = client.not_found_waits
+        return report
+
+    def _segment(self, client: LinkedInClient, resource: LinkedInResource, settings: LinkedInSettings,
+                 run: ExportRun) -> tuple[str, str]:
+        """(segment id, found | created): the segment named in the settings, created in add mode."""
+        segment_type = "USER" if settings.audience_type == "users" else "COMPANY"
+        key = content_key("linkedin-segment", settings.ad_account_id, settings.segment_name, segment_type)
+        done = run.ledger.done(key)
+        if done is not None:
+            return str(done["id"]), str(done["action"])
+        named = client.find_segments(settings.ad_account_id, settings.segment_name)
+        same_type = [s for s in named if s.get("type") == segment_type]
+        if same_type:
+            segment_id, action = str(same_type[0]["id"]), "found"
+        elif named:
+            raise dg.Failure(
+                description=(f"DMP segment {settings.segment_name!r} in ad account {settings.ad_account_id} is of type "
+                             f"{named[0].get('type')}, not {segment_type}; use another segment_name for "
+                             f"audience_type {settings.audience_type}."),
+                allow_retries=False,
+            )
+        elif settings.dmp_segment_mode == "remove":
+            raise dg.Failure(
+                description=(f"no DMP segment named {settings.segment_name!r} in ad account {settings.ad_account_id}; "
+                             "remove mode does not create one. Nothing was sent."),
+                allow_retries=False,
+            )
+        else:
+            try:
+                platform = resource.segment_source_platform()
+            except ValueError as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+            segment_id = client.create_segment(settings.ad_account_id, settings.segment_name,
+                                               settings.segment_description, segment_type, platform)
+            action = "created"
+            run.log.info(f"created LinkedIn DMP segment {segment_id} ({settings.segment_name!r})")
+            if resource.new_segment_wait:
+                client.sleep(resource.new_segment_wait)
+        run.ledger.record(key, {"id": segment_id, "action": action})
+        return segment_id, action
+
+    def _deliver(self, client: LinkedInClient, resource: LinkedInResource, settings: LinkedInSettings,
+                 rows: ValidRows, run: ExportRun) -> DeliveryReport:
+        report = DeliveryReport()
+        segment_id, segment_action = self._segment(client, resource, settings, run)
+        report.job_ids.append(segment_id)
+        kind = settings.audience_type
+        action = "ADD" if settings.dmp_segment_mode == "add" else "REMOVE"
+        build = user_elements if kind == "users" else company_elements
+        refused = 0
+        batches = 0
+        for batch in rows.batches(settings.batch_size):
+            batches += 1
+            batch_key = content_key("linkedin-batch", segment_id, kind, action, batch)
+            done = run.ledger.done(batch_key)
+            if done is not None:
+                report.resumed_rows += len(batch)
+                failures = [tuple(f) for f in done["failed"]]
+            else:
+                results = client.batch_create(segment_id, kind, build(batch, action))
+                failures = element_failures(results, len(batch))
+                run.ledger.record(batch_key, {"failed": failures})
+            report.sent_rows += len(batch)
+            report.accepted_rows += len(batch) - len(failures)
+            if failures:
+                refused += len(failures)
+                rejects = self._rejects(batch, failures, kind)
+                report.rejects.append(rejects)
+                first = rejects.iloc[0]
+                message = (f"LinkedIn refused {len(failures)} of {len(batch)} elements in request {batches} "
+                           f"(first: row {first[ROW_NUMBER]}: {first['message']})")
+                if not settings.ignore_invalid_records:
+                    raise dg.Failure(
+                        description=(f"{message}. ignore_invalid_records is false, so the export stopped; "
+                                     f"{report.accepted_rows:,} elements already accepted stay in the segment "
+                                     "(uploads are not reverted)."),
+                        metadata={"segment_id": segment_id, "rows_refused_by_api": refused},
+                        allow_retries=False,
+                    )
+                run.log.warning(message)
+            run.progress(report.sent_rows)
+        report.metadata.update({
+            "segment_id": segment_id,
+            "segment_name": settings.segment_name,
+            "segment_action": segment_action,
+            "audience_type": kind,
+            "dmp_segment_mode": settings.dmp_segment_mode,
+            "elements_refused": refused,
+            "batch_requests": batches,
+            "linkedin_version": resource.linkedin_version,
+        })
+        return report
+
+    @staticmethod
+    def _rejects(batch: pd.DataFrame, failures: list[tuple[int, int, str]], kind: str) -> pd.DataFrame:
+        """The refused elements as rejects (same table as validation's), by row number."""
+        rows = batch[ROW_NUMBER].to_numpy()
+        return pd.DataFrame({
+            ROW_NUMBER: pd.Series([int(rows[i]) for i, _, _ in failures], dtype="int64"),
+            "column": "userIds" if kind == "users" else "company",
+            "rule": "linkedin_element_failed",
+            "message": [f"LinkedIn answered {status}: {message}" for _, status, message in failures],
+            "value": "",
+        })
+
+
+DESTINATION = LinkedInDestination()

@@ -1,0 +1,205 @@
+"""Connections: a name in ``result_connection`` -> a destination type and its credentials.
+
+``connections.yaml`` (next to the workflows) declares each connection once::
+
+    source:                      # optional: where td> queries run (default embedded DuckDB)
+      url_env: WAREHOUSE_URL
+    connections:
+      maac_members:
+        type: maac
+        api_token_env: MAAC_API_TOKEN   # read only when set, as dg.EnvVar (never stored)
+        base_url_env: MAAC_BASE_URL
+
+Any field of the destination's resource may be given as ``<field>: value`` or
+``<field>_env: ENV_VAR``. Credentials (secret fields) only come from the environment
+(``_env`` or ``${secret:name}``). With no variable set, the resource keeps its defaults, which
+for every destination means the local sandbox. The TD CLI ``--result`` JSON (``type`` plus
+settings and credentials in one object) is read by :func:`parse_td_result`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import ValidationError
+
+from line_exports.destination import Destination
+from line_exports.destinations import destinations, get_destination
+from line_exports.workflows.digfile import LineDict, SecretRef, interpolate, load_yaml
+from line_exports.workflows.errors import WorkflowError, closest
+
+CONNECTIONS_FILE = "connections.yaml"
+
+
+def secret_fields(dest: Destination) -> set[str]:
+    """Fields of the destination's resource marked secret: only ever from the environment."""
+    fields: set[str] = set()
+    for name, info in dest.resource_class.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("dagster__is_secret"):
+            fields.add(name)
+    return fields
+
+
+def resource_fields(dest: Destination) -> set[str]:
+    return set(dest.resource_class.model_fields)
+
+
+def resource_settings(dest: Destination) -> set[str]:
+    """``result_settings`` names that belong on the resource: auth, secrets, and resource-only
+    fields (they never become run config)."""
+    settings = set(dest.settings_class.model_fields)
+    return set(dest.auth_fields) | secret_fields(dest) | (resource_fields(dest) - settings)
+
+
+def known_type(type_name: Any, file: Path, task: str | None, setting: str, line: int | None) -> Destination:
+    """The destination for ``type_name`` or an error listing the known types."""
+    name = str(type_name or "")
+    try:
+        return get_destination(name)
+    except ValueError:
+        known = sorted(destinations())
+        raise WorkflowError(
+            file, f"unknown destination type {name!r}{closest(name, known)}; known: {', '.join(known)}",
+            task=task, setting=setting, line=line,
+        ) from None
+
+
+def resource_value(value: Any) -> Any:
+    """A secret reference becomes ``dg.EnvVar`` (resolved at run time, never stored)."""
+    return dg.EnvVar(value.env) if isinstance(value, SecretRef) else value
+
+
+@dataclass
+class Connection:
+    """A named destination with the resource values it was declared with."""
+
+    name: str
+    destination: Destination
+    values: dict[str, Any] = field(default_factory=dict)
+    file: Path | None = None
+
+    def resource(self, overrides: Mapping[str, Any] | None = None) -> dg.ConfigurableResource:
+        values = {**self.values, **{k: resource_value(v) for k, v in (overrides or {}).items()}}
+        return self.destination.resource_class(**values)
+
+
+@dataclass
+class ConnectionsFile:
+    """What ``connections.yaml`` declares: the query source and the connections."""
+
+    connections: dict[str, Connection] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    errors: list[WorkflowError] = field(default_factory=list)
+    file: Path | None = None
+
+
+def _env_values(
+    spec: Mapping[str, Any], allowed: set[str], secrets: set[str], file: Path, where: str, lines: LineDict | None
+) -> dict[str, Any]:
+    """``field: value`` / ``field_env: VAR`` -> resource values. A variable is read only when
+    set, and then wins over a literal ``field:`` (the fallback, e.g. a sandbox tag id)."""
+    literal: dict[str, Any] = {}
+    from_env: dict[str, Any] = {}
+    for key, raw in spec.items():
+        key = str(key)
+        line = lines.line_of(key) if lines is not None else None
+        name = key[: -len("_env")] if key.endswith("_env") and key not in allowed else key
+        if name not in allowed:
+            suggestions = sorted(allowed | {f"{a}_env" for a in allowed})
+            raise WorkflowError(file, f"unknown field {key!r}{closest(key, suggestions)}", task=where, setting=key, line=line)
+        if raw is None:
+            continue
+        if key != name:
+            variable = str(raw)
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
+                raise WorkflowError(file, f"{variable!r} is not an environment variable name", task=where, setting=key, line=line)
+            if os.environ.get(variable):
+                from_env[name] = dg.EnvVar(variable) if name in secrets else os.environ[variable]
+            continue
+        value = interpolate(raw, {}, file=file, task=where, setting=key, line=line, allow_secret=True) if isinstance(raw, str) else raw
+        if name in secrets and not isinstance(value, SecretRef):
+            raise WorkflowError(
+                file, f"{name} is a credential: write {name}_env: ENV_VAR or ${{secret:name}}, not the value",
+                task=where, setting=key, line=line,
+            )
+        literal[name] = resource_value(value)
+    return {**literal, **from_env}
+
+
+def load_connections(path: Path) -> ConnectionsFile:
+    """Read ``connections.yaml``; each broken connection is an error, the others still load."""
+    result = ConnectionsFile(file=path)
+    if not path.exists():
+        return result
+    try:
+        data = load_yaml(path)
+    except WorkflowError as exc:
+        result.errors.append(exc)
+        return result
+    if data is None:
+        return result
+    if not isinstance(data, Mapping):
+        result.errors.append(WorkflowError(path, "must be a mapping with 'connections:' (and optionally 'source:')"))
+        return result
+    for key in data:
+        if key not in ("connections", "source"):
+            result.errors.append(WorkflowError(path, f"unknown top-level key {key!r}{closest(str(key), ['connections', 'source'])}", line=data.line_of(key)))
+    source = data.get("source") or {}
+    if source:
+        from line_exports.sources import SqlSource
+
+        fields = set(SqlSource.model_fields)
+        try:
+            result.source = _env_values(source, fields, {"url"}, path, "source", source if isinstance(source, LineDict) else None)
+        except WorkflowError as exc:
+            result.errors.append(exc)
+    for name, spec in (data.get("connections") or {}).items():
+        line = data["connections"].line_of(name)
+        try:
+            if not isinstance(spec, Mapping):
+                raise WorkflowError(path, "a connection is a mapping with type: and its fields", task=f"connection {name}", line=line)
+            dest = known_type(spec.get("type"), path, f"connection {name}", "type", spec.line_of("type") if isinstance(spec, LineDict) else line)
+            rest = {k: v for k, v in spec.items() if k not in ("type", "description")}
+            values = _env_values(rest, resource_fields(dest), secret_fields(dest), path, f"connection {name}", spec if isinstance(spec, LineDict) else None)
+            connection = Connection(str(name), dest, values, path)
+            try:
+                connection.resource()
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise WorkflowError(path, first["msg"], task=f"connection {name}", setting=".".join(str(p) for p in first["loc"]), line=line) from None
+            result.connections[str(name)] = connection
+        except WorkflowError as exc:
+            result.errors.append(exc)
+    return result
+
+
+def parse_td_result(text_or_path: str | Path, base: Path | None = None) -> dict[str, Any]:
+    """TD CLI ``td query --result '<json>'``: a JSON object with ``type`` and the settings,
+    given as the JSON text or a path to a ``.json`` file (relative to ``base``)."""
+    text = str(text_or_path).strip()
+    source = "--result JSON"
+    if not text.startswith("{"):
+        path = Path(text)
+        if base is not None and not path.is_absolute():
+            path = base / path
+        if not path.exists():
+            raise ValueError(f"--result {text!r} is neither a JSON object nor an existing file")
+        source = str(path)
+        text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: must be a JSON object with 'type' and the settings")
+    if "type" not in data:
+        raise ValueError(f"{source}: missing 'type' (e.g. line_messaging, line_conversion, maac, linkedin)")
+    return data

@@ -1,0 +1,266 @@
+"""Reading ``.dig`` files the way digdag does: YAML, ``!include``, ``_export`` and ``${...}``.
+
+digdag writes times like ``daily>: 07:00:00``, which YAML 1.1 would read as a base-60 integer,
+so this loader resolves numbers as YAML 1.2 does (plain decimal only). Every mapping remembers
+the line of each key so an error can point at it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from line_exports.workflows.errors import WorkflowError
+
+INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+SESSION_NAME = re.compile(r"session_[a-z_]+|last_session_[a-z_]+|next_session_[a-z_]+")
+"""digdag's run-time variables: filled when the run starts, from its scheduled tick."""
+RUNTIME_MARKER = "${{{name}@{tz}}}"
+"""How a session variable waits in a query for its run (see :mod:`~line_exports.workflows.source`)."""
+
+
+class LineDict(dict):
+    """A mapping that remembers the line of each key (1-based)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lines: dict[Any, int] = {}
+        self.line: int | None = None
+
+    def line_of(self, key: Any) -> int | None:
+        return self.lines.get(key, self.line)
+
+
+class _Include:
+    """The ``!include`` key digdag uses to splice another file's mapping in place."""
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 numbers, line-aware mappings and ``!include``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    result = LineDict()
+    result.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        value = loader.construct_object(value_node, deep=True)
+        if not isinstance(key, _Include) and key in result:
+            raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
+        result[key] = value
+        result.lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _include(loader: _Loader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode) and loader.construct_scalar(node) == "":
+        return _Include(node.start_mark.line + 1)  # the ``!include : file`` key form
+    return _IncludeValue(str(loader.construct_scalar(node)), node.start_mark.line + 1)  # type: ignore[arg-type]
+
+
+class _IncludeValue:
+    """``key: !include file``: the whole value comes from another file."""
+
+    def __init__(self, path: str, line: int) -> None:
+        self.path = path
+        self.line = line
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_Loader.add_constructor("!include", _include)
+
+
+def load_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> Any:
+    """Parse a YAML/``.dig`` file, splicing ``!include`` files (relative to the including one)."""
+    path = path.resolve()
+    if path in _seen:
+        raise WorkflowError(path, f"!include cycle: {' -> '.join(p.name for p in (*_seen, path))}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkflowError(path, f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        message = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise WorkflowError(path, f"malformed YAML: {message}", line=line) from None
+    except yaml.YAMLError as exc:
+        raise WorkflowError(path, f"malformed YAML: {exc}") from None
+    return _splice(data, path, (*_seen, path))
+
+
+def _splice(value: Any, path: Path, seen: tuple[Path, ...]) -> Any:
+    if isinstance(value, _IncludeValue):
+        return _load_included(path, value.path, value.line, seen)
+    if isinstance(value, LineDict):
+        out = LineDict()
+        out.line = value.line
+        for key, item in value.items():
+            if isinstance(key, _Include):
+                included = _load_included(path, str(item), key.line, seen)
+                if not isinstance(included, Mapping):
+                    raise WorkflowError(path, f"!include {item}: the file must hold a mapping", line=key.line)
+                for inner_key, inner_value in included.items():
+                    out[inner_key] = inner_value
+                    out.lines[inner_key] = key.line
+                continue
+            out[key] = _splice(item, path, seen)
+            out.lines[key] = value.lines.get(key, value.line or 0)
+        return out
+    if isinstance(value, list):
+        return [_splice(v, path, seen) for v in value]
+    return value
+
+
+def _load_included(path: Path, target: str, line: int, seen: tuple[Path, ...]) -> Any:
+    file = (path.parent / target).resolve()
+    if not file.exists():
+        raise WorkflowError(path, f"!include {target}: no such file ({file})", line=line)
+    return load_yaml(file, seen)
+
+
+def merge_exports(base: Mapping[str, Any], export: Any, file: Path, task: str | None, line: int | None) -> dict[str, Any]:
+    """digdag's ``_export``: nested mappings merge (``td: {database: x}`` adds ``td.database``)."""
+    if export is None:
+        return dict(base)
+    if not isinstance(export, Mapping):
+        raise WorkflowError(file, "_export must be a mapping of variables", task=task, setting="_export", line=line)
+    merged = dict(base)
+    for key, value in export.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[str(key)] = merge_exports(merged[key], value, file, task, line)
+        else:
+            merged[str(key)] = value
+    return merged
+
+
+def lookup(variables: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    """``td.database`` -> variables['td']['database'] (or a literal dotted key)."""
+    if name in variables:
+        return True, variables[name]
+    current: Any = variables
+    for part in name.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return False, None
+        current = current[part]
+    return True, current
+
+
+def secret_env_name(name: str) -> str:
+    """The environment variable behind ``${secret:name}``: the name itself when set, else
+    upper case with ``.``/``-`` as ``_`` (``maac.api_token`` -> ``MAAC_API_TOKEN``)."""
+    if name in os.environ:
+        return name
+    return re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
+
+
+class SecretRef(str):
+    """A ``${secret:name}`` value: stays a reference (env var name) until the run resolves it."""
+
+    env: str
+
+    def __new__(cls, name: str) -> SecretRef:
+        obj = super().__new__(cls, f"${{secret:{name}}}")
+        obj.env = secret_env_name(name)
+        return obj
+
+
+def interpolate(
+    text: str,
+    variables: Mapping[str, Any],
+    *,
+    file: Path,
+    task: str | None,
+    setting: str,
+    line: int | None = None,
+    timezone: str | None = None,
+    allow_secret: bool = False,
+) -> Any:
+    """Fill ``${name}`` from ``variables``.
+
+    ``${session_*}`` stays for run time (only where ``timezone`` is given, i.e. in queries);
+    ``${secret:name}`` must be a whole value of a credential and becomes a :class:`SecretRef`.
+    Anything else unresolved is an error naming the variable.
+    """
+    stripped = text.strip()
+    whole = INTERPOLATION.fullmatch(stripped)
+    if whole and whole.group(1).strip().startswith("secret:"):
+        name = whole.group(1).strip()[len("secret:") :].strip()
+        if not allow_secret:
+            raise WorkflowError(
+                file, f"${{secret:{name}}} is only allowed as the value of a credential (it never goes into run config)",
+                task=task, setting=setting, line=line,
+            )
+        ref = SecretRef(name)
+        if ref.env not in os.environ:
+            raise WorkflowError(
+                file, f"secret {name!r} is not set: export the environment variable {ref.env}",
+                task=task, setting=setting, line=line,
+            )
+        return ref
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1).strip()
+        if name.startswith("secret:"):
+            raise WorkflowError(
+                file, f"${{{name}}} must be the whole value of a credential setting", task=task, setting=setting, line=line
+            )
+        if SESSION_NAME.fullmatch(name):
+            if timezone is None:
+                raise WorkflowError(
+                    file, f"${{{name}}} is filled at run time and is only available in the query (td> file)",
+                    task=task, setting=setting, line=line,
+                )
+            if not name.startswith("session_"):
+                raise WorkflowError(file, f"${{{name}}} is not supported; use session_* variables", task=task, setting=setting, line=line)
+            return RUNTIME_MARKER.format(name=name, tz=timezone)
+        found, value = lookup(variables, name)
+        if not found or isinstance(value, Mapping):
+            known = sorted(_flat_names(variables))
+            from line_exports.workflows.errors import closest
+
+            raise WorkflowError(
+                file, f"unresolved variable ${{{name}}}{closest(name, known)}; define it under _export",
+                task=task, setting=setting, line=line,
+            )
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    return INTERPOLATION.sub(fill, text)
+
+
+def _flat_names(variables: Mapping[str, Any], prefix: str = "") -> list[str]:
+    names: list[str] = []
+    for key, value in variables.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            names.extend(_flat_names(value, f"{name}."))
+        else:
+            names.append(name)
+    return names

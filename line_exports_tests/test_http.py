@@ -1,0 +1,124 @@
+"""The HTTP core over real loopback HTTP: retries, Retry-After, drops, pacing, redaction."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from line_exports.http import ApiError, HttpClient, RateLimit, RateLimiter, RetrySettings, redact
+from line_exports.sandbox import Fault, SandboxServer
+
+TOKEN = "sandbox-maac-token"
+PATH = "/openapi/v1/segment/"
+FAST = RetrySettings(max_retry=3, initial_retry_wait=1, max_retry_wait=100, connection_timeout=10)
+
+
+def client(server: SandboxServer, token: str = TOKEN, **kwargs: object) -> HttpClient:
+    return HttpClient(
+        server.url,
+        auth_headers=lambda: {"Authorization": f"Bearer {token}"},
+        secrets=lambda: (token,),
+        retry=kwargs.pop("retry", FAST),  # type: ignore[arg-type]
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_429_is_retried_after_retry_after(sandbox_server: SandboxServer) -> None:
+    sandbox_server.sandbox.add_fault(Fault(path=PATH, status=429, retry_after=1, times=1))
+    http = client(sandbox_server)
+    started = time.monotonic()
+    assert http.request("GET", PATH).status_code == 200
+    assert 0.9 <= time.monotonic() - started < 5
+    assert (http.stats.requests, http.stats.retries, http.stats.rate_limited) == (2, 1, 1)
+
+
+def test_5xx_retried_with_exponential_backoff(sandbox_server: SandboxServer) -> None:
+    sandbox_server.sandbox.add_fault(Fault(path=PATH, status=500, times=2))
+    waits: list[float] = []
+    http = client(sandbox_server, sleep=waits.append)
+    assert http.request("GET", PATH).status_code == 200
+    assert waits == [1, 2]  # initial_retry_wait, doubled
+
+
+def test_backoff_is_capped_by_max_retry_wait(sandbox_server: SandboxServer) -> None:
+    sandbox_server.sandbox.add_fault(Fault(path=PATH, status=503, times=-1))
+    waits: list[float] = []
+    retry = RetrySettings(max_retry=10, initial_retry_wait=30, max_retry_wait=100, connection_timeout=10)
+    http = client(sandbox_server, retry=retry, sleep=waits.append)
+    with pytest.raises(ApiError) as error:
+        http.request("GET", PATH)
+    assert error.value.status == 503
+    assert waits == [30, 60, 100, 100, 100, 100, 100, 100, 100, 100]
+    assert http.stats.requests == 11
+
+
+def test_dropped_connection_is_retried(sandbox_server: SandboxServer) -> None:
+    sandbox_server.sandbox.add_fault(Fault(path=PATH, drop=True, times=1))
+    waits: list[float] = []
+    http = client(sandbox_server, sleep=waits.append)
+    assert http.request("GET", PATH).json()["results"] == []
+    assert http.stats.requests == 2 and len(waits) == 1
+
+
+def test_timeout_is_retried(sandbox_server: SandboxServer) -> None:
+    sandbox_server.sandbox.add_fault(Fault(path=PATH, delay=1.5, times=1))
+    http = client(sandbox_server, sleep=lambda _: None)
+    http.retry = RetrySettings(max_retry=2, initial_retry_wait=1, max_retry_wait=100, connection_timeout=0.5)
+    assert http.request("GET", PATH).status_code == 200
+    assert http.stats.retries == 1
+
+
+def test_400_is_not_retried(sandbox_server: SandboxServer) -> None:
+    sandbox_server.sandbox.add_fault(Fault(path=PATH, status=400, times=-1))
+    http = client(sandbox_server, sleep=lambda _: pytest.fail("a 400 must not be retried"))
+    with pytest.raises(ApiError) as error:
+        http.request("GET", PATH)
+    assert error.value.status == 400 and not error.value.retryable
+    assert http.stats.requests == 1
+
+
+def test_401_refreshes_once_then_fails(sandbox_server: SandboxServer) -> None:
+    tokens = ["expired-token-123", TOKEN]
+    refreshed: list[bool] = []
+    http = HttpClient(
+        sandbox_server.url,
+        auth_headers=lambda: {"Authorization": f"Bearer {tokens[0]}"},
+        on_unauthorized=lambda: (refreshed.append(True), tokens.pop(0)),
+        retry=FAST,
+    )
+    assert http.request("GET", PATH).status_code == 200
+    assert refreshed == [True]
+
+
+def test_secrets_never_in_error_messages(sandbox_server: SandboxServer) -> None:
+    secret = "very-secret-token-value"
+    http = client(sandbox_server, token=secret)
+    with pytest.raises(ApiError) as error:
+        http.request("GET", f"{PATH}?echo={secret}")
+    text = str(error.value) + error.value.body + error.value.path
+    assert error.value.status == 401
+    assert secret not in text and "***" in text
+    assert redact(f"a {secret} b", [secret]) == "a *** b"
+
+
+def test_rate_limiter_never_exceeds_the_window() -> None:
+    limiter = RateLimiter(RateLimit(requests=5, per_seconds=0.5))
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        limiter.acquire()
+        with lock:
+            stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=call) for _ in range(15)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stamps.sort()
+    for i in range(len(stamps) - 5):
+        assert stamps[i + 5] - stamps[i] >= 0.5 - 1e-3
+    assert stamps[-1] - stamps[0] >= 1.0
