@@ -11,8 +11,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from line_exports import MaacResource, SqlSource, build_export
-from line_exports.destinations.line_conversion import LineConversionResource
+from line_exports import (
+    LineConversionResource,
+    LineMessagingResource,
+    LinkedInResource,
+    MaacResource,
+    SqlSource,
+    build_export,
+)
 from line_exports.webhook.assets import build_webhook_definitions
 from line_exports.webhook.config import load_sources
 
@@ -45,25 +51,95 @@ line_conversion_events = build_export(
     description="Sample web conversions (DuckDB table conversion_events) sent to the LINE Conversion API.",
 )
 
+line_audience = build_export(
+    "line_audience",
+    destination="line_messaging",
+    query=QUERIES / "line_audience.sql",
+    settings={"target": "audience", "audience_name": "sample audience"},
+    description="Sample LINE user IDs uploaded to a LINE audience (created, or added to by exact name).",
+)
+line_push = build_export(
+    "line_push",
+    destination="line_messaging",
+    query=QUERIES / "line_push.sql",
+    settings={
+        "target": "push_message",
+        "template_message": '{"type": "text", "text": "Hi {{display_name}}, your coupon {{coupon_code}} is ready."}',
+    },
+    description="One templated push message per sample recipient.",
+)
+line_multicast = build_export(
+    "line_multicast",
+    destination="line_messaging",
+    query=QUERIES / "line_multicast.sql",
+    settings={
+        "target": "multicast_message",
+        "template_message_multicast": '{"type": "text", "text": "Spring sale starts today!"}',
+    },
+    description="One message multicast to every sample recipient, 500 per request.",
+)
+linkedin_contacts = build_export(
+    "linkedin_contacts",
+    destination="linkedin",
+    query=QUERIES / "linkedin_contacts.sql",
+    settings={
+        "ad_account_id": "512345678",  # the sandbox's ad account; yours in production
+        "audience_type": "users",
+        "segment_name": "sample contacts",
+        "ignore_invalid_records": True,
+    },
+    description="Sample contacts added to a LinkedIn DMP segment (hashed emails, device IDs, names).",
+)
+linkedin_companies = build_export(
+    "linkedin_companies",
+    destination="linkedin",
+    query=QUERIES / "linkedin_companies.sql",
+    settings={
+        "ad_account_id": "512345678",  # the sandbox's ad account; yours in production
+        "audience_type": "companies",
+        "segment_name": "sample companies",
+        "ignore_invalid_records": True,
+    },
+    description="Sample companies added to a LinkedIn DMP segment.",
+)
+
 maac_sample_job = dg.define_asset_job(
     "maac_sample_job", selection=dg.AssetSelection.assets(maac_members, maac_segment)
 )
 line_conversion_job = dg.define_asset_job(
     "line_conversion_job", selection=dg.AssetSelection.assets(line_conversion_events)
 )
-
-exports = dg.Definitions(
-    assets=[maac_members, maac_segment, line_conversion_events],
-    jobs=[maac_sample_job, line_conversion_job],
-    resources={
-        "sql_source": SqlSource(),
-        "maac": MaacResource.from_env(),
-        "line_conversion": LineConversionResource.from_env(),
-    },
+line_messaging_job = dg.define_asset_job(
+    "line_messaging_job", selection=dg.AssetSelection.assets(line_audience, line_push, line_multicast)
 )
-webhook = build_webhook_definitions(
-    load_sources(HERE / "webhook_sources.yaml"),
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+linkedin_job = dg.define_asset_job(
+    "linkedin_job", selection=dg.AssetSelection.assets(linkedin_contacts, linkedin_companies)
 )
+all_exports_job = dg.define_asset_job("all_exports_job", selection=dg.AssetSelection.groups("exports"))
 
-defs = dg.Definitions.merge(exports, webhook)
+defs = dg.Definitions.merge(
+    dg.Definitions(
+        assets=[
+            maac_members,
+            maac_segment,
+            line_conversion_events,
+            line_audience,
+            line_push,
+            line_multicast,
+            linkedin_contacts,
+            linkedin_companies,
+        ],
+        jobs=[maac_sample_job, line_conversion_job, line_messaging_job, linkedin_job, all_exports_job],
+        resources={
+            "sql_source": SqlSource(),
+            "maac": MaacResource.from_env(),
+            "line_conversion": LineConversionResource.from_env(),
+            "line_messaging": LineMessagingResource.from_env(),
+            "linkedin": LinkedInResource.from_env(),
+        },
+    ),
+    build_webhook_definitions(
+        load_sources(HERE / "webhook_sources.yaml"),
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    ),
+)

@@ -1,17 +1,15 @@
 """line_exports: Treasure Data's LINE-family result exports as Dagster assets, jobs and schedules."""
 
-from line_exports.destination import (
-    DeliveryReport,
-    Destination,
-    ExportRun,
-    ExportSettings,
-    ValidRows,
-)
-from line_exports.destinations import destinations, get_destination
+from line_exports.destination import DeliveryReport, Destination, ExportRun, ExportSettings, ValidRows
+from line_exports.destinations import get_destination
+from line_exports.destinations.line_conversion import LineConversionResource, LineConversionSettings
+from line_exports.destinations.line_messaging import LineMessagingResource, LineMessagingSettings
+from line_exports.destinations.linkedin import LinkedInResource, LinkedInSettings
 from line_exports.destinations.maac import MaacResource, MaacSettings
 from line_exports.export import build_export, build_export_job
 from line_exports.rules import AnyOf, Column, RuleSet, validate
 from line_exports.sources import SqlSource
+from line_exports.workflows import load_workflows
 
 __all__ = [
     "AnyOf",
@@ -20,6 +18,12 @@ __all__ = [
     "Destination",
     "ExportRun",
     "ExportSettings",
+    "LineConversionResource",
+    "LineConversionSettings",
+    "LineMessagingResource",
+    "LineMessagingSettings",
+    "LinkedInResource",
+    "LinkedInSettings",
     "MaacResource",
     "MaacSettings",
     "RuleSet",
@@ -27,7 +31,7 @@ __all__ = [
     "ValidRows",
     "build_export",
     "build_export_job",
-    "destinations",
     "get_destination",
+    "load_workflows",
     "validate",
 ]

@@ -133,9 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sandbox.set_defaults(func=cmd_sandbox)
 
+    from line_exports.linkedin_auth import register as register_linkedin_auth
     from line_exports.webhook.cli import register as register_webhook
+    from line_exports.workflows.cli import register as register_workflows
 
+    register_workflows(sub)
     register_webhook(sub)
+    register_linkedin_auth(sub)
     return parser
 
 

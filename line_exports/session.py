@@ -15,13 +15,23 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
+SESSION_TIME_TAG = "line_exports/session_time"
+"""Set by schedules that run after their tick (TD's "delay execution"): the tick itself."""
+SESSION_VARIABLE_NAMES = (
+    "session_time",
+    "session_date",
+    "session_date_compact",
+    "session_local_time",
+    "session_tz_offset",
+    "session_unixtime",
+)
 SESSION_VARIABLE = re.compile(r"\$\{(session_[a-z_]+)\}")
 
 
 def session_time(context: dg.AssetExecutionContext, tz: str = "UTC") -> datetime:
-    """The run's scheduled tick if it has one, else its creation time, in ``tz``."""
+    """The run's tick (a delayed schedule's, else Dagster's), else its creation time, in ``tz``."""
     tags = context.run.tags
-    stamp = tags.get(SCHEDULED_TIME_TAG)
+    stamp = tags.get(SESSION_TIME_TAG) or tags.get(SCHEDULED_TIME_TAG)
     if stamp:
         moment = datetime.fromisoformat(stamp)
     else:
@@ -62,7 +72,7 @@ def run_scope(context: dg.AssetExecutionContext) -> str:
     parts = []
     if context.has_partition_key:
         parts.append(f"partition={context.partition_key}")
-    stamp = context.run.tags.get(SCHEDULED_TIME_TAG)
+    stamp = context.run.tags.get(SESSION_TIME_TAG) or context.run.tags.get(SCHEDULED_TIME_TAG)
     if stamp:
         parts.append(f"tick={stamp}")
     else:

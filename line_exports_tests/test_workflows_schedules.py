@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from line_exports.session import SESSION_TIME_TAG
 from line_exports.workflows import load_folder, parse_schedule
-from line_exports.workflows.schedules import SESSION_TIME_TAG, ScheduleError, consecutive_failures
+from line_exports.workflows.schedules import ScheduleError, consecutive_failures
 
 UTC = timezone.utc
 

@@ -5,7 +5,6 @@ from line_exports.workflows.connections import load_connections, parse_td_result
 from line_exports.workflows.errors import WorkflowError, WorkflowErrors
 from line_exports.workflows.loader import Workflow, WorkflowFolder, load_folder, load_workflows
 from line_exports.workflows.schedules import WorkflowSchedule, parse_cron, parse_schedule
-from line_exports.workflows.source import WorkflowSqlSource
 
 __all__ = [
     "Workflow",
@@ -13,7 +12,6 @@ __all__ = [
     "WorkflowErrors",
     "WorkflowFolder",
     "WorkflowSchedule",
-    "WorkflowSqlSource",
     "WorkflowsComponent",
     "load_connections",
     "load_folder",

@@ -98,7 +98,7 @@ def _counted(chunks: Iterator[pd.DataFrame], label: str, out: TextIO, every: flo
 def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run each task's query and validation; show what would be sent; send nothing."""
     from line_exports.export import validate_export
-    from line_exports.workflows.source import render_runtime_variables
+    from line_exports.session import render_session_variables, session_variables
 
     folder = _folder(ns)
     for error in folder.errors:
@@ -117,7 +117,7 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="line-exports-plan-"))
             try:
                 started = time.monotonic()
-                sql = render_runtime_variables(task.sql, moment)
+                sql = render_session_variables(task.sql, session_variables(moment.astimezone(ZoneInfo(workflow.timezone))))
                 summary, valid = validate_export(_counted(source.read_chunks(sql), label, out), dest.ruleset(settings), settings.model_dump(), workdir)
                 policy, skips = dest.invalid_policy(settings)
                 note = ""
@@ -165,7 +165,7 @@ def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) 
     """Run one workflow now (in process), its tasks in order; summary of each task."""
     import dagster as dg
 
-    from line_exports.workflows.schedules import SESSION_TIME_TAG
+    from line_exports.session import SESSION_TIME_TAG
 
     folder = _folder(ns)
     try:

@@ -15,13 +15,12 @@ from typing import Any
 
 import yaml
 
+from line_exports.session import SESSION_VARIABLE_NAMES
 from line_exports.workflows.errors import WorkflowError
 
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 SESSION_NAME = re.compile(r"session_[a-z_]+|last_session_[a-z_]+|next_session_[a-z_]+")
 """digdag's run-time variables: filled when the run starts, from its scheduled tick."""
-RUNTIME_MARKER = "${{{name}@{tz}}}"
-"""How a session variable waits in a query for its run (see :mod:`~line_exports.workflows.source`)."""
 
 
 class LineDict(dict):
@@ -236,7 +235,12 @@ def interpolate(
                 )
             if not name.startswith("session_"):
                 raise WorkflowError(file, f"${{{name}}} is not supported; use session_* variables", task=task, setting=setting, line=line)
-            return RUNTIME_MARKER.format(name=name, tz=timezone)
+            if name not in SESSION_VARIABLE_NAMES:
+                raise WorkflowError(
+                    file, f"${{{name}}} is not a session variable; known: {', '.join(SESSION_VARIABLE_NAMES)}",
+                    task=task, setting=setting, line=line,
+                )
+            return f"${{{name}}}"  # filled by the export at run time, in the workflow's timezone
         found, value = lookup(variables, name)
         if not found or isinstance(value, Mapping):
             known = sorted(_flat_names(variables))

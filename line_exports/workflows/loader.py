@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from line_exports.destination import Destination
 from line_exports.export import build_export
+from line_exports.sources import SqlSource
 from line_exports.workflows.connections import (
     CONNECTIONS_FILE,
     Connection,
@@ -48,7 +49,6 @@ from line_exports.workflows.schedules import (
     build_schedule,
     parse_schedule,
 )
-from line_exports.workflows.source import WorkflowSqlSource
 
 log = logging.getLogger("line_exports.workflows")
 
@@ -410,8 +410,8 @@ class WorkflowFolder:
                 return workflow
         raise KeyError(f"no loaded workflow {name!r}; loaded: {', '.join(w.name for w in self.workflows) or 'none'}")
 
-    def source(self) -> WorkflowSqlSource:
-        return WorkflowSqlSource(**self.connections.source)
+    def source(self) -> SqlSource:
+        return SqlSource(**self.connections.source)
 
     def definitions(self) -> dg.Definitions:
         assets: list[Any] = []

@@ -27,7 +27,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-SESSION_TIME_TAG = "line_exports/session_time"
+from line_exports.session import SESSION_TIME_TAG
+
 WORKFLOW_TAG = "line_exports/workflow"
 DEFAULT_PAUSE_AFTER_FAILURES = 3
 
