@@ -294,3 +294,73 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# -- delivery without Dagster (to time the sending phase alone) ----------------------------
+PUSH_TEMPLATE = '{"type":"text","text":"Hi {{display_name}}, your coupon is {{coupon_code}}"}'
+MULTICAST_TEMPLATE = '{"type":"text","text":"Spring sale: 20% off until Sunday"}'
+
+
+def recipients_frame(n: int, salt: str = "r") -> Any:
+    """``n`` valid push/multicast recipients with template columns (vectorized, deterministic)."""
+    import duckdb
+
+    sql = (f"select 'U' || md5('{salt}' || i::varchar) as id, 'Yuki' as display_name, "
+           f"'CP' || lpad(i::varchar, 7, '0') as coupon_code from range({n}) t(i)")  # fmt: skip
+    with duckdb.connect() as con:
+        return con.sql(sql).df()
+
+
+def set_client_limit(module_name: str, endpoint: str, requests_per: int, per_seconds: float = 1) -> None:
+    """Bench only: the client-side pacing of one endpoint (the core has no knob for it)."""
+    import importlib
+
+    from line_exports.http import RateLimit
+
+    module = importlib.import_module(f"line_exports.destinations.{module_name}")
+    module.LIMITS[endpoint] = RateLimit(requests=requests_per, per_seconds=per_seconds)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User+system CPU seconds of a process (this one by default), from /proc."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def deliver_messages(url: str, frame: Any, settings_values: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Validate ``frame``, spool it, and time ``LineMessagingDestination.deliver`` alone."""
+    import logging
+
+    from line_exports import LineMessagingResource
+    from line_exports.destination import ExportRun
+    from line_exports.destinations import get_destination
+    from line_exports.export import validate_export
+    from line_exports.ledger import Ledger
+
+    dest = get_destination("line_messaging")
+    settings = dest.settings_class(**settings_values)
+    summary, rows = validate_export(
+        iter([frame]), dest.ruleset(settings), settings.model_dump(), workdir / "spool"
+    )
+    ledger = Ledger(workdir / f"ledger-{time.time_ns()}.sqlite")
+    log = logging.getLogger("bench")
+    run = ExportRun("bench", log, ledger.scope("bench", str(time.time_ns())), rows.count)
+    resource = LineMessagingResource(base_url=url)
+    cpu_before = cpu_seconds()
+    started = time.perf_counter()
+    report = dest.deliver(resource, settings, rows, run)
+    seconds = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu_before
+    ledger.close()
+    return {
+        "valid": summary.valid_rows,
+        "seconds": seconds,
+        "requests": report.requests,
+        "accepted": report.accepted_rows,
+        "rate_limited": int(report.metadata.get("rate_limited_answers", 0)),
+        "retries": int(report.metadata.get("retries", 0)),
+        "cpu_seconds": cpu,
+    }

@@ -1,6 +1,12 @@
 """line_exports: Treasure Data's LINE-family result exports as Dagster assets, jobs and schedules."""
 
-from line_exports.destination import DeliveryReport, Destination, ExportRun, ExportSettings, ValidRows
+from line_exports.destination import (
+    DeliveryReport,
+    Destination,
+    ExportRun,
+    ExportSettings,
+    ValidRows,
+)
 from line_exports.destinations import get_destination
 from line_exports.destinations.line_conversion import LineConversionResource, LineConversionSettings
 from line_exports.destinations.line_messaging import LineMessagingResource, LineMessagingSettings

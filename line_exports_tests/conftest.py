@@ -19,6 +19,16 @@ def line_exports_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_dagster_state() -> Iterator[None]:
+    """Each test starts with no current defs-state storage: Dagster keeps the last instance's in
+    a context variable, and a test instance's temporary folder is gone once it is disposed."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
+
+
 @pytest.fixture
 def sandbox_server() -> Iterator[SandboxServer]:
     """A real sandbox (uvicorn on 127.0.0.1, free port) with real rate limits scaled x100

@@ -1,0 +1,231 @@
+"""Resilience of every export against the sandbox's fault injection, over real HTTP.
+
+For each destination target (MAAC members, LINE push / multicast / audience, Conversion API
+events, LinkedIn users): 429 storms, 5xx answers, connections dropped mid-body, requests that time
+out while the API still processes them, and a process SIGKILLed mid-export then re-run for the
+same tick. Afterwards the sandbox (not the export's own report) is the judge: every valid row is
+held by the API exactly once, every invalid row is in the rejects file, and the run's metadata
+(counts, requests, retries) agrees with what the sandbox recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from line_exports.http import RetrySettings
+from line_exports.sandbox import Fault, Sandbox, SandboxServer
+from line_exports_tests.resilience_helpers import (
+    CASES,
+    FAST_RETRY,
+    TICK,
+    TIMEOUT_RETRY,
+    Case,
+    build,
+    check_exactly_once,
+    failure_text,
+    materialize,
+    metadata,
+    rejected_rows,
+    settle,
+)
+
+TIMEOUT_DELAY = 1.2  # the API answers after the client (0.5 s timeout) gave up, but still acts
+
+
+def _storm(c: Case) -> list[Fault]:
+    return [Fault(path=c.data_path, method=c.data_method, status=429, retry_after=0, times=5)]
+
+
+def _five_hundreds(c: Case) -> list[Fault]:
+    return [
+        Fault(path=c.data_path, method=c.data_method, status=500),
+        Fault(path=c.data_path, method=c.data_method, status=502),
+        Fault(path=c.data_path, method=c.data_method, status=503, retry_after=0),
+        Fault(path=c.data_path, method=c.data_method, status=504),
+    ]
+
+
+def _dropped(c: Case) -> list[Fault]:
+    return [Fault(path=c.data_path, method=c.data_method, drop=True, times=2)]
+
+
+def _timeout(c: Case) -> list[Fault]:
+    return [Fault(path=c.data_path, method=c.data_method, delay=TIMEOUT_DELAY, times=1)]
+
+
+SCENARIOS: dict[str, Callable[[Case], list[Fault]]] = {
+    "429_storm": _storm,
+    "5xx": _five_hundreds,
+    "dropped_mid_body": _dropped,
+    "timeout": _timeout,
+}
+
+AUDIENCE_CREATE_BUG = (
+    "LineMessagingClient.upload_json/upload_file: the POST that creates an audience is retried blindly after a "
+    "timeout; LINE (and the sandbox) still create the first one, so two audiences of the same name end up "
+    "holding the IDs"
+)
+
+
+def _params() -> list[object]:
+    out = []
+    for case in CASES:
+        for scenario in SCENARIOS:
+            marks = []
+            if case == "line_audience" and scenario == "timeout":
+                marks.append(pytest.mark.xfail(strict=True, reason=AUDIENCE_CREATE_BUG))
+            out.append(pytest.param(case, scenario, id=f"{case}-{scenario}", marks=marks))
+    return out
+
+
+def _api_requests(sandbox: Sandbox) -> int:
+    with sandbox.lock:
+        return sum(1 for r in sandbox.requests if not r.path.startswith("/_sandbox"))
+
+
+@pytest.mark.parametrize(("case_name", "scenario"), _params())
+def test_faults_leave_every_row_delivered_once_and_metadata_true(
+    sandbox_server: SandboxServer, case_name: str, scenario: str
+) -> None:
+    case, sandbox = CASES[case_name], sandbox_server.sandbox
+    faults = [sandbox.add_fault(f) for f in SCENARIOS[scenario](case)]
+    retry = TIMEOUT_RETRY if scenario == "timeout" else FAST_RETRY
+    result = materialize(case, sandbox_server.url, build(case, retry))
+    assert result.success, failure_text(result)
+    # A timed-out request is still processed by the API after the run ended: let it land.
+    seen = settle(sandbox, quiet=TIMEOUT_DELAY + 0.2 if scenario == "timeout" else 0.2)
+    meta = metadata(result, case.name)
+
+    injected = sum(f.hits for f in faults)
+    assert injected == sum(f.times for f in faults), "every injected fault was hit"
+    assert check_exactly_once(case, sandbox) == []
+    assert rejected_rows(meta) == list(case.invalid)
+    assert (meta["rows_read"], meta["rows_valid"], meta["rows_rejected"], meta["rows_accepted"]) == (
+        case.rows, case.valid, len(case.invalid), case.valid,
+    )
+    assert meta["rows_sent"] == case.valid and meta["rows_resumed"] == 0
+    # Every attempt the export counted is a request the sandbox saw, and the other way round.
+    assert meta["requests"] == seen == _api_requests(sandbox)
+    assert meta["retries"] >= injected
+    if scenario == "429_storm" and "rate_limited_answers" in meta:
+        assert meta["rate_limited_answers"] == sandbox.count(status=429) >= 5
+
+
+def test_retry_after_is_honoured_with_the_reference_minimum_settings(sandbox_server: SandboxServer) -> None:
+    """No test-only retry knobs: initial_retry_wait=1 s would back off 1+2+4 s; three 429s with
+    Retry-After: 1 must cost about 3 s, and the events still arrive once."""
+    case, sandbox = CASES["capi_events"], sandbox_server.sandbox
+    sandbox.add_fault(Fault(path=case.data_path, method="POST", status=429, retry_after=1, times=3))
+    asset = build(case, retry=None)
+    started = time.monotonic()
+    result = materialize(case, sandbox_server.url, asset, run_config={
+        "ops": {case.name: {"config": {"initial_retry_wait": 1, "max_retry": 3, "connection_timeout": 10}}}
+    })
+    elapsed = time.monotonic() - started
+    assert result.success, failure_text(result)
+    assert 3.0 <= elapsed < 6.5, elapsed
+    meta = metadata(result, case.name)
+    assert meta["retries"] == 3 and sandbox.count(status=429) == 3
+    assert check_exactly_once(case, sandbox) == []
+
+
+def test_retries_exhausted_fail_the_run_without_partial_claims(sandbox_server: SandboxServer) -> None:
+    """A storm longer than max_retry fails the run (retryable, so Dagster's retry policy may
+    resume it); the re-run of the same tick then delivers every row exactly once."""
+    case, sandbox = CASES["linkedin_users"], sandbox_server.sandbox
+    # A fault with nothing to do lets the first batch through; the second meets more 503s than
+    # max_retry allows.
+    sandbox.add_fault(Fault(path=case.data_path, method="POST", times=1))
+    sandbox.add_fault(Fault(path=case.data_path, method="POST", status=503, retry_after=0, times=6))
+    asset = build(case, RetrySettings(max_retry=4, initial_retry_wait=0.01, max_retry_wait=0.05,
+                                      connection_timeout=30))
+    failed = materialize(case, sandbox_server.url, asset, tags=TICK)
+    assert not failed.success
+    assert "503" in failure_text(failed)
+    assert sandbox.count("POST", case.data_path, status=503) == 5  # 1 + max_retry attempts
+    sandbox.clear_faults()
+    again = materialize(case, sandbox_server.url, asset, tags=TICK)
+    assert again.success, failure_text(again)
+    meta = metadata(again, case.name)
+    assert meta["rows_resumed"] == 10 and meta["rows_accepted"] == case.valid
+    assert check_exactly_once(case, sandbox) == []
+
+
+# -- a process killed mid-export ---------------------------------------------------------------
+CHILD = """
+import sys
+from line_exports_tests.resilience_helpers import CASES, TICK, build, materialize
+case = CASES[sys.argv[1]]
+materialize(case, sys.argv[2], build(case), tags=TICK)
+"""
+KILL_CASES = [name for name in CASES if name != "line_push"]  # push: test_line_messaging_rerun.py
+KILL_DELAY = 0.25
+
+
+def test_killed_mid_export_then_rerun_delivers_each_row_once(
+    sandbox_server: SandboxServer, line_exports_home: Path
+) -> None:
+    """SIGKILL each export (its own process, all at once) while a data request is on the wire,
+    then re-run the same tick in this process: the ledger resumes what was recorded, the API's
+    idempotency absorbs what was in flight, and nothing is lost or doubled."""
+    sandbox = sandbox_server.sandbox
+    root = Path(__file__).resolve().parents[1]
+    slow = {name: sandbox.add_fault(Fault(path=CASES[name].data_path, method="POST", delay=KILL_DELAY, times=-1))
+            for name in KILL_CASES}
+    env = {**os.environ, "LINE_EXPORTS_HOME": str(line_exports_home), "PYTHONPATH": str(root)}
+    children = {
+        name: subprocess.Popen([sys.executable, "-c", CHILD, name, sandbox_server.url], env=env, cwd=root,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        for name in KILL_CASES
+    }
+    killed_at: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    try:
+        while len(killed_at) < len(children):
+            assert time.monotonic() < deadline, f"not killed in time: {set(children) - set(killed_at)}"
+            for name, child in children.items():
+                if name in killed_at:
+                    continue
+                if child.poll() is not None:
+                    err = child.stderr.read().decode()[-2000:] if child.stderr else ""
+                    pytest.fail(f"{name} finished (rc {child.returncode}) before it could be killed: {err}")
+                if slow[name].hits >= CASES[name].kill_after:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    killed_at[name] = slow[name].hits
+            time.sleep(0.005)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=10)
+    settle(sandbox, quiet=KILL_DELAY + 0.2)  # requests in flight at the kill land (or not)
+    sandbox.clear_faults()
+
+    problems: list[str] = []
+    for name in KILL_CASES:
+        case = CASES[name]
+        before = len(sandbox.requests)
+        result = materialize(case, sandbox_server.url, build(case), tags=TICK)
+        if not result.success:
+            problems.append(f"{name}: re-run failed: {failure_text(result)[:300]}")
+            continue
+        meta = metadata(result, case.name)
+        problems += check_exactly_once(case, sandbox)
+        if rejected_rows(meta) != list(case.invalid):
+            problems.append(f"{name}: rejects {rejected_rows(meta)} != {list(case.invalid)}")
+        counts = (meta["rows_read"], meta["rows_valid"], meta["rows_rejected"], meta["rows_accepted"], meta["rows_sent"])
+        if counts != (case.rows, case.valid, len(case.invalid), case.valid, case.valid):
+            problems.append(f"{name}: metadata counts {counts}")
+        if meta["requests"] != len(sandbox.requests) - before:
+            problems.append(f"{name}: metadata requests {meta['requests']} != {len(sandbox.requests) - before} seen")
+        if killed_at[name] >= 2 and not meta["rows_resumed"]:
+            problems.append(f"{name}: batches accepted before the kill were not resumed from the ledger")
+    assert problems == []
