@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from pydantic import BaseModel, Field
@@ -24,6 +24,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 log = logging.getLogger("line_exports.http")
 
+T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 USER_AGENT = "line-exports/0.1 (+dagster)"
 
@@ -50,6 +51,29 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
     return text
+
+
+def poll(
+    check: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float,
+    max_pause: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``check`` until it returns a value: an asynchronous job (import task, segment,
+    audience) is done. Pauses start at 50 ms and double up to ``max_pause``; past ``timeout``
+    an :class:`ApiError` names ``what`` was not ready."""
+    deadline = time.monotonic() + timeout
+    pause = min(0.05, max_pause)
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise ApiError(f"{what} was not ready after {timeout:.0f}s")
+        sleep(pause)
+        pause = min(pause * 2, max_pause)
 
 
 class ApiError(Exception):

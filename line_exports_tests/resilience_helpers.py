@@ -8,6 +8,7 @@ exactly once" without trusting the export's own report.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
@@ -32,7 +33,7 @@ from line_exports import (
 )
 from line_exports.destination import Destination
 from line_exports.http import RetrySettings
-from line_exports.sandbox import Sandbox
+from line_exports.sandbox import Sandbox, SandboxServer
 from line_exports.sandbox import line_conversion as capi_box
 from line_exports.sandbox import line_messaging as line_box
 from line_exports.sandbox import linkedin as linkedin_box
@@ -46,7 +47,7 @@ SEGMENT = "resilience segment"
 # Waits far below the reference minimums (initial_retry_wait >= 1 s, connection_timeout >= 10 s)
 # so a storm of faults costs milliseconds; only the tests' own Destination copies use them.
 FAST_RETRY = RetrySettings(max_retry=10, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=30)
-TIMEOUT_RETRY = RetrySettings(max_retry=4, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=0.5)
+TIMEOUT_RETRY = RetrySettings(max_retry=6, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=0.4)
 
 
 def uid(n: int) -> str:
@@ -296,3 +297,81 @@ def check_exactly_once(case: Case, sandbox: Sandbox) -> list[str]:
     if extra:
         problems.append(f"{case.name}: {len(extra)} unexpected keys at the API, e.g. {extra[:3]}")
     return problems
+
+
+# -- a fault the sandbox lacks: the API acts, then its answer arrives too late ---------------------
+@dataclass
+class LateRule:
+    path: str
+    method: str
+    delay: float
+    times: int = 1
+    hits: int = 0
+
+
+class LateAnswers:
+    """ASGI middleware: for matching requests the API reads the whole body and acts on it, then
+    holds the answer back ``delay`` seconds, so a client with a shorter timeout gives up on a
+    request that did happen (the ambiguous case retry keys and dedup keys exist for).
+
+    The sandbox's own ``Fault(delay=...)`` sleeps *before* the app reads the body, so a client
+    that times out disconnects and the request is never processed (nor logged).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.rules: list[LateRule] = []
+
+    def add(self, path: str, method: str, delay: float, times: int = 1) -> LateRule:
+        rule = LateRule(path, method, delay, times)
+        self.rules.append(rule)
+        return rule
+
+    def _take(self, scope: dict[str, Any]) -> LateRule | None:
+        for rule in self.rules:
+            if (scope["path"].startswith(rule.path) and scope["method"] == rule.method
+                    and (rule.times < 0 or rule.hits < rule.times)):
+                rule.hits += 1
+                return rule
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        rule = self._take(scope) if scope["type"] == "http" else None
+        if rule is None:
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = bool(message.get("more_body"))
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        answer: list[dict[str, Any]] = []
+
+        async def hold(message: dict[str, Any]) -> None:
+            answer.append(message)
+
+        await self.app(scope, replay, hold)
+        await asyncio.sleep(rule.delay)
+        try:
+            for message in answer:
+                await send(message)
+        except Exception:  # noqa: BLE001 - the client is gone, as intended
+            pass
+
+
+class LateAnswerServer(SandboxServer):
+    """The sandbox server with :class:`LateAnswers` in front of its app (``server.late``)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        super().__init__(sandbox)
+        self.late = LateAnswers(self._server.config.app)
+        self._server.config.app = self.late

@@ -42,7 +42,7 @@ from line_exports.destination import (
     ValidRows,
     content_key,
 )
-from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
+from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, poll
 from line_exports.messages import MessageTemplate, TemplateError
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, Column, RuleSet, reject
 
@@ -412,9 +412,8 @@ class LineMessagingClient:
 
     def wait_audience(self, audience_id: int, jobs: set[str], timeout: float = AUDIENCE_TIMEOUT_SECONDS) -> dict[str, Any]:
         """Poll until the audience is READY and our upload jobs are FINISHED (or one FAILED)."""
-        deadline = time.monotonic() + timeout
-        pause = min(0.05, self.poll_seconds)
-        while True:
+
+        def ready() -> dict[str, Any] | None:
             body = self.audience(audience_id)
             group = body.get("audienceGroup", {})
             ours = [j for j in body.get("jobs", []) if j.get("description") in jobs]
@@ -423,12 +422,9 @@ class LineMessagingClient:
                 why = failed[0].get("failedType") if failed else group.get("failedType") or group.get("status")
                 raise ApiError(f"LINE audience {audience_id} upload failed: {why}")
             finished = len(ours) >= len(jobs) and all(j.get("jobStatus") == "FINISHED" for j in ours)
-            if finished and group.get("status") == "READY":
-                return body
-            if time.monotonic() > deadline:
-                raise ApiError(f"LINE audience {audience_id} was not ready after {timeout:.0f}s (status {group.get('status')})")
-            time.sleep(pause)
-            pause = min(pause * 2, self.poll_seconds)
+            return body if finished and group.get("status") == "READY" else None
+
+        return poll(ready, what=f"LINE audience {audience_id}", timeout=timeout, max_pause=self.poll_seconds)
 
 
 class LineMessagingResource(dg.ConfigurableResource):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 from collections.abc import Iterator
 from enum import Enum
 from typing import Any, Literal
@@ -30,7 +29,7 @@ from line_exports.destination import (
     ValidRows,
     content_key,
 )
-from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
+from line_exports.http import HttpClient, RateLimit, RetrySettings, poll
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, reject
 
 HOSTS = {"global": "https://api.cresclab.com", "japan": "https://api.jp.cresclab.com"}
@@ -175,25 +174,17 @@ class MaacClient:
 
     def wait_import(self, task_id: int, timeout: float = TASK_TIMEOUT_SECONDS) -> dict[str, Any]:
         """Poll the task until ``done``; returns its ``result`` (``success`` false on failure)."""
-        deadline = time.monotonic() + timeout
-        pause = min(0.05, self.poll_seconds)
-        while True:
+
+        def done() -> dict[str, Any] | None:
             body = self.http.request(
                 "GET", f"/openapi/v1/member/import/{task_id}/", endpoint="import_status"
             ).json()
-            if body.get("status") == "done":
-                result = body.get("result")
-                return (
-                    result
-                    if isinstance(result, dict)
-                    else {k: v for k, v in body.items() if k != "status"}
-                )
-            if time.monotonic() > deadline:
-                raise ApiError(
-                    f"MAAC import task {task_id} was not done after {timeout:.0f}s (status {body.get('status')})"
-                )
-            time.sleep(pause)
-            pause = min(pause * 2, self.poll_seconds)
+            if body.get("status") != "done":
+                return None
+            result = body.get("result")
+            return result if isinstance(result, dict) else {k: v for k, v in body.items() if k != "status"}
+
+        return poll(done, what=f"MAAC import task {task_id}", timeout=timeout, max_pause=self.poll_seconds)
 
     def segments_named(self, name: str) -> list[dict[str, Any]]:
         """Segments whose name is exactly ``name`` (the list filter may match partially)."""
@@ -233,22 +224,16 @@ class MaacClient:
             files={"file": ("line_uids.csv", csv_bytes, "text/csv")},
         ).json()
 
-    def wait_segment(
-        self, segment_id: int, timeout: float = TASK_TIMEOUT_SECONDS
-    ) -> dict[str, Any]:
+    def wait_segment(self, segment_id: int, timeout: float = TASK_TIMEOUT_SECONDS) -> dict[str, Any]:
         """Poll the segment until it is ready (status 2); returns it."""
-        deadline = time.monotonic() + timeout
-        pause = min(0.05, self.poll_seconds)
-        while True:
+
+        def ready() -> dict[str, Any] | None:
             segment = self.http.request(
                 "GET", f"/openapi/v1/segment/{segment_id}/", endpoint="segment_get"
             ).json()
-            if segment.get("status") == 2:
-                return segment
-            if time.monotonic() > deadline:
-                raise ApiError(f"MAAC segment {segment_id} was not ready after {timeout:.0f}s")
-            time.sleep(pause)
-            pause = min(pause * 2, self.poll_seconds)
+            return segment if segment.get("status") == 2 else None
+
+        return poll(ready, what=f"MAAC segment {segment_id}", timeout=timeout, max_pause=self.poll_seconds)
 
 
 class MaacResource(dg.ConfigurableResource):
