@@ -30,6 +30,7 @@ from line_exports import (
     SqlSource,
     build_export,
     get_destination,
+    paths,
 )
 from line_exports.destination import Destination
 from line_exports.http import RetrySettings
@@ -185,7 +186,8 @@ def _cases() -> dict[str, Case]:
             {"max_records": 1_000},
             "SELECT case when range % 500 = 11 then 'undefined' else 'dedup-' || range end AS deduplication_key, "
             "'conversion' AS event_type, 'web' AS source_type, "
-            "cast(epoch(now()) AS BIGINT) - 3600 - range AS event_timestamp, "
+            "cast(epoch(current_date) AS BIGINT) - range AS event_timestamp, "  # same body on a re-run
+
             "'ext-' || range AS external_id "
             f"FROM range({capi_rows}) ORDER BY range",
             capi_rows, capi_bad, f"/v1/{TAG}/events", "POST", "line_conversion",
@@ -241,10 +243,18 @@ def materialize(case: Case, url: str, asset: dg.AssetsDefinition | None = None,
                 **kwargs: Any) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [asset or build(case)],
-        resources={"sql_source": SqlSource(), case.resource_key: case.make_resource(url)},
+        resources={"sql_source": source_for(case), case.resource_key: case.make_resource(url)},
         raise_on_error=False,
         **kwargs,
     )
+
+
+def source_for(case: Case) -> SqlSource:
+    """A DuckDB file per case (the queries only use ``range``), so exports in parallel
+    processes never contend for one file's lock."""
+    home = paths.data_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    return SqlSource(url=f"duckdb:///{home / (case.name + '.duckdb')}")
 
 
 def metadata(result: dg.ExecuteInProcessResult, name: str) -> dict[str, Any]:
@@ -253,11 +263,14 @@ def metadata(result: dg.ExecuteInProcessResult, name: str) -> dict[str, Any]:
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(
-        str(e.step_failure_data.error.message)
-        for e in result.all_events
-        if e.is_step_failure and e.step_failure_data.error
-    )
+    """Every step failure's message and the messages of its causes."""
+    texts = []
+    for event in result.all_events:
+        error = event.step_failure_data.error if event.is_step_failure else None
+        while error is not None:
+            texts.append(str(error.message))
+            error = error.cause
+    return "\n".join(texts)
 
 
 def rejected_rows(meta: dict[str, Any]) -> list[int]:

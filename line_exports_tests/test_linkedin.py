@@ -341,7 +341,7 @@ def test_settings_follow_the_reference() -> None:
     assert (settings.ad_account_id, settings.segment_name) == ("123", "s")
     assert (settings.audience_type, settings.dmp_segment_mode, settings.ignore_invalid_records) == ("users", "add", False)
     assert settings.batch_size == 5000
-    with pytest.raises(ValueError, match="less than or equal to 5000"):
+    with pytest.raises(ValueError, match=r"batch_size must be between 1 and 5,000 \(got 5001\)"):
         LinkedInSettings(**base, batch_size=5001)
     with pytest.raises(ValueError, match="ad account's number"):
         LinkedInSettings(ad_account_id="acme", segment_name="s")

@@ -302,7 +302,7 @@ def test_settings_follow_the_reference(db: Path) -> None:
         build_export("x", destination="maac", query="select 1", settings={"data_object": "members", "tags": "t"})
     with pytest.raises(Exception, match="segment_name is required"):
         build_export("x", destination="maac", query="select 1", settings={"data_object": "segments"})
-    with pytest.raises(Exception, match="less than or equal to 10"):
+    with pytest.raises(Exception, match=r"max_retry must be between 1 and 10 \(got 11\)"):
         build_export("x", destination="maac", query="select 1",
                      settings={"data_object": "segments", "segment_name": "s", "max_retry": 11})
     with pytest.raises(ValueError, match="api_token is a credential"):

@@ -25,10 +25,10 @@ from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports_tests.resilience_helpers import (
     CASES,
     FAST_RETRY,
-    LateAnswerServer,
     TICK,
     TIMEOUT_RETRY,
     Case,
+    LateAnswerServer,
     build,
     check_exactly_once,
     failure_text,
@@ -96,20 +96,19 @@ def test_faults_leave_every_row_delivered_once_and_metadata_true(
     sandbox = server.sandbox
     if make is None:
         assert isinstance(server, LateAnswerServer)
-        late = server.late.add(case.data_path, case.data_method, LATE)
-        faults = [Fault(path=case.data_path, times=1, hits=late.hits)]
+        late = [server.late.add(case.data_path, case.data_method, LATE)]
+        planned = 1
     else:
         faults = [sandbox.add_fault(f) for f in make(case)]
+        planned = sum(f.times for f in faults)
     result = materialize(case, server.url, build(case, FAST_RETRY if make else TIMEOUT_RETRY))
     assert result.success, failure_text(result)
-    if make is None:
-        faults[0].hits = late.hits
+    injected = sum(f.hits for f in (late if make is None else faults))
     # A late answer is still on its way after the run: let the sandbox log settle.
     seen = settle(sandbox, quiet=LATE + 0.2 if make is None else 0.2)
     meta = metadata(result, case.name)
 
-    injected = sum(f.hits for f in faults)
-    assert injected == sum(f.times for f in faults), "every injected fault was hit"
+    assert injected == planned, "every injected fault was hit"
     assert check_exactly_once(case, sandbox) == []
     assert rejected_rows(meta) == list(case.invalid)
     assert (meta["rows_read"], meta["rows_valid"], meta["rows_rejected"], meta["rows_accepted"]) == (
@@ -141,25 +140,26 @@ def test_retry_after_is_honoured_with_the_reference_minimum_settings(sandbox_ser
     assert check_exactly_once(case, sandbox) == []
 
 
-def test_retries_exhausted_fail_the_run_without_partial_claims(sandbox_server: SandboxServer) -> None:
-    """A storm longer than max_retry fails the run (retryable, so Dagster's retry policy may
-    resume it); the re-run of the same tick then delivers every row exactly once."""
-    case, sandbox = CASES["linkedin_users"], sandbox_server.sandbox
-    # A fault with nothing to do lets the first batch through; the second meets more 503s than
-    # max_retry allows.
+def test_retries_exhausted_fail_the_run_then_the_same_tick_resumes(sandbox_server: SandboxServer) -> None:
+    """A storm longer than max_retry fails the run (as retryable, so Dagster's retry policy may
+    resume it); the re-run of the same tick resumes after the batches already imported."""
+    case, sandbox = CASES["maac_members"], sandbox_server.sandbox
+    # A fault with nothing to do lets the first import through; the second meets more 503s
+    # than max_retry allows.
     sandbox.add_fault(Fault(path=case.data_path, method="POST", times=1))
     sandbox.add_fault(Fault(path=case.data_path, method="POST", status=503, retry_after=0, times=6))
     asset = build(case, RetrySettings(max_retry=4, initial_retry_wait=0.01, max_retry_wait=0.05,
                                       connection_timeout=30))
     failed = materialize(case, sandbox_server.url, asset, tags=TICK)
     assert not failed.success
-    assert "503" in failure_text(failed)
+    assert "answered 503" in failure_text(failed)
     assert sandbox.count("POST", case.data_path, status=503) == 5  # 1 + max_retry attempts
     sandbox.clear_faults()
     again = materialize(case, sandbox_server.url, asset, tags=TICK)
     assert again.success, failure_text(again)
     meta = metadata(again, case.name)
     assert meta["rows_resumed"] == 10 and meta["rows_accepted"] == case.valid
+    assert sandbox.count("POST", case.data_path, status=200) == 4  # 36 valid rows, 10 a batch
     assert check_exactly_once(case, sandbox) == []
 
 
@@ -233,3 +233,22 @@ def test_killed_mid_export_then_rerun_delivers_each_row_once(
         if killed_at[name] >= 2 and not meta["rows_resumed"]:
             problems.append(f"{name}: batches accepted before the kill were not resumed from the ledger")
     assert problems == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "LinkedInClient.create_segment (called by LinkedInDestination._segment): POST /rest/dmpSegments is retried "
+    "blindly after a timeout; LinkedIn already created the segment, so a second segment of the same name is "
+    "created, the members go to one of them and the next run (find_segments -> same_type[0]) adds to the other"
+))
+def test_segment_create_answer_lost_leaves_one_segment(late_server: LateAnswerServer) -> None:
+    """The create call itself times out after LinkedIn acted: still one segment of that name."""
+    case, sandbox = CASES["linkedin_users"], late_server.sandbox
+    late_server.late.add("/rest/dmpSegments", "POST", LATE)  # the first POST is the create
+    result = materialize(case, late_server.url, build(case, TIMEOUT_RETRY))
+    assert result.success, failure_text(result)
+    settle(sandbox, quiet=LATE + 0.2)
+    from line_exports.sandbox.linkedin import store_of
+
+    named = [s for s in store_of(sandbox).segments.values() if s.name == case.settings["segment_name"]]
+    assert len(named) == 1, f"{len(named)} segments named {case.settings['segment_name']!r}"
+    assert check_exactly_once(case, sandbox) == []

@@ -328,7 +328,7 @@ def test_value_out_of_range_names_the_range(tmp_path: Path) -> None:
             segment_name: s
             batch_size: 10001
     """))
-    assert "big.dig:7, task +t, setting result_settings.batch_size: 10001 is out of range: must be between 1 and 10000" in message
+    assert "big.dig:7, task +t, setting result_settings.batch_size: batch_size must be between 1 and 10,000 (got 10001)" in message
 
 
 def test_batch_size_multicast_501_is_out_of_range(tmp_path: Path) -> None:

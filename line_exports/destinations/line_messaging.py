@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from line_exports import paths
 from line_exports.destination import (
@@ -125,14 +125,6 @@ class LineMessagingSettings(ExportSettings):
     validate_with_api: bool = Field(
         False, description="Also check the message with LINE's /v2/bot/message/validate/* before sending"
     )
-
-    @field_validator("batch_size_multicast", "push_concurrency", mode="before")
-    @classmethod
-    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
-        low, high = {"batch_size_multicast": (1, MULTICAST_MAX_RECIPIENTS), "push_concurrency": (1, 500)}[info.field_name or ""]
-        if isinstance(value, int) and not low <= value <= high:
-            raise ValueError(f"{info.field_name} must be between {low} and {high} (got {value})")
-        return value
 
     @model_validator(mode="after")
     def _required_by_target(self) -> LineMessagingSettings:

@@ -116,16 +116,6 @@ def _retry_policy(value: Any, file: Path, task: str | None, line: int | None) ->
     raise WorkflowError(file, "_retry must be a number or {limit: N, interval: seconds}", task=task, setting="_retry", line=line)
 
 
-def _field_range(info: Any) -> str | None:
-    lo = hi = None
-    for item in getattr(info, "metadata", []):
-        lo = getattr(item, "ge", getattr(item, "gt", lo))
-        hi = getattr(item, "le", getattr(item, "lt", hi))
-    if lo is None and hi is None:
-        return None
-    return f"between {lo} and {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
-
-
 def _settings_errors(
     exc: ValidationError, dest: Destination, given: Mapping[str, Any], file: Path, task: str,
     lines: Mapping[str, int | None], line: int | None,
@@ -141,8 +131,6 @@ def _settings_errors(
             name = min(spots)[1] if spots else None
         elif name not in given:
             message = f"missing required setting {name}" + ("" if err["type"] == "missing" else f" ({message})")
-        elif err["type"] in ("less_than_equal", "greater_than_equal", "less_than", "greater_than") and name in fields:
-            message = f"{err['input']!r} is out of range: must be {_field_range(fields[name])} ({message})"
         elif name not in message:
             message = f"{err.get('input')!r}: {message}"
         setting = f"result_settings.{name}" if name else "result_settings"
