@@ -112,6 +112,15 @@ class DeliveryReport:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+class DeliveryFailed(Exception):
+    """The API refused rows and the invalid-record policy says stop: the run fails, and the
+    rows refused so far (``report.rejects``) still reach the rejects file and the metadata."""
+
+    def __init__(self, message: str, report: DeliveryReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 class ExportRun:
     """What a destination sees of the run: its name, log, ledger scope and a progress line."""
 

@@ -25,6 +25,7 @@ from pydantic import create_model
 
 from line_exports import paths
 from line_exports.destination import (
+    DeliveryFailed,
     DeliveryReport,
     Destination,
     ExportRun,
@@ -352,6 +353,11 @@ def build_export(
                 name, context.log, ledger.scope("/".join(key.path), run_scope(context)), rows.count
             )
             report = dest.deliver(resource, config, rows, run)
+        except DeliveryFailed as exc:
+            for refused in exc.report.rejects:
+                summary.add_rejects(refused)
+            meta = export_metadata(summary, exc.report, time.monotonic() - started, source_label, target)
+            raise dg.Failure(description=f"{name}: {exc}", metadata=meta, allow_retries=False) from None
         except ApiError as exc:
             if exc.retryable:
                 raise  # retries exhausted on a transient error: the run's RetryPolicy may resume

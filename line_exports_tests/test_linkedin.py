@@ -209,9 +209,14 @@ def test_element_failures_stop_the_export_when_not_ignored(sandbox_server: Sandb
     refused = hashlib.sha256(b"refused@example.com").hexdigest()
     store_of(sandbox_server.sandbox).refused_values.add(refused)
     sql = "select * from (values ('ok1@example.com'), ('refused@example.com')) t(email)"
-    text = failure_text(run_export(resource(sandbox_server), sql))
+    result = run_export(resource(sandbox_server), sql)
+    text = failure_text(result)
     assert "LinkedIn refused 1 of 2 elements" in text and "row 2" in text
     assert "uploads are not reverted" in text
+    # The refused row still reaches the rejects file, named in the failure's metadata.
+    (failure,) = result.get_step_failure_events()
+    rejects_file = failure.step_failure_data.user_failure_data.metadata["rejects_file"].value
+    assert pd.read_csv(rejects_file)["_row_number"].tolist() == [2]
 
 
 def test_client_reads_element_statuses_of_a_200(sandbox_server: SandboxServer) -> None:

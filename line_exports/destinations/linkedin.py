@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import Field, PrivateAttr, field_validator
 
 from line_exports.destination import (
+    DeliveryFailed,
     DeliveryReport,
     Destination,
     ExportRun,
@@ -625,12 +626,12 @@ class LinkedInDestination(Destination):
                 message = (f"LinkedIn refused {len(failures)} of {len(batch)} elements in request {batches} "
                            f"(first: row {first[ROW_NUMBER]}: {first['message']})")
                 if not settings.ignore_invalid_records:
-                    raise dg.Failure(
-                        description=(f"{message}. ignore_invalid_records is false, so the export stopped; "
-                                     f"{report.accepted_rows:,} elements already accepted stay in the segment "
-                                     "(uploads are not reverted)."),
-                        metadata={"segment_id": segment_id, "rows_refused_by_api": refused},
-                        allow_retries=False,
+                    report.metadata["segment_id"] = segment_id
+                    raise DeliveryFailed(
+                        f"{message}. ignore_invalid_records is false, so the export stopped; "
+                        f"{report.accepted_rows:,} elements already accepted stay in the segment "
+                        "(uploads are not reverted).",
+                        report,
                     )
                 run.log.warning(message)
             run.progress(report.sent_rows)

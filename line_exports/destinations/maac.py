@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import Field, PrivateAttr, model_validator
 
 from line_exports.destination import (
+    DeliveryFailed,
     DeliveryReport,
     Destination,
     ExportRun,
@@ -433,11 +434,11 @@ class MaacDestination(Destination):
                 if not result.get("success"):
                     errors = {k: v for k, v in result.items() if k != "success" and v}
                     message = f"MAAC refused import task {report.job_ids[-1] if report.job_ids else '?'}: {errors}"
-                    if not settings.skip_invalid_records:
-                        raise dg.Failure(description=message, allow_retries=False)
                     report.rejects.append(
                         reject(part[ROW_NUMBER], key, "maac_import_failed", message)
                     )
+                    if not settings.skip_invalid_records:
+                        raise DeliveryFailed(message, report)
                     run.log.warning(message)
                     continue
                 for name in totals:
