@@ -248,8 +248,9 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if recipient not in store.blocked:
             store.inbox.setdefault(recipient, []).append(messages)
 
-    async def push(request: Request) -> Response:
-        if (denied := guard(request, "push")) is not None:
+    async def send_request(request: Request, endpoint: str) -> Response | tuple[str | None, dict[str, Any]]:
+        """What push and multicast check alike: auth and rate, retry key, a JSON object body."""
+        if (denied := guard(request, endpoint)) is not None:
             return denied
         key, bad_key = retry_key_of(request)
         if bad_key is not None:
@@ -261,6 +262,13 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             return _error(400, "The request body has 1 error(s)", [{"message": "Must be an object", "property": ""}])
         if (bad := common_fields(body, {"to", "messages", "notificationDisabled", "customAggregationUnits"})) is not None:
             return bad
+        return key, body
+
+    async def push(request: Request) -> Response:
+        checked = await send_request(request, "push")
+        if isinstance(checked, Response):
+            return checked
+        key, body = checked
         to = body.get("to")
         if not isinstance(to, str) or not PUSH_TO.fullmatch(to):
             return _invalid("to")
@@ -281,18 +289,10 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         return JSONResponse({"sentMessages": sent}, headers={"x-line-request-id": request_id})
 
     async def multicast(request: Request) -> Response:
-        if (denied := guard(request, "multicast")) is not None:
-            return denied
-        key, bad_key = retry_key_of(request)
-        if bad_key is not None:
-            return bad_key
-        body, problem = await json_body(request)
-        if problem is not None:
-            return problem
-        if not isinstance(body, dict):
-            return _error(400, "The request body has 1 error(s)", [{"message": "Must be an object", "property": ""}])
-        if (bad := common_fields(body, {"to", "messages", "notificationDisabled", "customAggregationUnits"})) is not None:
-            return bad
+        checked = await send_request(request, "multicast")
+        if isinstance(checked, Response):
+            return checked
+        key, body = checked
         to = body.get("to")
         if not isinstance(to, list) or not 1 <= len(to) <= 500:
             return _problems([("to", "Size must be between 1 and 500")])
