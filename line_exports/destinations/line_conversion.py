@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, PrivateAttr
 
 from line_exports.destination import (
+    DeliveryFailed,
     DeliveryReport,
     Destination,
     ExportRun,
@@ -528,9 +529,8 @@ class LineConversionDestination(Destination):
             )
         )
         if not settings.ignore_invalid_records:
-            raise dg.Failure(
-                description=f"row {row}: {message}; ignore_invalid_records is false, so the run stops here",
-                allow_retries=False,
+            raise DeliveryFailed(
+                f"row {row}: {message}; ignore_invalid_records is false, so the run stops here", report
             )
         if report.accepted_rows == 0 and tally.refused >= BLIND_REFUSALS:
             raise dg.Failure(
