@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -147,7 +148,13 @@ def content_key(*parts: Any) -> str:
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, pd.DataFrame):
-            digest.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+            # Arrow buffers, not Python objects: hashing 1.5M IDs must not hold 1.5M str objects.
+            # The IPC stream holds exactly the rows' values, whatever slice they come from.
+            table = pa.Table.from_pandas(part, preserve_index=False).combine_chunks()
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            digest.update(sink.getvalue())
         elif isinstance(part, bytes):
             digest.update(part)
         else:

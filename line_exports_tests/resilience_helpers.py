@@ -235,8 +235,9 @@ def with_retry(type_name: str, retry: RetrySettings) -> Destination:
 def build(case: Case, retry: RetrySettings | None = FAST_RETRY, name: str | None = None,
           **kwargs: Any) -> dg.AssetsDefinition:
     dest: str | Destination = with_retry(case.destination, retry) if retry else case.destination
+    kwargs.setdefault("resource_key", case.resource_key)
     return build_export(name or case.name, destination=dest, query=case.query, settings=case.settings,
-                        resource_key=case.resource_key, retry_policy=None, **kwargs)
+                        retry_policy=None, **kwargs)
 
 
 def materialize(case: Case, url: str, asset: dg.AssetsDefinition | None = None,

@@ -10,6 +10,7 @@ held by the API exactly once, every invalid row is in the rejects file, and the 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -128,13 +129,13 @@ def test_retry_after_is_honoured_with_the_reference_minimum_settings(sandbox_ser
     case, sandbox = CASES["capi_events"], sandbox_server.sandbox
     sandbox.add_fault(Fault(path=case.data_path, method="POST", status=429, retry_after=1, times=3))
     asset = build(case, retry=None)
-    started = time.monotonic()
     result = materialize(case, sandbox_server.url, asset, run_config={
         "ops": {case.name: {"config": {"initial_retry_wait": 1, "max_retry": 3, "connection_timeout": 10}}}
     })
-    elapsed = time.monotonic() - started
     assert result.success, failure_text(result)
-    assert 3.0 <= elapsed < 6.5, elapsed
+    attempts = [r.at for r in sandbox.requests if r.path == case.data_path][:4]  # 3 x 429, then 202
+    gaps = [round(b - a, 2) for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert len(gaps) == 3 and all(0.95 <= g < 1.6 for g in gaps), gaps  # backoff would be 1, 2, 4 s
     meta = metadata(result, case.name)
     assert meta["retries"] == 3 and sandbox.count(status=429) == 3
     assert check_exactly_once(case, sandbox) == []
@@ -175,15 +176,15 @@ KILL_DELAY = 0.25
 
 
 def test_killed_mid_export_then_rerun_delivers_each_row_once(
-    sandbox_server: SandboxServer, line_exports_home: Path
+    late_server: LateAnswerServer, line_exports_home: Path
 ) -> None:
-    """SIGKILL each export (its own process, all at once) while a data request is on the wire,
-    then re-run the same tick in this process: the ledger resumes what was recorded, the API's
-    idempotency absorbs what was in flight, and nothing is lost or doubled."""
-    sandbox = sandbox_server.sandbox
+    """SIGKILL each export (its own process, all at once) after the API acted on a data request
+    but before its answer arrived, then re-run the same tick in this process: the ledger resumes
+    what was recorded, the API's idempotency absorbs what was done but never recorded, and
+    nothing is lost or doubled."""
+    sandbox_server, sandbox = late_server, late_server.sandbox
     root = Path(__file__).resolve().parents[1]
-    slow = {name: sandbox.add_fault(Fault(path=CASES[name].data_path, method="POST", delay=KILL_DELAY, times=-1))
-            for name in KILL_CASES}
+    slow = {name: late_server.late.add(CASES[name].data_path, "POST", KILL_DELAY, times=-1) for name in KILL_CASES}
     env = {**os.environ, "LINE_EXPORTS_HOME": str(line_exports_home), "PYTHONPATH": str(root)}
     children = {
         name: subprocess.Popen([sys.executable, "-c", CHILD, name, sandbox_server.url], env=env, cwd=root,
@@ -210,10 +211,11 @@ def test_killed_mid_export_then_rerun_delivers_each_row_once(
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait(timeout=10)
-    settle(sandbox, quiet=KILL_DELAY + 0.2)  # requests in flight at the kill land (or not)
-    sandbox.clear_faults()
+    settle(sandbox, quiet=KILL_DELAY + 0.2)  # answers held at the kill are sent into the void
+    late_server.late.rules.clear()
 
     problems: list[str] = []
+    resumed: dict[str, int] = {}
     for name in KILL_CASES:
         case = CASES[name]
         before = len(sandbox.requests)
@@ -230,9 +232,11 @@ def test_killed_mid_export_then_rerun_delivers_each_row_once(
             problems.append(f"{name}: metadata counts {counts}")
         if meta["requests"] != len(sandbox.requests) - before:
             problems.append(f"{name}: metadata requests {meta['requests']} != {len(sandbox.requests) - before} seen")
-        if killed_at[name] >= 2 and not meta["rows_resumed"]:
-            problems.append(f"{name}: batches accepted before the kill were not resumed from the ledger")
+        resumed[name] = meta["rows_resumed"]
     assert problems == []
+    # Batches recorded before the kill were skipped, not re-sent (a new LinkedIn segment's first
+    # calls may be 404 waits, so which case resumed how much varies; some must have).
+    assert sum(resumed.values()) > 0, resumed
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -252,3 +256,23 @@ def test_segment_create_answer_lost_leaves_one_segment(late_server: LateAnswerSe
     named = [s for s in store_of(sandbox).segments.values() if s.name == case.settings["segment_name"]]
     assert len(named) == 1, f"{len(named)} segments named {case.settings['segment_name']!r}"
     assert check_exactly_once(case, sandbox) == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "sandbox/app.py FaultsAndLog.__call__: with Fault(delay=...) the middleware sleeps before the app reads the "
+    "body; when the client timed out meanwhile, the handler's request.body() raises ClientDisconnect, so a POST "
+    "that reached the server is neither processed nor logged (sandbox.requests under-counts, a traceback is "
+    "printed) -- an export's 'requests' metadata then disagrees with the sandbox log"
+))
+def test_sandbox_logs_a_post_whose_client_timed_out_during_a_delay(sandbox_server: SandboxServer) -> None:
+    from line_exports.destinations.line_conversion import LineConversionResource
+
+    case, sandbox = CASES["capi_events"], sandbox_server.sandbox
+    sandbox.add_fault(Fault(path=case.data_path, method="POST", delay=1.0, times=1))
+    client = LineConversionResource(line_tag_id="resilience-tag", base_url=sandbox_server.url).get_client(
+        RetrySettings(max_retry=2, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=0.3))
+    event = {"event": {"deduplication_key": "k1", "event_type": "page_view", "source_type": "web",
+                       "event_timestamp": int(time.time())}, "user": {}}
+    client.send(json.dumps([event]).encode())
+    settle(sandbox, quiet=1.2)
+    assert sandbox.count("POST", case.data_path) == client.http.stats.requests == 2
