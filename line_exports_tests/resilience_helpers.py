@@ -15,7 +15,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,6 @@ class Case:
     delivered: Callable[[Sandbox], Counter[str]]  # key -> times the API holds/received it
     expected: Callable[[], set[str]]  # keys of the valid rows
     kill_after: int = 2  # data requests seen before a SIGKILL lands mid-export
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def valid(self) -> int:
