@@ -155,8 +155,10 @@ def to_text(series: pd.Series) -> pd.Series:
     if pd.api.types.is_integer_dtype(series):
         return series.astype("Int64").astype("string")
     if pd.api.types.is_float_dtype(series):
-        whole = series.dropna()
-        if len(whole) == 0 or bool((whole == np.floor(whole)).all()):
+        # Whole numbers read back as floats (a NULL-able integer column) print as integers;
+        # inf, NaN-like and out-of-int64 values stay text, for the rules to refuse.
+        values = series.dropna()
+        if len(values) == 0 or bool(_whole_int64(values).all()):
             return series.astype("Int64").astype("string")
         return series.astype("string")
     if pd.api.types.is_datetime64_any_dtype(series):
@@ -168,6 +170,20 @@ def to_text(series: pd.Series) -> pd.Series:
         if len(sample) and not all(isinstance(v, str) for v in sample.head(50)):
             series = series.map(_scalar_text, na_action="ignore")
     return series.astype("string")
+
+
+INT64_LIMIT = 2.0**63
+
+
+def _whole_int64(values: pd.Series) -> pd.Series:
+    """Finite whole numbers that fit in int64."""
+    finite = np.isfinite(values)
+    return finite & (values.abs() < INT64_LIMIT) & (values == np.floor(values.where(finite, 0)))
+
+
+def _seconds(delta: pd.Series) -> pd.Series:
+    """Whole seconds of a timedelta column (sub-second parts dropped, never a failed cast)."""
+    return np.floor(delta.dt.total_seconds()).astype("Int64")
 
 
 def _scalar_text(value: object) -> str:
@@ -185,19 +201,17 @@ def to_unix_seconds(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Ints, digit strings or timestamps as UNIX seconds; second value marks unparseable cells."""
     if pd.api.types.is_datetime64_any_dtype(series):
         epoch = pd.Timestamp("1970-01-01", tz="UTC" if series.dt.tz is not None else None)
-        secs = (series - epoch).dt.total_seconds().astype("Int64")
-        return secs, pd.Series(False, index=series.index)
-    if pd.api.types.is_integer_dtype(series) or pd.api.types.is_float_dtype(series):
-        numeric = pd.to_numeric(series, errors="coerce")
-        bad = series.notna() & (numeric.isna() | (numeric != np.floor(numeric)))
-        return numeric.where(~bad).astype("Int64"), bad
+        return _seconds(series - epoch), pd.Series(False, index=series.index)
+    if pd.api.types.is_integer_dtype(series):
+        return series.astype("Int64"), pd.Series(False, index=series.index)
+    if pd.api.types.is_float_dtype(series):
+        bad = series.notna() & ~_whole_int64(series.fillna(0))
+        return series.where(~bad).astype("Int64"), bad
     text = to_text(series).str.strip()
-    is_digits = text.str.fullmatch(r"-?[0-9]{1,19}").fillna(False).astype(bool)
+    is_digits = text.str.fullmatch(r"-?[0-9]{1,18}").fillna(False).astype(bool)  # fits in int64
     numbers = pd.to_numeric(text.where(is_digits), errors="coerce").astype("Int64")
     stamps = pd.to_datetime(text.where(~is_digits & text.notna()), errors="coerce", utc=True)
-    stamp_secs = ((stamps - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds()).astype(
-        "Int64"
-    )
+    stamp_secs = _seconds(stamps - pd.Timestamp("1970-01-01", tz="UTC"))
     out = numbers.fillna(stamp_secs)
     bad = text.notna() & (text != "") & out.isna()
     return out, bad
