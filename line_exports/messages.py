@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,7 @@ class Slot:
     pattern: str | None = None
     pattern_message: str = ""
     required: bool = True
+    braces: bool = False  # a textV2 text: a value's { and } are doubled (literal braces)
 
 
 @dataclass
@@ -226,6 +227,8 @@ class _Checker:
 
     def _textV2(self, m: dict[str, Any], path: str) -> None:  # noqa: N802 - LINE's type name
         text = self.string(m, "text", path, required=True, max_length=5000, min_length=1) or ""
+        if self.slots and self.slots[-1].path == f"{path}.text":
+            self.slots[-1] = replace(self.slots[-1], braces=True)
         substitution = self.obj(m, "substitution", path) or {}
         if len(substitution) > 100:
             self.problem(f"{path}.substitution", "Size must be between 0 and 100")
@@ -560,18 +563,20 @@ class MessageTemplate:
         """The ``messages`` array as compact JSON (for a template without placeholders)."""
         return json.dumps(self.messages, ensure_ascii=False, separators=(",", ":"))
 
-    def _marked(self) -> tuple[list[str], list[str]]:
-        """The JSON text split around each placeholder string: (segments, slot templates)."""
+    def _marked(self) -> tuple[list[str], list[tuple[str, bool]]]:
+        """The JSON text split around each placeholder string: (segments, (slot template,
+        braces doubled?) pairs)."""
         marker = "\x00slot{}\x00"
-        templates: list[str] = []
+        templates: list[tuple[str, bool]] = []
 
-        def mark(value: Any) -> Any:
+        def mark(value: Any, braces: bool = False) -> Any:
             if isinstance(value, dict):
-                return {k: mark(v) for k, v in value.items()}
+                text_v2 = value.get("type") == "textV2"
+                return {k: mark(v, text_v2 and k == "text") for k, v in value.items()}
             if isinstance(value, list):
                 return [mark(v) for v in value]
             if isinstance(value, str) and PLACEHOLDER.search(value):
-                templates.append(value)
+                templates.append((value, braces))
                 return marker.format(len(templates) - 1)
             return value
 
@@ -586,12 +591,12 @@ class MessageTemplate:
         segments.append(rest)
         return segments, templates
 
-    def rendered_values(self, frame: pd.DataFrame, template: str) -> pd.Series:
-        """One slot's value per row, placeholders filled (plain text, not escaped)."""
+    def rendered_values(self, frame: pd.DataFrame, template: str, braces: bool = False) -> pd.Series:
+        """One slot's value per row, placeholders filled (plain text, not JSON-escaped)."""
         out = pd.Series("", index=frame.index, dtype="string")
         pos = 0
         for match in PLACEHOLDER.finditer(template):
-            out = out + template[pos : match.start()] + frame[match.group(1)].astype("string").fillna("")
+            out = out + template[pos : match.start()] + _values(frame[match.group(1)], braces)
             pos = match.end()
         return out + template[pos:]
 
@@ -603,13 +608,14 @@ class MessageTemplate:
         if not self.slots:
             return pd.Series(self.json(), index=frame.index, dtype="string")
         segments, templates = self._marked()
-        escaped = {c: _json_escape(frame[c]) for c in self.columns}
+        needed = {(m.group(1), braces) for template, braces in templates for m in PLACEHOLDER.finditer(template)}
+        escaped = {(c, b): _json_escape(_values(frame[c], b)) for c, b in needed}
         out = pd.Series(segments[0], index=frame.index, dtype="string")
-        for template, segment in zip(templates, segments[1:], strict=True):
+        for (template, braces), segment in zip(templates, segments[1:], strict=True):
             out = out + '"'
             pos = 0
             for match in PLACEHOLDER.finditer(template):
-                out = out + _json_escape_literal(template[pos : match.start()]) + escaped[match.group(1)]
+                out = out + _json_escape_literal(template[pos : match.start()]) + escaped[(match.group(1), braces)]
                 pos = match.end()
             out = out + _json_escape_literal(template[pos:]) + '"' + segment
         return out
@@ -618,7 +624,7 @@ class MessageTemplate:
         """Per-slot failures over whole columns: (property, message, mask of failing rows)."""
         failures: list[tuple[str, str, np.ndarray]] = []
         for slot in self.slots:
-            values = self.rendered_values(frame, slot.template)
+            values = self.rendered_values(frame, slot.template, slot.braces)
             if slot.required:
                 failures.append((slot.path, "May not be empty", (values.str.strip() == "").to_numpy(dtype=bool, na_value=True)))
             if slot.max_length is not None:
@@ -627,7 +633,43 @@ class MessageTemplate:
             if slot.pattern is not None:
                 ok = values.str.fullmatch(slot.pattern).to_numpy(dtype=bool, na_value=False)
                 failures.append((slot.path, slot.pattern_message or f"Must match {slot.pattern}", ~ok & (values != "").to_numpy(dtype=bool, na_value=False)))
+        failures.extend(self._flex_sizes(frame))
         return [f for f in failures if f[2].any()]
+
+    def _flex_sizes(self, frame: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+        """A flex bubble (30 KB) or carousel (50 KB) must fit after its placeholders are filled."""
+        failures = []
+        for i, message in enumerate(self.messages):
+            contents = message.get("contents") if message.get("type") == "flex" else None
+            if not isinstance(contents, dict) or not any(
+                PLACEHOLDER.search(v) for v in _strings(contents)
+            ):
+                continue
+            rendered = MessageTemplate([contents], self.slots, self.columns).render(frame)
+            size = rendered.str.encode("utf-8").str.len() - 2  # without the enclosing [ ]
+            bubble = contents.get("type") == "bubble"
+            limit = FLEX_BUBBLE_MAX_BYTES if bubble else FLEX_CAROUSEL_MAX_BYTES
+            message_text = f"A {'bubble' if bubble else 'carousel'} must be at most {limit // 1024} KB of JSON"
+            failures.append((f"messages[{i}].contents", message_text, (size > limit).to_numpy(dtype=bool)))
+        return failures
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string value inside a JSON structure."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _values(column: pd.Series, braces: bool) -> pd.Series:
+    """A column's values as text; in a textV2 text, { and } doubled so they stay literal."""
+    text = column.astype("string").fillna("")
+    return text.str.replace("{", "{{", regex=False).str.replace("}", "}}", regex=False) if braces else text
 
 
 def _json_escape_literal(text: str) -> str:
