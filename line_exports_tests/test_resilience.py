@@ -58,11 +58,6 @@ SCENARIOS: dict[str, Callable[[Case], list[Fault]] | None] = {
     "timeout_after_the_api_acted": None,  # LateAnswers, see resilience_helpers
 }
 
-AUDIENCE_CREATE_BUG = (
-    "LineMessagingClient.upload_json (called by LineMessagingDestination._audience): the POST that creates "
-    "the audience is retried blindly after a timeout; LINE already created one, so a second audience of the "
-    "same name is created and both hold the IDs"
-)
 
 
 def _params() -> list[object]:
@@ -70,8 +65,6 @@ def _params() -> list[object]:
     for case in CASES:
         for scenario in SCENARIOS:
             marks = []
-            if case == "line_audience" and scenario == "timeout_after_the_api_acted":
-                marks.append(pytest.mark.xfail(strict=True, reason=AUDIENCE_CREATE_BUG))
             out.append(pytest.param(case, scenario, id=f"{case}-{scenario}", marks=marks))
     return out
 
@@ -258,12 +251,6 @@ def test_segment_create_answer_lost_leaves_one_segment(late_server: LateAnswerSe
     assert check_exactly_once(case, sandbox) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sandbox/app.py FaultsAndLog.__call__: with Fault(delay=...) the middleware sleeps before the app reads the "
-    "body; when the client timed out meanwhile, the handler's request.body() raises ClientDisconnect, so a POST "
-    "that reached the server is neither processed nor logged (sandbox.requests under-counts, a traceback is "
-    "printed) -- an export's 'requests' metadata then disagrees with the sandbox log"
-))
 def test_sandbox_logs_a_post_whose_client_timed_out_during_a_delay(sandbox_server: SandboxServer) -> None:
     from line_exports.destinations.line_conversion import LineConversionResource
 

@@ -23,6 +23,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -384,6 +385,7 @@ class LineMessagingClient:
         response = self.http.request(
             method, "/v2/bot/audienceGroup/upload", endpoint="audience", ok_status=(200, 202),
             data=json.dumps(payload, separators=(",", ":")).encode(), headers={"Content-Type": "application/json"},
+            retry=audience_id is not None,  # a create is never repeated blindly: see _create_audience
         )
         return response.json() if response.content else {}
 
@@ -399,6 +401,7 @@ class LineMessagingClient:
         response = self.http.request(
             method, f"{self.data_base}/v2/bot/audienceGroup/upload/byFile", endpoint="audience", ok_status=(200, 202),
             data=form, files={"file": ("audience.txt", ids_text, "text/plain")},
+            retry=audience_id is not None,  # a create is never repeated blindly: see _create_audience
         )
         return response.json() if response.content else {}
 
@@ -615,16 +618,21 @@ class LineMessagingDestination(Destination):
                 audience_id = audience_id or int(done["audience_id"])
                 jobs.add(str(done["job"]))
             else:
-                payload = ids.str.cat(sep="\n").encode() + b"\n" if by_file else None
-                if by_file:
-                    answer = client.upload_file(payload or b"", audience_id=audience_id, name=name, is_ifa=settings.is_ifa_audience, job=job)
-                else:
-                    answer = client.upload_json(ids.tolist(), audience_id=audience_id, name=name, is_ifa=settings.is_ifa_audience, job=job)
-                uploads += 1
+                payload = ids.str.cat(sep="\n").encode() + b"\n" if by_file else b""
+
+                def upload(target: int | None, payload: bytes = payload, ids: pd.Series = ids, job: str = job) -> dict[str, Any]:
+                    if by_file:
+                        return client.upload_file(payload, audience_id=target, name=name, is_ifa=settings.is_ifa_audience, job=job)
+                    return client.upload_json(ids.tolist(), audience_id=target, name=name, is_ifa=settings.is_ifa_audience, job=job)
+
                 if audience_id is None:
-                    audience_id = int(answer["audienceGroupId"])
+                    audience_id, uploaded = self._create_audience(client, settings, run, upload)
+                    uploads += uploaded
                     action = "created"
                     run.ledger.record(created_key, {"audience_id": audience_id})
+                else:
+                    upload(audience_id)
+                    uploads += 1
                 run.ledger.record(key, {"audience_id": audience_id, "job": job})
                 jobs.add(job)
             report.sent_rows += len(ids)
@@ -647,6 +655,36 @@ class LineMessagingDestination(Destination):
             }
         )
         return report
+
+    def _create_audience(
+        self, client: LineMessagingClient, settings: LineMessagingSettings, run: ExportRun,
+        upload: Callable[[int | None], dict[str, Any]],
+    ) -> tuple[int, int]:
+        """Create the audience with its first IDs: (audience id, upload requests made).
+
+        A create whose answer is lost (timeout, dropped connection, 5xx) may still have created
+        the audience, so it is never repeated blindly: after each such failure the audience is
+        looked up by name, and if it exists the same IDs are added to it (adding an ID twice
+        changes nothing); only if it does not exist is the create sent again.
+        """
+        requests, retry = 0, client.http.retry
+        for attempt in range(retry.max_retry + 1):
+            try:
+                requests += 1
+                return int(upload(None)["audienceGroupId"]), requests
+            except ApiError as exc:
+                if not exc.retryable or attempt == retry.max_retry:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else retry.initial_retry_wait * 2**attempt
+                client.http.stats.retries += 1
+                run.log.warning(f"creating audience {settings.audience_name!r} failed ({exc}); checking whether it exists")
+                client.http.sleep(min(wait, retry.max_retry_wait))
+                found, _ = self._find_audience(client, settings, run)
+                if found is not None:
+                    requests += 1
+                    upload(found)
+                    return found, requests
+        raise AssertionError("unreachable")
 
     def _find_audience(self, client: LineMessagingClient, settings: LineMessagingSettings, run: ExportRun) -> tuple[int | None, str]:
         """The audience to add to (id, 'added'), or (None, 'created') when one must be created."""

@@ -62,6 +62,11 @@ class FaultsAndLog:
         fault = self.sandbox.take_fault(method, path)
         if fault is not None:
             if fault.delay:
+                # A slow API still gets the whole request and acts on it, even if the client
+                # gives up meanwhile: read the body now, answer late, replay it to the handler.
+                body = await _read_body(receive)
+                body_bytes = len(body)
+                receive = _replay(body, receive)
                 await asyncio.sleep(fault.delay)
             if fault.drop:
                 self.sandbox.log(method, path, 0, body_bytes)
@@ -104,6 +109,32 @@ class FaultsAndLog:
 
         await self.app(scope, counting_receive, logging_send)
         self.sandbox.log(method, path, status, body_bytes)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the buffered body out once, then waits on the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def create_app(sandbox: Sandbox | None = None) -> Starlette:
