@@ -232,11 +232,6 @@ def test_killed_mid_export_then_rerun_delivers_each_row_once(
     assert sum(resumed.values()) > 0, resumed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "LinkedInClient.create_segment (called by LinkedInDestination._segment): POST /rest/dmpSegments is retried "
-    "blindly after a timeout; LinkedIn already created the segment, so a second segment of the same name is "
-    "created, the members go to one of them and the next run (find_segments -> same_type[0]) adds to the other"
-))
 def test_segment_create_answer_lost_leaves_one_segment(late_server: LateAnswerServer) -> None:
     """The create call itself times out after LinkedIn acted: still one segment of that name."""
     case, sandbox = CASES["linkedin_users"], late_server.sandbox

@@ -220,13 +220,33 @@ class LinkedInClient:
         }
         if description:
             body["description"] = description
-        response = self._call("POST", "/rest/dmpSegments", endpoint="dmp_create", json=body)
+        # Never repeated blindly: a lost answer may hide a created segment (see create_once).
+        response = self._call("POST", "/rest/dmpSegments", endpoint="dmp_create", json=body, retry=False)
         segment_id = response.headers.get("x-restli-id") or response.headers.get("x-linkedin-id")
         if not segment_id and response.headers.get("location"):
             segment_id = response.headers["location"].rstrip("/").rsplit("/", 1)[-1]
         if not segment_id:
             raise ApiError("LinkedIn created the DMP segment but sent no x-restli-id header", status=response.status_code)
         return str(segment_id)
+
+    def create_once(self, account_id: str, name: str, description: str | None, segment_type: str,
+                    source_platform: str) -> str:
+        """Create the segment exactly once: after a create whose answer was lost (timeout,
+        dropped connection, 5xx, 429), look for it by name before sending the create again."""
+        retry = self.http.retry
+        for attempt in range(retry.max_retry + 1):
+            try:
+                return self.create_segment(account_id, name, description, segment_type, source_platform)
+            except ApiError as exc:
+                if not exc.retryable or attempt == retry.max_retry:
+                    raise
+                self.http.stats.retries += 1
+                wait = exc.retry_after if exc.retry_after is not None else retry.initial_retry_wait * 2**attempt
+                self.sleep(min(wait, retry.max_retry_wait))
+                same = [s for s in self.find_segments(account_id, name) if s.get("type") == segment_type]
+                if same:
+                    return str(same[0]["id"])
+        raise AssertionError("unreachable")
 
     def batch_create(self, segment_id: str, kind: str, elements: list[dict[str, Any]],
                      not_found_timeout: float = NEW_SEGMENT_TIMEOUT) -> list[dict[str, Any]]:
@@ -586,8 +606,8 @@ class LinkedInDestination(Destination):
                 platform = resource.segment_source_platform()
             except ValueError as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
-            segment_id = client.create_segment(settings.ad_account_id, settings.segment_name,
-                                               settings.segment_description, segment_type, platform)
+            segment_id = client.create_once(settings.ad_account_id, settings.segment_name,
+                                            settings.segment_description, segment_type, platform)
             action = "created"
             run.log.info(f"created LinkedIn DMP segment {segment_id} ({settings.segment_name!r})")
             if resource.new_segment_wait:
