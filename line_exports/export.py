@@ -317,10 +317,14 @@ def build_export(
         if workdir.exists():
             shutil.rmtree(workdir)
         if source is not None and sql_text is not None:
-            moment = session_time(context, timezone)
-            chunks = source.read_chunks(
-                render_session_variables(sql_text, session_variables(moment)), chunk_size
-            )
+            variables = session_variables(session_time(context, timezone))
+            if context.has_partition_key:
+                variables["partition_key"] = context.partition_key
+            try:
+                sql = render_session_variables(sql_text, variables)
+            except ValueError as exc:
+                raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+            chunks = source.read_chunks(sql, chunk_size)
             source_label = source.describe()
         else:
             frame = inputs["upstream"]

@@ -25,7 +25,7 @@ SESSION_VARIABLE_NAMES = (
     "session_tz_offset",
     "session_unixtime",
 )
-SESSION_VARIABLE = re.compile(r"\$\{(session_[a-z_]+)\}")
+SESSION_VARIABLE = re.compile(r"\$\{(session_[a-z_]+|partition_key)\}")
 
 
 def session_time(context: dg.AssetExecutionContext, tz: str = "UTC") -> datetime:
@@ -56,11 +56,14 @@ def session_variables(moment: datetime) -> dict[str, str]:
 
 
 def render_session_variables(sql: str, variables: Mapping[str, str]) -> str:
-    """Fill ``${session_*}`` in a query; any other ``${...}`` was resolved at load time."""
+    """Fill ``${session_*}`` (and ``${partition_key}`` in a partitioned export) in a query;
+    any other ``${...}`` was resolved at load time."""
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in variables:
+            if name == "partition_key":
+                raise ValueError("${partition_key} is only filled in a partitioned export (partitions_def=)")
             raise ValueError(f"unknown session variable ${{{name}}} in query")
         return variables[name]
 
