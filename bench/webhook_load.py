@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import random
 import shutil
@@ -36,30 +35,11 @@ from line_exports.webhook.config import WebhookSource
 from line_exports.webhook.landing import land_source
 from line_exports.webhook.signature import sign
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
 SECRET = "bench-secret-" + "0" * 19
 DESTINATION = "U" + "0" * 32
-
-
-def machine() -> str:
-    """Where the figures come from (they mean little without it)."""
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 1024 / 1024:.1f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return (
-        f"{platform.system()} {platform.release()} {platform.machine()}, {cpu}, "
-        f"{os.cpu_count()} CPUs{mem}, Python {platform.python_version()}"
-    )
 
 
 def free_port() -> int:
