@@ -339,52 +339,67 @@ def build_export(
             summary, rows = validate_export(chunks, ruleset, values, workdir, context.log)
         except SchemaError as exc:
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
-        target = dest.target_label(config)
-        context.log.info(
-            f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} valid, {summary.rejected_rows:,} rejected"
-        )
-        policy, skips = dest.invalid_policy(config)
-        if summary.rejected_rows and not skips:
-            meta = export_metadata(summary, None, time.monotonic() - started, source_label, target)
-            raise _failure(summary, policy, meta)
+        # The spool of valid rows is scratch: gone after the run, whatever its outcome
+        # (the rejects file stays; the metadata points at it).
         try:
-            dest.check_total(config, summary.valid_rows)
-        except ValueError as exc:
-            raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
-        ledger = Ledger(ledger_path)
-        try:
-            run = ExportRun(
-                name, context.log, ledger.scope("/".join(key.path), run_scope(context)), rows.count
+            target = dest.target_label(config)
+            context.log.info(
+                f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} valid, {summary.rejected_rows:,} rejected"
             )
-            report = dest.deliver(resource, config, rows, run)
-        except DeliveryFailed as exc:
-            for refused in exc.report.rejects:
+            policy, skips = dest.invalid_policy(config)
+            if summary.rejected_rows and not skips:
+                meta = export_metadata(
+                    summary, None, time.monotonic() - started, source_label, target
+                )
+                raise _failure(summary, policy, meta)
+            try:
+                dest.check_total(config, summary.valid_rows)
+            except ValueError as exc:
+                raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+            ledger = Ledger(ledger_path)
+            try:
+                run = ExportRun(
+                    name,
+                    context.log,
+                    ledger.scope("/".join(key.path), run_scope(context)),
+                    rows.count,
+                )
+                report = dest.deliver(resource, config, rows, run)
+            except DeliveryFailed as exc:
+                for refused in exc.report.rejects:
+                    summary.add_rejects(refused)
+                meta = export_metadata(
+                    summary, exc.report, time.monotonic() - started, source_label, target
+                )
+                raise dg.Failure(
+                    description=f"{name}: {exc}", metadata=meta, allow_retries=False
+                ) from None
+            except ApiError as exc:
+                if exc.retryable:
+                    raise  # retries exhausted on a transient error: the run's RetryPolicy may resume
+                raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+            finally:
+                ledger.close()
+            for refused in report.rejects:
                 summary.add_rejects(refused)
-            meta = export_metadata(summary, exc.report, time.monotonic() - started, source_label, target)
-            raise dg.Failure(description=f"{name}: {exc}", metadata=meta, allow_retries=False) from None
-        except ApiError as exc:
-            if exc.retryable:
-                raise  # retries exhausted on a transient error: the run's RetryPolicy may resume
-            raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+            run.progress(report.sent_rows, force=True)
+            meta = export_metadata(
+                summary, report, time.monotonic() - started, source_label, target
+            )
+            reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
+            check = dg.AssetCheckResult(
+                check_name=REJECT_RATE_CHECK,
+                passed=reject_rate <= max_reject_rate,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "reject_rate": reject_rate,
+                    "threshold": max_reject_rate,
+                    "rows_rejected": summary.rejected_rows,
+                },
+            )
+            return dg.MaterializeResult(metadata=meta, check_results=[check])
         finally:
-            ledger.close()
-        for refused in report.rejects:
-            summary.add_rejects(refused)
-        run.progress(report.sent_rows, force=True)
-        meta = export_metadata(summary, report, time.monotonic() - started, source_label, target)
-        (workdir / "valid.parquet").unlink(missing_ok=True)
-        reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
-        check = dg.AssetCheckResult(
-            check_name=REJECT_RATE_CHECK,
-            passed=reject_rate <= max_reject_rate,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "reject_rate": reject_rate,
-                "threshold": max_reject_rate,
-                "rows_rejected": summary.rejected_rows,
-            },
-        )
-        return dg.MaterializeResult(metadata=meta, check_results=[check])
+            (workdir / "valid.parquet").unlink(missing_ok=True)
 
     compute.__name__ = "_".join(key.path)
     # Real classes, not the strings ``from __future__ import annotations`` leaves: Dagster reads them.

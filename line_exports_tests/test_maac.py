@@ -143,7 +143,9 @@ def test_invalid_rows_are_skipped_and_reported_with_reasons(sandbox_server: Sand
     assert not check.passed  # 30% rejected is over the 5% threshold
 
 
-def test_invalid_rows_fail_the_run_before_anything_is_sent(sandbox_server: SandboxServer, db: Path) -> None:
+def test_invalid_rows_fail_the_run_before_anything_is_sent(
+    sandbox_server: SandboxServer, db: Path, line_exports_home: Path
+) -> None:
     write_table(db, "members", bad_rows())
     settings = {"data_object": "members", "import_key": "line_uid", "tags": "t", "skip_invalid_records": False}
     result = run(sandbox_server, db, settings)
@@ -152,6 +154,9 @@ def test_invalid_rows_fail_the_run_before_anything_is_sent(sandbox_server: Sandb
     assert "3 of 10 rows are invalid and skip_invalid_records is false, so nothing was sent" in error
     assert "row 3, column line_uid" in error
     assert sandbox_server.sandbox.count() == 0
+    # The spool of valid rows is removed; the rejects file stays for the user.
+    assert not list(line_exports_home.glob("runs/*/*/valid.parquet"))
+    assert len(list(line_exports_home.glob("runs/*/*/rejects.csv"))) == 1
 
 
 @pytest.mark.parametrize("fault", [
