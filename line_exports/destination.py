@@ -83,21 +83,22 @@ class ValidRows:
         """Rows in order, exactly ``size`` per batch (the last may be smaller)."""
         if self.count == 0:
             return
-        pending: list[pd.DataFrame] = []
-        pending_rows = 0
+        # Read in large record batches (small ones cost more in conversion than in rows) and
+        # cut them into batches of exactly ``size``.
+        pending: pd.DataFrame | None = None
         for record_batch in pq.ParquetFile(self.path).iter_batches(
-            batch_size=min(size, 65_536), columns=columns
+            batch_size=max(size, 65_536), columns=columns
         ):
             frame = record_batch.to_pandas()
-            pending.append(frame)
-            pending_rows += len(frame)
-            while pending_rows >= size:
-                joined = pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
-                yield joined.iloc[:size].reset_index(drop=True)
-                rest = joined.iloc[size:]
-                pending, pending_rows = ([rest] if len(rest) else []), len(rest)
-        if pending_rows:
-            yield pd.concat(pending, ignore_index=True).reset_index(drop=True)
+            if pending is not None:
+                frame = pd.concat([pending, frame], ignore_index=True)
+            start = 0
+            while len(frame) - start >= size:
+                yield frame.iloc[start : start + size].reset_index(drop=True)
+                start += size
+            pending = frame.iloc[start:] if start < len(frame) else None
+        if pending is not None:
+            yield pending.reset_index(drop=True)
 
 
 @dataclass

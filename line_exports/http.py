@@ -10,6 +10,7 @@ Bodies are never logged unless ``debug`` is on, and every secret is cut out of e
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -223,6 +224,13 @@ class HttpClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # Proxy and CA settings come from the environment once, not on every call: requests'
+        # per-call environment lookup is a large share of a small request's cost.
+        self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle:
+            self.session.verify = ca_bundle
+        self.session.trust_env = False
 
     def close(self) -> None:
         self.session.close()
