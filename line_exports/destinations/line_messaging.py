@@ -32,6 +32,8 @@ from urllib.parse import urlparse
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from pydantic import Field, PrivateAttr, model_validator
 
 from line_exports import paths
@@ -309,6 +311,16 @@ class TokenProvider:
             }
             self._write_cache(data)
         return token
+
+
+def id_lines(ids: pd.Series) -> bytes:
+    """The upload file: one ID per line, written by Arrow (no Python object per ID, so a
+    1,500,000-ID file costs its ~51 MB and little more)."""
+    table = pa.table({"id": pa.Array.from_pandas(ids.astype("string"), type=pa.string())})
+    sink = pa.BufferOutputStream()
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+    pa_csv.write_csv(table, sink, write_options=options)
+    return sink.getvalue().to_pybytes()
 
 
 # -- client ---------------------------------------------------------------------------------
@@ -618,7 +630,7 @@ class LineMessagingDestination(Destination):
                 audience_id = audience_id or int(done["audience_id"])
                 jobs.add(str(done["job"]))
             else:
-                payload = ids.str.cat(sep="\n").encode() + b"\n" if by_file else b""
+                payload = id_lines(batch["id"]) if by_file else b""
 
                 def upload(target: int | None, payload: bytes = payload, ids: pd.Series = ids, job: str = job) -> dict[str, Any]:
                     if by_file:
