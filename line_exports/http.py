@@ -162,13 +162,12 @@ class CallStats:
     retries: int = 0
     rate_limited: int = 0
     paced_seconds: float = 0.0
-    by_endpoint: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def count(self, endpoint: str) -> None:
+    def count(self) -> None:
+        """One more request sent (thread-safe: pushes run in parallel)."""
         with self._lock:
             self.requests += 1
-            self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
 
 
 def _retry_after_seconds(response: requests.Response) -> float | None:
@@ -328,7 +327,7 @@ class HttpClient:
             ).acquire()
         all_headers = {**self.auth_headers(), **(headers or {})}
         started = time.monotonic()
-        self.stats.count(endpoint)
+        self.stats.count()
         try:
             response = self.session.request(
                 method,

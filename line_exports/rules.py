@@ -125,10 +125,6 @@ class Validated:
     rows_read: int
     ignored_columns: list[str] = field(default_factory=list)
 
-    @property
-    def rejected_rows(self) -> int:
-        return int(self.rejects[ROW_NUMBER].nunique()) if len(self.rejects) else 0
-
 
 def empty_rejects() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in REJECT_COLUMNS}).astype(
@@ -323,7 +319,8 @@ def check_columns(
             why = "is required"
             if col.required_if and not col.required:
                 why = "is required when " + ", ".join(
-                    f"{k}={getattr(settings.get(k), 'value', settings.get(k))}" for k in col.required_if
+                    f"{k}={getattr(settings.get(k), 'value', settings.get(k))}"
+                    for k in col.required_if
                 )
             raise SchemaError(f"the query result has no column '{col.name}', which {why}")
 

@@ -459,15 +459,14 @@ class LineConversionDestination(Destination):
 
         A body over 300 MB is halved before sending (long user agents can make events large).
         """
+        def send_halves() -> None:
+            half = (len(batch) + 1) // 2
+            for part in (batch.iloc[:half], batch.iloc[half:]):
+                self._send(client, settings, part.reset_index(drop=True), run, report, tally)
+
         body = encode(batch)
         if len(body) > MAX_BODY_BYTES and len(batch) > 1:
-            half = (len(batch) + 1) // 2
-            self._send(
-                client, settings, batch.iloc[:half].reset_index(drop=True), run, report, tally
-            )
-            self._send(
-                client, settings, batch.iloc[half:].reset_index(drop=True), run, report, tally
-            )
+            send_halves()
             return
         key = content_key("line_conversion", client.line_tag_id, body)
         if run.ledger.done(key) is not None:
@@ -490,13 +489,7 @@ class LineConversionDestination(Destination):
                 raise
             if len(batch) > 1:
                 tally.split_requests += 1
-                half = (len(batch) + 1) // 2
-                self._send(
-                    client, settings, batch.iloc[:half].reset_index(drop=True), run, report, tally
-                )
-                self._send(
-                    client, settings, batch.iloc[half:].reset_index(drop=True), run, report, tally
-                )
+                send_halves()
                 return
             self._refused(client, settings, batch, exc, report, tally)
             return
