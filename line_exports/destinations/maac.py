@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Iterator
 from enum import Enum
+from itertools import chain
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -353,20 +354,15 @@ def unique_key_batches(
     A repeated key waits for a later batch, so every row is still sent, in order: the same
     effect as importing them one after another.
     """
-    carry = pd.DataFrame()
-    for frame in frames:
-        pending = pd.concat([carry, frame], ignore_index=True) if len(carry) else frame
-        while len(pending) >= size:
+    pending = pd.DataFrame()
+    for frame in chain(frames, [None]):  # None: the input is over, flush what is left
+        if frame is not None:
+            pending = pd.concat([pending, frame], ignore_index=True) if len(pending) else frame
+        while len(pending) >= size or (frame is None and len(pending)):
             take = pending.iloc[:size]
             repeat = take.groupby(key, sort=False).cumcount().to_numpy() > 0
             yield take[~repeat].reset_index(drop=True)
             pending = pd.concat([take[repeat], pending.iloc[size:]], ignore_index=True)
-        carry = pending
-    while len(carry):
-        take = carry.iloc[:size]
-        repeat = take.groupby(key, sort=False).cumcount().to_numpy() > 0
-        yield take[~repeat].reset_index(drop=True)
-        carry = pd.concat([take[repeat], carry.iloc[size:]], ignore_index=True)
 
 
 def segment_csv(uids: pd.Series) -> bytes:
