@@ -158,6 +158,8 @@ def content_key(*parts: Any) -> str:
             digest.update(sink.getvalue())
         elif isinstance(part, bytes):
             digest.update(part)
+        elif isinstance(part, str):
+            digest.update(json.dumps(part).encode())  # same text as below, on the C fast path
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
         digest.update(b"\x1f")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from line_exports.http import ApiError, HttpClient, RateLimit, RateLimiter, RetrySettings, redact
 from line_exports.sandbox import Fault, SandboxServer
+from line_exports.sandbox.maac import store_of
 
 TOKEN = "sandbox-maac-token"
 PATH = "/openapi/v1/segment/"
@@ -101,6 +103,23 @@ def test_secrets_never_in_error_messages(sandbox_server: SandboxServer) -> None:
     assert error.value.status == 401
     assert secret not in text and "***" in text
     assert redact(f"a {secret} b", [secret]) == "a *** b"
+
+
+def test_file_part_given_as_path_is_streamed_and_read_again_on_retry(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    uids = [f"U{i:032x}" for i in range(5000)]
+    csv = tmp_path / "uids.csv"
+    csv.write_text("line_uid\n" + "".join(f"{u}\n" for u in uids))
+    path = "/openapi/v1/custom_segment/"
+    sandbox_server.sandbox.add_fault(Fault(path=path, status=500, times=1))
+    http = client(sandbox_server, sleep=lambda _: None)
+    answer = http.request(
+        "POST", path, data={"name": "streamed"}, files={"file": ("uids.csv", csv, "text/csv")}
+    )
+    assert answer.status_code == 201 and http.stats.retries == 1
+    segment = store_of(sandbox_server.sandbox).segments[answer.json()["id"]]
+    assert (segment.name, segment.uids) == ("streamed", uids)
 
 
 def test_rate_limiter_never_exceeds_the_window() -> None:

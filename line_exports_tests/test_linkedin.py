@@ -258,7 +258,7 @@ def test_sandbox_refuses_more_than_5000_elements(sandbox_server: SandboxServer) 
     elements = [{"action": "ADD", "firstName": "A", "lastName": str(i)} for i in range(5001)]
     with pytest.raises(ValueError, match="at most 5,000"):
         client.batch_create(segment_id, "users", elements)
-    response = client.http.session.post(
+    response = requests.post(
         f"{sandbox_server.url}/rest/dmpSegments/{segment_id}/users",
         json={"elements": elements},
         headers={"Authorization": "Bearer sandbox-linkedin-token", "LinkedIn-Version": DEFAULT_VERSION,

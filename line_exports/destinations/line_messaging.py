@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -46,6 +46,7 @@ from line_exports.destination import (
     content_key,
 )
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, poll
+from line_exports.ledger import GroupRecorder
 from line_exports.messages import MessageTemplate, TemplateError
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, Column, RuleSet, reject
 
@@ -64,6 +65,7 @@ RESEND_GUARD_SECONDS = 23 * 3600
 TOKEN_RENEW_BEFORE_SECONDS = 24 * 3600
 AUDIENCE_TIMEOUT_SECONDS = 6 * 3600
 PUSH_BATCH_ROWS = 2_000
+PUSH_RUN = 16  # pushes a worker sends per task
 LIMITS = {
     "push": RateLimit(requests=2000, per_seconds=1),
     "multicast": RateLimit(requests=200, per_seconds=1),
@@ -125,6 +127,10 @@ class LineMessagingSettings(ExportSettings):
         description="Recipients per multicast request, 1-500 (default 500, LINE's maximum; the reference says 10)",
     )
     push_concurrency: int = Field(50, ge=1, le=500, description="Push requests in flight at once (paced to 2,000/s)")
+    multicast_concurrency: int = Field(
+        8, ge=1, le=100,
+        description="Multicast requests in flight at once (paced to 200/s; 1 when skip_multicast_invalid_message is false)",
+    )
     validate_with_api: bool = Field(
         False, description="Also check the message with LINE's /v2/bot/message/validate/* before sending"
     )
@@ -571,7 +577,7 @@ class LineMessagingDestination(Destination):
         return f"line {settings.target.replace('_', ' ')}"
 
     def deliver(self, resource: LineMessagingResource, settings: LineMessagingSettings, rows: ValidRows, run: ExportRun) -> DeliveryReport:
-        pool_size = settings.push_concurrency if settings.target == "push_message" else 10
+        pool_size = {"push_message": settings.push_concurrency, "multicast_message": settings.multicast_concurrency}.get(settings.target, 10)
         client = resource.get_client(settings.retry_settings(), pool_size=pool_size)
         client.begin_run()
         before = self._requests(client)
@@ -759,31 +765,41 @@ class LineMessagingDestination(Destination):
         tally = Tally()
         stop = threading.Event()
         validated = not settings.validate_with_api
+        recorder = GroupRecorder(run.ledger)
 
-        def send(item: tuple[int, str, str]) -> None:
-            row_number, to, messages = item
-            if stop.is_set():
-                return
-            body = ('{"to":' + json.dumps(to) + ',"messages":' + messages + ("," + tail if tail else "") + "}").encode()
-            key = retry_key(run, "push", to, messages, options)
-            self._send_once(client, "push", body, key, [row_number], [to], run, tally, stop)
+        def send(pushes: list[tuple[int, str, bytes, str]]) -> None:
+            for row_number, to, body, key in pushes:
+                if stop.is_set():
+                    return
+                self._post(client, "push", body, key, [row_number], [to], run, tally, stop, recorder.record)
 
         with ThreadPoolExecutor(max_workers=settings.push_concurrency, thread_name_prefix="line-push") as pool:
-            for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
-                if bad:
-                    batch = batch[~batch[ROW_NUMBER].isin(bad)]
-                if not len(batch):
-                    continue
-                rendered = template.render(batch)
-                if not validated:
-                    client.validate("push", str(rendered.iloc[0]))
-                    validated = True
-                items = list(zip(batch[ROW_NUMBER].tolist(), batch["id"].astype(str).tolist(), rendered.tolist(), strict=True))
-                list(pool.map(send, items))
-                report.sent_rows += len(items)
-                run.progress(report.sent_rows)
-                if tally.fatal or (tally.refused and not skip):
-                    break
+            try:
+                for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
+                    if bad:
+                        batch = batch[~batch[ROW_NUMBER].isin(bad)]
+                    if not len(batch):
+                        continue
+                    rendered = template.render(batch)
+                    if not validated:
+                        client.validate("push", str(rendered.iloc[0]))
+                        validated = True
+                    pushes = []
+                    for row_number, to, messages in zip(batch[ROW_NUMBER].tolist(), batch["id"].astype(str).tolist(), rendered.tolist(), strict=True):
+                        body = ('{"to":' + json.dumps(to) + ',"messages":' + messages + ("," + tail if tail else "") + "}").encode()
+                        pushes.append((row_number, to, body, retry_key(run, "push", to, messages, options)))
+                    pushes = self._not_yet_sent(pushes, run, tally)
+                    # Pending before sending, in one transaction: an interrupted push is known.
+                    run.ledger.record_many([(key, {"state": "pending", "at": time.time()}) for *_, key in pushes])
+                    # Workers take small runs of pushes: fewer futures, the same pushes in flight.
+                    step = max(1, min(PUSH_RUN, len(pushes) // settings.push_concurrency))
+                    list(pool.map(send, [pushes[i : i + step] for i in range(0, len(pushes), step)]))
+                    report.sent_rows += len(batch)
+                    run.progress(report.sent_rows)
+                    if tally.fatal or (tally.refused and not skip):
+                        break
+            finally:
+                recorder.flush()
         return self._finish(report, tally, skip, "skip_invalid_message", "push")
 
     def _bad_rendered_rows(self, template: MessageTemplate, rows: ValidRows, columns: list[str], report: DeliveryReport) -> set[int]:
@@ -798,13 +814,25 @@ class LineMessagingDestination(Destination):
                 report.rejects.append(reject(numbers.tolist(), path, "message", f"{path}: {message}"))
         return bad
 
-    def _send_once(self, client: LineMessagingClient, kind: Literal["push", "multicast"], body: bytes, key: str,
-                   row_numbers: list[int], recipients: list[str], run: ExportRun, tally: Tally, stop: threading.Event) -> str:
-        """One request under the ledger: 'accepted' | 'resumed' | 'refused' | 'unknown' | 'fatal'."""
-        state = run.ledger.done(key)
+    @staticmethod
+    def _not_yet_sent(pushes: list[tuple[int, str, bytes, str]], run: ExportRun, tally: Tally) -> list[tuple[int, str, bytes, str]]:
+        """The pushes of one batch the ledger does not show accepted (one query for the batch)."""
+        known = run.ledger.done_many([key for *_, key in pushes])
+        if not known:
+            return pushes
+        todo = []
+        for push in pushes:
+            outcome = LineMessagingDestination._settled(known.get(push[3]), [push[0]], tally)
+            if outcome is None:
+                todo.append(push)
+        return todo
+
+    @staticmethod
+    def _settled(state: dict[str, Any] | None, row_numbers: list[int], tally: Tally) -> str | None:
+        """'resumed' or 'unknown' when the ledger already decides a request; None to send it."""
         if state is not None and state.get("state") == "accepted":
             with tally.lock:
-                tally.resumed += len(recipients)
+                tally.resumed += len(row_numbers)
             return "resumed"
         if state is not None and state.get("state") == "pending" and time.time() - float(state.get("at", 0)) > RESEND_GUARD_SECONDS:
             # Sent over ~24 h ago with no answer recorded: LINE no longer knows the key, so a
@@ -812,11 +840,30 @@ class LineMessagingDestination(Destination):
             with tally.lock:
                 tally.unknown.extend((n, "delivery unknown: interrupted over 23 hours ago, retry key expired") for n in row_numbers)
             return "unknown"
-        if len(body) > MAX_BODY_BYTES:
-            with tally.lock:
-                tally.refused.extend((n, r, f"request body is {len(body):,} bytes; LINE takes at most 2 MB") for n, r in zip(row_numbers, recipients, strict=True))
-            return "refused"
+        return None
+
+    def _send_once(self, client: LineMessagingClient, kind: Literal["push", "multicast"], body: bytes, key: str,
+                   row_numbers: list[int], recipients: list[str], run: ExportRun, tally: Tally, stop: threading.Event,
+                   refusals: list[tuple[int, str, str]] | None = None) -> str:
+        """One request under the ledger: 'accepted' | 'resumed' | 'refused' | 'unknown' | 'fatal'."""
+        settled = self._settled(run.ledger.done(key), row_numbers, tally)
+        if settled is not None:
+            return settled
         run.ledger.record(key, {"state": "pending", "at": time.time()})
+        return self._post(client, kind, body, key, row_numbers, recipients, run, tally, stop, run.ledger.record, refusals)
+
+    def _post(self, client: LineMessagingClient, kind: Literal["push", "multicast"], body: bytes, key: str,
+              row_numbers: list[int], recipients: list[str], run: ExportRun, tally: Tally, stop: threading.Event,
+              record: Callable[[str, dict[str, Any]], None], refusals: list[tuple[int, str, str]] | None = None) -> str:
+        """Send one request already recorded as pending; ``record`` writes its acceptance.
+
+        A refusal goes to ``refusals`` when given (the caller decides: multicast isolates the
+        refused recipient), else to the tally."""
+        if len(body) > MAX_BODY_BYTES:
+            reason = f"request body is {len(body):,} bytes; LINE takes at most 2 MB"
+            with tally.lock:
+                (tally.refused if refusals is None else refusals).extend((n, r, reason) for n, r in zip(row_numbers, recipients, strict=True))
+            return "refused"
         try:
             status, answer = client.send(kind, body, key)
         except ApiError as exc:
@@ -825,13 +872,13 @@ class LineMessagingDestination(Destination):
                 run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
                 reason = message + (" " + "; ".join(f"{d.get('property', '')}: {d.get('message', '')}" for d in details) if details else "")
                 with tally.lock:
-                    tally.refused.extend((n, r, reason.strip()) for n, r in zip(row_numbers, recipients, strict=True))
+                    (tally.refused if refusals is None else refusals).extend((n, r, reason.strip()) for n, r in zip(row_numbers, recipients, strict=True))
                 return "refused"
             with tally.lock:
                 tally.fatal.append(self._explain(exc) if exc.status == 401 and not isinstance(exc, TokenError) else client.http.redact(str(exc)))
             stop.set()
             return "fatal"
-        run.ledger.record(key, {"state": "accepted", "status": status, "request_id": answer.get("_request_id")})
+        record(key, {"state": "accepted", "status": status, "request_id": answer.get("_request_id")})
         with tally.lock:
             if status == 409:
                 tally.already_accepted += len(recipients)
@@ -875,53 +922,79 @@ class LineMessagingDestination(Destination):
         if settings.validate_with_api:
             client.validate("multicast", messages)
         options = settings.options()
+        message_objects = json.loads(messages)
         skip = settings.skip_multicast_invalid_message
         tally = Tally()
         stop = threading.Event()
         seen: set[str] = set()
         duplicates = 0
         splits = 0
-        for batch in rows.batches(settings.batch_size_multicast, columns=[ROW_NUMBER, "id"]):
-            ids = batch["id"].astype(str).to_numpy()
-            first = ~pd.Series(ids).duplicated().to_numpy() & np.array([i not in seen for i in ids], dtype=bool)
-            duplicates += int((~first).sum())
-            seen.update(ids[first].tolist())
-            groups: list[tuple[list[int], list[str]]] = [(batch[ROW_NUMBER].to_numpy()[first].tolist(), ids[first].tolist())]
+
+        def deliver_batch(numbers: list[int], recipients: list[str]) -> tuple[int, int]:
+            """Send one batch; isolate refused recipients so the others still get the message.
+            Returns (rows handled, splits made)."""
+            handled, made = len(numbers), 0
+            groups = [(numbers, recipients)]
             while groups and not stop.is_set():
                 numbers, recipients = groups.pop()
                 if not recipients:
                     continue
-                body = json.dumps({"to": recipients, "messages": json.loads(messages), **options},
+                body = json.dumps({"to": recipients, "messages": message_objects, **options},
                                   ensure_ascii=False, separators=(",", ":")).encode()
                 key = retry_key(run, "multicast", recipients, messages, options)
-                refused_before = len(tally.refused)
-                outcome = self._send_once(client, "multicast", body, key, numbers, recipients, run, tally, stop)
-                if outcome != "refused" or len(recipients) == 1:
+                refusals: list[tuple[int, str, str]] = []
+                outcome = self._send_once(client, "multicast", body, key, numbers, recipients, run, tally, stop, refusals)
+                if outcome != "refused":
                     continue
-                reason = tally.refused[-1][2]
-                if "messages[" in reason:
-                    # The message itself is refused: every batch would be, so stop here.
-                    tally.fatal.append(f"LINE refused the multicast message: {reason}")
-                    stop.set()
-                    continue
-                if not skip:
-                    continue  # the run stops with this refusal
-                # Isolate the refused recipient(s): drop the refusal, retry the others.
-                del tally.refused[refused_before:]
-                splits += 1
+                reason = refusals[-1][2]
+                if len(recipients) == 1 or not skip or "messages[" in reason:
+                    with tally.lock:
+                        tally.refused.extend(refusals)
+                        if len(recipients) > 1 and "messages[" in reason:
+                            # The message itself is refused: every batch would be, so stop here.
+                            tally.fatal.append(f"LINE refused the multicast message: {reason}")
+                            stop.set()
+                    continue  # without skip, the run stops with this refusal
+                made += 1
                 index = re.search(r"\bto\[(\d+)\]", reason)
                 if index and int(index.group(1)) < len(recipients):
                     i = int(index.group(1))
-                    tally.refused.append((numbers[i], recipients[i], reason))
+                    with tally.lock:
+                        tally.refused.append((numbers[i], recipients[i], reason))
                     groups.append((numbers[:i] + numbers[i + 1 :], recipients[:i] + recipients[i + 1 :]))
                 else:
                     half = len(recipients) // 2
                     groups.append((numbers[half:], recipients[half:]))
                     groups.append((numbers[:half], recipients[:half]))
-            report.sent_rows += len(ids)
+            return handled, made
+
+        # Without skip, the first refusal stops the run: one request at a time, so nothing after
+        # it is sent. With skip, batches go out side by side (each isolates its own refusals).
+        width = settings.multicast_concurrency if skip else 1
+        most_in_flight = 2 * width if skip else 1
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
+            in_flight: list[Future[tuple[int, int]]] = []
+            for batch in rows.batches(settings.batch_size_multicast, columns=[ROW_NUMBER, "id"]):
+                ids = batch["id"].astype(str).to_numpy()
+                first = ~pd.Series(ids).duplicated().to_numpy() & np.array([i not in seen for i in ids], dtype=bool)
+                duplicates += int((~first).sum())
+                seen.update(ids[first].tolist())
+                in_flight.append(pool.submit(deliver_batch, batch[ROW_NUMBER].to_numpy()[first].tolist(), ids[first].tolist()))
+                report.sent_rows += int((~first).sum())  # duplicates are handled here, not sent
+                if len(in_flight) >= most_in_flight:
+                    done, in_flight = in_flight[:width], in_flight[width:]
+                    for future in done:
+                        handled, made = future.result()
+                        report.sent_rows += handled
+                        splits += made
+                    run.progress(report.sent_rows)
+                if tally.fatal or (tally.refused and not skip):
+                    break
+            for future in in_flight:
+                handled, made = future.result()
+                report.sent_rows += handled
+                splits += made
             run.progress(report.sent_rows)
-            if tally.fatal or (tally.refused and not skip):
-                break
         report = self._finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")
         report.accepted_rows += duplicates
         report.metadata["duplicate_recipients_skipped"] = duplicates
