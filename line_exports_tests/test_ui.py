@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
+ASSET = "maac_crescendo/td_result_into_line"  # the MAAC reference workflow in examples/workflows
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="needs Chromium from the system packages (Debian: apt-get install chromium); .ci/run installs it",
@@ -76,16 +77,45 @@ def _location_loaded(url: str) -> bool:
     return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
 
 
-def _latest_run_status(url: str) -> str | None:
-    query = "{ runsOrError(limit: 1) { ... on Runs { results { status } } } }"
-    runs = requests.post(f"{url}/graphql", json={"query": query}, timeout=5).json()["data"]["runsOrError"]
-    return runs["results"][0]["status"] if runs["results"] else None
+def _graphql(url: str, query: str, variables: dict[str, object] | None = None) -> dict:
+    answer = requests.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()["data"]
 
 
-def test_materialize_from_the_asset_page_shows_counts_and_rejects(dagster_ui: str) -> None:
+def _runs(url: str) -> list[dict]:
+    query = "{ runsOrError(limit: 10) { ... on Runs { results { runId status } } } }"
+    return _graphql(url, query)["runsOrError"]["results"]
+
+
+def _wait_for_run(url: str, known: set[str]) -> dict:
+    """The first run not in ``known``, once it has ended."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        new = [r for r in _runs(url) if r["runId"] not in known]
+        if new and new[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return new[0]
+        time.sleep(1)
+    pytest.fail("the run launched from the UI did not end within 180 s")
+
+
+def _run_log_messages(url: str, run_id: str) -> list[str]:
+    query = """query Logs($runId: ID!) { logsForRun(runId: $runId) {
+        ... on EventConnection { events { ... on MessageEvent { message } } } } }"""
+    events = _graphql(url, query, {"runId": run_id})["logsForRun"]["events"]
+    return [e.get("message") or "" for e in events]
+
+
+def test_materialize_from_the_asset_page_shows_counts_rejects_progress_and_plots(dagster_ui: str) -> None:
+    """Two materializations of a workflow's export, launched by clicking Materialize: the asset
+    page shows the counts and the rejects preview, the run's logs show rows sent so far, and
+    the metadata's Plots view draws rows sent and rows rejected over the materializations."""
     from playwright.sync_api import sync_playwright
 
+    # Dagster shows a first-visit community dialog on localhost; mark it seen, as a user would.
+    _graphql(dagster_ui, "mutation { setNuxSeen }")
     ARTIFACTS.mkdir(exist_ok=True)
+    asset_page = f"{dagster_ui}/assets/{ASSET}"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -93,24 +123,26 @@ def test_materialize_from_the_asset_page_shows_counts_and_rejects(dagster_ui: st
                   "--disable-component-update", "--disable-sync", "--no-first-run"],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{dagster_ui}/assets/maac_members", wait_until="networkidle")
-        skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit community dialog
-        if skip.count():
-            skip.first.click()
-        page.get_by_role("button", name="Materialize").first.click()
-        deadline = time.monotonic() + 120
-        status = None
-        while time.monotonic() < deadline:
-            status = _latest_run_status(dagster_ui)
-            if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                break
-            time.sleep(1)
-        assert status == "SUCCESS", f"the run launched from the UI ended {status}"
-        page.goto(f"{dagster_ui}/assets/maac_members", wait_until="networkidle")
+        runs = []
+        for _ in range(2):
+            known = {r["runId"] for r in _runs(dagster_ui)}
+            page.goto(asset_page, wait_until="networkidle")
+            page.get_by_role("button", name="Materialize").first.click()
+            runs.append(_wait_for_run(dagster_ui, known))
+            assert runs[-1]["status"] == "SUCCESS", f"the run launched from the UI ended {runs[-1]['status']}"
+        page.goto(asset_page, wait_until="networkidle")
         page.get_by_text("rows_rejected").first.wait_for(timeout=30_000)
-        text = page.inner_text("body")
-        page.screenshot(path=str(ARTIFACTS / "ui_maac_members.png"), full_page=True)
+        overview = page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "ui_export_asset.png"), full_page=True)
+        # The metadata section's Plots view: one chart per numeric entry over materializations.
+        page.get_by_role("button", name="Plots").first.click()
+        page.locator("canvas").first.wait_for(timeout=30_000)
+        plots = page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "ui_export_plots.png"), full_page=True)
         browser.close()
     for label in ("rows_read", "rows_valid", "rows_rejected", "rows_accepted", "rejects_preview"):
-        assert label in text, label
-    assert "2,880" in text or "2880" in text  # valid members accepted by the sandbox
+        assert label in overview, label
+    assert "2,880" in overview or "2880" in overview  # valid members accepted by the sandbox
+    assert "rows_sent" in plots and "rows_rejected" in plots
+    progress = [m for m in _run_log_messages(dagster_ui, runs[-1]["runId"]) if " valid rows" in m and "sent " in m]
+    assert progress and "sent 2,880 of 2,880 valid rows" in progress[-1], progress
