@@ -183,6 +183,7 @@ def test_each_run_is_submitted_as_a_kubernetes_job_with_secrets_and_the_shared_v
     assert {"secretRef": {"name": "line-exports-credentials"}} in container["envFrom"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["LINE_EXPORTS_HOME"] == "/data/line_exports"
+    assert env["LINE_EXPORTS_SANDBOX"] == "off"
     assert env["DAGSTER_HOME"] == "/opt/dagster/dagster_home"
     # The data folder (ledger, rejects) lies on the shared claim.
     assert {"name": "line-exports-data", "mountPath": "/data"} in container["volumeMounts"]
@@ -374,3 +375,29 @@ def test_a_sqlalchemy_warehouse_is_read_lazily_one_chunk_at_a_time(tmp_path: Pat
     assert produced == 20_000
     assert sizes == [1_000] * 20
     assert first["n"].tolist() == list(range(1, 1_001))
+
+
+def test_with_the_sandbox_switched_off_a_missing_token_fails_the_run_without_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pods' ``LINE_EXPORTS_SANDBOX=off``: no token means a clear failure, not a sandbox."""
+    from line_exports import MaacResource
+
+    monkeypatch.delenv("MAAC_API_TOKEN", raising=False)
+    monkeypatch.delenv("MAAC_BASE_URL", raising=False)
+    monkeypatch.setenv("LINE_EXPORTS_SANDBOX", "off")
+    asset = build_export(
+        "maac_without_token",
+        destination="maac",
+        query="SELECT * FROM line_members LIMIT 5",
+        settings={"data_object": "members", "import_key": "line_uid", "tags": "t"},
+    )
+    result = dg.materialize(
+        [asset], resources={"maac": MaacResource.from_env(), "sql_source": SqlSource()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failures = result.get_step_failure_events()
+    message = failures[0].step_failure_data.error.message  # type: ignore[union-attr]
+    assert "LINE_EXPORTS_SANDBOX=off" in message and "MAAC_API_TOKEN" in message
+    assert len(failures) == 1 and not any(e.is_step_up_for_retry for e in result.all_events)

@@ -78,8 +78,8 @@ defs = dg.Definitions(
     resources={
         # A password in the URL stays in the secret: EnvVar is read in the pod, at run time.
         "sql_source": SqlSource(url=dg.EnvVar("WAREHOUSE_URL"), chunk_size=50_000),
-        # Tokens from the `line-exports-credentials` secret (see dagster.yaml); a resource whose
-        # token variable is unset talks to the local sandbox instead, so check the secret.
+        # Tokens from the `line-exports-credentials` secret (see dagster.yaml); with
+        # LINE_EXPORTS_SANDBOX=off there, a token missing from the secret fails the run.
         "maac": MaacResource.from_env(),
         "line_conversion": LineConversionResource.from_env(),
         "line_messaging": LineMessagingResource.from_env(),

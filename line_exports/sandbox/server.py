@@ -23,6 +23,12 @@ from line_exports.sandbox.core import Sandbox
 
 DEFAULT_PORT = 8787
 SANDBOX_URL_ENV = "LINE_EXPORTS_SANDBOX_URL"
+SANDBOX_SWITCH_ENV = "LINE_EXPORTS_SANDBOX"
+CREDENTIAL_VARIABLES = (
+    "MAAC_API_TOKEN, LINE_MESSAGING_ACCESS_TOKEN (or LINE_MESSAGING_CLIENT_ID + _SECRET), "
+    "LINE_CONVERSION_ACCESS_TOKEN, LINKEDIN_REFRESH_TOKEN (or LINKEDIN_ACCESS_TOKEN)"
+)
+
 
 
 class SandboxServer:
@@ -102,8 +108,20 @@ def ensure_sandbox(url: str | None = None) -> str:
     """The URL of a running sandbox: the one at ``url`` (default port), started if absent.
 
     A started sandbox runs as its own process (logs in the data folder) so it outlives the run
-    that needed it and ``dagster dev`` runs can share and inspect it.
+    that needed it and ``dagster dev`` runs can share and inspect it. A deployment sets
+    ``LINE_EXPORTS_SANDBOX=off`` so that a missing secret fails the run instead of exporting to
+    the sandbox and looking like a success.
     """
+    switch = os.environ.get(SANDBOX_SWITCH_ENV, "").strip().lower()
+    if switch in {"off", "0", "false", "no"}:
+        import dagster as dg  # only here: the sandbox process itself never needs Dagster
+
+        raise dg.Failure(
+            description=f"this destination has no credentials (nor base_url) and "
+            f"{SANDBOX_SWITCH_ENV}={switch} forbids exporting to the local sandbox instead: set its "
+            f"variables ({CREDENTIAL_VARIABLES})",
+            allow_retries=False,
+        )
     url = url or default_sandbox_url()
     if _healthy(url):
         return url
