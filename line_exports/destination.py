@@ -72,6 +72,16 @@ class ExportSettings(dg.Config):
         )
 
 
+def release_arrow_memory() -> None:
+    """Hand the memory Arrow has freed back to the OS.
+
+    Arrow's default allocator (mimalloc) keeps freed pages for reuse, and pandas' Arrow-backed
+    strings churn through it, so after each chunk or upload file the process held tens of MB
+    it no longer used (1M LINE IDs: peak 342 -> 322 MB). Cheap: nothing is copied.
+    """
+    pa.default_memory_pool().release_unused()
+
+
 class ValidRows:
     """The validated rows of one run, spooled to a Parquet file and read back in batches."""
 
@@ -79,26 +89,43 @@ class ValidRows:
         self.path = path
         self.count = count
 
-    def batches(self, size: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-        """Rows in order, exactly ``size`` per batch (the last may be smaller)."""
+    def record_batches(
+        self, columns: list[str] | None = None, size: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """Rows in order as Arrow record batches of at most ``size`` rows.
+
+        Read one row group at a time (one validated chunk each) on this thread, without
+        ``pre_buffer``: with it, Arrow kept the raw column chunks of every row group read so
+        far until the reader was done (10M LINE IDs: 307 MB held by the end), and its batch
+        reader's scratch kept ~45 MB more than reading row groups.
+        """
         if self.count == 0:
             return
-        # Read in large record batches (small ones cost more in conversion than in rows) and
-        # cut them into batches of exactly ``size``.
-        pending: pd.DataFrame | None = None
-        for record_batch in pq.ParquetFile(self.path).iter_batches(
-            batch_size=max(size, 65_536), columns=columns
-        ):
-            frame = record_batch.to_pandas()
-            if pending is not None:
-                frame = pd.concat([pending, frame], ignore_index=True)
-            start = 0
-            while len(frame) - start >= size:
+        spool = pq.ParquetFile(self.path, pre_buffer=False)
+        for group in range(spool.num_row_groups):
+            table = spool.read_row_group(group, columns=columns, use_threads=False)
+            yield from table.to_batches(max_chunksize=size)
+
+    def batches(self, size: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        """Rows in order, exactly ``size`` per batch (the last may be smaller)."""
+        # Convert many rows at once (small conversions cost more than their rows) and cut
+        # them into batches of exactly ``size``.
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        for batch in self.record_batches(columns):
+            pending.append(batch)
+            held += batch.num_rows
+            if held < size:
+                continue
+            table = pa.Table.from_batches(pending)
+            whole = held - held % size
+            frame = table.slice(0, whole).to_pandas()
+            for start in range(0, whole, size):
                 yield frame.iloc[start : start + size].reset_index(drop=True)
-                start += size
-            pending = frame.iloc[start:] if start < len(frame) else None
-        if pending is not None:
-            yield pending.reset_index(drop=True)
+            rest = table.slice(whole)
+            pending, held = rest.to_batches(), rest.num_rows
+        if held:
+            yield pa.Table.from_batches(pending).to_pandas()
 
 
 @dataclass

@@ -31,6 +31,7 @@ from line_exports.destination import (
     ExportRun,
     ExportSettings,
     ValidRows,
+    release_arrow_memory,
 )
 from line_exports.destinations import get_destination
 from line_exports.http import ApiError
@@ -153,6 +154,8 @@ def validate_export(
             for name in checked.ignored_columns:
                 if name not in summary.ignored_columns:
                     summary.ignored_columns.append(name)
+            del checked, chunk  # free this chunk's buffers before handing them back
+            release_arrow_memory()
             if log is not None and time.monotonic() - last_log > 5:
                 last_log = time.monotonic()
                 log.info(

@@ -8,10 +8,12 @@ BigQuery, Trino, SQLite, ...). Either way rows arrive as pandas DataFrames of at
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -21,6 +23,18 @@ from pydantic import Field
 from line_exports import paths, sample_data
 
 _SAMPLES_LOCK = threading.Lock()
+
+# DuckDB's buffer pool keeps every table block a query reads until memory_limit (80% of RAM), so
+# a plain scan of N rows holds the whole table by the end. A plan made only of these operators
+# pins a few blocks per thread and column, so its memory_limit can be small; any other operator
+# (join, sort, aggregate, window, union, ...) keeps DuckDB's default.
+PLAIN_SCAN_OPERATORS = frozenset(
+    {"SEQ_SCAN", "TABLE_SCAN", "FILTER", "PROJECTION", "STREAMING_LIMIT"}
+)
+# Functions whose rows differ on a second read: such a scan is never capped (see _duckdb_chunks).
+VOLATILE_FUNCTIONS = ("random(", "uuid(", "setseed(", "nextval(")
+SCAN_MEMORY_BASE = 16 * 1024 * 1024
+SCAN_MEMORY_PER_COLUMN_AND_THREAD = 1024 * 1024
 
 
 def read_sql_text(query: str | Path) -> str:
@@ -92,16 +106,43 @@ class SqlSource(dg.ConfigurableResource):
             yield from self._sqlalchemy_chunks(sql, size)
 
     def _duckdb_chunks(self, sql: str, size: int) -> Iterator[pd.DataFrame]:
+        """Stream the query; a plain scan runs under a small memory_limit so DuckDB's block
+        cache stays flat instead of growing with the table.
+
+        Should the limit prove too small (e.g. huge text values), the scan runs again with
+        DuckDB's default limit and skips the rows already yielded: a plain scan of a read-only
+        file returns its rows in insertion order, the same order on each read.
+        """
         path = Path(self.url.removeprefix("duckdb:///")) if self.url else self.embedded_path()
         if not self.url and self.sample_tables:
             ensure_sample_tables(path)
-        with closing(duckdb.connect(str(path), read_only=path.exists())) as con:
-            relation = con.sql(sql)
-            # DuckDB 2 renamed fetch_arrow_reader to to_arrow_reader; both stream in batches.
-            to_reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
-            reader = to_reader(size)
-            for batch in reader:
-                yield batch.to_pandas()
+        read_only = path.exists()
+        limit = _plain_scan_limit(path, read_only, sql)
+        yielded = 0
+        while True:
+            skip = yielded
+            con, capped = _connect(path, read_only, limit)
+            with closing(con):
+                try:
+                    relation = con.sql(sql)
+                    # DuckDB 2 renamed fetch_arrow_reader to to_arrow_reader; both stream.
+                    to_reader = (
+                        getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+                    )
+                    for batch in to_reader(size):
+                        if skip >= batch.num_rows:
+                            skip -= batch.num_rows
+                            continue
+                        if skip:
+                            batch, skip = batch.slice(skip), 0
+                        yielded += batch.num_rows
+                        yield batch.to_pandas()
+                    return
+                except (duckdb.OutOfMemoryException, OSError) as exc:
+                    # Mid-stream, DuckDB's error reaches us through Arrow's reader as OSError.
+                    if not capped or "Out of Memory" not in str(exc):
+                        raise
+                    limit = None
 
     def _sqlalchemy_chunks(self, sql: str, size: int) -> Iterator[pd.DataFrame]:
         import sqlalchemy as sa
@@ -113,3 +154,52 @@ class SqlSource(dg.ConfigurableResource):
                 yield from pd.read_sql_query(sa.text(sql), streaming, chunksize=size)
         finally:
             engine.dispose()
+
+
+def _plain_scan_columns(plan: list[dict[str, Any]]) -> int | None:
+    """Table columns a plan of only plain-scan operators reads, or None for any other plan."""
+    columns = 0
+    nodes = list(plan)
+    while nodes:
+        node = nodes.pop()
+        name = str(node.get("name", "")).strip().upper()
+        if name not in PLAIN_SCAN_OPERATORS:
+            return None
+        if name in ("SEQ_SCAN", "TABLE_SCAN"):
+            read = (node.get("extra_info") or {}).get("Projections") or []
+            columns += 1 if isinstance(read, str) else max(len(read), 1)
+        nodes.extend(node.get("children") or [])
+    return columns or None
+
+
+def _plain_scan_limit(path: Path, read_only: bool, sql: str) -> str | None:
+    """The memory_limit for ``sql`` if it is a plain, repeatable table scan, else None."""
+    with closing(duckdb.connect(str(path), read_only=read_only)) as con:
+        try:
+            text = con.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()[0][1]
+            plan = json.loads(text)
+        except (duckdb.Error, IndexError, ValueError):
+            return None  # not one plannable statement: leave DuckDB's defaults alone
+        columns = _plain_scan_columns(plan if isinstance(plan, list) else [plan])
+        if columns is None or any(f in text.lower() for f in VOLATILE_FUNCTIONS):
+            return None
+        threads = int(con.execute("select current_setting('threads')").fetchall()[0][0])
+    limit = SCAN_MEMORY_BASE + threads * columns * SCAN_MEMORY_PER_COLUMN_AND_THREAD
+    return f"{limit // (1024 * 1024)}MiB"
+
+
+def _connect(
+    path: Path, read_only: bool, memory_limit: str | None
+) -> tuple[duckdb.DuckDBPyConnection, bool]:
+    """A connection to ``path`` with ``memory_limit`` if given: (connection, limited?).
+
+    The limit is a setting of the database instance, which every connection of this process
+    to the file shares; if one is open with other settings, those are used, never changed.
+    """
+    if memory_limit is not None:
+        try:
+            config = {"memory_limit": memory_limit}
+            return duckdb.connect(str(path), read_only=read_only, config=config), True
+        except duckdb.ConnectionException:
+            pass
+    return duckdb.connect(str(path), read_only=read_only), False

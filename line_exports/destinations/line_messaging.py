@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -44,6 +46,7 @@ from line_exports.destination import (
     ExportSettings,
     ValidRows,
     content_key,
+    release_arrow_memory,
 )
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, poll
 from line_exports.ledger import GroupRecorder
@@ -319,14 +322,51 @@ class TokenProvider:
         return token
 
 
-def id_lines(ids: pd.Series) -> bytes:
-    """The upload file: one ID per line, written by Arrow (no Python object per ID, so a
-    1,500,000-ID file costs its ~51 MB and little more)."""
-    table = pa.table({"id": pa.Array.from_pandas(ids.astype("string"), type=pa.string())})
-    sink = pa.BufferOutputStream()
+@dataclass(frozen=True)
+class IdFile:
+    """One upload's IDs on disk: one ID per line, ``count`` lines, ``digest`` their SHA-256."""
+
+    path: Path
+    count: int
+    digest: str
+
+
+def id_files(rows: ValidRows, per_file: int, folder: Path) -> Iterator[IdFile]:
+    """The valid IDs as upload files of at most ``per_file`` lines, written one at a time.
+
+    Arrow writes each small spool batch straight to the file, hashing what it writes, so memory
+    holds one batch (65,536 IDs), never a whole upload (1,500,000 IDs, ~51 MB, once held
+    several times over while keyed, written and sent). The caller deletes each file before
+    asking for the next.
+    """
     options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
-    pa_csv.write_csv(table, sink, write_options=options)
-    return sink.getvalue().to_pybytes()
+    for part, pieces in itertools.groupby(_id_pieces(rows, per_file), key=lambda p: p[0]):
+        path = folder / f"audience-{part}.txt"
+        digest = hashlib.sha256()
+        count = 0
+        with path.open("wb") as out:
+            for _, ids in pieces:
+                sink = pa.BufferOutputStream()
+                pa_csv.write_csv(pa.table({"id": ids}), sink, write_options=options)
+                lines = sink.getvalue()
+                digest.update(lines)
+                out.write(lines)
+                count += len(ids)
+        release_arrow_memory()
+        yield IdFile(path, count, digest.hexdigest())
+
+
+def _id_pieces(rows: ValidRows, per_file: int) -> Iterator[tuple[int, pa.Array]]:
+    """(file number, IDs) in order, cut so that no piece spans two files."""
+    done = 0
+    for batch in rows.record_batches(["id"]):
+        ids = batch.column(0)
+        start = 0
+        while start < len(ids):
+            take = min(per_file - done % per_file, len(ids) - start)
+            yield done // per_file, ids.slice(start, take)
+            start += take
+            done += take
 
 
 # -- client ---------------------------------------------------------------------------------
@@ -407,8 +447,11 @@ class LineMessagingClient:
         )
         return response.json() if response.content else {}
 
-    def upload_file(self, ids_text: bytes, *, audience_id: int | None, name: str | None, is_ifa: bool, job: str) -> dict[str, Any]:
-        """Create or add to an audience with a text file of at most 1,500,000 IDs (api-data host)."""
+    def upload_file(self, ids_file: bytes | Path, *, audience_id: int | None, name: str | None, is_ifa: bool, job: str) -> dict[str, Any]:
+        """Create or add to an audience with a text file of at most 1,500,000 IDs (api-data host).
+
+        A ``Path`` is streamed from disk by the HTTP layer (re-opened per attempt), so the
+        file's ~51 MB never sit in memory."""
         form: dict[str, str] = {"uploadDescription": job}
         if audience_id is None:
             form.update(description=name or "", isIfaAudience="true" if is_ifa else "false")
@@ -418,7 +461,7 @@ class LineMessagingClient:
             method = "PUT"
         response = self.http.request(
             method, f"{self.data_base}/v2/bot/audienceGroup/upload/byFile", endpoint="audience", ok_status=(200, 202),
-            data=form, files={"file": ("audience.txt", ids_text, "text/plain")},
+            data=form, files={"file": ("audience.txt", ids_file, "text/plain")},
             retry=audience_id is not None,  # a create is never repeated blindly: see _create_audience
         )
         return response.json() if response.content else {}
@@ -625,35 +668,40 @@ class LineMessagingDestination(Destination):
         created_key = content_key("audience-created", name, settings.is_ifa_audience)
         jobs: set[str] = set()
         uploads = 0
-        for part, batch in enumerate(rows.batches(chunk, columns=["id"])):
-            ids = batch["id"].astype(str)
-            key = content_key("audience-upload", settings.use_audience_id and settings.audience_id, name,
-                              settings.is_ifa_audience, part, batch[["id"]])
-            job = f"line_exports {run.name} {key[:16]}"[:300]
-            done = run.ledger.done(key)
-            if done is not None:
-                report.resumed_rows += len(ids)
-                audience_id = audience_id or int(done["audience_id"])
-                jobs.add(str(done["job"]))
-            else:
-                payload = id_lines(batch["id"]) if by_file else b""
-
-                def upload(target: int | None, payload: bytes = payload, ids: pd.Series = ids, job: str = job) -> dict[str, Any]:
-                    if by_file:
-                        return client.upload_file(payload, audience_id=target, name=name, is_ifa=settings.is_ifa_audience, job=job)
-                    return client.upload_json(ids.tolist(), audience_id=target, name=name, is_ifa=settings.is_ifa_audience, job=job)
-
-                if audience_id is None:
-                    audience_id, uploaded = self._create_audience(client, settings, run, upload)
-                    uploads += uploaded
-                    action = "created"
-                    run.ledger.record(created_key, {"audience_id": audience_id})
+        # One upload's IDs at a time go to a file in the run's work dir (next to the spool),
+        # deleted once sent: memory stays flat however many IDs there are.
+        for part, ids in enumerate(id_files(rows, chunk, rows.path.parent)):
+            try:
+                key = content_key("audience-upload", settings.use_audience_id and settings.audience_id, name,
+                                  settings.is_ifa_audience, part, ids.digest)
+                job = f"line_exports {run.name} {key[:16]}"[:300]
+                done = run.ledger.done(key)
+                if done is not None:
+                    report.resumed_rows += ids.count
+                    audience_id = audience_id or int(done["audience_id"])
+                    jobs.add(str(done["job"]))
                 else:
-                    upload(audience_id)
-                    uploads += 1
-                run.ledger.record(key, {"audience_id": audience_id, "job": job})
-                jobs.add(job)
-            report.sent_rows += len(ids)
+
+                    def upload(target: int | None, ids: IdFile = ids, job: str = job) -> dict[str, Any]:
+                        if by_file:
+                            return client.upload_file(ids.path, audience_id=target, name=name,
+                                                      is_ifa=settings.is_ifa_audience, job=job)
+                        return client.upload_json(ids.path.read_text().splitlines(), audience_id=target, name=name,
+                                                  is_ifa=settings.is_ifa_audience, job=job)
+
+                    if audience_id is None:
+                        audience_id, uploaded = self._create_audience(client, settings, run, upload)
+                        uploads += uploaded
+                        action = "created"
+                        run.ledger.record(created_key, {"audience_id": audience_id})
+                    else:
+                        upload(audience_id)
+                        uploads += 1
+                    run.ledger.record(key, {"audience_id": audience_id, "job": job})
+                    jobs.add(job)
+            finally:
+                ids.path.unlink(missing_ok=True)
+            report.sent_rows += ids.count
             run.progress(report.sent_rows)
         assert audience_id is not None
         final = client.wait_audience(audience_id, jobs)
