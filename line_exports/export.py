@@ -273,6 +273,7 @@ def build_export(
     tags: Mapping[str, str] | None = None,
     partitions_def: dg.PartitionsDefinition | None = None,
     ledger_path: Path | None = None,
+    pool: str | None = None,
 ) -> dg.AssetsDefinition:
     """An asset that exports ``query``'s rows (or ``upstream``'s DataFrame) to ``destination``.
 
@@ -280,6 +281,12 @@ def build_export(
     asset's typed config with these values as defaults, editable at launch. Credentials stay on
     the resource (``resource_key``, default the destination's type name). ``${session_*}``
     variables in the query are filled with the run's scheduled time in ``timezone``.
+
+    ``pool`` is the Dagster concurrency pool the export runs in. By default exports through one
+    resource (one account: a LINE channel, a MAAC workspace) share one pool, so the instance's
+    pool limit keeps them from running over that account's rate limit together, while another
+    account's exports do not wait for them: ``<api>_api`` for the default resource key,
+    ``<api>_api__<resource_key>`` for any other.
     """
     dest = get_destination(destination) if isinstance(destination, str) else destination
     if (query is None) == (upstream is None):
@@ -293,6 +300,7 @@ def build_export(
     config_class = settings_with_defaults(dest.settings_class, settings)
     sql_text = read_sql_text(query) if query is not None else None
     resource_key = resource_key or dest.type_name
+    pool = pool or (dest.pool if resource_key == dest.type_name else f"{dest.pool}__{resource_key}")
     key = dg.AssetKey(
         [*([key_prefix] if isinstance(key_prefix, str) else (key_prefix or [])), name]
     )
@@ -431,7 +439,7 @@ def build_export(
         or f"Exports {'query rows' if sql_text else upstream_key.to_user_string()} to {dest.type_name}.",  # type: ignore[union-attr]
         check_specs=[check_spec],
         retry_policy=retry_policy,
-        pool=dest.pool,
+        pool=pool,
         kinds={dest.kind, "duckdb" if sql_text is not None else "pandas"},
         tags=dict(tags or {}),
         partitions_def=partitions_def,

@@ -226,21 +226,23 @@ def test_every_export_declares_its_api_pool_and_the_instance_limits_each_to_one(
     assert kube_api.requests == []  # loading the instance calls no API
 
 
-def test_an_account_gets_its_own_pool_through_a_destination_subclass() -> None:
-    """The per-account recipe of docs/scale-out.md: another pool name, another resource."""
+def test_each_account_gets_its_own_pool_and_one_account_shares_one() -> None:
+    """Pools per resource (account): two channels do not wait for each other; two exports to
+    one channel share its pool; a pool can also be named by hand."""
     line = get_destination("line_messaging")
+    query = "select 'U' || lpad('1', 32, '0') as id"
 
-    class ShopBLine(type(line)):  # type: ignore[misc]
-        pool = "line_messaging_api_shop_b"
+    def export(name: str, **kwargs: Any) -> dg.AssetsDefinition:
+        settings = {"target": "audience", "audience_name": name}
+        return build_export(name, destination="line_messaging", query=query, settings=settings, **kwargs)
 
-    shop_b = build_export(
-        "shop_b_audience",
-        destination=ShopBLine(),
-        resource_key="line_messaging_shop_b",
-        query="select 'U' || lpad('1', 32, '0') as id",
-        settings={"target": "audience", "audience_name": "shop b"},
-    )
-    assert shop_b.op.pool == "line_messaging_api_shop_b" != line.pool
+    shop_a, shop_a_again = export("a1"), export("a2")
+    shop_b = export("b1", resource_key="line_messaging_shop_b")
+    shop_b_again = export("b2", resource_key="line_messaging_shop_b")
+    by_hand = export("c1", resource_key="line_messaging_shop_c", pool="line_messaging_api")
+    assert shop_a.op.pool == shop_a_again.op.pool == line.pool == "line_messaging_api"
+    assert shop_b.op.pool == shop_b_again.op.pool == "line_messaging_api__line_messaging_shop_b"
+    assert by_hand.op.pool == "line_messaging_api"
     assert "line_messaging_shop_b" in shop_b.required_resource_keys
 
 
