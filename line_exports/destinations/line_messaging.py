@@ -32,8 +32,6 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from pydantic import Field, PrivateAttr, model_validator
@@ -69,6 +67,7 @@ TOKEN_RENEW_BEFORE_SECONDS = 24 * 3600
 AUDIENCE_TIMEOUT_SECONDS = 6 * 3600
 PUSH_BATCH_ROWS = 2_000
 PUSH_RUN = 16  # pushes a worker sends per task
+MULTICAST_READ_ROWS = 50_000  # spool rows read at once, then cut into multicast groups
 LIMITS = {
     "push": RateLimit(requests=2000, per_seconds=1),
     "multicast": RateLimit(requests=200, per_seconds=1),
@@ -1020,29 +1019,47 @@ class LineMessagingDestination(Destination):
         # it is sent. With skip, batches go out side by side (each isolates its own refusals).
         width = settings.multicast_concurrency if skip else 1
         most_in_flight = 2 * width if skip else 1
+        size = settings.batch_size_multicast
+
+        def recipient_groups() -> Iterator[tuple[list[int], list[str]]]:
+            """Full groups of ``batch_size_multicast`` distinct recipients, in spool order (read
+            in large batches: per-group pandas work cost more than the request)."""
+            nonlocal duplicates
+            numbers: list[int] = []
+            recipients: list[str] = []
+            for batch in rows.batches(MULTICAST_READ_ROWS, columns=[ROW_NUMBER, "id"]):
+                for number, recipient in zip(batch[ROW_NUMBER].tolist(), batch["id"].astype(str).tolist(), strict=True):
+                    if recipient in seen:
+                        duplicates += 1  # a repeated recipient gets the message once
+                        continue
+                    seen.add(recipient)
+                    numbers.append(number)
+                    recipients.append(recipient)
+                    if len(recipients) == size:
+                        yield numbers, recipients
+                        numbers, recipients = [], []
+            if recipients:
+                yield numbers, recipients
+
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
             in_flight: list[Future[tuple[int, int]]] = []
-            for batch in rows.batches(settings.batch_size_multicast, columns=[ROW_NUMBER, "id"]):
-                ids = batch["id"].astype(str).to_numpy()
-                first = ~pd.Series(ids).duplicated().to_numpy() & np.array([i not in seen for i in ids], dtype=bool)
-                duplicates += int((~first).sum())
-                seen.update(ids[first].tolist())
-                in_flight.append(pool.submit(deliver_batch, batch[ROW_NUMBER].to_numpy()[first].tolist(), ids[first].tolist()))
-                report.sent_rows += int((~first).sum())  # duplicates are handled here, not sent
+            for numbers, recipients in recipient_groups():
+                in_flight.append(pool.submit(deliver_batch, numbers, recipients))
                 if len(in_flight) >= most_in_flight:
                     done, in_flight = in_flight[:width], in_flight[width:]
                     for future in done:
                         handled, made = future.result()
                         report.sent_rows += handled
                         splits += made
-                    run.progress(report.sent_rows)
+                    run.progress(report.sent_rows + duplicates)
                 if tally.fatal or (tally.refused and not skip):
                     break
             for future in in_flight:
                 handled, made = future.result()
                 report.sent_rows += handled
                 splits += made
-            run.progress(report.sent_rows)
+        report.sent_rows += duplicates  # handled here, not sent
+        run.progress(report.sent_rows)
         report = self._finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")
         report.accepted_rows += duplicates
         report.metadata["duplicate_recipients_skipped"] = duplicates
