@@ -758,6 +758,7 @@ def _check_column(col: Column, raw: pd.Series, required: bool) -> _Checked:
 
 
 _DUCKDB: tuple[int, duckdb.DuckDBPyConnection] | None = None
+HASH_BATCH_ROWS = 4096  # rows per Arrow batch handed to DuckDB: its unit of parallel work
 _DUCKDB_LOCK = threading.Lock()
 
 
@@ -773,13 +774,17 @@ def _duckdb_cursor() -> duckdb.DuckDBPyConnection:
 def _sha256_columns(columns: list[tuple[pa.Array, np.ndarray]]) -> list[pa.Array]:
     """Each array with its marked cells replaced by their SHA-256 hex, in one DuckDB query.
 
-    DuckDB hashes the Arrow arrays in C (no Python string per value), all columns in one pass.
+    DuckDB hashes the Arrow arrays in C (no Python string per value), all columns in one pass,
+    on all cores: it scans an Arrow table's batches in parallel (one 50,000-row batch would be
+    one thread) and keeps their order (``preserve_insertion_order``, on by default).
     """
     inputs: dict[str, pa.Array] = {}
     for i, (text, mark) in enumerate(columns):
         inputs[f"c{i}"] = text if mark.all() else pc.if_else(pa.array(mark), text, None)
+    table = pa.table(inputs)
+    table = pa.Table.from_batches(table.to_batches(max_chunksize=HASH_BATCH_ROWS), table.schema)
     with closing(_duckdb_cursor()) as cursor:
-        relation = cursor.from_arrow(pa.table(inputs))
+        relation = cursor.from_arrow(table)
         digests = relation.project(", ".join(f"sha256(c{i})" for i in range(len(inputs))))
         result = digests.to_arrow_table()
     out = []
