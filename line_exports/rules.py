@@ -211,7 +211,14 @@ def to_unix_seconds(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     text = to_text(series).str.strip()
     is_digits = text.str.fullmatch(r"-?[0-9]{1,18}").fillna(False).astype(bool)  # fits in int64
     numbers = pd.to_numeric(text.where(is_digits), errors="coerce").astype("Int64")
-    stamps = pd.to_datetime(text.where(~is_digits & text.notna()), errors="coerce", utc=True)
+    # ISO 8601 in any of its forms with pandas' fast parser, each value on its own (inferring
+    # one format from the first value would refuse later values written another way); what is
+    # left is parsed value by value as dateutil reads it.
+    candidates = text.where(~is_digits & text.notna())
+    stamps = pd.to_datetime(candidates, errors="coerce", utc=True, format="ISO8601")
+    rest = candidates.notna() & (candidates != "") & stamps.isna()
+    if rest.any():
+        stamps[rest] = pd.to_datetime(candidates[rest], errors="coerce", utc=True, format="mixed")
     stamp_secs = _seconds(stamps - pd.Timestamp("1970-01-01", tz="UTC"))
     out = numbers.fillna(stamp_secs)
     bad = text.notna() & (text != "") & out.isna()
