@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_header  # noqa: E402
 
 from line_exports import sample_data  # noqa: E402
+from line_exports.arrow_text import re2_compatible  # noqa: E402
 from line_exports.destinations import get_destination  # noqa: E402
 from line_exports.rules import (  # noqa: E402
     FORMATS,
@@ -52,7 +53,6 @@ from line_exports.rules import (  # noqa: E402
     SHA512_PATTERN,
     Column,
     RuleSet,
-    _re2_compatible,
 )
 
 PUSH_TEMPLATE = '{"type":"text","text":"Hi {{display_name}}, your coupon is {{coupon_code}}"}'
@@ -212,7 +212,7 @@ def _native_field(col: Column, required: bool) -> Any:
     for pattern in (col.pattern, FORMATS[col.format][0] if col.format else None):
         if pattern is None:
             continue
-        if _re2_compatible(pattern) and "pattern" not in constraints:
+        if re2_compatible(pattern) and "pattern" not in constraints:
             constraints["pattern"] = f"^(?:{pattern})$"  # Rust's regex, as re would read it
             continue
         compiled = re.compile(pattern)

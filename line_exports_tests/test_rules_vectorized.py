@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from line_exports.arrow_text import compile_matcher, normalize
 from line_exports.destinations.line_conversion import COLUMNS as CAPI_COLUMNS
 from line_exports.destinations.line_messaging import AGGREGATION_UNIT, PUSH_TO_PATTERN
 from line_exports.destinations.linkedin import COMPANY_COLUMNS, USER_COLUMNS
@@ -29,8 +30,6 @@ from line_exports.rules import (
     SHA512_PATTERN,
     Column,
     RuleSet,
-    _matcher,
-    _normalize,
     validate,
 )
 
@@ -43,7 +42,7 @@ RULE_PATTERNS = sorted(
     | {p for p, _ in FORMATS.values()}
     | {SHA256_PATTERN, SHA512_PATTERN, PUSH_TO_PATTERN, AGGREGATION_UNIT}
 )
-# Every road through _matcher, and the constructs RE2 reads differently.
+# Every road through compile_matcher, and the constructs RE2 reads differently.
 EDGE_PATTERNS = [
     r"[1-9][0-9]{2}",
     r"[a-c][a-z]+",
@@ -142,7 +141,7 @@ def _check_pattern(pattern: str, values: list[str | None], junk: str) -> None:
     expected = np.array(
         [v is not None and re.fullmatch(pattern, v) is not None for v in values], dtype=bool
     )
-    matcher = _matcher(pattern)
+    matcher = compile_matcher(pattern)
     for array in _arrays(values, junk):
         assert matcher(array).tolist() == expected.tolist(), (pattern, values, array.type, matcher)
 
@@ -201,8 +200,10 @@ def test_fixed_width_shapes_with_a_few_values_of_other_sizes(
 
 def test_matchers_take_the_fast_roads_for_the_rule_sets_patterns() -> None:
     """Not a semantic test: the rule sets' patterns must not fall back to a Python loop."""
-    assert all(_matcher(p).python is None for p in RULE_PATTERNS)
-    assert _matcher(r"\s+").python is not None and _matcher(r"(?i)ab").python is not None
+    assert all(compile_matcher(p).python is None for p in RULE_PATTERNS)
+    assert (
+        compile_matcher(r"\s+").python is not None and compile_matcher(r"(?i)ab").python is not None
+    )
 
 
 NORMALIZE_TEXT = st.lists(
@@ -243,7 +244,7 @@ def test_normalizers_agree_with_pandas_str_methods(steps: tuple[str, ...]) -> No
                 series = series.str.replace(r"[\s\-().]", "", regex=True)
         for array in _arrays(values)[:4]:
             assert (
-                _normalize(array, steps).to_pylist()
+                normalize(array, steps).to_pylist()
                 == series.astype(object).where(series.notna(), None).tolist()
             )
 
