@@ -92,7 +92,9 @@ class SandboxProcess:
         cmd = [PYTHON, "-m", "line_exports.sandbox", "--port", str(self.port),
                "--rate-scale", str(self.rate_scale)]  # fmt: skip
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=ROOT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -199,7 +201,7 @@ def _uuid(salt: str, upper: bool = False) -> str:
 TABLE_SQL: dict[str, str] = {
     "audience": f"select {_uid('aud')} as id from range({{n}}) t(i)",
     "members": f"""
-        select {_uid('mem')} as line_uid,
+        select {_uid("mem")} as line_uid,
                'C' || lpad(i::varchar, 9, '0') as customer_id,
                (['Yuki','Haruto','Mei','Wei','Ploy'])[1 + i % 5] as display_name,
                case i % 3 when 0 then 'male' when 1 then 'female' else null end as gender,
@@ -220,18 +222,18 @@ TABLE_SQL: dict[str, str] = {
                'Example shop' as title,
                'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)' as user_agent,
                '203.0.113.' || (i % 250)::varchar as ip_address,
-               {_uuid('bid')} as browser_id,
-               {_uuid('ifa')} as ifa,
+               {_uuid("bid")} as browser_id,
+               {_uuid("ifa")} as ifa,
                'click' || i::varchar as click_id,
                'ext' || i::varchar as external_id,
-               {_uid('evu')} as line_uid,
+               {_uid("evu")} as line_uid,
                '+8180' || lpad((i % 100000000)::varchar, 8, '0') as phone,
                ' User' || i::varchar || '@Example.JP ' as email
         from range({{n}}) t(i)""",
     "contacts": f"""
         select 'Contact' || i::varchar || '@Example.com' as email,
-               case when i % 5 = 0 then {_uuid('gaid')} end as google_aid,
-               case when i % 7 = 0 then lower({_uuid('idfa')}) end as apple_idfa,
+               case when i % 5 = 0 then {_uuid("gaid")} end as google_aid,
+               case when i % 7 = 0 then lower({_uuid("idfa")}) end as apple_idfa,
                (['Yuki','Haruto','Mei','Wei','Ploy'])[1 + i % 5] as first_name,
                (['Sato','Suzuki','Lin','Chang','Wong'])[1 + (i // 3) % 5] as last_name,
                (['Data Engineer','CRM Lead','Analyst'])[1 + i % 3] as title,
@@ -311,7 +313,9 @@ def recipients_frame(n: int, salt: str = "r") -> Any:
         return con.sql(sql).df()
 
 
-def set_client_limit(module_name: str, endpoint: str, requests_per: int, per_seconds: float = 1) -> None:
+def set_client_limit(
+    module_name: str, endpoint: str, requests_per: int, per_seconds: float = 1
+) -> None:
     """Bench only: the client-side pacing of one endpoint (the core has no knob for it)."""
     import importlib
 
@@ -330,7 +334,9 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def deliver_messages(url: str, frame: Any, settings_values: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def deliver_messages(
+    url: str, frame: Any, settings_values: dict[str, Any], workdir: Path
+) -> dict[str, Any]:
     """Validate ``frame``, spool it, and time ``LineMessagingDestination.deliver`` alone."""
     import logging
 

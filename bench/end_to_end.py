@@ -163,9 +163,24 @@ def run_one(
         print(f"  generated {rows:,} {dest} rows in {gen_seconds:.1f}s (separate process)")
     sandbox.reset()
     result = run_child(
-        [str(Path(__file__)), "--child", "--dest", dest, "--rows", str(rows), "--db", str(db),
-         "--table", dest, "--sandbox-url", sandbox.url, "--client-rate-scale", str(client_scale),
-         "--chunk-size", str(chunk)],  # fmt: skip
+        [
+            str(Path(__file__)),
+            "--child",
+            "--dest",
+            dest,
+            "--rows",
+            str(rows),
+            "--db",
+            str(db),
+            "--table",
+            dest,
+            "--sandbox-url",
+            sandbox.url,
+            "--client-rate-scale",
+            str(client_scale),
+            "--chunk-size",
+            str(chunk),
+        ],  # fmt: skip
         env={"LINE_EXPORTS_HOME": str(workdir / f"home_{dest}")},
     )
     figures = result.last_json()
@@ -193,8 +208,12 @@ def report(dest: str, rows: int, fig: dict[str, Any], rate_scale: float) -> bool
     real, how = real_limit_seconds(dest, meta)
     ok = made == minimum and int(meta.get("rows_accepted", -1)) == rows
     print(f"## {dest}: {rows:,} rows")
-    print(f"  wall time (dg.materialize):   {fig['seconds']:.1f} s  ({rows / fig['seconds']:,.0f} rows/s)")
-    print(f"  rows valid / sent / accepted: {meta.get('rows_valid')} / {meta.get('rows_sent')} / {meta.get('rows_accepted')}")
+    print(
+        f"  wall time (dg.materialize):   {fig['seconds']:.1f} s  ({rows / fig['seconds']:,.0f} rows/s)"
+    )
+    print(
+        f"  rows valid / sent / accepted: {meta.get('rows_valid')} / {meta.get('rows_sent')} / {meta.get('rows_accepted')}"
+    )
     print(f"  {what}: {made}  (minimum {minimum}: {'OK' if made == minimum else 'MISS'})")
     print(f"  all requests (incl. lookups, polls, token): {meta.get('requests')}")
     print(f"  peak RSS of the exporting process: {fig['child_peak_rss_mb']:.0f} MB "

@@ -42,7 +42,11 @@ def one(kind: str, rate: int, seconds: float, concurrency: int, workdir: Path) -
     set_client_limit("line_messaging", kind, rate)
     frame = recipients_frame(total * per_request, salt=f"{kind}{rate}")
     values = (
-        {"target": "push_message", "template_message": PUSH_TEMPLATE, "push_concurrency": concurrency}
+        {
+            "target": "push_message",
+            "template_message": PUSH_TEMPLATE,
+            "push_concurrency": concurrency,
+        }
         if kind == "push"
         else {"target": "multicast_message", "template_message_multicast": MULTICAST_TEMPLATE}
     )

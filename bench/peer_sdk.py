@@ -140,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     multi = recipients_frame(args.multicasts * 500, salt="peer-multi")
     set_client_limit("line_messaging", "push", 2000 * 10)
     set_client_limit("line_messaging", "multicast", 200 * 10)
-    with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp, SandboxProcess(
-        rate_scale=10
-    ) as sandbox:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp,
+        SandboxProcess(rate_scale=10) as sandbox,
+    ):
         rows: list[tuple[str, str, float, float]] = []
         refused = 0
         ours = deliver_messages(sandbox.url, push, {"target": "push_message",
@@ -167,13 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         refused += fresh(sandbox)
         rows.append(("multicast", "SDK, README style (one after another)", sdk_multi, ours_multi))
         sdk_multi_pooled = args.multicasts / sdk_multicast(sandbox.url, multi, MULTICAST_THREADS)
-        rows.append(("multicast", f"SDK, {MULTICAST_THREADS} threads", sdk_multi_pooled, ours_multi))
+        rows.append(
+            ("multicast", f"SDK, {MULTICAST_THREADS} threads", sdk_multi_pooled, ours_multi)
+        )
         refused += fresh(sandbox)
     print(f"ours push: {ours_push:,.0f} requests/s ({args.pushes:,} pushes, push_concurrency "
           f"{args.concurrency}); ours multicast: {ours_multi:,.0f} requests/s "
           f"({args.multicasts} x 500 recipients, {ours_multi * 500:,.0f} recipients/s)")  # fmt: skip
     for kind, label, sdk_rate, our_rate in rows:
-        print(f"{kind:9} {label:40} {sdk_rate:8,.0f} requests/s   ours/SDK = {our_rate / sdk_rate:5.2f}x")
+        print(
+            f"{kind:9} {label:40} {sdk_rate:8,.0f} requests/s   ours/SDK = {our_rate / sdk_rate:5.2f}x"
+        )
     print(f"429 answers from the sandbox: {refused}")
     return 0
 

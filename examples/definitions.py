@@ -110,12 +110,15 @@ line_conversion_job = dg.define_asset_job(
     "line_conversion_job", selection=dg.AssetSelection.assets(line_conversion_events)
 )
 line_messaging_job = dg.define_asset_job(
-    "line_messaging_job", selection=dg.AssetSelection.assets(line_audience, line_push, line_multicast)
+    "line_messaging_job",
+    selection=dg.AssetSelection.assets(line_audience, line_push, line_multicast),
 )
 linkedin_job = dg.define_asset_job(
     "linkedin_job", selection=dg.AssetSelection.assets(linkedin_contacts, linkedin_companies)
 )
-all_exports_job = dg.define_asset_job("all_exports_job", selection=dg.AssetSelection.groups("exports"))
+all_exports_job = dg.define_asset_job(
+    "all_exports_job", selection=dg.AssetSelection.groups("exports")
+)
 
 defs = dg.Definitions.merge(
     dg.Definitions(
@@ -129,7 +132,13 @@ defs = dg.Definitions.merge(
             linkedin_contacts,
             linkedin_companies,
         ],
-        jobs=[maac_sample_job, line_conversion_job, line_messaging_job, linkedin_job, all_exports_job],
+        jobs=[
+            maac_sample_job,
+            line_conversion_job,
+            line_messaging_job,
+            linkedin_job,
+            all_exports_job,
+        ],
         resources={
             "sql_source": SqlSource(),
             "maac": MaacResource.from_env(),

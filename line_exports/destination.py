@@ -47,7 +47,11 @@ class ExportSettings(dg.Config):
     def _within_range(cls, value: Any, info: ValidationInfo) -> Any:
         """Name the whole range in the message (pydantic names only the bound crossed)."""
         field = cls.model_fields.get(info.field_name or "")
-        bounds = [(getattr(m, "ge", None), getattr(m, "le", None)) for m in field.metadata] if field else []
+        bounds = (
+            [(getattr(m, "ge", None), getattr(m, "le", None)) for m in field.metadata]
+            if field
+            else []
+        )
         low = next((lo for lo, _ in bounds if lo is not None), None)
         high = next((hi for _, hi in bounds if hi is not None), None)
         if (low is None and high is None) or isinstance(value, bool):
@@ -57,8 +61,10 @@ class ExportSettings(dg.Config):
         except (TypeError, ValueError):
             return value  # the type check says what is wrong
         if (low is not None and number < low) or (high is not None and number > high):
-            span = f"between {low:,} and {high:,}" if low is not None and high is not None else (
-                f"at least {low:,}" if low is not None else f"at most {high:,}"
+            span = (
+                f"between {low:,} and {high:,}"
+                if low is not None and high is not None
+                else (f"at least {low:,}" if low is not None else f"at most {high:,}")
             )
             raise ValueError(f"{info.field_name} must be {span} (got {value})")
         return value

@@ -60,11 +60,15 @@ class _Callback:
     params: dict[str, str] | None = None
 
 
-def _callback_server(redirect_uri: str, state: str, got: _Callback, done: threading.Event) -> HTTPServer:
+def _callback_server(
+    redirect_uri: str, state: str, got: _Callback, done: threading.Event
+) -> HTTPServer:
     """A one-shot HTTP server on the redirect URI's loopback host and port."""
     parsed = urlparse(redirect_uri)
     if parsed.scheme != "http" or parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise AuthFlowError(f"the redirect URI must be http on this machine (127.0.0.1 or localhost), not {redirect_uri}")
+        raise AuthFlowError(
+            f"the redirect URI must be http on this machine (127.0.0.1 or localhost), not {redirect_uri}"
+        )
     path = parsed.path or "/"
 
     class Handler(BaseHTTPRequestHandler):
@@ -75,13 +79,19 @@ def _callback_server(redirect_uri: str, state: str, got: _Callback, done: thread
                 return
             params = {k: v[0] for k, v in parse_qs(url.query).items()}
             if params.get("state") != state:
-                self._page(400, "Authorization refused", "The state did not match this login; start again.")
+                self._page(
+                    400, "Authorization refused", "The state did not match this login; start again."
+                )
                 return
             got.params = params
             if "code" in params:
                 self._page(200, "LinkedIn authorized", "line-exports received the authorization.")
             else:
-                self._page(400, "LinkedIn authorization failed", params.get("error_description", params.get("error", "")))
+                self._page(
+                    400,
+                    "LinkedIn authorization failed",
+                    params.get("error_description", params.get("error", "")),
+                )
             done.set()
 
         def _page(self, status: int, title: str, text: str) -> None:
@@ -99,12 +109,23 @@ def _callback_server(redirect_uri: str, state: str, got: _Callback, done: thread
     try:
         return HTTPServer((host, parsed.port or 80), Handler)
     except OSError as exc:
-        raise AuthFlowError(f"cannot listen on {host}:{parsed.port}: {exc}; pick another --redirect-uri port") from None
+        raise AuthFlowError(
+            f"cannot listen on {host}:{parsed.port}: {exc}; pick another --redirect-uri port"
+        ) from None
 
 
-def authorize_url(oauth_url: str, client_id: str, redirect_uri: str, state: str, scopes: tuple[str, ...]) -> str:
-    query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
-                       "state": state, "scope": " ".join(scopes)})
+def authorize_url(
+    oauth_url: str, client_id: str, redirect_uri: str, state: str, scopes: tuple[str, ...]
+) -> str:
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "state": state,
+            "scope": " ".join(scopes),
+        }
+    )
     return f"{oauth_url.rstrip('/')}{AUTHORIZE_PATH}?{query}"
 
 
@@ -122,12 +143,16 @@ def run_flow(
     state = secrets.token_urlsafe(24)  # CSRF protection for this one login, not an idempotency key
     got, done = _Callback(), threading.Event()
     server = _callback_server(redirect_uri, state, got, done)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         open_url(authorize_url(oauth_url, client_id, redirect_uri, state, scopes))
         if not done.wait(timeout):
-            raise AuthFlowError(f"no answer from LinkedIn within {timeout:.0f}s; run `{AUTH_COMMAND}` again")
+            raise AuthFlowError(
+                f"no answer from LinkedIn within {timeout:.0f}s; run `{AUTH_COMMAND}` again"
+            )
     finally:
         server.shutdown()
         server.server_close()
@@ -136,11 +161,23 @@ def run_flow(
         raise AuthFlowError(
             f"LinkedIn did not authorize: {params.get('error', 'unknown error')}: {params.get('error_description', '')}"
         )
-    http = HttpClient(oauth_url, secrets=lambda: (client_secret, params["code"]),
-                      retry=RetrySettings(max_retry=2, initial_retry_wait=1, max_retry_wait=10, connection_timeout=60))
-    answer = exchange_token(http, {"grant_type": "authorization_code", "code": params["code"],
-                                   "redirect_uri": redirect_uri, "client_id": client_id,
-                                   "client_secret": client_secret})
+    http = HttpClient(
+        oauth_url,
+        secrets=lambda: (client_secret, params["code"]),
+        retry=RetrySettings(
+            max_retry=2, initial_retry_wait=1, max_retry_wait=10, connection_timeout=60
+        ),
+    )
+    answer = exchange_token(
+        http,
+        {
+            "grant_type": "authorization_code",
+            "code": params["code"],
+            "redirect_uri": redirect_uri,
+            "client_id": client_id,
+            "client_secret": client_secret,
+        },
+    )
     return Tokens(
         access_token=str(answer["access_token"]),
         expires_in=int(answer.get("expires_in") or 0),
@@ -150,15 +187,28 @@ def run_flow(
     )
 
 
-def ad_accounts(api_url: str, access_token: str, version: str = DEFAULT_VERSION) -> list[dict[str, Any]]:
+def ad_accounts(
+    api_url: str, access_token: str, version: str = DEFAULT_VERSION
+) -> list[dict[str, Any]]:
     """The ad accounts the member has a role on (needs ``r_ads``)."""
-    http = HttpClient(api_url, auth_headers=lambda: {"Authorization": f"Bearer {access_token}",
-                                                     "LinkedIn-Version": version,
-                                                     "X-Restli-Protocol-Version": RESTLI_PROTOCOL},
-                      secrets=lambda: (access_token,),
-                      retry=RetrySettings(max_retry=2, initial_retry_wait=1, max_retry_wait=10, connection_timeout=60))
-    body = http.request("GET", "/rest/adAccountUsers", endpoint="ad_account_users",
-                        params={"q": "authenticatedUser"}).json()
+    http = HttpClient(
+        api_url,
+        auth_headers=lambda: {
+            "Authorization": f"Bearer {access_token}",
+            "LinkedIn-Version": version,
+            "X-Restli-Protocol-Version": RESTLI_PROTOCOL,
+        },
+        secrets=lambda: (access_token,),
+        retry=RetrySettings(
+            max_retry=2, initial_retry_wait=1, max_retry_wait=10, connection_timeout=60
+        ),
+    )
+    body = http.request(
+        "GET",
+        "/rest/adAccountUsers",
+        endpoint="ad_account_users",
+        params={"q": "authenticatedUser"},
+    ).json()
     return list(body.get("elements") or [])
 
 
@@ -166,14 +216,19 @@ def handler(ns: argparse.Namespace) -> int:
     """Run the flow and print the tokens to store; 0 on success, 1 on refusal, 2 on bad input."""
     client_id = ns.client_id or os.environ.get("LINKEDIN_CLIENT_ID")
     if not client_id:
-        print("error: give --client-id or set LINKEDIN_CLIENT_ID (LinkedIn app > Auth > Client ID)", file=sys.stderr)
+        print(
+            "error: give --client-id or set LINKEDIN_CLIENT_ID (LinkedIn app > Auth > Client ID)",
+            file=sys.stderr,
+        )
         return 2
     client_secret = os.environ.get("LINKEDIN_CLIENT_SECRET")
     if not client_secret and sys.stdin.isatty():
         client_secret = getpass.getpass("LinkedIn Client Secret: ")
     if not client_secret:
-        print("error: set LINKEDIN_CLIENT_SECRET (never passed as a flag, so it stays out of shell history)",
-              file=sys.stderr)
+        print(
+            "error: set LINKEDIN_CLIENT_SECRET (never passed as a flag, so it stays out of shell history)",
+            file=sys.stderr,
+        )
         return 2
     scopes = tuple(s for s in ns.scope.replace(",", " ").split() if s)
 
@@ -182,11 +237,21 @@ def handler(ns: argparse.Namespace) -> int:
         if not ns.no_browser:
             webbrowser.open(url)
 
-    print(f"Waiting for LinkedIn to redirect to {ns.redirect_uri} (it must be listed in your app's "
-          "Authorized redirect URLs).", flush=True)
+    print(
+        f"Waiting for LinkedIn to redirect to {ns.redirect_uri} (it must be listed in your app's "
+        "Authorized redirect URLs).",
+        flush=True,
+    )
     try:
-        tokens = run_flow(client_id, client_secret, redirect_uri=ns.redirect_uri, scopes=scopes,
-                          oauth_url=ns.oauth_url, open_url=show, timeout=ns.timeout)
+        tokens = run_flow(
+            client_id,
+            client_secret,
+            redirect_uri=ns.redirect_uri,
+            scopes=scopes,
+            oauth_url=ns.oauth_url,
+            open_url=show,
+            timeout=ns.timeout,
+        )
     except (AuthFlowError, LinkedInAuthError, ApiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -196,7 +261,9 @@ def handler(ns: argparse.Namespace) -> int:
     if tokens.refresh_token:
         refresh_days = (tokens.refresh_token_expires_in or 0) // 86400
         print(f"LINKEDIN_REFRESH_TOKEN={tokens.refresh_token}    # valid {refresh_days} days")
-    print(f"LINKEDIN_ACCESS_TOKEN={tokens.access_token}    # valid {days} days, refreshed automatically")
+    print(
+        f"LINKEDIN_ACCESS_TOKEN={tokens.access_token}    # valid {days} days, refreshed automatically"
+    )
     print(f"# granted scopes: {tokens.scope}")
     if "r_ads" in tokens.scope:
         try:
@@ -218,18 +285,38 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--client-id", default=None, help="LinkedIn app Client ID (default: $LINKEDIN_CLIENT_ID)")
-    parser.add_argument("--redirect-uri", default=os.environ.get("LINKEDIN_REDIRECT_URI", DEFAULT_REDIRECT),
-                        help=f"loopback redirect URL registered in the app (default {DEFAULT_REDIRECT})")
-    parser.add_argument("--scope", default=" ".join(SCOPES), help="scopes, space- or comma-separated")
-    parser.add_argument("--oauth-url", default=os.environ.get("LINKEDIN_OAUTH_URL", OAUTH_URL),
-                        help="OAuth host (default https://www.linkedin.com; the sandbox for tests)")
-    parser.add_argument("--api-url", default=os.environ.get("LINKEDIN_API_URL", API_URL),
-                        help="API host for listing ad accounts (default https://api.linkedin.com)")
-    parser.add_argument("--linkedin-version", default=os.environ.get("LINKEDIN_VERSION", DEFAULT_VERSION),
-                        help="LinkedIn-Version header, YYYYMM")
-    parser.add_argument("--no-browser", action="store_true", help="print the URL instead of opening a browser")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the redirect")
+    parser.add_argument(
+        "--client-id", default=None, help="LinkedIn app Client ID (default: $LINKEDIN_CLIENT_ID)"
+    )
+    parser.add_argument(
+        "--redirect-uri",
+        default=os.environ.get("LINKEDIN_REDIRECT_URI", DEFAULT_REDIRECT),
+        help=f"loopback redirect URL registered in the app (default {DEFAULT_REDIRECT})",
+    )
+    parser.add_argument(
+        "--scope", default=" ".join(SCOPES), help="scopes, space- or comma-separated"
+    )
+    parser.add_argument(
+        "--oauth-url",
+        default=os.environ.get("LINKEDIN_OAUTH_URL", OAUTH_URL),
+        help="OAuth host (default https://www.linkedin.com; the sandbox for tests)",
+    )
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("LINKEDIN_API_URL", API_URL),
+        help="API host for listing ad accounts (default https://api.linkedin.com)",
+    )
+    parser.add_argument(
+        "--linkedin-version",
+        default=os.environ.get("LINKEDIN_VERSION", DEFAULT_VERSION),
+        help="LinkedIn-Version header, YYYYMM",
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="print the URL instead of opening a browser"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300, help="seconds to wait for the redirect"
+    )
     parser.set_defaults(func=handler)
 
 

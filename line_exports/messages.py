@@ -25,7 +25,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-MESSAGE_TYPES = ("text", "textV2", "sticker", "image", "video", "audio", "location", "imagemap", "template", "flex")
+MESSAGE_TYPES = (
+    "text",
+    "textV2",
+    "sticker",
+    "image",
+    "video",
+    "audio",
+    "location",
+    "imagemap",
+    "template",
+    "flex",
+)
 MAX_MESSAGES = 5
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 USER_ID = r"U[0-9a-f]{32}"
@@ -34,7 +45,15 @@ ACTION_URI = r"(?:https?://[^\s]+|line://[^\s]+|tel:[^\s]+)"
 TRACKING_ID = r"[A-Za-z0-9\-.=,+*()%$&;:@{}!?<>\[\]]+"
 SUBSTITUTION_KEY = re.compile(r"[0-9a-zA-Z_]{1,20}")
 ACTION_TYPES = (
-    "postback", "message", "uri", "datetimepicker", "camera", "cameraRoll", "location", "richmenuswitch", "clipboard"
+    "postback",
+    "message",
+    "uri",
+    "datetimepicker",
+    "camera",
+    "cameraRoll",
+    "location",
+    "richmenuswitch",
+    "clipboard",
 )
 FLEX_COMPONENTS = ("box", "button", "image", "video", "icon", "text", "span", "separator", "filler")
 FLEX_BUBBLE_MAX_BYTES = 30 * 1024
@@ -134,21 +153,50 @@ class _Checker:
             self.problem(where, pattern_message or f"Must match {pattern}")
         return value
 
-    def url(self, obj: Mapping[str, Any], key: str, path: str, *, required: bool = False, max_length: int = 2000,
-            https: bool = True) -> None:
+    def url(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        max_length: int = 2000,
+        https: bool = True,
+    ) -> None:
         pattern = HTTPS_URL if https else ACTION_URI
         message = "Must be an HTTPS URL" if https else "Must be an http(s), line or tel URI"
-        self.string(obj, key, path, required=required, max_length=max_length, pattern=pattern, pattern_message=message)
+        self.string(
+            obj,
+            key,
+            path,
+            required=required,
+            max_length=max_length,
+            pattern=pattern,
+            pattern_message=message,
+        )
 
-    def number(self, obj: Mapping[str, Any], key: str, path: str, *, required: bool = False, integer: bool = False,
-               minimum: float | None = None, maximum: float | None = None) -> None:
+    def number(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        integer: bool = False,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> None:
         where = f"{path}.{key}"
         if key not in obj or obj[key] is None:
             if required:
                 self.problem(where, "Must not be null")
             return
         value = obj[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (integer and not isinstance(value, int))
+        ):
             self.problem(where, "Must be an integer" if integer else "Must be a number")
             return
         if minimum is not None and value < minimum:
@@ -160,7 +208,9 @@ class _Checker:
         if key in obj and not isinstance(obj[key], bool):
             self.problem(f"{path}.{key}", "Must be a boolean")
 
-    def obj(self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> dict[str, Any] | None:
+    def obj(
+        self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
+    ) -> dict[str, Any] | None:
         where = f"{path}.{key}" if path else key
         if key not in parent or parent[key] is None:
             if required:
@@ -172,8 +222,16 @@ class _Checker:
             return None
         return value
 
-    def array(self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False, min_items: int = 0,
-              max_items: int | None = None) -> list[Any]:
+    def array(
+        self,
+        parent: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        min_items: int = 0,
+        max_items: int | None = None,
+    ) -> list[Any]:
         where = f"{path}.{key}"
         if key not in parent or parent[key] is None:
             if required:
@@ -195,12 +253,18 @@ class _Checker:
             return
         kind = message.get("type")
         if kind not in MESSAGE_TYPES:
-            self.problem(f"{path}.type", f"Must be one of the following values: [{', '.join(MESSAGE_TYPES)}]")
+            self.problem(
+                f"{path}.type", f"Must be one of the following values: [{', '.join(MESSAGE_TYPES)}]"
+            )
             return
         getattr(self, f"_{kind}")(message, path)
         quick = self.obj(message, "quickReply", path)
         if quick is not None:
-            for i, item in enumerate(self.array(quick, "items", f"{path}.quickReply", required=True, min_items=1, max_items=13)):
+            for i, item in enumerate(
+                self.array(
+                    quick, "items", f"{path}.quickReply", required=True, min_items=1, max_items=13
+                )
+            ):
                 where = f"{path}.quickReply.items[{i}]"
                 if not isinstance(item, dict):
                     self.problem(where, "Must be an object")
@@ -244,26 +308,50 @@ class _Checker:
             if kind == "mention":
                 mentions += 1
                 if self.target not in ("push", "reply"):
-                    self.problem(where, "Mention objects can only be used in reply or push messages")
+                    self.problem(
+                        where, "Mention objects can only be used in reply or push messages"
+                    )
                 mentionee = self.obj(value, "mentionee", where, required=True)
                 if mentionee is not None:
-                    who = self.string(mentionee, "type", f"{where}.mentionee", required=True, allowed=("user", "all"))
+                    who = self.string(
+                        mentionee,
+                        "type",
+                        f"{where}.mentionee",
+                        required=True,
+                        allowed=("user", "all"),
+                    )
                     if who == "user":
-                        self.string(mentionee, "userId", f"{where}.mentionee", required=True, pattern=USER_ID,
-                                    pattern_message="Must be a LINE user ID (U and 32 hex digits)")
+                        self.string(
+                            mentionee,
+                            "userId",
+                            f"{where}.mentionee",
+                            required=True,
+                            pattern=USER_ID,
+                            pattern_message="Must be a LINE user ID (U and 32 hex digits)",
+                        )
             elif kind == "emoji":
                 emojis += 1
                 self.string(value, "productId", where, required=True)
                 self.string(value, "emojiId", where, required=True)
         if mentions > 20 or emojis > 20:
-            self.problem(f"{path}.substitution", "At most 20 mentions and 20 emojis can be substituted")
+            self.problem(
+                f"{path}.substitution", "At most 20 mentions and 20 emojis can be substituted"
+            )
         # ``{key}`` must name a substitution; ``{{``/``}}`` are literal braces; braces pair up.
-        plain = (text if self.literal else PLACEHOLDER.sub("", text)).replace("{{", "").replace("}}", "")
+        plain = (
+            (text if self.literal else PLACEHOLDER.sub("", text))
+            .replace("{{", "")
+            .replace("}}", "")
+        )
         for key in re.findall(r"\{([^{}]*)\}", plain):
             if key not in substitution:
                 self.problem(f"{path}.text", f"{{{key}}} has no entry in substitution")
-        if re.sub(r"\{[^{}]*\}", "", plain).count("{") or re.sub(r"\{[^{}]*\}", "", plain).count("}"):
-            self.problem(f"{path}.text", "{ and } must be used in pairs (write {{ and }} for literal braces)")
+        if re.sub(r"\{[^{}]*\}", "", plain).count("{") or re.sub(r"\{[^{}]*\}", "", plain).count(
+            "}"
+        ):
+            self.problem(
+                f"{path}.text", "{ and } must be used in pairs (write {{ and }} for literal braces)"
+            )
         self.string(m, "quoteToken", path)
 
     def _sticker(self, m: dict[str, Any], path: str) -> None:
@@ -277,8 +365,15 @@ class _Checker:
 
     def _video(self, m: dict[str, Any], path: str) -> None:
         self._image(m, path)
-        self.string(m, "trackingId", path, max_length=100, min_length=1, pattern=TRACKING_ID,
-                    pattern_message="Must be half-width alphanumerics and -.=,+*()%$&;:@{}!?<>[]")
+        self.string(
+            m,
+            "trackingId",
+            path,
+            max_length=100,
+            min_length=1,
+            pattern=TRACKING_ID,
+            pattern_message="Must be half-width alphanumerics and -.=,+*()%$&;:@{}!?<>[]",
+        )
 
     def _audio(self, m: dict[str, Any], path: str) -> None:
         self.url(m, "originalContentUrl", path, required=True)
@@ -303,21 +398,35 @@ class _Checker:
         self.string(m, "altText", path, required=True, max_length=1500, min_length=1)
         size = self.obj(m, "baseSize", path, required=True)
         if size is not None:
-            self.number(size, "width", f"{path}.baseSize", required=True, integer=True, minimum=1040, maximum=1040)
+            self.number(
+                size,
+                "width",
+                f"{path}.baseSize",
+                required=True,
+                integer=True,
+                minimum=1040,
+                maximum=1040,
+            )
             self.number(size, "height", f"{path}.baseSize", required=True, integer=True, minimum=1)
-        for i, action in enumerate(self.array(m, "actions", path, required=True, min_items=1, max_items=50)):
+        for i, action in enumerate(
+            self.array(m, "actions", path, required=True, min_items=1, max_items=50)
+        ):
             where = f"{path}.actions[{i}]"
             if not isinstance(action, dict):
                 self.problem(where, "Must be an object")
                 continue
-            kind = self.string(action, "type", where, required=True, allowed=("message", "uri", "clipboard"))
+            kind = self.string(
+                action, "type", where, required=True, allowed=("message", "uri", "clipboard")
+            )
             self.string(action, "label", where, max_length=100)
             if kind == "message":
                 self.string(action, "text", where, required=True, max_length=400, min_length=1)
             elif kind == "uri":
                 self.url(action, "linkUri", where, required=True, max_length=1000, https=False)
             elif kind == "clipboard":
-                self.string(action, "clipboardText", where, required=True, max_length=1000, min_length=1)
+                self.string(
+                    action, "clipboardText", where, required=True, max_length=1000, min_length=1
+                )
             self._area(action, "area", where)
         video = self.obj(m, "video", path)
         if video is not None:
@@ -327,8 +436,22 @@ class _Checker:
             self._area(video, "area", where)
             link = self.obj(video, "externalLink", where)
             if link is not None:
-                self.url(link, "linkUri", f"{where}.externalLink", required=True, max_length=1000, https=False)
-                self.string(link, "label", f"{where}.externalLink", required=True, max_length=30, min_length=1)
+                self.url(
+                    link,
+                    "linkUri",
+                    f"{where}.externalLink",
+                    required=True,
+                    max_length=1000,
+                    https=False,
+                )
+                self.string(
+                    link,
+                    "label",
+                    f"{where}.externalLink",
+                    required=True,
+                    max_length=30,
+                    min_length=1,
+                )
 
     def _template(self, m: dict[str, Any], path: str) -> None:
         self.string(m, "altText", path, required=True, max_length=1500, min_length=1)
@@ -336,15 +459,34 @@ class _Checker:
         if template is None:
             return
         where = f"{path}.template"
-        kind = self.string(template, "type", where, required=True, allowed=("buttons", "confirm", "carousel", "image_carousel"))
+        kind = self.string(
+            template,
+            "type",
+            where,
+            required=True,
+            allowed=("buttons", "confirm", "carousel", "image_carousel"),
+        )
         if kind == "buttons":
             has_header = bool(template.get("thumbnailImageUrl") or template.get("title"))
             self.url(template, "thumbnailImageUrl", where)
             self.string(template, "imageAspectRatio", where, allowed=("rectangle", "square"))
             self.string(template, "imageSize", where, allowed=("cover", "contain"))
-            self.string(template, "imageBackgroundColor", where, pattern=r"#[0-9A-Fa-f]{6}", pattern_message="Must be #RRGGBB")
+            self.string(
+                template,
+                "imageBackgroundColor",
+                where,
+                pattern=r"#[0-9A-Fa-f]{6}",
+                pattern_message="Must be #RRGGBB",
+            )
             self.string(template, "title", where, max_length=40)
-            self.string(template, "text", where, required=True, max_length=60 if has_header else 160, min_length=1)
+            self.string(
+                template,
+                "text",
+                where,
+                required=True,
+                max_length=60 if has_header else 160,
+                min_length=1,
+            )
             if "defaultAction" in template:
                 self.action(self.obj(template, "defaultAction", where), f"{where}.defaultAction")
             self.actions(template, where, 1, 4)
@@ -354,7 +496,9 @@ class _Checker:
         elif kind == "carousel":
             self.string(template, "imageAspectRatio", where, allowed=("rectangle", "square"))
             self.string(template, "imageSize", where, allowed=("cover", "contain"))
-            columns = self.array(template, "columns", where, required=True, min_items=1, max_items=10)
+            columns = self.array(
+                template, "columns", where, required=True, min_items=1, max_items=10
+            )
             counts = set()
             for i, column in enumerate(columns):
                 cw = f"{where}.columns[{i}]"
@@ -363,16 +507,33 @@ class _Checker:
                     continue
                 has_header = bool(column.get("thumbnailImageUrl") or column.get("title"))
                 self.url(column, "thumbnailImageUrl", cw)
-                self.string(column, "imageBackgroundColor", cw, pattern=r"#[0-9A-Fa-f]{6}", pattern_message="Must be #RRGGBB")
+                self.string(
+                    column,
+                    "imageBackgroundColor",
+                    cw,
+                    pattern=r"#[0-9A-Fa-f]{6}",
+                    pattern_message="Must be #RRGGBB",
+                )
                 self.string(column, "title", cw, max_length=40)
-                self.string(column, "text", cw, required=True, max_length=60 if has_header else 120, min_length=1)
+                self.string(
+                    column,
+                    "text",
+                    cw,
+                    required=True,
+                    max_length=60 if has_header else 120,
+                    min_length=1,
+                )
                 if "defaultAction" in column:
                     self.action(self.obj(column, "defaultAction", cw), f"{cw}.defaultAction")
                 counts.add(len(self.actions(column, cw, 1, 3)))
             if len(counts) > 1:
-                self.problem(f"{where}.columns", "Every column must have the same number of actions")
+                self.problem(
+                    f"{where}.columns", "Every column must have the same number of actions"
+                )
         elif kind == "image_carousel":
-            for i, column in enumerate(self.array(template, "columns", where, required=True, min_items=1, max_items=10)):
+            for i, column in enumerate(
+                self.array(template, "columns", where, required=True, min_items=1, max_items=10)
+            ):
                 cw = f"{where}.columns[{i}]"
                 if not isinstance(column, dict):
                     self.problem(cw, "Must be an object")
@@ -398,7 +559,12 @@ class _Checker:
             self.string(action, "data", path, required=True, max_length=300)
             for name in ("displayText", "text", "fillInText"):
                 self.string(action, name, path, max_length=300)
-            self.string(action, "inputOption", path, allowed=("closeRichMenu", "openRichMenu", "openKeyboard", "openVoice"))
+            self.string(
+                action,
+                "inputOption",
+                path,
+                allowed=("closeRichMenu", "openRichMenu", "openKeyboard", "openVoice"),
+            )
         elif kind == "message":
             self.string(action, "text", path, required=True, max_length=300, min_length=1)
         elif kind == "uri":
@@ -430,7 +596,9 @@ class _Checker:
         elif kind == "carousel":
             if size > FLEX_CAROUSEL_MAX_BYTES:
                 self.problem(where, f"A carousel must be at most 50 KB of JSON (is {size:,} bytes)")
-            for i, bubble in enumerate(self.array(contents, "contents", where, required=True, min_items=1, max_items=12)):
+            for i, bubble in enumerate(
+                self.array(contents, "contents", where, required=True, min_items=1, max_items=12)
+            ):
                 bw = f"{where}.contents[{i}]"
                 if not isinstance(bubble, dict) or bubble.get("type") != "bubble":
                     self.problem(f"{bw}.type", "Must be bubble")
@@ -439,7 +607,9 @@ class _Checker:
 
     def bubble(self, bubble: dict[str, Any], path: str) -> None:
         self.string(bubble, "direction", path, allowed=("ltr", "rtl"))
-        self.string(bubble, "size", path, allowed=("nano", "micro", "deca", "hecto", "kilo", "mega", "giga"))
+        self.string(
+            bubble, "size", path, allowed=("nano", "micro", "deca", "hecto", "kilo", "mega", "giga")
+        )
         for block in ("header", "body", "footer"):
             box = self.obj(bubble, block, path)
             if box is not None:
@@ -460,7 +630,9 @@ class _Checker:
         if "action" in comp and kind not in ("separator", "filler", "span"):
             self.action(self.obj(comp, "action", path), f"{path}.action")
         if kind == "box":
-            self.string(comp, "layout", path, required=True, allowed=("horizontal", "vertical", "baseline"))
+            self.string(
+                comp, "layout", path, required=True, allowed=("horizontal", "vertical", "baseline")
+            )
             for i, child in enumerate(self.array(comp, "contents", path, required=True)):
                 self.component(child, f"{path}.contents[{i}]")
         elif kind == "button":
@@ -497,14 +669,20 @@ def parse_template(template: str | Mapping[str, Any] | list[Any]) -> list[dict[s
         try:
             value = json.loads(template)
         except json.JSONDecodeError as exc:
-            raise TemplateError(f"the template is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+            raise TemplateError(
+                f"the template is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            ) from None
     else:
         value = copy.deepcopy(template)
     messages = [value] if isinstance(value, dict) else value
     if not isinstance(messages, list) or not messages:
-        raise TemplateError("the template must be a message object or a list of 1 to 5 message objects")
+        raise TemplateError(
+            "the template must be a message object or a list of 1 to 5 message objects"
+        )
     if len(messages) > MAX_MESSAGES:
-        raise TemplateError(f"the template holds {len(messages)} messages; LINE sends at most {MAX_MESSAGES} per request")
+        raise TemplateError(
+            f"the template holds {len(messages)} messages; LINE sends at most {MAX_MESSAGES} per request"
+        )
     _no_placeholder_keys(messages, "messages")
     return messages
 
@@ -513,15 +691,22 @@ def _no_placeholder_keys(value: Any, path: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if PLACEHOLDER.search(str(key)):
-                raise TemplateError(f"{path}: placeholders may only be JSON string values, not keys ({key!r})")
+                raise TemplateError(
+                    f"{path}: placeholders may only be JSON string values, not keys ({key!r})"
+                )
             _no_placeholder_keys(item, f"{path}.{key}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _no_placeholder_keys(item, f"{path}[{i}]")
 
 
-def check_messages(messages: list[Any], *, target: str = "push", allow_placeholders: bool = True,
-                   literal: bool = False) -> tuple[list[tuple[str, str]], list[Slot]]:
+def check_messages(
+    messages: list[Any],
+    *,
+    target: str = "push",
+    allow_placeholders: bool = True,
+    literal: bool = False,
+) -> tuple[list[tuple[str, str]], list[Slot]]:
     """LINE-style problems ``(property, message)`` of a ``messages`` array, and its placeholder slots.
 
     ``literal=True`` checks a body as LINE receives it: ``{{x}}`` is text, not a placeholder.
@@ -550,13 +735,25 @@ class MessageTemplate:
     columns: list[str]
 
     @classmethod
-    def parse(cls, template: str | Mapping[str, Any] | list[Any], *, target: str = "push", allow_placeholders: bool = True) -> MessageTemplate:
+    def parse(
+        cls,
+        template: str | Mapping[str, Any] | list[Any],
+        *,
+        target: str = "push",
+        allow_placeholders: bool = True,
+    ) -> MessageTemplate:
         """Parse and check a template; raises :class:`TemplateError` listing every problem."""
         messages = parse_template(template)
-        problems, slots = check_messages(messages, target=target, allow_placeholders=allow_placeholders)
+        problems, slots = check_messages(
+            messages, target=target, allow_placeholders=allow_placeholders
+        )
         if problems:
-            raise TemplateError(f"the {target} template breaks LINE's message rules: {_format_problems(problems)}")
-        columns = list(dict.fromkeys(name for slot in slots for name in placeholders_in(slot.template)))
+            raise TemplateError(
+                f"the {target} template breaks LINE's message rules: {_format_problems(problems)}"
+            )
+        columns = list(
+            dict.fromkeys(name for slot in slots for name in placeholders_in(slot.template))
+        )
         return cls(messages, slots, columns)
 
     def json(self) -> str:
@@ -591,7 +788,9 @@ class MessageTemplate:
         segments.append(rest)
         return segments, templates
 
-    def rendered_values(self, frame: pd.DataFrame, template: str, braces: bool = False) -> pd.Series:
+    def rendered_values(
+        self, frame: pd.DataFrame, template: str, braces: bool = False
+    ) -> pd.Series:
         """One slot's value per row, placeholders filled (plain text, not JSON-escaped)."""
         out = pd.Series("", index=frame.index, dtype="string")
         pos = 0
@@ -608,14 +807,22 @@ class MessageTemplate:
         if not self.slots:
             return pd.Series(self.json(), index=frame.index, dtype="string")
         segments, templates = self._marked()
-        needed = {(m.group(1), braces) for template, braces in templates for m in PLACEHOLDER.finditer(template)}
+        needed = {
+            (m.group(1), braces)
+            for template, braces in templates
+            for m in PLACEHOLDER.finditer(template)
+        }
         escaped = {(c, b): _json_escape(_values(frame[c], b)) for c, b in needed}
         out = pd.Series(segments[0], index=frame.index, dtype="string")
         for (template, braces), segment in zip(templates, segments[1:], strict=True):
             out = out + '"'
             pos = 0
             for match in PLACEHOLDER.finditer(template):
-                out = out + _json_escape_literal(template[pos : match.start()]) + escaped[(match.group(1), braces)]
+                out = (
+                    out
+                    + _json_escape_literal(template[pos : match.start()])
+                    + escaped[(match.group(1), braces)]
+                )
                 pos = match.end()
             out = out + _json_escape_literal(template[pos:]) + '"' + segment
         return out
@@ -626,13 +833,33 @@ class MessageTemplate:
         for slot in self.slots:
             values = self.rendered_values(frame, slot.template, slot.braces)
             if slot.required:
-                failures.append((slot.path, "May not be empty", (values.str.strip() == "").to_numpy(dtype=bool, na_value=True)))
+                failures.append(
+                    (
+                        slot.path,
+                        "May not be empty",
+                        (values.str.strip() == "").to_numpy(dtype=bool, na_value=True),
+                    )
+                )
             if slot.max_length is not None:
-                too_long = (utf16_len_series(values) > slot.max_length).to_numpy(dtype=bool, na_value=False)
-                failures.append((slot.path, f"Length must be at most {slot.max_length} (UTF-16 units)", too_long))
+                too_long = (utf16_len_series(values) > slot.max_length).to_numpy(
+                    dtype=bool, na_value=False
+                )
+                failures.append(
+                    (
+                        slot.path,
+                        f"Length must be at most {slot.max_length} (UTF-16 units)",
+                        too_long,
+                    )
+                )
             if slot.pattern is not None:
                 ok = values.str.fullmatch(slot.pattern).to_numpy(dtype=bool, na_value=False)
-                failures.append((slot.path, slot.pattern_message or f"Must match {slot.pattern}", ~ok & (values != "").to_numpy(dtype=bool, na_value=False)))
+                failures.append(
+                    (
+                        slot.path,
+                        slot.pattern_message or f"Must match {slot.pattern}",
+                        ~ok & (values != "").to_numpy(dtype=bool, na_value=False),
+                    )
+                )
         failures.extend(self._flex_sizes(frame))
         return [f for f in failures if f[2].any()]
 
@@ -649,8 +876,12 @@ class MessageTemplate:
             size = rendered.str.encode("utf-8").str.len() - 2  # without the enclosing [ ]
             bubble = contents.get("type") == "bubble"
             limit = FLEX_BUBBLE_MAX_BYTES if bubble else FLEX_CAROUSEL_MAX_BYTES
-            message_text = f"A {'bubble' if bubble else 'carousel'} must be at most {limit // 1024} KB of JSON"
-            failures.append((f"messages[{i}].contents", message_text, (size > limit).to_numpy(dtype=bool)))
+            message_text = (
+                f"A {'bubble' if bubble else 'carousel'} must be at most {limit // 1024} KB of JSON"
+            )
+            failures.append(
+                (f"messages[{i}].contents", message_text, (size > limit).to_numpy(dtype=bool))
+            )
         return failures
 
 
@@ -669,7 +900,11 @@ def _strings(value: Any) -> Iterator[str]:
 def _values(column: pd.Series, braces: bool) -> pd.Series:
     """A column's values as text; in a textV2 text, { and } doubled so they stay literal."""
     text = column.astype("string").fillna("")
-    return text.str.replace("{", "{{", regex=False).str.replace("}", "}}", regex=False) if braces else text
+    return (
+        text.str.replace("{", "{{", regex=False).str.replace("}", "}}", regex=False)
+        if braces
+        else text
+    )
 
 
 def _json_escape_literal(text: str) -> str:
@@ -684,6 +919,11 @@ def _json_escape(values: pd.Series) -> pd.Series:
     return text.map(table).astype("string")
 
 
-def validate_template(template: str | Mapping[str, Any] | list[Any], *, target: str = "push", allow_placeholders: bool = True) -> MessageTemplate:
+def validate_template(
+    template: str | Mapping[str, Any] | list[Any],
+    *,
+    target: str = "push",
+    allow_placeholders: bool = True,
+) -> MessageTemplate:
     """Shorthand for :meth:`MessageTemplate.parse`."""
     return MessageTemplate.parse(template, target=target, allow_placeholders=allow_placeholders)

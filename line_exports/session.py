@@ -63,7 +63,9 @@ def render_session_variables(sql: str, variables: Mapping[str, str]) -> str:
         name = match.group(1)
         if name not in variables:
             if name == "partition_key":
-                raise ValueError("${partition_key} is only filled in a partitioned export (partitions_def=)")
+                raise ValueError(
+                    "${partition_key} is only filled in a partitioned export (partitions_def=)"
+                )
             raise ValueError(f"unknown session variable ${{{name}}} in query")
         return variables[name]
 

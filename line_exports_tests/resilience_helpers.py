@@ -47,8 +47,12 @@ AUDIENCE = "resilience audience"
 SEGMENT = "resilience segment"
 # Waits far below the reference minimums (initial_retry_wait >= 1 s, connection_timeout >= 10 s)
 # so a storm of faults costs milliseconds; only the tests' own Destination copies use them.
-FAST_RETRY = RetrySettings(max_retry=10, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=30)
-TIMEOUT_RETRY = RetrySettings(max_retry=6, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=0.4)
+FAST_RETRY = RetrySettings(
+    max_retry=10, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=30
+)
+TIMEOUT_RETRY = RetrySettings(
+    max_retry=6, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=0.4
+)
 
 
 def uid(n: int) -> str:
@@ -140,66 +144,111 @@ def _cases() -> dict[str, Case]:
     line_ids = f"case when range % 10 = 7 then 'U-not-a-user-' || range else {UID_SQL} end AS id"
     cases = [
         Case(
-            "maac_members", "maac",
-            {"data_object": "members", "import_key": "line_uid", "tags": "resilience", "batch_size": 10},
+            "maac_members",
+            "maac",
+            {
+                "data_object": "members",
+                "import_key": "line_uid",
+                "tags": "resilience",
+                "batch_size": 10,
+            },
             f"SELECT case when range % 10 = 3 then 'Ubad' || range else {UID_SQL} end AS line_uid, "
             f"'member ' || range AS display_name FROM range({maac_rows}) ORDER BY range",
-            maac_rows, maac_bad, "/openapi/v1/member/import/", "POST", "maac",
+            maac_rows,
+            maac_bad,
+            "/openapi/v1/member/import/",
+            "POST",
+            "maac",
             lambda url: MaacResource(base_url=url, poll_seconds=0.05),
             _maac_members,
             lambda: {uid(r - 1) for r in range(1, maac_rows + 1) if r not in maac_bad},
         ),
         Case(
-            "line_push", "line_messaging",
-            {"target": "push_message", "push_concurrency": 4,
-             "template_message": json.dumps({"type": "text", "text": "Hello {{name}}"})},
+            "line_push",
+            "line_messaging",
+            {
+                "target": "push_message",
+                "push_concurrency": 4,
+                "template_message": json.dumps({"type": "text", "text": "Hello {{name}}"}),
+            },
             f"SELECT {line_ids}, 'n' || range AS name FROM range({line_rows}) ORDER BY range",
-            line_rows, line_bad, "/v2/bot/message/push", "POST", "line_messaging",
+            line_rows,
+            line_bad,
+            "/v2/bot/message/push",
+            "POST",
+            "line_messaging",
             lambda url: LineMessagingResource(base_url=url, poll_seconds=0.05),
             _inboxes,
             lambda: {uid(r - 1) for r in range(1, line_rows + 1) if r not in line_bad},
         ),
         Case(
-            "line_multicast", "line_messaging",
-            {"target": "multicast_message", "batch_size_multicast": 5,
-             "template_message_multicast": json.dumps({"type": "text", "text": "Sale today"})},
+            "line_multicast",
+            "line_messaging",
+            {
+                "target": "multicast_message",
+                "batch_size_multicast": 5,
+                "template_message_multicast": json.dumps({"type": "text", "text": "Sale today"}),
+            },
             f"SELECT {line_ids} FROM range({line_rows}) ORDER BY range",
-            line_rows, line_bad, "/v2/bot/message/multicast", "POST", "line_messaging",
+            line_rows,
+            line_bad,
+            "/v2/bot/message/multicast",
+            "POST",
+            "line_messaging",
             lambda url: LineMessagingResource(base_url=url, poll_seconds=0.05),
             _inboxes,
             lambda: {uid(r - 1) for r in range(1, line_rows + 1) if r not in line_bad},
             kill_after=3,
         ),
         Case(
-            "line_audience", "line_messaging",
+            "line_audience",
+            "line_messaging",
             {"target": "audience", "audience_name": AUDIENCE},
             f"SELECT {line_ids} FROM range({line_rows}) ORDER BY range",
-            line_rows, line_bad, "/v2/bot/audienceGroup/upload", "POST", "line_messaging",
+            line_rows,
+            line_bad,
+            "/v2/bot/audienceGroup/upload",
+            "POST",
+            "line_messaging",
             lambda url: LineMessagingResource(base_url=url, poll_seconds=0.05),
             _audience_ids,
             lambda: {uid(r - 1) for r in range(1, line_rows + 1) if r not in line_bad},
             kill_after=1,  # the one upload (it creates the audience) is in flight at the kill
         ),
         Case(
-            "capi_events", "line_conversion",
+            "capi_events",
+            "line_conversion",
             {"max_records": 1_000},
             "SELECT case when range % 500 = 11 then 'undefined' else 'dedup-' || range end AS deduplication_key, "
             "'conversion' AS event_type, 'web' AS source_type, "
             "cast(epoch(current_date) AS BIGINT) - range AS event_timestamp, "  # same body on a re-run
-
             "'ext-' || range AS external_id "
             f"FROM range({capi_rows}) ORDER BY range",
-            capi_rows, capi_bad, f"/v1/{TAG}/events", "POST", "line_conversion",
+            capi_rows,
+            capi_bad,
+            f"/v1/{TAG}/events",
+            "POST",
+            "line_conversion",
             lambda url: LineConversionResource(line_tag_id=TAG, base_url=url),
             _capi_events,
             lambda: {f"dedup-{r - 1}" for r in range(1, capi_rows + 1) if r not in capi_bad},
         ),
         Case(
-            "linkedin_users", "linkedin",
-            {"ad_account_id": ACCOUNT, "segment_name": SEGMENT, "ignore_invalid_records": True, "batch_size": 10},
+            "linkedin_users",
+            "linkedin",
+            {
+                "ad_account_id": ACCOUNT,
+                "segment_name": SEGMENT,
+                "ignore_invalid_records": True,
+                "batch_size": 10,
+            },
             "SELECT case when range % 10 = 5 then 'not-an-email-' || range else 'User' || range || '@Example.jp' end "
             f"AS email FROM range({li_rows}) ORDER BY range",
-            li_rows, li_bad, "/rest/dmpSegments/", "POST", "linkedin",
+            li_rows,
+            li_bad,
+            "/rest/dmpSegments/",
+            "POST",
+            "linkedin",
             lambda url: LinkedInResource(api_url=url, new_segment_wait=0),
             _linkedin_members,
             lambda: {_email_hash(r - 1) for r in range(1, li_rows + 1) if r not in li_bad},
@@ -231,16 +280,24 @@ def with_retry(type_name: str, retry: RetrySettings) -> Destination:
     return dest
 
 
-def build(case: Case, retry: RetrySettings | None = FAST_RETRY, name: str | None = None,
-          **kwargs: Any) -> dg.AssetsDefinition:
+def build(
+    case: Case, retry: RetrySettings | None = FAST_RETRY, name: str | None = None, **kwargs: Any
+) -> dg.AssetsDefinition:
     dest: str | Destination = with_retry(case.destination, retry) if retry else case.destination
     kwargs.setdefault("resource_key", case.resource_key)
-    return build_export(name or case.name, destination=dest, query=case.query, settings=case.settings,
-                        retry_policy=None, **kwargs)
+    return build_export(
+        name or case.name,
+        destination=dest,
+        query=case.query,
+        settings=case.settings,
+        retry_policy=None,
+        **kwargs,
+    )
 
 
-def materialize(case: Case, url: str, asset: dg.AssetsDefinition | None = None,
-                **kwargs: Any) -> dg.ExecuteInProcessResult:
+def materialize(
+    case: Case, url: str, asset: dg.AssetsDefinition | None = None, **kwargs: Any
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [asset or build(case)],
         resources={"sql_source": source_for(case), case.resource_key: case.make_resource(url)},
@@ -303,10 +360,14 @@ def check_exactly_once(case: Case, sandbox: Sandbox) -> list[str]:
     twice = sorted(k for k in want if got.get(k, 0) > 1)
     extra = sorted(set(got) - want)
     if missing:
-        problems.append(f"{case.name}: {len(missing)} valid rows never delivered, e.g. {missing[:3]}")
+        problems.append(
+            f"{case.name}: {len(missing)} valid rows never delivered, e.g. {missing[:3]}"
+        )
     if twice:
-        problems.append(f"{case.name}: {len(twice)} rows delivered more than once, e.g. "
-                        f"{[(k, got[k]) for k in twice[:3]]}")
+        problems.append(
+            f"{case.name}: {len(twice)} rows delivered more than once, e.g. "
+            f"{[(k, got[k]) for k in twice[:3]]}"
+        )
     if extra:
         problems.append(f"{case.name}: {len(extra)} unexpected keys at the API, e.g. {extra[:3]}")
     return problems
@@ -342,8 +403,11 @@ class LateAnswers:
 
     def _take(self, scope: dict[str, Any]) -> LateRule | None:
         for rule in self.rules:
-            if (scope["path"].startswith(rule.path) and scope["method"] == rule.method
-                    and (rule.times < 0 or rule.hits < rule.times)):
+            if (
+                scope["path"].startswith(rule.path)
+                and scope["method"] == rule.method
+                and (rule.times < 0 or rule.hits < rule.times)
+            ):
                 rule.hits += 1
                 return rule
         return None

@@ -69,12 +69,24 @@ def test_audience_files_are_streamed_retried_and_removed(
     sandbox = sandbox_server.sandbox
     sandbox.add_fault(Fault(path=BY_FILE, method="PUT", status=500, times=1))
     query = "SELECT 'U' || lpad(printf('%x', range), 32, '0') AS id FROM range(12000)"
-    asset = build_export("big_audience", destination="line_messaging", query=query, retry_policy=None,
-                         settings={"target": "audience", "audience_name": "files", "initial_retry_wait": 1})
+    asset = build_export(
+        "big_audience",
+        destination="line_messaging",
+        query=query,
+        retry_policy=None,
+        settings={"target": "audience", "audience_name": "files", "initial_retry_wait": 1},
+    )
     resource = LineMessagingResource(base_url=sandbox_server.url, poll_seconds=0.1)
-    result = dg.materialize([asset], resources={"sql_source": SqlSource(), "line_messaging": resource})
-    meta = {k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node("big_audience")[0].metadata.items()}
-    assert meta["upload_requests"] == 3 and meta["retries"] == 1 and meta["audience_count"] == 12_000
+    result = dg.materialize(
+        [asset], resources={"sql_source": SqlSource(), "line_messaging": resource}
+    )
+    meta = {
+        k: getattr(v, "value", v)
+        for k, v in result.asset_materializations_for_node("big_audience")[0].metadata.items()
+    }
+    assert (
+        meta["upload_requests"] == 3 and meta["retries"] == 1 and meta["audience_count"] == 12_000
+    )
     # The retried add re-sent its whole file from disk.
     assert sandbox.count("POST", BY_FILE) == 1 and sandbox.count("PUT", BY_FILE) == 3
     assert store_of(sandbox).audiences[meta["audience_id"]].ids == {user(n) for n in range(12_000)}

@@ -47,7 +47,9 @@ def test_5xx_retried_with_exponential_backoff(sandbox_server: SandboxServer) -> 
 def test_backoff_is_capped_by_max_retry_wait(sandbox_server: SandboxServer) -> None:
     sandbox_server.sandbox.add_fault(Fault(path=PATH, status=503, times=-1))
     waits: list[float] = []
-    retry = RetrySettings(max_retry=10, initial_retry_wait=30, max_retry_wait=100, connection_timeout=10)
+    retry = RetrySettings(
+        max_retry=10, initial_retry_wait=30, max_retry_wait=100, connection_timeout=10
+    )
     http = client(sandbox_server, retry=retry, sleep=waits.append)
     with pytest.raises(ApiError) as error:
         http.request("GET", PATH)
@@ -67,7 +69,9 @@ def test_dropped_connection_is_retried(sandbox_server: SandboxServer) -> None:
 def test_timeout_is_retried(sandbox_server: SandboxServer) -> None:
     sandbox_server.sandbox.add_fault(Fault(path=PATH, delay=1.5, times=1))
     http = client(sandbox_server, sleep=lambda _: None)
-    http.retry = RetrySettings(max_retry=2, initial_retry_wait=1, max_retry_wait=100, connection_timeout=0.5)
+    http.retry = RetrySettings(
+        max_retry=2, initial_retry_wait=1, max_retry_wait=100, connection_timeout=0.5
+    )
     assert http.request("GET", PATH).status_code == 200
     assert http.stats.retries == 1
 
@@ -128,7 +132,9 @@ def test_rate_limiter_never_exceeds_the_window_whatever_the_delays() -> None:
     limiter = RateLimiter(RateLimit(requests=5, per_seconds=0.5))
     handled: list[float] = []
     lock = threading.Lock()
-    delays = iter([0.0, 0.12, 0.01, 0.2, 0.05, 0.0, 0.15, 0.02, 0.3, 0.0, 0.08, 0.01, 0.25, 0.0, 0.1])
+    delays = iter(
+        [0.0, 0.12, 0.01, 0.2, 0.05, 0.0, 0.15, 0.02, 0.3, 0.0, 0.08, 0.01, 0.25, 0.0, 0.1]
+    )
 
     def call(delay: float) -> None:
         limiter.acquire()

@@ -36,8 +36,12 @@ print("RESULT " + json.dumps({{k: getattr(v, "value", None) for k, v in meta.ite
 def _child(url: str, home: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "LINE_EXPORTS_HOME": str(home)}
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(n=RECIPIENTS), url], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        [sys.executable, "-c", CHILD.format(n=RECIPIENTS), url],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -46,7 +50,9 @@ def test_push_killed_mid_way_then_rerun_delivers_each_message_exactly_once(
 ) -> None:
     sandbox = sandbox_server.sandbox
     store = store_of(sandbox)
-    sandbox.add_fault(Fault(path="/v2/bot/message/push", delay=0.02, times=-1))  # slow enough to kill mid-way
+    sandbox.add_fault(
+        Fault(path="/v2/bot/message/push", delay=0.02, times=-1)
+    )  # slow enough to kill mid-way
     first = _child(sandbox_server.url, line_exports_home)
     deadline = time.monotonic() + 60
     while store.pushes < 60:

@@ -75,7 +75,9 @@ def run_export(
     res: LinkedInResource, query: str | Path, name: str = "li", **settings: Any
 ) -> dg.ExecuteInProcessResult:
     settings = {"ad_account_id": ACCOUNT, "segment_name": "seg", **FAST, **settings}
-    asset = build_export(name, destination="linkedin", query=query, settings=settings, retry_policy=None)
+    asset = build_export(
+        name, destination="linkedin", query=query, settings=settings, retry_policy=None
+    )
     return dg.materialize(
         [asset], resources={"linkedin": res, "sql_source": SqlSource()}, raise_on_error=False
     )
@@ -106,7 +108,9 @@ def members(sandbox: Sandbox, name: str = "seg") -> set[tuple[Any, ...]]:
 def test_users_add_creates_segment_hashes_and_types_ids(sandbox_server: SandboxServer) -> None:
     sandbox = sandbox_server.sandbox
     res = resource(sandbox_server)
-    result = run_export(res, CONTACTS_SQL, ignore_invalid_records=True, segment_description="from tests")
+    result = run_export(
+        res, CONTACTS_SQL, ignore_invalid_records=True, segment_description="from tests"
+    )
     assert result.success
     meta = metadata(result)
     assert meta["rows_read"] == 8
@@ -129,7 +133,11 @@ def test_users_add_creates_segment_hashes_and_types_ids(sandbox_server: SandboxS
     assert ("name", "Carol", "Danvers", None, None, None) in got
     assert not any("alice@example.com" in str(m) for m in got)  # no raw email left the machine
     [segment] = store_of(sandbox).segments.values()
-    assert (segment.type, segment.description, segment.account) == ("USER", "from tests", int(ACCOUNT))
+    assert (segment.type, segment.description, segment.account) == (
+        "USER",
+        "from tests",
+        int(ACCOUNT),
+    )
 
 
 def test_users_remove_finds_segment_and_removes(sandbox_server: SandboxServer) -> None:
@@ -148,13 +156,17 @@ def test_users_remove_finds_segment_and_removes(sandbox_server: SandboxServer) -
 
 
 def test_remove_mode_never_creates_a_segment(sandbox_server: SandboxServer) -> None:
-    result = run_export(resource(sandbox_server), "select 'a@example.com' as email", dmp_segment_mode="remove")
+    result = run_export(
+        resource(sandbox_server), "select 'a@example.com' as email", dmp_segment_mode="remove"
+    )
     assert "remove mode does not create one" in failure_text(result)
     assert store_of(sandbox_server.sandbox).segments == {}
 
 
 def test_invalid_rows_fail_before_sending_by_default(sandbox_server: SandboxServer) -> None:
-    result = run_export(resource(sandbox_server), CONTACTS_SQL)  # ignore_invalid_records defaults to false
+    result = run_export(
+        resource(sandbox_server), CONTACTS_SQL
+    )  # ignore_invalid_records defaults to false
     text = failure_text(result)
     assert "ignore_invalid_records is false" in text and "nothing was sent" in text
     assert store_of(sandbox_server.sandbox).batch_requests == 0
@@ -174,7 +186,9 @@ def test_companies_add_then_remove(sandbox_server: SandboxServer) -> None:
     assert ("company", "Sakura Foods", "sakura.example.jp", None, None) in got
     assert [s.type for s in store_of(sandbox).segments.values()] == ["COMPANY"]
     remove = "select 'Sakura Foods' as company_name, 'sakura.example.jp' as company_website_domain"
-    result = run_export(res, remove, name="li_rm", audience_type="companies", dmp_segment_mode="remove")
+    result = run_export(
+        res, remove, name="li_rm", audience_type="companies", dmp_segment_mode="remove"
+    )
     assert result.success
     assert len(members(sandbox)) == 2
 
@@ -225,7 +239,10 @@ def test_client_reads_element_statuses_of_a_200(sandbox_server: SandboxServer) -
     segment_id = client.create_segment(ACCOUNT, "direct", None, "USER", "SANDBOX")
     elements = [
         {"action": "ADD", "userIds": [{"idType": "SHA256_EMAIL", "idValue": ALICE_SHA256}]},
-        {"action": "ADD", "userIds": [{"idType": "SHA256_EMAIL", "idValue": "abc123"}]},  # not a SHA-256
+        {
+            "action": "ADD",
+            "userIds": [{"idType": "SHA256_EMAIL", "idValue": "abc123"}],
+        },  # not a SHA-256
         {"action": "ADD", "userIds": [{"idType": "PHONE", "idValue": "+15551234567"}]},
         {"action": "ADD", "firstName": "X" * 36, "lastName": "Y"},
     ]
@@ -235,7 +252,9 @@ def test_client_reads_element_statuses_of_a_200(sandbox_server: SandboxServer) -
     assert [f[0] for f in failures] == [1, 2, 3]
     assert "Invalid idValue" in failures[0][2] and "Unsupported idType" in failures[1][2]
     # Fewer results than elements sent: the missing ones are failures, never success.
-    assert element_failures(results[:1], 2) == [(1, 0, "LinkedIn returned no result for this element")]
+    assert element_failures(results[:1], 2) == [
+        (1, 0, "LinkedIn returned no result for this element")
+    ]
 
 
 # -- batching and limits -------------------------------------------------------------------
@@ -261,10 +280,16 @@ def test_sandbox_refuses_more_than_5000_elements(sandbox_server: SandboxServer) 
     response = requests.post(
         f"{sandbox_server.url}/rest/dmpSegments/{segment_id}/users",
         json={"elements": elements},
-        headers={"Authorization": "Bearer sandbox-linkedin-token", "LinkedIn-Version": DEFAULT_VERSION,
-                 "X-Restli-Protocol-Version": "2.0.0", "X-RestLi-Method": "BATCH_CREATE"},
+        headers={
+            "Authorization": "Bearer sandbox-linkedin-token",
+            "LinkedIn-Version": DEFAULT_VERSION,
+            "X-Restli-Protocol-Version": "2.0.0",
+            "X-RestLi-Method": "BATCH_CREATE",
+        },
     )
-    assert response.status_code == 400 and "exceeds the maximum of 5000" in response.json()["message"]
+    assert (
+        response.status_code == 400 and "exceeds the maximum of 5000" in response.json()["message"]
+    )
 
 
 def test_per_member_rate_limit_429_is_retried() -> None:
@@ -292,7 +317,9 @@ def test_refresh_on_missing_expired_and_refused_token(sandbox_server: SandboxSer
     assert store.token_counter == 1
     assert sandbox.count("GET", "/rest/dmpSegments", status=401) == 1
     time.sleep(2.1)
-    assert client.find_segments(ACCOUNT, "x") == []  # expired by the clock: refreshed before the call
+    assert (
+        client.find_segments(ACCOUNT, "x") == []
+    )  # expired by the clock: refreshed before the call
     assert store.token_counter == 2
     assert sandbox.count("GET", "/rest/dmpSegments", status=401) == 1
     # Missing token altogether: the first call refreshes.
@@ -331,7 +358,9 @@ def test_sandbox_requires_linkedin_headers(sandbox_server: SandboxServer) -> Non
     protocol = {"X-Restli-Protocol-Version": "2.0.0"}
     assert requests.get(url, headers={**version, **protocol}).status_code == 401
     missing_version = requests.get(url, headers={**auth, **protocol})
-    assert missing_version.status_code == 400 and missing_version.json()["code"] == "VERSION_MISSING"
+    assert (
+        missing_version.status_code == 400 and missing_version.json()["code"] == "VERSION_MISSING"
+    )
     assert requests.get(url, headers={**auth, **version}).status_code == 400
     sunset = requests.get(url, headers={**auth, **protocol, "LinkedIn-Version": "202301"})
     assert sunset.status_code == 426 and sunset.json()["code"] == "NONEXISTENT_VERSION"
@@ -344,7 +373,11 @@ def test_settings_follow_the_reference() -> None:
     base = {"ad_account_id": "urn:li:sponsoredAccount:123", "segment_name": " s "}
     settings = LinkedInSettings(**base)
     assert (settings.ad_account_id, settings.segment_name) == ("123", "s")
-    assert (settings.audience_type, settings.dmp_segment_mode, settings.ignore_invalid_records) == ("users", "add", False)
+    assert (settings.audience_type, settings.dmp_segment_mode, settings.ignore_invalid_records) == (
+        "users",
+        "add",
+        False,
+    )
     assert settings.batch_size == 5000
     with pytest.raises(ValueError, match=r"batch_size must be between 1 and 5,000 \(got 5001\)"):
         LinkedInSettings(**base, batch_size=5001)
@@ -358,8 +391,12 @@ def test_settings_follow_the_reference() -> None:
 
 def test_credentials_are_resource_fields_not_settings() -> None:
     with pytest.raises(ValueError, match="credential"):
-        build_export("x", destination="linkedin", query="select 1",
-                     settings={"ad_account_id": "1", "segment_name": "s", "refresh_token": "r"})
+        build_export(
+            "x",
+            destination="linkedin",
+            query="select 1",
+            settings={"ad_account_id": "1", "segment_name": "s", "refresh_token": "r"},
+        )
     fields = LinkedInResource.model_fields
     for name in ("client_id", "client_secret", "refresh_token", "access_token"):
         assert fields[name].json_schema_extra == {"dagster__is_secret": True}
@@ -387,11 +424,17 @@ def test_client_is_isolated_per_retry_settings(sandbox_server: SandboxServer) ->
     assert res.get_client() is res.get_client()
 
 
-@pytest.mark.parametrize(("query", "audience_type"), [("linkedin_contacts.sql", "users"),
-                                                       ("linkedin_companies.sql", "companies")])
-def test_example_queries_over_sample_tables(sandbox_server: SandboxServer, query: str, audience_type: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "audience_type"),
+    [("linkedin_contacts.sql", "users"), ("linkedin_companies.sql", "companies")],
+)
+def test_example_queries_over_sample_tables(
+    sandbox_server: SandboxServer, query: str, audience_type: str
+) -> None:
     path = Path(__file__).resolve().parents[1] / "examples" / "queries" / query
-    result = run_export(resource(sandbox_server), path, audience_type=audience_type, ignore_invalid_records=True)
+    result = run_export(
+        resource(sandbox_server), path, audience_type=audience_type, ignore_invalid_records=True
+    )
     assert result.success
     meta = metadata(result)
     assert meta["rows_read"] == 3000
@@ -399,10 +442,17 @@ def test_example_queries_over_sample_tables(sandbox_server: SandboxServer, query
     assert meta["rows_accepted"] == meta["rows_valid"] == len(members(sandbox_server.sandbox))
 
 
-def test_from_env_without_credentials_uses_the_sandbox(sandbox_server: SandboxServer,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("LINKEDIN_CLIENT_ID", "LINKEDIN_CLIENT_SECRET", "LINKEDIN_REFRESH_TOKEN", "LINKEDIN_ACCESS_TOKEN",
-                 "LINKEDIN_API_URL", "LINKEDIN_OAUTH_URL"):
+def test_from_env_without_credentials_uses_the_sandbox(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (
+        "LINKEDIN_CLIENT_ID",
+        "LINKEDIN_CLIENT_SECRET",
+        "LINKEDIN_REFRESH_TOKEN",
+        "LINKEDIN_ACCESS_TOKEN",
+        "LINKEDIN_API_URL",
+        "LINKEDIN_OAUTH_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LINE_EXPORTS_SANDBOX_URL", sandbox_server.url)
     res = LinkedInResource.from_env().process_config_and_initialize()

@@ -25,7 +25,8 @@ def sandbox_process(tmp_path: Path) -> Iterator[str]:
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "line_exports.sandbox", "--port", str(port), "--rate-scale", "100"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -44,8 +45,21 @@ def sandbox_process(tmp_path: Path) -> Iterator[str]:
 def measure(rows: int, url: str, home: Path) -> dict[str, float]:
     env = {**os.environ, "LINE_EXPORTS_HOME": str(home)}
     out = subprocess.run(
-        [sys.executable, str(BENCH), "--rows", str(rows), "--sandbox-url", url, "--chunk-size", "10000"],
-        capture_output=True, text=True, env=env, timeout=300, check=True,
+        [
+            sys.executable,
+            str(BENCH),
+            "--rows",
+            str(rows),
+            "--sandbox-url",
+            url,
+            "--chunk-size",
+            "10000",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -16,7 +16,8 @@ U1 = "U" + "a" * 32
 VALID = {
     "text": {"type": "text", "text": "Hello, world"},
     "textV2": {
-        "type": "textV2", "text": "Welcome, {user1}! {laugh}\n{everyone} There is a newcomer!",
+        "type": "textV2",
+        "text": "Welcome, {user1}! {laugh}\n{everyone} There is a newcomer!",
         "substitution": {
             "user1": {"type": "mention", "mentionee": {"type": "user", "userId": U1}},
             "laugh": {"type": "emoji", "productId": "5a8555cfe6256cc92ea23c2a", "emojiId": "002"},
@@ -24,29 +25,69 @@ VALID = {
         },
     },
     "sticker": {"type": "sticker", "packageId": "446", "stickerId": "1988"},
-    "image": {"type": "image", "originalContentUrl": "https://example.com/original.jpg", "previewImageUrl": "https://example.com/preview.jpg"},
-    "video": {"type": "video", "originalContentUrl": "https://example.com/original.mp4",
-              "previewImageUrl": "https://example.com/preview.jpg", "trackingId": "track-id"},
-    "audio": {"type": "audio", "originalContentUrl": "https://example.com/original.m4a", "duration": 60000},
-    "location": {"type": "location", "title": "my location", "address": "1-3 Kioicho, Chiyoda-ku, Tokyo, 102-8282, Japan",
-                 "latitude": 35.67966, "longitude": 139.73669},
+    "image": {
+        "type": "image",
+        "originalContentUrl": "https://example.com/original.jpg",
+        "previewImageUrl": "https://example.com/preview.jpg",
+    },
+    "video": {
+        "type": "video",
+        "originalContentUrl": "https://example.com/original.mp4",
+        "previewImageUrl": "https://example.com/preview.jpg",
+        "trackingId": "track-id",
+    },
+    "audio": {
+        "type": "audio",
+        "originalContentUrl": "https://example.com/original.m4a",
+        "duration": 60000,
+    },
+    "location": {
+        "type": "location",
+        "title": "my location",
+        "address": "1-3 Kioicho, Chiyoda-ku, Tokyo, 102-8282, Japan",
+        "latitude": 35.67966,
+        "longitude": 139.73669,
+    },
     "imagemap": {
-        "type": "imagemap", "baseUrl": "https://example.com/bot/images/rm001", "altText": "This is an imagemap",
+        "type": "imagemap",
+        "baseUrl": "https://example.com/bot/images/rm001",
+        "altText": "This is an imagemap",
         "baseSize": {"width": 1040, "height": 1040},
-        "video": {"originalContentUrl": "https://example.com/video.mp4", "previewImageUrl": "https://example.com/video_preview.jpg",
-                  "area": {"x": 0, "y": 0, "width": 1040, "height": 585},
-                  "externalLink": {"linkUri": "https://example.com/see_more.html", "label": "See More"}},
+        "video": {
+            "originalContentUrl": "https://example.com/video.mp4",
+            "previewImageUrl": "https://example.com/video_preview.jpg",
+            "area": {"x": 0, "y": 0, "width": 1040, "height": 585},
+            "externalLink": {"linkUri": "https://example.com/see_more.html", "label": "See More"},
+        },
         "actions": [
-            {"type": "uri", "linkUri": "https://example.com/", "area": {"x": 0, "y": 586, "width": 520, "height": 454}},
-            {"type": "message", "text": "Hello", "area": {"x": 520, "y": 586, "width": 520, "height": 454}},
+            {
+                "type": "uri",
+                "linkUri": "https://example.com/",
+                "area": {"x": 0, "y": 586, "width": 520, "height": 454},
+            },
+            {
+                "type": "message",
+                "text": "Hello",
+                "area": {"x": 520, "y": 586, "width": 520, "height": 454},
+            },
         ],
     },
     "template": {
-        "type": "template", "altText": "This is a buttons template",
+        "type": "template",
+        "altText": "This is a buttons template",
         "template": {
-            "type": "buttons", "thumbnailImageUrl": "https://example.com/bot/images/image.jpg", "imageAspectRatio": "rectangle",
-            "imageSize": "cover", "imageBackgroundColor": "#FFFFFF", "title": "Menu", "text": "Please select",
-            "defaultAction": {"type": "uri", "label": "View detail", "uri": "http://example.com/page/123"},
+            "type": "buttons",
+            "thumbnailImageUrl": "https://example.com/bot/images/image.jpg",
+            "imageAspectRatio": "rectangle",
+            "imageSize": "cover",
+            "imageBackgroundColor": "#FFFFFF",
+            "title": "Menu",
+            "text": "Please select",
+            "defaultAction": {
+                "type": "uri",
+                "label": "View detail",
+                "uri": "http://example.com/page/123",
+            },
             "actions": [
                 {"type": "postback", "label": "Buy", "data": "action=buy&itemid=123"},
                 {"type": "postback", "label": "Add to cart", "data": "action=add&itemid=123"},
@@ -55,9 +96,16 @@ VALID = {
         },
     },
     "flex": {
-        "type": "flex", "altText": "this is a flex message",
-        "contents": {"type": "bubble", "body": {"type": "box", "layout": "vertical",
-                                                 "contents": [{"type": "text", "text": "hello"}, {"type": "text", "text": "world"}]}},
+        "type": "flex",
+        "altText": "this is a flex message",
+        "contents": {
+            "type": "bubble",
+            "body": {
+                "type": "box",
+                "layout": "vertical",
+                "contents": [{"type": "text", "text": "hello"}, {"type": "text", "text": "world"}],
+            },
+        },
     },
 }
 
@@ -66,16 +114,44 @@ BROKEN = {
     "text": ({"type": "text", "text": "x" * 5001}, "messages[0].text"),
     "textV2": ({"type": "textV2", "text": "Hi {nobody}"}, "messages[0].text"),
     "sticker": ({"type": "sticker", "packageId": "446"}, "messages[0].stickerId"),
-    "image": ({"type": "image", "originalContentUrl": "http://example.com/a.jpg", "previewImageUrl": "https://e.com/p.jpg"},
-              "messages[0].originalContentUrl"),
+    "image": (
+        {
+            "type": "image",
+            "originalContentUrl": "http://example.com/a.jpg",
+            "previewImageUrl": "https://e.com/p.jpg",
+        },
+        "messages[0].originalContentUrl",
+    ),
     "video": ({**VALID["video"], "trackingId": "has space"}, "messages[0].trackingId"),
-    "audio": ({"type": "audio", "originalContentUrl": "https://e.com/a.m4a"}, "messages[0].duration"),
+    "audio": (
+        {"type": "audio", "originalContentUrl": "https://e.com/a.m4a"},
+        "messages[0].duration",
+    ),
     "location": ({**VALID["location"], "latitude": 91}, "messages[0].latitude"),
-    "imagemap": ({**VALID["imagemap"], "baseSize": {"width": 700, "height": 700}}, "messages[0].baseSize.width"),
-    "template": ({"type": "template", "altText": "a", "template": {"type": "confirm", "text": "ok?", "actions": [
-        {"type": "message", "label": "yes", "text": "yes"}]}}, "messages[0].template.actions"),
-    "flex": ({"type": "flex", "altText": "a", "contents": {"type": "carousel", "contents": [
-        {"type": "bubble"}] * 13}}, "messages[0].contents.contents"),
+    "imagemap": (
+        {**VALID["imagemap"], "baseSize": {"width": 700, "height": 700}},
+        "messages[0].baseSize.width",
+    ),
+    "template": (
+        {
+            "type": "template",
+            "altText": "a",
+            "template": {
+                "type": "confirm",
+                "text": "ok?",
+                "actions": [{"type": "message", "label": "yes", "text": "yes"}],
+            },
+        },
+        "messages[0].template.actions",
+    ),
+    "flex": (
+        {
+            "type": "flex",
+            "altText": "a",
+            "contents": {"type": "carousel", "contents": [{"type": "bubble"}] * 13},
+        },
+        "messages[0].contents.contents",
+    ),
 }
 
 
@@ -104,12 +180,25 @@ def test_template_shape_rules() -> None:
     with pytest.raises(TemplateError, match="not keys"):
         MessageTemplate.parse({"type": "text", "text": "a", "{{col}}": "x"})
     with pytest.raises(TemplateError, match="not supported here"):
-        MessageTemplate.parse({"type": "text", "text": "Hi {{name}}"}, target="multicast", allow_placeholders=False)
+        MessageTemplate.parse(
+            {"type": "text", "text": "Hi {{name}}"}, target="multicast", allow_placeholders=False
+        )
     with pytest.raises(TemplateError, match="Mention objects"):
         MessageTemplate.parse(VALID["textV2"], target="multicast")
-    with pytest.raises(TemplateError, match="text: Length must be between 1 and 60"):  # buttons text with a title: 60
-        MessageTemplate.parse({**VALID["template"], "template": {**VALID["template"]["template"], "text": "x" * 61}})
-    bubble = {"type": "bubble", "body": {"type": "box", "layout": "vertical", "contents": [{"type": "text", "text": "x" * 31000}]}}
+    with pytest.raises(
+        TemplateError, match="text: Length must be between 1 and 60"
+    ):  # buttons text with a title: 60
+        MessageTemplate.parse(
+            {**VALID["template"], "template": {**VALID["template"]["template"], "text": "x" * 61}}
+        )
+    bubble = {
+        "type": "bubble",
+        "body": {
+            "type": "box",
+            "layout": "vertical",
+            "contents": [{"type": "text", "text": "x" * 31000}],
+        },
+    }
     with pytest.raises(TemplateError, match="30 KB"):
         MessageTemplate.parse({"type": "flex", "altText": "a", "contents": bubble})
 
@@ -122,12 +211,20 @@ def test_length_counts_utf16_units_like_line() -> None:
 
 
 def test_placeholders_are_columns_and_checked_per_row() -> None:
-    template = MessageTemplate.parse({
-        "type": "image", "originalContentUrl": "{{url}}", "previewImageUrl": "https://e.com/{{name}}.jpg",
-    })
+    template = MessageTemplate.parse(
+        {
+            "type": "image",
+            "originalContentUrl": "{{url}}",
+            "previewImageUrl": "https://e.com/{{name}}.jpg",
+        }
+    )
     assert template.columns == ["url", "name"]
-    frame = pd.DataFrame({"url": ["https://e.com/a.jpg", "http://insecure/a.jpg", "https://e.com/" + "x" * 2000],
-                          "name": ["a", "b", "c"]})
+    frame = pd.DataFrame(
+        {
+            "url": ["https://e.com/a.jpg", "http://insecure/a.jpg", "https://e.com/" + "x" * 2000],
+            "name": ["a", "b", "c"],
+        }
+    )
     failures = {(path, tuple(mask)) for path, _, mask in template.check_rows(frame)}
     assert ("messages[0].originalContentUrl", (False, True, False)) in failures
     assert ("messages[0].originalContentUrl", (False, False, True)) in failures
@@ -136,15 +233,31 @@ def test_placeholders_are_columns_and_checked_per_row() -> None:
 
 
 NASTY = [
-    'He said "hi"', "back\\slash", "new\nline\ttab", "{braces}", "{{coupon}}", '", "injected": "x',
-    "\u2028\u2029", "\x00\x1f", "😀 emoji", "</script>",
+    'He said "hi"',
+    "back\\slash",
+    "new\nline\ttab",
+    "{braces}",
+    "{{coupon}}",
+    '", "injected": "x',
+    "\u2028\u2029",
+    "\x00\x1f",
+    "😀 emoji",
+    "</script>",
 ]
 
 
 def test_substitution_is_json_safe_and_never_injects() -> None:
     template = MessageTemplate.parse(
-        [{"type": "text", "text": "Hi {{name}}, use {{coupon}}"},
-         {"type": "textV2", "text": "{greet}", "substitution": {"greet": {"type": "emoji", "productId": "{{name}}", "emojiId": "001"}}}]
+        [
+            {"type": "text", "text": "Hi {{name}}, use {{coupon}}"},
+            {
+                "type": "textV2",
+                "text": "{greet}",
+                "substitution": {
+                    "greet": {"type": "emoji", "productId": "{{name}}", "emojiId": "001"}
+                },
+            },
+        ]
     )
     frame = pd.DataFrame({"name": NASTY, "coupon": list(reversed(NASTY))})
     for i, text in enumerate(template.render(frame)):

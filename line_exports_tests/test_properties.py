@@ -47,36 +47,92 @@ def _ruleset(type_name: str, **values: Any) -> tuple[RuleSet, dict[str, Any]]:
 
 PUSH_TEMPLATE = json.dumps({"type": "text", "text": "Hi {{name}}"})
 RULESETS = {
-    "maac_members_line_uid": ("maac", {"data_object": "members", "import_key": "line_uid", "tags": "t"}),
-    "maac_members_mobile": ("maac", {"data_object": "members", "import_key": "mobile", "tags": "t"}),
+    "maac_members_line_uid": (
+        "maac",
+        {"data_object": "members", "import_key": "line_uid", "tags": "t"},
+    ),
+    "maac_members_mobile": (
+        "maac",
+        {"data_object": "members", "import_key": "mobile", "tags": "t"},
+    ),
     "maac_segments": ("maac", {"data_object": "segments", "segment_name": "s"}),
     "line_audience": ("line_messaging", {"target": "audience", "audience_name": "a"}),
-    "line_audience_ifa": ("line_messaging", {"target": "audience", "audience_name": "a", "is_ifa_audience": True}),
+    "line_audience_ifa": (
+        "line_messaging",
+        {"target": "audience", "audience_name": "a", "is_ifa_audience": True},
+    ),
     "line_push": ("line_messaging", {"target": "push_message", "template_message": PUSH_TEMPLATE}),
-    "line_multicast": ("line_messaging", {"target": "multicast_message",
-                                          "template_message_multicast": json.dumps({"type": "text", "text": "x"})}),
+    "line_multicast": (
+        "line_messaging",
+        {
+            "target": "multicast_message",
+            "template_message_multicast": json.dumps({"type": "text", "text": "x"}),
+        },
+    ),
     "line_conversion": ("line_conversion", {}),
     "linkedin_users": ("linkedin", {"ad_account_id": "1", "segment_name": "s"}),
-    "linkedin_companies": ("linkedin", {"ad_account_id": "1", "segment_name": "s", "audience_type": "companies"}),
+    "linkedin_companies": (
+        "linkedin",
+        {"ad_account_id": "1", "segment_name": "s", "audience_type": "companies"},
+    ),
 }
 
 # Cells a warehouse or an upstream DataFrame may hand us. Floats are finite and within int64
 # (see test_non_finite_or_huge_floats_are_rejected_not_crashing for the others).
 SAFE_FLOATS = st.one_of(st.floats(min_value=-9e18, max_value=9e18), st.just(float("nan")))
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
-NEAR_VALID = st.sampled_from([
-    "U" + "0" * 32, "U" + "ab" * 16, " U" + "1" * 32 + " ", "u" + "0" * 32, "user@example.jp", " A@B.CO ",
-    "+81 90-1234-5678", "0912345678", "1990-01-02", "1990-02-30", "male", "Female", "web", "conversion",
-    "page_view", "undefined", "dedup-1", "203.0.113.7", "::1", "https://x.jp/a", "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-    "EA7583CD-A667-48BC-B806-42ECB2B48606", "example.com", "JP", "us", "1700000000", "-5", "0", "", " ", "a" * 300,
-    "a" * 64, "A" * 64, "f" * 128,
-])
+NEAR_VALID = st.sampled_from(
+    [
+        "U" + "0" * 32,
+        "U" + "ab" * 16,
+        " U" + "1" * 32 + " ",
+        "u" + "0" * 32,
+        "user@example.jp",
+        " A@B.CO ",
+        "+81 90-1234-5678",
+        "0912345678",
+        "1990-01-02",
+        "1990-02-30",
+        "male",
+        "Female",
+        "web",
+        "conversion",
+        "page_view",
+        "undefined",
+        "dedup-1",
+        "203.0.113.7",
+        "::1",
+        "https://x.jp/a",
+        "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        "EA7583CD-A667-48BC-B806-42ECB2B48606",
+        "example.com",
+        "JP",
+        "us",
+        "1700000000",
+        "-5",
+        "0",
+        "",
+        " ",
+        "a" * 300,
+        "a" * 64,
+        "A" * 64,
+        "f" * 128,
+    ]
+)
 # Whole seconds (see test_timestamps_with_fractional_seconds_are_converted_not_crashing).
 STAMPS = st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1)).map(
-    lambda t: t.replace(microsecond=0))
+    lambda t: t.replace(microsecond=0)
+)
 CELLS = st.one_of(
-    st.none(), TEXT, NEAR_VALID, st.integers(min_value=-(2**63), max_value=2**63 - 1), SAFE_FLOATS,
-    st.booleans(), st.binary(max_size=20), st.just(float("nan")), st.just(pd.NaT),
+    st.none(),
+    TEXT,
+    NEAR_VALID,
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    SAFE_FLOATS,
+    st.booleans(),
+    st.binary(max_size=20),
+    st.just(float("nan")),
+    st.just(pd.NaT),
     STAMPS.map(pd.Timestamp),
     st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2200, 1, 1)),
 )
@@ -85,15 +141,21 @@ CELLS = st.one_of(
 @st.composite
 def column_values(draw: st.DrawFn, n: int) -> pd.Series:
     """One column of ``n`` cells: homogeneous (as an engine returns it) or a mixed object column."""
-    kind = draw(st.sampled_from(["mixed", "text", "near", "int", "float", "bool", "datetime", "bytes"]))
+    kind = draw(
+        st.sampled_from(["mixed", "text", "near", "int", "float", "bool", "datetime", "bytes"])
+    )
     if kind == "mixed":
         return pd.Series(draw(st.lists(CELLS, min_size=n, max_size=n)), dtype=object)
     if kind == "text":
-        return pd.Series(draw(st.lists(st.one_of(st.none(), TEXT), min_size=n, max_size=n)), dtype=object)
+        return pd.Series(
+            draw(st.lists(st.one_of(st.none(), TEXT), min_size=n, max_size=n)), dtype=object
+        )
     if kind == "near":
         return pd.Series(draw(st.lists(NEAR_VALID, min_size=n, max_size=n)), dtype=object)
     if kind == "int":
-        return pd.Series(draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)), dtype="int64")
+        return pd.Series(
+            draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)), dtype="int64"
+        )
     if kind == "float":
         return pd.Series(draw(st.lists(SAFE_FLOATS, min_size=n, max_size=n)), dtype="float64")
     if kind == "bool":
@@ -115,7 +177,9 @@ def frames(draw: st.DrawFn, ruleset: RuleSet, settings_values: dict[str, Any]) -
     return pd.DataFrame(data, index=pd.RangeIndex(n))
 
 
-def _check_validated(frame: pd.DataFrame, ruleset: RuleSet, values: dict[str, Any], offset: int) -> None:
+def _check_validated(
+    frame: pd.DataFrame, ruleset: RuleSet, values: dict[str, Any], offset: int
+) -> None:
     checked = validate(frame, ruleset, values, row_offset=offset)
     n = len(frame)
     everyone = set(range(offset + 1, offset + n + 1))
@@ -162,23 +226,44 @@ def test_validator_never_crashes_and_accounts_for_every_row(name: str) -> None:
 
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), 1e20])
 def test_non_finite_or_huge_floats_are_rejected_not_crashing(value: float) -> None:
-    for type_name, values in (("maac", RULESETS["maac_members_line_uid"][1]), ("line_conversion", {})):
+    for type_name, values in (
+        ("maac", RULESETS["maac_members_line_uid"][1]),
+        ("line_conversion", {}),
+    ):
         ruleset, config = _ruleset(type_name, **values)
         column = "customer_id" if type_name == "maac" else "event_timestamp"
-        frame = pd.DataFrame({"line_uid": ["U" + "0" * 32, "U" + "1" * 32], "deduplication_key": ["a", "b"],
-                              "event_type": "conversion", "source_type": "web", column: [value, 1.0],
-                              "unrelated": [1, 2]})
+        frame = pd.DataFrame(
+            {
+                "line_uid": ["U" + "0" * 32, "U" + "1" * 32],
+                "deduplication_key": ["a", "b"],
+                "event_type": "conversion",
+                "source_type": "web",
+                column: [value, 1.0],
+                "unrelated": [1, 2],
+            }
+        )
         _check_validated(frame, ruleset, config, 0)
 
 
-@pytest.mark.parametrize("stamps", [
-    pd.Series(pd.to_datetime(["2026-01-01 00:00:00.5", "2026-01-01 00:00:01.0"])),
-    pd.Series(["2026-01-01T00:00:00.5", "1767225601"], dtype=object),
-], ids=["datetime64", "text"])
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        pd.Series(pd.to_datetime(["2026-01-01 00:00:00.5", "2026-01-01 00:00:01.0"])),
+        pd.Series(["2026-01-01T00:00:00.5", "1767225601"], dtype=object),
+    ],
+    ids=["datetime64", "text"],
+)
 def test_timestamps_with_fractional_seconds_are_converted_not_crashing(stamps: pd.Series) -> None:
     ruleset, config = _ruleset("line_conversion")
-    frame = pd.DataFrame({"deduplication_key": ["a", "b"], "event_type": "conversion", "source_type": "web",
-                          "event_timestamp": stamps, "unrelated": [1, 2]})
+    frame = pd.DataFrame(
+        {
+            "deduplication_key": ["a", "b"],
+            "event_type": "conversion",
+            "source_type": "web",
+            "event_timestamp": stamps,
+            "unrelated": [1, 2],
+        }
+    )
     _check_validated(frame, ruleset, config, 0)
 
 
@@ -187,30 +272,115 @@ def test_timestamps_with_fractional_seconds_are_converted_not_crashing(stamps: p
 # text, a postback data field, an action label, a sender name and a quick-reply text.
 TEMPLATES = {
     "text": [{"type": "text", "text": "Hi {{a}}, code {{b}}!"}],
-    "text_only_placeholder": [{"type": "text", "text": "{{a}}"}, {"type": "text", "text": "{{b}} / {{ a }}"}],
-    "image": [{"type": "image", "originalContentUrl": "https://cdn.example.jp/{{a}}.png",
-               "previewImageUrl": "{{b}}"}],
-    "buttons": [{"type": "template", "altText": "{{a}}", "template": {
-        "type": "buttons", "title": "{{b}}", "text": "Hello {{a}}",
-        "actions": [{"type": "uri", "label": "{{b}}", "uri": "https://shop.example.jp/?c={{a}}"},
-                    {"type": "postback", "label": "ok", "data": "id={{b}}", "displayText": "{{a}}"}]}}],
-    "flex": [{"type": "flex", "altText": "Order {{a}}", "contents": {
-        "type": "bubble", "body": {"type": "box", "layout": "vertical", "contents": [
-            {"type": "text", "text": "{{a}}", "wrap": True},
-            {"type": "button", "action": {"type": "message", "label": "{{b}}", "text": "{{a}}"}}]}}}],
-    "sender_quick_reply": [{"type": "text", "text": "x", "sender": {"name": "{{b}}"},
-                            "quickReply": {"items": [{"type": "action", "action": {
-                                "type": "message", "label": "{{b}}", "text": "{{a}}"}}]}}],
-    "location": [{"type": "location", "title": "{{a}}", "address": "{{b}} street",
-                  "latitude": 35.0, "longitude": 139.0}],
+    "text_only_placeholder": [
+        {"type": "text", "text": "{{a}}"},
+        {"type": "text", "text": "{{b}} / {{ a }}"},
+    ],
+    "image": [
+        {
+            "type": "image",
+            "originalContentUrl": "https://cdn.example.jp/{{a}}.png",
+            "previewImageUrl": "{{b}}",
+        }
+    ],
+    "buttons": [
+        {
+            "type": "template",
+            "altText": "{{a}}",
+            "template": {
+                "type": "buttons",
+                "title": "{{b}}",
+                "text": "Hello {{a}}",
+                "actions": [
+                    {"type": "uri", "label": "{{b}}", "uri": "https://shop.example.jp/?c={{a}}"},
+                    {"type": "postback", "label": "ok", "data": "id={{b}}", "displayText": "{{a}}"},
+                ],
+            },
+        }
+    ],
+    "flex": [
+        {
+            "type": "flex",
+            "altText": "Order {{a}}",
+            "contents": {
+                "type": "bubble",
+                "body": {
+                    "type": "box",
+                    "layout": "vertical",
+                    "contents": [
+                        {"type": "text", "text": "{{a}}", "wrap": True},
+                        {
+                            "type": "button",
+                            "action": {"type": "message", "label": "{{b}}", "text": "{{a}}"},
+                        },
+                    ],
+                },
+            },
+        }
+    ],
+    "sender_quick_reply": [
+        {
+            "type": "text",
+            "text": "x",
+            "sender": {"name": "{{b}}"},
+            "quickReply": {
+                "items": [
+                    {
+                        "type": "action",
+                        "action": {"type": "message", "label": "{{b}}", "text": "{{a}}"},
+                    }
+                ]
+            },
+        }
+    ],
+    "location": [
+        {
+            "type": "location",
+            "title": "{{a}}",
+            "address": "{{b}} street",
+            "latitude": 35.0,
+            "longitude": 139.0,
+        }
+    ],
 }
-NASTY = st.sampled_from([
-    '"', '\\', '\\"', '"}, {"type": "text", "text": "injected', '{{a}}', '{{b}}', '{{ x }}', '}}', '{"x": 1}',
-    '\n', '\r\n', '\t', '\x00', '\x1f', '\u2028', '\u2029', '</script>', "'", '%s', '${session_time}',
-    'https://evil.example/', 'javascript:alert(1)', '😀' * 3, 'a' * 70, 'é' * 2000, ' ', '',
-])
-VALUES = st.one_of(TEXT, NASTY, st.lists(st.one_of(TEXT, NASTY), max_size=4).map("".join),
-                   st.integers().map(str), SAFE_FLOATS.filter(lambda f: not math.isnan(f)).map(repr))
+NASTY = st.sampled_from(
+    [
+        '"',
+        "\\",
+        '\\"',
+        '"}, {"type": "text", "text": "injected',
+        "{{a}}",
+        "{{b}}",
+        "{{ x }}",
+        "}}",
+        '{"x": 1}',
+        "\n",
+        "\r\n",
+        "\t",
+        "\x00",
+        "\x1f",
+        "\u2028",
+        "\u2029",
+        "</script>",
+        "'",
+        "%s",
+        "${session_time}",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "😀" * 3,
+        "a" * 70,
+        "é" * 2000,
+        " ",
+        "",
+    ]
+)
+VALUES = st.one_of(
+    TEXT,
+    NASTY,
+    st.lists(st.one_of(TEXT, NASTY), max_size=4).map("".join),
+    st.integers().map(str),
+    SAFE_FLOATS.filter(lambda f: not math.isnan(f)).map(repr),
+)
 
 
 def _fill(template: Any, values: dict[str, str]) -> Any:
@@ -224,7 +394,9 @@ def _fill(template: Any, values: dict[str, str]) -> Any:
     return template
 
 
-def _push_pipeline(template: MessageTemplate, ruleset: RuleSet, frame: pd.DataFrame) -> pd.DataFrame:
+def _push_pipeline(
+    template: MessageTemplate, ruleset: RuleSet, frame: pd.DataFrame
+) -> pd.DataFrame:
     """The export's own path to a push body: validate, spool-typed text, per-row message checks."""
     checked = validate(frame, ruleset, {})
     rows = checked.valid
@@ -246,12 +418,19 @@ def test_substitution_never_injects_and_checked_rows_meet_lines_schema(name: str
     @FAST
     @given(rows=st.lists(st.tuples(VALUES, VALUES), min_size=1, max_size=6))
     def check(rows: list[tuple[str, str]]) -> None:
-        frame = pd.DataFrame({"id": ["U" + f"{i:032x}" for i in range(len(rows))],
-                              "a": [r[0] for r in rows], "b": [r[1] for r in rows]})
+        frame = pd.DataFrame(
+            {
+                "id": ["U" + f"{i:032x}" for i in range(len(rows))],
+                "a": [r[0] for r in rows],
+                "b": [r[1] for r in rows],
+            }
+        )
         rendered_all = template.render(frame)  # every row renders, checked or not
         for i, body in enumerate(rendered_all.tolist()):
             messages = json.loads(body)
-            assert messages == _fill(TEMPLATES[name], {"a": rows[i][0], "b": rows[i][1]}), "no key injection"
+            assert messages == _fill(TEMPLATES[name], {"a": rows[i][0], "b": rows[i][1]}), (
+                "no key injection"
+            )
             body.encode("utf-8")
         sendable = _push_pipeline(template, ruleset, frame)
         for body in template.render(sendable).tolist():
@@ -265,11 +444,18 @@ def test_substitution_never_injects_and_checked_rows_meet_lines_schema(name: str
 
 @pytest.mark.parametrize("value", ["{user}", "}", "{everyone}"])
 def test_textv2_values_cannot_add_substitutions(value: str) -> None:
-    template_json = [{"type": "textV2", "text": "Hi {{a}} {everyone}", "substitution": {
-        "everyone": {"type": "mention", "mentionee": {"type": "all"}}}}]
+    template_json = [
+        {
+            "type": "textV2",
+            "text": "Hi {{a}} {everyone}",
+            "substitution": {"everyone": {"type": "mention", "mentionee": {"type": "all"}}},
+        }
+    ]
     template = MessageTemplate.parse(json.dumps(template_json), target="push")
     frame = pd.DataFrame({"a": [value]})
-    assert not any(mask.any() for _, _, mask in template.check_rows(frame)), "the row passes the checks"
+    assert not any(mask.any() for _, _, mask in template.check_rows(frame)), (
+        "the row passes the checks"
+    )
     messages = json.loads(template.render(frame).iloc[0])
     problems, _ = check_messages(messages, target="push", literal=True)
     assert problems == []
@@ -278,11 +464,25 @@ def test_textv2_values_cannot_add_substitutions(value: str) -> None:
 
 
 def test_flex_bubble_over_30_kb_after_substitution_is_caught_before_sending() -> None:
-    bubble = [{"type": "flex", "altText": "Order", "contents": {"type": "bubble", "body": {
-        "type": "box", "layout": "vertical", "contents": [{"type": "text", "text": "{{a}}", "wrap": True}]}}}]
+    bubble = [
+        {
+            "type": "flex",
+            "altText": "Order",
+            "contents": {
+                "type": "bubble",
+                "body": {
+                    "type": "box",
+                    "layout": "vertical",
+                    "contents": [{"type": "text", "text": "{{a}}", "wrap": True}],
+                },
+            },
+        }
+    ]
     template = MessageTemplate.parse(json.dumps(bubble), target="push")
     frame = pd.DataFrame({"a": ["x" * 31_000]})
     caught = any(mask.any() for _, _, mask in template.check_rows(frame))
     if not caught:
-        problems, _ = check_messages(json.loads(template.render(frame).iloc[0]), target="push", literal=True)
+        problems, _ = check_messages(
+            json.loads(template.render(frame).iloc[0]), target="push", literal=True
+        )
         assert problems == [], "check_rows passed a row whose body LINE refuses"

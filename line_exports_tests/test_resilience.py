@@ -47,8 +47,14 @@ def _storm(c: Case) -> list[Fault]:
 
 
 def _five_hundreds_and_drops(c: Case) -> list[Fault]:
-    kinds = [{"status": 500}, {"status": 502}, {"status": 503, "retry_after": 0}, {"status": 504},
-             {"drop": True}, {"drop": True}]
+    kinds = [
+        {"status": 500},
+        {"status": 502},
+        {"status": 503, "retry_after": 0},
+        {"status": 504},
+        {"drop": True},
+        {"drop": True},
+    ]
     return [Fault(path=c.data_path, method=c.data_method, **kind) for kind in kinds]  # type: ignore[arg-type]
 
 
@@ -57,7 +63,6 @@ SCENARIOS: dict[str, Callable[[Case], list[Fault]] | None] = {
     "5xx_and_dropped_mid_body": _five_hundreds_and_drops,
     "timeout_after_the_api_acted": None,  # LateAnswers, see resilience_helpers
 }
-
 
 
 def _params() -> list[object]:
@@ -105,8 +110,16 @@ def test_faults_leave_every_row_delivered_once_and_metadata_true(
     assert injected == planned, "every injected fault was hit"
     assert check_exactly_once(case, sandbox) == []
     assert rejected_rows(meta) == list(case.invalid)
-    assert (meta["rows_read"], meta["rows_valid"], meta["rows_rejected"], meta["rows_accepted"]) == (
-        case.rows, case.valid, len(case.invalid), case.valid,
+    assert (
+        meta["rows_read"],
+        meta["rows_valid"],
+        meta["rows_rejected"],
+        meta["rows_accepted"],
+    ) == (
+        case.rows,
+        case.valid,
+        len(case.invalid),
+        case.valid,
     )
     assert meta["rows_sent"] == case.valid and meta["rows_resumed"] == 0
     # Every attempt the export counted is a request the sandbox saw, and the other way round.
@@ -116,15 +129,26 @@ def test_faults_leave_every_row_delivered_once_and_metadata_true(
         assert meta["rate_limited_answers"] == sandbox.count(status=429) >= 5
 
 
-def test_retry_after_is_honoured_with_the_reference_minimum_settings(sandbox_server: SandboxServer) -> None:
+def test_retry_after_is_honoured_with_the_reference_minimum_settings(
+    sandbox_server: SandboxServer,
+) -> None:
     """No test-only retry knobs: initial_retry_wait=1 s would back off 1+2+4 s; three 429s with
     Retry-After: 1 must cost about 3 s, and the events still arrive once."""
     case, sandbox = CASES["capi_events"], sandbox_server.sandbox
     sandbox.add_fault(Fault(path=case.data_path, method="POST", status=429, retry_after=1, times=3))
     asset = build(case, retry=None)
-    result = materialize(case, sandbox_server.url, asset, run_config={
-        "ops": {case.name: {"config": {"initial_retry_wait": 1, "max_retry": 3, "connection_timeout": 10}}}
-    })
+    result = materialize(
+        case,
+        sandbox_server.url,
+        asset,
+        run_config={
+            "ops": {
+                case.name: {
+                    "config": {"initial_retry_wait": 1, "max_retry": 3, "connection_timeout": 10}
+                }
+            }
+        },
+    )
     assert result.success, failure_text(result)
     attempts = [r.at for r in sandbox.requests if r.path == case.data_path][:4]  # 3 x 429, then 202
     gaps = [round(b - a, 2) for a, b in zip(attempts, attempts[1:], strict=False)]
@@ -134,7 +158,9 @@ def test_retry_after_is_honoured_with_the_reference_minimum_settings(sandbox_ser
     assert check_exactly_once(case, sandbox) == []
 
 
-def test_retries_exhausted_fail_the_run_then_the_same_tick_resumes(sandbox_server: SandboxServer) -> None:
+def test_retries_exhausted_fail_the_run_then_the_same_tick_resumes(
+    sandbox_server: SandboxServer,
+) -> None:
     """A storm longer than max_retry fails the run (as retryable, so Dagster's retry policy may
     resume it); the re-run of the same tick resumes after the batches already imported."""
     case, sandbox = CASES["maac_members"], sandbox_server.sandbox
@@ -142,8 +168,12 @@ def test_retries_exhausted_fail_the_run_then_the_same_tick_resumes(sandbox_serve
     # than max_retry allows.
     sandbox.add_fault(Fault(path=case.data_path, method="POST", times=1))
     sandbox.add_fault(Fault(path=case.data_path, method="POST", status=503, retry_after=0, times=6))
-    asset = build(case, RetrySettings(max_retry=4, initial_retry_wait=0.01, max_retry_wait=0.05,
-                                      connection_timeout=30))
+    asset = build(
+        case,
+        RetrySettings(
+            max_retry=4, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=30
+        ),
+    )
     failed = materialize(case, sandbox_server.url, asset, tags=TICK)
     assert not failed.success
     assert "answered 503" in failure_text(failed)
@@ -177,24 +207,37 @@ def test_killed_mid_export_then_rerun_delivers_each_row_once(
     nothing is lost or doubled."""
     sandbox_server, sandbox = late_server, late_server.sandbox
     root = Path(__file__).resolve().parents[1]
-    slow = {name: late_server.late.add(CASES[name].data_path, "POST", KILL_DELAY, times=-1) for name in KILL_CASES}
+    slow = {
+        name: late_server.late.add(CASES[name].data_path, "POST", KILL_DELAY, times=-1)
+        for name in KILL_CASES
+    }
     env = {**os.environ, "LINE_EXPORTS_HOME": str(line_exports_home), "PYTHONPATH": str(root)}
     children = {
-        name: subprocess.Popen([sys.executable, "-c", CHILD, name, sandbox_server.url], env=env, cwd=root,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        name: subprocess.Popen(
+            [sys.executable, "-c", CHILD, name, sandbox_server.url],
+            env=env,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         for name in KILL_CASES
     }
     killed_at: dict[str, int] = {}
     deadline = time.monotonic() + 60
     try:
         while len(killed_at) < len(children):
-            assert time.monotonic() < deadline, f"not killed in time: {set(children) - set(killed_at)}"
+            assert time.monotonic() < deadline, (
+                f"not killed in time: {set(children) - set(killed_at)}"
+            )
             for name, child in children.items():
                 if name in killed_at:
                     continue
                 if child.poll() is not None:
                     err = child.stderr.read().decode()[-2000:] if child.stderr else ""
-                    pytest.fail(f"{name} finished (rc {child.returncode}) before it could be killed: {err}")
+                    pytest.fail(
+                        f"{name} finished (rc {child.returncode}) before it could be killed: {err}"
+                    )
                 if slow[name].hits >= CASES[name].kill_after:
                     os.killpg(child.pid, signal.SIGKILL)
                     killed_at[name] = slow[name].hits
@@ -220,11 +263,19 @@ def test_killed_mid_export_then_rerun_delivers_each_row_once(
         problems += check_exactly_once(case, sandbox)
         if rejected_rows(meta) != list(case.invalid):
             problems.append(f"{name}: rejects {rejected_rows(meta)} != {list(case.invalid)}")
-        counts = (meta["rows_read"], meta["rows_valid"], meta["rows_rejected"], meta["rows_accepted"], meta["rows_sent"])
+        counts = (
+            meta["rows_read"],
+            meta["rows_valid"],
+            meta["rows_rejected"],
+            meta["rows_accepted"],
+            meta["rows_sent"],
+        )
         if counts != (case.rows, case.valid, len(case.invalid), case.valid, case.valid):
             problems.append(f"{name}: metadata counts {counts}")
         if meta["requests"] != len(sandbox.requests) - before:
-            problems.append(f"{name}: metadata requests {meta['requests']} != {len(sandbox.requests) - before} seen")
+            problems.append(
+                f"{name}: metadata requests {meta['requests']} != {len(sandbox.requests) - before} seen"
+            )
         resumed[name] = meta["rows_resumed"]
     assert problems == []
     # Batches recorded before the kill were skipped, not re-sent (a new LinkedIn segment's first
@@ -241,20 +292,36 @@ def test_segment_create_answer_lost_leaves_one_segment(late_server: LateAnswerSe
     settle(sandbox, quiet=LATE + 0.2)
     from line_exports.sandbox.linkedin import store_of
 
-    named = [s for s in store_of(sandbox).segments.values() if s.name == case.settings["segment_name"]]
+    named = [
+        s for s in store_of(sandbox).segments.values() if s.name == case.settings["segment_name"]
+    ]
     assert len(named) == 1, f"{len(named)} segments named {case.settings['segment_name']!r}"
     assert check_exactly_once(case, sandbox) == []
 
 
-def test_sandbox_logs_a_post_whose_client_timed_out_during_a_delay(sandbox_server: SandboxServer) -> None:
+def test_sandbox_logs_a_post_whose_client_timed_out_during_a_delay(
+    sandbox_server: SandboxServer,
+) -> None:
     from line_exports.destinations.line_conversion import LineConversionResource
 
     case, sandbox = CASES["capi_events"], sandbox_server.sandbox
     sandbox.add_fault(Fault(path=case.data_path, method="POST", delay=1.0, times=1))
-    client = LineConversionResource(line_tag_id="resilience-tag", base_url=sandbox_server.url).get_client(
-        RetrySettings(max_retry=2, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=0.3))
-    event = {"event": {"deduplication_key": "k1", "event_type": "page_view", "source_type": "web",
-                       "event_timestamp": int(time.time())}, "user": {}}
+    client = LineConversionResource(
+        line_tag_id="resilience-tag", base_url=sandbox_server.url
+    ).get_client(
+        RetrySettings(
+            max_retry=2, initial_retry_wait=0.01, max_retry_wait=0.05, connection_timeout=0.3
+        )
+    )
+    event = {
+        "event": {
+            "deduplication_key": "k1",
+            "event_type": "page_view",
+            "source_type": "web",
+            "event_timestamp": int(time.time()),
+        },
+        "user": {},
+    }
     client.send(json.dumps([event]).encode())
     settle(sandbox, quiet=1.2)
     assert sandbox.count("POST", case.data_path) == client.http.stats.requests == 2

@@ -22,12 +22,17 @@ UID = "U" + "0123456789abcdef" * 2
 
 def rejects_of(frame: pd.DataFrame, column: Column, **settings: object) -> list[tuple[int, str]]:
     result = validate(frame, RuleSet((column,)), settings)
-    return sorted(zip(result.rejects[ROW_NUMBER].tolist(), result.rejects["rule"].tolist(), strict=True))
+    return sorted(
+        zip(result.rejects[ROW_NUMBER].tolist(), result.rejects["rule"].tolist(), strict=True)
+    )
 
 
 def test_pattern_allowed_length_and_required() -> None:
     frame = pd.DataFrame({"v": [UID, "U123", None, "  " + UID + " "]})
-    assert rejects_of(frame, Column("v", required=True, pattern=r"U[0-9a-f]{32}")) == [(2, "pattern"), (3, "required")]
+    assert rejects_of(frame, Column("v", required=True, pattern=r"U[0-9a-f]{32}")) == [
+        (2, "pattern"),
+        (3, "required"),
+    ]
     frame = pd.DataFrame({"g": ["male", "Female ", "other", None]})
     col = Column("g", normalize=("trim", "lowercase"), allowed=("male", "female"))
     assert rejects_of(frame, col) == [(3, "allowed")]
@@ -68,7 +73,13 @@ def test_sha256_of_raw_values_and_hashed_values_pass_unchanged() -> None:
     known = "72c7d01963513283884d192b33db2cf123a88d4a3b570c356054e2cc568f3771"  # sha256("user@example.jp"), computed outside the project
     sha512 = "a" * 128
     frame = pd.DataFrame({"email": [" User@Example.JP ", known, sha512]})
-    col = Column("email", normalize=("trim", "lowercase"), format="email", hash_sha256=True, accept_sha512=True)
+    col = Column(
+        "email",
+        normalize=("trim", "lowercase"),
+        format="email",
+        hash_sha256=True,
+        accept_sha512=True,
+    )
     result = validate(frame, RuleSet((col,)))
     assert result.rejects.empty
     assert result.valid["email"].tolist() == [known, known, sha512]
@@ -96,9 +107,15 @@ def test_rejects_table_names_row_column_rule_and_masks_personal_values() -> None
 
 def test_any_of_needs_one_complete_group() -> None:
     rule = AnyOf((("email",), ("first_name", "last_name")))
-    ruleset = RuleSet((Column("email"), Column("first_name"), Column("last_name")), row_rules=(rule,))
+    ruleset = RuleSet(
+        (Column("email"), Column("first_name"), Column("last_name")), row_rules=(rule,)
+    )
     frame = pd.DataFrame(
-        {"email": [None, "x@y.z", None], "first_name": ["A", None, "A"], "last_name": ["B", None, None]}
+        {
+            "email": [None, "x@y.z", None],
+            "first_name": ["A", None, "A"],
+            "last_name": ["B", None, None],
+        }
     )
     result = validate(frame, ruleset)
     assert result.rejects[ROW_NUMBER].tolist() == [3]
@@ -133,7 +150,9 @@ def test_validation_is_vectorized_fast_enough_for_large_chunks() -> None:
     """Not a timing assertion: 200,000 rows of several rules must simply complete and be exact."""
     n = 200_000
     frame = pd.DataFrame({"v": [UID] * (n - 1) + ["bad"], "e": ["a@b.co"] * n})
-    ruleset = RuleSet((Column("v", pattern=r"U[0-9a-f]{32}"), Column("e", format="email", hash_sha256=True)))
+    ruleset = RuleSet(
+        (Column("v", pattern=r"U[0-9a-f]{32}"), Column("e", format="email", hash_sha256=True))
+    )
     result = validate(frame, ruleset)
     assert len(result.valid) == n - 1
     assert result.rejects[ROW_NUMBER].tolist() == [n]

@@ -234,7 +234,9 @@ def test_each_account_gets_its_own_pool_and_one_account_shares_one() -> None:
 
     def export(name: str, **kwargs: Any) -> dg.AssetsDefinition:
         settings = {"target": "audience", "audience_name": name}
-        return build_export(name, destination="line_messaging", query=query, settings=settings, **kwargs)
+        return build_export(
+            name, destination="line_messaging", query=query, settings=settings, **kwargs
+        )
 
     shop_a, shop_a_again = export("a1"), export("a2")
     shop_b = export("b1", resource_key="line_messaging_shop_b")
@@ -395,7 +397,8 @@ def test_with_the_sandbox_switched_off_a_missing_token_fails_the_run_without_ret
         settings={"data_object": "members", "import_key": "line_uid", "tags": "t"},
     )
     result = dg.materialize(
-        [asset], resources={"maac": MaacResource.from_env(), "sql_source": SqlSource()},
+        [asset],
+        resources={"maac": MaacResource.from_env(), "sql_source": SqlSource()},
         raise_on_error=False,
     )
     assert not result.success

@@ -78,33 +78,58 @@ def _register(server: SandboxServer) -> None:
     capi_box.register_tag(sandbox, TAG, SECRETS["CAPI_TOKEN"])
     store = linkedin_box.store_of(sandbox)
     store.clients = {LINKEDIN_CLIENT: SECRETS["LINKEDIN_CLIENT_SECRET"]}
-    store.refresh_tokens = {SECRETS["LINKEDIN_REFRESH"]: linkedin_box.Token(
-        linkedin_box.SANDBOX_MEMBER, LINKEDIN_CLIENT, time.time() + 86_400)}
+    store.refresh_tokens = {
+        SECRETS["LINKEDIN_REFRESH"]: linkedin_box.Token(
+            linkedin_box.SANDBOX_MEMBER, LINKEDIN_CLIENT, time.time() + 86_400
+        )
+    }
     sandbox.tokens["linkedin"] = set()  # no sandbox default token: the refresh flow must run
 
 
 def _resources(url: str, suffix: str, env: dict[str, str]) -> dict[str, dg.ConfigurableResource]:
     """One resource per auth method, every secret read through dg.EnvVar from ``env`` names."""
     return {
-        f"maac{suffix}": MaacResource(api_token=dg.EnvVar(env["maac"]), base_url=url, poll_seconds=0.05,
-                                      debug=True),
-        f"line_token{suffix}": LineMessagingResource(access_token=dg.EnvVar(env["line_token"]), base_url=url,
-                                                     debug=True),
+        f"maac{suffix}": MaacResource(
+            api_token=dg.EnvVar(env["maac"]), base_url=url, poll_seconds=0.05, debug=True
+        ),
+        f"line_token{suffix}": LineMessagingResource(
+            access_token=dg.EnvVar(env["line_token"]), base_url=url, debug=True
+        ),
         f"line_short{suffix}": LineMessagingResource(
-            auth_method="short_lived_token", client_id=LINE_CHANNEL, client_secret=dg.EnvVar(env["line_secret"]),
-            base_url=url, poll_seconds=0.05, debug=True),
-        f"capi{suffix}": LineConversionResource(line_tag_id=TAG, access_token=dg.EnvVar(env["capi"]), base_url=url,
-                                                debug=True),
+            auth_method="short_lived_token",
+            client_id=LINE_CHANNEL,
+            client_secret=dg.EnvVar(env["line_secret"]),
+            base_url=url,
+            poll_seconds=0.05,
+            debug=True,
+        ),
+        f"capi{suffix}": LineConversionResource(
+            line_tag_id=TAG, access_token=dg.EnvVar(env["capi"]), base_url=url, debug=True
+        ),
         f"linkedin{suffix}": LinkedInResource(
-            client_id=LINKEDIN_CLIENT, client_secret=dg.EnvVar("LINKEDIN_CLIENT_SECRET"),
-            refresh_token=dg.EnvVar(env["linkedin_refresh"]), api_url=url, new_segment_wait=0, debug=True),
+            client_id=LINKEDIN_CLIENT,
+            client_secret=dg.EnvVar("LINKEDIN_CLIENT_SECRET"),
+            refresh_token=dg.EnvVar(env["linkedin_refresh"]),
+            api_url=url,
+            new_segment_wait=0,
+            debug=True,
+        ),
     }
 
 
 def _assets(suffix: str) -> list[dg.AssetsDefinition]:
-    keys = {"maac_members": "maac", "line_push": "line_token", "line_multicast": "line_short",
-            "line_audience": "line_short", "capi_events": "capi", "linkedin_users": "linkedin"}
-    return [build(CASES[name], name=f"{name}{suffix}", resource_key=f"{key}{suffix}") for name, key in keys.items()]
+    keys = {
+        "maac_members": "maac",
+        "line_push": "line_token",
+        "line_multicast": "line_short",
+        "line_audience": "line_short",
+        "capi_events": "capi",
+        "linkedin_users": "linkedin",
+    }
+    return [
+        build(CASES[name], name=f"{name}{suffix}", resource_key=f"{key}{suffix}")
+        for name, key in keys.items()
+    ]
 
 
 def _files(*roots: Path) -> Iterator[tuple[Path, bytes]]:
@@ -115,8 +140,12 @@ def _files(*roots: Path) -> Iterator[tuple[Path, bytes]]:
 
 
 def test_no_secret_reaches_logs_config_metadata_errors_or_files(
-    sandbox_server: SandboxServer, line_exports_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str], debug_logging: None,
+    sandbox_server: SandboxServer,
+    line_exports_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    debug_logging: None,
 ) -> None:
     _register(sandbox_server)
     for name, value in {**SECRETS, **WRONG}.items():
@@ -127,20 +156,41 @@ def test_no_secret_reaches_logs_config_metadata_errors_or_files(
     source = SqlSource(url=f"duckdb:///{line_exports_home / 'secrets.duckdb'}")
     url = sandbox_server.url
 
-    good_env = {"maac": "MAAC_TOKEN", "line_token": "LINE_TOKEN", "line_secret": "LINE_CHANNEL_SECRET",
-                "capi": "CAPI_TOKEN", "linkedin_refresh": "LINKEDIN_REFRESH"}
-    good = dg.materialize(_assets(""), resources={"sql_source": source, **_resources(url, "", good_env)},
-                          instance=instance, tags={"team": "crm"}, raise_on_error=False)
+    good_env = {
+        "maac": "MAAC_TOKEN",
+        "line_token": "LINE_TOKEN",
+        "line_secret": "LINE_CHANNEL_SECRET",
+        "capi": "CAPI_TOKEN",
+        "linkedin_refresh": "LINKEDIN_REFRESH",
+    }
+    good = dg.materialize(
+        _assets(""),
+        resources={"sql_source": source, **_resources(url, "", good_env)},
+        instance=instance,
+        tags={"team": "crm"},
+        raise_on_error=False,
+    )
     assert good.success, failure_text(good)
     assert len(good.get_asset_materialization_events()) == 6
 
-    wrong_env = {"maac": "WRONG_MAAC", "line_token": "WRONG_LINE_TOKEN", "line_secret": "WRONG_LINE_SECRET",
-                 "capi": "WRONG_CAPI", "linkedin_refresh": "WRONG_LINKEDIN_REFRESH"}
-    bad = dg.materialize(_assets("_bad"), resources={"sql_source": source, **_resources(url, "_bad", wrong_env)},
-                         instance=instance, raise_on_error=False)
+    wrong_env = {
+        "maac": "WRONG_MAAC",
+        "line_token": "WRONG_LINE_TOKEN",
+        "line_secret": "WRONG_LINE_SECRET",
+        "capi": "WRONG_CAPI",
+        "linkedin_refresh": "WRONG_LINKEDIN_REFRESH",
+    }
+    bad = dg.materialize(
+        _assets("_bad"),
+        resources={"sql_source": source, **_resources(url, "_bad", wrong_env)},
+        instance=instance,
+        raise_on_error=False,
+    )
     assert not bad.success
     failures = failure_text(bad)
-    assert len([e for e in bad.all_events if e.is_step_failure]) == 6, "every wrong secret fails its export"
+    assert len([e for e in bad.all_events if e.is_step_failure]) == 6, (
+        "every wrong secret fails its export"
+    )
     assert "401" in failures and "invalid_client" in failures and "invalid_grant" in failures
 
     # Secrets the APIs issued during the runs are secrets too.
@@ -159,18 +209,26 @@ def test_no_secret_reaches_logs_config_metadata_errors_or_files(
         seen[f"run {result.run_id} tags"] = json.dumps(dict(run.tags), default=str)
         seen[f"run {result.run_id} record"] = dg.serialize_value(run)
         seen[f"run {result.run_id} events"] = "\n".join(
-            dg.serialize_value(record) for record in instance.all_logs(result.run_id))
+            dg.serialize_value(record) for record in instance.all_logs(result.run_id)
+        )
         for event in result.get_asset_materialization_events():
             materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
             seen[f"metadata {materialization.asset_key.to_user_string()}"] = dg.serialize_value(
-                materialization.metadata)
+                materialization.metadata
+            )
     seen["sandbox request log"] = repr(sandbox_server.sandbox.requests)
     files = dict(_files(line_exports_home, instance_dir))
     assert any(p.name == "rejects.csv" for p in files), "rejects files were written and scanned"
     assert any(p.name == "line_messaging_tokens.json" for p in files), "the token cache was scanned"
     assert sum(len(text) for text in seen.values()) > 50_000
 
-    leaks = [(where, secret) for where, text in seen.items() for secret in secrets if secret in text]
-    leaks += [(str(path), secret) for path, data in files.items() for secret in secrets
-              if secret.encode() in data]
+    leaks = [
+        (where, secret) for where, text in seen.items() for secret in secrets if secret in text
+    ]
+    leaks += [
+        (str(path), secret)
+        for path, data in files.items()
+        for secret in secrets
+        if secret.encode() in data
+    ]
     assert leaks == []

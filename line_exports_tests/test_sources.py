@@ -21,7 +21,9 @@ def test_embedded_duckdb_is_created_with_every_sample_table(line_exports_home: P
     assert [len(c) for c in chunks] == [1000, 1000, 1000]
     database = line_exports_home / "line_exports.duckdb"
     with duckdb.connect(str(database), read_only=True) as con:
-        tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+        tables = {
+            r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()
+        }
     assert set(sample_data.SAMPLE_TABLES) <= tables
     # Invalid rows are there on purpose, and created only once.
     assert (pd.concat(chunks)["line_uid"] == "not-a-line-uid").sum() == 30
@@ -63,7 +65,9 @@ class _Recorded:
     """A DuckDB connection that records memory_limit when a query starts and can make the first
     read fail mid-stream with DuckDB's out-of-memory error."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, limits: list[str], fail_after: int | None) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, limits: list[str], fail_after: int | None
+    ) -> None:
         self._con = con
         self._limits = limits
         self._fail_after = fail_after
@@ -72,7 +76,9 @@ class _Recorded:
         return getattr(self._con, name)
 
     def sql(self, query: str) -> Any:
-        self._limits.append(self._con.execute("select current_setting('memory_limit')").fetchall()[0][0])
+        self._limits.append(
+            self._con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+        )
         relation = self._con.sql(query)
         fail_after = self._fail_after if len(self._limits) == 1 else None
 
@@ -80,7 +86,9 @@ class _Recorded:
             def to_arrow_reader(self, size: int) -> Iterator[Any]:
                 for n, batch in enumerate(relation.to_arrow_reader(size)):
                     if n == fail_after:
-                        raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data")
+                        raise duckdb.OutOfMemoryException(
+                            "Out of Memory Error: failed to allocate data"
+                        )
                     yield batch
 
         return Relation()
@@ -89,14 +97,18 @@ class _Recorded:
 def _recording(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = None) -> list[str]:
     limits: list[str] = []
     connect = duckdb.connect
-    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: _Recorded(connect(*a, **k), limits, fail_after))
+    monkeypatch.setattr(
+        duckdb, "connect", lambda *a, **k: _Recorded(connect(*a, **k), limits, fail_after)
+    )
     return limits
 
 
 def _table(tmp_path: Path, rows: int) -> Path:
     path = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(path)) as con:
-        con.execute(f"create table t as select range as id, 'x' || range as name from range({rows})")
+        con.execute(
+            f"create table t as select range as id, 'x' || range as name from range({rows})"
+        )
     return path
 
 
@@ -106,7 +118,11 @@ def test_a_plain_scan_reads_under_a_small_memory_limit(
     path = _table(tmp_path, 25)
     limits = _recording(monkeypatch)
     source = SqlSource(url=f"duckdb:///{path}", chunk_size=10)
-    assert [len(c) for c in source.read_chunks("select id, name from t where id >= 0")] == [10, 10, 5]
+    assert [len(c) for c in source.read_chunks("select id, name from t where id >= 0")] == [
+        10,
+        10,
+        5,
+    ]
     # DuckDB's block cache stays small: 16 MiB + 1 MiB per thread and column read.
     threads = duckdb.sql("select current_setting('threads')").fetchall()[0][0]
     assert limits == [f"{16 + 2 * int(threads)}.0 MiB"]
@@ -123,7 +139,9 @@ def test_a_file_open_elsewhere_in_the_process_keeps_its_settings(
     with duckdb.connect(str(path), read_only=True) as other:  # the same database instance
         default = other.execute("select current_setting('memory_limit')").fetchall()[0][0]
         limits = _recording(monkeypatch)
-        chunks = list(SqlSource(url=f"duckdb:///{path}", chunk_size=10).read_chunks("select id from t"))
+        chunks = list(
+            SqlSource(url=f"duckdb:///{path}", chunk_size=10).read_chunks("select id from t")
+        )
         assert [len(c) for c in chunks] == [10, 10, 5] and limits == [default]
 
 
@@ -143,7 +161,12 @@ def test_plain_scan_plans() -> None:
         return {"name": "SEQ_SCAN", "children": [], "extra_info": {"Projections": list(read)}}
 
     assert _plain_scan_columns([{"name": "PROJECTION", "children": [scan("a", "b")]}]) == 2
-    assert _plain_scan_columns([{"name": "FILTER", "children": [{**scan(), "extra_info": {"Projections": "a"}}]}]) == 1
+    assert (
+        _plain_scan_columns(
+            [{"name": "FILTER", "children": [{**scan(), "extra_info": {"Projections": "a"}}]}]
+        )
+        == 1
+    )
     assert _plain_scan_columns([{"name": "ORDER_BY", "children": [scan("a")]}]) is None
     assert _plain_scan_columns([{"name": "HASH_JOIN", "children": [scan("a"), scan("b")]}]) is None
     assert _plain_scan_columns([{"name": "DUMMY_SCAN", "children": []}]) is None

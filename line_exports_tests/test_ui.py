@@ -48,9 +48,23 @@ def dagster_ui(tmp_path: Path, sandbox_server: SandboxServer) -> Iterator[str]:
         "LINE_EXPORTS_SANDBOX_URL": sandbox_server.url,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(REPO / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -78,7 +92,9 @@ def _location_loaded(url: str) -> bool:
 
 
 def _graphql(url: str, query: str, variables: dict[str, object] | None = None) -> dict:
-    answer = requests.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=10)
+    answer = requests.post(
+        f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=10
+    )
     answer.raise_for_status()
     return answer.json()["data"]
 
@@ -106,7 +122,9 @@ def _run_log_messages(url: str, run_id: str) -> list[str]:
     return [e.get("message") or "" for e in events]
 
 
-def test_materialize_from_the_asset_page_shows_counts_rejects_progress_and_plots(dagster_ui: str) -> None:
+def test_materialize_from_the_asset_page_shows_counts_rejects_progress_and_plots(
+    dagster_ui: str,
+) -> None:
     """Two materializations of a workflow's export, launched by clicking Materialize: the asset
     page shows the counts and the rejects preview, the run's logs show rows sent so far, and
     the metadata's Plots view draws rows sent and rows rejected over the materializations."""
@@ -119,8 +137,14 @@ def test_materialize_from_the_asset_page_shows_counts_rejects_progress_and_plots
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         runs = []
@@ -129,7 +153,9 @@ def test_materialize_from_the_asset_page_shows_counts_rejects_progress_and_plots
             page.goto(asset_page, wait_until="networkidle")
             page.get_by_role("button", name="Materialize").first.click()
             runs.append(_wait_for_run(dagster_ui, known))
-            assert runs[-1]["status"] == "SUCCESS", f"the run launched from the UI ended {runs[-1]['status']}"
+            assert runs[-1]["status"] == "SUCCESS", (
+                f"the run launched from the UI ended {runs[-1]['status']}"
+            )
         page.goto(asset_page, wait_until="networkidle")
         page.get_by_text("rows_rejected").first.wait_for(timeout=30_000)
         overview = page.inner_text("body")
@@ -144,5 +170,9 @@ def test_materialize_from_the_asset_page_shows_counts_rejects_progress_and_plots
         assert label in overview, label
     assert "2,880" in overview or "2880" in overview  # valid members accepted by the sandbox
     assert "rows_sent" in plots and "rows_rejected" in plots
-    progress = [m for m in _run_log_messages(dagster_ui, runs[-1]["runId"]) if " valid rows" in m and "sent " in m]
+    progress = [
+        m
+        for m in _run_log_messages(dagster_ui, runs[-1]["runId"])
+        if " valid rows" in m and "sent " in m
+    ]
     assert progress and "sent 2,880 of 2,880 valid rows" in progress[-1], progress

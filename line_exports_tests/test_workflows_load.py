@@ -29,7 +29,9 @@ connections:
 def require_destination(type_name: str) -> None:
     """Skip only while the destination module has not landed in the registry."""
     if type_name not in destinations():
-        pytest.skip(f"destination {type_name!r} is not registered yet (line_exports/destinations/{type_name}.py)")
+        pytest.skip(
+            f"destination {type_name!r} is not registered yet (line_exports/destinations/{type_name}.py)"
+        )
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:
@@ -52,8 +54,15 @@ GOOD = """
 
 
 def project(tmp_path: Path, **workflows: str) -> Path:
-    return write(tmp_path / "wf", {"connections.yaml": MAAC_CONNECTIONS, "q.sql": "SELECT line_uid FROM line_members\n",
-                                   "good.dig": GOOD, **{f"{k}.dig": v for k, v in workflows.items()}})
+    return write(
+        tmp_path / "wf",
+        {
+            "connections.yaml": MAAC_CONNECTIONS,
+            "q.sql": "SELECT line_uid FROM line_members\n",
+            "good.dig": GOOD,
+            **{f"{k}.dig": v for k, v in workflows.items()},
+        },
+    )
 
 
 def single_error(folder: Path) -> str:
@@ -66,7 +75,10 @@ def single_error(folder: Path) -> str:
 # --- the reference examples -------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not (REFERENCE / "maac-crescendo-export.txt").exists(), reason="reference docs not on this machine")
+@pytest.mark.skipif(
+    not (REFERENCE / "maac-crescendo-export.txt").exists(),
+    reason="reference docs not on this machine",
+)
 def test_maac_reference_workflow_is_shipped_exactly_as_written() -> None:
     reference = (REFERENCE / "maac-crescendo-export.txt").read_text(encoding="utf-8")
     block = reference.split("Example Workflow for Line via Crescendo")[1].split("```")[1]
@@ -79,20 +91,37 @@ def test_examples_load_with_reference_settings() -> None:
     maac = folder.get("maac_crescendo").tasks[0]
     assert maac.key == dg.AssetKey(["maac_crescendo", "td_result_into_line"])
     # `api_token: ###` is a YAML comment: null, so the token comes from the connection.
-    assert maac.settings == {"data_object": "members", "import_key": "line_uid", "tags": "import210707, apple product interested"}
+    assert maac.settings == {
+        "data_object": "members",
+        "import_key": "line_uid",
+        "tags": "import210707, apple product interested",
+    }
     assert maac.resource_key == "your_connection_name" and maac.database == "sample_datasets"
     daily = folder.get("maac_daily").schedule
     # `daily>: 07:00:00` read as digdag means (not YAML 1.1's base-60 integer), plus TD's delay.
-    assert daily.form == "daily> 07:00:00" and daily.delay_seconds == 7 * 3600 + 600 and daily.timezone == "Asia/Tokyo"
+    assert (
+        daily.form == "daily> 07:00:00"
+        and daily.delay_seconds == 7 * 3600 + 600
+        and daily.timezone == "Asia/Tokyo"
+    )
     defs = folder.definitions()
-    assert {j.name for j in defs.jobs} >= {"maac_crescendo", "maac_daily", "line_messaging", "line_conversion"}
+    assert {j.name for j in defs.jobs} >= {
+        "maac_crescendo",
+        "maac_daily",
+        "line_messaging",
+        "line_conversion",
+    }
     assert isinstance(defs.resources["sql_source"], dg.ConfigurableResource)
 
 
 def test_line_messaging_example_loads() -> None:
     require_destination("line_messaging")
     task = load_folder(EXAMPLES).get("line_messaging").tasks[0]
-    assert task.settings == {"audience_name": "audience_name_abc", "use_audience_id": False, "is_ifa_audience": True}
+    assert task.settings == {
+        "audience_name": "audience_name_abc",
+        "use_audience_id": False,
+        "is_ifa_audience": True,
+    }
     assert task.database == "td.database" and task.connection == "line_messaging_sample"
 
 
@@ -100,19 +129,28 @@ def test_line_conversion_example_loads_with_tag_on_the_resource() -> None:
     require_destination("line_conversion")
     task = load_folder(EXAMPLES).get("line_conversion").tasks[0]
     assert task.settings == {"ignore_invalid_records": True}
-    assert task.resource.line_tag_id == "tag_id_1234"  # a credential field: resource, not run config
+    assert (
+        task.resource.line_tag_id == "tag_id_1234"
+    )  # a credential field: resource, not run config
 
 
-def test_component_defs_yaml_loads_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_component_defs_yaml_loads_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A dg project whose defs folder holds a defs.yaml like the example's, pointing at the
     example workflows, loads them through Dagster's own component loader."""
-    defs_yaml = (EXAMPLES / "defs.yaml").read_text(encoding="utf-8").replace("path: .", f"path: {EXAMPLES}")
-    write(tmp_path, {
-        "pyproject.toml": '[tool.dg]\ndirectory_type = "project"\n\n[tool.dg.project]\nroot_module = "wfproj"\n',
-        "wfproj/__init__.py": "",
-        "wfproj/defs/__init__.py": "",
-        "wfproj/defs/workflows/defs.yaml": defs_yaml,
-    })
+    defs_yaml = (
+        (EXAMPLES / "defs.yaml").read_text(encoding="utf-8").replace("path: .", f"path: {EXAMPLES}")
+    )
+    write(
+        tmp_path,
+        {
+            "pyproject.toml": '[tool.dg]\ndirectory_type = "project"\n\n[tool.dg.project]\nroot_module = "wfproj"\n',
+            "wfproj/__init__.py": "",
+            "wfproj/defs/__init__.py": "",
+            "wfproj/defs/workflows/defs.yaml": defs_yaml,
+        },
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     defs = dg.load_from_defs_folder(path_within_project=tmp_path)
     assert "maac_daily_schedule" in {s.name for s in defs.schedules}
@@ -124,12 +162,14 @@ def test_component_defs_yaml_loads_the_folder(tmp_path: Path, monkeypatch: pytes
 
 
 def test_exports_interpolation_and_includes(tmp_path: Path) -> None:
-    folder = write(tmp_path, {
-        "connections.yaml": MAAC_CONNECTIONS,
-        "common.yml": "td:\n  database: from_include\nprefix: seg\n",
-        "tasks/segment.yml": "data_object: segments\nsegment_name: ${prefix}_${td.database}_${tier}\n",
-        "queries/q.sql": "SELECT line_uid FROM segment_users -- ${td.database} ${session_date}\n",
-        "wf.dig": """
+    folder = write(
+        tmp_path,
+        {
+            "connections.yaml": MAAC_CONNECTIONS,
+            "common.yml": "td:\n  database: from_include\nprefix: seg\n",
+            "tasks/segment.yml": "data_object: segments\nsegment_name: ${prefix}_${td.database}_${tier}\n",
+            "queries/q.sql": "SELECT line_uid FROM segment_users -- ${td.database} ${session_date}\n",
+            "wf.dig": """
             timezone: Asia/Tokyo
             _export:
               !include : common.yml
@@ -146,19 +186,26 @@ def test_exports_interpolation_and_includes(tmp_path: Path) -> None:
               result_connection: maac_main
               result_settings: !include tasks/segment.yml
         """,
-    })
+        },
+    )
     loaded = load_folder(folder)
     assert loaded.errors == []
     first, second = loaded.get("wf").tasks
     assert first.settings["segment_name"] == "seg_from_include_gold"
-    assert second.settings["segment_name"] == "seg_other_db_silver"  # task database: wins, task _export scoped
+    assert (
+        second.settings["segment_name"] == "seg_other_db_silver"
+    )  # task database: wins, task _export scoped
     assert "-- from_include ${session_date}" in first.sql  # session vars wait for the run
     assert second.deps == [first.key]
 
 
-def test_secret_reference_goes_to_the_resource_never_run_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_reference_goes_to_the_resource_never_run_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MAAC_WF_TOKEN", "token-value-123")
-    folder = project(tmp_path, secret="""
+    folder = project(
+        tmp_path,
+        secret="""
         +t:
           td>: q.sql
           result_connection: maac_main
@@ -166,19 +213,26 @@ def test_secret_reference_goes_to_the_resource_never_run_config(tmp_path: Path, 
             api_token: ${secret:maac.wf_token}
             data_object: segments
             segment_name: s
-    """)
+    """,
+    )
     loaded = load_folder(folder)
     assert loaded.errors == []
     task = loaded.get("secret").tasks[0]
     assert "api_token" not in task.settings
-    assert isinstance(task.resource.api_token, dg.EnvVar) and task.resource.api_token.env_var_name == "MAAC_WF_TOKEN"
+    assert (
+        isinstance(task.resource.api_token, dg.EnvVar)
+        and task.resource.api_token.env_var_name == "MAAC_WF_TOKEN"
+    )
     asset = loaded.definitions().resolve_assets_def(task.key)
     assert "api_token" not in asset.op.config_schema.config_type.fields
     assert "token-value-123" not in repr(asset.op.config_schema.config_type.fields)
 
 
 def test_secret_must_be_set(tmp_path: Path) -> None:
-    message = single_error(project(tmp_path, unset="""
+    message = single_error(
+        project(
+            tmp_path,
+            unset="""
         +t:
           td>: q.sql
           result_connection: maac_main
@@ -186,24 +240,39 @@ def test_secret_must_be_set(tmp_path: Path) -> None:
             api_token: ${secret:nowhere_token}
             data_object: segments
             segment_name: s
-    """))
-    assert "unset.dig:5, task +t, setting result_settings.api_token: secret 'nowhere_token' is not set: export the environment variable NOWHERE_TOKEN" in message
+    """,
+        )
+    )
+    assert (
+        "unset.dig:5, task +t, setting result_settings.api_token: secret 'nowhere_token' is not set: export the environment variable NOWHERE_TOKEN"
+        in message
+    )
 
 
 def test_secret_only_for_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOME_TOKEN", "x")
-    message = single_error(project(tmp_path, leak="""
+    message = single_error(
+        project(
+            tmp_path,
+            leak="""
         +t:
           td>: q.sql
           result_connection: maac_main
           result_settings:
             data_object: segments
             segment_name: ${secret:some_token}
-    """))
-    assert "leak.dig:6, task +t, setting result_settings.segment_name: ${secret:some_token} is only allowed as the value of a credential" in message
+    """,
+        )
+    )
+    assert (
+        "leak.dig:6, task +t, setting result_settings.segment_name: ${secret:some_token} is only allowed as the value of a credential"
+        in message
+    )
 
 
-def test_connection_reads_env_only_when_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_reads_env_only_when_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = project(tmp_path)
     task = load_folder(folder).get("good").tasks[0]
     assert task.resource.api_token is None and task.resource.base_url is None  # the sandbox
@@ -214,10 +283,14 @@ def test_connection_reads_env_only_when_set(tmp_path: Path, monkeypatch: pytest.
 
 def test_connection_credential_literal_is_refused(tmp_path: Path) -> None:
     folder = project(tmp_path)
-    (folder / "connections.yaml").write_text("connections:\n  maac_main:\n    type: maac\n    api_token: abc\n")
+    (folder / "connections.yaml").write_text(
+        "connections:\n  maac_main:\n    type: maac\n    api_token: abc\n"
+    )
     loaded = load_folder(folder)
     assert "api_token is a credential: write api_token_env" in str(loaded.errors[0])
-    assert "connections.yaml:4, task connection maac_main, setting api_token" in str(loaded.errors[0])
+    assert "connections.yaml:4, task connection maac_main, setting api_token" in str(
+        loaded.errors[0]
+    )
 
 
 # --- the TD CLI --result JSON form ------------------------------------------------------------
@@ -227,25 +300,40 @@ def test_td_cli_result_json_as_string_and_file(tmp_path: Path) -> None:
     payload = {"type": "maac", "data_object": "members", "import_key": "email", "tags": "x"}
     (tmp_path / "wf").mkdir()
     (tmp_path / "wf" / "result.json").write_text(json.dumps(payload))
-    folder = project(tmp_path, td_json=f"""
+    folder = project(
+        tmp_path,
+        td_json=f"""
         +inline:
           td>: q.sql
           result: '{json.dumps(payload)}'
         +from_file:
           td>: q.sql
           result: result.json
-    """)
+    """,
+    )
     loaded = load_folder(folder)
     assert loaded.errors == []
     inline, from_file = loaded.get("td_json").tasks
-    assert inline.settings == from_file.settings == {"data_object": "members", "import_key": "email", "tags": "x"}
+    assert (
+        inline.settings
+        == from_file.settings
+        == {"data_object": "members", "import_key": "email", "tags": "x"}
+    )
     assert inline.destination.type_name == "maac"
 
 
 def test_td_cli_line_messaging_json_keeps_token_off_run_config(tmp_path: Path) -> None:
     require_destination("line_messaging")
-    result = {"type": "line_messaging", "access_token": "xxxx", "auth_method": "channel_access_token", "target": "audience",
-              "audience_name": "test group", "use_audience_id": True, "audience_id": 33948315694, "is_ifa_audience": True}
+    result = {
+        "type": "line_messaging",
+        "access_token": "xxxx",
+        "auth_method": "channel_access_token",
+        "target": "audience",
+        "audience_name": "test group",
+        "use_audience_id": True,
+        "audience_id": 33948315694,
+        "is_ifa_audience": True,
+    }
     folder = project(tmp_path, lm=f"+push:\n  td>: q.sql\n  result: '{json.dumps(result)}'\n")
     loaded = load_folder(folder)
     assert loaded.errors == []
@@ -272,29 +360,48 @@ def test_malformed_dig(tmp_path: Path) -> None:
 
 
 def test_unknown_destination_type(tmp_path: Path) -> None:
-    message = single_error(project(tmp_path, typo="""
+    message = single_error(
+        project(
+            tmp_path,
+            typo="""
         +t:
           td>: q.sql
           result_settings:
             type: maak
             data_object: members
-    """))
-    assert "typo.dig:4, task +t, setting type: unknown destination type 'maak' (did you mean 'maac'?)" in message
+    """,
+        )
+    )
+    assert (
+        "typo.dig:4, task +t, setting type: unknown destination type 'maak' (did you mean 'maac'?)"
+        in message
+    )
 
 
 def test_missing_required_setting(tmp_path: Path) -> None:
-    message = single_error(project(tmp_path, missing="""
+    message = single_error(
+        project(
+            tmp_path,
+            missing="""
         +t:
           td>: q.sql
           result_connection: maac_main
           result_settings:
             import_key: line_uid
-    """))
-    assert "missing.dig:4, task +t, setting result_settings.data_object: missing required setting data_object" in message
+    """,
+        )
+    )
+    assert (
+        "missing.dig:4, task +t, setting result_settings.data_object: missing required setting data_object"
+        in message
+    )
 
 
 def test_misspelled_setting_suggests_the_closest(tmp_path: Path) -> None:
-    message = single_error(project(tmp_path, misspelled="""
+    message = single_error(
+        project(
+            tmp_path,
+            misspelled="""
         +t:
           td>: q.sql
           result_connection: maac_main
@@ -302,24 +409,40 @@ def test_misspelled_setting_suggests_the_closest(tmp_path: Path) -> None:
             data_object: members
             import_kye: line_uid
             tags: a
-    """))
-    assert "misspelled.dig:6, task +t, setting result_settings.import_kye: unknown setting 'import_kye' for maac (did you mean 'import_key'?)" in message
+    """,
+        )
+    )
+    assert (
+        "misspelled.dig:6, task +t, setting result_settings.import_kye: unknown setting 'import_kye' for maac (did you mean 'import_key'?)"
+        in message
+    )
 
 
 def test_required_by_another_setting(tmp_path: Path) -> None:
-    message = single_error(project(tmp_path, members="""
+    message = single_error(
+        project(
+            tmp_path,
+            members="""
         +t:
           td>: q.sql
           result_connection: maac_main
           result_settings:
             data_object: members
             tags: a
-    """))
-    assert "task +t, setting result_settings.import_key: import_key is required when data_object is members" in message
+    """,
+        )
+    )
+    assert (
+        "task +t, setting result_settings.import_key: import_key is required when data_object is members"
+        in message
+    )
 
 
 def test_value_out_of_range_names_the_range(tmp_path: Path) -> None:
-    message = single_error(project(tmp_path, big="""
+    message = single_error(
+        project(
+            tmp_path,
+            big="""
         +t:
           td>: q.sql
           result_connection: maac_main
@@ -327,13 +450,21 @@ def test_value_out_of_range_names_the_range(tmp_path: Path) -> None:
             data_object: segments
             segment_name: s
             batch_size: 10001
-    """))
-    assert "big.dig:7, task +t, setting result_settings.batch_size: batch_size must be between 1 and 10,000 (got 10001)" in message
+    """,
+        )
+    )
+    assert (
+        "big.dig:7, task +t, setting result_settings.batch_size: batch_size must be between 1 and 10,000 (got 10001)"
+        in message
+    )
 
 
 def test_batch_size_multicast_501_is_out_of_range(tmp_path: Path) -> None:
     require_destination("line_messaging")
-    message = single_error(project(tmp_path, multicast="""
+    message = single_error(
+        project(
+            tmp_path,
+            multicast="""
         +t:
           td>: q.sql
           result_settings:
@@ -341,23 +472,35 @@ def test_batch_size_multicast_501_is_out_of_range(tmp_path: Path) -> None:
             target: multicast_message
             template_message_multicast: '{"type": "text", "text": "hi"}'
             batch_size_multicast: 501
-    """))
+    """,
+        )
+    )
     assert "multicast.dig:7, task +t, setting result_settings.batch_size_multicast: " in message
     assert "501" in message and "between 1 and 500" in message
 
 
 def test_missing_query_file(tmp_path: Path) -> None:
-    message = single_error(project(tmp_path, noquery="""
+    message = single_error(
+        project(
+            tmp_path,
+            noquery="""
         +t:
           td>: queries/missing.sql
           result_connection: maac_main
           result_settings: {data_object: segments, segment_name: s}
-    """))
-    assert "noquery.dig:2, task +t, setting td>: query file queries/missing.sql not found" in message
+    """,
+        )
+    )
+    assert (
+        "noquery.dig:2, task +t, setting td>: query file queries/missing.sql not found" in message
+    )
 
 
 def test_unresolved_variable_in_settings_and_query(tmp_path: Path) -> None:
-    message = single_error(project(tmp_path, unresolved="""
+    message = single_error(
+        project(
+            tmp_path,
+            unresolved="""
         _export:
           segment_prefix: x
         +t:
@@ -366,16 +509,28 @@ def test_unresolved_variable_in_settings_and_query(tmp_path: Path) -> None:
           result_settings:
             data_object: segments
             segment_name: ${segment_prefx}_1
-    """))
-    assert "unresolved.dig:8, task +t, setting result_settings.segment_name: unresolved variable ${segment_prefx} (did you mean 'segment_prefix'?)" in message
+    """,
+        )
+    )
+    assert (
+        "unresolved.dig:8, task +t, setting result_settings.segment_name: unresolved variable ${segment_prefx} (did you mean 'segment_prefix'?)"
+        in message
+    )
     (tmp_path / "wf" / "unresolved.dig").unlink()
     (tmp_path / "wf" / "bad.sql").write_text("SELECT line_uid FROM ${table}\n")
-    message = single_error(project(tmp_path, in_query="+t:\n  td>: bad.sql\n  result_connection: maac_main\n  result_settings: {data_object: segments, segment_name: s}\n"))
+    message = single_error(
+        project(
+            tmp_path,
+            in_query="+t:\n  td>: bad.sql\n  result_connection: maac_main\n  result_settings: {data_object: segments, segment_name: s}\n",
+        )
+    )
     assert "in_query.dig:2, task +t, setting td> bad.sql: unresolved variable ${table}" in message
 
 
 def test_unknown_connection_and_schedule_and_timezone(tmp_path: Path) -> None:
-    folder = project(tmp_path, several="""
+    folder = project(
+        tmp_path,
+        several="""
         timezone: Mars/Olympus
         schedule:
           dayly>: 07:00:00
@@ -383,12 +538,19 @@ def test_unknown_connection_and_schedule_and_timezone(tmp_path: Path) -> None:
           td>: q.sql
           result_connection: maac_mian
           result_settings: {data_object: segments, segment_name: s}
-    """)
+    """,
+    )
     loaded = load_folder(folder)
     errors = "\n".join(str(e) for e in loaded.errors)
     assert "several.dig:1, setting timezone: unknown timezone 'Mars/Olympus'" in errors
-    assert "several.dig:2, setting schedule: unknown schedule option 'dayly>' (did you mean 'daily>'?)" in errors
-    assert "several.dig:6, task +t, setting result_connection: connection 'maac_mian' is not declared in" in errors
+    assert (
+        "several.dig:2, setting schedule: unknown schedule option 'dayly>' (did you mean 'daily>'?)"
+        in errors
+    )
+    assert (
+        "several.dig:6, task +t, setting result_connection: connection 'maac_mian' is not declared in"
+        in errors
+    )
     assert "(did you mean 'maac_main'?)" in errors
     assert [w.name for w in loaded.workflows] == ["good"]
 
@@ -423,7 +585,9 @@ def test_include_cycle_and_missing_include(tmp_path: Path) -> None:
 
 
 def test_retry_maps_to_a_dagster_retry_policy(tmp_path: Path) -> None:
-    folder = project(tmp_path, retry="""
+    folder = project(
+        tmp_path,
+        retry="""
         _retry: 2
         +a:
           td>: q.sql
@@ -437,7 +601,8 @@ def test_retry_maps_to_a_dagster_retry_policy(tmp_path: Path) -> None:
           td>: q.sql
           result_connection: maac_main
           result_settings: {data_object: segments, segment_name: b}
-    """)
+    """,
+    )
     a, b = load_folder(folder).get("retry").tasks
     assert a.retry == dg.RetryPolicy(max_retries=2)
     assert b.retry == dg.RetryPolicy(max_retries=4, delay=10, backoff=dg.Backoff.EXPONENTIAL)

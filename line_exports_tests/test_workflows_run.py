@@ -55,7 +55,9 @@ def sandbox_env(sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) 
     return sandbox_server
 
 
-def make_folder(tmp_path: Path, connections: str = "connections:\n  maac_main:\n    type: maac\n", **files: str) -> Path:
+def make_folder(
+    tmp_path: Path, connections: str = "connections:\n  maac_main:\n    type: maac\n", **files: str
+) -> Path:
     folder = tmp_path / "wf"
     folder.mkdir(exist_ok=True)
     (folder / "connections.yaml").write_text(connections)
@@ -77,26 +79,55 @@ def test_tasks_run_in_order_against_the_sandbox(tmp_path: Path, sandbox_env: San
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("three").execute_in_process(instance=instance)
         assert result.success
-        order = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
+        order = [
+            e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START
+        ]
         assert order[0] == "three__import_members" and order[-1] == "three__last"
-        finished = {e.step_key: i for i, e in enumerate(result.all_events) if e.event_type == dg.DagsterEventType.STEP_SUCCESS}
-        started = {e.step_key: i for i, e in enumerate(result.all_events) if e.event_type == dg.DagsterEventType.STEP_START}
+        finished = {
+            e.step_key: i
+            for i, e in enumerate(result.all_events)
+            if e.event_type == dg.DagsterEventType.STEP_SUCCESS
+        }
+        started = {
+            e.step_key: i
+            for i, e in enumerate(result.all_events)
+            if e.event_type == dg.DagsterEventType.STEP_START
+        }
         assert finished["three__import_members"] < started["three__segments__vip"]
-        assert max(finished["three__segments__vip"], finished["three__segments__all"]) < started["three__last"]
+        assert (
+            max(finished["three__segments__vip"], finished["three__segments__all"])
+            < started["three__last"]
+        )
         meta = result.asset_materializations_for_node("three__import_members")[0].metadata
-        assert meta["rows_read"].value == 3000 and meta["import_tasks"].value == 3  # batch_size 1000
+        assert (
+            meta["rows_read"].value == 3000 and meta["import_tasks"].value == 3
+        )  # batch_size 1000
     sandbox = sandbox_env.sandbox
     paths = [(r.method, r.path) for r in sandbox.requests]
-    imports = [i for i, (m, p) in enumerate(paths) if m == "POST" and p.startswith("/openapi/v1/member/import")]
-    segments = [i for i, (m, p) in enumerate(paths) if m in ("POST", "PATCH") and p.startswith("/openapi/v1/custom_segment")]
+    imports = [
+        i
+        for i, (m, p) in enumerate(paths)
+        if m == "POST" and p.startswith("/openapi/v1/member/import")
+    ]
+    segments = [
+        i
+        for i, (m, p) in enumerate(paths)
+        if m in ("POST", "PATCH") and p.startswith("/openapi/v1/custom_segment")
+    ]
     assert len(imports) == 3 and len(segments) == 3 and max(imports) < min(segments)
 
 
-def test_secret_reaches_the_api_and_never_the_run_config(tmp_path: Path, sandbox_env: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_reaches_the_api_and_never_the_run_config(
+    tmp_path: Path, sandbox_env: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WF_SANDBOX_URL", sandbox_env.url)
     monkeypatch.setenv("MAAC_WF_TOKEN", "sandbox-maac-token")
     connections = "connections:\n  maac_main:\n    type: maac\n    base_url_env: WF_SANDBOX_URL\n"
-    folder = make_folder(tmp_path, connections, **{"secret.dig": """
+    folder = make_folder(
+        tmp_path,
+        connections,
+        **{
+            "secret.dig": """
         +seg:
           td>: segment.sql
           result_connection: maac_main
@@ -104,19 +135,31 @@ def test_secret_reaches_the_api_and_never_the_run_config(tmp_path: Path, sandbox
             api_token: ${secret:maac.wf_token}
             data_object: segments
             segment_name: with secret
-    """})
+    """
+        },
+    )
     defs = load_folder(folder).definitions()
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("secret").execute_in_process(instance=instance)
         assert result.success
         stored = instance.get_run_by_id(result.run_id)
-        assert "sandbox-maac-token" not in repr(stored.run_config) and "sandbox-maac-token" not in repr(stored.tags)
-    assert sandbox_env.sandbox.count("POST", "/openapi/v1/custom_segment", 201) + sandbox_env.sandbox.count("POST", "/openapi/v1/custom_segment", 200) == 1
+        assert "sandbox-maac-token" not in repr(
+            stored.run_config
+        ) and "sandbox-maac-token" not in repr(stored.tags)
+    assert (
+        sandbox_env.sandbox.count("POST", "/openapi/v1/custom_segment", 201)
+        + sandbox_env.sandbox.count("POST", "/openapi/v1/custom_segment", 200)
+        == 1
+    )
     # A wrong token is refused by the sandbox: the token really is the one sent.
     monkeypatch.setenv("MAAC_WF_TOKEN", "wrong-token")
     defs = load_folder(folder).definitions()
     with dg.instance_for_test() as instance:
-        assert not defs.resolve_job_def("secret").execute_in_process(instance=instance, raise_on_error=False).success
+        assert (
+            not defs.resolve_job_def("secret")
+            .execute_in_process(instance=instance, raise_on_error=False)
+            .success
+        )
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -129,11 +172,19 @@ def cli(*args: str) -> tuple[int, str]:
 
 
 def test_cli_validate_reports_errors_and_loads_the_rest(tmp_path: Path) -> None:
-    folder = make_folder(tmp_path, **{"ok.dig": "+t:\n  td>: segment.sql\n  result_connection: maac_main\n  result_settings: {data_object: segments, segment_name: s}\n",
-                                      "bad.dig": "+t:\n  td>: segment.sql\n  result_connection: maac_main\n  result_settings: {data_object: segment, segment_name: s}\n"})
+    folder = make_folder(
+        tmp_path,
+        **{
+            "ok.dig": "+t:\n  td>: segment.sql\n  result_connection: maac_main\n  result_settings: {data_object: segments, segment_name: s}\n",
+            "bad.dig": "+t:\n  td>: segment.sql\n  result_connection: maac_main\n  result_settings: {data_object: segment, segment_name: s}\n",
+        },
+    )
     code, out = cli("validate", "--workflows", str(folder))
     assert code == 1
-    assert "bad.dig:4, task +t, setting result_settings.data_object: 'segment': Input should be 'members' or 'segments'" in out
+    assert (
+        "bad.dig:4, task +t, setting result_settings.data_object: 'segment': Input should be 'members' or 'segments'"
+        in out
+    )
     assert re.search(r"ok\.dig\s+ok\s+1", out) and re.search(r"bad\.dig\s+error", out)
     assert "1 workflow(s) loaded, 1 error(s)" in out
     code, out = cli("validate", "--workflows", str(EXAMPLES))
@@ -144,7 +195,10 @@ def test_cli_plan_sends_nothing(tmp_path: Path, sandbox_env: SandboxServer) -> N
     folder = make_folder(tmp_path, **{"three.dig": THREE_TASKS})
     code, out = cli("plan", "three", "--workflows", str(folder), "--preview", "2")
     assert code == 0
-    assert "three/import_members: read 3,000, valid 2,940, rejected 60 -> maac members by line_uid via maac_main" in out
+    assert (
+        "three/import_members: read 3,000, valid 2,940, rejected 60 -> maac members by line_uid via maac_main"
+        in out
+    )
     assert "line_uid: pattern=30" in out and "plan only: nothing was sent" in out
     assert "| " not in out and "segments.vip" in out
     assert sandbox_env.sandbox.count() == 0

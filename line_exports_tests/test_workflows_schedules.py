@@ -23,8 +23,13 @@ def ticks(spec: object, tz: str, after: datetime, count: int = 3) -> list[tuple[
     """(run time, session time) as local wall-clock strings."""
     schedule = parse_schedule(spec, tz)
     zone = ZoneInfo(tz)
-    return [(r.astimezone(zone).strftime("%a %Y-%m-%d %H:%M"), s.astimezone(zone).strftime("%a %Y-%m-%d %H:%M"))
-            for r, s in schedule.ticks(after, count)]
+    return [
+        (
+            r.astimezone(zone).strftime("%a %Y-%m-%d %H:%M"),
+            s.astimezone(zone).strftime("%a %Y-%m-%d %H:%M"),
+        )
+        for r, s in schedule.ticks(after, count)
+    ]
 
 
 def same(*times: str) -> list[tuple[str, str]]:
@@ -38,62 +43,104 @@ def test_cron_with_named_days_and_months_in_the_workflow_timezone() -> None:
     # 09:30 Tokyo on weekdays in January and July; the first tick after 2024-01-01 00:00 UTC
     # (09:00 Tokyo) is 09:30 the same day.
     assert ticks({"cron>": "30 9 * jan,jul mon-fri"}, "Asia/Tokyo", START) == same(
-        "Mon 2024-01-01 09:30", "Tue 2024-01-02 09:30", "Wed 2024-01-03 09:30")
+        "Mon 2024-01-01 09:30", "Tue 2024-01-02 09:30", "Wed 2024-01-03 09:30"
+    )
     assert ticks({"cron>": "0 12 * * SAT"}, "America/Los_Angeles", START, 2) == same(
-        "Sat 2024-01-06 12:00", "Sat 2024-01-13 12:00")
+        "Sat 2024-01-06 12:00", "Sat 2024-01-13 12:00"
+    )
 
 
 def test_cron_ranges_lists_and_steps() -> None:
     assert ticks({"cron>": "*/20 9-10 1,15 * *"}, "UTC", START, 7) == same(
-        "Mon 2024-01-01 09:00", "Mon 2024-01-01 09:20", "Mon 2024-01-01 09:40", "Mon 2024-01-01 10:00",
-        "Mon 2024-01-01 10:20", "Mon 2024-01-01 10:40", "Mon 2024-01-15 09:00")
+        "Mon 2024-01-01 09:00",
+        "Mon 2024-01-01 09:20",
+        "Mon 2024-01-01 09:40",
+        "Mon 2024-01-01 10:00",
+        "Mon 2024-01-01 10:20",
+        "Mon 2024-01-01 10:40",
+        "Mon 2024-01-15 09:00",
+    )
     assert ticks({"cron>": "30 */2 1 * *"}, "UTC", START, 3) == same(
-        "Mon 2024-01-01 00:30", "Mon 2024-01-01 02:30", "Mon 2024-01-01 04:30")
+        "Mon 2024-01-01 00:30", "Mon 2024-01-01 02:30", "Mon 2024-01-01 04:30"
+    )
 
 
 def test_td_day_of_month_steps_and_conflicts() -> None:
     # TD: '0 0 */5 * *' runs every 5 days starting on the 5th.
     assert [r for r, _ in ticks("0 0 */5 * *", "UTC", START, 3)] == [
-        "Fri 2024-01-05 00:00", "Wed 2024-01-10 00:00", "Mon 2024-01-15 00:00"]
+        "Fri 2024-01-05 00:00",
+        "Wed 2024-01-10 00:00",
+        "Mon 2024-01-15 00:00",
+    ]
     assert parse_schedule("0 0 5,*/10,25 * *", "UTC").cron.days == (5, 10, 20, 25, 30)
     # TD: with both day fields restricted, the one that runs more often wins: Mondays.
     assert [r for r, _ in ticks("0 0 1 * 1", "UTC", datetime(2024, 1, 2, tzinfo=UTC), 3)] == [
-        "Mon 2024-01-08 00:00", "Mon 2024-01-15 00:00", "Mon 2024-01-22 00:00"]
+        "Mon 2024-01-08 00:00",
+        "Mon 2024-01-15 00:00",
+        "Mon 2024-01-22 00:00",
+    ]
 
 
 def test_td_shortcuts() -> None:
-    assert ticks("@hourly", "Asia/Tokyo", START, 2) == same("Mon 2024-01-01 10:00", "Mon 2024-01-01 11:00")
-    assert ticks({"cron>": "@daily"}, "Asia/Tokyo", START, 2) == same("Tue 2024-01-02 00:00", "Wed 2024-01-03 00:00")
+    assert ticks("@hourly", "Asia/Tokyo", START, 2) == same(
+        "Mon 2024-01-01 10:00", "Mon 2024-01-01 11:00"
+    )
+    assert ticks({"cron>": "@daily"}, "Asia/Tokyo", START, 2) == same(
+        "Tue 2024-01-02 00:00", "Wed 2024-01-03 00:00"
+    )
 
 
 def test_digdag_forms_session_is_the_period_start() -> None:
     assert ticks({"hourly>": "30:00"}, "UTC", START, 2) == [
-        ("Mon 2024-01-01 00:30", "Mon 2024-01-01 00:00"), ("Mon 2024-01-01 01:30", "Mon 2024-01-01 01:00")]
+        ("Mon 2024-01-01 00:30", "Mon 2024-01-01 00:00"),
+        ("Mon 2024-01-01 01:30", "Mon 2024-01-01 01:00"),
+    ]
     assert ticks({"daily>": "07:00:00"}, "America/Los_Angeles", START, 2) == [
-        ("Mon 2024-01-01 07:00", "Mon 2024-01-01 00:00"), ("Tue 2024-01-02 07:00", "Tue 2024-01-02 00:00")]
+        ("Mon 2024-01-01 07:00", "Mon 2024-01-01 00:00"),
+        ("Tue 2024-01-02 07:00", "Tue 2024-01-02 00:00"),
+    ]
     assert ticks({"weekly>": "Sun,09:00:00"}, "Asia/Tokyo", START, 2) == [
-        ("Sun 2024-01-07 09:00", "Sun 2024-01-07 00:00"), ("Sun 2024-01-14 09:00", "Sun 2024-01-14 00:00")]
+        ("Sun 2024-01-07 09:00", "Sun 2024-01-07 00:00"),
+        ("Sun 2024-01-14 09:00", "Sun 2024-01-14 00:00"),
+    ]
     assert ticks({"monthly>": "1,09:00:00"}, "UTC", START, 2) == [
-        ("Mon 2024-01-01 09:00", "Mon 2024-01-01 00:00"), ("Thu 2024-02-01 09:00", "Thu 2024-02-01 00:00")]
-    assert ticks({"minutes_interval>": 30}, "UTC", START, 2) == same("Mon 2024-01-01 00:30", "Mon 2024-01-01 01:00")
+        ("Mon 2024-01-01 09:00", "Mon 2024-01-01 00:00"),
+        ("Thu 2024-02-01 09:00", "Thu 2024-02-01 00:00"),
+    ]
+    assert ticks({"minutes_interval>": 30}, "UTC", START, 2) == same(
+        "Mon 2024-01-01 00:30", "Mon 2024-01-01 01:00"
+    )
 
 
 def test_delay_keeps_the_session_at_the_tick() -> None:
     # 23:00 on weekdays + 2 h: Friday's run happens on Saturday 01:00, its session stays Friday 23:00.
-    assert ticks({"cron>": "0 23 * * mon-fri", "delay": 7200}, "UTC", datetime(2024, 1, 5, 12, tzinfo=UTC), 2) == [
-        ("Sat 2024-01-06 01:00", "Fri 2024-01-05 23:00"), ("Tue 2024-01-09 01:00", "Mon 2024-01-08 23:00")]
-    assert parse_schedule({"cron>": "0 23 * * mon-fri", "delay": 7200}, "UTC").run_crons() == ["0 1 * * 2,3,4,5,6"]
+    assert ticks(
+        {"cron>": "0 23 * * mon-fri", "delay": 7200}, "UTC", datetime(2024, 1, 5, 12, tzinfo=UTC), 2
+    ) == [
+        ("Sat 2024-01-06 01:00", "Fri 2024-01-05 23:00"),
+        ("Tue 2024-01-09 01:00", "Mon 2024-01-08 23:00"),
+    ]
+    assert parse_schedule({"cron>": "0 23 * * mon-fri", "delay": 7200}, "UTC").run_crons() == [
+        "0 1 * * 2,3,4,5,6"
+    ]
     # A delay under a minute starts at the next minute.
-    assert ticks({"cron>": "0 * * * *", "delay": 30}, "UTC", START, 1) == [("Mon 2024-01-01 00:01", "Mon 2024-01-01 00:00")]
+    assert ticks({"cron>": "0 * * * *", "delay": 30}, "UTC", START, 1) == [
+        ("Mon 2024-01-01 00:01", "Mon 2024-01-01 00:00")
+    ]
     # A month-day tick pushed past midnight: a daily superset whose extra ticks are skipped.
     monthly = {"cron>": "0 23 1 * *", "delay": 3600}
-    assert ticks(monthly, "UTC", START, 2) == [("Tue 2024-01-02 00:00", "Mon 2024-01-01 23:00"),
-                                              ("Fri 2024-02-02 00:00", "Thu 2024-02-01 23:00")]
+    assert ticks(monthly, "UTC", START, 2) == [
+        ("Tue 2024-01-02 00:00", "Mon 2024-01-01 23:00"),
+        ("Fri 2024-02-02 00:00", "Thu 2024-02-01 23:00"),
+    ]
 
 
 def test_start_and_end_bound_the_ticks() -> None:
     spec = {"daily>": "07:00:00", "start": "2024-01-03", "end": "2024-01-04"}
-    assert [s for _, s in ticks(spec, "UTC", START, 5)] == ["Wed 2024-01-03 00:00", "Thu 2024-01-04 00:00"]
+    assert [s for _, s in ticks(spec, "UTC", START, 5)] == [
+        "Wed 2024-01-03 00:00",
+        "Thu 2024-01-04 00:00",
+    ]
 
 
 def test_schedule_errors_name_the_part() -> None:
@@ -144,15 +191,20 @@ def sandbox_env(sandbox_server, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN00
 
 
 def _messages(instance: dg.DagsterInstance, run_id: str) -> str:
-    return " ".join(r.event_log_entry.user_message for r in instance.get_records_for_run(run_id).records)
+    return " ".join(
+        r.event_log_entry.user_message for r in instance.get_records_for_run(run_id).records
+    )
 
 
 def test_schedule_tags_the_tick_and_the_query_sees_it(tmp_path: Path, sandbox_env: object) -> None:
     """The run at 07:10 Tokyo (07:00 + delay 600 s) stands for 00:00 Tokyo: that is what
     ${session_time} / ${session_unixtime} / ${session_date} are in the query."""
-    folder = workflow_folder(tmp_path, "SELECT line_uid FROM segment_users "
-                                       "WHERE ${session_unixtime} = 1704034800 AND '${session_date}' = '2024-01-01' "
-                                       "AND '${session_time}' = '2024-01-01T00:00:00+09:00'\n")
+    folder = workflow_folder(
+        tmp_path,
+        "SELECT line_uid FROM segment_users "
+        "WHERE ${session_unixtime} = 1704034800 AND '${session_date}' = '2024-01-01' "
+        "AND '${session_time}' = '2024-01-01T00:00:00+09:00'\n",
+    )
     loaded = load_folder(folder)
     assert loaded.errors == []
     defs = loaded.definitions()
@@ -164,16 +216,26 @@ def test_schedule_tags_the_tick_and_the_query_sees_it(tmp_path: Path, sandbox_en
         request = schedule.evaluate_tick(context).run_requests[0]
         assert request.tags[SESSION_TIME_TAG] == "2024-01-01T00:00:00+09:00"
         # As the daemon launches it: Dagster's own scheduled-time tag is the run time (07:10).
-        tags = {**request.tags, "dagster/scheduled_execution_time": run_at.astimezone(UTC).isoformat()}
+        tags = {
+            **request.tags,
+            "dagster/scheduled_execution_time": run_at.astimezone(UTC).isoformat(),
+        }
         result = defs.resolve_job_def("daily").execute_in_process(instance=instance, tags=tags)
         assert result.success
         assert "read 3,000 rows" in _messages(instance, result.run_id)
         # Any other session time: the same query reads nothing (the filter is real).
         other = defs.resolve_job_def("daily").execute_in_process(
-            instance=instance, tags={SESSION_TIME_TAG: "2024-01-02T00:00:00+09:00"}, raise_on_error=False)
+            instance=instance,
+            tags={SESSION_TIME_TAG: "2024-01-02T00:00:00+09:00"},
+            raise_on_error=False,
+        )
         assert "read 0 rows" in _messages(instance, other.run_id)
         # A tick that is not 07:10 (e.g. evaluated at 08:00) is skipped, never mislabelled.
-        skipped = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=run_at.replace(hour=8)))
+        skipped = schedule.evaluate_tick(
+            dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=run_at.replace(hour=8)
+            )
+        )
         assert skipped.run_requests == [] and "not daily> 07:00:00" in (skipped.skip_message or "")
 
 
@@ -192,15 +254,27 @@ def _schedule_state(instance: dg.DagsterInstance, name: str, cron: str) -> None:
     )
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-    repo = RemoteRepositoryOrigin(InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__)), "__repository__")
-    instance.add_instigator_state(InstigatorState(
-        RemoteInstigatorOrigin(repo, name), InstigatorType.SCHEDULE, InstigatorStatus.RUNNING, ScheduleInstigatorData(cron)))
+    repo = RemoteRepositoryOrigin(
+        InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__)), "__repository__"
+    )
+    instance.add_instigator_state(
+        InstigatorState(
+            RemoteInstigatorOrigin(repo, name),
+            InstigatorType.SCHEDULE,
+            InstigatorStatus.RUNNING,
+            ScheduleInstigatorData(cron),
+        )
+    )
 
 
 def _status(instance: dg.DagsterInstance, name: str) -> str:
     from dagster._core.definitions.run_request import InstigatorType
 
-    states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE) if s.name == name]
+    states = [
+        s
+        for s in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+        if s.name == name
+    ]
     return states[0].status.value
 
 
@@ -219,8 +293,10 @@ def test_schedule_pauses_after_consecutive_failures(tmp_path: Path, sandbox_env:
             assert not result.success
             run = instance.get_run_by_id(result.run_id)
             context = dg.build_run_status_sensor_context(
-                sensor_name=sensor.name, dagster_event=result.get_run_failure_event(),
-                dagster_instance=instance, dagster_run=run,
+                sensor_name=sensor.name,
+                dagster_event=result.get_run_failure_event(),
+                dagster_instance=instance,
+                dagster_run=run,
             ).for_run_failure()
             return sensor(context).skip_message
 
@@ -236,5 +312,7 @@ def test_schedule_pauses_after_consecutive_failures(tmp_path: Path, sandbox_env:
         assert not job.execute_in_process(instance=instance, raise_on_error=False).success
         assert consecutive_failures(instance, "daily", "daily_schedule", 5) == 1
         message = fail_once()
-        assert message.startswith("Paused schedule daily_schedule: its last 2 scheduled runs failed")
+        assert message.startswith(
+            "Paused schedule daily_schedule: its last 2 scheduled runs failed"
+        )
         assert _status(instance, "daily_schedule") == "STOPPED"

@@ -459,6 +459,7 @@ class LineConversionDestination(Destination):
 
         A body over 300 MB is halved before sending (long user agents can make events large).
         """
+
         def send_halves() -> None:
             half = (len(batch) + 1) // 2
             for part in (batch.iloc[:half], batch.iloc[half:]):
@@ -523,7 +524,8 @@ class LineConversionDestination(Destination):
         )
         if not settings.ignore_invalid_records:
             raise DeliveryFailed(
-                f"row {row}: {message}; ignore_invalid_records is false, so the run stops here", report
+                f"row {row}: {message}; ignore_invalid_records is false, so the run stops here",
+                report,
             )
         if report.accepted_rows == 0 and tally.refused >= BLIND_REFUSALS:
             raise dg.Failure(

@@ -75,39 +75,79 @@ DOMAIN_PATTERN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,6
 
 # The reference's column table, as rules.
 USER_COLUMNS = (
-    Column("email", normalize=("trim", "lowercase"), format="email", hash_sha256=True, accept_sha512=True,
-           sensitive=True),
-    Column("google_aid", normalize=("trim", "lowercase"), pattern=GAID_PATTERN,
-           pattern_message="is not a Google advertising ID (a UUID such as cdda802e-fb9c-47ad-9794-0794d394c912)",
-           sensitive=True),
-    Column("apple_idfa", normalize=("trim", "uppercase"), pattern=IDFA_PATTERN,
-           pattern_message="is not an Apple IDFA (a UUID such as EA7583CD-A667-48BC-B806-42ECB2B48606)",
-           sensitive=True),
+    Column(
+        "email",
+        normalize=("trim", "lowercase"),
+        format="email",
+        hash_sha256=True,
+        accept_sha512=True,
+        sensitive=True,
+    ),
+    Column(
+        "google_aid",
+        normalize=("trim", "lowercase"),
+        pattern=GAID_PATTERN,
+        pattern_message="is not a Google advertising ID (a UUID such as cdda802e-fb9c-47ad-9794-0794d394c912)",
+        sensitive=True,
+    ),
+    Column(
+        "apple_idfa",
+        normalize=("trim", "uppercase"),
+        pattern=IDFA_PATTERN,
+        pattern_message="is not an Apple IDFA (a UUID such as EA7583CD-A667-48BC-B806-42ECB2B48606)",
+        sensitive=True,
+    ),
     Column("first_name", max_length=35, sensitive=True),
     Column("last_name", max_length=35, sensitive=True),
     Column("company", max_length=50),
     Column("title", max_length=50),
-    Column("country", normalize=("trim", "uppercase"), pattern="|".join(ISO_COUNTRIES),
-           pattern_message="is not an ISO 3166 alpha-2 country code (e.g. US)"),
+    Column(
+        "country",
+        normalize=("trim", "uppercase"),
+        pattern="|".join(ISO_COUNTRIES),
+        pattern_message="is not an ISO 3166 alpha-2 country code (e.g. US)",
+    ),
 )
 USER_ROW_RULES = (
-    AnyOf((("email",), ("google_aid",), ("apple_idfa",), ("first_name", "last_name")), name="identifier"),
+    AnyOf(
+        (("email",), ("google_aid",), ("apple_idfa",), ("first_name", "last_name")),
+        name="identifier",
+    ),
 )
 COMPANY_COLUMNS = (
     Column("company_name", max_length=255),
-    Column("company_website_domain", normalize=("trim", "lowercase"), pattern=DOMAIN_PATTERN,
-           pattern_message="is not a domain name (e.g. example.com, no scheme or path)"),
-    Column("company_email_domain", normalize=("trim", "lowercase"), pattern=DOMAIN_PATTERN,
-           pattern_message="is not a domain name (e.g. example.com, no scheme or path)"),
+    Column(
+        "company_website_domain",
+        normalize=("trim", "lowercase"),
+        pattern=DOMAIN_PATTERN,
+        pattern_message="is not a domain name (e.g. example.com, no scheme or path)",
+    ),
+    Column(
+        "company_email_domain",
+        normalize=("trim", "lowercase"),
+        pattern=DOMAIN_PATTERN,
+        pattern_message="is not a domain name (e.g. example.com, no scheme or path)",
+    ),
 )
 COMPANY_ROW_RULES = (
-    AnyOf((("company_name",), ("company_website_domain",), ("company_email_domain",)), name="identifier"),
+    AnyOf(
+        (("company_name",), ("company_website_domain",), ("company_email_domain",)),
+        name="identifier",
+    ),
 )
 # Query column -> element field, per audience type.
-USER_FIELDS = {"first_name": "firstName", "last_name": "lastName", "title": "title", "company": "company",
-               "country": "country"}
-COMPANY_FIELDS = {"company_name": "companyName", "company_website_domain": "companyWebsiteDomain",
-                  "company_email_domain": "companyEmailDomain"}
+USER_FIELDS = {
+    "first_name": "firstName",
+    "last_name": "lastName",
+    "title": "title",
+    "company": "company",
+    "country": "country",
+}
+COMPANY_FIELDS = {
+    "company_name": "companyName",
+    "company_website_domain": "companyWebsiteDomain",
+    "company_email_domain": "companyEmailDomain",
+}
 
 
 class LinkedInAuthError(ApiError):
@@ -121,7 +161,9 @@ class LinkedInVersionError(ApiError):
 class LinkedInSettings(ExportSettings):
     """``result_settings`` of a LinkedIn export, named as in the reference."""
 
-    ad_account_id: str = Field(description="Ad Account ID (digits, or urn:li:sponsoredAccount:<digits>)")
+    ad_account_id: str = Field(
+        description="Ad Account ID (digits, or urn:li:sponsoredAccount:<digits>)"
+    )
     audience_type: Literal["users", "companies"] = Field(
         "users", description="Contact List (users) or Account List (companies)"
     )
@@ -131,10 +173,14 @@ class LinkedInSettings(ExportSettings):
         "add", description="add or remove; in add mode a missing segment with this name is created"
     )
     ignore_invalid_records: bool = Field(
-        False, description="Report invalid rows and continue; when false the job stops at the first invalid record"
+        False,
+        description="Report invalid rows and continue; when false the job stops at the first invalid record",
     )
     batch_size: int = Field(
-        MAX_ELEMENTS, ge=1, le=MAX_ELEMENTS, description="Elements per request (LinkedIn allows 5,000)"
+        MAX_ELEMENTS,
+        ge=1,
+        le=MAX_ELEMENTS,
+        description="Elements per request (LinkedIn allows 5,000)",
     )
 
     @field_validator("ad_account_id")
@@ -156,7 +202,9 @@ class LinkedInSettings(ExportSettings):
 class LinkedInClient:
     """LinkedIn's DMP segment API over one paced, retrying session."""
 
-    def __init__(self, http: HttpClient, version: str, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, http: HttpClient, version: str, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.http = http
         self.version = version
         self.sleep = sleep
@@ -176,39 +224,64 @@ class LinkedInClient:
                 f"LinkedIn no longer serves API version {self.version} (426 Upgrade Required: {exc.body[:200]}). "
                 "Set linkedin_version on the LinkedIn resource (env LINKEDIN_VERSION) to a current YYYYMM, "
                 "see learn.microsoft.com/linkedin/marketing/versioning.",
-                status=426, method=exc.method, path=exc.path, body=exc.body,
+                status=426,
+                method=exc.method,
+                path=exc.path,
+                body=exc.body,
             )
         if exc.status == 401:
             return LinkedInAuthError(
                 f"LinkedIn refused the access token even after a refresh ({exc.body[:200]}). "
                 f"Authorize again with `{AUTH_COMMAND}` and store the new tokens.",
-                status=401, method=exc.method, path=exc.path, body=exc.body,
+                status=401,
+                method=exc.method,
+                path=exc.path,
+                body=exc.body,
             )
         if exc.status == 403:
             return ApiError(
                 f"{exc} -- the authorizing member needs the rw_dmp_segments scope and a role other than "
                 "VIEWER on the ad account.",
-                status=403, method=exc.method, path=exc.path, body=exc.body,
+                status=403,
+                method=exc.method,
+                path=exc.path,
+                body=exc.body,
             )
         return exc
 
-    def find_segments(self, account_id: str, name: str, page_size: int = 100) -> list[dict[str, Any]]:
+    def find_segments(
+        self, account_id: str, name: str, page_size: int = 100
+    ) -> list[dict[str, Any]]:
         """The account's DMP segments named exactly ``name`` (the finder lists them all)."""
         found: list[dict[str, Any]] = []
         start = 0
         while True:
-            params = {"q": "account", "account": f"urn:li:sponsoredAccount:{account_id}",
-                      "start": start, "count": page_size}
+            params = {
+                "q": "account",
+                "account": f"urn:li:sponsoredAccount:{account_id}",
+                "start": start,
+                "count": page_size,
+            }
             page = self._call("GET", "/rest/dmpSegments", endpoint="dmp_find", params=params).json()
             elements = page.get("elements") or []
             found.extend(s for s in elements if s.get("name") == name)
             total = (page.get("paging") or {}).get("total")
             start += len(elements)
-            if not elements or len(elements) < page_size or (total is not None and start >= int(total)):
+            if (
+                not elements
+                or len(elements) < page_size
+                or (total is not None and start >= int(total))
+            ):
                 return found
 
-    def create_segment(self, account_id: str, name: str, description: str | None, segment_type: str,
-                       source_platform: str) -> str:
+    def create_segment(
+        self,
+        account_id: str,
+        name: str,
+        description: str | None,
+        segment_type: str,
+        source_platform: str,
+    ) -> str:
         """Create an empty segment; returns its id (from ``x-restli-id``)."""
         body: dict[str, Any] = {
             "name": name,
@@ -221,49 +294,78 @@ class LinkedInClient:
         if description:
             body["description"] = description
         # Never repeated blindly: a lost answer may hide a created segment (see create_once).
-        response = self._call("POST", "/rest/dmpSegments", endpoint="dmp_create", json=body, retry=False)
+        response = self._call(
+            "POST", "/rest/dmpSegments", endpoint="dmp_create", json=body, retry=False
+        )
         segment_id = response.headers.get("x-restli-id") or response.headers.get("x-linkedin-id")
         if not segment_id and response.headers.get("location"):
             segment_id = response.headers["location"].rstrip("/").rsplit("/", 1)[-1]
         if not segment_id:
-            raise ApiError("LinkedIn created the DMP segment but sent no x-restli-id header", status=response.status_code)
+            raise ApiError(
+                "LinkedIn created the DMP segment but sent no x-restli-id header",
+                status=response.status_code,
+            )
         return str(segment_id)
 
-    def create_once(self, account_id: str, name: str, description: str | None, segment_type: str,
-                    source_platform: str) -> str:
+    def create_once(
+        self,
+        account_id: str,
+        name: str,
+        description: str | None,
+        segment_type: str,
+        source_platform: str,
+    ) -> str:
         """Create the segment exactly once: after a create whose answer was lost (timeout,
         dropped connection, 5xx, 429), look for it by name before sending the create again."""
         retry = self.http.retry
         for attempt in range(retry.max_retry + 1):
             try:
-                return self.create_segment(account_id, name, description, segment_type, source_platform)
+                return self.create_segment(
+                    account_id, name, description, segment_type, source_platform
+                )
             except ApiError as exc:
                 if not exc.retryable or attempt == retry.max_retry:
                     raise
                 self.http.stats.retries += 1
-                wait = exc.retry_after if exc.retry_after is not None else retry.initial_retry_wait * 2**attempt
+                wait = (
+                    exc.retry_after
+                    if exc.retry_after is not None
+                    else retry.initial_retry_wait * 2**attempt
+                )
                 self.sleep(min(wait, retry.max_retry_wait))
-                same = [s for s in self.find_segments(account_id, name) if s.get("type") == segment_type]
+                same = [
+                    s for s in self.find_segments(account_id, name) if s.get("type") == segment_type
+                ]
                 if same:
                     return str(same[0]["id"])
         raise AssertionError("unreachable")
 
-    def batch_create(self, segment_id: str, kind: str, elements: list[dict[str, Any]],
-                     not_found_timeout: float = NEW_SEGMENT_TIMEOUT) -> list[dict[str, Any]]:
+    def batch_create(
+        self,
+        segment_id: str,
+        kind: str,
+        elements: list[dict[str, Any]],
+        not_found_timeout: float = NEW_SEGMENT_TIMEOUT,
+    ) -> list[dict[str, Any]]:
         """Send one BATCH_CREATE; returns one status per element, in order.
 
         A segment answers 404 for a short while after it is created: wait and try again until
         ``not_found_timeout``, then fail.
         """
         if len(elements) > MAX_ELEMENTS:
-            raise ValueError(f"{len(elements):,} elements in one request; LinkedIn takes at most {MAX_ELEMENTS:,}")
+            raise ValueError(
+                f"{len(elements):,} elements in one request; LinkedIn takes at most {MAX_ELEMENTS:,}"
+            )
         deadline = time.monotonic() + not_found_timeout
         pause = 0.25
         while True:
             try:
                 response = self.http.request(
-                    "POST", f"/rest/dmpSegments/{segment_id}/{kind}", endpoint=kind,
-                    json={"elements": elements}, headers={"X-RestLi-Method": "BATCH_CREATE"},
+                    "POST",
+                    f"/rest/dmpSegments/{segment_id}/{kind}",
+                    endpoint=kind,
+                    json={"elements": elements},
+                    headers={"X-RestLi-Method": "BATCH_CREATE"},
                 )
                 break
             except ApiError as exc:
@@ -275,7 +377,9 @@ class LinkedInClient:
                 raise self._explain(exc) from None
         results = response.json().get("elements")
         if not isinstance(results, list):
-            raise ApiError(f"LinkedIn answered BATCH_CREATE with no elements list: {response.text[:200]}")
+            raise ApiError(
+                f"LinkedIn answered BATCH_CREATE with no elements list: {response.text[:200]}"
+            )
         return results
 
 
@@ -288,25 +392,50 @@ class LinkedInResource(dg.ConfigurableResource):
     empty to use the local sandbox; ``api_url`` and ``oauth_url`` point both hosts elsewhere.
     """
 
-    client_id: str | None = Field(default=None, description="LinkedIn app Client ID",
-                                  json_schema_extra={"dagster__is_secret": True})
-    client_secret: str | None = Field(default=None, description="LinkedIn app Client Secret",
-                                      json_schema_extra={"dagster__is_secret": True})
-    refresh_token: str | None = Field(default=None, description="OAuth refresh token (line-exports linkedin-auth)",
-                                      json_schema_extra={"dagster__is_secret": True})
-    access_token: str | None = Field(default=None, description="OAuth access token (used first; refreshed when refused)",
-                                     json_schema_extra={"dagster__is_secret": True})
-    linkedin_version: str = Field(default=DEFAULT_VERSION, pattern=r"^20[0-9]{2}(0[1-9]|1[0-2])(\.[0-9]{2})?$",
-                                  description="LinkedIn-Version header, YYYYMM (versions are sunset after about a year)")
-    api_url: str | None = Field(default=None, description="API host; default https://api.linkedin.com")
-    oauth_url: str | None = Field(default=None, description="OAuth host; default https://www.linkedin.com")
+    client_id: str | None = Field(
+        default=None,
+        description="LinkedIn app Client ID",
+        json_schema_extra={"dagster__is_secret": True},
+    )
+    client_secret: str | None = Field(
+        default=None,
+        description="LinkedIn app Client Secret",
+        json_schema_extra={"dagster__is_secret": True},
+    )
+    refresh_token: str | None = Field(
+        default=None,
+        description="OAuth refresh token (line-exports linkedin-auth)",
+        json_schema_extra={"dagster__is_secret": True},
+    )
+    access_token: str | None = Field(
+        default=None,
+        description="OAuth access token (used first; refreshed when refused)",
+        json_schema_extra={"dagster__is_secret": True},
+    )
+    linkedin_version: str = Field(
+        default=DEFAULT_VERSION,
+        pattern=r"^20[0-9]{2}(0[1-9]|1[0-2])(\.[0-9]{2})?$",
+        description="LinkedIn-Version header, YYYYMM (versions are sunset after about a year)",
+    )
+    api_url: str | None = Field(
+        default=None, description="API host; default https://api.linkedin.com"
+    )
+    oauth_url: str | None = Field(
+        default=None, description="OAuth host; default https://www.linkedin.com"
+    )
     source_platform: str | None = Field(
-        default=None, description="sourcePlatform of created segments (the enum LinkedIn assigned to your app)"
+        default=None,
+        description="sourcePlatform of created segments (the enum LinkedIn assigned to your app)",
     )
     new_segment_wait: float = Field(
-        default=5.0, ge=0, le=60, description="Seconds to wait after creating a segment before adding members"
+        default=5.0,
+        ge=0,
+        le=60,
+        description="Seconds to wait after creating a segment before adding members",
     )
-    debug: bool = Field(default=False, description="Log request and response bodies (secrets redacted)")
+    debug: bool = Field(
+        default=False, description="Log request and response bodies (secrets redacted)"
+    )
     _clients: dict[RetrySettings, LinkedInClient] = PrivateAttr(default_factory=dict)
     _token: tuple[str, float] | None = PrivateAttr(default=None)
     _seen_tokens: list[str] = PrivateAttr(default_factory=list)
@@ -327,9 +456,15 @@ class LinkedInResource(dg.ConfigurableResource):
             "refresh_token": "LINKEDIN_REFRESH_TOKEN",
             "access_token": "LINKEDIN_ACCESS_TOKEN",
         }
-        values: dict[str, Any] = {name: dg.EnvVar(env) for name, env in secrets.items() if os.environ.get(env)}
-        for name, env in (("linkedin_version", "LINKEDIN_VERSION"), ("api_url", "LINKEDIN_API_URL"),
-                          ("oauth_url", "LINKEDIN_OAUTH_URL"), ("source_platform", "LINKEDIN_SOURCE_PLATFORM")):
+        values: dict[str, Any] = {
+            name: dg.EnvVar(env) for name, env in secrets.items() if os.environ.get(env)
+        }
+        for name, env in (
+            ("linkedin_version", "LINKEDIN_VERSION"),
+            ("api_url", "LINKEDIN_API_URL"),
+            ("oauth_url", "LINKEDIN_OAUTH_URL"),
+            ("source_platform", "LINKEDIN_SOURCE_PLATFORM"),
+        ):
             if os.environ.get(env):
                 values[name] = os.environ[env]
         return cls(**values)
@@ -416,8 +551,12 @@ class LinkedInResource(dg.ConfigurableResource):
             )
         answer = exchange_token(
             self._oauth_client(),
-            {"grant_type": "refresh_token", "refresh_token": self.refresh_token,
-             "client_id": self.client_id, "client_secret": self.client_secret},
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": self.refresh_token,
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+            },
         )
         token = str(answer["access_token"])
         lifetime = float(answer.get("expires_in") or 0)
@@ -429,8 +568,13 @@ class LinkedInResource(dg.ConfigurableResource):
     def _oauth_client(self) -> HttpClient:
         if self._oauth_http is None:
             _, oauth = self.hosts()
-            self._oauth_http = HttpClient(oauth, secrets=self.secret_values, retry=RetrySettings(
-                max_retry=3, initial_retry_wait=1, max_retry_wait=30, connection_timeout=60))
+            self._oauth_http = HttpClient(
+                oauth,
+                secrets=self.secret_values,
+                retry=RetrySettings(
+                    max_retry=3, initial_retry_wait=1, max_retry_wait=30, connection_timeout=60
+                ),
+            )
         return self._oauth_http
 
     def get_client(self, retry: RetrySettings | None = None) -> LinkedInClient:
@@ -459,21 +603,33 @@ class LinkedInResource(dg.ConfigurableResource):
 def exchange_token(http: HttpClient, form: dict[str, str]) -> dict[str, Any]:
     """POST the token endpoint (form-encoded, as LinkedIn requires); explain ``invalid_grant``."""
     try:
-        return http.request("POST", TOKEN_PATH, endpoint="oauth_token", data=form,
-                            headers={"Content-Type": "application/x-www-form-urlencoded"}).json()
+        return http.request(
+            "POST",
+            TOKEN_PATH,
+            endpoint="oauth_token",
+            data=form,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ).json()
     except ApiError as exc:
         error = _oauth_error(exc.body)
         if error == "invalid_grant":
-            what = "refresh token" if form.get("grant_type") == "refresh_token" else "authorization code"
+            what = (
+                "refresh token"
+                if form.get("grant_type") == "refresh_token"
+                else "authorization code"
+            )
             raise LinkedInAuthError(
                 f"LinkedIn refused the {what} (invalid_grant: it expired, was revoked, or was issued to another "
                 f"app). Authorize again: run `{AUTH_COMMAND}` and store the new LINKEDIN_REFRESH_TOKEN.",
-                status=exc.status, body=exc.body,
+                status=exc.status,
+                body=exc.body,
             ) from None
         if error == "invalid_client":
             raise LinkedInAuthError(
                 "LinkedIn refused the client credentials (invalid_client): check LINKEDIN_CLIENT_ID and "
-                "LINKEDIN_CLIENT_SECRET.", status=exc.status, body=exc.body,
+                "LINKEDIN_CLIENT_SECRET.",
+                status=exc.status,
+                body=exc.body,
             ) from None
         raise
 
@@ -489,7 +645,9 @@ def user_elements(batch: pd.DataFrame, action: str) -> list[dict[str, Any]]:
     ids: list[list[dict[str, str]]] = [[] for _ in range(n)]
     if "email" in batch.columns:
         email = batch["email"]
-        kinds = np.where(email.str.len().fillna(0).to_numpy() == 128, "SHA512_EMAIL", "SHA256_EMAIL")
+        kinds = np.where(
+            email.str.len().fillna(0).to_numpy() == 128, "SHA512_EMAIL", "SHA256_EMAIL"
+        )
         for i, (value, kind) in enumerate(zip(email.tolist(), kinds.tolist(), strict=True)):
             if isinstance(value, str):
                 ids[i].append({"idType": kind, "idValue": value})
@@ -559,11 +717,18 @@ class LinkedInDestination(Destination):
         return RuleSet(COMPANY_COLUMNS, row_rules=COMPANY_ROW_RULES)
 
     def target_label(self, settings: LinkedInSettings) -> str:
-        return (f"linkedin {settings.audience_type} segment {settings.segment_name!r} "
-                f"({settings.dmp_segment_mode}, account {settings.ad_account_id})")
+        return (
+            f"linkedin {settings.audience_type} segment {settings.segment_name!r} "
+            f"({settings.dmp_segment_mode}, account {settings.ad_account_id})"
+        )
 
-    def deliver(self, resource: LinkedInResource, settings: LinkedInSettings, rows: ValidRows,
-                run: ExportRun) -> DeliveryReport:
+    def deliver(
+        self,
+        resource: LinkedInResource,
+        settings: LinkedInSettings,
+        rows: ValidRows,
+        run: ExportRun,
+    ) -> DeliveryReport:
         try:
             client = resource.get_client(settings.retry_settings())
             before = client.http.stats.requests
@@ -576,11 +741,18 @@ class LinkedInDestination(Destination):
         report.metadata["new_segment_404_waits"] = client.not_found_waits
         return report
 
-    def _segment(self, client: LinkedInClient, resource: LinkedInResource, settings: LinkedInSettings,
-                 run: ExportRun) -> tuple[str, str]:
+    def _segment(
+        self,
+        client: LinkedInClient,
+        resource: LinkedInResource,
+        settings: LinkedInSettings,
+        run: ExportRun,
+    ) -> tuple[str, str]:
         """(segment id, found | created): the segment named in the settings, created in add mode."""
         segment_type = "USER" if settings.audience_type == "users" else "COMPANY"
-        key = content_key("linkedin-segment", settings.ad_account_id, settings.segment_name, segment_type)
+        key = content_key(
+            "linkedin-segment", settings.ad_account_id, settings.segment_name, segment_type
+        )
         done = run.ledger.done(key)
         if done is not None:
             return str(done["id"]), str(done["action"])
@@ -590,15 +762,19 @@ class LinkedInDestination(Destination):
             segment_id, action = str(same_type[0]["id"]), "found"
         elif named:
             raise dg.Failure(
-                description=(f"DMP segment {settings.segment_name!r} in ad account {settings.ad_account_id} is of type "
-                             f"{named[0].get('type')}, not {segment_type}; use another segment_name for "
-                             f"audience_type {settings.audience_type}."),
+                description=(
+                    f"DMP segment {settings.segment_name!r} in ad account {settings.ad_account_id} is of type "
+                    f"{named[0].get('type')}, not {segment_type}; use another segment_name for "
+                    f"audience_type {settings.audience_type}."
+                ),
                 allow_retries=False,
             )
         elif settings.dmp_segment_mode == "remove":
             raise dg.Failure(
-                description=(f"no DMP segment named {settings.segment_name!r} in ad account {settings.ad_account_id}; "
-                             "remove mode does not create one. Nothing was sent."),
+                description=(
+                    f"no DMP segment named {settings.segment_name!r} in ad account {settings.ad_account_id}; "
+                    "remove mode does not create one. Nothing was sent."
+                ),
                 allow_retries=False,
             )
         else:
@@ -606,8 +782,13 @@ class LinkedInDestination(Destination):
                 platform = resource.segment_source_platform()
             except ValueError as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
-            segment_id = client.create_once(settings.ad_account_id, settings.segment_name,
-                                            settings.segment_description, segment_type, platform)
+            segment_id = client.create_once(
+                settings.ad_account_id,
+                settings.segment_name,
+                settings.segment_description,
+                segment_type,
+                platform,
+            )
             action = "created"
             run.log.info(f"created LinkedIn DMP segment {segment_id} ({settings.segment_name!r})")
             if resource.new_segment_wait:
@@ -615,8 +796,14 @@ class LinkedInDestination(Destination):
         run.ledger.record(key, {"id": segment_id, "action": action})
         return segment_id, action
 
-    def _deliver(self, client: LinkedInClient, resource: LinkedInResource, settings: LinkedInSettings,
-                 rows: ValidRows, run: ExportRun) -> DeliveryReport:
+    def _deliver(
+        self,
+        client: LinkedInClient,
+        resource: LinkedInResource,
+        settings: LinkedInSettings,
+        rows: ValidRows,
+        run: ExportRun,
+    ) -> DeliveryReport:
         report = DeliveryReport()
         segment_id, segment_action = self._segment(client, resource, settings, run)
         report.job_ids.append(segment_id)
@@ -643,8 +830,10 @@ class LinkedInDestination(Destination):
                 rejects = self._rejects(batch, failures, kind)
                 report.rejects.append(rejects)
                 first = rejects.iloc[0]
-                message = (f"LinkedIn refused {len(failures)} of {len(batch)} elements in request {batches} "
-                           f"(first: row {first[ROW_NUMBER]}: {first['message']})")
+                message = (
+                    f"LinkedIn refused {len(failures)} of {len(batch)} elements in request {batches} "
+                    f"(first: row {first[ROW_NUMBER]}: {first['message']})"
+                )
                 if not settings.ignore_invalid_records:
                     report.metadata["segment_id"] = segment_id
                     raise DeliveryFailed(
@@ -655,29 +844,37 @@ class LinkedInDestination(Destination):
                     )
                 run.log.warning(message)
             run.progress(report.sent_rows)
-        report.metadata.update({
-            "segment_id": segment_id,
-            "segment_name": settings.segment_name,
-            "segment_action": segment_action,
-            "audience_type": kind,
-            "dmp_segment_mode": settings.dmp_segment_mode,
-            "elements_refused": refused,
-            "batch_requests": batches,
-            "linkedin_version": resource.linkedin_version,
-        })
+        report.metadata.update(
+            {
+                "segment_id": segment_id,
+                "segment_name": settings.segment_name,
+                "segment_action": segment_action,
+                "audience_type": kind,
+                "dmp_segment_mode": settings.dmp_segment_mode,
+                "elements_refused": refused,
+                "batch_requests": batches,
+                "linkedin_version": resource.linkedin_version,
+            }
+        )
         return report
 
     @staticmethod
-    def _rejects(batch: pd.DataFrame, failures: list[tuple[int, int, str]], kind: str) -> pd.DataFrame:
+    def _rejects(
+        batch: pd.DataFrame, failures: list[tuple[int, int, str]], kind: str
+    ) -> pd.DataFrame:
         """The refused elements as rejects (same table as validation's), by row number."""
         rows = batch[ROW_NUMBER].to_numpy()
-        return pd.DataFrame({
-            ROW_NUMBER: pd.Series([int(rows[i]) for i, _, _ in failures], dtype="int64"),
-            "column": "userIds" if kind == "users" else "company",
-            "rule": "linkedin_element_failed",
-            "message": [f"LinkedIn answered {status}: {message}" for _, status, message in failures],
-            "value": "",
-        })
+        return pd.DataFrame(
+            {
+                ROW_NUMBER: pd.Series([int(rows[i]) for i, _, _ in failures], dtype="int64"),
+                "column": "userIds" if kind == "users" else "company",
+                "rule": "linkedin_element_failed",
+                "message": [
+                    f"LinkedIn answered {status}: {message}" for _, status, message in failures
+                ],
+                "value": "",
+            }
+        )
 
 
 DESTINATION = LinkedInDestination()

@@ -184,9 +184,15 @@ class MaacClient:
             if body.get("status") != "done":
                 return None
             result = body.get("result")
-            return result if isinstance(result, dict) else {k: v for k, v in body.items() if k != "status"}
+            return (
+                result
+                if isinstance(result, dict)
+                else {k: v for k, v in body.items() if k != "status"}
+            )
 
-        return poll(done, what=f"MAAC import task {task_id}", timeout=timeout, max_pause=self.poll_seconds)
+        return poll(
+            done, what=f"MAAC import task {task_id}", timeout=timeout, max_pause=self.poll_seconds
+        )
 
     def segments_named(self, name: str) -> list[dict[str, Any]]:
         """Segments whose name is exactly ``name`` (the list filter may match partially)."""
@@ -226,7 +232,9 @@ class MaacClient:
             files={"file": ("line_uids.csv", csv_bytes, "text/csv")},
         ).json()
 
-    def wait_segment(self, segment_id: int, timeout: float = TASK_TIMEOUT_SECONDS) -> dict[str, Any]:
+    def wait_segment(
+        self, segment_id: int, timeout: float = TASK_TIMEOUT_SECONDS
+    ) -> dict[str, Any]:
         """Poll the segment until it is ready (status 2); returns it."""
 
         def ready() -> dict[str, Any] | None:
@@ -235,7 +243,9 @@ class MaacClient:
             ).json()
             return segment if segment.get("status") == 2 else None
 
-        return poll(ready, what=f"MAAC segment {segment_id}", timeout=timeout, max_pause=self.poll_seconds)
+        return poll(
+            ready, what=f"MAAC segment {segment_id}", timeout=timeout, max_pause=self.poll_seconds
+        )
 
 
 class MaacResource(dg.ConfigurableResource):

@@ -43,7 +43,10 @@ PUSH_TO = re.compile(r"[UCR][0-9a-f]{32}")
 IFA = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 UNIT = re.compile(r"[a-zA-Z0-9_]{1,30}")
 LIMITS = {  # key -> (requests, per seconds), as LINE publishes them
-    "push": (2000, 1.0), "multicast": (200, 1.0), "audience": (60, 60.0), "token": (370, 1.0),
+    "push": (2000, 1.0),
+    "multicast": (200, 1.0),
+    "audience": (60, 60.0),
+    "token": (370, 1.0),
     "validate": (2000, 1.0),
 }
 
@@ -84,10 +87,16 @@ class Audience:
         self.settle(now)
         ready = any(j.ids is None and j.count > 0 for j in self.jobs)
         return {
-            "audienceGroupId": self.id, "createRoute": "MESSAGING_API", "type": "UPLOAD",
-            "description": self.description, "status": "READY" if ready else "IN_PROGRESS",
-            "audienceCount": len(self.ids), "created": self.created, "permission": "READ_WRITE",
-            "isIfaAudience": self.is_ifa, "expireTimestamp": self.created + AUDIENCE_RETENTION_SECONDS,
+            "audienceGroupId": self.id,
+            "createRoute": "MESSAGING_API",
+            "type": "UPLOAD",
+            "description": self.description,
+            "status": "READY" if ready else "IN_PROGRESS",
+            "audienceCount": len(self.ids),
+            "created": self.created,
+            "permission": "READ_WRITE",
+            "isIfaAudience": self.is_ifa,
+            "expireTimestamp": self.created + AUDIENCE_RETENTION_SECONDS,
         }
 
 
@@ -128,7 +137,12 @@ def store_of(sandbox: Sandbox) -> LineStore:
     return sandbox.store("line_messaging", LineStore)
 
 
-def _error(status: int, message: str, details: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    message: str,
+    details: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body: dict[str, Any] = {"message": message}
     if details:
         body["details"] = details
@@ -144,8 +158,11 @@ def _invalid(prop: str) -> JSONResponse:
 
 
 def _problems(problems: list[tuple[str, str]]) -> JSONResponse:
-    return _error(400, f"The request body has {len(problems)} error(s)",
-                  [{"message": m, "property": p} for p, m in problems])
+    return _error(
+        400,
+        f"The request body has {len(problems)} error(s)",
+        [{"message": m, "property": p} for p, m in problems],
+    )
 
 
 def routes(sandbox: Sandbox) -> list[BaseRoute]:
@@ -160,24 +177,37 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             expires = store.issued.get(token)
         if token and expires is not None and expires > time.time():
             return None
-        return _error(401, "Authentication failed due to the following reason: invalid token. Confirm that the access token in the authorization header is valid.")
+        return _error(
+            401,
+            "Authentication failed due to the following reason: invalid token. Confirm that the access token in the authorization header is valid.",
+        )
 
     def limited(kind: str) -> Response | None:
         requests, per = LIMITS[kind]
-        return sandbox.too_many(f"line_messaging:{kind}", requests, per,
-                                {"message": "The API rate limit has been exceeded. Try again later."})
+        return sandbox.too_many(
+            f"line_messaging:{kind}",
+            requests,
+            per,
+            {"message": "The API rate limit has been exceeded. Try again later."},
+        )
 
     async def json_body(request: Request) -> tuple[Any, Response | None]:
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
-            return None, _error(413, "Request exceeds the max size of 2MB. Make the request smaller than 2MB and try again.")
+            return None, _error(
+                413,
+                "Request exceeds the max size of 2MB. Make the request smaller than 2MB and try again.",
+            )
         kind = request.headers.get("content-type", "").split(";")[0].strip()
         if kind != "application/json":
             return None, _error(415, f"The content type, {kind or 'none'}, is not supported")
         try:
             return json.loads(raw), None
         except ValueError as exc:
-            return None, _error(400, f"The request body could not be parsed as JSON (line: 1, column: {getattr(exc, 'colno', 0)})")
+            return None, _error(
+                400,
+                f"The request body could not be parsed as JSON (line: 1, column: {getattr(exc, 'colno', 0)})",
+            )
 
     def guard(request: Request, kind: str) -> Response | None:
         return authorized(request) or limited(kind)
@@ -186,16 +216,40 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
     async def issue_token(request: Request) -> Response:
         if (limit := limited("token")) is not None:
             return limit
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
-            return JSONResponse({"error": "invalid_request", "error_description": "unsupported content type"}, status_code=400)
+        if (
+            request.headers.get("content-type", "").split(";")[0].strip()
+            != "application/x-www-form-urlencoded"
+        ):
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": "unsupported content type"},
+                status_code=400,
+            )
         form = await request.form()
         if form.get("grant_type") != "client_credentials":
-            return JSONResponse({"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"}, status_code=400)
+            return JSONResponse(
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "grant_type must be client_credentials",
+                },
+                status_code=400,
+            )
         client_id, secret = str(form.get("client_id") or ""), str(form.get("client_secret") or "")
         if not client_id or not secret:
-            return JSONResponse({"error": "invalid_request", "error_description": "some parameters missed or invalid"}, status_code=400)
+            return JSONResponse(
+                {
+                    "error": "invalid_request",
+                    "error_description": "some parameters missed or invalid",
+                },
+                status_code=400,
+            )
         if store.clients.get(client_id) != secret:
-            return JSONResponse({"error": "invalid_client", "error_description": "invalid client_id or client_secret"}, status_code=400)
+            return JSONResponse(
+                {
+                    "error": "invalid_client",
+                    "error_description": "invalid client_id or client_secret",
+                },
+                status_code=400,
+            )
         token = "sandbox-short-" + secrets.token_urlsafe(24)
         with sandbox.lock:
             tokens = store.issued_by_client.setdefault(client_id, deque())
@@ -204,7 +258,9 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                 store.issued.pop(tokens.popleft(), None)
             store.issued[token] = time.time() + TOKEN_SECONDS
             store.tokens_issued += 1
-        return JSONResponse({"access_token": token, "expires_in": TOKEN_SECONDS, "token_type": "Bearer"})
+        return JSONResponse(
+            {"access_token": token, "expires_in": TOKEN_SECONDS, "token_type": "Bearer"}
+        )
 
     # -- messages -------------------------------------------------------------------------
     def common_fields(body: dict[str, Any], allowed: set[str]) -> Response | None:
@@ -214,8 +270,11 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if "notificationDisabled" in body and not isinstance(body["notificationDisabled"], bool):
             return _invalid("notificationDisabled")
         units = body.get("customAggregationUnits")
-        if units is not None and (not isinstance(units, list) or len(units) > 1
-                                  or not all(isinstance(u, str) and UNIT.fullmatch(u) for u in units)):
+        if units is not None and (
+            not isinstance(units, list)
+            or len(units) > 1
+            or not all(isinstance(u, str) and UNIT.fullmatch(u) for u in units)
+        ):
             return _invalid("customAggregationUnits")
         return None
 
@@ -227,7 +286,9 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             uuid.UUID(key)
         except ValueError:
             return None, _error(400, "The value of the X-Line-Retry-Key header is invalid")
-        if not re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", key):
+        if not re.fullmatch(
+            r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", key
+        ):
             return None, _error(400, "The value of the X-Line-Retry-Key header is invalid")
         return key.lower(), None
 
@@ -242,13 +303,19 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         body: dict[str, Any] = {"message": "The retry key is already accepted"}
         if kind == "push":
             body["sentMessages"] = entry[2]
-        return JSONResponse(body, status_code=409, headers={"x-line-request-id": _request_id(), "x-line-accepted-request-id": entry[1]})
+        return JSONResponse(
+            body,
+            status_code=409,
+            headers={"x-line-request-id": _request_id(), "x-line-accepted-request-id": entry[1]},
+        )
 
     def deliver(recipient: str, messages: list[dict[str, Any]]) -> None:
         if recipient not in store.blocked:
             store.inbox.setdefault(recipient, []).append(messages)
 
-    async def send_request(request: Request, endpoint: str) -> Response | tuple[str | None, dict[str, Any]]:
+    async def send_request(
+        request: Request, endpoint: str
+    ) -> Response | tuple[str | None, dict[str, Any]]:
         """What push and multicast check alike: auth and rate, retry key, a JSON object body."""
         if (denied := guard(request, endpoint)) is not None:
             return denied
@@ -259,8 +326,16 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if problem is not None:
             return problem
         if not isinstance(body, dict):
-            return _error(400, "The request body has 1 error(s)", [{"message": "Must be an object", "property": ""}])
-        if (bad := common_fields(body, {"to", "messages", "notificationDisabled", "customAggregationUnits"})) is not None:
+            return _error(
+                400,
+                "The request body has 1 error(s)",
+                [{"message": "Must be an object", "property": ""}],
+            )
+        if (
+            bad := common_fields(
+                body, {"to", "messages", "notificationDisabled", "customAggregationUnits"}
+            )
+        ) is not None:
             return bad
         return key, body
 
@@ -281,7 +356,10 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             if to in store.unknown_users:
                 return _error(400, "Failed to send messages")
             request_id = _request_id()
-            sent = [{"id": str(store.new_id()), "quoteToken": secrets.token_urlsafe(8)} for _ in body["messages"]]
+            sent = [
+                {"id": str(store.new_id()), "quoteToken": secrets.token_urlsafe(8)}
+                for _ in body["messages"]
+            ]
             if key is not None:
                 store.retry_keys[key] = (time.time(), request_id, sent)
             deliver(to, body["messages"])
@@ -307,7 +385,11 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                 return conflict
             for i, recipient in enumerate(to):
                 if recipient in store.unknown_users:
-                    return _invalid(f"to[{i}]") if store.multicast_error_names_index else _error(400, "Failed to send messages")
+                    return (
+                        _invalid(f"to[{i}]")
+                        if store.multicast_error_names_index
+                        else _error(400, "Failed to send messages")
+                    )
             request_id = _request_id()
             if key is not None:
                 store.retry_keys[key] = (time.time(), request_id, [])
@@ -343,11 +425,15 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
 
     def ids_problem(ids: list[str], is_ifa: bool, limit: int) -> JSONResponse | None:
         if len(ids) > limit:
-            return audience_error("too many audience ids", "UPLOAD_AUDIENCE_GROUP_TOO_MANY_AUDIENCE_IDS")
+            return audience_error(
+                "too many audience ids", "UPLOAD_AUDIENCE_GROUP_TOO_MANY_AUDIENCE_IDS"
+            )
         pattern = IFA if is_ifa else USER_ID
         for value in ids:
             if not pattern.fullmatch(value):  # one bad ID fails the whole request
-                return audience_error("invalid audience id format", "UPLOAD_AUDIENCE_GROUP_INVALID_AUDIENCE_ID_FORMAT")
+                return audience_error(
+                    "invalid audience id format", "UPLOAD_AUDIENCE_GROUP_INVALID_AUDIENCE_ID_FORMAT"
+                )
         return None
 
     def add_job(audience: Audience, ids: list[str], description: str) -> Response | None:
@@ -356,19 +442,32 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if running >= AUDIENCE_CONCURRENT_JOBS:
             return _error(429, "The number of concurrent operations has exceeded the limit.")
         finish = now + sandbox.job_seconds * (1 + len(ids) / 1_000_000)
-        audience.jobs.append(Job(store.new_id(), audience.id, description, now, finish, len(ids), ids))
+        audience.jobs.append(
+            Job(store.new_id(), audience.id, description, now, finish, len(ids), ids)
+        )
         return None
 
     def create(name: Any, is_ifa: bool, ids: list[str], upload_description: str) -> Response:
         with sandbox.lock:
             if len(store.audiences) >= AUDIENCE_MAX:
-                return audience_error("audience group count max over", "AUDIENCE_GROUP_COUNT_MAX_OVER")
+                return audience_error(
+                    "audience group count max over", "AUDIENCE_GROUP_COUNT_MAX_OVER"
+                )
             audience = Audience(store.new_id(), name, is_ifa, int(time.time()))
             store.audiences[audience.id] = audience
             if ids:
                 add_job(audience, ids, upload_description)
             view = audience.view(time.monotonic())
-        keep = ("audienceGroupId", "createRoute", "type", "description", "created", "permission", "expireTimestamp", "isIfaAudience")
+        keep = (
+            "audienceGroupId",
+            "createRoute",
+            "type",
+            "description",
+            "created",
+            "permission",
+            "expireTimestamp",
+            "isIfaAudience",
+        )
         return JSONResponse({k: view[k] for k in keep}, status_code=202)
 
     def add(audience_id: Any, ids: list[str], upload_description: str) -> Response:
@@ -377,7 +476,9 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             if audience is None:
                 return audience_error("audience group not found", "AUDIENCE_GROUP_NOT_FOUND")
             if time.time() > audience.created + AUDIENCE_RETENTION_SECONDS:
-                return audience_error("audience group expired", "AUDIENCE_GROUP_CAN_NOT_UPLOAD_STATUS_EXPIRED")
+                return audience_error(
+                    "audience group expired", "AUDIENCE_GROUP_CAN_NOT_UPLOAD_STATUS_EXPIRED"
+                )
             if (problem := ids_problem(ids, audience.is_ifa, AUDIENCE_FILE_MAX)) is not None:
                 return problem
             if (busy := add_job(audience, ids, upload_description)) is not None:
@@ -394,16 +495,27 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             return _invalid("body")
         upload_description = body.get("uploadDescription") or ""
         if not isinstance(upload_description, str) or len(upload_description) > 300:
-            return audience_error("size over uploadDescription", "AUDIENCE_GROUP_UPLOAD_DESCRIPTION_SIZE_OVER")
+            return audience_error(
+                "size over uploadDescription", "AUDIENCE_GROUP_UPLOAD_DESCRIPTION_SIZE_OVER"
+            )
         audiences = body.get("audiences", [])
-        if not isinstance(audiences, list) or not all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in audiences):
+        if not isinstance(audiences, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("id"), str) for a in audiences
+        ):
             return _invalid("audiences")
         if len(audiences) > AUDIENCE_JSON_MAX:
-            return audience_error("too many audience ids", "UPLOAD_AUDIENCE_GROUP_TOO_MANY_AUDIENCE_IDS")
+            return audience_error(
+                "too many audience ids", "UPLOAD_AUDIENCE_GROUP_TOO_MANY_AUDIENCE_IDS"
+            )
         ids = [a["id"] for a in audiences]
         if request.method == "POST":
             if set(body) - {"description", "isIfaAudience", "uploadDescription", "audiences"}:
-                return _invalid(sorted(set(body) - {"description", "isIfaAudience", "uploadDescription", "audiences"})[0])
+                return _invalid(
+                    sorted(
+                        set(body)
+                        - {"description", "isIfaAudience", "uploadDescription", "audiences"}
+                    )[0]
+                )
             if (bad := name_problem(body.get("description"))) is not None:
                 return bad
             is_ifa = body.get("isIfaAudience", False)
@@ -413,9 +525,13 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                 return bad
             return create(body["description"], is_ifa, ids, upload_description)
         if set(body) - {"audienceGroupId", "uploadDescription", "audiences"}:
-            return _invalid(sorted(set(body) - {"audienceGroupId", "uploadDescription", "audiences"})[0])
+            return _invalid(
+                sorted(set(body) - {"audienceGroupId", "uploadDescription", "audiences"})[0]
+            )
         if not ids:
-            return audience_error("no valid audience ids", "UPLOAD_AUDIENCE_GROUP_NO_VALID_AUDIENCE_IDS")
+            return audience_error(
+                "no valid audience ids", "UPLOAD_AUDIENCE_GROUP_NO_VALID_AUDIENCE_IDS"
+            )
         return add(body.get("audienceGroupId"), ids, upload_description)
 
     async def upload_file(request: Request) -> Response:
@@ -431,13 +547,19 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             return _error(415, "Unsupported media type: the file must be text/plain")
         upload_description = str(form.get("uploadDescription") or "")
         if len(upload_description) > 300:
-            return audience_error("size over uploadDescription", "AUDIENCE_GROUP_UPLOAD_DESCRIPTION_SIZE_OVER")
+            return audience_error(
+                "size over uploadDescription", "AUDIENCE_GROUP_UPLOAD_DESCRIPTION_SIZE_OVER"
+            )
         text = (await upload.read()).decode("utf-8", errors="replace")
         ids = [line.strip() for line in text.splitlines() if line.strip()]
         if not ids:
-            return audience_error("no valid audience ids", "UPLOAD_AUDIENCE_GROUP_NO_VALID_AUDIENCE_IDS")
+            return audience_error(
+                "no valid audience ids", "UPLOAD_AUDIENCE_GROUP_NO_VALID_AUDIENCE_IDS"
+            )
         if len(ids) > AUDIENCE_FILE_MAX:
-            return audience_error("too many audience ids", "UPLOAD_AUDIENCE_GROUP_TOO_MANY_AUDIENCE_IDS")
+            return audience_error(
+                "too many audience ids", "UPLOAD_AUDIENCE_GROUP_TOO_MANY_AUDIENCE_IDS"
+            )
         if request.method == "POST":
             if (bad := name_problem(form.get("description"))) is not None:
                 return bad
@@ -467,8 +589,15 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             now = time.monotonic()
             view = audience.view(now)
             jobs = [
-                {"audienceGroupJobId": j.id, "audienceGroupId": audience.id, "description": j.description,
-                 "type": "DIFF_ADD", "jobStatus": j.status(now), "audienceCount": j.count, "created": int(time.time())}
+                {
+                    "audienceGroupJobId": j.id,
+                    "audienceGroupId": audience.id,
+                    "description": j.description,
+                    "type": "DIFF_ADD",
+                    "jobStatus": j.status(now),
+                    "audienceCount": j.count,
+                    "created": int(time.time()),
+                }
                 for j in reversed(audience.jobs[-50:])
             ]
         return JSONResponse({"audienceGroup": view, "jobs": jobs})
@@ -488,10 +617,16 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         with sandbox.lock:
             found = [a.view(now) for a in store.audiences.values() if name in a.description.lower()]
         start = (page - 1) * size
-        return JSONResponse({
-            "audienceGroups": found[start : start + size], "hasNextPage": start + size < len(found),
-            "totalCount": len(found), "readWriteAudienceGroupTotalCount": len(found), "page": page, "size": size,
-        })
+        return JSONResponse(
+            {
+                "audienceGroups": found[start : start + size],
+                "hasNextPage": start + size < len(found),
+                "totalCount": len(found),
+                "readWriteAudienceGroupTotalCount": len(found),
+                "page": page,
+                "size": size,
+            }
+        )
 
     return [
         Route("/v2/oauth/accessToken", issue_token, methods=["POST"]),
@@ -516,5 +651,8 @@ def summary(sandbox: Sandbox) -> dict[str, Any]:
             "recipients": len(store.inbox),
             "messages_delivered": sum(len(v) for v in store.inbox.values()),
             "tokens_issued": store.tokens_issued,
-            "audiences": {f"{a.id} {a.description}": a.view(now)["audienceCount"] for a in store.audiences.values()},
+            "audiences": {
+                f"{a.id} {a.description}": a.view(now)["audienceCount"]
+                for a in store.audiences.values()
+            },
         }

@@ -82,7 +82,9 @@ class Segment:
             "accessPolicy": "PRIVATE",
             "sourcePlatform": self.source_platform,
             "description": self.description,
-            "destinations": [{"destination": "LINKEDIN", "status": "READY" if self.members else "BUILDING"}],
+            "destinations": [
+                {"destination": "LINKEDIN", "status": "READY" if self.members else "BUILDING"}
+            ],
             "inputCount": len(self.members),
             "created": millis,
             "lastModified": int((self.last_modified or self.created) * 1000),
@@ -93,7 +95,9 @@ class Segment:
 class LinkedInStore:
     """What the fake LinkedIn holds: apps, tokens, ad accounts, segments and their members."""
 
-    clients: dict[str, str] = field(default_factory=lambda: {SANDBOX_CLIENT_ID: SANDBOX_CLIENT_SECRET})
+    clients: dict[str, str] = field(
+        default_factory=lambda: {SANDBOX_CLIENT_ID: SANDBOX_CLIENT_SECRET}
+    )
     refresh_tokens: dict[str, Token] = field(default_factory=dict)
     access_tokens: dict[str, Token] = field(default_factory=dict)
     codes: dict[str, tuple[str, str, tuple[str, ...], float]] = field(default_factory=dict)
@@ -135,7 +139,9 @@ def active_versions(now: datetime | None = None) -> tuple[str, str]:
     return f"{oldest // 12}{oldest % 12 + 1:02d}", f"{now.year}{now.month:02d}"
 
 
-def _api_error(status: int, message: str, code: str | None = None, service_code: int | None = None) -> JSONResponse:
+def _api_error(
+    status: int, message: str, code: str | None = None, service_code: int | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"status": status, "message": message}
     if code:
         body["code"] = code
@@ -176,32 +182,45 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if grant is None:
             return None, _api_error(401, "Invalid access token", "INVALID_ACCESS_TOKEN", 65600)
         if grant.expires_at <= time.time():
-            return None, _api_error(401, "The token used in the request has expired", "EXPIRED_ACCESS_TOKEN", 65601)
+            return None, _api_error(
+                401, "The token used in the request has expired", "EXPIRED_ACCESS_TOKEN", 65601
+            )
         return grant, None
 
-    def guard(request: Request, scopes: tuple[str, ...] = ("rw_dmp_segments",)) -> tuple[str | None, Response | None]:
+    def guard(
+        request: Request, scopes: tuple[str, ...] = ("rw_dmp_segments",)
+    ) -> tuple[str | None, Response | None]:
         """Auth (with one of ``scopes``), then the version and protocol headers /rest calls need."""
         grant, denied = member_of(request)
         if denied is not None or grant is None:
             return None, denied
         if not set(scopes) & set(grant.scopes):
-            return None, _api_error(403, f"Not enough permissions to access: {request.url.path} (scope {scopes[0]})",
-                                    "ACCESS_DENIED", 100)
+            return None, _api_error(
+                403,
+                f"Not enough permissions to access: {request.url.path} (scope {scopes[0]})",
+                "ACCESS_DENIED",
+                100,
+            )
         member = grant.member
         version = request.headers.get("linkedin-version")
         if not version:
             return None, _api_error(
-                400, "A version must be present. Please specify a version by adding the LinkedIn-Version header.",
+                400,
+                "A version must be present. Please specify a version by adding the LinkedIn-Version header.",
                 "VERSION_MISSING",
             )
         match = VERSION.fullmatch(version)
         oldest, newest = active_versions()
         if not match or not (oldest <= match.group(1) + match.group(2) <= newest):
             shown = f"{version}01" if len(version) == 6 else version
-            return None, _api_error(426, f"Requested version {shown} is not active", "NONEXISTENT_VERSION")
+            return None, _api_error(
+                426, f"Requested version {shown} is not active", "NONEXISTENT_VERSION"
+            )
         if request.headers.get("x-restli-protocol-version") != "2.0.0":
             return None, _api_error(
-                400, "This API requires the header X-Restli-Protocol-Version: 2.0.0", "PROTOCOL_VERSION_MISSING"
+                400,
+                "This API requires the header X-Restli-Protocol-Version: 2.0.0",
+                "PROTOCOL_VERSION_MISSING",
             )
         return member, None
 
@@ -213,7 +232,9 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if client_id not in store.clients:
             return _oauth_error(400, "invalid_client", "The passed in client_id is invalid")
         if not redirect_uri or not _is_loopback(redirect_uri):
-            return _oauth_error(400, "invalid_request", "The redirect_uri does not match the registered value")
+            return _oauth_error(
+                400, "invalid_request", "The redirect_uri does not match the registered value"
+            )
         state = query.get("state")
         sep = "&" if urlparse(redirect_uri).query else "?"
 
@@ -227,33 +248,55 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         scopes = tuple(s for s in re.split(r"[ ,]+", query.get("scope", "")) if s)
         unknown = [s for s in scopes if s not in KNOWN_SCOPES]
         if not scopes or unknown:
-            return back(error="invalid_scope", error_description=f"Scope {unknown or ''} is not authorized for your application")
+            return back(
+                error="invalid_scope",
+                error_description=f"Scope {unknown or ''} is not authorized for your application",
+            )
         code = f"AQT-sandbox-{secrets.token_urlsafe(16)}"
         with sandbox.lock:
             store.codes[code] = (client_id, redirect_uri, scopes, time.time() + CODE_SECONDS)
         return back(code=code)
 
     async def access_token(request: Request) -> Response:
-        if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            return _oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode(), keep_blank_values=True).items()}
+        if not request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            return _oauth_error(
+                400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded"
+            )
+        form = {
+            k: v[0]
+            for k, v in parse_qs((await request.body()).decode(), keep_blank_values=True).items()
+        }
         grant_type = form.get("grant_type")
         for name in ("grant_type", "client_id", "client_secret"):
             if not form.get(name):
-                return _oauth_error(400, "invalid_request", f'A required parameter "{name}" is missing')
+                return _oauth_error(
+                    400, "invalid_request", f'A required parameter "{name}" is missing'
+                )
         client_id = form["client_id"]
         if store.clients.get(client_id) != form["client_secret"]:
             return _oauth_error(401, "invalid_client", "Client authentication failed")
         if grant_type == "authorization_code":
             for name in ("code", "redirect_uri"):
                 if not form.get(name):
-                    return _oauth_error(400, "invalid_request", f'A required parameter "{name}" is missing')
+                    return _oauth_error(
+                        400, "invalid_request", f'A required parameter "{name}" is missing'
+                    )
             with sandbox.lock:
                 issued = store.codes.pop(form["code"], None)
             if issued is None or issued[0] != client_id or issued[3] < time.time():
-                return _oauth_error(400, "invalid_grant", "The provided authorization grant is invalid, expired or revoked")
+                return _oauth_error(
+                    400,
+                    "invalid_grant",
+                    "The provided authorization grant is invalid, expired or revoked",
+                )
             if issued[1] != form["redirect_uri"]:
-                return _oauth_error(400, "invalid_grant", "The redirect_uri does not match the authorization request")
+                return _oauth_error(
+                    400,
+                    "invalid_grant",
+                    "The redirect_uri does not match the authorization request",
+                )
             member = SANDBOX_MEMBER
             refresh = f"AQX-sandbox-{secrets.token_urlsafe(16)}"
             grant = Token(member, client_id, time.time() + REFRESH_TOKEN_SECONDS, issued[2])
@@ -262,23 +305,31 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         elif grant_type == "refresh_token":
             refresh = form.get("refresh_token", "")
             if not refresh:
-                return _oauth_error(400, "invalid_request", 'A required parameter "refresh_token" is missing')
+                return _oauth_error(
+                    400, "invalid_request", 'A required parameter "refresh_token" is missing'
+                )
             grant = store.refresh_tokens.get(refresh)
             if grant is None or grant.client_id != client_id or grant.expires_at <= time.time():
                 return _oauth_error(
-                    400, "invalid_grant", "The provided authorization grant or refresh token is invalid, expired or revoked"
+                    400,
+                    "invalid_grant",
+                    "The provided authorization grant or refresh token is invalid, expired or revoked",
                 )
         else:
-            return _oauth_error(400, "unsupported_grant_type", f"grant_type {grant_type} is not supported")
+            return _oauth_error(
+                400, "unsupported_grant_type", f"grant_type {grant_type} is not supported"
+            )
         token, issued_token = mint(grant.member, client_id, grant.scopes)
-        return JSONResponse({
-            "access_token": token,
-            "expires_in": int(issued_token.expires_at - time.time()),
-            # LinkedIn hands back the same refresh token; its lifetime does not restart.
-            "refresh_token": refresh,
-            "refresh_token_expires_in": int(grant.expires_at - time.time()),
-            "scope": ",".join(grant.scopes),
-        })
+        return JSONResponse(
+            {
+                "access_token": token,
+                "expires_in": int(issued_token.expires_at - time.time()),
+                # LinkedIn hands back the same refresh token; its lifetime does not restart.
+                "refresh_token": refresh,
+                "refresh_token_expires_in": int(grant.expires_at - time.time()),
+                "scope": ",".join(grant.scopes),
+            }
+        )
 
     # -- ad accounts ------------------------------------------------------------------------
     async def ad_account_users(request: Request) -> Response:
@@ -291,7 +342,12 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             {"account": f"urn:li:sponsoredAccount:{a}", "user": member, "role": "ACCOUNT_MANAGER"}
             for a in sorted(store.accounts)
         ]
-        return JSONResponse({"elements": elements, "paging": {"start": 0, "count": len(elements), "total": len(elements)}})
+        return JSONResponse(
+            {
+                "elements": elements,
+                "paging": {"start": 0, "count": len(elements), "total": len(elements)},
+            }
+        )
 
     # -- DMP segments ---------------------------------------------------------------------
     def account_of(urn: str | None) -> tuple[int | None, Response | None]:
@@ -300,8 +356,12 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             return None, _api_error(400, f"Invalid sponsored account urn {urn!r}", "INVALID_URN")
         account = int(match.group(1))
         if account not in store.accounts:
-            return None, _api_error(403, f"Not enough permissions to access: urn:li:sponsoredAccount:{account}",
-                                    "ACCESS_DENIED", 100)
+            return None, _api_error(
+                403,
+                f"Not enough permissions to access: urn:li:sponsoredAccount:{account}",
+                "ACCESS_DENIED",
+                100,
+            )
         return account, None
 
     async def segments(request: Request) -> Response:
@@ -318,7 +378,11 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             return _api_error(400, "Invalid query parameters passed to request", "ILLEGAL_ARGUMENT")
         if "urn:li:" in raw_query:
             # Rest.li 2.0: reserved characters of a URN in a query string must be encoded.
-            return _api_error(400, "Invalid query parameters passed to request (URN not URL-encoded)", "ILLEGAL_ARGUMENT")
+            return _api_error(
+                400,
+                "Invalid query parameters passed to request (URN not URL-encoded)",
+                "ILLEGAL_ARGUMENT",
+            )
         account, denied = account_of(request.query_params.get("account"))
         if denied is not None:
             return denied
@@ -328,13 +392,21 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         except ValueError:
             return _api_error(400, "start and count must be integers", "ILLEGAL_ARGUMENT")
         with sandbox.lock:
-            found = sorted((s for s in store.segments.values() if s.account == account), key=lambda s: s.id)
+            found = sorted(
+                (s for s in store.segments.values() if s.account == account), key=lambda s: s.id
+            )
         page = found[start:] if count is None else found[start : start + count]
-        return JSONResponse({
-            "elements": [s.view() for s in page],
-            "paging": {"start": start, "count": count if count is not None else len(page), "total": len(found),
-                       "links": []},
-        })
+        return JSONResponse(
+            {
+                "elements": [s.view() for s in page],
+                "paging": {
+                    "start": start,
+                    "count": count if count is not None else len(page),
+                    "total": len(found),
+                    "links": [],
+                },
+            }
+        )
 
     async def create_segment(request: Request) -> Response:
         try:
@@ -343,30 +415,55 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             return _api_error(400, "Request body is not valid JSON", "ILLEGAL_ARGUMENT")
         if not isinstance(body, dict):
             return _api_error(400, "Request body must be a JSON object", "ILLEGAL_ARGUMENT")
-        missing = [k for k in ("name", "sourcePlatform", "account", "type", "destinations") if not body.get(k)]
+        missing = [
+            k
+            for k in ("name", "sourcePlatform", "account", "type", "destinations")
+            if not body.get(k)
+        ]
         if missing:
-            return _api_error(400, f"Missing required field(s): {', '.join(missing)}", "FIELD_MISSING")
+            return _api_error(
+                400, f"Missing required field(s): {', '.join(missing)}", "FIELD_MISSING"
+            )
         account, denied = account_of(str(body["account"]))
         if denied is not None:
             return denied
         if body["type"] not in ("USER", "COMPANY"):
-            return _api_error(400, f"Invalid segment type {body['type']!r} for streaming (USER or COMPANY)", "INVALID_VALUE")
+            return _api_error(
+                400,
+                f"Invalid segment type {body['type']!r} for streaming (USER or COMPANY)",
+                "INVALID_VALUE",
+            )
         if body.get("accessPolicy", "PRIVATE") != "PRIVATE":
             return _api_error(400, "accessPolicy must be PRIVATE", "INVALID_VALUE")
         destinations = body["destinations"]
-        if not (isinstance(destinations, list) and destinations
-                and all(isinstance(d, dict) and d.get("destination") == "LINKEDIN" for d in destinations)):
-            return _api_error(400, "destinations must be [{\"destination\": \"LINKEDIN\"}]", "INVALID_VALUE")
+        if not (
+            isinstance(destinations, list)
+            and destinations
+            and all(
+                isinstance(d, dict) and d.get("destination") == "LINKEDIN" for d in destinations
+            )
+        ):
+            return _api_error(
+                400, 'destinations must be [{"destination": "LINKEDIN"}]', "INVALID_VALUE"
+            )
         if not re.fullmatch(r"[A-Z][A-Z0-9_]*", str(body["sourcePlatform"])):
-            return _api_error(400, f"Invalid sourcePlatform {body['sourcePlatform']!r}", "INVALID_VALUE")
+            return _api_error(
+                400, f"Invalid sourcePlatform {body['sourcePlatform']!r}", "INVALID_VALUE"
+            )
         name = str(body["name"])
         if len(name) > 255:
             return _api_error(400, "name is longer than 255 characters", "INVALID_VALUE")
         now = time.time()
         with sandbox.lock:
             segment = Segment(
-                store.new_id(), name, int(account or 0), str(body["type"]), str(body.get("description") or ""),
-                str(body["sourcePlatform"]), now, time.monotonic() + store.not_found_seconds,
+                store.new_id(),
+                name,
+                int(account or 0),
+                str(body["type"]),
+                str(body.get("description") or ""),
+                str(body["sourcePlatform"]),
+                now,
+                time.monotonic() + store.not_found_seconds,
             )
             store.segments[segment.id] = segment
         return Response(
@@ -395,7 +492,11 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             pattern = USER_ID_TYPES.get(str(id_type))
             if pattern is None:
                 return f"Unsupported idType {id_type!r}", ()
-            if not isinstance(value, str) or not pattern.fullmatch(value) or value in store.refused_values:
+            if (
+                not isinstance(value, str)
+                or not pattern.fullmatch(value)
+                or value in store.refused_values
+            ):
                 return f"Invalid idValue for idType {id_type}", ()
             keys.append((str(id_type), value))
         for name, limit in USER_TEXT_LIMITS.items():
@@ -403,19 +504,30 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             if value is not None and (not isinstance(value, str) or len(value) > limit):
                 return f"{name} must be a string of at most {limit} characters", ()
         country = element.get("country")
-        if country is not None and not (isinstance(country, str) and re.fullmatch(r"[A-Z]{2}", country)):
+        if country is not None and not (
+            isinstance(country, str) and re.fullmatch(r"[A-Z]{2}", country)
+        ):
             return "country must be an ISO 3166 alpha-2 code", ()
         if not keys and not (element.get("firstName") and element.get("lastName")):
             return "An element needs userIds or both firstName and lastName", ()
         if keys:
             return None, ("ids", *sorted(keys))
-        return None, ("name", element.get("firstName"), element.get("lastName"), element.get("company"),
-                      element.get("title"), element.get("country"))
+        return None, (
+            "name",
+            element.get("firstName"),
+            element.get("lastName"),
+            element.get("company"),
+            element.get("title"),
+            element.get("country"),
+        )
 
     def company_problem(element: dict[str, Any]) -> tuple[str | None, tuple[Any, ...]]:
         values = {k: element.get(k) for k in COMPANY_FIELDS}
         if not any(values.values()):
-            return "An element needs companyName, companyWebsiteDomain, companyEmailDomain or organizationUrn", ()
+            return (
+                "An element needs companyName, companyWebsiteDomain, companyEmailDomain or organizationUrn",
+                (),
+            )
         for name, value in values.items():
             if value is not None and not isinstance(value, str):
                 return f"{name} must be a string", ()
@@ -432,29 +544,44 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         wait = sandbox.over_limit(f"linkedin:{kind}:{member}", limit, store.rate_window_seconds)
         if wait is not None:
             # LinkedIn sends no Retry-After: clients must back off on their own.
-            return _api_error(429, f"Resource level throttle USER MINUTE limit for calls to /dmpSegments/{kind} is reached",
-                              "TOO_MANY_REQUESTS", 101)
+            return _api_error(
+                429,
+                f"Resource level throttle USER MINUTE limit for calls to /dmpSegments/{kind} is reached",
+                "TOO_MANY_REQUESTS",
+                101,
+            )
         segment = store.segments.get(int(request.path_params["segment_id"]))
         if segment is None or time.monotonic() < segment.available_at:
             return _api_error(404, "Not Found", "NOT_FOUND")
         expected = "USER" if kind == "users" else "COMPANY"
         if segment.type != expected:
-            return _api_error(400, f"DMP segment {segment.id} is of type {segment.type}; /{kind} needs {expected}",
-                              "INVALID_VALUE")
+            return _api_error(
+                400,
+                f"DMP segment {segment.id} is of type {segment.type}; /{kind} needs {expected}",
+                "INVALID_VALUE",
+            )
         try:
             body = json.loads(await request.body())
         except ValueError:
             return _api_error(400, "Request body is not valid JSON", "ILLEGAL_ARGUMENT")
         if request.headers.get("x-restli-method", "").upper() != "BATCH_CREATE":
             if isinstance(body, dict) and "elements" in body:
-                return _api_error(400, "A batch body needs the header X-RestLi-Method: BATCH_CREATE", "ILLEGAL_ARGUMENT")
+                return _api_error(
+                    400,
+                    "A batch body needs the header X-RestLi-Method: BATCH_CREATE",
+                    "ILLEGAL_ARGUMENT",
+                )
             elements, single = [body], True
         else:
             elements, single = (body.get("elements") if isinstance(body, dict) else None), False
         if not isinstance(elements, list) or not elements:
             return _api_error(400, "elements must be a non-empty array", "ILLEGAL_ARGUMENT")
         if len(elements) > MAX_ELEMENTS:
-            return _api_error(400, f"Batch size {len(elements)} exceeds the maximum of {MAX_ELEMENTS}", "BATCH_TOO_LARGE")
+            return _api_error(
+                400,
+                f"Batch size {len(elements)} exceeds the maximum of {MAX_ELEMENTS}",
+                "BATCH_TOO_LARGE",
+            )
         check = user_problem if kind == "users" else company_problem
         results: list[dict[str, Any]] = []
         with sandbox.lock:
@@ -478,7 +605,11 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             segment.last_modified = time.time()
         if single:
             first = results[0]
-            return Response(status_code=201) if first["status"] == 201 else JSONResponse(first["error"], status_code=400)
+            return (
+                Response(status_code=201)
+                if first["status"] == 201
+                else JSONResponse(first["error"], status_code=400)
+            )
         return JSONResponse({"elements": results})
 
     return [
@@ -496,7 +627,9 @@ def summary(sandbox: Sandbox) -> dict[str, Any]:
     store = store_of(sandbox)
     with sandbox.lock:
         return {
-            "segments": {f"{s.name} ({s.type}, {s.id})": len(s.members) for s in store.segments.values()},
+            "segments": {
+                f"{s.name} ({s.type}, {s.id})": len(s.members) for s in store.segments.values()
+            },
             "batch_requests": store.batch_requests,
             "elements_received": store.elements_received,
             "elements_refused": store.elements_refused,

@@ -30,7 +30,6 @@ CREDENTIAL_VARIABLES = (
 )
 
 
-
 class SandboxServer:
     """A real uvicorn server for the sandbox on loopback, run in a background thread.
 

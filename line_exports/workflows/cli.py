@@ -28,12 +28,23 @@ WORKFLOWS_ENV = "LINE_EXPORTS_WORKFLOWS"
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain-text table (numbers right-aligned, with thousands separators)."""
-    cells = [[f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row[i], int) and not isinstance(row[i], bool) for row in rows) and rows for i in range(len(headers))]
+    cells = [
+        [f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in row]
+        for row in rows
+    ]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    numeric = [
+        all(isinstance(row[i], int) and not isinstance(row[i], bool) for row in rows) and rows
+        for i in range(len(headers))
+    ]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))).rstrip()
+        return "  ".join(
+            v.rjust(w) if numeric[i] else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
@@ -75,16 +86,31 @@ def validate(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     for error in folder.errors:
         _say(out, f"error: {error}")
     broken = sorted({Path(e.file).name for e in folder.errors})
-    rows = [[w.file.name, "ok", len(w.tasks), w.schedule.form if w.schedule else "-", w.timezone, _next_run(w)] for w in folder.workflows]
+    rows = [
+        [
+            w.file.name,
+            "ok",
+            len(w.tasks),
+            w.schedule.form if w.schedule else "-",
+            w.timezone,
+            _next_run(w),
+        ]
+        for w in folder.workflows
+    ]
     rows += [[name, "error", 0, "-", "-", "-"] for name in broken]
     _say(out, "")
     _say(out, table(["workflow", "status", "tasks", "schedule", "timezone", "next run"], rows))
-    _say(out, f"\n{len(folder.workflows)} workflow(s) loaded, {len(folder.errors)} error(s), "
-              f"{len(folder.connections.connections)} connection(s) in {folder.connections.file}")
+    _say(
+        out,
+        f"\n{len(folder.workflows)} workflow(s) loaded, {len(folder.errors)} error(s), "
+        f"{len(folder.connections.connections)} connection(s) in {folder.connections.file}",
+    )
     return 1 if folder.errors else 0
 
 
-def _counted(chunks: Iterator[pd.DataFrame], label: str, out: TextIO, every: float = 2.0) -> Iterator[pd.DataFrame]:
+def _counted(
+    chunks: Iterator[pd.DataFrame], label: str, out: TextIO, every: float = 2.0
+) -> Iterator[pd.DataFrame]:
     read = 0
     last = time.monotonic()
     for chunk in chunks:
@@ -117,32 +143,65 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="line-exports-plan-"))
             try:
                 started = time.monotonic()
-                sql = render_session_variables(task.sql, session_variables(moment.astimezone(ZoneInfo(workflow.timezone))))
-                summary, valid = validate_export(_counted(source.read_chunks(sql), label, out), dest.ruleset(settings), settings.model_dump(), workdir)
+                sql = render_session_variables(
+                    task.sql, session_variables(moment.astimezone(ZoneInfo(workflow.timezone)))
+                )
+                summary, valid = validate_export(
+                    _counted(source.read_chunks(sql), label, out),
+                    dest.ruleset(settings),
+                    settings.model_dump(),
+                    workdir,
+                )
                 policy, skips = dest.invalid_policy(settings)
                 note = ""
                 sendable = summary.valid_rows
                 if summary.rejected_rows and not skips:
-                    note, sendable = f"would fail: {summary.rejected_rows:,} invalid rows and {policy} is false", 0
+                    note, sendable = (
+                        f"would fail: {summary.rejected_rows:,} invalid rows and {policy} is false",
+                        0,
+                    )
                 else:
                     try:
                         dest.check_total(settings, summary.valid_rows)
                     except ValueError as exc:
                         note, sendable = f"would fail: {exc}", 0
                 target = dest.target_label(settings)
-                _say(out, f"  {label}: read {summary.rows_read:,}, valid {summary.valid_rows:,}, rejected {summary.rejected_rows:,} "
-                          f"-> {target} via {task.connection} ({time.monotonic() - started:.1f}s)")
+                _say(
+                    out,
+                    f"  {label}: read {summary.rows_read:,}, valid {summary.valid_rows:,}, rejected {summary.rejected_rows:,} "
+                    f"-> {target} via {task.connection} ({time.monotonic() - started:.1f}s)",
+                )
                 if summary.by_rule:
-                    _say(out, "    rejects by rule: " + ", ".join(f"{k}={v:,}" for k, v in sorted(summary.by_rule.items())))
+                    _say(
+                        out,
+                        "    rejects by rule: "
+                        + ", ".join(f"{k}={v:,}" for k, v in sorted(summary.by_rule.items())),
+                    )
                 if note:
                     _say(out, f"    {note}")
                     failed = True
                 if sendable and ns.preview:
                     first = next(valid.batches(ns.preview), None)
                     if first is not None:
-                        shown = first.drop(columns=[c for c in first.columns if c.startswith("_")], errors="ignore")
-                        _say(out, "    " + shown.to_string(index=False, max_colwidth=40).replace("\n", "\n    "))
-                rows.append([label, dest.type_name, target, summary.rows_read, summary.valid_rows, summary.rejected_rows, sendable])
+                        shown = first.drop(
+                            columns=[c for c in first.columns if c.startswith("_")], errors="ignore"
+                        )
+                        _say(
+                            out,
+                            "    "
+                            + shown.to_string(index=False, max_colwidth=40).replace("\n", "\n    "),
+                        )
+                rows.append(
+                    [
+                        label,
+                        dest.type_name,
+                        target,
+                        summary.rows_read,
+                        summary.valid_rows,
+                        summary.rejected_rows,
+                        sendable,
+                    ]
+                )
             except Exception as exc:  # noqa: BLE001 - one task's failure is reported, the others go on
                 _say(out, f"  {label}: error: {exc}")
                 rows.append([label, dest.type_name, "-", 0, 0, 0, 0])
@@ -150,7 +209,12 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
     _say(out, "")
-    _say(out, table(["task", "destination", "target", "rows read", "valid", "rejected", "would send"], rows))
+    _say(
+        out,
+        table(
+            ["task", "destination", "target", "rows read", "valid", "rejected", "would send"], rows
+        ),
+    )
     _say(out, "\nplan only: nothing was sent")
     return 1 if failed else 0
 
@@ -158,7 +222,11 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 def _instance() -> Any:
     import dagster as dg
 
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    return (
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
+    )
 
 
 def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) -> int:
@@ -177,32 +245,78 @@ def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) 
         return 2
     defs = folder.definitions()
     job = defs.resolve_job_def(workflow.job_name)
-    tags = {SESSION_TIME_TAG: _session(ns, workflow.timezone).isoformat()} if ns.session_time else {}
-    _say(out, f"running {workflow.file.name}: {len(workflow.tasks)} task(s) in order: {', '.join(t.name for t in workflow.tasks)}")
+    tags = (
+        {SESSION_TIME_TAG: _session(ns, workflow.timezone).isoformat()} if ns.session_time else {}
+    )
+    _say(
+        out,
+        f"running {workflow.file.name}: {len(workflow.tasks)} task(s) in order: {', '.join(t.name for t in workflow.tasks)}",
+    )
     started = time.monotonic()
     result = job.execute_in_process(
-        instance=instance or _instance(), tags=tags, raise_on_error=False,
+        instance=instance or _instance(),
+        tags=tags,
+        raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": ns.log_level}}}},
     )
     by_step: dict[str, dict[str, Any]] = {}
     for event in result.all_events:
-        if event.asset_key is not None and event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+        if (
+            event.asset_key is not None
+            and event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        ):
             meta = event.materialization.metadata
-            by_step["/".join(event.asset_key.path)] = {k: getattr(v, "value", v) for k, v in meta.items()}
-    failures = {e.step_key: e.step_failure_data.error.message.strip() if e.step_failure_data.error else "failed" for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE}
+            by_step["/".join(event.asset_key.path)] = {
+                k: getattr(v, "value", v) for k, v in meta.items()
+            }
+    failures = {
+        e.step_key: e.step_failure_data.error.message.strip()
+        if e.step_failure_data.error
+        else "failed"
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    }
     rows = []
     for task in workflow.tasks:
         key = "/".join(task.key.path)
         meta = by_step.get(key)
         step = "__".join(task.key.path)
-        status = "ok" if meta is not None else ("failed" if any(step in s for s in failures) else "not run")
+        status = (
+            "ok"
+            if meta is not None
+            else ("failed" if any(step in s for s in failures) else "not run")
+        )
         meta = meta or {}
-        rows.append([task.name, status, *(int(meta.get(k, 0) or 0) for k in ("rows_read", "rows_valid", "rows_rejected", "rows_sent", "rows_accepted", "requests"))])
+        rows.append(
+            [
+                task.name,
+                status,
+                *(
+                    int(meta.get(k, 0) or 0)
+                    for k in (
+                        "rows_read",
+                        "rows_valid",
+                        "rows_rejected",
+                        "rows_sent",
+                        "rows_accepted",
+                        "requests",
+                    )
+                ),
+            ]
+        )
     for step, message in failures.items():
         _say(out, f"error in {step}: {message.splitlines()[0] if message else 'failed'}")
     _say(out, "")
-    _say(out, table(["task", "status", "read", "valid", "rejected", "sent", "accepted", "requests"], rows))
-    _say(out, f"\nrun {result.run_id} {'succeeded' if result.success else 'failed'} in {time.monotonic() - started:.1f}s")
+    _say(
+        out,
+        table(
+            ["task", "status", "read", "valid", "rejected", "sent", "accepted", "requests"], rows
+        ),
+    )
+    _say(
+        out,
+        f"\nrun {result.run_id} {'succeeded' if result.success else 'failed'} in {time.monotonic() - started:.1f}s",
+    )
     return 0 if result.success else 1
 
 
@@ -210,24 +324,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     """Add ``validate``, ``plan`` and ``run`` to a parent CLI (each sets ``func(ns) -> int``)."""
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--workflows", default=os.environ.get(WORKFLOWS_ENV, "workflows"),
-                       help=f"folder of .dig files (default ${WORKFLOWS_ENV} or ./workflows)")
-        p.add_argument("--connections", help="connections.yaml (default: the one in the workflow folder)")
+        p.add_argument(
+            "--workflows",
+            default=os.environ.get(WORKFLOWS_ENV, "workflows"),
+            help=f"folder of .dig files (default ${WORKFLOWS_ENV} or ./workflows)",
+        )
+        p.add_argument(
+            "--connections", help="connections.yaml (default: the one in the workflow folder)"
+        )
 
-    p = subparsers.add_parser("validate", help="load every workflow and connection; report errors with file and line")
+    p = subparsers.add_parser(
+        "validate", help="load every workflow and connection; report errors with file and line"
+    )
     common(p)
     p.set_defaults(func=validate)
 
-    p = subparsers.add_parser("plan", help="run the queries and validation; show what would be sent (sends nothing)")
+    p = subparsers.add_parser(
+        "plan", help="run the queries and validation; show what would be sent (sends nothing)"
+    )
     common(p)
     p.add_argument("workflow", nargs="*", help="workflow names (default: all)")
-    p.add_argument("--session-time", help="ISO time the queries see as ${session_time} (default: now)")
+    p.add_argument(
+        "--session-time", help="ISO time the queries see as ${session_time} (default: now)"
+    )
     p.add_argument("--preview", type=int, default=3, help="valid rows to show per task (0: none)")
     p.set_defaults(func=plan)
 
     p = subparsers.add_parser("run", help="run one workflow now, outside the daemon")
     common(p)
     p.add_argument("workflow", help="workflow name (file name without .dig)")
-    p.add_argument("--session-time", help="ISO time the queries see as ${session_time} (default: now)")
-    p.add_argument("--log-level", default="INFO", help="Dagster log level for progress lines (default INFO)")
+    p.add_argument(
+        "--session-time", help="ISO time the queries see as ${session_time} (default: now)"
+    )
+    p.add_argument(
+        "--log-level", default="INFO", help="Dagster log level for progress lines (default INFO)"
+    )
     p.set_defaults(func=run)

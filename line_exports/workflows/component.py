@@ -1,8 +1,8 @@
 """The workflow folder as a Dagster component, so a ``defs.yaml`` is all a project needs::
 
-    type: line_exports.workflows.WorkflowsComponent
-    attributes:
-      path: .            # the folder with the .dig files, relative to defs.yaml
+type: line_exports.workflows.WorkflowsComponent
+attributes:
+  path: .            # the folder with the .dig files, relative to defs.yaml
 """
 
 from __future__ import annotations

@@ -59,7 +59,9 @@ def resource_settings(dest: Destination) -> set[str]:
     return set(dest.auth_fields) | secret_fields(dest) | (resource_fields(dest) - settings)
 
 
-def known_type(type_name: Any, file: Path, task: str | None, setting: str, line: int | None) -> Destination:
+def known_type(
+    type_name: Any, file: Path, task: str | None, setting: str, line: int | None
+) -> Destination:
     """The destination for ``type_name`` or an error listing the known types."""
     name = str(type_name or "")
     try:
@@ -67,8 +69,11 @@ def known_type(type_name: Any, file: Path, task: str | None, setting: str, line:
     except ValueError:
         known = sorted(destinations())
         raise WorkflowError(
-            file, f"unknown destination type {name!r}{closest(name, known)}; known: {', '.join(known)}",
-            task=task, setting=setting, line=line,
+            file,
+            f"unknown destination type {name!r}{closest(name, known)}; known: {', '.join(known)}",
+            task=task,
+            setting=setting,
+            line=line,
         ) from None
 
 
@@ -102,7 +107,12 @@ class ConnectionsFile:
 
 
 def _env_values(
-    spec: Mapping[str, Any], allowed: set[str], secrets: set[str], file: Path, where: str, lines: LineDict | None
+    spec: Mapping[str, Any],
+    allowed: set[str],
+    secrets: set[str],
+    file: Path,
+    where: str,
+    lines: LineDict | None,
 ) -> dict[str, Any]:
     """``field: value`` / ``field_env: VAR`` -> resource values. A variable is read only when
     set, and then wins over a literal ``field:`` (the fallback, e.g. a sandbox tag id)."""
@@ -114,21 +124,40 @@ def _env_values(
         name = key[: -len("_env")] if key.endswith("_env") and key not in allowed else key
         if name not in allowed:
             suggestions = sorted(allowed | {f"{a}_env" for a in allowed})
-            raise WorkflowError(file, f"unknown field {key!r}{closest(key, suggestions)}", task=where, setting=key, line=line)
+            raise WorkflowError(
+                file,
+                f"unknown field {key!r}{closest(key, suggestions)}",
+                task=where,
+                setting=key,
+                line=line,
+            )
         if raw is None:
             continue
         if key != name:
             variable = str(raw)
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
-                raise WorkflowError(file, f"{variable!r} is not an environment variable name", task=where, setting=key, line=line)
+                raise WorkflowError(
+                    file,
+                    f"{variable!r} is not an environment variable name",
+                    task=where,
+                    setting=key,
+                    line=line,
+                )
             if os.environ.get(variable):
                 from_env[name] = dg.EnvVar(variable) if name in secrets else os.environ[variable]
             continue
-        value = interpolate(raw, {}, file=file, task=where, setting=key, line=line, allow_secret=True) if isinstance(raw, str) else raw
+        value = (
+            interpolate(raw, {}, file=file, task=where, setting=key, line=line, allow_secret=True)
+            if isinstance(raw, str)
+            else raw
+        )
         if name in secrets and not isinstance(value, SecretRef):
             raise WorkflowError(
-                file, f"{name} is a credential: write {name}_env: ENV_VAR or ${{secret:name}}, not the value",
-                task=where, setting=key, line=line,
+                file,
+                f"{name} is a credential: write {name}_env: ENV_VAR or ${{secret:name}}, not the value",
+                task=where,
+                setting=key,
+                line=line,
             )
         literal[name] = resource_value(value)
     return {**literal, **from_env}
@@ -147,34 +176,73 @@ def load_connections(path: Path) -> ConnectionsFile:
     if data is None:
         return result
     if not isinstance(data, Mapping):
-        result.errors.append(WorkflowError(path, "must be a mapping with 'connections:' (and optionally 'source:')"))
+        result.errors.append(
+            WorkflowError(path, "must be a mapping with 'connections:' (and optionally 'source:')")
+        )
         return result
     for key in data:
         if key not in ("connections", "source"):
-            result.errors.append(WorkflowError(path, f"unknown top-level key {key!r}{closest(str(key), ['connections', 'source'])}", line=data.line_of(key)))
+            result.errors.append(
+                WorkflowError(
+                    path,
+                    f"unknown top-level key {key!r}{closest(str(key), ['connections', 'source'])}",
+                    line=data.line_of(key),
+                )
+            )
     source = data.get("source") or {}
     if source:
         from line_exports.sources import SqlSource
 
         fields = set(SqlSource.model_fields)
         try:
-            result.source = _env_values(source, fields, {"url"}, path, "source", source if isinstance(source, LineDict) else None)
+            result.source = _env_values(
+                source,
+                fields,
+                {"url"},
+                path,
+                "source",
+                source if isinstance(source, LineDict) else None,
+            )
         except WorkflowError as exc:
             result.errors.append(exc)
     for name, spec in (data.get("connections") or {}).items():
         line = data["connections"].line_of(name)
         try:
             if not isinstance(spec, Mapping):
-                raise WorkflowError(path, "a connection is a mapping with type: and its fields", task=f"connection {name}", line=line)
-            dest = known_type(spec.get("type"), path, f"connection {name}", "type", spec.line_of("type") if isinstance(spec, LineDict) else line)
+                raise WorkflowError(
+                    path,
+                    "a connection is a mapping with type: and its fields",
+                    task=f"connection {name}",
+                    line=line,
+                )
+            dest = known_type(
+                spec.get("type"),
+                path,
+                f"connection {name}",
+                "type",
+                spec.line_of("type") if isinstance(spec, LineDict) else line,
+            )
             rest = {k: v for k, v in spec.items() if k not in ("type", "description")}
-            values = _env_values(rest, resource_fields(dest), secret_fields(dest), path, f"connection {name}", spec if isinstance(spec, LineDict) else None)
+            values = _env_values(
+                rest,
+                resource_fields(dest),
+                secret_fields(dest),
+                path,
+                f"connection {name}",
+                spec if isinstance(spec, LineDict) else None,
+            )
             connection = Connection(str(name), dest, values, path)
             try:
                 connection.resource()
             except ValidationError as exc:
                 first = exc.errors()[0]
-                raise WorkflowError(path, first["msg"], task=f"connection {name}", setting=".".join(str(p) for p in first["loc"]), line=line) from None
+                raise WorkflowError(
+                    path,
+                    first["msg"],
+                    task=f"connection {name}",
+                    setting=".".join(str(p) for p in first["loc"]),
+                    line=line,
+                ) from None
             result.connections[str(name)] = connection
         except WorkflowError as exc:
             result.errors.append(exc)
@@ -197,9 +265,13 @@ def parse_td_result(text_or_path: str | Path, base: Path | None = None) -> dict[
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ValueError(
+            f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(f"{source}: must be a JSON object with 'type' and the settings")
     if "type" not in data:
-        raise ValueError(f"{source}: missing 'type' (e.g. line_messaging, line_conversion, maac, linkedin)")
+        raise ValueError(
+            f"{source}: missing 'type' (e.g. line_messaging, line_conversion, maac, linkedin)"
+        )
     return data

@@ -47,13 +47,21 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+    re.compile(
+        r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$"
+    ),
     list("-+0123456789."),
 )
 
@@ -66,7 +74,9 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
         key = loader.construct_object(key_node, deep=True)
         value = loader.construct_object(value_node, deep=True)
         if not isinstance(key, _Include) and key in result:
-            raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
+            raise yaml.MarkedYAMLError(
+                problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
+            )
         result[key] = value
         result.lines[key] = key_node.start_mark.line + 1
     return result
@@ -121,7 +131,9 @@ def _splice(value: Any, path: Path, seen: tuple[Path, ...]) -> Any:
             if isinstance(key, _Include):
                 included = _load_included(path, str(item), key.line, seen)
                 if not isinstance(included, Mapping):
-                    raise WorkflowError(path, f"!include {item}: the file must hold a mapping", line=key.line)
+                    raise WorkflowError(
+                        path, f"!include {item}: the file must hold a mapping", line=key.line
+                    )
                 for inner_key, inner_value in included.items():
                     out[inner_key] = inner_value
                     out.lines[inner_key] = key.line
@@ -141,12 +153,16 @@ def _load_included(path: Path, target: str, line: int, seen: tuple[Path, ...]) -
     return load_yaml(file, seen)
 
 
-def merge_exports(base: Mapping[str, Any], export: Any, file: Path, task: str | None, line: int | None) -> dict[str, Any]:
+def merge_exports(
+    base: Mapping[str, Any], export: Any, file: Path, task: str | None, line: int | None
+) -> dict[str, Any]:
     """digdag's ``_export``: nested mappings merge (``td: {database: x}`` adds ``td.database``)."""
     if export is None:
         return dict(base)
     if not isinstance(export, Mapping):
-        raise WorkflowError(file, "_export must be a mapping of variables", task=task, setting="_export", line=line)
+        raise WorkflowError(
+            file, "_export must be a mapping of variables", task=task, setting="_export", line=line
+        )
     merged = dict(base)
     for key, value in export.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
@@ -210,14 +226,20 @@ def interpolate(
         name = whole.group(1).strip()[len("secret:") :].strip()
         if not allow_secret:
             raise WorkflowError(
-                file, f"${{secret:{name}}} is only allowed as the value of a credential (it never goes into run config)",
-                task=task, setting=setting, line=line,
+                file,
+                f"${{secret:{name}}} is only allowed as the value of a credential (it never goes into run config)",
+                task=task,
+                setting=setting,
+                line=line,
             )
         ref = SecretRef(name)
         if ref.env not in os.environ:
             raise WorkflowError(
-                file, f"secret {name!r} is not set: export the environment variable {ref.env}",
-                task=task, setting=setting, line=line,
+                file,
+                f"secret {name!r} is not set: export the environment variable {ref.env}",
+                task=task,
+                setting=setting,
+                line=line,
             )
         return ref
 
@@ -225,20 +247,36 @@ def interpolate(
         name = match.group(1).strip()
         if name.startswith("secret:"):
             raise WorkflowError(
-                file, f"${{{name}}} must be the whole value of a credential setting", task=task, setting=setting, line=line
+                file,
+                f"${{{name}}} must be the whole value of a credential setting",
+                task=task,
+                setting=setting,
+                line=line,
             )
         if SESSION_NAME.fullmatch(name):
             if timezone is None:
                 raise WorkflowError(
-                    file, f"${{{name}}} is filled at run time and is only available in the query (td> file)",
-                    task=task, setting=setting, line=line,
+                    file,
+                    f"${{{name}}} is filled at run time and is only available in the query (td> file)",
+                    task=task,
+                    setting=setting,
+                    line=line,
                 )
             if not name.startswith("session_"):
-                raise WorkflowError(file, f"${{{name}}} is not supported; use session_* variables", task=task, setting=setting, line=line)
+                raise WorkflowError(
+                    file,
+                    f"${{{name}}} is not supported; use session_* variables",
+                    task=task,
+                    setting=setting,
+                    line=line,
+                )
             if name not in SESSION_VARIABLE_NAMES:
                 raise WorkflowError(
-                    file, f"${{{name}}} is not a session variable; known: {', '.join(SESSION_VARIABLE_NAMES)}",
-                    task=task, setting=setting, line=line,
+                    file,
+                    f"${{{name}}} is not a session variable; known: {', '.join(SESSION_VARIABLE_NAMES)}",
+                    task=task,
+                    setting=setting,
+                    line=line,
                 )
             return f"${{{name}}}"  # filled by the export at run time, in the workflow's timezone
         found, value = lookup(variables, name)
@@ -247,8 +285,11 @@ def interpolate(
             from line_exports.workflows.errors import closest
 
             raise WorkflowError(
-                file, f"unresolved variable ${{{name}}}{closest(name, known)}; define it under _export",
-                task=task, setting=setting, line=line,
+                file,
+                f"unresolved variable ${{{name}}}{closest(name, known)}; define it under _export",
+                task=task,
+                setting=setting,
+                line=line,
             )
         if value is None:
             return ""

@@ -55,8 +55,22 @@ log = logging.getLogger("line_exports.workflows")
 SOURCE_KEY = "sql_source"
 TOP_LEVEL = ("timezone", "schedule", "_export", "_retry", "_parallel", "_error", "_check", "sla")
 TASK_KEYS = (
-    "td>", "query", "database", "result_connection", "result_settings", "result", "engine", "priority",
-    "job_retry", "engine_version", "presto_pool_name", "hive_pool_name", "_export", "_retry", "_error", "_check",
+    "td>",
+    "query",
+    "database",
+    "result_connection",
+    "result_settings",
+    "result",
+    "engine",
+    "priority",
+    "job_retry",
+    "engine_version",
+    "presto_pool_name",
+    "hive_pool_name",
+    "_export",
+    "_retry",
+    "_error",
+    "_check",
 )
 
 
@@ -104,7 +118,9 @@ class Workflow:
         return f"{self.name}_schedule"
 
 
-def _retry_policy(value: Any, file: Path, task: str | None, line: int | None) -> dg.RetryPolicy | None:
+def _retry_policy(
+    value: Any, file: Path, task: str | None, line: int | None
+) -> dg.RetryPolicy | None:
     """digdag's ``_retry: N`` or ``{limit: N, interval: S, interval_type: constant|exponential}``."""
     if value is None:
         return None
@@ -112,13 +128,26 @@ def _retry_policy(value: Any, file: Path, task: str | None, line: int | None) ->
         return dg.RetryPolicy(max_retries=value)
     if isinstance(value, Mapping) and isinstance(value.get("limit"), int):
         backoff = dg.Backoff.EXPONENTIAL if value.get("interval_type") == "exponential" else None
-        return dg.RetryPolicy(max_retries=value["limit"], delay=value.get("interval"), backoff=backoff)
-    raise WorkflowError(file, "_retry must be a number or {limit: N, interval: seconds}", task=task, setting="_retry", line=line)
+        return dg.RetryPolicy(
+            max_retries=value["limit"], delay=value.get("interval"), backoff=backoff
+        )
+    raise WorkflowError(
+        file,
+        "_retry must be a number or {limit: N, interval: seconds}",
+        task=task,
+        setting="_retry",
+        line=line,
+    )
 
 
 def _settings_errors(
-    exc: ValidationError, dest: Destination, given: Mapping[str, Any], file: Path, task: str,
-    lines: Mapping[str, int | None], line: int | None,
+    exc: ValidationError,
+    dest: Destination,
+    given: Mapping[str, Any],
+    file: Path,
+    task: str,
+    lines: Mapping[str, int | None],
+    line: int | None,
 ) -> list[WorkflowError]:
     """pydantic's errors as workflow errors: the setting, its line, and the allowed range."""
     errors = []
@@ -127,14 +156,25 @@ def _settings_errors(
         name = str(err["loc"][0]) if err["loc"] else None
         message = str(err["msg"]).removeprefix("Value error, ")
         if name is None:  # a rule across settings: name the one the message speaks of first
-            spots = [(m.start(), f) for f in fields for m in [re.search(rf"\b{re.escape(f)}\b", message)] if m]
+            spots = [
+                (m.start(), f)
+                for f in fields
+                for m in [re.search(rf"\b{re.escape(f)}\b", message)]
+                if m
+            ]
             name = min(spots)[1] if spots else None
         elif name not in given:
-            message = f"missing required setting {name}" + ("" if err["type"] == "missing" else f" ({message})")
+            message = f"missing required setting {name}" + (
+                "" if err["type"] == "missing" else f" ({message})"
+            )
         elif name not in message:
             message = f"{err.get('input')!r}: {message}"
         setting = f"result_settings.{name}" if name else "result_settings"
-        errors.append(WorkflowError(file, message, task=task, setting=setting, line=lines.get(name or "") or line))
+        errors.append(
+            WorkflowError(
+                file, message, task=task, setting=setting, line=lines.get(name or "") or line
+            )
+        )
     return errors
 
 
@@ -157,25 +197,51 @@ class _Parser:
             self.errors.append(exc)
             return None
         if not isinstance(data, LineDict):
-            self.errors.append(WorkflowError(self.file, "a workflow must be a YAML mapping of options and +tasks"))
+            self.errors.append(
+                WorkflowError(self.file, "a workflow must be a YAML mapping of options and +tasks")
+            )
             return None
         for key in data:
             if not str(key).startswith("+") and key not in TOP_LEVEL:
-                self.errors.append(WorkflowError(self.file, f"unknown top-level option {key!r}{closest(str(key), TOP_LEVEL)}", setting=str(key), line=data.line_of(key)))
+                self.errors.append(
+                    WorkflowError(
+                        self.file,
+                        f"unknown top-level option {key!r}{closest(str(key), TOP_LEVEL)}",
+                        setting=str(key),
+                        line=data.line_of(key),
+                    )
+                )
         tz = str(data.get("timezone") or "UTC")
         try:
             ZoneInfo(tz)
             self.timezone = tz
         except (ZoneInfoNotFoundError, ValueError):
-            self.errors.append(WorkflowError(self.file, f"unknown timezone {tz!r} (use an IANA name such as Asia/Tokyo)", setting="timezone", line=data.line_of("timezone")))
+            self.errors.append(
+                WorkflowError(
+                    self.file,
+                    f"unknown timezone {tz!r} (use an IANA name such as Asia/Tokyo)",
+                    setting="timezone",
+                    line=data.line_of("timezone"),
+                )
+            )
         schedule = None
         if data.get("schedule") is not None:
             try:
                 schedule = parse_schedule(data["schedule"], self.timezone)
             except ScheduleError as exc:
-                self.errors.append(WorkflowError(self.file, str(exc), setting="schedule", line=data.line_of("schedule")))
+                self.errors.append(
+                    WorkflowError(
+                        self.file, str(exc), setting="schedule", line=data.line_of("schedule")
+                    )
+                )
         try:
-            variables = merge_exports({"timezone": self.timezone}, data.get("_export"), self.file, None, data.line_of("_export"))
+            variables = merge_exports(
+                {"timezone": self.timezone},
+                data.get("_export"),
+                self.file,
+                None,
+                data.line_of("_export"),
+            )
             retry = _retry_policy(data.get("_retry"), self.file, None, data.line_of("_retry"))
         except WorkflowError as exc:
             self.errors.append(exc)
@@ -187,7 +253,14 @@ class _Parser:
             return None
         return Workflow(self.name, self.file, self.timezone, schedule, self.tasks)
 
-    def _group(self, group: LineDict, path: list[str], variables: dict[str, Any], deps: list[dg.AssetKey], retry: dg.RetryPolicy | None) -> list[dg.AssetKey]:
+    def _group(
+        self,
+        group: LineDict,
+        path: list[str],
+        variables: dict[str, Any],
+        deps: list[dg.AssetKey],
+        retry: dg.RetryPolicy | None,
+    ) -> list[dg.AssetKey]:
         """Tasks of a group in order; returns the keys the next sibling waits for."""
         parallel = bool(group.get("_parallel"))
         last = list(deps)
@@ -199,11 +272,23 @@ class _Parser:
             label = "+" + ".".join([*path, name])
             line = group.line_of(key)
             if not isinstance(body, LineDict):
-                self.errors.append(WorkflowError(self.file, "a task must be a mapping (td>: query.sql, result_connection: ...)", task=label, line=line))
+                self.errors.append(
+                    WorkflowError(
+                        self.file,
+                        "a task must be a mapping (td>: query.sql, result_connection: ...)",
+                        task=label,
+                        line=line,
+                    )
+                )
                 continue
             try:
-                scope = merge_exports(variables, body.get("_export"), self.file, label, body.line_of("_export"))
-                task_retry = _retry_policy(body.get("_retry"), self.file, label, body.line_of("_retry")) or retry
+                scope = merge_exports(
+                    variables, body.get("_export"), self.file, label, body.line_of("_export")
+                )
+                task_retry = (
+                    _retry_policy(body.get("_retry"), self.file, label, body.line_of("_retry"))
+                    or retry
+                )
             except WorkflowError as exc:
                 self.errors.append(exc)
                 continue
@@ -219,16 +304,39 @@ class _Parser:
                 last = produced
         return ends if parallel else last
 
-    def _task(self, body: LineDict, path: list[str], label: str, line: int | None, variables: dict[str, Any], deps: list[dg.AssetKey], retry: dg.RetryPolicy | None) -> Task | None:
+    def _task(
+        self,
+        body: LineDict,
+        path: list[str],
+        label: str,
+        line: int | None,
+        variables: dict[str, Any],
+        deps: list[dg.AssetKey],
+        retry: dg.RetryPolicy | None,
+    ) -> Task | None:
         count = len(self.errors)
         for key in body:
             if key not in TASK_KEYS:
                 operator = str(key).endswith(">")
-                hint = "only td> tasks (queries with result export) are supported" if operator else f"unknown task option{closest(str(key), TASK_KEYS)}"
-                self.errors.append(WorkflowError(self.file, f"{key!r}: {hint}", task=label, setting=str(key), line=body.line_of(key)))
+                hint = (
+                    "only td> tasks (queries with result export) are supported"
+                    if operator
+                    else f"unknown task option{closest(str(key), TASK_KEYS)}"
+                )
+                self.errors.append(
+                    WorkflowError(
+                        self.file,
+                        f"{key!r}: {hint}",
+                        task=label,
+                        setting=str(key),
+                        line=body.line_of(key),
+                    )
+                )
         if "td>" not in body and "query" not in body:
             if len(self.errors) == count:
-                self.errors.append(WorkflowError(self.file, "no td> query in this task", task=label, line=line))
+                self.errors.append(
+                    WorkflowError(self.file, "no td> query in this task", task=label, line=line)
+                )
             return None
 
         block = body.get("result_settings")
@@ -237,13 +345,19 @@ class _Parser:
             if not isinstance(value, str):
                 return value
             top, _, inner = setting.partition(".")
-            line = block.line_of(inner) if inner and isinstance(block, LineDict) else body.line_of(top)
-            return interpolate(value, variables, file=self.file, task=label, setting=setting, line=line, **kw)
+            line = (
+                block.line_of(inner) if inner and isinstance(block, LineDict) else body.line_of(top)
+            )
+            return interpolate(
+                value, variables, file=self.file, task=label, setting=setting, line=line, **kw
+            )
 
         try:
             database = text("database", body.get("database")) or _dotted(variables, "td.database")
             if database is not None:
-                variables = merge_exports(variables, {"td": {"database": database}}, self.file, label, line)
+                variables = merge_exports(
+                    variables, {"td": {"database": database}}, self.file, label, line
+                )
             sql, query_file = self._query(body, label, variables)
             dest, raw, connection = self._destination(body, label, text)
             settings, overrides, lines = self._split(dest, raw, body, label, text)
@@ -255,62 +369,153 @@ class _Parser:
         try:
             dest.settings_class(**settings)
         except ValidationError as exc:
-            self.errors.extend(_settings_errors(exc, dest, settings, self.file, label, lines, body.line_of("result_settings")))
+            self.errors.extend(
+                _settings_errors(
+                    exc, dest, settings, self.file, label, lines, body.line_of("result_settings")
+                )
+            )
             return None
         resource_key = identifier(connection.name)
         if overrides:
             resource_key = identifier(f"{connection.name}__{self.name}__{'_'.join(path)}")
         if resource_key == SOURCE_KEY:
-            self.errors.append(WorkflowError(self.file, f"connection name {connection.name!r} is reserved", task=label, setting="result_connection", line=line))
+            self.errors.append(
+                WorkflowError(
+                    self.file,
+                    f"connection name {connection.name!r} is reserved",
+                    task=label,
+                    setting="result_connection",
+                    line=line,
+                )
+            )
             return None
         try:
             resource = connection.resource(overrides)
         except ValidationError as exc:
             err = exc.errors()[0]
             setting = ".".join(str(p) for p in err["loc"])
-            self.errors.append(WorkflowError(self.file, str(err["msg"]), task=label, setting=f"result_settings.{setting}", line=lines.get(setting, line)))
+            self.errors.append(
+                WorkflowError(
+                    self.file,
+                    str(err["msg"]),
+                    task=label,
+                    setting=f"result_settings.{setting}",
+                    line=lines.get(setting, line),
+                )
+            )
             return None
         key = dg.AssetKey([self.name, *(identifier(p) for p in path)])
-        return self._add(Task(
-            name=".".join(path), key=key, line=line, sql=sql, query_file=query_file, database=database, destination=dest,
-            settings=settings, resource_key=resource_key, resource=resource, connection=connection.name, deps=list(deps), retry=retry,
-        ), label)
+        return self._add(
+            Task(
+                name=".".join(path),
+                key=key,
+                line=line,
+                sql=sql,
+                query_file=query_file,
+                database=database,
+                destination=dest,
+                settings=settings,
+                resource_key=resource_key,
+                resource=resource,
+                connection=connection.name,
+                deps=list(deps),
+                retry=retry,
+            ),
+            label,
+        )
 
     def _add(self, task: Task, label: str) -> Task | None:
         if any(t.key == task.key for t in self.tasks):
-            self.errors.append(WorkflowError(self.file, f"two tasks map to the asset {task.key.to_user_string()}; rename one", task=label, line=task.line))
+            self.errors.append(
+                WorkflowError(
+                    self.file,
+                    f"two tasks map to the asset {task.key.to_user_string()}; rename one",
+                    task=label,
+                    line=task.line,
+                )
+            )
             return None
         self.tasks.append(task)
         return task
 
-    def _query(self, body: LineDict, label: str, variables: dict[str, Any]) -> tuple[str, Path | None]:
+    def _query(
+        self, body: LineDict, label: str, variables: dict[str, Any]
+    ) -> tuple[str, Path | None]:
         if body.get("td>"):
-            target = interpolate(str(body["td>"]), variables, file=self.file, task=label, setting="td>", line=body.line_of("td>"))
+            target = interpolate(
+                str(body["td>"]),
+                variables,
+                file=self.file,
+                task=label,
+                setting="td>",
+                line=body.line_of("td>"),
+            )
             path = (self.file.parent / target).resolve()
             if not path.is_file():
-                raise WorkflowError(self.file, f"query file {target} not found (looked for {path})", task=label, setting="td>", line=body.line_of("td>"))
+                raise WorkflowError(
+                    self.file,
+                    f"query file {target} not found (looked for {path})",
+                    task=label,
+                    setting="td>",
+                    line=body.line_of("td>"),
+                )
             raw, setting = path.read_text(encoding="utf-8"), f"td> {target}"
         elif body.get("query"):
             raw, path, setting = str(body["query"]), None, "query"
         else:
-            raise WorkflowError(self.file, "td> needs a query file (td>: queries/x.sql) or query:", task=label, setting="td>", line=body.line_of("td>"))
-        sql = interpolate(raw, variables, file=self.file, task=label, setting=setting, line=body.line_of("td>"), timezone=self.timezone)
+            raise WorkflowError(
+                self.file,
+                "td> needs a query file (td>: queries/x.sql) or query:",
+                task=label,
+                setting="td>",
+                line=body.line_of("td>"),
+            )
+        sql = interpolate(
+            raw,
+            variables,
+            file=self.file,
+            task=label,
+            setting=setting,
+            line=body.line_of("td>"),
+            timezone=self.timezone,
+        )
         if not sql.strip():
-            raise WorkflowError(self.file, "the query is empty", task=label, setting=setting, line=body.line_of("td>"))
+            raise WorkflowError(
+                self.file,
+                "the query is empty",
+                task=label,
+                setting=setting,
+                line=body.line_of("td>"),
+            )
         return sql, path
 
-    def _destination(self, body: LineDict, label: str, text: Any) -> tuple[Destination, dict[str, Any], Connection]:
+    def _destination(
+        self, body: LineDict, label: str, text: Any
+    ) -> tuple[Destination, dict[str, Any], Connection]:
         """The destination, the raw settings (result_settings or TD CLI JSON) and the connection."""
         raw: dict[str, Any] = {}
         lines = body
         if body.get("result") is not None:
             try:
-                raw = parse_td_result(str(body["result"]) if not isinstance(body["result"], Mapping) else _json(body["result"]), self.file.parent)
+                raw = parse_td_result(
+                    str(body["result"])
+                    if not isinstance(body["result"], Mapping)
+                    else _json(body["result"]),
+                    self.file.parent,
+                )
             except ValueError as exc:
-                raise WorkflowError(self.file, str(exc), task=label, setting="result", line=body.line_of("result")) from None
+                raise WorkflowError(
+                    self.file, str(exc), task=label, setting="result", line=body.line_of("result")
+                ) from None
         settings = body.get("result_settings")
         if settings is not None and not isinstance(settings, Mapping):
-            raise WorkflowError(self.file, "result_settings must be a mapping of settings", task=label, setting="result_settings", line=lines.line_of("result_settings"))
+            raise WorkflowError(
+                self.file,
+                "result_settings must be a mapping of settings",
+                task=label,
+                setting="result_settings",
+                line=lines.line_of("result_settings"),
+            )
         raw.update(settings or {})
         name = body.get("result_connection")
         if name is not None:
@@ -320,18 +525,46 @@ class _Parser:
                 known = sorted(self.connections.connections)
                 where = self.connections.file or (self.file.parent / CONNECTIONS_FILE)
                 broken = any(e.task == f"connection {name}" for e in self.connections.errors)
-                reason = "is declared but broken (see its error)" if broken else f"is not declared in {where}{closest(name, known)}"
-                raise WorkflowError(self.file, f"connection {name!r} {reason}", task=label, setting="result_connection", line=body.line_of("result_connection"))
+                reason = (
+                    "is declared but broken (see its error)"
+                    if broken
+                    else f"is not declared in {where}{closest(name, known)}"
+                )
+                raise WorkflowError(
+                    self.file,
+                    f"connection {name!r} {reason}",
+                    task=label,
+                    setting="result_connection",
+                    line=body.line_of("result_connection"),
+                )
             if "type" in raw and raw["type"] != found.destination.type_name:
-                raise WorkflowError(self.file, f"type {raw['type']!r} does not match connection {name!r} of type {found.destination.type_name!r}", task=label, setting="type", line=body.line_of("result"))
+                raise WorkflowError(
+                    self.file,
+                    f"type {raw['type']!r} does not match connection {name!r} of type {found.destination.type_name!r}",
+                    task=label,
+                    setting="type",
+                    line=body.line_of("result"),
+                )
             return found.destination, raw, found
         if "type" not in raw:
-            raise WorkflowError(self.file, "no destination: give result_connection (a connection in connections.yaml), or result_settings/result with type", task=label, setting="result_connection", line=body.line_of("result_settings") or body.line_of("td>"))
-        type_line = settings.line_of("type") if isinstance(settings, LineDict) and "type" in settings else body.line_of("result")
+            raise WorkflowError(
+                self.file,
+                "no destination: give result_connection (a connection in connections.yaml), or result_settings/result with type",
+                task=label,
+                setting="result_connection",
+                line=body.line_of("result_settings") or body.line_of("td>"),
+            )
+        type_line = (
+            settings.line_of("type")
+            if isinstance(settings, LineDict) and "type" in settings
+            else body.line_of("result")
+        )
         dest = known_type(raw["type"], self.file, label, "type", type_line)
         return dest, raw, Connection(f"{self.name}_{dest.type_name}", dest, {}, self.file)
 
-    def _split(self, dest: Destination, raw: Mapping[str, Any], body: LineDict, label: str, text: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, int | None]]:
+    def _split(
+        self, dest: Destination, raw: Mapping[str, Any], body: LineDict, label: str, text: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, int | None]]:
         """result_settings -> (run config settings, resource credentials, lines): credentials
         never become run config."""
         settings_fields = dest.settings_class.model_fields
@@ -341,7 +574,10 @@ class _Parser:
         settings: dict[str, Any] = {}
         overrides: dict[str, Any] = {}
         block = body.get("result_settings")
-        lines = {str(k): (block.line_of(k) if isinstance(block, LineDict) else body.line_of("result")) for k in raw}
+        lines = {
+            str(k): (block.line_of(k) if isinstance(block, LineDict) else body.line_of("result"))
+            for k in raw
+        }
         for key, value in raw.items():
             key = str(key)
             setting = f"result_settings.{key}"
@@ -350,13 +586,24 @@ class _Parser:
             if key in to_resource:
                 value = text(setting, value, allow_secret=True) if isinstance(value, str) else value
                 if key in secrets and isinstance(value, str) and not isinstance(value, SecretRef):
-                    log.warning("%s %s: %s is written in the file; prefer ${secret:name} or the connection", self.file, label, key)
+                    log.warning(
+                        "%s %s: %s is written in the file; prefer ${secret:name} or the connection",
+                        self.file,
+                        label,
+                        key,
+                    )
                 overrides[key] = value
             elif key in settings_fields:
                 settings[key] = _deep_text(value, lambda v, s=setting: text(s, v))
             else:
                 known = sorted(set(settings_fields) | res_fields)
-                raise WorkflowError(self.file, f"unknown setting {key!r} for {dest.type_name}{closest(key, known)}", task=label, setting=setting, line=lines.get(key))
+                raise WorkflowError(
+                    self.file,
+                    f"unknown setting {key!r} for {dest.type_name}{closest(key, known)}",
+                    task=label,
+                    setting=setting,
+                    line=lines.get(key),
+                )
         return settings, overrides, lines
 
 
@@ -396,7 +643,9 @@ class WorkflowFolder:
         for workflow in self.workflows:
             if name in (workflow.name, workflow.file.stem, workflow.file.name):
                 return workflow
-        raise KeyError(f"no loaded workflow {name!r}; loaded: {', '.join(w.name for w in self.workflows) or 'none'}")
+        raise KeyError(
+            f"no loaded workflow {name!r}; loaded: {', '.join(w.name for w in self.workflows) or 'none'}"
+        )
 
     def source(self) -> SqlSource:
         return SqlSource(**self.connections.source)
@@ -414,10 +663,22 @@ class WorkflowFolder:
             if built.sensor is not None:
                 sensors.append(built.sensor)
             resources.update({t.resource_key: t.resource for t in workflow.tasks})
-        metadata: dict[str, Any] = {"workflow_folder": str(self.path), "workflows_loaded": len(self.workflows)}
+        metadata: dict[str, Any] = {
+            "workflow_folder": str(self.path),
+            "workflows_loaded": len(self.workflows),
+        }
         if self.errors:
-            metadata["workflow_errors"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in self.errors))
-        return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=resources, metadata=metadata)
+            metadata["workflow_errors"] = dg.MetadataValue.md(
+                "\n".join(f"- {e}" for e in self.errors)
+            )
+        return dg.Definitions(
+            assets=assets,
+            jobs=jobs,
+            schedules=schedules,
+            sensors=sensors,
+            resources=resources,
+            metadata=metadata,
+        )
 
 
 @dataclass
@@ -432,21 +693,23 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
     """One asset per task (in order via deps), one job, its schedule and pause sensor."""
     assets = []
     for task in workflow.tasks:
-        assets.append(build_export(
-            task.key.path[-1],
-            destination=task.destination,
-            settings=task.settings,
-            query=task.sql,
-            resource_key=task.resource_key,
-            source_key=SOURCE_KEY,
-            key_prefix=task.key.path[:-1],
-            group_name=workflow.name,
-            description=f"{workflow.file.name} +{task.name}: td> {task.query_file.name if task.query_file else 'query'} -> {task.destination.target_label(task.destination.settings_class(**task.settings))} via {task.connection}",
-            timezone=workflow.timezone,
-            deps=task.deps or None,
-            tags={"line_exports/workflow": workflow.name},
-            **({"retry_policy": task.retry} if task.retry else {}),
-        ))
+        assets.append(
+            build_export(
+                task.key.path[-1],
+                destination=task.destination,
+                settings=task.settings,
+                query=task.sql,
+                resource_key=task.resource_key,
+                source_key=SOURCE_KEY,
+                key_prefix=task.key.path[:-1],
+                group_name=workflow.name,
+                description=f"{workflow.file.name} +{task.name}: td> {task.query_file.name if task.query_file else 'query'} -> {task.destination.target_label(task.destination.settings_class(**task.settings))} via {task.connection}",
+                timezone=workflow.timezone,
+                deps=task.deps or None,
+                tags={"line_exports/workflow": workflow.name},
+                **({"retry_policy": task.retry} if task.retry else {}),
+            )
+        )
     job = dg.define_asset_job(
         workflow.job_name,
         selection=dg.AssetSelection.assets(*[t.key for t in workflow.tasks]),
@@ -457,7 +720,11 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
     schedule = sensor = None
     if workflow.schedule is not None:
         s = workflow.schedule
-        description = f"{s.form} ({s.timezone})" + (f", runs {s.delay_seconds}s after each tick" if s.delay_seconds else "") + "; ${session_time} is the tick"
+        description = (
+            f"{s.form} ({s.timezone})"
+            + (f", runs {s.delay_seconds}s after each tick" if s.delay_seconds else "")
+            + "; ${session_time} is the tick"
+        )
         if s.pause_after_failures:
             description += f"; paused after {s.pause_after_failures} consecutive failures"
         schedule = build_schedule(workflow.name, job, s, description)
@@ -484,7 +751,12 @@ def load_folder(path: str | Path, connections: str | Path | None = None) -> Work
         if workflow is None:
             continue
         if workflow.name in seen:
-            errors.append(WorkflowError(file, f"workflow name {workflow.name!r} is already used by {seen[workflow.name].name}"))
+            errors.append(
+                WorkflowError(
+                    file,
+                    f"workflow name {workflow.name!r} is already used by {seen[workflow.name].name}",
+                )
+            )
             continue
         try:
             build_workflow(workflow)  # surface definition errors here, per workflow
@@ -498,7 +770,9 @@ def load_folder(path: str | Path, connections: str | Path | None = None) -> Work
     return WorkflowFolder(folder, workflows, errors, conns)
 
 
-def load_workflows(path: str | Path, *, connections: str | Path | None = None, strict: bool = False) -> dg.Definitions:
+def load_workflows(
+    path: str | Path, *, connections: str | Path | None = None, strict: bool = False
+) -> dg.Definitions:
     """Dagster definitions for a folder of ``.dig`` workflows and its ``connections.yaml``.
 
     Broken workflows are logged and listed in the definitions' metadata while the others load;

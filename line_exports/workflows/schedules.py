@@ -33,11 +33,28 @@ WORKFLOW_TAG = "line_exports/workflow"
 DEFAULT_PAUSE_AFTER_FAILURES = 3
 
 DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
-MONTH_NAMES = {m: i + 1 for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
-FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
-          ("month", 1, 12, MONTH_NAMES), ("day of week", 0, 6, DAY_NAMES))
-SHORTCUTS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-             "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
+MONTH_NAMES = {
+    m: i + 1
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+    )
+}
+FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, MONTH_NAMES),
+    ("day of week", 0, 6, DAY_NAMES),
+)
+SHORTCUTS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
 DIGDAG_FORMS = ("cron>", "hourly>", "daily>", "weekly>", "monthly>", "minutes_interval>")
 OPTIONS = ("delay", "pause_after_failures", "start", "end", "skip_on_overtime")
 
@@ -68,8 +85,14 @@ class Cron:
         )
 
     def text(self) -> str:
-        return " ".join(_render(v, lo, hi) for v, (_, lo, hi, _names) in zip(
-            (self.minutes, self.hours, self.days, self.months, self.weekdays), FIELDS, strict=True))
+        return " ".join(
+            _render(v, lo, hi)
+            for v, (_, lo, hi, _names) in zip(
+                (self.minutes, self.hours, self.days, self.months, self.weekdays),
+                FIELDS,
+                strict=True,
+            )
+        )
 
 
 def _render(values: tuple[int, ...] | None, lo: int, hi: int) -> str:
@@ -83,7 +106,9 @@ def _value(text: str, field: str, lo: int, hi: int, names: Mapping[str, int]) ->
     if token in names:
         return names[token]
     if not token.isdigit():
-        raise ScheduleError(f"{field}: {text!r} is not a number{' or a name (' + ', '.join(names) + ')' if names else ''}")
+        raise ScheduleError(
+            f"{field}: {text!r} is not a number{' or a name (' + ', '.join(names) + ')' if names else ''}"
+        )
     number = int(token)
     if field == "day of week" and number == 7:
         return 0
@@ -105,7 +130,9 @@ def _field(text: str, index: int) -> tuple[int, ...] | None:
         if "/" in part:
             base, _, step_text = part.partition("/")
             if not step_text.isdigit() or int(step_text) < 1:
-                raise ScheduleError(f"{field}: step {step_text!r} in {part!r} must be a positive number")
+                raise ScheduleError(
+                    f"{field}: step {step_text!r} in {part!r} must be a positive number"
+                )
             step = int(step_text)
         if base == "*":
             # TD counts */n in day-of-month from the n-th day (*/5 = 5, 10, ...), elsewhere from the minimum.
@@ -133,7 +160,9 @@ def parse_cron(text: str) -> Cron:
         raise ScheduleError(f"unknown shortcut {text!r}; use one of {', '.join(SHORTCUTS)}")
     parts = source.split()
     if len(parts) != 5:
-        raise ScheduleError(f"cron {text!r} must have 5 fields (minute hour day-of-month month day-of-week), found {len(parts)}")
+        raise ScheduleError(
+            f"cron {text!r} must have 5 fields (minute hour day-of-month month day-of-week), found {len(parts)}"
+        )
     fields = [_field(p, i) for i, p in enumerate(parts)]
     minutes = fields[0] or tuple(range(60))
     hours = fields[1] or tuple(range(24))
@@ -154,7 +183,9 @@ def _clock(value: Any, form: str, parts: int) -> int:
     text = str(value).strip()
     pieces = text.split(":")
     if len(pieces) != parts or not all(p.isdigit() for p in pieces):
-        raise ScheduleError(f"{form} {text!r} must look like {'HH:MM:SS' if parts == 3 else 'MM:SS'}")
+        raise ScheduleError(
+            f"{form} {text!r} must look like {'HH:MM:SS' if parts == 3 else 'MM:SS'}"
+        )
     numbers = [int(p) for p in pieces]
     limits = (24, 60, 60)[-parts:]
     for number, limit in zip(numbers, limits, strict=True):
@@ -205,7 +236,11 @@ class WorkflowSchedule:
         crons = []
         for (day_shift, minutes), hours in sorted(hours_by_minutes.items()):
             if exact_days:
-                weekdays = None if c.weekdays is None else tuple(sorted((d + day_shift) % 7 for d in c.weekdays))
+                weekdays = (
+                    None
+                    if c.weekdays is None
+                    else tuple(sorted((d + day_shift) % 7 for d in c.weekdays))
+                )
                 days, months = (c.days, c.months) if day_shifts == {0} else (None, None)
             else:
                 days = months = weekdays = None
@@ -231,7 +266,9 @@ class WorkflowSchedule:
 
         crons = self.run_crons()
         found = 0
-        for run_time in schedule_execution_time_iterator(after.timestamp(), crons if len(crons) > 1 else crons[0], self.timezone):
+        for run_time in schedule_execution_time_iterator(
+            after.timestamp(), crons if len(crons) > 1 else crons[0], self.timezone
+        ):
             if run_time <= after:
                 continue
             session = self.session_for(run_time)
@@ -249,16 +286,22 @@ def parse_schedule(spec: Any, timezone: str) -> WorkflowSchedule:
     if isinstance(spec, str):
         spec = {"cron>": spec}
     if not isinstance(spec, Mapping):
-        raise ScheduleError("schedule must be a mapping such as {daily>: 07:00:00} or a cron string")
+        raise ScheduleError(
+            "schedule must be a mapping such as {daily>: 07:00:00} or a cron string"
+        )
     forms = [k for k in spec if k in DIGDAG_FORMS]
     unknown = [k for k in spec if k not in DIGDAG_FORMS and k not in OPTIONS]
     if unknown:
         from line_exports.workflows.errors import closest
 
         name = str(unknown[0])
-        raise ScheduleError(f"unknown schedule option {name!r}{closest(name, (*DIGDAG_FORMS, *OPTIONS))}")
+        raise ScheduleError(
+            f"unknown schedule option {name!r}{closest(name, (*DIGDAG_FORMS, *OPTIONS))}"
+        )
     if len(forms) != 1:
-        raise ScheduleError(f"schedule needs exactly one of {', '.join(DIGDAG_FORMS)}; found {len(forms)}")
+        raise ScheduleError(
+            f"schedule needs exactly one of {', '.join(DIGDAG_FORMS)}; found {len(forms)}"
+        )
     form = forms[0]
     value = spec[form]
     if value is None or value == "":
@@ -289,7 +332,9 @@ def parse_schedule(spec: Any, timezone: str) -> WorkflowSchedule:
         raise ScheduleError(f"delay {delay!r} must be a whole number of seconds >= 0")
     pause = spec.get("pause_after_failures", DEFAULT_PAUSE_AFTER_FAILURES)
     if isinstance(pause, bool) or not isinstance(pause, int) or pause < 0:
-        raise ScheduleError(f"pause_after_failures {pause!r} must be a whole number >= 0 (0 never pauses)")
+        raise ScheduleError(
+            f"pause_after_failures {pause!r} must be a whole number >= 0 (0 never pauses)"
+        )
     tz = ZoneInfo(timezone)
     bounds = []
     for key in ("start", "end"):
@@ -302,14 +347,29 @@ def parse_schedule(spec: Any, timezone: str) -> WorkflowSchedule:
         except ValueError:
             raise ScheduleError(f"{key} {raw!r} must be a date (YYYY-MM-DD)") from None
         moment = moment if moment.tzinfo else moment.replace(tzinfo=tz)
-        bounds.append(moment + (timedelta(days=1) - timedelta(seconds=1) if key == "end" and len(str(raw)) == 10 else timedelta()))
+        bounds.append(
+            moment
+            + (
+                timedelta(days=1) - timedelta(seconds=1)
+                if key == "end" and len(str(raw)) == 10
+                else timedelta()
+            )
+        )
     return WorkflowSchedule(
-        form=f"{form} {value}", cron=cron, delay_seconds=offset + delay, timezone=timezone,
-        pause_after_failures=pause, start=bounds[0], end=bounds[1], skip_on_overtime=bool(spec.get("skip_on_overtime", False)),
+        form=f"{form} {value}",
+        cron=cron,
+        delay_seconds=offset + delay,
+        timezone=timezone,
+        pause_after_failures=pause,
+        start=bounds[0],
+        end=bounds[1],
+        skip_on_overtime=bool(spec.get("skip_on_overtime", False)),
     )
 
 
-def build_schedule(name: str, job: Any, schedule: WorkflowSchedule, description: str) -> dg.ScheduleDefinition:
+def build_schedule(
+    name: str, job: Any, schedule: WorkflowSchedule, description: str
+) -> dg.ScheduleDefinition:
     """The Dagster schedule: fires at tick + delay, tags the run with the tick (its session time)."""
     crons = schedule.run_crons()
 
@@ -317,13 +377,21 @@ def build_schedule(name: str, job: Any, schedule: WorkflowSchedule, description:
         run_time = context.scheduled_execution_time
         session = schedule.session_for(run_time)
         if session is None:
-            return dg.SkipReason(f"{run_time.isoformat()} is not {schedule.form} + {schedule.delay_seconds}s")
+            return dg.SkipReason(
+                f"{run_time.isoformat()} is not {schedule.form} + {schedule.delay_seconds}s"
+            )
         if schedule.skip_on_overtime and context.instance is not None:
             running = context.instance.get_runs(
-                dg.RunsFilter(job_name=job.name, statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.QUEUED]), limit=1
+                dg.RunsFilter(
+                    job_name=job.name,
+                    statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.QUEUED],
+                ),
+                limit=1,
             )
             if running:
-                return dg.SkipReason(f"skip_on_overtime: run {running[0].run_id} of {job.name} is still going")
+                return dg.SkipReason(
+                    f"skip_on_overtime: run {running[0].run_id} of {job.name} is still going"
+                )
         return dg.RunRequest(
             run_key=None, tags={SESSION_TIME_TAG: session.isoformat(), WORKFLOW_TAG: name}
         )
@@ -340,13 +408,19 @@ def build_schedule(name: str, job: Any, schedule: WorkflowSchedule, description:
     )
 
 
-def consecutive_failures(instance: dg.DagsterInstance, job_name: str, schedule_name: str, limit: int) -> int:
+def consecutive_failures(
+    instance: dg.DagsterInstance, job_name: str, schedule_name: str, limit: int
+) -> int:
     """How many of the schedule's latest finished runs failed in a row (looks at ``limit`` runs)."""
     runs = instance.get_runs(
         dg.RunsFilter(
             job_name=job_name,
             tags={"dagster/schedule_name": schedule_name},
-            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+            statuses=[
+                dg.DagsterRunStatus.SUCCESS,
+                dg.DagsterRunStatus.FAILURE,
+                dg.DagsterRunStatus.CANCELED,
+            ],
         ),
         limit=limit,
     )
@@ -358,7 +432,9 @@ def consecutive_failures(instance: dg.DagsterInstance, job_name: str, schedule_n
     return count
 
 
-def pause_schedule(instance: dg.DagsterInstance, schedule_name: str, repository_origin_id: str | None = None) -> list[str]:
+def pause_schedule(
+    instance: dg.DagsterInstance, schedule_name: str, repository_origin_id: str | None = None
+) -> list[str]:
     """Stop every stored state of the schedule (in the run's code location when known);
     returns the origin ids it stopped. The UI then shows the schedule as stopped."""
     from dagster._core.definitions.run_request import InstigatorType
@@ -393,9 +469,13 @@ def build_pause_sensor(name: str, job: Any, schedule_name: str, limit: int) -> d
             return dg.SkipReason(f"run {run.run_id} was not started by {schedule_name}")
         failures = consecutive_failures(context.instance, run.job_name, schedule_name, limit)
         if failures < limit:
-            return dg.SkipReason(f"{schedule_name}: {failures} consecutive failed run(s), pausing at {limit}")
+            return dg.SkipReason(
+                f"{schedule_name}: {failures} consecutive failed run(s), pausing at {limit}"
+            )
         origin = run.remote_job_origin
-        stopped = pause_schedule(context.instance, schedule_name, origin.repository_origin.get_id() if origin else None)
+        stopped = pause_schedule(
+            context.instance, schedule_name, origin.repository_origin.get_id() if origin else None
+        )
         message = (
             f"Paused schedule {schedule_name}: its last {failures} scheduled runs failed "
             f"(latest {run.run_id}: {context.failure_event.message or 'failed'}). "
