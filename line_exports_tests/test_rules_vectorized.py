@@ -146,6 +146,7 @@ def _check_pattern(pattern: str, values: list[str | None], junk: str) -> None:
         assert matcher(array).tolist() == expected.tolist(), (pattern, values, array.type, matcher)
 
 
+@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")  # "[[:alpha:]]" on purpose
 @pytest.mark.parametrize("pattern", RULE_PATTERNS + EDGE_PATTERNS)
 def test_matchers_agree_with_python_re(pattern: str) -> None:
     @FAST

@@ -4,8 +4,10 @@ Chromium, then see the row counts and the rejects preview there. Keeps a screens
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,8 +82,13 @@ def dagster_ui(tmp_path: Path, sandbox_server: SandboxServer) -> Iterator[str]:
             pytest.fail("dagster dev did not load the example code locations within 120 s")
         yield url
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a slow shutdown: its code servers and daemon too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def _location_loaded(url: str) -> bool:
