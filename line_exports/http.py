@@ -471,6 +471,17 @@ class HttpClient:
                 redirect=False,
                 preload_content=True,
             )
+        except urllib3.exceptions.SSLError as exc:
+            # A certificate the CA bundle does not vouch for: waiting will not change that.
+            reason = exc.__context__ or exc
+            raise ApiError(
+                self.redact(
+                    f"{request.method} {request.path}: TLS verification failed ({reason}); "
+                    "a proxy or private CA needs REQUESTS_CA_BUNDLE"
+                ),
+                method=request.method,
+                path=self.redact(request.path),
+            ) from None
         except urllib3.exceptions.HTTPError as exc:
             timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
                 exc, urllib3.exceptions.NewConnectionError
