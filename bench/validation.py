@@ -93,7 +93,7 @@ def _check_for(col: Column, required: bool) -> Callable[[Any], Any]:
     fmt = re.compile(FORMATS[col.format][0]) if col.format else None
     sha256 = re.compile(SHA256_PATTERN)
     sha512 = re.compile(SHA512_PATTERN)
-    phone = re.compile(r"[\s\-().]")
+    prepare = _prepare_for(col, required)
     digits = re.compile(r"-?[0-9]{1,18}")  # as the rules: digit strings that fit in int64
     allowed = set(col.allowed) if col.allowed is not None else None
 
@@ -120,23 +120,8 @@ def _check_for(col: Column, required: bool) -> Callable[[Any], Any]:
         return number
 
     def check_text(value: Any) -> Any:
-        if _missing(value):
-            if required:
-                raise Invalid("is required")
-            return None
-        text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-        for step in col.normalize:
-            if step == "trim":
-                text = text.strip()
-            elif step == "lowercase":
-                text = text.lower()
-            elif step == "uppercase":
-                text = text.upper()
-            elif step == "phone":
-                text = phone.sub("", text)
-        if text == "":
-            if required:
-                raise Invalid("is required")
+        text = prepare(value)
+        if text is None:
             return None
         if col.kind == "boolean":
             text = text.lower()
