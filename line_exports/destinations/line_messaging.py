@@ -50,6 +50,7 @@ from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, po
 from line_exports.ledger import GroupRecorder
 from line_exports.messages import MessageTemplate, TemplateError
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, Column, RuleSet, reject
+from line_exports.secret_fields import SecretField
 
 API_HOST = "https://api.line.me"
 DATA_HOST = "https://api-data.line.me"
@@ -625,17 +626,9 @@ class LineMessagingResource(dg.ConfigurableResource):
         default="channel_access_token",
         description="channel_access_token (long-lived) or short_lived_token",
     )
-    access_token: str | None = Field(
-        default=None,
-        description="Channel access token (long-lived)",
-        json_schema_extra={"dagster__is_secret": True},
-    )
+    access_token: str | None = SecretField("Channel access token (long-lived)")
     client_id: str | None = Field(default=None, description="Channel ID (for short_lived_token)")
-    client_secret: str | None = Field(
-        default=None,
-        description="Channel secret (for short_lived_token)",
-        json_schema_extra={"dagster__is_secret": True},
-    )
+    client_secret: str | None = SecretField("Channel secret (for short_lived_token)")
     base_url: str | None = Field(
         default=None, description="Overrides https://api.line.me (a proxy, or the sandbox)"
     )
@@ -786,6 +779,11 @@ class Tally:
     unknown: list[tuple[int, str]] = field(default_factory=list)
     fatal: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def stopped(self) -> bool:
+        """A fatal error was met: no further request is sent."""
+        return bool(self.fatal)
 
 
 class LineMessagingDestination(Destination):
@@ -1094,16 +1092,15 @@ class LineMessagingDestination(Destination):
         options = settings.options()
         tail = json.dumps(options, separators=(",", ":"))[1:-1] if options else ""
         tally = Tally()
-        stop = threading.Event()
         validated = not settings.validate_with_api
         recorder = GroupRecorder(run.ledger)
 
         def send(pushes: list[tuple[int, str, bytes, str]]) -> None:
             for row_number, to, body, key in pushes:
-                if stop.is_set():
+                if tally.stopped:
                     return
                 self._post(
-                    client, "push", body, key, [row_number], [to], run, tally, stop, recorder.record
+                    client, "push", body, key, [row_number], [to], run, tally, recorder.record
                 )
 
         with ThreadPoolExecutor(
@@ -1218,7 +1215,6 @@ class LineMessagingDestination(Destination):
         recipients: list[str],
         run: ExportRun,
         tally: Tally,
-        stop: threading.Event,
         refusals: list[tuple[int, str, str]] | None = None,
     ) -> str:
         """One request under the ledger: 'accepted' | 'resumed' | 'refused' | 'unknown' | 'fatal'."""
@@ -1235,7 +1231,6 @@ class LineMessagingDestination(Destination):
             recipients,
             run,
             tally,
-            stop,
             run.ledger.record,
             refusals,
         )
@@ -1250,7 +1245,6 @@ class LineMessagingDestination(Destination):
         recipients: list[str],
         run: ExportRun,
         tally: Tally,
-        stop: threading.Event,
         record: Callable[[str, dict[str, Any]], None],
         refusals: list[tuple[int, str, str]] | None = None,
     ) -> str:
@@ -1288,7 +1282,6 @@ class LineMessagingDestination(Destination):
                     if exc.status == 401 and not isinstance(exc, TokenError)
                     else client.http.redact(str(exc))
                 )
-            stop.set()
             return "fatal"
         record(
             key, {"state": "accepted", "status": status, "request_id": answer.get("_request_id")}
@@ -1354,7 +1347,6 @@ class LineMessagingDestination(Destination):
         message_objects = json.loads(messages)
         skip = settings.skip_multicast_invalid_message
         tally = Tally()
-        stop = threading.Event()
         seen: set[str] = set()
         duplicates = 0
         splits = 0
@@ -1364,7 +1356,7 @@ class LineMessagingDestination(Destination):
             Returns (rows handled, splits made)."""
             handled, made = len(numbers), 0
             groups = [(numbers, recipients)]
-            while groups and not stop.is_set():
+            while groups and not tally.stopped:
                 numbers, recipients = groups.pop()
                 if not recipients:
                     continue
@@ -1376,7 +1368,7 @@ class LineMessagingDestination(Destination):
                 key = retry_key(run, "multicast", recipients, messages, options)
                 refusals: list[tuple[int, str, str]] = []
                 outcome = self._send_once(
-                    client, "multicast", body, key, numbers, recipients, run, tally, stop, refusals
+                    client, "multicast", body, key, numbers, recipients, run, tally, refusals
                 )
                 if outcome != "refused":
                     continue
@@ -1387,7 +1379,6 @@ class LineMessagingDestination(Destination):
                         if len(recipients) > 1 and "messages[" in reason:
                             # The message itself is refused: every batch would be, so stop here.
                             tally.fatal.append(f"LINE refused the multicast message: {reason}")
-                            stop.set()
                     continue  # without skip, the run stops with this refusal
                 made += 1
                 index = re.search(r"\bto\[(\d+)\]", reason)
