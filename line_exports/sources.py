@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import Field
 
 from line_exports import paths, sample_data
+from line_exports.secret_fields import SecretField
 
 _SAMPLES_LOCK = threading.Lock()
 
@@ -70,10 +71,8 @@ class SqlSource(dg.ConfigurableResource):
     warehouse. A URL may hold a password, so pass it with ``dg.EnvVar``.
     """
 
-    url: str | None = Field(
-        default=None,
-        description="SQLAlchemy URL of the warehouse; empty means the embedded DuckDB file.",
-        json_schema_extra={"dagster__is_secret": True},
+    url: str | None = SecretField(
+        "SQLAlchemy URL of the warehouse; empty means the embedded DuckDB file."
     )
     duckdb_path: str | None = Field(
         default=None, description="Embedded DuckDB file; default data/line_exports.duckdb."

@@ -38,6 +38,7 @@ from line_exports.destination import (
 )
 from line_exports.http import ApiError, HttpClient, RetrySettings
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, Column, RuleSet, reject
+from line_exports.secret_fields import SecretField
 
 API_URL = "https://conversion-api.tr.line.me"
 SANDBOX_TOKEN = "sandbox-capi-token"
@@ -173,10 +174,8 @@ class LineConversionResource(dg.ConfigurableResource):
     """
 
     line_tag_id: str = Field(description="LINE Tag ID used for conversion measurement")
-    access_token: str | None = Field(
-        default=None,
-        description="Conversion API access token issued for this tag in LINE Business Manager",
-        json_schema_extra={"dagster__is_secret": True},
+    access_token: str | None = SecretField(
+        "Conversion API access token issued for this tag in LINE Business Manager"
     )
     line_channel_id: str | None = Field(
         default=None, description="Channel that issued the LINE user IDs (needed to send line_uid)"

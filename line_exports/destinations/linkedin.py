@@ -37,6 +37,7 @@ from line_exports.destination import (
 )
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
 from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet
+from line_exports.secret_fields import SecretField
 
 API_URL = "https://api.linkedin.com"
 OAUTH_URL = "https://www.linkedin.com"
@@ -392,25 +393,11 @@ class LinkedInResource(dg.ConfigurableResource):
     empty to use the local sandbox; ``api_url`` and ``oauth_url`` point both hosts elsewhere.
     """
 
-    client_id: str | None = Field(
-        default=None,
-        description="LinkedIn app Client ID",
-        json_schema_extra={"dagster__is_secret": True},
-    )
-    client_secret: str | None = Field(
-        default=None,
-        description="LinkedIn app Client Secret",
-        json_schema_extra={"dagster__is_secret": True},
-    )
-    refresh_token: str | None = Field(
-        default=None,
-        description="OAuth refresh token (line-exports linkedin-auth)",
-        json_schema_extra={"dagster__is_secret": True},
-    )
-    access_token: str | None = Field(
-        default=None,
-        description="OAuth access token (used first; refreshed when refused)",
-        json_schema_extra={"dagster__is_secret": True},
+    client_id: str | None = SecretField("LinkedIn app Client ID")
+    client_secret: str | None = SecretField("LinkedIn app Client Secret")
+    refresh_token: str | None = SecretField("OAuth refresh token (line-exports linkedin-auth)")
+    access_token: str | None = SecretField(
+        "OAuth access token (used first; refreshed when refused)"
     )
     linkedin_version: str = Field(
         default=DEFAULT_VERSION,

@@ -33,6 +33,7 @@ from line_exports.destination import (
 )
 from line_exports.http import HttpClient, RateLimit, RetrySettings, poll
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, reject
+from line_exports.secret_fields import SecretField
 
 HOSTS = {"global": "https://api.cresclab.com", "japan": "https://api.jp.cresclab.com"}
 SANDBOX_TOKEN = "sandbox-maac-token"
@@ -256,11 +257,7 @@ class MaacResource(dg.ConfigurableResource):
     MAAC's Japan host, or ``base_url`` for a proxy.
     """
 
-    api_token: str | None = Field(
-        default=None,
-        description="MAAC API token (MAAC > API > API token)",
-        json_schema_extra={"dagster__is_secret": True},
-    )
+    api_token: str | None = SecretField("MAAC API token (MAAC > API > API token)")
     region: Literal["global", "japan"] = Field(
         default="global", description="global: api.cresclab.com, japan: api.jp.cresclab.com"
     )

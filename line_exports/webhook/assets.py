@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from line_exports.secret_fields import SecretField
 from line_exports.webhook.config import WebhookSource, load_sources
 from line_exports.webhook.landing import LandingResult, default_target_url, land_source
 from line_exports.webhook.spool import SpoolReader, default_spool_path
@@ -28,11 +29,10 @@ class LineOaWebhookResource(dg.ConfigurableResource):
     spool_path: str = Field(
         default="", description="Spool SQLite file; empty means <data dir>/webhook/spool.sqlite3"
     )
-    target_url: str = Field(
-        default="",
-        description="SQLAlchemy URL of the target; empty means the embedded DuckDB. May hold a "
+    target_url: str = SecretField(
+        "SQLAlchemy URL of the target; empty means the embedded DuckDB. May hold a "
         "password (Postgres), so pass it with dg.EnvVar.",
-        json_schema_extra={"dagster__is_secret": True},
+        default="",
     )
     max_requests_per_run: int = Field(default=200_000, description="Cap per landing run")
     retention_days: float = Field(default=7.0, description="Keep landed requests this long")

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from line_exports.destination import Destination
 from line_exports.destinations import destinations, get_destination
+from line_exports.secret_fields import is_secret
 from line_exports.workflows.digfile import LineDict, SecretRef, interpolate, load_yaml
 from line_exports.workflows.errors import WorkflowError, closest
 
@@ -40,12 +41,7 @@ CONNECTIONS_FILE = "connections.yaml"
 
 def secret_fields(dest: Destination) -> set[str]:
     """Fields of the destination's resource marked secret: only ever from the environment."""
-    fields: set[str] = set()
-    for name, info in dest.resource_class.model_fields.items():
-        extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get("dagster__is_secret"):
-            fields.add(name)
-    return fields
+    return {name for name, info in dest.resource_class.model_fields.items() if is_secret(info)}
 
 
 def resource_fields(dest: Destination) -> set[str]:
