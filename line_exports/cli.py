@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from line_exports import paths
 
 DEFAULT_DEFS = Path("examples/definitions.py")
 MAIN_JOB = "maac_sample_job"
 
 
 def load_definitions(path: Path) -> Any:
-    """The ``defs`` object of a Python definitions file."""
-    spec = importlib.util.spec_from_file_location(f"line_exports_user_defs_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load definitions from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    """The ``defs`` object of a Python definitions file (loaded afresh)."""
+    try:
+        module = paths.load_module(path, f"line_exports_user_defs_{path.stem}", reuse=False)
+    except ImportError as exc:
+        raise SystemExit(f"cannot load definitions from {path}") from exc
     return module.defs
 
 

@@ -8,10 +8,8 @@ Pools are checked by running two exports to one API and reading when each one ta
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from dagster_k8s import K8sRunLauncher
 from dagster_k8s.executor import K8sStepHandler
 
 from line_exports import SqlSource, build_export, get_destination, sample_data
+from line_exports.paths import load_module
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_messaging import store_of
 
@@ -46,14 +45,7 @@ IMAGE = "registry.example.com/line-exports:2026.11"
 # -- loading the shipped files ---------------------------------------------------------------
 def load_k8s_definitions() -> ModuleType:
     """``examples/k8s/definitions.py`` by path, as a code location would; once per process."""
-    name = "line_exports_examples_k8s_definitions"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, K8S / "definitions.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module(K8S / "definitions.py", "line_exports_examples_k8s_definitions")
 
 
 def k8s_line_messaging_job() -> dg.JobDefinition:

@@ -9,10 +9,7 @@ Job per step) change. Runs get their pod from the instance (``examples/k8s/dagst
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import dagster as dg
 from dagster_k8s import k8s_job_executor
@@ -24,11 +21,12 @@ from line_exports import (
     MaacResource,
     SqlSource,
 )
+from line_exports.paths import load_module
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 
-# Per step pod. The largest footprint measured is a 10M-ID LINE audience (955 MB peak RSS,
-# README "Performance"); `max_concurrent` caps one run's step pods, the pools cap each API.
+# Per step pod. The largest footprint measured is a CAPI export sending 100,000 events a request
+# (898 MB peak RSS; a 10M-ID LINE audience peaks at 312 MB: bench/README.md); `max_concurrent` caps one run's step pods, the pools cap each API.
 STEP_POD = {
     "container_config": {
         "resources": {
@@ -40,20 +38,9 @@ STEP_POD = {
 k8s_executor = k8s_job_executor.configured({"max_concurrent": 4, "step_k8s_config": STEP_POD})
 
 
-def _example_module() -> ModuleType:
-    """``examples/definitions.py`` by path: the examples folder is not a package, and step pods
-    load this file by path too. Loaded once per process."""
-    name = "line_exports_examples_definitions"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXAMPLES / "definitions.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-examples = _example_module()
+# ``examples/definitions.py`` by path: the examples folder is not a package, and step pods load
+# this file by path too. Loaded once per process.
+examples = load_module(EXAMPLES / "definitions.py", "line_exports_examples_definitions")
 
 EXPORTS = [
     examples.maac_members,
