@@ -39,21 +39,6 @@ class Ledger:
     def close(self) -> None:
         self._db.close()
 
-    def _get(self, export: str, scope: str, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                "select result from ledger where export=? and scope=? and key=?",
-                (export, scope, key),
-            ).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def _put(self, export: str, scope: str, key: str, result: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute(
-                "insert or replace into ledger values (?, ?, ?, ?, ?)",
-                (export, scope, key, json.dumps(result, default=str), time.time()),
-            )
-
     def _get_many(self, export: str, scope: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         with self._lock:
@@ -100,10 +85,10 @@ class LedgerScope:
 
     def done(self, key: str) -> dict[str, Any] | None:
         """The recorded result of ``key`` if it was already delivered in this scope."""
-        return self.ledger._get(self.export, self.scope, key)
+        return self.done_many([key]).get(key)
 
     def record(self, key: str, result: dict[str, Any]) -> None:
-        self.ledger._put(self.export, self.scope, key, result)
+        self.record_many([(key, result)])
 
     def done_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Recorded results of those ``keys`` that have one (one query per 500 keys)."""
