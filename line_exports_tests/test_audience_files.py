@@ -65,7 +65,7 @@ def test_id_files_split_the_ids_one_per_line(tmp_path: Path) -> None:
 def test_audience_files_are_streamed_retried_and_removed(
     sandbox_server: SandboxServer, line_exports_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(line_messaging, "AUDIENCE_FILE_MAX_IDS", 5_000)
+    monkeypatch.setattr(line_messaging.audience, "AUDIENCE_FILE_MAX_IDS", 5_000)
     sandbox = sandbox_server.sandbox
     sandbox.add_fault(Fault(path=BY_FILE, method="PUT", status=500, times=1))
     query = "SELECT 'U' || lpad(printf('%x', range), 32, '0') AS id FROM range(12000)"

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from line_exports.messages import MessageTemplate, TemplateError, check_messages, utf16_len
+from line_exports.destinations.line_messaging.messages import (
+    MessageTemplate,
+    TemplateError,
+    check_messages,
+    utf16_len,
+)
 
 U1 = "U" + "a" * 32
 # The reference's examples, one per type (all must pass).

@@ -25,7 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from line_exports.destinations import get_destination
-from line_exports.messages import PLACEHOLDER, MessageTemplate, check_messages
+from line_exports.destinations.line_messaging.messages import (
+    PLACEHOLDER,
+    MessageTemplate,
+    check_messages,
+)
 from line_exports.rules import (
     ROW_NUMBER,
     SHA256_PATTERN,

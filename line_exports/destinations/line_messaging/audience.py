@@ -1,0 +1,277 @@
+"""Audience target: upload IDs to a LINE audience (``manage-audience.yml``).
+
+IDs go up as JSON (at most 10,000 a request) or as a text file on ``api-data.line.me`` (at most
+1,500,000 a file), whichever needs fewer requests; an upload whose create answer is lost is never
+repeated blindly (see :func:`create_audience`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from line_exports.destination import (
+    DeliveryReport,
+    ExportRun,
+    ValidRows,
+    content_key,
+    release_arrow_memory,
+)
+from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.settings import (
+    AUDIENCE_FILE_MAX_IDS,
+    AUDIENCE_JSON_MAX_IDS,
+    LineMessagingSettings,
+)
+from line_exports.http import ApiError
+
+
+@dataclass(frozen=True)
+class IdFile:
+    """One upload's IDs on disk: one ID per line, ``count`` lines, ``digest`` their SHA-256."""
+
+    path: Path
+    count: int
+    digest: str
+
+
+def id_files(rows: ValidRows, per_file: int, folder: Path) -> Iterator[IdFile]:
+    """The valid IDs as upload files of at most ``per_file`` lines, written one at a time.
+
+    Arrow writes each small spool batch straight to the file, hashing what it writes, so memory
+    holds one batch (65,536 IDs), never a whole upload (1,500,000 IDs, ~51 MB, once held
+    several times over while keyed, written and sent). The caller deletes each file before
+    asking for the next.
+    """
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+    for part, pieces in itertools.groupby(_id_pieces(rows, per_file), key=lambda p: p[0]):
+        path = folder / f"audience-{part}.txt"
+        digest = hashlib.sha256()
+        count = 0
+        with path.open("wb") as out:
+            for _, ids in pieces:
+                sink = pa.BufferOutputStream()
+                pa_csv.write_csv(pa.table({"id": ids}), sink, write_options=options)
+                lines = sink.getvalue()
+                digest.update(lines)
+                out.write(lines)
+                count += len(ids)
+        release_arrow_memory()
+        yield IdFile(path, count, digest.hexdigest())
+
+
+def _id_pieces(rows: ValidRows, per_file: int) -> Iterator[tuple[int, pa.Array]]:
+    """(file number, IDs) in order, cut so that no piece spans two files."""
+    done = 0
+    for batch in rows.record_batches(["id"]):
+        ids = batch.column(0)
+        start = 0
+        while start < len(ids):
+            take = min(per_file - done % per_file, len(ids) - start)
+            yield done // per_file, ids.slice(start, take)
+            start += take
+            done += take
+
+
+def deliver_audience(
+    client: LineMessagingClient,
+    settings: LineMessagingSettings,
+    rows: ValidRows,
+    run: ExportRun,
+) -> DeliveryReport:
+    report = DeliveryReport()
+    total = rows.count
+    name = settings.audience_name
+    if total == 0:
+        run.log.info(
+            "no valid IDs: no audience created or changed (an empty audience never becomes READY)"
+        )
+        report.metadata.update(audience_ids_uploaded=0, upload_requests=0)
+        return report
+    by_file = (
+        total > AUDIENCE_JSON_MAX_IDS
+    )  # JSON needs ceil(n/10,000) requests, a file ceil(n/1,500,000)
+    chunk = AUDIENCE_FILE_MAX_IDS if by_file else AUDIENCE_JSON_MAX_IDS
+    audience_id, action = find_audience(client, settings, run)
+    created_key = content_key("audience-created", name, settings.is_ifa_audience)
+    jobs: set[str] = set()
+    uploads = 0
+    # One upload's IDs at a time go to a file in the run's work dir (next to the spool),
+    # deleted once sent: memory stays flat however many IDs there are.
+    for part, ids in enumerate(id_files(rows, chunk, rows.path.parent)):
+        try:
+            key = content_key(
+                "audience-upload",
+                settings.use_audience_id and settings.audience_id,
+                name,
+                settings.is_ifa_audience,
+                part,
+                ids.digest,
+            )
+            job = f"line_exports {run.name} {key[:16]}"[:300]
+            done = run.ledger.done(key)
+            if done is not None:
+                report.resumed_rows += ids.count
+                audience_id = audience_id or int(done["audience_id"])
+                jobs.add(str(done["job"]))
+            else:
+
+                def upload(target: int | None, ids: IdFile = ids, job: str = job) -> dict[str, Any]:
+                    if by_file:
+                        return client.upload_file(
+                            ids.path,
+                            audience_id=target,
+                            name=name,
+                            is_ifa=settings.is_ifa_audience,
+                            job=job,
+                        )
+                    return client.upload_json(
+                        ids.path.read_text().splitlines(),
+                        audience_id=target,
+                        name=name,
+                        is_ifa=settings.is_ifa_audience,
+                        job=job,
+                    )
+
+                if audience_id is None:
+                    audience_id, uploaded = create_audience(client, settings, run, upload)
+                    uploads += uploaded
+                    action = "created"
+                    run.ledger.record(created_key, {"audience_id": audience_id})
+                else:
+                    upload(audience_id)
+                    uploads += 1
+                run.ledger.record(key, {"audience_id": audience_id, "job": job})
+                jobs.add(job)
+        finally:
+            ids.path.unlink(missing_ok=True)
+        report.sent_rows += ids.count
+        run.progress(report.sent_rows)
+    assert audience_id is not None
+    final = client.wait_audience(audience_id, jobs)
+    group = final.get("audienceGroup", {})
+    report.accepted_rows = report.sent_rows
+    report.job_ids.append(str(audience_id))
+    report.metadata.update(
+        {
+            "audience_id": audience_id,
+            "audience_name": str(group.get("description", name or "")),
+            "audience_action": action,
+            "audience_count": int(group.get("audienceCount") or 0),
+            "audience_ids_uploaded": report.sent_rows,
+            "upload_method": "file (api-data)" if by_file else "json",
+            "upload_requests": uploads,
+            "is_ifa_audience": settings.is_ifa_audience,
+        }
+    )
+    return report
+
+
+def create_audience(
+    client: LineMessagingClient,
+    settings: LineMessagingSettings,
+    run: ExportRun,
+    upload: Callable[[int | None], dict[str, Any]],
+) -> tuple[int, int]:
+    """Create the audience with its first IDs: (audience id, upload requests made).
+
+    A create whose answer is lost (timeout, dropped connection, 5xx) may still have created
+    the audience, so it is never repeated blindly: after each such failure the audience is
+    looked up by name, and if it exists the same IDs are added to it (adding an ID twice
+    changes nothing); only if it does not exist is the create sent again.
+    """
+    requests, retry = 0, client.http.retry
+    for attempt in range(retry.max_retry + 1):
+        try:
+            requests += 1
+            return int(upload(None)["audienceGroupId"]), requests
+        except ApiError as exc:
+            if not exc.retryable or attempt == retry.max_retry:
+                raise
+            wait = (
+                exc.retry_after
+                if exc.retry_after is not None
+                else retry.initial_retry_wait * 2**attempt
+            )
+            client.http.stats.retries += 1
+            run.log.warning(
+                f"creating audience {settings.audience_name!r} failed ({exc}); checking whether it exists"
+            )
+            client.http.sleep(min(wait, retry.max_retry_wait))
+            found, _ = find_audience(client, settings, run)
+            if found is not None:
+                requests += 1
+                upload(found)
+                return found, requests
+    raise AssertionError("unreachable")
+
+
+def find_audience(
+    client: LineMessagingClient, settings: LineMessagingSettings, run: ExportRun
+) -> tuple[int | None, str]:
+    """The audience to add to (id, 'added'), or (None, 'created') when one must be created."""
+    if settings.use_audience_id:
+        assert settings.audience_id is not None
+        try:
+            group = client.audience(settings.audience_id).get("audienceGroup", {})
+        except ApiError as exc:
+            if exc.status in (400, 404):
+                raise dg.Failure(
+                    description=f"LINE audience {settings.audience_id} was not found: {exc}",
+                    allow_retries=False,
+                ) from None
+            raise
+        check_writable(group, settings)
+        return settings.audience_id, "added"
+    created = run.ledger.done(
+        content_key("audience-created", settings.audience_name, settings.is_ifa_audience)
+    )
+    if created is not None:
+        return int(created["audience_id"]), "created"
+    usable = []
+    for group in client.audiences_named(settings.audience_name or ""):
+        if (
+            group.get("type") != "UPLOAD"
+            or group.get("permission") != "READ_WRITE"
+            or group.get("status") == "EXPIRED"
+        ):
+            continue
+        usable.append(group)
+    if not usable:
+        return None, "created"
+    group = max(usable, key=lambda g: int(g.get("created") or 0))
+    check_writable(group, settings)
+    if len(usable) > 1:
+        run.log.warning(
+            f"{len(usable)} audiences are named {settings.audience_name!r}; adding to the newest, #{group['audienceGroupId']}"
+        )
+    return int(group["audienceGroupId"]), "added"
+
+
+def check_writable(group: dict[str, Any], settings: LineMessagingSettings) -> None:
+    ident = group.get("audienceGroupId")
+    if group.get("type") != "UPLOAD" or group.get("permission") != "READ_WRITE":
+        raise dg.Failure(
+            description=f"LINE audience {ident} is not an upload audience this channel can write to",
+            allow_retries=False,
+        )
+    if group.get("status") == "EXPIRED":
+        raise dg.Failure(
+            description=f"LINE audience {ident} has expired (180 days); use a new audience",
+            allow_retries=False,
+        )
+    if bool(group.get("isIfaAudience")) != settings.is_ifa_audience:
+        holds = "IFAs" if group.get("isIfaAudience") else "LINE user IDs"
+        raise dg.Failure(
+            description=f"LINE audience {ident} holds {holds} but is_ifa_audience is "
+            f"{str(settings.is_ifa_audience).lower()}; one audience cannot mix both",
+            allow_retries=False,
+        )

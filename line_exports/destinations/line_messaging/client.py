@@ -1,0 +1,348 @@
+"""The Messaging API client (one paced, retrying session) and the channel's resource."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from line_exports.destination import content_key
+from line_exports.destinations.line_messaging.auth import TokenProvider
+from line_exports.destinations.line_messaging.settings import (
+    API_HOST,
+    AUDIENCE_TIMEOUT_SECONDS,
+    DATA_HOST,
+    LIMITS,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_TOKEN,
+)
+from line_exports.http import ApiError, HttpClient, RetrySettings, poll
+from line_exports.secret_fields import SecretField
+
+
+def line_error(error: ApiError) -> tuple[str, list[dict[str, Any]]]:
+    """LINE's error ``message`` and ``details`` from a failed call's (redacted) body."""
+    try:
+        body = json.loads(error.body)
+    except ValueError:
+        return error.body[:300], []
+    if not isinstance(body, dict):
+        return error.body[:300], []
+    details = body.get("details") if isinstance(body.get("details"), list) else []
+    return str(body.get("message", "")), details
+
+
+class LineMessagingClient:
+    """The Messaging API over one paced, retrying session (``api.line.me`` and ``api-data``)."""
+
+    def __init__(
+        self, http: HttpClient, data_base: str, tokens: TokenProvider, poll_seconds: float = 5.0
+    ) -> None:
+        self.http = http
+        self.data_base = data_base.rstrip("/")
+        self.tokens = tokens
+        self.poll_seconds = poll_seconds
+
+    def begin_run(self) -> None:
+        self.tokens.begin_run()
+
+    # messages
+    def send(
+        self, kind: Literal["push", "multicast"], body: bytes, retry_key: str
+    ) -> tuple[int, dict[str, Any]]:
+        """One push or multicast; (status, body). 409 (key already accepted) is success."""
+        response = self.http.request(
+            "POST",
+            f"/v2/bot/message/{kind}",
+            endpoint=kind,
+            ok_status=(200, 409),
+            data=body,
+            headers={"Content-Type": "application/json", "X-Line-Retry-Key": retry_key},
+        )
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        if response.headers.get("x-line-request-id"):
+            answer["_request_id"] = response.headers["x-line-request-id"]
+        return response.status_code, answer if isinstance(answer, dict) else {}
+
+    def validate(self, kind: Literal["push", "multicast"], messages_json: str) -> None:
+        self.http.request(
+            "POST",
+            f"/v2/bot/message/validate/{kind}",
+            endpoint=f"validate_{kind}",
+            data=('{"messages":' + messages_json + "}").encode(),
+            headers={"Content-Type": "application/json"},
+        )
+
+    # audiences
+    def audience(self, audience_id: int) -> dict[str, Any]:
+        return self.http.request(
+            "GET", f"/v2/bot/audienceGroup/{audience_id}", endpoint="audience"
+        ).json()
+
+    def audiences_named(self, name: str) -> list[dict[str, Any]]:
+        """Audiences whose name is exactly ``name`` (LINE's filter matches partially)."""
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            params = {
+                "page": page,
+                "size": 40,
+                "description": name,
+                "includesExternalPublicGroups": "false",
+            }
+            body = self.http.request(
+                "GET", "/v2/bot/audienceGroup/list", endpoint="audience", params=params
+            ).json()
+            found.extend(a for a in body.get("audienceGroups", []) if a.get("description") == name)
+            if not body.get("hasNextPage"):
+                return found
+            page += 1
+
+    def upload_json(
+        self, ids: list[str], *, audience_id: int | None, name: str | None, is_ifa: bool, job: str
+    ) -> dict[str, Any]:
+        """Create (``audience_id`` None) or add to an audience with at most 10,000 IDs as JSON."""
+        payload: dict[str, Any] = {"uploadDescription": job, "audiences": [{"id": i} for i in ids]}
+        if audience_id is None:
+            payload.update(description=name, isIfaAudience=is_ifa)
+            method = "POST"
+        else:
+            payload["audienceGroupId"] = audience_id
+            method = "PUT"
+        response = self.http.request(
+            method,
+            "/v2/bot/audienceGroup/upload",
+            endpoint="audience",
+            ok_status=(200, 202),
+            data=json.dumps(payload, separators=(",", ":")).encode(),
+            headers={"Content-Type": "application/json"},
+            retry=audience_id
+            is not None,  # a create is never repeated blindly: see _create_audience
+        )
+        return response.json() if response.content else {}
+
+    def upload_file(
+        self,
+        ids_file: bytes | Path,
+        *,
+        audience_id: int | None,
+        name: str | None,
+        is_ifa: bool,
+        job: str,
+    ) -> dict[str, Any]:
+        """Create or add to an audience with a text file of at most 1,500,000 IDs (api-data host).
+
+        A ``Path`` is streamed from disk by the HTTP layer (re-opened per attempt), so the
+        file's ~51 MB never sit in memory."""
+        form: dict[str, str] = {"uploadDescription": job}
+        if audience_id is None:
+            form.update(description=name or "", isIfaAudience="true" if is_ifa else "false")
+            method = "POST"
+        else:
+            form["audienceGroupId"] = str(audience_id)
+            method = "PUT"
+        response = self.http.request(
+            method,
+            f"{self.data_base}/v2/bot/audienceGroup/upload/byFile",
+            endpoint="audience",
+            ok_status=(200, 202),
+            data=form,
+            files={"file": ("audience.txt", ids_file, "text/plain")},
+            retry=audience_id
+            is not None,  # a create is never repeated blindly: see _create_audience
+        )
+        return response.json() if response.content else {}
+
+    def wait_audience(
+        self, audience_id: int, jobs: set[str], timeout: float = AUDIENCE_TIMEOUT_SECONDS
+    ) -> dict[str, Any]:
+        """Poll until the audience is READY and our upload jobs are FINISHED (or one FAILED)."""
+
+        def ready() -> dict[str, Any] | None:
+            body = self.audience(audience_id)
+            group = body.get("audienceGroup", {})
+            ours = [j for j in body.get("jobs", []) if j.get("description") in jobs]
+            failed = [j for j in ours if j.get("jobStatus") == "FAILED"]
+            if failed or group.get("status") in ("FAILED", "EXPIRED"):
+                why = (
+                    failed[0].get("failedType")
+                    if failed
+                    else group.get("failedType") or group.get("status")
+                )
+                raise ApiError(f"LINE audience {audience_id} upload failed: {why}")
+            finished = len(ours) >= len(jobs) and all(
+                j.get("jobStatus") == "FINISHED" for j in ours
+            )
+            return body if finished and group.get("status") == "READY" else None
+
+        return poll(
+            ready, what=f"LINE audience {audience_id}", timeout=timeout, max_pause=self.poll_seconds
+        )
+
+
+class LineMessagingResource(dg.ConfigurableResource):
+    """Credentials and endpoint of one LINE Messaging API channel.
+
+    ``auth_method: channel_access_token`` uses ``access_token`` (``dg.EnvVar``);
+    ``short_lived_token`` issues a 30-day token from ``client_id`` + ``client_secret`` and
+    reuses it across runs. Leave ``access_token``/``client_secret`` and ``base_url`` empty to use
+    the local sandbox (started on demand).
+    """
+
+    auth_method: Literal["channel_access_token", "short_lived_token"] = Field(
+        default="channel_access_token",
+        description="channel_access_token (long-lived) or short_lived_token",
+    )
+    access_token: str | None = SecretField("Channel access token (long-lived)")
+    client_id: str | None = Field(default=None, description="Channel ID (for short_lived_token)")
+    client_secret: str | None = SecretField("Channel secret (for short_lived_token)")
+    base_url: str | None = Field(
+        default=None, description="Overrides https://api.line.me (a proxy, or the sandbox)"
+    )
+    data_base_url: str | None = Field(
+        default=None,
+        description="Overrides https://api-data.line.me (defaults to base_url when that is set)",
+    )
+    debug: bool = Field(
+        default=False, description="Log request and response bodies (secrets redacted)"
+    )
+    poll_seconds: float = Field(
+        default=5.0, gt=0, description="Longest pause between audience status polls"
+    )
+    cache_token: bool = Field(
+        default=True, description="Reuse an issued short-lived token across runs until near expiry"
+    )
+    _clients: dict[tuple[RetrySettings, int], LineMessagingClient] = PrivateAttr(
+        default_factory=dict
+    )
+
+    @classmethod
+    def from_env(cls) -> LineMessagingResource:
+        """The real API when ``LINE_MESSAGING_ACCESS_TOKEN`` (or ``LINE_MESSAGING_CLIENT_ID`` and
+        ``LINE_MESSAGING_CLIENT_SECRET``) is set, read via ``dg.EnvVar``; else the sandbox.
+        ``LINE_MESSAGING_BASE_URL`` points both hosts at a proxy."""
+        base = (
+            dg.EnvVar("LINE_MESSAGING_BASE_URL")
+            if os.environ.get("LINE_MESSAGING_BASE_URL")
+            else None
+        )
+        if os.environ.get("LINE_MESSAGING_ACCESS_TOKEN"):
+            return cls(access_token=dg.EnvVar("LINE_MESSAGING_ACCESS_TOKEN"), base_url=base)
+        if os.environ.get("LINE_MESSAGING_CLIENT_ID") and os.environ.get(
+            "LINE_MESSAGING_CLIENT_SECRET"
+        ):
+            return cls(
+                auth_method="short_lived_token",
+                client_id=dg.EnvVar("LINE_MESSAGING_CLIENT_ID"),
+                client_secret=dg.EnvVar("LINE_MESSAGING_CLIENT_SECRET"),
+                base_url=base,
+            )
+        return cls(base_url=base)
+
+    def endpoint(self) -> tuple[str, str, dict[str, str | None]]:
+        """(API base, data base, credentials): the configured API, or the local sandbox."""
+        creds: dict[str, str | None] = {
+            "access_token": self.access_token,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+        has_secret = bool(
+            self.access_token if self.auth_method == "channel_access_token" else self.client_secret
+        )
+        if self.base_url:
+            host = urlparse(self.base_url).hostname or ""
+            local = host in ("127.0.0.1", "localhost", "::1")
+            if not has_secret and not local:
+                raise ValueError(
+                    "LineMessagingResource: credentials are required for a non-local base_url"
+                )
+            if not has_secret:
+                creds = {
+                    "access_token": SANDBOX_TOKEN,
+                    "client_id": SANDBOX_CLIENT_ID,
+                    "client_secret": SANDBOX_CLIENT_SECRET,
+                }
+            return self.base_url, self.data_base_url or self.base_url, creds
+        if has_secret:
+            return API_HOST, self.data_base_url or DATA_HOST, creds
+        from line_exports.sandbox import ensure_sandbox
+
+        url = ensure_sandbox()
+        return (
+            url,
+            url,
+            {
+                "access_token": SANDBOX_TOKEN,
+                "client_id": SANDBOX_CLIENT_ID,
+                "client_secret": SANDBOX_CLIENT_SECRET,
+            },
+        )
+
+    def get_client(
+        self, retry: RetrySettings | None = None, pool_size: int = 10
+    ) -> LineMessagingClient:
+        retry = retry or RetrySettings()
+        key = (retry, pool_size)
+        if key not in self._clients:
+            url, data_url, creds = self.endpoint()
+            if self.auth_method == "short_lived_token" and not (
+                creds["client_id"] and creds["client_secret"]
+            ):
+                raise ValueError(
+                    "LineMessagingResource: short_lived_token needs client_id and client_secret"
+                )
+            if self.auth_method == "channel_access_token" and not creds["access_token"]:
+                raise ValueError("LineMessagingResource: channel_access_token needs access_token")
+            tokens = TokenProvider(
+                url,
+                self.auth_method,
+                creds["access_token"],
+                creds["client_id"],
+                creds["client_secret"],
+                self.cache_token,
+            )
+            scope = f"line_messaging:{url}:{content_key(creds['access_token'] or creds['client_id'])[:12]}"
+            http = HttpClient(
+                url,
+                auth_headers=tokens.headers,
+                secrets=tokens.secrets,
+                retry=retry,
+                limits=LIMITS,
+                limiter_scope=scope,
+                on_unauthorized=tokens.reissue,
+                debug=self.debug,
+                pool_size=pool_size,
+            )
+            # The token call itself carries no bearer token and never triggers a reissue.
+            tokens.http = HttpClient(
+                url,
+                secrets=tokens.secrets,
+                retry=retry,
+                limits=LIMITS,
+                limiter_scope=scope,
+                debug=False,
+            )
+            self._clients[key] = LineMessagingClient(
+                http, data_url, tokens, poll_seconds=self.poll_seconds
+            )
+        return self._clients[key]
+
+
+def explain(exc: ApiError) -> str:
+    if exc.status == 401:
+        return (
+            f"LINE refused the channel access token (401) even after one re-issue: {exc}. Check the "
+            "LineMessagingResource credentials (a revoked or expired token, or a wrong channel secret)."
+        )
+    if exc.status == 403:
+        return f"LINE answered 403: this channel's plan or account may not use this API. {exc}"
+    return str(exc)

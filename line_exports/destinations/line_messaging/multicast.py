@@ -1,0 +1,136 @@
+"""Multicast target: one message to groups of up to 500 distinct recipients
+(``POST /v2/bot/message/multicast``); a refused recipient is isolated so the others still get it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from line_exports.destination import DeliveryReport, ExportRun, ValidRows
+from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.sending import Tally, finish, retry_key, send_once
+from line_exports.destinations.line_messaging.settings import (
+    MULTICAST_READ_ROWS,
+    LineMessagingSettings,
+)
+from line_exports.rules import ROW_NUMBER
+
+
+def deliver_multicast(
+    client: LineMessagingClient,
+    settings: LineMessagingSettings,
+    rows: ValidRows,
+    run: ExportRun,
+) -> DeliveryReport:
+    report = DeliveryReport()
+    template = settings.multicast_template()
+    messages = template.json()
+    if settings.validate_with_api:
+        client.validate("multicast", messages)
+    options = settings.options()
+    message_objects = json.loads(messages)
+    skip = settings.skip_multicast_invalid_message
+    tally = Tally()
+    seen: set[str] = set()
+    duplicates = 0
+    splits = 0
+
+    def deliver_batch(numbers: list[int], recipients: list[str]) -> tuple[int, int]:
+        """Send one batch; isolate refused recipients so the others still get the message.
+        Returns (rows handled, splits made)."""
+        handled, made = len(numbers), 0
+        groups = [(numbers, recipients)]
+        while groups and not tally.stopped:
+            numbers, recipients = groups.pop()
+            if not recipients:
+                continue
+            body = json.dumps(
+                {"to": recipients, "messages": message_objects, **options},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ).encode()
+            key = retry_key(run, "multicast", recipients, messages, options)
+            refusals: list[tuple[int, str, str]] = []
+            outcome = send_once(
+                client, "multicast", body, key, numbers, recipients, run, tally, refusals
+            )
+            if outcome != "refused":
+                continue
+            reason = refusals[-1][2]
+            if len(recipients) == 1 or not skip or "messages[" in reason:
+                with tally.lock:
+                    tally.refused.extend(refusals)
+                    if len(recipients) > 1 and "messages[" in reason:
+                        # The message itself is refused: every batch would be, so stop here.
+                        tally.fatal.append(f"LINE refused the multicast message: {reason}")
+                continue  # without skip, the run stops with this refusal
+            made += 1
+            index = re.search(r"\bto\[(\d+)\]", reason)
+            if index and int(index.group(1)) < len(recipients):
+                i = int(index.group(1))
+                with tally.lock:
+                    tally.refused.append((numbers[i], recipients[i], reason))
+                groups.append(
+                    (numbers[:i] + numbers[i + 1 :], recipients[:i] + recipients[i + 1 :])
+                )
+            else:
+                half = len(recipients) // 2
+                groups.append((numbers[half:], recipients[half:]))
+                groups.append((numbers[:half], recipients[:half]))
+        return handled, made
+
+    # Without skip, the first refusal stops the run: one request at a time, so nothing after
+    # it is sent. With skip, batches go out side by side (each isolates its own refusals).
+    width = settings.multicast_concurrency if skip else 1
+    most_in_flight = 2 * width if skip else 1
+    size = settings.batch_size_multicast
+
+    def recipient_groups() -> Iterator[tuple[list[int], list[str]]]:
+        """Full groups of ``batch_size_multicast`` distinct recipients, in spool order (read
+        in large batches: per-group pandas work cost more than the request)."""
+        nonlocal duplicates
+        numbers: list[int] = []
+        recipients: list[str] = []
+        for batch in rows.batches(MULTICAST_READ_ROWS, columns=[ROW_NUMBER, "id"]):
+            for number, recipient in zip(
+                batch[ROW_NUMBER].tolist(), batch["id"].astype(str).tolist(), strict=True
+            ):
+                if recipient in seen:
+                    duplicates += 1  # a repeated recipient gets the message once
+                    continue
+                seen.add(recipient)
+                numbers.append(number)
+                recipients.append(recipient)
+                if len(recipients) == size:
+                    yield numbers, recipients
+                    numbers, recipients = [], []
+        if recipients:
+            yield numbers, recipients
+
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
+        in_flight: list[Future[tuple[int, int]]] = []
+        for numbers, recipients in recipient_groups():
+            in_flight.append(pool.submit(deliver_batch, numbers, recipients))
+            if len(in_flight) >= most_in_flight:
+                done, in_flight = in_flight[:width], in_flight[width:]
+                for future in done:
+                    handled, made = future.result()
+                    report.sent_rows += handled
+                    splits += made
+                run.progress(report.sent_rows + duplicates)
+            if tally.fatal or (tally.refused and not skip):
+                break
+        for future in in_flight:
+            handled, made = future.result()
+            report.sent_rows += handled
+            splits += made
+    report.sent_rows += duplicates  # handled here, not sent
+    run.progress(report.sent_rows)
+    report = finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")
+    report.accepted_rows += duplicates
+    report.metadata["duplicate_recipients_skipped"] = duplicates
+    report.metadata["multicast_batch_splits"] = splits
+    report.metadata["batch_size_multicast"] = settings.batch_size_multicast
+    return report

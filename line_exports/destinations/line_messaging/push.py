@@ -1,0 +1,135 @@
+"""Push target: one templated message per row (``POST /v2/bot/message/push``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import dagster as dg
+
+from line_exports.destination import DeliveryReport, ExportRun, ValidRows
+from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.messages import MessageTemplate
+from line_exports.destinations.line_messaging.sending import (
+    Tally,
+    finish,
+    post,
+    retry_key,
+    settled,
+)
+from line_exports.destinations.line_messaging.settings import (
+    PUSH_BATCH_ROWS,
+    PUSH_RUN,
+    LineMessagingSettings,
+)
+from line_exports.ledger import GroupRecorder
+from line_exports.rules import ROW_NUMBER, reject
+
+
+def deliver_push(
+    client: LineMessagingClient,
+    settings: LineMessagingSettings,
+    rows: ValidRows,
+    run: ExportRun,
+) -> DeliveryReport:
+    report = DeliveryReport()
+    template = settings.push_template()
+    skip = settings.skip_invalid_message
+    columns = [ROW_NUMBER, "id", *[c for c in template.columns if c != "id"]]
+    bad = bad_rendered_rows(template, rows, columns, report)
+    if bad and not skip:
+        first = report.rejects[0].iloc[0]
+        raise dg.Failure(
+            description=f"{len(bad):,} rows render an invalid message and skip_invalid_message is false, so nothing "
+            f"was sent. First: row {first[ROW_NUMBER]}: {first['message']}",
+            allow_retries=False,
+        )
+    options = settings.options()
+    tail = json.dumps(options, separators=(",", ":"))[1:-1] if options else ""
+    tally = Tally()
+    validated = not settings.validate_with_api
+    recorder = GroupRecorder(run.ledger)
+
+    def send(pushes: list[tuple[int, str, bytes, str]]) -> None:
+        for row_number, to, body, key in pushes:
+            if tally.stopped:
+                return
+            post(client, "push", body, key, [row_number], [to], run, tally, recorder.record)
+
+    with ThreadPoolExecutor(
+        max_workers=settings.push_concurrency, thread_name_prefix="line-push"
+    ) as pool:
+        try:
+            for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
+                if bad:
+                    batch = batch[~batch[ROW_NUMBER].isin(bad)]
+                if not len(batch):
+                    continue
+                rendered = template.render(batch)
+                if not validated:
+                    client.validate("push", str(rendered.iloc[0]))
+                    validated = True
+                pushes = []
+                for row_number, to, messages in zip(
+                    batch[ROW_NUMBER].tolist(),
+                    batch["id"].astype(str).tolist(),
+                    rendered.tolist(),
+                    strict=True,
+                ):
+                    body = (
+                        '{"to":'
+                        + json.dumps(to)
+                        + ',"messages":'
+                        + messages
+                        + ("," + tail if tail else "")
+                        + "}"
+                    ).encode()
+                    pushes.append(
+                        (row_number, to, body, retry_key(run, "push", to, messages, options))
+                    )
+                pushes = not_yet_sent(pushes, run, tally)
+                # Pending before sending, in one transaction: an interrupted push is known.
+                run.ledger.record_many(
+                    [(key, {"state": "pending", "at": time.time()}) for *_, key in pushes]
+                )
+                # Workers take small runs of pushes: fewer futures, the same pushes in flight.
+                step = max(1, min(PUSH_RUN, len(pushes) // settings.push_concurrency))
+                list(pool.map(send, [pushes[i : i + step] for i in range(0, len(pushes), step)]))
+                report.sent_rows += len(batch)
+                run.progress(report.sent_rows)
+                if tally.fatal or (tally.refused and not skip):
+                    break
+        finally:
+            recorder.flush()
+    return finish(report, tally, skip, "skip_invalid_message", "push")
+
+
+def bad_rendered_rows(
+    template: MessageTemplate, rows: ValidRows, columns: list[str], report: DeliveryReport
+) -> set[int]:
+    """Rows whose filled-in message breaks LINE's limits (checked over whole columns, before sending)."""
+    bad: set[int] = set()
+    if not template.slots:
+        return bad
+    for batch in rows.batches(50_000, columns=columns):
+        for path, message, mask in template.check_rows(batch):
+            numbers = batch[ROW_NUMBER].to_numpy()[mask]
+            bad.update(int(n) for n in numbers)
+            report.rejects.append(reject(numbers.tolist(), path, "message", f"{path}: {message}"))
+    return bad
+
+
+def not_yet_sent(
+    pushes: list[tuple[int, str, bytes, str]], run: ExportRun, tally: Tally
+) -> list[tuple[int, str, bytes, str]]:
+    """The pushes of one batch the ledger does not show accepted (one query for the batch)."""
+    known = run.ledger.done_many([key for *_, key in pushes])
+    if not known:
+        return pushes
+    todo = []
+    for push in pushes:
+        outcome = settled(known.get(push[3]), [push[0]], tally)
+        if outcome is None:
+            todo.append(push)
+    return todo

@@ -1,0 +1,192 @@
+"""One push or multicast request under the ledger, and the report of many.
+
+Never sending twice: each request carries an ``X-Line-Retry-Key`` (a UUID hashed from the export,
+its run scope, the recipient(s) and the exact message), so HTTP retries, Dagster retries and
+re-runs within LINE's 24-hour window get ``409`` (already accepted: success) instead of a second
+delivery; the ledger records each accepted request so a re-run skips it without a call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import dagster as dg
+
+from line_exports.destination import DeliveryReport, ExportRun, content_key
+from line_exports.destinations.line_messaging.auth import TokenError
+from line_exports.destinations.line_messaging.client import LineMessagingClient, explain, line_error
+from line_exports.destinations.line_messaging.settings import MAX_BODY_BYTES, RESEND_GUARD_SECONDS
+from line_exports.http import ApiError
+from line_exports.rules import reject
+
+
+def retry_key(run: ExportRun, *parts: Any) -> str:
+    """``X-Line-Retry-Key``: a UUID hashed from the export, its run scope and what is sent."""
+    digest = bytes.fromhex(content_key(run.ledger.export, run.ledger.scope, *parts))
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+@dataclass
+class Tally:
+    """Outcomes of message requests, for the report (thread-safe)."""
+
+    accepted: int = 0
+    already_accepted: int = 0
+    resumed: int = 0
+    refused: list[tuple[int, str, str]] = field(default_factory=list)
+    unknown: list[tuple[int, str]] = field(default_factory=list)
+    fatal: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def stopped(self) -> bool:
+        """A fatal error was met: no further request is sent."""
+        return bool(self.fatal)
+
+
+def settled(state: dict[str, Any] | None, row_numbers: list[int], tally: Tally) -> str | None:
+    """'resumed' or 'unknown' when the ledger already decides a request; None to send it."""
+    if state is not None and state.get("state") == "accepted":
+        with tally.lock:
+            tally.resumed += len(row_numbers)
+        return "resumed"
+    if (
+        state is not None
+        and state.get("state") == "pending"
+        and time.time() - float(state.get("at", 0)) > RESEND_GUARD_SECONDS
+    ):
+        # Sent over ~24 h ago with no answer recorded: LINE no longer knows the key, so a
+        # resend could deliver twice. Report it instead of guessing.
+        with tally.lock:
+            tally.unknown.extend(
+                (n, "delivery unknown: interrupted over 23 hours ago, retry key expired")
+                for n in row_numbers
+            )
+        return "unknown"
+    return None
+
+
+def send_once(
+    client: LineMessagingClient,
+    kind: Literal["push", "multicast"],
+    body: bytes,
+    key: str,
+    row_numbers: list[int],
+    recipients: list[str],
+    run: ExportRun,
+    tally: Tally,
+    refusals: list[tuple[int, str, str]] | None = None,
+) -> str:
+    """One request under the ledger: 'accepted' | 'resumed' | 'refused' | 'unknown' | 'fatal'."""
+    decided = settled(run.ledger.done(key), row_numbers, tally)
+    if decided is not None:
+        return decided
+    run.ledger.record(key, {"state": "pending", "at": time.time()})
+    return post(
+        client,
+        kind,
+        body,
+        key,
+        row_numbers,
+        recipients,
+        run,
+        tally,
+        run.ledger.record,
+        refusals,
+    )
+
+
+def post(
+    client: LineMessagingClient,
+    kind: Literal["push", "multicast"],
+    body: bytes,
+    key: str,
+    row_numbers: list[int],
+    recipients: list[str],
+    run: ExportRun,
+    tally: Tally,
+    record: Callable[[str, dict[str, Any]], None],
+    refusals: list[tuple[int, str, str]] | None = None,
+) -> str:
+    """Send one request already recorded as pending; ``record`` writes its acceptance.
+
+    A refusal goes to ``refusals`` when given (the caller decides: multicast isolates the
+    refused recipient), else to the tally."""
+    if len(body) > MAX_BODY_BYTES:
+        reason = f"request body is {len(body):,} bytes; LINE takes at most 2 MB"
+        with tally.lock:
+            (tally.refused if refusals is None else refusals).extend(
+                (n, r, reason) for n, r in zip(row_numbers, recipients, strict=True)
+            )
+        return "refused"
+    try:
+        status, answer = client.send(kind, body, key)
+    except ApiError as exc:
+        if exc.status == 400 and not isinstance(exc, TokenError):
+            message, details = line_error(exc)
+            run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
+            reason = message + (
+                " " + "; ".join(f"{d.get('property', '')}: {d.get('message', '')}" for d in details)
+                if details
+                else ""
+            )
+            with tally.lock:
+                (tally.refused if refusals is None else refusals).extend(
+                    (n, r, reason.strip()) for n, r in zip(row_numbers, recipients, strict=True)
+                )
+            return "refused"
+        with tally.lock:
+            tally.fatal.append(
+                explain(exc)
+                if exc.status == 401 and not isinstance(exc, TokenError)
+                else client.http.redact(str(exc))
+            )
+        return "fatal"
+    record(key, {"state": "accepted", "status": status, "request_id": answer.get("_request_id")})
+    with tally.lock:
+        if status == 409:
+            tally.already_accepted += len(recipients)
+        else:
+            tally.accepted += len(recipients)
+    return "accepted"
+
+
+def finish(
+    report: DeliveryReport, tally: Tally, skip: bool, policy: str, kind: str
+) -> DeliveryReport:
+    if tally.fatal:
+        raise dg.Failure(description=f"LINE {kind} failed: {tally.fatal[0]}", allow_retries=True)
+    if tally.refused and not skip:
+        n, recipient, reason = tally.refused[0]
+        raise dg.Failure(
+            description=f"LINE refused the {kind} to {recipient} (row {n}): {reason}. {policy} is false, so the run "
+            "stops here; accepted requests are recorded and a re-run resumes after them.",
+            allow_retries=False,
+        )
+    if tally.refused:
+        by_reason: dict[str, list[int]] = {}
+        for n, _, reason in tally.refused:
+            by_reason.setdefault(reason, []).append(n)
+        for reason, numbers in by_reason.items():
+            report.rejects.append(
+                reject(numbers, "id", f"line_{kind}_refused", f"LINE refused: {reason}")
+            )
+    if tally.unknown:
+        report.rejects.append(
+            reject([n for n, _ in tally.unknown], "id", "delivery_unknown", tally.unknown[0][1])
+        )
+    report.resumed_rows += tally.resumed
+    report.accepted_rows = tally.accepted + tally.already_accepted + tally.resumed
+    report.metadata.update(
+        {
+            f"{kind}_accepted": tally.accepted,
+            f"{kind}_already_accepted_409": tally.already_accepted,
+            f"{kind}_refused_recipients": len(tally.refused),
+        }
+    )
+    return report

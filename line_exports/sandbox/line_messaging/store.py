@@ -1,0 +1,119 @@
+"""What the fake LINE channel holds, and LINE's published limits the sandbox enforces."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from line_exports.sandbox.core import Sandbox
+
+CLIENTS = {"1650000001": "sandbox-line-channel-secret"}  # channel ID -> channel secret
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024
+TOKEN_SECONDS = 30 * 24 * 3600
+TOKENS_PER_CHANNEL = 30
+RETRY_KEY_SECONDS = 24 * 3600
+AUDIENCE_JSON_MAX = 10_000
+AUDIENCE_FILE_MAX = 1_500_000
+AUDIENCE_MAX = 1_000
+AUDIENCE_CONCURRENT_JOBS = 10
+AUDIENCE_RETENTION_SECONDS = 180 * 24 * 3600
+USER_ID = re.compile(r"U[0-9a-f]{32}")
+PUSH_TO = re.compile(r"[UCR][0-9a-f]{32}")
+IFA = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UNIT = re.compile(r"[a-zA-Z0-9_]{1,30}")
+LIMITS = {  # key -> (requests, per seconds), as LINE publishes them
+    "push": (2000, 1.0),
+    "multicast": (200, 1.0),
+    "audience": (60, 60.0),
+    "token": (370, 1.0),
+    "validate": (2000, 1.0),
+}
+
+
+@dataclass
+class Job:
+    id: int
+    audience_id: int
+    description: str
+    created: float
+    finish_at: float
+    count: int
+    ids: list[str] | None
+
+    def status(self, now: float) -> str:
+        if now >= self.finish_at:
+            return "FINISHED"
+        return "QUEUED" if now < self.created + (self.finish_at - self.created) / 3 else "WORKING"
+
+
+@dataclass
+class Audience:
+    id: int
+    description: str
+    is_ifa: bool
+    created: int
+    ids: set[str] = field(default_factory=set)
+    jobs: list[Job] = field(default_factory=list)
+
+    def settle(self, now: float) -> None:
+        """Apply finished jobs (LINE adds IDs asynchronously)."""
+        for job in self.jobs:
+            if job.ids is not None and now >= job.finish_at:
+                self.ids.update(job.ids)
+                job.ids = None
+
+    def view(self, now: float) -> dict[str, Any]:
+        self.settle(now)
+        ready = any(j.ids is None and j.count > 0 for j in self.jobs)
+        return {
+            "audienceGroupId": self.id,
+            "createRoute": "MESSAGING_API",
+            "type": "UPLOAD",
+            "description": self.description,
+            "status": "READY" if ready else "IN_PROGRESS",
+            "audienceCount": len(self.ids),
+            "created": self.created,
+            "permission": "READ_WRITE",
+            "isIfaAudience": self.is_ifa,
+            "expireTimestamp": self.created + AUDIENCE_RETENTION_SECONDS,
+        }
+
+
+@dataclass
+class LineStore:
+    """What the fake LINE channel holds."""
+
+    clients: dict[str, str] = field(default_factory=lambda: dict(CLIENTS))
+    issued: dict[str, float] = field(default_factory=dict)  # short-lived token -> expires (epoch)
+    issued_by_client: dict[str, deque[str]] = field(default_factory=dict)
+    retry_keys: dict[str, tuple[float, str, list[dict[str, Any]]]] = field(default_factory=dict)
+    inbox: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
+    blocked: set[str] = field(default_factory=set)  # 200, but nothing arrives (LINE's rule)
+    unknown_users: set[str] = field(default_factory=set)  # not in this channel: 400
+    multicast_error_names_index: bool = True  # LINE names the bad ``to[i]`` in its message
+    audiences: dict[int, Audience] = field(default_factory=dict)
+    pushes: int = 0
+    multicasts: int = 0
+    conflicts: int = 0
+    tokens_issued: int = 0
+    next_id: int = 1_000_000_000_000
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def received(self, recipient: str) -> list[list[dict[str, Any]]]:
+        """Every ``messages`` array that reached ``recipient``, in order."""
+        return self.inbox.get(recipient, [])
+
+    def revoke_issued(self) -> None:
+        """Revoke every short-lived token (as if they expired or were revoked)."""
+        self.issued.clear()
+        self.issued_by_client.clear()
+
+
+def store_of(sandbox: Sandbox) -> LineStore:
+    return sandbox.store("line_messaging", LineStore)
