@@ -98,7 +98,8 @@ def create_app(
             writer.count_reject(source.source_id, "bad_signature")
             log.info("source %s: bad signature from %s", source.name, request.client)
             return PlainTextResponse("bad signature", status_code=403)
-        _, events, error = parse_body(body)
+        parsed = parse_body(body)
+        events, error = parsed.events, parsed.error
         try:
             await writer.append(
                 request_id=str(uuid.uuid4()),

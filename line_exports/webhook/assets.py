@@ -68,6 +68,9 @@ def _raw_metadata(result: LandingResult) -> dict[str, Any]:
         "rejected_requests": dg.MetadataValue.json(result.rejects_by_reason),
         "table_replaced": result.replaced,
         "spool_cursor": result.spool_cursor,
+        "requests_quarantined": result.requests_quarantined,
+        "quarantine_table": result.rejects_table,
+        "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
     }
 
 
@@ -80,6 +83,9 @@ def _events_metadata(result: LandingResult) -> dict[str, Any]:
         "duplicates_dropped": result.duplicates_dropped,
         "bad_signatures_seen": result.bad_signatures,
         "table_replaced": result.replaced,
+        "values_landed_as_null": result.values_landed_as_null,
+        "null_values_by_column": dg.MetadataValue.json(result.null_values_by_column),
+        "requests_quarantined": result.requests_quarantined,
     }
     for name in ("lag_seconds_p50", "lag_seconds_p99", "lag_seconds_max"):
         value = getattr(result, name)
@@ -122,6 +128,14 @@ def _source_defs(
             result.duplicates_dropped,
             result.bad_signatures,
         )
+        if result.requests_quarantined:
+            context.log.warning(
+                "%s: %d request(s) could not land and are kept in %s: %s",
+                source.name,
+                result.requests_quarantined,
+                result.rejects_table,
+                result.quarantine_reasons,
+            )
         yield dg.MaterializeResult(asset_key=raw_key, metadata=_raw_metadata(result))
         yield dg.MaterializeResult(asset_key=events_key, metadata=_events_metadata(result))
 

@@ -48,6 +48,7 @@ class WebhookSource:
     schedule: str = "@hourly"
     raw_table: str = ""
     events_table: str = ""
+    rejects_table: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +81,9 @@ class WebhookSource:
             object.__setattr__(self, "raw_table", f"line_oa_raw_{self.name}")
         if not self.events_table:
             object.__setattr__(self, "events_table", f"line_oa_events_{self.name}")
-        for table in (self.raw_table, self.events_table):
+        if not self.rejects_table:  # requests that cannot land, with their reason
+            object.__setattr__(self, "rejects_table", f"line_oa_rejects_{self.name}")
+        for table in (self.raw_table, self.events_table, self.rejects_table):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", table):
                 raise SourceConfigError(f"source {self.name}: bad table name {table!r}")
 

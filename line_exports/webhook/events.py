@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sys
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -85,27 +87,75 @@ RAW_COLUMNS: list[tuple[str, str]] = [
 ]
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_ASCII_INT = re.compile(r"-?[0-9]{1,19}")
+
+
+def _utf8_ok(text: str) -> bool:
+    """False for strings a UTF-8 column cannot hold (a JSON ``\\ud800`` parses to one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def to_json(value: Any) -> str | None:
-    """Compact JSON like the reference's examples (``{"isRedelivery":false}``)."""
+    """Compact JSON like the reference's examples (``{"isRedelivery":false}``).
+
+    Text stays readable (no ``\\uXXXX`` for Japanese); a value holding a lone surrogate is
+    written with ASCII escapes instead, which is the same JSON value and valid UTF-8.
+    """
     if value is None:
         return None
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if _utf8_ok(text) else json.dumps(value, separators=(",", ":"))
 
 
-def parse_body(body: bytes) -> tuple[dict[str, Any] | None, list[Any], str | None]:
-    """(document, events, error). Malformed bodies are reported, never raised."""
+@dataclass
+class ParsedBody:
+    """A webhook body as read: ``error`` says why no events could be read (never raised).
+
+    ``nulled`` counts integers too long for Python's int parsing limit
+    (``sys.get_int_max_str_digits()``, 4,300 digits): they read as ``null``; the raw body keeps
+    their digits.
+    """
+
+    doc: dict[str, Any] | None
+    events: list[Any]
+    error: str | None
+    nulled: int = 0
+
+
+def parse_body(body: bytes) -> ParsedBody:
+    """Parse a signed body; malformed, too deep or out-of-range input is reported, not raised."""
+    nulled = [0]
+    limit = sys.get_int_max_str_digits() or 4300
+
+    def parse_int(digits: str) -> int | None:
+        if len(digits) - digits.startswith("-") > limit:
+            nulled[0] += 1
+            return None
+        return int(digits)
+
     try:
-        doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, [], f"malformed JSON: {exc}"[:500]
+        doc = json.loads(body.decode("utf-8"), parse_int=parse_int)
+    except UnicodeDecodeError as exc:
+        return ParsedBody(None, [], f"malformed JSON: {exc}"[:500])
+    except json.JSONDecodeError as exc:
+        return ParsedBody(None, [], f"malformed JSON: {exc}"[:500])
+    except RecursionError:
+        return ParsedBody(None, [], "JSON nested deeper than the parser allows")
+    except ValueError as exc:  # any other value the parser refuses
+        return ParsedBody(None, [], f"unreadable JSON value: {exc}"[:500])
     if not isinstance(doc, dict):
-        return None, [], "body is not a JSON object"
+        return ParsedBody(None, [], "body is not a JSON object", nulled[0])
     events = doc.get("events")
     if events is None:
-        return doc, [], "body has no 'events' array"
+        return ParsedBody(doc, [], "body has no 'events' array", nulled[0])
     if not isinstance(events, list):
-        return doc, [], "'events' is not an array"
-    return doc, events, None
+        return ParsedBody(doc, [], "'events' is not an array", nulled[0])
+    return ParsedBody(doc, events, None, nulled[0])
 
 
 def record_uuid(source_id: str, event: Any) -> str:
@@ -121,28 +171,56 @@ def record_uuid(source_id: str, event: Any) -> str:
         key = (
             "sha256:"
             + hashlib.sha256(
-                json.dumps(stripped, sort_keys=True, ensure_ascii=False).encode("utf-8")
+                json.dumps(stripped, sort_keys=True, ensure_ascii=False).encode(
+                    "utf-8", "surrogatepass"
+                )
             ).hexdigest()
         )
-    return str(uuid.uuid5(RECORD_NAMESPACE, f"{source_id}/{key}"))
+    # uuid5 by its definition (RFC 4122 4.3), with lone surrogates passed through so an ID
+    # holding one still gets a stable key; identical to uuid.uuid5 for every valid string.
+    name = f"{source_id}/{key}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha1(RECORD_NAMESPACE.bytes + name, usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+@dataclass
+class _Nulls:
+    """Counts values present in an event that their column cannot hold (landed as NULL)."""
+
+    count: int = 0
+    columns: dict[str, int] = field(default_factory=dict)
+
+    def add(self, column: str) -> None:
+        self.count += 1
+        self.columns[column] = self.columns.get(column, 0) + 1
 
 
-def _as_text(value: Any) -> str | None:
+def _as_int(value: Any, column: str, nulls: _Nulls) -> int | None:
+    """A BIGINT column's value: int64 only; anything else present lands as NULL (counted)."""
+    result: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        result = value
+    elif (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and _ASCII_INT.fullmatch(value)
+    ):
+        result = int(value)
+    if result is not None and not INT64_MIN <= result <= INT64_MAX:
+        result = None
+    if result is None and value is not None:
+        nulls.add(column)
+    return result
+
+
+def _as_text(value: Any, column: str, nulls: _Nulls) -> str | None:
+    """A TEXT column's value: strings as they are (NULL if not UTF-8), others as JSON."""
     if value is None:
         return None
-    return value if isinstance(value, str) else to_json(value)
+    if isinstance(value, str):
+        if _utf8_ok(value):
+            return value
+        nulls.add(column)
+        return None
+    return to_json(value)
 
 
 def event_row(
@@ -151,19 +229,27 @@ def event_row(
     event: Any,
     received_at: float,
     partition_column: str = "time",
+    nulls: _Nulls | None = None,
 ) -> dict[str, Any]:
-    """One events-table row; every key of the event ends up in some column."""
+    """One events-table row; every key of the event ends up in some column.
+
+    A value its column cannot hold (an integer outside BIGINT, a string that is not valid
+    UTF-8) lands as NULL and is counted in ``nulls``; the raw table keeps the body as sent.
+    """
+    nulls = nulls if nulls is not None else _Nulls()
     if not isinstance(event, dict):
         event = {"_unparsed": event}
     row: dict[str, Any] = {name: None for name, _ in EVENT_COLUMNS}
-    row["event_mode"] = _as_text(event.get("mode"))
-    row["event_type"] = _as_text(event.get("type"))
+    row["event_mode"] = _as_text(event.get("mode"), "event_mode", nulls)
+    row["event_type"] = _as_text(event.get("type"), "event_type", nulls)
     row["event_deliverycontext"] = to_json(event.get("deliveryContext"))
-    row["event_timestamp"] = _as_int(event.get("timestamp"))
-    row["destination"] = _as_text(destination)
+    row["event_timestamp"] = _as_int(event.get("timestamp"), "event_timestamp", nulls)
+    row["destination"] = _as_text(destination, "destination", nulls)
     row["event_source"] = to_json(event.get("source"))
-    row["event_webhookeventid"] = _as_text(event.get("webhookEventId"))
-    row["event_replytoken"] = _as_text(event.get("replyToken"))
+    row["event_webhookeventid"] = _as_text(
+        event.get("webhookEventId"), "event_webhookeventid", nulls
+    )
+    row["event_replytoken"] = _as_text(event.get("replyToken"), "event_replytoken", nulls)
     row["record_uuid"] = record_uuid(source_id, event)
     other: dict[str, Any] = {}
     for key, value in event.items():
@@ -193,44 +279,101 @@ def iso_in_zone(epoch_seconds: float, zone: str) -> str:
 
 
 @dataclass
+class RequestRows:
+    """One spooled request as rows: its raw row and its (not yet seen) events."""
+
+    request: Any
+    raw: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+@dataclass
+class Quarantined:
+    """A request that cannot land: kept whole in the rejects table with ``reason``."""
+
+    request: Any
+    stage: str  # "parse" (rows could not be built) or "insert" (the database refused them)
+    reason: str
+
+
+@dataclass
 class Batch:
     """What one landing run writes, plus the figures its metadata reports."""
 
-    raw_rows: list[dict[str, Any]]
-    event_rows: list[dict[str, Any]]
+    requests: list[RequestRows]
+    quarantined: list[Quarantined]
     duplicates_in_batch: int
     parse_errors: int
+    values_nulled: int = 0
+    nulled_by_column: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def raw_rows(self) -> list[dict[str, Any]]:
+        return [r.raw for r in self.requests]
+
+    @property
+    def event_rows(self) -> list[dict[str, Any]]:
+        return [e for r in self.requests for e in r.events]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming the error type and its first message line (no traceback, no body)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+def _request_rows(
+    req: Any, timezone_name: str, partition_column: str, seen: set[str], nulls: _Nulls
+) -> tuple[RequestRows, int, bool]:
+    parsed = parse_body(req.body)
+    for _ in range(parsed.nulled):
+        nulls.add("(inside JSON)")
+    raw = {
+        "request_id": req.request_id,
+        "received_at": iso_in_zone(req.received_at, timezone_name),
+        "source_id": req.source_id,
+        "signature_ok": bool(req.signature_ok),
+        "parse_error": req.parse_error or parsed.error,
+        "event_count": len(parsed.events),
+        "body": req.body.decode("utf-8", errors="replace"),
+        "time": int(req.received_at),
+    }
+    destination = parsed.doc.get("destination") if parsed.doc else None
+    rows: list[dict[str, Any]] = []
+    mine: set[str] = set()
+    duplicates = 0
+    for event in parsed.events:
+        row = event_row(req.source_id, destination, event, req.received_at, partition_column, nulls)
+        if row["record_uuid"] in seen or row["record_uuid"] in mine:
+            duplicates += 1
+            continue
+        mine.add(row["record_uuid"])
+        rows.append(row)
+    seen.update(mine)  # only once the whole request has been read
+    return RequestRows(req, raw, rows), duplicates, parsed.error is not None
 
 
 def build_batch(
     requests: Iterable[Any], *, timezone_name: str = "UTC", partition_column: str = "time"
 ) -> Batch:
-    """Raw rows (one per request) and deduplicated event rows (first delivery wins)."""
-    raw_rows: list[dict[str, Any]] = []
-    events: dict[str, dict[str, Any]] = {}
+    """Raw rows (one per request) and deduplicated event rows (first delivery wins).
+
+    A request whose rows cannot be built at all is quarantined (stage ``parse``) and the
+    batch goes on without it, so one poison body never holds up the ones after it.
+    """
+    out: list[RequestRows] = []
+    quarantined: list[Quarantined] = []
+    seen: set[str] = set()
+    nulls = _Nulls()
     duplicates = 0
     parse_errors = 0
     for req in requests:
-        doc, items, error = parse_body(req.body)
-        if error:
-            parse_errors += 1
-        raw_rows.append(
-            {
-                "request_id": req.request_id,
-                "received_at": iso_in_zone(req.received_at, timezone_name),
-                "source_id": req.source_id,
-                "signature_ok": bool(req.signature_ok),
-                "parse_error": req.parse_error or error,
-                "event_count": len(items),
-                "body": req.body.decode("utf-8", errors="replace"),
-                "time": int(req.received_at),
-            }
-        )
-        destination = doc.get("destination") if doc else None
-        for event in items:
-            row = event_row(req.source_id, destination, event, req.received_at, partition_column)
-            if row["record_uuid"] in events:
-                duplicates += 1
-                continue
-            events[row["record_uuid"]] = row
-    return Batch(raw_rows, list(events.values()), duplicates, parse_errors)
+        try:
+            rows, dupes, bad = _request_rows(req, timezone_name, partition_column, seen, nulls)
+        except Exception as exc:  # noqa: BLE001 - any failure quarantines this request only
+            quarantined.append(Quarantined(req, "parse", describe_error(exc)))
+            continue
+        out.append(rows)
+        duplicates += dupes
+        parse_errors += bad
+    return Batch(out, quarantined, duplicates, parse_errors, nulls.count, dict(nulls.columns))

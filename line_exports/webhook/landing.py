@@ -4,6 +4,9 @@ Runs outside the receiver (from Dagster), so only this code ever holds the wareh
 lock. One run: read requests after the source's cursor, write both tables in one transaction,
 then move the cursor. A crash between commit and cursor move re-lands the same batch, which
 the ``record_uuid`` / ``request_id`` checks turn into a no-op, so landing is idempotent.
+
+A request that cannot land (see ``quarantine``) goes to the source's rejects table in that same
+transaction, and the cursor moves past it: one poison body never blocks the ones after it.
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ import sqlalchemy as sa
 
 from line_exports import paths
 from line_exports.webhook.config import WebhookSource
-from line_exports.webhook.events import EVENT_COLUMNS, RAW_COLUMNS, build_batch
-from line_exports.webhook.spool import SpoolReader, default_spool_path
+from line_exports.webhook.events import (
+    EVENT_COLUMNS,
+    RAW_COLUMNS,
+    Batch,
+    Quarantined,
+    RequestRows,
+    build_batch,
+)
+from line_exports.webhook.quarantine import REJECT_COLUMNS, find_refused, reject_rows
+from line_exports.webhook.spool import SpooledRequest, SpoolReader, default_spool_path
 
 _TYPES: dict[str, Any] = {"text": sa.Text, "bigint": sa.BigInteger, "boolean": sa.Boolean}
 _CHUNK = 500
@@ -58,6 +69,11 @@ class LandingResult:
     lag_seconds_max: float | None = None
     raw_table: str = ""
     events_table: str = ""
+    rejects_table: str = ""
+    requests_quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    values_landed_as_null: int = 0
+    null_values_by_column: dict[str, int] = field(default_factory=dict)
     replaced: bool = False
     spool_cursor: int = 0
 
@@ -98,8 +114,13 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) ->
         try:
             cols = ", ".join(f'"{c.name}"' for c in table.columns)
             duck.execute(f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM {view}')
-        finally:
-            duck.unregister(view)
+        except Exception:
+            # The transaction is aborted now; keep the database's own reason, not the
+            # "transaction is aborted" the clean-up would raise.
+            with contextlib.suppress(Exception):
+                duck.unregister(view)
+            raise
+        duck.unregister(view)
         return
     for start in range(0, len(rows), _CHUNK):
         conn.execute(table.insert(), rows[start : start + _CHUNK])
@@ -111,6 +132,84 @@ def _lag(rows: list[dict[str, Any]], now: float) -> tuple[float | None, float | 
         return None, None, None
     p99 = lags[min(len(lags) - 1, int(round(0.99 * (len(lags) - 1))))]
     return round(statistics.median(lags), 3), round(p99, 3), round(lags[-1], 3)
+
+
+@dataclass
+class _Tables:
+    metadata: sa.MetaData
+    raw: sa.Table
+    events: sa.Table
+    rejects: sa.Table
+
+
+def _tables(source: WebhookSource) -> _Tables:
+    metadata = sa.MetaData()
+    return _Tables(
+        metadata,
+        table_for(source.raw_table, RAW_COLUMNS, metadata),
+        table_for(source.events_table, EVENT_COLUMNS, metadata),
+        table_for(source.rejects_table, REJECT_COLUMNS, metadata),
+    )
+
+
+@dataclass
+class _Written:
+    raw_rows: int
+    event_rows: list[dict[str, Any]]
+    duplicates: int
+    replaced: bool
+
+
+def _write(
+    conn: sa.Connection,
+    source: WebhookSource,
+    tables: _Tables,
+    batch: Batch,
+    quarantined: list[Quarantined],
+    any_new: bool,
+) -> _Written:
+    """Everything one run lands, inside the caller's transaction."""
+    tables.metadata.create_all(conn, checkfirst=True)
+    raw_rows, event_rows = batch.raw_rows, batch.event_rows
+    duplicates = batch.duplicates_in_batch
+    replaced = False
+    if source.mode == "append":
+        seen = _existing(conn, tables.events, "record_uuid", [r["record_uuid"] for r in event_rows])
+        duplicates += len(seen)
+        event_rows = [r for r in event_rows if r["record_uuid"] not in seen]
+        seen_raw = _existing(conn, tables.raw, "request_id", [r["request_id"] for r in raw_rows])
+        raw_rows = [r for r in raw_rows if r["request_id"] not in seen_raw]
+    elif source.mode == "replace" or any_new:
+        conn.execute(tables.events.delete())
+        conn.execute(tables.raw.delete())
+        replaced = True
+    _insert(conn, tables.raw, raw_rows)
+    _insert(conn, tables.events, event_rows)
+    rejects = reject_rows(quarantined, source.timezone)
+    kept = _existing(conn, tables.rejects, "request_id", [r["request_id"] for r in rejects])
+    _insert(conn, tables.rejects, [r for r in rejects if r["request_id"] not in kept])
+    return _Written(len(raw_rows), event_rows, duplicates, replaced)
+
+
+def _trial(tables: _Tables) -> Any:
+    def trial(conn: sa.Connection, groups: list[RequestRows]) -> None:
+        tables.metadata.create_all(conn, checkfirst=True)
+        _insert(conn, tables.raw, [g.raw for g in groups])
+        _insert(conn, tables.events, [e for g in groups for e in g.events])
+
+    return trial
+
+
+def _probe(source: WebhookSource, tables: _Tables) -> Any:
+    """A plain synthetic request: if the database refuses even this, no row is to blame."""
+    body = b'{"destination":"Uprobe","events":[{"type":"probe","timestamp":0}]}'
+    plain = SpooledRequest(0, "probe", source.source_id, 0.0, True, None, 1, body)
+    groups = build_batch([plain], timezone_name=source.timezone).requests
+
+    def probe(conn: sa.Connection) -> None:
+        _trial(tables)(conn, groups)
+
+    return probe
 
 
 def land_source(
@@ -126,7 +225,8 @@ def land_source(
     ``append`` adds new rows, skipping events (by ``record_uuid``) and requests (by
     ``request_id``) already in the tables; ``replace`` makes the tables hold exactly this
     run's new data (emptied if there is none); ``replace_on_new_data`` does the same only when
-    there is new data.
+    there is new data. Requests that cannot land go to ``source.rejects_table`` with their
+    reason; values a column cannot hold land as NULL (both counted in the result).
     """
     spool = Path(spool_path) if spool_path else default_spool_path()
     url = target_url or default_target_url()
@@ -135,46 +235,37 @@ def land_source(
         mode=source.mode,
         raw_table=source.raw_table,
         events_table=source.events_table,
+        rejects_table=source.rejects_table,
     )
     with _source_lock(spool, source), SpoolReader(spool) as reader:
         done, reject_done = reader.cursor(source.source_id)
         requests = reader.pending(source.source_id, done, max_requests)
         rejects, new_reject_done = reader.rejects_since(source.source_id, reject_done)
-        batch = build_batch(
-            requests, timezone_name=source.timezone, partition_column=source.partition_column
-        )
-        result.requests_read = len(requests)
-        result.parse_errors = batch.parse_errors
-        result.rejects_by_reason = rejects
-        result.bad_signatures = sum(
-            n for reason, n in rejects.items() if reason.endswith("signature")
-        )
-        raw_rows, event_rows = batch.raw_rows, batch.event_rows
-        duplicates = batch.duplicates_in_batch
 
+        def batch_of(items: list[SpooledRequest]) -> Batch:
+            return build_batch(
+                items, timezone_name=source.timezone, partition_column=source.partition_column
+            )
+
+        batch = batch_of(requests)
+        quarantined = list(batch.quarantined)
+        tables = _tables(source)
         engine = sa.create_engine(url)
         try:
-            metadata = sa.MetaData()
-            raw_t = table_for(source.raw_table, RAW_COLUMNS, metadata)
-            events_t = table_for(source.events_table, EVENT_COLUMNS, metadata)
-            with engine.begin() as conn:
-                metadata.create_all(conn, checkfirst=True)
-                if source.mode == "append":
-                    seen = _existing(
-                        conn, events_t, "record_uuid", [r["record_uuid"] for r in event_rows]
-                    )
-                    duplicates += len(seen)
-                    event_rows = [r for r in event_rows if r["record_uuid"] not in seen]
-                    seen_raw = _existing(
-                        conn, raw_t, "request_id", [r["request_id"] for r in raw_rows]
-                    )
-                    raw_rows = [r for r in raw_rows if r["request_id"] not in seen_raw]
-                elif source.mode == "replace" or requests:
-                    conn.execute(events_t.delete())
-                    conn.execute(raw_t.delete())
-                    result.replaced = True
-                _insert(conn, raw_t, raw_rows)
-                _insert(conn, events_t, event_rows)
+            try:
+                with engine.begin() as conn:
+                    written = _write(conn, source, tables, batch, quarantined, bool(requests))
+            except Exception:
+                refused = find_refused(
+                    engine, batch.requests, _trial(tables), _probe(source, tables)
+                )
+                if not refused:
+                    raise
+                refused_ids = {q.request.id for q in refused}
+                quarantined = sorted(quarantined + refused, key=lambda q: q.request.id)
+                batch = batch_of([r for r in requests if r.id not in refused_ids])
+                with engine.begin() as conn:
+                    written = _write(conn, source, tables, batch, quarantined, bool(requests))
         finally:
             engine.dispose()
 
@@ -183,10 +274,22 @@ def land_source(
         if retention_days is not None:
             reader.prune(source.source_id, retention_days * 86400.0)
 
+    event_rows = written.event_rows
+    result.requests_read = len(requests)
+    result.parse_errors = batch.parse_errors
+    result.rejects_by_reason = rejects
+    result.bad_signatures = sum(n for reason, n in rejects.items() if reason.endswith("signature"))
+    result.requests_quarantined = len(quarantined)
+    result.quarantine_reasons = dict(
+        sorted(Counter(f"{q.stage}: {q.reason}" for q in quarantined).items())
+    )
+    result.values_landed_as_null = batch.values_nulled
+    result.null_values_by_column = dict(sorted(batch.nulled_by_column.items()))
+    result.replaced = written.replaced
     result.spool_cursor = last
-    result.raw_rows_landed = len(raw_rows)
+    result.raw_rows_landed = written.raw_rows
     result.events_landed = len(event_rows)
-    result.duplicates_dropped = duplicates
+    result.duplicates_dropped = written.duplicates
     result.events_by_type = dict(
         sorted(Counter(r["event_type"] or "(none)" for r in event_rows).items())
     )
