@@ -25,6 +25,7 @@ from line_exports.webhook.config import WebhookSource, load_sources
 from line_exports.webhook.events import parse_body
 from line_exports.webhook.signature import verify
 from line_exports.webhook.spool import SpoolWriter, default_spool_path
+from line_exports.webhook.workers import die_with_supervisor
 
 log = logging.getLogger("line_exports.webhook")
 
@@ -129,7 +130,12 @@ def create_app(
 
 
 def create_app_from_env() -> Starlette:
-    """Factory for ``uvicorn --factory`` and multi-worker serving: all settings from env."""
+    """Factory for ``uvicorn --factory`` and multi-worker serving: all settings from env.
+
+    In a worker of ``webhook serve --workers N`` it first ties the worker's life to the
+    supervisor's (see ``workers``), so a SIGKILLed supervisor leaves no worker holding the port.
+    """
+    die_with_supervisor()
     return create_app(
         load_sources(),
         spool_path=os.environ.get(SPOOL_ENV) or None,

@@ -45,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from line_exports.webhook.app import MAX_BODY_ENV
+    from line_exports.webhook.workers import mark_supervisor
 
     _apply_locations(args)
     os.environ[MAX_BODY_ENV] = str(args.max_body_bytes)
@@ -64,6 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
                 f"warning: ${source.channel_secret_env} is not set (source {source.name})",
                 file=sys.stderr,
             )
+    if args.workers > 1:
+        mark_supervisor()  # each worker dies with this process (see webhook.workers)
     uvicorn.run(
         "line_exports.webhook.app:create_app_from_env",
         factory=True,
