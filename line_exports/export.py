@@ -335,7 +335,9 @@ def build_export(
                 sql = render_session_variables(sql_text, variables)
             except ValueError as exc:
                 raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
-            chunks = source.read_chunks(sql, chunk_size)
+            chunks = source.read_chunks(
+                sql, chunk_size, scheduled_time=int(variables["session_unixtime"])
+            )
             source_label = source.describe()
         else:
             frame = inputs["upstream"]

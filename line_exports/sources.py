@@ -22,6 +22,7 @@ from pydantic import Field
 
 from line_exports import paths, sample_data
 from line_exports.secret_fields import SecretField
+from line_exports.sql.td_functions import register_td_functions
 
 _SAMPLES_LOCK = threading.Lock()
 
@@ -94,17 +95,26 @@ class SqlSource(dg.ConfigurableResource):
         return make_url(self.url).render_as_string(hide_password=True)
 
     def read_chunks(
-        self, query: str | Path, chunk_size: int | None = None
+        self,
+        query: str | Path,
+        chunk_size: int | None = None,
+        scheduled_time: int | None = None,
     ) -> Iterator[pd.DataFrame]:
-        """Run ``query`` and yield its rows, at most ``chunk_size`` at a time."""
+        """Run ``query`` and yield its rows, at most ``chunk_size`` at a time.
+
+        On DuckDB the query may use TD's functions (:mod:`line_exports.sql.td_functions`);
+        ``TD_SCHEDULED_TIME()`` is ``scheduled_time`` (the run's session time, UNIX seconds).
+        """
         sql = read_sql_text(query)
         size = chunk_size or self.chunk_size
         if not self.url or self.url.startswith("duckdb:///"):
-            yield from self._duckdb_chunks(sql, size)
+            yield from self._duckdb_chunks(sql, size, scheduled_time)
         else:
             yield from self._sqlalchemy_chunks(sql, size)
 
-    def _duckdb_chunks(self, sql: str, size: int) -> Iterator[pd.DataFrame]:
+    def _duckdb_chunks(
+        self, sql: str, size: int, scheduled_time: int | None = None
+    ) -> Iterator[pd.DataFrame]:
         """Stream the query; a plain scan runs under a small memory_limit so DuckDB's block
         cache stays flat instead of growing with the table.
 
@@ -122,6 +132,7 @@ class SqlSource(dg.ConfigurableResource):
             skip = yielded
             con, capped = _connect(path, read_only, limit)
             with closing(con):
+                register_td_functions(con, scheduled_time)
                 try:
                     relation = con.sql(sql)
                     # DuckDB 2 renamed fetch_arrow_reader to to_arrow_reader; both stream.
@@ -174,6 +185,7 @@ def _plain_scan_columns(plan: list[dict[str, Any]]) -> int | None:
 def _plain_scan_limit(path: Path, read_only: bool, sql: str) -> str | None:
     """The memory_limit for ``sql`` if it is a plain, repeatable table scan, else None."""
     with closing(duckdb.connect(str(path), read_only=read_only)) as con:
+        register_td_functions(con)
         try:
             text = con.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()[0][1]
             plan = json.loads(text)

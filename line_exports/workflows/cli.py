@@ -143,11 +143,14 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="line-exports-plan-"))
             try:
                 started = time.monotonic()
-                sql = render_session_variables(
-                    task.sql, session_variables(moment.astimezone(ZoneInfo(workflow.timezone)))
-                )
+                variables = session_variables(moment.astimezone(ZoneInfo(workflow.timezone)))
+                sql = render_session_variables(task.sql, variables)
                 summary, valid = validate_export(
-                    _counted(source.read_chunks(sql), label, out),
+                    _counted(
+                        source.read_chunks(sql, scheduled_time=int(variables["session_unixtime"])),
+                        label,
+                        out,
+                    ),
                     dest.ruleset(settings),
                     settings.model_dump(),
                     workdir,
