@@ -505,8 +505,9 @@ class HttpClient:
             shown = (
                 body if isinstance(body, bytes | str) else f"<{request.length:,} bytes streamed>"
             )
-            log.debug("request body: %s", self.redact(str(shown)[:2000]))
-            log.debug("response body: %s", self.redact(response.text[:2000]))
+            # Redact the whole text, then cut: a cut through a secret would leave its prefix.
+            log.debug("request body: %s", self.redact(str(shown))[:2000])
+            log.debug("response body: %s", self.redact(response.text)[:2000])
         return response
 
     def _timeout(self) -> urllib3.Timeout:
@@ -519,7 +520,8 @@ class HttpClient:
         status = response.status_code
         if status == 429:
             self.stats.rate_limited += 1
-        body = self.redact(response.text[:1000])
+        # Redact the whole body, then cut: an echoed token across the cut would leak its prefix.
+        body = self.redact(response.text)[:1000]
         return ApiError(
             self.redact(f"{method} {path} answered {status}: {body[:300]}"),
             status=status,
