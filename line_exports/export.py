@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pydantic import create_model
 
 from line_exports import paths
+from line_exports.claims import ClaimLost, ClaimOwner, ScopeClaimed
 from line_exports.destination import (
     DeliveryFailed,
     DeliveryReport,
@@ -36,6 +37,7 @@ from line_exports.destination import (
 from line_exports.destinations import get_destination
 from line_exports.http import ApiError
 from line_exports.ledger import Ledger
+from line_exports.private_files import private_dir, private_opener
 from line_exports.rules import (
     ROW_NUMBER,
     RuleSet,
@@ -86,7 +88,11 @@ class ValidationSummary:
             self.preview.append(rejects.head(PREVIEW_ROWS - shown))
         if self.rejects_path is not None:
             header = not self.rejects_path.exists()
-            rejects.to_csv(self.rejects_path, mode="a", header=header, index=False)
+            # Rejected rows are personal data: the file is created 0600 (in a 0700 folder).
+            with open(
+                self.rejects_path, "a", encoding="utf-8", newline="", opener=private_opener
+            ) as out:
+                rejects.to_csv(out, header=header, index=False)
 
     def preview_frame(self) -> pd.DataFrame:
         return pd.concat(self.preview, ignore_index=True) if self.preview else pd.DataFrame()
@@ -141,7 +147,7 @@ def validate_export(
     log: Any = None,
 ) -> tuple[ValidationSummary, ValidRows]:
     """Validate every chunk; spool the valid rows; write every reject with its reason."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    private_dir(workdir)
     summary = ValidationSummary(rejects_path=workdir / "rejects.csv")
     spool = Spool(workdir / "valid.parquet")
     last_log = time.monotonic()
@@ -374,10 +380,15 @@ def build_export(
                 run = ExportRun(
                     name,
                     context.log,
-                    ledger.scope("/".join(key.path), run_scope(context)),
+                    # Claimed before the first request: a second run of this scope fails here.
+                    ledger.scope("/".join(key.path), run_scope(context)).claim(
+                        ClaimOwner.current(context.run.run_id), context.log
+                    ),
                     rows.count,
                 )
                 report = dest.deliver(resource, config, rows, run)
+            except (ScopeClaimed, ClaimLost) as exc:
+                raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
             except DeliveryFailed as exc:
                 for refused in exc.report.rejects:
                     summary.add_rejects(refused)
@@ -392,7 +403,7 @@ def build_export(
                     raise  # retries exhausted on a transient error: the run's RetryPolicy may resume
                 raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
             finally:
-                ledger.close()
+                ledger.close()  # releases the claim, whatever the outcome
             for refused in report.rejects:
                 summary.add_rejects(refused)
             run.progress(report.sent_rows, force=True)

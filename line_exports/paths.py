@@ -14,10 +14,11 @@ from types import ModuleType
 
 
 def data_dir() -> Path:
-    """The folder for the embedded DuckDB file, spools, ledgers and rejects (created on use)."""
-    path = Path(os.environ.get("LINE_EXPORTS_HOME", "data")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The folder for the embedded DuckDB file, spools, ledgers and rejects (created ``0700``)."""
+    from line_exports.private_files import private_dir
+
+    # It holds personal data (ledger, spools, rejects, DuckDB): owner-only, 0700.
+    return private_dir(Path(os.environ.get("LINE_EXPORTS_HOME", "data")).resolve())
 
 
 def default_duckdb_path() -> Path:

@@ -20,7 +20,7 @@ import duckdb
 import pandas as pd
 from pydantic import Field
 
-from line_exports import paths, sample_data
+from line_exports import paths, private_files, sample_data
 from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
 
@@ -61,6 +61,8 @@ def ensure_sample_tables(database: Path, rows: int = sample_data.SAMPLE_ROWS) ->
             frame = make(rows)  # noqa: F841 - read by DuckDB's replacement scan below
             con.execute(f'create table "{table}" as select * from frame')
             created.append(table)
+    # DuckDB creates the file with default modes (it refuses an empty pre-made one): tighten it.
+    private_files.restrict(database, ".wal")
     return created
 
 
