@@ -17,6 +17,8 @@ import dagster as dg
 SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
 SESSION_TIME_TAG = "line_exports/session_time"
 """Set by schedules that run after their tick (TD's "delay execution"): the tick itself."""
+LAST_EXECUTED_TAG = "line_exports/last_executed_session_time"
+"""Set by a schedule: the session its previous run stood for (digdag's last_executed_session_time)."""
 SESSION_VARIABLE_NAMES = (
     "session_time",
     "session_date",

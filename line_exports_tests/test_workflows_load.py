@@ -98,9 +98,9 @@ def test_examples_load_with_reference_settings() -> None:
     }
     assert maac.resource_key == "your_connection_name" and maac.database == "sample_datasets"
     daily = folder.get("maac_daily").schedule
-    # `daily>: 07:00:00` read as digdag means (not YAML 1.1's base-60 integer), plus TD's delay.
+    # `daily>: 07:10:00` read as digdag means (not YAML 1.1's base-60 integer).
     assert (
-        daily.form == "daily> 07:00:00"
+        daily.form == "daily> 07:10:00"
         and daily.delay_seconds == 7 * 3600 + 600
         and daily.timezone == "Asia/Tokyo"
     )

@@ -188,7 +188,7 @@ def test_cli_validate_reports_errors_and_loads_the_rest(tmp_path: Path) -> None:
     assert re.search(r"ok\.dig\s+ok\s+1", out) and re.search(r"bad\.dig\s+error", out)
     assert "1 workflow(s) loaded, 1 error(s)" in out
     code, out = cli("validate", "--workflows", str(EXAMPLES))
-    assert code == 0 and "maac_daily.dig" in out and "daily> 07:00:00" in out
+    assert code == 0 and "maac_daily.dig" in out and "daily> 07:10:00" in out
 
 
 def test_cli_plan_sends_nothing(tmp_path: Path, sandbox_env: SandboxServer) -> None:

@@ -1,51 +1,56 @@
-"""Schedules as TD and digdag define them, on Dagster's scheduler.
+"""Schedules exactly as digdag computes them, fired by Dagster's scheduler.
 
-* ``cron>:`` (and a plain string) is TD's cron: named days and months, ranges, lists, ``*/n``;
-  as TD documents, ``*/n`` in day-of-month means every n-th day counted from the n-th
-  (``*/5`` = 5, 10, ... 30), and when day-of-month and day-of-week are both restricted, the one
-  that runs more often wins (``0 0 1 * 1`` runs on Mondays).
-* ``@hourly`` / ``@daily`` (also ``@weekly``, ``@monthly``, ``@yearly``) are TD's shortcuts.
-* ``hourly>: MM:SS``, ``daily>: HH:MM:SS``, ``weekly>: DDD,HH:MM:SS``, ``monthly>: D,HH:MM:SS``
-  and ``minutes_interval>: M`` are digdag's: the session time is the start of the hour/day and
-  the run starts MM:SS / HH:MM:SS later.
-* ``delay: SECONDS`` is TD's "delay execution": the run starts later, the session time
-  (``TD_SCHEDULED_TIME()``, ``${session_time}``) stays the tick.
+Every digdag form is a cron4j pattern in the workflow's ``timezone`` plus a delay in seconds
+(treasure-data/digdag ``digdag-standards/.../scheduler/*SchedulerFactory.java``):
 
-Both offsets are one mechanism: a tick of a base cron plus a delay. The Dagster schedule fires
-at tick + delay (rounded up to the minute) and tags the run with the tick, which the query sees.
+=====================  ====================  =============================================
+form                   pattern               delay
+=====================  ====================  =============================================
+``cron>: C``           ``C``                 ``delay:`` seconds (0)
+``minutes_interval>``  ``*/M * * * *``       ``delay:`` seconds (0)
+``hourly>: MM:SS``     ``0 * * * *``         MM*60+SS (``delay:`` is ignored, as digdag does)
+``daily>: HH:MM:SS``   ``0 0 * * *``         HH*3600+MM*60+SS
+``weekly>: D,HH:MM:SS`` ``0 0 * * D``        same; D is a cron4j day: a name or 0-7 (2 = Tue)
+``monthly>: D,H:M:S``  ``0 0 D * *``         same
+=====================  ====================  =============================================
+
+``@hourly``/``@daily``/... are cron shortcuts for ``cron>``. The session time is the tick (the
+local scheduled time, e.g. 00:00 for ``daily>``); the run starts at tick + delay counted in
+real seconds, so ``daily>: 02:30:00`` in America/Los_Angeles on a spring-forward day runs at
+00:00 PST + 9,000 s = 03:30 PDT (10:30 UTC). ``start``/``end`` (dates, ``end`` inclusive) keep
+the runs with ``start <= run time < end + 1 day``; ``last_session_time`` and
+``next_session_time`` come from the same pattern (``CronScheduler.lastScheduleTime``).
+
+Dagster fires at minute granularity: its cron (in UTC, so no wall-clock DST ambiguity) lists
+every minute a run can fall on (tick + delay rounded up to the minute, under each UTC offset the
+zone uses); an evaluation whose minute is not a run of this schedule is skipped.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from line_exports.session import SESSION_TIME_TAG
+from line_exports.session import LAST_EXECUTED_TAG, SESSION_TIME_TAG
+from line_exports.workflows.cron import (
+    LAST_DAY,
+    CronError,
+    CronPart,
+    CronPattern,
+    parse_pattern,
+)
 
 WORKFLOW_TAG = "line_exports/workflow"
 DEFAULT_PAUSE_AFTER_FAILURES = 3
+SCHEDULE_END = datetime(9999, 1, 1, tzinfo=timezone.utc)
+"""digdag's ``BaseScheduler.SCHEDULE_END``: the 'next' time of a schedule past its ``end``."""
 
-DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
-MONTH_NAMES = {
-    m: i + 1
-    for i, m in enumerate(
-        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-    )
-}
-FIELDS = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, MONTH_NAMES),
-    ("day of week", 0, 6, DAY_NAMES),
-)
 SHORTCUTS = {
     "@hourly": "0 * * * *",
     "@daily": "0 0 * * *",
@@ -57,231 +62,210 @@ SHORTCUTS = {
 }
 DIGDAG_FORMS = ("cron>", "hourly>", "daily>", "weekly>", "monthly>", "minutes_interval>")
 OPTIONS = ("delay", "pause_after_failures", "start", "end", "skip_on_overtime")
+DELAY_FORMS = ("cron>", "minutes_interval>")
+"""The forms whose factory reads ``delay:`` (the others take it from their own time)."""
+UTC = timezone.utc
 
 
 class ScheduleError(ValueError):
     """A schedule that cannot be read; the message names the part that is wrong."""
 
 
-@dataclass(frozen=True)
-class Cron:
-    """An expanded cron: the allowed values of each field (``None`` = any)."""
-
-    minutes: tuple[int, ...]
-    hours: tuple[int, ...]
-    days: tuple[int, ...] | None
-    months: tuple[int, ...] | None
-    weekdays: tuple[int, ...] | None
-
-    def matches(self, moment: datetime) -> bool:
-        """Is this wall-clock time a tick?"""
-        return (
-            moment.second == 0
-            and moment.minute in self.minutes
-            and moment.hour in self.hours
-            and (self.days is None or moment.day in self.days)
-            and (self.months is None or moment.month in self.months)
-            and (self.weekdays is None or (moment.isoweekday() % 7) in self.weekdays)
-        )
-
-    def text(self) -> str:
-        return " ".join(
-            _render(v, lo, hi)
-            for v, (_, lo, hi, _names) in zip(
-                (self.minutes, self.hours, self.days, self.months, self.weekdays),
-                FIELDS,
-                strict=True,
-            )
-        )
-
-
-def _render(values: tuple[int, ...] | None, lo: int, hi: int) -> str:
-    if values is None or tuple(values) == tuple(range(lo, hi + 1)):
-        return "*"
-    return ",".join(str(v) for v in values)
-
-
-def _value(text: str, field: str, lo: int, hi: int, names: Mapping[str, int]) -> int:
-    token = text.strip().lower()
-    if token in names:
-        return names[token]
-    if not token.isdigit():
-        raise ScheduleError(
-            f"{field}: {text!r} is not a number{' or a name (' + ', '.join(names) + ')' if names else ''}"
-        )
-    number = int(token)
-    if field == "day of week" and number == 7:
-        return 0
-    if not lo <= number <= hi:
-        raise ScheduleError(f"{field}: {number} is outside {lo}-{hi}")
-    return number
-
-
-def _field(text: str, index: int) -> tuple[int, ...] | None:
-    field, lo, hi, names = FIELDS[index]
-    if text == "*":
-        return None
-    values: set[int] = set()
-    for part in text.split(","):
-        if not part:
-            raise ScheduleError(f"{field}: empty list item in {text!r}")
-        step = 1
-        base = part
-        if "/" in part:
-            base, _, step_text = part.partition("/")
-            if not step_text.isdigit() or int(step_text) < 1:
-                raise ScheduleError(
-                    f"{field}: step {step_text!r} in {part!r} must be a positive number"
-                )
-            step = int(step_text)
-        if base == "*":
-            # TD counts */n in day-of-month from the n-th day (*/5 = 5, 10, ...), elsewhere from the minimum.
-            start, end = (step, hi) if (field == "day of month" and "/" in part) else (lo, hi)
-        elif "-" in base:
-            first, _, last = base.partition("-")
-            start, end = _value(first, field, lo, hi, names), _value(last, field, lo, hi, names)
-            if end < start:
-                raise ScheduleError(f"{field}: range {base!r} runs backwards")
-        else:
-            start = _value(base, field, lo, hi, names)
-            end = hi if "/" in part else start
-        values.update(range(start, end + 1, step))
-    if not values:
-        raise ScheduleError(f"{field}: {text!r} selects nothing")
-    ordered = tuple(sorted(values))
-    return None if ordered == tuple(range(lo, hi + 1)) else ordered
-
-
-def parse_cron(text: str) -> Cron:
-    """TD's cron (5 fields, names, ranges, lists, steps) or a shortcut such as ``@daily``."""
+def parse_cron(text: str, timezone_name: str = "UTC") -> CronPattern:
+    """A ``cron>`` value (cron4j syntax, or a shortcut such as ``@daily``)."""
     source = str(text).strip()
     source = SHORTCUTS.get(source.lower(), source)
     if source.startswith("@"):
         raise ScheduleError(f"unknown shortcut {text!r}; use one of {', '.join(SHORTCUTS)}")
-    parts = source.split()
-    if len(parts) != 5:
-        raise ScheduleError(
-            f"cron {text!r} must have 5 fields (minute hour day-of-month month day-of-week), found {len(parts)}"
-        )
-    fields = [_field(p, i) for i, p in enumerate(parts)]
-    minutes = fields[0] or tuple(range(60))
-    hours = fields[1] or tuple(range(24))
-    days, months, weekdays = fields[2], fields[3], fields[4]
-    if days is not None and weekdays is not None:
-        # TD: "the specification requesting to execute more often is followed".
-        if len(weekdays) / 7 >= len(days) / 31:
-            days = None
-        else:
-            weekdays = None
-    return Cron(minutes, hours, days, months, weekdays)
+    try:
+        return parse_pattern(source, timezone_name)
+    except CronError as exc:
+        raise ScheduleError(str(exc)) from None
 
 
 def _clock(value: Any, form: str, parts: int) -> int:
-    """``HH:MM:SS`` / ``MM:SS`` as seconds (YAML 1.1 may already have made it base-60 seconds)."""
+    """``HH:MM:SS`` / ``MM:SS`` as seconds, as digdag's ``parseAt`` reads it (plain numbers)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return value  # a YAML 1.1 reader's base-60 number
     text = str(value).strip()
     pieces = text.split(":")
-    if len(pieces) != parts or not all(p.isdigit() for p in pieces):
-        raise ScheduleError(
-            f"{form} {text!r} must look like {'HH:MM:SS' if parts == 3 else 'MM:SS'}"
-        )
-    numbers = [int(p) for p in pieces]
-    limits = (24, 60, 60)[-parts:]
-    for number, limit in zip(numbers, limits, strict=True):
-        if number >= limit:
-            raise ScheduleError(f"{form} {text!r}: {number} is out of range")
+    shape = "HH:MM:SS" if parts == 3 else "MM:SS"
+    if len(pieces) != parts or not all(p.strip().isdigit() for p in pieces):
+        raise ScheduleError(f"{form} {text!r} must look like {shape}")
     seconds = 0
-    for number in numbers:
-        seconds = seconds * 60 + number
+    for piece in pieces:
+        seconds = seconds * 60 + int(piece)
     return seconds
+
+
+def zone_offsets(tz: str, around: datetime | None = None) -> list[int]:
+    """The UTC offsets (minutes) ``tz`` uses from a year before to five years after ``around``."""
+    zone = ZoneInfo(tz)
+    start = (around or datetime.now(UTC)) - timedelta(days=366)
+    found = set()
+    for day in range(0, 366 * 6, 1):
+        moment = start + timedelta(days=day)
+        offset = moment.astimezone(zone).utcoffset()
+        found.add(int(offset.total_seconds() // 60) if offset is not None else 0)
+    return sorted(found)
 
 
 @dataclass(frozen=True)
 class WorkflowSchedule:
-    """A base cron whose ticks are session times, and the delay before each run starts."""
+    """A cron4j pattern whose ticks are session times, and the delay before each run starts."""
 
     form: str
     """As written (for the UI), e.g. ``daily>: 07:00:00``."""
-    cron: Cron
+    cron: CronPattern
     delay_seconds: int = 0
     timezone: str = "UTC"
     pause_after_failures: int = DEFAULT_PAUSE_AFTER_FAILURES
     start: datetime | None = None
+    """First local day's 00:00 (digdag ``getDateTimeStart``)."""
     end: datetime | None = None
+    """The local day after ``end:`` at 00:00: runs stay strictly before it."""
     skip_on_overtime: bool = False
 
     @property
     def delay_minutes(self) -> int:
         return math.ceil(self.delay_seconds / 60)
 
-    def run_crons(self) -> list[str]:
-        """Dagster cron strings for tick + delay; exact when a cron can say it, else a
-        daily superset whose extra ticks the evaluation skips."""
-        shift = self.delay_minutes
-        if shift == 0:
-            return [self.cron.text()]
-        by_day: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for hour in self.cron.hours:
-            for minute in self.cron.minutes:
-                total = hour * 60 + minute + shift
-                by_day[(total // 1440, (total % 1440) // 60)].append(total % 60)
-        day_shifts = {k for k, _ in by_day}
-        c = self.cron
-        exact_days = day_shifts == {0} or (c.days is None and c.months is None)
-        hours_by_minutes: dict[tuple[int, tuple[int, ...]], list[int]] = defaultdict(list)
-        for (day_shift, hour), minutes in by_day.items():
-            key_shift = day_shift if exact_days and c.weekdays is not None else 0
-            hours_by_minutes[(key_shift, tuple(sorted(set(minutes))))].append(hour)
-        crons = []
-        for (day_shift, minutes), hours in sorted(hours_by_minutes.items()):
-            if exact_days:
-                weekdays = (
-                    None
-                    if c.weekdays is None
-                    else tuple(sorted((d + day_shift) % 7 for d in c.weekdays))
-                )
-                days, months = (c.days, c.months) if day_shifts == {0} else (None, None)
-            else:
-                days = months = weekdays = None
-            crons.append(Cron(minutes, tuple(sorted(set(hours))), days, months, weekdays).text())
-        return sorted(set(crons))
+    def run_time(self, session: datetime) -> datetime:
+        """Session + delay in real seconds (not wall-clock: DST changes move the clock)."""
+        return session.astimezone(UTC) + timedelta(seconds=self.delay_seconds)
 
-    def session_for(self, run_time: datetime) -> datetime | None:
-        """The tick a run at ``run_time`` stands for, or None if it is a skipped superset tick."""
-        tz = ZoneInfo(self.timezone)
-        wall = run_time.astimezone(tz).replace(tzinfo=None) - timedelta(minutes=self.delay_minutes)
-        if not self.cron.matches(wall):
-            return None
-        tick = wall.replace(tzinfo=tz)
-        if self.start and tick < self.start:
-            return None
-        if self.end and tick > self.end:
-            return None
+    def _next(self, after: datetime) -> datetime:
+        """digdag's ``nextWithStartEnd``: the next session, or :data:`SCHEDULE_END`."""
+        after = after.astimezone(UTC)
+        tick = self.cron.next_after(after)
+        if tick is None:
+            return SCHEDULE_END
+        run = self.run_time(tick)
+        if self.end is not None and self.end <= run:
+            return SCHEDULE_END
+        if self.start is not None and self.start > run:
+            tick = self.cron.next_after(self.start - timedelta(seconds=1))
+            return SCHEDULE_END if tick is None else tick
         return tick
 
+    def local(self, moment: datetime) -> datetime:
+        return moment.astimezone(ZoneInfo(self.timezone))
+
+    def next_session(self, session: datetime) -> datetime:
+        """``next_session_time`` of a session (digdag ``nextScheduleTime``)."""
+        return self.local(self._next(session))
+
+    def last_session(self, session: datetime) -> datetime:
+        """``last_session_time`` of a session (digdag ``CronScheduler.lastScheduleTime``)."""
+        session = session.astimezone(UTC)
+        first = self.cron.next_after(session)
+        second = self.cron.next_after(first) if first else None
+        if first is None or second is None:
+            raise ScheduleError(f"{self.form} has no tick after {session.isoformat()}")
+        interval = second - first
+        before = session - interval
+        while True:
+            before -= interval
+            if before < session:
+                break
+        following = self.cron.next_after(before)
+        while following is not None and following < session:
+            before = following
+            following = self.cron.next_after(before)
+        return self.local(before)
+
+    def first_session(self, now: datetime) -> datetime:
+        """The first session a schedule registered at ``now`` runs (``getFirstScheduleTime``)."""
+        now = now.astimezone(UTC)
+        truncated = now.replace(microsecond=0)
+        if truncated == now:
+            truncated -= timedelta(seconds=1)
+        return self.local(self._next(truncated - timedelta(seconds=self.delay_seconds)))
+
     def ticks(self, after: datetime, count: int) -> Iterator[tuple[datetime, datetime]]:
-        """The next ``count`` (run time, session time) pairs after ``after`` (Dagster's cron iterator)."""
-        from dagster._utils.schedules import schedule_execution_time_iterator
-
-        crons = self.run_crons()
-        found = 0
-        for run_time in schedule_execution_time_iterator(
-            after.timestamp(), crons if len(crons) > 1 else crons[0], self.timezone
-        ):
-            if run_time <= after:
-                continue
-            session = self.session_for(run_time)
-            if session is not None:
-                found += 1
-                yield run_time, session
-                if found >= count:
-                    return
-            if self.end and run_time - timedelta(minutes=self.delay_minutes) > self.end:
+        """The next ``count`` (run time, session time) pairs after ``after``, local times."""
+        session = self.first_session(after)
+        for _ in range(count):
+            if session.astimezone(UTC) >= SCHEDULE_END:
                 return
+            yield self.local(self.run_time(session)), session
+            session = self.next_session(session)
+
+    def session_for(self, fired: datetime) -> datetime | None:
+        """The session a Dagster tick at minute ``fired`` starts, or None when no run of this
+        schedule rounds up to that minute (one of the superset's extra minutes)."""
+        fired = fired.astimezone(UTC).replace(second=0, microsecond=0)
+        latest = fired - timedelta(seconds=self.delay_seconds)
+        # Walk the tick chain from a few hours back, as digdag chains next() from the last
+        # session: a wall time in a DST gap is only reached (and pushed forward) that way.
+        floor = latest - timedelta(seconds=60)
+        tick = self.cron.next_after(floor - timedelta(hours=3))
+        while tick is not None and tick <= floor:
+            tick = self.cron.next_after(tick)
+        if tick is None or tick > latest:
+            return None
+        run = self.run_time(tick)
+        if (self.start is not None and run < self.start) or (
+            self.end is not None and run >= self.end
+        ):
+            return None
+        return self.local(tick)
+
+    def run_crons(self) -> list[str]:
+        """Dagster cron strings (UTC) that include every run minute of this schedule."""
+        offsets = zone_offsets(self.timezone)
+        return sorted({_utc_cron(p, offsets, self.delay_minutes) for p in self.cron.parts})
 
 
-def parse_schedule(spec: Any, timezone: str) -> WorkflowSchedule:
+def _utc_cron(part: CronPart, offsets: list[int], delay_minutes: int) -> str:
+    marks = {
+        hour * 60 + minute - offset + delay_minutes
+        for hour, minute in part.clock()
+        for offset in offsets
+    }
+    minutes = sorted({m % 60 for m in marks})
+    hours = sorted({(m % 1440) // 60 for m in marks})
+    shifts = {m // 1440 for m in marks}
+    dom, month, dow = "*", "*", "*"
+    days_given = part.days is not None and LAST_DAY not in part.days
+    if part.days is not None and LAST_DAY in part.days:
+        pass  # the last day varies: every day, the evaluation checks
+    elif shifts == {0}:
+        dom = _list(part.days) if days_given else "*"
+        month = _list(part.months)
+        dow = _list(part.weekdays)
+    elif len(shifts) == 1 and part.days is None and part.months is None:
+        (shift,) = shifts
+        if part.weekdays is not None:
+            dow = _list(frozenset((d + shift) % 7 for d in part.weekdays))
+    return " ".join(
+        (
+            _list(frozenset(minutes)) if len(minutes) < 60 else "*",
+            _list(frozenset(hours)) if len(hours) < 24 else "*",
+            dom,
+            month,
+            dow,
+        )
+    )
+
+
+def _list(values: frozenset[int] | None) -> str:
+    return "*" if values is None else ",".join(str(v) for v in sorted(values))
+
+
+def _date_bound(raw: Any, key: str, zone: ZoneInfo) -> datetime:
+    """digdag's ``start``/``end``: a ``YYYY-MM-DD`` date, local 00:00 (``end``: the next day)."""
+    text = str(raw).strip()
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise ScheduleError(f"{key} {raw!r} must be a date (YYYY-MM-DD)") from None
+    if key == "end":
+        day += timedelta(days=1)
+    return day.replace(tzinfo=zone).astimezone(UTC)
+
+
+def parse_schedule(spec: Any, timezone_name: str) -> WorkflowSchedule:
     """A digdag ``schedule:`` value (mapping with one ``xxx>:`` form and options, or a cron string)."""
     if isinstance(spec, str):
         spec = {"cron>": spec}
@@ -306,71 +290,77 @@ def parse_schedule(spec: Any, timezone: str) -> WorkflowSchedule:
     value = spec[form]
     if value is None or value == "":
         raise ScheduleError(f"{form} needs a value")
-    offset = 0
+    delay = 0
     if form == "cron>":
-        cron = parse_cron(str(value))
+        cron = parse_cron(str(value), timezone_name)
+    elif form == "minutes_interval>":
+        if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < 1:
+            raise ScheduleError(f"minutes_interval> {value!r} must be a number of minutes")
+        cron = parse_cron(f"*/{int(value)} * * * *", timezone_name)
     elif form == "hourly>":
-        cron, offset = parse_cron("0 * * * *"), _clock(value, form, 2)
+        cron, delay = parse_cron("0 * * * *", timezone_name), _clock(value, form, 2)
     elif form == "daily>":
-        cron, offset = parse_cron("0 0 * * *"), _clock(value, form, 3)
-    elif form == "weekly>":
-        day, _, clock = str(value).partition(",")
-        if day.strip().lower()[:3] not in DAY_NAMES:
-            raise ScheduleError(f"weekly> {value!r}: {day!r} is not a day (Sun, Mon, ... Sat)")
-        cron, offset = parse_cron(f"0 0 * * {day.strip().lower()[:3]}"), _clock(clock, form, 3)
-    elif form == "monthly>":
-        day, _, clock = str(value).partition(",")
-        if not day.strip().isdigit() or not 1 <= int(day) <= 31:
-            raise ScheduleError(f"monthly> {value!r}: {day!r} is not a day of month (1-31)")
-        cron, offset = parse_cron(f"0 0 {int(day)} * *"), _clock(clock, form, 3)
+        cron, delay = parse_cron("0 0 * * *", timezone_name), _clock(value, form, 3)
     else:
-        if not str(value).isdigit() or not 1 <= int(value) <= 60:
-            raise ScheduleError(f"minutes_interval> {value!r} must be a number of minutes (1-60)")
-        cron = parse_cron(f"*/{int(value)} * * * *")
-    delay = spec.get("delay", 0) or 0
-    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
-        raise ScheduleError(f"delay {delay!r} must be a whole number of seconds >= 0")
+        day, comma, clock = str(value).partition(",")
+        if not comma:
+            raise ScheduleError(f"{form} {value!r} must look like D,HH:MM:SS")
+        day = day.strip()
+        if form == "monthly>":
+            if not day.isdigit():
+                raise ScheduleError(f"monthly> {value!r}: {day!r} is not a day of month (1-31)")
+            cron = parse_cron(f"0 0 {int(day)} * *", timezone_name)
+        else:
+            try:
+                cron = parse_cron(f"0 0 * * {day}", timezone_name)
+            except ScheduleError:
+                raise ScheduleError(
+                    f"weekly> {value!r}: {day!r} is not a day (Sun..Sat, or 0-7 with 0 and 7 = Sunday)"
+                ) from None
+        delay = _clock(clock, form, 3)
+    extra = spec.get("delay", 0) or 0
+    if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+        raise ScheduleError(f"delay {extra!r} must be a whole number of seconds >= 0")
+    if form in DELAY_FORMS:
+        delay += extra
+    elif extra:
+        import logging
+
+        logging.getLogger("line_exports.workflows").warning(
+            "schedule %s %s: digdag ignores delay: for this form (the run time is in the form)",
+            form,
+            value,
+        )
     pause = spec.get("pause_after_failures", DEFAULT_PAUSE_AFTER_FAILURES)
     if isinstance(pause, bool) or not isinstance(pause, int) or pause < 0:
         raise ScheduleError(
             f"pause_after_failures {pause!r} must be a whole number >= 0 (0 never pauses)"
         )
-    tz = ZoneInfo(timezone)
-    bounds = []
-    for key in ("start", "end"):
-        raw = spec.get(key)
-        if raw is None:
-            bounds.append(None)
-            continue
-        try:
-            moment = datetime.fromisoformat(str(raw))
-        except ValueError:
-            raise ScheduleError(f"{key} {raw!r} must be a date (YYYY-MM-DD)") from None
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=tz)
-        bounds.append(
-            moment
-            + (
-                timedelta(days=1) - timedelta(seconds=1)
-                if key == "end" and len(str(raw)) == 10
-                else timedelta()
-            )
-        )
-    return WorkflowSchedule(
+    zone = ZoneInfo(timezone_name)
+    start = _date_bound(spec["start"], "start", zone) if spec.get("start") is not None else None
+    end = _date_bound(spec["end"], "end", zone) if spec.get("end") is not None else None
+    if start is not None and end is not None and start >= end:
+        raise ScheduleError("The schedule of end is earlier than start")
+    schedule = WorkflowSchedule(
         form=f"{form} {value}",
         cron=cron,
-        delay_seconds=offset + delay,
-        timezone=timezone,
+        delay_seconds=delay,
+        timezone=timezone_name,
         pause_after_failures=pause,
-        start=bounds[0],
-        end=bounds[1],
+        start=start,
+        end=end,
         skip_on_overtime=bool(spec.get("skip_on_overtime", False)),
     )
+    if cron.next_after(datetime.now(UTC)) is None:
+        raise ScheduleError(f"{form} {value!r} never matches a date")
+    return schedule
 
 
 def build_schedule(
     name: str, job: Any, schedule: WorkflowSchedule, description: str
 ) -> dg.ScheduleDefinition:
-    """The Dagster schedule: fires at tick + delay, tags the run with the tick (its session time)."""
+    """The Dagster schedule: fires at tick + delay, tags the run with the tick (its session time)
+    and the session the schedule's previous run stood for (``last_executed_session_time``)."""
     crons = schedule.run_crons()
 
     def evaluate(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
@@ -392,14 +382,22 @@ def build_schedule(
                 return dg.SkipReason(
                     f"skip_on_overtime: run {running[0].run_id} of {job.name} is still going"
                 )
-        return dg.RunRequest(
-            run_key=None, tags={SESSION_TIME_TAG: session.isoformat(), WORKFLOW_TAG: name}
-        )
+        tags = {SESSION_TIME_TAG: session.isoformat(), WORKFLOW_TAG: name}
+        if context.instance is not None:
+            previous = context.instance.get_runs(
+                dg.RunsFilter(
+                    job_name=job.name, tags={"dagster/schedule_name": f"{name}_schedule"}
+                ),
+                limit=1,
+            )
+            if previous and previous[0].tags.get(SESSION_TIME_TAG):
+                tags[LAST_EXECUTED_TAG] = previous[0].tags[SESSION_TIME_TAG]
+        return dg.RunRequest(run_key=None, tags=tags)
 
     return dg.ScheduleDefinition(
         name=f"{name}_schedule",
         cron_schedule=crons if len(crons) > 1 else crons[0],
-        execution_timezone=schedule.timezone,
+        execution_timezone="UTC",
         job=job,
         execution_fn=evaluate,
         description=description,
