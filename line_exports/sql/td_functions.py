@@ -201,6 +201,22 @@ _MACROS: dict[str, tuple[list[str], list[tuple[str, str]], str]] = {
 }
 
 
+# TD_SESSIONIZE_WINDOW, as the dialect translation rewrites it (line_exports.sql.dialect): from
+# the times of a partition up to the current row (ordered), the first time of the current
+# session (a new one starts after a gap over the timeout), and a UUID-shaped id for it.
+_SESSION_MACROS = (
+    """td__session_start(times, timeout) AS coalesce(
+         list_max(list_filter(
+           list_transform(range(2, len(times) + 1),
+             lambda i: CASE WHEN times[i] - times[i - 1] > timeout THEN times[i] END),
+           lambda x: x IS NOT NULL)),
+         times[1])""",
+    """td__session_id(times, timeout, partition_key) AS regexp_replace(
+         md5(partition_key || ':' || CAST(td__session_start(times, timeout) AS VARCHAR)),
+         '^(.{8})(.{4})(.{4})(.{4})(.{12})$', '\\1-\\2-\\3-\\4-\\5')""",
+)
+
+
 def _macro_sql(name: str) -> str:
     """``CREATE MACRO`` with one overload per number of arguments (TD's optional ones)."""
     required, optional, body = _MACROS[name]
@@ -247,6 +263,8 @@ def register_td_macros(con: duckdb.DuckDBPyConnection, scheduled_time: int | Non
     con.execute(f"CREATE OR REPLACE TEMP MACRO td_scheduled_time() AS CAST({moment} AS BIGINT)")
     for name in _MACROS:
         con.execute(_macro_sql(name))
+    for body in _SESSION_MACROS:
+        con.execute(f"CREATE OR REPLACE TEMP MACRO {body}")
 
 
 def register_td_functions(

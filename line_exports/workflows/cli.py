@@ -121,6 +121,15 @@ def _counted(
         yield chunk
 
 
+def _say_translation(out: TextIO, label: str, translation: Any) -> None:
+    """The SQL a task runs, when it differs from the query as written."""
+    if translation is None:
+        _say(out, f"  {label}: SQL runs as written (translate_sql: false)")
+    elif translation.changed:
+        _say(out, f"  {label}: SQL translated from {translation.read} to {translation.write}:")
+        _say(out, "      " + translation.sql.replace("\n", "\n      "))
+
+
 def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run each task's query and validation; show what would be sent; send nothing."""
     from line_exports.export import validate_export
@@ -140,6 +149,7 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             label = f"{workflow.name}/{task.name}"
             dest = task.destination
             settings = dest.settings_class(**task.settings)
+            _say_translation(out, label, task.translation)
             workdir = Path(tempfile.mkdtemp(prefix="line-exports-plan-"))
             try:
                 started = time.monotonic()

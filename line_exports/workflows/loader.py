@@ -22,6 +22,9 @@ from pydantic import ValidationError
 from line_exports.destination import Destination
 from line_exports.export import build_export
 from line_exports.sources import SqlSource
+from line_exports.sql.dialect import Translation
+from line_exports.sql.workflow import OPTIONS as SQL_OPTIONS
+from line_exports.sql.workflow import translate_task
 from line_exports.workflows.connections import (
     CONNECTIONS_FILE,
     Connection,
@@ -67,6 +70,7 @@ TASK_KEYS = (
     "engine_version",
     "presto_pool_name",
     "hive_pool_name",
+    "translate_sql",
     "_export",
     "_retry",
     "_error",
@@ -97,6 +101,8 @@ class Task:
     connection: str
     deps: list[dg.AssetKey] = field(default_factory=list)
     retry: dg.RetryPolicy | None = None
+    translation: Translation | None = None
+    """The query as written and as translated for the source (None: translate_sql false)."""
 
 
 @dataclass
@@ -359,6 +365,16 @@ class _Parser:
                     variables, {"td": {"database": database}}, self.file, label, line
                 )
             sql, query_file = self._query(body, label, variables)
+            translation = translate_task(
+                sql,
+                options=_sql_options(body, variables),
+                source_url=self.connections.source.get("url"),
+                file=self.file,
+                task=label,
+                query_file=query_file,
+                line=body.line_of("td>") or body.line_of("query"),
+            )
+            sql = translation.sql if translation is not None else sql
             dest, raw, connection = self._destination(body, label, text)
             settings, overrides, lines = self._split(dest, raw, body, label, text)
         except WorkflowError as exc:
@@ -420,6 +436,7 @@ class _Parser:
                 connection=connection.name,
                 deps=list(deps),
                 retry=retry,
+                translation=translation,
             ),
             label,
         )
@@ -605,6 +622,17 @@ class _Parser:
                     line=lines.get(key),
                 )
         return settings, overrides, lines
+
+
+def _sql_options(body: LineDict, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's ``engine`` / ``translate_sql`` (else ``_export``ed) and their lines."""
+    options: dict[str, Any] = {}
+    for name in SQL_OPTIONS:
+        value = body.get(name) if name in body else _dotted(variables, name)
+        if value is not None:
+            options[name] = value
+            options[f"{name}_line"] = body.line_of(name)
+    return options
 
 
 def _dotted(variables: Mapping[str, Any], name: str) -> Any:
