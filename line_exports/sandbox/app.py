@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import pkgutil
 from types import ModuleType
 from typing import Any
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from line_exports.sandbox.core import Fault, Sandbox
+from line_exports.sandbox.core import Fault, Sandbox, instance_proof
 
 _INFRA = {"app", "core", "server", "__main__"}
 
@@ -142,10 +143,16 @@ def create_app(sandbox: Sandbox | None = None) -> Starlette:
     sandbox = sandbox or Sandbox()
     modules = destination_modules()
 
-    async def health(_: Request) -> Response:
-        return JSONResponse(
-            {"ok": True, "destinations": [m.__name__.rsplit(".", 1)[1] for m in modules]}
-        )
+    async def health(request: Request) -> Response:
+        body: dict[str, Any] = {
+            "ok": True,
+            "destinations": [m.__name__.rsplit(".", 1)[1] for m in modules],
+            "pid": os.getpid(),
+        }
+        challenge = request.query_params.get("challenge", "")
+        if 16 <= len(challenge) <= 256:
+            body["instance_proof"] = instance_proof(sandbox.instance_token, challenge)
+        return JSONResponse(body)
 
     async def state(_: Request) -> Response:
         body: dict[str, Any] = {

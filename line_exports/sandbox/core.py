@@ -8,6 +8,9 @@ imports a minute instead of 15).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import threading
 import time
 from collections import deque
@@ -24,6 +27,14 @@ DEFAULT_TOKENS: dict[str, set[str]] = {
     "line_conversion": {"sandbox-capi-token"},
     "linkedin": {"sandbox-linkedin-token"},
 }
+
+
+def instance_proof(instance_token: str, challenge: str) -> str:
+    """What a sandbox answers to ``GET /_sandbox/health?challenge=...``: HMAC-SHA256 of the
+    challenge under its per-instance token. Only the process that started the sandbox (and
+    wrote the token to the data folder, owner-only) can check it, so a stranger listening on
+    the sandbox's port cannot pass for it (and the token itself never crosses the wire)."""
+    return hmac.new(instance_token.encode(), challenge.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass
@@ -69,8 +80,10 @@ class Sandbox:
         rate_scale: float = 1.0,
         tokens: dict[str, set[str]] | None = None,
         job_seconds: float = 0.05,
+        instance_token: str | None = None,
     ) -> None:
         self.rate_scale = rate_scale
+        self.instance_token = instance_token or secrets.token_urlsafe(32)
         self.tokens = {k: set(v) for k, v in (tokens or DEFAULT_TOKENS).items()}
         for kind, defaults in DEFAULT_TOKENS.items():
             self.tokens.setdefault(kind, set(defaults))
@@ -79,6 +92,7 @@ class Sandbox:
         self.faults: list[Fault] = []
         self.requests: list[LoggedRequest] = []
         self.stores: dict[str, Any] = {}
+        self._factories: dict[str, Any] = {}
         self._windows: dict[str, deque[float]] = {}
         self.rate_limited = 0
 
@@ -155,12 +169,22 @@ class Sandbox:
         with self.lock:
             if name not in self.stores:
                 self.stores[name] = factory()
+                self._factories[name] = factory
             return self.stores[name]
 
     def reset(self) -> None:
+        """Forget everything received: faults, the request log, rate windows and every store.
+
+        Stores are emptied in place (made fresh by their own factory): the routes of each
+        destination hold their store object, so dropping it would leave them writing to a store
+        ``/_sandbox/state`` no longer shows.
+        """
         with self.lock:
             self.faults.clear()
             self.requests.clear()
-            self.stores.clear()
+            for name, store in self.stores.items():
+                fresh = self._factories[name]()
+                store.__dict__.clear()
+                store.__dict__.update(fresh.__dict__)
             self._windows.clear()
             self.rate_limited = 0

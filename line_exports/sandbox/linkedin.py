@@ -57,6 +57,7 @@ class Token:
     client_id: str
     expires_at: float
     scopes: tuple[str, ...] = ("rw_dmp_segments", "r_ads")
+    issued_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -107,6 +108,9 @@ class LinkedInStore:
     """idValues / company names the sandbox answers with an element-level 400 (tests provoke it)."""
     access_token_seconds: float = ACCESS_TOKEN_SECONDS
     not_found_seconds: float = 1.0
+    token_propagation_seconds: float = 0.0
+    """How long a newly minted access token is still refused (401, serviceErrorCode 65602), as
+    LinkedIn does for a few seconds after a refresh while the token propagates (tests set it)."""
     """How long a new segment answers 404 to /users and /companies (LinkedIn: about 5 s)."""
     rate_window_seconds: float = 60.0
     next_id: int = 10_800
@@ -181,6 +185,8 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         grant = store.access_tokens.get(token)
         if grant is None:
             return None, _api_error(401, "Invalid access token", "INVALID_ACCESS_TOKEN", 65600)
+        if time.time() < grant.issued_at + store.token_propagation_seconds:
+            return None, _api_error(401, "Invalid access token", "INVALID_ACCESS_TOKEN", 65602)
         if grant.expires_at <= time.time():
             return None, _api_error(
                 401, "The token used in the request has expired", "EXPIRED_ACCESS_TOKEN", 65601

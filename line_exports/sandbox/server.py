@@ -2,28 +2,42 @@
 
 Resources whose base URL is left empty call :func:`ensure_sandbox`, which finds a sandbox on
 the default port or starts one in the background, so an export works with no account anywhere.
+
+The sandbox must never receive real data by accident, so :func:`ensure_sandbox` trusts only a
+sandbox this deployment started: each sandbox has a random per-instance token, written by its
+starter to ``<data dir>/sandbox/<host>_<port>.token`` (owner-only), and proves it holds it by
+answering a fresh challenge with an HMAC (:func:`~line_exports.sandbox.core.instance_proof`).
+Anything else on that port (another program, another user's sandbox) is refused by name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hmac
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlparse
 
 import requests
 import uvicorn
 
-from line_exports import paths
+from line_exports import paths, private_files
 from line_exports.sandbox.app import create_app
-from line_exports.sandbox.core import Sandbox
+from line_exports.sandbox.core import Sandbox, instance_proof
 
 DEFAULT_PORT = 8787
 SANDBOX_URL_ENV = "LINE_EXPORTS_SANDBOX_URL"
 SANDBOX_SWITCH_ENV = "LINE_EXPORTS_SANDBOX"
+INSTANCE_TOKEN_ENV = "LINE_EXPORTS_SANDBOX_INSTANCE_TOKEN"
+"""How :func:`ensure_sandbox` hands the token to the sandbox process it starts (never argv)."""
 CREDENTIAL_VARIABLES = (
     "MAAC_API_TOKEN, LINE_MESSAGING_ACCESS_TOKEN (or LINE_MESSAGING_CLIENT_ID + _SECRET), "
     "LINE_CONVERSION_ACCESS_TOKEN, LINKEDIN_REFRESH_TOKEN (or LINKEDIN_ACCESS_TOKEN)"
@@ -68,11 +82,13 @@ class SandboxServer:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the sandbox server did not start")
             time.sleep(0.01)
+        register_instance(self.url, self.sandbox.instance_token)
         return self
 
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        unregister_instance(self.url, self.sandbox.instance_token)
 
     def __enter__(self) -> SandboxServer:
         return self.start()
@@ -92,11 +108,67 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def _healthy(url: str) -> bool:
+def _answers(url: str) -> bool:
+    """Something answers HTTP at ``url`` (a sandbox or not)."""
     try:
-        return requests.get(f"{url}/_sandbox/health", timeout=1).ok
+        requests.get(f"{url}/_sandbox/health", timeout=1)
+        return True
     except requests.RequestException:
         return False
+
+
+def _instance_file(url: str) -> Path:
+    parsed = urlparse(url)
+    name = f"{parsed.hostname or 'localhost'}_{parsed.port or 80}.token".replace(":", "_")
+    return private_files.private_dir(paths.data_dir() / "sandbox") / name
+
+
+def register_instance(url: str, instance_token: str) -> None:
+    """Record (owner-only) that the sandbox at ``url`` with this token is ours to trust."""
+    path = _instance_file(url)
+    with open(path, "w", encoding="utf-8", opener=private_files.private_opener) as out:
+        out.write(instance_token)
+
+
+def unregister_instance(url: str, instance_token: str) -> None:
+    """Forget ``url``'s token if it is still this instance's."""
+    path = _instance_file(url)
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == instance_token:
+            path.unlink()
+
+
+def _registered_token(url: str) -> str | None:
+    try:
+        return _instance_file(url).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def proves_instance(url: str, instance_token: str) -> bool:
+    """The sandbox at ``url`` answers a fresh challenge with this token's proof."""
+    challenge = secrets.token_hex(16)
+    try:
+        answer = requests.get(
+            f"{url}/_sandbox/health", params={"challenge": challenge}, timeout=1
+        ).json()
+    except (requests.RequestException, ValueError):
+        return False
+    proof = str(answer.get("instance_proof", "")) if isinstance(answer, dict) else ""
+    return hmac.compare_digest(proof, instance_proof(instance_token, challenge))
+
+
+def _trusted(url: str) -> bool:
+    token = _registered_token(url)
+    return token is not None and proves_instance(url, token)
+
+
+def _not_ours(url: str) -> RuntimeError:
+    return RuntimeError(
+        f"something at {url} answers, but it is not a sandbox this deployment started (it did not "
+        f"prove the instance token in {_instance_file(url)}): refusing to send data there. Stop "
+        f"that program, or point {SANDBOX_URL_ENV} at a free port, or configure real credentials."
+    )
 
 
 def default_sandbox_url() -> str:
@@ -104,12 +176,14 @@ def default_sandbox_url() -> str:
 
 
 def ensure_sandbox(url: str | None = None) -> str:
-    """The URL of a running sandbox: the one at ``url`` (default port), started if absent.
+    """The URL of a running sandbox that this deployment started: the one at ``url`` (default
+    port) if it proves its instance token, else a new one started there.
 
     A started sandbox runs as its own process (logs in the data folder) so it outlives the run
-    that needed it and ``dagster dev`` runs can share and inspect it. A deployment sets
-    ``LINE_EXPORTS_SANDBOX=off`` so that a missing secret fails the run instead of exporting to
-    the sandbox and looking like a success.
+    that needed it and ``dagster dev`` runs can share and inspect it. A server at ``url`` that
+    cannot prove the token (not started here) raises ``RuntimeError`` instead of receiving the
+    export. A deployment sets ``LINE_EXPORTS_SANDBOX=off`` so that a missing secret fails the
+    run instead of exporting to the sandbox and looking like a success.
     """
     switch = os.environ.get(SANDBOX_SWITCH_ENV, "").strip().lower()
     if switch in {"off", "0", "false", "no"}:
@@ -121,27 +195,56 @@ def ensure_sandbox(url: str | None = None) -> str:
             f"variables ({CREDENTIAL_VARIABLES})",
             allow_retries=False,
         )
-    url = url or default_sandbox_url()
-    if _healthy(url):
+    url = (url or default_sandbox_url()).rstrip("/")
+    if _trusted(url):
         return url
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    # One starter at a time (parallel steps all find no sandbox at once).
+    lock_path = _instance_file(url).with_suffix(".lock")
+    with open(lock_path, "a", opener=private_files.private_opener) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _trusted(url):
+            return url
+        if _answers(url):
+            raise _not_ours(url)
+        return _start(url)
+
+
+def _start(url: str) -> str:
+    port = int(urlparse(url).port or DEFAULT_PORT)
+    token = secrets.token_urlsafe(32)
+    register_instance(url, token)
     log_path = paths.data_dir() / "sandbox.log"
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab", opener=private_files.private_opener) as log:
         subprocess.Popen(
             [sys.executable, "-m", "line_exports.sandbox", "--port", str(port)],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, INSTANCE_TOKEN_ENV: token},
         )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if _healthy(url):
+        if proves_instance(url, token):
             return url
         time.sleep(0.1)
+    if _answers(url):
+        raise _not_ours(url)
     raise RuntimeError(f"could not start the sandbox at {url}; see {log_path}")
 
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, rate_scale: float = 1.0) -> None:
-    """Run the sandbox in the foreground until interrupted."""
-    uvicorn.run(create_app(Sandbox(rate_scale=rate_scale)), host=host, port=port, log_level="info")
+    """Run the sandbox in the foreground until interrupted.
+
+    Its instance token comes from :data:`INSTANCE_TOKEN_ENV` (set by :func:`ensure_sandbox`),
+    else is new and registered in the data folder, so exports of this deployment trust it.
+    """
+    token = os.environ.pop(INSTANCE_TOKEN_ENV, None)
+    sandbox = Sandbox(rate_scale=rate_scale, instance_token=token)
+    url = f"http://{host}:{port}"
+    if token is None:
+        register_instance(url, sandbox.instance_token)
+    try:
+        uvicorn.run(create_app(sandbox), host=host, port=port, log_level="info")
+    finally:
+        unregister_instance(url, sandbox.instance_token)
