@@ -13,6 +13,7 @@ token (OAuth 2.0, ``POST https://www.linkedin.com/oauth/v2/accessToken``), cache
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -39,6 +40,8 @@ from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
 from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet
 from line_exports.secret_fields import SecretField
 
+log = logging.getLogger(__name__)
+
 API_URL = "https://api.linkedin.com"
 OAUTH_URL = "https://www.linkedin.com"
 TOKEN_PATH = "/oauth/v2/accessToken"
@@ -58,6 +61,13 @@ LIMITS = {
 }
 NEW_SEGMENT_TIMEOUT = 120.0
 TOKEN_MARGIN_SECONDS = 300
+# For a few seconds after a refresh LinkedIn may still refuse the new access token (401 with
+# serviceErrorCode 65601 or 65602) while it propagates: such a 401 on a token refreshed within
+# TOKEN_PROPAGATION_SECONDS is retried after these pauses (31 s in all) before the run says
+# to authorize again; the token is not refreshed again meanwhile (a new one would propagate too).
+TOKEN_PROPAGATION_SECONDS = 60.0
+TOKEN_PROPAGATION_CODES = frozenset({65601, 65602})
+TOKEN_PROPAGATION_WAITS = (1.0, 2.0, 4.0, 8.0, 16.0)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 # ISO 3166-1 alpha-2, every officially assigned code.
@@ -204,18 +214,45 @@ class LinkedInClient:
     """LinkedIn's DMP segment API over one paced, retrying session."""
 
     def __init__(
-        self, http: HttpClient, version: str, sleep: Callable[[float], None] = time.sleep
+        self,
+        http: HttpClient,
+        version: str,
+        sleep: Callable[[float], None] = time.sleep,
+        token_is_new: Callable[[], bool] = lambda: False,
     ) -> None:
         self.http = http
         self.version = version
         self.sleep = sleep
+        self.token_is_new = token_is_new
         self.not_found_waits = 0
+        self.propagation_waits = 0
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            return self.http.request(method, path, **kwargs)
-        except ApiError as exc:
-            raise self._explain(exc) from None
+        waits = iter(TOKEN_PROPAGATION_WAITS)
+        while True:
+            try:
+                return self.http.request(method, path, **kwargs)
+            except ApiError as exc:
+                pause = next(waits, None) if self._propagating(exc) else None
+                if pause is None:
+                    raise self._explain(exc) from None
+                self.propagation_waits += 1
+                log.warning(
+                    "LinkedIn refused the access token refreshed moments ago (%s); it may still "
+                    "be propagating: retrying in %.0fs",
+                    _service_code(exc.body),
+                    pause,
+                )
+                self.sleep(pause)
+
+    def _propagating(self, exc: ApiError) -> bool:
+        """A 401 for a token refreshed moments ago, with a code LinkedIn gives while a new
+        token propagates."""
+        return (
+            exc.status == 401
+            and _service_code(exc.body) in TOKEN_PROPAGATION_CODES
+            and self.token_is_new()
+        )
 
     def _explain(self, exc: ApiError) -> ApiError:
         if isinstance(exc, LinkedInAuthError):
@@ -427,6 +464,7 @@ class LinkedInResource(dg.ConfigurableResource):
     _token: tuple[str, float] | None = PrivateAttr(default=None)
     _seen_tokens: list[str] = PrivateAttr(default_factory=list)
     _token_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _refreshed_at: float | None = PrivateAttr(default=None)
     _oauth_http: HttpClient | None = PrivateAttr(default=None)
 
     @classmethod
@@ -519,9 +557,25 @@ class LinkedInResource(dg.ConfigurableResource):
             return self._refresh_locked()
 
     def force_refresh(self) -> None:
-        """Called on a 401: the token was refused, get a new one (or say how to)."""
+        """Called on a 401: the token was refused, get a new one (or say how to). A token
+        refreshed moments ago is kept: LinkedIn may still be propagating it."""
         with self._token_lock:
-            self._refresh_locked()
+            if not self._token_is_new_locked():
+                self._refresh_locked()
+
+    def token_is_new(self) -> bool:
+        """The access token in use was refreshed less than TOKEN_PROPAGATION_SECONDS ago."""
+        with self._token_lock:
+            return self._token_is_new_locked()
+
+    def _token_is_new_locked(self) -> bool:
+        at = self._refreshed_at
+        return (
+            at is not None
+            and time.monotonic() - at < TOKEN_PROPAGATION_SECONDS
+            and self._token is not None
+            and self._token[1] > time.time()  # not past its own (early) renewal time
+        )
 
     def _refresh_locked(self) -> str:
         if not self.refresh_token:
@@ -548,6 +602,7 @@ class LinkedInResource(dg.ConfigurableResource):
         token = str(answer["access_token"])
         lifetime = float(answer.get("expires_in") or 0)
         self._seen_tokens.append(token)
+        self._refreshed_at = time.monotonic()
         # Renew a little early (at most 5 minutes, a tenth of short lifetimes) so no call races expiry.
         self._token = (token, time.time() + lifetime - min(TOKEN_MARGIN_SECONDS, lifetime / 10))
         return token
@@ -583,7 +638,9 @@ class LinkedInResource(dg.ConfigurableResource):
                 on_unauthorized=self.force_refresh,
                 debug=self.debug,
             )
-            self._clients[retry] = LinkedInClient(http, self.linkedin_version)
+            self._clients[retry] = LinkedInClient(
+                http, self.linkedin_version, token_is_new=self.token_is_new
+            )
         return self._clients[retry]
 
 
@@ -619,6 +676,12 @@ def exchange_token(http: HttpClient, form: dict[str, str]) -> dict[str, Any]:
                 body=exc.body,
             ) from None
         raise
+
+
+def _service_code(body: str) -> int | None:
+    """LinkedIn's ``serviceErrorCode`` in an error body (learn.microsoft.com: error handling)."""
+    match = re.search(r'"serviceErrorCode"\s*:\s*(\d+)', body or "")
+    return int(match.group(1)) if match else None
 
 
 def _oauth_error(body: str) -> str | None:
