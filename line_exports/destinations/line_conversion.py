@@ -37,6 +37,7 @@ from line_exports.destination import (
     content_key,
 )
 from line_exports.http import ApiError, HttpClient, RetrySettings
+from line_exports.id_text import IdText
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, Column, RuleSet, reject
 from line_exports.secret_fields import SecretField
 
@@ -173,11 +174,11 @@ class LineConversionResource(dg.ConfigurableResource):
     sandbox of your own (a loopback ``base_url`` needs no token).
     """
 
-    line_tag_id: str = Field(description="LINE Tag ID used for conversion measurement")
+    line_tag_id: IdText = Field(description="LINE Tag ID used for conversion measurement")
     access_token: str | None = SecretField(
         "Conversion API access token issued for this tag in LINE Business Manager"
     )
-    line_channel_id: str | None = Field(
+    line_channel_id: IdText | None = Field(
         default=None, description="Channel that issued the LINE user IDs (needed to send line_uid)"
     )
     base_url: str | None = Field(

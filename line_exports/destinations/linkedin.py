@@ -37,6 +37,7 @@ from line_exports.destination import (
     content_key,
 )
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
+from line_exports.id_text import IdText
 from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet
 from line_exports.secret_fields import SecretField
 
@@ -172,7 +173,7 @@ class LinkedInVersionError(ApiError):
 class LinkedInSettings(ExportSettings):
     """``result_settings`` of a LinkedIn export, named as in the reference."""
 
-    ad_account_id: str = Field(
+    ad_account_id: IdText = Field(
         description="Ad Account ID (digits, or urn:li:sponsoredAccount:<digits>)"
     )
     audience_type: Literal["users", "companies"] = Field(
@@ -430,7 +431,7 @@ class LinkedInResource(dg.ConfigurableResource):
     empty to use the local sandbox; ``api_url`` and ``oauth_url`` point both hosts elsewhere.
     """
 
-    client_id: str | None = SecretField("LinkedIn app Client ID")
+    client_id: IdText | None = SecretField("LinkedIn app Client ID")
     client_secret: str | None = SecretField("LinkedIn app Client Secret")
     refresh_token: str | None = SecretField("OAuth refresh token (line-exports linkedin-auth)")
     access_token: str | None = SecretField(

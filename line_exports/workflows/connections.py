@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import yaml
 from pydantic import ValidationError
 
 from line_exports.destination import Destination
@@ -247,7 +248,9 @@ def load_connections(path: Path) -> ConnectionsFile:
 
 def parse_td_result(text_or_path: str | Path, base: Path | None = None) -> dict[str, Any]:
     """TD CLI ``td query --result '<json>'``: a JSON object with ``type`` and the settings,
-    given as the JSON text or a path to a ``.json`` file (relative to ``base``)."""
+    given as the JSON text or a path to a ``.json`` file, or a ``.yml``/``.yaml`` file
+    (relative to ``base``); settings under ``out:`` (as the references write them) are read
+    from there."""
     text = str(text_or_path).strip()
     source = "--result JSON"
     if not text.startswith("{"):
@@ -258,12 +261,20 @@ def parse_td_result(text_or_path: str | Path, base: Path | None = None) -> dict[
             raise ValueError(f"--result {text!r} is neither a JSON object nor an existing file")
         source = str(path)
         text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+    if source.endswith((".yml", ".yaml")):
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{source}: not valid YAML: {exc}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from None
+    if isinstance(data, dict) and set(data) == {"out"} and isinstance(data["out"], dict):
+        data = data["out"]  # the references' examples write the settings under out:
     if not isinstance(data, dict):
         raise ValueError(f"{source}: must be a JSON object with 'type' and the settings")
     if "type" not in data:

@@ -23,6 +23,7 @@ from line_exports.destinations.line_messaging.settings import (
     SANDBOX_TOKEN,
 )
 from line_exports.http import ApiError, HttpClient, RetrySettings, poll
+from line_exports.id_text import IdText
 from line_exports.secret_fields import SecretField
 
 
@@ -203,7 +204,7 @@ class LineMessagingResource(dg.ConfigurableResource):
         description="channel_access_token (long-lived) or short_lived_token",
     )
     access_token: str | None = SecretField("Channel access token (long-lived)")
-    client_id: str | None = Field(default=None, description="Channel ID (for short_lived_token)")
+    client_id: IdText | None = Field(default=None, description="Channel ID (for short_lived_token)")
     client_secret: str | None = SecretField("Channel secret (for short_lived_token)")
     base_url: str | None = Field(
         default=None, description="Overrides https://api.line.me (a proxy, or the sandbox)"
