@@ -1,5 +1,6 @@
-"""IDs and tokens written as YAML/JSON numbers, as TD's references write them, load with their
-exact digits; the LINE Messaging reference's five CLI ``--result`` examples load as written."""
+"""Reference parameters as TD's references write them: IDs and tokens as YAML/JSON numbers load
+with their exact digits; the LINE Messaging reference's five CLI ``--result`` examples load;
+``schedule: ""`` is a workflow with no schedule."""
 
 from __future__ import annotations
 
@@ -180,3 +181,13 @@ def test_unquoted_channel_and_account_ids(tmp_path: Path) -> None:
     assert capi.resource.line_channel_id == "1234567890" and capi.resource.line_tag_id == "1234"
     validated = li.destination.settings_class(**li.settings)
     assert validated.ad_account_id == "512345678"
+
+
+def test_empty_schedule_is_no_schedule(tmp_path: Path) -> None:
+    # the references' schedule table: '""' -- "Create a job that has no scheduled run time"
+    dig = 'schedule: ""\n+export:\n  td>: q.sql\n  result: upload_audience.yml\n'
+    files = {"manual.dig": dig, "upload_audience.yml": EXAMPLES["upload_audience"]}
+    loaded = load_folder(folder_with(tmp_path, files))
+    assert loaded.errors == []
+    assert loaded.get("manual").schedule is None
+    assert not list(loaded.definitions().schedules or [])

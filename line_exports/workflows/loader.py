@@ -231,7 +231,8 @@ class _Parser:
                 )
             )
         schedule = None
-        if data.get("schedule") is not None:
+        # TD: schedule "" is "a job that has no scheduled run time"
+        if data.get("schedule") not in (None, ""):
             try:
                 schedule = parse_schedule(data["schedule"], self.timezone)
             except ScheduleError as exc:
