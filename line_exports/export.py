@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import create_model
+from pydantic import ValidationError, create_model
 
 from line_exports import paths
 from line_exports.claims import ClaimLost, ClaimOwner, ScopeClaimed
@@ -259,6 +259,32 @@ def _failure(summary: ValidationSummary, policy: str, metadata: dict[str, Any]) 
     )
 
 
+def _render_settings(
+    dest: Destination, name: str, values: dict[str, Any], fill: Callable[[str], str]
+) -> tuple[ExportSettings, dict[str, Any], dict[str, Any]]:
+    """Settings with every ``${`` string filled for this run, validated again, and the
+    metadata that shows what they became."""
+    filled = {}
+    for key, value in values.items():
+        if isinstance(value, str) and "${" in value:
+            try:
+                filled[key] = fill(value)
+            except ValueError as exc:
+                raise dg.Failure(
+                    description=f"{name}: setting {key}: {exc}", allow_retries=False
+                ) from None
+    values = {**values, **filled}
+    try:
+        config = dest.settings_class(**values)
+    except ValidationError as exc:
+        raise dg.Failure(
+            description=f"{name}: settings filled for this run are invalid: {exc}",
+            allow_retries=False,
+        ) from None
+    extra = {"resolved_settings": dg.MetadataValue.json(filled)} if filled else {}
+    return config, values, extra
+
+
 def build_export(
     name: str,
     *,
@@ -280,6 +306,7 @@ def build_export(
     partitions_def: dg.PartitionsDefinition | None = None,
     ledger_path: Path | None = None,
     pool: str | None = None,
+    render: Callable[[dg.AssetExecutionContext, str], str] | None = None,
 ) -> dg.AssetsDefinition:
     """An asset that exports ``query``'s rows (or ``upstream``'s DataFrame) to ``destination``.
 
@@ -293,6 +320,10 @@ def build_export(
     pool limit keeps them from running over that account's rate limit together, while another
     account's exports do not wait for them: ``<api>_api`` for the default resource key,
     ``<api>_api__<resource_key>`` for any other.
+
+    ``render(context, text)`` (workflows: digdag's ``${...}``) fills the query and every string
+    setting holding ``${`` for this run instead; the filled settings are re-validated and shown
+    in the materialization's metadata (``resolved_settings``).
     """
     dest = get_destination(destination) if isinstance(destination, str) else destination
     if (query is None) == (upstream is None):
@@ -326,6 +357,15 @@ def build_export(
         )
         resource = getattr(context.resources, resource_key)
         values = config.model_dump()
+        extra: dict[str, Any] = {}
+        if render is not None:
+            config, values, extra = _render_settings(
+                dest, name, values, lambda t: render(context, t)
+            )
+            if extra:
+                context.log.info(
+                    f"{name}: settings for this run: {extra['resolved_settings'].data}"
+                )
         try:
             ruleset = dest.ruleset(config)
         except ValueError as exc:
@@ -338,7 +378,11 @@ def build_export(
             if context.has_partition_key:
                 variables["partition_key"] = context.partition_key
             try:
-                sql = render_session_variables(sql_text, variables)
+                sql = (
+                    render(context, sql_text)
+                    if render is not None
+                    else render_session_variables(sql_text, variables)
+                )
             except ValueError as exc:
                 raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
             chunks = source.read_chunks(
@@ -421,7 +465,7 @@ def build_export(
                     "rows_rejected": summary.rejected_rows,
                 },
             )
-            return dg.MaterializeResult(metadata=meta, check_results=[check])
+            return dg.MaterializeResult(metadata={**meta, **extra}, check_results=[check])
         finally:
             (workdir / "valid.parquet").unlink(missing_ok=True)
 

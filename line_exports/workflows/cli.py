@@ -148,13 +148,14 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         for task in workflow.tasks:
             label = f"{workflow.name}/{task.name}"
             dest = task.destination
-            settings = dest.settings_class(**task.settings)
             _say_translation(out, label, task.translation)
+            sql, values = task.for_session(moment)
+            settings = dest.settings_class(**values)
             workdir = Path(tempfile.mkdtemp(prefix="line-exports-plan-"))
             try:
                 started = time.monotonic()
                 variables = session_variables(moment.astimezone(ZoneInfo(workflow.timezone)))
-                sql = render_session_variables(task.sql, variables)
+                sql = render_session_variables(sql, variables)
                 summary, valid = validate_export(
                     _counted(
                         source.read_chunks(sql, scheduled_time=int(variables["session_unixtime"])),

@@ -15,12 +15,10 @@ from typing import Any
 
 import yaml
 
-from line_exports.session import SESSION_VARIABLE_NAMES
 from line_exports.workflows.errors import WorkflowError
 
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
-SESSION_NAME = re.compile(r"session_[a-z_]+|last_session_[a-z_]+|next_session_[a-z_]+")
-"""digdag's run-time variables: filled when the run starts, from its scheduled tick."""
+SECRET_INSIDE = re.compile(r"\$\{\s*secret:([^}]*)\}")
 
 
 class LineDict(dict):
@@ -213,12 +211,15 @@ def interpolate(
     line: int | None = None,
     timezone: str | None = None,
     allow_secret: bool = False,
+    scope: Any = None,
+    defer: bool = False,
 ) -> Any:
-    """Fill ``${name}`` from ``variables``.
+    """Fill ``${...}`` from ``variables`` (:mod:`.variables`: digdag's expressions and built-ins).
 
-    ``${session_*}`` stays for run time (only where ``timezone`` is given, i.e. in queries);
+    A value reading the run (``${session_date}``, ``${moment(...)}``) stays as written for run
+    time where ``defer`` (or ``timezone``: queries) allows it, else it is an error;
     ``${secret:name}`` must be a whole value of a credential and becomes a :class:`SecretRef`.
-    Anything else unresolved is an error naming the variable.
+    Anything unresolved is an error naming the variable and the expression.
     """
     stripped = text.strip()
     whole = INTERPOLATION.fullmatch(stripped)
@@ -243,69 +244,26 @@ def interpolate(
             )
         return ref
 
-    def fill(match: re.Match[str]) -> str:
-        name = match.group(1).strip()
-        if name.startswith("secret:"):
-            raise WorkflowError(
-                file,
-                f"${{{name}}} must be the whole value of a credential setting",
-                task=task,
-                setting=setting,
-                line=line,
-            )
-        if SESSION_NAME.fullmatch(name):
-            if timezone is None:
-                raise WorkflowError(
-                    file,
-                    f"${{{name}}} is filled at run time and is only available in the query (td> file)",
-                    task=task,
-                    setting=setting,
-                    line=line,
-                )
-            if not name.startswith("session_"):
-                raise WorkflowError(
-                    file,
-                    f"${{{name}}} is not supported; use session_* variables",
-                    task=task,
-                    setting=setting,
-                    line=line,
-                )
-            if name not in SESSION_VARIABLE_NAMES:
-                raise WorkflowError(
-                    file,
-                    f"${{{name}}} is not a session variable; known: {', '.join(SESSION_VARIABLE_NAMES)}",
-                    task=task,
-                    setting=setting,
-                    line=line,
-                )
-            return f"${{{name}}}"  # filled by the export at run time, in the workflow's timezone
-        found, value = lookup(variables, name)
-        if not found or isinstance(value, Mapping):
-            known = sorted(_flat_names(variables))
-            from line_exports.workflows.errors import closest
+    if SECRET_INSIDE.search(text):
+        name = SECRET_INSIDE.search(text).group(1).strip()  # type: ignore[union-attr]
+        raise WorkflowError(
+            file,
+            f"${{secret:{name}}} must be the whole value of a credential setting",
+            task=task,
+            setting=setting,
+            line=line,
+        )
+    from line_exports.workflows.variables import RunScope, expand
 
-            raise WorkflowError(
-                file,
-                f"unresolved variable ${{{name}}}{closest(name, known)}; define it under _export",
-                task=task,
-                setting=setting,
-                line=line,
-            )
-        if value is None:
-            return ""
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return str(value)
-
-    return INTERPOLATION.sub(fill, text)
-
-
-def _flat_names(variables: Mapping[str, Any], prefix: str = "") -> list[str]:
-    names: list[str] = []
-    for key, value in variables.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            names.extend(_flat_names(value, f"{name}."))
-        else:
-            names.append(name)
-    return names
+    if scope is None:
+        scope = RunScope(str(variables.get("timezone") or "UTC"), None, task or "")
+    return expand(
+        text,
+        variables,
+        scope,
+        file=file,
+        task=task,
+        setting=setting,
+        line=line,
+        defer=defer or timezone is not None,
+    )

@@ -52,6 +52,7 @@ from line_exports.workflows.schedules import (
     build_schedule,
     parse_schedule,
 )
+from line_exports.workflows.variables import RunScope, render_for_run, run_variables
 
 log = logging.getLogger("line_exports.workflows")
 
@@ -103,6 +104,25 @@ class Task:
     retry: dg.RetryPolicy | None = None
     translation: Translation | None = None
     """The query as written and as translated for the source (None: translate_sql false)."""
+    variables: dict[str, Any] = field(default_factory=dict)
+    """The task's ``_export`` scope: what its run-time ``${...}`` see besides the built-ins."""
+    scope: RunScope | None = None
+    """Timezone, schedule and task name: what its run variables are made of."""
+
+    def for_session(self, session: Any) -> tuple[str, dict[str, Any]]:
+        """The query and settings as a run of ``session`` (a datetime) fills them."""
+        if self.scope is None or not self.templated:
+            return self.sql, dict(self.settings)
+        run = self.scope.variables(session)
+        fill = lambda t: render_for_run(t, self.variables, run, self.scope.zone) if "${" in t else t  # noqa: E731
+        return fill(self.sql), {k: _deep_text(v, fill) for k, v in self.settings.items()}
+
+    @property
+    def templated(self) -> bool:
+        """Does its query or a setting wait for the run's variables?"""
+        return "${" in self.sql or any(
+            isinstance(v, str) and "${" in v for v in self.settings.values()
+        )
 
 
 @dataclass
@@ -193,6 +213,8 @@ class _Parser:
         self.errors: list[WorkflowError] = []
         self.name = identifier(file.stem)
         self.timezone = "UTC"
+        self.schedule: WorkflowSchedule | None = None
+        self.scope: RunScope | None = None
         self.tasks: list[Task] = []
         self.resources: dict[str, Any] = {}
 
@@ -253,6 +275,7 @@ class _Parser:
         except WorkflowError as exc:
             self.errors.append(exc)
             return None
+        self.schedule = schedule
         self._group(data, [], variables, [], retry)
         if not self.tasks and not self.errors:
             self.errors.append(WorkflowError(self.file, "no +task with td> found"))
@@ -347,6 +370,7 @@ class _Parser:
             return None
 
         block = body.get("result_settings")
+        self.scope = RunScope(self.timezone, self.schedule, "+" + "+".join([self.file.stem, *path]))
 
         def text(setting: str, value: Any, **kw: Any) -> Any:
             if not isinstance(value, str):
@@ -356,7 +380,14 @@ class _Parser:
                 block.line_of(inner) if inner and isinstance(block, LineDict) else body.line_of(top)
             )
             return interpolate(
-                value, variables, file=self.file, task=label, setting=setting, line=line, **kw
+                value,
+                variables,
+                file=self.file,
+                task=label,
+                setting=setting,
+                line=line,
+                scope=self.scope,
+                **kw,
             )
 
         try:
@@ -384,11 +415,26 @@ class _Parser:
         if len(self.errors) != count:
             return None
         try:
-            dest.settings_class(**settings)
+            dest.settings_class(**_sample(settings, variables, self.scope))
         except ValidationError as exc:
             self.errors.extend(
                 _settings_errors(
                     exc, dest, settings, self.file, label, lines, body.line_of("result_settings")
+                )
+            )
+            return None
+        try:
+            dest.settings_class(**settings)
+        except ValidationError as exc:
+            name = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else "result_settings"
+            self.errors.append(
+                WorkflowError(
+                    self.file,
+                    f"{settings.get(name)!r} is filled per run, but this setting's rule checks "
+                    "it when the workflow loads; give a value without run variables",
+                    task=label,
+                    setting=f"result_settings.{name}",
+                    line=lines.get(name) or line,
                 )
             )
             return None
@@ -438,6 +484,8 @@ class _Parser:
                 deps=list(deps),
                 retry=retry,
                 translation=translation,
+                variables=dict(variables),
+                scope=self.scope,
             ),
             label,
         )
@@ -496,6 +544,7 @@ class _Parser:
             setting=setting,
             line=body.line_of("td>"),
             timezone=self.timezone,
+            scope=self.scope,
         )
         if not sql.strip():
             raise WorkflowError(
@@ -612,7 +661,7 @@ class _Parser:
                     )
                 overrides[key] = value
             elif key in settings_fields:
-                settings[key] = _deep_text(value, lambda v, s=setting: text(s, v))
+                settings[key] = _deep_text(value, lambda v, s=setting: text(s, v, defer=True))
             else:
                 known = sorted(set(settings_fields) | res_fields)
                 raise WorkflowError(
@@ -634,6 +683,35 @@ def _sql_options(body: LineDict, variables: Mapping[str, Any]) -> dict[str, Any]
             options[name] = value
             options[f"{name}_line"] = body.line_of(name)
     return options
+
+
+def _sample(settings: dict[str, Any], variables: Mapping[str, Any], scope: Any) -> dict[str, Any]:
+    """Settings as a sample run would fill them (to check their rules at load)."""
+    if scope is None:
+        return settings
+    run = scope.sample()
+    return {
+        k: _deep_text(
+            v, lambda t: render_for_run(t, variables, run, scope.zone) if "${" in t else t
+        )
+        for k, v in settings.items()
+    }
+
+
+def _renderer(task: Task) -> Any:
+    """``render(context, text)`` for :func:`build_export`: the task's scope plus the run's
+    built-ins (computed once per run)."""
+    scope = task.scope
+    assert scope is not None
+    cache: dict[str, dict[str, Any]] = {}
+
+    def render(context: dg.AssetExecutionContext, text: str) -> str:
+        run = cache.get(context.run.run_id)
+        if run is None:
+            run = cache[context.run.run_id] = run_variables(context, scope)
+        return render_for_run(text, task.variables, run, scope.zone)
+
+    return render
 
 
 def _dotted(variables: Mapping[str, Any], name: str) -> Any:
@@ -737,6 +815,7 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
                 deps=task.deps or None,
                 tags={"line_exports/workflow": workflow.name},
                 **({"retry_policy": task.retry} if task.retry else {}),
+                **({"render": _renderer(task)} if task.templated and task.scope else {}),
             )
         )
     job = dg.define_asset_job(
