@@ -238,11 +238,7 @@ def find_audience(
         return int(created["audience_id"]), "created"
     usable = []
     for group in client.audiences_named(settings.audience_name or ""):
-        if (
-            group.get("type") != "UPLOAD"
-            or group.get("permission") != "READ_WRITE"
-            or group.get("status") == "EXPIRED"
-        ):
+        if not writable(group) or group.get("status") == "EXPIRED":
             continue
         usable.append(group)
     if not usable:
@@ -256,9 +252,15 @@ def find_audience(
     return int(group["audienceGroupId"]), "added"
 
 
+def writable(group: dict[str, Any]) -> bool:
+    """An upload audience this channel may add to. ``permission`` is optional in
+    ``manage-audience.yml`` (``AudienceGroup``): only ``READ`` forbids writing."""
+    return group.get("type") == "UPLOAD" and group.get("permission", "READ_WRITE") != "READ"
+
+
 def check_writable(group: dict[str, Any], settings: LineMessagingSettings) -> None:
     ident = group.get("audienceGroupId")
-    if group.get("type") != "UPLOAD" or group.get("permission") != "READ_WRITE":
+    if not writable(group):
         raise dg.Failure(
             description=f"LINE audience {ident} is not an upload audience this channel can write to",
             allow_retries=False,

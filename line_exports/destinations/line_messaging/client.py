@@ -27,16 +27,47 @@ from line_exports.id_text import IdText
 from line_exports.secret_fields import SecretField
 
 
-def line_error(error: ApiError) -> tuple[str, list[dict[str, Any]]]:
-    """LINE's error ``message`` and ``details`` from a failed call's (redacted) body."""
+def line_error(error: ApiError) -> tuple[str, list[str]]:
+    """LINE's error ``message`` and its ``details`` as text, from a failed call's (redacted) body.
+
+    Any body shape is reported, never a crash: per ``messaging-api.yml``'s ``ErrorResponse``
+    each detail is ``{message, property}``; a detail of another shape is kept as its JSON."""
     try:
         body = json.loads(error.body)
     except ValueError:
         return error.body[:300], []
     if not isinstance(body, dict):
         return error.body[:300], []
-    details = body.get("details") if isinstance(body.get("details"), list) else []
+    raw = body.get("details")
+    details = []
+    for item in raw if isinstance(raw, list) else [] if raw is None else [raw]:
+        if isinstance(item, dict) and ("message" in item or "property" in item):
+            where = str(item.get("property") or "")
+            details.append(
+                f"{where}: {item.get('message', '')}" if where else str(item.get("message", ""))
+            )
+        else:
+            details.append(json.dumps(item, ensure_ascii=False)[:300])
     return str(body.get("message", "")), details
+
+
+MONTHLY_LIMIT = "monthly limit"  # in LINE's 429 message: "You have reached your monthly limit."
+
+
+def monthly_limit(error: ApiError) -> bool:
+    """LINE's 429 for the month's message quota (never retried: it lasts until next month)."""
+    return error.status == 429 and MONTHLY_LIMIT in error.body.lower()
+
+
+class LineHttp(HttpClient):
+    """The shared HTTP client, except that LINE's monthly-limit 429 is final, not retried."""
+
+    def _error(self, method: str, path: str, response: Any) -> ApiError:
+        error = super()._error(method, path, response)
+        if monthly_limit(error):
+            error.retryable = False
+            error.retry_after = None
+        return error
 
 
 class LineMessagingClient:
@@ -52,6 +83,14 @@ class LineMessagingClient:
 
     def begin_run(self) -> None:
         self.tokens.begin_run()
+
+    # quota (messaging-api.yml: getMessageQuota, getMessageQuotaConsumption)
+    def quota(self) -> tuple[int | None, int]:
+        """(the month's target limit or None when ``type`` is ``none``, messages sent this month)."""
+        target = self.http.request("GET", "/v2/bot/message/quota", endpoint="quota").json()
+        used = self.http.request("GET", "/v2/bot/message/quota/consumption", endpoint="quota")
+        limit = int(target["value"]) if target.get("type") == "limited" else None
+        return limit, int(used.json()["totalUsage"])
 
     # messages
     def send(
@@ -312,7 +351,7 @@ class LineMessagingResource(dg.ConfigurableResource):
                 self.cache_token,
             )
             scope = f"line_messaging:{url}:{content_key(creds['access_token'] or creds['client_id'])[:12]}"
-            http = HttpClient(
+            http = LineHttp(
                 url,
                 auth_headers=tokens.headers,
                 secrets=tokens.secrets,

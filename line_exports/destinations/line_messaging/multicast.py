@@ -8,14 +8,28 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import duckdb
+
 from line_exports.destination import DeliveryReport, ExportRun, ValidRows
 from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import Tally, finish, retry_key, send_once
 from line_exports.destinations.line_messaging.settings import (
     MULTICAST_READ_ROWS,
     LineMessagingSettings,
 )
 from line_exports.rules import ROW_NUMBER
+
+
+def distinct_recipients(rows: ValidRows) -> int:
+    """Distinct IDs in the spool (LINE counts one message per recipient), counted by DuckDB."""
+    if rows.count == 0:
+        return 0
+    with duckdb.connect() as con:
+        found = con.execute(
+            "SELECT count(DISTINCT id) FROM read_parquet(?)", [str(rows.path)]
+        ).fetchone()
+    return int(found[0]) if found else 0
 
 
 def deliver_multicast(
@@ -36,6 +50,8 @@ def deliver_multicast(
     seen: set[str] = set()
     duplicates = 0
     splits = 0
+    distinct = distinct_recipients(rows)
+    left = allowance(client, settings, distinct, report, run, "multicast")
 
     def deliver_batch(numbers: list[int], recipients: list[str]) -> tuple[int, int]:
         """Send one batch; isolate refused recipients so the others still get the message.
@@ -90,7 +106,7 @@ def deliver_multicast(
     def recipient_groups() -> Iterator[tuple[list[int], list[str]]]:
         """Full groups of ``batch_size_multicast`` distinct recipients, in spool order (read
         in large batches: per-group pandas work cost more than the request)."""
-        nonlocal duplicates
+        nonlocal duplicates, left
         numbers: list[int] = []
         recipients: list[str] = []
         for batch in rows.batches(MULTICAST_READ_ROWS, columns=[ROW_NUMBER, "id"]):
@@ -101,6 +117,11 @@ def deliver_multicast(
                     duplicates += 1  # a repeated recipient gets the message once
                     continue
                 seen.add(recipient)
+                if left is not None:
+                    if left == 0:
+                        tally.quota_refused.append(number)
+                        continue
+                    left -= 1
                 numbers.append(number)
                 recipients.append(recipient)
                 if len(recipients) == size:
@@ -130,6 +151,7 @@ def deliver_multicast(
     run.progress(report.sent_rows)
     report = finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")
     report.accepted_rows += duplicates
+    report.metadata["distinct_recipients"] = distinct
     report.metadata["duplicate_recipients_skipped"] = duplicates
     report.metadata["multicast_batch_splits"] = splits
     report.metadata["batch_size_multicast"] = settings.batch_size_multicast

@@ -6,11 +6,10 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import dagster as dg
-
-from line_exports.destination import DeliveryReport, ExportRun, ValidRows
+from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
 from line_exports.destinations.line_messaging.client import LineMessagingClient
 from line_exports.destinations.line_messaging.messages import MessageTemplate
+from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
     finish,
@@ -40,11 +39,13 @@ def deliver_push(
     bad = bad_rendered_rows(template, rows, columns, report)
     if bad and not skip:
         first = report.rejects[0].iloc[0]
-        raise dg.Failure(
-            description=f"{len(bad):,} rows render an invalid message and skip_invalid_message is false, so nothing "
-            f"was sent. First: row {first[ROW_NUMBER]}: {first['message']}",
-            allow_retries=False,
+        raise DeliveryFailed(
+            f"{len(bad):,} rows render an invalid message and skip_invalid_message is false, so "
+            f"nothing was sent. First: row {first[ROW_NUMBER]}: {first['message']}",
+            report,
         )
+    # One message per push (LINE counts recipients, not message objects), before any is sent.
+    left = allowance(client, settings, rows.count - len(bad), report, run, "push")
     options = settings.options()
     tail = json.dumps(options, separators=(",", ":"))[1:-1] if options else ""
     tally = Tally()
@@ -89,6 +90,10 @@ def deliver_push(
                         (row_number, to, body, retry_key(run, "push", to, messages, options))
                     )
                 pushes = not_yet_sent(pushes, run, tally)
+                if left is not None:
+                    over, pushes = pushes[left:], pushes[:left]
+                    left -= len(pushes)
+                    tally.quota_refused.extend(n for n, *_ in over)
                 # Pending before sending, in one transaction: an interrupted push is known.
                 run.ledger.record_many(
                     [(key, {"state": "pending", "at": time.time()}) for *_, key in pushes]

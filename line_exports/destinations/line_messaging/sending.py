@@ -17,12 +17,19 @@ from typing import Any, Literal
 
 import dagster as dg
 
-from line_exports.destination import DeliveryReport, ExportRun, content_key
+from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, content_key
 from line_exports.destinations.line_messaging.auth import TokenError
-from line_exports.destinations.line_messaging.client import LineMessagingClient, explain, line_error
+from line_exports.destinations.line_messaging.client import (
+    LineMessagingClient,
+    explain,
+    line_error,
+    monthly_limit,
+)
 from line_exports.destinations.line_messaging.settings import MAX_BODY_BYTES, RESEND_GUARD_SECONDS
 from line_exports.http import ApiError
 from line_exports.rules import reject
+
+QUOTA_REASON = "LINE's monthly message quota is used up"
 
 
 def retry_key(run: ExportRun, *parts: Any) -> str:
@@ -41,6 +48,8 @@ class Tally:
     refused: list[tuple[int, str, str]] = field(default_factory=list)
     unknown: list[tuple[int, str]] = field(default_factory=list)
     fatal: list[str] = field(default_factory=list)
+    final: bool = False  # the fatal error is not worth a retry (LINE's monthly limit)
+    quota_refused: list[int] = field(default_factory=list)  # rows not sent: quota used up
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -130,16 +139,19 @@ def post(
         if exc.status == 400 and not isinstance(exc, TokenError):
             message, details = line_error(exc)
             run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
-            reason = message + (
-                " " + "; ".join(f"{d.get('property', '')}: {d.get('message', '')}" for d in details)
-                if details
-                else ""
-            )
+            reason = message + (" " + "; ".join(details) if details else "")
             with tally.lock:
                 (tally.refused if refusals is None else refusals).extend(
                     (n, r, reason.strip()) for n, r in zip(row_numbers, recipients, strict=True)
                 )
             return "refused"
+        if monthly_limit(exc):
+            run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
+            with tally.lock:
+                tally.quota_refused.extend(row_numbers)
+                tally.final = True
+                tally.fatal.append(f"LINE answered 429, {QUOTA_REASON} (not retried): {exc.body}")
+            return "fatal"
         with tally.lock:
             tally.fatal.append(
                 explain(exc)
@@ -159,15 +171,17 @@ def post(
 def finish(
     report: DeliveryReport, tally: Tally, skip: bool, policy: str, kind: str
 ) -> DeliveryReport:
+    """The report of a push or multicast run, honest about LINE's answers.
+
+    A fatal error fails the run (retryable). Refused requests become rejects with LINE's reason;
+    the run fails (:class:`DeliveryFailed`, the rejects still written) when the policy says stop
+    or when LINE accepted none of the requests sent."""
+    if tally.quota_refused:
+        report.rejects.append(reject(tally.quota_refused, "id", "line_monthly_quota", QUOTA_REASON))
+    if tally.final:
+        raise DeliveryFailed(f"LINE {kind} stopped: {tally.fatal[0]}", report)
     if tally.fatal:
         raise dg.Failure(description=f"LINE {kind} failed: {tally.fatal[0]}", allow_retries=True)
-    if tally.refused and not skip:
-        n, recipient, reason = tally.refused[0]
-        raise dg.Failure(
-            description=f"LINE refused the {kind} to {recipient} (row {n}): {reason}. {policy} is false, so the run "
-            "stops here; accepted requests are recorded and a re-run resumes after them.",
-            allow_retries=False,
-        )
     if tally.refused:
         by_reason: dict[str, list[int]] = {}
         for n, _, reason in tally.refused:
@@ -189,4 +203,18 @@ def finish(
             f"{kind}_refused_recipients": len(tally.refused),
         }
     )
+    if tally.refused and not skip:
+        n, recipient, reason = tally.refused[0]
+        raise DeliveryFailed(
+            f"LINE refused the {kind} to {recipient} (row {n}): {reason}. {policy} is false, so "
+            "the run stops here; accepted requests are recorded and a re-run resumes after them.",
+            report,
+        )
+    if tally.refused and report.accepted_rows == 0:
+        n, recipient, reason = tally.refused[0]
+        raise DeliveryFailed(
+            f"LINE accepted none of the {kind} requests: {len(tally.refused):,} recipients "
+            f"refused. First: {recipient} (row {n}): {reason}",
+            report,
+        )
     return report

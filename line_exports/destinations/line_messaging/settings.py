@@ -127,6 +127,11 @@ class LineMessagingSettings(ExportSettings):
         le=100,
         description="Multicast requests in flight at once (paced to 200/s; 1 when skip_multicast_invalid_message is false)",
     )
+    over_quota: Literal["fail", "send_up_to_quota"] = Field(
+        "fail",
+        description="When the run needs more messages than the month's quota leaves: fail before "
+        "sending (default), or send_up_to_quota (the rest reported as rejects)",
+    )
     validate_with_api: bool = Field(
         False,
         description="Also check the message with LINE's /v2/bot/message/validate/* before sending",

@@ -72,6 +72,7 @@ def routes(api: Api) -> list[BaseRoute]:
                     "audience group count max over", "AUDIENCE_GROUP_COUNT_MAX_OVER"
                 )
             audience = Audience(store.new_id(), name, is_ifa, int(time.time()))
+            audience.permission = store.audience_permission
             store.audiences[audience.id] = audience
             if ids:
                 add_job(audience, ids, upload_description)
@@ -86,7 +87,7 @@ def routes(api: Api) -> list[BaseRoute]:
             "expireTimestamp",
             "isIfaAudience",
         )
-        return JSONResponse({k: view[k] for k in keep}, status_code=202)
+        return JSONResponse({k: view[k] for k in keep if k in view}, status_code=202)
 
     def add(audience_id: Any, ids: list[str], upload_description: str) -> Response:
         with sandbox.lock:

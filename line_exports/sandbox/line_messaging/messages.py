@@ -97,6 +97,37 @@ def routes(api: Api) -> list[BaseRoute]:
             return bad
         return key, body
 
+    def over_quota(recipients: int) -> Response | None:
+        """429 when the month's target limit would be passed; else count the messages (LINE
+        counts one message per recipient, however many message objects a request holds)."""
+        if store.quota_limit is not None and store.quota_used + recipients > store.quota_limit:
+            return _error(429, "You have reached your monthly limit.")
+        store.quota_used += recipients
+        return None
+
+    async def quota(request: Request) -> Response:
+        if (denied := api.authorized(request)) is not None:
+            return denied
+        if store.quota_limit is None:
+            return JSONResponse({"type": "none"})
+        return JSONResponse({"type": "limited", "value": store.quota_limit})
+
+    async def consumption(request: Request) -> Response:
+        if (denied := api.authorized(request)) is not None:
+            return denied
+        with sandbox.lock:
+            return JSONResponse({"totalUsage": store.quota_used})
+
+    async def set_quota(request: Request) -> Response:
+        """Admin: ``{"limit": N or null, "used": M}`` sets the month's target limit and usage."""
+        body = await request.json()
+        limit, used = body.get("limit"), body.get("used", store.quota_used)
+        if (limit is not None and not isinstance(limit, int)) or not isinstance(used, int):
+            return _error(400, "limit must be an integer or null, used an integer")
+        with sandbox.lock:
+            store.quota_limit, store.quota_used = limit, used
+        return JSONResponse({"limit": limit, "used": used})
+
     async def push(request: Request) -> Response:
         checked = await send_request(request, "push")
         if isinstance(checked, Response):
@@ -113,6 +144,8 @@ def routes(api: Api) -> list[BaseRoute]:
                 return conflict
             if to in store.unknown_users:
                 return _error(400, "Failed to send messages")
+            if (over := over_quota(1)) is not None:
+                return over
             request_id = _request_id()
             sent = [
                 {"id": str(store.new_id()), "quoteToken": secrets.token_urlsafe(8)}
@@ -148,6 +181,8 @@ def routes(api: Api) -> list[BaseRoute]:
                         if store.multicast_error_names_index
                         else _error(400, "Failed to send messages")
                     )
+            if (over := over_quota(len(to))) is not None:
+                return over
             request_id = _request_id()
             if key is not None:
                 store.retry_keys[key] = (time.time(), request_id, [])
@@ -170,6 +205,9 @@ def routes(api: Api) -> list[BaseRoute]:
 
     return [
         Route("/v2/bot/message/push", push, methods=["POST"]),
+        Route("/v2/bot/message/quota", quota, methods=["GET"]),
+        Route("/v2/bot/message/quota/consumption", consumption, methods=["GET"]),
+        Route("/_sandbox/line_messaging/quota", set_quota, methods=["PUT"]),
         Route("/v2/bot/message/multicast", multicast, methods=["POST"]),
         Route("/v2/bot/message/validate/{kind:str}", validate, methods=["POST"]),
     ]

@@ -57,6 +57,7 @@ class Audience:
     created: int
     ids: set[str] = field(default_factory=set)
     jobs: list[Job] = field(default_factory=list)
+    permission: str | None = "READ_WRITE"  # optional in manage-audience.yml: None omits it
 
     def settle(self, now: float) -> None:
         """Apply finished jobs (LINE adds IDs asynchronously)."""
@@ -76,7 +77,7 @@ class Audience:
             "status": "READY" if ready else "IN_PROGRESS",
             "audienceCount": len(self.ids),
             "created": self.created,
-            "permission": "READ_WRITE",
+            **({"permission": self.permission} if self.permission is not None else {}),
             "isIfaAudience": self.is_ifa,
             "expireTimestamp": self.created + AUDIENCE_RETENTION_SECONDS,
         }
@@ -95,6 +96,9 @@ class LineStore:
     unknown_users: set[str] = field(default_factory=set)  # not in this channel: 400
     multicast_error_names_index: bool = True  # LINE names the bad ``to[i]`` in its message
     audiences: dict[int, Audience] = field(default_factory=dict)
+    audience_permission: str | None = "READ_WRITE"  # what new audiences answer (None: omitted)
+    quota_limit: int | None = None  # the month's target limit (None: type "none", no limit)
+    quota_used: int = 0  # messages sent this month (one per recipient)
     pushes: int = 0
     multicasts: int = 0
     conflicts: int = 0

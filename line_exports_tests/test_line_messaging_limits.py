@@ -1,0 +1,471 @@
+"""LINE's message rules, checked as LINE checks them: the issue's inputs, boundaries generated
+from the limits table (in each field's unit), and every enum of flex components and actions,
+refused both by the exporter's check and by the sandbox (over loopback HTTP)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import linebot.v3.messaging.models as sdk
+import pandas as pd
+import pytest
+import requests
+
+from line_exports.destinations.line_messaging.limits import (
+    LIMITS,
+    grapheme_len,
+    prose_fields,
+    utf16_len,
+)
+from line_exports.destinations.line_messaging.messages import (
+    MessageTemplate,
+    TemplateError,
+    check_messages,
+)
+from line_exports.sandbox import SandboxServer
+
+TOKEN = "sandbox-line-channel-token"
+URL = "https://example.com/a.png"
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one grapheme cluster, 8 UTF-16 units
+
+
+def validate(server: SandboxServer, messages: list[dict[str, Any]]) -> requests.Response:
+    """LINE's own check of a message, as the sandbox answers it (POST .../validate/push)."""
+    return requests.post(
+        f"{server.url}/v2/bot/message/validate/push",
+        data=json.dumps({"messages": messages}),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+
+
+def refused_at(server: SandboxServer, messages: list[dict[str, Any]]) -> list[str]:
+    answer = validate(server, messages)
+    if answer.status_code == 200:
+        return []
+    assert answer.status_code == 400, answer.text
+    return [d["property"] for d in answer.json().get("details", [])]
+
+
+def problems_at(messages: list[dict[str, Any]]) -> list[str]:
+    return [path for path, _ in check_messages(messages)[0]]
+
+
+def bubble(*contents: dict[str, Any], footer: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "bubble",
+        "body": {"type": "box", "layout": "vertical", "contents": list(contents)},
+    }
+    if footer:
+        body["footer"] = {"type": "box", "layout": "vertical", "contents": footer}
+    return {"type": "flex", "altText": "a", "contents": body}
+
+
+def button(label: str) -> dict[str, Any]:
+    return {"type": "button", "action": {"type": "message", "label": label, "text": "ok"}}
+
+
+def image_carousel(label: str) -> dict[str, Any]:
+    column = {"imageUrl": URL, "action": {"type": "message", "label": label, "text": "ok"}}
+    return {
+        "type": "template",
+        "altText": "a",
+        "template": {"type": "image_carousel", "columns": [column]},
+    }
+
+
+# -- the issue's inputs, with LINE's answer ---------------------------------------------------
+def test_flex_action_labels_take_40_and_image_carousel_labels_12(
+    sandbox_server: SandboxServer,
+) -> None:
+    for messages, path, accepted in [
+        ([bubble(button("x" * 30))], "", True),
+        ([bubble(button("x" * 40))], "", True),
+        ([bubble(button("x" * 41))], "messages[0].contents.body.contents[0].action.label", False),
+        ([image_carousel("x" * 12)], "", True),
+        ([image_carousel("x" * 13)], "messages[0].template.columns[0].action.label", False),
+        ([image_carousel("x" * 15)], "messages[0].template.columns[0].action.label", False),
+    ]:
+        assert (problems_at(messages) == []) is accepted, messages
+        assert (refused_at(sandbox_server, messages) == []) is accepted, messages
+        if not accepted:
+            assert path in problems_at(messages)
+            assert path in refused_at(sandbox_server, messages)
+            with pytest.raises(TemplateError, match=re.escape(path)):
+                MessageTemplate.parse(messages)
+
+
+@pytest.mark.parametrize(
+    ("component", "prop"),
+    [
+        ({"type": "text", "text": "a", "weight": "heavy"}, "weight"),
+        ({"type": "text", "text": "a", "align": "left"}, "align"),
+        ({"type": "text", "text": "a", "gravity": "middle"}, "gravity"),
+        ({"type": "text", "text": "a", "flex": "1"}, "flex"),
+        ({"type": "text", "text": "a", "color": 5}, "color"),
+        ({"type": "image", "url": URL, "aspectMode": "stretch"}, "aspectMode"),
+        ({"type": "text", "text": "a", "wrap": "yes"}, "wrap"),
+        ({"type": "box", "layout": "diagonal", "contents": []}, "layout"),
+    ],
+)
+def test_flex_enum_and_type_errors_are_refused(
+    sandbox_server: SandboxServer, component: dict[str, Any], prop: str
+) -> None:
+    messages = [bubble(component)]
+    path = f"messages[0].contents.body.contents[0].{prop}"
+    assert path in problems_at(messages)
+    assert path in refused_at(sandbox_server, messages)
+    with pytest.raises(TemplateError, match=re.escape(path)):
+        MessageTemplate.parse(messages)
+
+
+def test_text_emoji_index_must_be_on_a_dollar(sandbox_server: SandboxServer) -> None:
+    emoji = {"productId": "5ac1bfd5040ab15980c9b435", "emojiId": "001"}
+    good = [
+        {
+            "type": "text",
+            "text": "$ hello $",
+            "emojis": [{**emoji, "index": 0}, {**emoji, "index": 8}],
+        }
+    ]
+    bad = [{"type": "text", "text": "$ hello $", "emojis": [{**emoji, "index": 3}]}]
+    astral = [{"type": "text", "text": "😀$", "emojis": [{**emoji, "index": 2}]}]  # UTF-16
+    assert problems_at(good) == [] and refused_at(sandbox_server, good) == []
+    assert problems_at(astral) == [] and refused_at(sandbox_server, astral) == []
+    assert "messages[0].emojis[0].index" in problems_at(bad)
+    assert "messages[0].emojis[0].index" in refused_at(sandbox_server, bad)
+
+
+def test_emoji_index_is_recomputed_per_row(sandbox_server: SandboxServer) -> None:
+    """``Hi {{name}} $``: the ``$`` moves with the name's length (and its UTF-16 units)."""
+    emoji = {"productId": "5ac1bfd5040ab15980c9b435", "emojiId": "001"}
+    template = MessageTemplate.parse(
+        {
+            "type": "text",
+            "text": "Hi {{name}} $ and {{other}}$",
+            "emojis": [{**emoji, "index": 12}, {**emoji, "index": 27}],
+        }
+    )
+    frame = pd.DataFrame(
+        {"name": ["Al", "Bartholomew", "😀😀", ""], "other": ["x", "", "🍎", "yy"]}
+    )
+    assert template.check_rows(frame) == []
+    for rendered in template.render(frame):
+        messages = json.loads(rendered)
+        text = messages[0]["text"]
+        units = text.encode("utf-16-le")
+        for emoji_object in messages[0]["emojis"]:
+            at = emoji_object["index"] * 2
+            assert units[at : at + 2].decode("utf-16-le") == "$", (text, emoji_object)
+        assert refused_at(sandbox_server, messages) == []
+    with pytest.raises(TemplateError, match=r"emojis\[0\]\.index"):
+        MessageTemplate.parse(
+            {"type": "text", "text": "Hi {{name}} $", "emojis": [{**emoji, "index": 4}]}
+        )
+
+
+def test_buttons_text_counts_grapheme_clusters(sandbox_server: SandboxServer) -> None:
+    def buttons(text: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "template",
+                "altText": "a",
+                "template": {
+                    "type": "buttons",
+                    "text": text,
+                    "actions": [{"type": "message", "label": "ok", "text": "ok"}],
+                },
+            }
+        ]
+
+    for text, accepted in [
+        ("😀" * 100, True),
+        ("😀" * 160, True),
+        (FAMILY * 160, True),
+        ("😀" * 161, False),
+        (FAMILY * 161, False),
+    ]:
+        assert (problems_at(buttons(text)) == []) is accepted
+        assert (refused_at(sandbox_server, buttons(text)) == []) is accepted
+
+
+# -- boundaries generated from the table ------------------------------------------------------
+EMOJI = {"productId": "5ac1bfd5040ab15980c9b435", "emojiId": "001"}
+ACTIONS = [
+    {"type": "postback", "label": "p", "data": "d", "displayText": "t", "fillInText": "f"},
+    {"type": "postback", "label": "p", "data": "d", "text": "t"},
+    {"type": "message", "label": "m", "text": "t"},
+    {
+        "type": "uri",
+        "label": "u",
+        "uri": "https://example.com/",
+        "altUri": {"desktop": "https://e.com/"},
+    },
+    {"type": "datetimepicker", "label": "d", "data": "d", "mode": "date"},
+    {"type": "richmenuswitch", "label": "r", "data": "d", "richMenuAliasId": "alias"},
+    {"type": "clipboard", "label": "c", "clipboardText": "c"},
+]
+# Every text field the table covers appears in one of these (checked by the coverage test).
+EXAMPLES: list[dict[str, Any]] = [
+    {
+        "type": "text",
+        "text": "hi",
+        "quickReply": {"items": [{"type": "action", "imageUrl": URL, "action": ACTIONS[2]}]},
+        "sender": {"name": "bot", "iconUrl": URL},
+    },
+    {"type": "textV2", "text": "hi {a}", "substitution": {"a": {"type": "emoji", **EMOJI}}},
+    {"type": "image", "originalContentUrl": URL, "previewImageUrl": URL},
+    {"type": "video", "originalContentUrl": URL, "previewImageUrl": URL, "trackingId": "t"},
+    {"type": "audio", "originalContentUrl": URL, "duration": 1000},
+    {"type": "location", "title": "t", "address": "a", "latitude": 1.5, "longitude": 2},
+    {
+        "type": "imagemap",
+        "baseUrl": "https://example.com/map",
+        "altText": "a",
+        "baseSize": {"width": 1040, "height": 1040},
+        "video": {
+            "originalContentUrl": URL,
+            "previewImageUrl": URL,
+            "area": {"x": 0, "y": 0, "width": 10, "height": 10},
+            "externalLink": {"linkUri": "https://example.com/", "label": "more"},
+        },
+        "actions": [
+            {
+                "type": "uri",
+                "label": "l",
+                "linkUri": "https://e.com/",
+                "area": {"x": 0, "y": 0, "width": 1, "height": 1},
+            },
+            {"type": "message", "text": "t", "area": {"x": 0, "y": 0, "width": 1, "height": 1}},
+            {
+                "type": "clipboard",
+                "clipboardText": "c",
+                "area": {"x": 0, "y": 0, "width": 1, "height": 1},
+            },
+        ],
+    },
+    {
+        "type": "template",
+        "altText": "a",
+        "template": {
+            "type": "buttons",
+            "thumbnailImageUrl": URL,
+            "title": "t",
+            "text": "t",
+            "defaultAction": ACTIONS[2],
+            "actions": ACTIONS[:4],
+        },
+    },
+    {
+        "type": "template",
+        "altText": "a",
+        "template": {"type": "buttons", "text": "t", "actions": ACTIONS[4:]},
+    },
+    {
+        "type": "template",
+        "altText": "a",
+        "template": {"type": "confirm", "text": "t", "actions": ACTIONS[2:4]},
+    },
+    {
+        "type": "template",
+        "altText": "a",
+        "template": {
+            "type": "carousel",
+            "columns": [
+                {"thumbnailImageUrl": URL, "title": "t", "text": "t", "actions": ACTIONS[:1]},
+                {"text": "t", "actions": ACTIONS[2:3]},
+            ],
+        },
+    },
+    image_carousel("l"),
+    {
+        "type": "flex",
+        "altText": "a",
+        "contents": {
+            "type": "bubble",
+            "hero": {"type": "image", "url": URL, "action": ACTIONS[3]},
+            "body": {
+                "type": "box",
+                "layout": "vertical",
+                "contents": [
+                    button("b"),
+                    {"type": "icon", "url": URL},
+                    {
+                        "type": "video",
+                        "url": "https://example.com/v.mp4",
+                        "previewUrl": URL,
+                        "altContent": {"type": "image", "url": URL},
+                    },
+                ],
+            },
+        },
+    },
+]
+
+
+def text_fields() -> Iterator[tuple[int, str, str]]:
+    """(example number, property path, table row) of every text field in the examples."""
+    for n, message in enumerate(EXAMPLES):
+        for field in prose_fields(message, "messages[0]", "push"):
+            limit = LIMITS.get(field.limit or "")
+            if limit is not None and limit.unit in ("utf16", "grapheme"):
+                yield n, field.path, limit.field
+
+
+def test_examples_pass_and_cover_every_text_row_of_the_table() -> None:
+    for message in EXAMPLES:
+        assert problems_at([message]) == [], message
+    covered = {row for _, _, row in text_fields()}
+    assert covered == {k for k, v in LIMITS.items() if v.unit in ("utf16", "grapheme")}
+
+
+def filler(unit: str, script: str, n: int) -> str:
+    """A string of exactly ``n`` units of ``unit``, written in ``script``."""
+    if unit == "grapheme":
+        return {"ascii": "a", "cjk": "漢", "emoji": "😀", "zwj": FAMILY}[script] * n
+    if script == "ascii":
+        return "a" * n
+    if script == "cjk":
+        return "漢" * n
+    size = 2 if script == "emoji" else 8
+    char = "😀" if script == "emoji" else FAMILY
+    return char * (n // size) + "a" * (n % size)
+
+
+def boundary_value(row: str, prefix: str, script: str, n: int) -> str:
+    limit = LIMITS[row]
+    value = prefix + filler(limit.unit, script, n - limit.count(prefix))
+    assert limit.count(value) == n
+    return value
+
+
+def set_path(message: dict[str, Any], path: str, value: Any) -> None:
+    parts = re.findall(r"\.(\w+)|\[(\d+)\]", path.removeprefix("messages[0]"))
+    node: Any = message
+    for key, index in parts[:-1]:
+        node = node[key] if key else node[int(index)]
+    key, index = parts[-1]
+    node[key if key else int(index)] = value
+
+
+CASES = [
+    pytest.param(n, path, row, script, id=f"{row}-{script}")
+    for n, path, row in dict.fromkeys(text_fields())
+    for script in ("ascii", "cjk", "emoji", "zwj")
+    if not (row == "video.trackingId" and script != "ascii")
+]
+
+
+@pytest.mark.parametrize(("n", "path", "row", "script"), CASES)
+def test_limit_accepted_and_limit_plus_one_refused(
+    sandbox_server: SandboxServer, n: int, path: str, row: str, script: str
+) -> None:
+    limit = LIMITS[row]
+    prefix = ""
+    if "Url" in path or path.endswith((".url", ".uri", ".linkUri", ".desktop", ".previewUrl")):
+        prefix = "https://e.com/"
+    for size, accepted in ((int(limit.high), True), (int(limit.high) + 1, False)):
+        message = copy.deepcopy(EXAMPLES[n])
+        set_path(message, path, boundary_value(row, prefix, script, size))
+        found = problems_at([message])
+        assert (path not in found) is accepted, (row, size, found)
+        if accepted:
+            assert found == []
+        assert (path not in refused_at(sandbox_server, [message])) is accepted
+
+
+# -- every enum of flex components and actions -------------------------------------------------
+def enum_fields(klass: type) -> list[tuple[str, str]]:
+    """(JSON property, field) of each enum the SDK model validates."""
+    return [
+        (field.alias, name)
+        for name, field in klass.__fields__.items()
+        if any(
+            v.func.__name__.endswith("_validate_enum") for v in klass.__validators__.get(name, [])
+        )
+    ]
+
+
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "FlexBox": {"type": "box", "layout": "vertical", "contents": []},
+    "FlexButton": button("b"),
+    "FlexImage": {"type": "image", "url": URL},
+    "FlexIcon": {"type": "icon", "url": URL},
+    "FlexText": {"type": "text", "text": "t"},
+    "FlexSpan": {"type": "span", "text": "t"},
+    "FlexSeparator": {"type": "separator"},
+    "FlexFiller": {"type": "filler"},
+    "FlexVideo": {
+        "type": "video",
+        "url": "https://example.com/v.mp4",
+        "previewUrl": URL,
+        "altContent": {"type": "image", "url": URL},
+    },
+}
+
+
+def action_class(action: dict[str, Any]) -> type:
+    return getattr(sdk, sdk.Action.get_discriminator_value(action))  # type: ignore[attr-defined]
+
+
+ENUM_CASES = [
+    pytest.param(name, prop, id=f"{name}.{prop}")
+    for name in [*COMPONENTS, "FlexBubble"]
+    for prop, _ in enum_fields(getattr(sdk, name))
+] + [
+    pytest.param(f"Action:{kind}", prop, id=f"{kind}.{prop}")
+    for kind, prop in dict.fromkeys(
+        (a["type"], prop) for a in ACTIONS for prop, _ in enum_fields(action_class(a))
+    )
+]
+
+
+def enum_case(name: str, prop: str) -> tuple[list[dict[str, Any]], str]:
+    if name == "FlexBubble":
+        message = bubble({"type": "text", "text": "t"})
+        message["contents"][prop] = "wrong"
+        return [message], f"messages[0].contents.{prop}"
+    if name.startswith("Action:"):
+        action = next(a for a in ACTIONS if a["type"] == name.split(":")[1])
+        message = bubble({"type": "button", "action": {**copy.deepcopy(action), prop: "wrong"}})
+        return [message], f"messages[0].contents.body.contents[0].action.{prop}"
+    if name == "FlexSpan":
+        message = bubble({"type": "text", "contents": [{**COMPONENTS[name], prop: "wrong"}]})
+        return [message], f"messages[0].contents.body.contents[0].contents[0].{prop}"
+    message = bubble({**copy.deepcopy(COMPONENTS[name]), prop: "wrong"})
+    return [message], f"messages[0].contents.body.contents[0].{prop}"
+
+
+def test_enum_cases_cover_every_flex_and_action_model() -> None:
+    """Every SDK flex component, container and action class with an enum is exercised."""
+    covered = {getattr(sdk, n) for n in [*COMPONENTS, "FlexBubble"]} | {
+        action_class(a) for a in ACTIONS
+    }
+    with_enums = {
+        klass
+        for klass in vars(sdk).values()
+        if isinstance(klass, type)
+        and issubclass(klass, (sdk.FlexComponent, sdk.FlexContainer, sdk.Action))
+        and klass not in (sdk.FlexComponent, sdk.FlexContainer, sdk.Action)
+        and enum_fields(klass)
+    }
+    assert with_enums - covered == set()
+    assert len(ENUM_CASES) == sum(len(enum_fields(k)) for k in covered)
+
+
+@pytest.mark.parametrize(("name", "prop"), ENUM_CASES)
+def test_every_flex_and_action_enum_is_refused_when_wrong(
+    sandbox_server: SandboxServer, name: str, prop: str
+) -> None:
+    messages, path = enum_case(name, prop)
+    assert path in problems_at(messages), problems_at(messages)
+    assert path in refused_at(sandbox_server, messages)
+
+
+def test_counting_units() -> None:
+    assert utf16_len(FAMILY) == 8 and grapheme_len(FAMILY) == 1
+    assert utf16_len("漢") == 1 and grapheme_len("e\u0301") == 1

@@ -1,0 +1,131 @@
+"""LINE's monthly quota, robust answers and honest outcomes, against the sandbox over loopback."""
+
+from __future__ import annotations
+
+import json
+
+import requests
+
+from line_exports.sandbox import Fault, SandboxServer
+from line_exports.sandbox.line_messaging import store_of
+from line_exports_tests.test_line_messaging import (
+    export,
+    resource,
+    run,
+    run_fails,
+    users_query,
+)
+
+TEMPLATE = json.dumps({"type": "text", "text": "Hi {{name}}"})
+MULTICAST = json.dumps({"type": "text", "text": "Sale today"})
+
+
+def push_export(name: str, count: int, **settings: object):  # type: ignore[no-untyped-def]
+    return export(
+        name,
+        users_query(count, extra=", 'n' || range AS name"),
+        target="push_message",
+        template_message=TEMPLATE,
+        **settings,
+    )
+
+
+def test_quota_read_before_sending_and_run_fails_when_it_would_pass(
+    sandbox_server: SandboxServer,
+) -> None:
+    store = store_of(sandbox_server.sandbox)
+    store.quota_limit, store.quota_used = 10, 7
+    message = run_fails(push_export("line_quota_fail", 5), resource(sandbox_server))
+    assert "needs 5 messages but only 3 of this month's 10 remain" in message
+    assert store.pushes == 0 and store.quota_used == 7
+    assert sandbox_server.sandbox.count("GET", "/v2/bot/message/quota") == 2
+
+
+def test_send_up_to_quota_sends_what_remains_and_rejects_the_rest(
+    sandbox_server: SandboxServer,
+) -> None:
+    store = store_of(sandbox_server.sandbox)
+    requests.put(
+        f"{sandbox_server.url}/_sandbox/line_messaging/quota",
+        json={"limit": 10, "used": 7},
+        timeout=5,
+    ).raise_for_status()
+    meta = run(
+        push_export("line_quota_up_to", 5, over_quota="send_up_to_quota"),
+        resource(sandbox_server),
+    )
+    assert store.pushes == 3 and store.quota_used == 10
+    assert meta["messages_needed"] == 5 and meta["quota_remaining"] == 3
+    assert meta["quota_limit"] == 10 and meta["quota_used"] == 7
+    assert meta["push_accepted"] == 3
+
+
+def test_multicast_counts_distinct_recipients_against_the_quota(
+    sandbox_server: SandboxServer,
+) -> None:
+    store = store_of(sandbox_server.sandbox)
+    store.quota_limit = 4
+    # 6 rows, 4 distinct recipients: exactly the quota.
+    query = "SELECT 'U' || lpad(printf('%x', range % 4), 32, '0') AS id FROM range(0, 6)"
+    asset = export(
+        "line_quota_multicast",
+        query,
+        target="multicast_message",
+        template_message_multicast=MULTICAST,
+    )
+    meta = run(asset, resource(sandbox_server))
+    assert meta["distinct_recipients"] == 4 and meta["duplicate_recipients_skipped"] == 2
+    assert meta["messages_needed"] == 4 and store.quota_used == 4
+    again = export(
+        "line_quota_multicast_2",
+        users_query(1, start=9),
+        target="multicast_message",
+        template_message_multicast=MULTICAST,
+    )
+    assert "needs 1 messages but only 0" in run_fails(again, resource(sandbox_server))
+
+
+def test_monthly_limit_429_is_never_retried(sandbox_server: SandboxServer) -> None:
+    sandbox = sandbox_server.sandbox
+    body = json.dumps({"message": "You have reached your monthly limit."})
+    fault = sandbox.add_fault(Fault(path="/v2/bot/message/push", status=429, body=body, times=5))
+    message = run_fails(
+        push_export("line_quota_429", 3, push_concurrency=1), resource(sandbox_server)
+    )
+    assert "monthly" in message and "not retried" in message
+    assert fault.hits == 1  # one request, answered 429 once, not repeated
+    assert store_of(sandbox).pushes == 0
+
+
+def test_a_400_whose_details_are_not_objects_is_reported(sandbox_server: SandboxServer) -> None:
+    sandbox = sandbox_server.sandbox
+    body = json.dumps({"message": "The request body has 2 error(s)", "details": ["odd", 5]})
+    sandbox.add_fault(Fault(path="/v2/bot/message/push", status=400, body=body, times=1))
+    meta = run(push_export("line_odd_details", 3, push_concurrency=1), resource(sandbox_server))
+    assert meta["push_refused_recipients"] == 1 and meta["push_accepted"] == 2
+    assert store_of(sandbox).pushes == 2
+
+
+def test_a_run_whose_pushes_line_refused_all_is_a_failure(sandbox_server: SandboxServer) -> None:
+    store = store_of(sandbox_server.sandbox)
+    store.unknown_users.update("U" + f"{n:032x}" for n in range(3))
+    message = run_fails(push_export("line_all_refused", 3), resource(sandbox_server))
+    assert "accepted none" in message and store.pushes == 0
+
+
+def test_audience_answer_without_permission_adds_to_the_same_audience(
+    sandbox_server: SandboxServer,
+) -> None:
+    store = store_of(sandbox_server.sandbox)
+    store.audience_permission = None  # optional in manage-audience.yml
+    for start in (0, 10):
+        asset = export(
+            f"line_no_permission_{start}",
+            users_query(5, start=start),
+            audience_name="no permission field",
+        )
+        meta = run(asset, resource(sandbox_server))
+    assert len(store.audiences) == 1
+    assert meta["audience_action"] == "added"
+    (audience,) = store.audiences.values()
+    assert len(audience.ids) == 10
