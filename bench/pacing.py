@@ -5,7 +5,9 @@ R+1 in any one-second window with 429) and our client's push pacing is set to R 
 ``LineMessagingDestination.deliver`` sends ``R * --seconds`` pushes (a templated message per
 row, 50 in flight); the sending phase alone is timed. The same is done for multicast (500
 recipients a request, LINE's 200/s). CPU use of both processes is printed: on a small machine
-the sandbox and the client share the cores, which caps what loopback can show.
+the sandbox and the client share the cores, which caps what loopback can show. ``client cores
+per 1,000 pushes/s`` is the client's CPU seconds per 1,000 requests: the cores the client needs
+to sustain 1,000 pushes a second (issue 14's measure of the cost of a push).
 
     .venv/bin/python bench/pacing.py --rates 2000,1000,500 --seconds 10
 """
@@ -58,12 +60,14 @@ def one(kind: str, rate: int, seconds: float, concurrency: int, workdir: Path) -
         sandbox_cpu = cpu_seconds(sandbox.proc.pid) - sandbox_cpu
         refused = int(sandbox.state().get("rate_limited", 0))
     achieved = fig["requests"] / fig["seconds"]
+    per_thousand = fig["cpu_seconds"] / max(1, fig["requests"]) * 1000
     share = achieved / rate
     ok = share >= 0.9 and refused == 0 and fig["accepted"] == total * per_request
     print(f"{kind:9} R={rate:5}/s  {fig['requests']:6} requests in {fig['seconds']:6.1f}s = "
           f"{achieved:7.0f}/s ({share:6.1%} of R)  429s: {refused}  retries: {fig['retries']}  "
           f"accepted {fig['accepted']:,}  CPU: client {fig['cpu_seconds'] / fig['seconds']:.2f}, "
-          f"sandbox {sandbox_cpu / fig['seconds']:.2f} cores  {'PASS' if ok else 'MISS'}")  # fmt: skip
+          f"sandbox {sandbox_cpu / fig['seconds']:.2f} cores  {'PASS' if ok else 'MISS'}\n"
+          f"{'':9} client cores per 1,000 {kind} requests/s: {per_thousand:.3f}")  # fmt: skip
     return ok
 
 

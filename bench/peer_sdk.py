@@ -11,7 +11,7 @@ none of them is rate-limited, and our client's pacing scaled x10 too (it paces t
 2,000 pushes / 200 multicasts a second, which the SDK does not do); the sandbox is reset before
 each workload; only the sending phase is timed.
 
-    .venv/bin/pip install line-bot-sdk   # bench only
+    (line-bot-sdk is a dependency of the project: it checks message structure)
     .venv/bin/python bench/peer_sdk.py --pushes 5000 --multicasts 200
 """
 

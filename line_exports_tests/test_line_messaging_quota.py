@@ -129,3 +129,66 @@ def test_audience_answer_without_permission_adds_to_the_same_audience(
     assert meta["audience_action"] == "added"
     (audience,) = store.audiences.values()
     assert len(audience.ids) == 10
+
+
+# -- tokens -----------------------------------------------------------------------------------
+def test_stateless_token_issued_per_run_and_reissued_after_expiry(
+    sandbox_server: SandboxServer,
+) -> None:
+    store = store_of(sandbox_server.sandbox)
+    meta = run(
+        push_export("line_stateless", 3), resource(sandbox_server, auth_method="stateless_token")
+    )
+    assert meta["push_accepted"] == 3 and meta["tokens_issued"] == 1
+    assert store.stateless_issued == 1 and store.tokens_issued == 0  # no 30-per-channel slot
+    assert sandbox_server.sandbox.count("POST", "/oauth2/v3/token", 200) == 1
+    # 15 minutes later the token is gone: a 401 issues a new one once and the run goes on.
+    store.expire_stateless()
+    res = resource(sandbox_server, auth_method="stateless_token")
+    run(push_export("line_stateless_2", 3), res)
+    client = res.get_client()
+    client.tokens._token = next(iter(store.stateless))  # the expired one, as a long run holds it
+    client.tokens._expires = float("inf")
+    store.expire_stateless()
+    again = run(push_export("line_stateless_3", 3), res)
+    assert again["push_accepted"] == 3 and store.stateless_issued == 3
+    assert not list(paths_with_tokens())
+
+
+def paths_with_tokens():  # type: ignore[no-untyped-def]
+    from line_exports import paths
+
+    return paths.data_dir().glob("line_messaging_tokens*")
+
+
+def test_short_lived_token_cache_is_sealed_and_never_fails_the_run(
+    sandbox_server: SandboxServer,
+) -> None:
+    from line_exports import paths
+    from line_exports.sandbox.line_messaging import CLIENTS
+
+    store = store_of(sandbox_server.sandbox)
+    run(push_export("line_cache_1", 2), resource(sandbox_server, auth_method="short_lived_token"))
+    cache = paths.data_dir() / "line_messaging_tokens.json"
+    text = cache.read_text()
+    (token,) = store.issued
+    secret = next(iter(CLIENTS.values()))
+    assert token not in text and secret not in text and oct(cache.stat().st_mode)[-3:] == "600"
+    # Reused by the next run (another resource, as another process would be).
+    run(push_export("line_cache_2", 2), resource(sandbox_server, auth_method="short_lived_token"))
+    assert store.tokens_issued == 1
+    # A tampered cache is a miss (AES-GCM refuses it), not a crash.
+    data = json.loads(text)
+    entry = next(iter(data.values()))
+    entry["sealed"] = entry["sealed"][:-4] + ("AAAA" if entry["sealed"][-4:] != "AAAA" else "BBBB")
+    cache.write_text(json.dumps(data))
+    run(push_export("line_cache_3", 2), resource(sandbox_server, auth_method="short_lived_token"))
+    assert store.tokens_issued == 2
+    # A cache that cannot be written (here: a folder where the file goes) costs a warning only.
+    cache.unlink()
+    cache.mkdir()
+    meta = run(
+        push_export("line_cache_4", 2), resource(sandbox_server, auth_method="short_lived_token")
+    )
+    assert meta["push_accepted"] == 2 and store.tokens_issued == 3
+    assert [p.name for p in paths.data_dir().glob("line_messaging_tokens.json*")] == [cache.name]

@@ -25,6 +25,7 @@ from line_exports.destinations.line_messaging.settings import (
     AGGREGATION_UNIT,
     AUDIENCE_IFA_COLUMNS,
     AUDIENCE_USER_COLUMNS,
+    LIMITS,
     MULTICAST_COLUMNS,
     PUSH_COLUMNS,
     PUSH_TO_PATTERN,
@@ -36,6 +37,7 @@ from line_exports.rules import Column, RuleSet
 __all__ = [
     "AGGREGATION_UNIT",
     "DESTINATION",
+    "LIMITS",
     "PUSH_TO_PATTERN",
     "LineMessagingDestination",
     "LineMessagingResource",

@@ -1,46 +1,56 @@
-"""The bearer token of a LINE channel: a long-lived one as given, or a short-lived one issued.
+"""The bearer token of a LINE channel (LINE's ``channel-access-token.yml``).
 
-Follows LINE's ``channel-access-token.yml`` (``POST /v2/oauth/accessToken``).
+- ``channel_access_token``: a long-lived token, used as given.
+- ``stateless_token`` (preferred with a channel ID and secret): a stateless channel access token
+  (``POST /oauth2/v3/token``, ``client_credentials``) issued for the run and renewed in memory
+  before its 15 minutes end. It does not count against the channel's 30 short-lived tokens and
+  nothing is stored.
+- ``short_lived_token``: a 30-day token (``POST /v2/oauth/accessToken``). A channel holds at
+  most 30, so one is cached across runs: sealed with AES-GCM (``cryptography``) under a key
+  derived by HKDF from the channel secret (never the raw secret, which also signs webhooks),
+  written to a unique temporary file and renamed, under a lock across processes; a cache that
+  cannot be read or written costs a token issue, never the run.
 """
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import hashlib
-import hmac
 import json
+import logging
 import os
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from line_exports import paths
 from line_exports.destination import content_key
 from line_exports.destinations.line_messaging.settings import TOKEN_RENEW_BEFORE_SECONDS
 from line_exports.http import ApiError, HttpClient
 
+log = logging.getLogger(__name__)
+STATELESS_RENEW_BEFORE_SECONDS = 60  # a stateless token lives 15 minutes; renew in its last one
+ISSUE_PATHS = {"stateless_token": "/oauth2/v3/token", "short_lived_token": "/v2/oauth/accessToken"}
+
 
 class TokenError(ApiError):
-    """Issuing a short-lived token failed: the credentials, never a recipient, are at fault."""
-
-
-def _keystream(secret: str, nonce: bytes, length: int) -> bytes:
-    out = b""
-    counter = 0
-    while len(out) < length:
-        out += hmac.new(
-            secret.encode(), nonce + counter.to_bytes(4, "big"), hashlib.sha256
-        ).digest()
-        counter += 1
-    return out[:length]
+    """Issuing a token failed: the credentials, never a recipient, are at fault."""
 
 
 class TokenProvider:
-    """The bearer token: a long-lived one as given, or a short-lived one issued and reused.
+    """The bearer token for every call of one client (thread-safe).
 
-    A channel holds at most 30 short-lived tokens (30 days each), so one issued token is cached
-    (sealed with the channel secret, file mode 0600) and reused until a day before it expires,
-    instead of issuing one per run. ``reissue`` replaces it once per run after a 401.
-    """
+    ``reissue`` replaces an issued token once per run after a 401 (then the 401 stands)."""
 
     def __init__(
         self,
@@ -56,8 +66,9 @@ class TokenProvider:
         self.access_token = access_token
         self.client_id = client_id
         self.client_secret = client_secret
-        self.cache = cache
+        self.cache = cache and method == "short_lived_token"
         self._token: str | None = access_token if method == "channel_access_token" else None
+        self._expires = float("inf")  # monotonic time the current token should be renewed by
         self._lock = threading.Lock()
         self._issued_at = 0.0
         self.reissues = 0
@@ -75,16 +86,18 @@ class TokenProvider:
 
     def token(self) -> str:
         with self._lock:
-            if self._token is None:
-                self._token = self._cached() or self._issue()
+            if self._token is None or time.monotonic() >= self._expires:
+                if self._token is not None:
+                    self._old.append(self._token)
+                self._token = (self._cached() if self.cache else None) or self._issue()
             return self._token
 
     def begin_run(self) -> None:
         self.reissues = 0
 
     def reissue(self) -> None:
-        """After a 401: issue a new short-lived token, once per run (then the 401 stands)."""
-        if self.method != "short_lived_token":
+        """After a 401: issue a new token, once per run (then the 401 stands)."""
+        if self.method == "channel_access_token":
             return
         with self._lock:
             if time.monotonic() - self._issued_at < 2:
@@ -94,11 +107,49 @@ class TokenProvider:
             self.reissues += 1
             if self._token:
                 self._old.append(self._token)
-            self._drop_cached()
+            if self.cache:
+                self._store(None)
             self._token = self._issue()
 
-    # The cache: {key: {nonce, sealed, expires_at}} in the data folder.
-    def _cache_path(self) -> Any:
+    def _issue(self) -> str:
+        if not (self.client_id and self.client_secret):
+            raise ValueError(
+                f"LineMessagingResource: {self.method} needs client_id and client_secret"
+            )
+        assert self.http is not None
+        try:
+            response = self.http.request(
+                "POST",
+                ISSUE_PATHS[self.method],
+                endpoint="token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": self.client_id,
+                    "client_secret": self.client_secret,
+                },
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        except ApiError as exc:
+            kind = "stateless" if self.method == "stateless_token" else "short-lived"
+            raise TokenError(
+                f"could not issue a {kind} channel access token for channel {self.client_id}: {exc}",
+                status=exc.status,
+                body=exc.body,
+                retryable=exc.retryable,
+            ) from None
+        body = response.json()
+        token = str(body["access_token"])
+        lifetime = int(body.get("expires_in", 0))
+        self.issued += 1
+        self._issued_at = time.monotonic()
+        if self.method == "stateless_token":
+            self._expires = self._issued_at + max(0, lifetime - STATELESS_RENEW_BEFORE_SECONDS)
+        elif self.cache:
+            self._store({"token": token, "expires_at": time.time() + lifetime})
+        return token
+
+    # -- the short-lived token cache: {key: {nonce, sealed}} in the data folder ------------------
+    def _cache_path(self) -> Path:
         return paths.data_dir() / "line_messaging_tokens.json"
 
     def _cache_key(self) -> str:
@@ -109,84 +160,76 @@ class TokenProvider:
             hashlib.sha256((self.client_secret or "").encode()).hexdigest(),
         )[:24]
 
-    def _read_cache(self) -> dict[str, Any]:
+    def _cipher(self) -> AESGCM:
+        """AES-256-GCM under a key derived from the channel secret (HKDF-SHA256, bound to the
+        channel and host), so the secret itself never keys anything but webhook signatures."""
+        key = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=None,
+            info=f"line-exports token cache v1 {self.client_id} {self.base}".encode(),
+        ).derive((self.client_secret or "").encode())
+        return AESGCM(key)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock across processes (``flock`` on a sibling lock file)."""
+        path = self._cache_path().with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read(self) -> dict[str, Any]:
         try:
-            return json.loads(self._cache_path().read_text())
+            data = json.loads(self._cache_path().read_text())
         except (OSError, ValueError):
             return {}
-
-    def _write_cache(self, data: dict[str, Any]) -> None:
-        path = self._cache_path()
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(data, out)
-        os.replace(tmp, path)
+        return data if isinstance(data, dict) else {}
 
     def _cached(self) -> str | None:
-        if not self.cache or not self.client_secret:
-            return None
-        entry = self._read_cache().get(self._cache_key())
-        if (
-            not entry
-            or float(entry.get("expires_at", 0)) - time.time() < TOKEN_RENEW_BEFORE_SECONDS
-        ):
-            return None
-        sealed = bytes.fromhex(entry["sealed"])
-        nonce = bytes.fromhex(entry["nonce"])
-        plain = bytes(
-            a ^ b
-            for a, b in zip(sealed, _keystream(self.client_secret, nonce, len(sealed)), strict=True)
-        )
-        return plain.decode()
-
-    def _drop_cached(self) -> None:
-        if self.cache:
-            data = self._read_cache()
-            if data.pop(self._cache_key(), None) is not None:
-                self._write_cache(data)
-
-    def _issue(self) -> str:
-        if not (self.client_id and self.client_secret):
-            raise ValueError(
-                "LineMessagingResource: short_lived_token needs client_id and client_secret"
-            )
-        assert self.http is not None
+        """The cached token unless it expires within a day; anything unreadable is a miss."""
         try:
-            response = self.http.request(
-                "POST",
-                "/v2/oauth/accessToken",
-                endpoint="token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": self.client_id,
-                    "client_secret": self.client_secret,
-                },
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
-        except ApiError as exc:
-            raise TokenError(
-                f"could not issue a short-lived channel access token for channel {self.client_id}: {exc}",
-                status=exc.status,
-                body=exc.body,
-                retryable=exc.retryable,
-            ) from None
-        body = response.json()
-        token = str(body["access_token"])
-        self.issued += 1
-        self._issued_at = time.monotonic()
-        if self.cache:
-            nonce = os.urandom(16)
-            raw = token.encode()
-            sealed = bytes(
-                a ^ b
-                for a, b in zip(raw, _keystream(self.client_secret, nonce, len(raw)), strict=True)
-            )
-            data = self._read_cache()
-            data[self._cache_key()] = {
-                "nonce": nonce.hex(),
-                "sealed": sealed.hex(),
-                "expires_at": time.time() + int(body.get("expires_in", 0)),
-            }
-            self._write_cache(data)
-        return token
+            with self._locked():
+                entry = self._read().get(self._cache_key())
+            if not isinstance(entry, dict):
+                return None
+            nonce = base64.b64decode(entry["nonce"])
+            plain = self._cipher().decrypt(nonce, base64.b64decode(entry["sealed"]), None)
+            value = json.loads(plain)
+        except (OSError, ValueError, KeyError, TypeError, InvalidTag):
+            return None
+        if float(value.get("expires_at", 0)) - time.time() < TOKEN_RENEW_BEFORE_SECONDS:
+            return None
+        self._expires = float("inf")
+        return str(value["token"])
+
+    def _store(self, value: dict[str, Any] | None) -> None:
+        """Write (or drop, for None) this channel's entry; a failure is logged, never raised."""
+        try:
+            with self._locked():
+                data = self._read()
+                if value is None:
+                    if data.pop(self._cache_key(), None) is None:
+                        return
+                else:
+                    nonce = os.urandom(12)
+                    sealed = self._cipher().encrypt(nonce, json.dumps(value).encode(), None)
+                    data[self._cache_key()] = {
+                        "nonce": base64.b64encode(nonce).decode(),
+                        "sealed": base64.b64encode(sealed).decode(),
+                    }
+                path = self._cache_path()
+                fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+                try:
+                    with os.fdopen(fd, "w") as out:  # mkstemp makes it 0600
+                        json.dump(data, out)
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+        except OSError as exc:
+            log.warning("could not write the LINE token cache (%s); the run goes on", exc)

@@ -233,18 +233,22 @@ class LineMessagingResource(dg.ConfigurableResource):
     """Credentials and endpoint of one LINE Messaging API channel.
 
     ``auth_method: channel_access_token`` uses ``access_token`` (``dg.EnvVar``);
-    ``short_lived_token`` issues a 30-day token from ``client_id`` + ``client_secret`` and
-    reuses it across runs. Leave ``access_token``/``client_secret`` and ``base_url`` empty to use
+    ``stateless_token`` issues a 15-minute stateless token per run from ``client_id`` +
+    ``client_secret`` (nothing stored, no per-channel count); ``short_lived_token`` issues a
+    30-day token and reuses it across runs (an encrypted cache, see :mod:`.auth`). Leave ``access_token``/``client_secret`` and ``base_url`` empty to use
     the local sandbox (started on demand).
     """
 
-    auth_method: Literal["channel_access_token", "short_lived_token"] = Field(
+    auth_method: Literal["channel_access_token", "stateless_token", "short_lived_token"] = Field(
         default="channel_access_token",
-        description="channel_access_token (long-lived) or short_lived_token",
+        description="channel_access_token (long-lived), stateless_token (v3, issued per run; "
+        "preferred with client_id/client_secret) or short_lived_token (30 days, cached)",
     )
     access_token: str | None = SecretField("Channel access token (long-lived)")
-    client_id: IdText | None = Field(default=None, description="Channel ID (for short_lived_token)")
-    client_secret: str | None = SecretField("Channel secret (for short_lived_token)")
+    client_id: IdText | None = Field(
+        default=None, description="Channel ID (stateless or short-lived token)"
+    )
+    client_secret: str | None = SecretField("Channel secret (stateless or short-lived token)")
     base_url: str | None = Field(
         default=None, description="Overrides https://api.line.me (a proxy, or the sandbox)"
     )
@@ -281,7 +285,7 @@ class LineMessagingResource(dg.ConfigurableResource):
             "LINE_MESSAGING_CLIENT_SECRET"
         ):
             return cls(
-                auth_method="short_lived_token",
+                auth_method="stateless_token",
                 client_id=dg.EnvVar("LINE_MESSAGING_CLIENT_ID"),
                 client_secret=dg.EnvVar("LINE_MESSAGING_CLIENT_SECRET"),
                 base_url=base,
@@ -334,11 +338,11 @@ class LineMessagingResource(dg.ConfigurableResource):
         key = (retry, pool_size)
         if key not in self._clients:
             url, data_url, creds = self.endpoint()
-            if self.auth_method == "short_lived_token" and not (
+            if self.auth_method != "channel_access_token" and not (
                 creds["client_id"] and creds["client_secret"]
             ):
                 raise ValueError(
-                    "LineMessagingResource: short_lived_token needs client_id and client_secret"
+                    f"LineMessagingResource: {self.auth_method} needs client_id and client_secret"
                 )
             if self.auth_method == "channel_access_token" and not creds["access_token"]:
                 raise ValueError("LineMessagingResource: channel_access_token needs access_token")

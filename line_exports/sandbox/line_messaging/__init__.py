@@ -44,6 +44,8 @@ def summary(sandbox: Sandbox) -> dict[str, Any]:
             "recipients": len(store.inbox),
             "messages_delivered": sum(len(v) for v in store.inbox.values()),
             "tokens_issued": store.tokens_issued,
+            "stateless_tokens_issued": store.stateless_issued,
+            "quota": {"limit": store.quota_limit, "used": store.quota_used},
             "audiences": {
                 f"{a.id} {a.description}": a.view(now)["audienceCount"]
                 for a in store.audiences.values()

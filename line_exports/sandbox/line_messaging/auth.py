@@ -11,7 +11,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from line_exports.sandbox.line_messaging.common import Api
-from line_exports.sandbox.line_messaging.store import TOKEN_SECONDS, TOKENS_PER_CHANNEL
+from line_exports.sandbox.line_messaging.store import (
+    STATELESS_SECONDS,
+    TOKEN_SECONDS,
+    TOKENS_PER_CHANNEL,
+)
 
 
 def routes(api: Api) -> list[BaseRoute]:
@@ -19,6 +23,8 @@ def routes(api: Api) -> list[BaseRoute]:
     limited = api.limited
 
     async def issue_token(request: Request) -> Response:
+        """Short-lived (30 days, at most 30 per channel) or, on ``/oauth2/v3/token``, stateless
+        (15 minutes, no per-channel count, cannot be revoked)."""
         if (limit := limited("token")) is not None:
             return limit
         if (
@@ -55,6 +61,14 @@ def routes(api: Api) -> list[BaseRoute]:
                 },
                 status_code=400,
             )
+        if request.url.path == "/oauth2/v3/token":
+            token = "sandbox-stateless-" + secrets.token_urlsafe(24)
+            with sandbox.lock:
+                store.stateless[token] = time.time() + STATELESS_SECONDS
+                store.stateless_issued += 1
+            return JSONResponse(
+                {"access_token": token, "expires_in": STATELESS_SECONDS, "token_type": "Bearer"}
+            )
         token = "sandbox-short-" + secrets.token_urlsafe(24)
         with sandbox.lock:
             tokens = store.issued_by_client.setdefault(client_id, deque())
@@ -69,4 +83,5 @@ def routes(api: Api) -> list[BaseRoute]:
 
     return [
         Route("/v2/oauth/accessToken", issue_token, methods=["POST"]),
+        Route("/oauth2/v3/token", issue_token, methods=["POST"]),
     ]

@@ -56,7 +56,7 @@ class Api:
         if token and (token in self.sandbox.tokens.get("line_messaging", set())):
             return None
         with self.sandbox.lock:
-            expires = self.store.issued.get(token)
+            expires = self.store.issued.get(token) or self.store.stateless.get(token)
         if token and expires is not None and expires > time.time():
             return None
         return _error(
