@@ -95,7 +95,7 @@ def test_a_real_sandbox_not_started_here_is_not_trusted(
     """Another deployment's (another user's) sandbox: its token is not in our data folder."""
     assert ensure_sandbox(sandbox_server.url) == sandbox_server.url  # registered by its starter
     monkeypatch.setenv("LINE_EXPORTS_HOME", str(tmp_path / "another-deployment"))
-    with pytest.raises(RuntimeError, match="not a sandbox this deployment started"):
+    with pytest.raises(dg.Failure, match="not a sandbox this deployment started"):
         ensure_sandbox(sandbox_server.url)
     assert sandbox_server.sandbox.count() == 0
 
@@ -111,7 +111,7 @@ def test_ensure_sandbox_starts_one_then_trusts_it_and_only_it(line_exports_home:
         assert ensure_sandbox(url) == url  # the same process, trusted: none started
         assert int(requests.get(f"{url}/_sandbox/health", timeout=5).json()["pid"]) == pid
         token_file.write_text("a-token-that-is-not-its-own")  # as if someone else had started it
-        with pytest.raises(RuntimeError, match="not a sandbox this deployment started"):
+        with pytest.raises(dg.Failure, match="not a sandbox this deployment started"):
             ensure_sandbox(url)
     finally:
         os.kill(pid, signal.SIGTERM)

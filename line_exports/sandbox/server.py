@@ -163,11 +163,16 @@ def _trusted(url: str) -> bool:
     return token is not None and proves_instance(url, token)
 
 
-def _not_ours(url: str) -> RuntimeError:
-    return RuntimeError(
-        f"something at {url} answers, but it is not a sandbox this deployment started (it did not "
-        f"prove the instance token in {_instance_file(url)}): refusing to send data there. Stop "
-        f"that program, or point {SANDBOX_URL_ENV} at a free port, or configure real credentials."
+def _not_ours(url: str) -> Exception:
+    """The run's failure (not retried: waiting does not make a stranger trustworthy)."""
+    import dagster as dg  # only here: the sandbox process itself never needs Dagster
+
+    return dg.Failure(
+        description=f"something at {url} answers, but it is not a sandbox this deployment started "
+        f"(it did not prove the instance token in {_instance_file(url)}): refusing to send data "
+        f"there. Stop that program, or point {SANDBOX_URL_ENV} at a free port, or configure real "
+        "credentials.",
+        allow_retries=False,
     )
 
 
@@ -181,8 +186,8 @@ def ensure_sandbox(url: str | None = None) -> str:
 
     A started sandbox runs as its own process (logs in the data folder) so it outlives the run
     that needed it and ``dagster dev`` runs can share and inspect it. A server at ``url`` that
-    cannot prove the token (not started here) raises ``RuntimeError`` instead of receiving the
-    export. A deployment sets ``LINE_EXPORTS_SANDBOX=off`` so that a missing secret fails the
+    cannot prove the token (not started here) fails the run (``dg.Failure``, not retried)
+    instead of receiving the export. A deployment sets ``LINE_EXPORTS_SANDBOX=off`` so that a missing secret fails the
     run instead of exporting to the sandbox and looking like a success.
     """
     switch = os.environ.get(SANDBOX_SWITCH_ENV, "").strip().lower()
