@@ -8,12 +8,14 @@ BigQuery, Trino, SQLite, ...). Either way rows arrive as pandas DataFrames of at
 
 from __future__ import annotations
 
+import fcntl
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import duckdb
@@ -25,6 +27,8 @@ from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
 
 _SAMPLES_LOCK = threading.Lock()
+SAMPLES_LOCK_WAIT = 60.0
+"""Seconds a run waits for another process that holds the DuckDB file's write lock."""
 
 # DuckDB's buffer pool keeps every table block a query reads until memory_limit (80% of RAM), so
 # a plain scan of N rows holds the whole table by the end. A plan made only of these operators
@@ -40,18 +44,62 @@ SCAN_MEMORY_PER_COLUMN_AND_THREAD = 1024 * 1024
 
 
 def read_sql_text(query: str | Path) -> str:
-    """A query given inline or as a path to a ``.sql`` file."""
-    if isinstance(query, Path) or (
-        isinstance(query, str) and query.strip().endswith(".sql") and "\n" not in query.strip()
-    ):
-        return Path(query).read_text(encoding="utf-8")
+    """A query given as SQL text (a ``str``, always: never read as a file name) or as a
+    ``Path`` to a ``.sql`` file (a caller's own, trusted choice)."""
+    if isinstance(query, Path):
+        return query.read_text(encoding="utf-8")
     return str(query)
 
 
+def sandboxed_config(external_access: bool) -> dict[str, Any]:
+    """DuckDB settings for SQL we did not write: with ``external_access`` off no file, network,
+    ``ATTACH``, ``COPY``, ``INSTALL``/``LOAD``, and the configuration is locked so the query
+    cannot ``SET`` it back (DuckDB's "Securing DuckDB" settings)."""
+    if external_access:
+        return {}
+    return {
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "lock_configuration": True,
+    }
+
+
 def ensure_sample_tables(database: Path, rows: int = sample_data.SAMPLE_ROWS) -> list[str]:
-    """Create the sample tables that are missing from ``database``; returns those it created."""
+    """Create the sample tables that are missing from ``database``; returns those it created.
+
+    Once they exist this only reads (a read-only connection, which any number of processes
+    may hold at once); creating them takes an exclusive file lock next to the database so two
+    processes never both open it read-write (DuckDB's "Could not set lock on file")."""
+    with _SAMPLES_LOCK:
+        if database.exists() and not _missing_sample_tables(database, read_only=True):
+            return []
+        private_files.private_dir(database.parent)
+        lock = database.with_name(database.name + ".samples.lock")
+        with open(lock, "a+", opener=private_files.private_opener) as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                if database.exists() and not _missing_sample_tables(database, read_only=True):
+                    return []  # another process made them while we waited
+                return _create_sample_tables(database, rows)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _missing_sample_tables(database: Path, *, read_only: bool) -> list[str]:
+    con = _connect_waiting(database, read_only, {})
+    with closing(con):
+        existing = {
+            r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()
+        }
+    return [t for t in sample_data.SAMPLE_TABLES if t not in existing]
+
+
+def _create_sample_tables(database: Path, rows: int) -> list[str]:
     created: list[str] = []
-    with _SAMPLES_LOCK, closing(duckdb.connect(str(database))) as con:
+    con = _connect_waiting(database, False, {})
+    with closing(con):
         existing = {
             r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()
         }
@@ -84,6 +132,16 @@ class SqlSource(dg.ConfigurableResource):
     sample_tables: bool = Field(
         default=True, description="Create the sample tables in the embedded DuckDB file if missing."
     )
+    external_access: bool = Field(
+        default=False,
+        description=(
+            "Let queries on DuckDB read and write files, ATTACH and load extensions. Off: "
+            "queries see only the database file, with its configuration locked."
+        ),
+    )
+
+    DEPLOYMENT_FIELDS: ClassVar[tuple[str, ...]] = ("external_access",)
+    """Fields only the deployment sets (a workflow folder's ``source:`` cannot)."""
 
     def embedded_path(self) -> Path:
         return Path(self.duckdb_path) if self.duckdb_path else paths.default_duckdb_path()
@@ -128,11 +186,12 @@ class SqlSource(dg.ConfigurableResource):
         if not self.url and self.sample_tables:
             ensure_sample_tables(path)
         read_only = path.exists()
-        limit = _plain_scan_limit(path, read_only, sql)
+        guard = sandboxed_config(self.external_access)
+        limit = _plain_scan_limit(path, read_only, sql, guard)
         yielded = 0
         while True:
             skip = yielded
-            con, capped = _connect(path, read_only, limit)
+            con, capped = _connect(path, read_only, limit, guard)
             with closing(con):
                 register_td_functions(con, scheduled_time)
                 try:
@@ -184,9 +243,12 @@ def _plain_scan_columns(plan: list[dict[str, Any]]) -> int | None:
     return columns or None
 
 
-def _plain_scan_limit(path: Path, read_only: bool, sql: str) -> str | None:
+def _plain_scan_limit(
+    path: Path, read_only: bool, sql: str, guard: Mapping[str, Any]
+) -> str | None:
     """The memory_limit for ``sql`` if it is a plain, repeatable table scan, else None."""
-    with closing(duckdb.connect(str(path), read_only=read_only)) as con:
+    con, _ = _connect(path, read_only, None, guard)
+    with closing(con):
         register_td_functions(con)
         try:
             text = con.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()[0][1]
@@ -202,17 +264,44 @@ def _plain_scan_limit(path: Path, read_only: bool, sql: str) -> str | None:
 
 
 def _connect(
-    path: Path, read_only: bool, memory_limit: str | None
+    path: Path, read_only: bool, memory_limit: str | None, guard: Mapping[str, Any]
 ) -> tuple[duckdb.DuckDBPyConnection, bool]:
     """A connection to ``path`` with ``memory_limit`` if given: (connection, limited?).
 
     The limit is a setting of the database instance, which every connection of this process
-    to the file shares; if one is open with other settings, those are used, never changed.
+    to the file shares; if one is open with other settings, the limit is dropped, never the
+    ``guard`` (:func:`sandboxed_config`): then DuckDB refuses the connection instead.
     """
     if memory_limit is not None:
         try:
-            config = {"memory_limit": memory_limit}
-            return duckdb.connect(str(path), read_only=read_only, config=config), True
+            config = {**guard, "memory_limit": memory_limit}
+            return _connect_waiting(path, read_only, config), True
         except duckdb.ConnectionException:
             pass
-    return duckdb.connect(str(path), read_only=read_only), False
+    try:
+        return _connect_waiting(path, read_only, dict(guard)), False
+    except duckdb.ConnectionException as exc:
+        if not guard:
+            raise
+        raise duckdb.ConnectionException(
+            f"{path} is open elsewhere in this process with other settings, so a query cannot "
+            "run on it with external access off; close that connection (or give the source "
+            f"external_access=True for trusted SQL only): {exc}"
+        ) from None
+
+
+def _connect_waiting(
+    path: Path, read_only: bool, config: dict[str, Any]
+) -> duckdb.DuckDBPyConnection:
+    """A connection, waiting while another process briefly holds the file's write lock (the
+    one-time sample creation, a webhook landing) instead of failing at once."""
+    deadline = time.monotonic() + SAMPLES_LOCK_WAIT
+    pause = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)

@@ -139,10 +139,12 @@ def test_a_file_open_elsewhere_in_the_process_keeps_its_settings(
     with duckdb.connect(str(path), read_only=True) as other:  # the same database instance
         default = other.execute("select current_setting('memory_limit')").fetchall()[0][0]
         limits = _recording(monkeypatch)
-        chunks = list(
-            SqlSource(url=f"duckdb:///{path}", chunk_size=10).read_chunks("select id from t")
-        )
+        trusted = SqlSource(url=f"duckdb:///{path}", chunk_size=10, external_access=True)
+        chunks = list(trusted.read_chunks("select id from t"))
         assert [len(c) for c in chunks] == [10, 10, 5] and limits == [default]
+        # Sandboxed SQL never shares an instance opened without the guard: a clear error.
+        with pytest.raises(duckdb.ConnectionException, match="external access off"):
+            list(SqlSource(url=f"duckdb:///{path}").read_chunks("select id from t"))
 
 
 def test_a_scan_that_outgrows_its_memory_limit_is_read_again_without_repeating_rows(
