@@ -13,6 +13,7 @@ per-request client CPU is what caps how close one process gets to LINE's 2,000 p
 
 from __future__ import annotations
 
+import ipaddress
 import json as jsonlib
 import logging
 import os
@@ -52,6 +53,32 @@ class RetrySettings:
     initial_retry_wait: float = 15
     max_retry_wait: float = 3600
     connection_timeout: float = 300
+
+
+def is_loopback(host: str | None) -> bool:
+    """``localhost``, 127.0.0.0/8 or ``::1``: traffic that never leaves this machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(url: str, carries_credentials: bool) -> None:
+    """A credential (a bearer token, an access-token header, a client secret) never travels
+    over plain HTTP to a host off this machine: ``ValueError`` naming the host, never the
+    credential. HTTPS anywhere and loopback (the sandbox) pass."""
+    if not carries_credentials or url[:8].lower() == "https://":
+        return
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https" and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"refusing to send credentials over {parts.scheme or 'an unknown scheme'} to "
+            f"{parts.hostname or url!r}: use https (plain HTTP is for the loopback sandbox only)"
+        )
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -454,8 +481,20 @@ class HttpClient:
             limiter.release()
 
     def _transmit(self, request: _Request) -> Response:
+        auth = self.auth_headers()
+        credentials = bool(auth) or any(
+            name.lower() == "authorization" for name in (request.headers or {})
+        )
+        try:
+            check_transport(request.url, credentials or any(self.secrets()))
+        except ValueError as exc:
+            raise ApiError(
+                f"{request.method} {self.redact(request.path)}: {exc}",
+                method=request.method,
+                path=self.redact(request.path),
+            ) from None
         body, content_type = request.body()
-        headers = {"User-Agent": USER_AGENT, **self.auth_headers(), **(request.headers or {})}
+        headers = {"User-Agent": USER_AGENT, **auth, **(request.headers or {})}
         if content_type and not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = content_type
         started = time.monotonic()

@@ -22,7 +22,7 @@ MAAC_CONNECTIONS = """
 connections:
   maac_main:
     type: maac
-    api_token_env: WF_TEST_MAAC_TOKEN
+    api_token_env: MAAC_WF_TEST_TOKEN
 """
 
 
@@ -237,14 +237,14 @@ def test_secret_must_be_set(tmp_path: Path) -> None:
           td>: q.sql
           result_connection: maac_main
           result_settings:
-            api_token: ${secret:nowhere_token}
+            api_token: ${secret:maac.nowhere_token}
             data_object: segments
             segment_name: s
     """,
         )
     )
     assert (
-        "unset.dig:5, task +t, setting result_settings.api_token: secret 'nowhere_token' is not set: export the environment variable NOWHERE_TOKEN"
+        "unset.dig:5, task +t, setting result_settings.api_token: secret 'maac.nowhere_token' is not set: export the environment variable MAAC_NOWHERE_TOKEN"
         in message
     )
 
@@ -276,7 +276,7 @@ def test_connection_reads_env_only_when_set(
     folder = project(tmp_path)
     task = load_folder(folder).get("good").tasks[0]
     assert task.resource.api_token is None and task.resource.base_url is None  # the sandbox
-    monkeypatch.setenv("WF_TEST_MAAC_TOKEN", "t0k3n")
+    monkeypatch.setenv("MAAC_WF_TEST_TOKEN", "t0k3n")
     task = load_folder(folder).get("good").tasks[0]
     assert isinstance(task.resource.api_token, dg.EnvVar)
 

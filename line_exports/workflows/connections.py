@@ -36,6 +36,15 @@ from line_exports.destinations import destinations, get_destination
 from line_exports.secret_fields import is_secret
 from line_exports.workflows.digfile import LineDict, SecretRef, interpolate, load_yaml
 from line_exports.workflows.errors import WorkflowError, closest
+from line_exports.workflows.trust import (
+    TrustPolicy,
+    check_endpoint,
+    check_env,
+    credential_from_env,
+    env_value,
+    inside,
+    is_url_field,
+)
 
 CONNECTIONS_FILE = "connections.yaml"
 
@@ -79,17 +88,78 @@ def resource_value(value: Any) -> Any:
     return dg.EnvVar(value.env) if isinstance(value, SecretRef) else value
 
 
+def secret_checker(
+    policy: TrustPolicy,
+    type_name: str | None,
+    file: Path,
+    task: str | None,
+    setting: str | None,
+    line: int | None,
+) -> Any:
+    """``interpolate``'s ``check_secret``: the deployment's allow-list for ``${secret:...}``."""
+
+    def check(variable: str) -> None:
+        check_env(policy, variable, type_name, file=file, task=task, setting=setting, line=line)
+
+    return check
+
+
 @dataclass
 class Connection:
-    """A named destination with the resource values it was declared with."""
+    """A named destination with the resource values it was declared with.
+
+    ``url_env`` maps a URL field to the deployment variable it was read from (its value is
+    checked, never shown); ``lines`` locates each field for errors."""
 
     name: str
     destination: Destination
     values: dict[str, Any] = field(default_factory=dict)
     file: Path | None = None
+    policy: TrustPolicy = field(default_factory=TrustPolicy)
+    url_env: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, int | None] = field(default_factory=dict)
 
-    def resource(self, overrides: Mapping[str, Any] | None = None) -> dg.ConfigurableResource:
-        values = {**self.values, **{k: resource_value(v) for k, v in (overrides or {}).items()}}
+    def resource(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        file: Path | None = None,
+        task: str | None = None,
+        lines: Mapping[str, int | None] | None = None,
+    ) -> dg.ConfigurableResource:
+        """The resource; every URL it would talk to is checked against the trust policy."""
+        overrides = dict(overrides or {})
+        values = {**self.values, **{k: resource_value(v) for k, v in overrides.items()}}
+        with_env_credential = credential_from_env(values, secret_fields(self.destination))
+        for name, value in values.items():
+            if not is_url_field(name) or value is None:
+                continue
+            in_task = name in overrides
+            if in_task and isinstance(overrides[name], SecretRef):
+                raise WorkflowError(
+                    file or self.file or Path("."),
+                    f"{name} is a URL, not a credential: ${{secret:...}} cannot fill it",
+                    task=task,
+                    setting=f"result_settings.{name}",
+                    line=(lines or {}).get(name),
+                )
+            variable = None if in_task else self.url_env.get(name)
+            if isinstance(value, dg.EnvVar):
+                variable = variable or value.env_var_name
+                url = env_value(variable) or ""
+            else:
+                url = str(value)
+            check_endpoint(
+                self.policy,
+                self.destination.type_name,
+                url,
+                from_env=variable,
+                credentials_from_env=with_env_credential,
+                file=(file or self.file or Path(".")) if in_task else (self.file or Path(".")),
+                task=task if in_task else f"connection {self.name}",
+                setting=f"result_settings.{name}" if in_task else name,
+                line=(lines or {}).get(name) if in_task else self.lines.get(name),
+            )
         return self.destination.resource_class(**values)
 
 
@@ -110,9 +180,14 @@ def _env_values(
     file: Path,
     where: str,
     lines: LineDict | None,
+    policy: TrustPolicy,
+    type_name: str | None,
+    url_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``field: value`` / ``field_env: VAR`` -> resource values. A variable is read only when
-    set, and then wins over a literal ``field:`` (the fallback, e.g. a sandbox tag id)."""
+    the policy allows it and it is set, and then wins over a literal ``field:`` (the fallback,
+    e.g. a sandbox tag id). A URL field read from a variable stays a ``dg.EnvVar`` (its name
+    goes in ``url_env``), so its value never shows in the UI."""
     literal: dict[str, Any] = {}
     from_env: dict[str, Any] = {}
     for key, raw in spec.items():
@@ -140,14 +215,35 @@ def _env_values(
                     setting=key,
                     line=line,
                 )
+            check_env(policy, variable, type_name, file=file, task=where, setting=key, line=line)
             if os.environ.get(variable):
-                from_env[name] = dg.EnvVar(variable) if name in secrets else os.environ[variable]
+                keep_name = name in secrets or is_url_field(name)
+                from_env[name] = dg.EnvVar(variable) if keep_name else os.environ[variable]
+                if is_url_field(name) and url_env is not None:
+                    url_env[name] = variable
             continue
         value = (
-            interpolate(raw, {}, file=file, task=where, setting=key, line=line, allow_secret=True)
+            interpolate(
+                raw,
+                {},
+                file=file,
+                task=where,
+                setting=key,
+                line=line,
+                allow_secret=True,
+                check_secret=secret_checker(policy, type_name, file, where, key, line),
+            )
             if isinstance(raw, str)
             else raw
         )
+        if isinstance(value, SecretRef) and is_url_field(name):
+            raise WorkflowError(
+                file,
+                f"{name} is a URL, not a credential: write {name}_env: ENV_VAR or the URL",
+                task=where,
+                setting=key,
+                line=line,
+            )
         if name in secrets and not isinstance(value, SecretRef):
             raise WorkflowError(
                 file,
@@ -160,13 +256,20 @@ def _env_values(
     return {**literal, **from_env}
 
 
-def load_connections(path: Path) -> ConnectionsFile:
-    """Read ``connections.yaml``; each broken connection is an error, the others still load."""
+def load_connections(
+    path: Path, policy: TrustPolicy | None = None, root: Path | None = None
+) -> ConnectionsFile:
+    """Read ``connections.yaml``; each broken connection is an error, the others still load.
+
+    ``policy`` is the deployment's grant (default: :class:`TrustPolicy`); ``root`` the folder
+    its ``!include`` and ``duckdb_path`` must stay in (default: the file's own folder)."""
+    policy = policy or TrustPolicy()
+    root = root or path.parent
     result = ConnectionsFile(file=path)
     if not path.exists():
         return result
     try:
-        data = load_yaml(path)
+        data = load_yaml(path, root)
     except WorkflowError as exc:
         result.errors.append(exc)
         return result
@@ -190,7 +293,7 @@ def load_connections(path: Path) -> ConnectionsFile:
     if source:
         from line_exports.sources import SqlSource
 
-        fields = set(SqlSource.model_fields)
+        fields = set(SqlSource.model_fields) - set(SqlSource.DEPLOYMENT_FIELDS)
         try:
             result.source = _env_values(
                 source,
@@ -199,7 +302,24 @@ def load_connections(path: Path) -> ConnectionsFile:
                 path,
                 "source",
                 source if isinstance(source, LineDict) else None,
+                policy,
+                None,
             )
+            if isinstance(result.source.get("duckdb_path"), str):
+                result.source["duckdb_path"] = str(
+                    inside(
+                        root,
+                        result.source["duckdb_path"],
+                        base=path.parent,
+                        file=path,
+                        what="duckdb_path",
+                        task="source",
+                        setting="duckdb_path",
+                        line=source.line_of("duckdb_path")
+                        if isinstance(source, LineDict)
+                        else None,
+                    )
+                )
         except WorkflowError as exc:
             result.errors.append(exc)
     for name, spec in (data.get("connections") or {}).items():
@@ -220,6 +340,7 @@ def load_connections(path: Path) -> ConnectionsFile:
                 spec.line_of("type") if isinstance(spec, LineDict) else line,
             )
             rest = {k: v for k, v in spec.items() if k not in ("type", "description")}
+            url_env: dict[str, str] = {}
             values = _env_values(
                 rest,
                 resource_fields(dest),
@@ -227,8 +348,16 @@ def load_connections(path: Path) -> ConnectionsFile:
                 path,
                 f"connection {name}",
                 spec if isinstance(spec, LineDict) else None,
+                policy,
+                dest.type_name,
+                url_env,
             )
-            connection = Connection(str(name), dest, values, path)
+            field_lines = {
+                str(k).removesuffix("_env"): spec.line_of(k)
+                for k in rest
+                if isinstance(spec, LineDict)
+            }
+            connection = Connection(str(name), dest, values, path, policy, url_env, field_lines)
             try:
                 connection.resource()
             except ValidationError as exc:
@@ -246,17 +375,24 @@ def load_connections(path: Path) -> ConnectionsFile:
     return result
 
 
-def parse_td_result(text_or_path: str | Path, base: Path | None = None) -> dict[str, Any]:
+def parse_td_result(
+    text_or_path: str | Path, base: Path | None = None, root: Path | None = None
+) -> dict[str, Any]:
     """TD CLI ``td query --result '<json>'``: a JSON object with ``type`` and the settings,
     given as the JSON text or a path to a ``.json`` file, or a ``.yml``/``.yaml`` file
-    (relative to ``base``); settings under ``out:`` (as the references write them) are read
-    from there."""
+    (relative to ``base``; with ``root`` it must resolve inside that folder, symlinks
+    followed); settings under ``out:`` (as the references write them) are read from there."""
     text = str(text_or_path).strip()
     source = "--result JSON"
     if not text.startswith("{"):
         path = Path(text)
         if base is not None and not path.is_absolute():
             path = base / path
+        if root is not None and not path.resolve().is_relative_to(root.resolve()):
+            raise ValueError(
+                f"--result {text!r} resolves outside the workflow folder {root}; a workflow "
+                "may only read files inside its folder"
+            )
         if not path.exists():
             raise ValueError(f"--result {text!r} is neither a JSON object nor an existing file")
         source = str(path)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from line_exports.workflows.errors import WorkflowError
+from line_exports.workflows.trust import inside
 
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 SECRET_INSIDE = re.compile(r"\$\{\s*secret:([^}]*)\}")
@@ -98,9 +99,16 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
 _Loader.add_constructor("!include", _include)
 
 
-def load_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> Any:
-    """Parse a YAML/``.dig`` file, splicing ``!include`` files (relative to the including one)."""
-    path = path.resolve()
+def load_yaml(path: Path, root: Path | None = None, _seen: tuple[Path, ...] = ()) -> Any:
+    """Parse a YAML/``.dig`` file, splicing ``!include`` files (relative to the including one).
+
+    With ``root`` (the workflow folder) the file and every include must resolve inside it,
+    symlinks followed; else a :class:`WorkflowError` names the including file and line.
+    """
+    resolved = path.resolve()
+    if root is not None and not _seen:
+        inside(root, path.name, base=path.parent, file=path, what="file")
+    path = resolved
     if path in _seen:
         raise WorkflowError(path, f"!include cycle: {' -> '.join(p.name for p in (*_seen, path))}")
     try:
@@ -116,18 +124,18 @@ def load_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> Any:
         raise WorkflowError(path, f"malformed YAML: {message}", line=line) from None
     except yaml.YAMLError as exc:
         raise WorkflowError(path, f"malformed YAML: {exc}") from None
-    return _splice(data, path, (*_seen, path))
+    return _splice(data, path, (*_seen, path), root)
 
 
-def _splice(value: Any, path: Path, seen: tuple[Path, ...]) -> Any:
+def _splice(value: Any, path: Path, seen: tuple[Path, ...], root: Path | None) -> Any:
     if isinstance(value, _IncludeValue):
-        return _load_included(path, value.path, value.line, seen)
+        return _load_included(path, value.path, value.line, seen, root)
     if isinstance(value, LineDict):
         out = LineDict()
         out.line = value.line
         for key, item in value.items():
             if isinstance(key, _Include):
-                included = _load_included(path, str(item), key.line, seen)
+                included = _load_included(path, str(item), key.line, seen, root)
                 if not isinstance(included, Mapping):
                     raise WorkflowError(
                         path, f"!include {item}: the file must hold a mapping", line=key.line
@@ -136,19 +144,24 @@ def _splice(value: Any, path: Path, seen: tuple[Path, ...]) -> Any:
                     out[inner_key] = inner_value
                     out.lines[inner_key] = key.line
                 continue
-            out[key] = _splice(item, path, seen)
+            out[key] = _splice(item, path, seen, root)
             out.lines[key] = value.lines.get(key, value.line or 0)
         return out
     if isinstance(value, list):
-        return [_splice(v, path, seen) for v in value]
+        return [_splice(v, path, seen, root) for v in value]
     return value
 
 
-def _load_included(path: Path, target: str, line: int, seen: tuple[Path, ...]) -> Any:
-    file = (path.parent / target).resolve()
+def _load_included(
+    path: Path, target: str, line: int, seen: tuple[Path, ...], root: Path | None
+) -> Any:
+    if root is not None:
+        file = inside(root, target, base=path.parent, file=path, what="!include", line=line)
+    else:
+        file = (path.parent / target).resolve()
     if not file.exists():
         raise WorkflowError(path, f"!include {target}: no such file ({file})", line=line)
-    return load_yaml(file, seen)
+    return load_yaml(file, root, seen)
 
 
 def merge_exports(
@@ -213,13 +226,16 @@ def interpolate(
     allow_secret: bool = False,
     scope: Any = None,
     defer: bool = False,
+    check_secret: Callable[[str], None] | None = None,
 ) -> Any:
     """Fill ``${...}`` from ``variables`` (:mod:`.variables`: digdag's expressions and built-ins).
 
     A value reading the run (``${session_date}``, ``${moment(...)}``) stays as written for run
     time where ``defer`` (or ``timezone``: queries) allows it, else it is an error;
     ``${secret:name}`` must be a whole value of a credential and becomes a :class:`SecretRef`.
-    Anything unresolved is an error naming the variable and the expression.
+    Anything unresolved is an error naming the variable and the expression. ``check_secret``
+    is called with the environment variable's name before it is read (the deployment's
+    allow-list).
     """
     stripped = text.strip()
     whole = INTERPOLATION.fullmatch(stripped)
@@ -234,6 +250,8 @@ def interpolate(
                 line=line,
             )
         ref = SecretRef(name)
+        if check_secret is not None:
+            check_secret(ref.env)
         if ref.env not in os.environ:
             raise WorkflowError(
                 file,

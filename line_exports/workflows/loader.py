@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from line_exports.workflows.connections import (
     parse_td_result,
     resource_fields,
     resource_settings,
+    secret_checker,
     secret_fields,
 )
 from line_exports.workflows.digfile import (
@@ -52,6 +53,7 @@ from line_exports.workflows.schedules import (
     build_schedule,
     parse_schedule,
 )
+from line_exports.workflows.trust import TrustPolicy, inside, looks_like_sql_file
 from line_exports.workflows.variables import RunScope, render_for_run, run_variables
 
 log = logging.getLogger("line_exports.workflows")
@@ -207,9 +209,17 @@ def _settings_errors(
 class _Parser:
     """Reads one ``.dig`` file into a :class:`Workflow`, collecting every error it finds."""
 
-    def __init__(self, file: Path, connections: ConnectionsFile) -> None:
+    def __init__(
+        self,
+        file: Path,
+        connections: ConnectionsFile,
+        root: Path | None = None,
+        policy: TrustPolicy | None = None,
+    ) -> None:
         self.file = file
         self.connections = connections
+        self.root = root or file.parent
+        self.policy = policy or TrustPolicy()
         self.errors: list[WorkflowError] = []
         self.name = identifier(file.stem)
         self.timezone = "UTC"
@@ -220,7 +230,7 @@ class _Parser:
 
     def parse(self) -> Workflow | None:
         try:
-            data = load_yaml(self.file)
+            data = load_yaml(self.file, self.root)
         except WorkflowError as exc:
             self.errors.append(exc)
             return None
@@ -453,7 +463,10 @@ class _Parser:
             )
             return None
         try:
-            resource = connection.resource(overrides)
+            resource = connection.resource(overrides, file=self.file, task=label, lines=lines)
+        except WorkflowError as exc:
+            self.errors.append(exc)
+            return None
         except ValidationError as exc:
             err = exc.errors()[0]
             setting = ".".join(str(p) for p in err["loc"])
@@ -516,7 +529,16 @@ class _Parser:
                 setting="td>",
                 line=body.line_of("td>"),
             )
-            path = (self.file.parent / target).resolve()
+            path = inside(
+                self.root,
+                target,
+                base=self.file.parent,
+                file=self.file,
+                what="query file",
+                task=label,
+                setting="td>",
+                line=body.line_of("td>"),
+            )
             if not path.is_file():
                 raise WorkflowError(
                     self.file,
@@ -527,7 +549,17 @@ class _Parser:
                 )
             raw, setting = path.read_text(encoding="utf-8"), f"td> {target}"
         elif body.get("query"):
+            # digdag's query: is SQL text, never a file name (that is what td>: is for).
             raw, path, setting = str(body["query"]), None, "query"
+            if looks_like_sql_file(raw):
+                raise WorkflowError(
+                    self.file,
+                    f"query: holds SQL text, and {raw.strip()!r} looks like a file name; "
+                    f"write td>: {raw.strip()} for a query file in the workflow folder",
+                    task=label,
+                    setting="query",
+                    line=body.line_of("query"),
+                )
         else:
             raise WorkflowError(
                 self.file,
@@ -569,6 +601,7 @@ class _Parser:
                     if not isinstance(body["result"], Mapping)
                     else _json(body["result"]),
                     self.file.parent,
+                    self.root,
                 )
             except ValueError as exc:
                 raise WorkflowError(
@@ -627,7 +660,11 @@ class _Parser:
             else body.line_of("result")
         )
         dest = known_type(raw["type"], self.file, label, "type", type_line)
-        return dest, raw, Connection(f"{self.name}_{dest.type_name}", dest, {}, self.file)
+        return (
+            dest,
+            raw,
+            Connection(f"{self.name}_{dest.type_name}", dest, {}, self.file, self.policy),
+        )
 
     def _split(
         self, dest: Destination, raw: Mapping[str, Any], body: LineDict, label: str, text: Any
@@ -651,7 +688,14 @@ class _Parser:
             if key == "type" or value is None:
                 continue
             if key in to_resource:
-                value = text(setting, value, allow_secret=True) if isinstance(value, str) else value
+                check = secret_checker(
+                    self.policy, dest.type_name, self.file, label, setting, lines.get(key)
+                )
+                value = (
+                    text(setting, value, allow_secret=True, check_secret=check)
+                    if isinstance(value, str)
+                    else value
+                )
                 if key in secrets and isinstance(value, str) and not isinstance(value, SecretRef):
                     log.warning(
                         "%s %s: %s is written in the file; prefer ${secret:name} or the connection",
@@ -745,6 +789,7 @@ class WorkflowFolder:
     workflows: list[Workflow]
     errors: list[WorkflowError]
     connections: ConnectionsFile
+    policy: TrustPolicy = field(default_factory=TrustPolicy)
 
     def get(self, name: str) -> Workflow:
         for workflow in self.workflows:
@@ -755,7 +800,8 @@ class WorkflowFolder:
         )
 
     def source(self) -> SqlSource:
-        return SqlSource(**self.connections.source)
+        """The query source; its SQL runs under the deployment's ``external_access``."""
+        return SqlSource(**self.connections.source, external_access=self.policy.external_access)
 
     def definitions(self) -> dg.Definitions:
         assets: list[Any] = []
@@ -841,19 +887,35 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
     return BuiltWorkflow(assets, job, schedule, sensor)
 
 
-def load_folder(path: str | Path, connections: str | Path | None = None) -> WorkflowFolder:
-    """Parse every ``*.dig`` in ``path`` (not sub-folders: those hold includes and queries)."""
+def load_folder(
+    path: str | Path,
+    connections: str | Path | None = None,
+    *,
+    policy: TrustPolicy | None = None,
+) -> WorkflowFolder:
+    """Parse every ``*.dig`` in ``path`` (not sub-folders: those hold includes and queries).
+
+    ``policy`` is what the deployment lets the folder reach (files stay inside ``path``;
+    environment variables, hosts and the SQL engine's external access: see
+    :mod:`line_exports.workflows.trust`). A ``connections`` file given by the deployment may
+    include files next to it; one inside the folder stays inside the folder.
+    """
+    policy = policy or TrustPolicy()
     folder = Path(path).resolve()
-    conn_file = Path(connections).resolve() if connections else folder / CONNECTIONS_FILE
-    conns = load_connections(conn_file)
+    if connections:
+        conn_file = Path(connections).resolve()  # the deployment's file: its own folder is root
+        conns = load_connections(conn_file, policy, conn_file.parent)
+    else:
+        conn_file = folder / CONNECTIONS_FILE
+        conns = load_connections(conn_file, policy, folder)
     errors = list(conns.errors)
     workflows: list[Workflow] = []
     if not folder.is_dir():
         errors.append(WorkflowError(folder, "workflow folder not found"))
-        return WorkflowFolder(folder, workflows, errors, conns)
+        return WorkflowFolder(folder, workflows, errors, conns, policy)
     seen: dict[str, Path] = {}
     for file in sorted(folder.glob("*.dig")):
-        parser = _Parser(file, conns)
+        parser = _Parser(file, conns, folder, policy)
         workflow = parser.parse()
         errors.extend(parser.errors)
         if workflow is None:
@@ -868,25 +930,35 @@ def load_folder(path: str | Path, connections: str | Path | None = None) -> Work
             continue
         try:
             build_workflow(workflow)  # surface definition errors here, per workflow
-        except (dg.DagsterError, ValueError) as exc:
+        except Exception as exc:  # any build failure is this workflow's alone
             errors.append(WorkflowError(file, f"cannot build definitions: {exc}"))
             continue
         seen[workflow.name] = file
         workflows.append(workflow)
     for error in errors:
         log.error("%s", error)
-    return WorkflowFolder(folder, workflows, errors, conns)
+    return WorkflowFolder(folder, workflows, errors, conns, policy)
 
 
 def load_workflows(
-    path: str | Path, *, connections: str | Path | None = None, strict: bool = False
+    path: str | Path,
+    *,
+    connections: str | Path | None = None,
+    strict: bool = False,
+    allowed_env: Sequence[str] = (),
+    allowed_hosts: Sequence[str] = (),
+    external_access: bool = False,
 ) -> dg.Definitions:
     """Dagster definitions for a folder of ``.dig`` workflows and its ``connections.yaml``.
 
     Broken workflows are logged and listed in the definitions' metadata while the others load;
-    ``strict=True`` raises :class:`WorkflowErrors` instead.
+    ``strict=True`` raises :class:`WorkflowErrors` instead. The folder is another team's code:
+    ``allowed_env`` (``fnmatch`` patterns of environment variables, beyond each destination's
+    own ``<TYPE>_*``), ``allowed_hosts`` (beyond the official hosts and loopback) and
+    ``external_access`` (DuckDB file/network access for its SQL) are the deployment's grants.
     """
-    folder = load_folder(path, connections)
+    policy = TrustPolicy.of(allowed_env, allowed_hosts, external_access)
+    folder = load_folder(path, connections, policy=policy)
     if strict and folder.errors:
         raise WorkflowErrors(folder.errors)
     return folder.definitions()
