@@ -122,7 +122,9 @@ def test_secret_reaches_the_api_and_never_the_run_config(
 ) -> None:
     monkeypatch.setenv("MAAC_WF_SANDBOX_URL", sandbox_env.url)
     monkeypatch.setenv("MAAC_WF_TOKEN", "sandbox-maac-token")
-    connections = "connections:\n  maac_main:\n    type: maac\n    base_url_env: MAAC_WF_SANDBOX_URL\n"
+    connections = (
+        "connections:\n  maac_main:\n    type: maac\n    base_url_env: MAAC_WF_SANDBOX_URL\n"
+    )
     folder = make_folder(
         tmp_path,
         connections,
