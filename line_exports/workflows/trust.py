@@ -40,7 +40,8 @@ SOURCE_ENV = ("WAREHOUSE_URL",)
 
 def official_hosts() -> dict[str, tuple[str, ...]]:
     """Destination type -> the API hosts its reference documents (always over HTTPS)."""
-    from line_exports.destinations import line_conversion, line_messaging, linkedin, maac
+    from line_exports.destinations import line_conversion, linkedin, maac
+    from line_exports.destinations.line_messaging import settings as line_messaging
 
     def hosts(*urls: str) -> tuple[str, ...]:
         return tuple(urlsplit(u).hostname or "" for u in urls)
