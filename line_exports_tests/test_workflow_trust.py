@@ -415,6 +415,14 @@ def test_the_deployment_grants_more_variables(
     assert "workflow_errors" not in defs.metadata
     component = WorkflowsComponent(path=str(folder), allowed_env=["SHOP_A_*"])
     assert component.policy() == TrustPolicy(allowed_env=("SHOP_A_*",))
+    # The CLI takes the grant from the deployment's environment (never from the folder).
+    cli = [sys.executable, "-m", "line_exports.cli", "validate", "--workflows", str(folder)]
+    refused = subprocess.run(cli, capture_output=True, text=True, env=dict(os.environ))
+    assert refused.returncode == 1 and "SHOP_A_MAAC_TOKEN is not allowed" in refused.stdout
+    granted = {**os.environ, "LINE_EXPORTS_ALLOWED_ENV": "OTHER_*, SHOP_A_*"}
+    ok = subprocess.run(cli, capture_output=True, text=True, env=granted)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "t0k3n-value" not in ok.stdout + ok.stderr + refused.stdout + refused.stderr
 
 
 # -- the HTTP core: no credential over plain HTTP off this machine -----------------------------

@@ -263,7 +263,7 @@ def load_connections(
 
     ``policy`` is the deployment's grant (default: :class:`TrustPolicy`); ``root`` the folder
     its ``!include`` and ``duckdb_path`` must stay in (default: the file's own folder)."""
-    policy = policy or TrustPolicy()
+    policy = policy or TrustPolicy.from_environment()
     root = root or path.parent
     result = ConnectionsFile(file=path)
     if not path.exists():

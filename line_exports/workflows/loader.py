@@ -895,12 +895,13 @@ def load_folder(
 ) -> WorkflowFolder:
     """Parse every ``*.dig`` in ``path`` (not sub-folders: those hold includes and queries).
 
-    ``policy`` is what the deployment lets the folder reach (files stay inside ``path``;
+    ``policy`` is what the deployment lets the folder reach (default: the grants of this
+    process's environment, :meth:`TrustPolicy.from_environment`; files stay inside ``path``;
     environment variables, hosts and the SQL engine's external access: see
     :mod:`line_exports.workflows.trust`). A ``connections`` file given by the deployment may
     include files next to it; one inside the folder stays inside the folder.
     """
-    policy = policy or TrustPolicy()
+    policy = policy or TrustPolicy.from_environment()
     folder = Path(path).resolve()
     if connections:
         conn_file = Path(connections).resolve()  # the deployment's file: its own folder is root
@@ -955,9 +956,10 @@ def load_workflows(
     ``strict=True`` raises :class:`WorkflowErrors` instead. The folder is another team's code:
     ``allowed_env`` (``fnmatch`` patterns of environment variables, beyond each destination's
     own ``<TYPE>_*``), ``allowed_hosts`` (beyond the official hosts and loopback) and
-    ``external_access`` (DuckDB file/network access for its SQL) are the deployment's grants.
+    ``external_access`` (DuckDB file/network access for its SQL) are the deployment's grants,
+    added to those of ``LINE_EXPORTS_ALLOWED_ENV``/``_HOSTS``/``_EXTERNAL_ACCESS``.
     """
-    policy = TrustPolicy.of(allowed_env, allowed_hosts, external_access)
+    policy = TrustPolicy.from_environment().widened(allowed_env, allowed_hosts, external_access)
     folder = load_folder(path, connections, policy=policy)
     if strict and folder.errors:
         raise WorkflowErrors(folder.errors)

@@ -1,8 +1,9 @@
 """What a workflow folder may reach: files, environment variables, hosts and the SQL engine.
 
 A workflow folder is another team's code. The deployment (``load_workflows``,
-``WorkflowsComponent``, ``line-exports --allow-env/--allow-host``) decides what it may reach;
-nothing in the folder can widen it:
+``WorkflowsComponent``, or the process environment: ``LINE_EXPORTS_ALLOWED_ENV``,
+``LINE_EXPORTS_ALLOWED_HOSTS`` (comma-separated), ``LINE_EXPORTS_EXTERNAL_ACCESS=1``, which the
+CLI honours too) decides what it may reach; nothing in the folder can widen it:
 
 - files: ``td>``, ``!include`` and ``result: x.json`` paths resolve (symlinks followed) inside
   the folder, else a load error naming file:line;
@@ -83,6 +84,32 @@ class TrustPolicy:
     ) -> TrustPolicy:
         return cls(tuple(allowed_env or ()), tuple(allowed_hosts or ()), external_access)
 
+    @classmethod
+    def from_environment(cls) -> TrustPolicy:
+        """The grants this process's environment gives (set by the deployment, never by a
+        folder): ``LINE_EXPORTS_ALLOWED_ENV``, ``LINE_EXPORTS_ALLOWED_HOSTS`` (comma-separated)
+        and ``LINE_EXPORTS_EXTERNAL_ACCESS`` (``1``/``true``)."""
+
+        def listed(name: str) -> tuple[str, ...]:
+            return tuple(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
+
+        access = os.environ.get("LINE_EXPORTS_EXTERNAL_ACCESS", "").strip().lower()
+        return cls(
+            listed("LINE_EXPORTS_ALLOWED_ENV"),
+            listed("LINE_EXPORTS_ALLOWED_HOSTS"),
+            access in ("1", "true", "yes"),
+        )
+
+    def widened(
+        self, allowed_env: Iterable[str], allowed_hosts: Iterable[str], external_access: bool
+    ) -> TrustPolicy:
+        """This policy plus more grants."""
+        return TrustPolicy(
+            (*self.allowed_env, *allowed_env),
+            (*self.allowed_hosts, *allowed_hosts),
+            self.external_access or external_access,
+        )
+
     def env_patterns(self, type_name: str | None) -> tuple[str, ...]:
         """The allow-list for a connection of ``type_name`` (``None``: the query source)."""
         own = (f"{type_name.upper()}_*",) if type_name else SOURCE_ENV
@@ -141,7 +168,7 @@ def check_env(
         f"environment variable {variable} is not allowed for this "
         f"{'connection' if type_name else 'source'} (allowed: "
         f"{', '.join(policy.env_patterns(type_name))}); the deployment grants more with "
-        "allowed_env (load_workflows, WorkflowsComponent or --allow-env)",
+        "allowed_env (load_workflows, WorkflowsComponent or LINE_EXPORTS_ALLOWED_ENV)",
         task=task,
         setting=setting,
         line=line,
