@@ -557,7 +557,10 @@ def test_unknown_connection_and_schedule_and_timezone(tmp_path: Path) -> None:
 
 def test_unsupported_operator_is_reported(tmp_path: Path) -> None:
     message = single_error(project(tmp_path, shell="+t:\n  sh>: echo hi\n"))
-    assert "shell.dig:2, task +t, setting sh>: 'sh>': only td> tasks" in message
+    assert (
+        "shell.dig:2, task +t, setting sh>: 'sh>': the sh> operator is not supported (supported: td>, echo>, fail>)"
+        in message
+    )
 
 
 def test_load_workflows_keeps_good_ones_or_raises_when_strict(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ class Template:
         for part in self.raw:
             if isinstance(part, str):
                 out.append(part)
-            elif part.names() & later:
+            elif part.names() & later or "last_results" in part.source:
                 out.append(f"${{{part.source}}}")
             else:
                 out.append(Template((part,)).render(variables, zone).replace("$", "$$"))

@@ -45,6 +45,13 @@ from line_exports.workflows.digfile import (
     merge_exports,
 )
 from line_exports.workflows.errors import WorkflowError, WorkflowErrors, closest
+from line_exports.workflows.operators import (
+    Step,
+    build_step,
+    is_step,
+    parse_step,
+    with_last_results,
+)
 from line_exports.workflows.schedules import (
     WORKFLOW_TAG,
     ScheduleError,
@@ -136,6 +143,8 @@ class Workflow:
     timezone: str
     schedule: WorkflowSchedule | None
     tasks: list[Task]
+    steps: list[Step] = field(default_factory=list)
+    """Tasks that are not exports: SQL steps, echo>, fail> (:mod:`.operators`)."""
 
     @property
     def job_name(self) -> str:
@@ -224,6 +233,8 @@ class _Parser:
         self.name = identifier(file.stem)
         self.timezone = "UTC"
         self.schedule: WorkflowSchedule | None = None
+        self.steps: list[Step] = []
+        self.last_results = False
         self.scope: RunScope | None = None
         self.tasks: list[Task] = []
         self.resources: dict[str, Any] = {}
@@ -287,11 +298,11 @@ class _Parser:
             return None
         self.schedule = schedule
         self._group(data, [], variables, [], retry)
-        if not self.tasks and not self.errors:
+        if not self.tasks and not self.steps and not self.errors:
             self.errors.append(WorkflowError(self.file, "no +task with td> found"))
         if self.errors:
             return None
-        return Workflow(self.name, self.file, self.timezone, schedule, self.tasks)
+        return Workflow(self.name, self.file, self.timezone, schedule, self.tasks, self.steps)
 
     def _group(
         self,
@@ -333,8 +344,14 @@ class _Parser:
                 self.errors.append(exc)
                 continue
             wait = list(deps) if parallel else last
+            if self.last_results:
+                scope = with_last_results(scope)
             if any(str(k).startswith("+") for k in body):
                 produced = self._group(body, [*path, name], scope, wait, task_retry)
+            elif is_step(body):
+                step = parse_step(self, body, [*path, name], label, line, scope, wait, task_retry)
+                produced = [step.key] if step else []
+                self.last_results = self.last_results or bool(step and step.store_last_results)
             else:
                 task = self._task(body, [*path, name], label, line, scope, wait, task_retry)
                 produced = [task.key] if task else []
@@ -359,7 +376,7 @@ class _Parser:
             if key not in TASK_KEYS:
                 operator = str(key).endswith(">")
                 hint = (
-                    "only td> tasks (queries with result export) are supported"
+                    f"the {key} operator is not supported (supported: td>, echo>, fail>)"
                     if operator
                     else f"unknown task option{closest(str(key), TASK_KEYS)}"
                 )
@@ -504,7 +521,7 @@ class _Parser:
         )
 
     def _add(self, task: Task, label: str) -> Task | None:
-        if any(t.key == task.key for t in self.tasks):
+        if any(t.key == task.key for t in [*self.tasks, *self.steps]):
             self.errors.append(
                 WorkflowError(
                     self.file,
@@ -864,10 +881,18 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
                 **({"render": _renderer(task)} if task.templated and task.scope else {}),
             )
         )
+    for step in workflow.steps:
+        what = {"sql": "td> (SQL step)", "echo": "echo>", "fail": "fail>"}[step.kind]
+        assets.append(
+            build_step(
+                step, workflow.name, SOURCE_KEY, f"{workflow.file.name} +{step.name}: {what}"
+            )
+        )
+    keys = [t.key for t in workflow.tasks] + [s.key for s in workflow.steps]
     job = dg.define_asset_job(
         workflow.job_name,
-        selection=dg.AssetSelection.assets(*[t.key for t in workflow.tasks]),
-        description=f"{workflow.file.name}: {len(workflow.tasks)} task(s) in order, timezone {workflow.timezone}",
+        selection=dg.AssetSelection.assets(*keys),
+        description=f"{workflow.file.name}: {len(keys)} task(s) in order, timezone {workflow.timezone}",
         tags={WORKFLOW_TAG: workflow.name},
         executor_def=dg.in_process_executor,
     )

@@ -67,6 +67,8 @@ GLOBALS = frozenset(
     | {"undefined", "NaN", "Infinity"}
 )
 UTC = timezone.utc
+LAST_RESULTS_KEY = "\0td.last_results"
+"""Where :func:`run_variables` puts the run's ``td.last_results`` (never a variable name)."""
 
 
 def session_text(moment: datetime) -> str:
@@ -162,7 +164,9 @@ def check(text: str, static: Mapping[str, Any], scope: RunScope) -> tuple[Templa
                 f"{name} is only defined for a workflow with a schedule: (digdag computes it "
                 "from the schedule); add schedule: or use moment(session_time).add(...)"
             )
-    sample = {**static, **scope.sample()}
+    run = scope.sample()
+    sample = {**resolve_exports(static, run, scope.zone), **run}
+    later = RUN_NAMES | dependent_exports(static)
     for script in template.scripts:
         for name in sorted(script.names() - set(sample) - GLOBALS):
             known = sorted(set(sample) | set(_flat(static)))
@@ -171,7 +175,70 @@ def check(text: str, static: Mapping[str, Any], scope: RunScope) -> tuple[Templa
                 f"unresolved variable ${{{name}}}{where}{closest(name, known)}; define it under _export"
             )
     rendered = template.render(sample, scope.zone)
-    return template, bool(names & RUN_NAMES), rendered
+    after_step = any("last_results" in script.source for script in template.scripts)
+    return template, bool(names & later) or after_step, rendered
+
+
+def _templated(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if "${" in value else []
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _templated(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _templated(v)]
+    return []
+
+
+def dependent_exports(static: Mapping[str, Any]) -> set[str]:
+    """``_export`` names whose value reads the run (``yesterday: ${moment(session_time)...}``),
+    directly or through another such name."""
+    found: set[str] = set()
+    while True:
+        more = set()
+        for name, value in static.items():
+            if name in found:
+                continue
+            for text in _templated(value):
+                try:
+                    names = parse_template(text).names()
+                except ExpressionError:
+                    continue
+                if names & (RUN_NAMES | found) or "last_results" in text:
+                    more.add(name)
+        if not more:
+            return found
+        found |= more
+
+
+def resolve_exports(
+    static: Mapping[str, Any], run: Mapping[str, Any], zone: ZoneInfo, depth: int = 3
+) -> dict[str, Any]:
+    """``_export`` values with their own ``${...}`` filled (digdag evaluates ``_export`` too);
+    a value that cannot be filled stays as written (its use then names the problem)."""
+    resolved = dict(static)
+    for _ in range(depth):
+        scope = {**resolved, **run}
+        changed = False
+
+        def fill(value: Any, scope: dict[str, Any] = scope) -> Any:
+            nonlocal changed
+            if isinstance(value, str) and "${" in value:
+                try:
+                    out = parse_template(value).render(scope, zone)
+                except ExpressionError:
+                    return value
+                changed = changed or out != value
+                return out
+            if isinstance(value, Mapping) and not getattr(value, "opaque", False):
+                return {k: fill(v, scope) for k, v in value.items()}
+            if isinstance(value, list):
+                return [fill(v, scope) for v in value]
+            return value
+
+        resolved = {k: fill(v) for k, v in resolved.items()}
+        if not changed:
+            break
+    return resolved
 
 
 def _flat(variables: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -212,14 +279,25 @@ def expand(
             line=line,
         )
     # Static parts filled now (the UI shows them), run parts kept for the run.
-    return template.partial({**static, **scope.sample()}, scope.zone, set(RUN_NAMES))
+    run = scope.sample()
+    return template.partial(
+        {**resolve_exports(static, run, scope.zone), **run},
+        scope.zone,
+        set(RUN_NAMES | dependent_exports(static)),
+    )
 
 
 def render_for_run(
     text: str, static: Mapping[str, Any], run: Mapping[str, Any], zone: ZoneInfo
 ) -> str:
-    """Fill a value kept for run time with the run's variables (built-ins win, as in digdag)."""
-    return parse_template(text).render({**static, **run}, zone)
+    """Fill a value kept for run time with the run's variables (built-ins win, as in digdag);
+    ``td.last_results`` is the row the run's latest store_last_results step kept."""
+    builtins = {k: v for k, v in run.items() if k != LAST_RESULTS_KEY}
+    merged = {**resolve_exports(static, builtins, zone), **builtins}
+    td = static.get("td")
+    if isinstance(td, Mapping) and "last_results" in td:
+        merged["td"] = {**td, "last_results": run.get(LAST_RESULTS_KEY) or {}}
+    return parse_template(text).render(merged, zone)
 
 
 def run_variables(context: Any, scope: RunScope) -> dict[str, Any]:
@@ -235,8 +313,10 @@ def run_variables(context: Any, scope: RunScope) -> dict[str, Any]:
         record = context.instance.get_run_record_by_id(run_id)
         return int(record.storage_id) if record is not None else 0
 
+    from line_exports.workflows.operators import last_results
+
     last = run.tags.get(LAST_EXECUTED_TAG)
-    return scope.variables(
+    values = scope.variables(
         session_time(context, scope.timezone),
         last_executed=datetime.fromisoformat(last) if last else None,
         session_uuid=root,
@@ -244,3 +324,5 @@ def run_variables(context: Any, scope: RunScope) -> dict[str, Any]:
         attempt_id=number(run.run_id),
         retry_attempt_name=run.run_id if run.root_run_id else None,
     )
+    values[LAST_RESULTS_KEY] = last_results(context)
+    return values
