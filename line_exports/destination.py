@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from line_exports.http import RetrySettings
 from line_exports.ledger import LedgerScope
-from line_exports.rules import RuleSet
+from line_exports.rules import ROW_NUMBER, RuleSet
 
 
 class ExportSettings(dg.Config):
@@ -40,6 +41,15 @@ class ExportSettings(dg.Config):
     )
     connection_timeout: float = Field(
         300, ge=10, le=600, description="HTTP timeout per request, seconds"
+    )
+    min_accepted_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "The run fails when the API accepts fewer than this share of the valid rows "
+            "(0..1); it always fails when the API accepts none of them"
+        ),
     )
 
     @field_validator("*", mode="before")
@@ -136,20 +146,61 @@ class ValidRows:
 
 @dataclass
 class DeliveryReport:
-    """What ``deliver`` did: rows sent and accepted, rows the API refused, ids, extra figures."""
+    """What ``deliver`` did with the valid rows it was given, in counts that add up.
+
+    Every valid row ends in exactly one of four places, and the export checks that they do
+    (``rows_valid = rejected before sending + refused + unsent + accepted``):
+
+    * ``rejected``: rows the destination did not send because a rule says the API would refuse
+      them, known before sending (e.g. a CAPI event outside LINE's time window, a message over
+      a limit): reject tables (:func:`~line_exports.rules.reject`) naming the rule.
+    * ``refused``: rows sent and refused by the API, with its answer in ``message``; rows the
+      API refused only as a count, without naming them (MAAC's ``mismatch_num``), go in
+      ``refused_unnamed``.
+    * ``accepted_rows``: rows the API accepted (a resumed batch's rows count as accepted).
+    * unsent: the rest, rows never sent because the run stopped (counted by the export as
+      valid - rejected - ``sent_rows``).
+
+    ``sent_rows`` counts every row handed to a request (accepted + refused). ``rejects`` is the
+    former name of ``refused``.
+    """
 
     sent_rows: int = 0
     accepted_rows: int = 0
-    rejects: list[pd.DataFrame] = field(default_factory=list)
+    refused: list[pd.DataFrame] = field(default_factory=list)
+    refused_unnamed: int = 0
+    rejected: list[pd.DataFrame] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
     requests: int = 0
     resumed_rows: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def rejects(self) -> list[pd.DataFrame]:
+        """Former name of :attr:`refused` (rows the API refused)."""
+        return self.refused
+
+    @property
+    def refused_rows(self) -> int:
+        """Rows the API refused: distinct rows named in ``refused`` plus ``refused_unnamed``."""
+        return _distinct_rows(self.refused) + self.refused_unnamed
+
+    @property
+    def rejected_rows(self) -> int:
+        """Rows rejected by the destination before sending (distinct)."""
+        return _distinct_rows(self.rejected)
+
+
+def _distinct_rows(frames: list[pd.DataFrame]) -> int:
+    numbers = [f[ROW_NUMBER].to_numpy() for f in frames if len(f)]
+    return int(len(np.unique(np.concatenate(numbers)))) if numbers else 0
+
 
 class DeliveryFailed(Exception):
-    """The API refused rows and the invalid-record policy says stop: the run fails, and the
-    rows refused so far (``report.rejects``) still reach the rejects file and the metadata."""
+    """The run stops mid-delivery (the API refused rows and the invalid-record policy says
+    stop, or the requests themselves are wrong): the run fails, and what happened so far
+    (``report``: refused, rejected, accepted, and so the rows left unsent) still reaches the
+    rejects file and the metadata."""
 
     def __init__(self, message: str, report: DeliveryReport) -> None:
         super().__init__(message)

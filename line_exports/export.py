@@ -25,6 +25,7 @@ from pydantic import ValidationError, create_model
 
 from line_exports import paths
 from line_exports.claims import ClaimLost, ClaimOwner, ScopeClaimed
+from line_exports.dedup import drop_duplicates
 from line_exports.destination import (
     DeliveryFailed,
     DeliveryReport,
@@ -37,6 +38,12 @@ from line_exports.destination import (
 from line_exports.destinations import get_destination
 from line_exports.http import ApiError
 from line_exports.ledger import Ledger
+from line_exports.outcomes import (
+    Outcome,
+    acceptance_failure,
+    refusal_check,
+    refusal_check_spec,
+)
 from line_exports.private_files import private_dir, private_opener
 from line_exports.rules import (
     ROW_NUMBER,
@@ -71,18 +78,27 @@ class ValidationSummary:
     preview: list[pd.DataFrame] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
     rejects_path: Path | None = None
+    refused_by_answer: dict[str, int] = field(default_factory=dict)
+    duplicate_rows: int = 0
 
     @property
     def rejected_rows(self) -> int:
         return len(self.rejected_row_numbers)
 
-    def add_rejects(self, rejects: pd.DataFrame) -> None:
+    def add_rejects(self, rejects: pd.DataFrame, refused: bool = False) -> None:
+        """Rows rejected before sending (counted in ``rejected_rows``), or, with ``refused``,
+        rows the API refused (written to the same file and preview, counted apart)."""
         if not len(rejects):
             return
-        self.reject_cells += len(rejects)
-        self.rejected_row_numbers.update(int(r) for r in rejects[ROW_NUMBER].unique())
-        for key, count in summarize_rejects(rejects).items():
-            self.by_rule[key] = self.by_rule.get(key, 0) + count
+        if refused:
+            for message, count in rejects.groupby("message").size().items():
+                key = str(message)[:200]
+                self.refused_by_answer[key] = self.refused_by_answer.get(key, 0) + int(count)
+        else:
+            self.reject_cells += len(rejects)
+            self.rejected_row_numbers.update(int(r) for r in rejects[ROW_NUMBER].unique())
+            for key, count in summarize_rejects(rejects).items():
+                self.by_rule[key] = self.by_rule.get(key, 0) + count
         shown = sum(len(p) for p in self.preview)
         if shown < PREVIEW_ROWS:
             self.preview.append(rejects.head(PREVIEW_ROWS - shown))
@@ -131,11 +147,11 @@ class Spool:
         return ValidRows(self.path, self.rows)
 
 
-def _stringify_extras(frame: pd.DataFrame, ruleset: RuleSet) -> pd.DataFrame:
+def _stringify_extras(frame: pd.DataFrame, ruleset: RuleSet, timezone: str) -> pd.DataFrame:
     """Pass-through columns (e.g. template fields) as text, so every chunk has one schema."""
     for name in ruleset.keep:
         if name in frame.columns:
-            frame[name] = to_text(frame[name])
+            frame[name] = to_text(frame[name], timezone)
     return frame
 
 
@@ -145,18 +161,25 @@ def validate_export(
     settings: Mapping[str, Any],
     workdir: Path,
     log: Any = None,
+    timezone: str = "UTC",
 ) -> tuple[ValidationSummary, ValidRows]:
-    """Validate every chunk; spool the valid rows; write every reject with its reason."""
+    """Validate every chunk; spool the valid rows; write every reject with its reason.
+
+    Then the export-wide rules (``ruleset.unique``): rows repeating an earlier row's key after
+    normalization are dropped from the spool and rejected as duplicates.
+    """
     private_dir(workdir)
     summary = ValidationSummary(rejects_path=workdir / "rejects.csv")
     spool = Spool(workdir / "valid.parquet")
     last_log = time.monotonic()
     try:
         for chunk in chunks:
-            checked = validate(chunk, ruleset, settings, row_offset=summary.rows_read)
+            checked = validate(
+                chunk, ruleset, settings, row_offset=summary.rows_read, timezone=timezone
+            )
             summary.rows_read += checked.rows_read
             summary.add_rejects(checked.rejects)
-            spool.write(_stringify_extras(checked.valid, ruleset))
+            spool.write(_stringify_extras(checked.valid, ruleset, timezone))
             for name in checked.ignored_columns:
                 if name not in summary.ignored_columns:
                     summary.ignored_columns.append(name)
@@ -169,6 +192,9 @@ def validate_export(
                 )
     finally:
         rows = spool.close()
+    rows, duplicates = drop_duplicates(rows, ruleset, settings)
+    summary.add_rejects(duplicates)
+    summary.duplicate_rows = int(duplicates[ROW_NUMBER].nunique()) if len(duplicates) else 0
     summary.valid_rows = rows.count
     return summary, rows
 
@@ -213,19 +239,26 @@ def export_metadata(
     source: str,
     target: str,
 ) -> dict[str, Any]:
-    """Run metadata (numbers become plots in the UI's metadata history)."""
+    """Run metadata (numbers become plots in the UI's metadata history).
+
+    The four outcome counts add up to ``rows_read`` (see :mod:`line_exports.outcomes`).
+    """
+    outcome = Outcome.of(summary, report)
     reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
     meta: dict[str, Any] = {
         "source": source,
         "destination": target,
-        "rows_read": summary.rows_read,
+        **outcome.metadata(),
         "rows_valid": summary.valid_rows,
-        "rows_rejected": summary.rejected_rows,
         "reject_rate": dg.MetadataValue.float(round(reject_rate, 6)),
         "rejects_by_rule": dg.MetadataValue.json(summary.by_rule),
         "rejects_preview": dg.MetadataValue.md(_markdown(summary.preview_frame())),
         "duration_seconds": dg.MetadataValue.float(round(seconds, 3)),
     }
+    if summary.duplicate_rows:
+        meta["rows_duplicate"] = summary.duplicate_rows
+    if summary.refused_by_answer:
+        meta["refusals_by_answer"] = dg.MetadataValue.json(summary.refused_by_answer)
     if summary.rejects_path is not None and summary.rejects_path.exists():
         meta["rejects_file"] = dg.MetadataValue.path(str(summary.rejects_path))
     if summary.ignored_columns:
@@ -234,11 +267,7 @@ def export_metadata(
         meta.update(
             {
                 "rows_sent": report.sent_rows,
-                "rows_accepted": report.accepted_rows,
                 "rows_resumed": report.resumed_rows,
-                "rows_refused_by_api": int(
-                    sum(len(r[ROW_NUMBER].unique()) for r in report.rejects if len(r))
-                ),
                 "requests": report.requests,
                 "api_job_ids": dg.MetadataValue.json(report.job_ids),
                 "dagster/row_count": report.accepted_rows,
@@ -246,6 +275,14 @@ def export_metadata(
         )
         meta.update(report.metadata)
     return meta
+
+
+def _add_report(summary: ValidationSummary, report: DeliveryReport) -> None:
+    """The destination's rejects (before sending) and the API's refusals, into the summary."""
+    for rejected in report.rejected:
+        summary.add_rejects(rejected)
+    for refused in report.refused:
+        summary.add_rejects(refused, refused=True)
 
 
 def _failure(summary: ValidationSummary, policy: str, metadata: dict[str, Any]) -> dg.Failure:
@@ -399,7 +436,9 @@ def build_export(
             chunks = frame_chunks(frame, chunk_size or 50_000)
             source_label = f"asset {upstream_key.to_user_string() if upstream_key else ''}"
         try:
-            summary, rows = validate_export(chunks, ruleset, values, workdir, context.log)
+            summary, rows = validate_export(
+                chunks, ruleset, values, workdir, context.log, timezone=timezone
+            )
         except SchemaError as exc:
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         # The spool of valid rows is scratch: gone after the run, whatever its outcome
@@ -410,7 +449,8 @@ def build_export(
                 f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} valid, {summary.rejected_rows:,} rejected"
             )
             policy, skips = dest.invalid_policy(config)
-            if summary.rejected_rows and not skips:
+            # Duplicates are sent once, not invalid: they never stop a run on their own.
+            if summary.rejected_rows - summary.duplicate_rows and not skips:
                 meta = export_metadata(
                     summary, None, time.monotonic() - started, source_label, target
                 )
@@ -434,8 +474,7 @@ def build_export(
             except (ScopeClaimed, ClaimLost) as exc:
                 raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
             except DeliveryFailed as exc:
-                for refused in exc.report.rejects:
-                    summary.add_rejects(refused)
+                _add_report(summary, exc.report)
                 meta = export_metadata(
                     summary, exc.report, time.monotonic() - started, source_label, target
                 )
@@ -448,12 +487,17 @@ def build_export(
                 raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
             finally:
                 ledger.close()  # releases the claim, whatever the outcome
-            for refused in report.rejects:
-                summary.add_rejects(refused)
+            _add_report(summary, report)
             run.progress(report.sent_rows, force=True)
             meta = export_metadata(
                 summary, report, time.monotonic() - started, source_label, target
             )
+            outcome = Outcome.of(summary, report)
+            failure = acceptance_failure(
+                name, outcome, report, summary, config.min_accepted_ratio, meta
+            )
+            if failure is not None:
+                raise failure
             reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
             check = dg.AssetCheckResult(
                 check_name=REJECT_RATE_CHECK,
@@ -465,7 +509,9 @@ def build_export(
                     "rows_rejected": summary.rejected_rows,
                 },
             )
-            return dg.MaterializeResult(metadata={**meta, **extra}, check_results=[check])
+            return dg.MaterializeResult(
+                metadata={**meta, **extra}, check_results=[check, refusal_check(key, outcome)]
+            )
         finally:
             (workdir / "valid.parquet").unlink(missing_ok=True)
 
@@ -494,7 +540,7 @@ def build_export(
         group_name=group_name,
         description=description
         or f"Exports {'query rows' if sql_text else upstream_key.to_user_string()} to {dest.type_name}.",  # type: ignore[union-attr]
-        check_specs=[check_spec],
+        check_specs=[check_spec, refusal_check_spec(key)],
         retry_policy=retry_policy,
         pool=pool,
         kinds={dest.kind, "duckdb" if sql_text is not None else "pandas"},

@@ -26,6 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from line_exports.arrow_text import bools, compile_matcher, normalize, value_offsets
+from line_exports.phones import REGION_SETTING, check_region, e164_column
+from line_exports.values import (
+    iso_dates_or_timestamps,
+    localized,
+    to_text,
+    whole_int64,
+)
 
 ROW_NUMBER = "_row_number"
 REJECT_COLUMNS = [ROW_NUMBER, "column", "rule", "message", "value"]
@@ -66,7 +73,9 @@ class Column:
 
     ``required_if`` maps setting names to the value(s) that make the column required, e.g.
     ``{"import_key": "line_uid"}``. ``normalize`` steps run before the checks (``trim``,
-    ``lowercase``, ``uppercase``, ``phone``: strip separators for E.164); ``hash_sha256`` hashes
+    ``lowercase``, ``uppercase``, ``phone``: strip separators). ``format="phone"`` writes every
+    phone number in E.164, reading local numbers with the ``default_region`` setting
+    (:mod:`line_exports.phones`); ``hash_sha256`` hashes
     values after they pass, unless they already are a SHA-256 (or SHA-512) hex digest.
     ``sensitive`` masks the value in rejects previews (personal data).
     """
@@ -112,12 +121,45 @@ class AnyOf:
 
 
 @dataclass(frozen=True)
+class Unique:
+    """Export rule: no two rows carry the same ``columns`` values (after normalization).
+
+    The first row is sent; each later one is rejected as a ``duplicate`` naming the first, so a
+    key is never sent twice in one request, import or upload. NULLs match each other; rows
+    whose ``columns`` are all missing are never duplicates. ``required_if`` limits the rule to
+    some settings (e.g. MAAC's ``import_key``), like :attr:`Column.required_if`.
+    """
+
+    columns: tuple[str, ...]
+    required_if: Mapping[str, str | tuple[str, ...]] | None = None
+    name: str = "duplicate"
+
+    def applies(self, settings: Mapping[str, object]) -> bool:
+        if not self.required_if:
+            return True
+        for setting, wanted in self.required_if.items():
+            values = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+            value = settings.get(setting)
+            if getattr(value, "value", value) in values:
+                return True
+        return False
+
+    def describe(self) -> str:
+        return "+".join(self.columns)
+
+
+@dataclass(frozen=True)
 class RuleSet:
-    """A destination's columns and row rules; ``keep`` lists extra columns passed through."""
+    """A destination's columns and row rules; ``keep`` lists extra columns passed through.
+
+    ``unique`` rules span the whole export (every chunk): they are checked on the spooled
+    valid rows, see :func:`line_exports.dedup.drop_duplicates`.
+    """
 
     columns: tuple[Column, ...]
     row_rules: tuple[AnyOf, ...] = ()
     keep: tuple[str, ...] = ()
+    unique: tuple[Unique, ...] = ()
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -149,66 +191,25 @@ def mask_value(value: str) -> str:
     return value[:2] + "*" * (len(value) - 4) + value[-2:]
 
 
-def to_text(series: pd.Series) -> pd.Series:
-    """A column as nullable strings, whatever the engine returned (ints, floats, dates, bytes)."""
-    if pd.api.types.is_bool_dtype(series):
-        return series.map({True: "true", False: "false"}).astype("string")
-    if pd.api.types.is_integer_dtype(series):
-        return series.astype("Int64").astype("string")
-    if pd.api.types.is_float_dtype(series):
-        # Whole numbers read back as floats (a NULL-able integer column) print as integers;
-        # inf, NaN-like and out-of-int64 values stay text, for the rules to refuse.
-        values = series.dropna()
-        if len(values) == 0 or bool(_whole_int64(values).all()):
-            return series.astype("Int64").astype("string")
-        return series.astype("string")
-    if pd.api.types.is_datetime64_any_dtype(series):
-        as_text = series.dt.strftime("%Y-%m-%dT%H:%M:%S")
-        is_midnight = (series.dt.normalize() == series).fillna(False)
-        return as_text.where(~is_midnight, series.dt.strftime("%Y-%m-%d")).astype("string")
-    if series.dtype == object:
-        sample = series.dropna()
-        if len(sample) and not all(isinstance(v, str) for v in sample.head(50)):
-            series = series.map(_scalar_text, na_action="ignore")
-    return series.astype("string")
-
-
-INT64_LIMIT = 2.0**63
-
-
-def _whole_int64(values: pd.Series) -> pd.Series:
-    """Finite whole numbers that fit in int64."""
-    finite = np.isfinite(values)
-    return finite & (values.abs() < INT64_LIMIT) & (values == np.floor(values.where(finite, 0)))
-
-
 def _seconds(delta: pd.Series) -> pd.Series:
     """Whole seconds of a timedelta column (sub-second parts dropped, never a failed cast)."""
     return np.floor(delta.dt.total_seconds()).astype("Int64")
 
 
-def _scalar_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if hasattr(value, "isoformat"):
-        text = value.isoformat()  # type: ignore[union-attr]
-        return text[:10] if text.endswith("T00:00:00") else text
-    return str(value)
+def to_unix_seconds(series: pd.Series, timezone: str = "UTC") -> tuple[pd.Series, pd.Series]:
+    """Ints, digit strings or timestamps as UNIX seconds; second value marks unparseable cells.
 
-
-def to_unix_seconds(series: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Ints, digit strings or timestamps as UNIX seconds; second value marks unparseable cells."""
+    A naive timestamp column is wall-clock time in ``timezone`` (see :mod:`line_exports.values`).
+    """
     if pd.api.types.is_datetime64_any_dtype(series):
-        epoch = pd.Timestamp("1970-01-01", tz="UTC" if series.dt.tz is not None else None)
-        return _seconds(series - epoch), pd.Series(False, index=series.index)
+        epoch = pd.Timestamp("1970-01-01", tz="UTC")
+        return _seconds(localized(series, timezone) - epoch), pd.Series(False, index=series.index)
     if pd.api.types.is_integer_dtype(series):
         return series.astype("Int64"), pd.Series(False, index=series.index)
     if pd.api.types.is_float_dtype(series):
-        bad = series.notna() & ~_whole_int64(series.fillna(0))
+        bad = series.notna() & ~whole_int64(series.fillna(0))
         return series.where(~bad).astype("Int64"), bad
-    text = to_text(series).str.strip()
+    text = to_text(series, timezone).str.strip()
     is_digits = text.str.fullmatch(r"-?[0-9]{1,18}").fillna(False).astype(bool)  # fits in int64
     numbers = pd.to_numeric(text.where(is_digits), errors="coerce").astype("Int64")
     # ISO 8601 in any of its forms with pandas' fast parser, each value on its own (inferring
@@ -225,13 +226,19 @@ def to_unix_seconds(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, bad
 
 
-def _arrow_text(series: pd.Series) -> pa.Array:
-    """:func:`to_text` as one Arrow array (free for the Arrow strings an engine returns)."""
+def _arrow_text(series: pd.Series, timezone: str = "UTC", as_date: bool = False) -> pa.Array:
+    """:func:`to_text` as one Arrow array (free for the Arrow strings an engine returns).
+
+    ``as_date``: a timestamp column bound for a date field keeps its date where the time is
+    local midnight (see :func:`~line_exports.values.iso_dates_or_timestamps`).
+    """
     dtype = series.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
         values = series.array.__arrow_array__()  # what to_text's astype("string") would hold
+    elif as_date and pd.api.types.is_datetime64_any_dtype(series):
+        values = iso_dates_or_timestamps(series, timezone).array.__arrow_array__()
     else:
-        values = to_text(series).array.__arrow_array__()
+        values = to_text(series, timezone).array.__arrow_array__()
     if isinstance(values, pa.ChunkedArray):
         return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     return values
@@ -258,7 +265,7 @@ class _Checked:
     to_hash: np.ndarray | None = None
 
 
-def _check_numbers(col: Column, raw: pd.Series, required: bool) -> _Checked:
+def _check_numbers(col: Column, raw: pd.Series, required: bool, timezone: str) -> _Checked:
     too_small: np.ndarray | None = None
     if raw.dtype == np.int64:  # to_unix_seconds of int64, without pandas round trips
         numbers = raw.to_numpy()
@@ -268,7 +275,7 @@ def _check_numbers(col: Column, raw: pd.Series, required: bool) -> _Checked:
         if col.min_value is not None:
             too_small = numbers < col.min_value
     else:
-        series, unparseable = to_unix_seconds(raw)
+        series, unparseable = to_unix_seconds(raw, timezone)
         values = series.array
         present = series.notna().to_numpy(dtype=bool)
         bad_type = unparseable.to_numpy(dtype=bool, na_value=False)
@@ -282,12 +289,18 @@ def _check_numbers(col: Column, raw: pd.Series, required: bool) -> _Checked:
     return _Checked(values, present, failures)
 
 
-def _check_column(col: Column, raw: pd.Series, required: bool) -> _Checked:
+def _check_column(
+    col: Column,
+    raw: pd.Series,
+    required: bool,
+    timezone: str = "UTC",
+    settings: Mapping[str, object] | None = None,
+) -> _Checked:
     """Normalize one column and list its failing masks, in the rules' fixed order."""
     if col.kind in ("unix_seconds", "integer"):
-        return _check_numbers(col, raw, required)
+        return _check_numbers(col, raw, required, timezone)
     failures: list[Failure] = []
-    text = normalize(_arrow_text(raw), col.normalize)
+    text = normalize(_arrow_text(raw, timezone, as_date=col.format == "iso_date"), col.normalize)
     sizes = np.diff(value_offsets(text))  # bytes: >= characters
     present = sizes > 0
     if text.null_count:
@@ -329,7 +342,18 @@ def _check_column(col: Column, raw: pd.Series, required: bool) -> _Checked:
         failures.append(
             ("pattern", col.pattern_message or f"must match {col.pattern}", checked & ~ok)
         )
-    if col.format is not None:
+    if col.format == "phone":
+        region = check_region(str((settings or {}).get(REGION_SETTING) or "") or None)
+        already = compile_matcher(E164_PATTERN)(text) & checked
+        text, ok = e164_column(text, region, checked, already)
+        where = f"a valid local number of {region} (default_region)" if region else None
+        message = (
+            f"is not a phone number in E.164 form (+ and country code) nor {where}"
+            if where
+            else "is not a phone number in E.164 form (+ and country code); set default_region to read local numbers"
+        )
+        failures.append(("phone", message, checked & ~ok))
+    elif col.format is not None:
         pattern, message = FORMATS[col.format]
         ok = compile_matcher(pattern)(text)
         if col.format == "iso_date" and ok.any():
@@ -397,11 +421,13 @@ def validate(
     ruleset: RuleSet,
     settings: Mapping[str, object] | None = None,
     row_offset: int = 0,
+    timezone: str = "UTC",
 ) -> Validated:
     """Check every rule over whole columns; return normalized valid rows and a rejects table.
 
     Row numbers count from 1 over the whole export (``row_offset`` is the rows before this
-    chunk), so a reject names the same row however the input was chunked.
+    chunk), so a reject names the same row however the input was chunked. ``timezone`` is the
+    export's: timestamps are written with its offset, naive ones are read as its wall time.
     """
     settings = settings or {}
     check_columns(frame.columns, ruleset, settings)
@@ -438,7 +464,7 @@ def validate(
             continue
         known.add(source)
         raw = frame[source]
-        checked = _check_column(col, raw, required)
+        checked = _check_column(col, raw, required, timezone, settings)
         for rule, message, mask in checked.failures:
             add(col.name, rule, message, mask, raw, col.sensitive)
         columns[col.name] = checked

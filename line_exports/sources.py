@@ -25,6 +25,7 @@ from pydantic import Field
 from line_exports import paths, private_files, sample_data
 from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
+from line_exports.values import arrow_to_pandas
 
 _SAMPLES_LOCK = threading.Lock()
 SAMPLES_LOCK_WAIT = 60.0
@@ -207,7 +208,7 @@ class SqlSource(dg.ConfigurableResource):
                         if skip:
                             batch, skip = batch.slice(skip), 0
                         yielded += batch.num_rows
-                        yield batch.to_pandas()
+                        yield arrow_to_pandas(batch)
                     return
                 except (duckdb.OutOfMemoryException, OSError) as exc:
                     # Mid-stream, DuckDB's error reaches us through Arrow's reader as OSError.
@@ -222,7 +223,14 @@ class SqlSource(dg.ConfigurableResource):
         try:
             with engine.connect() as conn:
                 streaming = conn.execution_options(stream_results=True, max_row_buffer=size)
-                yield from pd.read_sql_query(sa.text(sql), streaming, chunksize=size)
+                # Integers next to NULLs stay integers, decimals keep their digits (no float).
+                yield from pd.read_sql_query(
+                    sa.text(sql),
+                    streaming,
+                    chunksize=size,
+                    coerce_float=False,
+                    dtype_backend="numpy_nullable",
+                )
         finally:
             engine.dispose()
 

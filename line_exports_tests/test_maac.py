@@ -325,7 +325,9 @@ def test_import_bodies_stay_under_10_mb(sandbox_server: SandboxServer, db: Path)
     )
 
 
-def test_repeated_key_waits_for_the_next_import(sandbox_server: SandboxServer, db: Path) -> None:
+def test_repeated_key_is_sent_once_and_reported_as_duplicate(
+    sandbox_server: SandboxServer, db: Path
+) -> None:
     frame = members_frame(3).assign(line_uid=uid(9), display_name=["first", "second", "third"])
     write_table(db, "members", frame)
     result = run(
@@ -333,8 +335,43 @@ def test_repeated_key_waits_for_the_next_import(sandbox_server: SandboxServer, d
     )
     assert result.success
     store = store_of(sandbox_server.sandbox)
-    assert len(store.tasks) == 3 and all(t.result["success"] for t in store.tasks.values())
-    assert store.members[store.by_key["line_uid"][uid(9)]]["line_display_name"] == "third"
+    assert len(store.tasks) == 1 and all(t.result["success"] for t in store.tasks.values())
+    assert store.members[store.by_key["line_uid"][uid(9)]]["line_display_name"] == "first"
+    meta = metadata(result)
+    assert meta["rows_duplicate"] == 2 and meta["rows_rejected"] == 2
+    assert meta["rejects_by_rule"] == {"line_uid: duplicate": 2}
+    assert meta["rows_read"] == meta["rows_rejected"] + meta["rows_refused_by_api"] + meta[
+        "rows_unsent"
+    ] + meta["rows_accepted"]
+
+
+@pytest.mark.parametrize(
+    ("key", "values", "region", "sent"),
+    [
+        ("mobile", ["0912345678", "+886912345678", "0912-345-678"], "TW", "+886912345678"),
+        ("mobile", ["090-1234-5678", "+81 90 1234 5678", "09012345678"], "JP", "+819012345678"),
+        ("mobile", ["081-234-5678", "+66812345678", "0812345678"], "TH", "+66812345678"),
+        ("email", ["Ann@Example.com", " ann@example.com", "ANN@EXAMPLE.COM"], "TW", "ann@example.com"),
+    ],
+)
+def test_keys_are_normalized_then_deduplicated_in_one_import(
+    sandbox_server: SandboxServer, db: Path, key: str, values: list[str], region: str, sent: str
+) -> None:
+    """MAAC fails an import that holds a key twice: 0912345678 and +886912345678 are one member."""
+    frame = members_frame(3).assign(**{key: values})
+    write_table(db, "members", frame)
+    settings = {"data_object": "members", "import_key": key, "tags": "t", "default_region": region}
+    result = run(sandbox_server, db, settings)
+    assert result.success, result.all_events
+    store = store_of(sandbox_server.sandbox)
+    (task,) = store.tasks.values()
+    assert task.result["success"] and task.result["total_num"] == 1
+    assert list(store.by_key[key]) == [sent]
+    meta = metadata(result)
+    assert meta["rows_duplicate"] == 2 and meta["rows_accepted"] == 1
+    rejects = pd.read_csv(meta["rejects_file"])
+    assert rejects["rule"].tolist() == ["duplicate", "duplicate"]
+    assert rejects["message"].str.contains("repeats row 1").all()
 
 
 def test_rerun_of_the_same_tick_resumes_from_the_ledger(
@@ -559,3 +596,21 @@ def test_daily_partitions_fill_the_partition_key(sandbox_server: SandboxServer, 
     assert sorted(store_of(sandbox_server.sandbox).by_key["line_uid"]) == [
         uid(i) for i in (3, 4, 5)
     ]
+
+
+def test_sandbox_fails_an_import_holding_one_mobile_twice(sandbox_server: SandboxServer) -> None:
+    """As MAAC: a local 09XX mobile is the channel region's E.164 number, so these two are one
+    key and the import fails with duplicate_error."""
+    headers = {"Authorization": "Bearer sandbox-maac-token"}
+    url = f"{sandbox_server.url}/openapi/v1/member/import/"
+    body = {
+        "import_key": "mobile",
+        "data": [
+            {"mobile": "0912345678", "line_uid": uid(1)},
+            {"mobile": "+886912345678", "line_uid": uid(2)},
+        ],
+    }
+    answer = requests.post(url, json=body, headers=headers)
+    assert answer.status_code == 200
+    (task,) = store_of(sandbox_server.sandbox).tasks.values()
+    assert task.result["success"] is False and task.result["duplicate_error"] == 1

@@ -142,7 +142,10 @@ def test_unix_seconds_from_ints_digit_strings_and_timestamps() -> None:
 
 def test_to_text_handles_engine_types() -> None:
     assert to_text(pd.Series([1.0, 2.0, None])).tolist()[:2] == ["1", "2"]
-    assert to_text(pd.Series(pd.to_datetime(["2000-02-23"]))).tolist() == ["2000-02-23"]
+    # A midnight TIMESTAMP is still a timestamp (issue 13), written with its offset.
+    assert to_text(pd.Series(pd.to_datetime(["2000-02-23"]))).tolist() == [
+        "2000-02-23T00:00:00+00:00"
+    ]
     assert to_text(pd.Series([True, False])).tolist() == ["true", "false"]
 
 

@@ -14,13 +14,12 @@ import json
 import os
 from collections.abc import Iterator
 from enum import Enum
-from itertools import chain
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from line_exports.destination import (
     DeliveryFailed,
@@ -32,7 +31,9 @@ from line_exports.destination import (
     content_key,
 )
 from line_exports.http import HttpClient, RateLimit, RetrySettings, poll
-from line_exports.rules import ROW_NUMBER, Column, RuleSet, reject
+from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.phones import check_region
+from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
 
 HOSTS = {"global": "https://api.cresclab.com", "japan": "https://api.jp.cresclab.com"}
@@ -63,13 +64,20 @@ MEMBER_COLUMNS = (
         pattern_message="is not a LINE user ID (U and 32 hex digits)",
     ),
     Column("line_display_name", max_length=255, aliases=("display_name",)),
-    Column("email", required_if={"import_key": "email"}, format="email", sensitive=True),
+    Column(
+        "email",
+        required_if={"import_key": "email"},
+        normalize=EMAIL_NORMALIZE,
+        format="email",
+        sensitive=True,
+    ),
+    # MAAC: "use E.164; a 09XX number is converted by the channel's region". We convert every
+    # number with default_region ourselves, so one member is one key in every import.
     Column(
         "mobile",
         required_if={"import_key": "mobile"},
         normalize=("trim", "phone"),
-        pattern=r"\+[1-9][0-9]{6,14}|09[0-9]{8}",
-        pattern_message="is not a phone number in E.164 form (or a local 09XXXXXXXX number)",
+        format="phone",
         sensitive=True,
     ),
     Column("customer_id", required_if={"import_key": "customer_id"}, max_length=255),
@@ -85,6 +93,11 @@ SEGMENT_COLUMNS = (
         pattern_message="is not a LINE user ID (U and 32 hex digits)",
     ),
 )
+# MAAC fails a whole import that holds an import key twice (duplicate_error); a segment file
+# holds each LINE UID once.
+MEMBER_UNIQUE = tuple(Unique((key,), required_if={"import_key": key}) for key in IMPORT_KEYS)
+SEGMENT_UNIQUE = (Unique(("line_uid",)),)
+DEFAULT_REGION = "TW"
 
 
 class ImportKey(str, Enum):
@@ -123,6 +136,18 @@ class MaacSettings(ExportSettings):
         le=IMPORT_MAX_MEMBERS,
         description="Members per import request (MAAC allows 10,000)",
     )
+    default_region: str | None = Field(
+        DEFAULT_REGION,
+        description=(
+            "Region (ISO 3166 alpha-2: TW, JP, TH, ...) that reads mobile numbers written without "
+            "+ and country code; every mobile is sent in E.164"
+        ),
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return check_region(value)
 
     @model_validator(mode="after")
     def _required_by_data_object(self) -> MaacSettings:
@@ -353,25 +378,6 @@ def fit_import_bytes(
     yield from fit_import_bytes(batch.iloc[middle:].reset_index(drop=True), tags)
 
 
-def unique_key_batches(
-    frames: Iterator[pd.DataFrame], key: str, size: int
-) -> Iterator[pd.DataFrame]:
-    """Batches of at most ``size`` rows with no key twice in one batch (MAAC fails such an import).
-
-    A repeated key waits for a later batch, so every row is still sent, in order: the same
-    effect as importing them one after another.
-    """
-    pending = pd.DataFrame()
-    for frame in chain(frames, [None]):  # None: the input is over, flush what is left
-        if frame is not None:
-            pending = pd.concat([pending, frame], ignore_index=True) if len(pending) else frame
-        while len(pending) >= size or (frame is None and len(pending)):
-            take = pending.iloc[:size]
-            repeat = take.groupby(key, sort=False).cumcount().to_numpy() > 0
-            yield take[~repeat].reset_index(drop=True)
-            pending = pd.concat([take[repeat], pending.iloc[size:]], ignore_index=True)
-
-
 def segment_csv(uids: pd.Series) -> bytes:
     """The custom segment file: a ``line_uid`` header and one UID per line."""
     buffer = io.StringIO()
@@ -391,7 +397,9 @@ class MaacDestination(Destination):
     auth_fields = ("api_token",)
 
     def ruleset(self, settings: MaacSettings) -> RuleSet:
-        return RuleSet(MEMBER_COLUMNS if settings.data_object == "members" else SEGMENT_COLUMNS)
+        if settings.data_object == "members":
+            return RuleSet(MEMBER_COLUMNS, unique=MEMBER_UNIQUE)
+        return RuleSet(SEGMENT_COLUMNS, unique=SEGMENT_UNIQUE)
 
     def target_label(self, settings: MaacSettings) -> str:
         if settings.data_object == "members":
@@ -428,16 +436,16 @@ class MaacDestination(Destination):
         tags = settings.tag_list()
         key = ImportKey(settings.import_key or "line_uid").value
         mismatch_links: list[str] = []
-        for batch in unique_key_batches(
-            rows.batches(settings.batch_size), key, settings.batch_size
-        ):
+        # Keys are unique over the whole export (validation's duplicate rule), so any batch
+        # holds each key once.
+        for batch in rows.batches(settings.batch_size):
             for part, members in fit_import_bytes(batch, tags):
                 result = self._import_once(client, run, report, key, tags, members)
                 report.sent_rows += len(part)
                 if not result.get("success"):
                     errors = {k: v for k, v in result.items() if k != "success" and v}
                     message = f"MAAC refused import task {report.job_ids[-1] if report.job_ids else '?'}: {errors}"
-                    report.rejects.append(
+                    report.refused.append(
                         reject(part[ROW_NUMBER], key, "maac_import_failed", message)
                     )
                     if not settings.skip_invalid_records:
@@ -449,6 +457,8 @@ class MaacDestination(Destination):
                 report.accepted_rows += int(result.get("created_num") or 0) + int(
                     result.get("updated_num") or 0
                 )
+                # "mismatch_num: members that do not exist (blocked)": refused, rows unnamed.
+                report.refused_unnamed += int(result.get("mismatch_num") or 0)
                 if result.get("mismatch_export_link"):
                     mismatch_links.append(str(result["mismatch_export_link"]))
             run.progress(report.sent_rows)
@@ -524,7 +534,9 @@ class MaacDestination(Destination):
             segment["action"] = action
             run.ledger.record(batch_key, segment)
         report.sent_rows = len(uids)
-        report.accepted_rows = int(segment.get("member_count") or 0)
+        # The segment holds the UIDs MAAC kept; any other UID sent was refused (unnamed).
+        report.accepted_rows = min(int(segment.get("member_count") or 0), len(uids))
+        report.refused_unnamed = len(uids) - report.accepted_rows
         report.job_ids.append(str(segment["id"]))
         report.metadata.update(
             {
@@ -532,7 +544,6 @@ class MaacDestination(Destination):
                 "segment_name": name,
                 "segment_action": str(segment.get("action", "created")),
                 "segment_member_count": int(segment.get("member_count") or 0),
-                "duplicate_uids": int(len(uids) - uids.nunique()),
             }
         )
         return report

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from line_exports.phones import to_e164
 from line_exports.sandbox.core import Sandbox
 
 IMPORT_MAX_MEMBERS = 10_000
@@ -46,6 +47,7 @@ LINE_UID = re.compile(r"U[0-9a-f]{32}")
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 LOCAL_MOBILE = re.compile(r"09[0-9]{8}")
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+CHANNEL_REGION = "TW"  # the sandbox channel's region: how MAAC reads a local 09XX mobile
 
 
 def _now_iso() -> str:
@@ -105,6 +107,15 @@ def _error(status: int, detail: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def match_key(import_key: str, value: Any, region: str = CHANNEL_REGION) -> str:
+    """An import key as MAAC matches it: a mobile number in E.164 (MAAC converts a local 09XX
+    number by the channel's region, so 0912345678 and +886912345678 are one member)."""
+    text = str(value)
+    if import_key == "mobile":
+        return to_e164(text, region) or text
+    return text
+
+
 def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
     """The counts MAAC reports for a failed import (``success: false``)."""
     counts = {
@@ -124,10 +135,10 @@ def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
         key = item.get(import_key)
         if key in (None, ""):
             counts["blank_error"] += 1
-        elif key in seen:
+        elif match_key(import_key, key) in seen:
             counts["duplicate_error"] += 1
         else:
-            seen.add(str(key))
+            seen.add(match_key(import_key, key))
         gender = item.get("gender")
         if gender not in (None, "", "male", "female"):
             counts["gender_error"] += 1
@@ -164,7 +175,7 @@ def _apply_import(
 ) -> dict[str, int]:
     created = updated = mismatched = 0
     for item in data:
-        key_value = str(item[import_key])
+        key_value = match_key(import_key, item[import_key])
         member_id = store.by_key[import_key].get(key_value)
         uid = item.get("line_uid")
         if member_id is None and import_key != "line_uid" and uid:
@@ -187,10 +198,10 @@ def _apply_import(
             if value not in (None, ""):
                 old = member.get(name)
                 if name in IMPORT_KEYS and old is not None:
-                    store.by_key[name].pop(str(old), None)
+                    store.by_key[name].pop(match_key(name, old), None)
                 member[name] = value
                 if name in IMPORT_KEYS:
-                    store.by_key[name][str(value)] = member_id
+                    store.by_key[name][match_key(name, value)] = member_id
         member["tags"].update(tags)
         member["tags"].update(item.get("tags") or [])
     store.imported_rows += len(data)

@@ -1,0 +1,120 @@
+"""Keys sent once per export: duplicates found over the whole spool, after normalization.
+
+Validation normalizes each chunk (phones to E.164, emails lowercased, hashes computed), so two
+spellings of one key are equal by the time the valid rows are spooled. DuckDB then finds the
+rows whose :class:`~line_exports.rules.Unique` columns repeat an earlier row, over the whole
+spool (any number of chunks, memory bounded by DuckDB), and the spool is rewritten without them
+one row group at a time. Each dropped row is a ``duplicate`` reject naming the row it repeats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import closing
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from line_exports.destination import ValidRows
+from line_exports.private_files import private_file
+from line_exports.rules import REJECT_COLUMNS, ROW_NUMBER, RuleSet, empty_rejects, mask_value
+
+DUPLICATE_RULE = "duplicate"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def duplicate_rows(
+    path: Path, columns: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(row numbers, first row each repeats, values per column) of the repeated rows, in order."""
+    keys = ", ".join(_quote(c) for c in columns)
+    any_present = " or ".join(f"{_quote(c)} is not null" for c in columns)
+    sql = f"""
+        select {_quote(ROW_NUMBER)}, _first, {keys} from (
+            select {_quote(ROW_NUMBER)}, {keys},
+                   row_number() over (partition by {keys} order by {_quote(ROW_NUMBER)}) as _n,
+                   min({_quote(ROW_NUMBER)}) over (partition by {keys}) as _first
+            from read_parquet(?)
+        ) where _n > 1 and ({any_present}) order by {_quote(ROW_NUMBER)}
+    """
+    with closing(duckdb.connect()) as con:
+        table = con.sql(sql, params=[str(path)]).to_arrow_table()
+    numbers = table.column(0).to_numpy()
+    firsts = table.column(1).to_numpy()
+    values = [table.column(i + 2).to_numpy(zero_copy_only=False) for i in range(len(columns))]
+    return numbers, firsts, values
+
+
+def drop_duplicates(
+    rows: ValidRows, ruleset: RuleSet, settings: Mapping[str, object]
+) -> tuple[ValidRows, pd.DataFrame]:
+    """The spooled rows without the ones repeating an earlier row's key, and their rejects."""
+    rules = [r for r in ruleset.unique if r.applies(settings)]
+    if not rules or not rows.count:
+        return rows, empty_rejects()
+    present = set(pq.read_schema(rows.path).names)
+    sensitive = {c.name for c in ruleset.columns if c.sensitive}
+    parts: list[pd.DataFrame] = []
+    for rule in rules:
+        columns = [c for c in rule.columns if c in present]
+        if not columns:
+            continue
+        numbers, firsts, values = duplicate_rows(rows.path, columns)
+        if not len(numbers):
+            continue
+        shown = [
+            "; ".join(
+                mask_value(str(v)) if c in sensitive else str(v)[:200]
+                for c, v in zip(columns, cells, strict=True)
+                if v is not None and not (isinstance(v, float) and np.isnan(v))
+            )
+            for cells in zip(*values, strict=True)
+        ]
+        label = "+".join(columns)
+        parts.append(
+            pd.DataFrame(
+                {
+                    ROW_NUMBER: numbers.astype("int64"),
+                    "column": label,
+                    "rule": rule.name,
+                    "message": [
+                        f"{label} repeats row {int(f)} (the same after normalization); sent once"
+                        for f in firsts
+                    ],
+                    "value": shown,
+                }
+            )
+        )
+    if not parts:
+        return rows, empty_rejects()
+    rejects = pd.concat(parts, ignore_index=True)
+    # A row may repeat under several rules: one reject per rule, dropped once.
+    dropped = np.unique(rejects[ROW_NUMBER].to_numpy())
+    return _rewrite_without(rows, dropped), rejects[REJECT_COLUMNS]
+
+
+def _rewrite_without(rows: ValidRows, dropped: np.ndarray) -> ValidRows:
+    """The spool rewritten without ``dropped`` rows, one row group at a time (schema kept)."""
+    source = pq.ParquetFile(rows.path, pre_buffer=False)
+    target = rows.path.with_name(rows.path.stem + ".unique.parquet")
+    drop = pa.array(dropped, type=pa.int64())
+    kept = 0
+    private_file(target)  # valid rows are personal data: 0600, like the spool it replaces
+    with pq.ParquetWriter(target, source.schema_arrow) as writer:
+        for group in range(source.num_row_groups):
+            table = source.read_row_group(group, use_threads=False)
+            keep = pc.invert(pc.is_in(table.column(ROW_NUMBER), value_set=drop))
+            table = table.filter(keep)
+            if table.num_rows:
+                writer.write_table(table)
+                kept += table.num_rows
+    target.replace(rows.path)
+    return ValidRows(rows.path, kept)

@@ -1,0 +1,38 @@
+"""Identity rules the exporter and the sandboxes share (one definition each).
+
+* LINE Conversion API: an event's ``user`` object must carry at least one identifier, one of
+  :data:`CAPI_USER_IDENTIFIERS` (LINE Conversion API v1, "Send conversion event",
+  conversion-api-docs.linebiz.com; TD's reference lists the same seven user columns).
+* Emails, before matching or hashing: surrounding white space removed and lower-cased
+  (:func:`normalize_email`), identically for every destination: LINE's Conversion API takes the
+  SHA-256 of the normalized address, LinkedIn's ``SHA256_EMAIL`` likewise, and MAAC matches an
+  ``email`` import key as one address whatever its case (its OpenAPI states no rule; two
+  spellings of one address would otherwise be two keys in one import).
+* Phone numbers: E.164, see :mod:`line_exports.phones`.
+"""
+
+from __future__ import annotations
+
+CAPI_USER_IDENTIFIERS = (
+    "line_uid",
+    "click_id",
+    "ifa",
+    "browser_id",
+    "phone",
+    "email",
+    "external_id",
+)
+"""The fields of a CAPI event's ``user`` object, any one of which identifies the user."""
+
+EMAIL_NORMALIZE = ("trim", "lowercase")
+"""The normalize steps (:class:`~line_exports.rules.Column`) of every email column."""
+
+
+def normalize_email(value: str) -> str:
+    """One email address as every destination matches it: trimmed, lower-cased."""
+    return value.strip().lower()
+
+
+def capi_user_identified(user: dict[str, object]) -> bool:
+    """Whether a CAPI ``user`` object carries at least one identifier (a non-empty value)."""
+    return any(user.get(name) not in (None, "") for name in CAPI_USER_IDENTIFIERS)

@@ -1,0 +1,162 @@
+"""What really happened to every row of a run, in four counts that add up.
+
+Every row read ends in exactly one place:
+
+* ``rows_rejected``: refused by us before sending, with the rule (validation, duplicates after
+  normalization, and what a destination knows the API would refuse, e.g. CAPI's time window);
+* ``rows_refused_by_api``: sent and refused by the API, with its answer;
+* ``rows_unsent``: valid but never sent, because the run stopped;
+* ``rows_accepted``: accepted by the API (rows of a resumed batch included).
+
+``rows_read = rows_rejected + rows_refused_by_api + rows_unsent + rows_accepted`` holds in every
+destination's metadata; where an API's own counts do not add up to the rows sent, the
+difference is shown as ``rows_unaccounted`` and the ``api_refusals`` check fails.
+
+A run whose valid rows the API accepted none of (or fewer than ``min_accepted_ratio`` of)
+fails with the API's reasons; a run with some refusals succeeds with a failing
+``api_refusals`` check that carries the counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import pandas as pd
+
+from line_exports.destination import DeliveryReport
+from line_exports.rules import ROW_NUMBER
+
+if TYPE_CHECKING:
+    from line_exports.export import ValidationSummary
+
+API_REFUSALS_CHECK = "api_refusals"
+REASONS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The four counts of a run (and the rows sent, for the pace of things)."""
+
+    read: int
+    rejected: int
+    refused: int
+    unsent: int
+    accepted: int
+    sent: int
+    valid: int
+
+    @property
+    def unaccounted(self) -> int:
+        """Rows the API's counts leave unexplained (0 when accepted + refused = sent)."""
+        return self.read - self.rejected - self.refused - self.unsent - self.accepted
+
+    @classmethod
+    def of(cls, summary: ValidationSummary, report: DeliveryReport | None) -> Outcome:
+        """Counts from the validation summary (after the report's rejects were added to it)."""
+        if report is None:
+            return cls(
+                read=summary.rows_read,
+                rejected=summary.rejected_rows,
+                refused=0,
+                unsent=summary.valid_rows,
+                accepted=0,
+                sent=0,
+                valid=summary.valid_rows,
+            )
+        unsent = max(summary.valid_rows - report.rejected_rows - report.sent_rows, 0)
+        return cls(
+            read=summary.rows_read,
+            rejected=summary.rejected_rows,
+            refused=report.refused_rows,
+            unsent=unsent,
+            accepted=report.accepted_rows,
+            sent=report.sent_rows,
+            valid=summary.valid_rows,
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "rows_read": self.read,
+            "rows_rejected": self.rejected,
+            "rows_refused_by_api": self.refused,
+            "rows_unsent": self.unsent,
+            "rows_accepted": self.accepted,
+        }
+        if self.unaccounted:
+            meta["rows_unaccounted"] = self.unaccounted
+        return meta
+
+
+def first_answers(frames: list[pd.DataFrame], limit: int = REASONS_SHOWN) -> str:
+    """The API's first distinct answers, with a row each: what a user reads first."""
+    seen: dict[str, int] = {}
+    for frame in frames:
+        for row, message in zip(frame[ROW_NUMBER].tolist(), frame["message"].tolist(), strict=True):
+            if message not in seen:
+                seen[message] = int(row)
+                if len(seen) >= limit:
+                    break
+    return "; ".join(f"row {row}: {message}" for message, row in seen.items())
+
+
+def acceptance_failure(
+    name: str,
+    outcome: Outcome,
+    report: DeliveryReport,
+    summary: ValidationSummary,
+    min_accepted_ratio: float,
+    metadata: dict[str, Any],
+) -> dg.Failure | None:
+    """The failure of a run whose valid rows the API accepted none of, or too few; else None."""
+    if outcome.valid == 0:
+        return None  # nothing to deliver: the reject_rate check says why
+    share = outcome.accepted / outcome.valid
+    if outcome.accepted > 0 and share >= min_accepted_ratio:
+        return None
+    wanted = (
+        "none"
+        if outcome.accepted == 0
+        else f"{outcome.accepted:,} ({share:.1%}, under min_accepted_ratio {min_accepted_ratio:.1%})"
+    )
+    parts = [f"{name}: the API accepted {wanted} of {outcome.valid:,} valid rows"]
+    if outcome.refused:
+        answers = first_answers(report.refused)
+        parts.append(
+            f"{outcome.refused:,} refused by the API"
+            + (f" (first answers: {answers})" if answers else "")
+        )
+    if report.rejected_rows:
+        parts.append(
+            f"{report.rejected_rows:,} rejected before sending ({first_answers(report.rejected)})"
+        )
+    if outcome.unsent:
+        parts.append(f"{outcome.unsent:,} never sent")
+    if outcome.unaccounted:
+        parts.append(f"{outcome.unaccounted:,} unaccounted for by the API's counts")
+    return dg.Failure(description="; ".join(parts), metadata=metadata, allow_retries=False)
+
+
+def refusal_check(asset_key: dg.AssetKey, outcome: Outcome) -> dg.AssetCheckResult:
+    """Fails when the API refused some rows (or its counts do not add up), with the counts."""
+    return dg.AssetCheckResult(
+        check_name=API_REFUSALS_CHECK,
+        asset_key=asset_key,
+        passed=outcome.refused == 0 and outcome.unaccounted == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "rows_sent": outcome.sent,
+            "rows_refused_by_api": outcome.refused,
+            "rows_accepted": outcome.accepted,
+            "rows_unaccounted": outcome.unaccounted,
+        },
+    )
+
+
+def refusal_check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        API_REFUSALS_CHECK,
+        asset=asset_key,
+        description="Fails when the API refused rows that were sent (the counts are in its metadata).",
+    )

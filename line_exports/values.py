@@ -1,0 +1,152 @@
+"""Values exactly as the warehouse holds them, from Arrow (or SQLAlchemy) rows to request text.
+
+Two steps, both exact:
+
+* :func:`arrow_to_pandas` turns an engine's Arrow batch into pandas with nullable integer and
+  boolean columns, so a BIGINT next to a NULL stays an integer (plain ``to_pandas`` makes such a
+  column float64, and 9007199254740993 becomes 9007199254740992). Decimals stay
+  :class:`decimal.Decimal`, timestamps keep their unit and time zone, dates stay dates.
+* :func:`to_text` writes a column as the text a JSON body or CSV carries: integers in full,
+  decimals with every digit (never an exponent), timestamps as ISO 8601 with the UTC offset of
+  the export's time zone (a midnight TIMESTAMP is still a timestamp), dates as ``YYYY-MM-DD``,
+  booleans as ``true``/``false``; NULL, NaN and NaT are missing values.
+
+A TIMESTAMP without a time zone is read as wall-clock time in the export's time zone (digdag's
+``timezone``, ``build_export(timezone=...)``, UTC by default): that zone gives it its instant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+INT64_LIMIT = 2.0**63
+
+_NULLABLE = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
+
+
+def arrow_to_pandas(data: pa.RecordBatch | pa.Table) -> pd.DataFrame:
+    """An engine's Arrow rows as pandas, integers and booleans as nullable types (no float detour)."""
+    return data.to_pandas(types_mapper=_NULLABLE.get)
+
+
+def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
+    """A column as nullable strings, exactly as the engine held it (see the module docstring)."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.map({True: "true", False: "false"}).astype("string")
+    if pd.api.types.is_integer_dtype(series):
+        if isinstance(series.dtype, pd.UInt64Dtype) or series.dtype == np.uint64:
+            return series.astype("UInt64").astype("string")
+        return series.astype("Int64").astype("string")
+    if pd.api.types.is_float_dtype(series):
+        # Whole numbers read back as floats (e.g. an upstream DataFrame's NULL-able integer
+        # column) print as integers; inf and out-of-int64 values stay text, for the rules to
+        # refuse. NaN is a missing value.
+        series = series.astype("float64")
+        values = series.dropna()
+        if len(values) == 0 or bool(whole_int64(values).all()):
+            return series.astype("Int64").astype("string")
+        return series.astype("string")
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return iso_timestamps(series, timezone)
+    if pd.api.types.is_timedelta64_dtype(series):
+        return series.map(lambda v: v.isoformat(), na_action="ignore").astype("string")
+    if series.dtype == object:
+        sample = series.dropna()
+        if len(sample) and not all(isinstance(v, str) for v in sample.head(50)):
+            series = series.map(lambda v: scalar_text(v, timezone), na_action="ignore")
+    return series.astype("string")
+
+
+def whole_int64(values: pd.Series) -> pd.Series:
+    """Finite whole numbers that fit in int64."""
+    finite = np.isfinite(values)
+    return finite & (values.abs() < INT64_LIMIT) & (values == np.floor(values.where(finite, 0)))
+
+
+def localized(series: pd.Series, timezone: str) -> pd.Series:
+    """Timestamps as instants in ``timezone``: naive ones are wall-clock time there.
+
+    A naive time that a DST change makes ambiguous is read as the first of its two instants,
+    one that never existed is moved forward past the gap.
+    """
+    if series.dt.tz is None:
+        series = series.dt.tz_localize(timezone, ambiguous=True, nonexistent="shift_forward")
+    return series.dt.tz_convert(timezone)
+
+
+def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
+    """ISO 8601 with the offset in ``timezone``: ``2024-01-01T09:00:00+09:00``.
+
+    Sub-second digits are written only when a value has them (6, or 9 for nanoseconds).
+    """
+    local = localized(series, timezone)
+    wall = local.dt.tz_localize(None)
+    text = wall.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    micro = wall.dt.microsecond.fillna(0).astype("int64")
+    nano = wall.dt.nanosecond.fillna(0).astype("int64")
+    if bool((micro != 0).any() or (nano != 0).any()):
+        fraction = np.where(
+            nano != 0,
+            "." + (micro * 1000 + nano).astype(str).str.zfill(9),
+            np.where(micro != 0, "." + micro.astype(str).str.zfill(6), ""),
+        )
+        text = text + pd.Series(fraction, index=series.index)
+    utc_wall = local.dt.tz_convert("UTC").dt.tz_localize(None)
+    seconds = ((wall - utc_wall).dt.total_seconds()).fillna(0).astype("int64")
+    sign = np.where(seconds < 0, "-", "+")
+    minutes = np.abs(seconds) // 60
+    offset = (
+        pd.Series(sign, index=series.index)
+        + (minutes // 60).astype(str).str.zfill(2)
+        + ":"
+        + (minutes % 60).astype(str).str.zfill(2)
+    )
+    return (text + offset).where(series.notna()).astype("string")
+
+
+def iso_dates_or_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
+    """A timestamp column bound for a date field: ``YYYY-MM-DD`` for values at local midnight,
+    the full timestamp (which a date rule then refuses) for any other time of day."""
+    local = localized(series, timezone)
+    midnight = (local.dt.normalize() == local).fillna(False)
+    dates = local.dt.strftime("%Y-%m-%d")
+    return (
+        dates.where(midnight, iso_timestamps(series, timezone))
+        .where(series.notna())
+        .astype("string")
+    )
+
+
+def scalar_text(value: Any, timezone: str = "UTC") -> str:
+    """One Python value (from an object column) as :func:`to_text` writes its kind."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    if isinstance(value, (dt.datetime, pd.Timestamp)):
+        return str(iso_timestamps(pd.Series([pd.Timestamp(value)]), timezone).iloc[0])
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
