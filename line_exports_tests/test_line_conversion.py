@@ -154,7 +154,7 @@ CASES: list[tuple[str, Any, str | None]] = [
     ("click_id", "abc 123", "pattern"),
     ("phone", "+81 80-1234-5678", None),
     ("phone", PHONE_DIGEST.upper(), None),
-    ("phone", "08012345678", "e164"),
+    ("phone", "08012345678", "phone"),  # local, and no default_region set
     ("ifa", UUID, None),
     ("ifa", "not-a-uuid", "pattern"),
     ("external_id", "e" * 512, None),
@@ -308,8 +308,13 @@ def test_ignore_invalid_records_true_sends_the_valid_rows(
     result, meta = run_export(db, sandbox_server.url)
     assert result.success
     assert set(events_of(sandbox_server.sandbox, TAG)) == {"good"}
-    assert meta["rows_rejected"] == 1 and meta["rows_accepted"] == 2
-    assert meta["duplicate_deduplication_keys"] == 1  # LINE counts the repeated key once
+    # LINE counts the repeated (event_name, deduplication_key) once: sent once, a duplicate.
+    assert meta["rows_rejected"] == 2 and meta["rows_accepted"] == 1
+    assert meta["rows_duplicate"] == 1
+    assert meta["rejects_by_rule"] == {
+        "url: pattern": 1,
+        "event_name+deduplication_key: duplicate": 1,
+    }
 
 
 def test_events_outside_lines_time_window_are_rejected_not_sent(

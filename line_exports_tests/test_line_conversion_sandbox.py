@@ -163,9 +163,14 @@ def test_body_shape(sandbox_server: SandboxServer, body: Any) -> None:
     assert post(sandbox_server.url, body).status_code == 400
 
 
-def test_user_and_web_may_be_empty_or_absent(sandbox_server: SandboxServer) -> None:
-    minimal = {"event": event("m")["event"], "user": {}}
-    assert post(sandbox_server.url, [minimal]).status_code == 202
+def test_user_needs_one_identifier_and_web_may_be_absent(sandbox_server: SandboxServer) -> None:
+    """LINE refuses an event whose user object carries none of its seven identifiers."""
+    anonymous = {"event": event("m")["event"], "user": {}}
+    answer = post(sandbox_server.url, [anonymous])
+    assert answer.status_code == 400 and "at least one of line_uid" in answer.text
+    for name, value in (("external_id", "x1"), ("click_id", "c1"), ("email", "a" * 64)):
+        minimal = {"event": event(f"m-{name}")["event"], "user": {name: value}}
+        assert post(sandbox_server.url, [minimal]).status_code == 202
 
 
 def test_content_type_must_be_json(sandbox_server: SandboxServer) -> None:

@@ -15,17 +15,15 @@ import json
 import os
 import re
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlparse
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from line_exports.destination import (
     DeliveryFailed,
@@ -38,7 +36,9 @@ from line_exports.destination import (
 )
 from line_exports.http import ApiError, HttpClient, RetrySettings
 from line_exports.id_text import IdText
-from line_exports.rules import ROW_NUMBER, UUID_PATTERN, Column, RuleSet, reject
+from line_exports.identities import CAPI_USER_IDENTIFIERS, EMAIL_NORMALIZE
+from line_exports.phones import check_region
+from line_exports.rules import ROW_NUMBER, UUID_PATTERN, AnyOf, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
 
 API_URL = "https://conversion-api.tr.line.me"
@@ -54,7 +54,7 @@ BLIND_REFUSALS = 10  # single events refused before any was accepted: the reques
 CHANNEL_ID_PATTERN = re.compile(r"[0-9]+")
 
 EVENT_FIELDS = ("deduplication_key", "event_type", "event_name", "source_type", "event_timestamp")
-USER_FIELDS = ("line_uid", "click_id", "ifa", "browser_id", "phone", "email", "external_id")
+USER_FIELDS = CAPI_USER_IDENTIFIERS
 WEB_FIELDS = ("url", "referrer", "title", "user_agent", "ip_address")
 
 # The raw-email rule of the reference (the official API takes only SHA-256 hex; raw values are
@@ -97,7 +97,7 @@ COLUMNS = (
     Column(
         "phone",
         normalize=("trim", "phone", "lowercase"),
-        format="e164",
+        format="phone",  # E.164 (local numbers read with default_region), then hashed
         hash_sha256=True,
         sensitive=True,
     ),
@@ -114,13 +114,19 @@ COLUMNS = (
     ),
     Column(
         "email",
-        normalize=("trim", "lowercase"),
+        normalize=EMAIL_NORMALIZE,
         pattern=RAW_EMAIL_PATTERN,
         pattern_message="is not an email address (nor a SHA-256 hex digest)",
         hash_sha256=True,
         sensitive=True,
     ),
 )
+
+
+# LINE: the user object carries at least one identifier (identities.CAPI_USER_IDENTIFIERS).
+ROW_RULES = (AnyOf(tuple((name,) for name in USER_FIELDS), name="user_identifier"),)
+# LINE counts events with the same event_name and deduplication_key once: send each once.
+UNIQUE = (Unique(("event_name", "deduplication_key")),)
 
 
 class LineConversionSettings(ExportSettings):
@@ -136,6 +142,18 @@ class LineConversionSettings(ExportSettings):
         le=MAX_EVENTS,
         description="Batch Size: events per request (1,000..100,000)",
     )
+    default_region: str | None = Field(
+        None,
+        description=(
+            "Region (ISO 3166 alpha-2: JP, TW, TH, ...) that reads phone numbers written without + "
+            "and country code before hashing; empty: only E.164 numbers are accepted"
+        ),
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return check_region(value)
 
 
 class LineConversionClient:
@@ -331,7 +349,6 @@ class _Tally:
     split_requests: int = 0
     refused: int = 0
     outside_window: int = 0
-    without_user_fields: int = 0
 
 
 class LineConversionDestination(Destination):
@@ -344,7 +361,7 @@ class LineConversionDestination(Destination):
     auth_fields = ("line_tag_id", "access_token", "line_channel_id")
 
     def ruleset(self, settings: LineConversionSettings) -> RuleSet:
-        return RuleSet(COLUMNS)
+        return RuleSet(COLUMNS, row_rules=ROW_RULES, unique=UNIQUE)
 
     def target_label(self, settings: LineConversionSettings) -> str:
         return "LINE Conversion API events"
@@ -370,7 +387,7 @@ class LineConversionDestination(Destination):
                 outside = window.outside(batch)
                 if outside.any():
                     tally.outside_window += int(outside.sum())
-                    report.rejects.append(
+                    report.rejected.append(
                         reject(
                             batch.loc[outside, ROW_NUMBER],
                             "event_timestamp",
@@ -382,14 +399,9 @@ class LineConversionDestination(Destination):
                     batch = batch[~outside].reset_index(drop=True)
             if not len(batch):
                 continue
-            user_columns = _present(batch, USER_FIELDS)
-            tally.without_user_fields += int(
-                (~batch[user_columns].notna().any(axis=1)).sum() if user_columns else len(batch)
-            )
             self._send(client, settings, batch, run, report, tally)
             run.progress(report.sent_rows)
         report.requests = client.http.stats.requests - before_requests
-        keys = self._duplicate_keys(rows)
         report.metadata.update(
             {
                 "line_tag_id": client.line_tag_id,
@@ -399,15 +411,8 @@ class LineConversionDestination(Destination):
                 "retries": client.http.stats.retries - before_retries,
                 "events_refused_by_api": tally.refused,
                 "events_outside_time_window": tally.outside_window,
-                "events_without_user_fields": tally.without_user_fields,
-                "duplicate_deduplication_keys": keys,
             }
         )
-        if tally.without_user_fields:
-            run.log.warning(
-                f"{tally.without_user_fields:,} events carry no user field (line_uid, click_id, ifa, browser_id, "
-                "phone, email, external_id); LINE receives them but cannot attribute them to a user"
-            )
         return report
 
     def _precheck(
@@ -513,7 +518,7 @@ class LineConversionDestination(Destination):
         message = f"LINE Conversion API refused the event (400){detail}"
         tally.refused += 1
         report.sent_rows += 1
-        report.rejects.append(
+        report.refused.append(
             reject(
                 [row],
                 "event",
@@ -528,26 +533,11 @@ class LineConversionDestination(Destination):
                 report,
             )
         if report.accepted_rows == 0 and tally.refused >= BLIND_REFUSALS:
-            raise dg.Failure(
-                description=(
-                    f"LINE refused the first {tally.refused} events one by one and accepted none: the request itself "
-                    f"is likely wrong (tag {client.line_tag_id}, line_channel_id), not the events. Last answer{detail}"
-                ),
-                allow_retries=False,
+            raise DeliveryFailed(
+                f"LINE refused the first {tally.refused} events one by one and accepted none: the request itself "
+                f"is likely wrong (tag {client.line_tag_id}, line_channel_id), not the events. Last answer{detail}",
+                report,
             )
-
-    @staticmethod
-    def _duplicate_keys(rows: ValidRows) -> int:
-        """Deduplication keys used by more than one event of this run (LINE counts them once)."""
-        if not rows.count:
-            return 0
-        # DuckDB counts distinct keys over the spool without holding them all in Python.
-        with closing(duckdb.connect()) as con:
-            row = con.execute(
-                "select count(*) - count(distinct deduplication_key) from read_parquet(?)",
-                [str(rows.path)],
-            ).fetchone()
-        return int(row[0]) if row else 0
 
 
 def _columns_of(rows: ValidRows) -> list[str]:

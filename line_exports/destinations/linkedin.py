@@ -38,7 +38,8 @@ from line_exports.destination import (
 )
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
 from line_exports.id_text import IdText
-from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet
+from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet, Unique
 from line_exports.secret_fields import SecretField
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ DOMAIN_PATTERN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,6
 USER_COLUMNS = (
     Column(
         "email",
-        normalize=("trim", "lowercase"),
+        normalize=EMAIL_NORMALIZE,
         format="email",
         hash_sha256=True,
         accept_sha512=True,
@@ -126,6 +127,21 @@ USER_ROW_RULES = (
         name="identifier",
     ),
 )
+# Never the same element twice in one request (or one export): identical users or companies.
+USER_UNIQUE = (
+    Unique(
+        (
+            "email",
+            "google_aid",
+            "apple_idfa",
+            "first_name",
+            "last_name",
+            "company",
+            "title",
+            "country",
+        )
+    ),
+)
 COMPANY_COLUMNS = (
     Column("company_name", max_length=255),
     Column(
@@ -147,6 +163,7 @@ COMPANY_ROW_RULES = (
         name="identifier",
     ),
 )
+COMPANY_UNIQUE = (Unique(("company_name", "company_website_domain", "company_email_domain")),)
 # Query column -> element field, per audience type.
 USER_FIELDS = {
     "first_name": "firstName",
@@ -764,8 +781,8 @@ class LinkedInDestination(Destination):
 
     def ruleset(self, settings: LinkedInSettings) -> RuleSet:
         if settings.audience_type == "users":
-            return RuleSet(USER_COLUMNS, row_rules=USER_ROW_RULES)
-        return RuleSet(COMPANY_COLUMNS, row_rules=COMPANY_ROW_RULES)
+            return RuleSet(USER_COLUMNS, row_rules=USER_ROW_RULES, unique=USER_UNIQUE)
+        return RuleSet(COMPANY_COLUMNS, row_rules=COMPANY_ROW_RULES, unique=COMPANY_UNIQUE)
 
     def target_label(self, settings: LinkedInSettings) -> str:
         return (
@@ -879,7 +896,7 @@ class LinkedInDestination(Destination):
             if failures:
                 refused += len(failures)
                 rejects = self._rejects(batch, failures, kind)
-                report.rejects.append(rejects)
+                report.refused.append(rejects)
                 first = rejects.iloc[0]
                 message = (
                     f"LinkedIn refused {len(failures)} of {len(batch)} elements in request {batches} "

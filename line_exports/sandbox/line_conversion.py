@@ -3,7 +3,8 @@
 Follows conversion-api-docs.linebiz.com: ``X-Line-TagAccessToken`` (raw token, bound to the tag;
 else 401), ``X-Line-ChannelID`` (digits; required when an event carries ``user.line_uid``),
 ``Content-Type: application/json``, a JSON array of 1..100,000 events in at most 300 MB, never
-``Transfer-Encoding: chunked`` (400). Every field is checked against the official schema and the
+``Transfer-Encoding: chunked`` (400). Every field is checked against the official schema (and
+``user`` must carry one identifier, :data:`~line_exports.identities.CAPI_USER_IDENTIFIERS`); the
 first bad event makes the whole request 400 with nothing kept; ``event_timestamp`` must lie
 between 90 days before and 24 hours after arrival. 202 (no body) keeps every event, deduplicated
 by ``deduplication_key`` per tag (:func:`events_of`). A 500 may keep some events: :func:`fail_next_partially` makes
@@ -26,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from line_exports.identities import CAPI_USER_IDENTIFIERS, capi_user_identified
 from line_exports.sandbox.core import Sandbox
 
 MAX_EVENTS = 100_000
@@ -231,6 +233,8 @@ def event_problem(item: Any, channel_id: str | None, now: float) -> str | None:
         return f"user has unknown fields {sorted(unknown)}"
     if (problem := _check_strings(user, USER_STRINGS, "user")) is not None:
         return problem
+    if not capi_user_identified(user):
+        return "user must carry at least one of " + ", ".join(CAPI_USER_IDENTIFIERS)
     if "line_uid" in user and not channel_id:
         return "user.line_uid needs the X-Line-ChannelID header"
     if web is not None:
