@@ -30,6 +30,7 @@ from line_exports.phones import REGION_SETTING, check_region, e164_column
 from line_exports.values import (
     iso_dates_or_timestamps,
     localized,
+    plain_dtypes,
     to_text,
     whole_int64,
 )
@@ -201,6 +202,7 @@ def to_unix_seconds(series: pd.Series, timezone: str = "UTC") -> tuple[pd.Series
 
     A naive timestamp column is wall-clock time in ``timezone`` (see :mod:`line_exports.values`).
     """
+    series = plain_dtypes(series)
     if pd.api.types.is_datetime64_any_dtype(series):
         epoch = pd.Timestamp("1970-01-01", tz="UTC")
         return _seconds(localized(series, timezone) - epoch), pd.Series(False, index=series.index)

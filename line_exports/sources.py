@@ -12,7 +12,7 @@ import fcntl
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from line_exports import paths, private_files, sample_data
@@ -217,22 +218,38 @@ class SqlSource(dg.ConfigurableResource):
                     limit = None
 
     def _sqlalchemy_chunks(self, sql: str, size: int) -> Iterator[pd.DataFrame]:
+        """Rows of a SQLAlchemy URL, each column through Arrow's type inference: integers next
+        to NULLs stay integers, Decimals keep every digit, datetimes keep their zone."""
         import sqlalchemy as sa
 
         engine = sa.create_engine(self.url)  # type: ignore[arg-type]
         try:
             with engine.connect() as conn:
                 streaming = conn.execution_options(stream_results=True, max_row_buffer=size)
-                # Integers next to NULLs stay integers, decimals keep their digits (no float).
-                yield from pd.read_sql_query(
-                    sa.text(sql),
-                    streaming,
-                    chunksize=size,
-                    coerce_float=False,
-                    dtype_backend="numpy_nullable",
-                )
+                result = streaming.execute(sa.text(sql))
+                names = list(result.keys())
+                while rows := result.fetchmany(size):
+                    yield rows_frame(names, rows)
         finally:
             engine.dispose()
+
+
+def rows_frame(names: list[str], rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
+    """DB-API rows as a DataFrame of exact types (see :func:`line_exports.values.arrow_to_pandas`).
+
+    A column Arrow cannot type as one (SQLite lets a column mix kinds) stays Python objects.
+    """
+    columns: dict[int, pd.Series] = {}
+    for i, values in enumerate(zip(*rows, strict=True)):
+        try:
+            array = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            columns[i] = pd.Series(values, dtype=object)
+            continue
+        columns[i] = arrow_to_pandas(pa.table({"v": array}))["v"]
+    frame = pd.DataFrame(columns)
+    frame.columns = names
+    return frame
 
 
 def _plain_scan_columns(plan: list[dict[str, Any]]) -> int | None:

@@ -45,8 +45,22 @@ def arrow_to_pandas(data: pa.RecordBatch | pa.Table) -> pd.DataFrame:
     return data.to_pandas(types_mapper=_NULLABLE.get)
 
 
+def plain_dtypes(series: pd.Series) -> pd.Series:
+    """A ``pd.ArrowDtype`` column (e.g. an upstream asset built with ``types_mapper=pd.ArrowDtype``)
+    as the pandas types :func:`arrow_to_pandas` gives, so every path below sees one set of types."""
+    if not isinstance(series.dtype, pd.ArrowDtype) or pa.types.is_string(
+        series.dtype.pyarrow_dtype
+    ):
+        return series
+    values = pa.chunked_array(series.array.__arrow_array__())
+    plain = arrow_to_pandas(pa.table({"v": values}))["v"]
+    plain.index = series.index
+    return plain
+
+
 def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
     """A column as nullable strings, exactly as the engine held it (see the module docstring)."""
+    series = plain_dtypes(series)
     if pd.api.types.is_bool_dtype(series):
         return series.map({True: "true", False: "false"}).astype("string")
     if pd.api.types.is_integer_dtype(series):
@@ -117,6 +131,13 @@ def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
         + ":"
         + (minutes % 60).astype(str).str.zfill(2)
     )
+    odd = np.abs(seconds) % 60  # historical local mean times: keep the instant, as isoformat
+    if bool((odd != 0).any()):
+        offset = (
+            offset
+            + pd.Series(np.where(odd != 0, ":", ""), index=series.index)
+            + odd.astype(str).str.zfill(2).where(odd != 0, "")
+        )
     return (text + offset).where(series.notna()).astype("string")
 
 

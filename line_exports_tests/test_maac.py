@@ -340,9 +340,13 @@ def test_repeated_key_is_sent_once_and_reported_as_duplicate(
     meta = metadata(result)
     assert meta["rows_duplicate"] == 2 and meta["rows_rejected"] == 2
     assert meta["rejects_by_rule"] == {"line_uid: duplicate": 2}
-    assert meta["rows_read"] == meta["rows_rejected"] + meta["rows_refused_by_api"] + meta[
-        "rows_unsent"
-    ] + meta["rows_accepted"]
+    assert (
+        meta["rows_read"]
+        == meta["rows_rejected"]
+        + meta["rows_refused_by_api"]
+        + meta["rows_unsent"]
+        + meta["rows_accepted"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -351,7 +355,12 @@ def test_repeated_key_is_sent_once_and_reported_as_duplicate(
         ("mobile", ["0912345678", "+886912345678", "0912-345-678"], "TW", "+886912345678"),
         ("mobile", ["090-1234-5678", "+81 90 1234 5678", "09012345678"], "JP", "+819012345678"),
         ("mobile", ["081-234-5678", "+66812345678", "0812345678"], "TH", "+66812345678"),
-        ("email", ["Ann@Example.com", " ann@example.com", "ANN@EXAMPLE.COM"], "TW", "ann@example.com"),
+        (
+            "email",
+            ["Ann@Example.com", " ann@example.com", "ANN@EXAMPLE.COM"],
+            "TW",
+            "ann@example.com",
+        ),
     ],
 )
 def test_keys_are_normalized_then_deduplicated_in_one_import(
