@@ -18,7 +18,7 @@ from line_exports.destinations.line_messaging.settings import (
     MULTICAST_READ_ROWS,
     LineMessagingSettings,
 )
-from line_exports.rules import ROW_NUMBER
+from line_exports.rules import ROW_NUMBER, reject
 
 
 def distinct_recipients(rows: ValidRows) -> int:
@@ -49,6 +49,7 @@ def deliver_multicast(
     tally = Tally()
     seen: set[str] = set()
     duplicates = 0
+    repeated: list[int] = []  # rows of a recipient already in the export: rejected, not sent
     splits = 0
     distinct = distinct_recipients(rows)
     left = allowance(client, settings, distinct, report, run, "multicast")
@@ -115,6 +116,7 @@ def deliver_multicast(
             ):
                 if recipient in seen:
                     duplicates += 1  # a repeated recipient gets the message once
+                    repeated.append(number)
                     continue
                 seen.add(recipient)
                 if left is not None:
@@ -140,18 +142,25 @@ def deliver_multicast(
                     handled, made = future.result()
                     report.sent_rows += handled
                     splits += made
-                run.progress(report.sent_rows + duplicates)
+                run.progress(report.sent_rows)
             if tally.fatal or (tally.refused and not skip):
                 break
         for future in in_flight:
             handled, made = future.result()
             report.sent_rows += handled
             splits += made
-    report.sent_rows += duplicates  # handled here, not sent
     run.progress(report.sent_rows)
     report = finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")
-    report.accepted_rows += duplicates
     report.metadata["distinct_recipients"] = distinct
+    if repeated:
+        report.rejected.append(
+            reject(
+                repeated,
+                "id",
+                "duplicate",
+                "id repeats an earlier row's recipient; LINE gets the message once",
+            )
+        )
     report.metadata["duplicate_recipients_skipped"] = duplicates
     report.metadata["multicast_batch_splits"] = splits
     report.metadata["batch_size_multicast"] = settings.batch_size_multicast

@@ -38,7 +38,7 @@ def deliver_push(
     columns = [ROW_NUMBER, "id", *[c for c in template.columns if c != "id"]]
     bad = bad_rendered_rows(template, rows, columns, report)
     if bad and not skip:
-        first = report.rejects[0].iloc[0]
+        first = report.rejected[0].iloc[0]
         raise DeliveryFailed(
             f"{len(bad):,} rows render an invalid message and skip_invalid_message is false, so "
             f"nothing was sent. First: row {first[ROW_NUMBER]}: {first['message']}",
@@ -121,7 +121,8 @@ def bad_rendered_rows(
         for path, message, mask in template.check_rows(batch):
             numbers = batch[ROW_NUMBER].to_numpy()[mask]
             bad.update(int(n) for n in numbers)
-            report.rejects.append(reject(numbers.tolist(), path, "message", f"{path}: {message}"))
+            # Rejected before sending (LINE would refuse it), not refused by LINE.
+            report.rejected.append(reject(numbers.tolist(), path, "message", f"{path}: {message}"))
     return bad
 
 

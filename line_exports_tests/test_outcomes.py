@@ -1,0 +1,367 @@
+"""Outcomes that say what really happened, in every destination (issue 13).
+
+For random tables (hypothesis) of valid rows, invalid rows, duplicates (after normalization)
+and rows the sandbox refuses, a real export over HTTP to each destination's sandbox reports
+``rows_read = rows_rejected + rows_refused_by_api + rows_unsent + rows_accepted`` and each count
+is the number of rows of its kind; a run whose every row the API refused fails with the API's
+answer, a partly refused run fails its ``api_refusals`` check, and a stopped run counts the
+rows it never sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from line_exports import (
+    LineConversionResource,
+    LinkedInResource,
+    MaacResource,
+    SqlSource,
+    build_export,
+)
+from line_exports.destinations.line_messaging import LineMessagingResource
+from line_exports.sandbox import Sandbox, SandboxServer
+from line_exports.sandbox.line_conversion import refuse_events
+from line_exports.sandbox.line_messaging import store_of as line_store
+from line_exports.sandbox.linkedin import store_of as linkedin_store
+from line_exports.sandbox.maac import store_of as maac_store
+
+FAST = {"initial_retry_wait": 1, "max_retry": 3, "connection_timeout": 30}
+NOW = int(time.time())
+COUNTER = itertools.count(1)
+KINDS = ("valid", "invalid", "duplicate", "refused")
+
+
+def uid(n: int) -> str:
+    return f"U{n:032x}"
+
+
+@dataclass
+class Table:
+    """Rows of one random table and, per kind, how many the export must report."""
+
+    frame: pd.DataFrame
+    expected: dict[str, int]
+    refused_keys: list[str]
+
+
+def _kinds_to_rows(
+    kinds: list[str],
+    make: Callable[[int, str], dict[str, Any]],
+    key_of: Callable[[dict[str, Any]], str],
+    duplicates_rejected: bool = True,
+) -> Table:
+    """Rows for ``kinds``; a duplicate repeats the previous valid row's key (else is valid)."""
+    base = next(COUNTER) * 1000
+    rows: list[dict[str, Any]] = []
+    expected = {"rejected": 0, "refused": 0, "accepted": 0}
+    last_valid: dict[str, Any] | None = None
+    refused: list[str] = []
+    for i, kind in enumerate(kinds):
+        if kind == "duplicate" and last_valid is not None:
+            rows.append(dict(last_valid) if duplicates_rejected else make(base + i, "repeat"))
+            expected["rejected" if duplicates_rejected else "accepted"] += 1
+            continue
+        kind = "valid" if kind == "duplicate" else kind
+        row = make(base + i, kind)
+        rows.append(row)
+        if kind == "invalid":
+            expected["rejected"] += 1
+        elif kind == "refused":
+            expected["refused"] += 1
+            refused.append(key_of(row))
+        else:
+            expected["accepted"] += 1
+            last_valid = row
+    return Table(pd.DataFrame(rows), expected, refused)
+
+
+# -- one case per destination: its table, its sandbox refusals, its export ---------------------------
+def maac_table(kinds: list[str]) -> Table:
+    def make(n: int, kind: str) -> dict[str, Any]:
+        return {"line_uid": "bad" if kind == "invalid" else uid(n), "customer_id": f"c{n}"}
+
+    return _kinds_to_rows(kinds, make, lambda r: r["line_uid"])
+
+
+def maac_refuse(sandbox: Sandbox, keys: list[str]) -> None:
+    maac_store(sandbox).blocked_uids.update(keys)  # MAAC: not a friend (blocked) -> mismatch
+
+
+def capi_table(kinds: list[str]) -> Table:
+    def make(n: int, kind: str) -> dict[str, Any]:
+        return {
+            "deduplication_key": f"k{n}",
+            "event_type": "conversion",
+            "source_type": "web",
+            "event_timestamp": NOW - 60,
+            "external_id": f"x{n}",
+            "url": "ftp://nope" if kind == "invalid" else "https://example.com/",
+        }
+
+    return _kinds_to_rows(kinds, make, lambda r: r["deduplication_key"])
+
+
+def capi_refuse(sandbox: Sandbox, keys: list[str]) -> None:
+    refuse_events(sandbox, keys)
+
+
+def linkedin_table(kinds: list[str]) -> Table:
+    def make(n: int, kind: str) -> dict[str, Any]:
+        return {"email": "nope" if kind == "invalid" else f" User{n}@Example.com "}
+
+    def key(row: dict[str, Any]) -> str:
+        return hashlib.sha256(row["email"].strip().lower().encode()).hexdigest()
+
+    return _kinds_to_rows(kinds, make, key)
+
+
+def linkedin_refuse(sandbox: Sandbox, keys: list[str]) -> None:
+    linkedin_store(sandbox).refused_values.update(keys)
+
+
+def line_table(kinds: list[str], duplicates_rejected: bool) -> Table:
+    last: list[str] = []
+
+    def make(n: int, kind: str) -> dict[str, Any]:
+        if kind == "repeat":  # a push to the same user with another message: a second push
+            return {"id": last[-1], "name": f"again {n}"}
+        row = {"id": "not-a-user" if kind == "invalid" else uid(n), "name": f"n{n}"}
+        if kind == "valid":
+            last.append(row["id"])
+        return row
+
+    return _kinds_to_rows(kinds, make, lambda r: r["id"], duplicates_rejected)
+
+
+def line_refuse(sandbox: Sandbox, keys: list[str]) -> None:
+    line_store(sandbox).unknown_users.update(keys)  # not in this channel: 400
+
+
+@dataclass
+class Case:
+    destination: str
+    settings: dict[str, Any]
+    table: Callable[[list[str]], Table]
+    refuse: Callable[[Sandbox, list[str]], None]
+    resource: Callable[[SandboxServer], Any]
+
+
+CASES = {
+    "maac": Case(
+        "maac",
+        {"data_object": "members", "import_key": "line_uid", "tags": "t"},
+        maac_table,
+        maac_refuse,
+        lambda s: MaacResource(base_url=s.url, poll_seconds=0.05),
+    ),
+    "line_conversion": Case(
+        "line_conversion",
+        {},
+        capi_table,
+        capi_refuse,
+        lambda s: LineConversionResource(line_tag_id="tag-o", base_url=s.url),
+    ),
+    "linkedin": Case(
+        "linkedin",
+        {"ad_account_id": "512345678", "segment_name": "s", "ignore_invalid_records": True},
+        linkedin_table,
+        linkedin_refuse,
+        lambda s: LinkedInResource(api_url=s.url, new_segment_wait=0),
+    ),
+    "line_push": Case(
+        "line_messaging",
+        {
+            "target": "push_message",
+            "template_message": json.dumps({"type": "text", "text": "Hi {{name}}"}),
+        },
+        lambda kinds: line_table(kinds, duplicates_rejected=False),
+        line_refuse,
+        lambda s: LineMessagingResource(base_url=s.url, poll_seconds=0.1),
+    ),
+    "line_multicast": Case(
+        "line_messaging",
+        {
+            "target": "multicast_message",
+            "template_message_multicast": json.dumps({"type": "text", "text": "Hi"}),
+        },
+        lambda kinds: line_table(kinds, duplicates_rejected=True),
+        line_refuse,
+        lambda s: LineMessagingResource(base_url=s.url, poll_seconds=0.1),
+    ),
+}
+
+
+def run_case(
+    server: SandboxServer, tmp: Path, case: Case, table: Table, **extra: Any
+) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
+    db = tmp / f"w{next(COUNTER)}.duckdb"
+    frame = table.frame  # noqa: F841 - read by DuckDB below
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table t as select * from frame")
+    case.refuse(server.sandbox, table.refused_keys)
+    asset = build_export(
+        f"o{next(COUNTER)}",
+        destination=case.destination,
+        query="select * from t",
+        settings={**FAST, **case.settings, **extra},
+        retry_policy=None,
+    )
+    result = dg.materialize(
+        [asset],
+        resources={
+            "sql_source": SqlSource(url=f"duckdb:///{db}"),
+            case.destination: case.resource(server),
+        },
+        raise_on_error=False,
+    )
+    return result, outcome_metadata(result)
+
+
+def outcome_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    """The materialization's metadata, or the failure's (a failed run reports its counts too)."""
+    events = result.get_asset_materialization_events()
+    if events:
+        meta = events[0].event_specific_data.materialization.metadata  # type: ignore[union-attr]
+    else:
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        meta = failure.event_specific_data.user_failure_data.metadata  # type: ignore[union-attr]
+    return {k: getattr(v, "value", v) for k, v in meta.items()}
+
+
+def check_of(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluation | None:
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if evaluation.check_name == name:  # type: ignore[union-attr]
+                return evaluation  # type: ignore[return-value]
+    return None
+
+
+def adds_up(meta: dict[str, Any]) -> bool:
+    return "rows_unaccounted" not in meta and meta["rows_read"] == (
+        meta["rows_rejected"]
+        + meta["rows_refused_by_api"]
+        + meta["rows_unsent"]
+        + meta["rows_accepted"]
+    )
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+# At most 9 rows: CAPI stops a run after 10 refusals with nothing accepted (a wrong request).
+@given(kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=9))
+def test_counts_add_up_for_random_tables(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str, kinds: list[str]
+) -> None:
+    case = CASES[name]
+    table = case.table(kinds)
+    result, meta = run_case(sandbox_server, tmp_path, case, table)
+    assert adds_up(meta), meta
+    assert meta["rows_read"] == len(table.frame)
+    assert meta["rows_rejected"] == table.expected["rejected"], meta
+    assert meta["rows_refused_by_api"] == table.expected["refused"], meta
+    assert meta["rows_accepted"] == table.expected["accepted"], meta
+    assert meta["rows_unsent"] == 0
+    if table.expected["accepted"] == 0 and (
+        table.expected["refused"] or len(table.frame) > table.expected["rejected"]
+    ):
+        assert not result.success  # the API accepted none of the valid rows
+    elif table.expected["accepted"]:
+        assert result.success
+        refusals = check_of(result, "api_refusals")
+        assert refusals is not None and refusals.passed == (table.expected["refused"] == 0)
+
+
+def test_maac_run_whose_every_member_is_refused_fails_with_the_reason(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    table = maac_table(["refused", "refused", "invalid"])
+    result, meta = run_case(sandbox_server, tmp_path, CASES["maac"], table)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    text = failure.event_specific_data.user_failure_data.description  # type: ignore[union-attr]
+    assert "accepted none of 2 valid rows" in text and "2 refused by the API" in text
+    assert meta["rows_refused_by_api"] == 2 and meta["rows_rejected"] == 1 and adds_up(meta)
+
+
+def test_push_run_whose_every_request_is_refused_fails(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    table = line_table(["refused", "refused"], duplicates_rejected=False)
+    result, meta = run_case(sandbox_server, tmp_path, CASES["line_push"], table)
+    assert not result.success and meta["rows_refused_by_api"] == 2 and adds_up(meta)
+
+
+def test_min_accepted_ratio_fails_a_mostly_refused_run(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    table = capi_table(["valid", "refused", "refused", "refused"])
+    case = CASES["line_conversion"]
+    lenient, meta = run_case(sandbox_server, tmp_path, case, table)
+    assert lenient.success and meta["rows_accepted"] == 1 and meta["rows_refused_by_api"] == 3
+    check = check_of(lenient, "api_refusals")
+    assert check is not None and not check.passed
+    assert check.metadata["rows_refused_by_api"].value == 3  # type: ignore[union-attr]
+    table = capi_table(["valid", "refused", "refused", "refused"])
+    strict, meta = run_case(sandbox_server, tmp_path, case, table, min_accepted_ratio=0.5)
+    assert not strict.success and adds_up(meta)
+    failure = next(e for e in strict.all_events if e.is_step_failure)
+    text = failure.event_specific_data.user_failure_data.description  # type: ignore[union-attr]
+    assert "under min_accepted_ratio 50.0%" in text and "LINE Conversion API refused" in text
+
+
+def test_stopped_run_counts_the_rows_it_never_sent(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """LinkedIn's default stops at the first refused element: the later batches are unsent."""
+    table = linkedin_table(["valid", "refused", "valid", "valid"])
+    case = CASES["linkedin"]
+    result, meta = run_case(
+        sandbox_server, tmp_path, case, table, ignore_invalid_records=False, batch_size=2
+    )
+    assert not result.success
+    assert meta["rows_unsent"] == 2 and meta["rows_refused_by_api"] == 1
+    assert meta["rows_accepted"] == 1 and adds_up(meta)
+
+
+def test_capi_events_outside_the_window_are_rejected_not_refused(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    table = capi_table(["valid", "valid", "valid"])
+    table.frame.loc[1, "event_timestamp"] = NOW - 91 * 86_400
+    table.expected.update(rejected=1, accepted=2)
+    result, meta = run_case(sandbox_server, tmp_path, CASES["line_conversion"], table)
+    assert result.success
+    assert meta["rows_rejected"] == 1 and meta["rows_refused_by_api"] == 0 and adds_up(meta)
+    assert meta["rejects_by_rule"] == {"event_timestamp: time_window": 1}
+
+
+def test_capi_event_without_a_user_identifier_is_rejected(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    table = capi_table(["valid", "valid"])
+    table.frame.loc[1, "external_id"] = None
+    result, meta = run_case(sandbox_server, tmp_path, CASES["line_conversion"], table)
+    assert result.success and meta["rows_rejected"] == 1 and meta["rows_accepted"] == 1
+    assert meta["rejects_by_rule"] == {
+        "line_uid or click_id or ifa or browser_id or phone or email or external_id: user_identifier": 1
+    }
