@@ -1,0 +1,140 @@
+"""Phone numbers to E.164 (libphonenumber) and emails normalized, before matching or hashing.
+
+JP ``090-1234-5678``, TW ``0912-345-678`` and TH ``081-234-5678`` are accepted with their
+``default_region``; values already E.164 never meet the parser; local numbers of a plain
+national form take a vectorized route that must agree with the parser on every value
+(hypothesis); the rest are parsed once per distinct value. CAPI hashes the E.164 form, so a
+local number and its E.164 spelling hash alike, over HTTP to the sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from line_exports import LineConversionResource, SqlSource, build_export
+from line_exports.destinations.line_conversion import LineConversionSettings
+from line_exports.destinations.maac import MaacSettings
+from line_exports.phones import _national_route, e164_column, to_e164
+from line_exports.rules import Column, RuleSet, validate
+from line_exports.sandbox import SandboxServer
+from line_exports.sandbox.line_conversion import events_of
+
+PHONE = Column("mobile", normalize=("trim", "phone"), format="phone")
+ROUTED = ["JP", "TW", "TH", "ID", "VN", "MY", "PH", "IN", "DE", "FR"]
+
+
+@pytest.mark.parametrize(
+    ("region", "local", "e164"),
+    [
+        ("JP", "090-1234-5678", "+819012345678"),
+        ("TW", "0912-345-678", "+886912345678"),
+        ("TH", "081-234-5678", "+66812345678"),
+        ("JP", "03-1234-5678", "+81312345678"),
+        ("TW", "(02) 2345-6789", "+886223456789"),
+    ],
+)
+def test_local_numbers_become_e164_with_default_region(region: str, local: str, e164: str) -> None:
+    frame = pd.DataFrame({"mobile": [local, e164, " " + e164.replace("+", "+ ") + " "]})
+    checked = validate(frame, RuleSet((PHONE,)), {"default_region": region})
+    assert not len(checked.rejects)
+    assert checked.valid["mobile"].tolist() == [e164, e164, e164]
+
+
+def test_without_a_region_local_numbers_are_refused_and_say_what_to_set() -> None:
+    frame = pd.DataFrame({"mobile": ["090-1234-5678", "+819012345678"]})
+    checked = validate(frame, RuleSet((PHONE,)), {"default_region": None})
+    assert checked.valid["mobile"].tolist() == ["+819012345678"]
+    (message,) = checked.rejects["message"].tolist()
+    assert "set default_region" in message
+
+
+def test_e164_values_skip_the_parser_and_locals_are_parsed_once_each() -> None:
+    to_e164.cache_clear()
+    # TW's 09XX mobiles take the vectorized route; JP-style numbers under TW meet the parser.
+    values = ["+886912345678"] * 1000 + ["0912345678"] * 500 + ["1-800-555-0199"] * 300
+    frame = pd.DataFrame({"mobile": values})
+    checked = validate(frame, RuleSet((PHONE,)), {"default_region": "TW"})
+    assert checked.valid["mobile"].tolist()[:1500] == ["+886912345678"] * 1500
+    assert to_e164.cache_info().misses == 1  # one distinct value left for the parser
+
+
+def test_region_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="default_region"):
+        MaacSettings(data_object="members", import_key="mobile", tags="t", default_region="XX")
+    assert LineConversionSettings(default_region="jp").default_region == "JP"
+    assert MaacSettings(data_object="members", import_key="mobile", tags="t").default_region == "TW"
+
+
+national = st.builds(
+    lambda first, rest, seps: (
+        "0" + first + "".join(d + s for d, s in zip(rest, seps, strict=False))
+    ),
+    st.sampled_from("0123456789"),
+    st.text("0123456789", min_size=0, max_size=13),
+    st.lists(st.sampled_from(["", "", "", "-", " "]), max_size=13),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(national, min_size=1, max_size=40), region=st.sampled_from(ROUTED))
+def test_vectorized_route_agrees_with_libphonenumber(values: list[str], region: str) -> None:
+    assert _national_route(region) is not None
+    digits = [v.replace("-", "").replace(" ", "") for v in values]
+    text = pa.array(digits)
+    n = len(digits)
+    got, ok = e164_column(text, region, np.ones(n, dtype=bool), np.zeros(n, dtype=bool))
+    for value, out, good in zip(digits, got.to_pylist(), ok.tolist(), strict=True):
+        assert (out if good else None) == to_e164(value, region), value
+
+
+def test_capi_hashes_local_and_e164_spellings_alike(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    now = int(time.time()) - 60
+    frame = pd.DataFrame(  # noqa: F841 - read by DuckDB below
+        {
+            "deduplication_key": ["a", "b", "c"],
+            "event_type": "conversion",
+            "source_type": "web",
+            "event_timestamp": now,
+            "phone": ["090-1234-5678", "+81 90 1234 5678", "0912-345-678"],
+            "email": [" Ann@Example.COM", "ann@example.com", None],
+        }
+    )
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table t as select * from frame")
+    asset = build_export(
+        "c",
+        destination="line_conversion",
+        query="select * from t",
+        settings={"initial_retry_wait": 1, "default_region": "JP"},
+    )
+    result = dg.materialize(
+        [asset],
+        resources={
+            "sql_source": SqlSource(url=f"duckdb:///{db}"),
+            "line_conversion": LineConversionResource(
+                line_tag_id="tag-p", base_url=sandbox_server.url
+            ),
+        },
+    )
+    assert result.success
+    events = events_of(sandbox_server.sandbox, "tag-p")
+    digest = hashlib.sha256(b"+819012345678").hexdigest()
+    assert events["a"]["user"]["phone"] == events["b"]["user"]["phone"] == digest
+    assert events["a"]["user"]["email"] == hashlib.sha256(b"ann@example.com").hexdigest()
+    assert "c" not in events  # a TW mobile is not a JP number: rejected, with its reason
+    meta = result.asset_materializations_for_node("c")[0].metadata
+    assert meta["rejects_by_rule"].value == {"phone: phone": 1}
