@@ -320,7 +320,7 @@ def test_sandbox_logs_a_post_whose_client_timed_out_during_a_delay(
             "source_type": "web",
             "event_timestamp": int(time.time()),
         },
-        "user": {},
+        "user": {"external_id": "x1"},  # LINE refuses a user with no identifier
     }
     client.send(json.dumps([event]).encode())
     settle(sandbox, quiet=1.2)
