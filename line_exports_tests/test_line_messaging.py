@@ -260,7 +260,9 @@ def test_rendered_message_over_limits_is_rejected_before_sending(
         export("push_long", query, target="push_message", template_message=template),
         resource(sandbox_server),
     )
-    assert meta["rows_refused_by_api"] == 1 and meta["push_accepted"] == 4
+    # Rejected before sending (issue 13), not "refused by the API": LINE never saw it.
+    assert meta["rows_rejected"] == 1 and meta["rows_refused_by_api"] == 0
+    assert meta["push_accepted"] == 4 and meta["rows_accepted"] == 4
     assert sandbox_server.sandbox.count("POST", "/v2/bot/message/push") == 4
     message = run_fails(
         export(
