@@ -69,13 +69,16 @@ def _vectorized(function: Callable[..., Any], arrow_type: pa.DataType) -> Callab
         return pa.array(out, type=arrow_type)
 
     # DuckDB reads the arity from the signature: one positional parameter per argument.
+    def one(a: pa.ChunkedArray) -> pa.Array:
+        return run((a,))
+
     def two(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.Array:
         return run((a, b))
 
     def three(a: pa.ChunkedArray, b: pa.ChunkedArray, c: pa.ChunkedArray) -> pa.Array:
         return run((a, b, c))
 
-    return two if function.__code__.co_argcount == 2 else three
+    return {1: one, 2: two, 3: three}[function.__code__.co_argcount]
 
 
 def _bound(value: str | None, tz: str | None) -> int | None:

@@ -470,3 +470,72 @@ def format_time(unixtime: int, pattern: str, tz: tzinfo | str | None = "UTC") ->
         str(part) if not letter else _field(moment, letter, int(part))
         for letter, part in compile_pattern(pattern)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The same, natively on DuckDB (its strftime, ICU timezones): a fast path for common patterns
+
+_STRFTIME: dict[tuple[str, int], str] = {
+    ("y", 1): "%Y",
+    ("y", 2): "%y",
+    ("y", 3): "%Y",
+    ("y", 4): "%Y",
+    ("M", 1): "%-m",
+    ("M", 2): "%m",
+    ("M", 3): "%b",
+    ("d", 1): "%-d",
+    ("d", 2): "%d",
+    ("H", 1): "%-H",
+    ("H", 2): "%H",
+    ("h", 1): "%-I",
+    ("h", 2): "%I",
+    ("m", 1): "%-M",
+    ("m", 2): "%M",
+    ("s", 1): "%-S",
+    ("s", 2): "%S",
+    ("a", 1): "%p",
+    ("E", 1): "%a",
+    ("E", 2): "%a",
+    ("E", 3): "%a",
+    ("D", 1): "%-j",
+    ("D", 3): "%j",
+}
+
+
+def duckdb_strftime(pattern: str) -> str | None:
+    """The DuckDB ``strftime`` format writing what ``pattern`` writes, or None when a field
+    has no exact equivalent (zones, weeks, milliseconds, ...: those use :func:`format_time`)."""
+    try:
+        parts = compile_pattern(pattern)
+    except TdTimeError:
+        return None
+    out = []
+    for letter, part in parts:
+        if not letter:
+            out.append(str(part).replace("%", "%%"))
+            continue
+        count = int(part)
+        code = _STRFTIME.get((letter, count))
+        if code is None and count >= 4 and letter in "ME":
+            code = "%B" if letter == "M" else "%A"
+        if code is None:
+            return None
+        out.append(code)
+    return "".join(out)
+
+
+def duckdb_zone(name: str | None) -> str | None:
+    """The ICU timezone name DuckDB reads for TD's ``name``, or None when there is none."""
+    try:
+        tz = zone(name)
+    except TdTimeError:
+        return None
+    if tz is timezone.utc:
+        return "UTC"
+    if isinstance(tz, ZoneInfo):
+        return tz.key
+    offset = int((tz.utcoffset(None) or timedelta(0)).total_seconds())
+    if offset % 3600:
+        return None
+    hours = -offset // 3600  # POSIX sign: Etc/GMT-9 is nine hours east
+    return "UTC" if hours == 0 else f"Etc/GMT{hours:+d}"
