@@ -158,6 +158,10 @@ def test_other_operators_are_refused_naming_them(tmp_path: Path) -> None:
               td>:
               query: SELECT 1
               create_table: "bad name"
+            +d:
+              _error:
+                echo>: failed
+              echo>: hi
             """
         },
     )
@@ -171,3 +175,35 @@ def test_other_operators_are_refused_naming_them(tmp_path: Path) -> None:
         "ops.dig:9, task +c, setting create_table: create_table 'bad name' is not a table name"
         in errors
     )
+
+
+def test_sql_steps_run_under_the_folders_sql_guard(tmp_path: Path) -> None:
+    """A SQL step is the folder's code too: no reading files, no COPY TO, no SET to undo it."""
+    folder = make_folder(
+        tmp_path,
+        **{
+            "leak.dig": """
+            +read:
+              td>:
+              query: SELECT * FROM read_text('/etc/hostname')
+              create_table: leaked
+            """,
+            "copy.dig": """
+            +copy:
+              td>:
+              query: COPY (SELECT 1) TO '/tmp/line_exports_copy_test.csv'
+            """,
+        },
+    )
+    defs = load_folder(folder).definitions()
+    with dg.instance_for_test() as instance:
+        for job in ("leak", "copy"):
+            result = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, raise_on_error=False
+            )
+            assert not result.success
+            failure = next(
+                e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE
+            )
+            assert "disabled" in str(failure.event_specific_data.error).lower(), job
+    assert not Path("/tmp/line_exports_copy_test.csv").exists()

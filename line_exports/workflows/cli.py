@@ -90,7 +90,7 @@ def validate(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         [
             w.file.name,
             "ok",
-            len(w.tasks),
+            len(w.tasks) + len(w.steps),
             w.schedule.form if w.schedule else "-",
             w.timezone,
             _next_run(w),

@@ -49,6 +49,7 @@ from line_exports.workflows.operators import (
     Step,
     build_step,
     is_step,
+    not_supported,
     parse_step,
     with_last_results,
 )
@@ -260,6 +261,7 @@ class _Parser:
                         line=data.line_of(key),
                     )
                 )
+        self.errors.extend(not_supported(data, self.file, None))
         tz = str(data.get("timezone") or "UTC")
         try:
             ZoneInfo(tz)
@@ -344,6 +346,10 @@ class _Parser:
                 self.errors.append(exc)
                 continue
             wait = list(deps) if parallel else last
+            refused = not_supported(body, self.file, label)
+            if refused:
+                self.errors.extend(refused)
+                continue
             if self.last_results:
                 scope = with_last_results(scope)
             if any(str(k).startswith("+") for k in body):

@@ -68,6 +68,26 @@ class AnyRow(dict):
         return "0"
 
 
+NOT_YET = {
+    "_error": "_error: (tasks to run when the workflow fails) is not supported yet; "
+    "a failed run is in Dagster's run list, and a run-failure sensor can notify",
+    "_check": "_check: (tasks to run after a task succeeds) is not supported yet; "
+    "add them as the next tasks",
+    "sla": "sla: is not supported yet; Dagster's run monitoring or a freshness check can "
+    "alert on late runs",
+}
+"""Options the loader would otherwise ignore: refused, naming them."""
+
+
+def not_supported(body: Mapping[str, Any], file: Path, task: str | None) -> list[WorkflowError]:
+    """Errors for each option of ``body`` that is not supported yet (:data:`NOT_YET`)."""
+    return [
+        WorkflowError(file, NOT_YET[key], task=task, setting=key, line=body.line_of(key))
+        for key in body
+        if key in NOT_YET
+    ]
+
+
 def is_step(body: Mapping[str, Any]) -> bool:
     """Is this task a SQL step, ``echo>`` or ``fail>`` rather than an export?"""
     if "echo>" in body or "fail>" in body:
@@ -297,13 +317,16 @@ def _run_duckdb(
 ) -> dict[str, Any]:
     import duckdb
 
-    from line_exports.sources import ensure_sample_tables
+    from line_exports.sources import ensure_sample_tables, sandboxed_config
     from line_exports.sql.td_functions import register_td_functions
 
     path = Path(source.url.removeprefix("duckdb:///")) if source.url else source.embedded_path()
     if not source.url and source.sample_tables:
         ensure_sample_tables(path)
-    con = duckdb.connect(str(path))
+    # The folder's SQL runs under the same guard as its export queries: no files, network,
+    # extensions or settings unless the deployment allowed external access.
+    guard = sandboxed_config(bool(getattr(source, "external_access", False)))
+    con = duckdb.connect(str(path), config=guard)
     try:
         register_td_functions(con, scheduled_time)
         meta: dict[str, Any] = {}
