@@ -20,6 +20,7 @@ import uvicorn
 
 from line_exports.webhook.app import create_app
 from line_exports.webhook.config import WebhookSource
+from line_exports.webhook.guard import Limits, guarded_protocol
 from line_exports.webhook.signature import sign
 
 # LINE's published signature example (Messaging API docs).
@@ -51,15 +52,27 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    sources: Sequence[WebhookSource], spool_path: Path, max_body_bytes: int = 1024 * 1024
+    sources: Sequence[WebhookSource],
+    spool_path: Path,
+    max_body_bytes: int = 1024 * 1024,
+    limits: Limits | None = None,
 ) -> Iterator[str]:
-    """A real uvicorn server in a thread on an ephemeral loopback port; yields its base URL."""
+    """A real uvicorn server in a thread on an ephemeral loopback port; yields its base URL.
+
+    It runs with the same connection guard as ``webhook serve`` (``limits`` or the defaults).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(sources, spool_path=spool_path, max_body_bytes=max_body_bytes)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http=guarded_protocol(limits or Limits()),
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -1,9 +1,15 @@
 """The ASGI receiver LINE posts webhook events to: ``POST /v1/task/{source_id}``.
 
-Order of checks, cheapest and safest first: unknown source (404) -> body size (413) ->
-signature on the raw bytes (401 missing / 403 wrong) -> JSON parse (errors are kept, not
-refused) -> durable spool write -> 200. Nothing is stored for a refused request, and nothing
-here touches the warehouse, so answers stay fast while landing happens later in Dagster.
+Order of checks, cheapest and safest first, all but the last two before any body byte is read:
+unknown source (404) -> no signature header (401) -> a header that cannot be a signature
+(403) -> declared size over the limit (413) -> body read, stopping at the limit (413) ->
+signature on the raw bytes (403) -> JSON parse (errors are kept, not refused) -> durable spool
+write -> 200. Nothing is stored for a refused request, and a refused connection is closed so
+its sender cannot keep streaming. Bodies are read into memory; bytes beyond the first 16 KiB
+of a request count against a per-process budget (``large_body_budget``, 16 MiB) so a crowd of
+large bodies with junk signatures cannot make memory grow (over budget: 503, LINE redelivers).
+Deadlines and the connection cap live in ``guard``. Nothing here touches the warehouse, so
+answers stay fast while landing happens later in Dagster.
 """
 
 from __future__ import annotations
@@ -23,32 +29,61 @@ from starlette.routing import Route
 
 from line_exports.webhook.config import WebhookSource, load_sources
 from line_exports.webhook.events import parse_body
-from line_exports.webhook.signature import verify
+from line_exports.webhook.signature import verify, well_formed
 from line_exports.webhook.spool import SpoolWriter, default_spool_path
 from line_exports.webhook.workers import die_with_supervisor
 
 log = logging.getLogger("line_exports.webhook")
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_LARGE_BODY_BUDGET = 16 * 1024 * 1024
+_SMALL_BODY = 16 * 1024
 SPOOL_ENV = "LINE_EXPORTS_WEBHOOK_SPOOL"
 MAX_BODY_ENV = "LINE_EXPORTS_WEBHOOK_MAX_BODY_BYTES"
+BODY_BUDGET_ENV = "LINE_EXPORTS_WEBHOOK_LARGE_BODY_BUDGET"
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+class _OverBudget(Exception):
+    pass
+
+
+class _Budget:
+    """Bytes held beyond each request's first 16 KiB, across all requests of this process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise _OverBudget
+        self.used += n
+
+
+async def _read_limited(request: Request, limit: int, budget: _Budget) -> bytes:
     """Read the body but stop as soon as it exceeds ``limit`` (chunked bodies included)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _TooLarge
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
-    return bytes(body)
+    taken = 0
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLarge
+            large = max(0, len(body) - _SMALL_BODY)
+            if large > taken:
+                budget.take(large - taken)
+                taken = large
+        return bytes(body)
+    finally:
+        budget.used -= taken
+
+
+def _refuse(text: str, status: int) -> Response:
+    """A refusal that also closes the connection, so the sender cannot keep streaming."""
+    return PlainTextResponse(text, status_code=status, headers={"connection": "close"})
 
 
 def create_app(
@@ -56,9 +91,11 @@ def create_app(
     *,
     spool_path: str | Path | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    large_body_budget: int = DEFAULT_LARGE_BODY_BUDGET,
 ) -> Starlette:
     """Build the receiver for a fixed set of sources (one spool file for all of them)."""
     by_id = {s.source_id: s for s in sources}
+    budget = _Budget(large_body_budget)
     writer = SpoolWriter(spool_path or default_spool_path())
 
     @contextlib.asynccontextmanager
@@ -80,25 +117,35 @@ def create_app(
     async def receive(request: Request) -> Response:
         source = by_id.get(str(request.path_params["source_id"]).lower())
         if source is None:
-            return PlainTextResponse("unknown source", status_code=404)
+            return _refuse("unknown source", 404)
         secret = source.channel_secret()
         if secret is None:
-            return PlainTextResponse("source not configured", status_code=503)
-        try:
-            body = await _read_limited(request, max_body_bytes)
-        except _TooLarge:
-            writer.count_reject(source.source_id, "oversize")
-            return PlainTextResponse("body too large", status_code=413)
-        except ClientDisconnect:
-            return PlainTextResponse("client disconnected", status_code=400)
+            return _refuse("source not configured", 503)
         signature = request.headers.get("x-line-signature")  # Starlette headers: case-insensitive
         if not signature:
             writer.count_reject(source.source_id, "missing_signature")
-            return PlainTextResponse("missing signature", status_code=401)
+            return _refuse("missing signature", 401)
+        if not well_formed(signature):
+            writer.count_reject(source.source_id, "malformed_signature")
+            return _refuse("bad signature", 403)
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_body_bytes):
+            writer.count_reject(source.source_id, "oversize")
+            return _refuse("body too large", 413)
+        try:
+            body = await _read_limited(request, max_body_bytes, budget)
+        except _TooLarge:
+            writer.count_reject(source.source_id, "oversize")
+            return _refuse("body too large", 413)
+        except _OverBudget:
+            writer.count_reject(source.source_id, "over_memory_budget")
+            return _refuse("busy, retry later", 503)
+        except ClientDisconnect:
+            return _refuse("client disconnected", 400)
         if not verify(secret, body, signature):
             writer.count_reject(source.source_id, "bad_signature")
-            log.info("source %s: bad signature from %s", source.name, request.client)
-            return PlainTextResponse("bad signature", status_code=403)
+            log.debug("source %s: bad signature from %s", source.name, request.client)
+            return _refuse("bad signature", 403)
         parsed = parse_body(body)
         events, error = parsed.events, parsed.error
         try:
@@ -140,4 +187,5 @@ def create_app_from_env() -> Starlette:
         load_sources(),
         spool_path=os.environ.get(SPOOL_ENV) or None,
         max_body_bytes=int(os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY_BYTES),
+        large_body_budget=int(os.environ.get(BODY_BUDGET_ENV) or DEFAULT_LARGE_BODY_BUDGET),
     )

@@ -44,11 +44,20 @@ def _apply_locations(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from line_exports.webhook.app import MAX_BODY_ENV
+    from line_exports.webhook.app import BODY_BUDGET_ENV, MAX_BODY_ENV
+    from line_exports.webhook.guard import GuardedProtocol, Limits, raise_file_limit
     from line_exports.webhook.workers import mark_supervisor
 
     _apply_locations(args)
     os.environ[MAX_BODY_ENV] = str(args.max_body_bytes)
+    os.environ[BODY_BUDGET_ENV] = str(args.large_body_budget)
+    try:
+        limits = Limits(args.header_timeout, args.body_timeout, args.max_connections)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    raise_file_limit()  # workers inherit it; the connection cap is derived from it
+    os.environ.update(limits.to_env())
     try:
         sources = load_sources()
     except SourceConfigError as exc:
@@ -78,6 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=not args.no_access_log,
         timeout_graceful_shutdown=10,
+        http=GuardedProtocol,  # header/body deadlines and the connection cap (webhook.guard)
     )
     return 0
 
@@ -153,6 +163,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.add_argument("--max-body-bytes", type=int, default=1024 * 1024)
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a connection may take to send a request's headers (default 5)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request may take to send its body after the headers (default 10)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        help="open connections per worker; at the cap the slowest waiting one is dropped "
+        "(default: half the file-handle limit, at most 10,000)",
+    )
+    serve.add_argument(
+        "--large-body-budget",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="bytes per worker held for bodies beyond their first 16 KiB (over it: 503)",
+    )
     serve.add_argument(
         "--forwarded-allow-ips",
         default="127.0.0.1",

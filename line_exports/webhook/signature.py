@@ -17,6 +17,19 @@ def sign(channel_secret: str, body: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+def well_formed(signature: str | None) -> bool:
+    """Whether ``signature`` can be a LINE signature at all: Base64 of a 32-byte digest.
+
+    Checked before the body is read, so junk signatures are refused without holding a body.
+    """
+    if not signature:
+        return False
+    try:
+        return len(base64.b64decode(signature.strip().encode("ascii"), validate=True)) == 32
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
 def verify(channel_secret: str, body: bytes, signature: str | None) -> bool:
     """Constant-time comparison so timing does not leak how much of a forgery matched."""
     if not signature:
