@@ -55,7 +55,7 @@ class Receiver:
         self.port, self.home, self.sources, self.workers = port, home, sources, workers
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 90.0) -> None:
         env = {**os.environ, "LINE_CHANNEL_SECRET_BENCH_OA": SECRET}
         cmd = [
             sys.executable, "-m", "line_exports.webhook.cli", "webhook", "serve",

@@ -98,7 +98,7 @@ def _start(port: int, home: Path, sources: Path) -> subprocess.Popen[bytes]:
         "--sources", str(sources), "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # start-up imports are slow on a busy host
     while time.monotonic() < deadline:
         try:
             if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).ok:

@@ -207,3 +207,33 @@ def test_source_without_secret_in_env_is_503_not_stored(tmp_path: Path, monkeypa
         assert resp.status_code == 503
         assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
     assert _kept(spool, source.source_id) == []
+
+
+def test_spool_holding_raw_bodies_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Spool, its WAL/SHM and the landing lock are 0600 in a 0700 folder under umask 022."""
+    import os
+    import stat
+
+    from line_exports.webhook.spool import default_spool_path
+
+    old = os.umask(0o022)
+    try:
+        source = make_source()
+        spool = default_spool_path()  # <LINE_EXPORTS_HOME>/webhook/spool.sqlite3
+        with running_server([source], spool) as url:
+            body = body_of([base_event("follow", 1)])
+            resp = requests.post(
+                f"{url}/v1/task/{source.source_id}",
+                data=body,
+                headers=signed_headers(SECRET, body),
+                timeout=5,
+            )
+            assert resp.status_code == 200
+            land_source(source, spool_path=spool, target_url=f"sqlite:///{tmp_path / 'w.sqlite'}")
+            files = [p for p in spool.parent.iterdir() if p.is_file()]
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(spool.parent.stat().st_mode) == 0o700
+    assert {"spool.sqlite3", "spool.sqlite3-wal", f"land-{source.source_id}.lock"} <= set(modes)
+    assert set(modes.values()) == {0o600}, modes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -74,8 +75,13 @@ def _serve(args: argparse.Namespace) -> int:
                 f"warning: ${source.channel_secret_env} is not set (source {source.name})",
                 file=sys.stderr,
             )
+    extra: dict[str, object] = {}
     if args.workers > 1:
         mark_supervisor()  # each worker dies with this process (see webhook.workers)
+        if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+            # uvicorn kills a worker that has not answered its ping within 5 s (its default), even
+            # while it is still importing on a busy host; give the start-up a minute.
+            extra["timeout_worker_healthcheck"] = 60
     uvicorn.run(
         "line_exports.webhook.app:create_app_from_env",
         factory=True,
@@ -88,6 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=not args.no_access_log,
         timeout_graceful_shutdown=10,
         http=GuardedProtocol,  # header/body deadlines and the connection cap (webhook.guard)
+        **extra,  # type: ignore[arg-type]
     )
     return 0
 

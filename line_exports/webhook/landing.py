@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from line_exports import paths
+from line_exports.private_files import private_opener
 from line_exports.webhook.config import WebhookSource
 from line_exports.webhook.events import (
     EVENT_COLUMNS,
@@ -82,7 +83,7 @@ class LandingResult:
 def _source_lock(spool_path: Path, source: WebhookSource) -> Iterator[None]:
     """Serialise landing runs of one source (schedule and manual run may overlap)."""
     lock_path = spool_path.parent / f"land-{source.source_id}.lock"
-    with open(lock_path, "a+") as handle:
+    with open(lock_path, "a+", opener=private_opener) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from line_exports import paths
+from line_exports import paths, private_files
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,17 @@ _MAX_GROUP = 1000
 
 def default_spool_path() -> Path:
     """``<data dir>/webhook/spool.sqlite3``: next to the warehouse, outside the repo."""
-    folder = paths.data_dir() / "webhook"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / "spool.sqlite3"
+    return private_files.private_dir(paths.data_dir() / "webhook") / "spool.sqlite3"
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    """Open the spool with the settings durability depends on (WAL + fsync per commit)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Open the spool with the settings durability depends on (WAL + fsync per commit).
+
+    Raw bodies are personal data: the file (and the ``-wal``/``-shm`` files SQLite makes with
+    the same mode) is ``0600`` in a ``0700`` folder, whatever the umask.
+    """
+    private_files.private_file(path)
+    private_files.restrict(path, "-wal", "-shm")
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA journal_mode = WAL")
