@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from line_exports.session import render_session_variables
@@ -302,7 +303,11 @@ def test_postgres_translations_run_on_postgres(postgres_url: str, name: str) -> 
     filled = render_session_variables(translated, {"session_unixtime": str(SESSION)})
     frames = list(SqlSource(url=postgres_url).read_chunks(filled))
     rows = [
-        tuple(None if v != v else (int(v) if isinstance(v, float) else v) for v in row)
+        # NULL is pd.NA in a nullable integer column (no float detour), NaN/None elsewhere.
+        tuple(
+            None if v is pd.NA or v is None or v != v else (int(v) if isinstance(v, float) else v)
+            for v in row
+        )
         for row in frames[0].itertuples(index=False)
     ]
     assert rows == expected
@@ -318,4 +323,4 @@ def test_postgres_json_extraction_runs_on_postgres(postgres_url: str) -> None:
     translated = translate(sql, write="postgres").sql
     frame = next(SqlSource(url=postgres_url).read_chunks(translated))
     assert frame["uid"].tolist() == ["C", "A", "B", "B", "A"]
-    assert [None if n != n else int(n) for n in frame["n"]] == [None, 2, 1, 0, 0]
+    assert [None if n is pd.NA else int(n) for n in frame["n"]] == [None, 2, 1, 0, 0]
