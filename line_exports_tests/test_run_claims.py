@@ -41,7 +41,8 @@ from line_exports_tests.resilience_helpers import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RACE_CASES = ("maac_members", "line_audience", "linkedin_users", "capi_events")
-HOLD = 4.0  # the winner's first data request is answered this late: the loser claims meanwhile
+HOLD = 12.0  # the winner's first data request is answered this late: the loser claims meanwhile,
+# even when 8 racing processes share 2 loaded cores
 
 RACER = """
 import json, sys, time
@@ -134,7 +135,9 @@ def test_two_runs_of_one_tick_at_once_exactly_one_sends(
         text = str(losers[0]["failure"])
         assert "is already running: held by run " + str(winners[0]["run_id"]) in text, text
         assert "Nothing was sent" in text and " since 20" in text
-        assert float(losers[0]["seconds"]) < HOLD + 20  # failed at its claim, never waited
+        assert (
+            float(losers[0]["seconds"]) < HOLD
+        )  # failed at its claim, never waited for the winner
         assert check_exactly_once(CASES[name], sandbox_server.sandbox) == []
 
     state = requests.get(f"{sandbox_server.url}/_sandbox/state", timeout=10).json()
@@ -156,7 +159,7 @@ def test_frozen_holder_is_taken_over_after_its_heartbeat_expires_and_resumed_onc
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    timeout = 6.0  # the second run starts well within it, even on a loaded machine
+    timeout = 8.0  # the second run starts well within it, even on a loaded machine
     case = CASES["maac_members"]
     sandbox = sandbox_server.sandbox
     sandbox.add_fault(Fault(path=case.data_path, method=case.data_method, delay=0.3, times=-1))
