@@ -162,6 +162,11 @@ def test_other_operators_are_refused_naming_them(tmp_path: Path) -> None:
               _error:
                 echo>: failed
               echo>: hi
+            +e:
+              _parallel:
+                limit: 2
+              +x:
+                echo>: x
             """
         },
     )

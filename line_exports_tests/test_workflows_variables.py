@@ -376,5 +376,8 @@ def test_validate_names_file_line_task_and_expression(tmp_path: Path) -> None:
         in message
     )
     # A syntax error in a query file.
-    message = _errors(tmp_path, head + "    segment_name: s\n", "SELECT ${1 +} AS x\n")
+    message = _errors(
+        tmp_path, head + "    segment_name: s\n", "SELECT 1\nFROM t\nWHERE ${1 +} = x\n"
+    )
     assert "bad.dig:3, task +t, setting td> q.sql: ${1 +}: not a JavaScript expression" in message
+    assert "(line 3 of q.sql)" in message

@@ -316,6 +316,17 @@ class _Parser:
     ) -> list[dg.AssetKey]:
         """Tasks of a group in order; returns the keys the next sibling waits for."""
         parallel = bool(group.get("_parallel"))
+        if isinstance(group.get("_parallel"), Mapping):
+            self.errors.append(
+                WorkflowError(
+                    self.file,
+                    "_parallel: {limit: N} is not supported yet (it would run every child at "
+                    "once); write _parallel: true, or false",
+                    task="+" + ".".join(path) if path else None,
+                    setting="_parallel",
+                    line=group.line_of("_parallel"),
+                )
+            )
         last = list(deps)
         ends: list[dg.AssetKey] = []
         for key, body in group.items():

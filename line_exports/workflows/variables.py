@@ -29,6 +29,7 @@ against a sample session, so a mistake fails ``validate`` with file:line, task a
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -266,7 +267,12 @@ def expand(
     try:
         template, deferred, rendered = check(text, static, scope)
     except ExpressionError as exc:
-        raise WorkflowError(file, str(exc), task=task, setting=setting, line=line) from None
+        message = str(exc)
+        spots = (text.find("${" + m.group(1)) for m in re.finditer(r"\$\{(.*?)\}", message))
+        at = next((a for a in spots if a >= 0), -1)
+        if "\n" in text.strip() and at >= 0:  # a query file: say which of its lines
+            message += f" (line {text.count(chr(10), 0, at) + 1} of {setting.removeprefix('td> ')})"
+        raise WorkflowError(file, message, task=task, setting=setting, line=line) from None
     if not deferred:
         return rendered
     if not defer:
