@@ -1,10 +1,16 @@
-"""``line-exports``: the command line. Each concern registers its own sub-commands."""
+"""Treasure Data's LINE-family result exports on Dagster: run the demo, serve the sandbox,
+validate, plan and run digdag workflows, receive LINE OA webhooks.
+
+Start with `line-exports demo` (sample DuckDB tables -> the local sandbox of every API), then
+`line-exports validate examples/workflows`; `line-exports COMMAND --help` says more.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,70 +23,93 @@ MAIN_JOB = "maac_sample_job"
 
 def load_definitions(path: Path) -> Any:
     """The ``defs`` object of a Python definitions file (loaded afresh)."""
+    import dagster as dg
+
     try:
         module = paths.load_module(path, f"line_exports_user_defs_{path.stem}", reuse=False)
     except ImportError as exc:
-        raise SystemExit(f"cannot load definitions from {path}") from exc
+        raise SystemExit(f"error: cannot load definitions from {path}: {exc}") from None
+    except (ValueError, TypeError, dg.DagsterError) as exc:
+        # A wrong setting or declaration: its message says what and where; no traceback.
+        raise SystemExit(f"error: {path}: {exc}") from None
     return module.defs
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    """A plain, aligned summary table."""
-    if not rows:
-        return
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
-    print("  ".join("-" * widths[c] for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+SUMMARY_COLUMNS = (
+    ("export", None),
+    ("destination", "destination"),
+    ("read", "rows_read"),
+    ("valid", "rows_valid"),
+    ("rejected", "rows_rejected"),
+    ("sent", "rows_sent"),
+    ("accepted", "rows_accepted"),
+    ("requests", "requests"),
+    ("seconds", "duration_seconds"),
+)
 
 
-def materialization_rows(result: Any) -> list[dict[str, Any]]:
-    """One summary row per export materialized in a job result."""
+def materialization_rows(result: Any) -> list[list[Any]]:
+    """One summary row per export materialized in a job result (columns: SUMMARY_COLUMNS)."""
+    from line_exports import run_summary
+
     rows = []
-    for event in result.get_asset_materialization_events():
-        materialization = event.step_materialization_data.materialization
-        meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
-        rows.append(
-            {
-                "export": materialization.asset_key.to_user_string(),
-                "destination": meta.get("destination", ""),
-                "read": meta.get("rows_read", ""),
-                "valid": meta.get("rows_valid", ""),
-                "rejected": meta.get("rows_rejected", ""),
-                "sent": meta.get("rows_sent", ""),
-                "accepted": meta.get("rows_accepted", ""),
-                "requests": meta.get("requests", ""),
-                "seconds": meta.get("duration_seconds", ""),
-            }
-        )
+    for key, outcome in run_summary.outcomes(result).items():
+        meta = outcome.metadata
+        if not meta:
+            continue
+        row: list[Any] = [key]
+        for _, name in SUMMARY_COLUMNS[1:]:
+            value = meta.get(name, "")
+            row.append(f"{value:.2f}" if isinstance(value, float) else value)
+        rows.append(row)
     return rows
+
+
+def job_names(defs: Any) -> list[str]:
+    """The jobs a definitions object holds (asset jobs included), sorted."""
+    return sorted(
+        job.name
+        for job in defs.get_repository_def().get_all_jobs()
+        if not job.name.startswith("__")
+    )
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
     """Run the main job on the embedded defaults: sample DuckDB tables -> local sandbox."""
     import dagster as dg
 
+    from line_exports import run_summary
     from line_exports.sandbox import SandboxServer
 
+    if ns.job is None or ns.list_jobs:
+        defs = load_definitions(Path(ns.defs))
+        print(f"jobs in {ns.defs} (line-exports demo --job NAME):")
+        for name in job_names(defs):
+            print(f"  {name}{'  (the default)' if name == MAIN_JOB else ''}")
+        return 0
     with SandboxServer(port=ns.port) as server:
         os.environ["LINE_EXPORTS_SANDBOX_URL"] = server.url
         print(f"sandbox listening on {server.url}")
         defs = load_definitions(Path(ns.defs))
-        job = defs.get_job_def(ns.job)
+        names = job_names(defs)
+        if ns.job not in names:
+            print(f"error: no job {ns.job!r} in {ns.defs}; jobs: {', '.join(names)}")
+            return 2
+        job = run_summary.quiet_job(defs.resolve_job_def(ns.job))
         instance = (
             dg.DagsterInstance.get()
             if os.environ.get("DAGSTER_HOME")
             else dg.DagsterInstance.ephemeral()
         )
         started = time.monotonic()
-        quiet_logs = {"loggers": {"console": {"config": {"log_level": ns.log_level}}}}
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, run_config=quiet_logs
+            instance=instance, raise_on_error=False, run_config=run_summary.log_config(ns.log_level)
         )
+        from line_exports.workflows.cli import table
+
         print()
-        print_table(materialization_rows(result))
+        print(table([c for c, _ in SUMMARY_COLUMNS], materialization_rows(result)))
+        checks_failed = run_summary.report(run_summary.outcomes(result), sys.stdout)
         state = server.sandbox
         print()
         print("delivered to the sandbox:")
@@ -96,12 +125,21 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         print(
             f"\n{ns.job}: {'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s"
         )
-        return 0 if result.success else 1
+        if not result.success:
+            return 1
+        if checks_failed and ns.strict:
+            print("--strict: a check failed, exit code 1")
+            return 1
+        return 0
 
 
 def cmd_sandbox(ns: argparse.Namespace) -> int:
-    """Serve the sandbox in the foreground."""
-    from line_exports.sandbox.server import serve
+    """Serve the sandbox in the foreground (or stop the background one with ``--stop``)."""
+    from line_exports.sandbox.server import serve, stop_background
+
+    if ns.stop:
+        print(stop_background(ns.port))
+        return 0
 
     print(
         f"sandbox on http://{ns.host}:{ns.port} (state: /_sandbox/state, faults: POST /_sandbox/faults)"
@@ -111,14 +149,28 @@ def cmd_sandbox(ns: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="line-exports", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="line-exports",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
         "demo", help="run the main job on the embedded defaults (DuckDB -> sandbox)"
     )
     demo.add_argument("--defs", default=str(DEFAULT_DEFS), help="Python file with a `defs` object")
-    demo.add_argument("--job", default=MAIN_JOB)
+    demo.add_argument(
+        "--job",
+        nargs="?",
+        default=MAIN_JOB,
+        const=None,
+        help=f"job to run (default {MAIN_JOB}; --job alone lists the jobs)",
+    )
+    demo.add_argument("--list-jobs", action="store_true", help="list the jobs and exit")
+    demo.add_argument(
+        "--strict", action="store_true", help="exit 1 when a check fails (e.g. reject_rate)"
+    )
     demo.add_argument("--port", type=int, default=0, help="sandbox port (default: a free one)")
     demo.add_argument("--log-level", default="INFO", help="Dagster console log level")
     demo.set_defaults(func=cmd_demo)
@@ -128,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=8787)
     sandbox.add_argument(
         "--rate-scale", type=float, default=1.0, help="multiply the real rate limits"
+    )
+    sandbox.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the background sandbox that exports started on --port (it outlives dagster dev)",
     )
     sandbox.set_defaults(func=cmd_sandbox)
 

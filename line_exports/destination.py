@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import dagster as dg
 import numpy as np
@@ -50,6 +50,15 @@ class ExportSettings(dg.Config):
             "The run fails when the API accepts fewer than this share of the valid rows "
             "(0..1); it always fails when the API accepts none of them"
         ),
+    )
+    unknown_columns: Literal["warn", "fail"] = Field(
+        "warn",
+        description="A query column the destination does not know: warn (it is not sent) or fail",
+    )
+    empty_result: Literal["auto", "skip", "fail"] = Field(
+        "auto",
+        description="No valid rows to send: skip (warning) or fail; auto skips, but fails an "
+        "export that replaces the target's contents (MAAC update_segment)",
     )
 
     @field_validator("*", mode="before")
@@ -274,6 +283,10 @@ class Destination(ABC):
         """(setting name, skip?): True reports invalid rows and sends the rest; False fails
         the run before anything is sent."""
         return self.invalid_policy_setting, bool(getattr(settings, self.invalid_policy_setting))
+
+    def replaces_target(self, settings: Any) -> bool:
+        """True when a run replaces what the target holds (so an empty run would empty it)."""
+        return False
 
     def check_total(self, settings: Any, valid_rows: int) -> None:  # noqa: B027 - optional hook
         """Refuse, before anything is sent, a run the API cannot take whole (e.g. too large)."""

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError, create_model
 
-from line_exports import paths
+from line_exports import export_guards, paths, sql_errors
 from line_exports.claims import ClaimLost, ClaimOwner, ScopeClaimed
 from line_exports.dedup import drop_duplicates
 from line_exports.destination import (
@@ -64,6 +64,7 @@ from line_exports.sources import SqlSource, read_sql_text
 DEFAULT_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL)
 PREVIEW_ROWS = 20
 REJECT_RATE_CHECK = "reject_rate"
+NOT_EMPTY_CHECK = "not_empty"
 
 
 @dataclass
@@ -77,6 +78,7 @@ class ValidationSummary:
     by_rule: dict[str, int] = field(default_factory=dict)
     preview: list[pd.DataFrame] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
+    column_hints: dict[str, str] = field(default_factory=dict)
     rejects_path: Path | None = None
     refused_by_answer: dict[str, int] = field(default_factory=dict)
     duplicate_rows: int = 0
@@ -262,7 +264,9 @@ def export_metadata(
     if summary.rejects_path is not None and summary.rejects_path.exists():
         meta["rejects_file"] = dg.MetadataValue.path(str(summary.rejects_path))
     if summary.ignored_columns:
-        meta["ignored_columns"] = dg.MetadataValue.json(summary.ignored_columns)
+        meta["unknown_columns"] = dg.MetadataValue.json(
+            {c: summary.column_hints.get(c, "not sent") for c in summary.ignored_columns}
+        )
     if report is not None:
         meta.update(
             {
@@ -322,6 +326,91 @@ def _render_settings(
     return config, values, extra
 
 
+def _reject_rate_check(
+    context: dg.AssetExecutionContext,
+    name: str,
+    summary: ValidationSummary,
+    max_reject_rate: float,
+) -> dg.AssetCheckResult:
+    """The reject-rate check; a failure is also a WARNING line in the run log (not only DEBUG)."""
+    reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
+    passed = reject_rate <= max_reject_rate
+    if not passed:
+        top = ", ".join(
+            f"{k} ({v:,})" for k, v in sorted(summary.by_rule.items(), key=lambda kv: -kv[1])[:3]
+        )
+        context.log.warning(
+            f"{name}: check {REJECT_RATE_CHECK} failed: {summary.rejected_rows:,} of "
+            f"{summary.rows_read:,} rows rejected ({reject_rate:.1%} > {max_reject_rate:.0%}); "
+            f"top reasons: {top}; rejects file: {summary.rejects_path}"
+        )
+    return dg.AssetCheckResult(
+        check_name=REJECT_RATE_CHECK,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "reject_rate": reject_rate,
+            "threshold": max_reject_rate,
+            "rows_rejected": summary.rejected_rows,
+        },
+    )
+
+
+def _unknown_columns(
+    context: dg.AssetExecutionContext,
+    name: str,
+    dest: Destination,
+    config: ExportSettings,
+    ruleset: RuleSet,
+    summary: ValidationSummary,
+) -> None:
+    """Columns the destination does not know: a warning with the closest known column (in the
+    log and the metadata), or a failure with ``unknown_columns: fail``."""
+    found = export_guards.unknown_columns(summary.ignored_columns, ruleset)
+    if not found:
+        return
+    summary.column_hints = {u.name: str(u) for u in found}
+    message = export_guards.unknown_columns_message(name, found, dest.type_name)
+    if config.unknown_columns == "fail":
+        raise dg.Failure(
+            description=f"{message}; unknown_columns is fail, so nothing was sent",
+            allow_retries=False,
+        )
+    context.log.warning(message)
+
+
+def _empty_result(
+    context: dg.AssetExecutionContext,
+    name: str,
+    dest: Destination,
+    config: ExportSettings,
+    summary: ValidationSummary,
+    meta: dict[str, Any],
+    max_reject_rate: float,
+) -> dg.MaterializeResult:
+    """No valid row: skip with a warning and a failed ``not_empty`` check, or fail (a replace
+    with nothing, or ``empty_result: fail``)."""
+    replaces = dest.replaces_target(config)
+    action = export_guards.empty_result_action(config.empty_result, replaces)
+    message = export_guards.empty_result_message(name, action, replaces, summary.rows_read)
+    if action == "fail":
+        raise dg.Failure(description=message, metadata=meta, allow_retries=False)
+    context.log.warning(message)
+    meta["skipped"] = message
+    meta.update({"rows_sent": 0, "rows_accepted": 0, "requests": 0})
+    checks = [
+        _reject_rate_check(context, name, summary, max_reject_rate),
+        dg.AssetCheckResult(
+            check_name=NOT_EMPTY_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"rows_read": summary.rows_read, "reason": message},
+        ),
+        refusal_check(context.asset_key, Outcome.of(summary, None)),
+    ]
+    return dg.MaterializeResult(metadata=meta, check_results=checks)
+
+
 def build_export(
     name: str,
     *,
@@ -344,6 +433,7 @@ def build_export(
     ledger_path: Path | None = None,
     pool: str | None = None,
     render: Callable[[dg.AssetExecutionContext, str], str] | None = None,
+    origin: str | None = None,
 ) -> dg.AssetsDefinition:
     """An asset that exports ``query``'s rows (or ``upstream``'s DataFrame) to ``destination``.
 
@@ -361,6 +451,12 @@ def build_export(
     ``render(context, text)`` (workflows: digdag's ``${...}``) fills the query and every string
     setting holding ``${`` for this run instead; the filled settings are re-validated and shown
     in the materialization's metadata (``resolved_settings``).
+
+    A relative ``query`` path (``"queries/members.sql"``) is relative to the file that calls
+    ``build_export``, not to the working directory. ``origin`` says where the export is
+    declared in error messages (default: that file and line; the workflow loader passes the
+    ``.dig`` file, line and task). A setting name that is not the destination's raises
+    ``ValueError`` naming the closest one.
     """
     dest = get_destination(destination) if isinstance(destination, str) else destination
     if (query is None) == (upstream is None):
@@ -371,7 +467,19 @@ def build_export(
         raise ValueError(
             f"export {name!r}: {', '.join(misplaced)} is a credential; set it on the {dest.type_name} resource"
         )
+    export_guards.check_setting_names(
+        name, dest.type_name, settings, dest.settings_class.model_fields
+    )
     config_class = settings_with_defaults(dest.settings_class, settings)
+    declared = export_guards.declared_at()
+    if query is not None:
+        query = export_guards.resolve_query_path(query, declared)
+        if isinstance(query, Path) and origin is None:
+            origin = f"query {query}" + (
+                f", declared at {declared[0]}:{declared[1]}" if declared else ""
+            )
+    if origin is None and declared is not None:
+        origin = f"declared at {declared[0]}:{declared[1]}"
     sql_text = read_sql_text(query) if query is not None else None
     resource_key = resource_key or dest.type_name
     pool = pool or (dest.pool if resource_key == dest.type_name else f"{dest.pool}__{resource_key}")
@@ -383,6 +491,11 @@ def build_export(
         REJECT_RATE_CHECK,
         asset=key,
         description=f"Fails (warning) when more than {max_reject_rate:.0%} of the rows read are rejected.",
+    )
+    empty_spec = dg.AssetCheckSpec(
+        NOT_EMPTY_CHECK,
+        asset=key,
+        description="Fails (warning) when there was no valid row to send (the export was skipped).",
     )
 
     def compute(
@@ -441,6 +554,12 @@ def build_export(
             )
         except SchemaError as exc:
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+        except Exception as exc:
+            if sql_errors.is_permanent(exc):
+                raise dg.Failure(
+                    description=sql_errors.describe(exc, name, origin), allow_retries=False
+                ) from None
+            raise  # a lost connection or a lock timeout: the retry policy may help
         # The spool of valid rows is scratch: gone after the run, whatever its outcome
         # (the rejects file stays; the metadata points at it).
         try:
@@ -448,6 +567,7 @@ def build_export(
             context.log.info(
                 f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} valid, {summary.rejected_rows:,} rejected"
             )
+            _unknown_columns(context, name, dest, config, ruleset, summary)
             policy, skips = dest.invalid_policy(config)
             # Duplicates are sent once, not invalid: they never stop a run on their own.
             if summary.rejected_rows - summary.duplicate_rows and not skips:
@@ -455,6 +575,13 @@ def build_export(
                     summary, None, time.monotonic() - started, source_label, target
                 )
                 raise _failure(summary, policy, meta)
+            if summary.valid_rows == 0:
+                meta = export_metadata(
+                    summary, None, time.monotonic() - started, source_label, target
+                )
+                return _empty_result(
+                    context, name, dest, config, summary, {**meta, **extra}, max_reject_rate
+                )
             try:
                 dest.check_total(config, summary.valid_rows)
             except ValueError as exc:
@@ -498,20 +625,14 @@ def build_export(
             )
             if failure is not None:
                 raise failure
-            reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
-            check = dg.AssetCheckResult(
-                check_name=REJECT_RATE_CHECK,
-                passed=reject_rate <= max_reject_rate,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "reject_rate": reject_rate,
-                    "threshold": max_reject_rate,
-                    "rows_rejected": summary.rejected_rows,
-                },
-            )
-            return dg.MaterializeResult(
-                metadata={**meta, **extra}, check_results=[check, refusal_check(key, outcome)]
-            )
+            checks = [
+                _reject_rate_check(context, name, summary, max_reject_rate),
+                dg.AssetCheckResult(
+                    check_name=NOT_EMPTY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN
+                ),
+                refusal_check(key, outcome),
+            ]
+            return dg.MaterializeResult(metadata={**meta, **extra}, check_results=checks)
         finally:
             (workdir / "valid.parquet").unlink(missing_ok=True)
 
@@ -540,7 +661,7 @@ def build_export(
         group_name=group_name,
         description=description
         or f"Exports {'query rows' if sql_text else upstream_key.to_user_string()} to {dest.type_name}.",  # type: ignore[union-attr]
-        check_specs=[check_spec, refusal_check_spec(key)],
+        check_specs=[check_spec, empty_spec, refusal_check_spec(key)],
         retry_policy=retry_policy,
         pool=pool,
         kinds={dest.kind, "duckdb" if sql_text is not None else "pandas"},

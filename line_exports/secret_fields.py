@@ -15,8 +15,18 @@ SECRET_MARK = "dagster__is_secret"
 
 
 def SecretField(description: str, default: Any = None) -> Any:  # noqa: N802 (a Field)
-    """A pydantic ``Field`` Dagster treats as a secret."""
-    return Field(default=default, description=description, json_schema_extra={SECRET_MARK: True})
+    """A pydantic ``Field`` Dagster treats as a secret.
+
+    An unset secret (``None`` or ``""``) is a default *factory*, not a default value: Dagster's config
+    schema then has no default for it, so the launchpad shows nothing instead of a masked
+    ``**********`` for a value that was never set.
+    """
+    mark = {SECRET_MARK: True}
+    if default in (None, ""):
+        return Field(
+            default_factory=lambda: default, description=description, json_schema_extra=mark
+        )
+    return Field(default=default, description=description, json_schema_extra=mark)
 
 
 def is_secret(info: FieldInfo) -> bool:

@@ -389,7 +389,7 @@ def segment_csv(uids: pd.Series) -> bytes:
 
 class MaacDestination(Destination):
     type_name = "maac"
-    kind = "line"
+    kind = "maac"
     settings_class = MaacSettings
     resource_class = MaacResource
     pool = "maac_api"
@@ -405,6 +405,10 @@ class MaacDestination(Destination):
         if settings.data_object == "members":
             return f"maac members by {ImportKey(settings.import_key).value}"
         return f"maac segment {settings.segment_name!r}"
+
+    def replaces_target(self, settings: MaacSettings) -> bool:
+        """``update_segment`` replaces the members of the segment of that name."""
+        return settings.data_object == "segments" and bool(settings.update_segment)
 
     def check_total(self, settings: MaacSettings, valid_rows: int) -> None:
         if settings.data_object == "segments" and valid_rows > SEGMENT_MAX_UIDS:

@@ -17,6 +17,7 @@ import fcntl
 import hmac
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -220,7 +221,7 @@ def _start(url: str) -> str:
     register_instance(url, token)
     log_path = paths.data_dir() / "sandbox.log"
     with open(log_path, "ab", opener=private_files.private_opener) as log:
-        subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "line_exports.sandbox", "--port", str(port)],
             stdout=log,
             stderr=log,
@@ -228,14 +229,55 @@ def _start(url: str) -> str:
             start_new_session=True,
             env={**os.environ, INSTANCE_TOKEN_ENV: token},
         )
+    pid_file(port).write_text(str(process.pid), encoding="utf-8")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proves_instance(url, token):
+            _say_it_outlives(url, process.pid, port, log_path)
             return url
         time.sleep(0.1)
     if _answers(url):
         raise _not_ours(url)
     raise RuntimeError(f"could not start the sandbox at {url}; see {log_path}")
+
+
+def pid_file(port: int) -> Path:
+    """Where a background sandbox started by :func:`ensure_sandbox` keeps its process id."""
+    return paths.data_dir() / f"sandbox-{port}.pid"
+
+
+def _say_it_outlives(url: str, pid: int, port: int, log_path: Path) -> None:
+    """A background sandbox outlives the run and ``dagster dev``: say so, and how to stop it
+    (in the run's log when called inside a run, else on stderr)."""
+    import dagster as dg  # only here: the sandbox process itself never needs Dagster
+
+    stop = "line-exports sandbox --stop" + (f" --port {port}" if port != DEFAULT_PORT else "")
+    dg.get_dagster_logger("line_exports.sandbox").warning(
+        f"started the local sandbox at {url} in the background (pid {pid}, log {log_path}); "
+        f"it keeps running after this run and after dagster dev stops: stop it with `{stop}`"
+    )
+
+
+def stop_background(port: int = DEFAULT_PORT) -> str:
+    """Stop the background sandbox :func:`ensure_sandbox` started on ``port`` (by its pid file;
+    only a process that is that sandbox is signalled)."""
+    file = pid_file(port)
+    if not file.exists():
+        return f"no background sandbox recorded for port {port} ({file} not found)"
+    pid = int(file.read_text(encoding="utf-8").strip() or 0)
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    running = cmdline.exists() and b"line_exports.sandbox" in cmdline.read_bytes()
+    file.unlink()
+    if not running:
+        return f"the background sandbox of port {port} (pid {pid}) was not running"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and cmdline.exists():
+        with open(cmdline, "rb") as handle:
+            if not handle.read():  # a zombie until its parent reaps it: gone for us
+                break
+        time.sleep(0.1)
+    return f"stopped the background sandbox on port {port} (pid {pid})"
 
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, rate_scale: float = 1.0) -> None:

@@ -80,16 +80,53 @@ def _next_run(workflow: Any) -> str:
     return "-"
 
 
+def _query_errors(folder: Any) -> list[tuple[Any, str]]:
+    """(workflow, message) for each task whose query the source cannot plan (``EXPLAIN``):
+    syntax errors, unknown tables and columns, permissions, before any run."""
+    from line_exports.session import render_session_variables, session_variables
+    from line_exports.sql_errors import error_line, explain
+
+    source = folder.source()
+    found = []
+    for workflow in folder.workflows:
+        moment = _session(argparse.Namespace(), workflow.timezone)
+        for task in workflow.tasks:
+            try:
+                sql = render_session_variables(task.sql, session_variables(moment))
+            except ValueError as exc:
+                message = str(exc)
+            else:
+                message = explain(source, sql)
+            if message:
+                line = error_line(message)
+                query = task.query_file.name if task.query_file else "query"
+                at = f" line {line}" if line else ""
+                found.append(
+                    (
+                        workflow,
+                        f"{workflow.file}:{task.line}, task +{task.name}: {query}{at}: {message}",
+                    )
+                )
+    return found
+
+
 def validate(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Load everything; print each problem, then one row per workflow."""
+    """Load everything and plan every query on the source; print each problem, then one row
+    per workflow."""
+    if getattr(ns, "folder", None):
+        ns.workflows = ns.folder
     folder = _folder(ns)
     for error in folder.errors:
         _say(out, f"error: {error}")
+    query_errors = _query_errors(folder)
+    for _, message in query_errors:
+        _say(out, f"error: {message}")
+    bad_queries = {id(w) for w, _ in query_errors}
     broken = sorted({Path(e.file).name for e in folder.errors})
     rows = [
         [
             w.file.name,
-            "ok",
+            "query error" if id(w) in bad_queries else "ok",
             len(w.tasks) + len(w.steps),
             w.schedule.form if w.schedule else "-",
             w.timezone,
@@ -102,10 +139,11 @@ def validate(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     _say(out, table(["workflow", "status", "tasks", "schedule", "timezone", "next run"], rows))
     _say(
         out,
-        f"\n{len(folder.workflows)} workflow(s) loaded, {len(folder.errors)} error(s), "
+        f"\n{len(folder.workflows)} workflow(s) loaded, "
+        f"{len(folder.errors) + len(query_errors)} error(s), "
         f"{len(folder.connections.connections)} connection(s) in {folder.connections.file}",
     )
-    return 1 if folder.errors else 0
+    return 1 if folder.errors or query_errors else 0
 
 
 def _counted(
@@ -128,6 +166,28 @@ def _say_translation(out: TextIO, label: str, translation: Any) -> None:
     elif translation.changed:
         _say(out, f"  {label}: SQL translated from {translation.read} to {translation.write}:")
         _say(out, "      " + translation.sql.replace("\n", "\n      "))
+
+
+def _guards(label: str, dest: Any, settings: Any, summary: Any) -> tuple[list[str], str]:
+    """(warnings, 'would fail: ...' or ''): unknown columns and an empty result, as a run
+    would treat them (see :mod:`line_exports.export_guards`)."""
+    from line_exports import export_guards
+
+    warnings: list[str] = []
+    note = ""
+    found = export_guards.unknown_columns(summary.ignored_columns, dest.ruleset(settings))
+    warnings += [str(u) for u in found]
+    if found and settings.unknown_columns == "fail":
+        note = "would fail: unknown columns and unknown_columns is fail"
+    if summary.valid_rows == 0:
+        replaces = dest.replaces_target(settings)
+        action = export_guards.empty_result_action(settings.empty_result, replaces)
+        message = export_guards.empty_result_message(label, action, replaces, summary.rows_read)
+        if action == "fail":
+            note = note or f"would fail: {message}"
+        else:
+            warnings.append(f"would skip: {message}")
+    return warnings, note
 
 
 def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -179,6 +239,8 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                         dest.check_total(settings, summary.valid_rows)
                     except ValueError as exc:
                         note, sendable = f"would fail: {exc}", 0
+                warnings, guard_note = _guards(label, dest, settings, summary)
+                note = note or guard_note
                 target = dest.target_label(settings)
                 _say(
                     out,
@@ -191,6 +253,8 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                         "    rejects by rule: "
                         + ", ".join(f"{k}={v:,}" for k, v in sorted(summary.by_rule.items())),
                     )
+                for warning in warnings:
+                    _say(out, f"    warning: {warning}")
                 if note:
                     _say(out, f"    {note}")
                     failed = True
@@ -257,8 +321,10 @@ def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) 
             _say(out, f"error: {error}")
         _say(out, f"error: {exc.args[0]}")
         return 2
+    from line_exports import run_summary
+
     defs = folder.definitions()
-    job = defs.resolve_job_def(workflow.job_name)
+    job = run_summary.quiet_job(defs.resolve_job_def(workflow.job_name))
     tags = (
         {SESSION_TIME_TAG: _session(ns, workflow.timezone).isoformat()} if ns.session_time else {}
     )
@@ -271,7 +337,7 @@ def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) 
         instance=instance or _instance(),
         tags=tags,
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": ns.log_level}}}},
+        run_config=run_summary.log_config(ns.log_level),
     )
     by_step: dict[str, dict[str, Any]] = {}
     for event in result.all_events:
@@ -319,7 +385,8 @@ def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) 
             ]
         )
     for step, message in failures.items():
-        _say(out, f"error in {step}: {message.splitlines()[0] if message else 'failed'}")
+        text = message.removeprefix(run_summary.FAILURE_PREFIX) if message else "failed"
+        _say(out, f"error in {step}: {text}")
     _say(out, "")
     _say(
         out,
@@ -327,11 +394,17 @@ def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) 
             ["task", "status", "read", "valid", "rejected", "sent", "accepted", "requests"], rows
         ),
     )
+    checks_failed = run_summary.report(run_summary.outcomes(result), out)
     _say(
         out,
         f"\nrun {result.run_id} {'succeeded' if result.success else 'failed'} in {time.monotonic() - started:.1f}s",
     )
-    return 0 if result.success else 1
+    if not result.success:
+        return 1
+    if checks_failed and ns.strict:
+        _say(out, "--strict: a check failed, exit code 1")
+        return 1
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -348,9 +421,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         )
 
     p = subparsers.add_parser(
-        "validate", help="load every workflow and connection; report errors with file and line"
+        "validate",
+        help="load every workflow and connection and plan each query; report errors with file and line",
     )
     common(p)
+    p.add_argument(
+        "folder", nargs="?", help="folder of .dig files (the same as --workflows FOLDER)"
+    )
     p.set_defaults(func=validate)
 
     p = subparsers.add_parser(
@@ -372,5 +449,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument(
         "--log-level", default="INFO", help="Dagster log level for progress lines (default INFO)"
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 when a check fails (e.g. reject_rate)"
     )
     p.set_defaults(func=run)

@@ -6,10 +6,12 @@ the others (they still load) and ``validate`` can list every problem at once.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from line_exports.names import closest
+
+__all__ = ["WorkflowError", "WorkflowErrors", "closest"]
 
 
 @dataclass
@@ -44,9 +46,3 @@ class WorkflowErrors(Exception):
     def __init__(self, errors: list[WorkflowError]) -> None:
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
-
-
-def closest(name: str, candidates: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a known name is close enough, else an empty string."""
-    found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {found[0]!r}?)" if found else ""

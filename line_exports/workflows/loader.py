@@ -25,6 +25,7 @@ from line_exports.sources import SqlSource
 from line_exports.sql.dialect import Translation
 from line_exports.sql.workflow import OPTIONS as SQL_OPTIONS
 from line_exports.sql.workflow import translate_task
+from line_exports.workflows.broken import broken_definitions
 from line_exports.workflows.connections import (
     CONNECTIONS_FILE,
     Connection,
@@ -850,6 +851,12 @@ class WorkflowFolder:
             if built.sensor is not None:
                 sensors.append(built.sensor)
             resources.update({t.resource_key: t.resource for t in workflow.tasks})
+        # A broken .dig stays visible where it would be (a job and an asset carrying its errors).
+        broken_assets, broken_jobs = broken_definitions(
+            self.errors, {w.name for w in self.workflows}, identifier
+        )
+        assets.extend(broken_assets)
+        jobs.extend(broken_jobs)
         metadata: dict[str, Any] = {
             "workflow_folder": str(self.path),
             "workflows_loaded": len(self.workflows),
@@ -894,6 +901,8 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
                 timezone=workflow.timezone,
                 deps=task.deps or None,
                 tags={"line_exports/workflow": workflow.name},
+                origin=f"{workflow.file}:{task.line}, task +{task.name}"
+                + (f", query {task.query_file}" if task.query_file else ""),
                 **({"retry_policy": task.retry} if task.retry else {}),
                 **({"render": _renderer(task)} if task.templated and task.scope else {}),
             )

@@ -1,0 +1,90 @@
+"""Running ``line-exports`` as a user does: a real subprocess, its own data folder, the test's
+sandbox on loopback, and a workflow folder built from the examples."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "workflows"
+CLI = Path(sys.executable).with_name("line-exports")
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+def line_exports(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> Ran:
+    """``line-exports ARGS`` in a subprocess; LINE_EXPORTS_HOME and the sandbox URL come from
+    the test's environment (conftest sets a private data folder)."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(CLI), *args],
+        cwd=cwd or REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Ran(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def workflow_folder(tmp: Path, dig: dict[str, str], queries: dict[str, str]) -> Path:
+    """A workflow folder with the examples' connections.yaml, the given ``.dig`` files and
+    ``queries/*.sql``."""
+    folder = tmp / "workflows"
+    (folder / "queries").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "connections.yaml", folder / "connections.yaml")
+    for name, text in dig.items():
+        (folder / f"{name}.dig").write_text(text, encoding="utf-8")
+    for name, text in queries.items():
+        (folder / "queries" / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def members_dig(query: str = "members.sql", **settings: object) -> str:
+    """A MAAC members task on the examples' sandbox connection, with extra result_settings."""
+    extra = "".join(f"    {k}: {v}\n" for k, v in settings.items())
+    return (
+        "timezone: UTC\n\n"
+        "+members:\n"
+        f"  td>: queries/{query}\n"
+        "  result_connection: your_connection_name\n"
+        "  result_settings:\n"
+        "    data_object: members\n"
+        "    import_key: line_uid\n"
+        "    tags: vip\n" + extra
+    )
+
+
+def segment_dig(query: str = "segment.sql", **settings: object) -> str:
+    extra = "".join(f"    {k}: {v}\n" for k, v in settings.items())
+    return (
+        "timezone: UTC\n\n"
+        "+segment:\n"
+        f"  td>: queries/{query}\n"
+        "  result_connection: your_connection_name\n"
+        "  result_settings:\n"
+        "    data_object: segments\n"
+        "    segment_name: weekly\n" + extra
+    )
