@@ -98,6 +98,7 @@ def explain(source: Any, sql: str) -> str | None:
     SQLite, Snowflake, Trino and Redshift).
     """
     from line_exports.sources import ensure_sample_tables
+    from line_exports.sql.td_functions import register_td_functions
 
     url = source.url
     try:
@@ -106,6 +107,7 @@ def explain(source: Any, sql: str) -> str | None:
             if not url and source.sample_tables:
                 ensure_sample_tables(path)
             with closing(duckdb.connect(str(path), read_only=True)) as con:
+                register_td_functions(con)  # TD_TIME_RANGE & co., as a run has them
                 con.sql(sql)  # parsed and bound into a relation, not run (read-only anyway)
             return None
         import sqlalchemy as sa

@@ -321,9 +321,14 @@ def test_scheduled_time_is_the_runs_session_time(
         if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
     ]
     assert tick.success and read == [7]
-    # an hour later the query selects nothing, and MAAC refuses an empty segment
-    failure = next(e for e in other.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    assert "no line uid" in failure.step_failure_data.error.message
+    # an hour later the query selects nothing: nothing to send, so the export is skipped with
+    # a failed not_empty check (issue 15) instead of sending an empty segment MAAC refuses
+    checks = {
+        e.event_specific_data.check_name: e.event_specific_data.passed
+        for e in other.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    }
+    assert other.success and checks["not_empty"] is False
 
 
 def test_functions_outlive_the_connection_that_registered_them(tmp_path: Path) -> None:

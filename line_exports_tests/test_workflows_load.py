@@ -566,7 +566,9 @@ def test_unsupported_operator_is_reported(tmp_path: Path) -> None:
 def test_load_workflows_keeps_good_ones_or_raises_when_strict(tmp_path: Path) -> None:
     folder = project(tmp_path, broken="+t: [\n")
     defs = load_workflows(folder)
-    assert [j.name for j in defs.jobs] == ["good"]
+    # The broken workflow stays visible (issue 15): a job of its name carrying the error.
+    assert sorted(j.name for j in defs.jobs) == ["broken", "good"]
+    assert "malformed YAML" in defs.resolve_job_def("broken").description
     assert "broken.dig" in defs.metadata["workflow_errors"].value
     with pytest.raises(WorkflowErrors, match="broken.dig"):
         load_workflows(folder, strict=True)
