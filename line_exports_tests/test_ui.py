@@ -40,15 +40,22 @@ def _free_port() -> int:
 @pytest.fixture
 def dagster_ui(tmp_path: Path, sandbox_server: SandboxServer) -> Iterator[str]:
     """``dagster dev`` on the example project, its sandbox pointed at this test's sandbox."""
+    with _dagster_dev(tmp_path, REPO / "workspace.yaml", REPO, sandbox_server.url) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _dagster_dev(
+    tmp_path: Path, workspace: Path, cwd: Path, sandbox_url: str, log: Path | None = None
+) -> Iterator[str]:
+    """``dagster dev -w workspace`` on a free port until the code locations have loaded;
+    its output goes to ``log`` when given."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     port = _free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "LINE_EXPORTS_SANDBOX_URL": sandbox_server.url,
-    }
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LINE_EXPORTS_SANDBOX_URL": sandbox_url}
+    output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -56,16 +63,16 @@ def dagster_ui(tmp_path: Path, sandbox_server: SandboxServer) -> Iterator[str]:
             "dagster",
             "dev",
             "-w",
-            str(REPO / "workspace.yaml"),
+            str(workspace),
             "-h",
             "127.0.0.1",
             "-p",
             str(port),
         ],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -89,6 +96,8 @@ def dagster_ui(tmp_path: Path, sandbox_server: SandboxServer) -> Iterator[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+        if log:
+            output.close()  # type: ignore[union-attr]
 
 
 def _location_loaded(url: str) -> bool:
@@ -183,3 +192,86 @@ def test_materialize_from_the_asset_page_shows_counts_rejects_progress_and_plots
         if " valid rows" in m and "sent " in m
     ]
     assert progress and "sent 2,880 of 2,880 valid rows" in progress[-1], progress
+
+
+BROKEN_DIG = """timezone: UTC
+
++members:
+  td>: queries/sample.sql
+  result_connection: your_connection_name
+  result_settings:
+    data_object: members
+    import_kye: line_uid
+    tags: vip
+"""
+
+
+def _browser(pw: object) -> object:
+    return pw.chromium.launch(  # type: ignore[attr-defined]
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+    )
+
+
+def test_a_broken_workflow_stays_visible_with_its_error(
+    tmp_path: Path, sandbox_server: SandboxServer
+) -> None:
+    """A misspelled setting in a .dig: the code location still loads, and where the workflow
+    would be the UI shows a job of its name and an asset whose description and failing check
+    carry the error (file:line, task, setting, closest name); dagster dev's log says it too."""
+    from playwright.sync_api import sync_playwright
+
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "examples" / "workflows", project / "workflows")
+    (project / "workflows" / "broken_members.dig").write_text(BROKEN_DIG, encoding="utf-8")
+    workspace = project / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_file:\n      relative_path: workflows/definitions.py\n"
+        "      working_directory: .\n      location_name: workflows\n",
+        encoding="utf-8",
+    )
+    log = tmp_path / "dagster_dev.log"
+    error = "unknown setting 'import_kye' for maac (did you mean 'import_key'?)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _dagster_dev(tmp_path, workspace, project, sandbox_server.url, log) as url:
+        _graphql(url, "mutation { setNuxSeen }")
+        with sync_playwright() as pw:
+            browser = _browser(pw)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/assets/broken_members/workflow_error", wait_until="networkidle")
+            page.get_by_text("import_kye").first.wait_for(timeout=30_000)
+            asset_page = page.inner_text("body")
+            page.screenshot(path=str(ARTIFACTS / "ui_broken_workflow.png"), full_page=True)
+            page.goto(f"{url}/locations/workflows/jobs/broken_members", wait_until="networkidle")
+            page.get_by_text("BROKEN WORKFLOW").first.wait_for(timeout=30_000)
+            job_page = page.inner_text("body")
+            page.screenshot(path=str(ARTIFACTS / "ui_broken_workflow_job.png"), full_page=True)
+            # Launched anyway (by a person or a schedule): the run fails with the error and the
+            # workflow_loads check is recorded as failed.
+            known = {r["runId"] for r in _runs(url)}
+            page.goto(f"{url}/assets/broken_members/workflow_error", wait_until="networkidle")
+            page.get_by_role("button", name="Materialize").first.click()
+            run = _wait_for_run(url, known)
+            page.goto(
+                f"{url}/assets/broken_members/workflow_error?view=checks", wait_until="networkidle"
+            )
+            page.get_by_text("workflow_loads").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "ui_broken_workflow_check.png"), full_page=True)
+            browser.close()
+        checks = _graphql(
+            url,
+            """{ assetNodeOrError(assetKey: {path: ["broken_members", "workflow_error"]}) {
+                 ... on AssetNode { description
+                   assetChecksOrError { ... on AssetChecks { checks { name description
+                     executionForLatestMaterialization { status evaluation { success } } } } } } } }""",
+        )["assetNodeOrError"]
+        messages = "\n".join(_run_log_messages(url, run["runId"]))
+    assert "BROKEN WORKFLOW broken_members.dig" in asset_page and error in asset_page
+    assert "broken_members.dig:8, task +members, setting result_settings.import_kye" in asset_page
+    assert "BROKEN WORKFLOW broken_members.dig" in job_page
+    assert error in checks["description"]
+    [check] = checks["assetChecksOrError"]["checks"]
+    assert check["name"] == "workflow_loads" and error in check["description"]
+    assert error in log.read_text(encoding="utf-8", errors="replace")
+    assert run["status"] == "FAILURE" and error in messages
+    assert check["executionForLatestMaterialization"]["evaluation"]["success"] is False
