@@ -434,19 +434,20 @@ def build_export(
     pool: str | None = None,
     render: Callable[[dg.AssetExecutionContext, str], str] | None = None,
     origin: str | None = None,
+    query_file: Path | None = None,
 ) -> dg.AssetsDefinition:
     """An asset that exports ``query``'s rows (or ``upstream``'s DataFrame) to ``destination``.
 
-    ``settings`` are the destination's ``result_settings`` (reference names); they become the
-    asset's typed config with these values as defaults, editable at launch. Credentials stay on
-    the resource (``resource_key``, default the destination's type name). ``${session_*}``
-    variables in the query are filled with the run's scheduled time in ``timezone``.
+        ``settings`` are the destination's ``result_settings`` (reference names); they become the
+        asset's typed config with these values as defaults, editable at launch. Credentials stay on
+        the resource (``resource_key``, default the destination's type name). ``${session_*}``
+        variables in the query are filled with the run's scheduled time in ``timezone``.
 
-    ``pool`` is the Dagster concurrency pool the export runs in. By default exports through one
-    resource (one account: a LINE channel, a MAAC workspace) share one pool, so the instance's
-    pool limit keeps them from running over that account's rate limit together, while another
-    account's exports do not wait for them: ``<api>_api`` for the default resource key,
-    ``<api>_api__<resource_key>`` for any other.
+        ``pool`` is the Dagster concurrency pool the export runs in. By default exports through one
+        resource (one account: a LINE channel, a MAAC workspace) share one pool, so the instance's
+        pool limit keeps them from running over that account's rate limit together, while another
+        account's exports do not wait for them: ``<api>_api`` for the default resource key,
+        ``<api>_api__<resource_key>`` for any other.
 
     ``render(context, text)`` (workflows: digdag's ``${...}``) fills the query and every string
     setting holding ``${`` for this run instead; the filled settings are re-validated and shown
@@ -455,7 +456,8 @@ def build_export(
     A relative ``query`` path (``"queries/members.sql"``) is relative to the file that calls
     ``build_export``, not to the working directory. ``origin`` says where the export is
     declared in error messages (default: that file and line; the workflow loader passes the
-    ``.dig`` file, line and task). A setting name that is not the destination's raises
+    ``.dig`` file, line and task) and ``query_file`` the file the query came from (where an
+    engine error's identifier is located). A setting name that is not the destination's raises
     ``ValueError`` naming the closest one.
     """
     dest = get_destination(destination) if isinstance(destination, str) else destination
@@ -474,6 +476,8 @@ def build_export(
     declared = export_guards.declared_at()
     if query is not None:
         query = export_guards.resolve_query_path(query, declared)
+        if isinstance(query, Path):
+            query_file = query_file or query
         if isinstance(query, Path) and origin is None:
             origin = f"query {query}" + (
                 f", declared at {declared[0]}:{declared[1]}" if declared else ""
@@ -557,7 +561,8 @@ def build_export(
         except Exception as exc:
             if sql_errors.is_permanent(exc):
                 raise dg.Failure(
-                    description=sql_errors.describe(exc, name, origin), allow_retries=False
+                    description=sql_errors.describe(exc, name, origin, query_file, sql_text),
+                    allow_retries=False,
                 ) from None
             raise  # a lost connection or a lock timeout: the retry policy may help
         # The spool of valid rows is scratch: gone after the run, whatever its outcome

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -77,12 +78,45 @@ def error_line(message: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def describe(exc: BaseException, export: str, origin: str | None) -> str:
-    """One message: which export, where it is declared, the engine's message and position."""
+def locate(message: str, texts: list[str]) -> tuple[int, int] | None:
+    """(line, column) of the identifier an engine message names (``column "x" not found``,
+    ``Table with name x``, ``relation "x" does not exist``) in the first text holding it, for
+    engines whose message gives no position (DuckDB's binder and catalog errors)."""
+    found = re.search(
+        r'(?:[Cc]olumn|[Tt]able with name|relation|table)\s+"?([A-Za-z_][\w.]*)"?', message
+    )
+    if not found:
+        return None
+    name = found.group(1).split(".")[-1]
+    for text in texts:
+        for number, line in enumerate(text.splitlines(), start=1):
+            hit = re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", line)
+            if hit:
+                return number, hit.start() + 1
+    return None
+
+
+def describe(
+    exc: BaseException,
+    export: str,
+    origin: str | None,
+    query_file: Path | None = None,
+    sql: str | None = None,
+) -> str:
+    """One message: which export, where it is declared, the engine's message and position
+    (the engine's own ``LINE n``, else where the identifier it names is in the query file)."""
     message = engine_message(exc)
-    line = error_line(message)
     where = f" ({origin})" if origin else ""
+    line = error_line(message)
     at = f" at query line {line}" if line else ""
+    if line is None:
+        texts = []
+        if query_file is not None and query_file.is_file():
+            texts.append(query_file.read_text(encoding="utf-8"))
+        spot = locate(message, [*texts, *([sql] if sql else [])])
+        if spot is not None:
+            file = query_file.name if texts and query_file is not None else "query"
+            at = f" at {file} line {spot[0]}, column {spot[1]}"
     return (
         f"{export}{where}: the query failed{at} and a retry cannot fix it "
         f"(syntax, unknown table or column, or permission):\n{message}"

@@ -62,13 +62,14 @@ def workflow_folder(tmp: Path, dig: dict[str, str], queries: dict[str, str]) -> 
     return folder
 
 
-def members_dig(query: str = "members.sql", **settings: object) -> str:
-    """A MAAC members task on the examples' sandbox connection, with extra result_settings."""
+def members_dig(query: str = "members.sql", task_options: str = "", **settings: object) -> str:
+    """A MAAC members task on the examples' sandbox connection, with extra result_settings
+    (and task options, e.g. ``translate_sql: false``, after the td> line)."""
     extra = "".join(f"    {k}: {v}\n" for k, v in settings.items())
     return (
         "timezone: UTC\n\n"
         "+members:\n"
-        f"  td>: queries/{query}\n"
+        f"  td>: queries/{query}\n" + (f"  {task_options}\n" if task_options else "") + ""
         "  result_connection: your_connection_name\n"
         "  result_settings:\n"
         "    data_object: members\n"

@@ -33,31 +33,54 @@ def sandbox_env(sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) 
 # 1. SQL errors ---------------------------------------------------------------------------
 
 
-def test_sql_syntax_error_fails_at_once_naming_query_dig_line_task_and_position(
+def test_sql_errors_fail_at_once_naming_query_dig_line_task_and_position(
     tmp_path: Path, sandbox_env: SandboxServer
 ) -> None:
-    typo = "SELECT line_uid, display_name\nFORM line_members\n"
-    folder = workflow_folder(tmp_path, {"typo": members_dig()}, {"members.sql": typo})
-    ran = line_exports("run", "typo", "--workflows", str(folder))
+    """An unknown column (the engine's binder) and a syntax error (with translate_sql: false,
+    so the engine's parser sees it at run time): no retry, one precise message."""
+    folder = workflow_folder(
+        tmp_path,
+        {
+            "column": members_dig(),
+            "typo": members_dig("typo.sql", task_options="translate_sql: false"),
+        },
+        {
+            "members.sql": "SELECT line_uid,\n  loyalty\nFROM line_members\n",
+            "typo.sql": "SELECT line_uid, display_name\nFORM line_members\n",
+        },
+    )
+    ran = line_exports("run", "column", "--workflows", str(folder))
     assert ran.code == 1, ran.text
     # No retry (the default policy waits 30 s, then 90 s): the run ends at once.
     assert ran.seconds < 60, ran.seconds
     assert "Exceeded max_retries" not in ran.text and "RETRY" not in ran.text
+    assert f"{folder / 'column.dig'}:3, task +members" in ran.out
+    assert f"query {folder / 'queries' / 'members.sql'}" in ran.out
+    assert "the query failed at members.sql line 2, column 3" in ran.out
+    assert 'Binder Error: Referenced column "loyalty" not found' in ran.out
+    assert "Traceback" not in ran.text and "Stack Trace" not in ran.text
+
+    ran = line_exports("run", "typo", "--workflows", str(folder))
+    assert ran.code == 1 and ran.seconds < 60, ran.text
     assert f"{folder / 'typo.dig'}:3, task +members" in ran.out
-    assert "queries/members.sql" in ran.out
     assert 'Parser Error: syntax error at or near "line_members"' in ran.out
     assert "LINE 2: FORM line_members" in ran.out and "query line 2" in ran.out
-    assert "Traceback" not in ran.text and "Stack Trace" not in ran.text
     assert maac_summary(sandbox_env.sandbox)["imports"] == 0
 
 
 def test_validate_plans_every_query_on_the_source(tmp_path: Path) -> None:
     folder = workflow_folder(
         tmp_path,
-        {"typo": members_dig(), "table": members_dig("table.sql"), "ok": members_dig("ok.sql")},
+        {
+            "typo": members_dig(task_options="translate_sql: false"),
+            "table": members_dig("table.sql"),
+            "column": members_dig("column.sql"),
+            "ok": members_dig("ok.sql"),
+        },
         {
             "members.sql": "SELECT line_uid\nFORM line_members\n",
             "table.sql": "SELECT line_uid FROM line_memberz",
+            "column.sql": "SELECT line_uid,\n  loyalty\nFROM line_members\n",
             "ok.sql": MEMBERS_SQL,
         },
     )
@@ -65,12 +88,17 @@ def test_validate_plans_every_query_on_the_source(tmp_path: Path) -> None:
     assert ran.code == 1, ran.text
     assert f"{folder / 'typo.dig'}:3, task +members: members.sql line 2: Parser Error" in ran.out
     assert (
-        f"{folder / 'table.dig'}:3, task +members: table.sql: Catalog Error: "
-        "Table with name line_memberz does not exist!" in ran.out.replace(" line 1:", "")
+        f"{folder / 'table.dig'}:3, task +members: table.sql line 1, column 22: Catalog Error: "
+        "Table with name line_memberz does not exist!" in ran.out
     )
     assert 'Did you mean "line_members"' in ran.out
+    assert (
+        f"{folder / 'column.dig'}:3, task +members: column.sql line 2, column 3: Binder Error: "
+        'Referenced column "loyalty" not found' in ran.out
+    )
     rows = {line.split()[0]: line for line in ran.out.splitlines() if ".dig" in line[:12]}
     assert " ok " in rows["ok.dig"] and "query error" in rows["typo.dig"]
+    assert "4 workflow(s) loaded, 3 error(s)" in ran.out
 
 
 def test_permanent_and_transient_sql_errors_are_told_apart(tmp_path: Path) -> None:

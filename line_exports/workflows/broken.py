@@ -6,7 +6,7 @@ Materializing that asset fails with the same messages (and records the failed ch
 schedule or a person who launches it learns why at once.
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +17,6 @@ from line_exports.workflows.errors import WorkflowError
 ERROR_ASSET = "workflow_error"
 LOADS_CHECK = "workflow_loads"
 BROKEN_TAG = "line_exports/broken_workflow"
-
-
-def _by_file(errors: Iterable[WorkflowError]) -> dict[Path, list[WorkflowError]]:
-    found: dict[Path, list[WorkflowError]] = {}
-    for error in errors:
-        file = Path(error.file)
-        if file.suffix == ".dig":
-            found.setdefault(file, []).append(error)
-    return found
 
 
 def _broken_asset(name: str, file: Path, messages: str) -> dg.AssetsDefinition:
@@ -55,15 +46,16 @@ def _broken_asset(name: str, file: Path, messages: str) -> dg.AssetsDefinition:
 
 
 def broken_definitions(
-    errors: Iterable[WorkflowError], taken: set[str], identifier: Callable[[str], str]
+    broken: Mapping[Path, list[WorkflowError]], taken: set[str], identifier: Callable[[str], str]
 ) -> tuple[list[dg.AssetsDefinition], list[Any]]:
-    """One error asset and one job per broken ``.dig`` file whose name no loaded workflow uses.
+    """One error asset and one job per broken ``.dig`` file (``broken``: its errors, which may
+    name an included or query file) whose name no loaded workflow uses.
 
     ``identifier`` turns a file stem into the workflow's name (the loader's own function).
     """
     assets: list[dg.AssetsDefinition] = []
     jobs: list[Any] = []  # unresolved asset jobs
-    for file, found in sorted(_by_file(errors).items()):
+    for file, found in sorted(broken.items()):
         name = identifier(file.stem)
         if name in taken:
             continue

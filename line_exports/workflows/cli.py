@@ -84,7 +84,7 @@ def _query_errors(folder: Any) -> list[tuple[Any, str]]:
     """(workflow, message) for each task whose query the source cannot plan (``EXPLAIN``):
     syntax errors, unknown tables and columns, permissions, before any run."""
     from line_exports.session import render_session_variables, session_variables
-    from line_exports.sql_errors import error_line, explain
+    from line_exports.sql_errors import error_line, explain, locate
 
     source = folder.source()
     found = []
@@ -101,6 +101,9 @@ def _query_errors(folder: Any) -> list[tuple[Any, str]]:
                 line = error_line(message)
                 query = task.query_file.name if task.query_file else "query"
                 at = f" line {line}" if line else ""
+                text = task.query_file.read_text(encoding="utf-8") if task.query_file else task.sql
+                spot = None if line else locate(message, [text])
+                at = f" line {spot[0]}, column {spot[1]}" if spot else at
                 found.append(
                     (
                         workflow,
@@ -122,7 +125,11 @@ def validate(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     for _, message in query_errors:
         _say(out, f"error: {message}")
     bad_queries = {id(w) for w, _ in query_errors}
-    broken = sorted({Path(e.file).name for e in folder.errors})
+    attributed = [e for errors in folder.broken.values() for e in errors]
+    broken = sorted(
+        {f.name for f in folder.broken}
+        | {Path(e.file).name for e in folder.errors if e not in attributed}
+    )
     rows = [
         [
             w.file.name,

@@ -825,6 +825,8 @@ class WorkflowFolder:
     errors: list[WorkflowError]
     connections: ConnectionsFile
     policy: TrustPolicy = field(default_factory=TrustPolicy)
+    broken: dict[Path, list[WorkflowError]] = field(default_factory=dict)
+    """Each ``.dig`` file that did not load, with its errors (which may name a query file)."""
 
     def get(self, name: str) -> Workflow:
         for workflow in self.workflows:
@@ -853,7 +855,7 @@ class WorkflowFolder:
             resources.update({t.resource_key: t.resource for t in workflow.tasks})
         # A broken .dig stays visible where it would be (a job and an asset carrying its errors).
         broken_assets, broken_jobs = broken_definitions(
-            self.errors, {w.name for w in self.workflows}, identifier
+            self.broken, {w.name for w in self.workflows}, identifier
         )
         assets.extend(broken_assets)
         jobs.extend(broken_jobs)
@@ -901,6 +903,7 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
                 timezone=workflow.timezone,
                 deps=task.deps or None,
                 tags={"line_exports/workflow": workflow.name},
+                query_file=task.query_file,
                 origin=f"{workflow.file}:{task.line}, task +{task.name}"
                 + (f", query {task.query_file}" if task.query_file else ""),
                 **({"retry_policy": task.retry} if task.retry else {}),
@@ -966,7 +969,9 @@ def load_folder(
         errors.append(WorkflowError(folder, "workflow folder not found"))
         return WorkflowFolder(folder, workflows, errors, conns, policy)
     seen: dict[str, Path] = {}
+    starts: list[tuple[Path, int]] = []
     for file in sorted(folder.glob("*.dig")):
+        starts.append((file, len(errors)))
         parser = _Parser(file, conns, folder, policy)
         workflow = parser.parse()
         errors.extend(parser.errors)
@@ -989,7 +994,14 @@ def load_folder(
         workflows.append(workflow)
     for error in errors:
         log.error("%s", error)
-    return WorkflowFolder(folder, workflows, errors, conns, policy)
+    loaded = {w.file for w in workflows}
+    ends = [start for _, start in starts[1:]] + [len(errors)]
+    broken = {
+        file: errors[start:end]
+        for (file, start), end in zip(starts, ends, strict=True)
+        if file not in loaded
+    }
+    return WorkflowFolder(folder, workflows, errors, conns, policy, broken)
 
 
 def load_workflows(
