@@ -118,7 +118,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         for module in destination_modules():
             if hasattr(module, "summary"):
                 figures = module.summary(state)
-                if any(figures.values()):
+                if _active(figures):
                     print(
                         f"  {module.__name__.rsplit('.', 1)[1]}: {json.dumps(figures, ensure_ascii=False)}"
                     )
@@ -131,6 +131,20 @@ def cmd_demo(ns: argparse.Namespace) -> int:
             print("--strict: a check failed, exit code 1")
             return 1
         return 0
+
+
+def _active(value: Any) -> bool:
+    """True when a sandbox summary holds any non-zero figure (a destination that received
+    something), however nested."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return False
+    if isinstance(value, (int, float)):
+        return value != 0
+    if isinstance(value, dict):
+        return any(_active(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_active(v) for v in value)
+    return False
 
 
 def cmd_sandbox(ns: argparse.Namespace) -> int:

