@@ -194,6 +194,23 @@ def test_materialize_from_the_asset_page_shows_counts_rejects_progress_and_plots
     assert progress and "sent 2,880 of 2,880 valid rows" in progress[-1], progress
 
 
+def _masked_defaults(url: str, location: str, job: str) -> list[str]:
+    """Secret config fields whose default the launchpad would show (masked) for ``job``."""
+    query = """query Schema($selector: PipelineSelector!) {
+      runConfigSchemaOrError(selector: $selector) { ... on RunConfigSchema {
+        allConfigTypes { ... on CompositeConfigType {
+          fields { name isSecret defaultValueAsJson } } } } } }"""
+    selector = {
+        "repositoryLocationName": location,
+        "repositoryName": "__repository__",
+        "pipelineName": job,
+    }
+    types = _graphql(url, query, {"selector": selector})["runConfigSchemaOrError"]
+    fields = [f for t in types["allConfigTypes"] for f in t.get("fields") or []]
+    assert any(f["isSecret"] for f in fields)  # the schema was read: secrets are there
+    return [f["name"] for f in fields if f["isSecret"] and f["defaultValueAsJson"] is not None]
+
+
 BROKEN_DIG = """timezone: UTC
 
 +members:
@@ -266,6 +283,7 @@ def test_a_broken_workflow_stays_visible_with_its_error(
                      executionForLatestMaterialization { status evaluation { success } } } } } } } }""",
         )["assetNodeOrError"]
         messages = "\n".join(_run_log_messages(url, run["runId"]))
+        masked = _masked_defaults(url, "workflows", "maac_crescendo")
     assert "BROKEN WORKFLOW broken_members.dig" in asset_page and error in asset_page
     assert "broken_members.dig:8, task +members, setting result_settings.import_kye" in asset_page
     assert "BROKEN WORKFLOW broken_members.dig" in job_page
@@ -275,3 +293,5 @@ def test_a_broken_workflow_stays_visible_with_its_error(
     assert error in log.read_text(encoding="utf-8", errors="replace")
     assert run["status"] == "FAILURE" and error in messages
     assert check["executionForLatestMaterialization"]["evaluation"]["success"] is False
+    # The launchpad shows no masked value for a secret that was never set (api_token, url).
+    assert masked == [], masked
