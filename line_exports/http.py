@@ -180,6 +180,21 @@ class RateLimiter:
                 else:
                     self._freed.wait()  # every slot is in flight: wait for an answer
 
+    def try_acquire(self) -> float | None:
+        """:meth:`acquire` without blocking (for an event loop): None when a slot was taken,
+        else the seconds to wait before trying again."""
+        window = self.limit.per_seconds
+        with self._freed:
+            now = time.monotonic()
+            while self._answered and now - self._answered[0] >= window:
+                self._answered.popleft()
+            if len(self._answered) + self._in_flight < self.limit.requests:
+                self._in_flight += 1
+                return None
+            if self._answered:
+                return max(window - (now - self._answered[0]), 0.0005)
+            return 0.001  # every slot is in flight: an answer frees one
+
     def release(self) -> None:
         """The call was answered (or failed): its slot stays taken for one more window."""
         with self._freed:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
+from line_exports.destinations.line_messaging.aio_push import Push, send_pushes
 from line_exports.destinations.line_messaging.client import LineMessagingClient
 from line_exports.destinations.line_messaging.messages import MessageTemplate
 from line_exports.destinations.line_messaging.quota import allowance
@@ -14,7 +16,7 @@ from line_exports.destinations.line_messaging.sending import (
     Tally,
     finish,
     post,
-    retry_key,
+    push_key_maker,
     settled,
 )
 from line_exports.destinations.line_messaging.settings import (
@@ -52,61 +54,60 @@ def deliver_push(
     validated = not settings.validate_with_api
     recorder = GroupRecorder(run.ledger)
 
-    def send(pushes: list[tuple[int, str, bytes, str]]) -> None:
-        for row_number, to, body, key in pushes:
-            if tally.stopped:
-                return
-            post(client, "push", body, key, [row_number], [to], run, tally, recorder.record)
+    push_key = push_key_maker(run, options)
 
-    with ThreadPoolExecutor(
-        max_workers=settings.push_concurrency, thread_name_prefix="line-push"
-    ) as pool:
-        try:
-            for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
-                if bad:
-                    batch = batch[~batch[ROW_NUMBER].isin(bad)]
-                if not len(batch):
-                    continue
-                rendered = template.render(batch)
-                if not validated:
-                    client.validate("push", str(rendered.iloc[0]))
-                    validated = True
-                pushes = []
+    def prepared() -> Iterator[list[Push]]:
+        """Each batch's pushes not yet accepted, recorded pending; the code after ``yield``
+        runs once the batch is answered."""
+        nonlocal validated, left
+        for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
+            if bad:
+                batch = batch[~batch[ROW_NUMBER].isin(bad)]
+            if not len(batch):
+                continue
+            rendered = template.render(batch)
+            if not validated:
+                client.validate("push", str(rendered.iloc[0]))
+                validated = True
+            head = '{"to":'
+            middle = ',"messages":'
+            end = ("," + tail if tail else "") + "}"
+            pushes = [
+                (
+                    row_number,
+                    to,
+                    (head + json.dumps(to) + middle + messages + end).encode(),
+                    push_key(to, messages),
+                )
                 for row_number, to, messages in zip(
                     batch[ROW_NUMBER].tolist(),
                     batch["id"].astype(str).tolist(),
                     rendered.tolist(),
                     strict=True,
-                ):
-                    body = (
-                        '{"to":'
-                        + json.dumps(to)
-                        + ',"messages":'
-                        + messages
-                        + ("," + tail if tail else "")
-                        + "}"
-                    ).encode()
-                    pushes.append(
-                        (row_number, to, body, retry_key(run, "push", to, messages, options))
-                    )
-                pushes = not_yet_sent(pushes, run, tally)
-                if left is not None:
-                    over, pushes = pushes[left:], pushes[:left]
-                    left -= len(pushes)
-                    tally.quota_refused.extend(n for n, *_ in over)
-                # Pending before sending, in one transaction: an interrupted push is known.
-                run.ledger.record_many(
-                    [(key, {"state": "pending", "at": time.time()}) for *_, key in pushes]
                 )
-                # Workers take small runs of pushes: fewer futures, the same pushes in flight.
-                step = max(1, min(PUSH_RUN, len(pushes) // settings.push_concurrency))
-                list(pool.map(send, [pushes[i : i + step] for i in range(0, len(pushes), step)]))
-                report.sent_rows += len(batch)
-                run.progress(report.sent_rows)
-                if tally.fatal or (tally.refused and not skip):
-                    break
-        finally:
-            recorder.flush()
+            ]
+            pushes = not_yet_sent(pushes, run, tally)
+            if left is not None:
+                over, pushes = pushes[left:], pushes[:left]
+                left -= len(pushes)
+                tally.quota_refused.extend(n for n, *_ in over)
+            # Pending before sending, in one transaction: an interrupted push is known.
+            run.ledger.record_many(
+                [(key, {"state": "pending", "at": time.time()}) for *_, key in pushes]
+            )
+            yield pushes
+            report.sent_rows += len(batch)
+            run.progress(report.sent_rows)
+            if tally.fatal or (tally.refused and not skip):
+                return
+
+    try:
+        if client.http.debug:  # bodies logged by the threaded client
+            send_threaded(client, prepared(), settings.push_concurrency, run, tally, recorder)
+        else:
+            send_pushes(client, prepared(), settings.push_concurrency, run, tally, recorder.record)
+    finally:
+        recorder.flush()
     return finish(report, tally, skip, "skip_invalid_message", "push")
 
 
@@ -139,3 +140,26 @@ def not_yet_sent(
         if outcome is None:
             todo.append(push)
     return todo
+
+
+def send_threaded(
+    client: LineMessagingClient,
+    batches: Iterator[list[Push]],
+    width: int,
+    run: ExportRun,
+    tally: Tally,
+    recorder: GroupRecorder,
+) -> None:
+    """The same pushes from a pool of ``width`` threads, one batch at a time."""
+
+    def send(pushes: list[Push]) -> None:
+        for row_number, to, body, key in pushes:
+            if tally.stopped:
+                return
+            post(client, "push", body, key, [row_number], [to], run, tally, recorder.record)
+
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-push") as pool:
+        for pushes in batches:
+            # Workers take small runs of pushes: fewer futures, the same pushes in flight.
+            step = max(1, min(PUSH_RUN, len(pushes) // width))
+            list(pool.map(send, [pushes[i : i + step] for i in range(0, len(pushes), step)]))

@@ -8,6 +8,8 @@ delivery; the ledger records each accepted request so a re-run skips it without 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 import uuid
@@ -36,6 +38,23 @@ def retry_key(run: ExportRun, *parts: Any) -> str:
     """``X-Line-Retry-Key``: a UUID hashed from the export, its run scope and what is sent."""
     digest = bytes.fromhex(content_key(run.ledger.export, run.ledger.scope, *parts))
     return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def push_key_maker(run: ExportRun, options: dict[str, Any]) -> Callable[[str, str], str]:
+    """``retry_key(run, "push", to, messages, options)`` for many pushes, the same UUIDs
+    computed from a hash of the common parts made once (the key of each push was a third of
+    its CPU)."""
+    head = hashlib.sha256()
+    for part in (run.ledger.export, run.ledger.scope, "push"):
+        head.update(json.dumps(part).encode() + b"\x1f")
+    tail = b"\x1f" + json.dumps(options, sort_keys=True, default=str).encode() + b"\x1f"
+
+    def key(to: str, messages: str) -> str:
+        digest = head.copy()
+        digest.update(json.dumps(to).encode() + b"\x1f" + json.dumps(messages).encode() + tail)
+        return str(uuid.UUID(bytes=digest.digest()[:16], version=5))
+
+    return key
 
 
 @dataclass
@@ -127,39 +146,76 @@ def post(
     A refusal goes to ``refusals`` when given (the caller decides: multicast isolates the
     refused recipient), else to the tally."""
     if len(body) > MAX_BODY_BYTES:
-        reason = f"request body is {len(body):,} bytes; LINE takes at most 2 MB"
-        with tally.lock:
-            (tally.refused if refusals is None else refusals).extend(
-                (n, r, reason) for n, r in zip(row_numbers, recipients, strict=True)
-            )
-        return "refused"
+        return too_big(body, row_numbers, recipients, tally, refusals)
     try:
         status, answer = client.send(kind, body, key)
     except ApiError as exc:
-        if exc.status == 400 and not isinstance(exc, TokenError):
-            message, details = line_error(exc)
-            run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
-            reason = message + (" " + "; ".join(details) if details else "")
-            with tally.lock:
-                (tally.refused if refusals is None else refusals).extend(
-                    (n, r, reason.strip()) for n, r in zip(row_numbers, recipients, strict=True)
-                )
-            return "refused"
-        if monthly_limit(exc):
-            run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
-            with tally.lock:
-                tally.quota_refused.extend(row_numbers)
-                tally.final = True
-                tally.fatal.append(f"LINE answered 429, {QUOTA_REASON} (not retried): {exc.body}")
-            return "fatal"
+        return failed(exc, client, key, row_numbers, recipients, run, tally, refusals)
+    return answered(status, answer.get("_request_id"), key, recipients, tally, record)
+
+
+def too_big(
+    body: bytes,
+    row_numbers: list[int],
+    recipients: list[str],
+    tally: Tally,
+    refusals: list[tuple[int, str, str]] | None = None,
+) -> str:
+    """A body over LINE's 2 MB is refused without a call."""
+    reason = f"request body is {len(body):,} bytes; LINE takes at most 2 MB"
+    with tally.lock:
+        (tally.refused if refusals is None else refusals).extend(
+            (n, r, reason) for n, r in zip(row_numbers, recipients, strict=True)
+        )
+    return "refused"
+
+
+def failed(
+    exc: ApiError,
+    client: LineMessagingClient,
+    key: str,
+    row_numbers: list[int],
+    recipients: list[str],
+    run: ExportRun,
+    tally: Tally,
+    refusals: list[tuple[int, str, str]] | None = None,
+) -> str:
+    """A request that failed for good: 'refused' (400, with LINE's reason) or 'fatal'."""
+    if exc.status == 400 and not isinstance(exc, TokenError):
+        message, details = line_error(exc)
+        run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
+        reason = message + (" " + "; ".join(details) if details else "")
         with tally.lock:
-            tally.fatal.append(
-                explain(exc)
-                if exc.status == 401 and not isinstance(exc, TokenError)
-                else client.http.redact(str(exc))
+            (tally.refused if refusals is None else refusals).extend(
+                (n, r, reason.strip()) for n, r in zip(row_numbers, recipients, strict=True)
             )
+        return "refused"
+    if monthly_limit(exc):
+        run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
+        with tally.lock:
+            tally.quota_refused.extend(row_numbers)
+            tally.final = True
+            tally.fatal.append(f"LINE answered 429, {QUOTA_REASON} (not retried): {exc.body}")
         return "fatal"
-    record(key, {"state": "accepted", "status": status, "request_id": answer.get("_request_id")})
+    with tally.lock:
+        tally.fatal.append(
+            explain(exc)
+            if exc.status == 401 and not isinstance(exc, TokenError)
+            else client.http.redact(str(exc))
+        )
+    return "fatal"
+
+
+def answered(
+    status: int,
+    request_id: str | None,
+    key: str,
+    recipients: list[str],
+    tally: Tally,
+    record: Callable[[str, dict[str, Any]], None],
+) -> str:
+    """LINE accepted the request (200), or had already (409 for a known retry key)."""
+    record(key, {"state": "accepted", "status": status, "request_id": request_id})
     with tally.lock:
         if status == 409:
             tally.already_accepted += len(recipients)
