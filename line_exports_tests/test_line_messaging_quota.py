@@ -58,6 +58,9 @@ def test_send_up_to_quota_sends_what_remains_and_rejects_the_rest(
     assert meta["messages_needed"] == 5 and meta["quota_remaining"] == 3
     assert meta["quota_limit"] == 10 and meta["quota_used"] == 7
     assert meta["push_accepted"] == 3
+    # The 2 over the quota are rejected before sending (not refused by LINE, not unsent).
+    assert (meta["rows_rejected"], meta["rows_refused_by_api"]) == (2, 0)
+    assert (meta["rows_unsent"], meta["rows_accepted"]) == (0, 3)
 
 
 def test_multicast_counts_distinct_recipients_against_the_quota(
@@ -103,6 +106,7 @@ def test_a_400_whose_details_are_not_objects_is_reported(sandbox_server: Sandbox
     sandbox.add_fault(Fault(path="/v2/bot/message/push", status=400, body=body, times=1))
     meta = run(push_export("line_odd_details", 3, push_concurrency=1), resource(sandbox_server))
     assert meta["push_refused_recipients"] == 1 and meta["push_accepted"] == 2
+    assert (meta["rows_refused_by_api"], meta["rows_accepted"]) == (1, 2)
     assert store_of(sandbox).pushes == 2
 
 

@@ -121,7 +121,7 @@ def deliver_multicast(
                 seen.add(recipient)
                 if left is not None:
                     if left == 0:
-                        tally.quota_refused.append(number)
+                        tally.quota_cut.append(number)
                         continue
                     left -= 1
                 numbers.append(number)

@@ -87,16 +87,17 @@ def deliver_push(
                 )
             ]
             pushes = not_yet_sent(pushes, run, tally)
+            over: list[Push] = []
             if left is not None:
                 over, pushes = pushes[left:], pushes[:left]
                 left -= len(pushes)
-                tally.quota_refused.extend(n for n, *_ in over)
+                tally.quota_cut.extend(n for n, *_ in over)
             # Pending before sending, in one transaction: an interrupted push is known.
             run.ledger.record_many(
                 [(key, {"state": "pending", "at": time.time()}) for *_, key in pushes]
             )
             yield pushes
-            report.sent_rows += len(batch)
+            report.sent_rows += len(batch) - len(over)
             run.progress(report.sent_rows)
             if tally.fatal or (tally.refused and not skip):
                 return

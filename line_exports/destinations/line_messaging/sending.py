@@ -68,7 +68,8 @@ class Tally:
     unknown: list[tuple[int, str]] = field(default_factory=list)
     fatal: list[str] = field(default_factory=list)
     final: bool = False  # the fatal error is not worth a retry (LINE's monthly limit)
-    quota_refused: list[int] = field(default_factory=list)  # rows not sent: quota used up
+    quota_refused: list[int] = field(default_factory=list)  # LINE answered its monthly 429
+    quota_cut: list[int] = field(default_factory=list)  # not sent: over what the quota leaves
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -232,8 +233,19 @@ def finish(
     A fatal error fails the run (retryable). Refused requests become rejects with LINE's reason;
     the run fails (:class:`DeliveryFailed`, the rejects still written) when the policy says stop
     or when LINE accepted none of the requests sent."""
+    if tally.quota_cut:  # known before sending: rejected, not refused
+        report.rejected.append(
+            reject(
+                tally.quota_cut,
+                "id",
+                "line_monthly_quota",
+                f"{QUOTA_REASON}: over_quota is send_up_to_quota, so it was not sent",
+            )
+        )
     if tally.quota_refused:
-        report.rejects.append(reject(tally.quota_refused, "id", "line_monthly_quota", QUOTA_REASON))
+        report.refused.append(
+            reject(tally.quota_refused, "id", "line_monthly_quota", f"LINE refused: {QUOTA_REASON}")
+        )
     if tally.final:
         raise DeliveryFailed(f"LINE {kind} stopped: {tally.fatal[0]}", report)
     if tally.fatal:
