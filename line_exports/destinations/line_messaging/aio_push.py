@@ -76,12 +76,15 @@ async def _send_all(
         trust_env=bool(urllib.request.getproxies()),
         skip_auto_headers=("User-Agent",),
     ) as session:
+        errors: list[Exception] = []  # e.g. a lost run claim while recording: stops the run
 
         async def worker() -> None:
             while (push := await queue.get()) is not None:
                 try:
-                    if not tally.stopped:
+                    if not tally.stopped and not errors:
                         await _push(session, url, client, push, run, tally, record)
+                except Exception as exc:
+                    errors.append(exc)
                 finally:
                     queue.task_done()
             queue.task_done()
@@ -94,6 +97,8 @@ async def _send_all(
                 for push in batch:
                     await queue.put(push)
                 await queue.join()
+                if errors:
+                    raise errors[0]
                 if tally.stopped:
                     break
         finally:
