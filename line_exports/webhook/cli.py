@@ -94,6 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=not args.no_access_log,
         timeout_graceful_shutdown=10,
         http=GuardedProtocol,  # header/body deadlines and the connection cap (webhook.guard)
+        backlog=args.backlog,
         **extra,  # type: ignore[arg-type]
     )
     return 0
@@ -188,6 +189,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=0,
         help="open connections per worker; at the cap the slowest waiting one is dropped "
         "(default: half the file-handle limit, at most 10,000)",
+    )
+    serve.add_argument(
+        "--backlog",
+        type=int,
+        default=4096,
+        help="connections the kernel queues before they are accepted (capped by "
+        "net.core.somaxconn; default 4096, uvicorn's is 2048)",
     )
     serve.add_argument(
         "--large-body-budget",
