@@ -13,6 +13,7 @@ per-request client CPU is what caps how close one process gets to LINE's 2,000 p
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json as jsonlib
 import logging
@@ -73,12 +74,22 @@ def check_transport(url: str, carries_credentials: bool) -> None:
     credential. HTTPS anywhere and loopback (the sandbox) pass."""
     if not carries_credentials or url[:8].lower() == "https://":
         return
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "https" and not is_loopback(parts.hostname):
+    refused = _plain_http_off_machine("/".join(url.split("/", 3)[:3]))
+    if refused:
         raise ValueError(
-            f"refusing to send credentials over {parts.scheme or 'an unknown scheme'} to "
-            f"{parts.hostname or url!r}: use https (plain HTTP is for the loopback sandbox only)"
+            f"refusing to send credentials over {refused}: use https (plain HTTP is for the "
+            "loopback sandbox only)"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_http_off_machine(origin: str) -> str | None:
+    """``"<scheme> to <host>"`` when ``origin`` (``scheme://host:port``) is not HTTPS and not
+    loopback, else None; cached per origin (a push's client sends thousands a second)."""
+    parts = urlsplit(origin)
+    if parts.scheme.lower() == "https" or is_loopback(parts.hostname):
+        return None
+    return f"{parts.scheme or 'an unknown scheme'} to {parts.hostname or origin!r}"
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
