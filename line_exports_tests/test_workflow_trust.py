@@ -138,6 +138,26 @@ def test_include_under_export_outside_the_folder_is_refused(tmp_path: Path) -> N
     assert MARKER not in "".join(messages)
 
 
+def test_an_interpolated_td_path_and_a_connections_include_stay_inside_too(
+    tmp_path: Path,
+) -> None:
+    folder = folder_with(
+        tmp_path,
+        **{
+            "bad.dig": "_export:\n  q: ../outside/secret.txt\n+t:\n  td>: ${q}\n"
+            "  result_connection: maac_main\n"
+        },
+    )
+    message = only_error(folder)
+    assert "bad.dig:4, task +t, setting td>: query file ../outside/secret.txt" in message
+    (folder / "connections.yaml").write_text(f"{CONNECTIONS}  !include : ../outside/x.yml\n")
+    errors = [str(e) for e in load_folder(folder).errors]
+    assert any(
+        "connections.yaml:4: !include ../outside/x.yml resolves outside" in e for e in errors
+    )
+    assert all(MARKER not in e for e in errors)
+
+
 def test_result_json_file_outside_the_folder_is_refused(tmp_path: Path) -> None:
     folder = folder_with(
         tmp_path, **{"bad.dig": "+t:\n  td>: q.sql\n  result: ../outside/result.json\n"}
