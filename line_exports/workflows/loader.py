@@ -995,7 +995,7 @@ def load_folder(
     for error in errors:
         log.error("%s", error)
     loaded = {w.file for w in workflows}
-    ends = [start for _, start in starts[1:]] + [len(errors)]
+    ends = [start for _, start in starts[1:]] + ([len(errors)] if starts else [])
     broken = {
         file: errors[start:end]
         for (file, start), end in zip(starts, ends, strict=True)
