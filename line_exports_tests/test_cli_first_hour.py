@@ -68,6 +68,23 @@ def test_sql_errors_fail_at_once_naming_query_dig_line_task_and_position(
     assert maac_summary(sandbox_env.sandbox)["imports"] == 0
 
 
+def test_a_syntax_error_caught_by_the_translator_names_the_dig_line_and_the_token(
+    tmp_path: Path,
+) -> None:
+    """With translation on (the default), a typo is found when the workflow loads: the error
+    names the query file, line and column, the token and the .dig file:line of the task."""
+    folder = workflow_folder(
+        tmp_path,
+        {"typo": members_dig("typo.sql")},
+        {"typo.sql": "SELECT line_uid\nFORM line_members\n"},
+    )
+    ran = line_exports("validate", str(folder))
+    assert ran.code == 1, ran.text
+    assert f"{folder / 'queries' / 'typo.sql'}:2" in ran.out, ran.out
+    assert "column 17" in ran.out and "near 'line_members'" in ran.out, ran.out
+    assert f"the task's td> is at {folder / 'typo.dig'}:4" in ran.out, ran.out
+
+
 def test_validate_plans_every_query_on_the_source(tmp_path: Path) -> None:
     folder = workflow_folder(
         tmp_path,

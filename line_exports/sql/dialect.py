@@ -121,8 +121,13 @@ def translate(sql: str, read: str = "trino", write: str = "duckdb") -> Translati
         trees = [t for t in sqlglot.parse(protected, read=read) if t is not None]
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
+        near = str(first.get("highlight") or "").strip()
+        for token, original in placeholders.items():
+            near = near.replace(token, original)
+        where = f", column {first['col']}" if first.get("col") else ""
         raise TranslationError(
-            f"cannot parse the query as {read} SQL: {first.get('description', exc)}",
+            f"cannot parse the query as {read} SQL{where}: {first.get('description', exc)}"
+            + (f" near {near[:60]!r}" if near else ""),
             first.get("line"),
             first.get("col"),
         ) from None

@@ -69,9 +69,10 @@ def translate_task(
     except TranslationError as exc:
         hint = f" (from {read} to {write}; translate_sql: false runs the query as written)"
         if query_file is not None:
+            task_at = f"{file}:{line}" if line else str(file)
             raise WorkflowError(
                 query_file,
-                f"{exc.message}{hint}",
+                f"{exc.message}{hint}; the task's td> is at {task_at}",
                 task=task,
                 setting="td>",
                 line=exc.line,
