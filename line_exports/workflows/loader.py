@@ -47,6 +47,7 @@ from line_exports.workflows.digfile import (
 )
 from line_exports.workflows.errors import WorkflowError, WorkflowErrors, closest
 from line_exports.workflows.operators import (
+    TD_QUERY_OPTIONS,
     Step,
     build_step,
     is_step,
@@ -76,13 +77,7 @@ TASK_KEYS = (
     "result_connection",
     "result_settings",
     "result",
-    "engine",
-    "priority",
-    "job_retry",
-    "engine_version",
-    "presto_pool_name",
-    "hive_pool_name",
-    "translate_sql",
+    *TD_QUERY_OPTIONS,
     "_export",
     "_retry",
     "_error",

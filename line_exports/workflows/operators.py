@@ -28,13 +28,8 @@ from line_exports.workflows.errors import WorkflowError
 from line_exports.workflows.variables import RunScope, render_for_run, run_variables
 
 SUPPORTED = ("td>", "echo>", "fail>")
-STEP_KEYS = (
-    "td>",
-    "query",
-    "database",
-    "create_table",
-    "insert_into",
-    "store_last_results",
+# td>'s engine options, shared by SQL steps and export tasks (the loader's TASK_KEYS).
+TD_QUERY_OPTIONS = (
     "engine",
     "priority",
     "job_retry",
@@ -42,6 +37,15 @@ STEP_KEYS = (
     "presto_pool_name",
     "hive_pool_name",
     "translate_sql",
+)
+STEP_KEYS = (
+    "td>",
+    "query",
+    "database",
+    "create_table",
+    "insert_into",
+    "store_last_results",
+    *TD_QUERY_OPTIONS,
     "echo>",
     "fail>",
     "_export",
