@@ -291,6 +291,14 @@ class Destination(ABC):
     def check_total(self, settings: Any, valid_rows: int) -> None:  # noqa: B027 - optional hook
         """Refuse, before anything is sent, a run the API cannot take whole (e.g. too large)."""
 
+    def plan_capacity(  # noqa: B027 - optional hook
+        self, resource: Any, settings: Any, rows: ValidRows
+    ) -> tuple[list[str], str, int | None]:
+        """For ``line-exports plan``: what the API can take of these valid rows, read from the
+        API without sending (e.g. a monthly quota): (lines to show, ``would fail: ...`` or
+        '', the most rows a run would send or None for all)."""
+        return [], "", None
+
     @abstractmethod
     def deliver(
         self, resource: Any, settings: Any, rows: ValidRows, run: ExportRun

@@ -250,6 +250,12 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                         note, sendable = f"would fail: {exc}", 0
                 warnings, guard_note = _guards(label, dest, settings, summary)
                 note = note or guard_note
+                capacity: list[str] = []
+                if not note and sendable:
+                    # What the API can take (e.g. LINE's monthly quota), read without sending.
+                    capacity, cap_note, cap = dest.plan_capacity(task.resource, settings, valid)
+                    note = cap_note
+                    sendable = sendable if cap is None else min(sendable, cap)
                 target = dest.target_label(settings)
                 _say(
                     out,
@@ -264,6 +270,8 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                     )
                 for warning in warnings:
                     _say(out, f"    warning: {warning}")
+                for line in capacity:
+                    _say(out, f"    {line}")
                 if note:
                     _say(out, f"    {note}")
                     failed = True

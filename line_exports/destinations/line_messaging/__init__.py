@@ -19,8 +19,12 @@ from line_exports.destinations.line_messaging.client import (
     LineMessagingResource,
     explain,
 )
-from line_exports.destinations.line_messaging.multicast import deliver_multicast
-from line_exports.destinations.line_messaging.push import deliver_push
+from line_exports.destinations.line_messaging.multicast import (
+    deliver_multicast,
+    distinct_recipients,
+)
+from line_exports.destinations.line_messaging.push import bad_rendered_rows, deliver_push
+from line_exports.destinations.line_messaging.quota import Quota, plan_lines
 from line_exports.destinations.line_messaging.settings import (
     AGGREGATION_UNIT,
     AUDIENCE_IFA_COLUMNS,
@@ -32,7 +36,7 @@ from line_exports.destinations.line_messaging.settings import (
     LineMessagingSettings,
 )
 from line_exports.http import ApiError
-from line_exports.rules import Column, RuleSet
+from line_exports.rules import ROW_NUMBER, Column, RuleSet
 
 __all__ = [
     "AGGREGATION_UNIT",
@@ -83,6 +87,36 @@ class LineMessagingDestination(Destination):
             )
             return f"line audience {which}{' (IFA)' if settings.is_ifa_audience else ''}"
         return f"line {settings.target.replace('_', ' ')}"
+
+    def plan_capacity(
+        self, resource: LineMessagingResource, settings: LineMessagingSettings, rows: ValidRows
+    ) -> tuple[list[str], str, int | None]:
+        """Push and multicast: the messages a run would need (rows whose rendered message
+        passes LINE's limits, or distinct recipients) against the monthly quota read now from
+        ``GET /v2/bot/message/quota`` and ``/quota/consumption``; nothing is sent."""
+        if settings.target == "audience":
+            return [], "", None
+        lines: list[str] = []
+        note = ""
+        if settings.target == "push_message":
+            template = settings.push_template()
+            columns = [ROW_NUMBER, "id", *[c for c in template.columns if c != "id"]]
+            bad = bad_rendered_rows(template, rows, columns, DeliveryReport())
+            if bad:
+                lines.append(f"{len(bad):,} rows render a message LINE would refuse")
+                if not settings.skip_invalid_message:
+                    note = (
+                        f"would fail: {len(bad):,} rows render an invalid message and "
+                        "skip_invalid_message is false"
+                    )
+            needed, kind = rows.count - len(bad), "push"
+        else:
+            needed, kind = distinct_recipients(rows), "multicast"
+        client = resource.process_config_and_initialize().get_client(settings.retry_settings())
+        quota = Quota.read(client, needed)
+        more, over = plan_lines(quota, settings, kind)
+        cap = needed if quota.fits or over else quota.remaining
+        return lines + more, note or over, 0 if (note or over) else cap
 
     def deliver(
         self,

@@ -6,13 +6,62 @@ members, which the client cannot know, so it is counted as 1 here). ``GET /v2/bo
 gives the month's target limit (``type: none`` means no limit) and ``/quota/consumption`` what
 was sent (``messaging-api.yml``). A run that needs more than remains fails before sending, unless
 ``over_quota: send_up_to_quota`` sends as many as remain and reports the rest as rejects.
+``line-exports plan`` reads the same figures and says the same (:func:`plan_lines`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun
 from line_exports.destinations.line_messaging.client import LineMessagingClient
 from line_exports.destinations.line_messaging.settings import LineMessagingSettings
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Messages a run needs against the month's quota (``limit`` None: no target limit)."""
+
+    needed: int
+    limit: int | None
+    used: int
+
+    @classmethod
+    def read(cls, client: LineMessagingClient, needed: int) -> Quota:
+        """Both quota endpoints, read now."""
+        limit, used = client.quota()
+        return cls(needed, limit, used)
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.limit is None else max(0, self.limit - self.used)
+
+    @property
+    def fits(self) -> bool:
+        return self.remaining is None or self.needed <= self.remaining
+
+    def metadata(self) -> dict[str, int | str]:
+        return {
+            "messages_needed": self.needed,
+            "quota_limit": "none" if self.limit is None else self.limit,
+            "quota_used": self.used,
+            "quota_remaining": "unlimited" if self.remaining is None else self.remaining,
+        }
+
+    def summary(self, kind: str) -> str:
+        """``LINE push: 5 messages needed; monthly quota 3 of 10 remain (7 used)``."""
+        return f"LINE {kind}: {self.needed:,} messages needed; monthly quota " + (
+            "none (no target limit)"
+            if self.limit is None
+            else f"{self.remaining:,} of {self.limit:,} remain ({self.used:,} used)"
+        )
+
+    def over(self, kind: str) -> str:
+        """Why a run that needs more than remains cannot send everything."""
+        return (
+            f"LINE {kind} needs {self.needed:,} messages but only {self.remaining:,} of this "
+            f"month's {self.limit:,} remain (used {self.used:,})"
+        )
 
 
 def allowance(
@@ -27,27 +76,33 @@ def allowance(
 
     Raises :class:`DeliveryFailed` before anything is sent when ``needed`` passes what remains
     and ``over_quota`` is ``fail``. The figures go to the run's metadata and log."""
-    limit, used = client.quota()
-    remaining = None if limit is None else max(0, limit - used)
-    report.metadata.update(
-        {
-            "messages_needed": needed,
-            "quota_limit": "none" if limit is None else limit,
-            "quota_used": used,
-            "quota_remaining": "unlimited" if remaining is None else remaining,
-        }
-    )
-    run.log.info(
-        f"LINE {kind}: {needed:,} messages needed; monthly quota "
-        + ("none (no target limit)" if remaining is None else f"{remaining:,} of {limit:,} remain")
-    )
-    if remaining is None or needed <= remaining:
+    quota = Quota.read(client, needed)
+    report.metadata.update(quota.metadata())
+    run.log.info(quota.summary(kind))
+    if quota.fits:
         return None
     if settings.over_quota == "fail":
         raise DeliveryFailed(
-            f"LINE {kind} needs {needed:,} messages but only {remaining:,} of this month's "
-            f"{limit:,} remain (used {used:,}); nothing was sent. Raise the target limit, or set "
+            f"{quota.over(kind)}; nothing was sent. Raise the target limit, or set "
             "over_quota: send_up_to_quota to send as many as remain.",
             report,
         )
-    return remaining
+    return quota.remaining
+
+
+def plan_lines(quota: Quota, settings: LineMessagingSettings, kind: str) -> tuple[list[str], str]:
+    """What ``line-exports plan`` shows: (lines, 'would fail: ...' or ''), as a run decides."""
+    lines = [quota.summary(kind)]
+    if quota.fits:
+        return lines, ""
+    if settings.over_quota == "fail":
+        return lines, (
+            f"would fail: {quota.over(kind)}; nothing would be sent (over_quota is fail)"
+        )
+    assert quota.remaining is not None
+    lines.append(
+        f"would send only up to the quota: {quota.remaining:,} of {quota.needed:,} messages; "
+        f"{quota.needed - quota.remaining:,} rows would be rejected (over_quota is "
+        "send_up_to_quota)"
+    )
+    return lines, ""
