@@ -74,6 +74,7 @@ class TokenProvider:
         self.reissues = 0
         self.issued = 0
         self._old: list[str] = []
+        self._entry: dict[str, Any] = {}  # the last issued token and when it expires
         self.http: HttpClient | None = None
 
     def secrets(self) -> tuple[str, ...]:
@@ -89,7 +90,7 @@ class TokenProvider:
             if self._token is None or time.monotonic() >= self._expires:
                 if self._token is not None:
                     self._old.append(self._token)
-                self._token = (self._cached() if self.cache else None) or self._issue()
+                self._token = self._cached_or_issued() if self.cache else self._issue()
             return self._token
 
     def begin_run(self) -> None:
@@ -108,8 +109,11 @@ class TokenProvider:
             if self._token:
                 self._old.append(self._token)
             if self.cache:
-                self._store(None)
-            self._token = self._issue()
+                with self._locked():
+                    self._token = self._issue()
+                    self._store(self._entry)
+            else:
+                self._token = self._issue()
 
     def _issue(self) -> str:
         if not (self.client_id and self.client_secret):
@@ -144,9 +148,18 @@ class TokenProvider:
         self._issued_at = time.monotonic()
         if self.method == "stateless_token":
             self._expires = self._issued_at + max(0, lifetime - STATELESS_RENEW_BEFORE_SECONDS)
-        elif self.cache:
-            self._store({"token": token, "expires_at": time.time() + lifetime})
+        self._entry = {"token": token, "expires_at": time.time() + lifetime}
         return token
+
+    def _cached_or_issued(self) -> str:
+        """The cached token, or a new one written to the cache, under one lock across
+        processes from the read to the write: processes asking at once issue one token."""
+        with self._locked():
+            token = self._cached()
+            if token is None:
+                token = self._issue()
+                self._store(self._entry)
+            return token
 
     # -- the short-lived token cache: {key: {nonce, sealed}} in the data folder ------------------
     def _cache_path(self) -> Path:
@@ -173,15 +186,25 @@ class TokenProvider:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """An exclusive lock across processes (``flock`` on a sibling lock file)."""
-        path = self._cache_path().with_suffix(".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
+        """An exclusive lock across processes (``flock`` on a sibling lock file), held by the
+        caller around the cache read, the issue and the write. A lock that cannot be taken
+        (an unwritable folder) is logged and the work goes on unlocked: never the run."""
+        handle = None
+        try:
+            path = self._cache_path().with_suffix(".lock")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = path.open("a")
             fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        except OSError as exc:
+            log.warning("could not lock the LINE token cache (%s); going on unlocked", exc)
+            if handle is not None:
+                handle.close()
+                handle = None
+        try:
+            yield
+        finally:
+            if handle is not None:
+                handle.close()  # closing the file releases the flock
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -191,10 +214,10 @@ class TokenProvider:
         return data if isinstance(data, dict) else {}
 
     def _cached(self) -> str | None:
-        """The cached token unless it expires within a day; anything unreadable is a miss."""
+        """The cached token unless it expires within a day; anything unreadable is a miss.
+        The caller holds :meth:`_locked`."""
         try:
-            with self._locked():
-                entry = self._read().get(self._cache_key())
+            entry = self._read().get(self._cache_key())
             if not isinstance(entry, dict):
                 return None
             nonce = base64.b64decode(entry["nonce"])
@@ -207,29 +230,26 @@ class TokenProvider:
         self._expires = float("inf")
         return str(value["token"])
 
-    def _store(self, value: dict[str, Any] | None) -> None:
-        """Write (or drop, for None) this channel's entry; a failure is logged, never raised."""
+    def _store(self, value: dict[str, Any]) -> None:
+        """Write this channel's entry (the caller holds :meth:`_locked`): to a unique temporary
+        file renamed over the cache, so a reader sees the old or the new file, never a part.
+        A failure is logged, never raised."""
         try:
-            with self._locked():
-                data = self._read()
-                if value is None:
-                    if data.pop(self._cache_key(), None) is None:
-                        return
-                else:
-                    nonce = os.urandom(12)
-                    sealed = self._cipher().encrypt(nonce, json.dumps(value).encode(), None)
-                    data[self._cache_key()] = {
-                        "nonce": base64.b64encode(nonce).decode(),
-                        "sealed": base64.b64encode(sealed).decode(),
-                    }
-                path = self._cache_path()
-                fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-                try:
-                    with os.fdopen(fd, "w") as out:  # mkstemp makes it 0600
-                        json.dump(data, out)
-                    os.replace(tmp, path)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+            data = self._read()
+            nonce = os.urandom(12)
+            sealed = self._cipher().encrypt(nonce, json.dumps(value).encode(), None)
+            data[self._cache_key()] = {
+                "nonce": base64.b64encode(nonce).decode(),
+                "sealed": base64.b64encode(sealed).decode(),
+            }
+            path = self._cache_path()
+            fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w") as out:  # mkstemp makes it 0600
+                    json.dump(data, out)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         except OSError as exc:
             log.warning("could not write the LINE token cache (%s); the run goes on", exc)
