@@ -23,6 +23,7 @@ from line_exports.destinations.line_messaging.multicast import (
     deliver_multicast,
     distinct_recipients,
 )
+from line_exports.destinations.line_messaging.narrowcast import check_rows, deliver_campaign
 from line_exports.destinations.line_messaging.push import bad_rendered_rows, deliver_push
 from line_exports.destinations.line_messaging.quota import Quota, plan_lines
 from line_exports.destinations.line_messaging.settings import (
@@ -66,6 +67,13 @@ class LineMessagingDestination(Destination):
             )
         if settings.target == "multicast_message":
             return RuleSet(MULTICAST_COLUMNS)
+        if settings.target in ("narrowcast", "broadcast"):  # one request per row, no recipient
+            return RuleSet(
+                tuple(
+                    Column(name, required=True, normalize=())
+                    for name in settings.campaign_template().columns
+                )
+            )
         template = settings.push_template()
         # Every placeholder must be a column; an empty value is invalid (TD drops NULL/empty).
         extra = tuple(
@@ -77,6 +85,10 @@ class LineMessagingDestination(Destination):
         if settings.target == "multicast_message":
             return "skip_multicast_invalid_message", settings.skip_multicast_invalid_message
         return "skip_invalid_message", settings.skip_invalid_message
+
+    def check_total(self, settings: LineMessagingSettings, valid_rows: int) -> None:
+        if settings.target in ("narrowcast", "broadcast"):
+            check_rows(settings.target, valid_rows)
 
     def target_label(self, settings: LineMessagingSettings) -> str:
         if settings.target == "audience":
@@ -96,6 +108,15 @@ class LineMessagingDestination(Destination):
         ``GET /v2/bot/message/quota`` and ``/quota/consumption``; nothing is sent."""
         if settings.target == "audience":
             return [], "", None
+        if settings.target in ("narrowcast", "broadcast"):
+            return (
+                [
+                    f"{settings.target}: one request per row; the quota is checked when the run "
+                    "starts, against an upper bound of the recipients (see narrowcast.py)"
+                ],
+                "",
+                None,
+            )
         lines: list[str] = []
         note = ""
         if settings.target == "push_message":
@@ -138,6 +159,8 @@ class LineMessagingDestination(Destination):
                 report = deliver_audience(client, settings, rows, run)
             elif settings.target == "push_message":
                 report = deliver_push(client, settings, rows, run)
+            elif settings.target in ("narrowcast", "broadcast"):
+                report = deliver_campaign(client, settings, rows, run, settings.target)
             else:
                 report = deliver_multicast(client, settings, rows, run)
         except ApiError as exc:

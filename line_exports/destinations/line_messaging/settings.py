@@ -38,6 +38,9 @@ LIMITS = {
     "push": RateLimit(requests=2000, per_seconds=1),
     "multicast": RateLimit(requests=200, per_seconds=1),
     "audience": RateLimit(requests=60, per_seconds=60),
+    "narrowcast": RateLimit(requests=60, per_seconds=3600),
+    "broadcast": RateLimit(requests=60, per_seconds=3600),
+    "insight": RateLimit(requests=60, per_seconds=3600),
     "token": RateLimit(requests=370, per_seconds=1),
     "validate_push": RateLimit(requests=2000, per_seconds=1),
     "validate_multicast": RateLimit(requests=2000, per_seconds=1),
@@ -79,8 +82,12 @@ class LineMessagingSettings(ExportSettings):
     ``notification_disabled``/``custom_aggregation_units`` apply to push too, as LINE allows.
     """
 
-    target: Literal["audience", "push_message", "multicast_message"] = Field(
-        "audience", description="audience, push_message or multicast_message"
+    target: Literal["audience", "push_message", "multicast_message", "narrowcast", "broadcast"] = (
+        Field(
+            "audience",
+            description="audience, push_message, multicast_message, narrowcast or broadcast "
+            "(the last two: one request per row, see narrowcast.py)",
+        )
     )
     audience_name: str | None = Field(
         None, description="Audience: name to create, or to add to if it exists (exact match)"
@@ -132,6 +139,32 @@ class LineMessagingSettings(ExportSettings):
         description="When the run needs more messages than the month's quota leaves: fail before "
         "sending (default), or send_up_to_quota (the rest reported as rejects)",
     )
+    recipient: str | None = Field(
+        None,
+        description="Narrowcast: LINE's recipient object as JSON (audience objects by "
+        'audienceGroupId or by name: {"type": "audience", "description": "name"}; operator '
+        "and/or/not; redelivery); empty sends to every friend the filter keeps",
+    )
+    filter: str | None = Field(
+        None, description='Narrowcast: LINE\'s filter object as JSON ({"demographic": ...})'
+    )
+    limit_max: int | None = Field(
+        None, ge=1, description="Narrowcast: limit.max, the most recipients (chosen at random)"
+    )
+    up_to_remaining_quota: bool = Field(
+        False,
+        description="Narrowcast: limit.upToRemainingQuota (send within what the quota leaves)",
+    )
+    forbid_partial_delivery: bool = Field(
+        False,
+        description="Narrowcast: limit.forbidPartialDelivery (with up_to_remaining_quota: cancel "
+        "rather than reach only part of the audience)",
+    )
+    progress_timeout: float = Field(
+        AUDIENCE_TIMEOUT_SECONDS,
+        ge=10,
+        description="Narrowcast: seconds to wait for LINE's progress to reach succeeded or failed",
+    )
     validate_with_api: bool = Field(
         False,
         description="Also check the message with LINE's /v2/bot/message/validate/* before sending",
@@ -157,6 +190,10 @@ class LineMessagingSettings(ExportSettings):
                     raise ValueError(
                         "audience_name must not contain control characters such as newlines"
                     )
+        elif self.target in ("narrowcast", "broadcast"):
+            from line_exports.destinations.line_messaging.targeting import check_campaign_settings
+
+            check_campaign_settings(self)
         elif self.target == "push_message":
             if not (self.template_message or "").strip():
                 raise ValueError("template_message is required when target is push_message")
@@ -177,6 +214,10 @@ class LineMessagingSettings(ExportSettings):
 
     def push_template(self) -> MessageTemplate:
         return MessageTemplate.parse(self.template_message or "", target="push")
+
+    def campaign_template(self) -> MessageTemplate:
+        """Narrowcast / broadcast: ``template_message``, filled per row like a push's."""
+        return MessageTemplate.parse(self.template_message or "", target=self.target)
 
     def multicast_template(self) -> MessageTemplate:
         try:

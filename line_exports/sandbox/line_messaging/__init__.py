@@ -21,7 +21,7 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from line_exports.sandbox.core import Sandbox
-from line_exports.sandbox.line_messaging import audience, auth, messages
+from line_exports.sandbox.line_messaging import audience, auth, messages, narrowcast
 from line_exports.sandbox.line_messaging.common import Api
 from line_exports.sandbox.line_messaging.store import CLIENTS, LineStore, store_of
 
@@ -30,7 +30,12 @@ __all__ = ["CLIENTS", "LineStore", "routes", "store_of", "summary"]
 
 def routes(sandbox: Sandbox) -> list[BaseRoute]:
     api = Api(sandbox, store_of(sandbox))
-    return [*auth.routes(api), *messages.routes(api), *audience.routes(api)]
+    return [
+        *auth.routes(api),
+        *messages.routes(api),
+        *audience.routes(api),
+        *narrowcast.routes(api),
+    ]
 
 
 def summary(sandbox: Sandbox) -> dict[str, Any]:
@@ -45,6 +50,7 @@ def summary(sandbox: Sandbox) -> dict[str, Any]:
             "messages_delivered": sum(len(v) for v in store.inbox.values()),
             "tokens_issued": store.tokens_issued,
             "stateless_tokens_issued": store.stateless_issued,
+            **narrowcast.summary(sandbox),
             "quota": {"limit": store.quota_limit, "used": store.quota_used},
             "audiences": {
                 f"{a.id} {a.description}": a.view(now)["audienceCount"]

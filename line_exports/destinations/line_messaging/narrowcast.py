@@ -1,0 +1,446 @@
+"""Narrowcast and broadcast targets: one request per row, the row filling ``template_message``.
+
+``POST /v2/bot/message/narrowcast`` (``messaging-api.yml``, answered ``202``) sends to the
+``recipient`` (audiences by id or by name, LINE's ``and``/``or``/``not`` operators, redelivery),
+narrowed by a demographic ``filter`` and a ``limit`` (``max``, ``upToRemainingQuota``,
+``forbidPartialDelivery``); LINE selects the recipients asynchronously, so each request's
+progress (``GET /v2/bot/message/progress/narrowcast``) is polled until ``succeeded`` or
+``failed`` and its ``targetCount`` / ``successCount`` / ``failureCount`` land in the metadata.
+``POST /v2/bot/message/broadcast`` (``200``) sends to every friend; LINE gives no progress for
+it. Both are limited to 60 requests an hour, so an export holds at most 60 rows.
+
+Quota: LINE counts one message per recipient. What a narrowcast will reach is known only after
+LINE selects its recipients, so the check before sending uses an upper bound (audience sizes:
+``or`` adds, ``and`` takes the smallest, capped by ``limit.max``; a broadcast uses the
+``targetedReaches`` of ``GET /v2/bot/insight/followers`` for the last day counted); the metadata
+says which (``messages_needed_basis``). When no bound can be known the run says so and sends.
+
+Never twice: each request carries an ``X-Line-Retry-Key`` derived from the export, its run scope
+and the exact request, and the ledger records it pending before and accepted (with LINE's request
+id) after; a re-run resumes a recorded request by polling its progress, and a request whose
+answer was lost is resent with the same key: LINE answers ``409`` with the accepted request's id
+(``x-line-accepted-request-id``), which is then polled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import dagster as dg
+
+from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
+from line_exports.destinations.line_messaging.client import (
+    LineMessagingClient,
+    explain,
+    line_error,
+    monthly_limit,
+)
+from line_exports.destinations.line_messaging.push import bad_rendered_rows
+from line_exports.destinations.line_messaging.sending import QUOTA_REASON, retry_key
+from line_exports.destinations.line_messaging.settings import LineMessagingSettings
+from line_exports.destinations.line_messaging.targeting import (
+    PROGRESS_ERROR_CODES,
+    TargetingError,
+    audience_ids,
+    audience_names,
+    recipient_problems,
+    request_targeting,
+    resolve_names,
+    upper_bound,
+)
+from line_exports.http import ApiError, poll
+from line_exports.rules import ROW_NUMBER, reject
+
+Kind = Literal["narrowcast", "broadcast"]
+MAX_ROWS = 60  # LINE: narrowcast and broadcast, 60 requests an hour each
+JST = timezone(timedelta(hours=9))
+
+
+def check_rows(kind: str, valid_rows: int) -> None:
+    """Refuse, before sending, more rows than LINE takes requests in an hour."""
+    if valid_rows > MAX_ROWS:
+        raise ValueError(
+            f"a {kind} export sends one request per row and LINE takes {MAX_ROWS} {kind} "
+            f"requests an hour; the query returned {valid_rows:,} valid rows. Return one row per "
+            "message to send (its columns fill template_message's {{placeholders}})."
+        )
+
+
+def resolve_recipient(
+    client: LineMessagingClient, recipient: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, dict[int, int]]:
+    """The recipient with audience names replaced by ids, and each audience's size.
+
+    A name is an audience's ``description`` (exact match; the newest when several); an audience
+    that does not exist, or is not ``READY``, fails the run before anything is sent."""
+    if recipient is None:
+        return None, {}
+
+    def lookup(name: str) -> int:
+        found = [g for g in client.audiences_named(name) if g.get("status") != "EXPIRED"]
+        if not found:
+            raise dg.Failure(
+                description=f"no LINE audience is named {name!r} (recipient audience by "
+                "description); create it first, e.g. with a target: audience export",
+                allow_retries=False,
+            )
+        return int(max(found, key=lambda g: int(g.get("created") or 0))["audienceGroupId"])
+
+    try:
+        resolved = resolve_names(recipient, lookup)
+    except TargetingError as exc:
+        raise dg.Failure(description=f"recipient: {exc}", allow_retries=False) from None
+    problems = recipient_problems(resolved)
+    if problems:
+        raise dg.Failure(
+            description="recipient breaks LINE's rules: "
+            + "; ".join(f"{p}: {m}" for p, m in problems),
+            allow_retries=False,
+        )
+    sizes: dict[int, int] = {}
+    for ident in audience_ids(resolved):
+        try:
+            group = client.audience(ident).get("audienceGroup", {})
+        except ApiError as exc:
+            if exc.status in (400, 404):
+                raise dg.Failure(
+                    description=f"LINE audience {ident} (recipient) was not found: {exc}",
+                    allow_retries=False,
+                ) from None
+            raise
+        if group.get("status") != "READY":
+            raise dg.Failure(
+                description=f"LINE audience {ident} (recipient) is {group.get('status')}, not "
+                "READY; nothing was sent",
+                allow_retries=False,
+            )
+        sizes[ident] = int(group.get("audienceCount") or 0)
+    return resolved, sizes
+
+
+def reachable_friends(client: LineMessagingClient) -> int | None:
+    """``targetedReaches`` of the last day LINE has counted (``insight.yml``:
+    ``GET /v2/bot/insight/followers``, dates in UTC+9, ready the next day); None when unknown."""
+    today = datetime.now(JST).date()
+    for back in (1, 2):
+        day = (today - timedelta(days=back)).strftime("%Y%m%d")
+        try:
+            body = client.http.request(
+                "GET", "/v2/bot/insight/followers", endpoint="insight", params={"date": day}
+            ).json()
+        except ApiError as exc:
+            if exc.retryable:
+                raise
+            return None
+        if body.get("status") == "ready" and body.get("targetedReaches") is not None:
+            return int(body["targetedReaches"])
+    return None
+
+
+def deliver_campaign(
+    client: LineMessagingClient,
+    settings: LineMessagingSettings,
+    rows: ValidRows,
+    run: ExportRun,
+    kind: Kind,
+) -> DeliveryReport:
+    report = DeliveryReport()
+    template = settings.campaign_template()
+    columns = [ROW_NUMBER, *template.columns]
+    bad = bad_rendered_rows(template, rows, columns, report)
+    if bad and not settings.skip_invalid_message:
+        first = report.rejected[0].iloc[0]
+        raise DeliveryFailed(
+            f"{len(bad):,} rows render an invalid message and skip_invalid_message is false, so "
+            f"nothing was sent. First: row {first[ROW_NUMBER]}: {first['message']}",
+            report,
+        )
+    targeting = request_targeting(settings)
+    named = audience_names(targeting.get("recipient"))
+    recipient, sizes = resolve_recipient(client, targeting.get("recipient"))
+    if recipient is not None:
+        targeting["recipient"] = recipient
+    sends = rows.count - len(bad)
+    if sends == 0:
+        return report
+    targeting = quota_check(client, settings, targeting, sizes, sends, report, run, kind)
+    options = {"notificationDisabled": True} if settings.notification_disabled else {}
+    outcomes: list[dict[str, Any]] = []
+    for batch in rows.batches(MAX_ROWS, columns=columns):
+        if bad:
+            batch = batch[~batch[ROW_NUMBER].isin(bad)]
+        rendered = template.render(batch) if len(batch) else []
+        for number, messages in zip(batch[ROW_NUMBER].tolist(), list(rendered), strict=True):
+            outcome = send_one(client, settings, kind, messages, targeting, options, run)
+            outcome["row"] = int(number)
+            outcomes.append(outcome)
+            if outcome["state"] != "fatal" or outcome.get("quota"):
+                report.sent_rows += 1  # a request that failed for good leaves its row unsent
+            run.progress(report.sent_rows)
+            if outcome["state"] == "fatal":
+                break
+        if outcomes and outcomes[-1]["state"] == "fatal":
+            break
+    return summarize(report, outcomes, kind, settings, named, sizes)
+
+
+def quota_check(
+    client: LineMessagingClient,
+    settings: LineMessagingSettings,
+    targeting: dict[str, Any],
+    sizes: dict[int, int],
+    sends: int,
+    report: DeliveryReport,
+    run: ExportRun,
+    kind: Kind,
+) -> dict[str, Any]:
+    """Compare the month's remaining quota with an upper bound of the messages needed.
+
+    Fails before sending when the bound passes what remains and nothing lets LINE cap the
+    delivery (``up_to_remaining_quota``, or ``over_quota: send_up_to_quota``, which sets it for
+    a narrowcast; a broadcast cannot be capped). Returns the targeting to send."""
+    limit, used = client.quota()
+    remaining = None if limit is None else max(0, limit - used)
+    everyone = (
+        reachable_friends(client) if kind == "broadcast" or "recipient" not in targeting else None
+    )
+    if kind == "broadcast":
+        bound, basis = everyone, "insight followers targetedReaches (last day counted)"
+    elif "recipient" in targeting:
+        bound = upper_bound(targeting["recipient"], sizes, None)
+        basis = "audience sizes (upper bound: the friends LINE selects may be fewer)"
+    else:
+        bound, basis = everyone, "insight followers targetedReaches (every friend)"
+    cap = (targeting.get("limit") or {}).get("max")
+    if cap is not None:
+        bound = cap if bound is None else min(bound, cap)
+        basis += ", capped by limit.max"
+    needed = None if bound is None else bound * sends
+    report.metadata.update(
+        {
+            "messages_needed": "unknown" if needed is None else needed,
+            "messages_needed_basis": basis if needed is not None else "no bound known: " + basis,
+            "quota_limit": "none" if limit is None else limit,
+            "quota_used": used,
+            "quota_remaining": "unlimited" if remaining is None else remaining,
+        }
+    )
+    run.log.info(
+        f"LINE {kind}: at most {'an unknown number of' if needed is None else f'{needed:,}'} "
+        f"messages ({basis}); monthly quota "
+        + ("none (no target limit)" if remaining is None else f"{remaining:,} of {limit:,} remain")
+    )
+    capped = bool((targeting.get("limit") or {}).get("upToRemainingQuota"))
+    if remaining is None or needed is None or needed <= remaining or capped:
+        return targeting
+    if settings.over_quota == "send_up_to_quota" and kind == "narrowcast":
+        run.log.info("over_quota is send_up_to_quota: the narrowcast sets limit.upToRemainingQuota")
+        report.metadata["up_to_remaining_quota_set_by_over_quota"] = True
+        return {**targeting, "limit": {**targeting.get("limit", {}), "upToRemainingQuota": True}}
+    raise DeliveryFailed(
+        f"LINE {kind} may need up to {needed:,} messages ({basis}) but only {remaining:,} of "
+        f"this month's {limit:,} remain (used {used:,}); nothing was sent. Raise the target "
+        "limit"
+        + (
+            ", set up_to_remaining_quota (LINE then sends within what remains), or over_quota: "
+            "send_up_to_quota."
+            if kind == "narrowcast"
+            else " (a broadcast cannot be sent to part of the friends: use a narrowcast with "
+            "up_to_remaining_quota)."
+        ),
+        report,
+    )
+
+
+def send_one(
+    client: LineMessagingClient,
+    settings: LineMessagingSettings,
+    kind: Kind,
+    messages: str,
+    targeting: dict[str, Any],
+    options: dict[str, Any],
+    run: ExportRun,
+) -> dict[str, Any]:
+    """One narrowcast or broadcast under the ledger; its outcome (``state``: accepted |
+    refused | fatal, LINE's ``request_id`` and, for a narrowcast, its final progress)."""
+    key = retry_key(run, kind, messages, targeting, options)
+    done = run.ledger.done(key)
+    resumed = done is not None and done.get("state") == "accepted"
+    if resumed:
+        assert done is not None
+        request_id = str(done["request_id"])
+        status = int(done.get("status", 200))
+    else:
+        run.ledger.record(key, {"state": "pending", "at": time.time()})
+        body = (
+            '{"messages":'
+            + messages
+            + (
+                "," + json.dumps(targeting | options, separators=(",", ":"))[1:-1]
+                if targeting | options
+                else ""
+            )
+            + "}"
+        ).encode()
+        try:
+            response = client.http.request(
+                "POST",
+                f"/v2/bot/message/{kind}",
+                endpoint=kind,
+                ok_status=(200, 202, 409),
+                data=body,
+                headers={"Content-Type": "application/json", "X-Line-Retry-Key": key},
+            )
+        except ApiError as exc:
+            return failed(exc, client, key, run)
+        status = response.status_code
+        request_id = response.headers.get(
+            "x-line-accepted-request-id" if status == 409 else "x-line-request-id", ""
+        )
+        run.ledger.record(key, {"state": "accepted", "status": status, "request_id": request_id})
+    outcome: dict[str, Any] = {
+        "state": "accepted",
+        "request_id": request_id,
+        "status": status,
+        "resumed": resumed,
+    }
+    if kind == "narrowcast" and request_id:
+        outcome["progress"] = wait_progress(client, request_id, settings.progress_timeout, run)
+        if outcome["progress"].get("phase") == "failed":
+            outcome["state"] = "refused"
+            outcome["reason"] = progress_failure(outcome["progress"])
+    return outcome
+
+
+def failed(exc: ApiError, client: LineMessagingClient, key: str, run: ExportRun) -> dict[str, Any]:
+    if exc.status == 400:
+        message, details = line_error(exc)
+        run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
+        return {"state": "refused", "reason": (message + " " + "; ".join(details)).strip()}
+    if monthly_limit(exc):
+        run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
+        return {"state": "fatal", "quota": True, "reason": f"LINE answered 429: {QUOTA_REASON}"}
+    reason = explain(exc) if exc.status in (401, 403) else client.http.redact(str(exc))
+    return {"state": "fatal", "reason": reason, "retryable": exc.retryable}
+
+
+def wait_progress(
+    client: LineMessagingClient, request_id: str, timeout: float, run: ExportRun
+) -> dict[str, Any]:
+    """Poll the narrowcast's progress until ``succeeded`` or ``failed`` (``waiting`` and
+    ``sending`` are not final)."""
+    seen: list[str] = []
+
+    def final() -> dict[str, Any] | None:
+        body = client.http.request(
+            "GET",
+            "/v2/bot/message/progress/narrowcast",
+            endpoint="progress",
+            params={"requestId": request_id},
+        ).json()
+        phase = str(body.get("phase"))
+        if not seen or seen[-1] != phase:
+            seen.append(phase)
+            run.log.info(f"LINE narrowcast {request_id}: {phase}")
+        return body if phase in ("succeeded", "failed") else None
+
+    body = poll(
+        final,
+        what=f"LINE narrowcast {request_id}",
+        timeout=timeout,
+        max_pause=client.poll_seconds,
+    )
+    body["phases_seen"] = seen
+    return body
+
+
+def progress_failure(progress: dict[str, Any]) -> str:
+    code = progress.get("errorCode")
+    meaning = PROGRESS_ERROR_CODES.get(int(code)) if isinstance(code, int) else None
+    parts = [f"LINE's narrowcast failed (errorCode {code}" + (f": {meaning})" if meaning else ")")]
+    if progress.get("failedDescription"):
+        parts.append(str(progress["failedDescription"]))
+    return ": ".join(parts)
+
+
+def summarize(
+    report: DeliveryReport,
+    outcomes: list[dict[str, Any]],
+    kind: Kind,
+    settings: LineMessagingSettings,
+    named: list[str],
+    sizes: dict[int, int],
+) -> DeliveryReport:
+    accepted = [o for o in outcomes if o["state"] == "accepted"]
+    refused = [o for o in outcomes if o["state"] == "refused"]
+    fatal = [o for o in outcomes if o["state"] == "fatal"]
+    for outcome in refused:
+        report.refused.append(
+            reject([outcome["row"]], "template_message", f"line_{kind}_refused", outcome["reason"])
+        )
+    report.accepted_rows = len(accepted)
+    report.resumed_rows += sum(1 for o in accepted if o.get("resumed"))
+    report.job_ids.extend(o["request_id"] for o in outcomes if o.get("request_id"))
+    progress = [o["progress"] for o in outcomes if "progress" in o]
+    report.metadata.update(
+        {
+            f"{kind}_requests_accepted": len(accepted),
+            f"{kind}_requests_refused": len(refused),
+            f"{kind}_already_accepted_409": sum(1 for o in outcomes if o.get("status") == 409),
+            f"{kind}_request_ids": [o.get("request_id", "") for o in outcomes],
+        }
+    )
+    if kind == "narrowcast":
+        report.metadata.update(
+            {
+                "narrowcast_target_count": sum(int(p.get("targetCount") or 0) for p in progress),
+                "narrowcast_success_count": sum(int(p.get("successCount") or 0) for p in progress),
+                "narrowcast_failure_count": sum(int(p.get("failureCount") or 0) for p in progress),
+                "narrowcast_progress": [
+                    {
+                        k: p[k]
+                        for k in (
+                            "phase",
+                            "targetCount",
+                            "successCount",
+                            "failureCount",
+                            "errorCode",
+                            "failedDescription",
+                            "acceptedTime",
+                            "completedTime",
+                            "phases_seen",
+                        )
+                        if k in p
+                    }
+                    for p in progress
+                ],
+                "recipient_audiences": {str(k): v for k, v in sizes.items()},
+                "recipient_audience_names": named,
+            }
+        )
+    else:
+        report.metadata["broadcast_delivery"] = (
+            "LINE gives no progress for a broadcast: accepted means LINE took the request"
+        )
+    if fatal:
+        reason = fatal[0]["reason"]
+        if fatal[0].get("quota"):
+            report.refused.append(
+                reject([fatal[0]["row"]], "template_message", "line_monthly_quota", reason)
+            )
+            raise DeliveryFailed(f"LINE {kind} stopped: {reason} (not retried)", report)
+        raise dg.Failure(
+            description=f"LINE {kind} failed: {reason}",
+            allow_retries=bool(fatal[0].get("retryable", True)),
+        )
+    if refused and (not settings.skip_invalid_message or not accepted):
+        first = refused[0]
+        raise DeliveryFailed(
+            f"LINE refused the {kind} of row {first['row']}: {first['reason']}"
+            + ("" if accepted else f" ({len(refused)} of {len(outcomes)} refused, none accepted)"),
+            report,
+        )
+    return report
