@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import dagster as dg
 import numpy as np
@@ -27,6 +27,9 @@ from pydantic import Field, ValidationInfo, field_validator
 from line_exports.http import RetrySettings
 from line_exports.ledger import LedgerScope
 from line_exports.rules import ROW_NUMBER, RuleSet
+
+if TYPE_CHECKING:
+    from line_exports.sync import RemovalReport, SyncSpec
 
 
 class ExportSettings(dg.Config):
@@ -54,6 +57,19 @@ class ExportSettings(dg.Config):
     unknown_columns: Literal["warn", "fail"] = Field(
         "warn",
         description="A query column the destination does not know: warn (it is not sent) or fail",
+    )
+    sync_mode: Literal["append", "diff", "mirror"] = Field(
+        "append",
+        description="append: send every row (TD's behaviour); diff: send only rows new or "
+        "changed since the last run, and rows not accepted then; mirror: diff, and remove "
+        "members this export delivered that left the result",
+    )
+    max_remove_ratio: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="mirror: a run that would remove more than this share of the members "
+        "removes nothing and fails its sync_removals check",
     )
     empty_result: Literal["auto", "skip", "fail"] = Field(
         "auto",
@@ -182,6 +198,9 @@ class DeliveryReport:
     job_ids: list[str] = field(default_factory=list)
     requests: int = 0
     resumed_rows: int = 0
+    unchanged_rows: int = 0
+    """sync_mode diff / mirror: valid rows not sent because an earlier run delivered them as
+    they are (counted in ``accepted_rows``, not in ``sent_rows``)."""
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -304,6 +323,17 @@ class Destination(ABC):
         self, resource: Any, settings: Any, rows: ValidRows, run: ExportRun
     ) -> DeliveryReport:
         """Send the valid rows; report per request what the API accepted and refused."""
+
+    def sync_spec(self, settings: Any) -> SyncSpec | None:
+        """How members are keyed for ``sync_mode`` diff / mirror (None: append only)."""
+        return None
+
+    def remove(
+        self, resource: Any, settings: Any, departed: pd.DataFrame, run: ExportRun
+    ) -> RemovalReport:
+        """mirror: remove the ``departed`` members (``key`` and the key columns) from the
+        target; report the keys removed. Only destinations whose spec has mirror override it."""
+        raise NotImplementedError(f"{self.type_name} cannot remove members")
 
     def target_label(self, settings: Any) -> str:
         """A short name of what the export writes to, for descriptions and metadata."""

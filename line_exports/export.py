@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError, create_model
 
-from line_exports import export_guards, paths, sql_errors
+from line_exports import export_guards, paths, sql_errors, sync
 from line_exports.claims import ClaimLost, ClaimOwner, ScopeClaimed
 from line_exports.dedup import drop_duplicates
 from line_exports.destination import (
@@ -398,6 +398,7 @@ def _empty_result(
     context.log.warning(message)
     meta["skipped"] = message
     meta.update({"rows_sent": 0, "rows_accepted": 0, "requests": 0})
+    mirror = config.sync_mode == "mirror"
     checks = [
         _reject_rate_check(context, name, summary, max_reject_rate),
         dg.AssetCheckResult(
@@ -407,7 +408,15 @@ def _empty_result(
             metadata={"rows_read": summary.rows_read, "reason": message},
         ),
         refusal_check(context.asset_key, Outcome.of(summary, None)),
+        sync.check_result(
+            context.asset_key,
+            config.sync_mode,
+            None,
+            sync.EMPTY_RESULT_REASON if mirror else "",
+        ),
     ]
+    if mirror:
+        context.log.warning(f"{name}: check {sync.SYNC_CHECK} failed: {sync.EMPTY_RESULT_REASON}")
     return dg.MaterializeResult(metadata=meta, check_results=checks)
 
 
@@ -473,6 +482,10 @@ def build_export(
         name, dest.type_name, settings, dest.settings_class.model_fields
     )
     config_class = settings_with_defaults(dest.settings_class, settings)
+    try:
+        sync.check_mode(dest, dest.settings_class(**settings))
+    except ValueError as exc:
+        raise ValueError(f"export {name!r}: {exc}") from None
     declared = export_guards.declared_at()
     if query is not None:
         query = export_guards.resolve_query_path(query, declared)
@@ -589,6 +602,7 @@ def build_export(
                 )
             try:
                 dest.check_total(config, summary.valid_rows)
+                sync.check_mode(dest, config)
             except ValueError as exc:
                 raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
             ledger = Ledger(ledger_path)
@@ -602,7 +616,7 @@ def build_export(
                     ),
                     rows.count,
                 )
-                report = dest.deliver(resource, config, rows, run)
+                report, synced = sync.deliver(dest, resource, config, rows, run, workdir)
             except (ScopeClaimed, ClaimLost) as exc:
                 raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
             except DeliveryFailed as exc:
@@ -636,10 +650,14 @@ def build_export(
                     check_name=NOT_EMPTY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN
                 ),
                 refusal_check(key, outcome),
+                sync.check_result(key, config.sync_mode, synced),
             ]
+            if synced is not None and synced.blocked:
+                context.log.warning(f"{name}: check {sync.SYNC_CHECK} failed: {synced.blocked}")
             return dg.MaterializeResult(metadata={**meta, **extra}, check_results=checks)
         finally:
             (workdir / "valid.parquet").unlink(missing_ok=True)
+            (workdir / "sync.parquet").unlink(missing_ok=True)
 
     compute.__name__ = "_".join(key.path)
     # Real classes, not the strings ``from __future__ import annotations`` leaves: Dagster reads them.
@@ -666,7 +684,7 @@ def build_export(
         group_name=group_name,
         description=description
         or f"Exports {'query rows' if sql_text else upstream_key.to_user_string()} to {dest.type_name}.",  # type: ignore[union-attr]
-        check_specs=[check_spec, empty_spec, refusal_check_spec(key)],
+        check_specs=[check_spec, empty_spec, refusal_check_spec(key), sync.check_spec(key)],
         retry_policy=retry_policy,
         pool=pool,
         kinds={dest.kind, "duckdb" if sql_text is not None else "pandas"},

@@ -58,6 +58,27 @@ CLAIMS = sa.Table(
     sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
 
+# Sync modes (line_exports/sync.py): what each export holds at its destination, across runs.
+SYNC_MEMBERS = sa.Table(
+    "sync_members",
+    _METADATA,
+    sa.Column("export", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),  # derived from the member's key columns
+    sa.Column("hash", sa.Text, nullable=False),  # of the fields last sent for it
+    sa.Column("status", sa.Text, nullable=False),  # accepted | pending (sent again next run)
+    sa.Column("ident", sa.Text, nullable=False),  # JSON of the key columns (for a removal)
+    sa.Column("recorded_at", sa.Float, nullable=False),
+)
+SYNC_EXPORTS = sa.Table(
+    "sync_exports",
+    _METADATA,
+    sa.Column("export", sa.Text, primary_key=True),
+    sa.Column("mode", sa.Text, nullable=False),  # the mode of the last committed run
+    sa.Column("runs", sa.Integer, nullable=False),
+    sa.Column("recorded_at", sa.Float, nullable=False),
+    sa.Column("extra", sa.Text),  # JSON a destination keeps across runs (e.g. an audience id)
+)
+
 
 def claim_timeout_from_env() -> float:
     """``LINE_EXPORTS_CLAIM_TIMEOUT`` (seconds), else :data:`DEFAULT_CLAIM_TIMEOUT`."""

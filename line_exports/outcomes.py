@@ -65,7 +65,10 @@ class Outcome:
                 sent=0,
                 valid=summary.valid_rows,
             )
-        unsent = max(summary.valid_rows - report.rejected_rows - report.sent_rows, 0)
+        unsent = max(
+            summary.valid_rows - report.rejected_rows - report.sent_rows - report.unchanged_rows,
+            0,
+        )
         return cls(
             read=summary.rows_read,
             rejected=summary.rejected_rows,

@@ -40,6 +40,7 @@ from line_exports.identities import CAPI_USER_IDENTIFIERS, EMAIL_NORMALIZE
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, AnyOf, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
+from line_exports.sync import SyncSpec
 
 API_URL = "https://conversion-api.tr.line.me"
 SANDBOX_TOKEN = "sandbox-capi-token"
@@ -362,6 +363,15 @@ class LineConversionDestination(Destination):
 
     def ruleset(self, settings: LineConversionSettings) -> RuleSet:
         return RuleSet(COLUMNS, row_rules=ROW_RULES, unique=UNIQUE)
+
+    def sync_spec(self, settings: LineConversionSettings) -> SyncSpec:
+        """Events are append-only: diff skips an event (``event_name``, ``deduplication_key``)
+        an earlier run got accepted; an event without a ``deduplication_key`` is always sent."""
+        return SyncSpec(
+            ("event_name", "deduplication_key"),
+            resend_changed=False,
+            required_key="deduplication_key",
+        )
 
     def target_label(self, settings: LineConversionSettings) -> str:
         return "LINE Conversion API events"

@@ -41,6 +41,7 @@ from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet, Unique
 from line_exports.secret_fields import SecretField
+from line_exports.sync import RemovalReport, SyncSpec
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,9 @@ COMPANY_ROW_RULES = (
     ),
 )
 COMPANY_UNIQUE = (Unique(("company_name", "company_website_domain", "company_email_domain")),)
+# sync_mode diff / mirror: what identifies a member (a REMOVE element carries these).
+USER_KEY = ("email", "google_aid", "apple_idfa", "first_name", "last_name")
+COMPANY_KEY = COMPANY_UNIQUE[0].columns
 # Query column -> element field, per audience type.
 USER_FIELDS = {
     "first_name": "firstName",
@@ -783,6 +787,54 @@ class LinkedInDestination(Destination):
         if settings.audience_type == "users":
             return RuleSet(USER_COLUMNS, row_rules=USER_ROW_RULES, unique=USER_UNIQUE)
         return RuleSet(COMPANY_COLUMNS, row_rules=COMPANY_ROW_RULES, unique=COMPANY_UNIQUE)
+
+    def sync_spec(self, settings: LinkedInSettings) -> SyncSpec | None:
+        """Members by their IDs (users) or name and domains (companies); mirror sends
+        ``REMOVE`` elements for departed ones. Only an ``add`` export syncs."""
+        if settings.dmp_segment_mode != "add":
+            return None
+        return SyncSpec(
+            USER_KEY if settings.audience_type == "users" else COMPANY_KEY,
+            modes=("append", "diff", "mirror"),
+            removal="REMOVE elements",
+        )
+
+    def remove(
+        self,
+        resource: LinkedInResource,
+        settings: LinkedInSettings,
+        departed: pd.DataFrame,
+        run: ExportRun,
+    ) -> RemovalReport:
+        """``REMOVE`` elements for the departed members, ``batch_size`` a request (BATCH_CREATE,
+        as adds); each batch recorded in the ledger, so a re-run does not send it again."""
+        client = resource.get_client(settings.retry_settings())
+        before = client.http.stats.requests
+        segment_id, _ = self._segment(client, resource, settings, run)
+        kind = settings.audience_type
+        build = user_elements if kind == "users" else company_elements
+        report = RemovalReport()
+        for start in range(0, len(departed), settings.batch_size):
+            batch = departed.iloc[start : start + settings.batch_size].reset_index(drop=True)
+            keys = batch["key"].tolist()
+            batch_key = content_key("linkedin-remove", segment_id, kind, keys)
+            done = run.ledger.done(batch_key)
+            if done is not None:
+                failures = [tuple(f) for f in done["failed"]]
+            else:
+                results = client.batch_create(segment_id, kind, build(batch, "REMOVE"))
+                failures = element_failures(results, len(batch))
+                run.ledger.record(batch_key, {"failed": failures})
+            failed = {
+                int(i): f"LinkedIn answered {status}: {message}" for i, status, message in failures
+            }
+            for i, key in enumerate(keys):
+                if i in failed:
+                    report.failed[key] = failed[i]
+                else:
+                    report.removed_keys.append(key)
+        report.requests = client.http.stats.requests - before
+        return report
 
     def target_label(self, settings: LinkedInSettings) -> str:
         return (

@@ -38,6 +38,7 @@ from line_exports.destinations.line_messaging.settings import (
 )
 from line_exports.http import ApiError
 from line_exports.rules import ROW_NUMBER, Column, RuleSet
+from line_exports.sync import SyncSpec
 
 __all__ = [
     "AGGREGATION_UNIT",
@@ -89,6 +90,13 @@ class LineMessagingDestination(Destination):
     def check_total(self, settings: LineMessagingSettings, valid_rows: int) -> None:
         if settings.target in ("narrowcast", "broadcast"):
             check_rows(settings.target, valid_rows)
+
+    def sync_spec(self, settings: LineMessagingSettings) -> SyncSpec:
+        """By recipient ``id``. Push / multicast: diff sends a (``campaign_key``, recipient)
+        pair once across runs, whatever the row's other fields; an audience adds new IDs."""
+        if settings.target == "audience":
+            return SyncSpec(("id",), resend_changed=False)
+        return SyncSpec(("id",), resend_changed=False, namespace=settings.campaign_key)
 
     def target_label(self, settings: LineMessagingSettings) -> str:
         if settings.target == "audience":

@@ -165,6 +165,11 @@ class LineMessagingSettings(ExportSettings):
         ge=10,
         description="Narrowcast: seconds to wait for LINE's progress to reach succeeded or failed",
     )
+    campaign_key: str = Field(
+        "",
+        description="Push/multicast with sync_mode diff: a recipient gets this campaign once "
+        "across runs (default: the export is one campaign; a new key reaches everyone again)",
+    )
     validate_with_api: bool = Field(
         False,
         description="Also check the message with LINE's /v2/bot/message/validate/* before sending",

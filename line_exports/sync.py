@@ -1,0 +1,504 @@
+"""Sync modes: send only what changed since the last run, and remove members who left.
+
+Every export has the setting ``sync_mode``:
+
+* ``append`` (default, TD's behaviour): every run sends its whole result;
+* ``diff``: a run sends only the rows whose key is new, whose sent fields changed since the
+  last run that delivered them, or that an earlier run did not get accepted (refused, or never
+  sent because it stopped): those come back and are counted in ``rows_retried``;
+* ``mirror``: ``diff``, plus the members this export delivered earlier and that left the result
+  are removed from the destination (what "remove" means is the destination's
+  :meth:`~line_exports.destination.Destination.remove`).
+
+What each export holds at its destination is kept next to the ledger, in ``sync_members``: one
+row per key (a hash of the destination's key columns, :class:`SyncSpec`), the hash of the fields
+last sent for it, its status (``accepted``, or ``pending``: planned, refused or unsent, so sent
+again) and its key columns as JSON (what a removal needs). Only keys this export delivered are
+ever removed.
+
+Safety (as reverse-ETL tools do it): the first run in ``mirror`` is a baseline and removes
+nothing; an empty result, or one that would remove more than ``max_remove_ratio`` of the members
+(default 0.2), removes nothing and fails the ``sync_removals`` check saying why.
+
+A run's plan is fixed before it sends: its rows are marked ``pending`` first, and only a
+finished delivery records them ``accepted``, so a killed run re-executed for the same scope plans
+the very same rows and removals, and the ledger resumes them exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from line_exports.ledger import SYNC_EXPORTS, SYNC_MEMBERS, Ledger
+from line_exports.rules import ROW_NUMBER
+
+if TYPE_CHECKING:
+    from line_exports.destination import DeliveryReport, Destination, ExportRun, ValidRows
+
+SyncMode = Literal["append", "diff", "mirror"]
+SYNC_MODES: tuple[str, ...] = ("append", "diff", "mirror")
+SYNC_CHECK = "sync_removals"
+DEFAULT_MAX_REMOVE_RATIO = 0.2
+SAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class SyncSpec:
+    """How a destination's members are told apart, and which modes it supports.
+
+    ``key_columns`` identify a member (e.g. MAAC's import key, LinkedIn's user IDs); the hash
+    of every other sent column tells an update. ``resend_changed`` False means a key is sent
+    once, whatever its fields become (a push campaign, a CAPI event). A row whose
+    ``required_key`` column is empty has no stable key: it is always sent. ``namespace`` is
+    part of every key (a push campaign key: a new campaign reaches everyone again).
+    """
+
+    key_columns: tuple[str, ...]
+    modes: tuple[str, ...] = ("append", "diff")
+    resend_changed: bool = True
+    required_key: str | None = None
+    namespace: str = ""
+    removal: str = ""
+    """What mirror removes, in the destination's words (for messages and docs)."""
+
+
+def check_mode(dest: Destination, settings: Any) -> None:
+    """Raise ValueError when ``settings.sync_mode`` is not one ``dest`` supports here."""
+    mode = settings.sync_mode
+    if mode == "append":
+        return
+    spec = dest.sync_spec(settings)
+    modes = spec.modes if spec is not None else ("append",)
+    if mode not in modes:
+        raise ValueError(
+            f"sync_mode {mode!r} is not supported by {dest.target_label(settings)} "
+            f"(supported: {', '.join(modes)})"
+        )
+
+
+@dataclass
+class RemovalReport:
+    """What :meth:`Destination.remove` did: keys removed, keys it could not remove."""
+
+    removed_keys: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # key -> the API's answer
+    requests: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SyncPlan:
+    """What a run in ``diff`` / ``mirror`` will send and remove, before it sends anything."""
+
+    mode: str
+    rows: ValidRows
+    """The rows to send (new, changed, retried), spooled like the valid rows."""
+    changed: pa.Table
+    """Per row to send: row number, key, hash, ident (JSON of the key columns)."""
+    adds: int = 0
+    updates: int = 0
+    retried: int = 0
+    unchanged: int = 0
+    members: int = 0
+    """Keys this export holds at the destination (accepted or pending) before this run."""
+    departed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Members that left the result: ``key`` and the key columns (mirror only)."""
+    baseline: bool = False
+    blocked: str = ""
+    forgotten: int = 0
+    """Members that left before a mirror baseline: no longer tracked, never removed."""
+
+    @property
+    def removals(self) -> pd.DataFrame:
+        """The departed members this run removes (none when blocked or a baseline)."""
+        if self.mode != "mirror" or self.baseline or self.blocked:
+            return self.departed.iloc[0:0]
+        return self.departed
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "sync_mode": self.mode,
+            "rows_added": self.adds,
+            "rows_updated": self.updates,
+            "rows_retried": self.retried,
+            "rows_unchanged": self.unchanged,
+            "sync_members_before": self.members,
+        }
+        if self.mode == "mirror":
+            meta["members_departed"] = len(self.departed)
+            meta["sync_baseline"] = self.baseline
+            if self.blocked:
+                meta["removals_blocked"] = self.blocked
+        return meta
+
+    def summary(self) -> str:
+        text = (
+            f"sync {self.mode}: {self.adds:,} to add, {self.updates:,} to update, "
+            f"{self.retried:,} to retry, {self.unchanged:,} unchanged"
+        )
+        if self.mode == "mirror":
+            text += f", {len(self.removals):,} to remove"
+            if self.baseline:
+                text += " (first run in mirror: a baseline, nothing removed)"
+            if self.blocked:
+                text += f" ({self.blocked})"
+        return text
+
+
+class SyncStore:
+    """The ``sync_members`` of one export, in the ledger's database."""
+
+    def __init__(self, ledger: Ledger, export: str) -> None:
+        self.ledger = ledger
+        self.export = export
+
+    def last_mode(self) -> str | None:
+        with self.ledger.engine.connect() as con:
+            return con.execute(
+                sa.select(SYNC_EXPORTS.c.mode).where(SYNC_EXPORTS.c.export == self.export)
+            ).scalar_one_or_none()
+
+    def load(self) -> pa.Table:
+        """(key, hash, status, ident) of every member recorded for this export."""
+        query = "select key, hash, status, ident from sync_members where export = ?"
+        with self.ledger._lock:
+            if self.ledger._sqlite is not None:
+                rows = self.ledger._sqlite.execute(query, (self.export,)).fetchall()
+            else:
+                with self.ledger.engine.connect() as con:
+                    rows = con.execute(
+                        sa.select(
+                            SYNC_MEMBERS.c.key,
+                            SYNC_MEMBERS.c.hash,
+                            SYNC_MEMBERS.c.status,
+                            SYNC_MEMBERS.c.ident,
+                        ).where(SYNC_MEMBERS.c.export == self.export)
+                    ).all()
+        columns = list(zip(*rows, strict=True)) if rows else [[], [], [], []]
+        return pa.table(
+            {
+                name: pa.array(list(values), pa.string())
+                for name, values in zip(("key", "hash", "status", "ident"), columns, strict=True)
+            }
+        )
+
+    def put(self, table: pa.Table, status: str) -> None:
+        """Upsert (key, hash, ident) rows with ``status``, in one transaction."""
+        if not table.num_rows:
+            return
+        now = time.time()
+        rows = list(
+            zip(
+                [self.export] * table.num_rows,
+                table.column("key").to_pylist(),
+                table.column("hash").to_pylist(),
+                [status] * table.num_rows,
+                table.column("ident").to_pylist(),
+                [now] * table.num_rows,
+                strict=True,
+            )
+        )
+        self._write("insert or replace into sync_members values (?, ?, ?, ?, ?, ?)", rows)
+
+    def delete(self, keys: list[str]) -> None:
+        self._write(
+            "delete from sync_members where export = ? and key = ?",
+            [(self.export, key) for key in keys],
+        )
+
+    def finish(self, mode: str) -> None:
+        """Record that a run in ``mode`` committed (the next mirror run is no baseline)."""
+        insert = self.ledger.insert(SYNC_EXPORTS).values(
+            export=self.export, mode=mode, runs=1, recorded_at=time.time()
+        )
+        upsert = insert.on_conflict_do_update(
+            index_elements=[SYNC_EXPORTS.c.export],
+            set_={
+                "mode": mode,
+                "runs": SYNC_EXPORTS.c.runs + 1,
+                "recorded_at": insert.excluded.recorded_at,
+            },
+        )
+        with self.ledger._lock, self.ledger.engine.begin() as con:
+            con.execute(upsert)
+
+    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        with self.ledger._lock:
+            if self.ledger._sqlite is not None:
+                con = self.ledger._sqlite
+                con.execute("begin")
+                try:
+                    con.executemany(sql, rows)
+                except BaseException:
+                    con.execute("rollback")
+                    raise
+                con.execute("commit")
+                return
+        # PostgreSQL: the same statements through SQLAlchemy.
+        if sql.startswith("insert"):
+            insert = self.ledger.insert(SYNC_MEMBERS)
+            statement = insert.on_conflict_do_update(
+                index_elements=[SYNC_MEMBERS.c.export, SYNC_MEMBERS.c.key],
+                set_={c: insert.excluded[c] for c in ("hash", "status", "ident", "recorded_at")},
+            )
+            names = [c.name for c in SYNC_MEMBERS.columns]
+            params = [dict(zip(names, r, strict=True)) for r in rows]
+        else:
+            statement = sa.delete(SYNC_MEMBERS).where(
+                SYNC_MEMBERS.c.export == sa.bindparam("e"), SYNC_MEMBERS.c.key == sa.bindparam("k")
+            )
+            params = [{"e": e, "k": k} for e, k in rows]
+        with self.ledger._lock, self.ledger.engine.begin() as con:
+            for start in range(0, len(params), 10_000):
+                con.execute(statement, params[start : start + 10_000])
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _json_of(columns: list[str]) -> str:
+    """A DuckDB expression: the JSON text of these columns (sorted by name, so a query that
+    reorders its columns keeps its keys and hashes)."""
+    if not columns:
+        return "'{}'"
+    parts = ", ".join(f"{_quote(c)} := {_quote(c)}" for c in sorted(columns))
+    return f"to_json(struct_pack({parts}))::varchar"
+
+
+def plan(
+    store: SyncStore,
+    spec: SyncSpec,
+    mode: str,
+    max_remove_ratio: float,
+    rows: ValidRows,
+    workdir: Path,
+) -> SyncPlan:
+    """Compare the valid rows with what the export holds; spool the rows to send.
+
+    Keys and hashes are computed over the whole spool by DuckDB (md5 of the JSON of the key
+    columns, and of every sent column); only the rows to send are written to
+    ``workdir/sync.parquet``. Nothing is written to the store.
+    """
+    from line_exports.destination import ValidRows
+
+    names = [n for n in pq.read_schema(rows.path).names if n != ROW_NUMBER]
+    key_columns = [c for c in spec.key_columns if c in names]
+    ident = _json_of(key_columns)
+    key = f"md5('{spec.namespace.replace(chr(39), chr(39) * 2)}' || {ident})"
+    everything = _json_of(names)
+    if spec.required_key and spec.required_key in names:
+        key = (
+            f"case when {_quote(spec.required_key)} is null then md5('row' || {everything}) "
+            f"else {key} end"
+        )
+    state = store.load()
+    with closing(duckdb.connect()) as con:
+        con.register("state", state)
+        con.execute(
+            f"""create table cur as select {_quote(ROW_NUMBER)} as rn, {key} as key,
+                md5({everything}) as hash, {ident} as ident from read_parquet(?)""",
+            [str(rows.path)],
+        )
+        resend = "true" if spec.resend_changed else "false"
+        kinds = con.sql(
+            f"""select c.rn, c.key, c.hash, c.ident,
+                   case when s.key is null then 'add'
+                        when s.status <> 'accepted' then 'retry'
+                        when s.hash = c.hash or not {resend} then 'same'
+                        else 'update' end as kind
+                from cur c left join state s using (key) order by c.rn"""
+        ).to_arrow_table()
+        departed = con.sql(
+            """select s.key, s.ident from state s
+               where not exists (select 1 from cur c where c.key = s.key) order by s.key"""
+        ).to_arrow_table()
+    kind = kinds.column("kind")
+    counts = {k: int(pc.sum(pc.equal(kind, k)).as_py() or 0) for k in ("add", "update", "retry")}
+    send = pc.not_equal(kind, "same")
+    changed = kinds.filter(send).select(["rn", "key", "hash", "ident"])
+    spooled = _spool_subset(rows, changed.column("rn").to_numpy(), workdir / "sync.parquet")
+    result = SyncPlan(
+        mode=mode,
+        rows=ValidRows(spooled, changed.num_rows),
+        changed=changed,
+        adds=counts["add"],
+        updates=counts["update"],
+        retried=counts["retry"],
+        unchanged=kinds.num_rows - changed.num_rows,
+        members=state.num_rows,
+    )
+    if mode == "mirror":
+        result.departed = _departed_frame(departed, key_columns)
+        if store.last_mode() != "mirror":
+            result.baseline = True
+            result.forgotten = len(result.departed)
+        elif len(result.departed) > max_remove_ratio * state.num_rows:
+            result.blocked = (
+                f"{len(result.departed):,} of {state.num_rows:,} members would be removed "
+                f"({len(result.departed) / max(state.num_rows, 1):.1%}), more than "
+                f"max_remove_ratio {max_remove_ratio:.0%}: nothing was removed"
+            )
+    return result
+
+
+def _departed_frame(departed: pa.Table, key_columns: list[str]) -> pd.DataFrame:
+    keys = departed.column("key").to_pylist()
+    idents = [json.loads(text) for text in departed.column("ident").to_pylist()]
+    frame = pd.DataFrame(
+        {c: pd.Series([i.get(c) for i in idents], dtype="object") for c in key_columns}
+    )
+    frame.insert(0, "key", pd.Series(keys, dtype="object"))
+    return frame
+
+
+def _spool_subset(rows: ValidRows, numbers: np.ndarray, path: Path) -> Path:
+    """The spooled rows whose row numbers are in ``numbers``, same schema, same order."""
+    wanted = pa.array(numbers, pa.int64())
+    spool = pq.ParquetFile(rows.path, pre_buffer=False)
+    with pq.ParquetWriter(path, spool.schema_arrow) as writer:
+        for group in range(spool.num_row_groups):
+            table = spool.read_row_group(group, use_threads=False)
+            keep = pc.is_in(table.column(ROW_NUMBER).cast(pa.int64()), value_set=wanted)
+            writer.write_table(table.filter(keep))
+    return path
+
+
+def deliver(
+    dest: Destination,
+    resource: Any,
+    settings: Any,
+    rows: ValidRows,
+    run: ExportRun,
+    workdir: Path,
+) -> tuple[DeliveryReport, SyncPlan | None]:
+    """Deliver ``rows`` in the export's ``sync_mode``; the report counts unchanged rows as
+    accepted (an earlier run delivered them) and its metadata holds the plan's counts."""
+    from line_exports.destination import DeliveryFailed, DeliveryReport
+
+    mode = settings.sync_mode
+    if mode == "append":
+        return dest.deliver(resource, settings, rows, run), None
+    check_mode(dest, settings)
+    spec = dest.sync_spec(settings)
+    assert spec is not None
+    store = SyncStore(run.ledger.ledger, run.ledger.export)
+    fixed = plan(store, spec, mode, settings.max_remove_ratio, rows, workdir)
+    run.log.info(f"{run.name}: {fixed.summary()}")
+    store.put(fixed.changed, "pending")  # a stopped run's rows come back next run
+    try:
+        if fixed.rows.count:
+            report = dest.deliver(resource, settings, fixed.rows, run)
+        else:
+            report = DeliveryReport()
+    except DeliveryFailed as exc:
+        _annotate(exc.report, fixed, None)
+        raise
+    removal = None
+    if len(fixed.removals):
+        removal = dest.remove(resource, settings, fixed.removals, run)
+    _commit(store, fixed, report, removal)
+    _annotate(report, fixed, removal)
+    return report, fixed
+
+
+def _commit(
+    store: SyncStore, fixed: SyncPlan, report: DeliveryReport, removal: RemovalReport | None
+) -> None:
+    """Accepted rows become ``accepted`` with the hash sent; refused or rejected rows stay
+    ``pending`` (sent again next run); removed keys are forgotten."""
+    not_accepted = [f[ROW_NUMBER].to_numpy() for f in report.refused + report.rejected if len(f)]
+    unsent = fixed.rows.count - report.rejected_rows - report.sent_rows
+    if unsent > 0:
+        return  # which rows went out is unknown: all stay pending
+    accepted = fixed.changed
+    if not_accepted:
+        bad = pa.array(np.unique(np.concatenate(not_accepted)).astype("int64"))
+        accepted = accepted.filter(pc.invert(pc.is_in(accepted.column("rn"), value_set=bad)))
+    store.put(accepted, "accepted")
+    if removal is not None:
+        store.delete(removal.removed_keys)
+    if fixed.baseline and fixed.forgotten:
+        store.delete(fixed.departed["key"].tolist())
+    store.finish(fixed.mode)
+
+
+def _annotate(report: DeliveryReport, fixed: SyncPlan, removal: RemovalReport | None) -> None:
+    report.unchanged_rows = fixed.unchanged
+    report.accepted_rows += fixed.unchanged
+    report.metadata.update(fixed.metadata())
+    if removal is not None:
+        report.requests += removal.requests
+        report.metadata["members_removed"] = len(removal.removed_keys)
+        report.metadata["members_not_removed"] = len(removal.failed)
+        report.metadata.update(removal.metadata)
+        if removal.failed:
+            report.metadata["removal_failures"] = dg.MetadataValue.json(
+                dict(list(removal.failed.items())[:SAMPLE_ROWS])
+            )
+    elif fixed.mode == "mirror":
+        report.metadata["members_removed"] = 0
+
+
+def check_result(
+    asset_key: dg.AssetKey, mode: str, fixed: SyncPlan | None, reason: str = ""
+) -> dg.AssetCheckResult:
+    """``sync_removals``: fails when mirror removed nothing for safety (empty result, too many
+    removals), saying why; passes otherwise (append and diff never remove)."""
+    reason = reason or (fixed.blocked if fixed is not None else "")
+    meta: dict[str, Any] = {"sync_mode": mode}
+    if fixed is not None and mode == "mirror":
+        meta.update(
+            {
+                "members_before": fixed.members,
+                "members_departed": len(fixed.departed),
+                "baseline": fixed.baseline,
+            }
+        )
+    if reason:
+        meta["reason"] = reason
+    return dg.AssetCheckResult(
+        check_name=SYNC_CHECK,
+        asset_key=asset_key,
+        passed=not reason,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=meta,
+    )
+
+
+def check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        SYNC_CHECK,
+        asset=asset_key,
+        description=(
+            "sync_mode mirror: fails when departed members were not removed for safety "
+            "(an empty result, or more than max_remove_ratio of the members), saying why."
+        ),
+    )
+
+
+EMPTY_RESULT_REASON = (
+    "the result is empty: in mirror this would remove every member, so nothing was removed"
+)
+
+
+def sample(frame: pd.DataFrame, rows: int = SAMPLE_ROWS) -> str:
+    """A few rows of a frame as text (for ``plan``)."""
+    shown = frame.drop(columns=[c for c in frame.columns if c.startswith("_")], errors="ignore")
+    return shown.head(rows).to_string(index=False, max_colwidth=40)

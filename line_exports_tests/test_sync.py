@@ -1,0 +1,250 @@
+"""sync_mode diff / mirror: day 1 baseline, day 2 sends only the churn and removes who left.
+
+Real exports (DuckDB -> Dagster -> HTTP to the sandbox), one ledger file across runs, and the
+sandbox as the oracle of what each destination holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from line_exports import LineConversionResource, LineMessagingResource, SqlSource, build_export
+from line_exports.sandbox import Sandbox, SandboxServer
+from line_exports.sandbox import line_conversion as capi_box
+from line_exports.sandbox import line_messaging as line_box
+from line_exports.sandbox.linkedin import store_of as linkedin_store
+from line_exports.sync import SYNC_CHECK
+from line_exports_tests.test_linkedin import ACCOUNT, FAST, failure_text, resource
+
+MEMBERS = 1_000  # 1% = 10 rows changed and 10 gone on day 2
+
+
+def contacts(day: int, gone_every: int = 100, members: int = MEMBERS) -> str:
+    """Day 1: every member; day 2: ``range % 100 == 1`` changed title, ``== 2`` gone."""
+    title = "case when range % 100 = 1 then 'Lead' else 'Engineer' end" if day > 1 else "'Engineer'"
+    where = f"where range % {gone_every} <> 2" if day > 1 else ""
+    return (
+        f"select 'user' || range || '@example.com' as email, {title} as title "
+        f"from range({members}) {where}"
+    )
+
+
+def email_key(n: int) -> tuple[str, tuple[str, str]]:
+    """A member as the sandbox holds it."""
+    return ("ids", ("SHA256_EMAIL", hashlib.sha256(f"user{n}@example.com".encode()).hexdigest()))
+
+
+def linkedin_run(
+    server: SandboxServer, query: str, mode: str, **settings: Any
+) -> dg.ExecuteInProcessResult:
+    values = {
+        "ad_account_id": ACCOUNT,
+        "segment_name": "sync seg",
+        "sync_mode": mode,
+        **FAST,
+        **settings,
+    }
+    asset = build_export("li_sync", destination="linkedin", query=query, settings=values)
+    return dg.materialize(
+        [asset],
+        resources={"linkedin": resource(server), "sql_source": SqlSource()},
+        raise_on_error=False,
+    )
+
+
+def meta_of(result: dg.ExecuteInProcessResult, node: str) -> dict[str, Any]:
+    [event] = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def sync_check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    [evaluation] = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.asset_check_evaluation_data.check_name == SYNC_CHECK
+    ]
+    return evaluation
+
+
+def segment_members(sandbox: Sandbox) -> set[tuple[Any, ...]]:
+    [segment] = [s for s in linkedin_store(sandbox).segments.values() if s.name == "sync seg"]
+    return segment.members
+
+
+def elements(sandbox: Sandbox) -> int:
+    return linkedin_store(sandbox).elements_received
+
+
+# -- LinkedIn ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["diff", "mirror"])
+def test_linkedin_day2_sends_only_the_churn(sandbox_server: SandboxServer, mode: str) -> None:
+    sandbox = sandbox_server.sandbox
+    day1 = linkedin_run(sandbox_server, contacts(1), mode)
+    assert day1.success, failure_text(day1)
+    meta = meta_of(day1, "li_sync")
+    assert (meta["rows_added"], meta["rows_unchanged"], meta["rows_accepted"]) == (
+        MEMBERS,
+        0,
+        MEMBERS,
+    )
+    assert len(segment_members(sandbox)) == MEMBERS
+    if mode == "mirror":
+        assert meta["sync_baseline"] is True and meta["members_removed"] == 0
+
+    before = elements(sandbox)
+    day2 = linkedin_run(sandbox_server, contacts(2), mode)
+    assert day2.success, failure_text(day2)
+    meta = meta_of(day2, "li_sync")
+    assert meta["rows_read"] == MEMBERS - 10
+    assert (meta["rows_added"], meta["rows_updated"], meta["rows_unchanged"]) == (
+        0,
+        10,
+        MEMBERS - 20,
+    )
+    assert meta["rows_sent"] == 10
+    # Four counts still add up: unchanged rows are accepted (by an earlier run), not unsent.
+    assert meta["rows_accepted"] == MEMBERS - 10 and meta["rows_unsent"] == 0
+    held = segment_members(sandbox)
+    gone = {email_key(n) for n in range(MEMBERS) if n % 100 == 2}
+    if mode == "diff":
+        assert elements(sandbox) - before == 10  # the 10 changed members only
+        assert gone <= held
+    else:
+        assert elements(sandbox) - before == 20  # 10 changed + 10 REMOVE elements
+        assert meta["members_removed"] == 10 and meta["sync_baseline"] is False
+        assert not gone & held and len(held) == MEMBERS - 10
+        assert sync_check(day2).passed
+
+    # Nothing changed since: a third run sends nothing at all.
+    before, requests = elements(sandbox), len(sandbox.requests)
+    day3 = linkedin_run(sandbox_server, contacts(2), mode)
+    assert day3.success, failure_text(day3)
+    assert elements(sandbox) == before and len(sandbox.requests) == requests  # no request at all
+    assert meta_of(day3, "li_sync")["rows_sent"] == 0
+
+
+def test_linkedin_mirror_refuses_to_remove_everyone(sandbox_server: SandboxServer) -> None:
+    """An empty result, or over max_remove_ratio, removes nothing and fails sync_removals."""
+    sandbox = sandbox_server.sandbox
+    for _ in range(2):  # a baseline, then a first run that could remove
+        assert linkedin_run(sandbox_server, contacts(1, members=200), "mirror").success
+    before = elements(sandbox)
+
+    empty = linkedin_run(sandbox_server, contacts(1, members=0), "mirror")
+    assert empty.success, failure_text(empty)
+    check = sync_check(empty)
+    assert not check.passed and "empty" in str(check.metadata["reason"].value)
+
+    over = linkedin_run(sandbox_server, contacts(2, gone_every=4, members=200), "mirror")
+    assert over.success, failure_text(over)
+    check = sync_check(over)
+    assert not check.passed
+    assert "50 of 200 members would be removed" in str(check.metadata["reason"].value)
+    assert meta_of(over, "li_sync")["members_removed"] == 0
+    assert elements(sandbox) == before + 2  # the 2 changed titles (range % 100 == 1), no removal
+    assert len(segment_members(sandbox)) == 200
+
+    # A higher max_remove_ratio lets the same run through.
+    allowed = linkedin_run(
+        sandbox_server, contacts(2, gone_every=4, members=200), "mirror", max_remove_ratio=0.5
+    )
+    assert allowed.success and sync_check(allowed).passed
+    assert len(segment_members(sandbox)) == 150
+
+
+def test_sync_mode_a_destination_cannot_do_fails_when_defined() -> None:
+    with pytest.raises(ValueError, match="sync_mode 'mirror' is not supported by LINE Conversion"):
+        build_export(
+            "capi",
+            destination="line_conversion",
+            query="select 1 as x",
+            settings={"sync_mode": "mirror"},
+        )
+
+
+# -- CAPI: events already accepted are skipped ------------------------------------------------
+TAG = "sync-tag"
+
+
+def capi_query(count: int) -> str:
+    return (
+        "select 'dedup-' || range as deduplication_key, 'conversion' as event_type, "
+        "'web' as source_type, cast(epoch(current_date) as bigint) - range as event_timestamp, "
+        "'ext-' || range as external_id "
+        f"from range({count})"
+    )
+
+
+def capi_run(server: SandboxServer, query: str) -> dg.ExecuteInProcessResult:
+    asset = build_export(
+        "capi_sync",
+        destination="line_conversion",
+        query=query,
+        settings={"sync_mode": "diff", **FAST},
+    )
+    res = LineConversionResource(line_tag_id=TAG, base_url=server.url)
+    return dg.materialize(
+        [asset], resources={"line_conversion": res, "sql_source": SqlSource()}, raise_on_error=False
+    )
+
+
+def test_capi_diff_skips_events_already_accepted(sandbox_server: SandboxServer) -> None:
+    sandbox = sandbox_server.sandbox
+    first = capi_run(sandbox_server, capi_query(300))
+    assert first.success, failure_text(first)
+    assert len(capi_box.events_of(sandbox, TAG)) == 300
+    posts = sandbox.count("POST", "/v1/")
+    second = capi_run(sandbox_server, capi_query(303))  # 3 new events
+    assert second.success, failure_text(second)
+    meta = meta_of(second, "capi_sync")
+    assert (meta["rows_sent"], meta["rows_unchanged"], meta["rows_accepted"]) == (3, 300, 303)
+    assert sandbox.count("POST", "/v1/") - posts == 1
+    assert len(capi_box.events_of(sandbox, TAG)) == 303
+
+
+# -- push: a (campaign, recipient) pair is sent once across runs ------------------------------
+def push_run(server: SandboxServer, query: str, campaign: str = "") -> dg.ExecuteInProcessResult:
+    template = '{"type": "text", "text": "coupon {{code}}"}'
+    asset = build_export(
+        "push_sync",
+        destination="line_messaging",
+        query=query,
+        settings={
+            "target": "push_message",
+            "template_message": template,
+            "sync_mode": "diff",
+            "campaign_key": campaign,
+            **FAST,
+        },
+    )
+    res = LineMessagingResource(base_url=server.url, poll_seconds=0.05)
+    return dg.materialize(
+        [asset], resources={"line_messaging": res, "sql_source": SqlSource()}, raise_on_error=False
+    )
+
+
+def push_query(count: int, code: str) -> str:
+    return (
+        f"select 'U' || lpad(printf('%x', range), 32, '0') as id, '{code}' || range as code "
+        f"from range({count})"
+    )
+
+
+def test_push_diff_sends_a_campaign_once_per_recipient(sandbox_server: SandboxServer) -> None:
+    sandbox = sandbox_server.sandbox
+    inbox = line_box.store_of(sandbox).inbox
+    assert push_run(sandbox_server, push_query(20, "A")).success
+    assert sum(len(v) for v in inbox.values()) == 20
+    # Day 2: 2 new recipients; yesterday's 20 do not get the coupon again, even with new codes.
+    again = push_run(sandbox_server, push_query(22, "B"))
+    assert again.success, failure_text(again)
+    assert meta_of(again, "push_sync")["rows_sent"] == 2
+    assert sum(len(v) for v in inbox.values()) == 22
+    # A new campaign key reaches everyone again.
+    assert push_run(sandbox_server, push_query(22, "C"), campaign="winter").success
+    assert sum(len(v) for v in inbox.values()) == 44
