@@ -269,6 +269,13 @@ class SyncStore:
                 con.execute(statement, params[start : start + 10_000])
 
 
+def store_name(export: str, scope: str) -> str:
+    """The sync store of an export run: one per export, one per partition of a partitioned
+    export (each partition holds its own members), whatever the tick."""
+    partition = next((p for p in scope.split(";") if p.startswith("partition=")), "")
+    return f"{export}#{partition}" if partition else export
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -398,7 +405,7 @@ def deliver(
     check_mode(dest, settings)
     spec = dest.sync_spec(settings)
     assert spec is not None
-    store = SyncStore(run.ledger.ledger, run.ledger.export)
+    store = SyncStore(run.ledger.ledger, store_name(run.ledger.export, run.ledger.scope))
     fixed = plan(store, spec, mode, settings.max_remove_ratio, rows, workdir)
     run.log.info(f"{run.name}: {fixed.summary()}")
     store.put(fixed.changed, "pending")  # a stopped run's rows come back next run
