@@ -91,9 +91,12 @@ class LineMessagingDestination(Destination):
         if settings.target in ("narrowcast", "broadcast"):
             check_rows(settings.target, valid_rows)
 
-    def sync_spec(self, settings: LineMessagingSettings) -> SyncSpec:
+    def sync_spec(self, settings: LineMessagingSettings) -> SyncSpec | None:
         """By recipient ``id``. Push / multicast: diff sends a (``campaign_key``, recipient)
-        pair once across runs, whatever the row's other fields; an audience adds new IDs."""
+        pair once across runs, whatever the row's other fields; an audience adds new IDs.
+        Narrowcast and broadcast send one request whatever the rows: append only."""
+        if settings.target not in ("audience", "push_message", "multicast_message"):
+            return None
         if settings.target == "audience":
             return SyncSpec(("id",), resend_changed=False)
         return SyncSpec(("id",), resend_changed=False, namespace=settings.campaign_key)
