@@ -30,7 +30,7 @@ from starlette.routing import Route
 from line_exports.webhook.config import WebhookSource, load_sources
 from line_exports.webhook.events import parse_body
 from line_exports.webhook.signature import verify, well_formed
-from line_exports.webhook.spool import SpoolWriter, default_spool_path
+from line_exports.webhook.spool import SPOOL_ENV, SPOOL_URL_ENV, open_writer
 from line_exports.webhook.workers import die_with_supervisor
 
 log = logging.getLogger("line_exports.webhook")
@@ -38,7 +38,7 @@ log = logging.getLogger("line_exports.webhook")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_LARGE_BODY_BUDGET = 16 * 1024 * 1024
 _SMALL_BODY = 16 * 1024
-SPOOL_ENV = "LINE_EXPORTS_WEBHOOK_SPOOL"
+__all__ = ["SPOOL_ENV", "SPOOL_URL_ENV", "create_app", "create_app_from_env"]
 MAX_BODY_ENV = "LINE_EXPORTS_WEBHOOK_MAX_BODY_BYTES"
 BODY_BUDGET_ENV = "LINE_EXPORTS_WEBHOOK_LARGE_BODY_BUDGET"
 
@@ -93,10 +93,14 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     large_body_budget: int = DEFAULT_LARGE_BODY_BUDGET,
 ) -> Starlette:
-    """Build the receiver for a fixed set of sources (one spool file for all of them)."""
+    """Build the receiver for a fixed set of sources (one spool for all of them).
+
+    ``spool_path``: the spool file, or a SQLAlchemy URL for a spool shared by receivers on
+    several machines (PostgreSQL); default as in ``spool.resolve_spool``.
+    """
     by_id = {s.source_id: s for s in sources}
     budget = _Budget(large_body_budget)
-    writer = SpoolWriter(spool_path or default_spool_path())
+    writer = open_writer(spool_path)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -108,7 +112,7 @@ def create_app(
                     source.name,
                     source.channel_secret_env,
                 )
-        log.info("receiver ready for %d source(s), spool %s", len(by_id), writer.path)
+        log.info("receiver ready for %d source(s), spool %s", len(by_id), writer.location)
         try:
             yield
         finally:
@@ -185,7 +189,7 @@ def create_app_from_env() -> Starlette:
     die_with_supervisor()
     return create_app(
         load_sources(),
-        spool_path=os.environ.get(SPOOL_ENV) or None,
+        spool_path=os.environ.get(SPOOL_URL_ENV) or os.environ.get(SPOOL_ENV) or None,
         max_body_bytes=int(os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY_BYTES),
         large_body_budget=int(os.environ.get(BODY_BUDGET_ENV) or DEFAULT_LARGE_BODY_BUDGET),
     )

@@ -17,7 +17,7 @@ from pydantic import Field
 from line_exports.secret_fields import SecretField
 from line_exports.webhook.config import WebhookSource, load_sources
 from line_exports.webhook.landing import LandingResult, default_target_url, land_source
-from line_exports.webhook.spool import SpoolReader, default_spool_path
+from line_exports.webhook.spool import open_reader, resolve_spool
 
 RESOURCE_KEY = "line_oa_webhook"
 _NO_SCHEDULE = {"", "off", "once", "none"}
@@ -29,6 +29,12 @@ class LineOaWebhookResource(dg.ConfigurableResource):
     spool_path: str = Field(
         default="", description="Spool SQLite file; empty means <data dir>/webhook/spool.sqlite3"
     )
+    spool_url: str = SecretField(
+        "SQLAlchemy URL of a spool shared by receivers on several machines "
+        "(postgresql+psycopg://...); empty means spool_path or "
+        "$LINE_EXPORTS_WEBHOOK_SPOOL_URL. May hold a password, so pass it with dg.EnvVar.",
+        default="",
+    )
     target_url: str = SecretField(
         "SQLAlchemy URL of the target; empty means the embedded DuckDB. May hold a "
         "password (Postgres), so pass it with dg.EnvVar.",
@@ -37,8 +43,8 @@ class LineOaWebhookResource(dg.ConfigurableResource):
     max_requests_per_run: int = Field(default=200_000, description="Cap per landing run")
     retention_days: float = Field(default=7.0, description="Keep landed requests this long")
 
-    def resolved_spool(self) -> Path:
-        return Path(self.spool_path) if self.spool_path else default_spool_path()
+    def resolved_spool(self) -> str | Path:
+        return resolve_spool(self.spool_url or self.spool_path or None)
 
     def resolved_target(self) -> str:
         return self.target_url or default_target_url()
@@ -53,7 +59,7 @@ class LineOaWebhookResource(dg.ConfigurableResource):
         )
 
     def pending(self, source: WebhookSource) -> tuple[int, int]:
-        with SpoolReader(self.resolved_spool()) as reader:
+        with open_reader(self.resolved_spool()) as reader:
             return reader.pending_count(source.source_id)
 
 
@@ -178,6 +184,7 @@ def build_webhook_definitions(
     *,
     sources_path: str | Path | None = None,
     spool_path: str | Path | None = None,
+    spool_url_env: str | None = None,
     target_url: str | None = None,
     target_url_env: str | None = None,
     group_name: str = "line_oa",
@@ -188,6 +195,8 @@ def build_webhook_definitions(
     ``sources`` defaults to the sources file (``sources_path`` or the default location).
     ``target_url_env`` names an env var holding the target URL (read via ``dg.EnvVar`` so a
     password never lands in run config); otherwise ``target_url`` or the embedded DuckDB.
+    ``spool_url_env`` likewise names an env var holding the URL of a PostgreSQL spool shared
+    by receivers on several machines; otherwise ``spool_path`` or the default spool file.
     """
     chosen = list(sources) if sources is not None else load_sources(sources_path)
     assets: list[dg.AssetsDefinition] = []
@@ -201,8 +210,9 @@ def build_webhook_definitions(
         schedules.extend(sch)
         sensors.extend(sen)
     target: Any = dg.EnvVar(target_url_env) if target_url_env else (target_url or "")
+    spool_url: Any = dg.EnvVar(spool_url_env) if spool_url_env else ""
     resource = LineOaWebhookResource(
-        spool_path=str(spool_path) if spool_path else "", target_url=target
+        spool_path=str(spool_path) if spool_path else "", spool_url=spool_url, target_url=target
     )
     return dg.Definitions(
         assets=assets,

@@ -36,10 +36,12 @@ def _apply_locations(args: argparse.Namespace) -> None:
         os.environ["LINE_EXPORTS_HOME"] = str(Path(args.data_dir).resolve())
     if getattr(args, "sources", None):
         os.environ[SOURCES_ENV] = str(Path(args.sources).resolve())
-    if getattr(args, "spool", None):
-        from line_exports.webhook.app import SPOOL_ENV
+    from line_exports.webhook.spool import SPOOL_ENV, SPOOL_URL_ENV
 
+    if getattr(args, "spool", None):
         os.environ[SPOOL_ENV] = str(Path(args.spool).resolve())
+    if getattr(args, "spool_url", None):
+        os.environ[SPOOL_URL_ENV] = args.spool_url
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -151,7 +153,9 @@ def _land(args: argparse.Namespace) -> int:
         print("error: no matching source", file=sys.stderr)
         return 2
     for source in chosen:
-        result = land_source(source, spool_path=args.spool, target_url=args.target_url)
+        result = land_source(
+            source, spool_path=args.spool_url or args.spool, target_url=args.target_url
+        )
         print(json.dumps(dataclasses.asdict(result), sort_keys=True))
     return 0
 
@@ -165,6 +169,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         p.add_argument("--data-dir", help="data folder (default $LINE_EXPORTS_HOME or ./data)")
         p.add_argument("--sources", help="sources YAML (default <data dir>/webhook/sources.yaml)")
         p.add_argument("--spool", help="spool file (default <data dir>/webhook/spool.sqlite3)")
+        p.add_argument(
+            "--spool-url",
+            help="SQLAlchemy URL of a spool shared by receivers on several machines, e.g. "
+            "postgresql+psycopg://user@db-host/line_oa (default $LINE_EXPORTS_WEBHOOK_SPOOL_URL;"
+            " keep the password in PGPASSWORD or ~/.pgpass, not on the command line)",
+        )
 
     serve = sub.add_parser("serve", help="run the receiver (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

@@ -12,11 +12,9 @@ transaction, and the cursor moves past it: one poison body never blocks the ones
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from line_exports import paths
-from line_exports.private_files import private_opener
 from line_exports.webhook.config import WebhookSource
 from line_exports.webhook.events import (
     EVENT_COLUMNS,
@@ -35,7 +32,7 @@ from line_exports.webhook.events import (
     build_batch,
 )
 from line_exports.webhook.quarantine import REJECT_COLUMNS, find_refused, reject_rows
-from line_exports.webhook.spool import SpooledRequest, SpoolReader, default_spool_path
+from line_exports.webhook.spool import Claim, ClaimLost, SpooledRequest, open_reader
 
 _TYPES: dict[str, Any] = {"text": sa.Text, "bigint": sa.BigInteger, "boolean": sa.Boolean}
 _CHUNK = 500
@@ -77,18 +74,6 @@ class LandingResult:
     null_values_by_column: dict[str, int] = field(default_factory=dict)
     replaced: bool = False
     spool_cursor: int = 0
-
-
-@contextlib.contextmanager
-def _source_lock(spool_path: Path, source: WebhookSource) -> Iterator[None]:
-    """Serialise landing runs of one source (schedule and manual run may overlap)."""
-    lock_path = spool_path.parent / f"land-{source.source_id}.lock"
-    with open(lock_path, "a+", opener=private_opener) as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _existing(conn: sa.Connection, table: sa.Table, column: str, keys: list[str]) -> set[str]:
@@ -168,6 +153,7 @@ def _write(
     batch: Batch,
     quarantined: list[Quarantined],
     any_new: bool,
+    claim: Claim,
 ) -> _Written:
     """Everything one run lands, inside the caller's transaction."""
     tables.metadata.create_all(conn, checkfirst=True)
@@ -189,6 +175,7 @@ def _write(
     rejects = reject_rows(quarantined, source.timezone)
     kept = _existing(conn, tables.rejects, "request_id", [r["request_id"] for r in rejects])
     _insert(conn, tables.rejects, [r for r in rejects if r["request_id"] not in kept])
+    claim.check()  # another worker may hold the source now: commit nothing it may also write
     return _Written(len(raw_rows), event_rows, duplicates, replaced)
 
 
@@ -228,8 +215,11 @@ def land_source(
     run's new data (emptied if there is none); ``replace_on_new_data`` does the same only when
     there is new data. Requests that cannot land go to ``source.rejects_table`` with their
     reason; values a column cannot hold land as NULL (both counted in the result).
+
+    ``spool_path`` is the spool file or its SQLAlchemy URL (PostgreSQL; see ``spool``). One
+    landing per source runs at a time on every machine sharing the spool (a claim); a second
+    one waits, then lands only what is left.
     """
-    spool = Path(spool_path) if spool_path else default_spool_path()
     url = target_url or default_target_url()
     result = LandingResult(
         source=source.name,
@@ -238,7 +228,7 @@ def land_source(
         events_table=source.events_table,
         rejects_table=source.rejects_table,
     )
-    with _source_lock(spool, source), SpoolReader(spool) as reader:
+    with open_reader(spool_path) as reader, reader.claim("land", source.source_id) as claim:
         done, reject_done = reader.cursor(source.source_id)
         requests = reader.pending(source.source_id, done, max_requests)
         rejects, new_reject_done = reader.rejects_since(source.source_id, reject_done)
@@ -255,7 +245,11 @@ def land_source(
         try:
             try:
                 with engine.begin() as conn:
-                    written = _write(conn, source, tables, batch, quarantined, bool(requests))
+                    written = _write(
+                        conn, source, tables, batch, quarantined, bool(requests), claim
+                    )
+            except ClaimLost:
+                raise
             except Exception:
                 refused = find_refused(
                     engine, batch.requests, _trial(tables), _probe(source, tables)
@@ -263,14 +257,16 @@ def land_source(
                 if not refused:
                     raise
                 refused_ids = {q.request.id for q in refused}
-                quarantined = sorted(quarantined + refused, key=lambda q: q.request.id)
+                quarantined = sorted(quarantined + refused, key=lambda q: q.request.position)
                 batch = batch_of([r for r in requests if r.id not in refused_ids])
                 with engine.begin() as conn:
-                    written = _write(conn, source, tables, batch, quarantined, bool(requests))
+                    written = _write(
+                        conn, source, tables, batch, quarantined, bool(requests), claim
+                    )
         finally:
             engine.dispose()
 
-        last = requests[-1].id if requests else done
+        last = requests[-1].position if requests else done
         reader.advance(source.source_id, last, new_reject_done)
         if retention_days is not None:
             reader.prune(source.source_id, retention_days * 86400.0)
@@ -287,7 +283,7 @@ def land_source(
     result.values_landed_as_null = batch.values_nulled
     result.null_values_by_column = dict(sorted(batch.nulled_by_column.items()))
     result.replaced = written.replaced
-    result.spool_cursor = last
+    result.spool_cursor = last[1]
     result.raw_rows_landed = written.raw_rows
     result.events_landed = len(event_rows)
     result.duplicates_dropped = written.duplicates

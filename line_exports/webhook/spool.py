@@ -1,17 +1,23 @@
-"""The durable spool between LINE and the warehouse: a SQLite file in WAL mode.
+"""The durable spool between LINE and the warehouse: a SQLite file in WAL mode by default.
 
 The receiver answers 200 only after a request's raw body is committed here with
 ``synchronous=FULL`` (the WAL is fsync'd on every commit), so a crash right after the answer
 loses nothing. Commits are grouped: one writer thread drains every request waiting at that
 moment into one transaction, so one fsync acknowledges many requests. The warehouse is never
 touched while answering LINE; landing reads the spool later, behind a per-source cursor.
+
+Receivers on several machines share a spool in PostgreSQL instead (``spool_pg``): the spool is
+then named by a SQLAlchemy URL (``postgresql+psycopg://...``) wherever a spool file is accepted.
+``open_writer`` / ``open_reader`` pick the backend from the location.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -19,8 +25,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from line_exports import paths, private_files
+
+SPOOL_ENV = "LINE_EXPORTS_WEBHOOK_SPOOL"
+SPOOL_URL_ENV = "LINE_EXPORTS_WEBHOOK_SPOOL_URL"
+Position = tuple[int, int]
+"""Where a cursor stands in a source's requests: (transaction id, row id), compared as a pair.
+SQLite assigns row ids under its single write lock, so its transaction id is always 0; see
+``spool_pg`` for why PostgreSQL needs the first member."""
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +74,46 @@ def default_spool_path() -> Path:
     return private_files.private_dir(paths.data_dir() / "webhook") / "spool.sqlite3"
 
 
+def is_url(location: str | Path) -> bool:
+    """True for a SQLAlchemy URL (``postgresql+psycopg://...``), False for a file path."""
+    return isinstance(location, str) and "://" in location
+
+
+def resolve_spool(location: str | Path | None = None) -> str | Path:
+    """The spool to use: ``location``, else ``$LINE_EXPORTS_WEBHOOK_SPOOL_URL`` (a SQLAlchemy
+    URL), else ``$LINE_EXPORTS_WEBHOOK_SPOOL`` (a file), else ``default_spool_path()``.
+
+    ``sqlite:///path`` is the same as the path. Raises ``ValueError`` for a database the spool
+    does not run on (SQLite file and PostgreSQL are supported).
+    """
+    chosen: str | Path = (
+        location
+        or os.environ.get(SPOOL_URL_ENV)
+        or os.environ.get(SPOOL_ENV)
+        or default_spool_path()
+    )
+    if not is_url(chosen):
+        return Path(chosen)
+    text = str(chosen)
+    if text.startswith("sqlite:///"):
+        return Path(text[len("sqlite:///") :])
+    if text.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+        return text
+    raise ValueError(
+        f"webhook spool: {text.split('://', 1)[0]}:// is not supported; use a SQLite file or "
+        "postgresql+psycopg://user@host/db"
+    )
+
+
+def describe(location: str | Path) -> str:
+    """The spool location for logs: a URL without its password."""
+    if not is_url(location):
+        return str(location)
+    import sqlalchemy as sa
+
+    return sa.engine.make_url(str(location)).render_as_string(hide_password=True)
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open the spool with the settings durability depends on (WAL + fsync per commit).
 
@@ -88,27 +142,43 @@ class SpooledRequest:
     parse_error: str | None
     event_count: int
     body: bytes
+    txid: int = 0
+
+    @property
+    def position(self) -> Position:
+        return (self.txid, self.id)
 
 
-class SpoolWriter:
-    """Group-committing writer used by one receiver process.
+class GroupCommitWriter:
+    """Group-committing writer used by one receiver process (subclasses: SQLite, PostgreSQL).
 
     ``append`` returns only once the row is committed and fsync'd. Bad-signature counts are
     aggregated in memory and flushed with the next commit (at most ~1s later): they are
     statistics, and writing one row per forged request would let anyone fill the disk.
+    A failed commit answers its requests 5xx and the next batch reconnects.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self) -> None:
         self._queue: queue.Queue[object] = queue.Queue()
         self._rejects: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = object()
 
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _commit(self, conn: Any, rows: list[tuple[object, ...]], rejects: list[Any]) -> None:
+        """Write both lists in one transaction, durably; raise on any failure."""
+        raise NotImplementedError
+
+    def _close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
     def start(self) -> None:
-        """Open the file now so a bad path fails at startup, not on the first event."""
-        conn = connect(self.path)
+        """Connect now so a bad location fails at startup, not on the first event."""
+        conn = self._connect()
         self._thread = threading.Thread(
             target=self._run, args=(conn,), name="line-oa-spool", daemon=True
         )
@@ -152,7 +222,7 @@ class SpoolWriter:
         now = time.time()
         return [(s, r, n, now) for (s, r), n in taken.items()]
 
-    def _run(self, conn: sqlite3.Connection) -> None:
+    def _run(self, conn: Any) -> None:
         stopping = False
         while not stopping:
             try:
@@ -178,26 +248,52 @@ class SpoolWriter:
                 continue
             error: BaseException | None = None
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(
-                    "INSERT INTO requests (request_id, source_id, received_at, signature_ok,"
-                    " parse_error, event_count, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [row for row, _, _ in batch],
-                )
-                conn.executemany(
-                    "INSERT INTO rejects (source_id, reason, count, last_at) VALUES (?, ?, ?, ?)",
-                    rejects,
-                )
-                conn.execute("COMMIT")
-            except BaseException as exc:  # disk full, I/O error: the caller must answer 5xx
+                if conn is None:
+                    conn = self._connect()
+                self._commit(conn, [row for row, _, _ in batch], rejects)
+            except BaseException as exc:  # disk full, I/O error, lost server: answer 5xx
                 error = exc
                 log.error("spool commit failed: %s", exc)
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                if conn is not None:
+                    self._close(conn)
+                conn = None
             for _, loop, future in batch:
                 with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
                     loop.call_soon_threadsafe(_settle, future, error)
-        conn.close()
+        if conn is not None:
+            self._close(conn)
+
+
+class SpoolWriter(GroupCommitWriter):
+    """The SQLite spool's writer: one file, WAL, an fsync per group commit."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.location = describe(self.path)
+
+    def _connect(self) -> sqlite3.Connection:
+        return connect(self.path)
+
+    def _commit(
+        self, conn: sqlite3.Connection, rows: list[tuple[object, ...]], rejects: list[Any]
+    ) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO requests (request_id, source_id, received_at, signature_ok,"
+                " parse_error, event_count, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.executemany(
+                "INSERT INTO rejects (source_id, reason, count, last_at) VALUES (?, ?, ?, ?)",
+                rejects,
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
@@ -209,11 +305,28 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(RuntimeError(f"spool commit failed: {error}"))
 
 
+class Claim(Protocol):
+    """A held claim (one worker at a time per purpose and source)."""
+
+    def check(self) -> None:
+        """Raise ``ClaimLost`` if the claim is no longer held (checked before a commit)."""
+
+
+class ClaimLost(RuntimeError):
+    """The claim ended while its work was still under way; the work is not committed."""
+
+
+class _FileClaim:
+    def check(self) -> None:  # an flock lives as long as the process holding it
+        return None
+
+
 class SpoolReader:
-    """The landing side: reads new requests and moves the per-source cursor."""
+    """The SQLite spool's landing side: reads new requests and moves the per-source cursor."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.location = describe(self.path)
         self._conn = connect(self.path)
 
     def close(self) -> None:
@@ -225,23 +338,47 @@ class SpoolReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def cursor(self, source_id: str) -> tuple[int, int]:
-        """(last landed request row id, last counted reject row id)."""
+    @contextlib.contextmanager
+    def claim(self, purpose: str, source_id: str, wait: bool = True) -> Iterator[Claim | None]:
+        """Hold ``purpose`` (``land``, ``relay-...``) for ``source_id``, waiting for a holder
+        (``wait=False``: yield None at once if another worker holds it).
+
+        One machine shares a SQLite spool, so an ``flock`` next to it serialises the schedule,
+        a manual run and every receiver worker; the kernel drops it when its process dies.
+        """
+        lock_path = self.path.parent / f"{purpose}-{source_id}.lock"
+        with open(lock_path, "a+", opener=private_files.private_opener) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield None
+                return
+            try:
+                yield _FileClaim()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def cursor(self, source_id: str) -> tuple[Position, Position]:
+        """(last landed request, last counted reject) positions."""
         row = self._conn.execute(
             "SELECT request_done, reject_done FROM cursors WHERE source_id = ?", (source_id,)
         ).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        return ((0, int(row[0])), (0, int(row[1]))) if row else ((0, 0), (0, 0))
 
-    def pending(self, source_id: str, after: int, limit: int) -> list[SpooledRequest]:
-        """Requests committed after ``after``, oldest first.
+    def pending(
+        self, source_id: str, after: Position, limit: int, since: float | None = None
+    ) -> list[SpooledRequest]:
+        """Requests committed after ``after`` (and received at or after ``since``), oldest
+        first.
 
         Row ids are assigned inside SQLite's single write lock, so a row committed later
         never gets a smaller id than one already read: the cursor cannot skip a request.
         """
         rows = self._conn.execute(
             "SELECT id, request_id, source_id, received_at, signature_ok, parse_error,"
-            " event_count, body FROM requests WHERE source_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (source_id, after, limit),
+            " event_count, body FROM requests WHERE source_id = ? AND id > ?"
+            " AND received_at >= ? ORDER BY id LIMIT ?",
+            (source_id, after[1], since if since is not None else -1.0, limit),
         ).fetchall()
         return [
             SpooledRequest(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], bytes(r[7]))
@@ -250,27 +387,27 @@ class SpoolReader:
 
     def pending_count(self, source_id: str) -> tuple[int, int]:
         """(number of requests not yet landed, highest request row id) for sensors."""
-        done, _ = self.cursor(source_id)
+        (_, done), _ = self.cursor(source_id)
         row = self._conn.execute(
             "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM requests WHERE source_id = ? AND id > ?",
             (source_id, done),
         ).fetchone()
         return int(row[0]), int(row[1])
 
-    def rejects_since(self, source_id: str, after: int) -> tuple[dict[str, int], int]:
+    def rejects_since(self, source_id: str, after: Position) -> tuple[dict[str, int], Position]:
         """Rejected-request counts by reason since ``after`` and the new reject cursor."""
         rows = self._conn.execute(
             "SELECT id, reason, count FROM rejects WHERE source_id = ? AND id > ? ORDER BY id",
-            (source_id, after),
+            (source_id, after[1]),
         ).fetchall()
         counts: dict[str, int] = {}
-        last = after
+        last = after[1]
         for rid, reason, count in rows:
             counts[reason] = counts.get(reason, 0) + int(count)
             last = max(last, int(rid))
-        return counts, last
+        return counts, (0, last)
 
-    def advance(self, source_id: str, request_done: int, reject_done: int) -> None:
+    def advance(self, source_id: str, request_done: Position, reject_done: Position) -> None:
         """Record what has landed; only called after the warehouse commit succeeded."""
         self._conn.execute(
             "INSERT INTO cursors (source_id, request_done, reject_done, updated_at)"
@@ -278,12 +415,17 @@ class SpoolReader:
             " request_done = MAX(request_done, excluded.request_done),"
             " reject_done = MAX(reject_done, excluded.reject_done),"
             " updated_at = excluded.updated_at",
-            (source_id, request_done, reject_done, time.time()),
+            (source_id, request_done[1], reject_done[1], time.time()),
         )
 
-    def prune(self, source_id: str, older_than_seconds: float) -> int:
-        """Drop landed requests older than the retention; unlanded ones are never dropped."""
-        done, reject_done = self.cursor(source_id)
+    def prune(
+        self, source_id: str, older_than_seconds: float, relayed: Position | None = None
+    ) -> int:
+        """Drop landed requests older than the retention; unlanded ones are never dropped, nor
+        (with ``relayed``, the oldest relay cursor) ones not yet forwarded."""
+        (_, done), (_, reject_done) = self.cursor(source_id)
+        if relayed is not None:
+            done = min(done, relayed[1])
         cutoff = time.time() - older_than_seconds
         cur = self._conn.execute(
             "DELETE FROM requests WHERE source_id = ? AND id <= ? AND received_at < ?",
@@ -297,10 +439,31 @@ class SpoolReader:
 
     def iter_all(self, source_id: str) -> Iterator[SpooledRequest]:
         """Every kept request for a source (for audits and the load test)."""
-        after = 0
+        after: Position = (0, 0)
         while True:
             chunk = self.pending(source_id, after, 5000)
             if not chunk:
                 return
             yield from chunk
-            after = chunk[-1].id
+            after = chunk[-1].position
+
+
+def open_writer(location: str | Path | None = None) -> GroupCommitWriter:
+    """The receiver's writer for ``location`` (see ``resolve_spool``)."""
+    chosen = resolve_spool(location)
+    if isinstance(chosen, Path):
+        return SpoolWriter(chosen)
+    from line_exports.webhook.spool_pg import PgSpoolWriter
+
+    return PgSpoolWriter(chosen)
+
+
+def open_reader(location: str | Path | None = None) -> Any:
+    """The landing/relay side for ``location``: ``SpoolReader`` or ``PgSpoolReader`` (same
+    methods); use it as a context manager."""
+    chosen = resolve_spool(location)
+    if isinstance(chosen, Path):
+        return SpoolReader(chosen)
+    from line_exports.webhook.spool_pg import PgSpoolReader
+
+    return PgSpoolReader(chosen)
