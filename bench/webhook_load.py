@@ -8,6 +8,15 @@ and checked. Loopback only; every loop is bounded; the script stops by itself.
 
     .venv/bin/python bench/webhook_load.py --events 12000 --clients 32 --workers 2
 
+``--receivers 2 --spool postgres`` runs two receivers (each ``--workers`` processes) on one
+PostgreSQL spool, as on two machines behind a load balancer: clients alternate between them,
+the first is SIGKILLed mid-way and restarted while the other takes its traffic. ``--spool
+postgres`` starts a throw-away PostgreSQL server on loopback with ``fsync`` on (Debian's
+``postgresql`` package); ``--spool-url`` uses a server of your own instead.
+
+    .venv/bin/python bench/webhook_load.py --events 12000 --clients 32 --workers 1 \
+        --receivers 2 --spool postgres
+
 ``--attack slow`` measures something else: real signed LINE traffic while slow and hostile
 clients (``bench/webhook_attack.py``: 3,000 connections trickling headers and 300 streaming
 1 MiB bodies under a wrong signature) attack the same receiver, run with ``ulimit -n 1024``
@@ -43,11 +52,11 @@ import requests
 import sqlalchemy as sa
 
 from line_exports.webhook.config import WebhookSource
-from line_exports.webhook.landing import land_source
+from line_exports.webhook.landing import LandingResult, land_source
 from line_exports.webhook.signature import sign
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import ROOT, machine  # noqa: E402
 
 SECRET = "bench-secret-" + "0" * 19
 DESTINATION = "U" + "0" * 32
@@ -59,14 +68,58 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def bench_source(work: Path) -> tuple[WebhookSource, Path]:
+    """The benchmark's source and a sources file naming it."""
+    source = WebhookSource(
+        name="bench_oa",
+        source_id=str(uuid.uuid4()),
+        channel_secret_env="LINE_CHANNEL_SECRET_BENCH_OA",
+    )
+    sources_file = work / "sources.yaml"
+    sources_file.write_text(f"sources:\n  - name: bench_oa\n    source_id: {source.source_id}\n")
+    return source, sources_file
+
+
+def land_and_count(
+    source: WebhookSource, spool: str | Path, work: Path
+) -> tuple[dict[str, int], LandingResult, float]:
+    """Land the spool into a fresh DuckDB file: (webhookEventId -> rows, result, seconds)."""
+    started = time.monotonic()
+    target = f"duckdb:///{work / 'warehouse.duckdb'}"
+    result = land_source(source, spool_path=spool, target_url=target)
+    seconds = time.monotonic() - started
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        landed = dict(
+            conn.execute(
+                sa.text(
+                    f"SELECT event_webhookeventid, COUNT(*) FROM {source.events_table} GROUP BY 1"
+                )
+            ).all()
+        )
+    engine.dispose()
+    return landed, result, seconds
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
+
+
 class Receiver:
     """The receiver as its own process group, so SIGKILL takes master and workers at once."""
 
     def __init__(
-        self, port: int, home: Path, sources: Path, workers: int, nofile: int | None = None
+        self,
+        port: int,
+        home: Path,
+        sources: Path,
+        workers: int,
+        nofile: int | None = None,
+        spool_url: str | None = None,
     ) -> None:
         self.port, self.home, self.sources, self.workers = port, home, sources, workers
-        self.nofile = nofile
+        self.nofile, self.spool_url = nofile, spool_url
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90.0) -> None:
@@ -77,6 +130,8 @@ class Receiver:
             "--data-dir", str(self.home), "--sources", str(self.sources),
             "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
+        if self.spool_url:
+            cmd += ["--spool-url", self.spool_url]
         if self.nofile:  # soft and hard limit, as on a host with `ulimit -n 1024`
             cmd = ["sh", "-c", f'ulimit -n {self.nofile} && exec "$@"', "serve", *cmd]
         self.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -220,13 +275,7 @@ def run_attack(args: argparse.Namespace) -> int:
     """Real LINE traffic without, then during, a slow-client attack on the same receiver."""
     work = Path(tempfile.mkdtemp(prefix="line-oa-attack-"))
     home = work / "home"
-    source = WebhookSource(
-        name="bench_oa",
-        source_id=str(uuid.uuid4()),
-        channel_secret_env="LINE_CHANNEL_SECRET_BENCH_OA",
-    )
-    sources_file = work / "sources.yaml"
-    sources_file.write_text(f"sources:\n  - name: bench_oa\n    source_id: {source.source_id}\n")
+    source, sources_file = bench_source(work)
     port = free_port()
     path = f"/v1/task/{source.source_id}"
     url = f"http://127.0.0.1:{port}{path}"
@@ -255,18 +304,7 @@ def run_attack(args: argparse.Namespace) -> int:
     finally:
         receiver.kill()
 
-    target = f"duckdb:///{work / 'warehouse.duckdb'}"
-    land_source(source, spool_path=home / "webhook" / "spool.sqlite3", target_url=target)
-    engine = sa.create_engine(target)
-    with engine.connect() as conn:
-        landed = dict(
-            conn.execute(
-                sa.text(
-                    f"SELECT event_webhookeventid, COUNT(*) FROM {source.events_table} GROUP BY 1"
-                )
-            ).all()
-        )
-    engine.dispose()
+    landed, _, _ = land_and_count(source, home / "webhook" / "spool.sqlite3", work)
     acked_all = {e for _, acked, _, _ in phases.values() for e in acked}
     missing = [e for e in acked_all if e not in landed]
     doubled = [e for e, n in landed.items() if n != 1]
@@ -312,44 +350,16 @@ def run_attack(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=12_000)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--kill-at", type=float, default=0.4, help="fraction acked before SIGKILL")
-    parser.add_argument("--duplicate-rate", type=float, default=0.03)
-    parser.add_argument("--deadline", type=float, default=300.0, help="seconds before giving up")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--keep", action="store_true", help="keep the temp data folder")
-    parser.add_argument(
-        "--attack", choices=["slow"], help="real traffic under a slow-client attack"
-    )
-    parser.add_argument("--attack-seconds", type=float, default=20.0)
-    parser.add_argument("--tricklers", type=int, default=3000)
-    parser.add_argument("--junk", type=int, default=300)
-    parser.add_argument("--nofile", type=int, default=1024, help="receiver's ulimit -n (attack)")
-    args = parser.parse_args(argv)
-    if args.attack == "slow":
-        if args.clients == 32:
-            args.clients = 8
-        return run_attack(args)
-    if args.events < 10_000:
-        print("note: the acceptance run uses at least 10,000 events", file=sys.stderr)
-
+def run_load(args: argparse.Namespace, spool_url: str | None) -> int:
+    """``--receivers`` receivers on one spool, clients alternating, the first SIGKILLed mid-way."""
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="line-oa-load-"))
-    home = work / "home"
-    source = WebhookSource(
-        name="bench_oa",
-        source_id=str(uuid.uuid4()),
-        channel_secret_env="LINE_CHANNEL_SECRET_BENCH_OA",
-    )
-    sources_file = work / "sources.yaml"
-    sources_file.write_text(f"sources:\n  - name: bench_oa\n    source_id: {source.source_id}\n")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/task/{source.source_id}"
-    receiver = Receiver(port, home, sources_file, args.workers)
+    source, sources_file = bench_source(work)
+    receivers = [
+        Receiver(free_port(), work / f"home{i}", sources_file, args.workers, spool_url=spool_url)
+        for i in range(args.receivers)
+    ]
+    urls = [f"http://127.0.0.1:{r.port}/v1/task/{source.source_id}" for r in receivers]
     batches = make_requests(args.events, rng)
 
     todo: queue.Queue[tuple[int, int]] = queue.Queue()  # (batch index, attempt)
@@ -383,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                 {"destination": DESTINATION, "events": events}, separators=(",", ":")
             ).encode()
             headers = {"x-line-signature": sign(SECRET, body), "content-type": "application/json"}
+            # The load balancer: requests alternate; a retry goes to the next receiver.
+            url = urls[(index + max(attempt, 0)) % len(urls)]
             started = time.perf_counter()
             try:
                 resp = http.post(url, data=body, headers=headers, timeout=10)
@@ -420,14 +432,16 @@ def main(argv: list[str] | None = None) -> int:
                 if len(acked) >= kill_after or outstanding[0] == 0:
                     break
             time.sleep(0.005)
-        receiver.kill()
+        receivers[0].kill()
         killed.set()
         down = time.monotonic()
         time.sleep(0.5)
-        receiver.start()
+        receivers[0].start()
         downtime[0] = time.monotonic() - down
 
-    receiver.start()
+    for receiver in receivers:
+        receiver.start()
+    load_before = load_average()
     started = time.monotonic()
     threads = [threading.Thread(target=client, daemon=True) for _ in range(args.clients)]
     kill_thread = threading.Thread(target=killer, daemon=True)
@@ -436,52 +450,51 @@ def main(argv: list[str] | None = None) -> int:
         t.start()
     for t in threads:
         t.join(timeout=max(1.0, deadline - time.monotonic() + 5))
-    kill_thread.join(timeout=60)
     send_seconds = time.monotonic() - started
-    receiver.kill()
+    load_during = load_average()
+    kill_thread.join(timeout=60)
+    for receiver in receivers:
+        receiver.kill()
 
-    land_started = time.monotonic()
-    target = f"duckdb:///{work / 'warehouse.duckdb'}"
-    result = land_source(source, spool_path=home / "webhook" / "spool.sqlite3", target_url=target)
-    land_seconds = time.monotonic() - land_started
-    engine = sa.create_engine(target)
-    with engine.connect() as conn:
-        landed = dict(
-            conn.execute(
-                sa.text(
-                    f"SELECT event_webhookeventid, COUNT(*) FROM {source.events_table} GROUP BY 1"
-                )
-            ).all()
-        )
-    engine.dispose()
-
+    spool: str | Path = spool_url or work / "home0" / "webhook" / "spool.sqlite3"
+    landed, result, land_seconds = land_and_count(source, spool, work)
     missing = [e for e in acked if e not in landed]
     doubled = [e for e, n in landed.items() if n != 1]
     sent_ids = {e["webhookEventId"] for b in batches for e in b}
-    lat = sorted(latencies)
-    p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
-    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000 if lat else float("nan")
+    p50, p99 = _percentile(latencies, 0.50) * 1000, _percentile(latencies, 0.99) * 1000
+    spool_kind = (
+        "PostgreSQL (one shared spool, synchronous_commit=on, fsync on)"
+        if spool_url
+        else "SQLite WAL synchronous=FULL"
+    )
     print(f"machine:              {machine()}")
+    print(f"machine load:         before {load_before}; at the end {load_during}")
     print(
-        f"receiver:             uvicorn, {args.workers} workers, spool SQLite WAL synchronous=FULL"
+        f"receivers:            {args.receivers} x webhook serve --workers {args.workers},"
+        f" spool {spool_kind}"
     )
     print(f"clients:              {args.clients} threads, keep-alive, 1-5 events per request")
     print(f"events sent (unique): {len(sent_ids)} in {len(batches)} requests")
     print(
-        f"SIGKILL + restart:    after {kill_after} acked events; down {downtime[0]:.2f}s; killed={killed.is_set()}"
+        f"SIGKILL + restart:    receiver 1 after {kill_after} acked events; down"
+        f" {downtime[0]:.2f}s; killed={killed.is_set()}"
     )
     print(
-        f"failed deliveries:    {failures['connection']} connection errors, {failures['http']} non-200 (retried as redeliveries)"
+        f"failed deliveries:    {failures['connection']} connection errors, {failures['http']}"
+        " non-200 (retried as redeliveries on the next receiver)"
     )
     print(
-        f"acknowledged (200):   {len(acked)} unique events, {sum(acked.values())} acknowledgements, {len(given_up)} requests given up"
+        f"acknowledged (200):   {len(acked)} unique events, {sum(acked.values())}"
+        f" acknowledgements, {len(given_up)} requests given up"
     )
     print(
-        f"throughput:           {len(acked) / send_seconds:.0f} events/s, {len(lat) / send_seconds:.0f} requests/s over {send_seconds:.1f}s"
+        f"throughput:           {len(acked) / send_seconds:.0f} events/s,"
+        f" {len(latencies) / send_seconds:.0f} requests/s over {send_seconds:.1f}s"
     )
     print(f"latency of 200s:      p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(
-        f"landed:               {len(landed)} events in {land_seconds:.1f}s ({result.duplicates_dropped} duplicates dropped)"
+        f"landed:               {len(landed)} events in {land_seconds:.1f}s"
+        f" ({result.duplicates_dropped} duplicates dropped)"
     )
     print(f"acked but missing:    {len(missing)}")
     print(f"landed more than once:{len(doubled):>2}")
@@ -498,6 +511,55 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=12_000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per receiver")
+    parser.add_argument("--receivers", type=int, default=1, help="receivers sharing the spool")
+    parser.add_argument(
+        "--spool",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="sqlite: the embedded file (one receiver); postgres: a local PostgreSQL server",
+    )
+    parser.add_argument("--spool-url", help="a PostgreSQL spool of your own (SQLAlchemy URL)")
+    parser.add_argument("--kill-at", type=float, default=0.4, help="fraction acked before SIGKILL")
+    parser.add_argument("--duplicate-rate", type=float, default=0.03)
+    parser.add_argument("--deadline", type=float, default=300.0, help="seconds before giving up")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the temp data folder")
+    parser.add_argument(
+        "--attack", choices=["slow"], help="real traffic under a slow-client attack"
+    )
+    parser.add_argument("--attack-seconds", type=float, default=20.0)
+    parser.add_argument("--tricklers", type=int, default=3000)
+    parser.add_argument("--junk", type=int, default=300)
+    parser.add_argument("--nofile", type=int, default=1024, help="receiver's ulimit -n (attack)")
+    args = parser.parse_args(argv)
+    if args.attack == "slow":
+        if args.clients == 32:
+            args.clients = 8
+        return run_attack(args)
+    if args.events < 10_000:
+        print("note: the acceptance run uses at least 10,000 events", file=sys.stderr)
+    if args.spool_url:
+        return run_load(args, args.spool_url)
+    if args.spool == "sqlite":
+        if args.receivers != 1:
+            parser.error("receivers on several machines need a PostgreSQL spool (--spool postgres)")
+        return run_load(args, None)
+    sys.path.insert(0, str(ROOT))
+    from line_exports_tests import postgres_server
+
+    reason = postgres_server.why_unavailable()
+    if reason:
+        print(f"cannot start PostgreSQL: {reason}", file=sys.stderr)
+        return 2
+    with postgres_server.postgres_server(fsync=True) as server:
+        return run_load(args, postgres_server.new_database(server))
 
 
 if __name__ == "__main__":

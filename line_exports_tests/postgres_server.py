@@ -61,9 +61,10 @@ def _base_dir() -> str | None:
 
 
 @contextmanager
-def postgres_server() -> Iterator[str]:
+def postgres_server(fsync: bool = False) -> Iterator[str]:
     """Yield the SQLAlchemy URL of a fresh server's ``postgres`` database (trust auth on
-    127.0.0.1 only); the server and its folder are gone afterwards."""
+    127.0.0.1 only); the server and its folder are gone afterwards. ``fsync`` off by default
+    (tests); a benchmark turns it on to measure what a real server pays per commit."""
     bin_dir = binaries()
     assert bin_dir is not None
     folder = Path(tempfile.mkdtemp(prefix="line-exports-pg-", dir=_base_dir()))
@@ -95,7 +96,7 @@ def postgres_server() -> Iterator[str]:
             "--locale=C",
             "--no-sync",
         )
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'}"
         run(
             str(bin_dir / "pg_ctl"),
             "-D",
