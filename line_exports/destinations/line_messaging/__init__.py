@@ -10,15 +10,24 @@ follows LINE's official OpenAPI (``line/line-openapi``: ``messaging-api.yml``,
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
-from line_exports.destination import DeliveryReport, Destination, ExportRun, ValidRows
+from line_exports.destination import (
+    DeliveryFailed,
+    DeliveryReport,
+    Destination,
+    ExportRun,
+    ValidRows,
+)
 from line_exports.destinations.line_messaging.audience import deliver_audience, id_files
 from line_exports.destinations.line_messaging.client import (
     LineMessagingClient,
     LineMessagingResource,
     explain,
 )
+from line_exports.destinations.line_messaging.consent import CONSENT_COLUMNS, screen
 from line_exports.destinations.line_messaging.multicast import (
     deliver_multicast,
     distinct_recipients,
@@ -63,11 +72,11 @@ class LineMessagingDestination(Destination):
 
     def ruleset(self, settings: LineMessagingSettings) -> RuleSet:
         if settings.target == "audience":
-            return RuleSet(
-                AUDIENCE_IFA_COLUMNS if settings.is_ifa_audience else AUDIENCE_USER_COLUMNS
-            )
+            if settings.is_ifa_audience:
+                return RuleSet(AUDIENCE_IFA_COLUMNS)
+            return RuleSet(AUDIENCE_USER_COLUMNS + CONSENT_COLUMNS)
         if settings.target == "multicast_message":
-            return RuleSet(MULTICAST_COLUMNS)
+            return RuleSet(MULTICAST_COLUMNS + CONSENT_COLUMNS)
         if settings.target in ("narrowcast", "broadcast"):  # one request per row, no recipient
             return RuleSet(
                 tuple(
@@ -80,7 +89,7 @@ class LineMessagingDestination(Destination):
         extra = tuple(
             Column(name, required=True, normalize=()) for name in template.columns if name != "id"
         )
-        return RuleSet(PUSH_COLUMNS + extra)
+        return RuleSet(PUSH_COLUMNS + CONSENT_COLUMNS + extra)
 
     def invalid_policy(self, settings: LineMessagingSettings) -> tuple[str, bool]:
         if settings.target == "multicast_message":
@@ -165,6 +174,12 @@ class LineMessagingDestination(Destination):
         client.begin_run()
         before = self._requests(client)
         retries, limited = client.http.stats.retries, client.http.stats.rate_limited
+        screened: list[Any] = []
+        screen_meta: dict[str, Any] = {}
+        if settings.target in ("push_message", "multicast_message") or (
+            settings.target == "audience" and not settings.is_ifa_audience
+        ):
+            rows, screened, screen_meta = screen(rows, settings.skip_suppressed)
         try:
             if settings.target == "audience":
                 report = deliver_audience(client, settings, rows, run)
@@ -176,6 +191,12 @@ class LineMessagingDestination(Destination):
                 report = deliver_multicast(client, settings, rows, run)
         except ApiError as exc:
             raise dg.Failure(description=explain(exc), allow_retries=exc.retryable) from None
+        except DeliveryFailed as exc:  # the screened rows stay rejected in a failed run too
+            exc.report.rejected.extend(screened)
+            exc.report.metadata.update(screen_meta)
+            raise
+        report.rejected.extend(screened)
+        report.metadata.update(screen_meta)
         report.requests = self._requests(client) - before  # token calls included
         report.metadata["retries"] = client.http.stats.retries - retries
         report.metadata["rate_limited_answers"] = client.http.stats.rate_limited - limited

@@ -170,6 +170,11 @@ class LineMessagingSettings(ExportSettings):
         description="Push/multicast with sync_mode diff: a recipient gets this campaign once "
         "across runs (default: the export is one campaign; a new key reaches everyone again)",
     )
+    skip_suppressed: bool = Field(
+        True,
+        description="Audience/push/multicast: reject users in the suppression table (they "
+        "unfollowed, per the webhook import's events) instead of sending (see consent.py)",
+    )
     validate_with_api: bool = Field(
         False,
         description="Also check the message with LINE's /v2/bot/message/validate/* before sending",
