@@ -196,3 +196,66 @@ def test_short_lived_token_cache_is_sealed_and_never_fails_the_run(
     )
     assert meta["push_accepted"] == 2 and store.tokens_issued == 3
     assert [p.name for p in paths.data_dir().glob("line_messaging_tokens.json*")] == [cache.name]
+
+
+TICK = {"dagster/scheduled_execution_time": "2026-05-01T09:00:00+00:00"}
+
+
+def test_a_resumed_push_needs_only_the_rows_not_yet_accepted(sandbox_server: SandboxServer) -> None:
+    store = store_of(sandbox_server.sandbox)
+    store.quota_limit = 12
+    # The first attempt stops at the quota: 12 of 20 accepted (in the ledger), 8 not sent.
+    first = run(
+        push_export("line_quota_resume", 20, over_quota="send_up_to_quota"),
+        resource(sandbox_server),
+        tags=TICK,
+    )
+    assert first["rows_accepted"] == 12 and first["rows_rejected"] == 8
+    # 8 more this month; the same tick again with over_quota: fail needs just those 8.
+    store.quota_limit = 20
+    again = run(push_export("line_quota_resume", 20), resource(sandbox_server), tags=TICK)
+    assert again["messages_already_accepted"] == 12 and again["messages_needed"] == 8
+    assert again["quota_remaining"] == 8 and again["rows_resumed"] == 12
+    assert again["push_accepted"] == 8 and again["rows_rejected"] == 0
+    assert store.pushes == 20 and store.quota_used == 20
+
+
+def test_a_resumed_multicast_needs_only_the_groups_not_yet_accepted(
+    sandbox_server: SandboxServer,
+) -> None:
+    store = store_of(sandbox_server.sandbox)
+    store.quota_limit = 6
+    # Groups of 2; the third is refused (a recipient not in the channel): the run stops there
+    # with groups 1 and 2 accepted.
+    store.unknown_users.add("U" + f"{4:032x}")
+    asset = export(
+        "line_quota_resume_multicast",
+        users_query(6),
+        target="multicast_message",
+        template_message_multicast=MULTICAST,
+        batch_size_multicast=2,
+        skip_multicast_invalid_message=False,
+    )
+    assert "LINE refused the multicast" in run_fails_tagged(asset, resource(sandbox_server))
+    assert store.multicasts == 2 and store.quota_used == 4
+    store.unknown_users.clear()
+    again = run(asset, resource(sandbox_server), tags=TICK)
+    assert again["messages_already_accepted"] == 4 and again["messages_needed"] == 2
+    assert again["quota_remaining"] == 2 and again["multicast_accepted"] == 2
+    assert store.multicasts == 3 and store.quota_used == 6
+
+
+def run_fails_tagged(asset, res) -> str:  # type: ignore[no-untyped-def]
+    import dagster as dg
+
+    from line_exports import SqlSource
+
+    result = dg.materialize(
+        [asset],
+        resources={"sql_source": SqlSource(), "line_messaging": res},
+        tags=TICK,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    return failure.event_specific_data.error.message  # type: ignore[union-attr]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import duckdb
@@ -32,6 +32,52 @@ def distinct_recipients(rows: ValidRows) -> int:
     return int(found[0]) if found else 0
 
 
+def groups(
+    rows: ValidRows, size: int, repeated: list[int]
+) -> Iterator[tuple[list[int], list[str]]]:
+    """(row numbers, recipients): groups of ``size`` distinct recipients in spool order, read
+    in large batches (per-group pandas work cost more than the request). A recipient already
+    met goes to ``repeated`` (it gets the message once)."""
+    seen: set[str] = set()
+    numbers: list[int] = []
+    recipients: list[str] = []
+    for batch in rows.batches(MULTICAST_READ_ROWS, columns=[ROW_NUMBER, "id"]):
+        for number, recipient in zip(
+            batch[ROW_NUMBER].tolist(), batch["id"].astype(str).tolist(), strict=True
+        ):
+            if recipient in seen:
+                repeated.append(number)
+                continue
+            seen.add(recipient)
+            numbers.append(number)
+            recipients.append(recipient)
+            if len(recipients) == size:
+                yield numbers, recipients
+                numbers, recipients = [], []
+    if recipients:
+        yield numbers, recipients
+
+
+def accepted_groups(
+    rows: ValidRows, size: int, run: ExportRun, key_of: Callable[[list[str]], str]
+) -> dict[str, int]:
+    """{retry key: recipients} of the groups an earlier attempt of this run scope got
+    accepted (a resume); empty on a first run (one count query).
+
+    Exact when the earlier attempt sent whole groups (it was stopped or killed). Recipients it
+    sent in a group cut short by the quota, or split off to isolate a refusal, have other keys:
+    they count as needed (an over-count, never an under-count)."""
+    if run.ledger.count() == 0:
+        return {}
+    found: dict[str, int] = {}
+    for _, recipients in groups(rows, size, []):
+        key = key_of(recipients)
+        state = run.ledger.done(key)
+        if state is not None and state.get("state") == "accepted":
+            found[key] = len(recipients)
+    return found
+
+
 def deliver_multicast(
     client: LineMessagingClient,
     settings: LineMessagingSettings,
@@ -47,12 +93,19 @@ def deliver_multicast(
     message_objects = json.loads(messages)
     skip = settings.skip_multicast_invalid_message
     tally = Tally()
-    seen: set[str] = set()
-    duplicates = 0
     repeated: list[int] = []  # rows of a recipient already in the export: rejected, not sent
     splits = 0
     distinct = distinct_recipients(rows)
-    left = allowance(client, settings, distinct, report, run, "multicast")
+    size = settings.batch_size_multicast
+
+    def key_of(recipients: list[str]) -> str:
+        return retry_key(run, "multicast", recipients, messages, options)
+
+    # A resumed run does not need again the groups the ledger shows accepted.
+    accepted = accepted_groups(rows, size, run, key_of)
+    done = sum(accepted.values())
+    report.metadata["messages_already_accepted"] = done
+    left = allowance(client, settings, distinct - done, report, run, "multicast")
 
     def deliver_batch(numbers: list[int], recipients: list[str]) -> tuple[int, int]:
         """Send one batch; isolate refused recipients so the others still get the message.
@@ -68,7 +121,7 @@ def deliver_multicast(
                 ensure_ascii=False,
                 separators=(",", ":"),
             ).encode()
-            key = retry_key(run, "multicast", recipients, messages, options)
+            key = key_of(recipients)
             refusals: list[tuple[int, str, str]] = []
             outcome = send_once(
                 client, "multicast", body, key, numbers, recipients, run, tally, refusals
@@ -102,34 +155,19 @@ def deliver_multicast(
     # it is sent. With skip, batches go out side by side (each isolates its own refusals).
     width = settings.multicast_concurrency if skip else 1
     most_in_flight = 2 * width if skip else 1
-    size = settings.batch_size_multicast
 
     def recipient_groups() -> Iterator[tuple[list[int], list[str]]]:
-        """Full groups of ``batch_size_multicast`` distinct recipients, in spool order (read
-        in large batches: per-group pandas work cost more than the request)."""
-        nonlocal duplicates, left
-        numbers: list[int] = []
-        recipients: list[str] = []
-        for batch in rows.batches(MULTICAST_READ_ROWS, columns=[ROW_NUMBER, "id"]):
-            for number, recipient in zip(
-                batch[ROW_NUMBER].tolist(), batch["id"].astype(str).tolist(), strict=True
-            ):
-                if recipient in seen:
-                    duplicates += 1  # a repeated recipient gets the message once
-                    repeated.append(number)
+        """The groups to send; what passes the quota's allowance is cut (groups an earlier
+        attempt got accepted are settled by the ledger and use none of it)."""
+        nonlocal left
+        for numbers, recipients in groups(rows, size, repeated):
+            if left is not None and key_of(recipients) not in accepted:
+                if left < len(recipients):
+                    tally.quota_cut.extend(numbers[left:])
+                    numbers, recipients = numbers[:left], recipients[:left]
+                left -= len(recipients)
+                if not recipients:
                     continue
-                seen.add(recipient)
-                if left is not None:
-                    if left == 0:
-                        tally.quota_cut.append(number)
-                        continue
-                    left -= 1
-                numbers.append(number)
-                recipients.append(recipient)
-                if len(recipients) == size:
-                    yield numbers, recipients
-                    numbers, recipients = [], []
-        if recipients:
             yield numbers, recipients
 
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
@@ -161,7 +199,7 @@ def deliver_multicast(
                 "id repeats an earlier row's recipient; LINE gets the message once",
             )
         )
-    report.metadata["duplicate_recipients_skipped"] = duplicates
+    report.metadata["duplicate_recipients_skipped"] = len(repeated)
     report.metadata["multicast_batch_splits"] = splits
     report.metadata["batch_size_multicast"] = settings.batch_size_multicast
     return report

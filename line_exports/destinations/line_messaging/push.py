@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
@@ -46,15 +46,17 @@ def deliver_push(
             f"nothing was sent. First: row {first[ROW_NUMBER]}: {first['message']}",
             report,
         )
-    # One message per push (LINE counts recipients, not message objects), before any is sent.
-    left = allowance(client, settings, rows.count - len(bad), report, run, "push")
     options = settings.options()
+    push_key = push_key_maker(run, options)
+    # One message per push (LINE counts recipients, not message objects), before any is sent;
+    # on a resumed run the pushes the ledger shows accepted are not needed again.
+    done = accepted_before(template, rows, columns, bad, run, push_key)
+    report.metadata["messages_already_accepted"] = done
+    left = allowance(client, settings, rows.count - len(bad) - done, report, run, "push")
     tail = json.dumps(options, separators=(",", ":"))[1:-1] if options else ""
     tally = Tally()
     validated = not settings.validate_with_api
     recorder = GroupRecorder(run.ledger)
-
-    push_key = push_key_maker(run, options)
 
     def prepared() -> Iterator[list[Push]]:
         """Each batch's pushes not yet accepted, recorded pending; the code after ``yield``
@@ -126,6 +128,39 @@ def bad_rendered_rows(
             # Rejected before sending (LINE would refuse it), not refused by LINE.
             report.rejected.append(reject(numbers.tolist(), path, "message", f"{path}: {message}"))
     return bad
+
+
+def accepted_before(
+    template: MessageTemplate,
+    rows: ValidRows,
+    columns: list[str],
+    bad: set[int],
+    run: ExportRun,
+    push_key: Callable[[str, str], str],
+) -> int:
+    """Pushes of these rows that an earlier attempt of this run scope got accepted (the
+    ledger shows their retry key ``accepted``): a resumed run does not need them again.
+
+    A first run (nothing in the ledger's scope) costs one count query; a resume renders each
+    row's key once more. A push left ``pending`` (sent, its answer not recorded) counts as
+    needed: whether LINE took it is not known until its retry key is answered."""
+    if run.ledger.count() == 0:
+        return 0
+    found = 0
+    for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
+        if bad:
+            batch = batch[~batch[ROW_NUMBER].isin(bad)]
+        if not len(batch):
+            continue
+        keys = [
+            push_key(to, messages)
+            for to, messages in zip(
+                batch["id"].astype(str).tolist(), template.render(batch).tolist(), strict=True
+            )
+        ]
+        known = run.ledger.done_many(keys)
+        found += sum(1 for key in keys if known.get(key, {}).get("state") == "accepted")
+    return found
 
 
 def not_yet_sent(
