@@ -120,7 +120,7 @@ def test_definitions_schedules_and_sensor(tmp_path: Path, monkeypatch: pytest.Mo
         f"{n}/line_oa_{t}" for n in ("shop_oa", "cafe_oa", "once_oa") for t in ("raw", "events")
     }
     schedule = defs.resolve_schedule_def("shop_oa__line_oa_schedule")
-    assert schedule.cron_schedule == "@hourly" and schedule.execution_timezone == "UTC"
+    assert schedule.cron_schedule == "0 * * * *" and schedule.execution_timezone == "UTC"
     assert [s.name for s in defs.schedules or []] == ["shop_oa__line_oa_schedule"]
     sensor = defs.resolve_sensor_def("cafe_oa__line_oa_sensor")
     assert defs.resolve_job_def("once_oa__line_oa_land_job") is not None
@@ -166,5 +166,6 @@ def test_definitions_from_sources_file(tmp_path: Path) -> None:
     )
     defs = build_webhook_definitions(sources_path=sources_file)
     schedule = defs.resolve_schedule_def("shop_oa__line_oa_schedule")
-    assert schedule.cron_schedule == "@daily" and schedule.execution_timezone == "Asia/Tokyo"
+    # @daily in Asia/Tokyo (the storage timezone, no scheduling_timezone given): 15:00 UTC.
+    assert schedule.cron_schedule == "0 15 * * *" and schedule.execution_timezone == "UTC"
     dg.Definitions.validate_loadable(defs)

@@ -15,12 +15,12 @@ import dagster as dg
 from pydantic import Field
 
 from line_exports.secret_fields import SecretField
-from line_exports.webhook.config import WebhookSource, load_sources
+from line_exports.webhook.config import NO_SCHEDULE, SourceConfigError, WebhookSource, load_sources
 from line_exports.webhook.landing import LandingResult, default_target_url, land_source
 from line_exports.webhook.spool import open_reader, resolve_spool
 
 RESOURCE_KEY = "line_oa_webhook"
-_NO_SCHEDULE = {"", "off", "once", "none"}
+SOURCE_TAG = "line_exports/line_oa_source"
 
 
 class LineOaWebhookResource(dg.ConfigurableResource):
@@ -105,7 +105,16 @@ def _source_defs(
 ) -> tuple[dg.AssetsDefinition, Any, list[Any], list[Any]]:
     raw_key = dg.AssetKey([source.name, "line_oa_raw"])
     events_key = dg.AssetKey([source.name, "line_oa_events"])
-    common = {"group_name": group_name, "kinds": {"sql"}}
+    # The reference's Tags ("used to find this source") as Dagster label tags: assets and runs.
+    labels = dict.fromkeys(source.tags, "")
+    try:
+        dg.AssetSpec(raw_key, tags=labels)
+    except dg.DagsterInvalidDefinitionError as exc:
+        raise SourceConfigError(
+            f"source {source.name}: tags {list(source.tags)} are not all Dagster tags "
+            "(letters, digits, '_', '-', '.'; up to 63 characters, one optional 'prefix/')"
+        ) from exc
+    common = {"group_name": group_name, "kinds": {"sql"}, "tags": labels}
 
     @dg.multi_asset(
         name=f"{source.name}__line_oa_land",
@@ -113,13 +122,13 @@ def _source_defs(
             dg.AssetSpec(
                 raw_key,
                 description=f"LINE OA webhook requests of {source.name} as received "
-                f"(table {source.raw_table}, mode {source.mode}).",
+                f"(table {source.qualified(source.raw_table)}, mode {source.mode}).",
                 **common,
             ),
             dg.AssetSpec(
                 events_key,
                 description=f"LINE OA webhook events of {source.name}, one row per event "
-                f"(table {source.events_table}, mode {source.mode}).",
+                f"(table {source.qualified(source.events_table)}, mode {source.mode}).",
                 **common,
             ),
         ],
@@ -145,8 +154,11 @@ def _source_defs(
         yield dg.MaterializeResult(asset_key=raw_key, metadata=_raw_metadata(result))
         yield dg.MaterializeResult(asset_key=events_key, metadata=_events_metadata(result))
 
+    run_tags = {SOURCE_TAG: source.name, **labels}
     job = dg.define_asset_job(
-        f"{source.name}__line_oa_land_job", selection=dg.AssetSelection.assets(raw_key, events_key)
+        f"{source.name}__line_oa_land_job",
+        selection=dg.AssetSelection.assets(raw_key, events_key),
+        tags=run_tags,
     )
     schedules: list[Any] = []
     sensors: list[Any] = []
@@ -166,17 +178,38 @@ def _source_defs(
             return dg.RunRequest(run_key=f"{source.name}-{newest}")
 
         sensors.append(_sensor)
-    elif trigger.lower() not in _NO_SCHEDULE:
-        schedules.append(
-            dg.ScheduleDefinition(
-                name=f"{source.name}__line_oa_schedule",
-                job=job,
-                cron_schedule=trigger,
-                execution_timezone=source.timezone,
-                default_status=default_status,
-            )
-        )
+    elif trigger.lower() not in NO_SCHEDULE:
+        schedules.append(_schedule(source, job, default_status, run_tags))
     return _land, job, schedules, sensors
+
+
+def _schedule(
+    source: WebhookSource,
+    job: Any,
+    default_status: dg.DefaultScheduleStatus,
+    tags: dict[str, str],
+) -> dg.ScheduleDefinition:
+    """The cron in the Scheduling Timezone; each run starts ``delay`` seconds after its tick
+    (TD's Delay Transfer) and is tagged with the tick, as a delayed ``.dig`` schedule is."""
+    from line_exports.workflows.schedules import ScheduleError, build_schedule, parse_schedule
+
+    try:
+        plan = parse_schedule(
+            {"cron>": source.schedule.strip(), "delay": source.delay},
+            source.scheduling_timezone,
+        )
+    except ScheduleError as exc:
+        raise SourceConfigError(f"source {source.name}: schedule: {exc}") from None
+    where = f"{source.schedule} in {source.scheduling_timezone}"
+    return build_schedule(
+        f"{source.name}__line_oa",
+        job,
+        plan,
+        f"Lands {source.name}: {where}"
+        + (f", each run {source.delay}s after its tick" if source.delay else ""),
+        default_status=default_status,
+        tags=tags,
+    )
 
 
 def build_webhook_definitions(

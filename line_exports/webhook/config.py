@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from line_exports import paths
+from line_exports.names import closest
 
 LANDING_MODES = ("append", "replace", "replace_on_new_data")
 PARTITION_COLUMNS = ("time", "event_timestamp")
@@ -25,18 +26,79 @@ SOURCES_ENV = "LINE_EXPORTS_WEBHOOK_SOURCES"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
+NO_SCHEDULE = frozenset({"", "off", "once", "none"})
+_TEXT_FIELDS = (
+    "name",
+    "source_id",
+    "channel_secret_env",
+    "mode",
+    "partition_column",
+    "timezone",
+    "schedule",
+    "raw_table",
+    "events_table",
+    "rejects_table",
+    "database",
+    "scheduling_timezone",
+)
+REFUSED_KEYS = {
+    "channel_secret": "put channel secrets in the environment, not the file "
+    "(use channel_secret_env)",
+    "td_api_key": "there is no Treasure Data account here: events land in the target database "
+    "of the Dagster resource (target_url)",
+    "datastore": "Plazma is TD's storage; events land in the target database of the Dagster "
+    "resource (target_url), with database: as its schema",
+}
+"""Reference settings with no equivalent here, refused with the reason."""
+
+
 class SourceConfigError(ValueError):
     """A webhook sources file that cannot be trusted to route or land events."""
+
+
+def _delay_seconds(name: str, value: Any) -> int:
+    """Delay Transfer: whole seconds >= 0 (a YAML integer, or its digits as text)."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit():
+        raise SourceConfigError(
+            f"source {name}: delay {value!r} must be a whole number of seconds >= 0"
+        )
+    return int(text)
+
+
+def _tags(name: str, value: Any) -> tuple[str, ...]:
+    """Tags: a list of strings (one string is a list of one)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(
+        isinstance(t, str) and t.strip() for t in items
+    ):
+        raise SourceConfigError(f"source {name}: tags must be a list of non-empty strings")
+    return tuple(dict.fromkeys(t.strip() for t in items))
 
 
 @dataclass(frozen=True)
 class WebhookSource:
     """One LINE channel posting to ``/v1/task/{source_id}``.
 
-    ``schedule`` is a cron string or preset (``@hourly``, ``@daily``, ...), ``sensor``
-    (land as soon as new requests are spooled) or ``off`` (run once, by hand).
-    ``partition_column`` picks what seeds the ``time`` column: ingest time (``time``) or the
-    event's own ``event_timestamp``.
+    The fields are the reference's settings (TD's "LINE OA Streaming Import Integration":
+    Create Source, Data Placement, Schedule):
+
+    - ``name``: Data Transfer Name; ``channel_secret_env``: the variable holding the
+      Authentication's Channel Secret Key.
+    - ``database``: Database, where the tables land: the target's schema (DuckDB and
+      PostgreSQL ``CREATE SCHEMA IF NOT EXISTS``); empty means the target's default schema.
+    - ``raw_table`` / ``events_table``: Raw Table / Events Table in that database.
+    - ``mode``: the import method (``append``, ``replace``, ``replace_on_new_data``).
+    - ``partition_column``: Timestamp-based Partition Key: ingest time (``time``) or the
+      event's own ``event_timestamp``.
+    - ``timezone``: Timezone for your data storage (how ``received_at`` is written).
+    - ``schedule``: a cron string or preset (``@hourly``, ``@daily``, ...), ``sensor`` (land as
+      soon as new requests are spooled) or ``off`` (run once, by hand).
+    - ``delay``: Delay Transfer, seconds: each scheduled run starts that long after its tick.
+    - ``scheduling_timezone``: Scheduling Timezone, the zone the cron is read in; empty means
+      ``timezone``.
+    - ``tags``: Tags, "used to find this source": Dagster tags (label form, empty value) on
+      both assets and on the landing job's runs.
     """
 
     name: str
@@ -49,7 +111,10 @@ class WebhookSource:
     raw_table: str = ""
     events_table: str = ""
     rejects_table: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    database: str = ""
+    delay: int = 0
+    scheduling_timezone: str = ""
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -73,10 +138,24 @@ class WebhookSource:
             raise SourceConfigError(
                 f"source {self.name}: partition_column must be one of {PARTITION_COLUMNS}"
             )
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise SourceConfigError(f"source {self.name}: unknown timezone") from exc
+        if not self.scheduling_timezone:
+            object.__setattr__(self, "scheduling_timezone", self.timezone)
+        for key in ("timezone", "scheduling_timezone"):
+            try:
+                ZoneInfo(getattr(self, key))
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise SourceConfigError(
+                    f"source {self.name}: unknown {key} {getattr(self, key)!r}"
+                ) from exc
+        object.__setattr__(self, "delay", _delay_seconds(self.name, self.delay))
+        object.__setattr__(self, "tags", _tags(self.name, self.tags))
+        if self.delay and self.schedule.strip().lower() in NO_SCHEDULE | {"sensor"}:
+            raise SourceConfigError(
+                f"source {self.name}: delay is the Delay Transfer of a repeating schedule; "
+                f"schedule {self.schedule!r} has no scheduled time to delay"
+            )
+        if self.database and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.database):
+            raise SourceConfigError(f"source {self.name}: bad database name {self.database!r}")
         if not self.raw_table:
             object.__setattr__(self, "raw_table", f"line_oa_raw_{self.name}")
         if not self.events_table:
@@ -86,6 +165,10 @@ class WebhookSource:
         for table in (self.raw_table, self.events_table, self.rejects_table):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", table):
                 raise SourceConfigError(f"source {self.name}: bad table name {table!r}")
+
+    def qualified(self, table: str) -> str:
+        """``database.table`` (or the bare table in the target's default schema)."""
+        return f"{self.database}.{table}" if self.database else table
 
     def channel_secret(self) -> str | None:
         """The secret from the environment, read late so it is never copied into config."""
@@ -115,23 +198,27 @@ def parse_sources(document: Any) -> list[WebhookSource]:
         return []
     if not isinstance(document, dict) or not isinstance(document.get("sources", []), list):
         raise SourceConfigError("sources file must be a mapping with a 'sources' list")
-    known = {f for f in WebhookSource.__dataclass_fields__ if f != "extra"}
+    known = set(WebhookSource.__dataclass_fields__)
     sources: list[WebhookSource] = []
     for item in document.get("sources") or []:
         if not isinstance(item, dict):
             raise SourceConfigError("each source must be a mapping")
-        if "channel_secret" in item:
-            raise SourceConfigError(
-                "put channel secrets in the environment, not the file (use channel_secret_env)"
-            )
-        args = {k: v for k, v in item.items() if k in known}
+        label = f"source {item.get('name', '?')}"
+        for key in item:
+            if key in REFUSED_KEYS:
+                raise SourceConfigError(f"{label}: {key}: {REFUSED_KEYS[key]}")
+            if key not in known:
+                raise SourceConfigError(
+                    f"{label}: unknown setting {key!r}{closest(str(key), sorted(known))}"
+                )
+        args = dict(item)
         if "channel_secret_env" not in args and "name" in args:
             args["channel_secret_env"] = default_secret_env(str(args["name"]))
-        args = {k: (str(v) if v is not None else v) for k, v in args.items()}
+        args = {k: (str(v) if k in _TEXT_FIELDS and v is not None else v) for k, v in args.items()}
+        if args.get("tags") is None:
+            args.pop("tags", None)
         try:
-            sources.append(
-                WebhookSource(**args, extra={k: v for k, v in item.items() if k not in known})
-            )
+            sources.append(WebhookSource(**args))
         except TypeError as exc:
             raise SourceConfigError(f"bad source entry: {exc}") from exc
     names = [s.name for s in sources]
@@ -151,7 +238,7 @@ def load_sources(path: str | os.PathLike[str] | None = None) -> list[WebhookSour
 
 def source_to_yaml(source: WebhookSource) -> str:
     """A sources-file entry for ``new-source`` to print or append."""
-    entry = {
+    entry: dict[str, Any] = {
         "name": source.name,
         "source_id": source.source_id,
         "channel_secret_env": source.channel_secret_env,
@@ -160,4 +247,10 @@ def source_to_yaml(source: WebhookSource) -> str:
         "timezone": source.timezone,
         "schedule": source.schedule,
     }
+    if source.scheduling_timezone != source.timezone:
+        entry["scheduling_timezone"] = source.scheduling_timezone
+    for key in ("database", "delay", "tags"):
+        if getattr(source, key):
+            value = getattr(source, key)
+            entry[key] = list(value) if key == "tags" else value
     return yaml.safe_dump([entry], sort_keys=False)

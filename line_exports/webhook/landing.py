@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from line_exports import paths
-from line_exports.webhook.config import WebhookSource
+from line_exports.webhook.config import SourceConfigError, WebhookSource
 from line_exports.webhook.events import (
     EVENT_COLUMNS,
     RAW_COLUMNS,
@@ -43,9 +43,20 @@ def default_target_url() -> str:
     return f"duckdb:///{paths.default_duckdb_path()}"
 
 
-def table_for(name: str, columns: list[tuple[str, str]], metadata: sa.MetaData) -> sa.Table:
-    """SQLAlchemy table with the reference's columns; types portable to DuckDB/SQLite/Postgres."""
-    return sa.Table(name, metadata, *[sa.Column(c, _TYPES[t]()) for c, t in columns])
+def table_for(
+    name: str, columns: list[tuple[str, str]], metadata: sa.MetaData, schema: str | None = None
+) -> sa.Table:
+    """SQLAlchemy table with the reference's columns; types portable to DuckDB/SQLite/Postgres.
+
+    ``schema`` is the source's ``database`` (None: the target's default schema)."""
+    return sa.Table(name, metadata, *[sa.Column(c, _TYPES[t]()) for c, t in columns], schema=schema)
+
+
+def _create(conn: sa.Connection, source: WebhookSource, metadata: sa.MetaData) -> None:
+    """The source's database (schema) if it names one, then its tables, if missing."""
+    if source.database:
+        conn.execute(sa.schema.CreateSchema(source.database, if_not_exists=True))
+    metadata.create_all(conn, checkfirst=True)
 
 
 @dataclass
@@ -97,9 +108,10 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) ->
         frame = pd.DataFrame(rows, columns=[c.name for c in table.columns])
         view = f"_line_oa_batch_{table.name}"
         duck.register(view, frame)
+        target = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
         try:
             cols = ", ".join(f'"{c.name}"' for c in table.columns)
-            duck.execute(f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM {view}')
+            duck.execute(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {view}")
         except Exception:
             # The transaction is aborted now; keep the database's own reason, not the
             # "transaction is aborted" the clean-up would raise.
@@ -130,11 +142,12 @@ class _Tables:
 
 def _tables(source: WebhookSource) -> _Tables:
     metadata = sa.MetaData()
+    schema = source.database or None
     return _Tables(
         metadata,
-        table_for(source.raw_table, RAW_COLUMNS, metadata),
-        table_for(source.events_table, EVENT_COLUMNS, metadata),
-        table_for(source.rejects_table, REJECT_COLUMNS, metadata),
+        table_for(source.raw_table, RAW_COLUMNS, metadata, schema),
+        table_for(source.events_table, EVENT_COLUMNS, metadata, schema),
+        table_for(source.rejects_table, REJECT_COLUMNS, metadata, schema),
     )
 
 
@@ -156,7 +169,7 @@ def _write(
     claim: Claim,
 ) -> _Written:
     """Everything one run lands, inside the caller's transaction."""
-    tables.metadata.create_all(conn, checkfirst=True)
+    _create(conn, source, tables.metadata)
     raw_rows, event_rows = batch.raw_rows, batch.event_rows
     duplicates = batch.duplicates_in_batch
     replaced = False
@@ -179,9 +192,9 @@ def _write(
     return _Written(len(raw_rows), event_rows, duplicates, replaced)
 
 
-def _trial(tables: _Tables) -> Any:
+def _trial(source: WebhookSource, tables: _Tables) -> Any:
     def trial(conn: sa.Connection, groups: list[RequestRows]) -> None:
-        tables.metadata.create_all(conn, checkfirst=True)
+        _create(conn, source, tables.metadata)
         _insert(conn, tables.raw, [g.raw for g in groups])
         _insert(conn, tables.events, [e for g in groups for e in g.events])
 
@@ -195,7 +208,7 @@ def _probe(source: WebhookSource, tables: _Tables) -> Any:
     groups = build_batch([plain], timezone_name=source.timezone).requests
 
     def probe(conn: sa.Connection) -> None:
-        _trial(tables)(conn, groups)
+        _trial(source, tables)(conn, groups)
 
     return probe
 
@@ -224,9 +237,9 @@ def land_source(
     result = LandingResult(
         source=source.name,
         mode=source.mode,
-        raw_table=source.raw_table,
-        events_table=source.events_table,
-        rejects_table=source.rejects_table,
+        raw_table=source.qualified(source.raw_table),
+        events_table=source.qualified(source.events_table),
+        rejects_table=source.qualified(source.rejects_table),
     )
     with open_reader(spool_path) as reader, reader.claim("land", source.source_id) as claim:
         done, reject_done = reader.cursor(source.source_id)
@@ -242,6 +255,12 @@ def land_source(
         quarantined = list(batch.quarantined)
         tables = _tables(source)
         engine = sa.create_engine(url)
+        if source.database and engine.dialect.name == "sqlite":
+            engine.dispose()
+            raise SourceConfigError(
+                f"source {source.name}: database {source.database!r} is a schema, and a SQLite "
+                "target has none; leave database: empty or land in DuckDB or PostgreSQL"
+            )
         try:
             try:
                 with engine.begin() as conn:
@@ -252,7 +271,7 @@ def land_source(
                 raise
             except Exception:
                 refused = find_refused(
-                    engine, batch.requests, _trial(tables), _probe(source, tables)
+                    engine, batch.requests, _trial(source, tables), _probe(source, tables)
                 )
                 if not refused:
                     raise

@@ -357,11 +357,19 @@ def parse_schedule(spec: Any, timezone_name: str) -> WorkflowSchedule:
 
 
 def build_schedule(
-    name: str, job: Any, schedule: WorkflowSchedule, description: str
+    name: str,
+    job: Any,
+    schedule: WorkflowSchedule,
+    description: str,
+    *,
+    default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
+    tags: Mapping[str, str] | None = None,
 ) -> dg.ScheduleDefinition:
     """The Dagster schedule: fires at tick + delay, tags the run with the tick (its session time)
-    and the session the schedule's previous run stood for (``last_executed_session_time``)."""
+    and the session the schedule's previous run stood for (``last_executed_session_time``).
+    ``tags`` (default: the workflow tag) go on the schedule and on every run it starts."""
     crons = schedule.run_crons()
+    base_tags = dict(tags) if tags is not None else {WORKFLOW_TAG: name}
 
     def evaluate(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         run_time = context.scheduled_execution_time
@@ -382,7 +390,7 @@ def build_schedule(
                 return dg.SkipReason(
                     f"skip_on_overtime: run {running[0].run_id} of {job.name} is still going"
                 )
-        tags = {SESSION_TIME_TAG: session.isoformat(), WORKFLOW_TAG: name}
+        tags = {SESSION_TIME_TAG: session.isoformat(), **base_tags}
         if context.instance is not None:
             previous = context.instance.get_runs(
                 dg.RunsFilter(
@@ -401,8 +409,8 @@ def build_schedule(
         job=job,
         execution_fn=evaluate,
         description=description,
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-        tags={WORKFLOW_TAG: name},
+        default_status=default_status,
+        tags=base_tags,
     )
 
 
