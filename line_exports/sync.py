@@ -108,7 +108,8 @@ class SyncPlan:
     rows: ValidRows
     """The rows to send (new, changed, retried), spooled like the valid rows."""
     changed: pa.Table
-    """Per row to send: row number, key, hash, ident (JSON of the key columns)."""
+    """Per row to send: row number, key, hash, ident (JSON of the key columns), kind (add,
+    update, retry)."""
     adds: int = 0
     updates: int = 0
     retried: int = 0
@@ -339,7 +340,7 @@ def plan(
     kind = kinds.column("kind")
     counts = {k: int(pc.sum(pc.equal(kind, k)).as_py() or 0) for k in ("add", "update", "retry")}
     send = pc.not_equal(kind, "same")
-    changed = kinds.filter(send).select(["rn", "key", "hash", "ident"])
+    changed = kinds.filter(send).select(["rn", "key", "hash", "ident", "kind"])
     spooled = _spool_subset(rows, changed.column("rn").to_numpy(), workdir / "sync.parquet")
     result = SyncPlan(
         mode=mode,
@@ -498,6 +499,43 @@ def check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
             "(an empty result, or more than max_remove_ratio of the members), saying why."
         ),
     )
+
+
+def preview(
+    dest: Destination, settings: Any, export: str, rows: ValidRows, workdir: Path
+) -> list[str]:
+    """What a run in ``diff`` / ``mirror`` would add, update, retry and remove, with counts and
+    a sample of each, read from the ledger (``line-exports plan``); nothing is written."""
+    check_mode(dest, settings)
+    spec = dest.sync_spec(settings)
+    assert spec is not None
+    ledger = Ledger()
+    try:
+        store = SyncStore(ledger, export)
+        fixed = plan(store, spec, settings.sync_mode, settings.max_remove_ratio, rows, workdir)
+    finally:
+        ledger.close()
+    lines = [fixed.summary()]
+    frame = next(fixed.rows.batches(max(fixed.rows.count, 1)), None)
+    if frame is not None and len(frame):
+        kinds = dict(
+            zip(
+                fixed.changed.column("rn").to_pylist(),
+                fixed.changed.column("kind").to_pylist(),
+                strict=True,
+            )
+        )
+        frame = frame.assign(_kind=frame[ROW_NUMBER].map(kinds))
+        for kind in ("add", "update", "retry"):
+            chosen = frame[frame["_kind"] == kind]
+            if len(chosen):
+                lines.append(f"{kind} (first {min(len(chosen), SAMPLE_ROWS)}):")
+                lines += ["  " + line for line in sample(chosen).splitlines()]
+    removals = fixed.removals
+    if len(removals):
+        lines.append(f"remove (first {min(len(removals), SAMPLE_ROWS)}):")
+        lines += ["  " + line for line in sample(removals.drop(columns="key")).splitlines()]
+    return lines
 
 
 EMPTY_RESULT_REASON = (

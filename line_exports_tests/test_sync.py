@@ -7,6 +7,7 @@ sandbox as the oracle of what each destination holds.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -18,6 +19,7 @@ from line_exports.sandbox import line_conversion as capi_box
 from line_exports.sandbox import line_messaging as line_box
 from line_exports.sandbox.linkedin import store_of as linkedin_store
 from line_exports.sync import SYNC_CHECK
+from line_exports_tests.cli_helpers import line_exports, workflow_folder
 from line_exports_tests.test_linkedin import ACCOUNT, FAST, failure_text, resource
 
 MEMBERS = 1_000  # 1% = 10 rows changed and 10 gone on day 2
@@ -248,3 +250,38 @@ def test_push_diff_sends_a_campaign_once_per_recipient(sandbox_server: SandboxSe
     # A new campaign key reaches everyone again.
     assert push_run(sandbox_server, push_query(22, "C"), campaign="winter").success
     assert sum(len(v) for v in inbox.values()) == 44
+
+
+# -- plan: adds, updates and removes before anything is sent ----------------------------------
+def test_plan_lists_adds_updates_and_removes(sandbox_server: SandboxServer, tmp_path: Path) -> None:
+    """Two runs of the workflow's task (a baseline, then mirror), then ``line-exports plan``
+    on day 2's query: counts and a sample of each, and nothing sent."""
+    sandbox = sandbox_server.sandbox
+    values = {"ad_account_id": ACCOUNT, "segment_name": "sync seg", "sync_mode": "mirror"}
+    for _ in range(2):
+        asset = build_export(
+            "audience",
+            destination="linkedin",
+            query=contacts(1, members=200),
+            settings={**values, **FAST},
+            key_prefix="weekly",
+        )
+        done = dg.materialize(
+            [asset], resources={"linkedin": resource(sandbox_server), "sql_source": SqlSource()}
+        )
+        assert done.success
+    dig = (
+        "timezone: UTC\n\n+audience:\n  td>: queries/day2.sql\n"
+        "  result_connection: linkedin_sample\n  result_settings:\n"
+        + "".join(f"    {k}: {v}\n" for k, v in values.items())
+    )
+    folder = workflow_folder(
+        tmp_path, {"weekly": dig}, {"day2.sql": contacts(2, members=200) + "\n"}
+    )
+    requests = len(sandbox.requests)
+    plan = line_exports("plan", "--workflows", str(folder), "--preview", "0")
+    assert plan.code == 0, plan.text
+    assert "sync mirror: 0 to add, 2 to update, 0 to retry, 196 unchanged, 2 to remove" in plan.out
+    assert "update (first 2):" in plan.out and "Lead" in plan.out
+    assert "remove (first 2):" in plan.out
+    assert len(sandbox.requests) == requests

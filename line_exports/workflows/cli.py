@@ -275,6 +275,12 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 if note:
                     _say(out, f"    {note}")
                     failed = True
+                if sendable and settings.sync_mode != "append":
+                    from line_exports import sync
+
+                    export = "/".join(task.key.path)
+                    for line in sync.preview(dest, settings, export, valid, workdir):
+                        _say(out, f"    {line}")
                 if sendable and ns.preview:
                     first = next(valid.batches(ns.preview), None)
                     if first is not None:
