@@ -7,6 +7,11 @@ sandbox as the oracle of what each destination holds.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +290,100 @@ def test_plan_lists_adds_updates_and_removes(sandbox_server: SandboxServer, tmp_
     assert "update (first 2):" in plan.out and "Lead" in plan.out
     assert "remove (first 2):" in plan.out
     assert len(sandbox.requests) == requests
+
+
+# -- a mirror run killed mid-way, re-run for the same tick: exactly once ----------------------
+TICK = {"dagster/scheduled_execution_time": "2026-06-02T09:00:00+00:00"}
+KILL_MEMBERS = 200  # day 2: 2 changed (2 ADD requests), 2 gone (2 REMOVE requests)
+
+
+def mirror_day2(url: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """Day 2 of a mirror export, one element a request (also run in a child process)."""
+    from line_exports import LinkedInResource
+    from line_exports.sandbox.linkedin import (
+        SANDBOX_CLIENT_ID,
+        SANDBOX_CLIENT_SECRET,
+        SANDBOX_REFRESH_TOKEN,
+    )
+
+    values = {"ad_account_id": ACCOUNT, "segment_name": "sync seg", "sync_mode": "mirror"}
+    asset = build_export(
+        "li_sync",
+        destination="linkedin",
+        query=contacts(2, members=KILL_MEMBERS),
+        settings={**values, **FAST, "batch_size": 1},
+        retry_policy=None,
+    )
+    res = LinkedInResource(
+        client_id=SANDBOX_CLIENT_ID,
+        client_secret=SANDBOX_CLIENT_SECRET,
+        refresh_token=SANDBOX_REFRESH_TOKEN,
+        api_url=url,
+        new_segment_wait=0,
+    )
+    return dg.materialize(
+        [asset],
+        resources={"linkedin": res, "sql_source": SqlSource()},
+        tags=tags or TICK,
+        raise_on_error=False,
+    )
+
+
+CHILD = """
+import sys
+from line_exports_tests.test_sync import mirror_day2
+mirror_day2(sys.argv[1])
+"""
+
+
+def test_mirror_killed_mid_removal_then_rerun_is_exactly_once(line_exports_home: Path) -> None:
+    """SIGKILL the day-2 run after LinkedIn acted on its first REMOVE (answer held back), then
+    re-run the same tick: the ledger resumes the 2 ADD requests, the REMOVE whose answer was
+    lost is sent again (LinkedIn answers 201 for an already removed member), each departed
+    member is gone and nothing else changed; a later run sends nothing."""
+    from line_exports_tests.resilience_helpers import LateAnswerServer, settle
+
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        sandbox = server.sandbox
+        day1 = linkedin_run(server, contacts(1, members=KILL_MEMBERS), "mirror")
+        assert day1.success, failure_text(day1)
+        slow = server.late.add("/rest/dmpSegments/", "POST", 0.25, times=-1)
+        root = Path(__file__).resolve().parents[1]
+        env = {**os.environ, "LINE_EXPORTS_HOME": str(line_exports_home), "PYTHONPATH": str(root)}
+        before = elements(sandbox)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, server.url],
+            env=env,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        try:
+            while slow.hits < 3:  # 2 ADDs answered, the first REMOVE acted on
+                assert child.poll() is None, child.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the child never reached its first REMOVE"
+                time.sleep(0.005)
+            os.killpg(child.pid, signal.SIGKILL)
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=10)
+        settle(sandbox, quiet=0.45)
+        server.late.rules.clear()
+        assert elements(sandbox) - before == 3
+
+        rerun = mirror_day2(server.url)
+        assert rerun.success, failure_text(rerun)
+        meta = meta_of(rerun, "li_sync")
+        assert meta["rows_resumed"] == 2 and meta["members_removed"] == 2
+        assert elements(sandbox) - before == 5  # the lost REMOVE again, and the second one
+        expected = {email_key(n) for n in range(KILL_MEMBERS) if n % 100 != 2}
+        assert segment_members(sandbox) == expected
+
+        later = mirror_day2(
+            server.url, tags={"dagster/scheduled_execution_time": "2026-06-03T09:00:00+00:00"}
+        )
+        assert later.success and meta_of(later, "li_sync")["rows_sent"] == 0
+        assert elements(sandbox) - before == 5
