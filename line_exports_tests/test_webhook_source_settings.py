@@ -17,6 +17,10 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from line_exports.destinations.line_messaging.consent import (
+    build_suppression_asset,
+    load_suppressed,
+)
 from line_exports.session import SESSION_TIME_TAG
 from line_exports.webhook.assets import build_webhook_definitions
 from line_exports.webhook.config import SourceConfigError, parse_sources
@@ -24,13 +28,14 @@ from line_exports.webhook.landing import land_source
 
 try:  # works whether or not line_exports_tests becomes a package
     from line_exports_tests.webhook_helpers import (
+        USER,
         base_event,
         body_of,
         running_server,
         signed_headers,
     )
 except ImportError:
-    from webhook_helpers import base_event, body_of, running_server, signed_headers
+    from webhook_helpers import USER, base_event, body_of, running_server, signed_headers
 
 SECRET = "00112233445566778899aabbccddeeff"
 SOURCE_ID = "5f0c2f9e-8a1d-4c7b-9e3a-2b6d4f8a1c05"
@@ -93,7 +98,12 @@ def test_database_is_where_both_tables_land(tmp_path: Path) -> None:
     spool = tmp_path / "spool.sqlite3"
     target_url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
     with running_server([source], spool) as url:
-        body = body_of([base_event("follow", 1), base_event("unfollow", 2)])
+        body = body_of(
+            [
+                base_event("follow", 1, timestamp=1_700_000_000_000),
+                base_event("unfollow", 2, timestamp=1_700_000_001_000),
+            ]
+        )
         requests.post(
             f"{url}/v1/task/{source.source_id}",
             data=body,
@@ -127,6 +137,10 @@ def test_database_is_where_both_tables_land(tmp_path: Path) -> None:
         ).scalars()
         assert set(placed) == {"line_crm"}  # nothing in the default schema
     engine.dispose()
+    # The LINE exports' suppression list reads the events where they landed.
+    suppression = build_suppression_asset([source], target_url)
+    assert dg.materialize([suppression]).success
+    assert load_suppressed(target_url) == [USER["userId"]]
 
 
 def test_database_on_a_sqlite_target_is_refused_and_loses_nothing(tmp_path: Path) -> None:

@@ -63,13 +63,16 @@ def refresh_suppression(events_tables: Sequence[str], url: str | None = None) ->
     counts = {"follow_events": 0, "unfollow_events": 0}
     try:
         with engine.begin() as conn:
-            present = set(sa.inspect(conn).get_table_names())
+            inspector = sa.inspect(conn)
             for table in events_tables:
-                if table not in present:
+                # ``database.table`` when the source names a database (its schema).
+                schema, _, name = table.rpartition(".")
+                if name not in inspector.get_table_names(schema=schema or None):
                     continue
+                quoted = f'"{schema}"."{name}"' if schema else f'"{name}"'
                 rows = conn.execute(
                     sa.text(
-                        f'SELECT event_type, event_source, event_timestamp FROM "{table}" '
+                        f"SELECT event_type, event_source, event_timestamp FROM {quoted} "
                         "WHERE event_type IN ('follow', 'unfollow')"
                     )
                 )
@@ -205,7 +208,7 @@ def build_suppression_asset(
     """A Dagster asset that rebuilds the suppression table after the webhook import's events
     assets (``[source, "line_oa_events"]``) of ``sources`` (:class:`~line_exports.webhook.
     config.WebhookSource`) land; its metadata gives the counts."""
-    tables = [source.events_table for source in sources]
+    tables = [source.qualified(source.events_table) for source in sources]
 
     @dg.asset(
         name=key,
