@@ -25,6 +25,7 @@ from line_exports.sources import SqlSource
 from line_exports.sql.dialect import Translation
 from line_exports.sql.workflow import OPTIONS as SQL_OPTIONS
 from line_exports.sql.workflow import translate_task
+from line_exports.workflows import control as control_ops
 from line_exports.workflows.broken import broken_definitions
 from line_exports.workflows.connections import (
     CONNECTIONS_FILE,
@@ -53,6 +54,7 @@ from line_exports.workflows.operators import (
     is_step,
     not_supported,
     parse_step,
+    supported,
     with_last_results,
 )
 from line_exports.workflows.schedules import (
@@ -142,6 +144,8 @@ class Workflow:
     tasks: list[Task]
     steps: list[Step] = field(default_factory=list)
     """Tasks that are not exports: SQL steps, echo>, fail> (:mod:`.operators`)."""
+    controls: list[control_ops.Control] = field(default_factory=list)
+    """Control tasks whose value reads the run (:mod:`.control`): expanded when they run."""
 
     @property
     def job_name(self) -> str:
@@ -235,6 +239,44 @@ class _Parser:
         self.scope: RunScope | None = None
         self.tasks: list[Task] = []
         self.resources: dict[str, Any] = {}
+        self.controls: list[control_ops.Control] = []
+        self.order: list[Any] = []
+        """Steps and run-time controls in digdag's order (what a run-time control runs)."""
+        self.top_file = file
+        self.stem = file.stem
+        """The workflow's name in ``task_name`` (a call>ed file's tasks keep the caller's)."""
+        self.calling: list[Path] = []
+
+    def state(self) -> dict[str, Any]:
+        """What a parser of the same workflow needs at run time (:func:`.control.run_control`)."""
+        return {
+            "file": self.file,
+            "connections": self.connections,
+            "root": self.root,
+            "policy": self.policy,
+            "timezone": self.timezone,
+            "schedule": self.schedule,
+            "name": self.name,
+            "stem": self.stem,
+            "top_file": self.top_file,
+            "calling": list(self.calling),
+            "last_results": self.last_results,
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any]) -> _Parser:
+        parser = cls(state["file"], state["connections"], state["root"], state["policy"])
+        for key in ("timezone", "schedule", "name", "stem", "top_file", "last_results"):
+            setattr(parser, key, state[key])
+        parser.calling = list(state["calling"])
+        return parser
+
+    def spawn(self) -> _Parser:
+        """A parser of the same workflow with no tasks yet (to check subtasks alone)."""
+        return _Parser.restore(self.state())
+
+    def taken(self, key: dg.AssetKey) -> bool:
+        return any(t.key == key for t in [*self.tasks, *self.steps, *self.controls])
 
     def parse(self) -> Workflow | None:
         try:
@@ -300,7 +342,9 @@ class _Parser:
             self.errors.append(WorkflowError(self.file, "no +task with td> found"))
         if self.errors:
             return None
-        return Workflow(self.name, self.file, self.timezone, schedule, self.tasks, self.steps)
+        return Workflow(
+            self.name, self.file, self.timezone, schedule, self.tasks, self.steps, self.controls
+        )
 
     def _group(
         self,
@@ -311,20 +355,24 @@ class _Parser:
         retry: dg.RetryPolicy | None,
     ) -> list[dg.AssetKey]:
         """Tasks of a group in order; returns the keys the next sibling waits for."""
-        parallel = bool(group.get("_parallel"))
-        if isinstance(group.get("_parallel"), Mapping):
+        label = "+" + ".".join(path) if path else None
+        try:
+            parallel = control_ops.parallel_control(group.get("_parallel"))
+        except control_ops.ControlError as exc:
             self.errors.append(
                 WorkflowError(
                     self.file,
-                    "_parallel: {limit: N} is not supported yet (it would run every child at "
-                    "once); write _parallel: true, or false",
-                    task="+" + ".".join(path) if path else None,
+                    str(exc),
+                    task=label,
                     setting="_parallel",
                     line=group.line_of("_parallel"),
                 )
             )
+            parallel = (False, 0)
         last = list(deps)
         ends: list[dg.AssetKey] = []
+        chunks: list[list[dg.AssetKey]] = []
+        index = 0
         for key, body in group.items():
             if not str(key).startswith("+"):
                 continue
@@ -352,27 +400,51 @@ class _Parser:
             except WorkflowError as exc:
                 self.errors.append(exc)
                 continue
-            wait = list(deps) if parallel else last
+            wait = (
+                control_ops.parallel_waits(parallel, index, deps, chunks) if parallel[0] else last
+            )
             refused = not_supported(body, self.file, label)
             if refused:
                 self.errors.extend(refused)
                 continue
-            if self.last_results:
-                scope = with_last_results(scope)
-            if any(str(k).startswith("+") for k in body):
-                produced = self._group(body, [*path, name], scope, wait, task_retry)
-            elif is_step(body):
-                step = parse_step(self, body, [*path, name], label, line, scope, wait, task_retry)
-                produced = [step.key] if step else []
-                self.last_results = self.last_results or bool(step and step.store_last_results)
-            else:
-                task = self._task(body, [*path, name], label, line, scope, wait, task_retry)
-                produced = [task.key] if task else []
-            if parallel:
+            produced = self._node(body, [*path, name], label, line, scope, wait, task_retry)
+            if parallel[0]:
                 ends.extend(produced)
+                if parallel[1]:
+                    if index % parallel[1] == 0:
+                        chunks.append([])
+                    chunks[-1].extend(produced or wait)
+                index += 1
             elif produced:
                 last = produced
-        return ends if parallel else last
+        return ends if parallel[0] else last
+
+    def _node(
+        self,
+        body: LineDict,
+        path: list[str],
+        label: str,
+        line: int | None,
+        scope: dict[str, Any],
+        wait: list[dg.AssetKey],
+        retry: dg.RetryPolicy | None,
+    ) -> list[dg.AssetKey]:
+        """One task (a group, a control operator, a step or an export) placed after ``wait``;
+        returns the keys the next task waits for."""
+        if self.last_results:
+            scope = with_last_results(scope)
+        if control_ops.is_control(body):
+            return control_ops.expand(self, body, path, label, line, scope, wait, retry)
+        if any(str(k).startswith("+") for k in body):
+            return self._group(body, path, scope, wait, retry)
+        if is_step(body):
+            step = parse_step(self, body, path, label, line, scope, wait, retry)
+            if step is not None:
+                self.order.append(step)
+            self.last_results = self.last_results or bool(step and step.store_last_results)
+            return [step.key] if step else []
+        task = self._task(body, path, label, line, scope, wait, retry)
+        return [task.key] if task else []
 
     def _task(
         self,
@@ -389,7 +461,7 @@ class _Parser:
             if key not in TASK_KEYS:
                 operator = str(key).endswith(">")
                 hint = (
-                    f"the {key} operator is not supported (supported: td>, echo>, fail>)"
+                    f"the {key} operator is not supported (supported: {supported()})"
                     if operator
                     else f"unknown task option{closest(str(key), TASK_KEYS)}"
                 )
@@ -410,7 +482,7 @@ class _Parser:
             return None
 
         block = body.get("result_settings")
-        self.scope = RunScope(self.timezone, self.schedule, "+" + "+".join([self.file.stem, *path]))
+        self.scope = RunScope(self.timezone, self.schedule, "+" + "+".join([self.stem, *path]))
 
         def text(setting: str, value: Any, **kw: Any) -> Any:
             if not isinstance(value, str):
@@ -534,7 +606,7 @@ class _Parser:
         )
 
     def _add(self, task: Task, label: str) -> Task | None:
-        if any(t.key == task.key for t in [*self.tasks, *self.steps]):
+        if self.taken(task.key):
             self.errors.append(
                 WorkflowError(
                     self.file,
@@ -912,7 +984,20 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
                 step, workflow.name, SOURCE_KEY, f"{workflow.file.name} +{step.name}: {what}"
             )
         )
-    keys = [t.key for t in workflow.tasks] + [s.key for s in workflow.steps]
+    for control in workflow.controls:
+        assets.append(
+            control_ops.build_control(
+                control,
+                workflow.name,
+                SOURCE_KEY,
+                f"{workflow.file.name} +{control.name}: {control.op} (expanded when it runs)",
+            )
+        )
+    keys = (
+        [t.key for t in workflow.tasks]
+        + [s.key for s in workflow.steps]
+        + [c.key for c in workflow.controls]
+    )
     job = dg.define_asset_job(
         workflow.job_name,
         selection=dg.AssetSelection.assets(*keys),

@@ -28,6 +28,15 @@ from line_exports.workflows.errors import WorkflowError
 from line_exports.workflows.variables import RunScope, render_for_run, run_variables
 
 SUPPORTED = ("td>", "echo>", "fail>")
+
+
+def supported() -> str:
+    """Every operator a task may run, for error messages (these and :mod:`.control`'s)."""
+    from line_exports.workflows.control import OPERATORS
+
+    return ", ".join((*SUPPORTED, *OPERATORS))
+
+
 # td>'s engine options, shared by SQL steps and export tasks (the loader's TASK_KEYS).
 TD_QUERY_OPTIONS = (
     "engine",
@@ -154,7 +163,7 @@ def parse_step(
     for key in body:
         if key not in allowed:
             hint = (
-                f"the {key} operator is not supported here (supported: td>, echo>, fail>)"
+                f"the {key} operator is not supported here (supported: {supported()})"
                 if str(key).endswith(">")
                 else f"{key!r} is not an option of {kinds[0]} here"
             )
@@ -163,7 +172,8 @@ def parse_step(
             )
     if len(parser.errors) != count:
         return None
-    scope = RunScope(parser.timezone, parser.schedule, "+" + "+".join([file.stem, *path]))
+    stem = getattr(parser, "stem", file.stem)  # a call>ed file's tasks carry the caller's name
+    scope = RunScope(parser.timezone, parser.schedule, "+" + "+".join([stem, *path]))
     parser.scope = scope
     kind = {"td>": "sql", "echo>": "echo", "fail>": "fail"}[kinds[0]]
     key = dg.AssetKey([parser.name, *(_identifier(p) for p in path)])
@@ -388,41 +398,46 @@ def _run_sqlalchemy(source: Any, sql: str, step: Step, table: str | None) -> dic
         engine.dispose()
 
 
+def run_step(step: Step, context: Any, source_key: str) -> dict[str, Any]:
+    """Run one step in ``context``'s run (its own asset, or a control task running it at run
+    time); returns its materialization metadata. ``fail>`` and SQL errors raise
+    :class:`dagster.Failure` naming the task."""
+    text = step.fill(context, step.text)
+    if step.kind == "echo":
+        context.log.info(text)
+        return {"message": text}
+    if step.kind == "fail":
+        raise dg.Failure(description=f"{step.scope.task_name}: fail>: {text}", allow_retries=False)
+    from line_exports.session import session_time
+
+    table_template = step.create_table or step.insert_into
+    table = step.fill(context, table_template) if table_template else None
+    source = getattr(context.resources, source_key)
+    moment = session_time(context, step.scope.timezone)
+    try:
+        meta = run_sql(source, text, step, table, int(moment.timestamp()))
+    except Exception as exc:  # noqa: BLE001 - the database's own message, named
+        raise dg.Failure(
+            description=f"{step.scope.task_name}: td>: {type(exc).__name__}: {exc}",
+            allow_retries=False,
+        ) from None
+    metadata: dict[str, Any] = {"query": dg.MetadataValue.md(f"```sql\n{text}\n```")}
+    if "last_results" in meta:
+        metadata[LAST_RESULTS] = dg.MetadataValue.json(meta["last_results"])
+        context.log.info(f"td.last_results = {json.dumps(meta['last_results'])}")
+    if table:
+        metadata["table"] = table
+        metadata["table_rows"] = meta["table_rows"]
+    return metadata
+
+
 def build_step(
     step: Step, workflow_name: str, source_key: str, description: str
 ) -> dg.AssetsDefinition:
     """The asset of one step, in digdag's order via ``deps``."""
 
     def compute(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        text = step.fill(context, step.text)
-        if step.kind == "echo":
-            context.log.info(text)
-            return dg.MaterializeResult(metadata={"message": text})
-        if step.kind == "fail":
-            raise dg.Failure(
-                description=f"{step.scope.task_name}: fail>: {text}", allow_retries=False
-            )
-        from line_exports.session import session_time
-
-        table_template = step.create_table or step.insert_into
-        table = step.fill(context, table_template) if table_template else None
-        source = getattr(context.resources, source_key)
-        moment = session_time(context, step.scope.timezone)
-        try:
-            meta = run_sql(source, text, step, table, int(moment.timestamp()))
-        except Exception as exc:  # noqa: BLE001 - the database's own message, named
-            raise dg.Failure(
-                description=f"{step.scope.task_name}: td>: {type(exc).__name__}: {exc}",
-                allow_retries=False,
-            ) from None
-        metadata: dict[str, Any] = {"query": dg.MetadataValue.md(f"```sql\n{text}\n```")}
-        if "last_results" in meta:
-            metadata[LAST_RESULTS] = dg.MetadataValue.json(meta["last_results"])
-            context.log.info(f"td.last_results = {json.dumps(meta['last_results'])}")
-        if table:
-            metadata["table"] = table
-            metadata["table_rows"] = meta["table_rows"]
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=run_step(step, context, source_key))
 
     compute.__name__ = "_".join(step.key.path)
     compute.__annotations__.update(context=dg.AssetExecutionContext, return_=None)
