@@ -152,6 +152,12 @@ def line_refuse(sandbox: Sandbox, keys: list[str]) -> None:
     line_store(sandbox).unknown_users.update(keys)  # not in this channel: 400
 
 
+def audience_table(kinds: list[str]) -> Table:
+    """LINE adds every well-formed ID to an upload audience (``manage-audience.yml``: a
+    non-friend is added too, and gets no message), so a would-be refused ID is accepted."""
+    return line_table(["valid" if k == "refused" else k for k in kinds], duplicates_rejected=True)
+
+
 @dataclass
 class Case:
     destination: str
@@ -192,6 +198,13 @@ CASES = {
         lambda kinds: line_table(kinds, duplicates_rejected=False),
         line_refuse,
         lambda s: LineMessagingResource(base_url=s.url, poll_seconds=0.1),
+    ),
+    "line_audience": Case(
+        "line_messaging",
+        {"target": "audience"},
+        audience_table,
+        line_refuse,
+        lambda s: LineMessagingResource(base_url=s.url, poll_seconds=0.05),
     ),
     "line_multicast": Case(
         "line_messaging",
@@ -274,13 +287,19 @@ def test_counts_add_up_for_random_tables(
 ) -> None:
     case = CASES[name]
     table = case.table(kinds)
-    result, meta = run_case(sandbox_server, tmp_path, case, table)
+    # A new audience per example (the sandbox lives across examples).
+    extra = {"audience_name": f"outcomes {next(COUNTER)}"} if name == "line_audience" else {}
+    result, meta = run_case(sandbox_server, tmp_path, case, table, **extra)
     assert adds_up(meta), meta
     assert meta["rows_read"] == len(table.frame)
     assert meta["rows_rejected"] == table.expected["rejected"], meta
     assert meta["rows_refused_by_api"] == table.expected["refused"], meta
     assert meta["rows_accepted"] == table.expected["accepted"], meta
     assert meta["rows_unsent"] == 0
+    if name == "line_audience" and table.expected["accepted"]:
+        # The repeats never reach LINE: the audience holds each accepted ID once.
+        assert meta["audience_ids_uploaded"] == table.expected["accepted"]
+        assert meta["audience_count"] == table.expected["accepted"], meta
     if table.expected["accepted"] == 0 and (
         table.expected["refused"] or len(table.frame) > table.expected["rejected"]
     ):
@@ -365,3 +384,21 @@ def test_capi_event_without_a_user_identifier_is_rejected(
     assert meta["rejects_by_rule"] == {
         "line_uid or click_id or ifa or browser_id or phone or email or external_id: user_identifier": 1
     }
+
+
+def test_audience_ids_repeated_are_rejected_as_duplicates_and_uploaded_once(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    table = audience_table(["valid", "duplicate", "valid", "duplicate", "invalid"])
+    name = f"dups {next(COUNTER)}"
+    result, meta = run_case(
+        sandbox_server, tmp_path, CASES["line_audience"], table, audience_name=name
+    )
+    assert result.success and adds_up(meta)
+    assert meta["rows_duplicate"] == 2 and meta["rows_rejected"] == 3
+    assert meta["rejects_by_rule"] == {"id: duplicate": 2, "id: pattern": 1}
+    assert meta["audience_ids_uploaded"] == 2 and meta["rows_accepted"] == 2
+    audience = next(
+        a for a in line_store(sandbox_server.sandbox).audiences.values() if a.description == name
+    )
+    assert audience.ids == set(table.frame["id"].iloc[[0, 2]])

@@ -46,7 +46,7 @@ from line_exports.destinations.line_messaging.settings import (
     LineMessagingSettings,
 )
 from line_exports.http import ApiError
-from line_exports.rules import ROW_NUMBER, Column, RuleSet
+from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique
 from line_exports.sync import SyncSpec
 
 __all__ = [
@@ -61,6 +61,11 @@ __all__ = [
 ]
 
 
+AUDIENCE_UNIQUE = (Unique(("id",)),)
+"""An audience's IDs are sent once per export (``manage-audience.yml``: ``audienceCount`` is the
+number of users, and the reference states no rule for a repeated ID)."""
+
+
 class LineMessagingDestination(Destination):
     type_name = "line_messaging"
     kind = "line"
@@ -72,9 +77,12 @@ class LineMessagingDestination(Destination):
 
     def ruleset(self, settings: LineMessagingSettings) -> RuleSet:
         if settings.target == "audience":
+            # Each ID once per export (a repeat is a ``duplicate`` reject): LINE counts an
+            # audience's users (``audienceCount``), so a repeated ID would take a place in a
+            # 10,000-ID request and count as uploaded without adding anyone.
             if settings.is_ifa_audience:
-                return RuleSet(AUDIENCE_IFA_COLUMNS)
-            return RuleSet(AUDIENCE_USER_COLUMNS + CONSENT_COLUMNS)
+                return RuleSet(AUDIENCE_IFA_COLUMNS, unique=AUDIENCE_UNIQUE)
+            return RuleSet(AUDIENCE_USER_COLUMNS + CONSENT_COLUMNS, unique=AUDIENCE_UNIQUE)
         if settings.target == "multicast_message":
             return RuleSet(MULTICAST_COLUMNS + CONSENT_COLUMNS)
         if settings.target in ("narrowcast", "broadcast"):  # one request per row, no recipient
