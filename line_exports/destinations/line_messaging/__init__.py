@@ -35,6 +35,10 @@ from line_exports.destinations.line_messaging.multicast import (
 from line_exports.destinations.line_messaging.narrowcast import check_rows, deliver_campaign
 from line_exports.destinations.line_messaging.push import bad_rendered_rows, deliver_push
 from line_exports.destinations.line_messaging.quota import Quota, plan_lines
+from line_exports.destinations.line_messaging.rich_menu import (
+    RICH_MENU_COLUMNS,
+    deliver_rich_menu,
+)
 from line_exports.destinations.line_messaging.settings import (
     AGGREGATION_UNIT,
     AUDIENCE_IFA_COLUMNS,
@@ -85,6 +89,8 @@ class LineMessagingDestination(Destination):
             return RuleSet(AUDIENCE_USER_COLUMNS + CONSENT_COLUMNS, unique=AUDIENCE_UNIQUE)
         if settings.target == "multicast_message":
             return RuleSet(MULTICAST_COLUMNS + CONSENT_COLUMNS)
+        if settings.target == "rich_menu":
+            return RuleSet(RICH_MENU_COLUMNS)
         if settings.target in ("narrowcast", "broadcast"):  # one request per row, no recipient
             return RuleSet(
                 tuple(
@@ -112,6 +118,8 @@ class LineMessagingDestination(Destination):
         """By recipient ``id``. Push / multicast: diff sends a (``campaign_key``, recipient)
         pair once across runs, whatever the row's other fields; an audience adds new IDs.
         Narrowcast and broadcast send one request whatever the rows: append only."""
+        if settings.target == "rich_menu":  # diff: only users whose rich_menu changed
+            return SyncSpec(("id",))
         if settings.target not in ("audience", "push_message", "multicast_message"):
             return None
         if settings.target == "audience":
@@ -134,7 +142,7 @@ class LineMessagingDestination(Destination):
         """Push and multicast: the messages a run would need (rows whose rendered message
         passes LINE's limits, or distinct recipients) against the monthly quota read now from
         ``GET /v2/bot/message/quota`` and ``/quota/consumption``; nothing is sent."""
-        if settings.target == "audience":
+        if settings.target in ("audience", "rich_menu"):
             return [], "", None
         if settings.target in ("narrowcast", "broadcast"):
             return (
@@ -193,6 +201,8 @@ class LineMessagingDestination(Destination):
                 report = deliver_audience(client, settings, rows, run)
             elif settings.target == "push_message":
                 report = deliver_push(client, settings, rows, run)
+            elif settings.target == "rich_menu":
+                report = deliver_rich_menu(client, settings, rows, run)
             elif settings.target in ("narrowcast", "broadcast"):
                 report = deliver_campaign(client, settings, rows, run, settings.target)
             else:

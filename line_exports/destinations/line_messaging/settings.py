@@ -41,6 +41,7 @@ LIMITS = {
     "narrowcast": RateLimit(requests=60, per_seconds=3600),
     "broadcast": RateLimit(requests=60, per_seconds=3600),
     "insight": RateLimit(requests=60, per_seconds=3600),
+    "richmenu_list": RateLimit(requests=10, per_seconds=1),
     "token": RateLimit(requests=370, per_seconds=1),
     "validate_push": RateLimit(requests=2000, per_seconds=1),
     "validate_multicast": RateLimit(requests=2000, per_seconds=1),
@@ -82,12 +83,12 @@ class LineMessagingSettings(ExportSettings):
     ``notification_disabled``/``custom_aggregation_units`` apply to push too, as LINE allows.
     """
 
-    target: Literal["audience", "push_message", "multicast_message", "narrowcast", "broadcast"] = (
-        Field(
-            "audience",
-            description="audience, push_message, multicast_message, narrowcast or broadcast "
-            "(the last two: one request per row, see narrowcast.py)",
-        )
+    target: Literal[
+        "audience", "push_message", "multicast_message", "narrowcast", "broadcast", "rich_menu"
+    ] = Field(
+        "audience",
+        description="audience, push_message, multicast_message, narrowcast or broadcast "
+        "(one request per row, see narrowcast.py), rich_menu (link users, see rich_menu.py)",
     )
     audience_name: str | None = Field(
         None, description="Audience: name to create, or to add to if it exists (exact match)"
@@ -200,6 +201,8 @@ class LineMessagingSettings(ExportSettings):
                     raise ValueError(
                         "audience_name must not contain control characters such as newlines"
                     )
+        elif self.target == "rich_menu":
+            pass  # columns only (rich_menu.py)
         elif self.target in ("narrowcast", "broadcast"):
             from line_exports.destinations.line_messaging.targeting import check_campaign_settings
 

@@ -21,7 +21,7 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from line_exports.sandbox.core import Sandbox
-from line_exports.sandbox.line_messaging import audience, auth, messages, narrowcast
+from line_exports.sandbox.line_messaging import audience, auth, messages, narrowcast, rich_menu
 from line_exports.sandbox.line_messaging.common import Api
 from line_exports.sandbox.line_messaging.store import CLIENTS, LineStore, store_of
 
@@ -35,6 +35,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         *messages.routes(api),
         *audience.routes(api),
         *narrowcast.routes(api),
+        *rich_menu.routes(api),
     ]
 
 
@@ -51,6 +52,7 @@ def summary(sandbox: Sandbox) -> dict[str, Any]:
             "tokens_issued": store.tokens_issued,
             "stateless_tokens_issued": store.stateless_issued,
             **narrowcast.summary(sandbox),
+            **rich_menu.summary(sandbox),
             "quota": {"limit": store.quota_limit, "used": store.quota_used},
             "audiences": {
                 f"{a.id} {a.description}": a.view(now)["audienceCount"]
