@@ -242,6 +242,38 @@ def test_interval_filters_from_the_scheduled_time(con: duckdb.DuckDBPyConnection
         one(con, "TD_INTERVAL(0, '-1x')")
 
 
+def test_interval_fourth_argument_is_the_time_it_is_relative_to(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    # TD's documented form for scheduled queries: TD_INTERVAL(time, '-1d', 'JST',
+    # TD_SCHEDULED_TIME()), "yesterday relative to the schedule time": the same as 3 arguments.
+    yesterday_jst = utc("2018-08-12 15:00:00")  # 2018-08-13 00:00 JST
+    for t in (yesterday_jst - 1, yesterday_jst, yesterday_jst + 86399, yesterday_jst + 86400):
+        assert one(con, f"TD_INTERVAL({t}, '-1d', 'JST', TD_SCHEDULED_TIME())") == one(
+            con, f"TD_INTERVAL({t}, '-1d', 'JST')"
+        )
+    # Another reference time: a week after the schedule, '-1d' is 2018-08-20 (UTC).
+    later = SCHEDULED + 7 * 86400
+    assert one(con, f"TD_INTERVAL({utc('2018-08-20 00:00:00')}, '-1d', 'UTC', {later})") is True
+    assert one(con, f"TD_INTERVAL({utc('2018-08-13 12:00:00')}, '-1d', 'UTC', {later})") is False
+    # '/now' and '0d' end at the given reference, not at TD_SCHEDULED_TIME().
+    assert one(con, f"TD_INTERVAL({later - 1}, '0d/now', 'UTC', {later})") is True
+    assert one(con, f"TD_INTERVAL({later}, '0d/now', 'UTC', {later})") is False
+    # An offset date still wins over the reference, as with three arguments.
+    assert one(con, f"TD_INTERVAL({utc('2025-09-30 12:00:00')}, '-1d/2025-10-01', 'UTC', 0)")
+    # A NULL reference filters nothing in (no range), like a NULL interval string.
+    assert one(con, "TD_INTERVAL(0, '-1d', 'UTC', NULL)") is None
+    # In a td> query on the embedded engine, after the dialect translation.
+    from line_exports.sql.dialect import translate
+
+    sql = translate(
+        "SELECT count(*) FROM (VALUES (1534118400), (1534204800)) AS v(time)"
+        " WHERE TD_INTERVAL(time, '-1d', 'UTC', TD_SCHEDULED_TIME())",
+        write="duckdb",
+    ).sql
+    assert con.sql(sql).fetchall() == [(1,)]
+
+
 # --- timezones -----------------------------------------------------------------------------
 
 

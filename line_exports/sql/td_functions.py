@@ -7,7 +7,8 @@ https://api-docs.treasuredata.com/en/tools/presto/api/):
 =========================================================  ========================================
 ``TD_SCHEDULED_TIME()``                                     the run's session time, UNIX seconds
 ``TD_TIME_RANGE(time, start[, end[, default_timezone]])``   ``start <= time < end``; NULL is open
-``TD_INTERVAL(time, interval[, default_timezone])``          relative range from TD_SCHEDULED_TIME()
+``TD_INTERVAL(time, interval[, default_timezone[, now]])``   relative range from ``now`` (UNIX s,
+                                                            default TD_SCHEDULED_TIME())
 ``TD_TIME_FORMAT(time, format[, timezone])``                 SimpleDateFormat text
 ``TD_TIME_STRING(time, code[, timezone])``                   ``'d!'``, ``'M'``, ... text
 ``TD_TIME_PARSE(text[, default_timezone])``                  UNIX seconds, NULL if unreadable
@@ -168,14 +169,16 @@ _TIME_RANGE = (
     "CAST(t AS BIGINT) >= coalesce(td__bound(CAST(s AS VARCHAR), CAST(tz AS VARCHAR)), 0)"
     " AND (e IS NULL OR CAST(t AS BIGINT) < td__bound(CAST(e AS VARCHAR), CAST(tz AS VARCHAR)))"
 )
+# TD_INTERVAL's fourth argument is the time the interval is relative to, as TD's own examples
+# write it: TD_INTERVAL(time, '-1d', 'JST', TD_SCHEDULED_TIME()).
 _INTERVAL = (
-    "CAST(t AS BIGINT) >= td__interval_start(spec, CAST(tz AS VARCHAR), td_scheduled_time())"
-    " AND CAST(t AS BIGINT) < td__interval_end(spec, CAST(tz AS VARCHAR), td_scheduled_time())"
+    "CAST(t AS BIGINT) >= td__interval_start(spec, CAST(tz AS VARCHAR), CAST(now AS BIGINT))"
+    " AND CAST(t AS BIGINT) < td__interval_end(spec, CAST(tz AS VARCHAR), CAST(now AS BIGINT))"
 )
 # name -> (parameters, optional trailing parameters with their defaults, body)
 _MACROS: dict[str, tuple[list[str], list[tuple[str, str]], str]] = {
     "td_time_range": (["t", "s"], [("e", "NULL"), ("tz", "'UTC'")], _TIME_RANGE),
-    "td_interval": (["t", "spec"], [("tz", "'UTC'")], _INTERVAL),
+    "td_interval": (["t", "spec"], [("tz", "'UTC'"), ("now", "td_scheduled_time()")], _INTERVAL),
     "td_time_parse": (
         ["s"],
         [("tz", "'UTC'")],
