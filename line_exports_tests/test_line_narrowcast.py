@@ -91,7 +91,7 @@ def test_narrowcast_by_name_and_id_with_operators_and_filter_progress_polled(
     progress = meta["narrowcast_progress"][0]
     assert progress["phase"] == "succeeded" and progress["phases_seen"][-1] == "succeeded"
     assert len(progress["phases_seen"]) >= 2  # polled while waiting / sending
-    assert meta["recipient_audience_names"] == ["spring buyers"]
+    assert meta["recipient_audience_names"] == ["description: spring buyers"]
     assert meta["messages_needed"] == 80  # upper bound: the named audience's size
     assert (meta["rows_read"], meta["rows_accepted"]) == (1, 1)
     for n in range(0, 120):
@@ -99,6 +99,28 @@ def test_narrowcast_by_name_and_id_with_operators_and_filter_progress_polled(
         assert got == (
             [[{"type": "text", "text": "Spring: 20% off today"}]] if user(n) in expected else []
         )
+
+
+def test_narrowcast_to_the_audience_an_audience_export_uploaded(
+    sandbox_server: SandboxServer,
+) -> None:
+    store = store_of(sandbox_server.sandbox)
+    uploaded = run(
+        export(
+            "nc_buyers",
+            "SELECT 'U' || lpad(printf('%x', range), 32, '0') AS id FROM range(0, 55)",
+            target="audience",
+            audience_name="buyers of the week",
+        ),
+        resource(sandbox_server),
+    )
+    recipient = json.dumps({"type": "audience", "export": "nc_buyers"})
+    meta = run(narrowcast("nc_by_export", recipient=recipient), resource(sandbox_server))
+    assert meta["recipient_audiences"] == {str(uploaded["audience_id"]): 55}
+    assert meta["narrowcast_success_count"] == 55 and len(store.received(user(54))) == 1
+    missing = json.dumps({"type": "audience", "export": "never_ran"})
+    message = run_fails(narrowcast("nc_missing", recipient=missing), resource(sandbox_server))
+    assert "no audience uploaded by export 'never_ran'" in message
 
 
 def test_narrowcast_audience_below_50_fails_with_lines_error_code(

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import dagster as dg
+import sqlalchemy as sa
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
 from line_exports.destinations.line_messaging.client import (
@@ -52,6 +53,7 @@ from line_exports.destinations.line_messaging.targeting import (
     upper_bound,
 )
 from line_exports.http import ApiError, poll
+from line_exports.ledger import ENTRIES, Ledger
 from line_exports.rules import ROW_NUMBER, reject
 
 Kind = Literal["narrowcast", "broadcast"]
@@ -69,17 +71,42 @@ def check_rows(kind: str, valid_rows: int) -> None:
         )
 
 
-def resolve_recipient(
-    client: LineMessagingClient, recipient: dict[str, Any] | None
-) -> tuple[dict[str, Any] | None, dict[int, int]]:
-    """The recipient with audience names replaced by ids, and each audience's size.
+def audience_of_export(ledger: Ledger, export: str) -> int | None:
+    """The audience the ``audience`` export ``export`` (asset key, ``/``-joined) last uploaded
+    to, from the ledger's records of its uploads (any run scope, the newest)."""
+    query = (
+        sa.select(ENTRIES.c.result)
+        .where(ENTRIES.c.export == export, ENTRIES.c.result.like('%"audience_id"%'))
+        .order_by(ENTRIES.c.recorded_at.desc())
+        .limit(1)
+    )
+    with ledger.engine.connect() as con:
+        row = con.execute(query).first()
+    return int(json.loads(row[0])["audience_id"]) if row else None
 
-    A name is an audience's ``description`` (exact match; the newest when several); an audience
+
+def resolve_recipient(
+    client: LineMessagingClient, recipient: dict[str, Any] | None, ledger: Ledger
+) -> tuple[dict[str, Any] | None, dict[int, int]]:
+    """The recipient with audiences named by ``description`` or ``export`` replaced by ids,
+    and each audience's size.
+
+    A ``description`` is an audience's name (exact match; the newest when several); an
+    ``export`` is the ``audience`` export that uploads it (read from the ledger). An audience
     that does not exist, or is not ``READY``, fails the run before anything is sent."""
     if recipient is None:
         return None, {}
 
-    def lookup(name: str) -> int:
+    def lookup(field: str, name: str) -> int:
+        if field == "export":
+            ident = audience_of_export(ledger, name)
+            if ident is None:
+                raise dg.Failure(
+                    description=f"the ledger holds no audience uploaded by export {name!r} "
+                    "(recipient audience by export); run that audience export first",
+                    allow_retries=False,
+                )
+            return ident
         found = [g for g in client.audiences_named(name) if g.get("status") != "EXPIRED"]
         if not found:
             raise dg.Failure(
@@ -160,7 +187,7 @@ def deliver_campaign(
         )
     targeting = request_targeting(settings)
     named = audience_names(targeting.get("recipient"))
-    recipient, sizes = resolve_recipient(client, targeting.get("recipient"))
+    recipient, sizes = resolve_recipient(client, targeting.get("recipient"), run.ledger.ledger)
     if recipient is not None:
         targeting["recipient"] = recipient
     sends = rows.count - len(bad)

@@ -183,35 +183,44 @@ def audience_ids(recipient: dict[str, Any]) -> list[int]:
     )
 
 
-def resolve_names(recipient: Any, lookup: Callable[[str], int]) -> Any:
-    """A copy of ``recipient`` whose audiences written by name (``description``) carry the
-    ``audienceGroupId`` ``lookup(name)`` returns."""
+NAMED_BY = ("description", "export")  # an audience by its name, or by the export that made it
+
+
+def resolve_names(recipient: Any, lookup: Callable[[str, str], int]) -> Any:
+    """A copy of ``recipient`` whose audiences written by name (``description``) or by the
+    ``audience`` export that uploads them (``export``: its asset key, ``a/b`` for a workflow
+    task) carry the ``audienceGroupId`` ``lookup(field, value)`` returns."""
     if isinstance(recipient, list):
         return [resolve_names(item, lookup) for item in recipient]
     if not isinstance(recipient, dict):
         return recipient
-    if recipient.get("type") == "audience" and "description" in recipient:
-        rest = {k: v for k, v in recipient.items() if k != "description"}
-        if "audienceGroupId" in rest:
+    given = [k for k in NAMED_BY if k in recipient]
+    if recipient.get("type") == "audience" and given:
+        rest = {k: v for k, v in recipient.items() if k not in NAMED_BY}
+        if "audienceGroupId" in rest or len(given) > 1:
             raise TargetingError(
-                "an audience object names both description and audienceGroupId; give one"
+                "an audience object names more than one of audienceGroupId, description, "
+                "export; give one"
             )
-        name = recipient["description"]
-        if not isinstance(name, str) or not name.strip():
-            raise TargetingError("an audience's description (its name) must be a string")
-        return {**rest, "audienceGroupId": lookup(name)}
+        value = recipient[given[0]]
+        if not isinstance(value, str) or not value.strip():
+            raise TargetingError(f"an audience's {given[0]} must be a non-empty string")
+        return {**rest, "audienceGroupId": lookup(given[0], value)}
     return {key: resolve_names(value, lookup) for key, value in recipient.items()}
 
 
 def audience_names(recipient: Any) -> list[str]:
-    """Names of audiences written by name in a recipient (before resolution)."""
+    """How audiences are named in a recipient before resolution (``description: x``,
+    ``export: y``)."""
     found: list[str] = []
     if isinstance(recipient, list):
         for item in recipient:
             found.extend(audience_names(item))
     elif isinstance(recipient, dict):
-        if recipient.get("type") == "audience" and isinstance(recipient.get("description"), str):
-            found.append(recipient["description"])
+        if recipient.get("type") == "audience":
+            found.extend(
+                f"{k}: {recipient[k]}" for k in NAMED_BY if isinstance(recipient.get(k), str)
+            )
         for value in recipient.values():
             if isinstance(value, dict | list):
                 found.extend(audience_names(value))
@@ -290,7 +299,7 @@ def check_campaign_settings(settings: Any) -> None:
     body = request_targeting(settings)
     problems: list[tuple[str, str]] = []
     if "recipient" in body:
-        problems += recipient_problems(resolve_names(body["recipient"], lambda _: 1))
+        problems += recipient_problems(resolve_names(body["recipient"], lambda _, __: 1))
     if "filter" in body:
         problems += filter_problems(body["filter"])
     if "limit" in body:
