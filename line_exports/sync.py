@@ -72,6 +72,9 @@ class SyncSpec:
     resend_changed: bool = True
     required_key: str | None = None
     namespace: str = ""
+    carry: tuple[str, ...] = ()
+    """Columns kept with the key (not part of it) because a removal needs them (e.g. the
+    LINE UID and tags of a MAAC member keyed by email)."""
     removal: str = ""
     """What mirror removes, in the destination's words (for messages and docs)."""
 
@@ -308,8 +311,9 @@ def plan(
 
     names = [n for n in pq.read_schema(rows.path).names if n != ROW_NUMBER]
     key_columns = [c for c in spec.key_columns if c in names]
-    ident = _json_of(key_columns)
-    key = f"md5('{spec.namespace.replace(chr(39), chr(39) * 2)}' || {ident})"
+    kept = key_columns + [c for c in spec.carry if c in names and c not in key_columns]
+    ident = _json_of(kept)
+    key = f"md5('{spec.namespace.replace(chr(39), chr(39) * 2)}' || {_json_of(key_columns)})"
     everything = _json_of(names)
     if spec.required_key and spec.required_key in names:
         key = (
@@ -353,7 +357,7 @@ def plan(
         members=state.num_rows,
     )
     if mode == "mirror":
-        result.departed = _departed_frame(departed, key_columns)
+        result.departed = _departed_frame(departed, kept)
         if store.last_mode() != "mirror":
             result.baseline = True
             result.forgotten = len(result.departed)

@@ -387,3 +387,64 @@ def test_mirror_killed_mid_removal_then_rerun_is_exactly_once(line_exports_home:
         )
         assert later.success and meta_of(later, "li_sync")["rows_sent"] == 0
         assert elements(sandbox) - before == 5
+
+
+# -- MAAC: tags this export attached are removed from departed members ------------------------
+def maac_query(day: int, members: int = 500) -> str:
+    name = (
+        "case when range % 100 = 1 then 'renamed ' else 'member ' end" if day > 1 else "'member '"
+    )
+    where = "where range % 100 <> 2" if day > 1 else ""
+    return (
+        "select 'U' || lpad(printf('%x', range), 32, '0') as line_uid, "
+        f"{name} || range as display_name, "
+        "case when range % 2 = 0 then 'even' end as tags "
+        f"from range({members}) {where}"
+    )
+
+
+def maac_run(server: SandboxServer, query: str) -> dg.ExecuteInProcessResult:
+    from line_exports import MaacResource
+
+    asset = build_export(
+        "maac_sync",
+        destination="maac",
+        query=query,
+        settings={
+            "data_object": "members",
+            "import_key": "line_uid",
+            "tags": "sync",
+            "sync_mode": "mirror",
+            **FAST,
+        },
+    )
+    return dg.materialize(
+        [asset],
+        resources={
+            "maac": MaacResource(base_url=server.url, poll_seconds=0.05),
+            "sql_source": SqlSource(),
+        },
+        raise_on_error=False,
+    )
+
+
+def test_maac_mirror_untags_departed_members(sandbox_server: SandboxServer) -> None:
+    from line_exports.sandbox.maac import store_of
+
+    sandbox = sandbox_server.sandbox
+    store = store_of(sandbox)
+    assert maac_run(sandbox_server, maac_query(1)).success
+    imports = sandbox.count("POST", "/openapi/v1/member/import/")
+    day2 = maac_run(sandbox_server, maac_query(2))
+    assert day2.success, failure_text(day2)
+    meta = meta_of(day2, "maac_sync")
+    assert (meta["rows_sent"], meta["rows_updated"], meta["members_removed"]) == (5, 5, 5)
+    # 5 departed (2, 102, ... 402): each had "sync" (the setting) and "even" (its own tags).
+    gone = {f"U{n:032x}" for n in range(500) if n % 100 == 2}
+    assert meta["tags_removed"] == 10
+    assert sandbox.count("DELETE", "/openapi/v1/taglinemember/") == 10
+    assert sandbox.count("POST", "/openapi/v1/member/import/") - imports == 1
+    with sandbox.lock:
+        tags = {m["line_uid"]: set(m["tags"]) for m in store.members.values()}
+    assert all(tags[uid] == set() for uid in gone)
+    assert tags[f"U{4:032x}"] == {"sync", "even"} and tags[f"U{1:032x}"] == {"sync"}

@@ -30,11 +30,13 @@ from line_exports.destination import (
     ValidRows,
     content_key,
 )
+from line_exports.destinations import maac_tags
 from line_exports.http import HttpClient, RateLimit, RetrySettings, poll
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
+from line_exports.sync import RemovalReport, SyncSpec
 
 HOSTS = {"global": "https://api.cresclab.com", "japan": "https://api.jp.cresclab.com"}
 SANDBOX_TOKEN = "sandbox-maac-token"
@@ -42,7 +44,7 @@ IMPORT_MAX_MEMBERS = 10_000
 IMPORT_MAX_BYTES = 10 * 1024 * 1024
 SEGMENT_MAX_UIDS = 300_000
 SEGMENT_MAX_BYTES = 25 * 1024 * 1024
-LIMITS = {"member_import": RateLimit(requests=15, per_seconds=60)}
+LIMITS = {"member_import": RateLimit(requests=15, per_seconds=60), **maac_tags.LIMITS}
 TASK_TIMEOUT_SECONDS = 3600
 IMPORT_KEYS = ("line_uid", "customer_id", "email", "mobile")
 MEMBER_FIELDS = (
@@ -405,6 +407,25 @@ class MaacDestination(Destination):
         if settings.data_object == "members":
             return f"maac members by {ImportKey(settings.import_key).value}"
         return f"maac segment {settings.segment_name!r}"
+
+    def sync_spec(self, settings: MaacSettings) -> SyncSpec | None:
+        """Members by their import key; mirror removes the tags this export attached from
+        departed members (:mod:`~line_exports.destinations.maac_tags`). Segments are replaced
+        or created whole each run: append only."""
+        if settings.data_object != "members":
+            return None
+        return SyncSpec(
+            (ImportKey(settings.import_key).value,),
+            modes=("append", "diff", "mirror"),
+            carry=("line_uid", "tags"),
+            removal="tags this export attached, removed from departed members",
+        )
+
+    def remove(
+        self, resource: MaacResource, settings: MaacSettings, departed: pd.DataFrame, run: ExportRun
+    ) -> RemovalReport:
+        client = resource.get_client(settings.retry_settings())
+        return maac_tags.remove_departed(client, settings, departed, run)
 
     def replaces_target(self, settings: MaacSettings) -> bool:
         """``update_segment`` replaces the members of the segment of that name."""

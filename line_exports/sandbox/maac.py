@@ -1,4 +1,6 @@
-"""Crescendo Lab MAAC's OpenAPI, faked faithfully: member import tasks and custom segments.
+"""Crescendo Lab MAAC's OpenAPI, faked faithfully: member import tasks, custom segments,
+tags (``GET /openapi/v1/tag/``) and a tag's removal from a member (``DELETE
+/openapi/v1/taglinemember/``).
 
 Follows ``maac-openapi.md`` (help-cresclab/ProductSpecLibrary): ``Authorization: Bearer``,
 member import of at most 10,000 members and 10 MB per request, 15 imports a minute and one
@@ -94,6 +96,8 @@ class MaacStore:
     tasks: dict[int, ImportTask] = field(default_factory=dict)
     segments: dict[int, Segment] = field(default_factory=dict)
     blocked_uids: set[str] = field(default_factory=set)
+    tag_ids: dict[str, int] = field(default_factory=dict)  # tag name -> id
+    tag_removals: int = 0
     imported_rows: int = 0
     next_id: int = 1
 
@@ -204,6 +208,9 @@ def _apply_import(
                     store.by_key[name][match_key(name, value)] = member_id
         member["tags"].update(tags)
         member["tags"].update(item.get("tags") or [])
+        for name in (*tags, *(item.get("tags") or [])):
+            if name not in store.tag_ids:  # an import creates the tags it names
+                store.tag_ids[name] = store.new_id()
     store.imported_rows += len(data)
     return {"created_num": created, "updated_num": updated, "mismatch_num": mismatched}
 
@@ -322,6 +329,63 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             )
         return JSONResponse(body)
 
+    async def list_tags(request: Request) -> Response:
+        """``GET /openapi/v1/tag/{?name,start}``: tags (id, name, available_days), 300 a page."""
+        if (denied := authorized(request)) is not None:
+            return denied
+        name = request.query_params.get("name")
+        start = (
+            int(base64.urlsafe_b64decode(request.query_params["start"]).decode())
+            if request.query_params.get("start")
+            else 0
+        )
+        with sandbox.lock:
+            found = [
+                {"id": i, "name": n, "available_days": None}
+                for n, i in store.tag_ids.items()
+                if not name or name.lower() in n.lower()
+            ]
+        after = start + PAGE_SIZE
+        token = (
+            base64.urlsafe_b64encode(str(after).encode()).decode() if after < len(found) else None
+        )
+        return JSONResponse({"results": found[start:after], "next": token})
+
+    async def tag_member(request: Request) -> Response:
+        """``POST`` / ``DELETE /openapi/v1/taglinemember/`` with ``{"tag_id", "line_uid"}``:
+        tag a member, or remove a tag from a member (204)."""
+        if (denied := authorized(request)) is not None:
+            return denied
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "JSON parse error.")
+        if not isinstance(body, dict) or not isinstance(body.get("tag_id"), int):
+            return _error(400, {"tag_id": ["This field is required (a number)."]})
+        uid = body.get("line_uid")
+        if not isinstance(uid, str) or not LINE_UID.fullmatch(uid):
+            return _error(400, {"line_uid": ["A LINE UID of 33 characters is required."]})
+        with sandbox.lock:
+            names = [n for n, i in store.tag_ids.items() if i == body["tag_id"]]
+            member_id = store.by_key["line_uid"].get(uid)
+            if not names or member_id is None:
+                return _error(404, "Not found.")
+            member = store.members[member_id]
+            if request.method == "DELETE":
+                member["tags"].discard(names[0])
+                store.tag_removals += 1
+                return Response(status_code=204)
+            member["tags"].add(names[0])
+        return JSONResponse(
+            {
+                "tag_id": body["tag_id"],
+                "line_uid": uid,
+                "created_at": _now_iso(),
+                "expired_at": "9999-12-31T23:59:59+08:00",
+            },
+            status_code=201,
+        )
+
     async def list_segments(request: Request) -> Response:
         if (denied := authorized(request)) is not None:
             return denied
@@ -422,6 +486,8 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         Route("/openapi/v1/member/import/", member_import, methods=["POST"]),
         Route("/openapi/v1/member/import/{task_id:int}/", import_status, methods=["GET"]),
         Route("/openapi/v1/segment/", list_segments, methods=["GET"]),
+        Route("/openapi/v1/tag/", list_tags, methods=["GET"]),
+        Route("/openapi/v1/taglinemember/", tag_member, methods=["POST", "DELETE"]),
         Route("/openapi/v1/segment/{segment_id:int}/", one_segment, methods=["GET", "DELETE"]),
         Route("/openapi/v1/segment/{segment_id:int}/members/", segment_members, methods=["GET"]),
         Route("/openapi/v1/custom_segment/", create_custom_segment, methods=["POST"]),
