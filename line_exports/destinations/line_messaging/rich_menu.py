@@ -76,57 +76,62 @@ def deliver_rich_menu(
     rows: ValidRows,
     run: ExportRun,
 ) -> DeliveryReport:
+    """Plan in DuckDB over the spool (first row per user, distinct menu values resolved once),
+    then stream each menu's users in requests of 500: memory holds one request, not the table."""
     report = DeliveryReport()
     if rows.count == 0:
         return report
     menus, aliases = _rich_menus(client)
     with duckdb.connect() as con:
-        table = con.execute(
-            f"SELECT \"{ROW_NUMBER}\", id, nullif(rich_menu, '') FROM read_parquet(?) "
-            f'ORDER BY "{ROW_NUMBER}"',
+        con.execute(
+            "CREATE TEMP TABLE plan AS SELECT n, id, menu, k FROM ("
+            f"SELECT \"{ROW_NUMBER}\" AS n, id, coalesce(nullif(rich_menu, ''), '') AS menu, "
+            f'row_number() OVER (PARTITION BY id ORDER BY "{ROW_NUMBER}") AS k '
+            "FROM read_parquet(?))",
             [str(rows.path)],
-        ).fetchall()
-    first: dict[str, int] = {}
-    duplicates: list[int] = []
-    unknown_alias: dict[str, list[int]] = {}
-    unknown_menu: dict[str, list[int]] = {}
-    groups: dict[str, list[tuple[int, str]]] = {}  # menu ID ("" = unlink) -> (row, user)
-    for number, user, menu in table:
-        if user in first:
-            duplicates.append(int(number))
-            continue
-        first[user] = int(number)
-        target = ""
-        if menu is not None:
-            if menu.startswith("richmenu-") and len(menu) == 41:
-                target = menu
-                if menu not in menus:
-                    unknown_menu.setdefault(menu, []).append(int(number))
-                    continue
-            elif menu in aliases:
-                target = aliases[menu]
+        )
+        numbers = [
+            r[0] for r in con.execute("SELECT n FROM plan WHERE k > 1 ORDER BY n").fetchall()
+        ]
+        if numbers:
+            report.rejected.append(
+                reject(numbers, "id", "duplicate", "id repeats an earlier row's user (first wins)")
+            )
+        targets: dict[str, str] = {}  # value in the rows -> rich menu ID ("" unlinks)
+        for (value,) in con.execute("SELECT DISTINCT menu FROM plan WHERE k = 1").fetchall():
+            if not value or (value.startswith("richmenu-") and value in menus):
+                targets[value] = value
+            elif value in aliases:
+                targets[value] = aliases[value]
             else:
-                unknown_alias.setdefault(menu, []).append(int(number))
-                continue
-        groups.setdefault(target, []).append((int(number), user))
-    if duplicates:
-        report.rejected.append(
-            reject(duplicates, "id", "duplicate", "id repeats an earlier row's user (first wins)")
-        )
-    for alias, numbers in unknown_alias.items():
-        report.rejected.append(
-            reject(numbers, "rich_menu", "rich_menu_alias", f"no rich menu alias {alias!r}")
-        )
-    for menu, numbers in unknown_menu.items():
-        report.rejected.append(
-            reject(numbers, "rich_menu", "rich_menu", f"rich menu {menu} does not exist")
-        )
-    sent = send_groups(client, groups, report, run)
+                rule, why = (
+                    ("rich_menu", f"rich menu {value} does not exist")
+                    if value.startswith("richmenu-") and len(value) == 41
+                    else ("rich_menu_alias", f"no rich menu alias {value!r}")
+                )
+                bad = con.execute(
+                    "SELECT n FROM plan WHERE k = 1 AND menu = ? ORDER BY n", [value]
+                ).fetchall()
+                report.rejected.append(reject([r[0] for r in bad], "rich_menu", rule, why))
+        by_menu: dict[str, list[str]] = {}
+        for value, menu in targets.items():
+            by_menu.setdefault(menu, []).append(value)
+        counts: dict[str, int] = {}
+        sent: list[tuple[str, str, bool]] = []
+        for menu in sorted(by_menu):
+            result = con.execute(
+                "SELECT n, id FROM plan WHERE k = 1 AND list_contains(?, menu) ORDER BY n",
+                [by_menu[menu]],
+            )
+            while chunk := result.fetchmany(BULK_MAX_USERS):
+                counts[menu] = counts.get(menu, 0) + len(chunk)
+                if (request := send_chunk(client, menu, chunk, report, run)) is not None:
+                    sent.append(request)
     verified = verify(client, sent, run)
     report.metadata.update(
         {
-            "rich_menu_users_by_menu": {k or "(unlink)": len(v) for k, v in groups.items()},
-            "rich_menu_aliases_resolved": len({m for m in aliases if m in {r[2] for r in table}}),
+            "rich_menu_users_by_menu": {k or "(unlink)": v for k, v in counts.items()},
+            "rich_menu_aliases_resolved": sum(1 for v in targets if v in aliases),
             "rich_menu_link_requests": sum(1 for menu, *_ in sent if menu),
             "rich_menu_unlink_requests": sum(1 for menu, *_ in sent if not menu),
             "rich_menu_requests_verified": verified,
@@ -140,58 +145,53 @@ def deliver_rich_menu(
     return report
 
 
-def send_groups(
+def send_chunk(
     client: LineMessagingClient,
-    groups: dict[str, list[tuple[int, str]]],
+    menu: str,
+    chunk: list[tuple[int, str]],
     report: DeliveryReport,
     run: ExportRun,
-) -> list[tuple[str, str, bool]]:
-    """Bulk link/unlink requests of at most 500 users; (menu, a user, resumed) per request."""
-    sent: list[tuple[str, str, bool]] = []
-    for menu in sorted(groups):
-        members = groups[menu]
-        for start in range(0, len(members), BULK_MAX_USERS):
-            chunk = members[start : start + BULK_MAX_USERS]
-            users = [u for _, u in chunk]
-            numbers = [n for n, _ in chunk]
-            key = content_key("rich_menu", menu or "unlink", users)
-            if run.ledger.done(key) is not None and run.ledger.done(key).get("state") == "accepted":
-                report.resumed_rows += len(chunk)
-                report.accepted_rows += len(chunk)
-                report.sent_rows += len(chunk)
-                sent.append((menu, users[0], True))
-                continue
-            body: dict[str, Any] = {"userIds": users}
-            if menu:
-                body["richMenuId"] = menu
-            try:
-                client.http.request(
-                    "POST",
-                    f"/v2/bot/richmenu/bulk/{'link' if menu else 'unlink'}",
-                    endpoint="richmenu",
-                    ok_status=(202,),
-                    json=body,
-                )
-            except ApiError as exc:
-                if exc.status != 400:
-                    raise
-                message, details = line_error(exc)
-                report.sent_rows += len(chunk)
-                report.refused.append(
-                    reject(
-                        numbers,
-                        "rich_menu" if menu else "id",
-                        "line_rich_menu_refused",
-                        f"LINE refused: {message} {'; '.join(details)}".strip(),
-                    )
-                )
-                continue
-            run.ledger.record(key, {"state": "accepted", "at": time.time()})
-            report.sent_rows += len(chunk)
-            report.accepted_rows += len(chunk)
-            sent.append((menu, users[0], False))
-            run.progress(report.sent_rows)
-    return sent
+) -> tuple[str, str, bool] | None:
+    """One bulk link (``menu``) or unlink (``""``) request of at most 500 users under the
+    ledger; (menu, a user, resumed), or None when LINE refused it (a reject with its answer)."""
+    users = [u for _, u in chunk]
+    numbers = [int(n) for n, _ in chunk]
+    key = content_key("rich_menu", menu or "unlink", users)
+    done = run.ledger.done(key)
+    report.sent_rows += len(chunk)
+    if done is not None and done.get("state") == "accepted":
+        report.resumed_rows += len(chunk)
+        report.accepted_rows += len(chunk)
+        return menu, users[0], True
+    body: dict[str, Any] = {"userIds": users}
+    if menu:
+        body["richMenuId"] = menu
+    try:
+        client.http.request(
+            "POST",
+            f"/v2/bot/richmenu/bulk/{'link' if menu else 'unlink'}",
+            endpoint="richmenu",
+            ok_status=(202,),
+            json=body,
+        )
+    except ApiError as exc:
+        if exc.status != 400:
+            report.sent_rows -= len(chunk)  # never answered: unsent, and the run fails
+            raise
+        message, details = line_error(exc)
+        report.refused.append(
+            reject(
+                numbers,
+                "rich_menu" if menu else "id",
+                "line_rich_menu_refused",
+                f"LINE refused: {message} {'; '.join(details)}".strip(),
+            )
+        )
+        return None
+    run.ledger.record(key, {"state": "accepted", "at": time.time()})
+    report.accepted_rows += len(chunk)
+    run.progress(report.sent_rows)
+    return menu, users[0], False
 
 
 def verify(client: LineMessagingClient, sent: list[tuple[str, str, bool]], run: ExportRun) -> int:
