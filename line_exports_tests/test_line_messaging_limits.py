@@ -140,6 +140,63 @@ def test_text_emoji_index_must_be_on_a_dollar(sandbox_server: SandboxServer) -> 
     assert "messages[0].emojis[0].index" in refused_at(sandbox_server, bad)
 
 
+@pytest.mark.parametrize(
+    ("messages", "path"),
+    [
+        ([{"type": "text", "text": "hi", "txet": "x"}], "messages[0].txet"),
+        ([bubble({"type": "text", "text": "a", "colour": "#ffffff"})], ".contents[0].colour"),
+        (
+            [bubble(button("ok") | {"action": {"type": "message", "label": "l", "txt": "ok"}})],
+            ".contents[0].action.txt",
+        ),
+        ([bubble({"type": "text", "text": "a"}) | {"sizee": "kilo"}], "messages[0].sizee"),
+        (
+            [
+                {
+                    "type": "text",
+                    "text": "hi",
+                    "quickReply": {
+                        "items": [
+                            {
+                                "type": "action",
+                                "action": {"type": "message", "label": "a", "text": "a"},
+                                "imageURL": URL,
+                            }
+                        ]
+                    },
+                }
+            ],
+            "messages[0].quickReply.items[0].imageURL",
+        ),
+        (
+            [image_carousel("ok") | {"template": {"type": "image_carousel", "colums": []}}],
+            "messages[0].template.colums",
+        ),
+    ],
+)
+def test_unknown_properties_are_refused_as_line_refuses_them(
+    sandbox_server: SandboxServer, messages: list[dict[str, Any]], path: str
+) -> None:
+    """A property LINE's models do not define (a typo the SDK would drop silently) is refused
+    at definition and by the sandbox, which answers as LINE answers a property it cannot read."""
+    found = [p for p in problems_at(messages) if p.endswith(path)]
+    assert found, problems_at(messages)
+    with pytest.raises(TemplateError, match=re.escape(found[0])):
+        MessageTemplate.parse(messages)
+    answer = validate(sandbox_server, messages)
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "message": f"The property, '{found[0]}', in the request body is invalid (line: -, column: -)"
+    }
+    pushed = requests.post(
+        f"{sandbox_server.url}/v2/bot/message/push",
+        json={"to": "U" + "0" * 32, "messages": messages},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert (pushed.status_code, pushed.json()) == (400, answer.json())
+
+
 def test_emoji_index_is_recomputed_per_row(sandbox_server: SandboxServer) -> None:
     """``Hi {{name}} $``: the ``$`` moves with the name's length (and its UTF-16 units)."""
     emoji = {"productId": "5ac1bfd5040ab15980c9b435", "emojiId": "001"}

@@ -2,7 +2,8 @@
 
 The models are ``line-bot-sdk``'s ``linebot.v3.messaging.models``, generated from LINE's OpenAPI
 spec (``line/line-openapi`` ``messaging-api.yml``) with its enum and strict-type validators. A
-message parses as the SDK parses it (``Message.from_dict``); when it fails, the failing object is
+message parses as the SDK parses it (``Message.from_dict``), and a property no model defines
+is refused (the SDK would drop it; see :data:`UNKNOWN_PROPERTY`); when parsing fails, the failing object is
 found by parsing the object's children the same way, so each problem names its property path the
 way LINE's 400 answers do (``messages[0].contents.body.contents[1].weight``). Limits the spec
 states only in prose (lengths per counting unit, item counts, URL schemes) are in
@@ -33,6 +34,10 @@ MESSAGE_TYPES = (
     "template",
     "flex",
 )
+UNKNOWN_PROPERTY = "Unknown property: LINE's models define no such field here"
+"""The problem of a property the message's model does not define (``{"type": "text", "text":
+"hi", "txet": "x"}``). LINE reads a request body strictly; the sandbox answers it as LINE answers
+a property it cannot read: 400 "The property, '...', in the request body is invalid"."""
 _PARSE_ERRORS = (ValidationError, ValueError, TypeError, KeyError, AttributeError)
 _ENUM = re.compile(r"must be one of enum values \((.*)\)")
 _MAX_LENGTH = re.compile(r"ensure this value has at most (\d+) characters")
@@ -115,8 +120,25 @@ def _type_names(klass: type[BaseModel], obj: Any, path: str) -> Iterator[tuple[s
         yield f"{path}.type", concrete
         return
     yield from _own_type(concrete, obj, path)
+    yield from _unknown_properties(concrete, obj, path)
     for child, value, where in _children(concrete, obj, path):
         yield from _type_names(child, value, where)
+
+
+@cache
+def _known(klass: type[BaseModel]) -> frozenset[str]:
+    """The JSON names of a model's fields (its own and those it inherits)."""
+    return frozenset(f.alias for f in klass.__fields__.values())
+
+
+def _unknown_properties(
+    klass: type[BaseModel], obj: dict[str, Any], path: str
+) -> Iterator[tuple[str, str]]:
+    """Properties of an object its model does not define (the SDK drops them silently)."""
+    known = _known(klass)
+    for key in obj:
+        if key not in known:
+            yield f"{path}.{key}", UNKNOWN_PROPERTY
 
 
 def _own_type(klass: type[BaseModel], obj: dict[str, Any], path: str) -> list[tuple[str, str]]:
@@ -144,12 +166,12 @@ def _locate(klass: type[BaseModel], obj: Any, path: str) -> list[tuple[str, str]
         error: Exception = exc
     else:
         return list(_type_names(concrete, obj, path))
-    problems: list[tuple[str, str]] = []
+    problems = list(_unknown_properties(concrete, obj, path))
     for child, value, where in _children(concrete, obj, path):
         problems.extend(_locate(child, value, where))
-    if problems:
+    if len(problems) > sum(1 for _, m in problems if m == UNKNOWN_PROPERTY):
         return problems
-    own = _own_type(concrete, obj, path)
+    own = [*problems, *_own_type(concrete, obj, path)]
     if not isinstance(error, ValidationError):
         return [*own, (path, str(error))]
     return [*own, *(_explain(concrete, path, e) for e in error.errors())]

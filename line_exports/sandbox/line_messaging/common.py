@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from line_exports.destinations.line_messaging.structure import UNKNOWN_PROPERTY
 from line_exports.sandbox.core import Sandbox
 from line_exports.sandbox.line_messaging.store import LIMITS, MAX_BODY_BYTES, LineStore
 
@@ -32,10 +33,19 @@ def _request_id() -> str:
 
 
 def _invalid(prop: str) -> JSONResponse:
-    return _error(400, f"The property, {prop}, in the request body is invalid (line: -, column: -)")
+    """LINE's answer to a property it cannot read, quoted as in its reference's examples
+    ("The property, 'chat.chatId', in the request body is invalid (line: -, column: -)")."""
+    return _error(
+        400, f"The property, '{prop}', in the request body is invalid (line: -, column: -)"
+    )
 
 
 def _problems(problems: list[tuple[str, str]]) -> JSONResponse:
+    """LINE's 400 for a body it read but refuses; a property it cannot read at all (one no
+    model defines) is answered first, the way LINE answers it (:func:`_invalid`)."""
+    for path, message in problems:
+        if message == UNKNOWN_PROPERTY:
+            return _invalid(path)
     return _error(
         400,
         f"The request body has {len(problems)} error(s)",
