@@ -136,7 +136,7 @@ def validate(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         [
             w.file.name,
             "query error" if id(w) in bad_queries else "ok",
-            len(w.tasks) + len(w.steps),
+            len(w.tasks) + len(w.steps) + len(w.controls),
             w.schedule.form if w.schedule else "-",
             w.timezone,
             _next_run(w),
@@ -146,6 +146,9 @@ def validate(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     rows += [[name, "error", 0, "-", "-", "-"] for name in broken]
     _say(out, "")
     _say(out, table(["workflow", "status", "tasks", "schedule", "timezone", "next run"], rows))
+    for workflow in folder.workflows:
+        if workflow.steps or workflow.controls or len(workflow.tasks) > 1:
+            _say_tree(out, workflow)
     _say(
         out,
         f"\n{len(folder.workflows)} workflow(s) loaded, "
@@ -153,6 +156,16 @@ def validate(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         f"{len(folder.connections.connections)} connection(s) in {folder.connections.file}",
     )
     return 1 if folder.errors or query_errors else 0
+
+
+def _say_tree(out: TextIO, workflow: Any) -> None:
+    """The workflow's tasks in digdag's order, control operators expanded where their value
+    is known at load."""
+    _say(out, f"\n{workflow.file.name}: tasks in order")
+    tree = workflow.tree()
+    width = max(len(name) for name, _ in tree) if tree else 0
+    for name, what in tree:
+        _say(out, f"  {name.ljust(width)}  {what}")
 
 
 def _counted(
@@ -214,6 +227,9 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     for workflow in chosen:
         moment = _session(ns, workflow.timezone)
         _say(out, f"{workflow.file.name}: session time {moment.isoformat()}")
+        if workflow.steps or workflow.controls:
+            _say_tree(out, workflow)
+            _say(out, "  (plan runs the exports' queries only; the other tasks run in a run)")
         for task in workflow.tasks:
             label = f"{workflow.name}/{task.name}"
             dest = task.destination

@@ -320,6 +320,11 @@ class Control:
     deps: list[dg.AssetKey] = field(default_factory=list)
     retry: dg.RetryPolicy | None = None
 
+    def describe(self) -> str:
+        """``if> ${td.last_results.n > 0} (expands when the run gets there)``."""
+        value = self.command if isinstance(self.command, str) else json.dumps(self.command)
+        return f"{self.op} {value} (expands when the run gets there)"
+
     def evaluate(self, context: Any) -> Any:
         run = run_variables(context, self.scope)
 

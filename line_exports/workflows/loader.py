@@ -146,6 +146,27 @@ class Workflow:
     """Tasks that are not exports: SQL steps, echo>, fail> (:mod:`.operators`)."""
     controls: list[control_ops.Control] = field(default_factory=list)
     """Control tasks whose value reads the run (:mod:`.control`): expanded when they run."""
+    order: list[Any] = field(default_factory=list)
+    """Its tasks, steps and controls in digdag's order, control operators expanded."""
+
+    def tree(self) -> list[tuple[str, str]]:
+        """(digdag task name, what it runs) of each task in order: the expanded task tree."""
+        rows = []
+        for item in self.order:
+            if isinstance(item, Task):
+                query = item.query_file.name if item.query_file else "query"
+                target = item.destination.target_label(
+                    item.destination.settings_class(**item.settings)
+                )
+                rows.append(
+                    (item.scope.task_name if item.scope else item.name, f"td> {query} -> {target}")
+                )
+            elif isinstance(item, Step):
+                what = {"sql": "td> (SQL step)", "echo": "echo>", "fail": "fail>"}[item.kind]
+                rows.append((item.scope.task_name, what))
+            else:
+                rows.append((item.scope.task_name, item.describe()))
+        return rows
 
     @property
     def job_name(self) -> str:
@@ -241,7 +262,8 @@ class _Parser:
         self.resources: dict[str, Any] = {}
         self.controls: list[control_ops.Control] = []
         self.order: list[Any] = []
-        """Steps and run-time controls in digdag's order (what a run-time control runs)."""
+        """Exports, steps and run-time controls in digdag's order (what a run-time control
+        runs; what validate and plan list)."""
         self.top_file = file
         self.stem = file.stem
         """The workflow's name in ``task_name`` (a call>ed file's tasks keep the caller's)."""
@@ -343,7 +365,14 @@ class _Parser:
         if self.errors:
             return None
         return Workflow(
-            self.name, self.file, self.timezone, schedule, self.tasks, self.steps, self.controls
+            self.name,
+            self.file,
+            self.timezone,
+            schedule,
+            self.tasks,
+            self.steps,
+            self.controls,
+            self.order,
         )
 
     def _group(
@@ -444,6 +473,8 @@ class _Parser:
             self.last_results = self.last_results or bool(step and step.store_last_results)
             return [step.key] if step else []
         task = self._task(body, path, label, line, scope, wait, retry)
+        if task is not None:
+            self.order.append(task)
         return [task.key] if task else []
 
     def _task(
