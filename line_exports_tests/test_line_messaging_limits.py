@@ -133,9 +133,15 @@ def test_text_emoji_index_must_be_on_a_dollar(sandbox_server: SandboxServer) -> 
         }
     ]
     bad = [{"type": "text", "text": "$ hello $", "emojis": [{**emoji, "index": 3}]}]
-    astral = [{"type": "text", "text": "😀$", "emojis": [{**emoji, "index": 2}]}]  # UTF-16
+    # LINE: "index position of emojis ... must be the number and position of the code unit
+    # when encoded in UTF-16" (Messaging API reference, Text message): after 😀 (2 units,
+    # 1 code point) the $ is at 2, not 1.
+    astral = [{"type": "text", "text": "😀$", "emojis": [{**emoji, "index": 2}]}]
+    by_code_point = [{"type": "text", "text": "😀$", "emojis": [{**emoji, "index": 1}]}]
     assert problems_at(good) == [] and refused_at(sandbox_server, good) == []
     assert problems_at(astral) == [] and refused_at(sandbox_server, astral) == []
+    assert "messages[0].emojis[0].index" in problems_at(by_code_point)
+    assert "messages[0].emojis[0].index" in refused_at(sandbox_server, by_code_point)
     assert "messages[0].emojis[0].index" in problems_at(bad)
     assert "messages[0].emojis[0].index" in refused_at(sandbox_server, bad)
 

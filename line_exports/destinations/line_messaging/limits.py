@@ -13,7 +13,9 @@ prose. Each :class:`Limit` row names its field as the reference does, its bounds
 
 :func:`prose_fields` walks messages that already parse as LINE's models and yields each field
 with its row, plus the few rules that tie fields together (an emoji's ``index`` on a ``$``,
-carousel columns with the same number of actions, ``textV2`` substitution keys). The exporter
+carousel columns with the same number of actions, ``textV2`` substitution keys). An emoji's
+``index`` counts UTF-16 code units, as the reference's "Text message" note states (see
+:func:`dollar_positions`); ``textV2`` places emojis by ``{key}``, with no index. The exporter
 (at definition and per rendered row) and the sandbox apply the same rows.
 """
 
@@ -562,7 +564,13 @@ _BY_TYPE = {
 
 
 def dollar_positions(text: str) -> set[int]:
-    """UTF-16 positions of each ``$`` in a text (where a text message's LINE emojis go)."""
+    """UTF-16 positions of each ``$`` in a text (where a text message's LINE emojis go).
+
+    LINE's Messaging API reference, "Text message" (note "Number of characters and index
+    position of emojis"; ``line/line-developers-docs-source``
+    ``docs/en/reference/messaging-api/index.html.md``): "The number of characters and index
+    position of emojis in text set to the property must be the number and position of the code
+    unit when encoded in UTF-16." So 😀 before a ``$`` moves it by 2, not 1."""
     positions, at = set(), 0
     for ch in text:
         if ch == "$":

@@ -12,7 +12,8 @@ JSON-safe by construction: the template is parsed once, each placeholder string 
 and every value is JSON-escaped before it is spliced in, so quotes, backslashes, newlines,
 braces or ``{{...}}`` in a value stay text and can never add keys or break the body. Values are
 never re-scanned for placeholders. A text message's LINE emoji ``index`` (the position of a
-``$``, in UTF-16 units) is recomputed per row, since the ``$`` moves with the values before it.
+``$``, in UTF-16 code units as LINE's reference states, see
+:func:`.limits.dollar_positions`) is recomputed per row, since the ``$`` moves with the values before it.
 """
 
 from __future__ import annotations
