@@ -71,6 +71,13 @@ class ExportSettings(dg.Config):
         description="mirror: a run that would remove more than this share of the members "
         "removes nothing and fails its sync_removals check",
     )
+    output_mapping: dict[str, Any] | None = Field(
+        None,
+        description="Audience Studio's Output Mapping: export_all_columns, columns "
+        "([{source, output}]), strings ([{output, parts: [{string: x}, timestamp, segment_id, "
+        "segment_name, audience_id]}]), segment ({id, name, audience_id}); applied before "
+        "validation (line_exports.output_mapping)",
+    )
     empty_result: Literal["auto", "skip", "fail"] = Field(
         "auto",
         description="No valid rows to send: skip (warning) or fail; auto skips, but fails an "
@@ -103,6 +110,14 @@ class ExportSettings(dg.Config):
             )
             raise ValueError(f"{info.field_name} must be {span} (got {value})")
         return value
+
+    @field_validator("output_mapping")
+    @classmethod
+    def _output_mapping(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from line_exports.output_mapping import parse_output_mapping
+
+        parsed = parse_output_mapping(value)
+        return None if parsed is None else parsed.model_dump(mode="json")
 
     def retry_settings(self) -> RetrySettings:
         return RetrySettings(

@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError, create_model
 
-from line_exports import export_guards, paths, sql_errors, sync
+from line_exports import export_guards, output_mapping, paths, sql_errors, sync
 from line_exports.claims import ClaimLost, ClaimOwner, ScopeClaimed
 from line_exports.dedup import drop_duplicates
 from line_exports.destination import (
@@ -482,6 +483,13 @@ def build_export(
         name, dest.type_name, settings, dest.settings_class.model_fields
     )
     config_class = settings_with_defaults(dest.settings_class, settings)
+    upstream_name = dg.AssetKey.from_coercible(upstream).path[-1] if upstream is not None else None
+    mapping = output_mapping.parse_output_mapping(settings.get("output_mapping"))
+    if mapping is not None:
+        try:  # a string needing a segment value nobody gave fails at load, not mid-run
+            output_mapping.resolve_context(mapping, datetime.now().astimezone(), upstream_name)
+        except ValueError as exc:
+            raise ValueError(f"export {name!r}: {exc}") from None
     try:
         sync.check_mode(dest, dest.settings_class(**settings))
     except ValueError as exc:
@@ -565,6 +573,20 @@ def build_export(
                 )
             chunks = frame_chunks(frame, chunk_size or 50_000)
             source_label = f"asset {upstream_key.to_user_string() if upstream_key else ''}"
+        run_mapping = output_mapping.parse_output_mapping(values.get("output_mapping"))
+        if run_mapping is not None:
+            try:
+                mapped = output_mapping.resolve_context(
+                    run_mapping, session_time(context, timezone), upstream_name
+                )
+            except ValueError as exc:
+                raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+            strings = output_mapping.built_strings(run_mapping, mapped)
+            chunks = output_mapping.mapped_chunks(chunks, run_mapping, strings)
+            extra["output_mapping"] = dg.MetadataValue.md(
+                "\n".join(f"- `{line}`" for line in run_mapping.describe())
+                + "".join(f"\n\n`{k}` = `{v}`" for k, v in strings.items())
+            )
         try:
             summary, rows = validate_export(
                 chunks, ruleset, values, workdir, context.log, timezone=timezone

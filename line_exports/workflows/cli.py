@@ -212,6 +212,23 @@ def _guards(label: str, dest: Any, settings: Any, summary: Any) -> tuple[list[st
     return warnings, note
 
 
+def _mapped(out: TextIO, label: str, chunks: Any, settings: Any, moment: datetime, tz: str) -> Any:
+    """The rows as the output mapping sends them (shown), or as they are without one."""
+    from line_exports import output_mapping
+
+    mapping = output_mapping.parse_output_mapping(settings.output_mapping)
+    if mapping is None:
+        return chunks
+    context = output_mapping.resolve_context(mapping, moment.astimezone(ZoneInfo(tz)))
+    strings = output_mapping.built_strings(mapping, context)
+    _say(out, f"  {label}: output mapping:")
+    for line in mapping.describe():
+        _say(out, f"    {line}")
+    for key, value in strings.items():
+        _say(out, f"    {key} = {value!r}")
+    return output_mapping.mapped_chunks(chunks, mapping, strings)
+
+
 def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run each task's query and validation; show what would be sent; send nothing."""
     from line_exports.export import validate_export
@@ -241,12 +258,14 @@ def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 started = time.monotonic()
                 variables = session_variables(moment.astimezone(ZoneInfo(workflow.timezone)))
                 sql = render_session_variables(sql, variables)
+                chunks = _counted(
+                    source.read_chunks(sql, scheduled_time=int(variables["session_unixtime"])),
+                    label,
+                    out,
+                )
+                chunks = _mapped(out, label, chunks, settings, moment, workflow.timezone)
                 summary, valid = validate_export(
-                    _counted(
-                        source.read_chunks(sql, scheduled_time=int(variables["session_unixtime"])),
-                        label,
-                        out,
-                    ),
+                    chunks,
                     dest.ruleset(settings),
                     settings.model_dump(),
                     workdir,
