@@ -350,6 +350,24 @@ class Destination(ABC):
         target; report the keys removed. Only destinations whose spec has mirror override it."""
         raise NotImplementedError(f"{self.type_name} cannot remove members")
 
+    def rebuild_reason(self, resource: Any, settings: Any, run: ExportRun) -> str:
+        """mirror with ``SyncSpec.rebuild``: why the target must be rebuilt although no member
+        left (e.g. it expires soon), or ''."""
+        return ""
+
+    def rebuild(
+        self,
+        resource: Any,
+        settings: Any,
+        rows: ValidRows,
+        departed: pd.DataFrame,
+        run: ExportRun,
+        reason: str,
+    ) -> tuple[DeliveryReport, RemovalReport]:
+        """mirror with ``SyncSpec.rebuild``: send every current row to a new target that
+        replaces the old one; report the delivery and the departed keys now gone."""
+        raise NotImplementedError(f"{self.type_name} cannot rebuild its target")
+
     def target_label(self, settings: Any) -> str:
         """A short name of what the export writes to, for descriptions and metadata."""
         return self.type_name

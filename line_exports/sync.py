@@ -75,6 +75,9 @@ class SyncSpec:
     carry: tuple[str, ...] = ()
     """Columns kept with the key (not part of it) because a removal needs them (e.g. the
     LINE UID and tags of a MAAC member keyed by email)."""
+    rebuild: bool = False
+    """mirror rebuilds the target with every current row instead of removing members
+    (:meth:`~line_exports.destination.Destination.rebuild`: LINE's add-only audiences)."""
     removal: str = ""
     """What mirror removes, in the destination's words (for messages and docs)."""
 
@@ -414,16 +417,26 @@ def deliver(
     fixed = plan(store, spec, mode, settings.max_remove_ratio, rows, workdir)
     run.log.info(f"{run.name}: {fixed.summary()}")
     store.put(fixed.changed, "pending")  # a stopped run's rows come back next run
+    reason = ""
+    if spec.rebuild and mode == "mirror" and not fixed.baseline and not fixed.blocked:
+        reason = (
+            f"{len(fixed.departed):,} members left"
+            if len(fixed.departed)
+            else dest.rebuild_reason(resource, settings, run)
+        )
+    removal = None
     try:
-        if fixed.rows.count:
+        if reason:
+            report, removal = dest.rebuild(resource, settings, rows, fixed.removals, run, reason)
+            fixed.unchanged = 0  # every current row was sent to the new target
+        elif fixed.rows.count:
             report = dest.deliver(resource, settings, fixed.rows, run)
         else:
             report = DeliveryReport()
     except DeliveryFailed as exc:
         _annotate(exc.report, fixed, None)
         raise
-    removal = None
-    if len(fixed.removals):
+    if len(fixed.removals) and not reason:
         removal = dest.remove(resource, settings, fixed.removals, run)
     _commit(store, fixed, report, removal)
     _annotate(report, fixed, removal)

@@ -448,3 +448,78 @@ def test_maac_mirror_untags_departed_members(sandbox_server: SandboxServer) -> N
         tags = {m["line_uid"]: set(m["tags"]) for m in store.members.values()}
     assert all(tags[uid] == set() for uid in gone)
     assert tags[f"U{4:032x}"] == {"sync", "even"} and tags[f"U{1:032x}"] == {"sync"}
+
+
+# -- LINE audience: mirror rebuilds under the same name ---------------------------------------
+AUDIENCE_NAME = "sync audience"
+
+
+def audience_query(first: int, last: int, gone: bool = False) -> str:
+    where = "where range % 100 <> 2" if gone else ""
+    return (
+        f"select 'U' || lpad(printf('%x', range), 32, '0') as id "
+        f"from range({first}, {last}) {where}"
+    )
+
+
+def audience_run(server: SandboxServer, query: str) -> dg.ExecuteInProcessResult:
+    asset = build_export(
+        "aud_sync",
+        destination="line_messaging",
+        query=query,
+        settings={
+            "target": "audience",
+            "audience_name": AUDIENCE_NAME,
+            "sync_mode": "mirror",
+            **FAST,
+        },
+    )
+    res = LineMessagingResource(base_url=server.url, poll_seconds=0.05)
+    return dg.materialize(
+        [asset], resources={"line_messaging": res, "sql_source": SqlSource()}, raise_on_error=False
+    )
+
+
+def named_audiences(sandbox: Sandbox) -> dict[int, set[str]]:
+    store = line_box.store_of(sandbox)
+    with sandbox.lock:
+        found = {}
+        for audience in store.audiences.values():
+            if audience.description == AUDIENCE_NAME:
+                audience.settle(float("inf"))
+                found[audience.id] = set(audience.ids)
+        return found
+
+
+def test_audience_mirror_rebuilds_when_members_leave_and_before_expiry(
+    sandbox_server: SandboxServer,
+) -> None:
+    sandbox = sandbox_server.sandbox
+    assert audience_run(sandbox_server, audience_query(0, 200)).success
+    [first] = named_audiences(sandbox)
+
+    # Day 2: 2 left, 2 joined. LINE cannot remove IDs: a new audience of the same name holds
+    # the 200 current IDs, and the old one is deleted once the new one is READY.
+    day2 = audience_run(sandbox_server, audience_query(0, 202, gone=True))
+    assert day2.success, failure_text(day2)
+    meta = meta_of(day2, "aud_sync")
+    assert meta["audience_action"] == "rebuilt" and meta["audiences_deleted"] == [first]
+    assert meta["members_removed"] == 2 and meta["rows_sent"] == 200
+    expected = {f"U{n:032x}" for n in range(202) if n % 100 != 2}
+    [(second, ids)] = named_audiences(sandbox).items()
+    assert second != first and ids == expected
+    assert sandbox.count("DELETE", f"/v2/bot/audienceGroup/{first}") == 1
+
+    # Day 3, nobody left: nothing to send, no rebuild ...
+    day3 = audience_run(sandbox_server, audience_query(0, 202, gone=True))
+    assert day3.success and meta_of(day3, "aud_sync")["rows_sent"] == 0
+    assert list(named_audiences(sandbox)) == [second]
+    # ... until the audience is 5 days from its 180-day expiry: rebuilt before it expires.
+    with sandbox.lock:
+        line_box.store_of(sandbox).audiences[second].created -= 175 * 24 * 3600
+    day4 = audience_run(sandbox_server, audience_query(0, 202, gone=True))
+    assert day4.success, failure_text(day4)
+    meta = meta_of(day4, "aud_sync")
+    assert "expires at" in meta["rebuild_reason"] and meta["audiences_deleted"] == [second]
+    [(third, ids)] = named_audiences(sandbox).items()
+    assert third not in (first, second) and ids == expected

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
 from line_exports.destination import (
     DeliveryFailed,
@@ -21,6 +22,7 @@ from line_exports.destination import (
     ExportRun,
     ValidRows,
 )
+from line_exports.destinations.line_messaging import audience_mirror
 from line_exports.destinations.line_messaging.audience import deliver_audience, id_files
 from line_exports.destinations.line_messaging.client import (
     LineMessagingClient,
@@ -51,7 +53,7 @@ from line_exports.destinations.line_messaging.settings import (
 )
 from line_exports.http import ApiError
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique
-from line_exports.sync import SyncSpec
+from line_exports.sync import RemovalReport, SyncSpec
 
 __all__ = [
     "AGGREGATION_UNIT",
@@ -123,8 +125,47 @@ class LineMessagingDestination(Destination):
         if settings.target not in ("audience", "push_message", "multicast_message"):
             return None
         if settings.target == "audience":
-            return SyncSpec(("id",), resend_changed=False)
+            mirror = () if settings.use_audience_id else ("mirror",)
+            return SyncSpec(
+                ("id",),
+                modes=("append", "diff", *mirror),
+                resend_changed=False,
+                rebuild=True,
+                removal="a rebuild under the same audience_name (LINE audiences are add-only)",
+            )
         return SyncSpec(("id",), resend_changed=False, namespace=settings.campaign_key)
+
+    def rebuild_reason(
+        self, resource: LineMessagingResource, settings: LineMessagingSettings, run: ExportRun
+    ) -> str:
+        client = resource.get_client(settings.retry_settings())
+        return audience_mirror.rebuild_reason(client, settings)
+
+    def rebuild(
+        self,
+        resource: LineMessagingResource,
+        settings: LineMessagingSettings,
+        rows: ValidRows,
+        departed: pd.DataFrame,
+        run: ExportRun,
+        reason: str,
+    ) -> tuple[DeliveryReport, RemovalReport]:
+        """A new audience of the same name with every current ID, READY, old ones deleted."""
+        client = resource.get_client(settings.retry_settings())
+        client.begin_run()
+        before = self._requests(client)
+        screened: list[Any] = []
+        screen_meta: dict[str, Any] = {}
+        if not settings.is_ifa_audience:  # consent and suppression, as deliver screens them
+            rows, screened, screen_meta = screen(rows, settings.skip_suppressed)
+        try:
+            report, removal = audience_mirror.rebuild(client, settings, rows, departed, run, reason)
+        except ApiError as exc:
+            raise dg.Failure(description=explain(exc), allow_retries=exc.retryable) from None
+        report.rejected.extend(screened)
+        report.metadata.update(screen_meta)
+        report.requests = self._requests(client) - before
+        return report, removal
 
     def target_label(self, settings: LineMessagingSettings) -> str:
         if settings.target == "audience":

@@ -86,7 +86,10 @@ def deliver_audience(
     settings: LineMessagingSettings,
     rows: ValidRows,
     run: ExportRun,
+    exclude: frozenset[int] | None = None,
 ) -> DeliveryReport:
+    """Upload the rows' IDs to the audience; with ``exclude`` (a mirror rebuild) to a new
+    audience of the same name, never to one of the ``exclude`` audiences it replaces."""
     report = DeliveryReport()
     total = rows.count
     name = settings.audience_name
@@ -100,8 +103,8 @@ def deliver_audience(
         total > AUDIENCE_JSON_MAX_IDS
     )  # JSON needs ceil(n/10,000) requests, a file ceil(n/1,500,000)
     chunk = AUDIENCE_FILE_MAX_IDS if by_file else AUDIENCE_JSON_MAX_IDS
-    audience_id, action = find_audience(client, settings, run)
-    created_key = content_key("audience-created", name, settings.is_ifa_audience)
+    audience_id, action = find_audience(client, settings, run, exclude)
+    created_key = _created_key(settings, exclude)
     jobs: set[str] = set()
     uploads = 0
     # One upload's IDs at a time go to a file in the run's work dir (next to the spool),
@@ -115,6 +118,7 @@ def deliver_audience(
                 settings.is_ifa_audience,
                 part,
                 ids.digest,
+                *(["rebuild"] if exclude is not None else []),
             )
             job = f"line_exports {run.name} {key[:16]}"[:300]
             done = run.ledger.done(key)
@@ -142,7 +146,7 @@ def deliver_audience(
                     )
 
                 if audience_id is None:
-                    audience_id, uploaded = create_audience(client, settings, run, upload)
+                    audience_id, uploaded = create_audience(client, settings, run, upload, exclude)
                     uploads += uploaded
                     action = "created"
                     run.ledger.record(created_key, {"audience_id": audience_id})
@@ -180,6 +184,7 @@ def create_audience(
     settings: LineMessagingSettings,
     run: ExportRun,
     upload: Callable[[int | None], dict[str, Any]],
+    exclude: frozenset[int] | None = None,
 ) -> tuple[int, int]:
     """Create the audience with its first IDs: (audience id, upload requests made).
 
@@ -206,7 +211,7 @@ def create_audience(
                 f"creating audience {settings.audience_name!r} failed ({exc}); checking whether it exists"
             )
             client.http.sleep(min(wait, retry.max_retry_wait))
-            found, _ = find_audience(client, settings, run)
+            found, _ = find_audience(client, settings, run, exclude)
             if found is not None:
                 requests += 1
                 upload(found)
@@ -214,10 +219,19 @@ def create_audience(
     raise AssertionError("unreachable")
 
 
+def _created_key(settings: LineMessagingSettings, exclude: frozenset[int] | None) -> str:
+    parts = ["audience-created", settings.audience_name, settings.is_ifa_audience]
+    return content_key(*parts, *(["rebuild"] if exclude is not None else []))
+
+
 def find_audience(
-    client: LineMessagingClient, settings: LineMessagingSettings, run: ExportRun
+    client: LineMessagingClient,
+    settings: LineMessagingSettings,
+    run: ExportRun,
+    exclude: frozenset[int] | None = None,
 ) -> tuple[int | None, str]:
-    """The audience to add to (id, 'added'), or (None, 'created') when one must be created."""
+    """The audience to add to (id, 'added'), or (None, 'created') when one must be created.
+    Audiences in ``exclude`` (those a mirror rebuild replaces) are never chosen."""
     if settings.use_audience_id:
         assert settings.audience_id is not None
         try:
@@ -231,14 +245,14 @@ def find_audience(
             raise
         check_writable(group, settings)
         return settings.audience_id, "added"
-    created = run.ledger.done(
-        content_key("audience-created", settings.audience_name, settings.is_ifa_audience)
-    )
+    created = run.ledger.done(_created_key(settings, exclude))
     if created is not None:
         return int(created["audience_id"]), "created"
     usable = []
     for group in client.audiences_named(settings.audience_name or ""):
         if not writable(group) or group.get("status") == "EXPIRED":
+            continue
+        if exclude is not None and int(group["audienceGroupId"]) in exclude:
             continue
         usable.append(group)
     if not usable:

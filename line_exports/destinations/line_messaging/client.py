@@ -128,6 +128,10 @@ class LineMessagingClient:
             "GET", f"/v2/bot/audienceGroup/{audience_id}", endpoint="audience"
         ).json()
 
+    def delete_audience(self, audience_id: int) -> None:
+        """``DELETE /v2/bot/audienceGroup/{audienceGroupId}`` (manage-audience.yml)."""
+        self.http.request("DELETE", f"/v2/bot/audienceGroup/{audience_id}", endpoint="audience")
+
     def audiences_named(self, name: str) -> list[dict[str, Any]]:
         """Audiences whose name is exactly ``name`` (LINE's filter matches partially)."""
         found: list[dict[str, Any]] = []
