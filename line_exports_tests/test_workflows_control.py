@@ -271,14 +271,6 @@ def test_refusals_name_file_line_task_and_reason(tmp_path: Path) -> None:
               td>:
               query: SELECT 1 AS n
               store_last_results: true
-            +h:
-              if>: ${td.last_results.n > 0}
-              _do:
-                td>: export.sql
-                result_connection: maac_main
-                result_settings:
-                  data_object: segments
-                  segment_name: s
             +i:
               _parallel:
                 limit: 0
@@ -296,9 +288,6 @@ def test_refusals_name_file_line_task_and_reason(tmp_path: Path) -> None:
     assert "bad.dig:17, task +d, setting _else_do: '_else_do' is not an option of loop>" in errors
     assert "bad.dig:20, task +e, setting call>: call> ../outside.dig resolves outside" in errors
     assert "bad.dig:22, task +f, setting call>: call> missing.dig: no such workflow file" in errors
-    assert (
-        "bad.dig:27, task +h: an export inside if> whose value is known only when the run" in errors
-    )
     assert "task +i, setting _parallel: _parallel: {limit: N} needs N >= 1, got 0" in errors
 
 
@@ -483,6 +472,31 @@ def test_exports_per_for_each_value_and_in_a_called_workflow_reach_the_sandbox(
                 segment_name: everyone_${session_date_compact}
             """,
             "queries/all.sql": "SELECT line_uid FROM segment_users ORDER BY line_uid LIMIT 30\n",
+            "later.dig": """
+            timezone: Asia/Tokyo
+            +count:
+              td>:
+              query: SELECT 2 AS n, '["vip","new"]' AS tiers
+              store_last_results: true
+            +maybe:
+              if>: ${td.last_results.n > 0}
+              _do:
+                +export:
+                  td>: queries/all.sql
+                  result_connection: maac_main
+                  result_settings:
+                    data_object: segments
+                    segment_name: when_${td.last_results.n}_${session_date_compact}
+            +each:
+              for_each>:
+                tier: ${td.last_results.tiers}
+              _do:
+                td>: queries/tier.sql
+                result_connection: maac_main
+                result_settings:
+                  data_object: segments
+                  segment_name: ${tier}_later
+            """,
         },
     )
     loaded = load_folder(folder)
@@ -502,6 +516,28 @@ def test_exports_per_for_each_value_and_in_a_called_workflow_reach_the_sandbox(
         ("everyone_20261130", 30),
         ("gold_20261130", 10),
         ("silver_20261130", 20),
+    ]
+
+    later = run(folder, "later")
+    assert later.success
+    runs = {
+        e.event_specific_data.materialization.asset_key.to_user_string(): (
+            e.event_specific_data.materialization.metadata
+        )
+        for e in later.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+    }
+    assert runs["later/maybe/export"]["rows_read"].value == 30
+    assert runs["later/maybe/export"]["checks"].value["reject_rate"]["passed"] is True
+    assert runs["later/each/for_0_tier_0_vip"]["rows_accepted"].value == 20
+    assert runs["later/maybe"]["tasks_run"].value == ["later/maybe/export"]
+    assert sorted((s.name, len(s.uids)) for s in store.segments.values()) == [
+        ("everyone_20261130", 30),
+        ("gold_20261130", 10),
+        ("new_later", 20),
+        ("silver_20261130", 20),
+        ("vip_later", 20),
+        ("when_2_20261130", 30),
     ]
 
     shown = io.StringIO()

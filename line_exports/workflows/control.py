@@ -33,8 +33,10 @@ the control task is one asset that evaluates the value when it runs and then run
 generated subtasks inside itself, in digdag's order, each logged and recorded as a
 materialization of its own asset key ``[workflow, task, subtask...]`` (Dagster's assets are
 fixed when the code loads, so a fan-out counted at run time cannot be assets of its own).
-Its ``_do`` is checked at load with a sample value; an export inside it is refused (its rows,
-rejects and checks need an asset of their own).
+An export inside it runs its own asset's code (rules, batching, ledger) and is recorded the
+same way, its checks' outcomes in the ``checks`` metadata entry (a check result needs an asset
+declared at load). Its ``_do`` is checked at load with a sample value (both branches of
+``if>``), which also finds the destination resources its exports need.
 """
 
 from __future__ import annotations
@@ -319,6 +321,9 @@ class Control:
     """What a run-time parser needs (connections, folder, policy, timezone, schedule, names)."""
     deps: list[dg.AssetKey] = field(default_factory=list)
     retry: dg.RetryPolicy | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    """The destination resources of the exports it may run (found at load)."""
+    workflow_file: Path | None = None
 
     def describe(self) -> str:
         """``if> ${td.last_results.n > 0} (expands when the run gets there)``."""
@@ -602,6 +607,7 @@ def _runtime(
     asset."""
     from line_exports.workflows.loader import identifier
 
+    resources: dict[str, Any] = {}
     for sample in _sample_command(op, command):
         probe = parser.spawn()
         try:
@@ -614,17 +620,18 @@ def _runtime(
         place(probe, generated, path, label, line, variables, [], retry)
         parser.errors.extend(probe.errors)
         for task in probe.tasks:
-            parser.errors.append(
-                WorkflowError(
-                    probe.file,
-                    f"an export inside {op} whose value is known only when the run "
-                    f"starts ({label}) is not supported: an export needs an asset of its own, "
-                    "fixed when the workflow loads; give the value in the .dig or _export, or "
-                    "move the export after the control task",
-                    task="+" + task.name,
-                    line=task.line,
+            if task.resource_key != identifier(task.connection):
+                parser.errors.append(
+                    WorkflowError(
+                        task.file or probe.file,
+                        f"an export inside {op} whose value is known only when the run starts "
+                        f"({label}) takes its credentials from its connection; move the "
+                        "credentials in result_settings to connections.yaml",
+                        task="+" + task.name,
+                        line=task.line,
+                    )
                 )
-            )
+            resources[task.resource_key] = task.resource
     key = dg.AssetKey([parser.name, *(identifier(p) for p in path)])
     if parser.taken(key):
         parser.errors.append(
@@ -650,6 +657,8 @@ def _runtime(
         parser=parser.state(),
         deps=list(deps),
         retry=retry,
+        resources=resources,
+        workflow_file=parser.top_file,
     )
     parser.controls.append(control)
     parser.order.append(control)
@@ -659,7 +668,7 @@ def _runtime(
 def run_control(control: Control, context: Any, source_key: str) -> dict[str, Any]:
     """Evaluate a run-time control task and run its generated subtasks in digdag's order,
     each recorded as a materialization of its own key; returns the control's metadata."""
-    from line_exports.workflows.loader import _Parser
+    from line_exports.workflows.loader import Task, _Parser
     from line_exports.workflows.operators import Step, run_step
 
     label = "+" + control.name
@@ -676,9 +685,11 @@ def run_control(control: Control, context: Any, source_key: str) -> dict[str, An
     place(
         parser, generated, control.path, label, control.line, control.variables, [], control.retry
     )
-    if parser.errors or parser.tasks:
+    missing = [t for t in parser.tasks if t.resource_key not in control.resources]
+    if parser.errors or missing:
         problems = [str(e) for e in parser.errors] + [
-            f"+{t.name}: an export inside {control.op} known only at run time" for t in parser.tasks
+            f"+{t.name}: resource {t.resource_key} was not found when the workflow loaded"
+            for t in missing
         ]
         raise dg.Failure(description="; ".join(problems), allow_retries=False)
     context.log.info(
@@ -687,7 +698,9 @@ def run_control(control: Control, context: Any, source_key: str) -> dict[str, An
     )
     ran: list[str] = []
     for item in parser.order:
-        if isinstance(item, Step):
+        if isinstance(item, Task):
+            _run_export(item, control, context)
+        elif isinstance(item, Step):
             context.log.info(f"{item.scope.task_name}: {item.kind} starts")
             metadata = run_step(item, context, source_key)
             context.log_event(
@@ -716,6 +729,35 @@ def run_control(control: Control, context: Any, source_key: str) -> dict[str, An
     }
 
 
+def _run_export(task: Any, control: Control, context: Any) -> None:
+    """Run one export inside a run-time control: the export's own code (the asset it would
+    be), recorded as a materialization of its key with its checks' outcomes."""
+    from line_exports.workflows.loader import export_asset
+
+    label = task.scope.task_name if task.scope else "+" + task.name
+    context.log.info(f"{label}: export starts")
+    asset = export_asset(
+        task, control.key.path[0], control.workflow_file or control.file, control.scope.timezone
+    )
+    fn = asset.op.compute_fn.decorated_fn  # type: ignore[union-attr]
+    settings = fn.__annotations__["config"]()
+    result = fn(context, settings)
+    checks = {
+        c.check_name: {"passed": c.passed, **{k: str(v.value) for k, v in c.metadata.items()}}
+        for c in result.check_results or []
+    }
+    failed = [name for name, c in checks.items() if not c["passed"]]
+    for name in failed:
+        context.log.warning(f"{label}: check {name} failed: {checks[name]}")
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=task.key,
+            description=f"{label} (run by +{control.name})",
+            metadata={**(result.metadata or {}), "checks": dg.MetadataValue.json(checks)},
+        )
+    )
+
+
 def build_control(
     control: Control, workflow_name: str, source_key: str, description: str
 ) -> dg.AssetsDefinition:
@@ -728,7 +770,7 @@ def build_control(
     return dg.asset(
         key=control.key,
         deps=control.deps or None,
-        required_resource_keys={source_key},
+        required_resource_keys={source_key, *control.resources},
         group_name=workflow_name,
         description=description,
         retry_policy=control.retry,

@@ -116,6 +116,8 @@ class Task:
     """The task's ``_export`` scope: what its run-time ``${...}`` see besides the built-ins."""
     scope: RunScope | None = None
     """Timezone, schedule and task name: what its run variables are made of."""
+    file: Path | None = None
+    """The ``.dig`` file it is written in (a call>ed file's, for its tasks)."""
 
     def for_session(self, session: Any) -> tuple[str, dict[str, Any]]:
         """The query and settings as a run of ``session`` (a datetime) fills them."""
@@ -632,6 +634,7 @@ class _Parser:
                 translation=translation,
                 variables=dict(variables),
                 scope=self.scope,
+                file=self.file,
             ),
             label,
         )
@@ -951,6 +954,8 @@ class WorkflowFolder:
             if built.sensor is not None:
                 sensors.append(built.sensor)
             resources.update({t.resource_key: t.resource for t in workflow.tasks})
+            for control in workflow.controls:
+                resources.update(control.resources)
         # A broken .dig stays visible where it would be (a job and an asset carrying its errors).
         broken_assets, broken_jobs = broken_definitions(
             self.broken, {w.name for w in self.workflows}, identifier
@@ -983,31 +988,35 @@ class BuiltWorkflow:
     sensor: dg.SensorDefinition | None
 
 
+def export_asset(task: Task, workflow_name: str, file: Path, timezone: str) -> dg.AssetsDefinition:
+    """The export asset of one ``td>`` task with a destination."""
+    file = task.file or file
+    return build_export(
+        task.key.path[-1],
+        destination=task.destination,
+        settings=task.settings,
+        query=task.sql,
+        resource_key=task.resource_key,
+        source_key=SOURCE_KEY,
+        key_prefix=task.key.path[:-1],
+        group_name=workflow_name,
+        description=f"{file.name} +{task.name}: td> {task.query_file.name if task.query_file else 'query'} -> {task.destination.target_label(task.destination.settings_class(**task.settings))} via {task.connection}",
+        timezone=timezone,
+        deps=task.deps or None,
+        tags={"line_exports/workflow": workflow_name},
+        query_file=task.query_file,
+        origin=f"{file}:{task.line}, task +{task.name}"
+        + (f", query {task.query_file}" if task.query_file else ""),
+        **({"retry_policy": task.retry} if task.retry else {}),
+        **({"render": _renderer(task)} if task.templated and task.scope else {}),
+    )
+
+
 def build_workflow(workflow: Workflow) -> BuiltWorkflow:
     """One asset per task (in order via deps), one job, its schedule and pause sensor."""
     assets = []
     for task in workflow.tasks:
-        assets.append(
-            build_export(
-                task.key.path[-1],
-                destination=task.destination,
-                settings=task.settings,
-                query=task.sql,
-                resource_key=task.resource_key,
-                source_key=SOURCE_KEY,
-                key_prefix=task.key.path[:-1],
-                group_name=workflow.name,
-                description=f"{workflow.file.name} +{task.name}: td> {task.query_file.name if task.query_file else 'query'} -> {task.destination.target_label(task.destination.settings_class(**task.settings))} via {task.connection}",
-                timezone=workflow.timezone,
-                deps=task.deps or None,
-                tags={"line_exports/workflow": workflow.name},
-                query_file=task.query_file,
-                origin=f"{workflow.file}:{task.line}, task +{task.name}"
-                + (f", query {task.query_file}" if task.query_file else ""),
-                **({"retry_policy": task.retry} if task.retry else {}),
-                **({"render": _renderer(task)} if task.templated and task.scope else {}),
-            )
-        )
+        assets.append(export_asset(task, workflow.name, workflow.file, workflow.timezone))
     for step in workflow.steps:
         what = {"sql": "td> (SQL step)", "echo": "echo>", "fail": "fail>"}[step.kind]
         assets.append(
