@@ -259,3 +259,31 @@ def run_fails_tagged(asset, res) -> str:  # type: ignore[no-untyped-def]
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     return failure.event_specific_data.error.message  # type: ignore[union-attr]
+
+
+def test_a_multicast_group_cut_by_the_quota_is_completed_once_on_resume(
+    sandbox_server: SandboxServer,
+) -> None:
+    """One group of 6 recipients; the quota leaves 4: LINE gets a group of 4. With 2 more
+    allowed, the same tick sends the other 2 only (not the group of 6 again)."""
+    store = store_of(sandbox_server.sandbox)
+    store.quota_limit = 4
+    asset = export(
+        "line_quota_cut_group",
+        users_query(6),
+        target="multicast_message",
+        template_message_multicast=MULTICAST,
+        over_quota="send_up_to_quota",
+    )
+    first = run(asset, resource(sandbox_server), tags=TICK)
+    assert first["rows_accepted"] == 4 and first["rows_rejected"] == 2
+    store.quota_limit = 6
+    again = run(asset, resource(sandbox_server), tags=TICK)
+    assert again["messages_already_accepted"] == 4 and again["messages_needed"] == 2
+    assert again["multicast_accepted"] == 2 and again["rows_resumed"] == 4
+    assert again["rows_accepted"] == 6 and again["rows_rejected"] == 0
+    third = run(asset, resource(sandbox_server), tags=TICK)
+    assert third["messages_needed"] == 0 and third["multicast_accepted"] == 0
+    for n in range(6):
+        assert store.received("U" + f"{n:032x}") == [[json.loads(MULTICAST)]], n
+    assert store.multicasts == 2 and store.quota_used == 6

@@ -58,23 +58,33 @@ def groups(
         yield numbers, recipients
 
 
+PREFIX = "quota-prefix:"
+"""Ledger key prefix (+ a whole group's retry key): how many of the group's first recipients
+were accepted in a group the quota cut short. A later attempt sends the rest as its own group
+instead of the whole group again (whose new retry key would deliver twice)."""
+
+
 def accepted_groups(
     rows: ValidRows, size: int, run: ExportRun, key_of: Callable[[list[str]], str]
 ) -> dict[str, int]:
-    """{retry key: recipients} of the groups an earlier attempt of this run scope got
-    accepted (a resume); empty on a first run (one count query).
+    """{whole group's retry key: its leading recipients already accepted} for the groups an
+    earlier attempt of this run scope got accepted whole or, cut short by the quota, in part
+    (a resume); empty on a first run (one count query).
 
-    Exact when the earlier attempt sent whole groups (it was stopped or killed). Recipients it
-    sent in a group cut short by the quota, or split off to isolate a refusal, have other keys:
-    they count as needed (an over-count, never an under-count)."""
+    Recipients split off to isolate a refusal have other keys: they count as needed (an
+    over-count, never an under-count)."""
     if run.ledger.count() == 0:
         return {}
     found: dict[str, int] = {}
     for _, recipients in groups(rows, size, []):
         key = key_of(recipients)
-        state = run.ledger.done(key)
-        if state is not None and state.get("state") == "accepted":
+        known = run.ledger.done_many([key, PREFIX + key])
+        if known.get(key, {}).get("state") == "accepted":
             found[key] = len(recipients)
+        elif (first := int(known.get(PREFIX + key, {}).get("first", 0))) > 0:
+            # The rest, sent as its own group by a later attempt, may be accepted too.
+            rest = run.ledger.done(key_of(recipients[first:])) or {}
+            found[key] = len(recipients) if rest.get("state") == "accepted" else first
     return found
 
 
@@ -107,10 +117,13 @@ def deliver_multicast(
     report.metadata["messages_already_accepted"] = done
     left = allowance(client, settings, distinct - done, report, run, "multicast")
 
-    def deliver_batch(numbers: list[int], recipients: list[str]) -> tuple[int, int]:
+    def deliver_batch(
+        numbers: list[int], recipients: list[str], mark: tuple[str, int] | None, resumed: int
+    ) -> tuple[int, int]:
         """Send one batch; isolate refused recipients so the others still get the message.
-        Returns (rows handled, splits made)."""
-        handled, made = len(numbers), 0
+        ``mark``: (whole group's key, leading recipients accepted once this batch is) for a
+        group the quota cuts short. Returns (rows handled, splits made)."""
+        handled, made = len(numbers) + resumed, 0
         groups = [(numbers, recipients)]
         while groups and not tally.stopped:
             numbers, recipients = groups.pop()
@@ -126,6 +139,8 @@ def deliver_multicast(
             outcome = send_once(
                 client, "multicast", body, key, numbers, recipients, run, tally, refusals
             )
+            if outcome == "accepted" and mark is not None and not made:
+                run.ledger.record(PREFIX + mark[0], {"state": "prefix", "first": mark[1]})
             if outcome != "refused":
                 continue
             reason = refusals[-1][2]
@@ -156,24 +171,37 @@ def deliver_multicast(
     width = settings.multicast_concurrency if skip else 1
     most_in_flight = 2 * width if skip else 1
 
-    def recipient_groups() -> Iterator[tuple[list[int], list[str]]]:
-        """The groups to send; what passes the quota's allowance is cut (groups an earlier
-        attempt got accepted are settled by the ledger and use none of it)."""
+    def recipient_groups() -> Iterator[tuple[list[int], list[str], tuple[str, int] | None, int]]:
+        """(rows, recipients, mark, leading rows resumed) of each group to send. Of a group an
+        earlier attempt got accepted (whole or in part), only the rest is sent. What passes the quota's allowance is cut, and a group cut
+        short is marked (see :data:`PREFIX`)."""
         nonlocal left
         for numbers, recipients in groups(rows, size, repeated):
-            if left is not None and key_of(recipients) not in accepted:
+            whole = key_of(recipients)
+            first = accepted.get(whole, 0)
+            if first:
+                with tally.lock:
+                    tally.resumed += first
+                numbers, recipients = numbers[first:], recipients[first:]
+                if not recipients:  # accepted whole by an earlier attempt: resumed
+                    report.sent_rows += first
+                    continue
+            mark = None
+            if left is not None:
                 if left < len(recipients):
                     tally.quota_cut.extend(numbers[left:])
                     numbers, recipients = numbers[:left], recipients[:left]
+                    mark = (whole, first + left)
                 left -= len(recipients)
                 if not recipients:
+                    report.sent_rows += first
                     continue
-            yield numbers, recipients
+            yield numbers, recipients, mark, first
 
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
         in_flight: list[Future[tuple[int, int]]] = []
-        for numbers, recipients in recipient_groups():
-            in_flight.append(pool.submit(deliver_batch, numbers, recipients))
+        for numbers, recipients, mark, resumed in recipient_groups():
+            in_flight.append(pool.submit(deliver_batch, numbers, recipients, mark, resumed))
             if len(in_flight) >= most_in_flight:
                 done, in_flight = in_flight[:width], in_flight[width:]
                 for future in done:
