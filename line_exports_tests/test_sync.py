@@ -55,7 +55,9 @@ def linkedin_run(
         **FAST,
         **settings,
     }
-    asset = build_export("li_sync", destination="linkedin", query=query, settings=values)
+    asset = build_export(
+        "li_sync", destination="linkedin", query=query, settings=values, retry_policy=None
+    )
     return dg.materialize(
         [asset],
         resources={"linkedin": resource(server), "sql_source": SqlSource()},
@@ -523,3 +525,38 @@ def test_audience_mirror_rebuilds_when_members_leave_and_before_expiry(
     assert "expires at" in meta["rebuild_reason"] and meta["audiences_deleted"] == [second]
     [(third, ids)] = named_audiences(sandbox).items()
     assert third not in (first, second) and ids == expected
+
+
+# -- failed rows come back ---------------------------------------------------------------------
+def test_refused_and_unsent_rows_are_retried_next_run(sandbox_server: SandboxServer) -> None:
+    """Rows LinkedIn refused come back next run (only they), and so do the rows of a run that
+    stopped before sending them; ``rows_retried`` counts them."""
+    from line_exports.sandbox.core import Fault
+
+    sandbox = sandbox_server.sandbox
+    store = linkedin_store(sandbox)
+    refused = {email_key(n)[1][1] for n in (3, 4, 5)}
+    with sandbox.lock:
+        store.refused_values.update(refused)
+    day1 = linkedin_run(
+        sandbox_server, contacts(1, members=100), "diff", ignore_invalid_records=True
+    )
+    assert day1.success, failure_text(day1)
+    assert meta_of(day1, "li_sync")["rows_refused_by_api"] == 3
+    with sandbox.lock:
+        store.refused_values.difference_update(refused)  # LinkedIn takes them now
+    day2 = linkedin_run(sandbox_server, contacts(1, members=100), "diff")
+    assert day2.success, failure_text(day2)
+    meta = meta_of(day2, "li_sync")
+    assert (meta["rows_retried"], meta["rows_sent"], meta["rows_accepted"]) == (3, 3, 100)
+
+    # A run stopped by an API that keeps failing: its 20 new rows come back next run.
+    sandbox.add_fault(Fault("/rest/dmpSegments/", method="POST", status=503, times=-1))
+    stopped = linkedin_run(sandbox_server, contacts(1, members=120), "diff")
+    assert not stopped.success
+    sandbox.clear_faults()
+    after = linkedin_run(sandbox_server, contacts(1, members=120), "diff")
+    assert after.success, failure_text(after)
+    meta = meta_of(after, "li_sync")
+    assert (meta["rows_retried"], meta["rows_added"], meta["rows_sent"]) == (20, 0, 20)
+    assert len(segment_members(sandbox)) == 120
