@@ -547,3 +547,39 @@ def test_exports_per_for_each_value_and_in_a_called_workflow_reach_the_sandbox(
         "  +tiers+segments+for-0=tier=0=gold+export    td> tier.sql -> maac segment 'gold_${session_date_compact}'\n"
         in shown.getvalue()
     )
+
+
+PARALLEL = """
++count:
+  td>:
+  query: SELECT '[1,2,3]' AS xs
+  store_last_results: true
++each:
+  for_each>:
+    x: ${td.last_results.xs}
+  _parallel: PARALLEL
+  _do:
+    +check:
+      if>: ${x == 2}
+      _do:
+        fail>: x is ${x}
+    +say:
+      echo>: x=${x}
+"""
+
+
+@pytest.mark.parametrize(
+    ("parallel", "said"),
+    [("true", ["x=1", "x=3"]), ("{limit: 1}", ["x=1"]), ("false", ["x=1"])],
+)
+def test_run_time_parallel_goes_on_after_a_failure_as_digdag(
+    tmp_path: Path, parallel: str, said: list[str]
+) -> None:
+    """_parallel: true: the other children still run and the group fails at the end;
+    {limit: N}: the chunks after a failed one do not start; serial: the first failure stops."""
+    folder = write(tmp_path / "wf", **{"par.dig": PARALLEL.replace("PARALLEL", parallel)})
+    result = run(folder, "par")
+    assert not result.success
+    assert [m for _, m in messages(result)] == said
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "+par+each+for-0=x=1=2+check: fail>: x is 2" in str(failure.event_specific_data.error)

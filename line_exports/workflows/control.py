@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -665,11 +665,13 @@ def _runtime(
     return [key]
 
 
-def run_control(control: Control, context: Any, source_key: str) -> dict[str, Any]:
+def run_control(
+    control: Control, context: Any, source_key: str
+) -> Iterator[dg.AssetMaterialization]:
     """Evaluate a run-time control task and run its generated subtasks in digdag's order,
-    each recorded as a materialization of its own key; returns the control's metadata."""
-    from line_exports.workflows.loader import Task, _Parser
-    from line_exports.workflows.operators import Step, run_step
+    yielding a materialization of each one's key as it finishes (so a later failure keeps
+    them); returns (as the generator's value) the control's metadata."""
+    from line_exports.workflows.loader import _Parser
 
     label = "+" + control.name
     command = control.evaluate(context)
@@ -697,29 +699,36 @@ def run_control(control: Control, context: Any, source_key: str) -> dict[str, An
         f"{len(parser.order)} task(s)"
     )
     ran: list[str] = []
+    failures: list[str] = []
+    parallel, limit = _parallel_of(generated)
+    children = _children(generated)
+    depth = len(control.key.path)
+    failed: set[str] = set()
     for item in parser.order:
-        if isinstance(item, Task):
-            _run_export(item, control, context)
-        elif isinstance(item, Step):
-            context.log.info(f"{item.scope.task_name}: {item.kind} starts")
-            metadata = run_step(item, context, source_key)
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=item.key,
-                    description=f"{item.scope.task_name} (run by {label})",
-                    metadata=metadata,
-                )
-            )
-        else:
-            metadata = run_control(item, context, source_key)
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=item.key,
-                    description=f"{item.scope.task_name} (run by {label})",
-                    metadata=metadata,
-                )
-            )
+        child = item.key.path[depth] if len(item.key.path) > depth else ""
+        chunk = children.index(child) // limit if limit and child in children else 0
+        stopped = child in failed or (
+            limit and any(children.index(f) // limit < chunk for f in failed)
+        )
+        if stopped:
+            context.log.info(f"{_name(item)}: not run (an earlier task of {label} failed)")
+            continue
+        try:
+            yield from _run_item(item, control, context, source_key, label)
+        except dg.Failure as exc:
+            if not parallel:
+                raise
+            # _parallel: the other children go on; the group fails when they are done
+            context.log.error(f"{_name(item)}: {exc.description}")
+            failures.append(str(exc.description))
+            failed.add(child)
+            continue
         ran.append(item.key.to_user_string())
+    if failures:
+        raise dg.Failure(
+            description=f"{label}: {len(failures)} task(s) failed: " + "; ".join(failures),
+            allow_retries=False,
+        )
     return {
         "operator": control.op,
         "value": dg.MetadataValue.json(command)
@@ -729,7 +738,48 @@ def run_control(control: Control, context: Any, source_key: str) -> dict[str, An
     }
 
 
-def _run_export(task: Any, control: Control, context: Any) -> None:
+def _name(item: Any) -> str:
+    scope = getattr(item, "scope", None)
+    return scope.task_name if scope is not None else "+" + item.name
+
+
+def _parallel_of(generated: LineDict) -> tuple[bool, int]:
+    try:
+        return parallel_control(generated.get("_parallel"))
+    except ControlError:
+        return False, 0
+
+
+def _children(generated: LineDict) -> list[str]:
+    """The asset-key names of a generated group's children, in order."""
+    from line_exports.workflows.loader import identifier
+
+    return [identifier(str(k)[1:]) for k in generated if str(k).startswith("+")]
+
+
+def _run_item(
+    item: Any, control: Control, context: Any, source_key: str, label: str
+) -> Iterator[dg.AssetMaterialization]:
+    """Run one task of a run-time control; yields its materialization under its own key."""
+    from line_exports.workflows.loader import Task
+    from line_exports.workflows.operators import Step, run_step
+
+    if isinstance(item, Task):
+        yield _run_export(item, control, context)
+        return
+    if isinstance(item, Step):
+        context.log.info(f"{item.scope.task_name}: {item.kind} starts")
+        metadata = run_step(item, context, source_key)
+    else:
+        metadata = yield from run_control(item, context, source_key)
+    yield dg.AssetMaterialization(
+        asset_key=item.key,
+        description=f"{item.scope.task_name} (run by {label})",
+        metadata=metadata,
+    )
+
+
+def _run_export(task: Any, control: Control, context: Any) -> dg.AssetMaterialization:
     """Run one export inside a run-time control: the export's own code (the asset it would
     be), recorded as a materialization of its key with its checks' outcomes."""
     from line_exports.workflows.loader import export_asset
@@ -749,12 +799,10 @@ def _run_export(task: Any, control: Control, context: Any) -> None:
     failed = [name for name, c in checks.items() if not c["passed"]]
     for name in failed:
         context.log.warning(f"{label}: check {name} failed: {checks[name]}")
-    context.log_event(
-        dg.AssetMaterialization(
-            asset_key=task.key,
-            description=f"{label} (run by +{control.name})",
-            metadata={**(result.metadata or {}), "checks": dg.MetadataValue.json(checks)},
-        )
+    return dg.AssetMaterialization(
+        asset_key=task.key,
+        description=f"{label} (run by +{control.name})",
+        metadata={**(result.metadata or {}), "checks": dg.MetadataValue.json(checks)},
     )
 
 
@@ -764,7 +812,8 @@ def build_control(
     """The asset of a run-time control task, in digdag's order via ``deps``."""
 
     def compute(context):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202 - Dagster reads it
-        return dg.MaterializeResult(metadata=run_control(control, context, source_key))
+        metadata = yield from run_control(control, context, source_key)
+        yield dg.MaterializeResult(metadata=metadata)
 
     compute.__name__ = "_".join(control.key.path)
     return dg.asset(
