@@ -6,7 +6,8 @@ Every row read ends in exactly one place:
   normalization, and what a destination knows the API would refuse, e.g. CAPI's time window);
 * ``rows_refused_by_api``: sent and refused by the API, with its answer;
 * ``rows_unsent``: valid but never sent, because the run stopped;
-* ``rows_accepted``: accepted by the API (rows of a resumed batch included).
+* ``rows_accepted``: accepted by the API (rows of a resumed batch included; in ``sync_mode``
+  diff / mirror also the unchanged rows an earlier run delivered, ``rows_unchanged``).
 
 ``rows_read = rows_rejected + rows_refused_by_api + rows_unsent + rows_accepted`` holds in every
 destination's metadata; where an API's own counts do not add up to the rows sent, the

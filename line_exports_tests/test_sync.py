@@ -560,3 +560,28 @@ def test_refused_and_unsent_rows_are_retried_next_run(sandbox_server: SandboxSer
     meta = meta_of(after, "li_sync")
     assert (meta["rows_retried"], meta["rows_added"], meta["rows_sent"]) == (20, 0, 20)
     assert len(segment_members(sandbox)) == 120
+
+
+# -- the sync store on a shared PostgreSQL ledger ---------------------------------------------
+def test_mirror_on_a_postgresql_ledger(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from line_exports_tests import postgres_server
+
+    if reason := postgres_server.why_unavailable():
+        pytest.skip(reason)
+    with postgres_server.postgres_server() as url:
+        monkeypatch.setenv("LINE_EXPORTS_LEDGER_URL", url)
+        assert linkedin_run(sandbox_server, contacts(1, members=200), "mirror").success
+        day2 = linkedin_run(sandbox_server, contacts(2, members=200), "mirror")
+        assert day2.success, failure_text(day2)
+        meta = meta_of(day2, "li_sync")
+        assert (meta["rows_updated"], meta["members_removed"]) == (2, 2)
+        assert len(segment_members(sandbox_server.sandbox)) == 198
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        with engine.connect() as con:
+            held = con.execute(sa.text("select count(*) from sync_members")).scalar_one()
+        engine.dispose()
+        assert held == 198
