@@ -180,8 +180,8 @@ class SyncStore:
             ).scalar_one_or_none()
 
     def load(self) -> pa.Table:
-        """(key, hash, status, ident) of every member recorded for this export."""
-        query = "select key, hash, status, ident from sync_members where export = ?"
+        """(key, hash, status) of every member recorded for this export."""
+        query = "select key, hash, status from sync_members where export = ?"
         with self.ledger._lock:
             if self.ledger._sqlite is not None:
                 rows = self.ledger._sqlite.execute(query, (self.export,)).fetchall()
@@ -192,16 +192,38 @@ class SyncStore:
                             SYNC_MEMBERS.c.key,
                             SYNC_MEMBERS.c.hash,
                             SYNC_MEMBERS.c.status,
-                            SYNC_MEMBERS.c.ident,
                         ).where(SYNC_MEMBERS.c.export == self.export)
                     ).all()
-        columns = list(zip(*rows, strict=True)) if rows else [[], [], [], []]
+        columns = list(zip(*rows, strict=True)) if rows else [[], [], []]
         return pa.table(
             {
                 name: pa.array(list(values), pa.string())
-                for name, values in zip(("key", "hash", "status", "ident"), columns, strict=True)
+                for name, values in zip(("key", "hash", "status"), columns, strict=True)
             }
         )
+
+    def idents(self, keys: list[str]) -> list[str]:
+        """The key columns (JSON) recorded for ``keys``, in their order (500 a query)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            with self.ledger._lock:
+                if self.ledger._sqlite is not None:
+                    marks = ",".join("?" * len(chunk))
+                    rows = self.ledger._sqlite.execute(
+                        f"select key, ident from sync_members where export = ? and key in ({marks})",
+                        (self.export, *chunk),
+                    ).fetchall()
+                else:
+                    with self.ledger.engine.connect() as con:
+                        rows = con.execute(
+                            sa.select(SYNC_MEMBERS.c.key, SYNC_MEMBERS.c.ident).where(
+                                SYNC_MEMBERS.c.export == self.export,
+                                SYNC_MEMBERS.c.key.in_(chunk),
+                            )
+                        ).all()
+            found.update(rows)
+        return [found[key] for key in keys]
 
     def put(self, table: pa.Table, status: str) -> None:
         """Upsert (key, hash, ident) rows with ``status``, in one transaction."""
@@ -341,7 +363,7 @@ def plan(
                 from cur c left join state s using (key) order by c.rn"""
         ).to_arrow_table()
         departed = con.sql(
-            """select s.key, s.ident from state s
+            """select s.key from state s
                where not exists (select 1 from cur c where c.key = s.key) order by s.key"""
         ).to_arrow_table()
     kind = kinds.column("kind")
@@ -360,7 +382,8 @@ def plan(
         members=state.num_rows,
     )
     if mode == "mirror":
-        result.departed = _departed_frame(departed, kept)
+        keys = departed.column("key").to_pylist()
+        result.departed = _departed_frame(keys, store.idents(keys), kept)
         if store.last_mode() != "mirror":
             result.baseline = True
             result.forgotten = len(result.departed)
@@ -373,9 +396,8 @@ def plan(
     return result
 
 
-def _departed_frame(departed: pa.Table, key_columns: list[str]) -> pd.DataFrame:
-    keys = departed.column("key").to_pylist()
-    idents = [json.loads(text) for text in departed.column("ident").to_pylist()]
+def _departed_frame(keys: list[str], texts: list[str], key_columns: list[str]) -> pd.DataFrame:
+    idents = [json.loads(text) for text in texts]
     frame = pd.DataFrame(
         {c: pd.Series([i.get(c) for i in idents], dtype="object") for c in key_columns}
     )
