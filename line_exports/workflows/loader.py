@@ -47,6 +47,7 @@ from line_exports.workflows.digfile import (
     merge_exports,
 )
 from line_exports.workflows.errors import WorkflowError, WorkflowErrors, closest
+from line_exports.workflows.on_error import Handler, build_hook, parse_handler
 from line_exports.workflows.operators import (
     TD_QUERY_OPTIONS,
     Step,
@@ -57,6 +58,7 @@ from line_exports.workflows.operators import (
     supported,
     with_last_results,
 )
+from line_exports.workflows.retry import retry_policy
 from line_exports.workflows.schedules import (
     WORKFLOW_TAG,
     ScheduleError,
@@ -148,6 +150,8 @@ class Workflow:
     """Tasks that are not exports: SQL steps, echo>, fail> (:mod:`.operators`)."""
     controls: list[control_ops.Control] = field(default_factory=list)
     """Control tasks whose value reads the run (:mod:`.control`): expanded when they run."""
+    handlers: list[Handler] = field(default_factory=list)
+    """``_error:`` blocks and the assets each watches (:mod:`.on_error`)."""
     order: list[Any] = field(default_factory=list)
     """Its tasks, steps and controls in digdag's order, control operators expanded."""
 
@@ -164,7 +168,9 @@ class Workflow:
                     (item.scope.task_name if item.scope else item.name, f"td> {query} -> {target}")
                 )
             elif isinstance(item, Step):
-                what = {"sql": "td> (SQL step)", "echo": "echo>", "fail": "fail>"}[item.kind]
+                what = {"sql": "td> (SQL step)", "echo": "echo>", "fail": "fail>"}.get(
+                    item.kind, f"{item.kind}>"
+                )
                 rows.append((item.scope.task_name, what))
             else:
                 rows.append((item.scope.task_name, item.describe()))
@@ -177,28 +183,6 @@ class Workflow:
     @property
     def schedule_name(self) -> str:
         return f"{self.name}_schedule"
-
-
-def _retry_policy(
-    value: Any, file: Path, task: str | None, line: int | None
-) -> dg.RetryPolicy | None:
-    """digdag's ``_retry: N`` or ``{limit: N, interval: S, interval_type: constant|exponential}``."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return dg.RetryPolicy(max_retries=value)
-    if isinstance(value, Mapping) and isinstance(value.get("limit"), int):
-        backoff = dg.Backoff.EXPONENTIAL if value.get("interval_type") == "exponential" else None
-        return dg.RetryPolicy(
-            max_retries=value["limit"], delay=value.get("interval"), backoff=backoff
-        )
-    raise WorkflowError(
-        file,
-        "_retry must be a number or {limit: N, interval: seconds}",
-        task=task,
-        setting="_retry",
-        line=line,
-    )
 
 
 def _settings_errors(
@@ -261,6 +245,7 @@ class _Parser:
         self.last_results = False
         self.scope: RunScope | None = None
         self.tasks: list[Task] = []
+        self.handlers: list[Handler] = []
         self.resources: dict[str, Any] = {}
         self.controls: list[control_ops.Control] = []
         self.order: list[Any] = []
@@ -356,12 +341,14 @@ class _Parser:
                 None,
                 data.line_of("_export"),
             )
-            retry = _retry_policy(data.get("_retry"), self.file, None, data.line_of("_retry"))
+            retry = retry_policy(data.get("_retry"), self.file, None, data.line_of("_retry"))
         except WorkflowError as exc:
             self.errors.append(exc)
             return None
         self.schedule = schedule
         self._group(data, [], variables, [], retry)
+        if "_error" in data:
+            self._on_error(data, [], None, variables, (0, 0, 0))
         if not self.tasks and not self.steps and not self.errors:
             self.errors.append(WorkflowError(self.file, "no +task with td> found"))
         if self.errors:
@@ -374,8 +361,28 @@ class _Parser:
             self.tasks,
             self.steps,
             self.controls,
+            self.handlers,
             self.order,
         )
+
+    def _on_error(
+        self,
+        body: LineDict,
+        path: list[str],
+        label: str | None,
+        variables: dict[str, Any],
+        since: tuple[int, int, int],
+    ) -> None:
+        """The ``_error:`` of ``body``, watching the tasks and steps made since ``since``."""
+        handler = parse_handler(self, body["_error"], path, label, variables)
+        if handler is not None:
+            made = [
+                *self.tasks[since[0] :],
+                *self.steps[since[1] :],
+                *self.controls[since[2] :],
+            ]
+            handler.watched = {t.key for t in made}
+            self.handlers.append(handler)
 
     def _group(
         self,
@@ -425,7 +432,7 @@ class _Parser:
                     variables, body.get("_export"), self.file, label, body.line_of("_export")
                 )
                 task_retry = (
-                    _retry_policy(body.get("_retry"), self.file, label, body.line_of("_retry"))
+                    retry_policy(body.get("_retry"), self.file, label, body.line_of("_retry"))
                     or retry
                 )
             except WorkflowError as exc:
@@ -438,7 +445,10 @@ class _Parser:
             if refused:
                 self.errors.extend(refused)
                 continue
+            made = (len(self.tasks), len(self.steps), len(self.controls))
             produced = self._node(body, [*path, name], label, line, scope, wait, task_retry)
+            if "_error" in body:
+                self._on_error(body, [*path, name], label, scope, made)
             if parallel[0]:
                 ends.extend(produced)
                 if parallel[1]:
@@ -1018,7 +1028,9 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
     for task in workflow.tasks:
         assets.append(export_asset(task, workflow.name, workflow.file, workflow.timezone))
     for step in workflow.steps:
-        what = {"sql": "td> (SQL step)", "echo": "echo>", "fail": "fail>"}[step.kind]
+        what = {"sql": "td> (SQL step)", "echo": "echo>", "fail": "fail>"}.get(
+            step.kind, f"{step.kind}>"
+        )
         assets.append(
             build_step(
                 step, workflow.name, SOURCE_KEY, f"{workflow.file.name} +{step.name}: {what}"
@@ -1038,12 +1050,14 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
         + [s.key for s in workflow.steps]
         + [c.key for c in workflow.controls]
     )
+    hook = build_hook(workflow.name, workflow.handlers, SOURCE_KEY)
     job = dg.define_asset_job(
         workflow.job_name,
         selection=dg.AssetSelection.assets(*keys),
         description=f"{workflow.file.name}: {len(keys)} task(s) in order, timezone {workflow.timezone}",
         tags={WORKFLOW_TAG: workflow.name},
         executor_def=dg.in_process_executor,
+        hooks={hook} if hook else None,
     )
     schedule = sensor = None
     if workflow.schedule is not None:

@@ -1,4 +1,6 @@
-"""digdag operators around the exports: ``td>`` as a SQL step, ``echo>`` and ``fail>``.
+"""digdag operators around the exports: ``td>`` as a SQL step, ``echo>`` and ``fail>`` here;
+``td_ddl>`` (:mod:`.ddl`), ``wait>`` (:mod:`.wait`) and ``mail>`` (:mod:`.mail`) registered in
+:data:`EXTRA`; ``_error:`` tasks run by :mod:`.on_error`.
 
 * ``td>: q.sql`` (or ``query:``) with no ``result_connection``/``result_settings``/``result``
   is a SQL step, as TD runs it (docs.treasuredata.com, "td> operator"): ``create_table: t``
@@ -24,10 +26,14 @@ from typing import Any
 
 import dagster as dg
 
+from line_exports.workflows import ddl, mail, wait
 from line_exports.workflows.errors import WorkflowError
+from line_exports.workflows.opspec import OperatorSpec
 from line_exports.workflows.variables import RunScope, render_for_run, run_variables
 
-SUPPORTED = ("td>", "echo>", "fail>")
+EXTRA: dict[str, OperatorSpec] = {spec.name: spec for spec in (ddl.SPEC, wait.SPEC, mail.SPEC)}
+"""Operators with their own module: name -> how to parse and run them."""
+SUPPORTED = ("td>", "echo>", "fail>", *EXTRA)
 
 
 def supported() -> str:
@@ -59,6 +65,7 @@ STEP_KEYS = (
     "fail>",
     "_export",
     "_retry",
+    "_error",
 )
 EXPORT_KEYS = ("result_connection", "result_settings", "result")
 LAST_RESULTS = "line_exports/last_results"
@@ -82,8 +89,6 @@ class AnyRow(dict):
 
 
 NOT_YET = {
-    "_error": "_error: (tasks to run when the workflow fails) is not supported yet; "
-    "a failed run is in Dagster's run list, and a run-failure sensor can notify",
     "_check": "_check: (tasks to run after a task succeeds) is not supported yet; "
     "add them as the next tasks",
     "sla": "sla: is not supported yet; Dagster's run monitoring or a freshness check can "
@@ -102,8 +107,9 @@ def not_supported(body: Mapping[str, Any], file: Path, task: str | None) -> list
 
 
 def is_step(body: Mapping[str, Any]) -> bool:
-    """Is this task a SQL step, ``echo>`` or ``fail>`` rather than an export?"""
-    if "echo>" in body or "fail>" in body:
+    """Is this task a SQL step or another operator (``echo>``, ``fail>``, :data:`EXTRA`)
+    rather than an export?"""
+    if any(k in body for k in ("echo>", "fail>", *EXTRA)):
         return True
     has_query = "td>" in body or "query" in body
     return has_query and not any(k in body for k in EXPORT_KEYS)
@@ -114,7 +120,7 @@ class Step:
     """One non-export task."""
 
     kind: str
-    """``sql``, ``echo`` or ``fail``."""
+    """``sql``, ``echo``, ``fail``, or an :data:`EXTRA` operator's kind (``td_ddl``...)."""
     name: str
     key: dg.AssetKey
     line: int | None
@@ -127,13 +133,15 @@ class Step:
     store_last_results: bool = False
     deps: list[dg.AssetKey] = field(default_factory=list)
     retry: dg.RetryPolicy | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    """An :data:`EXTRA` operator's parsed options."""
 
-    def fill(self, context: dg.AssetExecutionContext, text: str) -> str:
+    def fill(self, context: Any, text: str, extra: Mapping[str, Any] | None = None) -> str:
+        """``text`` with the run's variables (``extra``: e.g. ``error`` in an _error task)."""
         if "${" not in text:
             return text
-        return render_for_run(
-            text, self.variables, run_variables(context, self.scope), self.scope.zone
-        )
+        static = {**self.variables, **extra} if extra else self.variables
+        return render_for_run(text, static, run_variables(context, self.scope), self.scope.zone)
 
 
 def parse_step(
@@ -149,7 +157,7 @@ def parse_step(
     """A :class:`Step` from a task body, or None with the errors added to ``parser.errors``."""
     file: Path = parser.file
     count = len(parser.errors)
-    kinds = [k for k in ("td>", "echo>", "fail>") if k in body]
+    kinds = [k for k in SUPPORTED if k in body]
     if "query" in body and "td>" not in kinds:
         kinds.insert(0, "td>")
     if len(kinds) != 1:
@@ -159,11 +167,19 @@ def parse_step(
             )
         )
         return None
-    allowed = STEP_KEYS if kinds[0] == "td>" else (kinds[0], "_export", "_retry")
+    spec = EXTRA.get(kinds[0])
+    allowed = (
+        STEP_KEYS
+        if kinds[0] == "td>"
+        else (kinds[0], *(spec.keys if spec else ()), "_export", "_retry", "_error")
+    )
     for key in body:
         if key not in allowed:
+            refused = spec.refused.get(str(key)) if spec else None
             hint = (
-                f"the {key} operator is not supported here (supported: {supported()})"
+                f"{key} is not supported by {kinds[0]} here: {refused}"
+                if refused
+                else f"the {key} operator is not supported here (supported: {supported()})"
                 if str(key).endswith(">")
                 else f"{key!r} is not an option of {kinds[0]} here"
             )
@@ -175,11 +191,15 @@ def parse_step(
     stem = getattr(parser, "stem", file.stem)  # a call>ed file's tasks carry the caller's name
     scope = RunScope(parser.timezone, parser.schedule, "+" + "+".join([stem, *path]))
     parser.scope = scope
-    kind = {"td>": "sql", "echo>": "echo", "fail>": "fail"}[kinds[0]]
+    kind = spec.kind if spec else {"td>": "sql", "echo>": "echo", "fail>": "fail"}[kinds[0]]
     key = dg.AssetKey([parser.name, *(_identifier(p) for p in path)])
     tables: dict[str, str | None] = {"create_table": None, "insert_into": None}
+    params: dict[str, Any] = {}
+    text = ""
     try:
-        if kind == "sql":
+        if spec is not None:
+            params = spec.parse(parser, body, label, variables, scope)
+        elif kind == "sql":
             text, _query_file = parser._query(body, label, variables)
             for option in tables:
                 if body.get(option) is not None:
@@ -234,6 +254,7 @@ def parse_step(
         store_last_results=store in (True, "true", "first"),
         deps=list(deps),
         retry=retry,
+        params=params,
     )
     taken = {t.key for t in parser.tasks} | {s.key for s in parser.steps}
     if step.key in taken:
@@ -314,8 +335,7 @@ def run_sql(
     source: Any, sql: str, step: Step, table: str | None, scheduled_time: int
 ) -> dict[str, Any]:
     """Run a SQL step on the source; returns metadata (rows, table, first row)."""
-    embedded = not source.url or source.url.startswith("duckdb:///")
-    if embedded:
+    if is_embedded(source):
         return _run_duckdb(source, sql, step, table, scheduled_time)
     return _run_sqlalchemy(source, sql, step, table)
 
@@ -326,9 +346,9 @@ def _first_row(frame: Any) -> dict[str, Any]:
     return json.loads(frame.head(1).to_json(orient="records", date_format="iso"))[0]
 
 
-def _run_duckdb(
-    source: Any, sql: str, step: Step, table: str | None, scheduled_time: int
-) -> dict[str, Any]:
+def embedded_connection(source: Any, scheduled_time: int) -> Any:
+    """A DuckDB connection to the source's embedded file under the folder's SQL guard, with TD's
+    functions (``TD_SCHEDULED_TIME`` = ``scheduled_time``)."""
     import duckdb
 
     from line_exports.sources import ensure_sample_tables, sandboxed_config
@@ -343,6 +363,38 @@ def _run_duckdb(
     con = duckdb.connect(str(path), config=guard)
     try:
         register_td_functions(con, scheduled_time)
+    except Exception:
+        con.close()
+        raise
+    return con
+
+
+def is_embedded(source: Any) -> bool:
+    """Does the source run SQL in the embedded DuckDB file (else a SQLAlchemy warehouse)?"""
+    return not source.url or source.url.startswith("duckdb:///")
+
+
+def _insert_duckdb(con: Any, table: str, sql: str) -> None:
+    """TD's insert_into: append by column name, adding the query's columns the table lacks
+    (a TD table's schema grows with what is written, e.g. one td_ddl> created)."""
+    have = {
+        r[0].lower()
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+            [table.split(".")[-1]],
+        ).fetchall()
+    }
+    for name, kind, *_ in con.execute(f"DESCRIBE {sql}").fetchall():
+        if name.lower() not in have:
+            con.execute(f'ALTER TABLE {_quote(table)} ADD COLUMN "{name}" {kind}')
+    con.execute(f"INSERT INTO {_quote(table)} BY NAME {sql}")
+
+
+def _run_duckdb(
+    source: Any, sql: str, step: Step, table: str | None, scheduled_time: int
+) -> dict[str, Any]:
+    con = embedded_connection(source, scheduled_time)
+    try:
         meta: dict[str, Any] = {}
         if step.create_table and table:
             con.execute(f"CREATE OR REPLACE TABLE {_quote(table)} AS {sql}")
@@ -352,7 +404,7 @@ def _run_duckdb(
                 [table.split(".")[-1]],
             ).fetchone()
             if exists and exists[0]:
-                con.execute(f"INSERT INTO {_quote(table)} {sql}")
+                _insert_duckdb(con, table, sql)
             else:
                 con.execute(f"CREATE TABLE {_quote(table)} AS {sql}")
         elif step.store_last_results:
@@ -398,21 +450,29 @@ def _run_sqlalchemy(source: Any, sql: str, step: Step, table: str | None) -> dic
         engine.dispose()
 
 
-def run_step(step: Step, context: Any, source_key: str) -> dict[str, Any]:
-    """Run one step in ``context``'s run (its own asset, or a control task running it at run
-    time); returns its materialization metadata. ``fail>`` and SQL errors raise
-    :class:`dagster.Failure` naming the task."""
-    text = step.fill(context, step.text)
+def execute_step(
+    step: Step, context: Any, source: Any, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run one step (``context``: a Dagster context, or what :mod:`.on_error` gives: ``run``,
+    ``instance``, ``log``); returns its metadata. ``extra``: variables beside the run's."""
+    fill: Callable[[str], str] = lambda text: step.fill(context, text, extra)  # noqa: E731
+    spec = EXTRA.get(f"{step.kind}>")
+    if spec is not None:
+        return spec.run(step, context, fill, source)
+    text = fill(step.text)
     if step.kind == "echo":
         context.log.info(text)
         return {"message": text}
     if step.kind == "fail":
-        raise dg.Failure(description=f"{step.scope.task_name}: fail>: {text}", allow_retries=False)
+        raise dg.Failure(
+            description=f"{step.scope.task_name}: fail>: {text}",
+            metadata={ERROR_MESSAGE: text},
+            allow_retries=False,
+        )
     from line_exports.session import session_time
 
     table_template = step.create_table or step.insert_into
-    table = step.fill(context, table_template) if table_template else None
-    source = getattr(context.resources, source_key)
+    table = fill(table_template) if table_template else None
     moment = session_time(context, step.scope.timezone)
     try:
         meta = run_sql(source, text, step, table, int(moment.timestamp()))
@@ -431,10 +491,26 @@ def run_step(step: Step, context: Any, source_key: str) -> dict[str, Any]:
     return metadata
 
 
+ERROR_MESSAGE = "line_exports/error_message"
+"""Failure metadata: the message digdag gives ``${error.message}`` (fail>'s own text)."""
+
+
+def run_step(step: Step, context: Any, source_key: str) -> dict[str, Any]:
+    """Run one step in ``context``'s run (its own asset, or a control task running it at run
+    time); returns its materialization metadata. ``fail>`` and SQL errors raise
+    :class:`dagster.Failure` naming the task."""
+    spec = EXTRA.get(f"{step.kind}>")
+    needs_source = step.kind == "sql" or bool(spec and spec.needs_source)
+    source = getattr(context.resources, source_key) if needs_source else None
+    return execute_step(step, context, source)
+
+
 def build_step(
     step: Step, workflow_name: str, source_key: str, description: str
 ) -> dg.AssetsDefinition:
     """The asset of one step, in digdag's order via ``deps``."""
+    spec = EXTRA.get(f"{step.kind}>")
+    needs_source = step.kind == "sql" or bool(spec and spec.needs_source)
 
     def compute(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata=run_step(step, context, source_key))
@@ -443,11 +519,15 @@ def build_step(
     compute.__annotations__.update(context=dg.AssetExecutionContext, return_=None)
     compute.__annotations__.pop("return_")
     compute.__annotations__["return"] = dg.MaterializeResult
-    kinds = {"sql": {"duckdb"}, "echo": {"python"}, "fail": {"python"}}[step.kind]
+    kinds = (
+        set(spec.kinds)
+        if spec
+        else {"sql": {"duckdb"}, "echo": {"python"}, "fail": {"python"}}[step.kind]
+    )
     return dg.asset(
         key=step.key,
         deps=step.deps or None,
-        required_resource_keys={source_key} if step.kind == "sql" else set(),
+        required_resource_keys={source_key} if needs_source else set(),
         group_name=workflow_name,
         description=description,
         retry_policy=step.retry,

@@ -55,9 +55,11 @@ RUN_NAMES = frozenset(
         "retry_attempt_name",
         "task_name",
         "moment",
+        "error",
     }
 )
-"""Names whose value depends on the run: a value reading one is filled at run time."""
+"""Names whose value depends on the run: a value reading one is filled at run time
+(``error``: only defined in ``_error:`` tasks, :mod:`.on_error`)."""
 UNDEFINED_HERE = {
     "project_id": "project_id is a digdag server's number for an uploaded project; "
     "a workflow folder has none here",
