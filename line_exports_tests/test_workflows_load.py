@@ -558,7 +558,7 @@ def test_unknown_connection_and_schedule_and_timezone(tmp_path: Path) -> None:
 def test_unsupported_operator_is_reported(tmp_path: Path) -> None:
     message = single_error(project(tmp_path, shell="+t:\n  sh>: echo hi\n"))
     assert (
-        "shell.dig:2, task +t, setting sh>: 'sh>': the sh> operator is not supported (supported: td>, echo>, fail>, call>, if>, for_each>, for_range>, loop>)"
+        "shell.dig:2, task +t, setting sh>: 'sh>': the sh> operator is not supported (supported: td>, echo>, fail>, td_ddl>, wait>, mail>, call>, if>, for_each>, for_range>, loop>)"
         in message
     )
 

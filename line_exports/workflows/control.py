@@ -566,7 +566,7 @@ def _call(
     parser.file = called
     parser.calling = [*stack, called]
     try:
-        from line_exports.workflows.loader import _retry_policy
+        from line_exports.workflows.retry import retry_policy as _retry_policy
 
         try:
             inner = merge_exports(
@@ -584,7 +584,11 @@ def _call(
         if refused:
             parser.errors.extend(refused)
             return []
-        return parser._group(group, path, inner, deps, inner_retry)
+        made = (len(parser.tasks), len(parser.steps), len(parser.controls))
+        keys = parser._group(group, path, inner, deps, inner_retry)
+        if "_error" in group:  # the called file's _error: watches its tasks (on_error.py)
+            parser._on_error(group, path, label, inner, made)
+        return keys
     finally:
         parser.file = saved
         parser.calling = stack
