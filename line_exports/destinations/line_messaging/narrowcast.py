@@ -41,7 +41,10 @@ from line_exports.destinations.line_messaging.client import (
 )
 from line_exports.destinations.line_messaging.push import bad_rendered_rows
 from line_exports.destinations.line_messaging.sending import QUOTA_REASON, retry_key
-from line_exports.destinations.line_messaging.settings import LineMessagingSettings
+from line_exports.destinations.line_messaging.settings import (
+    RESEND_GUARD_SECONDS,
+    LineMessagingSettings,
+)
 from line_exports.destinations.line_messaging.targeting import (
     PROGRESS_ERROR_CODES,
     TargetingError,
@@ -190,26 +193,39 @@ def deliver_campaign(
     recipient, sizes = resolve_recipient(client, targeting.get("recipient"), run.ledger.ledger)
     if recipient is not None:
         targeting["recipient"] = recipient
-    sends = rows.count - len(bad)
-    if sends == 0:
-        return report
-    targeting = quota_check(client, settings, targeting, sizes, sends, report, run, kind)
     options = {"notificationDisabled": True} if settings.notification_disabled else {}
-    outcomes: list[dict[str, Any]] = []
+    # Keys from the settings' targeting, before the quota check may add upToRemainingQuota:
+    # a re-run finds the same keys whatever the quota says now.
+    planned: list[tuple[int, str, str]] = []  # (row, messages, key)
     for batch in rows.batches(MAX_ROWS, columns=columns):
         if bad:
             batch = batch[~batch[ROW_NUMBER].isin(bad)]
         rendered = template.render(batch) if len(batch) else []
         for number, messages in zip(batch[ROW_NUMBER].tolist(), list(rendered), strict=True):
-            outcome = send_one(client, settings, kind, messages, targeting, options, run)
-            outcome["row"] = int(number)
-            outcomes.append(outcome)
-            if outcome["state"] != "fatal" or outcome.get("quota"):
-                report.sent_rows += 1  # a request that failed for good leaves its row unsent
-            run.progress(report.sent_rows)
-            if outcome["state"] == "fatal":
-                break
-        if outcomes and outcomes[-1]["state"] == "fatal":
+            key = retry_key(run, kind, messages, targeting, options)
+            planned.append((int(number), messages, key))
+    if not planned:
+        return report
+    known = run.ledger.done_many([key for *_, key in planned])
+    fresh = sum(1 for *_, key in planned if key not in known)
+    if fresh:
+        sending = quota_check(client, settings, targeting, sizes, fresh, report, run, kind)
+    else:
+        sending = targeting
+        report.metadata.update(
+            messages_needed=0, messages_needed_basis="every request was sent by an earlier run"
+        )
+    outcomes: list[dict[str, Any]] = []
+    for number, messages, key in planned:
+        outcome = send_one(
+            client, settings, kind, messages, key, known.get(key), sending, options, run
+        )
+        outcome["row"] = number
+        outcomes.append(outcome)
+        if outcome["state"] != "fatal" or outcome.get("quota"):
+            report.sent_rows += 1  # a request that failed for good leaves its row unsent
+        run.progress(report.sent_rows)
+        if outcome["state"] == "fatal":
             break
     return summarize(report, outcomes, kind, settings, named, sizes)
 
@@ -287,21 +303,31 @@ def send_one(
     settings: LineMessagingSettings,
     kind: Kind,
     messages: str,
+    key: str,
+    done: dict[str, Any] | None,
     targeting: dict[str, Any],
     options: dict[str, Any],
     run: ExportRun,
 ) -> dict[str, Any]:
-    """One narrowcast or broadcast under the ledger; its outcome (``state``: accepted |
-    refused | fatal, LINE's ``request_id`` and, for a narrowcast, its final progress)."""
-    key = retry_key(run, kind, messages, targeting, options)
-    done = run.ledger.done(key)
+    """One narrowcast or broadcast under the ledger (``done``: what it recorded for ``key``);
+    its outcome (``state``: accepted | refused | fatal, LINE's ``request_id`` and, for a
+    narrowcast, its final progress). A request left pending is resent with the body it had,
+    unless that was over 23 hours ago (LINE forgets a retry key after 24): then it is reported,
+    never resent."""
     resumed = done is not None and done.get("state") == "accepted"
     if resumed:
         assert done is not None
         request_id = str(done["request_id"])
         status = int(done.get("status", 200))
     else:
-        run.ledger.record(key, {"state": "pending", "at": time.time()})
+        if done is not None and done.get("state") == "pending":
+            if time.time() - float(done.get("at", 0)) > RESEND_GUARD_SECONDS:
+                return {
+                    "state": "refused",
+                    "reason": "delivery unknown: interrupted over 23 hours ago, retry key expired",
+                }
+            targeting = done.get("targeting", targeting)
+        run.ledger.record(key, {"state": "pending", "at": time.time(), "targeting": targeting})
         body = (
             '{"messages":'
             + messages
