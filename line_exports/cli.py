@@ -42,6 +42,8 @@ SUMMARY_COLUMNS = (
     ("valid", "rows_valid"),
     ("rejected", "rows_rejected"),
     ("sent", "rows_sent"),
+    ("refused", "rows_refused_by_api"),
+    ("unknown", "rows_delivery_unknown"),
     ("accepted", "rows_accepted"),
     ("requests", "requests"),
     ("seconds", "duration_seconds"),

@@ -188,8 +188,8 @@ class ValidRows:
 class DeliveryReport:
     """What ``deliver`` did with the valid rows it was given, in counts that add up.
 
-    Every valid row ends in exactly one of four places, and the export checks that they do
-    (``rows_valid = rejected before sending + refused + unsent + accepted``):
+    Every valid row ends in exactly one of five places, and the export checks that they do
+    (``rows_valid = rejected before sending + refused + unsent + delivery unknown + accepted``):
 
     * ``rejected``: rows the destination did not send because a rule says the API would refuse
       them, known before sending (e.g. a CAPI event outside LINE's time window, a message over
@@ -197,12 +197,15 @@ class DeliveryReport:
     * ``refused``: rows sent and refused by the API, with its answer in ``message``; rows the
       API refused only as a count, without naming them (MAAC's ``mismatch_num``), go in
       ``refused_unnamed``.
+    * ``unknown``: rows sent whose fate nobody can tell: the request went out, its answer was
+      lost, and it can no longer be asked again safely (LINE forgets a retry key after 24
+      hours, so a resend could deliver twice). Reject tables with rule ``delivery_unknown``.
     * ``accepted_rows``: rows the API accepted (a resumed batch's rows count as accepted).
     * unsent: the rest, rows never sent because the run stopped (counted by the export as
       valid - rejected - ``sent_rows``).
 
-    ``sent_rows`` counts every row handed to a request (accepted + refused). ``rejects`` is the
-    former name of ``refused``.
+    ``sent_rows`` counts every row handed to a request (accepted + refused + unknown).
+    ``rejects`` is the former name of ``refused``.
     """
 
     sent_rows: int = 0
@@ -210,6 +213,7 @@ class DeliveryReport:
     refused: list[pd.DataFrame] = field(default_factory=list)
     refused_unnamed: int = 0
     rejected: list[pd.DataFrame] = field(default_factory=list)
+    unknown: list[pd.DataFrame] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
     requests: int = 0
     resumed_rows: int = 0
@@ -232,6 +236,11 @@ class DeliveryReport:
     def rejected_rows(self) -> int:
         """Rows rejected by the destination before sending (distinct)."""
         return _distinct_rows(self.rejected)
+
+    @property
+    def unknown_rows(self) -> int:
+        """Rows sent whose delivery nobody can tell (distinct)."""
+        return _distinct_rows(self.unknown)
 
 
 def _distinct_rows(frames: list[pd.DataFrame]) -> int:

@@ -88,16 +88,19 @@ class ValidationSummary:
     def rejected_rows(self) -> int:
         return len(self.rejected_row_numbers)
 
-    def add_rejects(self, rejects: pd.DataFrame, refused: bool = False) -> None:
+    def add_rejects(
+        self, rejects: pd.DataFrame, refused: bool = False, unknown: bool = False
+    ) -> None:
         """Rows rejected before sending (counted in ``rejected_rows``), or, with ``refused``,
-        rows the API refused (written to the same file and preview, counted apart)."""
+        rows the API refused, or, with ``unknown``, rows sent whose delivery is unknown (both
+        written to the same file and preview, counted apart by the outcome)."""
         if not len(rejects):
             return
         if refused:
             for message, count in rejects.groupby("message").size().items():
                 key = str(message)[:200]
                 self.refused_by_answer[key] = self.refused_by_answer.get(key, 0) + int(count)
-        else:
+        elif not unknown:
             self.reject_cells += len(rejects)
             self.rejected_row_numbers.update(int(r) for r in rejects[ROW_NUMBER].unique())
             for key, count in summarize_rejects(rejects).items():
@@ -244,7 +247,7 @@ def export_metadata(
 ) -> dict[str, Any]:
     """Run metadata (numbers become plots in the UI's metadata history).
 
-    The four outcome counts add up to ``rows_read`` (see :mod:`line_exports.outcomes`).
+    The five outcome counts add up to ``rows_read`` (see :mod:`line_exports.outcomes`).
     """
     outcome = Outcome.of(summary, report)
     reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
@@ -283,11 +286,14 @@ def export_metadata(
 
 
 def _add_report(summary: ValidationSummary, report: DeliveryReport) -> None:
-    """The destination's rejects (before sending) and the API's refusals, into the summary."""
+    """The destination's rejects (before sending), the API's refusals and the deliveries of
+    unknown fate, into the summary (and the rejects file)."""
     for rejected in report.rejected:
         summary.add_rejects(rejected)
     for refused in report.refused:
         summary.add_rejects(refused, refused=True)
+    for unknown in report.unknown:
+        summary.add_rejects(unknown, unknown=True)
 
 
 def _failure(summary: ValidationSummary, policy: str, metadata: dict[str, Any]) -> dg.Failure:

@@ -1,4 +1,4 @@
-"""What really happened to every row of a run, in four counts that add up.
+"""What really happened to every row of a run, in five counts that add up.
 
 Every row read ends in exactly one place:
 
@@ -6,16 +6,20 @@ Every row read ends in exactly one place:
   normalization, and what a destination knows the API would refuse, e.g. CAPI's time window);
 * ``rows_refused_by_api``: sent and refused by the API, with its answer;
 * ``rows_unsent``: valid but never sent, because the run stopped;
+* ``rows_delivery_unknown``: sent, but whether the API took them nobody can tell (LINE: a
+  request whose answer was lost over 23 hours ago, when its retry key has expired and a resend
+  could deliver twice); listed in the rejects file with rule ``delivery_unknown``;
 * ``rows_accepted``: accepted by the API (rows of a resumed batch included; in ``sync_mode``
   diff / mirror also the unchanged rows an earlier run delivered, ``rows_unchanged``).
 
-``rows_read = rows_rejected + rows_refused_by_api + rows_unsent + rows_accepted`` holds in every
-destination's metadata; where an API's own counts do not add up to the rows sent, the
-difference is shown as ``rows_unaccounted`` and the ``api_refusals`` check fails.
+``rows_read = rows_rejected + rows_refused_by_api + rows_unsent + rows_delivery_unknown +
+rows_accepted`` holds in every destination's metadata; where an API's own counts do not add up
+to the rows sent, the difference is shown as ``rows_unaccounted``. The ``api_refusals`` check
+fails when any row was refused, is of unknown delivery, or is unaccounted for.
 
 A run whose valid rows the API accepted none of (or fewer than ``min_accepted_ratio`` of)
-fails with the API's reasons; a run with some refusals succeeds with a failing
-``api_refusals`` check that carries the counts.
+fails with the API's reasons; a run with some refusals (or deliveries of unknown fate) succeeds
+with a failing ``api_refusals`` check that carries the counts.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ REASONS_SHOWN = 5
 
 @dataclass(frozen=True)
 class Outcome:
-    """The four counts of a run (and the rows sent, for the pace of things)."""
+    """The five counts of a run (and the rows sent, for the pace of things)."""
 
     read: int
     rejected: int
     refused: int
     unsent: int
+    unknown: int
     accepted: int
     sent: int
     valid: int
@@ -51,7 +56,7 @@ class Outcome:
     @property
     def unaccounted(self) -> int:
         """Rows the API's counts leave unexplained (0 when accepted + refused = sent)."""
-        return self.read - self.rejected - self.refused - self.unsent - self.accepted
+        return self.read - self.rejected - self.refused - self.unsent - self.unknown - self.accepted
 
     @classmethod
     def of(cls, summary: ValidationSummary, report: DeliveryReport | None) -> Outcome:
@@ -62,6 +67,7 @@ class Outcome:
                 rejected=summary.rejected_rows,
                 refused=0,
                 unsent=summary.valid_rows,
+                unknown=0,
                 accepted=0,
                 sent=0,
                 valid=summary.valid_rows,
@@ -75,6 +81,7 @@ class Outcome:
             rejected=summary.rejected_rows,
             refused=report.refused_rows,
             unsent=unsent,
+            unknown=report.unknown_rows,
             accepted=report.accepted_rows,
             sent=report.sent_rows,
             valid=summary.valid_rows,
@@ -86,6 +93,7 @@ class Outcome:
             "rows_rejected": self.rejected,
             "rows_refused_by_api": self.refused,
             "rows_unsent": self.unsent,
+            "rows_delivery_unknown": self.unknown,
             "rows_accepted": self.accepted,
         }
         if self.unaccounted:
@@ -137,21 +145,27 @@ def acceptance_failure(
         )
     if outcome.unsent:
         parts.append(f"{outcome.unsent:,} never sent")
+    if outcome.unknown:
+        parts.append(
+            f"{outcome.unknown:,} of unknown delivery ({first_answers(report.unknown, 1)})"
+        )
     if outcome.unaccounted:
         parts.append(f"{outcome.unaccounted:,} unaccounted for by the API's counts")
     return dg.Failure(description="; ".join(parts), metadata=metadata, allow_retries=False)
 
 
 def refusal_check(asset_key: dg.AssetKey, outcome: Outcome) -> dg.AssetCheckResult:
-    """Fails when the API refused some rows (or its counts do not add up), with the counts."""
+    """Fails when the API refused some rows, some deliveries are of unknown fate, or the API's
+    counts do not add up; with the counts."""
     return dg.AssetCheckResult(
         check_name=API_REFUSALS_CHECK,
         asset_key=asset_key,
-        passed=outcome.refused == 0 and outcome.unaccounted == 0,
+        passed=outcome.refused == 0 and outcome.unaccounted == 0 and outcome.unknown == 0,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "rows_sent": outcome.sent,
             "rows_refused_by_api": outcome.refused,
+            "rows_delivery_unknown": outcome.unknown,
             "rows_accepted": outcome.accepted,
             "rows_unaccounted": outcome.unaccounted,
         },
@@ -162,5 +176,8 @@ def refusal_check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         API_REFUSALS_CHECK,
         asset=asset_key,
-        description="Fails when the API refused rows that were sent (the counts are in its metadata).",
+        description=(
+            "Fails when the API refused rows that were sent, or whether it took some is unknown "
+            "(the counts are in its metadata)."
+        ),
     )

@@ -120,6 +120,12 @@ def attention_lines(found: dict[str, ExportOutcome], top: int = 3) -> list[str]:
             lines.append(f"{outcome.key}: {meta.get('rows_rejected', 0):,} rejected: {shown}{more}")
             if meta.get("rejects_file"):
                 lines.append(f"  rejects file: {shown_path(meta['rejects_file'])}")
+        if meta.get("rows_delivery_unknown"):
+            lines.append(
+                f"warning: {outcome.key}: {meta['rows_delivery_unknown']:,} rows of unknown "
+                "delivery (sent, the answer lost and too late to ask again; rule "
+                "delivery_unknown in the rejects file): check the recipients before resending"
+            )
         for name, hint in (meta.get("unknown_columns") or {}).items():
             lines.append(f"warning: {outcome.key}: {hint}" if hint else f"warning: {name}")
         if meta.get("skipped"):

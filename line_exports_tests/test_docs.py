@@ -220,7 +220,9 @@ def test_workflow_commands(sandbox_server: SandboxServer) -> None:
     assert "plan only: nothing was sent" in planned.out
     ran = line_exports("run", "maac_crescendo", "--workflows", "examples/workflows", env=env)
     assert ran.code == 0, ran.text
-    assert re.search(r"td-result-into-line\s+ok\s+3,000\s+2,880\s+120\s+2,880\s+2,880", ran.out)
+    assert re.search(
+        r"td-result-into-line\s+ok\s+3,000\s+2,880\s+120\s+2,880\s+0\s+0\s+2,880", ran.out
+    )
     assert "rejects file: " in ran.out
 
 

@@ -33,8 +33,10 @@ from line_exports import (
     SqlSource,
     build_export,
 )
-from line_exports.destinations.line_messaging import LineMessagingResource
-from line_exports.sandbox import Sandbox, SandboxServer
+from line_exports.cli import SUMMARY_COLUMNS, materialization_rows
+from line_exports.destinations.line_messaging import LineMessagingResource, sending
+from line_exports.run_summary import attention_lines, outcomes
+from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox.line_conversion import refuse_events
 from line_exports.sandbox.line_messaging import store_of as line_store
 from line_exports.sandbox.linkedin import store_of as linkedin_store
@@ -270,6 +272,7 @@ def adds_up(meta: dict[str, Any]) -> bool:
         meta["rows_rejected"]
         + meta["rows_refused_by_api"]
         + meta["rows_unsent"]
+        + meta["rows_delivery_unknown"]
         + meta["rows_accepted"]
     )
 
@@ -295,7 +298,7 @@ def test_counts_add_up_for_random_tables(
     assert meta["rows_rejected"] == table.expected["rejected"], meta
     assert meta["rows_refused_by_api"] == table.expected["refused"], meta
     assert meta["rows_accepted"] == table.expected["accepted"], meta
-    assert meta["rows_unsent"] == 0
+    assert meta["rows_unsent"] == 0 and meta["rows_delivery_unknown"] == 0
     if name == "line_audience" and table.expected["accepted"]:
         # The repeats never reach LINE: the audience holds each accepted ID once.
         assert meta["audience_ids_uploaded"] == table.expected["accepted"]
@@ -402,3 +405,58 @@ def test_audience_ids_repeated_are_rejected_as_duplicates_and_uploaded_once(
         a for a in line_store(sandbox_server.sandbox).audiences.values() if a.description == name
     )
     assert audience.ids == set(table.frame["id"].iloc[[0, 2]])
+
+
+def test_push_whose_answer_was_lost_a_day_ago_is_counted_as_delivery_unknown(
+    sandbox_server: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LINE took two pushes but its answers were lost (the sandbox acts, then cuts the
+    connection), and the run stopped. Re-run 25 hours later, when LINE no longer knows their
+    retry keys: resending could deliver twice, so they are neither resent nor counted as
+    accepted or refused, but as ``delivery_unknown``; the run is not a clean success."""
+    sandbox = sandbox_server.sandbox
+    db = tmp_path / "unknown.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            f"create table t as select * from (values ('{uid(1)}', 'a'), ('{uid(2)}', 'b')) v(id, name)"
+        )
+    asset = build_export(
+        "unknown_push",
+        destination="line_messaging",
+        query="select * from t",
+        settings={**FAST, "max_retry": 1, **CASES["line_push"].settings},
+        retry_policy=None,
+    )
+    resources = {
+        "sql_source": SqlSource(url=f"duckdb:///{db}"),
+        "line_messaging": CASES["line_push"].resource(sandbox_server),
+    }
+    tick = {"dagster/scheduled_execution_time": "2026-05-01T09:00:00+00:00"}
+    sandbox.add_fault(Fault(path="/v2/bot/message/push", lose_answer=True, times=-1))
+    first = dg.materialize([asset], resources=resources, tags=tick, raise_on_error=False)
+    assert not first.success
+    sandbox.clear_faults()
+    store = line_store(sandbox)
+    assert [len(store.received(uid(n))) for n in (1, 2)] == [1, 1]  # LINE did take them
+
+    with duckdb.connect(str(db)) as con:  # the same tick, two more recipients since
+        con.execute(f"insert into t values ('{uid(3)}', 'c'), ('{uid(4)}', 'd')")
+    later = time.time() + 25 * 3600
+    monkeypatch.setattr(sending, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))
+    second = dg.materialize([asset], resources=resources, tags=tick, raise_on_error=False)
+    meta = outcome_metadata(second)
+    assert second.success and adds_up(meta), meta
+    assert meta["rows_delivery_unknown"] == 2 and meta["rows_accepted"] == 2
+    assert meta["rows_refused_by_api"] == 0 and meta["push_delivery_unknown"] == 2
+    assert [len(store.received(uid(n))) for n in (1, 2, 3, 4)] == [1, 1, 1, 1]  # none twice
+    check = check_of(second, "api_refusals")
+    assert check is not None and not check.passed
+    assert check.metadata["rows_delivery_unknown"].value == 2  # type: ignore[union-attr]
+    rejects = pd.read_csv(meta["rejects_file"])
+    assert sorted(rejects.loc[rejects["rule"] == "delivery_unknown", "_row_number"]) == [1, 2]
+    # The CLI's table and warnings say so too.
+    columns = [c for c, _ in SUMMARY_COLUMNS]
+    row = dict(zip(columns, materialization_rows(second)[0], strict=True))
+    assert (row["read"], row["unknown"], row["accepted"], row["refused"]) == (4, 2, 2, 0)
+    said = "\n".join(attention_lines(outcomes(second)))
+    assert "2 rows of unknown delivery" in said and "check api_refusals failed" in said

@@ -69,8 +69,20 @@ class FaultsAndLog:
                 body_bytes = len(body)
                 receive = _replay(body, receive)
                 await asyncio.sleep(fault.delay)
-            if fault.drop:
-                self.sandbox.log(method, path, 0, body_bytes)
+            if fault.lose_answer:
+                # The API acts on the request; its answer never reaches the client.
+                handled = 0
+
+                async def swallow(message: Message) -> None:
+                    nonlocal handled
+                    if message["type"] == "http.response.start":
+                        handled = message["status"]
+
+                await self.app(scope, counting_receive, swallow)
+                self.sandbox.log(method, path, handled, body_bytes)
+            if fault.drop or fault.lose_answer:
+                if fault.drop:
+                    self.sandbox.log(method, path, 0, body_bytes)
                 await send(
                     {
                         "type": "http.response.start",

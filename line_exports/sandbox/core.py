@@ -42,7 +42,9 @@ class Fault:
     """A fault to inject on requests whose path starts with ``path`` (and match ``method``).
 
     ``status`` answers with that code (``retry_after`` adds the header); ``delay`` sleeps
-    before answering (a slow API or a timeout); ``drop`` cuts the connection mid-response.
+    before answering (a slow API or a timeout); ``drop`` cuts the connection mid-response;
+    ``lose_answer`` lets the API act on the request, then cuts the connection before its answer
+    arrives (the client cannot tell whether the request took effect).
     ``times`` is how many requests it hits before it is spent (-1 = until removed).
     """
 
@@ -51,6 +53,7 @@ class Fault:
     status: int | None = None
     delay: float = 0.0
     drop: bool = False
+    lose_answer: bool = False
     retry_after: float | None = None
     times: int = 1
     body: str = ""

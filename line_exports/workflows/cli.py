@@ -436,6 +436,8 @@ def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) 
                         "rows_valid",
                         "rows_rejected",
                         "rows_sent",
+                        "rows_refused_by_api",
+                        "rows_delivery_unknown",
                         "rows_accepted",
                         "requests",
                     )
@@ -449,7 +451,19 @@ def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) 
     _say(
         out,
         table(
-            ["task", "status", "read", "valid", "rejected", "sent", "accepted", "requests"], rows
+            [
+                "task",
+                "status",
+                "read",
+                "valid",
+                "rejected",
+                "sent",
+                "refused",
+                "unknown",
+                "accepted",
+                "requests",
+            ],
+            rows,
         ),
     )
     checks_failed = run_summary.report(run_summary.outcomes(result), out)

@@ -258,8 +258,8 @@ def finish(
             report.rejects.append(
                 reject(numbers, "id", f"line_{kind}_refused", f"LINE refused: {reason}")
             )
-    if tally.unknown:
-        report.rejects.append(
+    if tally.unknown:  # sent, answer lost, key expired: neither refused nor accepted
+        report.unknown.append(
             reject([n for n, _ in tally.unknown], "id", "delivery_unknown", tally.unknown[0][1])
         )
     report.resumed_rows += tally.resumed
@@ -269,6 +269,7 @@ def finish(
             f"{kind}_accepted": tally.accepted,
             f"{kind}_already_accepted_409": tally.already_accepted,
             f"{kind}_refused_recipients": len(tally.refused),
+            f"{kind}_delivery_unknown": len(tally.unknown),
         }
     )
     if tally.refused and not skip:
