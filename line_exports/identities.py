@@ -1,8 +1,18 @@
 """Identity rules the exporter and the sandboxes share (one definition each).
 
 * LINE Conversion API: an event's ``user`` object must carry at least one identifier, one of
-  :data:`CAPI_USER_IDENTIFIERS` (LINE Conversion API v1, "Send conversion event",
-  conversion-api-docs.linebiz.com; TD's reference lists the same seven user columns).
+  :data:`CAPI_USER_IDENTIFIERS`. LINE's own words (LINE Conversion API v1, Development
+  Guidelines, "User match", https://conversion-api-docs.linebiz.com/en/#section/Development-Guidelines,
+  the page LINE Developers links from developers.line.biz/en/docs/line-conversion-api/): the
+  conversion measurement uses the ``user`` object to match LINE users, "therefore the user
+  object must contain at least one field usable for user matching", and events whose user
+  match fails are not measured; the fields usable for matching are exactly these seven
+  (``browser_id`` and ``external_id`` only once LINE holds mapping data for them). The
+  ``UserObj`` schema of "Send conversion event" (``postback``) declares no required field, and
+  LINE does not say it answers 400: it says such an event is discarded without being measured.
+  So the exporter rejects it before sending (sending it is pointless), and the sandbox refuses
+  it with 400 so that a bug sending one cannot pass unseen (stricter than the answer LINE
+  documents, which is silence).
 * Emails, before matching or hashing: surrounding white space removed and lower-cased
   (:func:`normalize_email`), identically for every destination: LINE's Conversion API takes the
   SHA-256 of the normalized address, LinkedIn's ``SHA256_EMAIL`` likewise, and MAAC matches an

@@ -124,7 +124,8 @@ COLUMNS = (
 )
 
 
-# LINE: the user object carries at least one identifier (identities.CAPI_USER_IDENTIFIERS).
+# LINE: "the user object must contain at least one field usable for user matching" (LINE
+# Conversion API, Development Guidelines, "User match"; see identities.CAPI_USER_IDENTIFIERS).
 ROW_RULES = (AnyOf(tuple((name,) for name in USER_FIELDS), name="user_identifier"),)
 # LINE counts events with the same event_name and deduplication_key once: send each once.
 UNIQUE = (Unique(("event_name", "deduplication_key")),)
