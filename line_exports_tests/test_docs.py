@@ -39,6 +39,13 @@ COVERED_ELSEWHERE = {
     "export MAAC_API_TOKEN=...": "needs a real MAAC account; test_maac.py covers the token path",
     "pip install 'line-exports[k8s]'": "an install; test_scale_out.py loads examples/k8s",
     "line-exports linkedin-auth": "interactive OAuth; test_linkedin_auth.py runs its flow",
+    "line-exports webhook serve --spool-url postgresql+psycopg://lx@db-host/line_oa": (
+        "test_webhook_postgres.py runs two webhook serve --spool-url on a real PostgreSQL"
+    ),
+    "line-exports webhook relay": "test_webhook_relay.py::test_relay_command_forwards_until_stopped",
+    "line-exports webhook replay --since 2h [--target URL] [--source NAME]": (
+        "test_webhook_relay.py::test_dead_letters_then_replay runs webhook replay --target"
+    ),
 }
 # Commands this file runs (the test that runs each is named).
 RUN_HERE = {

@@ -56,16 +56,18 @@ def running_server(
     spool_path: Path,
     max_body_bytes: int = 1024 * 1024,
     limits: Limits | None = None,
+    **app_options: Any,
 ) -> Iterator[str]:
     """A real uvicorn server in a thread on an ephemeral loopback port; yields its base URL.
 
-    It runs with the same connection guard as ``webhook serve`` (``limits`` or the defaults).
+    It runs with the same connection guard as ``webhook serve`` (``limits`` or the defaults);
+    ``app_options`` go to ``create_app`` (``relay=RelayPolicy(...)``).
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(sources, spool_path=spool_path, max_body_bytes=max_body_bytes)
+    app = create_app(sources, spool_path=spool_path, max_body_bytes=max_body_bytes, **app_options)
     config = uvicorn.Config(
         app,
         log_level="warning",

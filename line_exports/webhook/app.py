@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from line_exports.webhook.config import WebhookSource, load_sources
 from line_exports.webhook.events import parse_body
+from line_exports.webhook.relay import RelayPolicy, start_relays
 from line_exports.webhook.signature import verify, well_formed
 from line_exports.webhook.spool import SPOOL_ENV, SPOOL_URL_ENV, open_writer
 from line_exports.webhook.workers import die_with_supervisor
@@ -39,6 +40,7 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_LARGE_BODY_BUDGET = 16 * 1024 * 1024
 _SMALL_BODY = 16 * 1024
 __all__ = ["SPOOL_ENV", "SPOOL_URL_ENV", "create_app", "create_app_from_env"]
+RELAY_ENV = "LINE_EXPORTS_WEBHOOK_RELAY"  # "0": this receiver forwards nothing
 MAX_BODY_ENV = "LINE_EXPORTS_WEBHOOK_MAX_BODY_BYTES"
 BODY_BUDGET_ENV = "LINE_EXPORTS_WEBHOOK_LARGE_BODY_BUDGET"
 
@@ -92,11 +94,14 @@ def create_app(
     spool_path: str | Path | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     large_body_budget: int = DEFAULT_LARGE_BODY_BUDGET,
+    relay: RelayPolicy | None = RelayPolicy(),
 ) -> Starlette:
     """Build the receiver for a fixed set of sources (one spool for all of them).
 
     ``spool_path``: the spool file, or a SQLAlchemy URL for a spool shared by receivers on
-    several machines (PostgreSQL); default as in ``spool.resolve_spool``.
+    several machines (PostgreSQL); default as in ``spool.resolve_spool``. Sources with
+    ``relay_to`` are forwarded from the spool by background workers of this process under
+    ``relay`` (one worker per target across all receivers holds the claim); None: no relay.
     """
     by_id = {s.source_id: s for s in sources}
     budget = _Budget(large_body_budget)
@@ -105,6 +110,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer.start()
+        stop_relays, relays = None, []
+        if relay is not None and any(s.relay_to for s in sources):
+            stop_relays, relays = start_relays(list(sources), spool_path, relay)
+            writer.listeners.extend(r.wake for r in relays)
         for source in sources:
             if source.channel_secret() is None:
                 log.warning(
@@ -116,6 +125,11 @@ def create_app(
         try:
             yield
         finally:
+            if stop_relays is not None:
+                stop_relays.set()
+                for worker in relays:
+                    worker.wake.set()
+                    worker.join(timeout=15)
             writer.stop()
 
     async def receive(request: Request) -> Response:
@@ -160,6 +174,7 @@ def create_app(
                 parse_error=error,
                 event_count=len(events),
                 body=body,
+                signature=signature,
             )
         except RuntimeError:
             # Not stored: a 5xx makes LINE redeliver instead of us pretending we kept it.
@@ -192,4 +207,5 @@ def create_app_from_env() -> Starlette:
         spool_path=os.environ.get(SPOOL_URL_ENV) or os.environ.get(SPOOL_ENV) or None,
         max_body_bytes=int(os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY_BYTES),
         large_body_budget=int(os.environ.get(BODY_BUDGET_ENV) or DEFAULT_LARGE_BODY_BUDGET),
+        relay=None if os.environ.get(RELAY_ENV) == "0" else RelayPolicy.from_env(),
     )

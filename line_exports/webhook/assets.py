@@ -64,7 +64,7 @@ class LineOaWebhookResource(dg.ConfigurableResource):
 
 
 def _raw_metadata(result: LandingResult) -> dict[str, Any]:
-    return {
+    meta: dict[str, Any] = {
         "table": result.raw_table,
         "mode": result.mode,
         "requests_landed": result.raw_rows_landed,
@@ -78,6 +78,11 @@ def _raw_metadata(result: LandingResult) -> dict[str, Any]:
         "quarantine_table": result.rejects_table,
         "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
     }
+    if result.relay:  # the webhook relay's state per target (forwarding runs in the receiver)
+        meta["relay"] = dg.MetadataValue.json(result.relay)
+        meta["relay_dead_letters"] = sum(t["dead_letters"] for t in result.relay.values())
+        meta["relay_backlog"] = sum(t["backlog"] for t in result.relay.values())
+    return meta
 
 
 def _events_metadata(result: LandingResult) -> dict[str, Any]:

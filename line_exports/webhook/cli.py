@@ -1,4 +1,5 @@
-"""``line-exports webhook serve | new-source | land``: run the receiver and manage sources.
+"""``line-exports webhook serve | new-source | land | relay | replay``: the receiver and its
+sources, landing by hand, and the webhook relay (see ``relay``).
 
 ``register`` plugs into the project's argparse CLI; ``main`` runs it on its own
 (``python -m line_exports.webhook.cli webhook serve ...``) for tests and the load test.
@@ -12,8 +13,10 @@ import inspect
 import json
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -61,6 +64,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     raise_file_limit()  # workers inherit it; the connection cap is derived from it
     os.environ.update(limits.to_env())
+    from line_exports.webhook.app import RELAY_ENV
+
+    try:
+        os.environ.update(_relay_policy(args).to_env())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    os.environ[RELAY_ENV] = "0" if args.no_relay else "1"
     try:
         sources = load_sources()
     except SourceConfigError as exc:
@@ -160,10 +171,114 @@ def _land(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relay_policy(args: argparse.Namespace) -> Any:
+    from line_exports.webhook.relay import RelayPolicy
+
+    return RelayPolicy(
+        max_attempts=args.relay_max_attempts,
+        backoff_base=args.relay_backoff_base,
+        backoff_max=args.relay_backoff_max,
+    )
+
+
+def _chosen_sources(args: argparse.Namespace) -> list[WebhookSource] | None:
+    try:
+        sources = load_sources()
+    except SourceConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    chosen = [s for s in sources if s.relay_to and (not args.source or s.name in args.source)]
+    if not chosen:
+        print("error: no matching source with relay_to", file=sys.stderr)
+        return None
+    return chosen
+
+
+def _relay(args: argparse.Namespace) -> int:
+    """Forward in the foreground (instead of, or next to, the receivers) until interrupted."""
+    from line_exports.webhook.relay import start_relays
+
+    _apply_locations(args)
+    chosen = _chosen_sources(args)
+    if chosen is None:
+        return 2
+    try:
+        policy = _relay_policy(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop, workers = start_relays(chosen, args.spool_url or args.spool, policy)
+    print(f"relaying {len(workers)} target(s); Ctrl-C to stop", file=sys.stderr)
+    try:
+        while any(w.is_alive() for w in workers):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.wake.set()
+            worker.join(timeout=15)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from line_exports.webhook.relay import parse_since, replay
+
+    _apply_locations(args)
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    chosen = _chosen_sources(args)
+    if chosen is None:
+        return 2
+    if args.target and not any(t in s.relay_to for s in chosen for t in args.target):
+        print(f"error: {args.target[0]!r} is in no chosen source's relay_to", file=sys.stderr)
+        return 2
+    failed = 0
+    for source in chosen:
+        targets = [t for t in source.relay_to if not args.target or t in args.target]
+        if not targets:
+            continue
+        results = replay(
+            source,
+            since,
+            targets=targets,
+            spool=args.spool_url or args.spool,
+            attempts=args.attempts,
+        )
+        for result in results:
+            failed += result.failed
+            print(json.dumps(dataclasses.asdict(result), sort_keys=True))
+    return 1 if failed else 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``webhook`` with ``serve``, ``new-source`` and ``land`` to a parent CLI."""
     webhook = subparsers.add_parser("webhook", help="LINE OA webhook receiver (streaming import)")
     sub = webhook.add_subparsers(dest="webhook_command", required=True)
+
+    def relay_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--relay-max-attempts",
+            type=int,
+            default=12,
+            help="relay: attempts per request before it is dead-lettered (default 12)",
+        )
+        p.add_argument(
+            "--relay-backoff-base",
+            type=float,
+            default=1.0,
+            help="relay: seconds before the first retry, doubled each time (default 1)",
+        )
+        p.add_argument(
+            "--relay-backoff-max",
+            type=float,
+            default=600.0,
+            help="relay: longest wait between retries in seconds (default 600)",
+        )
 
     def locations(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", help="data folder (default $LINE_EXPORTS_HOME or ./data)")
@@ -218,6 +333,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default="127.0.0.1",
         help="proxies trusted for X-Forwarded-For/Proto (comma list, '*' for any)",
     )
+    relay_flags(serve)
+    serve.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="forward nothing from this receiver (run 'webhook relay' elsewhere)",
+    )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--no-access-log", action="store_true")
     locations(serve)
@@ -240,6 +361,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     land.add_argument("--target-url", help="SQLAlchemy URL (default the embedded DuckDB)")
     locations(land)
     land.set_defaults(func=_land)
+
+    relay = sub.add_parser(
+        "relay", help="forward spooled requests to each source's relay_to (what serve also does)"
+    )
+    relay.add_argument("--source", action="append", help="source name (repeatable; default all)")
+    relay_flags(relay)
+    locations(relay)
+    relay.set_defaults(func=_relay)
+
+    replay = sub.add_parser("replay", help="forward again what the spool holds since a time")
+    replay.add_argument(
+        "--since",
+        required=True,
+        help="ISO 8601 with offset (2026-11-30T09:00:00+09:00), a duration (30m, 2h, 7d) or "
+        "epoch seconds",
+    )
+    replay.add_argument(
+        "--target", action="append", help="one of the sources' relay_to URLs (default all)"
+    )
+    replay.add_argument("--source", action="append", help="source name (repeatable; default all)")
+    replay.add_argument(
+        "--attempts", type=int, default=3, help="tries per request on a transient failure"
+    )
+    locations(replay)
+    replay.set_defaults(func=_replay)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,6 +99,10 @@ class WebhookSource:
       ``timezone``.
     - ``tags``: Tags, "used to find this source": Dagster tags (label form, empty value) on
       both assets and on the landing job's runs.
+    - ``relay_to``: downstream webhook URLs (a bot of your own, another tool) every verified
+      request is forwarded to (see ``relay``; not in the reference, which advises a relay in
+      front); each must be loopback or a host the deployment allows
+      (``LINE_EXPORTS_ALLOWED_HOSTS``, over HTTPS).
     """
 
     name: str
@@ -115,6 +119,7 @@ class WebhookSource:
     delay: int = 0
     scheduling_timezone: str = ""
     tags: tuple[str, ...] = ()
+    relay_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -165,6 +170,18 @@ class WebhookSource:
         for table in (self.raw_table, self.events_table, self.rejects_table):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", table):
                 raise SourceConfigError(f"source {self.name}: bad table name {table!r}")
+        if not isinstance(self.relay_to, (str, list, tuple)):
+            raise SourceConfigError(f"source {self.name}: relay_to must be a list of URLs")
+        targets = (self.relay_to,) if isinstance(self.relay_to, str) else tuple(self.relay_to)
+        object.__setattr__(self, "relay_to", targets)
+        if len(set(targets)) != len(targets):
+            raise SourceConfigError(f"source {self.name}: relay_to lists a URL twice")
+        for index, target in enumerate(targets):
+            problem = relay_target_problem(target)
+            if problem:
+                raise SourceConfigError(
+                    f"source {self.name}: relay_to[{index}] {target!r} {problem}"
+                )
 
     def qualified(self, table: str) -> str:
         """``database.table`` (or the bare table in the target's default schema)."""
@@ -174,6 +191,39 @@ class WebhookSource:
         """The secret from the environment, read late so it is never copied into config."""
         value = os.environ.get(self.channel_secret_env)
         return value or None
+
+
+def relay_target_problem(url: object) -> str | None:
+    """Why ``url`` may not be a relay target, or None. The rule of every URL the deployment
+    did not write in Python (``workflows.trust``): loopback (any scheme; the sandbox), or a
+    host of ``LINE_EXPORTS_ALLOWED_HOSTS`` over HTTPS. Forwarded bodies are personal data."""
+    from urllib.parse import urlsplit
+
+    from line_exports.http import is_loopback
+    from line_exports.workflows.trust import TrustPolicy
+
+    if not isinstance(url, str):
+        return "is not a URL string"
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a bad port"
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        return "is not an http(s) URL"
+    if is_loopback(host):
+        return None
+    policy = TrustPolicy.from_environment()
+    if not policy.host_granted(host, port):
+        granted = ", ".join(policy.allowed_hosts) or "none"
+        return (
+            "is not loopback or a host the deployment allows (LINE_EXPORTS_ALLOWED_HOSTS: "
+            f"{granted})"
+        )
+    if parts.scheme != "https":
+        return "is plain HTTP to another machine (use https)"
+    return None
 
 
 def default_secret_env(name: str) -> str:
@@ -253,4 +303,6 @@ def source_to_yaml(source: WebhookSource) -> str:
         if getattr(source, key):
             value = getattr(source, key)
             entry[key] = list(value) if key == "tags" else value
+    if source.relay_to:
+        entry["relay_to"] = list(source.relay_to)
     return yaml.safe_dump([entry], sort_keys=False)

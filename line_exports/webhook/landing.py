@@ -85,6 +85,23 @@ class LandingResult:
     null_values_by_column: dict[str, int] = field(default_factory=dict)
     replaced: bool = False
     spool_cursor: int = 0
+    relay: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def relay_status(reader: Any, source: WebhookSource) -> dict[str, dict[str, Any]]:
+    """Per ``relay_to`` target: requests forwarded, still to forward, dead letters and the
+    head's retry state (shown in the landing run's metadata in Dagster)."""
+    status: dict[str, dict[str, Any]] = {}
+    for target in source.relay_to:
+        state = reader.relay_state(source.source_id, target)
+        status[target] = {
+            "forwarded": state.forwarded,
+            "backlog": reader.pending_count(source.source_id, state.position)[0],
+            "dead_letters": len(reader.dead_letters(source.source_id, target)),
+            "attempts_on_head": state.attempts,
+            "last_error": state.last_error,
+        }
+    return status
 
 
 def _existing(conn: sa.Connection, table: sa.Table, column: str, keys: list[str]) -> set[str]:
@@ -287,8 +304,12 @@ def land_source(
 
         last = requests[-1].position if requests else done
         reader.advance(source.source_id, last, new_reject_done)
-        if retention_days is not None:
-            reader.prune(source.source_id, retention_days * 86400.0)
+        if retention_days is not None:  # never a request a relay target still waits for
+            relayed = reader.relay_floor(source.source_id, source.relay_to)
+            reader.prune(
+                source.source_id, retention_days * 86400.0, relayed if source.relay_to else None
+            )
+        result.relay = relay_status(reader, source)
 
     event_rows = written.event_rows
     result.requests_read = len(requests)

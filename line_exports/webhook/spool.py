@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from line_exports import paths, private_files
+from line_exports.webhook.relay_log import RelayLog
+from line_exports.webhook.relay_log import ddl as relay_ddl
 
 SPOOL_ENV = "LINE_EXPORTS_WEBHOOK_SPOOL"
 SPOOL_URL_ENV = "LINE_EXPORTS_WEBHOOK_SPOOL_URL"
@@ -127,6 +129,14 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.executescript(SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    if "signature" not in columns:  # spools made before the relay kept LINE's header
+        with contextlib.suppress(sqlite3.OperationalError):  # another process just added it
+            conn.execute("ALTER TABLE requests ADD COLUMN signature TEXT")
+    for statement in relay_ddl(
+        blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL"
+    ):
+        conn.execute(statement)
     return conn
 
 
@@ -143,6 +153,7 @@ class SpooledRequest:
     event_count: int
     body: bytes
     txid: int = 0
+    signature: str | None = None  # x-line-signature as received (None in older spools)
 
     @property
     def position(self) -> Position:
@@ -164,6 +175,7 @@ class GroupCommitWriter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = object()
+        self.listeners: list[threading.Event] = []  # set after each commit (wake the relay)
 
     def _connect(self) -> Any:
         raise NotImplementedError
@@ -200,13 +212,14 @@ class GroupCommitWriter:
         parse_error: str | None,
         event_count: int,
         body: bytes,
+        signature: str | None = None,
     ) -> None:
         """Queue a verified request and wait until it is durably on disk."""
         if self._thread is None:
             raise RuntimeError("spool writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        row = (request_id, source_id, received_at, 1, parse_error, event_count, body)
+        row = (request_id, source_id, received_at, 1, parse_error, event_count, body, signature)
         self._queue.put((row, loop, future))
         await future
 
@@ -251,6 +264,9 @@ class GroupCommitWriter:
                 if conn is None:
                     conn = self._connect()
                 self._commit(conn, [row for row, _, _ in batch], rejects)
+                if batch:
+                    for listener in self.listeners:
+                        listener.set()
             except BaseException as exc:  # disk full, I/O error, lost server: answer 5xx
                 error = exc
                 log.error("spool commit failed: %s", exc)
@@ -282,7 +298,7 @@ class SpoolWriter(GroupCommitWriter):
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "INSERT INTO requests (request_id, source_id, received_at, signature_ok,"
-                " parse_error, event_count, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " parse_error, event_count, body, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             conn.executemany(
@@ -321,7 +337,7 @@ class _FileClaim:
         return None
 
 
-class SpoolReader:
+class SpoolReader(RelayLog):
     """The SQLite spool's landing side: reads new requests and moves the per-source cursor."""
 
     def __init__(self, path: str | Path) -> None:
@@ -358,6 +374,18 @@ class SpoolReader:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _execute(self, statements: Any) -> list[Any]:
+        rows: list[Any] = []
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                rows = self._conn.execute(sql, params).fetchall()
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return rows
+
     def cursor(self, source_id: str) -> tuple[Position, Position]:
         """(last landed request, last counted reject) positions."""
         row = self._conn.execute(
@@ -376,18 +404,19 @@ class SpoolReader:
         """
         rows = self._conn.execute(
             "SELECT id, request_id, source_id, received_at, signature_ok, parse_error,"
-            " event_count, body FROM requests WHERE source_id = ? AND id > ?"
+            " event_count, body, signature FROM requests WHERE source_id = ? AND id > ?"
             " AND received_at >= ? ORDER BY id LIMIT ?",
             (source_id, after[1], since if since is not None else -1.0, limit),
         ).fetchall()
         return [
-            SpooledRequest(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], bytes(r[7]))
+            SpooledRequest(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], bytes(r[7]), 0, r[8])
             for r in rows
         ]
 
-    def pending_count(self, source_id: str) -> tuple[int, int]:
-        """(number of requests not yet landed, highest request row id) for sensors."""
-        (_, done), _ = self.cursor(source_id)
+    def pending_count(self, source_id: str, after: Position | None = None) -> tuple[int, int]:
+        """(number of requests after ``after``, default the landing cursor; highest request
+        row id) for sensors and the relay's backlog."""
+        (_, done), _ = self.cursor(source_id) if after is None else (after, after)
         row = self._conn.execute(
             "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM requests WHERE source_id = ? AND id > ?",
             (source_id, done),

@@ -30,6 +30,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from line_exports.webhook.relay_log import RelayLog
+from line_exports.webhook.relay_log import ddl as relay_ddl
 from line_exports.webhook.spool import (
     ClaimLost,
     GroupCommitWriter,
@@ -52,7 +54,9 @@ _DDL = [
         signature_ok BOOLEAN NOT NULL,
         parse_error TEXT,
         event_count INTEGER NOT NULL,
-        body BYTEA NOT NULL)""",
+        body BYTEA NOT NULL,
+        signature TEXT)""",
+    "ALTER TABLE requests ADD COLUMN IF NOT EXISTS signature TEXT",
     "CREATE INDEX IF NOT EXISTS requests_by_source ON requests (source_id, txid, id)",
     "CREATE INDEX IF NOT EXISTS requests_by_time ON requests (source_id, received_at)",
     """CREATE TABLE IF NOT EXISTS rejects (
@@ -70,10 +74,12 @@ _DDL = [
         reject_txid BIGINT NOT NULL DEFAULT 0,
         reject_done BIGINT NOT NULL DEFAULT 0,
         updated_at DOUBLE PRECISION)""",
+    *relay_ddl(blob="BYTEA", serial="BIGSERIAL PRIMARY KEY", real="DOUBLE PRECISION"),
 ]
 
 _COLUMNS = (
-    "id, request_id, source_id, received_at, signature_ok, parse_error, event_count, body, txid"
+    "id, request_id, source_id, received_at, signature_ok, parse_error, event_count, body, txid,"
+    " signature"
 )
 
 
@@ -132,9 +138,9 @@ class PgSpoolWriter(GroupCommitWriter):
                 conn.execute(
                     sa.text(
                         "INSERT INTO requests (request_id, source_id, received_at, signature_ok,"
-                        " parse_error, event_count, body) VALUES (:request_id,"
+                        " parse_error, event_count, body, signature) VALUES (:request_id,"
                         " :source_id, :received_at, :signature_ok, :parse_error, :event_count,"
-                        " :body)"
+                        " :body, :signature)"
                     ),
                     [
                         {
@@ -145,6 +151,7 @@ class PgSpoolWriter(GroupCommitWriter):
                             "parse_error": r[4],
                             "event_count": r[5],
                             "body": r[6],
+                            "signature": r[7],
                         }
                         for r in rows
                     ],
@@ -174,7 +181,7 @@ class _AdvisoryClaim:
             raise ClaimLost(f"the spool connection holding the claim was lost: {exc}") from exc
 
 
-class PgSpoolReader:
+class PgSpoolReader(RelayLog):
     """The landing/relay side on PostgreSQL; the same methods as ``spool.SpoolReader``."""
 
     def __init__(self, url: str) -> None:
@@ -221,6 +228,14 @@ class PgSpoolReader:
     def _run(self, sql: str, **params: Any) -> list[Any]:
         with self._engine.begin() as conn:
             return list(conn.execute(sa.text(sql), params))
+
+    def _execute(self, statements: Any) -> list[Any]:
+        rows: list[Any] = []
+        with self._engine.begin() as conn:
+            for sql, params in statements:
+                result = conn.execute(sa.text(sql), params)
+                rows = list(result) if result.returns_rows else []
+        return rows
 
     def cursor(self, source_id: str) -> tuple[Position, Position]:
         rows = self._run(
@@ -278,13 +293,15 @@ class PgSpoolReader:
                 int(r[6]),
                 bytes(r[7]),
                 int(r[8]),
+                r[9],
             )  # fmt: skip
             for r in rows
         ]
 
-    def pending_count(self, source_id: str) -> tuple[int, int]:
-        """(number of requests not yet landed, highest request row id) for sensors."""
-        done, _ = self.cursor(source_id)
+    def pending_count(self, source_id: str, after: Position | None = None) -> tuple[int, int]:
+        """(number of requests after ``after``, default the landing cursor; highest request
+        row id) for sensors and the relay's backlog."""
+        done = self.cursor(source_id)[0] if after is None else after
         ((count, newest),) = self._run(
             "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM requests WHERE source_id = :s"
             " AND (txid, id) > (:t, :i)",
