@@ -21,10 +21,10 @@ from line_exports.sandbox import line_webhook_bot as bots
 from line_exports.sandbox.core import Fault, Sandbox
 from line_exports.sandbox.server import SandboxServer
 from line_exports.webhook.cli import main
-from line_exports.webhook.config import SourceConfigError, WebhookSource, parse_sources
+from line_exports.webhook.config import SOURCES_ENV, SourceConfigError, WebhookSource, parse_sources
 from line_exports.webhook.landing import land_source
 from line_exports.webhook.relay import RelayPolicy, classify, parse_since
-from line_exports.webhook.spool import open_reader
+from line_exports.webhook.spool import SPOOL_ENV, SPOOL_URL_ENV, open_reader
 
 try:  # works whether or not line_exports_tests becomes a package
     from line_exports_tests.webhook_helpers import (
@@ -47,6 +47,10 @@ FAST = RelayPolicy(max_attempts=200, backoff_base=0.05, backoff_max=0.3, timeout
 @pytest.fixture(autouse=True)
 def _secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LINE_EXPORTS_HOME", str(tmp_path / "home"))
+    # main() exports --sources/--spool for serve's workers: undo that after each test.
+    for name in (SOURCES_ENV, SPOOL_ENV, SPOOL_URL_ENV):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     for name, secret in SECRETS.items():
         monkeypatch.setenv(f"LINE_CHANNEL_SECRET_{name.upper()}", secret)
 
