@@ -76,7 +76,6 @@ SYNC_EXPORTS = sa.Table(
     sa.Column("mode", sa.Text, nullable=False),  # the mode of the last committed run
     sa.Column("runs", sa.Integer, nullable=False),
     sa.Column("recorded_at", sa.Float, nullable=False),
-    sa.Column("extra", sa.Text),  # JSON a destination keeps across runs (e.g. an audience id)
 )
 
 
