@@ -333,9 +333,35 @@ def mirror_day2(url: str, tags: dict[str, str] | None = None) -> dg.ExecuteInPro
 
 CHILD = """
 import sys
-from line_exports_tests.test_sync import mirror_day2
-mirror_day2(sys.argv[1])
+from line_exports_tests import test_sync
+getattr(test_sync, sys.argv[1])(sys.argv[2])
 """
+
+
+def kill_when(rule: Any, hits: int, function: str, url: str, home: Path) -> None:
+    """Run ``test_sync.<function>(url)`` in a child process; SIGKILL it (its whole process
+    group) once ``rule`` (a LateAnswers rule) has seen ``hits`` requests."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LINE_EXPORTS_HOME": str(home), "PYTHONPATH": str(root)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, function, url],
+        env=env,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while rule.hits < hits:
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, f"the child never made {hits} requests"
+            time.sleep(0.005)
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
 
 
 def test_mirror_killed_mid_removal_then_rerun_is_exactly_once(line_exports_home: Path) -> None:
@@ -350,28 +376,9 @@ def test_mirror_killed_mid_removal_then_rerun_is_exactly_once(line_exports_home:
         day1 = linkedin_run(server, contacts(1, members=KILL_MEMBERS), "mirror")
         assert day1.success, failure_text(day1)
         slow = server.late.add("/rest/dmpSegments/", "POST", 0.25, times=-1)
-        root = Path(__file__).resolve().parents[1]
-        env = {**os.environ, "LINE_EXPORTS_HOME": str(line_exports_home), "PYTHONPATH": str(root)}
         before = elements(sandbox)
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, server.url],
-            env=env,
-            cwd=root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        try:
-            while slow.hits < 3:  # 2 ADDs answered, the first REMOVE acted on
-                assert child.poll() is None, child.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "the child never reached its first REMOVE"
-                time.sleep(0.005)
-            os.killpg(child.pid, signal.SIGKILL)
-        finally:
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait(timeout=10)
+        # 2 ADDs answered, the first REMOVE acted on, its answer held back: SIGKILL.
+        kill_when(slow, 3, "mirror_day2", server.url, line_exports_home)
         settle(sandbox, quiet=0.45)
         server.late.rules.clear()
         assert elements(sandbox) - before == 3
@@ -585,3 +592,52 @@ def test_mirror_on_a_postgresql_ledger(
             held = con.execute(sa.text("select count(*) from sync_members")).scalar_one()
         engine.dispose()
         assert held == 198
+
+
+def audience_day2(url: str) -> dg.ExecuteInProcessResult:
+    """Day 2 of the audience mirror export for the tick TICK (also run in a child process)."""
+    asset = build_export(
+        "aud_sync",
+        destination="line_messaging",
+        query=audience_query(0, 202, gone=True),
+        settings={
+            "target": "audience",
+            "audience_name": AUDIENCE_NAME,
+            "sync_mode": "mirror",
+            **FAST,
+        },
+        retry_policy=None,
+    )
+    res = LineMessagingResource(base_url=url, poll_seconds=0.05)
+    return dg.materialize(
+        [asset],
+        resources={"line_messaging": res, "sql_source": SqlSource()},
+        tags=TICK,
+        raise_on_error=False,
+    )
+
+
+def test_audience_rebuild_killed_after_create_then_rerun(line_exports_home: Path) -> None:
+    """SIGKILL the rebuild after LINE created the new audience (its answer held back): the
+    re-run of the same tick finds that audience (not the one it replaces), adds the same IDs
+    to it, deletes the old one, and leaves exactly one audience of the name holding the IDs."""
+    from line_exports_tests.resilience_helpers import LateAnswerServer, settle
+
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        sandbox = server.sandbox
+        assert audience_run(server, audience_query(0, 200)).success
+        [first] = named_audiences(sandbox)
+        slow = server.late.add("/v2/bot/audienceGroup/upload", "POST", 0.25, times=-1)
+        kill_when(slow, 1, "audience_day2", server.url, line_exports_home)
+        settle(sandbox, quiet=0.45)
+        server.late.rules.clear()
+        assert len(named_audiences(sandbox)) == 2  # the old one and the new one, unfinished
+
+        rerun = audience_day2(server.url)
+        assert rerun.success, failure_text(rerun)
+        meta = meta_of(rerun, "aud_sync")
+        assert meta["audiences_deleted"] == [first] and meta["members_removed"] == 2
+        expected = {f"U{n:032x}" for n in range(202) if n % 100 != 2}
+        [(second, ids)] = named_audiences(sandbox).items()
+        assert second != first and ids == expected
+        assert sandbox.count("POST", "/v2/bot/audienceGroup/upload") == 2  # day 1 + the killed
