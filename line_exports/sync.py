@@ -22,7 +22,10 @@ nothing; an empty result, or one that would remove more than ``max_remove_ratio`
 
 A run's plan is fixed before it sends: its rows are marked ``pending`` first, and only a
 finished delivery records them ``accepted``, so a killed run re-executed for the same scope plans
-the very same rows and removals, and the ledger resumes them exactly once.
+the very same rows and removals, and the ledger resumes them exactly once. The store is written
+in transactions of 50,000 rows (the claim's heartbeat needs the lock meanwhile): a process
+killed while recording leaves the rest ``pending``, sent again next run, which the APIs absorb
+(an ADD or import of a member already there, a CAPI deduplication key).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ SYNC_MODES: tuple[str, ...] = ("append", "diff", "mirror")
 SYNC_CHECK = "sync_removals"
 DEFAULT_MAX_REMOVE_RATIO = 0.2
 SAMPLE_ROWS = 5
+WRITE_CHUNK = 50_000
 
 
 @dataclass(frozen=True)
@@ -268,17 +272,20 @@ class SyncStore:
     def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        with self.ledger._lock:
-            if self.ledger._sqlite is not None:
-                con = self.ledger._sqlite
-                con.execute("begin")
-                try:
-                    con.executemany(sql, rows)
-                except BaseException:
-                    con.execute("rollback")
-                    raise
-                con.execute("commit")
-                return
+        if self.ledger._sqlite is not None:
+            # One transaction per WRITE_CHUNK rows: the claim's heartbeat (another connection)
+            # must get the write lock meanwhile, and a 1M-row transaction held it too long.
+            con = self.ledger._sqlite
+            for start in range(0, len(rows), WRITE_CHUNK):
+                with self.ledger._lock:
+                    con.execute("begin")
+                    try:
+                        con.executemany(sql, rows[start : start + WRITE_CHUNK])
+                    except BaseException:
+                        con.execute("rollback")
+                        raise
+                    con.execute("commit")
+            return
         # PostgreSQL: the same statements through SQLAlchemy.
         if sql.startswith("insert"):
             insert = self.ledger.insert(SYNC_MEMBERS)
@@ -293,9 +300,9 @@ class SyncStore:
                 SYNC_MEMBERS.c.export == sa.bindparam("e"), SYNC_MEMBERS.c.key == sa.bindparam("k")
             )
             params = [{"e": e, "k": k} for e, k in rows]
-        with self.ledger._lock, self.ledger.engine.begin() as con:
-            for start in range(0, len(params), 10_000):
-                con.execute(statement, params[start : start + 10_000])
+        for start in range(0, len(params), WRITE_CHUNK):
+            with self.ledger._lock, self.ledger.engine.begin() as con:
+                con.execute(statement, params[start : start + WRITE_CHUNK])
 
 
 def store_name(export: str, scope: str) -> str:
