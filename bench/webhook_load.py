@@ -375,6 +375,7 @@ def run_load(args: argparse.Namespace, spool_url: str | None) -> int:
     kill_after = int(args.events * args.kill_at)
     killed = threading.Event()
     downtime = [0.0]
+    at_kill = [0.0, 0]  # seconds since the start, events acknowledged: the steady-state figure
 
     def client() -> None:
         http = requests.Session()
@@ -432,6 +433,8 @@ def run_load(args: argparse.Namespace, spool_url: str | None) -> int:
                 if len(acked) >= kill_after or outstanding[0] == 0:
                     break
             time.sleep(0.005)
+        with lock:
+            at_kill[:] = [time.monotonic() - started, len(acked)]
         receivers[0].kill()
         killed.set()
         down = time.monotonic()
@@ -491,6 +494,11 @@ def run_load(args: argparse.Namespace, spool_url: str | None) -> int:
         f"throughput:           {len(acked) / send_seconds:.0f} events/s,"
         f" {len(latencies) / send_seconds:.0f} requests/s over {send_seconds:.1f}s"
     )
+    if at_kill[0]:
+        print(
+            f"before the SIGKILL:   {at_kill[1] / at_kill[0]:.0f} events/s (all receivers up,"
+            f" {at_kill[1]} events in {at_kill[0]:.1f}s)"
+        )
     print(f"latency of 200s:      p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(
         f"landed:               {len(landed)} events in {land_seconds:.1f}s"
