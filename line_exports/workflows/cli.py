@@ -115,9 +115,10 @@ def _query_errors(folder: Any) -> list[tuple[Any, str]]:
     return found
 
 
-def validate(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def validate(ns: argparse.Namespace, out: TextIO | None = None) -> int:
     """Load everything and plan every query on the source; print each problem, then one row
     per workflow."""
+    out = out or sys.stdout  # at call time: a caller may have replaced sys.stdout
     if getattr(ns, "folder", None):
         ns.workflows = ns.folder
     folder = _folder(ns)
@@ -229,8 +230,9 @@ def _mapped(out: TextIO, label: str, chunks: Any, settings: Any, moment: datetim
     return output_mapping.mapped_chunks(chunks, mapping, strings)
 
 
-def plan(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run each task's query and validation; show what would be sent; send nothing."""
+    out = out or sys.stdout  # at call time: a caller may have replaced sys.stdout
     from line_exports.export import validate_export
     from line_exports.session import render_session_variables, session_variables
 
@@ -365,8 +367,9 @@ def _instance() -> Any:
     )
 
 
-def run(ns: argparse.Namespace, out: TextIO = sys.stdout, instance: Any = None) -> int:
+def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None) -> int:
     """Run one workflow now (in process), its tasks in order; summary of each task."""
+    out = out or sys.stdout  # at call time: a caller may have replaced sys.stdout
     import dagster as dg
 
     from line_exports.session import SESSION_TIME_TAG

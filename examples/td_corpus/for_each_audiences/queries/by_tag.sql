@@ -1,0 +1,1 @@
+SELECT line_uid FROM line_members WHERE tags = '${audience}'

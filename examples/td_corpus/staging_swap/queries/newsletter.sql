@@ -1,0 +1,3 @@
+SELECT line_uid, customer_id
+FROM line_members
+WHERE tags LIKE '%newsletter%'
