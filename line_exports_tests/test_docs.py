@@ -39,6 +39,12 @@ COVERED_ELSEWHERE = {
     "export MAAC_API_TOKEN=...": "needs a real MAAC account; test_maac.py covers the token path",
     "pip install 'line-exports[k8s]'": "an install; test_scale_out.py loads examples/k8s",
     "line-exports linkedin-auth": "interactive OAuth; test_linkedin_auth.py runs its flow",
+    "line-exports validate examples/td_corpus/staging_swap": (
+        "test_td_corpus.py validates every examples/td_corpus project through the CLI"
+    ),
+    "line-exports run newsletter --workflows examples/td_corpus/staging_swap": (
+        "test_td_corpus.py runs every examples/td_corpus workflow through the CLI"
+    ),
     "line-exports webhook serve --spool-url postgresql+psycopg://lx@db-host/line_oa": (
         "test_webhook_postgres.py runs two webhook serve --spool-url on a real PostgreSQL"
     ),
