@@ -125,12 +125,14 @@ def accepted(out: str) -> dict[str, int]:
     rows: dict[str, int] = {}
     lines = out.splitlines()
     for i, line in enumerate(lines):
-        if line.split()[:2] == ["task", "status"]:
+        header = line.split()
+        if header[:2] == ["task", "status"]:
+            column = header.index("accepted")
             for row in lines[i + 2 :]:
                 cells = row.split()
-                if len(cells) < 8:
+                if len(cells) != len(header):
                     break
-                rows[cells[0]] = int(cells[6].replace(",", ""))
+                rows[cells[0]] = int(cells[column].replace(",", ""))
     return rows
 
 
