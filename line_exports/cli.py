@@ -214,8 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def webhook_parser() -> argparse.ArgumentParser:
+    """``line-exports webhook ...`` alone: a receiver (``webhook serve`` with one worker serves
+    in this very process) loads neither Dagster nor pandas nor DuckDB just to read its flags."""
+    from line_exports.webhook.cli import register as register_webhook
+
+    parser = argparse.ArgumentParser(prog="line-exports", description=__doc__)
+    register_webhook(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    parser = webhook_parser() if args[:1] == ["webhook"] else build_parser()
+    ns = parser.parse_args(args)
     return int(ns.func(ns))
 
 

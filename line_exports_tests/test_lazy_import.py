@@ -1,0 +1,52 @@
+"""The package imports its heavy parts on first use: a webhook receiver (``webhook serve``, its
+workers) loads neither Dagster nor pandas nor DuckDB, while every public name still imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import line_exports
+import line_exports.workflows
+
+HEAVY = ("dagster", "pandas", "duckdb", "pyarrow", "numpy", "sqlglot", "phonenumbers")
+
+RECEIVER = """
+import json, sys
+import line_exports.webhook.app, line_exports.webhook.workers
+from line_exports.cli import webhook_parser
+from line_exports.webhook.config import relay_target_problem
+webhook_parser().parse_args(["webhook", "serve", "--workers", "2"])
+relay_target_problem("https://hooks.example.com/line")
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy})))
+"""
+
+
+def test_the_receiver_loads_no_heavy_package() -> None:
+    code = RECEIVER.format(heavy=repr(set(HEAVY)))
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(ran.stdout) == []
+
+
+def test_every_public_name_imports() -> None:
+    for package in (line_exports, line_exports.workflows):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, name
+        assert set(package.__all__) <= set(dir(package))
+        assert set(package.__all__) == set(package._EXPORTS)
+    from line_exports import SqlSource, build_export  # the documented form
+
+    assert build_export.__module__ == "line_exports.export"
+    assert SqlSource.__module__ == "line_exports.sources"
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    try:
+        line_exports.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("no AttributeError")
