@@ -88,6 +88,7 @@ def make_folder(tmp_path: Path, files: dict[str, str], connections: str = "") ->
     folder.mkdir(exist_ok=True)
     (folder / "connections.yaml").write_text(connections or "connections: {}\n")
     for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(textwrap.dedent(text).lstrip("\n"))
     return folder
 
@@ -394,3 +395,115 @@ def test_retry_then_error_once(
     gave_up = [m for m in logs if m.startswith("gave up:")]
     assert len(gave_up) == 1 and "mail>: ConnectionRefusedError" in gave_up[0]
     assert time.monotonic() - started < 60
+
+
+def test_error_of_a_called_file_runs_before_the_callers(tmp_path: Path) -> None:
+    """call>: the called file's top-level _error watches its tasks; the caller's runs after."""
+    folder = make_folder(
+        tmp_path,
+        {
+            "main.dig": """
+            _error:
+              echo>: "caller: ${error.message}"
+            +shared:
+              call>: lib/shared.dig
+            +never:
+              echo>: not reached
+            """,
+            "lib/shared.dig": """
+            _error:
+              echo>: "shared: ${error.message}"
+            +stop:
+              fail>: stopped in shared
+            """,
+        },
+    )
+    result, logs = run(folder, "main")
+    assert not result.success
+    said = [m for m in logs if m.startswith(("caller:", "shared:"))]
+    assert said == ["shared: stopped in shared", "caller: stopped in shared"]
+
+
+def test_digdags_mail_doc_example(tmp_path: Path, mail_env: Inbox) -> None:
+    """digdag-docs operators/mail.md's example (step3's sh> is fail> here: sh> is refused)."""
+    folder = make_folder(
+        tmp_path,
+        {
+            "doc.dig": """
+            _export:
+              mail:
+                from: "you@gmail.com"
+
+            +step1:
+              mail>: body.txt
+              subject: workflow started
+              to: [me@example.com]
+              cc: [foo@example.com,bar@example.com]
+
+            +step2:
+              mail>:
+                data: this is email body embedded in a .dig file
+              subject: workflow started
+              to: [me@example.com]
+              bcc: [foo@example.com,bar@example.com]
+
+            +step3:
+              fail>: this_task_might_fail
+              _error:
+                mail>: body.txt
+                subject: this workflow failed
+                to: [me@example.com]
+            """,
+            "body.txt": "Session ${session_date}\n",
+        },
+    )
+    result, _ = run(folder, "doc")
+    assert not result.success
+    one, two, three = mail_env.messages
+    assert [m["from"] for m in (one, two, three)] == ["you@gmail.com"] * 3
+    assert sorted(one["rcpt"]) == ["bar@example.com", "foo@example.com", "me@example.com"]
+    assert one["message"]["Cc"] == "foo@example.com, bar@example.com"
+    # no timezone: UTC, where the session 2026-11-30T00:00+09:00 is still the 29th
+    assert one["message"].get_content().strip() == "Session 2026-11-29"
+    assert sorted(two["rcpt"]) == sorted(one["rcpt"]) and two["message"]["Bcc"] is None
+    assert two["message"].get_content().strip() == "this is email body embedded in a .dig file"
+    assert three["message"]["Subject"] == "this workflow failed"
+
+
+def test_digdags_td_ddl_doc_example(tmp_path: Path) -> None:
+    """digdag-docs operators/td_ddl.md's steps 1-4 and its database: example."""
+    folder = make_folder(
+        tmp_path,
+        {
+            "doc.dig": """
+            _export:
+              td:
+                database: www_access
+
+            +step1:
+              td_ddl>:
+              create_tables: ["my_table_${session_date_compact}"]
+            +step2:
+              td_ddl>:
+              drop_tables: ["my_table_${session_date_compact}"]
+            +step3:
+              td_ddl>:
+              empty_tables: ["my_table_${session_date_compact}"]
+            +step4:
+              td_ddl>:
+              rename_tables: [{from: "my_table_${session_date_compact}", to: "my_table"}]
+            +task1:
+              td_ddl>:
+              create_tables: [test_ddl1, test_ddl2]
+              database: test_db2
+            """
+        },
+    )
+    result, _ = run(folder, "doc")
+    assert result.success
+    with duckdb.connect(str(paths.default_duckdb_path()), read_only=True) as con:
+        names = {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+    assert {"my_table", "test_ddl1", "test_ddl2"} <= names
+    assert "my_table_20261130" not in names
