@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,8 +17,15 @@ from line_exports.webhook.cli import main, register
 from line_exports.webhook.config import SourceConfigError, load_sources, parse_sources
 
 try:  # works whether or not line_exports_tests becomes a package
+    from line_exports_tests.receiver_process import (
+        kill,
+        start_receiver,
+        wait_healthy,
+        write_sources,
+    )
     from line_exports_tests.webhook_helpers import base_event, body_of, free_port, signed_headers
 except ImportError:
+    from receiver_process import kill, start_receiver, wait_healthy, write_sources
     from webhook_helpers import base_event, body_of, free_port, signed_headers
 
 SECRET = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
@@ -91,30 +94,18 @@ def test_sources_file_refuses_secrets_and_bad_ids() -> None:
 
 
 def _start(port: int, home: Path, sources: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LINE_CHANNEL_SECRET_SHOP_OA": SECRET}
-    cmd = [
-        sys.executable, "-m", "line_exports.webhook.cli", "webhook", "serve",
-        "--port", str(port), "--workers", "2", "--data-dir", str(home),
-        "--sources", str(sources), "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    deadline = time.monotonic() + 60  # start-up imports are slow on a busy host
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).ok:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise RuntimeError("receiver did not come up")
+    proc = start_receiver(port, home, sources, SECRET, workers=2)
+    if not wait_healthy(port, proc):
+        kill(proc)
+        raise RuntimeError("receiver did not come up")
+    return proc
 
 
 def test_served_receiver_survives_sigkill_without_losing_acknowledged_events(
     tmp_path: Path, _home: Path
 ) -> None:
     source_id = str(uuid.uuid4())
-    sources = tmp_path / "sources.yaml"
-    sources.write_text(f"sources:\n  - name: shop_oa\n    source_id: {source_id}\n")
+    sources = write_sources(tmp_path / "sources.yaml", source_id)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/task/{source_id}"
 
@@ -131,13 +122,11 @@ def test_served_receiver_survives_sigkill_without_losing_acknowledged_events(
     try:
         with ThreadPoolExecutor(8) as pool:
             acked = [i for ids in pool.map(send, range(40)) for i in ids]
-        os.killpg(proc.pid, signal.SIGKILL)  # no graceful shutdown, no flush
-        proc.wait(timeout=10)
+        kill(proc)  # SIGKILL, workers too: no graceful shutdown, no flush
         proc = _start(port, _home, sources)
         acked += send(1000)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        kill(proc)
     assert len(acked) == 410
 
     target = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"

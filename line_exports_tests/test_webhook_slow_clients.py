@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from line_exports.webhook.guard import Limits
 from line_exports.webhook.spool import SpoolReader
 
 try:  # works whether or not line_exports_tests becomes a package
+    from line_exports_tests.receiver_process import served_receiver, write_sources
     from line_exports_tests.webhook_helpers import (
         base_event,
         body_of,
@@ -43,6 +43,7 @@ try:  # works whether or not line_exports_tests becomes a package
         signed_headers,
     )
 except ImportError:
+    from receiver_process import served_receiver, write_sources
     from webhook_helpers import (
         base_event,
         body_of,
@@ -107,33 +108,10 @@ def _real_traffic(url: str, seconds: float, first_id: int) -> tuple[list[float],
 @contextlib.contextmanager
 def _served(tmp_path: Path, source_id: str, nofile: int | None) -> Iterator[tuple[int, int]]:
     """``webhook serve`` (1 worker) as a real process, optionally with a low RLIMIT_NOFILE."""
-    sources = tmp_path / "sources.yaml"
-    sources.write_text(f"sources:\n  - name: shop_oa\n    source_id: {source_id}\n")
+    sources = write_sources(tmp_path / "sources.yaml", source_id)
     port = free_port()
-    argv = [
-        sys.executable, "-m", "line_exports.webhook.cli", "webhook", "serve",
-        "--port", str(port), "--data-dir", str(tmp_path / "home"), "--sources", str(sources),
-        "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    if nofile:  # soft and hard, as on a host with `ulimit -n 1024`
-        argv = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "serve", *argv]
-    env = {**os.environ, "LINE_CHANNEL_SECRET_SHOP_OA": SECRET}
-    proc = subprocess.Popen(argv, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("receiver did not come up")
-            time.sleep(0.1)
+    with served_receiver(port, tmp_path / "home", sources, SECRET, nofile=nofile) as proc:
         yield port, proc.pid
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def _median(values: list[float]) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,8 +18,15 @@ import pytest
 import requests
 
 try:  # works whether or not line_exports_tests becomes a package
+    from line_exports_tests.receiver_process import (
+        kill,
+        start_receiver,
+        wait_healthy,
+        write_sources,
+    )
     from line_exports_tests.webhook_helpers import base_event, body_of, free_port, signed_headers
 except ImportError:
+    from receiver_process import kill, start_receiver, wait_healthy, write_sources
     from webhook_helpers import base_event, body_of, free_port, signed_headers
 
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -51,38 +57,16 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _serve(port: int, home: Path, sources: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LINE_CHANNEL_SECRET_SHOP_OA": SECRET}
-    cmd = [
-        sys.executable, "-m", "line_exports.webhook.cli", "webhook", "serve",
-        "--port", str(port), "--workers", "2", "--data-dir", str(home),
-        "--sources", str(sources), "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    return subprocess.Popen(cmd, env=env, start_new_session=True)
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen[bytes], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).ok:
-                return True
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    return False
-
-
 def test_sigkill_of_the_supervisor_takes_the_workers_and_a_restart_binds(tmp_path: Path) -> None:
     home = tmp_path / "home"
     source_id = str(uuid.uuid4())
-    sources = tmp_path / "sources.yaml"
-    sources.write_text(f"sources:\n  - name: shop_oa\n    source_id: {source_id}\n")
+    sources = write_sources(tmp_path / "sources.yaml", source_id)
     port = free_port()
-    first = _serve(port, home, sources)
+    first = start_receiver(port, home, sources, SECRET, workers=2)
     second: subprocess.Popen[bytes] | None = None
     workers: list[int] = []
     try:
-        assert _wait_healthy(port, first, 60), "receiver did not come up"
+        assert wait_healthy(port, first), "receiver did not come up"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and len(workers) < 2:
             workers = [p for p in _children(first.pid) if _alive(p)]
@@ -97,8 +81,8 @@ def test_sigkill_of_the_supervisor_takes_the_workers_and_a_restart_binds(tmp_pat
         assert not [p for p in workers if _alive(p)], "workers outlived their supervisor"
 
         started = time.monotonic()
-        second = _serve(port, home, sources)
-        assert _wait_healthy(port, second, 60), "restart could not bind"
+        second = start_receiver(port, home, sources, SECRET, workers=2)
+        assert wait_healthy(port, second), "restart could not bind"
         body = body_of([base_event("follow", 1)])
         resp = requests.post(
             f"http://127.0.0.1:{port}/v1/task/{source_id}",
@@ -111,8 +95,7 @@ def test_sigkill_of_the_supervisor_takes_the_workers_and_a_restart_binds(tmp_pat
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+                kill(proc)
         for pid in workers:  # only if the fix failed: never leave our own orphans behind
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
