@@ -207,6 +207,27 @@ def test_known_values_expand_at_load_into_assets_in_digdags_order(tmp_path: Path
     assert steps["docs/run_if_param_is_true"].text == "true == true"
     assert steps["docs/run_if_param_is_false"].text == "true == false"
     assert deps["docs/after"] == ["docs/run_if_param_is_false"]
+    assert [
+        steps[f"docs/fruits/for_0_fruit_{f}_verb_{v}"].text
+        for f, v in (
+            ("0_apple_1", "0_eat"),
+            ("0_apple_1", "1_throw"),
+            ("1_orange_1", "0_eat"),
+            ("1_orange_1", "1_throw"),
+        )
+    ] == ["eat apple", "throw apple", "eat orange", "throw orange"]
+    result = run(folder, "docs", "2026-11-30T00:00:00+00:00")
+    assert result.success
+    said = dict(messages(result))
+    assert said["docs/repeat/loop_6/step1"] == (
+        '"2026-12-06T00:00:00.000Z" is 6 days later than 2026-11-30'
+    )
+    assert said["docs/repeat/loop_6/step2"] == (
+        '"2026-11-30T06:00:00.000Z" is 6 hours later than 2026-11-30 00:00:00.'
+    )
+    assert [m for k, m in messages(result) if k.startswith("docs/ranges/")] == [
+        f"processing from {f} to {f + 10}." for f in (10, 20, 30, 40)
+    ]
 
 
 def test_parallel_limit_as_digdags_workflow_definition_example(tmp_path: Path) -> None:
