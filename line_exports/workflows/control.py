@@ -703,6 +703,7 @@ def run_control(
         f"{len(parser.order)} task(s)"
     )
     ran: list[str] = []
+    own: dict[str, Any] = {}
     failures: list[str] = []
     parallel, limit = _parallel_of(generated)
     children = _children(generated)
@@ -718,7 +719,13 @@ def run_control(
             context.log.info(f"{_name(item)}: not run (an earlier task of {label} failed)")
             continue
         try:
-            yield from _run_item(item, control, context, source_key, label)
+            for event in _run_item(item, control, context, source_key, label):
+                if event.asset_key == control.key:
+                    # if>'s _do holding one operator is the control task itself: one
+                    # materialization of its key, with the task's metadata
+                    own.update(event.metadata)
+                else:
+                    yield event
         except dg.Failure as exc:
             if not parallel:
                 raise
@@ -734,6 +741,7 @@ def run_control(
             allow_retries=False,
         )
     return {
+        **own,
         "operator": control.op,
         "value": dg.MetadataValue.json(command)
         if isinstance(command, (dict, list))
