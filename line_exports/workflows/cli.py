@@ -389,9 +389,11 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
     tags = (
         {SESSION_TIME_TAG: _session(ns, workflow.timezone).isoformat()} if ns.session_time else {}
     )
+    # exports, steps and control tasks (expanded where known at load), as digdag runs them
+    names = [item.name for item in workflow.order] or [t.name for t in workflow.tasks]
     _say(
         out,
-        f"running {workflow.file.name}: {len(workflow.tasks)} task(s) in order: {', '.join(t.name for t in workflow.tasks)}",
+        f"running {workflow.file.name}: {len(names)} task(s) in order: {', '.join(names)}",
     )
     started = time.monotonic()
     result = job.execute_in_process(
