@@ -240,3 +240,35 @@ def test_relay_command_forwards_until_stopped(tmp_path: Path) -> None:
             _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert [(r.body, r.signature) for r in bots.received(sandbox, "shop_oa")] == sent
+
+
+def test_dagster_landing_shows_the_relay_state(tmp_path: Path) -> None:
+    """A Dagster user sees the relay in the landing run's metadata: backlog and dead letters."""
+    import dagster as dg
+
+    from line_exports.webhook.assets import build_webhook_definitions
+
+    shop = _source("shop_oa", f"http://127.0.0.1:{free_port()}/bot/shop_oa/webhook")  # down
+    spool = tmp_path / "spool.sqlite3"
+    with running_server([shop], spool, relay=None) as base:
+        for n in range(2):
+            _post(base, shop, n)
+    defs = build_webhook_definitions(
+        [shop], spool_path=spool, target_url=f"sqlite:///{tmp_path / 'w.sqlite'}"
+    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            list(defs.assets),  # type: ignore[arg-type]
+            resources=dict(defs.resources or {}),
+            instance=instance,
+        )
+    assert result.success
+    (raw,) = [
+        m.metadata
+        for m in (
+            e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+        )  # type: ignore[union-attr]
+        if m.asset_key.path[-1] == "line_oa_raw"
+    ]
+    assert raw["relay_backlog"].value == 2 and raw["relay_dead_letters"].value == 0
+    assert raw["relay"].value[shop.relay_to[0]]["forwarded"] == 0
