@@ -224,6 +224,8 @@ def _prepare_for(col: Column, required: bool) -> Callable[[Any], str | None]:
                 text = text.upper()
             elif step == "phone":
                 text = phone.sub("", text)
+            elif step == "undefined_as_missing":
+                text = "" if text == "undefined" else text
         if text == "":
             if required:
                 raise Invalid("is required")

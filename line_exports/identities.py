@@ -43,6 +43,14 @@ def normalize_email(value: str) -> str:
     return value.strip().lower()
 
 
+CAPI_NOT_SENT = {"external_id": "undefined"}
+"""Values LINE reads as "not sent" (Send conversion event, ``external_id``: the literal string
+``undefined`` is treated as if the field were absent), so they identify no one."""
+
+
 def capi_user_identified(user: dict[str, object]) -> bool:
-    """Whether a CAPI ``user`` object carries at least one identifier (a non-empty value)."""
-    return any(user.get(name) not in (None, "") for name in CAPI_USER_IDENTIFIERS)
+    """Whether a CAPI ``user`` object carries at least one identifier (a non-empty value, and
+    not one LINE reads as not sent, :data:`CAPI_NOT_SENT`)."""
+    return any(
+        user.get(name) not in (None, "", CAPI_NOT_SENT.get(name)) for name in CAPI_USER_IDENTIFIERS
+    )

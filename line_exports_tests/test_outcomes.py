@@ -23,6 +23,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +38,7 @@ from line_exports.cli import SUMMARY_COLUMNS, materialization_rows
 from line_exports.destinations.line_messaging import LineMessagingResource, sending
 from line_exports.run_summary import attention_lines, outcomes
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
-from line_exports.sandbox.line_conversion import refuse_events
+from line_exports.sandbox.line_conversion import events_of, refuse_events
 from line_exports.sandbox.line_messaging import store_of as line_store
 from line_exports.sandbox.linkedin import store_of as linkedin_store
 from line_exports.sandbox.maac import store_of as maac_store
@@ -460,3 +461,38 @@ def test_push_whose_answer_was_lost_a_day_ago_is_counted_as_delivery_unknown(
     assert (row["read"], row["unknown"], row["accepted"], row["refused"]) == (4, 2, 2, 0)
     said = "\n".join(attention_lines(outcomes(second)))
     assert "2 rows of unknown delivery" in said and "check api_refusals failed" in said
+
+
+def test_capi_external_id_undefined_identifies_no_one(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """LINE reads ``external_id: "undefined"`` as not sent: alone it is no identifier (rejected
+    before sending; the sandbox refuses it), beside another one it is left out."""
+    table = capi_table(["valid", "valid"])
+    table.frame["external_id"] = "undefined"
+    table.frame.loc[1, "click_id"] = "c-1"
+    result, meta = run_case(sandbox_server, tmp_path, CASES["line_conversion"], table)
+    assert result.success and meta["rows_rejected"] == 1 and meta["rows_accepted"] == 1
+    assert list(meta["rejects_by_rule"]) == [
+        "line_uid or click_id or ifa or browser_id or phone or email or external_id: user_identifier"
+    ]
+    (kept,) = events_of(sandbox_server.sandbox, "tag-o").values()
+    assert kept["user"] == {"click_id": "c-1"}  # external_id not sent
+    event = {
+        "event": {
+            "deduplication_key": "k-undefined",
+            "event_type": "conversion",
+            "source_type": "web",
+            "event_timestamp": NOW - 60,
+        },
+        "user": {"external_id": "undefined"},
+    }
+    answer = requests.post(
+        f"{sandbox_server.url}/v1/tag-o/events",
+        json=[event],
+        headers={
+            "X-Line-TagAccessToken": next(iter(sandbox_server.sandbox.tokens["line_conversion"]))
+        },
+        timeout=10,
+    )
+    assert answer.status_code == 400 and "user must carry" in answer.text

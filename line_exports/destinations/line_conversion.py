@@ -105,6 +105,8 @@ COLUMNS = (
     Column("ifa", pattern=UUID_PATTERN, pattern_message="is not a UUID"),
     Column(
         "external_id",
+        # LINE reads the literal "undefined" as not sent (identities.CAPI_NOT_SENT): so do we.
+        normalize=("trim", "undefined_as_missing"),
         pattern=r"[0-9a-zA-Z\-_]{1,512}",
         pattern_message="must be 1-512 letters, digits, - or _",
     ),
