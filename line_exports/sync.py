@@ -20,9 +20,10 @@ Safety (as reverse-ETL tools do it): the first run in ``mirror`` is a baseline a
 nothing; an empty result, or one that would remove more than ``max_remove_ratio`` of the members
 (default 0.2), removes nothing and fails the ``sync_removals`` check saying why.
 
-A run's plan is fixed before it sends: its rows are marked ``pending`` first, and only a
-finished delivery records them ``accepted``, so a killed run re-executed for the same scope plans
-the very same rows and removals, and the ledger resumes them exactly once. The store is written
+A run's plan is fixed before it sends, and only a finished delivery records its rows
+(``accepted``, or ``pending`` for the refused ones; a run that stops records all of them
+``pending``), so a killed run re-executed for the same scope plans the very same rows and
+removals, and the ledger resumes them exactly once. The store is written
 in transactions of 50,000 rows (the claim's heartbeat needs the lock meanwhile): a process
 killed while recording leaves the rest ``pending``, sent again next run, which the APIs absorb
 (an ADD or import of a member already there, a CAPI deduplication key).
@@ -445,7 +446,6 @@ def deliver(
     store = SyncStore(run.ledger.ledger, store_name(run.ledger.export, run.ledger.scope))
     fixed = plan(store, spec, mode, settings.max_remove_ratio, rows, workdir)
     run.log.info(f"{run.name}: {fixed.summary()}")
-    store.put(fixed.changed, "pending")  # a stopped run's rows come back next run
     reason = ""
     if spec.rebuild and mode == "mirror" and not fixed.baseline and not fixed.blocked:
         reason = (
@@ -462,11 +462,15 @@ def deliver(
             report = dest.deliver(resource, settings, fixed.rows, run)
         else:
             report = DeliveryReport()
-    except DeliveryFailed as exc:
-        _annotate(exc.report, fixed, None)
+        if len(fixed.removals) and not reason:
+            removal = dest.remove(resource, settings, fixed.removals, run)
+    except BaseException as exc:
+        # A stopped run's rows come back next run, counted as retried. (A killed process
+        # records nothing: the next run sends its rows again as added or updated.)
+        store.put(fixed.changed, "pending")
+        if isinstance(exc, DeliveryFailed):
+            _annotate(exc.report, fixed, None)
         raise
-    if len(fixed.removals) and not reason:
-        removal = dest.remove(resource, settings, fixed.removals, run)
     _commit(store, fixed, report, removal)
     _annotate(report, fixed, removal)
     return report, fixed
@@ -480,11 +484,16 @@ def _commit(
     not_accepted = [f[ROW_NUMBER].to_numpy() for f in report.refused + report.rejected if len(f)]
     unsent = fixed.rows.count - report.rejected_rows - report.sent_rows
     if unsent > 0:
-        return  # which rows went out is unknown: all stay pending
+        store.put(fixed.changed, "pending")  # which rows went out is unknown: all come back
+        return
     accepted = fixed.changed
     if not_accepted:
-        bad = pa.array(np.unique(np.concatenate(not_accepted)).astype("int64"))
-        accepted = accepted.filter(pc.invert(pc.is_in(accepted.column("rn"), value_set=bad)))
+        bad = pc.is_in(
+            accepted.column("rn"),
+            value_set=pa.array(np.unique(np.concatenate(not_accepted)).astype("int64")),
+        )
+        store.put(accepted.filter(bad), "pending")
+        accepted = accepted.filter(pc.invert(bad))
     store.put(accepted, "accepted")
     if removal is not None:
         store.delete(removal.removed_keys)
