@@ -48,6 +48,10 @@ COVERED_ELSEWHERE = {
     "line-exports webhook serve --spool-url postgresql+psycopg://lx@db-host/line_oa": (
         "test_webhook_postgres.py runs two webhook serve --spool-url on a real PostgreSQL"
     ),
+    "line-exports plan": (
+        "test_line_messaging_plan.py runs plan on a LINE quota; test_sync.py"
+        "::test_plan_lists_adds_updates_and_removes runs it on a diff/mirror export"
+    ),
     "line-exports webhook relay": "test_webhook_relay.py::test_relay_command_forwards_until_stopped",
     "line-exports webhook replay --since 2h [--target URL] [--source NAME]": (
         "test_webhook_relay.py::test_dead_letters_then_replay runs webhook replay --target"
