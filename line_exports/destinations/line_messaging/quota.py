@@ -7,6 +7,8 @@ gives the month's target limit (``type: none`` means no limit) and ``/quota/cons
 was sent (``messaging-api.yml``). A run that needs more than remains fails before sending, unless
 ``over_quota: send_up_to_quota`` sends as many as remain and reports the rest as rejects.
 ``line-exports plan`` reads the same figures and says the same (:func:`plan_lines`).
+On a resumed run, ``needed`` leaves out what the ledger shows accepted by an earlier attempt
+(:func:`.push.accepted_before`, :func:`.multicast.accepted_groups`).
 """
 
 from __future__ import annotations
