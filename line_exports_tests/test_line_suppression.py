@@ -100,6 +100,11 @@ def test_push_and_multicast_skip_suppressed_users_reported_as_rejects(
         resource(sandbox_server),
     )
     assert multicast["rows_suppressed"] == 2 and multicast["multicast_accepted"] == 4
+    audience = run(
+        export("audience_suppressed", query, target="audience", audience_name="screened"),
+        resource(sandbox_server),
+    )
+    assert audience["rows_suppressed"] == 2 and audience["audience_count"] == 4
     off = run(
         export(
             "push_not_screened",
