@@ -216,6 +216,10 @@ def test_settings_and_the_sandbox_refuse_what_line_refuses(sandbox_server: Sandb
         LineMessagingSettings(
             target="narrowcast", template_message=TEMPLATE, forbid_partial_delivery=True
         )
+    with pytest.raises(ValidationError, match="custom_aggregation_units"):
+        LineMessagingSettings(
+            target="narrowcast", template_message=TEMPLATE, custom_aggregation_units="spring"
+        )
     with pytest.raises(ValidationError, match="a broadcast goes to every friend"):
         LineMessagingSettings(target="broadcast", template_message=TEMPLATE, limit_max=5)
     with pytest.raises(ValidationError, match="age_13"):

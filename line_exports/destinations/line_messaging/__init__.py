@@ -254,6 +254,9 @@ class LineMessagingDestination(Destination):
             exc.report.rejected.extend(screened)
             exc.report.metadata.update(screen_meta)
             raise
+        finally:
+            if screened:  # the screened copy of the spool (personal data) goes with the run
+                rows.path.unlink(missing_ok=True)
         report.rejected.extend(screened)
         report.metadata.update(screen_meta)
         report.requests = self._requests(client) - before  # token calls included

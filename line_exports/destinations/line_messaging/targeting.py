@@ -288,6 +288,11 @@ def check_campaign_settings(settings: Any) -> None:
         "up_to_remaining_quota": settings.up_to_remaining_quota or None,
         "forbid_partial_delivery": settings.forbid_partial_delivery or None,
     }
+    if settings.custom_aggregation_units:
+        raise ValueError(
+            f"custom_aggregation_units: LINE's {settings.target} request has no such field "
+            "(NarrowcastRequest, BroadcastRequest in messaging-api.yml); only push and multicast"
+        )
     if settings.target == "broadcast":
         given = [name for name, value in narrowcast_only.items() if value]
         if given:
