@@ -63,10 +63,21 @@ def private_opener(path: str | os.PathLike[str], flags: int) -> int:
 
 
 def private_file(path: Path | str) -> Path:
-    """``path`` created empty ``0600`` if missing (its folder made private), else tightened."""
+    """``path`` created empty ``0600`` if missing (its folder made private), else tightened.
+
+    An existing file is never opened, only chmod'ed: SQLite's locks are POSIX record locks, and
+    closing *any* descriptor of a file drops *all* of the process's locks on it (POSIX fcntl).
+    Opening and closing a database this process already has open (a second spool or ledger
+    connection) would let another process delete the live WAL under it.
+    """
     path = Path(path)
     private_dir(path.parent)
-    os.close(private_opener(path, os.O_CREAT | os.O_WRONLY))
+    try:
+        fd = private_opener(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        _tighten(path, FILE_MODE)
+    else:
+        os.close(fd)  # a file this call created: no lock of this process can be on it
     return path
 
 

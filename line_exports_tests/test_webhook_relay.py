@@ -192,6 +192,10 @@ def test_relay_targets_follow_the_host_rules(monkeypatch: pytest.MonkeyPatch) ->
         parse_sources(entry(["http://127.0.0.1/a", "http://127.0.0.1/a"]))
     with pytest.raises(SourceConfigError, match="http"):
         parse_sources(entry(["ftp://127.0.0.1/a"]))
+    for url in ("http://user:s3cret@127.0.0.1:9/bot", "https://u:s3cret@bot.example.com/cb"):
+        with pytest.raises(SourceConfigError, match="credentials") as refused:
+            parse_sources(entry([url]))
+        assert "s3cret" not in str(refused.value) and "***@" in str(refused.value)
 
 
 def test_what_is_retried_and_since_forms() -> None:

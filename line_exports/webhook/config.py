@@ -180,7 +180,7 @@ class WebhookSource:
             problem = relay_target_problem(target)
             if problem:
                 raise SourceConfigError(
-                    f"source {self.name}: relay_to[{index}] {target!r} {problem}"
+                    f"source {self.name}: relay_to[{index}] {shown_url(target)!r} {problem}"
                 )
 
     def qualified(self, table: str) -> str:
@@ -191,6 +191,18 @@ class WebhookSource:
         """The secret from the environment, read late so it is never copied into config."""
         value = os.environ.get(self.channel_secret_env)
         return value or None
+
+
+def shown_url(url: object) -> object:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for error messages."""
+    if not isinstance(url, str) or "@" not in url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def relay_target_problem(url: object) -> str | None:
@@ -212,6 +224,11 @@ def relay_target_problem(url: object) -> str | None:
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https") or not host:
         return "is not an http(s) URL"
+    if parts.username is not None or parts.password is not None:
+        return (
+            "holds credentials (user:password@), which would show in logs and metadata; the "
+            "target verifies the forwarded x-line-signature with the channel secret instead"
+        )
     if is_loopback(host):
         return None
     policy = TrustPolicy.from_environment()
