@@ -191,3 +191,29 @@ def test_empty_schedule_is_no_schedule(tmp_path: Path) -> None:
     assert loaded.errors == []
     assert loaded.get("manual").schedule is None
     assert not list(loaded.definitions().schedules or [])
+
+
+@pytest.mark.parametrize("digits", ["0123", "0339483158", "00012"])
+def test_unquoted_ids_with_leading_zeros_keep_them(tmp_path: Path, digits: str) -> None:
+    """YAML 1.1 reads ``0123`` as octal 83 and ``0339483158`` not at all (a crash): an unquoted
+    number with a leading zero is text, its zeros kept, in connections.yaml and in a .dig."""
+    connections = f"connections:\n  capi:\n    type: line_conversion\n    line_tag_id: {digits}\n"
+    dig = textwrap.dedent(
+        f"""
+        +capi:
+          td>: q.sql
+          result_connection: capi
+        +li:
+          td>: q.sql
+          result_connection: li
+          result_settings:
+            ad_account_id: {digits}
+            segment_name: vip
+        """
+    )
+    connections += "  li:\n    type: linkedin\n"
+    loaded = load_folder(folder_with(tmp_path, {"connections.yaml": connections, "ids.dig": dig}))
+    assert loaded.errors == []
+    capi, li = loaded.get("ids").tasks
+    assert capi.resource.line_tag_id == digits
+    assert li.destination.settings_class(**li.settings).ad_account_id == digits

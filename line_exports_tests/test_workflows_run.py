@@ -206,6 +206,14 @@ def test_cli_plan_sends_nothing(tmp_path: Path, sandbox_env: SandboxServer) -> N
     assert sandbox_env.sandbox.count() == 0
 
 
+def test_cli_plan_of_a_workflow_that_did_not_load_prints_its_error(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path, **{"broken.dig": "+a:\n  echo>: [unclosed\n"})
+    code, out = cli("plan", "broken", "--workflows", str(folder))
+    assert code == 2
+    assert "broken.dig" in out and "error: no loaded workflow 'broken'" in out
+    assert "Traceback" not in out
+
+
 def test_cli_run_runs_the_example_with_summary(tmp_path: Path, sandbox_env: SandboxServer) -> None:
     with dg.instance_for_test() as instance:
         parser = argparse.ArgumentParser()

@@ -239,7 +239,11 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
     folder = _folder(ns)
     for error in folder.errors:
         _say(out, f"error: {error}")
-    chosen = [folder.get(n) for n in ns.workflow] if ns.workflow else folder.workflows
+    try:
+        chosen = [folder.get(n) for n in ns.workflow] if ns.workflow else folder.workflows
+    except KeyError as exc:  # a named workflow that did not load: its errors are printed above
+        _say(out, f"error: {exc.args[0]}")
+        return 2
     source = folder.source()
     rows: list[list[Any]] = []
     failed = bool(folder.errors and not ns.workflow)

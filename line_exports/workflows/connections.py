@@ -34,7 +34,13 @@ from pydantic import ValidationError
 from line_exports.destination import Destination
 from line_exports.destinations import destinations, get_destination
 from line_exports.secret_fields import is_secret
-from line_exports.workflows.digfile import LineDict, SecretRef, interpolate, load_yaml
+from line_exports.workflows.digfile import (
+    LineDict,
+    SecretRef,
+    interpolate,
+    load_yaml,
+    parse_yaml,
+)
 from line_exports.workflows.errors import WorkflowError, closest
 from line_exports.workflows.trust import (
     TrustPolicy,
@@ -399,7 +405,7 @@ def parse_td_result(
         text = path.read_text(encoding="utf-8")
     if source.endswith((".yml", ".yaml")):
         try:
-            data = yaml.safe_load(text)
+            data = parse_yaml(text)
         except yaml.YAMLError as exc:
             raise ValueError(f"{source}: not valid YAML: {exc}") from None
     else:

@@ -53,8 +53,11 @@ _Loader.yaml_implicit_resolvers = {
     ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# Decimal integers only. A number with a leading zero (``audience_id: 0339483158``) stays text:
+# YAML 1.1 (PyYAML's constructor) would read it as octal (``0123`` -> 83, ``0339`` -> a crash),
+# and an ID's leading zeros are part of it.
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789")
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
 )
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -97,6 +100,11 @@ class _IncludeValue:
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 _Loader.add_constructor("!include", _include)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text read as ``.dig`` files are (YAML 1.2 numbers, leading zeros kept as text)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 def load_yaml(path: Path, root: Path | None = None, _seen: tuple[Path, ...] = ()) -> Any:
