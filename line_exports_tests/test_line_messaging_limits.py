@@ -532,3 +532,32 @@ def test_every_flex_and_action_enum_is_refused_when_wrong(
 def test_counting_units() -> None:
     assert utf16_len(FAMILY) == 8 and grapheme_len(FAMILY) == 1
     assert utf16_len("漢") == 1 and grapheme_len("e\u0301") == 1
+
+
+def test_placeholders_in_fields_the_limits_table_does_not_list_are_filled() -> None:
+    """A ``{{column}}`` in any string value is filled per row, not only in the fields the limits
+    table lists (a flex text's ``text``, a ``color``); multicast, which sends one body to many,
+    refuses it. Before, such a template was sent with the literal ``Hi {{name}}`` to everyone."""
+    flex = {
+        "type": "flex",
+        "altText": "Sale",
+        "contents": {
+            "type": "bubble",
+            "body": {
+                "type": "box",
+                "layout": "vertical",
+                "contents": [{"type": "text", "text": "Hi {{name}}", "color": "{{c}}"}],
+            },
+        },
+    }
+    template = MessageTemplate.parse(json.dumps(flex))
+    assert template.columns == ["name", "c"]
+    frame = pd.DataFrame({"name": ['Al "x"', "Bo"], "c": ["#ff0000", "#00ff00"]})
+    rendered = [json.loads(body) for body in template.render(frame)]
+    texts = [body[0]["contents"]["body"]["contents"][0] for body in rendered]
+    assert texts == [
+        {"type": "text", "text": 'Hi Al "x"', "color": "#ff0000"},
+        {"type": "text", "text": "Hi Bo", "color": "#00ff00"},
+    ]
+    with pytest.raises(TemplateError, match=r"contents\[0\]\.text: Placeholders"):
+        MessageTemplate.parse(json.dumps(flex), target="multicast", allow_placeholders=False)

@@ -95,7 +95,9 @@ def check_messages(
         if found:
             problems.extend(found)
             continue
+        seen: set[str] = set()
         for field in prose_fields(message, path, target):
+            seen.add(field.path)
             if field.problem is not None:
                 problems.append((field.path, field.problem))
                 continue
@@ -128,9 +130,29 @@ def check_messages(
                 for name in field.patterns:
                     if not PATTERNS[name].matches(value):
                         problems.append((field.path, PATTERNS[name].message))
+        if not literal:  # placeholders in string fields the limits table does not list
+            for where, value in _string_fields(message, path):
+                if where in seen or not placeholders_in(value):
+                    continue
+                if not allow_placeholders:
+                    problems.append((where, "Placeholders ({{column}}) are not supported here"))
+                else:
+                    slots.append(Slot(where, value))
         if message.get("type") == "textV2":
             problems.extend(_brace_problems(message, path, literal))
     return problems, slots
+
+
+def _string_fields(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string value of a message with its LINE-style path (``a.b[0].c``)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _string_fields(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _string_fields(item, f"{path}[{i}]")
+    elif isinstance(value, str):
+        yield path, value
 
 
 def _without_placeholders(value: Any) -> Any:
