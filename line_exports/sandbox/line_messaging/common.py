@@ -101,5 +101,20 @@ class Api:
                 f"The request body could not be parsed as JSON (line: 1, column: {getattr(exc, 'colno', 0)})",
             )
 
+    async def object_body(
+        self, request: Request, allowed: set[str]
+    ) -> tuple[dict[str, Any] | None, Response | None]:
+        """The JSON body as an object whose keys are all in ``allowed``, or LINE's answer:
+        the body's size/type/JSON errors, "Must be an object", or the first unknown property."""
+        body, problem = await self.json_body(request)
+        if problem is not None:
+            return None, problem
+        if not isinstance(body, dict):
+            return None, _problems([("", "Must be an object")])
+        for name in body:
+            if name not in allowed:
+                return None, _invalid(name)
+        return body, None
+
     def guard(self, request: Request, kind: str) -> Response | None:
         return self.authorized(request) or self.limited(kind)

@@ -208,14 +208,9 @@ def routes(api: Api) -> list[BaseRoute]:
         key, bad = retry_key(request)
         if bad is not None:
             return bad
-        body, problem = await api.json_body(request)
-        if problem is not None:
+        body, problem = await api.object_body(request, allowed)
+        if body is None:
             return problem
-        if not isinstance(body, dict):
-            return _problems([("", "Must be an object")])
-        for name in body:
-            if name not in allowed:
-                return _invalid(name)
         if "notificationDisabled" in body and not isinstance(body["notificationDisabled"], bool):
             return _invalid("notificationDisabled")
         problems, _ = check_messages(body.get("messages"), target=kind, literal=True)

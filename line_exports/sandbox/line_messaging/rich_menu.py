@@ -61,15 +61,8 @@ def routes(api: Api) -> list[BaseRoute]:
     async def body_of(request: Request, allowed: set[str]) -> Any:
         if (denied := api.guard(request, "validate")) is not None:
             return denied
-        body, problem = await api.json_body(request)
-        if problem is not None:
-            return problem
-        if not isinstance(body, dict):
-            return _problems([("", "Must be an object")])
-        for name in body:
-            if name not in allowed:
-                return _invalid(name)
-        return body
+        body, problem = await api.object_body(request, allowed)
+        return problem if body is None else body
 
     def users_problem(users: Any) -> Response | None:
         if not isinstance(users, list) or not 1 <= len(users) <= BULK_MAX_USERS:
