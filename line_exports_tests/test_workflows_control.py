@@ -355,8 +355,12 @@ def test_call_embeds_the_called_workflow_with_digdags_scoping(tmp_path: Path) ->
     )
     loaded = load_folder(folder)
     errors = "\n".join(str(e) for e in loaded.errors)
-    assert "call> cycle: a.dig -> b.dig -> a.dig" in errors
-    assert "call> cycle: b.dig -> a.dig -> b.dig" in errors
+    # each task named as digdag does (a called file's tasks under the call's ^sub), with file:line
+    assert (
+        "b.dig:2, task +a+x^sub+y, setting call>: call> cycle: "
+        "+a+x (a.dig:2) calls b.dig; +a+x^sub+y (b.dig:2) calls a.dig"
+    ) in errors
+    assert "call> cycle: +b+y (b.dig:2) calls a.dig; +b+y^sub+x (a.dig:2) calls b.dig" in errors
     result = run(folder, "workflow1")
     assert result.success
     assert messages(result) == [

@@ -257,6 +257,16 @@ def test_refusals_name_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
               mail>: ../outside.txt
               subject: s
               to: [not-an-address]
+            +g:
+              _export:
+                mail:
+                  from: a@example.com
+                  port: 2525
+              +send:
+                mail>:
+                  data: hi
+                subject: s
+                to: [a@example.com]
             """
         },
     )
@@ -271,6 +281,9 @@ def test_refusals_name_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "bad.dig:14, task +d, setting poll_interval: poll_interval can't be specified" in errors
     assert "task +e, setting create_tables: create_tables 'bad name' is not a table name" in errors
     assert "task +f, setting mail>: mail body ../outside.txt resolves outside" in errors
+    assert "bad.dig:27, task +g, setting mail.port: _export mail.port: the SMTP server is" in (
+        errors
+    )
 
 
 def test_mail_through_a_real_smtp_server(tmp_path: Path, mail_env: Inbox) -> None:

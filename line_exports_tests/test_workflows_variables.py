@@ -108,6 +108,11 @@ def test_without_schedule_or_previous_run() -> None:
     assert (
         utc["session_time"] == "2026-11-30T00:00:00+00:00" and utc["session_tz_offset"] == "+0000"
     )
+    # RuntimeParams.setEmptyTimeParameters: the offset at the epoch, not the session's (digdag's
+    # operator_manager/filter_config_src.json gives "+0000" for UTC)
+    assert utc["last_executed_session_tz_offset"] == "+0000"
+    la = RunScope("America/Los_Angeles", None, "+wf+t").variables(at("2026-07-01T00:00:00-07:00"))
+    assert (la["session_tz_offset"], la["last_executed_session_tz_offset"]) == ("-0700", "-0800")
 
 
 # -- expressions --------------------------------------------------------------------------------

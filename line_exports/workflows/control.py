@@ -483,6 +483,41 @@ def place(
     return produced or list(deps)
 
 
+@dataclass(frozen=True)
+class CallFrame:
+    """One ``call>`` being expanded: which file it calls, from where, as which digdag task."""
+
+    called: Path
+    file: Path
+    """The calling file."""
+    line: int | None
+    task: str
+    """digdag's full name of the ``call>`` task (``+main+c``, ``+main+c^sub+d`` inside a
+    called file: digdag names an operator's generated subtasks ``^sub``, WorkflowExecutor)."""
+    depth: int
+    """How many path parts the ``call>`` task has (its called tasks add theirs after)."""
+
+    def describe(self, root: Path) -> str:
+        where = f"{_relative(self.file, root)}:{self.line}" if self.line else str(self.file)
+        return f"{self.task} ({where}) calls {_relative(self.called, root)}"
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def digdag_task_name(parser: Any, path: list[str]) -> str:
+    """digdag's full name of the task at ``path``: ``+workflow+group+task``, and inside a
+    ``call>``ed file the ``call>`` task's name, ``^sub``, then the path within the file."""
+    stack: list[CallFrame] = getattr(parser, "calling", [])
+    if not stack:
+        return "+" + "+".join([parser.stem, *path])
+    return stack[-1].task + "^sub+" + "+".join(path[stack[-1].depth :])
+
+
 def _call(
     parser: Any,
     body: LineDict,
@@ -517,11 +552,15 @@ def _call(
             setting="call>",
             line=line,
         )
-        stack: list[Path] = getattr(parser, "calling", [])
-        if called in stack or called == parser.top_file.resolve():
-            chain = " -> ".join(p.name for p in [parser.top_file, *stack, called])
+        stack: list[CallFrame] = getattr(parser, "calling", [])
+        frame = CallFrame(called, file, line, digdag_task_name(parser, path), len(path))
+        if called == parser.top_file.resolve() or any(f.called == called for f in stack):
             raise WorkflowError(
-                file, f"call> cycle: {chain}", task=label, setting="call>", line=line
+                file,
+                "call> cycle: " + "; ".join(f.describe(parser.root) for f in [*stack, frame]),
+                task=frame.task,
+                setting="call>",
+                line=line,
             )
         if not called.is_file():
             raise WorkflowError(
@@ -564,7 +603,7 @@ def _call(
         group.lines[key] = config.line_of(key) or 0
     saved = parser.file
     parser.file = called
-    parser.calling = [*stack, called]
+    parser.calling = [*stack, frame]
     try:
         from line_exports.workflows.retry import retry_policy as _retry_policy
 

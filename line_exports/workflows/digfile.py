@@ -175,17 +175,39 @@ def _load_included(
 def merge_exports(
     base: Mapping[str, Any], export: Any, file: Path, task: str | None, line: int | None
 ) -> dict[str, Any]:
-    """digdag's ``_export``: nested mappings merge (``td: {database: x}`` adds ``td.database``)."""
+    """digdag's ``_export``: nested mappings merge (``td: {database: x}`` adds ``td.database``).
+
+    ``mail: {host: ...}`` (an SMTP server option, :data:`.mail.REFUSED`) is refused here, at the
+    line where the ``_export`` writes it: the SMTP server is the deployment's.
+    """
     if export is None:
         return dict(base)
     if not isinstance(export, Mapping):
         raise WorkflowError(
             file, "_export must be a mapping of variables", task=task, setting="_export", line=line
         )
+    mail = export.get("mail")
+    if isinstance(mail, Mapping):
+        from line_exports.workflows.mail import REFUSED
+
+        for key in mail:
+            if key in REFUSED:
+                where = mail.line_of(key) if isinstance(mail, LineDict) else None
+                raise WorkflowError(
+                    file,
+                    f"_export mail.{key}: {REFUSED[key]}",
+                    task=task,
+                    setting=f"mail.{key}",
+                    line=where or line,
+                )
+    return _merge(base, export)
+
+
+def _merge(base: Mapping[str, Any], export: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in export.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[str(key)] = merge_exports(merged[key], value, file, task, line)
+            merged[str(key)] = _merge(merged[key], value)
         else:
             merged[str(key)] = value
     return merged

@@ -254,7 +254,8 @@ class _Parser:
         self.top_file = file
         self.stem = file.stem
         """The workflow's name in ``task_name`` (a call>ed file's tasks keep the caller's)."""
-        self.calling: list[Path] = []
+        self.calling: list[control_ops.CallFrame] = []
+        """The ``call>`` tasks being expanded, outermost first."""
 
     def state(self) -> dict[str, Any]:
         """What a parser of the same workflow needs at run time (:func:`.control.run_control`)."""

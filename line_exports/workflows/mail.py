@@ -85,15 +85,8 @@ def _parse(parser: Any, body: Any, label: str, variables: Any, scope: Any) -> di
     from line_exports.workflows.digfile import interpolate
     from line_exports.workflows.trust import check_env, inside
 
+    # ``_export: {mail: {host: ...}}`` is refused where it is written (digfile.merge_exports)
     defaults = variables.get("mail") if isinstance(variables.get("mail"), Mapping) else {}
-    for key in defaults:
-        if key in REFUSED:
-            raise WorkflowError(
-                parser.file,
-                f"_export mail.{key}: {REFUSED[key]}",
-                task=label,
-                setting=f"mail.{key}",
-            )
 
     def option(name: str) -> Any:
         return body.get(name) if name in body else defaults.get(name)
