@@ -200,7 +200,9 @@ def _seconds(delta: pd.Series) -> pd.Series:
 def to_unix_seconds(series: pd.Series, timezone: str = "UTC") -> tuple[pd.Series, pd.Series]:
     """Ints, digit strings or timestamps as UNIX seconds; second value marks unparseable cells.
 
-    A naive timestamp column is wall-clock time in ``timezone`` (see :mod:`line_exports.values`).
+    A naive timestamp, and a timestamp string without a UTC offset (``2026-11-30 12:00:00``),
+    is wall-clock time in ``timezone``, read by one rule (:func:`line_exports.values.localized`);
+    a string with an offset or ``Z`` is that instant.
     """
     series = plain_dtypes(series)
     if pd.api.types.is_datetime64_any_dtype(series):
@@ -214,18 +216,38 @@ def to_unix_seconds(series: pd.Series, timezone: str = "UTC") -> tuple[pd.Series
     text = to_text(series, timezone).str.strip()
     is_digits = text.str.fullmatch(r"-?[0-9]{1,18}").fillna(False).astype(bool)  # fits in int64
     numbers = pd.to_numeric(text.where(is_digits), errors="coerce").astype("Int64")
-    # ISO 8601 in any of its forms with pandas' fast parser, each value on its own (inferring
-    # one format from the first value would refuse later values written another way); what is
-    # left is parsed value by value as dateutil reads it.
     candidates = text.where(~is_digits & text.notna())
-    stamps = pd.to_datetime(candidates, errors="coerce", utc=True, format="ISO8601")
-    rest = candidates.notna() & (candidates != "") & stamps.isna()
-    if rest.any():
-        stamps[rest] = pd.to_datetime(candidates[rest], errors="coerce", utc=True, format="mixed")
+    stamps = _timestamp_strings(candidates, timezone)
     stamp_secs = _seconds(stamps - pd.Timestamp("1970-01-01", tz="UTC"))
     out = numbers.fillna(stamp_secs)
     bad = text.notna() & (text != "") & out.isna()
     return out, bad
+
+
+# A time of day followed by a UTC offset or Z, at the end of an ISO 8601 string (a date alone,
+# 2026-11-30, ends in digits after a "-" too, but has no time before them).
+_ISO_OFFSET = r"[Tt ][0-9][0-9:.,]*\s*(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+
+
+def _timestamp_strings(candidates: pd.Series, timezone: str) -> pd.Series:
+    """Timestamp strings as UTC instants; those without an offset are wall time in ``timezone``.
+
+    ISO 8601 in any of its forms with pandas' fast parser, each value on its own (inferring one
+    format from the first value would refuse later values written another way); what is left is
+    parsed value by value as dateutil reads it. Unparseable values are NaT.
+    """
+    stamps = pd.to_datetime(candidates, errors="coerce", utc=True, format="ISO8601")
+    rest = candidates.notna() & (candidates != "") & stamps.isna()
+    naive = stamps.notna() & ~candidates.str.contains(_ISO_OFFSET).fillna(False).astype(bool)
+    if rest.any():
+        stamps[rest] = pd.to_datetime(candidates[rest], errors="coerce", utc=True, format="mixed")
+        for index, value in candidates[rest & stamps.notna()].items():
+            naive[index] = pd.to_datetime(value, format="mixed").tzinfo is None
+    if naive.any():
+        # Parsed as if UTC: their UTC wall time is the written wall time.
+        wall = stamps[naive].dt.tz_localize(None)
+        stamps[naive] = localized(wall, timezone).dt.tz_convert("UTC")
+    return stamps
 
 
 def _arrow_text(series: pd.Series, timezone: str = "UTC", as_date: bool = False) -> pa.Array:

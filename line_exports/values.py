@@ -11,8 +11,10 @@ Two steps, both exact:
   the export's time zone (a midnight TIMESTAMP is still a timestamp), dates as ``YYYY-MM-DD``,
   booleans as ``true``/``false``; NULL, NaN and NaT are missing values.
 
-A TIMESTAMP without a time zone is read as wall-clock time in the export's time zone (digdag's
-``timezone``, ``build_export(timezone=...)``, UTC by default): that zone gives it its instant.
+A TIMESTAMP without a time zone, and a timestamp string without a UTC offset bound for a
+time field (CAPI's ``event_timestamp``), is read as wall-clock time in the export's time zone
+(digdag's ``timezone``, ``build_export(timezone=...)``, UTC by default): that zone gives it its
+instant, DST changes included (:func:`localized`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -96,12 +99,34 @@ def whole_int64(values: pd.Series) -> pd.Series:
 def localized(series: pd.Series, timezone: str) -> pd.Series:
     """Timestamps as instants in ``timezone``: naive ones are wall-clock time there.
 
-    A naive time that a DST change makes ambiguous is read as the first of its two instants,
-    one that never existed is moved forward past the gap.
+    Where a DST change makes a naive time ambiguous (a repeated hour) it is read as the first
+    of its two instants; a time that never existed (the hour a change skips) is read with the
+    offset in force before the change, i.e. moved forward by the gap (02:30 on the night Los
+    Angeles springs forward is 03:30 PDT, 10:30 UTC), so distinct times stay distinct and in
+    order. Both are Python's ``zoneinfo`` reading (``fold=0``, PEP 495); DuckDB's
+    ``timezone()`` (ICU) reads the skipped hour the same way, the repeated one as its second
+    instant.
     """
     if series.dt.tz is None:
-        series = series.dt.tz_localize(timezone, ambiguous=True, nonexistent="shift_forward")
+        local = series.dt.tz_localize(timezone, ambiguous=True, nonexistent="NaT")
+        gap = (local.isna() & series.notna()).to_numpy()
+        if gap.any():
+            local[gap] = _through_gap(series[gap], local.dt.tz)
+        series = local
     return series.dt.tz_convert(timezone)
+
+
+def _through_gap(wall: pd.Series, zone: dt.tzinfo) -> pd.Series:
+    """Naive times a DST change skips, as instants: wall time minus the offset before the change
+    (``zoneinfo`` with ``fold=0``; sub-microsecond digits kept)."""
+    if not isinstance(zone, ZoneInfo):
+        zone = ZoneInfo(str(zone))
+    offsets = {
+        value: zone.utcoffset(value.to_pydatetime(warn=False).replace(fold=0))
+        for value in wall.drop_duplicates()
+    }
+    utc = wall - wall.map(lambda value: pd.Timedelta(offsets[value]))
+    return utc.dt.tz_localize("UTC").dt.tz_convert(zone)
 
 
 def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:

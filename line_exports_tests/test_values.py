@@ -50,10 +50,16 @@ from line_exports.sandbox.maac import store_of as maac_store
 from line_exports.values import arrow_to_pandas
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-# Zones without DST for naive TIMESTAMPs (a naive time in a DST gap has no single instant);
-# any zone for TIMESTAMPTZ.
-NO_DST_ZONES = ["UTC", "Asia/Tokyo", "Asia/Taipei", "Asia/Bangkok"]
-ANY_ZONES = [*NO_DST_ZONES, "America/New_York", "Europe/Berlin"]
+# A naive TIMESTAMP is wall time in the export's zone, read as zoneinfo reads it (fold=0: the
+# first instant of a repeated hour, a skipped hour moved forward by the gap).
+ANY_ZONES = [
+    "UTC",
+    "Asia/Tokyo",
+    "Asia/Taipei",
+    "Asia/Bangkok",
+    "America/New_York",
+    "Europe/Berlin",
+]
 BIG = 9007199254740993  # 2**53 + 1: a float64 cannot hold it
 NOW = int(time.time())
 
@@ -108,7 +114,7 @@ def _expected_stamp(value: dt.datetime | None, zone: str) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo(zone))  # naive: wall time in the export's zone
+        value = value.replace(tzinfo=ZoneInfo(zone), fold=0)  # naive: wall time in the zone
     return value.astimezone(ZoneInfo(zone)).isoformat()
 
 
@@ -307,9 +313,6 @@ def test_values_travel_exactly(
 ) -> None:
     zone = data.draw(st.sampled_from(ANY_ZONES))
     arrow_type, values, expected = data.draw(columns(zone))
-    if pa.types.is_timestamp(arrow_type) and arrow_type.tz is None and zone not in NO_DST_ZONES:
-        zone = "Asia/Tokyo"
-        expected = [_expected_stamp(x, zone) for x in values]
     if path == "linkedin_users":
         limit = TEXT_LIMITS[path]
         keep = [e is None or len(e) <= limit for e in expected]
@@ -327,6 +330,113 @@ def test_values_travel_exactly(
     chunks = SOURCES[source](tmp_path_factory.mktemp("values"), table)
     got = ROW_PATHS[path](chunks, zone)
     assert same_text(got, expected, arrow_type), (arrow_type, zone, values, got, expected)
+
+
+def _duckdb_rows(tmp: Path, sql: str) -> Iterator[pd.DataFrame]:
+    path = tmp / f"q{time.monotonic_ns()}.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"create table t as {sql}")
+    yield from SqlSource(url=f"duckdb:///{path}").read_chunks("select * from t order by n", 4)
+
+
+GAP_AND_OVERLAP = [  # Los Angeles, 2026: 02:00-03:00 on 8 March never happens, 01:00-02:00 on
+    "2026-03-08 01:59:59",  # 1 November happens twice
+    "2026-03-08 02:00:00",
+    "2026-03-08 02:30:00",
+    "2026-03-08 02:59:00",
+    "2026-03-08 03:00:00",
+    "2026-11-01 01:30:00",
+]
+
+
+def _duckdb_instants(walls: list[str], zone: str) -> list[int]:
+    """DuckDB's own reading of naive wall times in ``zone`` (ICU), as UNIX seconds."""
+    with duckdb.connect() as con:
+        query = "select epoch(timezone(?, w::TIMESTAMP))::BIGINT from unnest(?) u(w)"
+        return [row[0] for row in con.execute(query, [zone, walls]).fetchall()]
+
+
+def _zoneinfo_instants(walls: list[str], zone: str) -> list[int]:
+    """Python's reading (PEP 495, fold=0), as UNIX seconds (floored)."""
+    return [
+        int(dt.datetime.fromisoformat(w).replace(tzinfo=ZoneInfo(zone), fold=0).timestamp() // 1)
+        for w in walls
+    ]
+
+
+def test_naive_timestamps_in_a_dst_change_are_read_as_the_warehouse_reads_them(
+    tmp_path: Path,
+) -> None:
+    """A skipped hour moves forward by the gap (distinct, in order; DuckDB's reading), a repeated
+    one is its first instant (zoneinfo's fold=0), as text (every row path) and as CAPI's UNIX
+    seconds."""
+    zone = "America/Los_Angeles"
+    rows = ", ".join(f"({n}, TIMESTAMP '{w}')" for n, w in enumerate(GAP_AND_OVERLAP))
+    sql = f"select * from (values {rows}) v(n, v)"
+    texts = line_push_path(_duckdb_rows(tmp_path, sql), zone)
+    instants = _zoneinfo_instants(GAP_AND_OVERLAP, zone)
+    # DuckDB agrees in the gap; in the repeated hour it takes the second instant (PST).
+    assert instants[:5] == _duckdb_instants(GAP_AND_OVERLAP[:5], zone)
+    assert [int(dt.datetime.fromisoformat(t).timestamp()) for t in texts] == instants
+    assert texts[1:4] == [
+        "2026-03-08T03:00:00-07:00",
+        "2026-03-08T03:30:00-07:00",
+        "2026-03-08T03:59:00-07:00",
+    ]
+    assert texts[5] == "2026-11-01T01:30:00-07:00"
+    assert instants[:4] == sorted(set(instants[:4]))  # the gap's times: distinct, in order
+    assert _capi_seconds(tmp_path, sql, zone) == instants
+
+
+def _capi_seconds(tmp: Path, sql: str, zone: str) -> list[int]:
+    """The ``event_timestamp`` CAPI events carry for column ``v`` of ``sql`` (every row valid)."""
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+
+    def event(n: int) -> dict[str, Any]:
+        return {
+            "deduplication_key": f"k{n}",
+            "event_type": "conversion",
+            "source_type": "web",
+            "external_id": f"x{n}",
+        }
+
+    frames = [
+        f.rename(columns={"v": "event_timestamp"}) for f in _rows(_duckdb_rows(tmp, sql), event)
+    ]
+    dest = get_destination("line_conversion")
+    ruleset = dest.ruleset(dest.settings_class())
+    seconds = []
+    for frame in frames:
+        checked = validate(frame, ruleset, {}, timezone=zone)
+        assert not len(checked.rejects), checked.rejects.to_dict("records")
+        seconds += [e["event"]["event_timestamp"] for e in event_objects(checked.valid)]
+    assert all(isinstance(s, int) for s in seconds) and now > 0
+    return seconds
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles"])
+def test_a_timestamp_string_without_offset_is_wall_time_like_a_naive_timestamp(
+    tmp_path: Path, zone: str
+) -> None:
+    """One wall time, one instant, whatever the column's type: VARCHAR without an offset reads
+    as a naive TIMESTAMP does (the export's zone, DST changes alike); with an offset or Z, it
+    is that instant."""
+    walls = ["2026-11-30 12:00:00", "2026-11-30T12:00:00.5", "2026-11-30", *GAP_AND_OVERLAP]
+    rows = ", ".join(f"({n}, '{w}')" for n, w in enumerate(walls))
+    as_text = _capi_seconds(tmp_path, f"select * from (values {rows}) v(n, v)", zone)
+    as_stamp = _capi_seconds(
+        tmp_path, f"select n, v::TIMESTAMP as v from (values {rows}) v(n, v)", zone
+    )
+    assert as_text == as_stamp == _zoneinfo_instants(walls, zone)
+    if zone == "Asia/Tokyo":
+        assert as_text[0] == 1796007600  # 12:00 JST, not 12:00 UTC
+    offsets = ["2026-11-30T12:00:00+09:00", "2026-11-30 12:00:00Z", "2026-11-30T05:00:00-0900"]
+    rows = ", ".join(f"({n}, '{w}')" for n, w in enumerate(offsets))
+    assert _capi_seconds(tmp_path, f"select * from (values {rows}) v(n, v)", zone) == [
+        1796007600,
+        1796040000,
+        1796047200,
+    ]
 
 
 def test_sqlite_through_sqlalchemy_keeps_big_integers(tmp_path: Path) -> None:
