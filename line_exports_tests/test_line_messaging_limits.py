@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 import requests
 
+from line_exports.destinations.line_messaging.fields import prose_fields
 from line_exports.destinations.line_messaging.limits import (
+    EMPTY,
     LIMITS,
+    NOT_UNICODE,
     grapheme_len,
-    prose_fields,
     utf16_len,
 )
 from line_exports.destinations.line_messaging.messages import (
@@ -356,6 +358,7 @@ EXAMPLES: list[dict[str, Any]] = [
                 "layout": "vertical",
                 "contents": [
                     button("b"),
+                    {"type": "text", "text": "t"},
                     {"type": "icon", "url": URL},
                     {
                         "type": "video",
@@ -420,6 +423,7 @@ CASES = [
     for n, path, row in dict.fromkeys(text_fields())
     for script in ("ascii", "cjk", "emoji", "zwj")
     if not (row == "video.trackingId" and script != "ascii")
+    and LIMITS[row].high < 2**31  # a row with no stated maximum (a flex text's text)
 ]
 
 
@@ -561,3 +565,155 @@ def test_placeholders_in_fields_the_limits_table_does_not_list_are_filled() -> N
     ]
     with pytest.raises(TemplateError, match=r"contents\[0\]\.text: Placeholders"):
         MessageTemplate.parse(json.dumps(flex), target="multicast", allow_placeholders=False)
+
+
+# -- lone surrogates, flex forms, sender.name, one wording per rule ----------------------------
+def post_raw(server: SandboxServer, body: bytes) -> requests.Response:
+    return requests.post(
+        f"{server.url}/v2/bot/message/validate/push",
+        data=body,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+
+
+def test_a_lone_surrogate_is_refused_at_definition_and_by_the_sandbox(
+    sandbox_server: SandboxServer,
+) -> None:
+    """``"Hi \\ud83d"`` is valid JSON but has no UTF-8 form: refused where it is written (it
+    crashed the run with UnicodeEncodeError after every retry), with its path and reason."""
+    template = '{"type": "text", "text": "Hi \\ud83d {{name}}"}'
+    with pytest.raises(TemplateError, match=r"messages\[0\]\.text: Must be Unicode text"):
+        MessageTemplate.parse(template)
+    # The sandbox: escaped in ASCII JSON, refused at the property; as (CESU-8) bytes, the body
+    # is not UTF-8 and so not JSON text at all.
+    answer = post_raw(sandbox_server, b'{"messages": [{"type": "text", "text": "Hi \\ud83d"}]}')
+    assert answer.status_code == 400
+    assert answer.json()["details"] == [{"message": NOT_UNICODE, "property": "messages[0].text"}]
+    raw = '{"messages": [{"type": "text", "text": "Hi \ud83d"}]}'.encode("utf-8", "surrogatepass")
+    answer = post_raw(sandbox_server, raw)
+    assert answer.status_code == 400 and "could not be parsed as JSON" in answer.json()["message"]
+    # Row values are Arrow strings (UTF-8): a lone surrogate cannot be one.
+    with pytest.raises(UnicodeEncodeError):
+        pd.Series(["\ud83d"], dtype="string[pyarrow]")
+
+
+FORMS = [  # (component, property, accepted values, refused values)
+    ("text", "color", ["#00ff00", "#00FF0080"], ["red", "#0f0", "#00ff0", 5]),
+    ("text", "size", ["xxs", "5xl", "12.5px"], ["huge", "10%", "6xl"]),
+    ("span", "size", ["3xl", "20px"], ["50%"]),
+    ("icon", "size", ["xl", "18px"], ["full"]),
+    ("image", "size", ["full", "50%", "23.5px"], ["giant"]),
+    ("box", "spacing", ["none", "xxl", "8px"], ["huge", "5%"]),
+    ("text", "margin", ["md", "0px"], ["big", "-1px"]),
+    ("box", "paddingAll", ["md", "10%", "4px"], ["roomy"]),
+    ("text", "offsetTop", ["sm", "-2px", "10%"], ["abc", "2em"]),
+    ("box", "cornerRadius", ["xxl", "12px"], ["round", "10%"]),
+    ("box", "borderWidth", ["semi-bold", "1px"], ["thick"]),
+    ("box", "backgroundColor", ["#00000000"], ["transparent"]),
+    ("box", "width", ["120px", "50%"], ["md"]),
+    ("image", "aspectRatio", ["1.91:1", "1:3", "100000:1"], ["wide", "1:3.01", "0:1", "1:100001"]),
+    ("video", "aspectRatio", ["16:9"], ["1:100000"]),
+    ("separator", "color", ["#cccccc"], ["gray"]),
+    ("button", "color", ["#123456"], ["blue"]),
+]
+COMPONENT = {
+    "text": {"type": "text", "text": "t"},
+    "span": {"type": "text", "contents": [{"type": "span", "text": "s"}]},
+    "icon": {"type": "box", "layout": "baseline", "contents": [{"type": "icon", "url": URL}]},
+    "image": {"type": "image", "url": URL},
+    "box": {"type": "box", "layout": "vertical", "contents": []},
+    "separator": {"type": "separator"},
+    "button": button("b"),
+}
+
+
+def with_form(kind: str, prop: str, value: Any) -> tuple[dict[str, Any], str]:
+    """A flex message whose ``kind`` component has ``prop: value``, and that property's path."""
+    where = "messages[0].contents.body.contents[0]"
+    if kind == "video":
+        video = {
+            "type": "video",
+            "url": "https://example.com/v.mp4",
+            "previewUrl": URL,
+            "altContent": {"type": "image", "url": URL},
+            prop: value,
+        }
+        message = bubble({"type": "text", "text": "t"})
+        message["contents"]["hero"] = video
+        return message, f"messages[0].contents.hero.{prop}"
+    component = copy.deepcopy(COMPONENT[kind])
+    if kind in ("span", "icon"):
+        component["contents"][0][prop] = value
+        where += ".contents[0]"
+    else:
+        component[prop] = value
+    return bubble(component), f"{where}.{prop}"
+
+
+def test_flex_forms_and_sender_name_are_checked_as_the_reference_states(
+    sandbox_server: SandboxServer,
+) -> None:
+    """Hex colors, size/spacing/padding/offset keywords and px/% forms, aspectRatio bounds, a
+    flex text's non-empty text and sender.name's "Certain words such as LINE may not be used":
+    the check (at definition) and the sandbox agree on each value."""
+    cases: list[tuple[dict[str, Any], str, bool]] = []
+    for kind, prop, good, bad in FORMS:
+        cases += [(*with_form(kind, prop, v), True) for v in good]
+        cases += [(*with_form(kind, prop, v), False) for v in bad]
+    text_path = "messages[0].contents.body.contents[0].text"
+    cases += [
+        (bubble({"type": "text", "text": ""}), text_path, False),
+        (
+            bubble({"type": "text", "text": "", "contents": [{"type": "span", "text": "s"}]}),
+            "",
+            True,
+        ),
+    ]
+    sender = {"type": "text", "text": "hi"}
+    for name, accepted in [("LINE", False), ("Line shop", False), ("LINE公式", False),
+                           ("line", False), ("Caroline", True), ("Online", True), ("Cony", True)]:  # fmt: skip
+        cases.append(({**sender, "sender": {"name": name}}, "messages[0].sender.name", accepted))
+    for message, path, accepted in cases:
+        found, refused = problems_at([message]), refused_at(sandbox_server, [message])
+        assert (path in found) is not accepted and (path in refused) is not accepted, (
+            path,
+            message,
+            found,
+        )
+        if accepted:
+            assert found == [] and refused == [], (message, found, refused)
+
+
+def test_one_wording_per_rule_at_definition_per_row_and_in_the_sandbox(
+    sandbox_server: SandboxServer,
+) -> None:
+    """A blank required text is "May not be empty" and an over-long one "Length must be at
+    most N" wherever it is found: written in the template, rendered from a row, or sent to the
+    sandbox (a blank flex button label was refused per row but accepted by the sandbox)."""
+    label = "messages[0].contents.body.contents[0].action.label"
+    data = "messages[0].template.actions[0].data"
+
+    def postback(value: str) -> dict[str, Any]:
+        action = {"type": "postback", "label": "go", "data": value}
+        return {
+            "type": "template",
+            "altText": "a",
+            "template": {"type": "buttons", "text": "t", "actions": [action]},
+        }
+
+    for literal, templated, value, path, words in [
+        (bubble(button("   ")), bubble(button("{{v}}")), "   ", label, EMPTY),
+        (bubble(button("x" * 41)), bubble(button("{{v}}")), "x" * 41, label,
+         "Length must be at most 40 (grapheme clusters)"),
+        (postback("d" * 301), postback("{{v}}"), "d" * 301, data, "Length must be at most 300"),
+        (postback("😀" * 151), postback("{{v}}"), "😀" * 151, data, "Length must be at most 300"),
+    ]:  # fmt: skip
+        assert (path, words) in check_messages([literal])[0]
+        answer = validate(sandbox_server, [literal])
+        assert answer.status_code == 400
+        assert {"message": words, "property": path} in answer.json()["details"]
+        rows = MessageTemplate.parse(json.dumps(templated)).check_rows(
+            pd.DataFrame({"v": [value, "ok"]})
+        )
+        assert [(p, m, mask.tolist()) for p, m, mask in rows] == [(path, words, [True, False])]

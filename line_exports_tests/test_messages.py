@@ -191,7 +191,7 @@ def test_template_shape_rules() -> None:
     with pytest.raises(TemplateError, match="Mention objects"):
         MessageTemplate.parse(VALID["textV2"], target="multicast")
     with pytest.raises(
-        TemplateError, match="text: Length must be between 1 and 60"
+        TemplateError, match="text: Length must be at most 60"
     ):  # buttons text with a title: 60
         MessageTemplate.parse(
             {**VALID["template"], "template": {**VALID["template"]["template"], "text": "x" * 61}}
@@ -212,7 +212,7 @@ def test_length_counts_utf16_units_like_line() -> None:
     assert utf16_len("😀") == 2 and utf16_len("あ") == 1
     assert check_messages([{"type": "text", "text": "😀" * 2500}]) == ([], [])
     problems, _ = check_messages([{"type": "text", "text": "😀" * 2501}])
-    assert problems == [("messages[0].text", "Length must be between 1 and 5000")]
+    assert problems == [("messages[0].text", "Length must be at most 5000")]
 
 
 def test_placeholders_are_columns_and_checked_per_row() -> None:

@@ -1,8 +1,9 @@
 """The limits LINE states in prose, one table: field, limit, counting unit, and the doc that says so.
 
 LINE's OpenAPI spec (and so ``line-bot-sdk``'s models, see :mod:`.structure`) carries types,
-enums and required fields, but most lengths and counts only in the Messaging API reference's
-prose. Each :class:`Limit` row names its field as the reference does, its bounds, and its unit:
+enums and required fields, but most lengths, counts and forms only in the Messaging API
+reference's prose. Each :class:`Limit` row names its field as the reference does, its bounds,
+and its unit:
 
 - ``utf16``: UTF-16 code units, LINE's default ("Character counting in a text": 🍎 is 2);
 - ``grapheme``: grapheme clusters (UAX #29), for the fields that page lists (action labels,
@@ -11,22 +12,24 @@ prose. Each :class:`Limit` row names its field as the reference does, its bounds
 - ``items``: array or object entries; ``bytes``: UTF-8 bytes of the JSON (flex sizes);
 - ``value``: a number's bounds.
 
-:func:`prose_fields` walks messages that already parse as LINE's models and yields each field
-with its row, plus the few rules that tie fields together (an emoji's ``index`` on a ``$``,
-carousel columns with the same number of actions, ``textV2`` substitution keys). An emoji's
-``index`` counts UTF-16 code units, as the reference's "Text message" note states (see
-:func:`dollar_positions`); ``textV2`` places emojis by ``{key}``, with no index. The exporter
-(at definition and per rendered row) and the sandbox apply the same rows.
+Each :class:`Pattern` row is a text field's form (URL schemes, IDs, hex colors, the flex
+reference's size/spacing/offset keywords and ``px``/``%`` forms, ``aspectRatio``), and
+:data:`FLEX_FORMS` says which flex property takes which form. A text field's problems have one
+wording wherever they are found (at definition, per rendered row, in the sandbox): an empty or
+blank required value is :data:`EMPTY`, an over-long one :meth:`Limit.words`.
+
+Which field of a message falls under which row is :mod:`.fields`' walk.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import regex
 
@@ -59,6 +62,11 @@ class Limit:
             return len(value)
         return value  # type: ignore[no-any-return]
 
+    @property
+    def required(self) -> bool:
+        """A text row whose value must hold something (``low`` of 1 or more)."""
+        return self.unit in ("utf16", "grapheme") and self.low > 0
+
     def problem(self, value: Any) -> str | None:
         """LINE-style message when the value is out of bounds, else None."""
         if self.unit == "value":
@@ -67,18 +75,21 @@ class Limit:
             if self.low <= value <= self.high:
                 return None
             return f"Must be between {self.low:g} and {self.high:g}"
+        if self.required and isinstance(value, str) and not value.strip():
+            return EMPTY
         size = self.count(value)
         if self.low <= size <= self.high:
             return None
         return self.words()
 
     def words(self) -> str:
+        """The problem of a value over ``high`` (the one wording, whoever finds it)."""
         if self.unit == "items":
             return f"Size must be between {self.low} and {self.high}"
         if self.unit == "bytes":
             return f"Must be at most {self.high // 1024} KB of JSON"
         unit = " (grapheme clusters)" if self.unit == "grapheme" else ""
-        return f"Length must be between {self.low} and {self.high}{unit}"
+        return f"Length must be at most {self.high}{unit}"
 
     def sizes(self, values: pd.Series) -> pd.Series:
         """:meth:`count` over a column of text (one count per distinct value)."""
@@ -88,17 +99,53 @@ class Limit:
         return values.map({v: grapheme_len(v) for v in uniques}).astype("int64")
 
 
+EMPTY = "May not be empty"
+"""The problem of a required text field that is empty or only whitespace, as LINE words it
+(``{"message": "May not be empty", "property": "messages[0].text"}``), at definition, per
+rendered row and in the sandbox alike."""
+
+
 @dataclass(frozen=True)
 class Pattern:
-    """A text field's form in prose (URL schemes, IDs, colors)."""
+    """A text field's form in prose (URL schemes, IDs, colors, flex sizes): a regular
+    expression the whole value must match, and ``test`` when the form has bounds a regular
+    expression does not say (an ``aspectRatio``'s width and height)."""
 
     field: str
     pattern: str
     message: str
     doc: str
+    test: Callable[[str], bool] | None = None
 
     def matches(self, value: str) -> bool:
-        return re.fullmatch(self.pattern, value) is not None
+        if re.fullmatch(self.pattern, value) is None:
+            return False
+        return self.test is None or self.test(value)
+
+    def mask(self, values: pd.Series) -> np.ndarray:
+        """:meth:`matches` over a column (True where the value has the form; NA is False)."""
+        ok = values.str.fullmatch(self.pattern).to_numpy(dtype=bool, na_value=False)
+        if self.test is not None and ok.any():
+            text = values.fillna("")
+            uniques = pd.unique(text.to_numpy(dtype=object))
+            tested = text.map({v: self.matches(v) for v in uniques}).to_numpy(dtype=bool)
+            ok &= tested
+        return ok
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+NOT_UNICODE = (
+    "Must be Unicode text: holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without "
+    "its pair), which UTF-8 cannot encode"
+)
+"""The problem of a string with a lone surrogate. JSON text is UTF-8 (RFC 8259 section 8.1) and
+a lone surrogate has no UTF-8 form, so such a body cannot reach LINE as JSON; a valid JSON
+template such as ``"Hi \\ud83d"`` is refused at definition, a row value per row."""
+
+
+def lone_surrogate(text: str) -> bool:
+    """True when ``text`` holds a UTF-16 surrogate code point (never valid in UTF-8)."""
+    return _SURROGATE.search(text) is not None
 
 
 def utf16_len(text: str) -> int:
@@ -199,8 +246,154 @@ LIMITS: dict[str, Limit] = _limits(
     ("flex carousel.contents",                      1,    12,      "items",    "#f-carousel"),
     ("flex image|icon.url",                         1,    2000,    "utf16",    "#f-image"),
     ("flex video.url|previewUrl",                   1,    2000,    "utf16",    "#f-video"),
+    # "Be sure to set either one of the text property or contents property" (no maximum stated)
+    ("flex text.text (without contents)",           1,    2**31,   "utf16",    "#f-text"),
 )
 # fmt: on
+
+# The flex forms, from the reference's component tables (#bubble-style, #box, #button, #f-image,
+# #f-video, #icon, #f-text, #span, #separator) and the pages they point to for the accepted
+# values ("Flex Message layout": #image-size, #other-component-size, #padding-property,
+# #spacing-property, #margin-property, #component-offset, #box-width, #box-height).
+FLEX = "https://developers.line.biz/en/docs/messaging-api/flex-message-layout/"
+_STEPS = "none|xs|sm|md|lg|xl|xxl"
+_SIZES = "xxs|xs|sm|md|lg|xl|xxl|3xl|4xl|5xl"
+_PX = r"\d+(?:\.\d+)?px"  # "Positive integer or decimal number suffixed with px" (0px too)
+_PCT = r"\d+(?:\.\d+)?%"
+
+
+def _one_of(values: str, *forms: str) -> str:
+    return "|".join((values, *forms))
+
+
+def _ratio(value: str) -> bool:
+    """``{width}:{height}``, each 1 to 100000, the height at most three times the width."""
+    width, height = (float(part) for part in value.split(":"))
+    return 1 <= width <= 100_000 and 1 <= height <= 100_000 and height <= 3 * width
+
+
+_FLEX_PATTERNS = (
+    Pattern(
+        "flex color",
+        r"#[0-9A-Fa-f]{6}(?:[0-9A-Fa-f]{2})?",
+        "Must be a hexadecimal color code: #RRGGBB or #RRGGBBAA",
+        REF + "#box",
+    ),
+    Pattern(
+        "flex image size",
+        _one_of(_SIZES + "|full", _PX, _PCT),
+        f"Must be one of {_SIZES.replace('|', ', ')}, full, or a size in px or %",
+        FLEX + "#image-size",
+    ),
+    Pattern(
+        "flex icon|text|span size",
+        _one_of(_SIZES, _PX),
+        f"Must be one of {_SIZES.replace('|', ', ')}, or a size in px",
+        FLEX + "#other-component-size",
+    ),
+    Pattern(
+        "flex spacing|margin",
+        _one_of(_STEPS, _PX),
+        f"Must be one of {_STEPS.replace('|', ', ')}, or a size in px",
+        FLEX + "#spacing-property",
+    ),
+    Pattern(
+        "flex padding",
+        _one_of(_STEPS, _PX, _PCT),
+        f"Must be one of {_STEPS.replace('|', ', ')}, or a size in px or %",
+        FLEX + "#padding-property",
+    ),
+    Pattern(
+        "flex offset",  # negative offsets move the other way (LINE's own samples use -2px)
+        _one_of(_STEPS, "-?" + _PX, "-?" + _PCT),
+        f"Must be one of {_STEPS.replace('|', ', ')}, or an offset in px or %",
+        FLEX + "#component-offset",
+    ),
+    Pattern(
+        "flex cornerRadius",
+        _one_of(_STEPS, _PX),
+        f"Must be one of {_STEPS.replace('|', ', ')}, or a radius in px",
+        REF + "#box",
+    ),
+    Pattern(
+        "flex borderWidth",
+        _one_of("none|light|normal|medium|semi-bold|bold", _PX),
+        "Must be one of none, light, normal, medium, semi-bold, bold, or a width in px",
+        REF + "#box",
+    ),
+    Pattern(
+        "flex box width|height",
+        _one_of(_PX, _PCT),
+        "Must be a size in px or %",
+        FLEX + "#box-width",
+    ),
+    Pattern("flex lineSpacing", _PX, "Must be a positive number ending in px", REF + "#f-text"),
+    Pattern(
+        "flex background.angle",
+        r"\d+(?:\.\d+)?deg",
+        "Must be an angle from 0deg up to (not including) 360deg",
+        REF + "#box",
+        lambda value: float(value[:-3]) < 360,
+    ),
+    Pattern(
+        "flex background.centerPosition",
+        _PCT,
+        "Must be a percentage from 0% to 100%",
+        REF + "#box",
+        lambda value: float(value[:-1]) <= 100,
+    ),
+    Pattern(
+        "flex aspectRatio",
+        r"\d+(?:\.\d+)?:\d+(?:\.\d+)?",
+        "Must be {width}:{height}, each 1 to 100000, the height at most 3 times the width",
+        REF + "#f-image",
+        _ratio,
+    ),
+)
+_OFFSETS = {f"offset{side}": "flex offset" for side in ("Top", "Bottom", "Start", "End")}
+_PLACED = {"margin": "flex spacing|margin", **_OFFSETS}
+FLEX_FORMS: dict[str, dict[str, str]] = {
+    # flex object (component ``type``, or the bubble's block style) -> property -> form
+    "block style": {"backgroundColor": "flex color", "separatorColor": "flex color"},
+    "box": {
+        "backgroundColor": "flex color",
+        "borderColor": "flex color",
+        "borderWidth": "flex borderWidth",
+        "cornerRadius": "flex cornerRadius",
+        **dict.fromkeys(("width", "maxWidth", "height", "maxHeight"), "flex box width|height"),
+        "spacing": "flex spacing|margin",
+        **dict.fromkeys(
+            ("paddingAll", "paddingTop", "paddingBottom", "paddingStart", "paddingEnd"),
+            "flex padding",
+        ),
+        **_PLACED,
+    },
+    "background": {
+        "angle": "flex background.angle",
+        "startColor": "flex color",
+        "endColor": "flex color",
+        "centerColor": "flex color",
+        "centerPosition": "flex background.centerPosition",
+    },
+    "button": {"color": "flex color", **_PLACED},
+    "image": {
+        "size": "flex image size",
+        "aspectRatio": "flex aspectRatio",
+        "backgroundColor": "flex color",
+        **_PLACED,
+    },
+    "video": {"aspectRatio": "flex aspectRatio"},
+    "icon": {"size": "flex icon|text|span size", "aspectRatio": "flex aspectRatio", **_PLACED},
+    "text": {
+        "size": "flex icon|text|span size",
+        "color": "flex color",
+        "lineSpacing": "flex lineSpacing",
+        **_PLACED,
+    },
+    "span": {"size": "flex icon|text|span size", "color": "flex color"},
+    "separator": {"color": "flex color", "margin": "flex spacing|margin"},
+}
+
 
 _HTTPS = Pattern("https URL", r"https://\S+", "Must be an HTTPS URL", REF + "#image-message")
 _URI = Pattern(
@@ -239,10 +432,19 @@ PATTERNS: dict[str, Pattern] = {
             "Must be a LINE user ID (U and 32 hex digits)",
             REF + "#text-message-v2-mentionee-user",
         ),
+        Pattern(
+            "sender.name",
+            # "Certain words such as LINE may not be used": LINE as a word, in any case
+            # ("LINE", "Line", "LINE公式"), not inside another word ("Caroline", "Online").
+            r"(?s)(?!.*(?<![A-Za-z])[Ll][Ii][Nn][Ee](?![A-Za-z])).*",
+            "Certain words such as LINE may not be used",
+            REF + "#icon-nickname-switch",
+        ),
+        *_FLEX_PATTERNS,
     )
 }
 SUBSTITUTION_KEY = re.compile(r"[0-9a-zA-Z_]{1,20}")
-_URL_FIELDS = {  # limit rows whose value is an HTTPS URL (LINE fetches it)
+URL_FIELDS = {  # limit rows whose value is an HTTPS URL (LINE fetches it)
     "image.originalContentUrl", "image.previewImageUrl", "video.originalContentUrl",
     "video.previewImageUrl", "audio.originalContentUrl", "imagemap.baseUrl",
     "imagemap.video.originalContentUrl", "imagemap.video.previewImageUrl",
@@ -250,330 +452,9 @@ _URL_FIELDS = {  # limit rows whose value is an HTTPS URL (LINE fetches it)
     "image_carousel.columns[].imageUrl", "quickReply.items[].imageUrl", "sender.iconUrl",
     "flex image|icon.url", "flex video.url|previewUrl",
 }  # fmt: skip
-_URI_FIELDS = {
+URI_FIELDS = {
     "imagemap.actions[].linkUri",
     "imagemap.video.externalLink.linkUri",
     "uri action.uri",
     "uri action.altUri.desktop",
 }
-
-
-@dataclass(frozen=True)
-class Field:
-    """One field of a message under a row of the table: its path, row key and value.
-
-    ``limit`` is a :data:`LIMITS` key (or None), ``patterns`` :data:`PATTERNS` keys; ``problem``
-    set means the walk found a rule broken that ties fields together (``value`` is unused)."""
-
-    path: str
-    value: Any
-    limit: str | None = None
-    patterns: tuple[str, ...] = ()
-    problem: str | None = None
-
-
-def patterns_of(limit: str) -> tuple[str, ...]:
-    if limit in _URL_FIELDS:
-        return ("https URL",)
-    if limit in _URI_FIELDS:
-        return ("action URI",)
-    if limit == "video.trackingId":
-        return ("video.trackingId",)
-    return ()
-
-
-def _field(obj: dict[str, Any], key: str, path: str, limit: str) -> Iterator[Field]:
-    if key in obj and obj[key] is not None:
-        yield Field(f"{path}.{key}", obj[key], limit, patterns_of(limit))
-
-
-def _broken(path: str, message: str) -> Field:
-    return Field(path, None, problem=message)
-
-
-def prose_fields(message: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    """Every field of one message the table covers (the message parses as LINE's models)."""
-    yield from _BY_TYPE[message["type"]](message, path, target)
-    quick = message.get("quickReply")
-    if quick is not None:
-        items = quick.get("items") or []
-        yield Field(f"{path}.quickReply.items", items, "quickReply.items")
-        for j, item in enumerate(items):
-            where = f"{path}.quickReply.items[{j}]"
-            if item.get("action") is None:
-                yield _broken(f"{where}.action", "Must not be null")
-            else:
-                yield from _action(item["action"], f"{where}.action", "quick reply")
-            yield from _field(item, "imageUrl", where, "quickReply.items[].imageUrl")
-    sender = message.get("sender")
-    if sender is not None:
-        yield from _field(sender, "name", f"{path}.sender", "sender.name")
-        yield from _field(sender, "iconUrl", f"{path}.sender", "sender.iconUrl")
-
-
-def _text(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    yield from _field(m, "text", path, "text.text")
-    emojis = m.get("emojis")
-    if emojis is not None:
-        yield Field(f"{path}.emojis", emojis, "text.emojis")
-        seen: set[int] = set()
-        for j, emoji in enumerate(emojis):
-            where = f"{path}.emojis[{j}]"
-            for key in ("index", "productId", "emojiId"):
-                if emoji.get(key) is None:
-                    yield _broken(f"{where}.{key}", "Must not be null")
-            index = emoji.get("index")
-            if not isinstance(index, int):
-                continue
-            if index in seen:
-                yield _broken(f"{where}.index", "Two emojis must not share an index")
-            elif index not in dollar_positions(m["text"]):
-                yield _broken(
-                    f"{where}.index", "Must be the position of a $ in text (UTF-16 units)"
-                )
-            seen.add(index)
-
-
-def _text_v2(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    yield from _field(m, "text", path, "textV2.text")
-    substitution = m.get("substitution") or {}
-    yield Field(f"{path}.substitution", substitution, "textV2.substitution")
-    counts = {"mention": 0, "emoji": 0}
-    for key, value in substitution.items():
-        where = f"{path}.substitution.{key}"
-        if not SUBSTITUTION_KEY.fullmatch(key):
-            yield _broken(where, "Key must be 1-20 half-width alphanumerics or underscores")
-        kind = value.get("type")
-        counts[kind] = counts.get(kind, 0) + 1
-        if kind == "mention":
-            if target not in ("push", "reply"):
-                yield _broken(where, "Mention objects can only be used in reply or push messages")
-            mentionee = value["mentionee"]
-            if mentionee.get("type") == "user":
-                yield Field(
-                    f"{where}.mentionee.userId", mentionee["userId"], None, ("mentionee.userId",)
-                )
-        elif kind == "emoji":
-            for name in ("productId", "emojiId"):
-                if value.get(name) is None:
-                    yield _broken(f"{where}.{name}", "Must not be null")
-    if counts["mention"] > 20 or counts["emoji"] > 20:
-        yield _broken(
-            f"{path}.substitution", "At most 20 mentions and 20 emojis can be substituted"
-        )
-
-
-def _sticker(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    yield from ()
-
-
-def _image(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    yield from _field(m, "originalContentUrl", path, "image.originalContentUrl")
-    yield from _field(m, "previewImageUrl", path, "image.previewImageUrl")
-
-
-def _video(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    yield from _field(m, "originalContentUrl", path, "video.originalContentUrl")
-    yield from _field(m, "previewImageUrl", path, "video.previewImageUrl")
-    yield from _field(m, "trackingId", path, "video.trackingId")
-
-
-def _audio(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    yield from _field(m, "originalContentUrl", path, "audio.originalContentUrl")
-    yield from _field(m, "duration", path, "audio.duration")
-
-
-def _location(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    for key in ("title", "address", "latitude", "longitude"):
-        yield from _field(m, key, path, f"location.{key}")
-
-
-def _area(obj: dict[str, Any], path: str) -> Iterator[Field]:
-    area = obj.get("area") or {}
-    for key in ("x", "y"):
-        yield from _field(area, key, f"{path}.area", "imagemap area.x|y")
-    for key in ("width", "height"):
-        yield from _field(area, key, f"{path}.area", "imagemap area.width|height")
-
-
-def _imagemap(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    yield from _field(m, "baseUrl", path, "imagemap.baseUrl")
-    yield from _field(m, "altText", path, "imagemap.altText")
-    yield from _field(m["baseSize"], "width", f"{path}.baseSize", "imagemap.baseSize.width")
-    yield from _field(m["baseSize"], "height", f"{path}.baseSize", "imagemap.baseSize.height")
-    yield Field(f"{path}.actions", m["actions"], "imagemap.actions")
-    for j, action in enumerate(m["actions"]):
-        where = f"{path}.actions[{j}]"
-        yield from _field(action, "label", where, "imagemap.actions[].label")
-        for key in ("text", "linkUri", "clipboardText"):
-            yield from _field(action, key, where, f"imagemap.actions[].{key}")
-        yield from _area(action, where)
-    video = m.get("video")
-    if video is not None:
-        where = f"{path}.video"
-        yield from _field(video, "originalContentUrl", where, "imagemap.video.originalContentUrl")
-        yield from _field(video, "previewImageUrl", where, "imagemap.video.previewImageUrl")
-        yield from _area(video, where)
-        link = video.get("externalLink")
-        if link is not None:
-            for key in ("linkUri", "label"):
-                yield from _field(
-                    link, key, f"{where}.externalLink", f"imagemap.video.externalLink.{key}"
-                )
-
-
-def _has_header(obj: dict[str, Any]) -> bool:
-    return bool(obj.get("thumbnailImageUrl") or obj.get("title"))
-
-
-def _template(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    yield from _field(m, "altText", path, "template.altText")
-    t, where = m["template"], f"{path}.template"
-    kind = t["type"]
-    if kind == "buttons":
-        yield from _field(t, "thumbnailImageUrl", where, "buttons.thumbnailImageUrl")
-        yield from _image_settings(t, where)
-        yield from _field(t, "title", where, "buttons.title")
-        text = "buttons.text (with image or title)" if _has_header(t) else "buttons.text"
-        yield from _field(t, "text", where, text)
-        yield from _actions(t, where, "buttons.actions")
-        if t.get("defaultAction") is not None:
-            yield from _action(t["defaultAction"], f"{where}.defaultAction", "defaultAction")
-    elif kind == "confirm":
-        yield from _field(t, "text", where, "confirm.text")
-        yield from _actions(t, where, "confirm.actions")
-    elif kind == "carousel":
-        yield Field(f"{where}.columns", t["columns"], "carousel.columns")
-        yield from _image_settings(t, where)
-        counts = set()
-        for j, column in enumerate(t["columns"]):
-            cw = f"{where}.columns[{j}]"
-            yield from _field(
-                column, "thumbnailImageUrl", cw, "carousel.columns[].thumbnailImageUrl"
-            )
-            yield from _image_settings(column, cw)
-            yield from _field(column, "title", cw, "carousel.columns[].title")
-            text = "carousel.columns[].text"
-            yield from _field(
-                column, "text", cw, text + (" (with image or title)" if _has_header(column) else "")
-            )
-            yield from _actions(column, cw, "carousel.columns[].actions")
-            if column.get("defaultAction") is not None:
-                yield from _action(column["defaultAction"], f"{cw}.defaultAction", "defaultAction")
-            counts.add(len(column["actions"]))
-        if len(counts) > 1:
-            yield _broken(f"{where}.columns", "Every column must have the same number of actions")
-    elif kind == "image_carousel":
-        yield Field(f"{where}.columns", t["columns"], "image_carousel.columns")
-        for j, column in enumerate(t["columns"]):
-            cw = f"{where}.columns[{j}]"
-            yield from _field(column, "imageUrl", cw, "image_carousel.columns[].imageUrl")
-            yield from _action(column["action"], f"{cw}.action", "image carousel")
-
-
-def _image_settings(obj: dict[str, Any], path: str) -> Iterator[Field]:
-    """A template's image settings the spec enumerates only in prose."""
-    if obj.get("imageBackgroundColor") is not None:
-        yield Field(f"{path}.imageBackgroundColor", obj["imageBackgroundColor"], None, ("color",))
-    for key in ("imageAspectRatio", "imageSize"):
-        if obj.get(key) is not None:
-            yield Field(f"{path}.{key}", obj[key], None, (key,))
-
-
-def _actions(obj: dict[str, Any], path: str, limit: str) -> Iterator[Field]:
-    yield Field(f"{path}.actions", obj["actions"], limit)
-    for j, action in enumerate(obj["actions"]):
-        yield from _action(action, f"{path}.actions[{j}]", "buttons, confirm, carousel")
-
-
-def _action(action: dict[str, Any], path: str, place: str) -> Iterator[Field]:
-    """An action object; ``place`` picks its label's row ("Specifications of the label")."""
-    kind = action["type"]
-    yield from _field(action, "label", path, f"action.label ({place})")
-    if "label" not in action and LIMITS[f"action.label ({place})"].low > 0:
-        yield _broken(f"{path}.label", "Must not be null")
-    if kind == "postback":
-        for key in ("data", "displayText", "text", "fillInText"):
-            yield from _field(action, key, path, f"postback.{key}")
-    elif kind == "message":
-        yield from _field(action, "text", path, "message action.text")
-    elif kind == "uri":
-        yield from _field(action, "uri", path, "uri action.uri")
-        alt = action.get("altUri")
-        if alt is not None:
-            yield from _field(alt, "desktop", f"{path}.altUri", "uri action.altUri.desktop")
-    elif kind in ("datetimepicker", "richmenuswitch"):
-        yield from _field(action, "data", path, f"{kind}.data")
-        if kind == "richmenuswitch":
-            yield from _field(action, "richMenuAliasId", path, "richmenuswitch.richMenuAliasId")
-    elif kind == "clipboard":
-        yield from _field(action, "clipboardText", path, "clipboard.clipboardText")
-
-
-def _flex(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
-    yield from _field(m, "altText", path, "flex.altText")
-    contents, where = m["contents"], f"{path}.contents"
-    if contents["type"] == "bubble":
-        yield Field(where, contents, "flex bubble")
-        yield from _bubble(contents, where)
-    else:
-        yield Field(where, contents, "flex carousel")
-        yield Field(f"{where}.contents", contents["contents"], "flex carousel.contents")
-        for j, bubble in enumerate(contents["contents"]):
-            yield from _bubble(bubble, f"{where}.contents[{j}]")
-
-
-def _bubble(bubble: dict[str, Any], path: str) -> Iterator[Field]:
-    for block in ("header", "hero", "body", "footer"):
-        if bubble.get(block) is not None:
-            yield from _component(bubble[block], f"{path}.{block}")
-    if bubble.get("action") is not None:
-        yield from _action(bubble["action"], f"{path}.action", "flex, other")
-
-
-def _component(comp: dict[str, Any], path: str) -> Iterator[Field]:
-    kind = comp["type"]
-    if comp.get("action") is not None:
-        place = "flex button" if kind == "button" else "flex, other"
-        yield from _action(comp["action"], f"{path}.action", place)
-    if kind == "box":
-        for j, child in enumerate(comp["contents"]):
-            yield from _component(child, f"{path}.contents[{j}]")
-    elif kind in ("image", "icon"):
-        yield from _field(comp, "url", path, "flex image|icon.url")
-    elif kind == "video":
-        yield from _field(comp, "url", path, "flex video.url|previewUrl")
-        yield from _field(comp, "previewUrl", path, "flex video.url|previewUrl")
-        yield from _component(comp["altContent"], f"{path}.altContent")
-    elif kind == "text" and comp.get("text") is None and not comp.get("contents"):
-        yield _broken(f"{path}.text", "Must not be null (unless contents holds spans)")
-
-
-_BY_TYPE = {
-    "text": _text,
-    "textV2": _text_v2,
-    "sticker": _sticker,
-    "image": _image,
-    "video": _video,
-    "audio": _audio,
-    "location": _location,
-    "imagemap": _imagemap,
-    "template": _template,
-    "flex": _flex,
-}
-
-
-def dollar_positions(text: str) -> set[int]:
-    """UTF-16 positions of each ``$`` in a text (where a text message's LINE emojis go).
-
-    LINE's Messaging API reference, "Text message" (note "Number of characters and index
-    position of emojis"; ``line/line-developers-docs-source``
-    ``docs/en/reference/messaging-api/index.html.md``): "The number of characters and index
-    position of emojis in text set to the property must be the number and position of the code
-    unit when encoded in UTF-16." So 😀 before a ``$`` moves it by 2, not 1."""
-    positions, at = set(), 0
-    for ch in text:
-        if ch == "$":
-            positions.add(at)
-        at += 2 if ord(ch) > 0xFFFF else 1
-    return positions

@@ -28,10 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from line_exports.destinations.line_messaging.fields import prose_fields
 from line_exports.destinations.line_messaging.limits import (
+    EMPTY,
     LIMITS,
+    NOT_UNICODE,
     PATTERNS,
-    prose_fields,
+    lone_surrogate,
     utf16_len,
     utf16_len_series,
 )
@@ -70,7 +73,7 @@ class Slot:
 
     @property
     def required(self) -> bool:
-        return self.limit is not None and LIMITS[self.limit].low > 0
+        return self.limit is not None and LIMITS[self.limit].required
 
 
 def check_messages(
@@ -91,6 +94,10 @@ def check_messages(
     slots: list[Slot] = []
     for i, message in enumerate(messages):
         path = f"messages[{i}]"
+        broken = [(where, NOT_UNICODE) for where in _surrogate_paths(message, path)]
+        if broken:  # no UTF-8 form: nothing else about this message can be sent or judged
+            problems.extend(broken)
+            continue
         found = message_problems(message, path)
         if found:
             problems.extend(found)
@@ -141,6 +148,21 @@ def check_messages(
         if message.get("type") == "textV2":
             problems.extend(_brace_problems(message, path, literal))
     return problems, slots
+
+
+def _surrogate_paths(value: Any, path: str) -> Iterator[str]:
+    """Paths of the keys and string values holding a lone surrogate (:data:`NOT_UNICODE`)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if lone_surrogate(key):
+                yield f"{path}.{key}"
+            else:
+                yield from _surrogate_paths(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _surrogate_paths(item, f"{path}[{i}]")
+    elif isinstance(value, str) and lone_surrogate(value):
+        yield path
 
 
 def _string_fields(value: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -367,9 +389,11 @@ class MessageTemplate:
         failures: list[tuple[str, str, np.ndarray]] = []
         for slot in self.slots:
             values = self.rendered_values(frame, slot.template, slot.braces)
+            # Row values are Arrow strings (UTF-8): a lone surrogate cannot be in one, so only
+            # a template's own text could hold it, and that is refused at definition.
             empty = (values.str.strip() == "").to_numpy(dtype=bool, na_value=True)
             if slot.required:
-                failures.append((slot.path, "May not be empty", empty))
+                failures.append((slot.path, EMPTY, empty))
             if slot.limit is not None:
                 limit = LIMITS[slot.limit]
                 if limit.unit in ("utf16", "grapheme"):
@@ -377,9 +401,8 @@ class MessageTemplate:
                     over = (sizes > limit.high).to_numpy(dtype=bool)
                     failures.append((slot.path, limit.words(), over))
             for name in slot.patterns:
-                rule = PATTERNS[name]
-                ok = values.str.fullmatch(rule.pattern).to_numpy(dtype=bool, na_value=False)
-                failures.append((slot.path, rule.message, ~ok & ~empty))
+                ok = PATTERNS[name].mask(values)
+                failures.append((slot.path, PATTERNS[name].message, ~ok & ~empty))
         failures.extend(self._flex_sizes(frame))
         return [f for f in failures if f[2].any()]
 

@@ -21,6 +21,8 @@ import linebot.v3.messaging.models as models
 from pydantic.v1 import BaseModel, ValidationError
 from pydantic.v1.fields import SHAPE_DICT, SHAPE_LIST, SHAPE_MAPPING, ModelField
 
+from line_exports.destinations.line_messaging.limits import EMPTY
+
 # The message types TD's reference supports (LINE's coupon message is not one of them).
 MESSAGE_TYPES = (
     "text",
@@ -192,7 +194,9 @@ def _explain(klass: type[BaseModel], path: str, error: dict[str, Any]) -> tuple[
     if (most := _MAX_LENGTH.fullmatch(message)) is not None:
         return where, f"Length must be at most {most.group(1)}"
     if (least := _MIN_LENGTH.fullmatch(message)) is not None:
-        return where, f"Length must be at least {least.group(1)}"
+        return where, EMPTY if least.group(
+            1
+        ) == "1" else f"Length must be at least {least.group(1)}"
     words = {
         "value_error.missing": "Must not be null",
         "type_error.none.not_allowed": "Must not be null",

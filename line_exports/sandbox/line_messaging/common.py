@@ -94,8 +94,9 @@ class Api:
         if kind != "application/json":
             return None, _error(415, f"The content type, {kind or 'none'}, is not supported")
         try:
-            return json.loads(raw), None
-        except ValueError as exc:
+            # Strict UTF-8 (RFC 8259 8.1): json.loads(bytes) would let surrogate bytes through.
+            return json.loads(raw.decode("utf-8")), None
+        except ValueError as exc:  # UnicodeDecodeError too
             return None, _error(
                 400,
                 f"The request body could not be parsed as JSON (line: 1, column: {getattr(exc, 'colno', 0)})",
