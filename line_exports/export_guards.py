@@ -20,10 +20,34 @@ UNKNOWN_COLUMNS = ("warn", "fail")
 EMPTY_RESULT = ("skip", "fail")
 
 
+TD_ONLY_SETTINGS = {
+    "td_api_key": "it is Treasure Data's API key, which TD's connector uses to reach TD; there "
+    "is no Treasure Data account here (the query runs on this deployment's source), so it is "
+    "not used. The {type} credentials ({fields}) belong to the result_connection in "
+    "connections.yaml, read from the environment (<field>_env or ${{secret:name}})",
+}
+"""Settings of TD's result exports that exist only for TD itself, refused with the reason
+(the OA import's own are in :data:`line_exports.webhook.config.REFUSED_KEYS`)."""
+
+
+def setting_name_problem(name: str, type_name: str, known: Iterable[str]) -> str:
+    """Why ``name`` is not a setting of ``type_name``: TD's reason for a TD-only setting, else
+    unknown (with the closest known name)."""
+    if name in TD_ONLY_SETTINGS:
+        from line_exports.destinations import get_destination
+
+        fields = ", ".join(get_destination(type_name).auth_fields)
+        return f"{name!r} is not a {type_name} setting here: " + TD_ONLY_SETTINGS[name].format(
+            type=type_name, fields=fields
+        )
+    return f"unknown setting {name!r} for {type_name}{closest(name, sorted(known))}"
+
+
 def check_setting_names(
     export: str, type_name: str, settings: Mapping[str, Any], known: Iterable[str]
 ) -> None:
-    """Raise ``ValueError`` naming every setting that is not one of ``known`` (closest name too).
+    """Raise ``ValueError`` naming every setting that is not one of ``known`` (closest name too;
+    a TD-only setting with TD's reason, :data:`TD_ONLY_SETTINGS`).
 
     Checked before the settings model runs, so ``import_kye`` says it is unknown instead of
     ``import_key is required``.
@@ -33,9 +57,7 @@ def check_setting_names(
     if unknown:
         raise ValueError(
             f"export {export!r}: "
-            + "; ".join(
-                f"unknown setting {n!r} for {type_name}{closest(n, names)}" for n in unknown
-            )
+            + "; ".join(setting_name_problem(n, type_name, names) for n in unknown)
         )
 
 

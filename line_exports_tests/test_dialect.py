@@ -234,6 +234,33 @@ def test_validate_names_the_query_file_line_and_construct(
     assert task.translation is None and task.sql == query
 
 
+def test_validate_refuses_td_calls_td_would_refuse_at_the_query_line(tmp_path: Path) -> None:
+    """A constant TD cannot read (zone, pattern, unit, duration, interval, bound) or a wrong
+    argument count fails validate naming the query file, line and rule, with or without
+    translation; a value known only at run time is left to the run."""
+    bad = {
+        "TD_TIME_RANGE(time, '2024-01-01', NULL, 'Mars/Olympus')": "unknown timezone 'Mars/Olympus'",
+        "TD_TIME_FORMAT(time, 'yyyy''x', 'JST') = ''": "unterminated quote in format",
+        "TD_TIME_FORMAT(time) = ''": "TD_TIME_FORMAT takes 2 to 3 arguments, got 1",
+        "TD_DATE_TRUNC('fortnight', time) > 0": "invalid TD_DATE_TRUNC unit 'fortnight'",
+        "TD_TIME_ADD(time, '1M') > 0": "invalid duration '1M'",
+        "TD_INTERVAL(time, '-1x', 'JST')": "invalid TD_INTERVAL string '-1x'",
+        "TD_TIME_RANGE(time, 'yesterday')": "TD_TIME_RANGE: cannot read 'yesterday' as a time",
+        "TD_TIME_STRING(time, 'zz') = ''": "invalid TD_TIME_STRING format 'zz'",
+    }
+    for condition, rule in bad.items():
+        query = f"SELECT line_uid\nFROM segment_users\nWHERE {condition}\n"
+        for options in ("", "translate_sql: false"):
+            errors = [str(e) for e in load_folder(workflow(tmp_path, query, options)).errors]
+            assert len(errors) == 1 and errors[0].startswith(f"{tmp_path / 'wf' / 'q.sql'}:3, "), (
+                condition,
+                errors,
+            )
+            assert rule in errors[0] and "translate_sql: false runs" not in errors[0], errors
+    fine = "SELECT line_uid FROM segment_users WHERE TD_TIME_RANGE(time, '${session_date}', NULL, 'JST')"
+    assert load_folder(workflow(tmp_path, fine)).errors == []
+
+
 def test_engine_hive_and_a_wrong_engine(tmp_path: Path) -> None:
     hive = "SELECT line_uid FROM segment_users LATERAL VIEW explode(array(1, 2)) t AS n\n"
     loaded = load_folder(workflow(tmp_path, hive, "engine: hive"))

@@ -455,6 +455,32 @@ def test_every_reference_parameter_is_taken_or_refused(
     _check(how)
 
 
+def test_td_api_key_in_a_destinations_settings_is_refused_with_tds_reason(
+    tmp_path: Path,
+) -> None:
+    """TD's connector setting td_api_key has no use here: refused saying why and where the
+    destination's credentials go, from Python and from a .dig (with its file:line)."""
+    for name in DESTINATIONS:
+        with pytest.raises(ValueError, match="Treasure Data's API key") as err:
+            build_export("x", destination=name, query="select 1", settings={"td_api_key": "k"})
+        assert "result_connection in connections.yaml" in str(err.value)
+        assert "did you mean" not in str(err.value)
+    from line_exports.workflows import load_folder
+
+    (tmp_path / "connections.yaml").write_text("connections:\n  lm:\n    type: line_messaging\n")
+    (tmp_path / "q.sql").write_text("SELECT 'U1' AS line_uid\n")
+    (tmp_path / "push.dig").write_text(
+        "+push:\n  td>: q.sql\n  result_connection: lm\n  result_settings:\n    td_api_key: abc\n"
+    )
+    errors = [str(e) for e in load_folder(tmp_path).errors]
+    assert any(
+        e.startswith(f"{tmp_path / 'push.dig'}:5, task +push, setting result_settings.td_api_key")
+        and "Treasure Data's API key" in e
+        and "access_token" in e
+        for e in errors
+    ), errors
+
+
 def test_a_setting_no_destination_has_is_refused_naming_the_closest() -> None:
     with pytest.raises(ValueError, match="did you mean 'segment_name'"):
         build_export("x", destination="maac", query="select 1", settings={"segment_nme": "s"})

@@ -274,6 +274,31 @@ def test_interval_fourth_argument_is_the_time_it_is_relative_to(
     assert con.sql(sql).fetchall() == [(1,)]
 
 
+def test_interval_range_gives_the_range_td_interval_uses(con: duckdb.DuckDBPyConnection) -> None:
+    """TD_INTERVAL_RANGE(interval[, timezone]): "confirm the exact time range that td_interval
+    will use", [start, end] (TD's examples, treasure-data/td-skills sql-skills/time-filtering),
+    here relative to TD_SCHEDULED_TIME() = 2018-08-14 01:23:45 UTC (10:23:45 JST)."""
+    examples = {
+        "TD_INTERVAL_RANGE('-7d', 'UTC')": ("2018-08-07 00:00:00", "2018-08-14 00:00:00"),
+        "TD_INTERVAL_RANGE('-1d/2025-10-01', 'JST')": (
+            "2025-09-29 15:00:00",
+            "2025-09-30 15:00:00",
+        ),
+        "TD_INTERVAL_RANGE('-1d', 'JST')": ("2018-08-12 15:00:00", "2018-08-13 15:00:00"),
+        "TD_INTERVAL_RANGE('0M/now', 'JST')": ("2018-07-31 15:00:00", "2018-08-14 01:23:45"),
+        "TD_INTERVAL_RANGE('-1d')": ("2018-08-13 00:00:00", "2018-08-14 00:00:00"),
+    }
+    for expr, (start, end) in examples.items():
+        assert one(con, expr) == [utc(start), utc(end)], expr
+    # the same range TD_INTERVAL filters with: start <= time < end
+    ((start, end),) = con.sql("SELECT TD_INTERVAL_RANGE('-1w', 'JST')").fetchall()[0]
+    for t in (start - 1, start, end - 1, end):
+        assert one(con, f"TD_INTERVAL({t}, '-1w', 'JST')") is (start <= t < end)
+    assert one(con, "TD_INTERVAL_RANGE(NULL)") is None
+    with pytest.raises(duckdb.Error, match="invalid TD_INTERVAL string '-1x'"):
+        one(con, "TD_INTERVAL_RANGE('-1x')")
+
+
 # --- timezones -----------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
 from line_exports.sql import td_time
+from line_exports.sql.td_calls import TdCallError, check_td_calls
 from line_exports.sql.td_functions import TD_FUNCTIONS
 
 TD_DIALECTS = {"presto": "trino", "trino": "trino", "hive": "hive"}
@@ -59,13 +60,21 @@ class TranslationError(ValueError):
     """A query that cannot run in the target dialect: what, where (1-based line, column)."""
 
     def __init__(
-        self, message: str, line: int | None = None, column: int | None = None, construct: str = ""
+        self,
+        message: str,
+        line: int | None = None,
+        column: int | None = None,
+        construct: str = "",
+        *,
+        dialect: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
         self.column = column
         self.construct = construct
+        self.dialect = dialect
+        """False when the query cannot run in any dialect (a TD call TD itself refuses)."""
 
     def __str__(self) -> str:
         where = f"line {self.line}" + (f", column {self.column}" if self.column else "")
@@ -135,6 +144,7 @@ def translate(sql: str, read: str = "trino", write: str = "duckdb") -> Translati
     for tree in trees:
         as_written = tree.sql(dialect=read)
         try:
+            check_query(tree)
             tree = _td_functions(tree, write, sql, placeholders)
         except TranslationError as exc:
             for token, original in placeholders.items():
@@ -156,6 +166,33 @@ def translate(sql: str, read: str = "trino", write: str = "duckdb") -> Translati
         return Translation(sql, sql, read, write)
     text = ";\n".join(out)
     return Translation(_restore(text, placeholders), sql, read, write)
+
+
+def check_query(tree: exp.Expression) -> None:
+    """TD calls with a wrong argument count or a constant TD refuses
+    (:func:`.td_calls.check_td_calls`), as a :class:`TranslationError` with line and column."""
+    try:
+        check_td_calls(tree)
+    except TdCallError as exc:
+        raise TranslationError(exc.message, exc.line, exc.column, dialect=False) from None
+
+
+def check_as_written(sql: str, dialect: str) -> None:
+    """:func:`check_query` on a query that runs as written (``translate_sql: false``); a query
+    sqlglot cannot parse is left to the engine."""
+    protected, placeholders = _protect(sql)
+    try:
+        trees = [t for t in sqlglot.parse(protected, read=dialect) if t is not None]
+    except (ParseError, ValueError):
+        return
+    for tree in trees:
+        try:
+            check_query(tree)
+        except TranslationError as exc:
+            for token, original in placeholders.items():
+                exc.message = exc.message.replace(token, original)
+            exc.args = (exc.message,)
+            raise
 
 
 # --- placeholders --------------------------------------------------------------------------

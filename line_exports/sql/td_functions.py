@@ -9,6 +9,8 @@ https://api-docs.treasuredata.com/en/tools/presto/api/):
 ``TD_TIME_RANGE(time, start[, end[, default_timezone]])``   ``start <= time < end``; NULL is open
 ``TD_INTERVAL(time, interval[, default_timezone[, now]])``   relative range from ``now`` (UNIX s,
                                                             default TD_SCHEDULED_TIME())
+``TD_INTERVAL_RANGE(interval[, default_timezone])``           ``[start, end]`` of that range
+                                                            (UNIX s) from TD_SCHEDULED_TIME()
 ``TD_TIME_FORMAT(time, format[, timezone])``                 SimpleDateFormat text
 ``TD_TIME_STRING(time, code[, timezone])``                   ``'d!'``, ``'M'``, ... text
 ``TD_TIME_PARSE(text[, default_timezone])``                  UNIX seconds, NULL if unreadable
@@ -43,6 +45,7 @@ TD_FUNCTIONS = (
     "TD_SCHEDULED_TIME",
     "TD_TIME_RANGE",
     "TD_INTERVAL",
+    "TD_INTERVAL_RANGE",
     "TD_TIME_FORMAT",
     "TD_TIME_STRING",
     "TD_TIME_PARSE",
@@ -175,10 +178,19 @@ _INTERVAL = (
     "CAST(t AS BIGINT) >= td__interval_start(spec, CAST(tz AS VARCHAR), CAST(now AS BIGINT))"
     " AND CAST(t AS BIGINT) < td__interval_end(spec, CAST(tz AS VARCHAR), CAST(now AS BIGINT))"
 )
+# TD_INTERVAL_RANGE: "confirm the exact time range that td_interval will use", [start, end]
+# (treasure-data/td-skills, sql-skills/time-filtering); the ends are UNIX seconds, as TD's
+# other time functions return them.
+_INTERVAL_RANGE = (
+    "CASE WHEN spec IS NULL THEN NULL ELSE ["
+    "td__interval_start(spec, CAST(tz AS VARCHAR), td_scheduled_time()), "
+    "td__interval_end(spec, CAST(tz AS VARCHAR), td_scheduled_time())] END"
+)
 # name -> (parameters, optional trailing parameters with their defaults, body)
 _MACROS: dict[str, tuple[list[str], list[tuple[str, str]], str]] = {
     "td_time_range": (["t", "s"], [("e", "NULL"), ("tz", "'UTC'")], _TIME_RANGE),
     "td_interval": (["t", "spec"], [("tz", "'UTC'"), ("now", "td_scheduled_time()")], _INTERVAL),
+    "td_interval_range": (["spec"], [("tz", "'UTC'")], _INTERVAL_RANGE),
     "td_time_parse": (
         ["s"],
         [("tz", "'UTC'")],

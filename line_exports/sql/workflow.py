@@ -14,6 +14,7 @@ from typing import Any
 from line_exports.sql.dialect import (
     Translation,
     TranslationError,
+    check_as_written,
     dialect_of_url,
     read_dialect,
     translate,
@@ -46,16 +47,18 @@ def translate_task(
     query_file: Path | None,
     line: int | None,
 ) -> Translation | None:
-    """``sql`` in the source's dialect, or None when ``translate_sql`` is false.
+    """``sql`` in the source's dialect, or None when ``translate_sql`` is false (its TD calls
+    are still checked: :func:`.dialect.check_as_written`).
 
     ``options`` holds the task's ``engine`` / ``translate_sql`` (with their lines under
     ``<name>_line``). Raises :class:`WorkflowError` naming the query file and line and the
     construct that has no equivalent.
     """
-    if not _flag(options.get("translate_sql", True), file, task, options.get("translate_sql_line")):
-        return None
+    as_written = not _flag(
+        options.get("translate_sql", True), file, task, options.get("translate_sql_line")
+    )
     try:
-        read = read_dialect(options.get("engine"))
+        read = read_dialect(None if as_written else options.get("engine"))
     except ValueError as exc:
         raise WorkflowError(
             file, str(exc), task=task, setting="engine", line=options.get("engine_line")
@@ -65,9 +68,16 @@ def translate_task(
     except ValueError as exc:
         raise WorkflowError(file, str(exc), task=task, setting="source.url", line=line) from None
     try:
+        if as_written:
+            check_as_written(sql, write)
+            return None
         return translate(sql, read=read, write=write)
     except TranslationError as exc:
-        hint = f" (from {read} to {write}; translate_sql: false runs the query as written)"
+        hint = (
+            f" (from {read} to {write}; translate_sql: false runs the query as written)"
+            if exc.dialect
+            else ""
+        )
         if query_file is not None:
             task_at = f"{file}:{line}" if line else str(file)
             raise WorkflowError(

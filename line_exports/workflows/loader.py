@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from line_exports.destination import Destination
 from line_exports.export import build_export
+from line_exports.export_guards import setting_name_problem
 from line_exports.sources import SqlSource
 from line_exports.sql.dialect import Translation
 from line_exports.sql.workflow import OPTIONS as SQL_OPTIONS
@@ -857,7 +858,7 @@ class _Parser:
                 known = sorted(set(settings_fields) | res_fields)
                 raise WorkflowError(
                     self.file,
-                    f"unknown setting {key!r} for {dest.type_name}{closest(key, known)}",
+                    setting_name_problem(key, dest.type_name, known),
                     task=label,
                     setting=setting,
                     line=lines.get(key),
