@@ -244,9 +244,19 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
     except KeyError as exc:  # a named workflow that did not load: its errors are printed above
         _say(out, f"error: {exc.args[0]}")
         return 2
+    testing = None
+    if getattr(ns, "test_send", None) is not None:
+        from line_exports import test_send
+
+        try:
+            testing = _test_send_options(ns, chosen)
+        except test_send.TestSendError as exc:
+            _say(out, f"error: {exc}")
+            return 2
     source = folder.source()
     rows: list[list[Any]] = []
     failed = bool(folder.errors and not ns.workflow)
+    sent = {"messages": 0, "written": []}
     for workflow in chosen:
         moment = _session(ns, workflow.timezone)
         _say(out, f"{workflow.file.name}: session time {moment.isoformat()}")
@@ -292,7 +302,9 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                 warnings, guard_note = _guards(label, dest, settings, summary)
                 note = note or guard_note
                 capacity: list[str] = []
-                if not note and sendable:
+                if testing is not None:
+                    pass  # the test send reads the quota for its own messages
+                elif not note and sendable:
                     # What the API can take (e.g. LINE's monthly quota), read without sending.
                     capacity, cap_note, cap = dest.plan_capacity(task.resource, settings, valid)
                     note = cap_note
@@ -316,13 +328,18 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                 if note:
                     _say(out, f"    {note}")
                     failed = True
-                if sendable and settings.sync_mode != "append":
+                if testing is not None:
+                    failed = (
+                        _test_send(out, task, settings, summary, valid, workdir, testing, sent)
+                        or failed
+                    )
+                elif sendable and settings.sync_mode != "append":
                     from line_exports import sync
 
                     export = "/".join(task.key.path)
                     for line in sync.preview(dest, settings, export, valid, workdir):
                         _say(out, f"    {line}")
-                if sendable and ns.preview:
+                if sendable and ns.preview and testing is None:
                     first = next(valid.batches(ns.preview), None)
                     if first is not None:
                         shown = first.drop(
@@ -357,8 +374,88 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
             ["task", "destination", "target", "rows read", "valid", "rejected", "would send"], rows
         ),
     )
-    _say(out, "\nplan only: nothing was sent")
+    if testing is None:
+        _say(out, "\nplan only: nothing was sent")
+    else:
+        written = ", ".join(repr(n) for n in sent["written"]) or "none"
+        _say(
+            out,
+            f"\ntest send: {sent['messages']:,} messages to {len(testing.testers)} tester(s); "
+            f"test targets written: {written}; nothing was sent to the rows' recipients",
+        )
     return 1 if failed else 0
+
+
+def _test_send_options(ns: argparse.Namespace, workflows: list[Any]) -> Any:
+    """The checked ``--test-send``/``--to``/``--seed``; refuses, before any query runs, a
+    missing ``--to`` when a task sends messages, and a plan none of whose tasks can be
+    test-sent."""
+    from line_exports import test_send
+
+    testing = test_send.options(ns.test_send, ns.to, ns.seed)
+    modes = []
+    for workflow in workflows:
+        for task in workflow.tasks:
+            try:
+                settings = task.destination.settings_class(**task.settings)
+                modes.append(test_send.mode_of(task.destination, settings))
+            except test_send.TestSendError:
+                continue
+            except ValueError:  # settings filled at run time: decided per task below
+                modes.append("")
+    if not modes:
+        raise test_send.TestSendError(
+            "no task here can be test-sent; "
+            + "; ".join(f"{w.name}/{t.name}: {_refusal(t)}" for w in workflows for t in w.tasks)
+        )
+    if not testing.testers and any(m in test_send.MESSAGE_MODES for m in modes):
+        raise test_send.TestSendError(
+            "--to is required: the LINE user IDs of the testers who get the messages "
+            "(--to Uxxxxxxxx...,Uyyyyyyyy...)"
+        )
+    return testing
+
+
+def _refusal(task: Any) -> str:
+    from line_exports import test_send
+
+    try:
+        test_send.mode_of(task.destination, task.destination.settings_class(**task.settings))
+    except (test_send.TestSendError, ValueError) as exc:
+        return str(exc)
+    return "ok"
+
+
+def _test_send(
+    out: TextIO,
+    task: Any,
+    settings: Any,
+    summary: Any,
+    valid: Any,
+    workdir: Path,
+    testing: Any,
+    sent: dict[str, Any],
+) -> bool:
+    """One task's test send (:mod:`line_exports.test_send`); True when it failed."""
+    from line_exports import test_send
+
+    export = "/".join(task.key.path)
+    try:
+        test_send.mode_of(task.destination, settings)
+        found = test_send.sample(
+            summary.rows_read, valid, summary.rejects_path, testing.count, testing.seed
+        )
+        outcome = test_send.run_task(
+            export, task.destination, task.resource, settings, found, testing, workdir
+        )
+    except test_send.TestSendError as exc:
+        _say(out, f"    test send refused: {exc}")
+        return True
+    for line in outcome.lines:
+        _say(out, line)
+    sent["messages"] += outcome.messages
+    sent["written"] += outcome.written
+    return outcome.failed
 
 
 def _instance() -> Any:
@@ -520,6 +617,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--session-time", help="ISO time the queries see as ${session_time} (default: now)"
     )
     p.add_argument("--preview", type=int, default=3, help="valid rows to show per task (0: none)")
+    p.add_argument(
+        "--test-send",
+        type=int,
+        metavar="N",
+        help="send what N sampled real rows would get to the --to testers instead (LINE "
+        "messages), or write a <name>__test audience/segment of them (LINE audience, MAAC, "
+        "LinkedIn); never recorded as a delivery",
+    )
+    p.add_argument("--to", metavar="ID[,ID...]", help="--test-send: testers' LINE user IDs")
+    p.add_argument("--seed", type=int, help="--test-send: the sample's random seed (printed)")
     p.set_defaults(func=plan)
 
     p = subparsers.add_parser("run", help="run one workflow now, outside the daemon")
