@@ -18,13 +18,21 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from line_exports.destination import DeliveryReport, ExportRun
+from line_exports.destinations.line_messaging.client import LineMessagingClient
 from line_exports.destinations.line_messaging.consent import load_suppressed, screen
 from line_exports.destinations.line_messaging.push import bad_rendered_rows
 from line_exports.destinations.line_messaging.quota import Quota
 from line_exports.destinations.line_messaging.sending import Tally, retry_key, send_once
 from line_exports.destinations.line_messaging.settings import LineMessagingSettings
 from line_exports.rules import ROW_NUMBER
-from line_exports.test_send import Outcome, Sample, TestSendError, reject_lines, spool
+from line_exports.test_send import (
+    MAX_SAMPLE,
+    Outcome,
+    Sample,
+    TestSendError,
+    reject_lines,
+    spool,
+)
 
 SUMMARY_CHARS = 80
 
@@ -67,36 +75,7 @@ def send_messages(
     export's message to the testers (``multicast``)."""
     if not testers:
         raise TestSendError("--to is required: the LINE user IDs of the testers to send to")
-    report = DeliveryReport()
-    rows = spool(found.valid, workdir / "test-send" / "valid.parquet")
-    if settings.target in ("push_message", "multicast_message") and rows.count:
-        rows, screened, _ = screen(rows, settings.skip_suppressed)
-        report.rejected.extend(screened)
-    if mode == "multicast":
-        template = settings.multicast_template()
-        frame = next(rows.batches(max(rows.count, 1), columns=[ROW_NUMBER]), None)
-        kept = [] if frame is None else [int(n) for n in frame[ROW_NUMBER]]
-        messages = {n: template.json() for n in kept}
-    else:
-        template = (
-            settings.push_template()
-            if settings.target == "push_message"
-            else settings.campaign_template()
-        )
-        columns = [
-            ROW_NUMBER,
-            *dict.fromkeys(c for c in ["id", *template.columns] if c in _names(rows)),
-        ]
-        bad = bad_rendered_rows(template, rows, columns, report) if rows.count else set()
-        messages = {}
-        for batch in rows.batches(max(rows.count, 1), columns=columns) if rows.count else []:
-            batch = batch[~batch[ROW_NUMBER].isin(bad)]
-            rendered = template.render(batch)
-            messages.update(
-                zip(batch[ROW_NUMBER].astype(int).tolist(), rendered.tolist(), strict=True)
-            )
-    reject_lines(report.rejected, outcome)
-    recipients = _recipients(found)
+    messages = rendered(mode, settings, found, workdir, outcome)
     blocked = _suppressed_testers(testers, settings)
     for tester, reason in blocked.items():
         outcome.say(f"    tester {tester} not sent to: {reason}")
@@ -107,80 +86,118 @@ def send_messages(
             + ("no sampled row would get a message" if not messages else "no tester left")
         )
         return
-    needed = len(testers) * (1 if mode == "multicast" else len(messages))
     client = resource.process_config_and_initialize().get_client(settings.retry_settings())
     client.begin_run()
-    quota = Quota.read(client, needed)
-    outcome.say(f"    {quota.summary('test ' + ('multicast' if mode == 'multicast' else 'push'))}")
+    quota = Quota.read(client, len(testers) * (1 if mode == "multicast" else len(messages)))
+    outcome.say(f"    {quota.summary(f'test {mode}')}")
     if not quota.fits:
         raise TestSendError(f"{quota.over('test send')}; nothing was sent")
+    # Not in a test message: LINE's per-unit statistics would count it as the campaign's.
     options = {k: v for k, v in settings.options().items() if k != "customAggregationUnits"}
     tally = Tally()
-    results: dict[tuple[str, int], str] = {}
     if mode == "multicast":
-        messages_json = template.json()
-        body = json.dumps({"to": list(testers), **options}, separators=(",", ":"))
-        body = body[:-1] + ',"messages":' + messages_json + "}"
-        key = retry_key(run, "test-multicast", list(testers), messages_json, options)
-        refusals: list[tuple[int, str, str]] = []
-        state = send_once(
-            client,
-            "multicast",
-            body.encode(),
-            key,
-            list(range(len(testers))),
-            list(testers),
-            run,
-            tally,
-            refusals,
-        )
-        refused = {r: reason for _, r, reason in refusals}
-        for tester in testers:
-            results[(tester, -1)] = refused.get(tester, "") or state
-        outcome.messages += sum(
-            1 for t in testers if t not in refused and state in ("accepted", "resumed")
-        )
-        for tester in testers:
-            outcome.say(
-                f"    to {tester}: rows {', '.join(map(str, sorted(messages)))} (one multicast, the same message for every row): {summary(messages_json)} -> {_said(results[(tester, -1)], tally)}"
-            )
+        _multicast(client, messages, testers, options, run, tally, outcome)
     else:
-        options_json = json.dumps(options, separators=(",", ":"))[1:-1] if options else ""
-        index = 0
-        for tester in testers:
-            outcome.say(f"    to {tester}:")
-            for number, messages_json in sorted(messages.items()):
-                body = (
-                    '{"to":'
-                    + json.dumps(tester)
-                    + ',"messages":'
-                    + messages_json
-                    + ("," + options_json if options_json else "")
-                    + "}"
-                )
-                key = retry_key(run, "test-push", number, tester, messages_json, options)
-                before = len(tally.refused)
-                state = send_once(client, "push", body.encode(), key, [index], [tester], run, tally)
-                index += 1
-                said = tally.refused[-1][2] if len(tally.refused) > before else state
-                if state in ("accepted", "resumed"):
-                    outcome.messages += 1
-                who = recipients.get(number)
-                outcome.say(
-                    f"      row {number}{f' (recipient {who})' if who else ''}: {summary(messages_json)} -> {_said(said, tally)}"
-                )
-                if tally.stopped:
-                    break
-            if tally.stopped:
-                break
+        _pushes(client, messages, _recipients(found), testers, options, run, tally, outcome)
     if tally.fatal:
-        outcome.failed = True
         outcome.say(f"    stopped: {tally.fatal[0]}")
-    elif tally.refused:
-        outcome.failed = True
+    outcome.failed = bool(tally.fatal or tally.refused)
 
 
-def _said(state: str, tally: Tally) -> str:
+def rendered(
+    mode: str, settings: LineMessagingSettings, found: Sample, workdir: Path, outcome: Outcome
+) -> dict[int, str]:
+    """Row number -> the ``messages`` JSON a run would send for that sampled row, for the rows
+    a run would send to; the others are listed as rejects with the reason."""
+    report = DeliveryReport()
+    rows = spool(found.valid, workdir / "test-send" / "valid.parquet")
+    if settings.target in ("push_message", "multicast_message") and rows.count:
+        rows, screened, _ = screen(rows, settings.skip_suppressed)  # the real recipients
+        report.rejected.extend(screened)
+    messages: dict[int, str] = {}
+    if mode == "multicast":
+        message = settings.multicast_template().json()
+        for batch in rows.batches(MAX_SAMPLE, columns=[ROW_NUMBER]):
+            messages.update((int(n), message) for n in batch[ROW_NUMBER])
+    else:
+        template = (
+            settings.push_template()
+            if settings.target == "push_message"
+            else settings.campaign_template()
+        )
+        names = set(pq.read_schema(rows.path).names) if rows.count else set()
+        columns = [ROW_NUMBER, *dict.fromkeys(c for c in ["id", *template.columns] if c in names)]
+        bad = bad_rendered_rows(template, rows, columns, report) if rows.count else set()
+        for batch in rows.batches(MAX_SAMPLE, columns=columns):
+            batch = batch[~batch[ROW_NUMBER].isin(bad)]
+            numbers = batch[ROW_NUMBER].astype(int).tolist()
+            messages.update(zip(numbers, template.render(batch).tolist(), strict=True))
+    reject_lines(report.rejected, outcome)
+    return messages
+
+
+def _multicast(
+    client: LineMessagingClient,
+    messages: dict[int, str],
+    testers: tuple[str, ...],
+    options: dict[str, Any],
+    run: ExportRun,
+    tally: Tally,
+    outcome: Outcome,
+) -> None:
+    """One multicast of the export's message (the same for every row) to the testers."""
+    message = next(iter(messages.values()))
+    body = json.dumps({"to": list(testers), **options}, separators=(",", ":"))
+    body = body[:-1] + ',"messages":' + message + "}"
+    key = retry_key(run, "test-multicast", list(testers), message, options)
+    refusals: list[tuple[int, str, str]] = []
+    numbers = list(range(len(testers)))
+    state = send_once(
+        client, "multicast", body.encode(), key, numbers, list(testers), run, tally, refusals
+    )
+    refused = {recipient: reason for _, recipient, reason in refusals}
+    tally.refused.extend(refusals)
+    rows = ", ".join(map(str, sorted(messages)))
+    for tester in testers:
+        said = _said(refused.get(tester) or state)
+        outcome.messages += said == "accepted"
+        outcome.say(
+            f"    to {tester}: rows {rows} (one multicast, the same message for every row): "
+            f"{summary(message)} -> {said}"
+        )
+
+
+def _pushes(
+    client: LineMessagingClient,
+    messages: dict[int, str],
+    recipients: dict[int, str],
+    testers: tuple[str, ...],
+    options: dict[str, Any],
+    run: ExportRun,
+    tally: Tally,
+    outcome: Outcome,
+) -> None:
+    """One push per (sampled row, tester): the row's own rendered message."""
+    tail = ("," + json.dumps(options, separators=(",", ":"))[1:-1]) if options else ""
+    index = 0
+    for tester in testers:
+        outcome.say(f"    to {tester}:")
+        for number, message in sorted(messages.items()):
+            body = '{"to":' + json.dumps(tester) + ',"messages":' + message + tail + "}"
+            key = retry_key(run, "test-push", number, tester, message, options)
+            before = len(tally.refused)
+            state = send_once(client, "push", body.encode(), key, [index], [tester], run, tally)
+            index += 1
+            said = _said(tally.refused[-1][2] if len(tally.refused) > before else state)
+            outcome.messages += said == "accepted"
+            who = f" (recipient {recipients[number]})" if number in recipients else ""
+            outcome.say(f"      row {number}{who}: {summary(message)} -> {said}")
+            if tally.stopped:
+                return
+
+
+def _said(state: str) -> str:
+    """What a tester's line says of a request's outcome (a refusal's reason as LINE gave it)."""
     if state in ("accepted", "resumed"):
         return "accepted"
     if state == "fatal":
@@ -188,10 +205,6 @@ def _said(state: str, tally: Tally) -> str:
     if state in ("refused", "unknown"):
         return state
     return f"refused by LINE: {state}"
-
-
-def _names(rows: Any) -> set[str]:
-    return set(pq.read_schema(rows.path).names) if rows.count else set()
 
 
 def _recipients(found: Sample) -> dict[int, str]:

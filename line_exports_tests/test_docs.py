@@ -52,6 +52,9 @@ COVERED_ELSEWHERE = {
         "test_line_messaging_plan.py runs plan on a LINE quota; test_sync.py"
         "::test_plan_lists_adds_updates_and_removes runs it on a diff/mirror export"
     ),
+    "line-exports plan WORKFLOW --test-send N --to ID[,ID...]": (
+        "test_test_send.py runs it on push, multicast, broadcast, audience, MAAC and LinkedIn"
+    ),
     "line-exports webhook relay": "test_webhook_relay.py::test_relay_command_forwards_until_stopped",
     "line-exports webhook replay --since 2h [--target URL] [--source NAME]": (
         "test_webhook_relay.py::test_dead_letters_then_replay runs webhook replay --target"

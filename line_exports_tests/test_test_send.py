@@ -6,6 +6,7 @@ In-process CLI calls (``line_exports.cli.main``), and one real subprocess (multi
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -158,12 +159,10 @@ def test_member_exports_write_a_test_segment_of_exactly_the_sample(
     folder = workflow_folder(
         tmp_path,
         {
-            "seg": dig(
-                "your_connection_name",
-                "uids.sql",
-                data_object="segments",
-                segment_name="weekly",
-            ),
+            # the TD CLI form (``result:`` JSON) as well as result_connection
+            "seg": "timezone: UTC\n\n+send:\n  td>: queries/uids.sql\n  result: '"
+            + json.dumps({"type": "maac", "data_object": "segments", "segment_name": "weekly"})
+            + "'\n",
             "members": dig(
                 "your_connection_name",
                 "uids.sql",
@@ -229,7 +228,11 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_multicast_test_send_from_the_real_cli(server: SandboxServer, tmp_path: Path) -> None:
+def test_multicast_and_broadcast_test_send_from_the_real_cli(
+    server: SandboxServer, tmp_path: Path
+) -> None:
+    """A multicast goes once to the testers (its message is every row's); a broadcast's rows,
+    each its own message, are pushed to each tester (a broadcast reaches every friend)."""
     store = line_store(server.sandbox)
     folder = workflow_folder(
         tmp_path,
@@ -239,17 +242,31 @@ def test_multicast_test_send_from_the_real_cli(server: SandboxServer, tmp_path: 
                 "ids.sql",
                 target="multicast_message",
                 template_message_multicast="""'{"type": "text", "text": "Sale today"}'""",
-            )
+            ),
+            "bc": dig(
+                "line_messaging_sample",
+                "news.sql",
+                target="broadcast",
+                template_message="""'{"type": "text", "text": "News: {{title}}"}'""",
+            ),
         },
-        {"ids.sql": "SELECT 'U' || lpad(printf('%x', range + 1), 32, '0') AS id FROM range(6)\n"},
+        {
+            "ids.sql": "SELECT 'U' || lpad(printf('%x', range + 1), 32, '0') AS id FROM range(6)\n",
+            "news.sql": "SELECT 'item ' || range AS title FROM range(2)\n",
+        },
     )
     ran = line_exports(
         "plan", "--workflows", str(folder), "--test-send", "2", "--to", ",".join(TESTERS)
     )
     assert ran.code == 0, ran.text
-    assert (
-        '(one multicast, the same message for every row): text "Sale today" -> accepted' in ran.out
+    assert '(one multicast, the same message for every row): text "Sale today" -> accepted' in (
+        ran.out
     )
-    assert store.multicasts == 1
-    assert [len(store.received(t)) for t in TESTERS] == [1, 1]
+    assert 'row 2: text "News: item 1" -> accepted' in ran.out
+    assert store.multicasts == 1 and store.pushes == 4
+    assert server.sandbox.count("POST", "/v2/bot/message/broadcast") == 0
+    for tester in TESTERS:
+        got = sorted(m[0]["text"] for m in store.received(tester))
+        assert got == ["News: item 0", "News: item 1", "Sale today"]
     assert all(not store.received(uid(n)) for n in range(1, 7))
+    assert "test send: 6 messages to 2 tester(s)" in ran.out
