@@ -21,9 +21,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from line_exports.sandbox.clock import admin_routes as clock_routes
 from line_exports.sandbox.core import Fault, Sandbox, instance_proof
 
-_INFRA = {"app", "core", "server", "__main__"}
+_INFRA = {"app", "clock", "core", "server", "__main__"}
 
 
 def destination_modules() -> list[ModuleType]:
@@ -193,6 +194,7 @@ def create_app(sandbox: Sandbox | None = None) -> Starlette:
         Route("/_sandbox/state", state),
         Route("/_sandbox/faults", faults, methods=["POST", "DELETE"]),
         Route("/_sandbox/reset", reset, methods=["POST"]),
+        *clock_routes(sandbox),
     ]
     for module in modules:
         routes.extend(module.routes(sandbox))

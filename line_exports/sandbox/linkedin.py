@@ -6,11 +6,15 @@ LinkedIn: every API call needs ``Authorization: Bearer``, ``LinkedIn-Version: YY
 without it, 426 for a version that is sunset or does not exist yet) and
 ``X-Restli-Protocol-Version: 2.0.0``; URNs in query strings must be URL-encoded; a new segment
 answers 404 for a short while; BATCH_CREATE takes at most 5,000 elements and answers 200 with one
-status per element; /users and /companies are limited per member per minute (429).
+status per element; /users and /companies are limited per member per minute (429). A segment is
+BUILDING until ``build_seconds`` (sandbox clock, ``/_sandbox/clock``) after its first upload, then
+READY with ``matchedCount``/``audienceSize``: the members matched, ``match_rate`` of them, each
+drawn once from a hash (``PUT /_sandbox/linkedin/matching`` sets both).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -24,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.core import DEFAULT_TOKENS, Sandbox
 
 MAX_ELEMENTS = 5_000
@@ -72,9 +77,24 @@ class Segment:
     available_at: float
     members: set[tuple[Any, ...]] = field(default_factory=set)
     last_modified: float = 0.0
+    first_upload: float | None = None
+    """When members first arrived, on the sandbox clock: the segment builds from then."""
 
-    def view(self) -> dict[str, Any]:
+    def view(self, now: float, build_seconds: float, match_rate: float) -> dict[str, Any]:
+        """The segment as ``GET /rest/dmpSegments/{id}`` answers it: its LINKEDIN destination is
+        ``BUILDING`` until ``build_seconds`` after the first upload (LinkedIn: up to 48 hours),
+        then ``READY`` with ``matchedCount`` and ``audienceSize`` (absent while building)."""
         millis = int(self.created * 1000)
+        destination: dict[str, Any] = {
+            "destination": "LINKEDIN",
+            "destinationSegmentId": f"urn:li:adSegment:{self.id}",
+            "created": millis,
+            "lastModified": int((self.last_modified or self.created) * 1000),
+            "status": "BUILDING",
+        }
+        if self.first_upload is not None and now - self.first_upload >= build_seconds:
+            matched = sum(1 for m in self.members if _matches(m, match_rate))
+            destination.update(status="READY", matchedCount=matched, audienceSize=matched)
         return {
             "id": self.id,
             "name": self.name,
@@ -83,13 +103,17 @@ class Segment:
             "accessPolicy": "PRIVATE",
             "sourcePlatform": self.source_platform,
             "description": self.description,
-            "destinations": [
-                {"destination": "LINKEDIN", "status": "READY" if self.members else "BUILDING"}
-            ],
+            "destinations": [destination],
             "inputCount": len(self.members),
             "created": millis,
             "lastModified": int((self.last_modified or self.created) * 1000),
         }
+
+
+def _matches(member: tuple[Any, ...], match_rate: float) -> bool:
+    """Whether LinkedIn finds a member behind these IDs: a fixed draw per member."""
+    digest = hashlib.sha256(repr(member).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < match_rate
 
 
 @dataclass
@@ -113,6 +137,10 @@ class LinkedInStore:
     LinkedIn does for a few seconds after a refresh while the token propagates (tests set it)."""
     """How long a new segment answers 404 to /users and /companies (LinkedIn: about 5 s)."""
     rate_window_seconds: float = 60.0
+    build_seconds: float = 3600.0
+    """How long a segment stays BUILDING after its first upload (sandbox clock)."""
+    match_rate: float = 0.7
+    """The share of members LinkedIn matches (each member drawn once, deterministically)."""
     next_id: int = 10_800
     token_counter: int = 0
     batch_requests: int = 0
@@ -165,6 +193,22 @@ def _is_loopback(uri: str) -> bool:
 
 def routes(sandbox: Sandbox) -> list[BaseRoute]:
     store = store_of(sandbox)
+    clock = clock_of(sandbox)
+
+    def view(segment: Segment) -> dict[str, Any]:
+        with sandbox.lock:
+            return segment.view(clock.now(), store.build_seconds, store.match_rate)
+
+    async def matching(request: Request) -> Response:
+        """Admin: ``{"build_seconds": s, "match_rate": r}`` (either) sets how segments build."""
+        body = await request.json()
+        with sandbox.lock:
+            for name in ("build_seconds", "match_rate"):
+                if name in body:
+                    setattr(store, name, float(body[name]))
+            return JSONResponse(
+                {"build_seconds": store.build_seconds, "match_rate": store.match_rate}
+            )
 
     def mint(member: str, client_id: str, scopes: tuple[str, ...]) -> tuple[str, Token]:
         with sandbox.lock:
@@ -404,7 +448,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         page = found[start:] if count is None else found[start : start + count]
         return JSONResponse(
             {
-                "elements": [s.view() for s in page],
+                "elements": [view(s) for s in page],
                 "paging": {
                     "start": start,
                     "count": count if count is not None else len(page),
@@ -459,7 +503,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         name = str(body["name"])
         if len(name) > 255:
             return _api_error(400, "name is longer than 255 characters", "INVALID_VALUE")
-        now = time.time()
+        now = clock.now()
         with sandbox.lock:
             segment = Segment(
                 store.new_id(),
@@ -484,7 +528,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         segment = store.segments.get(int(request.path_params["segment_id"]))
         if segment is None:
             return _api_error(404, "Not Found")
-        return JSONResponse(segment.view())
+        return JSONResponse(view(segment))
 
     def user_problem(element: dict[str, Any]) -> tuple[str | None, tuple[Any, ...]]:
         ids = element.get("userIds") or []
@@ -604,6 +648,8 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                     continue
                 if element["action"] == "ADD":
                     segment.members.add(key)
+                    if segment.first_upload is None:
+                        segment.first_upload = clock.now()
                 else:
                     segment.members.discard(key)
                 # LinkedIn answers 201 also for a repeated ADD or an already removed member.
@@ -626,6 +672,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         Route("/rest/dmpSegments/{segment_id:int}", one_segment, methods=["GET"]),
         Route("/rest/dmpSegments/{segment_id:int}/users", segment_members, methods=["POST"]),
         Route("/rest/dmpSegments/{segment_id:int}/companies", segment_members, methods=["POST"]),
+        Route("/_sandbox/linkedin/matching", matching, methods=["PUT"]),
     ]
 
 

@@ -63,6 +63,8 @@ class ImportTask:
     finish_at: float
     created_at: str
     result: dict[str, Any]
+    mismatched: list[str] = field(default_factory=list)
+    """The LINE UIDs of ``mismatch_num``: the file ``mismatch_export_link`` points at."""
 
 
 @dataclass
@@ -175,9 +177,15 @@ def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
 
 
 def _apply_import(
-    store: MaacStore, import_key: str, data: list[dict[str, Any]], tags: list[str]
+    store: MaacStore,
+    import_key: str,
+    data: list[dict[str, Any]],
+    tags: list[str],
+    mismatched_uids: list[str] | None = None,
 ) -> dict[str, int]:
+    """Apply an import; ``mismatched_uids`` collects the line_uid of each mismatched member."""
     created = updated = mismatched = 0
+    mismatched_uids = mismatched_uids if mismatched_uids is not None else []
     for item in data:
         key_value = match_key(import_key, item[import_key])
         member_id = store.by_key[import_key].get(key_value)
@@ -187,6 +195,7 @@ def _apply_import(
         if member_id is None:
             if not uid or not LINE_UID.fullmatch(str(uid)) or uid in store.blocked_uids:
                 mismatched += 1  # MAAC members are LINE friends: no valid, unblocked UID, no member
+                mismatched_uids.append(str(uid or ""))
                 continue
             member_id = store.new_id()
             store.members[member_id] = {"tags": set()}
@@ -194,6 +203,7 @@ def _apply_import(
         else:
             if store.members[member_id].get("line_uid") in store.blocked_uids:
                 mismatched += 1
+                mismatched_uids.append(str(store.members[member_id]["line_uid"]))
                 continue
             updated += 1
         member = store.members[member_id]
@@ -289,10 +299,12 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         tags = body.get("tags") or []
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             return _error(400, {"tags": ["Expected a list of items."]})
+        uids: list[str] = []
         with sandbox.lock:
+            task_id = store.new_id()
             result = _member_errors(data, import_key)
             if not result:
-                counts = _apply_import(store, import_key, data, tags)
+                counts = _apply_import(store, import_key, data, tags, uids)
                 result = {
                     "tags": tags,
                     "success": True,
@@ -303,10 +315,15 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                     "end_time": _now_iso(),
                 }
                 if import_key == "line_uid" and counts["mismatch_num"]:
-                    result["mismatch_export_link"] = "http://sandbox.invalid/mismatch.csv"
-            task_id = store.new_id()
+                    # A public file, as MAAC's storage.googleapis.com links are: no token.
+                    base = str(request.base_url).rstrip("/")
+                    result["mismatch_export_link"] = (
+                        f"{base}/_sandbox/maac/export_member/{task_id}.csv"
+                    )
             duration = sandbox.job_seconds * (1 + len(data) / IMPORT_MAX_MEMBERS)
-            store.tasks[task_id] = ImportTask(task_id, now, now + duration, _now_iso(), result)
+            store.tasks[task_id] = ImportTask(
+                task_id, now, now + duration, _now_iso(), result, uids
+            )
         return JSONResponse({"id": task_id, "result": "start importing"})
 
     async def import_status(request: Request) -> Response:
@@ -328,6 +345,18 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                 "pending" if elapsed < (task.finish_at - task.created) / 3 else "processing"
             )
         return JSONResponse(body)
+
+    async def mismatch_file(request: Request) -> Response:
+        """The mismatched members of a done import task (a ``line_uid`` column), as the file
+        ``mismatch_export_link`` names (maac-openapi.md: only for imports by line_uid)."""
+        task = store.tasks.get(int(request.path_params["task_id"]))
+        if task is None or not task.mismatched or time.monotonic() < task.finish_at:
+            return PlainTextResponse("Not found.", status_code=404)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["line_uid"])
+        writer.writerows([uid] for uid in task.mismatched)
+        return PlainTextResponse(out.getvalue(), media_type="text/csv")
 
     async def list_tags(request: Request) -> Response:
         """``GET /openapi/v1/tag/{?name,start}``: tags (id, name, available_days), 300 a page."""
@@ -485,6 +514,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
     return [
         Route("/openapi/v1/member/import/", member_import, methods=["POST"]),
         Route("/openapi/v1/member/import/{task_id:int}/", import_status, methods=["GET"]),
+        Route("/_sandbox/maac/export_member/{task_id:int}.csv", mismatch_file, methods=["GET"]),
         Route("/openapi/v1/segment/", list_segments, methods=["GET"]),
         Route("/openapi/v1/tag/", list_tags, methods=["GET"]),
         Route("/openapi/v1/taglinemember/", tag_member, methods=["POST", "DELETE"]),

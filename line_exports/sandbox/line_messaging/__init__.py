@@ -21,7 +21,14 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from line_exports.sandbox.core import Sandbox
-from line_exports.sandbox.line_messaging import audience, auth, messages, narrowcast, rich_menu
+from line_exports.sandbox.line_messaging import (
+    audience,
+    auth,
+    insight,
+    messages,
+    narrowcast,
+    rich_menu,
+)
 from line_exports.sandbox.line_messaging.common import Api
 from line_exports.sandbox.line_messaging.store import CLIENTS, LineStore, store_of
 
@@ -36,6 +43,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         *audience.routes(api),
         *narrowcast.routes(api),
         *rich_menu.routes(api),
+        *insight.routes(api),
     ]
 
 

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from line_exports.destinations.line_messaging.messages import check_messages
+from line_exports.sandbox.line_messaging import insight
 from line_exports.sandbox.line_messaging.common import Api, _error, _invalid, _problems, _request_id
 from line_exports.sandbox.line_messaging.store import PUSH_TO, RETRY_KEY_SECONDS, UNIT, USER_ID
 
@@ -35,6 +36,10 @@ def routes(api: Api) -> list[BaseRoute]:
         ):
             return _invalid("customAggregationUnits")
         return None
+
+    def units_of(body: dict[str, Any]) -> list[str] | None:
+        units = body.get("customAggregationUnits")
+        return units if isinstance(units, list) else None
 
     def retry_key_of(request: Request) -> tuple[str | None, Response | None]:
         key = request.headers.get("x-line-retry-key")
@@ -154,6 +159,8 @@ def routes(api: Api) -> list[BaseRoute]:
             if key is not None:
                 store.retry_keys[key] = (time.time(), request_id, sent)
             deliver(to, body["messages"])
+            reached = [to] if to not in store.blocked else []
+            insight.record(sandbox, "push", reached, body["messages"], units_of(body))
             store.pushes += 1
         return JSONResponse({"sentMessages": sent}, headers={"x-line-request-id": request_id})
 
@@ -188,6 +195,8 @@ def routes(api: Api) -> list[BaseRoute]:
                 store.retry_keys[key] = (time.time(), request_id, [])
             for recipient in to:
                 deliver(recipient, body["messages"])
+            reached = [r for r in to if r not in store.blocked]
+            insight.record(sandbox, "multicast", reached, body["messages"], units_of(body))
             store.multicasts += 1
         return JSONResponse({}, headers={"x-line-request-id": request_id})
 
