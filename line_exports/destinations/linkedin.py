@@ -309,6 +309,12 @@ class LinkedInClient:
             )
         return exc
 
+    def segment(self, segment_id: str) -> dict[str, Any]:
+        """``GET /rest/dmpSegments/{id}``: the segment with its ``destinations`` (``status``,
+        ``matchedCount``, ``audienceSize``) and ``inputCount``."""
+        path = f"/rest/dmpSegments/{segment_id}"
+        return self._call("GET", path, endpoint="dmp_get").json()
+
     def find_segments(
         self, account_id: str, name: str, page_size: int = 100
     ) -> list[dict[str, Any]]:

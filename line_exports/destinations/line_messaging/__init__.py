@@ -263,6 +263,8 @@ class LineMessagingDestination(Destination):
         report.metadata["retries"] = client.http.stats.retries - retries
         report.metadata["rate_limited_answers"] = client.http.stats.rate_limited - limited
         report.metadata["tokens_issued"] = client.tokens.issued
+        if settings.custom_aggregation_units:  # whose statistics results_back reads
+            report.metadata["custom_aggregation_units"] = settings.custom_aggregation_units
         return report
 
     @staticmethod
