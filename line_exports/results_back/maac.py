@@ -1,0 +1,118 @@
+"""MAAC: what the member import tasks (or the custom segment) of a send came to.
+
+Sources (``maac-general/maac-openapi.md``, help-cresclab/ProductSpecLibrary):
+
+* ``GET /openapi/v1/member/import/{id}/``: a done task's ``result`` has ``total_num``,
+  ``created_num``, ``updated_num``, ``mismatch_num`` (members that do not exist or blocked the
+  account) and ``mismatch_export_link``, a public CSV of those members (imports by line_uid
+  only). The file is fetched without MAAC's token (it is a storage link, not the API) and its
+  rows are counted.
+* ``GET /openapi/v1/segment/{id}/``: a segment's ``status`` and ``member_count``.
+
+Match rate: members MAAC created or updated over members sent (``created_num + updated_num``
+over ``total_num``); for a segment, ``member_count`` over the UIDs sent.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import requests
+
+from line_exports.destinations.maac import MaacResource
+from line_exports.http import ApiError, is_loopback
+from line_exports.results_back.observed import RETRY, Observed, SentExport
+
+MISMATCH_FILE_MAX_BYTES = 64 * 1024 * 1024
+
+
+def observe(resource: MaacResource, sent: SentExport) -> Observed:
+    observed = Observed()
+    client = resource.get_client(RETRY)
+    if sent.get("segment_id") is not None:
+        segment_id = int(sent.get("segment_id"))
+        try:
+            segment = client.http.request(
+                "GET", f"/openapi/v1/segment/{segment_id}/", endpoint="segment_get"
+            ).json()
+        except ApiError as exc:
+            observed.problems.append(f"segment {segment_id}: {exc}")
+            return observed
+        members = int(segment.get("member_count") or 0)
+        observed.metadata.update(
+            {
+                "segment_status": str(segment.get("status")),
+                "segment_member_count": dg.MetadataValue.int(members),
+            }
+        )
+        uids = int(sent.get("rows_sent") or 0)
+        if uids:
+            observed.match_rate = members / uids
+            observed.match_basis = f"{members:,} segment members of {uids:,} LINE UIDs sent"
+        return observed
+    totals = {"total_num": 0, "created_num": 0, "updated_num": 0, "mismatch_num": 0}
+    links: list[str] = []
+    tasks = [str(t) for t in (sent.get("api_job_ids") or [])]
+    for task in tasks:
+        try:
+            body = client.http.request(
+                "GET", f"/openapi/v1/member/import/{task}/", endpoint="import_status"
+            ).json()
+        except ApiError as exc:
+            observed.problems.append(f"import task {task}: {exc}")
+            continue
+        if body.get("status") != "done":
+            observed.problems.append(f"import task {task} is {body.get('status')}, not done")
+            continue
+        result = body.get("result") or {}
+        for name in totals:
+            totals[name] += int(result.get(name) or 0)
+        if result.get("mismatch_export_link"):
+            links.append(str(result["mismatch_export_link"]))
+    observed.metadata.update(
+        {
+            "import_tasks": dg.MetadataValue.int(len(tasks)),
+            "import_total": dg.MetadataValue.int(totals["total_num"]),
+            "import_created": dg.MetadataValue.int(totals["created_num"]),
+            "import_updated": dg.MetadataValue.int(totals["updated_num"]),
+            "import_mismatched": dg.MetadataValue.int(totals["mismatch_num"]),
+        }
+    )
+    if links:
+        rows = 0
+        for link in links:
+            try:
+                rows += mismatch_rows(link)
+            except (OSError, ValueError, requests.RequestException) as exc:
+                observed.problems.append(f"mismatch file {link}: {exc}")
+        observed.metadata["mismatch_rows"] = dg.MetadataValue.int(rows)
+        observed.metadata["mismatch_file"] = dg.MetadataValue.url(links[0])
+        if len(links) > 1:
+            observed.metadata["mismatch_files"] = dg.MetadataValue.json(links)
+    if totals["total_num"]:
+        matched = totals["created_num"] + totals["updated_num"]
+        observed.match_rate = matched / totals["total_num"]
+        observed.match_basis = (
+            f"{matched:,} members created or updated of {totals['total_num']:,} imported"
+        )
+    return observed
+
+
+def mismatch_rows(link: str) -> int:
+    """Data rows (after the header) of a mismatch CSV: fetched over HTTPS (plain HTTP only from
+    this machine, the sandbox), without credentials, at most 64 MB."""
+    parts = requests.utils.urlparse(link)
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
+        raise ValueError("not an https link; not fetched")
+    with requests.get(link, timeout=60, stream=True) as response:
+        response.raise_for_status()
+        lines = 0
+        size = 0
+        for chunk in response.iter_content(chunk_size=65_536):
+            size += len(chunk)
+            if size > MISMATCH_FILE_MAX_BYTES:
+                raise ValueError(f"larger than {MISMATCH_FILE_MAX_BYTES:,} bytes; not read whole")
+            lines += chunk.count(b"\n")
+            last = chunk
+        if size and not last.endswith(b"\n"):
+            lines += 1
+    return max(0, lines - 1)
