@@ -3,6 +3,8 @@
 Set a destination's token variable (``MAAC_API_TOKEN``, ``LINE_CONVERSION_ACCESS_TOKEN``, ...)
 to send the same exports to the real API; point ``SqlSource(url=...)`` at a warehouse to read
 real tables. The LINE OA webhook import lands events spooled by ``line-exports webhook serve``.
+Every export brings its results back (``line_exports.results_back``): after each send and once a
+day for 14 days, what LINE, MAAC and LinkedIn report is observed on the export asset.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from line_exports import (
     SqlSource,
     build_export,
 )
+from line_exports.results_back import results_back_for
 from line_exports.webhook.assets import build_webhook_definitions
 from line_exports.webhook.config import load_sources
 
@@ -65,6 +68,7 @@ line_push = build_export(
     settings={
         "target": "push_message",
         "template_message": '{"type": "text", "text": "Hi {{display_name}}, your coupon {{coupon_code}} is ready."}',
+        "custom_aggregation_units": "sample_coupon",  # LINE's per-unit statistics of this send
     },
     description="One templated push message per sample recipient.",
 )
@@ -75,6 +79,7 @@ line_multicast = build_export(
     settings={
         "target": "multicast_message",
         "template_message_multicast": '{"type": "text", "text": "Spring sale starts today!"}',
+        "custom_aggregation_units": "spring_sale",
     },
     description="One message multicast to every sample recipient, 500 per request.",
 )
@@ -120,18 +125,20 @@ all_exports_job = dg.define_asset_job(
     "all_exports_job", selection=dg.AssetSelection.groups("exports")
 )
 
+EXPORTS = [
+    maac_members,
+    maac_segment,
+    line_conversion_events,
+    line_audience,
+    line_push,
+    line_multicast,
+    linkedin_contacts,
+    linkedin_companies,
+]
+
 defs = dg.Definitions.merge(
     dg.Definitions(
-        assets=[
-            maac_members,
-            maac_segment,
-            line_conversion_events,
-            line_audience,
-            line_push,
-            line_multicast,
-            linkedin_contacts,
-            linkedin_companies,
-        ],
+        assets=EXPORTS,
         jobs=[
             maac_sample_job,
             line_conversion_job,
@@ -147,6 +154,9 @@ defs = dg.Definitions.merge(
             "linkedin": LinkedInResource.from_env(),
         },
     ),
+    # Checks results_back / segment_ready / match_rate / volume and a daily sensor per export;
+    # line_statistics: this LINE account (the sandbox) is granted per-unit statistics.
+    results_back_for(EXPORTS, line_statistics=True),
     build_webhook_definitions(
         load_sources(HERE / "webhook_sources.yaml"),
         default_status=dg.DefaultScheduleStatus.STOPPED,
