@@ -2,7 +2,10 @@
 
 Set a destination's token variable (``MAAC_API_TOKEN``, ``LINE_CONVERSION_ACCESS_TOKEN``, ...)
 to send the same exports to the real API; point ``SqlSource(url=...)`` at a warehouse to read
-real tables. The LINE OA webhook import lands events spooled by ``line-exports webhook serve``.
+real tables. The LINE OA webhook import lands events spooled by ``line-exports webhook serve``;
+``line_suppression`` turns its follow/unfollow events into the users the LINE audience, push and
+multicast exports skip (rule ``suppressed``: LINE answers 200 to a user who blocked the account
+and drops the message).
 Every export brings its results back (``line_exports.results_back``): after each send and once a
 day for 14 days, what LINE, MAAC and LinkedIn report is observed on the export asset.
 """
@@ -21,12 +24,18 @@ from line_exports import (
     SqlSource,
     build_export,
 )
+from line_exports.destinations.line_messaging.consent import build_suppression_asset
 from line_exports.results_back import results_back_for
 from line_exports.webhook.assets import build_webhook_definitions
 from line_exports.webhook.config import load_sources
 
 HERE = Path(__file__).parent
 QUERIES = HERE / "queries"
+WEBHOOK_SOURCES = load_sources(HERE / "webhook_sources.yaml")
+
+# Rebuilt after the webhook import's events land; read by every LINE audience/push/multicast
+# export (skip_suppressed, default true), hence their deps on it.
+line_suppression = build_suppression_asset(WEBHOOK_SOURCES)
 
 maac_members = build_export(
     "maac_members",
@@ -57,6 +66,7 @@ line_conversion_events = build_export(
 line_audience = build_export(
     "line_audience",
     destination="line_messaging",
+    deps=[line_suppression.key],
     query=QUERIES / "line_audience.sql",
     settings={"target": "audience", "audience_name": "sample audience"},
     description="Sample LINE user IDs uploaded to a LINE audience (created, or added to by exact name).",
@@ -64,6 +74,7 @@ line_audience = build_export(
 line_push = build_export(
     "line_push",
     destination="line_messaging",
+    deps=[line_suppression.key],
     query=QUERIES / "line_push.sql",
     settings={
         "target": "push_message",
@@ -75,6 +86,7 @@ line_push = build_export(
 line_multicast = build_export(
     "line_multicast",
     destination="line_messaging",
+    deps=[line_suppression.key],
     query=QUERIES / "line_multicast.sql",
     settings={
         "target": "multicast_message",
@@ -138,7 +150,7 @@ EXPORTS = [
 
 defs = dg.Definitions.merge(
     dg.Definitions(
-        assets=EXPORTS,
+        assets=[*EXPORTS, line_suppression],
         jobs=[
             maac_sample_job,
             line_conversion_job,
@@ -158,7 +170,7 @@ defs = dg.Definitions.merge(
     # line_statistics: this LINE account (the sandbox) is granted per-unit statistics.
     results_back_for(EXPORTS, line_statistics=True),
     build_webhook_definitions(
-        load_sources(HERE / "webhook_sources.yaml"),
+        WEBHOOK_SOURCES,
         default_status=dg.DefaultScheduleStatus.STOPPED,
     ),
 )

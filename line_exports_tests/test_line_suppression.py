@@ -137,3 +137,27 @@ def test_consent_and_opt_out_columns_become_reject_rules(
     assert meta["rows_accepted"] == 3
     store = store_of(sandbox_server.sandbox)
     assert [n for n in range(7) if store.received(user(n))] == [2, 3, 6]
+
+
+def test_the_example_project_wires_the_suppression_asset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/definitions.py (the `exports` code location): line_suppression follows the OA
+    import's events and feeds the LINE audience, push and multicast exports; it materializes
+    (no events landed yet: nobody suppressed, saying so)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "definitions.py"
+    spec = importlib.util.spec_from_file_location("line_exports_example_definitions", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    graph = module.defs.resolve_asset_graph()
+    suppression = dg.AssetKey("line_suppression")
+    assert graph.get(suppression).parent_keys == {dg.AssetKey(["sample_oa", "line_oa_events"])}
+    for name in ("line_audience", "line_push", "line_multicast"):
+        assert suppression in graph.get(dg.AssetKey(name)).parent_keys, name
+    monkeypatch.setenv(SUPPRESSION_URL_ENV, f"sqlite:///{tmp_path / 'w.sqlite'}")
+    result = dg.materialize([module.line_suppression])
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["suppressed_users"].value == 0

@@ -276,3 +276,26 @@ def test_a_request_committed_late_by_a_slow_receiver_is_never_skipped(pg_server:
             engine.dispose()
     assert [r.request_id for r in second] == ["a", "b"]
     assert [r.id for r in second] == [1, 2]
+
+
+def test_dead_letter_resend_record_on_postgres(pg_server: str) -> None:
+    """The resend record (webhook.resend) on the PostgreSQL spool: recorded before the POST,
+    claimed once, kept once sent."""
+    from line_exports.webhook.spool import SpooledRequest
+
+    spool_url = postgres_server.new_database(pg_server)
+    source_id = str(uuid.uuid4())
+    request = SpooledRequest(7, "r7", source_id, 1.0, True, None, 1, b'{"events":[]}', 7, "sig")
+    with open_reader(spool_url) as reader:
+        reader.relay_dead_letter(source_id, "http://127.0.0.1:9/bot", request, 3, 503, "gave up")
+        (letter,) = reader.dead_letters(source_id)
+        assert (letter.resend, letter.body, letter.signature) == (None, request.body, "sig")
+        assert reader.resend_begin(letter.id, "a") and not reader.resend_begin(letter.id, "b")
+        assert reader.dead_letters(source_id)[0].resend == "sending"
+        reader.resend_cancel(letter.id)  # not accepted: may go again
+        assert reader.resend_begin(letter.id, "c")
+        reader.resend_sent(letter.id, 200)
+        reader.resend_cancel(letter.id)  # a sent one stays sent
+        (sent,) = reader.dead_letters(source_id)
+        assert sent.resend == "sent" and sent.resent_at is not None
+        assert not reader.resend_begin(letter.id, "d")

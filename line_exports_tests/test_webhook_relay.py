@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -276,3 +277,62 @@ def test_dagster_landing_shows_the_relay_state(tmp_path: Path) -> None:
     ]
     assert raw["relay_backlog"].value == 2 and raw["relay_dead_letters"].value == 0
     assert raw["relay"].value[shop.relay_to[0]]["forwarded"] == 0
+
+
+def test_resend_dead_letters_once_each_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dead letters go again to the fixed bot, unchanged and in order, once each: a second
+    resend skips them; a refused one is left to resend later; one whose answer was lost is in
+    doubt (skipped until --include-in-doubt), never sent twice blindly."""
+    from line_exports.webhook.landing import relay_status
+    from line_exports.webhook.resend import resend_dead_letters
+    from line_exports.webhook.signature import sign
+    from line_exports.webhook.spool import SpooledRequest
+
+    sandbox = Sandbox()
+    bots.register_bot(sandbox, "shop_oa", SECRETS["shop_oa"])
+    path = "/bot/shop_oa/webhook"
+    with SandboxServer(sandbox) as server:
+        shop = _source("shop_oa", f"{server.url}{path}")
+        target = shop.relay_to[0]
+        spool = tmp_path / "spool.sqlite3"
+        bodies = [body_of([base_event("message", n)]) for n in range(4)]
+        with open_reader(spool) as reader:
+            for n, body in enumerate(bodies, start=1):
+                request = SpooledRequest(n, f"r{n}", shop.source_id, time.time(), True, None, 1,
+                                         body, n, sign(SECRETS["shop_oa"], body))  # fmt: skip
+                reader.relay_dead_letter(shop.source_id, target, request, 12, 503, "gave up")
+
+        def resend(**kw: object) -> Any:
+            (result,) = resend_dead_letters(shop, spool=spool, policy=FAST, **kw)
+            return result
+
+        sandbox.add_fault(Fault(path=path, status=400, times=1))  # dead letter 1: still refused
+        sandbox.add_fault(Fault(path=path, lose_answer=True, times=1))  # 2: the answer is lost
+        first = resend()
+        assert (first.resent, first.in_doubt, first.already_sent) == ([3, 4], [2], [])
+        assert first.failed[0].startswith("1: HTTP 400")
+        again = resend()
+        assert (again.resent, again.in_doubt, again.already_sent) == ([1], [2], [3, 4])
+        assert [r.body for r in bots.received(sandbox, "shop_oa")] == [
+            bodies[1], bodies[2], bodies[3], bodies[0]  # 2 arrived though its answer was lost
+        ]  # fmt: skip
+        assert bots.store_of(sandbox).refused == {}  # signatures unchanged, verified
+        (sources := tmp_path / "sources.yaml").write_text(
+            f"sources:\n  - name: shop_oa\n    source_id: {shop.source_id}\n"
+            f"    relay_to: [{target}]\n"
+        )
+        argv = ["webhook", "resend", "--sources", str(sources), "--spool", str(spool)]
+        assert main(argv) == 1  # 2 is still in doubt
+        assert main([*argv, "--include-in-doubt"]) == 0  # the operator's decision
+        assert len(bots.received(sandbox, "shop_oa")) == 5
+        capsys.readouterr()
+        assert main(["webhook", "dead-letters", *argv[2:]]) == 0
+        listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(d["id"], d["resend"]) for d in listed] == [(i, "sent") for i in (1, 2, 3, 4)]
+        with open_reader(spool) as reader:
+            status = relay_status(reader, shop)[target]
+        assert (status["dead_letters"], status["dead_letters_resent"]) == (0, 4)
+        with pytest.raises(ValueError, match="not in its relay_to"):
+            resend_dead_letters(shop, spool=spool, targets=[f"{server.url}/bot/other/webhook"])

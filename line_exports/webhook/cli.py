@@ -1,5 +1,5 @@
-"""``line-exports webhook serve | new-source | land | relay | replay``: the receiver and its
-sources, landing by hand, and the webhook relay (see ``relay``).
+"""``line-exports webhook serve | new-source | land | relay | replay | dead-letters | resend``:
+the receiver and its sources, landing by hand, and the webhook relay (see ``relay``, ``resend``).
 
 ``register`` plugs into the project's argparse CLI; ``main`` runs it on its own
 (``python -m line_exports.webhook.cli webhook serve ...``) for tests and the load test.
@@ -255,6 +255,53 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _dead_letters(args: argparse.Namespace) -> int:
+    """List dead letters (without bodies) as JSON lines."""
+    _apply_locations(args)
+    chosen = _chosen_sources(args)
+    if chosen is None:
+        return 2
+    from line_exports.webhook.spool import open_reader
+
+    with open_reader(args.spool_url or args.spool) as reader:
+        for source in chosen:
+            for letter in reader.dead_letters(source.source_id):
+                row = dataclasses.asdict(letter)
+                del row["body"], row["signature"]
+                print(json.dumps({"source": source.name, **row}, sort_keys=True))
+    return 0
+
+
+def _resend(args: argparse.Namespace) -> int:
+    """Resend dead letters once each (webhook.resend); exit 1 if any failed or is in doubt."""
+    from line_exports.webhook.resend import resend_dead_letters
+
+    _apply_locations(args)
+    chosen = _chosen_sources(args)
+    if chosen is None:
+        return 2
+    if args.target and not any(t in s.relay_to for s in chosen for t in args.target):
+        print(f"error: {args.target[0]!r} is in no chosen source's relay_to", file=sys.stderr)
+        return 2
+    unsettled = 0
+    for source in chosen:
+        targets = [t for t in source.relay_to if not args.target or t in args.target]
+        if not targets:
+            continue
+        results = resend_dead_letters(
+            source,
+            targets=targets,
+            ids=args.id,
+            spool=args.spool_url or args.spool,
+            attempts=args.attempts,
+            include_in_doubt=args.include_in_doubt,
+        )
+        for result in results:
+            unsettled += len(result.failed) + len(result.in_doubt)
+            print(json.dumps(dataclasses.asdict(result), sort_keys=True))
+    return 1 if unsettled else 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``webhook`` with ``serve``, ``new-source`` and ``land`` to a parent CLI."""
     webhook = subparsers.add_parser("webhook", help="LINE OA webhook receiver (streaming import)")
@@ -386,6 +433,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     locations(replay)
     replay.set_defaults(func=_replay)
+
+    dead = sub.add_parser("dead-letters", help="list the relay's dead letters (JSON lines)")
+    dead.add_argument("--source", action="append", help="source name (repeatable; default all)")
+    locations(dead)
+    dead.set_defaults(func=_dead_letters)
+
+    resend = sub.add_parser(
+        "resend", help="send dead letters again, once each (recorded; a second resend skips them)"
+    )
+    resend.add_argument("--source", action="append", help="source name (repeatable; default all)")
+    resend.add_argument(
+        "--target", action="append", help="one of the sources' relay_to URLs (default all)"
+    )
+    resend.add_argument(
+        "--id", action="append", type=int, help="dead letter id (repeatable; default all)"
+    )
+    resend.add_argument(
+        "--attempts", type=int, default=3, help="tries per dead letter on a transient failure"
+    )
+    resend.add_argument(
+        "--include-in-doubt",
+        action="store_true",
+        help="also resend dead letters whose earlier resend was cut off after its POST began",
+    )
+    locations(resend)
+    resend.set_defaults(func=_resend)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,15 +89,19 @@ class LandingResult:
 
 
 def relay_status(reader: Any, source: WebhookSource) -> dict[str, dict[str, Any]]:
-    """Per ``relay_to`` target: requests forwarded, still to forward, dead letters and the
-    head's retry state (shown in the landing run's metadata in Dagster)."""
+    """Per ``relay_to`` target: requests forwarded, still to forward, dead letters not resent
+    (and resent, :mod:`.resend`) and the head's retry state (shown in the landing run's
+    metadata in Dagster)."""
     status: dict[str, dict[str, Any]] = {}
     for target in source.relay_to:
         state = reader.relay_state(source.source_id, target)
+        letters = reader.dead_letters(source.source_id, target)
+        resent = sum(1 for d in letters if d.resend == "sent")
         status[target] = {
             "forwarded": state.forwarded,
             "backlog": reader.pending_count(source.source_id, state.position)[0],
-            "dead_letters": len(reader.dead_letters(source.source_id, target)),
+            "dead_letters": len(letters) - resent,
+            "dead_letters_resent": resent,
             "attempts_on_head": state.attempts,
             "last_error": state.last_error,
         }

@@ -36,12 +36,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 import requests
+import urllib3
 
 from line_exports.webhook.config import WebhookSource
 from line_exports.webhook.signature import sign
-from line_exports.webhook.spool import SpooledRequest, open_reader
+from line_exports.webhook.spool import open_reader
 
 log = logging.getLogger("line_exports.webhook.relay")
 
@@ -98,6 +100,9 @@ class Outcome:
     status: int | None
     detail: str
     retry_after: float | None = None
+    maybe_delivered: bool = False
+    """No answer, but the request may have reached the target (the connection was made: a
+    read timeout or a cut answer), unlike a refused or unresolvable connection."""
 
 
 def classify(status: int) -> str:
@@ -113,7 +118,14 @@ def claim_name(target: str) -> str:
     return "relay-" + hashlib.sha256(target.encode()).hexdigest()[:16]
 
 
-def signature_of(request: SpooledRequest, source: WebhookSource) -> str | None:
+class Forwardable(Protocol):
+    """What is forwarded: a spooled request, or a dead letter (:mod:`.resend`)."""
+
+    body: bytes
+    signature: str | None
+
+
+def signature_of(request: Forwardable, source: WebhookSource) -> str | None:
     """The header LINE sent (kept in the spool); for requests spooled before it was kept, the
     same HMAC recomputed with the channel secret."""
     if request.signature:
@@ -122,8 +134,19 @@ def signature_of(request: SpooledRequest, source: WebhookSource) -> str | None:
     return sign(secret, request.body) if secret else None
 
 
+def _maybe_sent(exc: requests.RequestException) -> bool:
+    """False when no connection was made (refused, unresolvable, connect timeout)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError) and exc.args:
+        reason = getattr(exc.args[0], "reason", exc.args[0])
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            return False
+    return True
+
+
 def deliver(
-    session: requests.Session, target: str, request: SpooledRequest, signature: str, timeout: float
+    session: requests.Session, target: str, request: Forwardable, signature: str, timeout: float
 ) -> Outcome:
     """POST the body, unchanged, with LINE's signature header; no redirect is followed."""
     try:
@@ -139,7 +162,9 @@ def deliver(
             allow_redirects=False,
         )
     except requests.RequestException as exc:
-        return Outcome("retry", None, f"{type(exc).__name__}: {exc}"[:500])
+        return Outcome(
+            "retry", None, f"{type(exc).__name__}: {exc}"[:500], maybe_delivered=_maybe_sent(exc)
+        )
     retry_after = None
     header = resp.headers.get("retry-after", "")
     if header.isdigit():

@@ -45,6 +45,15 @@ def ddl(*, blob: str, serial: str, real: str) -> list[str]:
             body {blob} NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS relay_dead_letters_by_target"
         " ON relay_dead_letters (source_id, target, id)",
+        # One row per dead letter resent (webhook.resend): 'sending' is written before the POST,
+        # 'sent' after a 2xx; a row left 'sending' by a crash is in doubt, never resent silently.
+        f"""CREATE TABLE IF NOT EXISTS relay_resends (
+            dead_letter_id BIGINT PRIMARY KEY,
+            state TEXT NOT NULL,
+            token TEXT NOT NULL,
+            started_at {real} NOT NULL,
+            sent_at {real},
+            status INTEGER)""",
     ]
 
 
@@ -74,6 +83,10 @@ class DeadLetter:
     dead_at: float
     signature: str | None
     body: bytes
+    resend: str | None = None
+    """``sent`` once resent and accepted (2xx), ``sending`` if a resend's outcome is unknown
+    (it crashed after the POST began), None if never resent."""
+    resent_at: float | None = None
 
 
 _UPSERT = (
@@ -189,14 +202,16 @@ class RelayLog:
     def dead_letters(self, source_id: str, target: str | None = None) -> list[DeadLetter]:
         """Dead letters of a source (of one target), oldest first."""
         sql = (
-            "SELECT id, source_id, target, request_id, received_at, attempts, status, reason,"
-            " dead_at, signature, body FROM relay_dead_letters WHERE source_id = :s"
+            "SELECT d.id, d.source_id, d.target, d.request_id, d.received_at, d.attempts,"
+            " d.status, d.reason, d.dead_at, d.signature, d.body, r.state, r.sent_at"
+            " FROM relay_dead_letters d LEFT JOIN relay_resends r ON r.dead_letter_id = d.id"
+            " WHERE d.source_id = :s"
         )
         params: dict[str, Any] = {"s": source_id}
         if target is not None:
-            sql += " AND target = :t"
+            sql += " AND d.target = :t"
             params["t"] = target
-        rows = self._execute([(sql + " ORDER BY id", params)])
+        rows = self._execute([(sql + " ORDER BY d.id", params)])
         return [
             DeadLetter(
                 int(r[0]),
@@ -210,9 +225,52 @@ class RelayLog:
                 float(r[8]),
                 r[9],
                 bytes(r[10]),
+                r[11],
+                None if r[12] is None else float(r[12]),
             )  # fmt: skip
             for r in rows
         ]
+
+    def resend_begin(self, dead_letter_id: int, token: str) -> bool:
+        """Record that dead letter ``dead_letter_id`` is being resent (before the POST); False
+        if it already was (sent, or in doubt)."""
+        params = {"i": dead_letter_id, "k": token, "now": time.time()}
+        rows = self._execute(
+            [
+                (
+                    "INSERT INTO relay_resends (dead_letter_id, state, token, started_at)"
+                    " VALUES (:i, 'sending', :k, :now) ON CONFLICT (dead_letter_id) DO NOTHING",
+                    params,
+                ),
+                ("SELECT token FROM relay_resends WHERE dead_letter_id = :i", params),
+            ]
+        )
+        return bool(rows) and rows[0][0] == token
+
+    def resend_sent(self, dead_letter_id: int, status: int | None) -> None:
+        """The resend was accepted (2xx): recorded, never resent again."""
+        params = {"i": dead_letter_id, "st": status, "now": time.time()}
+        self._execute(
+            [
+                (
+                    "UPDATE relay_resends SET state = 'sent', sent_at = :now, status = :st"
+                    " WHERE dead_letter_id = :i",
+                    params,
+                )
+            ]
+        )
+
+    def resend_cancel(self, dead_letter_id: int) -> None:
+        """The resend was not accepted (or an in-doubt one is to be tried again): the dead
+        letter may be resent later."""
+        self._execute(
+            [
+                (
+                    "DELETE FROM relay_resends WHERE dead_letter_id = :i AND state = 'sending'",
+                    {"i": dead_letter_id},
+                )
+            ]
+        )
 
     def relay_floor(self, source_id: str, targets: Iterable[str]) -> Position:
         """The oldest cursor among ``targets`` (requests after it must be kept)."""

@@ -67,6 +67,8 @@ def refresh_suppression(events_tables: Sequence[str], url: str | None = None) ->
             for table in events_tables:
                 # ``database.table`` when the source names a database (its schema).
                 schema, _, name = table.rpartition(".")
+                if schema and schema not in inspector.get_schema_names():
+                    continue  # nothing landed into that database yet
                 if name not in inspector.get_table_names(schema=schema or None):
                     continue
                 quoted = f'"{schema}"."{name}"' if schema else f'"{name}"'
