@@ -151,16 +151,21 @@ def _active(value: Any) -> bool:
 
 def cmd_sandbox(ns: argparse.Namespace) -> int:
     """Serve the sandbox in the foreground (or stop the background one with ``--stop``)."""
-    from line_exports.sandbox.server import serve, stop_background
+    from line_exports.sandbox.server import listen, serve, stop_background
 
     if ns.stop:
         print(stop_background(ns.port))
         return 0
-
+    try:
+        sock = listen(ns.host, ns.port)  # bound before saying so
+    except OSError as exc:
+        print(f"error: {exc.strerror}", file=sys.stderr)
+        return 2
     print(
-        f"sandbox on http://{ns.host}:{ns.port} (state: /_sandbox/state, faults: POST /_sandbox/faults)"
+        f"sandbox on http://{ns.host}:{ns.port} (state: /_sandbox/state, faults: POST /_sandbox/faults)",
+        flush=True,
     )
-    serve(ns.host, ns.port, ns.rate_scale)
+    serve(ns.host, ns.port, ns.rate_scale, sock=sock)
     return 0
 
 

@@ -146,3 +146,25 @@ def test_reset_really_resets_what_state_shows(sandbox_server: SandboxServer) -> 
     assert after["line_conversion"]["duplicate_events"] == 0
     assert len(after["linkedin"]["segments"]) == 1
     assert len(after["line_messaging"]["audiences"]) == 1
+
+
+def test_sandbox_on_a_busy_port_says_so_and_claims_nothing(
+    line_exports_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`line-exports sandbox --port P` with P taken: no "sandbox on ..." line, a clear error,
+    exit 2, and the running server's trust record is left alone."""
+    from line_exports.cli import main
+    from line_exports.sandbox.server import _instance_file, register_instance
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        register_instance(url, "the running sandbox's token")
+        assert main(["sandbox", "--port", str(port)]) == 2
+        out, err = capsys.readouterr()
+        assert "sandbox on" not in out
+        assert f"error: cannot listen on 127.0.0.1:{port}: the address is already in use" in err
+        assert f"line-exports sandbox --stop --port {port}" in err
+        assert _instance_file(url).read_text() == "the running sandbox's token"

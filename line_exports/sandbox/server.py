@@ -13,6 +13,7 @@ Anything else on that port (another program, another user's sandbox) is refused 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hmac
 import os
@@ -280,18 +281,49 @@ def stop_background(port: int = DEFAULT_PORT) -> str:
     return f"stopped the background sandbox on port {port} (pid {pid})"
 
 
-def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, rate_scale: float = 1.0) -> None:
-    """Run the sandbox in the foreground until interrupted.
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` (as uvicorn binds one: ``SO_REUSEADDR``), so the
+    address is known to be ours before anything is printed or registered. Raises ``OSError``
+    whose ``strerror`` names the address and, when it is taken, what to do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = (
+            "the address is already in use (another sandbox or server: `line-exports sandbox "
+            f"--stop --port {port}` stops a background sandbox, or choose another --port)"
+            if exc.errno == errno.EADDRINUSE
+            else exc.strerror or str(exc)
+        )
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {why}") from None
+    return sock
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    rate_scale: float = 1.0,
+    sock: socket.socket | None = None,
+) -> None:
+    """Run the sandbox in the foreground until interrupted, on ``sock`` (from :func:`listen`)
+    or a socket bound here (``OSError`` if the address is taken: nothing is registered then).
 
     Its instance token comes from :data:`INSTANCE_TOKEN_ENV` (set by :func:`ensure_sandbox`),
     else is new and registered in the data folder, so exports of this deployment trust it.
     """
+    sock = sock or listen(host, port)
     token = os.environ.pop(INSTANCE_TOKEN_ENV, None)
     sandbox = Sandbox(rate_scale=rate_scale, instance_token=token)
     url = f"http://{host}:{port}"
     if token is None:
         register_instance(url, sandbox.instance_token)
     try:
-        uvicorn.run(create_app(sandbox), host=host, port=port, log_level="info")
+        config = uvicorn.Config(create_app(sandbox), host=host, port=port, log_level="info")
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         unregister_instance(url, sandbox.instance_token)
