@@ -193,20 +193,21 @@ def test_line_unit_statistics_and_delivery_counts_over_days(
     daily = Daily(export, resources, clock=clock, days=4, line_statistics=True)
     sent = daily.send(instance)
     assert checks_of(sent)[RESULTS_CHECK].passed
-    for _ in range(3):
+    for _ in range(2):
         clock.advance(1)
         run = daily.tick(instance)
         assert isinstance(run, dg.ExecuteInProcessResult)
         assert checks_of(run)[RESULTS_CHECK].passed
 
     seen = observations(instance, "line_results")
-    assert [o["unit"] for o in seen] == ["spring_sale"] * 4
+    assert [o["unit"] for o in seen] == ["spring_sale"] * 3
     # Right after the send nobody has opened it yet: LINE withholds figures under 20.
     assert "unique_impressions" not in seen[0]
     assert "uniqueImpression" in seen[0]["withheld"]["fields"]
     opened = [o["unique_impressions"] for o in seen[1:]]
     assert opened == sorted(opened) and opened[0] < opened[-1]  # more open it each day
-    assert 0.6 * 300 * 0.5 < opened[-1] <= 0.6 * 300  # 60% open within 7 days
+    # 60% open within 7 days, sooner rather than later: sqrt(2/7) = 53% of them in 2 days.
+    assert 0.6 * 300 * 0.4 < opened[-1] < 0.6 * 300 * 0.7
     assert seen[-1]["clicks"] >= seen[-1]["unique_clicks"] >= 20
     [row] = seen[-1]["clicks_by_url"].records
     assert row.data["url"] == "https://example.com/sale" and row.data["click"] == seen[-1]["clicks"]
@@ -223,6 +224,35 @@ def test_line_unit_statistics_and_delivery_counts_over_days(
     failed = checks_of(run)[RESULTS_CHECK]
     assert not failed.passed
     assert "403" in str(failed.metadata["problems"].value)
+
+    # A push carries its unit too (one per request, LINE's rule), so its statistics are the
+    # unit's as well.
+    push = build_export(
+        "line_push_results",
+        destination="line_messaging",
+        query="select 'U' || md5((range + 1000)::varchar) as id from range(5)",
+        settings={
+            "target": "push_message",
+            "template_message": '{"type": "text", "text": "Hi {{id}}"}',
+            "custom_aggregation_units": "coupon_a",
+        },
+        retry_policy=None,
+    )
+    Daily(push, resources).send(instance)
+    units = [d.unit for d in insight_store(sandbox_server.sandbox).deliveries if d.kind == "push"]
+    assert units == ["coupon_a"] * 5
+
+    # An audience export is observed by its audience's state.
+    audience = build_export(
+        "line_audience_results",
+        destination="line_messaging",
+        query="select 'U' || md5(range::varchar) as id from range(50)",
+        settings={"target": "audience", "audience_name": "results audience"},
+        retry_policy=None,
+    )
+    Daily(audience, resources, clock=clock).send(instance)
+    [group] = observations(instance, "line_audience_results")
+    assert (group["audience_status"], group["audience_count"]) == ("READY", 50)
 
     # Without line_statistics nothing is asked of that API (opt in).
     calls = sandbox_server.sandbox.count("GET", "/v2/bot/insight/message/event/aggregation")
@@ -269,3 +299,35 @@ def test_maac_import_results_mismatch_file_and_volume(
     )
     empty = checks_of(Daily(maac_export(0), resources).send(instance))[VOLUME_CHECK]
     assert not empty.passed and empty.metadata["reason"].value == "the send read 0 rows"
+
+    # A segment export: its member count against the UIDs sent.
+    segment = build_export(
+        "maac_segment_results",
+        destination="maac",
+        query="select 'U' || md5(range::varchar) as line_uid from range(8)",
+        settings={"data_object": "segments", "segment_name": "results segment"},
+        retry_policy=None,
+    )
+    rate = checks_of(Daily(segment, resources).send(instance))[MATCH_RATE_CHECK]
+    assert rate.passed and rate.metadata["match_rate"].value == 1.0
+    [seen] = observations(instance, "maac_segment_results")
+    assert seen["segment_member_count"] == 8
+
+
+def test_insight_endpoints_refuse_what_line_refuses(sandbox_server: SandboxServer) -> None:
+    """insight.yml's parameter rules, over HTTP, with the sandbox's channel token."""
+    url = f"{sandbox_server.url}/v2/bot/insight/message"
+    auth = {"Authorization": "Bearer sandbox-line-channel-token"}
+
+    def status(path: str, **params: str) -> int:
+        return requests.get(f"{url}/{path}", params=params, headers=auth).status_code
+
+    ok = {"customAggregationUnit": "unit_a", "from": "20261101", "to": "20261201"}
+    assert status("event/aggregation", **ok) == 200
+    assert status("event/aggregation", **{**ok, "customAggregationUnit": "has-dash"}) == 400
+    assert status("event/aggregation", **{**ok, "to": "20261202"}) == 400  # over 30 days
+    assert status("event/aggregation", **{**ok, "to": "20261031"}) == 400  # before from
+    assert status("event/aggregation", **{**ok, "from": "20261131"}) == 400  # no such day
+    assert status("delivery", date="20261201") == 200
+    assert status("delivery", date="2026-12-01") == 400
+    assert requests.get(f"{url}/delivery", params={"date": "20261201"}).status_code == 401
