@@ -51,7 +51,8 @@ SUMMARY_COLUMNS = (
 
 
 def materialization_rows(result: Any) -> list[list[Any]]:
-    """One summary row per export materialized in a job result (columns: SUMMARY_COLUMNS)."""
+    """One summary row per export of a job result (columns: SUMMARY_COLUMNS): materialized, or
+    failed after reading its rows (the failure's counts; the name marked ``(failed)``)."""
     from line_exports import run_summary
 
     rows = []
@@ -59,7 +60,7 @@ def materialization_rows(result: Any) -> list[list[Any]]:
         meta = outcome.metadata
         if not meta:
             continue
-        row: list[Any] = [key]
+        row: list[Any] = [f"{key} (failed)" if outcome.failed else key]
         for _, name in SUMMARY_COLUMNS[1:]:
             value = meta.get(name, "")
             row.append(f"{value:.2f}" if isinstance(value, float) else value)

@@ -254,9 +254,19 @@ class DeliveryFailed(Exception):
     (``report``: refused, rejected, accepted, and so the rows left unsent) still reaches the
     rejects file and the metadata."""
 
-    def __init__(self, message: str, report: DeliveryReport) -> None:
+    def __init__(self, message: str, report: DeliveryReport, retryable: bool = False) -> None:
         super().__init__(message)
         self.report = report
+        self.retryable = retryable
+        """True when a retry of the run may succeed (the run's RetryPolicy applies)."""
+
+
+class NothingSent(DeliveryFailed):
+    """The run stops before any request carried a row (a setting, the target or the resource
+    is wrong): every valid row is counted unsent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, DeliveryReport())
 
 
 class ExportRun:

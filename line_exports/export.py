@@ -255,7 +255,6 @@ def export_metadata(
         "source": source,
         "destination": target,
         **outcome.metadata(),
-        "rows_valid": summary.valid_rows,
         "reject_rate": dg.MetadataValue.float(round(reject_rate, 6)),
         "rejects_by_rule": dg.MetadataValue.json(summary.by_rule),
         "rejects_preview": dg.MetadataValue.md(_markdown(summary.preview_frame())),
@@ -370,19 +369,17 @@ def _unknown_columns(
     config: ExportSettings,
     ruleset: RuleSet,
     summary: ValidationSummary,
+    unsent: Callable[[str], dg.Failure],
 ) -> None:
     """Columns the destination does not know: a warning with the closest known column (in the
-    log and the metadata), or a failure with ``unknown_columns: fail``."""
+    log and the metadata), or a failure (``unsent``) with ``unknown_columns: fail``."""
     found = export_guards.unknown_columns(summary.ignored_columns, ruleset)
     if not found:
         return
     summary.column_hints = {u.name: str(u) for u in found}
     message = export_guards.unknown_columns_message(name, found, dest.type_name)
     if config.unknown_columns == "fail":
-        raise dg.Failure(
-            description=f"{message}; unknown_columns is fail, so nothing was sent",
-            allow_retries=False,
-        )
+        raise unsent(f"{message}; unknown_columns is fail, so nothing was sent")
     context.log.warning(message)
 
 
@@ -425,6 +422,35 @@ def _empty_result(
     if mirror:
         context.log.warning(f"{name}: check {sync.SYNC_CHECK} failed: {sync.EMPTY_RESULT_REASON}")
     return dg.MaterializeResult(metadata=meta, check_results=checks)
+
+
+def _sent_something_check(
+    context: dg.AssetExecutionContext,
+    name: str,
+    dest: Destination,
+    config: ExportSettings,
+    outcome: Outcome,
+    meta: dict[str, Any],
+) -> dg.AssetCheckResult:
+    """``not_empty`` after delivery: the destination's own rules (a CAPI time window, a
+    quota) may have rejected every valid row before sending; as if validation had (skip with
+    a failed check, or fail where :func:`_empty_result` would)."""
+    if outcome.valid:
+        return dg.AssetCheckResult(
+            check_name=NOT_EMPTY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN
+        )
+    replaces = dest.replaces_target(config)
+    action = export_guards.empty_result_action(config.empty_result, replaces)
+    message = export_guards.empty_result_message(name, action, replaces, outcome.read)
+    if action == "fail":
+        raise dg.Failure(description=message, metadata=meta, allow_retries=False)
+    context.log.warning(message)
+    return dg.AssetCheckResult(
+        check_name=NOT_EMPTY_CHECK,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rows_read": outcome.read, "reason": message},
+    )
 
 
 def build_export(
@@ -608,12 +634,18 @@ def build_export(
             raise  # a lost connection or a lock timeout: the retry policy may help
         # The spool of valid rows is scratch: gone after the run, whatever its outcome
         # (the rejects file stays; the metadata points at it).
+        target = dest.target_label(config)
+
+        def unsent(description: str) -> dg.Failure:
+            """A failure before anything was sent, with the counts (every valid row unsent)."""
+            meta = export_metadata(summary, None, time.monotonic() - started, source_label, target)
+            return dg.Failure(description=description, metadata=meta, allow_retries=False)
+
         try:
-            target = dest.target_label(config)
             context.log.info(
                 f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} valid, {summary.rejected_rows:,} rejected"
             )
-            _unknown_columns(context, name, dest, config, ruleset, summary)
+            _unknown_columns(context, name, dest, config, ruleset, summary, unsent)
             policy, skips = dest.invalid_policy(config)
             # Duplicates are sent once, not invalid: they never stop a run on their own.
             if summary.rejected_rows - summary.duplicate_rows and not skips:
@@ -632,7 +664,7 @@ def build_export(
                 dest.check_total(config, summary.valid_rows)
                 sync.check_mode(dest, config)
             except ValueError as exc:
-                raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+                raise unsent(f"{name}: {exc}") from None
             ledger = Ledger(ledger_path)
             try:
                 run = ExportRun(
@@ -645,7 +677,9 @@ def build_export(
                     rows.count,
                 )
                 report, synced = sync.deliver(dest, resource, config, rows, run, workdir)
-            except (ScopeClaimed, ClaimLost) as exc:
+            except ScopeClaimed as exc:  # before the first request
+                raise unsent(f"{name}: {exc}") from None
+            except ClaimLost as exc:
                 raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
             except DeliveryFailed as exc:
                 _add_report(summary, exc.report)
@@ -653,7 +687,7 @@ def build_export(
                     summary, exc.report, time.monotonic() - started, source_label, target
                 )
                 raise dg.Failure(
-                    description=f"{name}: {exc}", metadata=meta, allow_retries=False
+                    description=f"{name}: {exc}", metadata=meta, allow_retries=exc.retryable
                 ) from None
             except ApiError as exc:
                 if exc.retryable:
@@ -674,9 +708,7 @@ def build_export(
                 raise failure
             checks = [
                 _reject_rate_check(context, name, summary, max_reject_rate),
-                dg.AssetCheckResult(
-                    check_name=NOT_EMPTY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN
-                ),
+                _sent_something_check(context, name, dest, config, outcome, meta),
                 refusal_check(key, outcome),
                 sync.check_result(key, config.sync_mode, synced),
             ]

@@ -13,7 +13,8 @@ Every row read ends in exactly one place:
   diff / mirror also the unchanged rows an earlier run delivered, ``rows_unchanged``).
 
 ``rows_read = rows_rejected + rows_refused_by_api + rows_unsent + rows_delivery_unknown +
-rows_accepted`` holds in every destination's metadata; where an API's own counts do not add up
+rows_accepted`` holds in every destination's metadata, and ``rows_valid = rows_read -
+rows_rejected`` (the rows meant for the API); where an API's own counts do not add up
 to the rows sent, the difference is shown as ``rows_unaccounted``. The ``api_refusals`` check
 fails when any row was refused, is of unknown delivery, or is unaccounted for.
 
@@ -60,36 +61,39 @@ class Outcome:
 
     @classmethod
     def of(cls, summary: ValidationSummary, report: DeliveryReport | None) -> Outcome:
-        """Counts from the validation summary (after the report's rejects were added to it)."""
+        """Counts from the validation summary (after the report's rejects were added to it).
+
+        ``valid`` has one meaning everywhere: the rows read less the rows rejected before
+        sending (by validation, duplicates included, or by the destination's own rules), i.e.
+        the rows meant for the API: ``valid = refused + unsent + unknown + accepted``.
+        """
+        valid = summary.rows_read - summary.rejected_rows
         if report is None:
             return cls(
                 read=summary.rows_read,
                 rejected=summary.rejected_rows,
                 refused=0,
-                unsent=summary.valid_rows,
+                unsent=valid,
                 unknown=0,
                 accepted=0,
                 sent=0,
-                valid=summary.valid_rows,
+                valid=valid,
             )
-        unsent = max(
-            summary.valid_rows - report.rejected_rows - report.sent_rows - report.unchanged_rows,
-            0,
-        )
         return cls(
             read=summary.rows_read,
             rejected=summary.rejected_rows,
             refused=report.refused_rows,
-            unsent=unsent,
+            unsent=max(valid - report.sent_rows - report.unchanged_rows, 0),
             unknown=report.unknown_rows,
             accepted=report.accepted_rows,
             sent=report.sent_rows,
-            valid=summary.valid_rows,
+            valid=valid,
         )
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "rows_read": self.read,
+            "rows_valid": self.valid,
             "rows_rejected": self.rejected,
             "rows_refused_by_api": self.refused,
             "rows_unsent": self.unsent,

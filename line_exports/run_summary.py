@@ -21,11 +21,13 @@ FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
 
 @dataclass
 class ExportOutcome:
-    """One materialized export of a run, from its metadata and check evaluations."""
+    """One export of a run: its metadata (a materialization's, or a failed step's: a failure
+    after the rows were read carries the same counts) and its failed checks."""
 
     key: str
     metadata: dict[str, Any] = field(default_factory=dict)
     failed_checks: list[str] = field(default_factory=list)
+    failed: bool = False
 
 
 class _BriefFormatter(logging.Formatter):
@@ -69,16 +71,37 @@ def log_config(level: str) -> dict[str, Any]:
     return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
+def _values(metadata: Any) -> dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in (metadata or {}).items()}
+
+
+def _failed_asset(result: Any, event: Any) -> str:
+    """The asset key (``a/b``) a failed step computes, else its step key."""
+    try:
+        assets = result.job_def.asset_layer.get_assets_def_for_node(event.node_handle)
+    except Exception:  # a job without assets, or a node of another kind
+        assets = None
+    keys = list(assets.keys) if assets is not None else []
+    return keys[0].to_user_string() if len(keys) == 1 else str(event.step_key)
+
+
 def outcomes(result: Any) -> dict[str, ExportOutcome]:
-    """Each materialized asset's metadata and failed checks, by asset key (``a/b``)."""
+    """Each export's metadata and failed checks, by asset key (``a/b``): a materialized
+    asset's, and a failed step's whose failure carries counts (``rows_read``, see
+    :mod:`line_exports.outcomes`), marked ``failed``."""
     found: dict[str, ExportOutcome] = {}
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.step_materialization_data.materialization
             key = materialization.asset_key.to_user_string()
-            found.setdefault(key, ExportOutcome(key)).metadata = {
-                k: getattr(v, "value", v) for k, v in materialization.metadata.items()
-            }
+            found.setdefault(key, ExportOutcome(key)).metadata = _values(materialization.metadata)
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            failure = event.step_failure_data.user_failure_data
+            meta = _values(failure.metadata if failure is not None else None)
+            if "rows_read" in meta:
+                key = _failed_asset(result, event)
+                outcome = found.setdefault(key, ExportOutcome(key))
+                outcome.metadata, outcome.failed = meta, True
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:
@@ -89,14 +112,32 @@ def outcomes(result: Any) -> dict[str, ExportOutcome]:
 
 
 def _check_text(evaluation: Any) -> str:
-    meta = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
+    meta = _values(evaluation.metadata)
     if "reject_rate" in meta and "threshold" in meta:
         return (
             f"check {evaluation.check_name} failed: {meta['reject_rate']:.1%} of the rows read "
             f"were rejected (threshold {meta['threshold']:.0%})"
         )
+    if "rows_refused_by_api" in meta and "rows_sent" in meta:  # api_refusals
+        parts = [
+            f"{meta[name]:,} {label}"
+            for name, label in (
+                ("rows_refused_by_api", f"of {meta['rows_sent']:,} rows sent refused by the API"),
+                ("rows_delivery_unknown", "of unknown delivery"),
+                ("rows_unaccounted", "unaccounted for by the API's counts"),
+            )
+            if meta.get(name)
+        ]
+        return f"check {evaluation.check_name} failed: " + ", ".join(parts)
     reason = meta.get("reason")
     return f"check {evaluation.check_name} failed" + (f": {reason}" if reason else "")
+
+
+def _top(counts: dict[str, int], top: int) -> str:
+    """``reason count, ...`` of the ``top`` most frequent reasons (and how many more)."""
+    reasons = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{reason} {count:,}" for reason, count in reasons[:top])
+    return shown + (f" and {len(reasons) - top} more" if len(reasons) > top else "")
 
 
 def shown_path(path: str) -> str:
@@ -108,18 +149,25 @@ def shown_path(path: str) -> str:
 
 
 def attention_lines(found: dict[str, ExportOutcome], top: int = 3) -> list[str]:
-    """Per export: the top reject reasons and the rejects file; each failed check a warning."""
+    """Per export: the rows rejected and refused by the API with their top reasons, the
+    rejects file; each failed check a warning."""
     lines: list[str] = []
     for outcome in found.values():
         meta = outcome.metadata
         by_rule = meta.get("rejects_by_rule") or {}
         if by_rule:
-            reasons = sorted(by_rule.items(), key=lambda kv: (-kv[1], kv[0]))
-            shown = ", ".join(f"{rule} {count:,}" for rule, count in reasons[:top])
-            more = f" and {len(reasons) - top} more" if len(reasons) > top else ""
-            lines.append(f"{outcome.key}: {meta.get('rows_rejected', 0):,} rejected: {shown}{more}")
-            if meta.get("rejects_file"):
-                lines.append(f"  rejects file: {shown_path(meta['rejects_file'])}")
+            lines.append(
+                f"{outcome.key}: {meta.get('rows_rejected', 0):,} rejected: {_top(by_rule, top)}"
+            )
+        refused = meta.get("rows_refused_by_api") or 0
+        if refused:
+            answers = meta.get("refusals_by_answer") or {}
+            lines.append(
+                f"{outcome.key}: {refused:,} refused by the API"
+                + (f": {_top(answers, top)}" if answers else "")
+            )
+        if meta.get("rejects_file") and (by_rule or refused or meta.get("rows_delivery_unknown")):
+            lines.append(f"  rejects file: {shown_path(meta['rejects_file'])}")
         if meta.get("rows_delivery_unknown"):
             lines.append(
                 f"warning: {outcome.key}: {meta['rows_delivery_unknown']:,} rows of unknown "

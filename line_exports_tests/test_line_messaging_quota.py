@@ -77,7 +77,7 @@ def test_multicast_counts_distinct_recipients_against_the_quota(
         template_message_multicast=MULTICAST,
     )
     meta = run(asset, resource(sandbox_server))
-    assert meta["distinct_recipients"] == 4 and meta["duplicate_recipients_skipped"] == 2
+    assert meta["distinct_recipients"] == 4 and meta["rows_duplicate"] == 2
     assert meta["messages_needed"] == 4 and store.quota_used == 4
     again = export(
         "line_quota_multicast_2",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -268,6 +269,12 @@ def check_of(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvalu
     return None
 
 
+def table_row(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    """The run's one row of the CLI's summary table, by column."""
+    (row,) = materialization_rows(result)
+    return dict(zip([c for c, _ in SUMMARY_COLUMNS], row, strict=True))
+
+
 def adds_up(meta: dict[str, Any]) -> bool:
     return "rows_unaccounted" not in meta and meta["rows_read"] == (
         meta["rows_rejected"]
@@ -296,6 +303,11 @@ def test_counts_add_up_for_random_tables(
     result, meta = run_case(sandbox_server, tmp_path, case, table, **extra)
     assert adds_up(meta), meta
     assert meta["rows_read"] == len(table.frame)
+    assert meta["rows_valid"] == meta["rows_read"] - meta["rows_rejected"], meta
+    # The CLI's table says the same, whether the run succeeded or failed.
+    row = table_row(result)
+    for column, name in SUMMARY_COLUMNS[2:9]:
+        assert row[column] == meta[name], (column, row, meta)
     assert meta["rows_rejected"] == table.expected["rejected"], meta
     assert meta["rows_refused_by_api"] == table.expected["refused"], meta
     assert meta["rows_accepted"] == table.expected["accepted"], meta
@@ -375,7 +387,15 @@ def test_capi_events_outside_the_window_are_rejected_not_refused(
     result, meta = run_case(sandbox_server, tmp_path, CASES["line_conversion"], table)
     assert result.success
     assert meta["rows_rejected"] == 1 and meta["rows_refused_by_api"] == 0 and adds_up(meta)
+    assert meta["rows_valid"] == 2  # read - rejected: the window's rejects are not valid too
     assert meta["rejects_by_rule"] == {"event_timestamp: time_window": 1}
+    # Every row outside the window: nothing to send, as if validation had rejected them all.
+    table = capi_table(["valid", "valid"])
+    table.frame["event_timestamp"] = NOW - 91 * 86_400
+    result, meta = run_case(sandbox_server, tmp_path, CASES["line_conversion"], table)
+    assert result.success and meta["rows_valid"] == 0 and meta["rows_rejected"] == 2
+    not_empty = check_of(result, "not_empty")
+    assert not_empty is not None and not not_empty.passed
 
 
 def test_capi_event_without_a_user_identifier_is_rejected(
@@ -496,3 +516,82 @@ def test_capi_external_id_undefined_identifies_no_one(
         timeout=10,
     )
     assert answer.status_code == 400 and "user must carry" in answer.text
+
+
+def test_failed_multicast_counts_its_repeated_recipients_as_duplicates(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """A repeat is a ``duplicate`` reject found before sending, whatever LINE answers later."""
+    table = line_table(["refused", "valid"], duplicates_rejected=True)
+    table.frame.loc[1, "id"] = table.frame.loc[0, "id"]  # the refused recipient, twice
+    result, meta = run_case(sandbox_server, tmp_path, CASES["line_multicast"], table)
+    assert not result.success and adds_up(meta)
+    assert (meta["rows_rejected"], meta["rows_refused_by_api"], meta["rows_unsent"]) == (1, 1, 0)
+    assert meta["rejects_by_rule"] == {"id: duplicate": 1} and meta["rows_duplicate"] == 1
+    assert meta["distinct_recipients"] == 1 and meta["rows_valid"] == 1
+
+
+def test_partly_refused_run_says_how_many_and_why(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    table = line_table(["valid", "refused", "valid"], duplicates_rejected=False)
+    result, meta = run_case(sandbox_server, tmp_path, CASES["line_push"], table)
+    assert result.success and meta["rows_refused_by_api"] == 1
+    said = "\n".join(attention_lines(outcomes(result)))
+    assert "check api_refusals failed: 1 of 3 rows sent refused by the API" in said, said
+    assert ": 1 refused by the API: LINE refused: " in said and "rejects file: " in said
+
+
+@pytest.mark.parametrize("why", ["line_channel_id", "unknown_columns"])
+def test_failure_before_sending_carries_the_counts(
+    sandbox_server: SandboxServer, tmp_path: Path, why: str
+) -> None:
+    """A run stopped before any request (a CAPI line_uid without the resource's
+    line_channel_id; a column the destination does not know with ``unknown_columns: fail``)
+    counts its valid rows unsent."""
+    table = capi_table(["valid", "invalid", "valid"])
+    extra: dict[str, Any] = {}
+    if why == "line_channel_id":
+        table.frame["line_uid"] = uid(7)
+    else:
+        table.frame["nope"] = "x"
+        extra["unknown_columns"] = "fail"
+    result, meta = run_case(sandbox_server, tmp_path, CASES["line_conversion"], table, **extra)
+    assert not result.success and adds_up(meta)
+    assert (meta["rows_read"], meta["rows_rejected"], meta["rows_unsent"]) == (3, 1, 2)
+    assert table_row(result)["valid"] == 2
+    assert events_of(sandbox_server.sandbox, "tag-o") == {}
+
+
+REFUSED_PUSH_DIG = """
++push:
+  td>: queries/push.sql
+  result_connection: line_messaging_sample
+  result_settings:
+    target: push_message
+    template_message: '{"type": "text", "text": "Hi {{name}}"}'
+"""
+
+
+def test_cli_run_of_a_refused_push_shows_its_counts_and_rejects_file(
+    sandbox_server: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``line-exports run`` of a push LINE refused whole (7 rows, 1 invalid): the table shows
+    what the failure's metadata holds, and the summary names the reasons and the rejects file."""
+    from line_exports_tests.cli_helpers import workflow_folder
+    from line_exports_tests.test_workflows_run import cli
+
+    monkeypatch.setenv("LINE_EXPORTS_SANDBOX_URL", sandbox_server.url)
+    rows = ", ".join(f"('{uid(n)}', 'n{n}')" for n in range(1, 7)) + ", ('not-a-user', 'x')"
+    folder = workflow_folder(
+        tmp_path,
+        {"refuse": REFUSED_PUSH_DIG},
+        {"push.sql": f"SELECT * FROM (VALUES {rows}) v(id, name)"},
+    )
+    sandbox_server.sandbox.add_fault(Fault(path="/v2/bot/message/push", status=400, times=-1))
+    code, out = cli("run", "refuse", "--workflows", str(folder))
+    assert code == 1, out
+    #              task  status   read  valid rejected sent refused unknown accepted
+    assert re.search(r"push\s+failed\s+7\s+6\s+1\s+6\s+6\s+0\s+0\s", out), out
+    assert "push: 1 rejected: id: pattern 1" in out
+    assert "push: 6 refused by the API: LINE refused: " in out and "rejects file: " in out

@@ -31,6 +31,7 @@ from line_exports.destination import (
     Destination,
     ExportRun,
     ExportSettings,
+    NothingSent,
     ValidRows,
     content_key,
 )
@@ -389,7 +390,7 @@ class LineConversionDestination(Destination):
         try:
             client = resource.get_client(settings.retry_settings())
         except ValueError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+            raise NothingSent(str(exc)) from None
         before_requests, before_retries = client.http.stats.requests, client.http.stats.retries
         report, tally = DeliveryReport(), _Tally()
         window = TimeWindow.now()
@@ -447,21 +448,15 @@ class LineConversionDestination(Destination):
             if "event_timestamp" in frame.columns:
                 outside += int(window.outside(frame).sum())
         if with_uid and not client.line_channel_id:
-            raise dg.Failure(
-                description=(
-                    f"{with_uid:,} events carry line_uid but the resource has no line_channel_id; LINE needs the "
-                    "channel that issued the user IDs (X-Line-ChannelID). Set line_channel_id or drop the "
-                    "line_uid column. Nothing was sent."
-                ),
-                allow_retries=False,
+            raise NothingSent(
+                f"{with_uid:,} events carry line_uid but the resource has no line_channel_id; LINE needs the "
+                "channel that issued the user IDs (X-Line-ChannelID). Set line_channel_id or drop the "
+                "line_uid column. Nothing was sent."
             )
         if outside and not settings.ignore_invalid_records:
-            raise dg.Failure(
-                description=(
-                    f"{outside:,} events have an event_timestamp LINE refuses ({window.describe()}) and "
-                    "ignore_invalid_records is false, so nothing was sent."
-                ),
-                allow_retries=False,
+            raise NothingSent(
+                f"{outside:,} events have an event_timestamp LINE refuses ({window.describe()}) and "
+                "ignore_invalid_records is false, so nothing was sent."
             )
 
     def _send(
@@ -497,12 +492,10 @@ class LineConversionDestination(Destination):
             client.send(body)
         except ApiError as exc:
             if exc.status == 401:
-                raise dg.Failure(
-                    description=(
-                        f"LINE Conversion API refused the access token for tag {client.line_tag_id} (401). "
-                        "Issue a token for this tag in LINE Business Manager."
-                    ),
-                    allow_retries=False,
+                raise DeliveryFailed(
+                    f"LINE Conversion API refused the access token for tag {client.line_tag_id} (401). "
+                    "Issue a token for this tag in LINE Business Manager.",
+                    report,
                 ) from None
             if exc.status != 400:
                 raise

@@ -33,6 +33,7 @@ from line_exports.destination import (
     Destination,
     ExportRun,
     ExportSettings,
+    NothingSent,
     ValidRows,
     content_key,
 )
@@ -816,7 +817,10 @@ class LinkedInDestination(Destination):
         as adds); each batch recorded in the ledger, so a re-run does not send it again."""
         client = resource.get_client(settings.retry_settings())
         before = client.http.stats.requests
-        segment_id, _ = self._segment(client, resource, settings, run)
+        try:
+            segment_id, _ = self._segment(client, resource, settings, run)
+        except NothingSent as exc:  # after this run's adds: not a failure before sending
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         kind = settings.audience_type
         build = user_elements if kind == "users" else company_elements
         report = RemovalReport()
@@ -887,21 +891,15 @@ class LinkedInDestination(Destination):
         if same_type:
             segment_id, action = str(same_type[0]["id"]), "found"
         elif named:
-            raise dg.Failure(
-                description=(
-                    f"DMP segment {settings.segment_name!r} in ad account {settings.ad_account_id} is of type "
-                    f"{named[0].get('type')}, not {segment_type}; use another segment_name for "
-                    f"audience_type {settings.audience_type}."
-                ),
-                allow_retries=False,
+            raise NothingSent(
+                f"DMP segment {settings.segment_name!r} in ad account {settings.ad_account_id} is of type "
+                f"{named[0].get('type')}, not {segment_type}; use another segment_name for "
+                f"audience_type {settings.audience_type}."
             )
         elif settings.dmp_segment_mode == "remove":
-            raise dg.Failure(
-                description=(
-                    f"no DMP segment named {settings.segment_name!r} in ad account {settings.ad_account_id}; "
-                    "remove mode does not create one. Nothing was sent."
-                ),
-                allow_retries=False,
+            raise NothingSent(
+                f"no DMP segment named {settings.segment_name!r} in ad account {settings.ad_account_id}; "
+                "remove mode does not create one. Nothing was sent."
             )
         else:
             try:

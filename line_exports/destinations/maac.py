@@ -27,6 +27,7 @@ from line_exports.destination import (
     Destination,
     ExportRun,
     ExportSettings,
+    NothingSent,
     ValidRows,
     content_key,
 )
@@ -536,10 +537,7 @@ class MaacDestination(Destination):
         )
         csv_bytes = segment_csv(uids)
         if len(csv_bytes) > SEGMENT_MAX_BYTES:
-            raise dg.Failure(
-                description=f"segment file is {len(csv_bytes):,} bytes; MAAC takes at most 25 MB",
-                allow_retries=False,
-            )
+            raise NothingSent(f"segment file is {len(csv_bytes):,} bytes; MAAC takes at most 25 MB")
         batch_key = content_key("segment", name, settings.update_segment, csv_bytes)
         done = run.ledger.done(batch_key)
         if done is not None:

@@ -503,16 +503,7 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
         raise_on_error=False,
         run_config=run_summary.log_config(ns.log_level),
     )
-    by_step: dict[str, dict[str, Any]] = {}
-    for event in result.all_events:
-        if (
-            event.asset_key is not None
-            and event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
-        ):
-            meta = event.materialization.metadata
-            by_step["/".join(event.asset_key.path)] = {
-                k: getattr(v, "value", v) for k, v in meta.items()
-            }
+    found = run_summary.outcomes(result)
     failures = {
         e.step_key: e.step_failure_data.error.message.strip()
         if e.step_failure_data.error
@@ -522,15 +513,11 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
     }
     rows = []
     for task in workflow.tasks:
-        key = "/".join(task.key.path)
-        meta = by_step.get(key)
+        outcome = found.get(task.key.to_user_string())
         step = "__".join(task.key.path)
-        status = (
-            "ok"
-            if meta is not None
-            else ("failed" if any(step in s for s in failures) else "not run")
-        )
-        meta = meta or {}
+        failed = any(step in s for s in failures) or (outcome is not None and outcome.failed)
+        status = "failed" if failed else ("ok" if outcome is not None else "not run")
+        meta = outcome.metadata if outcome is not None else {}
         rows.append(
             [
                 task.name,
@@ -572,7 +559,7 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
             rows,
         ),
     )
-    checks_failed = run_summary.report(run_summary.outcomes(result), out)
+    checks_failed = run_summary.report(found, out)
     _say(
         out,
         f"\nrun {result.run_id} {'succeeded' if result.success else 'failed'} in {time.monotonic() - started:.1f}s",

@@ -32,7 +32,6 @@ from line_exports.destinations.line_messaging.client import (
 from line_exports.destinations.line_messaging.consent import CONSENT_COLUMNS, screen
 from line_exports.destinations.line_messaging.multicast import (
     deliver_multicast,
-    distinct_recipients,
 )
 from line_exports.destinations.line_messaging.narrowcast import check_rows, deliver_campaign
 from line_exports.destinations.line_messaging.push import bad_rendered_rows, deliver_push
@@ -70,6 +69,10 @@ __all__ = [
 AUDIENCE_UNIQUE = (Unique(("id",)),)
 """An audience's IDs are sent once per export (``manage-audience.yml``: ``audienceCount`` is the
 number of users, and the reference states no rule for a repeated ID)."""
+RECIPIENT_UNIQUE = AUDIENCE_UNIQUE
+"""A multicast's recipients are sent the message once per export, however often the query
+repeats them (``messaging-api.yml`` ``MulticastRequest.to``: up to 500 user IDs, each a message
+counted against the monthly quota)."""
 
 
 class LineMessagingDestination(Destination):
@@ -90,7 +93,9 @@ class LineMessagingDestination(Destination):
                 return RuleSet(AUDIENCE_IFA_COLUMNS, unique=AUDIENCE_UNIQUE)
             return RuleSet(AUDIENCE_USER_COLUMNS + CONSENT_COLUMNS, unique=AUDIENCE_UNIQUE)
         if settings.target == "multicast_message":
-            return RuleSet(MULTICAST_COLUMNS + CONSENT_COLUMNS)
+            # Each recipient once per export, found before sending (a repeat is a
+            # ``duplicate`` reject): LINE would deliver the message to them once anyway.
+            return RuleSet(MULTICAST_COLUMNS + CONSENT_COLUMNS, unique=RECIPIENT_UNIQUE)
         if settings.target == "rich_menu":
             return RuleSet(RICH_MENU_COLUMNS)
         if settings.target in ("narrowcast", "broadcast"):  # one request per row, no recipient
@@ -209,7 +214,7 @@ class LineMessagingDestination(Destination):
                     )
             needed, kind = rows.count - len(bad), "push"
         else:
-            needed, kind = distinct_recipients(rows), "multicast"
+            needed, kind = rows.count, "multicast"  # validation rejected the repeats
         client = resource.process_config_and_initialize().get_client(settings.retry_settings())
         quota = Quota.read(client, needed)
         more, over = plan_lines(quota, settings, kind)
@@ -253,6 +258,7 @@ class LineMessagingDestination(Destination):
         except DeliveryFailed as exc:  # the screened rows stay rejected in a failed run too
             exc.report.rejected.extend(screened)
             exc.report.metadata.update(screen_meta)
+            exc.report.requests = self._requests(client) - before
             raise
         finally:
             if screened:  # the screened copy of the spool (personal data) goes with the run

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from line_exports.destination import (
     DeliveryReport,
     ExportRun,
+    NothingSent,
     ValidRows,
     content_key,
     release_arrow_memory,
@@ -238,9 +238,8 @@ def find_audience(
             group = client.audience(settings.audience_id).get("audienceGroup", {})
         except ApiError as exc:
             if exc.status in (400, 404):
-                raise dg.Failure(
-                    description=f"LINE audience {settings.audience_id} was not found: {exc}",
-                    allow_retries=False,
+                raise NothingSent(
+                    f"LINE audience {settings.audience_id} was not found: {exc}"
                 ) from None
             raise
         check_writable(group, settings)
@@ -275,19 +274,14 @@ def writable(group: dict[str, Any]) -> bool:
 def check_writable(group: dict[str, Any], settings: LineMessagingSettings) -> None:
     ident = group.get("audienceGroupId")
     if not writable(group):
-        raise dg.Failure(
-            description=f"LINE audience {ident} is not an upload audience this channel can write to",
-            allow_retries=False,
+        raise NothingSent(
+            f"LINE audience {ident} is not an upload audience this channel can write to"
         )
     if group.get("status") == "EXPIRED":
-        raise dg.Failure(
-            description=f"LINE audience {ident} has expired (180 days); use a new audience",
-            allow_retries=False,
-        )
+        raise NothingSent(f"LINE audience {ident} has expired (180 days); use a new audience")
     if bool(group.get("isIfaAudience")) != settings.is_ifa_audience:
         holds = "IFAs" if group.get("isIfaAudience") else "LINE user IDs"
-        raise dg.Failure(
-            description=f"LINE audience {ident} holds {holds} but is_ifa_audience is "
-            f"{str(settings.is_ifa_audience).lower()}; one audience cannot mix both",
-            allow_retries=False,
+        raise NothingSent(
+            f"LINE audience {ident} holds {holds} but is_ifa_audience is "
+            f"{str(settings.is_ifa_audience).lower()}; one audience cannot mix both"
         )

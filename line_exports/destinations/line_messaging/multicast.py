@@ -8,8 +8,6 @@ import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import duckdb
-
 from line_exports.destination import DeliveryReport, ExportRun, ValidRows
 from line_exports.destinations.line_messaging.client import LineMessagingClient
 from line_exports.destinations.line_messaging.quota import allowance
@@ -18,44 +16,19 @@ from line_exports.destinations.line_messaging.settings import (
     MULTICAST_READ_ROWS,
     LineMessagingSettings,
 )
-from line_exports.rules import ROW_NUMBER, reject
+from line_exports.rules import ROW_NUMBER
 
 
-def distinct_recipients(rows: ValidRows) -> int:
-    """Distinct IDs in the spool (LINE counts one message per recipient), counted by DuckDB."""
-    if rows.count == 0:
-        return 0
-    with duckdb.connect() as con:
-        found = con.execute(
-            "SELECT count(DISTINCT id) FROM read_parquet(?)", [str(rows.path)]
-        ).fetchone()
-    return int(found[0]) if found else 0
-
-
-def groups(
-    rows: ValidRows, size: int, repeated: list[int]
-) -> Iterator[tuple[list[int], list[str]]]:
-    """(row numbers, recipients): groups of ``size`` distinct recipients in spool order, read
-    in large batches (per-group pandas work cost more than the request). A recipient already
-    met goes to ``repeated`` (it gets the message once)."""
-    seen: set[str] = set()
-    numbers: list[int] = []
-    recipients: list[str] = []
-    for batch in rows.batches(MULTICAST_READ_ROWS, columns=[ROW_NUMBER, "id"]):
-        for number, recipient in zip(
-            batch[ROW_NUMBER].tolist(), batch["id"].astype(str).tolist(), strict=True
-        ):
-            if recipient in seen:
-                repeated.append(number)
-                continue
-            seen.add(recipient)
-            numbers.append(number)
-            recipients.append(recipient)
-            if len(recipients) == size:
-                yield numbers, recipients
-                numbers, recipients = [], []
-    if recipients:
-        yield numbers, recipients
+def groups(rows: ValidRows, size: int) -> Iterator[tuple[list[int], list[str]]]:
+    """(row numbers, recipients): groups of ``size`` recipients in spool order, read in large
+    batches (per-group pandas work cost more than the request). The spool holds each recipient
+    once (validation rejects a repeat as a ``duplicate``)."""
+    whole_groups = size * max(1, MULTICAST_READ_ROWS // size)  # no group spans two batches
+    for batch in rows.batches(whole_groups, columns=[ROW_NUMBER, "id"]):
+        numbers = batch[ROW_NUMBER].tolist()
+        recipients = batch["id"].astype(str).tolist()
+        for start in range(0, len(recipients), size):
+            yield numbers[start : start + size], recipients[start : start + size]
 
 
 PREFIX = "quota-prefix:"
@@ -76,7 +49,7 @@ def accepted_groups(
     if run.ledger.count() == 0:
         return {}
     found: dict[str, int] = {}
-    for _, recipients in groups(rows, size, []):
+    for _, recipients in groups(rows, size):
         key = key_of(recipients)
         known = run.ledger.done_many([key, PREFIX + key])
         if known.get(key, {}).get("state") == "accepted":
@@ -103,9 +76,9 @@ def deliver_multicast(
     message_objects = json.loads(messages)
     skip = settings.skip_multicast_invalid_message
     tally = Tally()
-    repeated: list[int] = []  # rows of a recipient already in the export: rejected, not sent
     splits = 0
-    distinct = distinct_recipients(rows)
+    distinct = rows.count  # validation rejected the repeats
+    report.metadata["distinct_recipients"] = distinct
     size = settings.batch_size_multicast
 
     def key_of(recipients: list[str]) -> str:
@@ -176,7 +149,7 @@ def deliver_multicast(
         earlier attempt got accepted (whole or in part), only the rest is sent. What passes the quota's allowance is cut, and a group cut
         short is marked (see :data:`PREFIX`)."""
         nonlocal left
-        for numbers, recipients in groups(rows, size, repeated):
+        for numbers, recipients in groups(rows, size):
             whole = key_of(recipients)
             first = accepted.get(whole, 0)
             if first:
@@ -216,18 +189,6 @@ def deliver_multicast(
             report.sent_rows += handled
             splits += made
     run.progress(report.sent_rows)
-    report = finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")
-    report.metadata["distinct_recipients"] = distinct
-    if repeated:
-        report.rejected.append(
-            reject(
-                repeated,
-                "id",
-                "duplicate",
-                "id repeats an earlier row's recipient; LINE gets the message once",
-            )
-        )
-    report.metadata["duplicate_recipients_skipped"] = len(repeated)
     report.metadata["multicast_batch_splits"] = splits
     report.metadata["batch_size_multicast"] = settings.batch_size_multicast
-    return report
+    return finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")

@@ -32,7 +32,13 @@ from typing import Any, Literal
 import dagster as dg
 import sqlalchemy as sa
 
-from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
+from line_exports.destination import (
+    DeliveryFailed,
+    DeliveryReport,
+    ExportRun,
+    NothingSent,
+    ValidRows,
+)
 from line_exports.destinations.line_messaging.client import (
     LineMessagingClient,
     explain,
@@ -104,31 +110,27 @@ def resolve_recipient(
         if field == "export":
             ident = audience_of_export(ledger, name)
             if ident is None:
-                raise dg.Failure(
-                    description=f"the ledger holds no audience uploaded by export {name!r} "
-                    "(recipient audience by export); run that audience export first",
-                    allow_retries=False,
+                raise NothingSent(
+                    f"the ledger holds no audience uploaded by export {name!r} "
+                    "(recipient audience by export); run that audience export first"
                 )
             return ident
         found = [g for g in client.audiences_named(name) if g.get("status") != "EXPIRED"]
         if not found:
-            raise dg.Failure(
-                description=f"no LINE audience is named {name!r} (recipient audience by "
-                "description); create it first, e.g. with a target: audience export",
-                allow_retries=False,
+            raise NothingSent(
+                f"no LINE audience is named {name!r} (recipient audience by "
+                "description); create it first, e.g. with a target: audience export"
             )
         return int(max(found, key=lambda g: int(g.get("created") or 0))["audienceGroupId"])
 
     try:
         resolved = resolve_names(recipient, lookup)
     except TargetingError as exc:
-        raise dg.Failure(description=f"recipient: {exc}", allow_retries=False) from None
+        raise NothingSent(f"recipient: {exc}") from None
     problems = recipient_problems(resolved)
     if problems:
-        raise dg.Failure(
-            description="recipient breaks LINE's rules: "
-            + "; ".join(f"{p}: {m}" for p, m in problems),
-            allow_retries=False,
+        raise NothingSent(
+            "recipient breaks LINE's rules: " + "; ".join(f"{p}: {m}" for p, m in problems)
         )
     sizes: dict[int, int] = {}
     for ident in audience_ids(resolved):
@@ -136,16 +138,14 @@ def resolve_recipient(
             group = client.audience(ident).get("audienceGroup", {})
         except ApiError as exc:
             if exc.status in (400, 404):
-                raise dg.Failure(
-                    description=f"LINE audience {ident} (recipient) was not found: {exc}",
-                    allow_retries=False,
+                raise NothingSent(
+                    f"LINE audience {ident} (recipient) was not found: {exc}"
                 ) from None
             raise
         if group.get("status") != "READY":
-            raise dg.Failure(
-                description=f"LINE audience {ident} (recipient) is {group.get('status')}, not "
-                "READY; nothing was sent",
-                allow_retries=False,
+            raise NothingSent(
+                f"LINE audience {ident} (recipient) is {group.get('status')}, not "
+                "READY; nothing was sent"
             )
         sizes[ident] = int(group.get("audienceCount") or 0)
     return resolved, sizes
@@ -190,7 +190,10 @@ def deliver_campaign(
         )
     targeting = request_targeting(settings)
     named = audience_names(targeting.get("recipient"))
-    recipient, sizes = resolve_recipient(client, targeting.get("recipient"), run.ledger.ledger)
+    try:
+        recipient, sizes = resolve_recipient(client, targeting.get("recipient"), run.ledger.ledger)
+    except NothingSent as exc:  # the rows rejected above stay rejected
+        raise DeliveryFailed(str(exc), report) from None
     if recipient is not None:
         targeting["recipient"] = recipient
     options = {"notificationDisabled": True} if settings.notification_disabled else {}

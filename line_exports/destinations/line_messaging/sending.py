@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import dagster as dg
-
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, content_key
 from line_exports.destinations.line_messaging.auth import TokenError
 from line_exports.destinations.line_messaging.client import (
@@ -225,14 +223,34 @@ def answered(
     return "accepted"
 
 
+def _classify_refusals(report: DeliveryReport, tally: Tally, kind: str) -> None:
+    """The tally's refusals (with LINE's reason), deliveries of unknown fate and accepted rows
+    into the report: what a failed run's counts need too."""
+    if tally.refused:
+        by_reason: dict[str, list[int]] = {}
+        for n, _, reason in tally.refused:
+            by_reason.setdefault(reason, []).append(n)
+        for reason, numbers in by_reason.items():
+            report.refused.append(
+                reject(numbers, "id", f"line_{kind}_refused", f"LINE refused: {reason}")
+            )
+    if tally.unknown:  # sent, answer lost, key expired: neither refused nor accepted
+        report.unknown.append(
+            reject([n for n, _ in tally.unknown], "id", "delivery_unknown", tally.unknown[0][1])
+        )
+    report.resumed_rows += tally.resumed
+    report.accepted_rows = tally.accepted + tally.already_accepted + tally.resumed
+
+
 def finish(
     report: DeliveryReport, tally: Tally, skip: bool, policy: str, kind: str
 ) -> DeliveryReport:
     """The report of a push or multicast run, honest about LINE's answers.
 
-    A fatal error fails the run (retryable). Refused requests become rejects with LINE's reason;
-    the run fails (:class:`DeliveryFailed`, the rejects still written) when the policy says stop
-    or when LINE accepted none of the requests sent."""
+    Refused requests become rejects with LINE's reason. The run fails (:class:`DeliveryFailed`,
+    the counts classified and the rejects still written) on a fatal error (retryable, unless
+    ``tally.final``), when the policy says stop, or when LINE accepted none of the requests
+    sent."""
     if tally.quota_cut:  # known before sending: rejected, not refused
         report.rejected.append(
             reject(
@@ -246,24 +264,11 @@ def finish(
         report.refused.append(
             reject(tally.quota_refused, "id", "line_monthly_quota", f"LINE refused: {QUOTA_REASON}")
         )
+    _classify_refusals(report, tally, kind)  # before any raise: a failed run's counts too
     if tally.final:
         raise DeliveryFailed(f"LINE {kind} stopped: {tally.fatal[0]}", report)
-    if tally.fatal:
-        raise dg.Failure(description=f"LINE {kind} failed: {tally.fatal[0]}", allow_retries=True)
-    if tally.refused:
-        by_reason: dict[str, list[int]] = {}
-        for n, _, reason in tally.refused:
-            by_reason.setdefault(reason, []).append(n)
-        for reason, numbers in by_reason.items():
-            report.rejects.append(
-                reject(numbers, "id", f"line_{kind}_refused", f"LINE refused: {reason}")
-            )
-    if tally.unknown:  # sent, answer lost, key expired: neither refused nor accepted
-        report.unknown.append(
-            reject([n for n, _ in tally.unknown], "id", "delivery_unknown", tally.unknown[0][1])
-        )
-    report.resumed_rows += tally.resumed
-    report.accepted_rows = tally.accepted + tally.already_accepted + tally.resumed
+    if tally.fatal:  # a retry resumes after the accepted requests
+        raise DeliveryFailed(f"LINE {kind} failed: {tally.fatal[0]}", report, retryable=True)
     report.metadata.update(
         {
             f"{kind}_accepted": tally.accepted,
