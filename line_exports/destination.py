@@ -186,10 +186,11 @@ class ValidRows:
 
 @dataclass
 class DeliveryReport:
-    """What ``deliver`` did with the valid rows it was given, in counts that add up.
+    """What ``deliver`` did with the rows validation passed to it, in counts that add up.
 
-    Every valid row ends in exactly one of five places, and the export checks that they do
-    (``rows_valid = rejected before sending + refused + unsent + delivery unknown + accepted``):
+    Every such row ends in exactly one of five places, and the export checks that they do
+    (rows given = rejected before sending + refused + unsent + delivery unknown + accepted;
+    the destination's rejects then count in ``rows_rejected``, not in ``rows_valid``):
 
     * ``rejected``: rows the destination did not send because a rule says the API would refuse
       them, known before sending (e.g. a CAPI event outside LINE's time window, a message over
