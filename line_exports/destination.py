@@ -219,8 +219,9 @@ class DeliveryReport:
     requests: int = 0
     resumed_rows: int = 0
     unchanged_rows: int = 0
-    """sync_mode diff / mirror: valid rows not sent because an earlier run delivered them as
-    they are (counted in ``accepted_rows``, not in ``sent_rows``)."""
+    """sync_mode diff / mirror: valid rows not sent because an earlier run settled them as
+    they are: delivered (counted in ``accepted_rows``) or refused for good (listed in
+    ``refused`` with the API's answer); never in ``sent_rows``."""
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -362,6 +363,14 @@ class Destination(ABC):
     def sync_spec(self, settings: Any) -> SyncSpec | None:
         """How members are keyed for ``sync_mode`` diff / mirror (None: append only)."""
         return None
+
+    def refusal_is_transient(self, rule: str, message: str) -> bool:
+        """sync_mode diff / mirror: whether a row the API refused (a ``refused`` reject with
+        this rule and message) was refused for a transient reason (a rate limit, a server
+        error, no answer for it, a quota that renews): it is sent again next run. False, a
+        permanent reason (an unknown user, a malformed value): it is not sent again until its
+        sent fields change. By default every refusal is transient (sent again each run)."""
+        return True
 
     def remove(
         self, resource: Any, settings: Any, departed: pd.DataFrame, run: ExportRun

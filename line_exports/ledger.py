@@ -65,8 +65,18 @@ SYNC_MEMBERS = sa.Table(
     sa.Column("export", sa.Text, primary_key=True),
     sa.Column("key", sa.Text, primary_key=True),  # derived from the member's key columns
     sa.Column("hash", sa.Text, nullable=False),  # of the fields last sent for it
-    sa.Column("status", sa.Text, nullable=False),  # accepted | pending (sent again next run)
+    sa.Column("status", sa.Text, nullable=False),  # accepted | pending | refused (see sync.py)
     sa.Column("ident", sa.Text, nullable=False),  # JSON of the key columns (for a removal)
+    sa.Column("recorded_at", sa.Float, nullable=False),
+)
+SYNC_REFUSALS = sa.Table(
+    "sync_refusals",
+    _METADATA,
+    sa.Column("export", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),  # a sync_members key with status refused
+    sa.Column("rule", sa.Text, nullable=False),  # the destination's refusal rule
+    sa.Column("column", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),  # the API's answer
     sa.Column("recorded_at", sa.Float, nullable=False),
 )
 SYNC_EXPORTS = sa.Table(

@@ -2,37 +2,37 @@
 
 Every export has the setting ``sync_mode``:
 
-* ``append`` (default, TD's behaviour): every run sends its whole result;
+* ``append`` (default, TD's behaviour): every run sends its whole result, refused rows too;
 * ``diff``: a run sends only the rows whose key is new, whose sent fields changed since the
-  last run that delivered them, or that an earlier run did not get accepted (refused, or never
-  sent because it stopped): those come back and are counted in ``rows_retried``;
+  last run that delivered them, or that an earlier run did not get accepted (refused for a
+  transient reason, or never sent because the run stopped or its process was killed): those
+  come back and are counted in ``rows_retried``;
 * ``mirror``: ``diff``, plus the members this export delivered earlier and that left the result
   are removed from the destination (what "remove" means is the destination's
   :meth:`~line_exports.destination.Destination.remove`).
 
-What each export holds at its destination is kept next to the ledger, in ``sync_members``: one
-row per key (a hash of the destination's key columns, :class:`SyncSpec`), the hash of the fields
-last sent for it, its status (``accepted``, or ``pending``: planned, refused or unsent, so sent
-again) and its key columns as JSON (what a removal needs). Only keys this export delivered are
-ever removed.
+What each export holds at its destination is kept next to the ledger
+(:mod:`~line_exports.sync_store`). A row the API refused for a permanent reason (the
+destination says which: :meth:`~line_exports.destination.Destination.refusal_is_transient`,
+e.g. an unknown user or a malformed value, against a rate limit or a server error) is not sent
+again while its sent fields stay the same: each run reports it refused, with the API's answer
+(rejects file, ``rows_refused_earlier``); it is sent again once they change. Only keys this
+export delivered are ever removed.
 
 Safety (as reverse-ETL tools do it): the first run in ``mirror`` is a baseline and removes
 nothing; an empty result, or one that would remove more than ``max_remove_ratio`` of the members
 (default 0.2), removes nothing and fails the ``sync_removals`` check saying why.
 
-A run's plan is fixed before it sends, and only a finished delivery records its rows
-(``accepted``, or ``pending`` for the refused ones; a run that stops records all of them
-``pending``), so a killed run re-executed for the same scope plans the very same rows and
-removals, and the ledger resumes them exactly once. The store is written
-in transactions of 50,000 rows (the claim's heartbeat needs the lock meanwhile): a process
-killed while recording leaves the rest ``pending``, sent again next run, which the APIs absorb
-(an ADD or import of a member already there, a CAPI deduplication key).
+A run's plan is fixed, and its rows recorded ``pending``, before it sends; a finished delivery
+then settles them (``accepted``; ``pending`` again when refused for a transient reason or
+rejected; ``refused`` for a permanent refusal). A run that stops, or is killed, leaves them
+``pending``: the next run sends them again, counted in ``rows_retried``, and a re-execution of
+the same scope plans the very same rows and removals, so the ledger resumes them exactly once.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +45,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 
-from line_exports.ledger import SYNC_EXPORTS, SYNC_MEMBERS, Ledger
+from line_exports.http import RETRYABLE_STATUS
+from line_exports.ledger import Ledger
 from line_exports.rules import ROW_NUMBER
+from line_exports.sync_store import SyncStore, store_name
 
 if TYPE_CHECKING:
     from line_exports.destination import DeliveryReport, Destination, ExportRun, ValidRows
@@ -58,7 +59,6 @@ SYNC_MODES: tuple[str, ...] = ("append", "diff", "mirror")
 SYNC_CHECK = "sync_removals"
 DEFAULT_MAX_REMOVE_RATIO = 0.2
 SAMPLE_ROWS = 5
-WRITE_CHUNK = 50_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,12 @@ class RemovalReport:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def transient_status(status: int) -> bool:
+    """An HTTP status that says "try again later" (the client's own retry set, any 5xx), or 0
+    for an element the API gave no answer for: a refusal with it is retried next run."""
+    return status == 0 or status in RETRYABLE_STATUS or status >= 500
+
+
 @dataclass
 class SyncPlan:
     """What a run in ``diff`` / ``mirror`` will send and remove, before it sends anything."""
@@ -121,6 +127,9 @@ class SyncPlan:
     changed: pa.Table
     """Per row to send: row number, key, hash, ident (JSON of the key columns), kind (add,
     update, retry)."""
+    held: pa.Table = field(default_factory=lambda: pa.table({"rn": [], "key": []}))
+    """Rows not sent because the API refused them for a permanent reason and they have not
+    changed since (row number, key): reported refused again, with the recorded answer."""
     adds: int = 0
     updates: int = 0
     retried: int = 0
@@ -133,6 +142,8 @@ class SyncPlan:
     blocked: str = ""
     forgotten: int = 0
     """Members that left before a mirror baseline: no longer tracked, never removed."""
+    stamp: float | None = None
+    """When this run recorded its rows ``pending`` (see :meth:`SyncStore.settle`)."""
 
     @property
     def removals(self) -> pd.DataFrame:
@@ -148,6 +159,7 @@ class SyncPlan:
             "rows_updated": self.updates,
             "rows_retried": self.retried,
             "rows_unchanged": self.unchanged,
+            "rows_refused_earlier": self.held.num_rows,
             "sync_members_before": self.members,
         }
         if self.mode == "mirror":
@@ -162,6 +174,8 @@ class SyncPlan:
             f"sync {self.mode}: {self.adds:,} to add, {self.updates:,} to update, "
             f"{self.retried:,} to retry, {self.unchanged:,} unchanged"
         )
+        if self.held.num_rows:
+            text += f", {self.held.num_rows:,} refused earlier (not sent until they change)"
         if self.mode == "mirror":
             text += f", {len(self.removals):,} to remove"
             if self.baseline:
@@ -169,148 +183,6 @@ class SyncPlan:
             if self.blocked:
                 text += f" ({self.blocked})"
         return text
-
-
-class SyncStore:
-    """The ``sync_members`` of one export, in the ledger's database."""
-
-    def __init__(self, ledger: Ledger, export: str) -> None:
-        self.ledger = ledger
-        self.export = export
-
-    def last_mode(self) -> str | None:
-        with self.ledger.engine.connect() as con:
-            return con.execute(
-                sa.select(SYNC_EXPORTS.c.mode).where(SYNC_EXPORTS.c.export == self.export)
-            ).scalar_one_or_none()
-
-    def load(self) -> pa.Table:
-        """(key, hash, status) of every member recorded for this export."""
-        query = "select key, hash, status from sync_members where export = ?"
-        with self.ledger._lock:
-            if self.ledger._sqlite is not None:
-                rows = self.ledger._sqlite.execute(query, (self.export,)).fetchall()
-            else:
-                with self.ledger.engine.connect() as con:
-                    rows = con.execute(
-                        sa.select(
-                            SYNC_MEMBERS.c.key,
-                            SYNC_MEMBERS.c.hash,
-                            SYNC_MEMBERS.c.status,
-                        ).where(SYNC_MEMBERS.c.export == self.export)
-                    ).all()
-        columns = list(zip(*rows, strict=True)) if rows else [[], [], []]
-        return pa.table(
-            {
-                name: pa.array(list(values), pa.string())
-                for name, values in zip(("key", "hash", "status"), columns, strict=True)
-            }
-        )
-
-    def idents(self, keys: list[str]) -> list[str]:
-        """The key columns (JSON) recorded for ``keys``, in their order (500 a query)."""
-        found: dict[str, str] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            with self.ledger._lock:
-                if self.ledger._sqlite is not None:
-                    marks = ",".join("?" * len(chunk))
-                    rows = self.ledger._sqlite.execute(
-                        f"select key, ident from sync_members where export = ? and key in ({marks})",
-                        (self.export, *chunk),
-                    ).fetchall()
-                else:
-                    with self.ledger.engine.connect() as con:
-                        rows = con.execute(
-                            sa.select(SYNC_MEMBERS.c.key, SYNC_MEMBERS.c.ident).where(
-                                SYNC_MEMBERS.c.export == self.export,
-                                SYNC_MEMBERS.c.key.in_(chunk),
-                            )
-                        ).all()
-            found.update(rows)
-        return [found[key] for key in keys]
-
-    def put(self, table: pa.Table, status: str) -> None:
-        """Upsert (key, hash, ident) rows with ``status``, in one transaction."""
-        if not table.num_rows:
-            return
-        now = time.time()
-        rows = list(
-            zip(
-                [self.export] * table.num_rows,
-                table.column("key").to_pylist(),
-                table.column("hash").to_pylist(),
-                [status] * table.num_rows,
-                table.column("ident").to_pylist(),
-                [now] * table.num_rows,
-                strict=True,
-            )
-        )
-        self._write("insert or replace into sync_members values (?, ?, ?, ?, ?, ?)", rows)
-
-    def delete(self, keys: list[str]) -> None:
-        self._write(
-            "delete from sync_members where export = ? and key = ?",
-            [(self.export, key) for key in keys],
-        )
-
-    def finish(self, mode: str) -> None:
-        """Record that a run in ``mode`` committed (the next mirror run is no baseline)."""
-        insert = self.ledger.insert(SYNC_EXPORTS).values(
-            export=self.export, mode=mode, runs=1, recorded_at=time.time()
-        )
-        upsert = insert.on_conflict_do_update(
-            index_elements=[SYNC_EXPORTS.c.export],
-            set_={
-                "mode": mode,
-                "runs": SYNC_EXPORTS.c.runs + 1,
-                "recorded_at": insert.excluded.recorded_at,
-            },
-        )
-        with self.ledger._lock, self.ledger.engine.begin() as con:
-            con.execute(upsert)
-
-    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        if self.ledger._sqlite is not None:
-            # One transaction per WRITE_CHUNK rows: the claim's heartbeat (another connection)
-            # must get the write lock meanwhile, and a 1M-row transaction held it too long.
-            con = self.ledger._sqlite
-            for start in range(0, len(rows), WRITE_CHUNK):
-                with self.ledger._lock:
-                    con.execute("begin")
-                    try:
-                        con.executemany(sql, rows[start : start + WRITE_CHUNK])
-                    except BaseException:
-                        con.execute("rollback")
-                        raise
-                    con.execute("commit")
-            return
-        # PostgreSQL: the same statements through SQLAlchemy.
-        if sql.startswith("insert"):
-            insert = self.ledger.insert(SYNC_MEMBERS)
-            statement = insert.on_conflict_do_update(
-                index_elements=[SYNC_MEMBERS.c.export, SYNC_MEMBERS.c.key],
-                set_={c: insert.excluded[c] for c in ("hash", "status", "ident", "recorded_at")},
-            )
-            names = [c.name for c in SYNC_MEMBERS.columns]
-            params = [dict(zip(names, r, strict=True)) for r in rows]
-        else:
-            statement = sa.delete(SYNC_MEMBERS).where(
-                SYNC_MEMBERS.c.export == sa.bindparam("e"), SYNC_MEMBERS.c.key == sa.bindparam("k")
-            )
-            params = [{"e": e, "k": k} for e, k in rows]
-        for start in range(0, len(params), WRITE_CHUNK):
-            with self.ledger._lock, self.ledger.engine.begin() as con:
-                con.execute(statement, params[start : start + WRITE_CHUNK])
-
-
-def store_name(export: str, scope: str) -> str:
-    """The sync store of an export run: one per export, one per partition of a partitioned
-    export (each partition holds its own members), whatever the tick."""
-    partition = next((p for p in scope.split(";") if p.startswith("partition=")), "")
-    return f"{export}#{partition}" if partition else export
 
 
 def _quote(name: str) -> str:
@@ -338,7 +210,8 @@ def plan(
 
     Keys and hashes are computed over the whole spool by DuckDB (md5 of the JSON of the key
     columns, and of every sent column); only the rows to send are written to
-    ``workdir/sync.parquet``. Nothing is written to the store.
+    ``workdir/sync.parquet``. Nothing is written to the store. A key refused for good and
+    unchanged is held back; one that left the result is not a member (never removed).
     """
     from line_exports.destination import ValidRows
 
@@ -365,29 +238,33 @@ def plan(
         kinds = con.sql(
             f"""select c.rn, c.key, c.hash, c.ident,
                    case when s.key is null then 'add'
+                        when s.status = 'refused' and s.hash = c.hash then 'held'
                         when s.status <> 'accepted' then 'retry'
                         when s.hash = c.hash or not {resend} then 'same'
                         else 'update' end as kind
                 from cur c left join state s using (key) order by c.rn"""
         ).to_arrow_table()
         departed = con.sql(
-            """select s.key from state s
-               where not exists (select 1 from cur c where c.key = s.key) order by s.key"""
+            """select s.key from state s where s.status <> 'refused'
+               and not exists (select 1 from cur c where c.key = s.key) order by s.key"""
         ).to_arrow_table()
     kind = kinds.column("kind")
     counts = {k: int(pc.sum(pc.equal(kind, k)).as_py() or 0) for k in ("add", "update", "retry")}
-    send = pc.not_equal(kind, "same")
+    send = pc.and_(pc.not_equal(kind, "same"), pc.not_equal(kind, "held"))
     changed = kinds.filter(send).select(["rn", "key", "hash", "ident", "kind"])
+    held = kinds.filter(pc.equal(kind, "held")).select(["rn", "key"])
+    members = state.num_rows - int(pc.sum(pc.equal(state.column("status"), "refused")).as_py() or 0)
     spooled = _spool_subset(rows, changed.column("rn").to_numpy(), workdir / "sync.parquet")
     result = SyncPlan(
         mode=mode,
         rows=ValidRows(spooled, changed.num_rows),
         changed=changed,
+        held=held,
         adds=counts["add"],
         updates=counts["update"],
         retried=counts["retry"],
-        unchanged=kinds.num_rows - changed.num_rows,
-        members=state.num_rows,
+        unchanged=kinds.num_rows - changed.num_rows - held.num_rows,
+        members=members,
     )
     if mode == "mirror":
         keys = departed.column("key").to_pylist()
@@ -395,10 +272,10 @@ def plan(
         if store.last_mode() != "mirror":
             result.baseline = True
             result.forgotten = len(result.departed)
-        elif len(result.departed) > max_remove_ratio * state.num_rows:
+        elif len(result.departed) > max_remove_ratio * members:
             result.blocked = (
-                f"{len(result.departed):,} of {state.num_rows:,} members would be removed "
-                f"({len(result.departed) / max(state.num_rows, 1):.1%}), more than "
+                f"{len(result.departed):,} of {members:,} members would be removed "
+                f"({len(result.departed) / max(members, 1):.1%}), more than "
                 f"max_remove_ratio {max_remove_ratio:.0%}: nothing was removed"
             )
     return result
@@ -453,6 +330,10 @@ def deliver(
             if len(fixed.departed)
             else dest.rebuild_reason(resource, settings, run)
         )
+    if reason:
+        fixed.held = fixed.held.slice(0, 0)  # a rebuild sends every current row
+    # Recorded before anything is sent: a run that stops or is killed leaves them pending.
+    fixed.stamp = store.put(fixed.changed, "pending")
     removal = None
     try:
         if reason:
@@ -464,48 +345,109 @@ def deliver(
             report = DeliveryReport()
         if len(fixed.removals) and not reason:
             removal = dest.remove(resource, settings, fixed.removals, run)
-    except BaseException as exc:
-        # A stopped run's rows come back next run, counted as retried. (A killed process
-        # records nothing: the next run sends its rows again as added or updated.)
-        store.put(fixed.changed, "pending")
-        if isinstance(exc, DeliveryFailed):
-            _annotate(exc.report, fixed, None)
-        raise
-    _commit(store, fixed, report, removal)
-    _annotate(report, fixed, removal)
+    except DeliveryFailed as exc:
+        _annotate(exc.report, fixed, None, _held_refusals(store, fixed))
+        raise  # its rows stay pending: all come back next run, counted as retried
+    transient = _commit(store, fixed, report, removal, dest)
+    _annotate(report, fixed, removal, _held_refusals(store, fixed), transient)
     return report, fixed
 
 
 def _commit(
-    store: SyncStore, fixed: SyncPlan, report: DeliveryReport, removal: RemovalReport | None
-) -> None:
-    """Accepted rows become ``accepted`` with the hash sent; refused or rejected rows stay
-    ``pending`` (sent again next run); removed keys are forgotten."""
-    not_accepted = [f[ROW_NUMBER].to_numpy() for f in report.refused + report.rejected if len(f)]
+    store: SyncStore,
+    fixed: SyncPlan,
+    report: DeliveryReport,
+    removal: RemovalReport | None,
+    dest: Destination,
+) -> int | None:
+    """Settle this run's pending rows: accepted ones become ``accepted``; rows refused for a
+    transient reason, or rejected before sending, stay ``pending`` (sent again next run); rows
+    refused for good become ``refused`` with the API's answer; removed keys are forgotten.
+    Returns the rows refused for a transient reason (None when the delivery did not finish)."""
     unsent = fixed.rows.count - report.rejected_rows - report.sent_rows
     if unsent > 0:
-        store.put(fixed.changed, "pending")  # which rows went out is unknown: all come back
-        return
-    accepted = fixed.changed
-    if not_accepted:
-        bad = pc.is_in(
-            accepted.column("rn"),
-            value_set=pa.array(np.unique(np.concatenate(not_accepted)).astype("int64")),
-        )
-        store.put(accepted.filter(bad), "pending")
-        accepted = accepted.filter(pc.invert(bad))
-    store.put(accepted, "accepted")
+        return None  # which rows went out is unknown: all stay pending and come back
+    refused = pd.concat([f for f in report.refused if len(f)] or [_NO_ROWS], ignore_index=True)
+    refused = refused.drop_duplicates(ROW_NUMBER)
+    reasons = refused[["rule", "message"]].drop_duplicates()
+    transient = {
+        (rule, message): dest.refusal_is_transient(rule, message)
+        for rule, message in zip(reasons["rule"], reasons["message"], strict=True)
+    }
+    is_transient = np.array(
+        [transient[p] for p in zip(refused["rule"], refused["message"], strict=True)], dtype=bool
+    )
+    numbers = fixed.changed.column("rn").cast(pa.int64())
+    rejected = [f[ROW_NUMBER].to_numpy() for f in report.rejected if len(f)]
+    retry = np.concatenate([refused[ROW_NUMBER].to_numpy()[is_transient], *rejected])
+    # Moved off this run's stamp first, so settle() leaves them as they are.
+    store.put(fixed.changed.filter(pc.is_in(numbers, pa.array(retry, pa.int64()))), "pending")
+    permanent = refused[~is_transient].set_index(ROW_NUMBER)
+    chosen = fixed.changed.filter(
+        pc.is_in(numbers, pa.array(permanent.index.to_numpy(), pa.int64()))
+    )
+    store.put(chosen, "refused")
+    by_row = permanent.loc[chosen.column("rn").to_numpy()]
+    store.put_refusals(
+        chosen.column("key").to_pylist(),
+        list(zip(by_row["rule"], by_row["column"], by_row["message"], strict=True)),
+    )
+    assert fixed.stamp is not None
+    store.settle(fixed.stamp)
     if removal is not None:
         store.delete(removal.removed_keys)
     if fixed.baseline and fixed.forgotten:
         store.delete(fixed.departed["key"].tolist())
     store.finish(fixed.mode)
+    return int(is_transient.sum())
 
 
-def _annotate(report: DeliveryReport, fixed: SyncPlan, removal: RemovalReport | None) -> None:
-    report.unchanged_rows = fixed.unchanged
+_NO_ROWS = pd.DataFrame(
+    {ROW_NUMBER: pd.Series(dtype="int64"), "column": [], "rule": [], "message": [], "value": []}
+)
+
+
+def _held_refusals(store: SyncStore, fixed: SyncPlan) -> pd.DataFrame:
+    """The rows held back (refused for good by an earlier run, unchanged since) as refusals,
+    with the API's recorded answer."""
+    if not fixed.held.num_rows:
+        return _NO_ROWS
+    keys = fixed.held.column("key").to_pylist()
+    found = store.refusals(keys)
+    unknown = ("sync_refused", "", "refused by the API (its answer was not recorded)")
+    rule, column, message = zip(*(found.get(k, unknown) for k in keys), strict=True)
+    return pd.DataFrame(
+        {
+            ROW_NUMBER: fixed.held.column("rn").to_numpy().astype("int64"),
+            "column": column,
+            "rule": rule,
+            "message": [
+                f"{m} [an earlier run; not sent again until the row changes]" for m in message
+            ],
+            "value": "",
+        }
+    )
+
+
+def _annotate(
+    report: DeliveryReport,
+    fixed: SyncPlan,
+    removal: RemovalReport | None,
+    held: pd.DataFrame,
+    transient: int | None = None,
+) -> None:
+    """The plan's counts in the report: unchanged rows are accepted (an earlier run delivered
+    them); held rows are refused again with the recorded answer; neither was sent."""
+    report.unchanged_rows = fixed.unchanged + len(held)
     report.accepted_rows += fixed.unchanged
+    if len(held):
+        report.refused.append(held)
     report.metadata.update(fixed.metadata())
+    if transient is not None:
+        report.metadata["rows_refused_transient"] = transient
+        report.metadata["rows_refused_permanent"] = (
+            report.refused_rows - report.refused_unnamed - transient
+        )
     if removal is not None:
         report.requests += removal.requests
         report.metadata["members_removed"] = len(removal.removed_keys)

@@ -245,14 +245,29 @@ def push_query(count: int, code: str) -> str:
 
 
 def test_push_diff_sends_a_campaign_once_per_recipient(sandbox_server: SandboxServer) -> None:
+    """A (campaign, recipient) pair is sent once; a push LINE refused with a 400 (a user not in
+    the channel: permanent) is not sent again until the row changes."""
     sandbox = sandbox_server.sandbox
     inbox = line_box.store_of(sandbox).inbox
-    assert push_run(sandbox_server, push_query(20, "A")).success
-    assert sum(len(v) for v in inbox.values()) == 20
-    # Day 2: 2 new recipients; yesterday's 20 do not get the coupon again, even with new codes.
+    unknown = {f"U{n:032x}" for n in (3, 4)}
+    with sandbox.lock:
+        line_box.store_of(sandbox).unknown_users.update(unknown)
+    day1 = push_run(sandbox_server, push_query(20, "A"))
+    meta = meta_of(day1, "push_sync")
+    assert (meta["rows_refused_permanent"], meta["rows_refused_transient"]) == (2, 0)
+    assert sum(len(v) for v in inbox.values()) == 18
+    with sandbox.lock:
+        line_box.store_of(sandbox).unknown_users.clear()
+    same = push_run(sandbox_server, push_query(20, "A"))  # nothing new, nothing changed
+    meta = meta_of(same, "push_sync")
+    assert (meta["rows_sent"], meta["rows_refused_earlier"], meta["rows_accepted"]) == (0, 2, 18)
+    assert "Failed to send messages" in next(iter(meta["refusals_by_answer"]))
+    # Day 2: 2 new recipients; yesterday's 18 do not get the coupon again, even with new codes;
+    # the 2 refused rows changed (their code): sent again.
     again = push_run(sandbox_server, push_query(22, "B"))
     assert again.success, failure_text(again)
-    assert meta_of(again, "push_sync")["rows_sent"] == 2
+    meta = meta_of(again, "push_sync")
+    assert (meta["rows_sent"], meta["rows_added"], meta["rows_retried"]) == (4, 2, 2)
     assert sum(len(v) for v in inbox.values()) == 22
     # A new campaign key reaches everyone again.
     assert push_run(sandbox_server, push_query(22, "C"), campaign="winter").success
@@ -364,6 +379,22 @@ def kill_when(rule: Any, hits: int, function: str, url: str, home: Path) -> None
         child.wait(timeout=10)
 
 
+def store_statuses(export: str) -> dict[str, int]:
+    """Members per status in the sync store of ``export`` (the test's own ledger file)."""
+    from line_exports.ledger import Ledger
+
+    ledger = Ledger()
+    try:
+        with ledger.engine.connect() as con:
+            rows = con.exec_driver_sql(
+                "select status, count(*) from sync_members where export = ? group by status",
+                (export,),
+            ).all()
+    finally:
+        ledger.close()
+    return dict(rows)
+
+
 def test_mirror_killed_mid_removal_then_rerun_is_exactly_once(line_exports_home: Path) -> None:
     """SIGKILL the day-2 run after LinkedIn acted on its first REMOVE (answer held back), then
     re-run the same tick: the ledger resumes the 2 ADD requests, the REMOVE whose answer was
@@ -382,11 +413,14 @@ def test_mirror_killed_mid_removal_then_rerun_is_exactly_once(line_exports_home:
         settle(sandbox, quiet=0.45)
         server.late.rules.clear()
         assert elements(sandbox) - before == 3
+        # The killed process had recorded its 2 planned rows pending before it sent them.
+        assert store_statuses("li_sync") == {"accepted": KILL_MEMBERS - 2, "pending": 2}
 
         rerun = mirror_day2(server.url)
         assert rerun.success, failure_text(rerun)
         meta = meta_of(rerun, "li_sync")
-        assert meta["rows_resumed"] == 2 and meta["members_removed"] == 2
+        assert (meta["rows_retried"], meta["rows_updated"], meta["rows_resumed"]) == (2, 0, 2)
+        assert meta["members_removed"] == 2
         assert elements(sandbox) - before == 5  # the lost REMOVE again, and the second one
         expected = {email_key(n) for n in range(KILL_MEMBERS) if n % 100 != 2}
         assert segment_members(sandbox) == expected
@@ -412,7 +446,7 @@ def maac_query(day: int, members: int = 500) -> str:
     )
 
 
-def maac_run(server: SandboxServer, query: str) -> dg.ExecuteInProcessResult:
+def maac_run(url: str, query: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
     from line_exports import MaacResource
 
     asset = build_export(
@@ -430,11 +464,17 @@ def maac_run(server: SandboxServer, query: str) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [asset],
         resources={
-            "maac": MaacResource(base_url=server.url, poll_seconds=0.05),
+            "maac": MaacResource(base_url=url, poll_seconds=0.05),
             "sql_source": SqlSource(),
         },
+        tags=tags,
         raise_on_error=False,
     )
+
+
+def maac_day2(url: str) -> dg.ExecuteInProcessResult:
+    """Day 2 of the MAAC mirror export of 200 members for the tick TICK (also in a child)."""
+    return maac_run(url, maac_query(2, members=200), TICK)
 
 
 def test_maac_mirror_untags_departed_members(sandbox_server: SandboxServer) -> None:
@@ -442,9 +482,9 @@ def test_maac_mirror_untags_departed_members(sandbox_server: SandboxServer) -> N
 
     sandbox = sandbox_server.sandbox
     store = store_of(sandbox)
-    assert maac_run(sandbox_server, maac_query(1)).success
+    assert maac_run(sandbox_server.url, maac_query(1)).success
     imports = sandbox.count("POST", "/openapi/v1/member/import/")
-    day2 = maac_run(sandbox_server, maac_query(2))
+    day2 = maac_run(sandbox_server.url, maac_query(2))
     assert day2.success, failure_text(day2)
     meta = meta_of(day2, "maac_sync")
     assert (meta["rows_sent"], meta["rows_updated"], meta["members_removed"]) == (5, 5, 5)
@@ -457,6 +497,52 @@ def test_maac_mirror_untags_departed_members(sandbox_server: SandboxServer) -> N
         tags = {m["line_uid"]: set(m["tags"]) for m in store.members.values()}
     assert all(tags[uid] == set() for uid in gone)
     assert tags[f"U{4:032x}"] == {"sync", "even"} and tags[f"U{1:032x}"] == {"sync"}
+
+
+def test_maac_untag_killed_then_rerun_is_exactly_once(line_exports_home: Path) -> None:
+    """SIGKILL the day-2 run after MAAC acted on its second untag call (its answer held back;
+    the first was answered and recorded). The re-run of the same tick resumes the import and
+    the first untag, calls the lost one again (MAAC answers 204 for a tag already gone) and the
+    two left; the departed members hold none of the export's tags, the others keep theirs."""
+    from line_exports.sandbox.maac import store_of
+    from line_exports_tests.resilience_helpers import LateAnswerServer, settle
+
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        sandbox = server.sandbox
+        store = store_of(sandbox)
+        assert maac_run(server.url, maac_query(1, members=200)).success
+        imports = sandbox.count("POST", "/openapi/v1/member/import/")
+        slow = server.late.add("/openapi/v1/taglinemember/", "DELETE", 0.25, times=-1)
+        kill_when(slow, 2, "maac_day2", server.url, line_exports_home)
+        settle(sandbox, quiet=0.45)
+        server.late.rules.clear()
+        assert store.tag_removals == 2
+        assert sandbox.count("POST", "/openapi/v1/member/import/") - imports == 1
+
+        rerun = maac_day2(server.url)
+        assert rerun.success, failure_text(rerun)
+        meta = meta_of(rerun, "maac_sync")
+        assert (meta["rows_retried"], meta["rows_resumed"], meta["members_removed"]) == (2, 2, 2)
+        assert meta["tags_removed"] == 3  # the lost call again, and the 2 never made
+        assert store.tag_removals == 5
+        assert sandbox.count("POST", "/openapi/v1/member/import/") - imports == 1
+        with sandbox.lock:
+            tags = {m["line_uid"]: set(m["tags"]) for m in store.members.values()}
+        # 2 and 102 left (even: "sync" and "even"); the rest keep exactly what was sent.
+        expected = {
+            f"U{n:032x}": set() if n % 100 == 2 else {"sync", "even"} if n % 2 == 0 else {"sync"}
+            for n in range(200)
+        }
+        assert tags == expected
+
+        later = maac_run(
+            server.url,
+            maac_query(2, members=200),
+            {"dagster/scheduled_execution_time": "2026-06-03T09:00:00+00:00"},
+        )
+        assert later.success and meta_of(later, "maac_sync")["rows_sent"] == 0
+        assert store.tag_removals == 5
+        assert sandbox.count("POST", "/openapi/v1/member/import/") - imports == 1
 
 
 # -- LINE audience: mirror rebuilds under the same name ---------------------------------------
@@ -535,34 +621,62 @@ def test_audience_mirror_rebuilds_when_members_leave_and_before_expiry(
 
 
 # -- failed rows come back ---------------------------------------------------------------------
-def test_refused_and_unsent_rows_are_retried_next_run(sandbox_server: SandboxServer) -> None:
-    """Rows LinkedIn refused come back next run (only they), and so do the rows of a run that
-    stopped before sending them; ``rows_retried`` counts them."""
+def test_transient_refusals_come_back_permanent_ones_wait_for_a_change(
+    sandbox_server: SandboxServer,
+) -> None:
+    """LinkedIn answers 400 (an invalid ID: permanent) for members 3-5 and 500 (transient) for
+    6-7. Next run only 6-7 are sent again (``rows_retried``); 3-5 are reported refused again
+    with LinkedIn's answer, unsent, until their title changes. A run stopped by an API that
+    keeps failing: its rows come back next run, counted as retried."""
     from line_exports.sandbox.core import Fault
 
     sandbox = sandbox_server.sandbox
     store = linkedin_store(sandbox)
     refused = {email_key(n)[1][1] for n in (3, 4, 5)}
+    unavailable = {email_key(n)[1][1] for n in (6, 7)}
     with sandbox.lock:
         store.refused_values.update(refused)
-    day1 = linkedin_run(
-        sandbox_server, contacts(1, members=100), "diff", ignore_invalid_records=True
-    )
+        store.unavailable_values.update(unavailable)
+    query = contacts(1, members=100)
+    day1 = linkedin_run(sandbox_server, query, "diff", ignore_invalid_records=True)
     assert day1.success, failure_text(day1)
-    assert meta_of(day1, "li_sync")["rows_refused_by_api"] == 3
-    with sandbox.lock:
-        store.refused_values.difference_update(refused)  # LinkedIn takes them now
-    day2 = linkedin_run(sandbox_server, contacts(1, members=100), "diff")
+    meta = meta_of(day1, "li_sync")
+    assert (
+        meta["rows_refused_by_api"],
+        meta["rows_refused_permanent"],
+        meta["rows_refused_transient"],
+    ) == (5, 3, 2)
+    with sandbox.lock:  # LinkedIn would take them all now
+        store.refused_values.difference_update(refused)
+        store.unavailable_values.difference_update(unavailable)
+    day2 = linkedin_run(sandbox_server, query, "diff", ignore_invalid_records=True)
     assert day2.success, failure_text(day2)
     meta = meta_of(day2, "li_sync")
+    assert (meta["rows_retried"], meta["rows_sent"], meta["rows_accepted"]) == (2, 2, 97)
+    assert (meta["rows_refused_by_api"], meta["rows_refused_earlier"]) == (3, 3)
+    assert meta["rows_read"] == 97 + 3 and meta["rows_unsent"] == 0
+    [(answer, count)] = meta["refusals_by_answer"].items()
+    assert count == 3 and answer.startswith("LinkedIn answered 400: Invalid idValue")
+    assert not refused & {key[1][1] for key in segment_members(sandbox)}
+
+    # Their sent fields change: they are sent again, and accepted.
+    changed = query.replace(
+        "'Engineer' as title",
+        "case when range in (3, 4, 5) then 'Lead' else 'Engineer' end as title",
+    )
+    day3 = linkedin_run(sandbox_server, changed, "diff")
+    assert day3.success, failure_text(day3)
+    meta = meta_of(day3, "li_sync")
     assert (meta["rows_retried"], meta["rows_sent"], meta["rows_accepted"]) == (3, 3, 100)
+    assert meta["rows_refused_by_api"] == 0 and len(segment_members(sandbox)) == 100
 
     # A run stopped by an API that keeps failing: its 20 new rows come back next run.
     sandbox.add_fault(Fault("/rest/dmpSegments/", method="POST", status=503, times=-1))
-    stopped = linkedin_run(sandbox_server, contacts(1, members=120), "diff")
+    more = changed.replace("range(100)", "range(120)")
+    stopped = linkedin_run(sandbox_server, more, "diff")
     assert not stopped.success
     sandbox.clear_faults()
-    after = linkedin_run(sandbox_server, contacts(1, members=120), "diff")
+    after = linkedin_run(sandbox_server, more, "diff")
     assert after.success, failure_text(after)
     meta = meta_of(after, "li_sync")
     assert (meta["rows_retried"], meta["rows_added"], meta["rows_sent"]) == (20, 0, 20)

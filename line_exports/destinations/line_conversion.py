@@ -52,6 +52,7 @@ MAX_BODY_BYTES = 300_000_000  # "300 MB": the smaller reading, so a body we send
 WINDOW_PAST_SECONDS = 90 * 86_400  # event_timestamp: at most 90 days before arrival ...
 WINDOW_FUTURE_SECONDS = 86_400  # ... and at most 24 hours after it
 WINDOW_MARGIN_SECONDS = 600  # stay clear of the edges: the request arrives a little later
+REFUSED_RULE = "api_refused"  # an event LINE answered 400 for
 BLIND_REFUSALS = 10  # single events refused before any was accepted: the request itself is wrong
 CHANNEL_ID_PATTERN = re.compile(r"[0-9]+")
 
@@ -368,6 +369,12 @@ class LineConversionDestination(Destination):
     def ruleset(self, settings: LineConversionSettings) -> RuleSet:
         return RuleSet(COLUMNS, row_rules=ROW_RULES, unique=UNIQUE)
 
+    def refusal_is_transient(self, rule: str, message: str) -> bool:
+        """LINE refuses an event with a 400 (a malformed or unknown value): permanent, the
+        event is not sent again until it changes. (429 and 5xx are retried by the client and,
+        when they persist, stop the run: its events come back next run.)"""
+        return rule != REFUSED_RULE
+
     def sync_spec(self, settings: LineConversionSettings) -> SyncSpec:
         """Events are append-only: diff skips an event (``event_name``, ``deduplication_key``)
         an earlier run got accepted; an event without a ``deduplication_key`` is always sent."""
@@ -528,7 +535,7 @@ class LineConversionDestination(Destination):
             reject(
                 [row],
                 "event",
-                "api_refused",
+                REFUSED_RULE,
                 message,
                 value=lambda _: str(event["deduplication_key"].iloc[0]),
             )

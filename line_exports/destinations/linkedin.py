@@ -42,7 +42,7 @@ from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet, Unique
 from line_exports.secret_fields import SecretField
-from line_exports.sync import RemovalReport, SyncSpec
+from line_exports.sync import RemovalReport, SyncSpec, transient_status
 
 log = logging.getLogger(__name__)
 
@@ -761,6 +761,16 @@ def company_elements(batch: pd.DataFrame, action: str) -> list[dict[str, Any]]:
     return out
 
 
+ELEMENT_FAILED = "linkedin_element_failed"
+ANSWERED = re.compile(r"LinkedIn answered (\d+): ")
+"""How a refused element's reject message starts (:func:`answered`), status first."""
+
+
+def answered(status: int, message: str) -> str:
+    """The reject message of an element LinkedIn did not accept: its status and message."""
+    return f"LinkedIn answered {status}: {message}"
+
+
 def element_failures(results: list[dict[str, Any]], sent: int) -> list[tuple[int, int, str]]:
     """(index, status, message) of every element LinkedIn did not accept (2xx), in order.
 
@@ -806,6 +816,12 @@ class LinkedInDestination(Destination):
             removal="REMOVE elements",
         )
 
+    def refusal_is_transient(self, rule: str, message: str) -> bool:
+        """An element LinkedIn answered 429 or 5xx for, or gave no result for, comes back next
+        run; a 4xx (an invalid ID, a malformed field) waits until the row changes."""
+        found = ANSWERED.match(message) if rule == ELEMENT_FAILED else None
+        return found is None or transient_status(int(found.group(1)))
+
     def remove(
         self,
         resource: LinkedInResource,
@@ -835,9 +851,7 @@ class LinkedInDestination(Destination):
                 results = client.batch_create(segment_id, kind, build(batch, "REMOVE"))
                 failures = element_failures(results, len(batch))
                 run.ledger.record(batch_key, {"failed": failures})
-            failed = {
-                int(i): f"LinkedIn answered {status}: {message}" for i, status, message in failures
-            }
+            failed = {int(i): answered(status, message) for i, status, message in failures}
             for i, key in enumerate(keys):
                 if i in failed:
                     report.failed[key] = failed[i]
@@ -992,10 +1006,8 @@ class LinkedInDestination(Destination):
             {
                 ROW_NUMBER: pd.Series([int(rows[i]) for i, _, _ in failures], dtype="int64"),
                 "column": "userIds" if kind == "users" else "company",
-                "rule": "linkedin_element_failed",
-                "message": [
-                    f"LinkedIn answered {status}: {message}" for _, status, message in failures
-                ],
+                "rule": ELEMENT_FAILED,
+                "message": [answered(status, message) for _, status, message in failures],
                 "value": "",
             }
         )

@@ -422,6 +422,13 @@ class MaacDestination(Destination):
             removal="tags this export attached, removed from departed members",
         )
 
+    def refusal_is_transient(self, rule: str, message: str) -> bool:
+        """A failed import task names no row (only error counts): its rows are sent again
+        next run, since holding back the whole batch would starve the valid members in it.
+        Members MAAC reports as mismatched (``mismatch_num``) are not named either; they
+        count as refused and are not tracked per row."""
+        return True
+
     def remove(
         self, resource: MaacResource, settings: MaacSettings, departed: pd.DataFrame, run: ExportRun
     ) -> RemovalReport:

@@ -130,6 +130,9 @@ class LinkedInStore:
     segments: dict[int, Segment] = field(default_factory=dict)
     refused_values: set[str] = field(default_factory=set)
     """idValues / company names the sandbox answers with an element-level 400 (tests provoke it)."""
+    unavailable_values: set[str] = field(default_factory=set)
+    """idValues / company names the sandbox answers with an element-level 500 (a transient
+    server error for that element; tests provoke it)."""
     access_token_seconds: float = ACCESS_TOKEN_SECONDS
     not_found_seconds: float = 1.0
     token_propagation_seconds: float = 0.0
@@ -150,6 +153,18 @@ class LinkedInStore:
     def new_id(self) -> int:
         self.next_id += 1
         return self.next_id
+
+
+UNAVAILABLE = {"status": 500, "error": {"status": 500, "message": "Internal Server Error"}}
+"""An element-level server error (LinkedIn's batch answers carry one status per element)."""
+
+
+def _element_values(element: dict[str, Any]) -> list[str]:
+    """The idValues and company fields of an element (what ``unavailable_values`` matches)."""
+    ids = element.get("userIds")
+    values = [u.get("idValue") for u in ids if isinstance(u, dict)] if isinstance(ids, list) else []
+    values += [element.get(k) for k in COMPANY_FIELDS]
+    return [v for v in values if isinstance(v, str)]
 
 
 def store_of(sandbox: Sandbox) -> LinkedInStore:
@@ -645,6 +660,10 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                 if problem:
                     store.elements_refused += 1
                     results.append({"status": 400, "error": {"status": 400, "message": problem}})
+                    continue
+                if store.unavailable_values & set(_element_values(element)):
+                    store.elements_refused += 1
+                    results.append(UNAVAILABLE)
                     continue
                 if element["action"] == "ADD":
                     segment.members.add(key)

@@ -54,6 +54,11 @@ from line_exports.http import ApiError
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique
 from line_exports.sync import RemovalReport, SyncSpec
 
+LINE_400_RULES = frozenset(
+    {"line_push_refused", "line_multicast_refused", "line_rich_menu_refused"}
+)
+"""Rules of the rows LINE refused with a 400 (sending.py, rich_menu.py): permanent."""
+
 __all__ = [
     "AGGREGATION_UNIT",
     "DESTINATION",
@@ -139,6 +144,12 @@ class LineMessagingDestination(Destination):
                 removal="a rebuild under the same audience_name (LINE audiences are add-only)",
             )
         return SyncSpec(("id",), resend_changed=False, namespace=settings.campaign_key)
+
+    def refusal_is_transient(self, rule: str, message: str) -> bool:
+        """A push, multicast or rich-menu link LINE answered 400 for (an unknown or blocked
+        user, a message LINE will not take) waits until the row changes; a monthly quota
+        refusal comes back next run (the quota renews)."""
+        return rule not in LINE_400_RULES
 
     def rebuild_reason(
         self, resource: LineMessagingResource, settings: LineMessagingSettings, run: ExportRun

@@ -1,0 +1,227 @@
+"""The sync store: what each export holds at its destination, next to the ledger.
+
+``sync_members`` has one row per member key of an export (:func:`store_name`): the hash of the
+fields last sent for it, its status and its key columns as JSON (what a removal needs):
+
+* ``pending``: planned by a run and not (yet) known accepted: recorded before the run sends,
+  so a run that stops, or a process killed mid-way, leaves its rows ``pending`` and the next
+  run sends them again (``rows_retried``); also a row refused for a transient reason;
+* ``accepted``: the API accepted it with this hash;
+* ``refused``: the API refused it for a permanent reason (e.g. an unknown user, a malformed
+  value); it is not sent again while its hash stays the same. The API's answer is kept in
+  ``sync_refusals`` so a later run reports it with the reason.
+
+Writes go in transactions of :data:`WRITE_CHUNK` rows: the run's claim heartbeat (another
+connection) needs the write lock meanwhile, and one 1M-row transaction held it too long.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from line_exports.ledger import SYNC_EXPORTS, SYNC_MEMBERS, SYNC_REFUSALS, Ledger
+
+WRITE_CHUNK = 50_000
+KEY_RANGES = [(f"{i:x}", f"{i + 1:x}" if i < 15 else "g") for i in range(16)]
+"""Member keys are md5 hex digests: 16 ranges by first digit split a whole-store update into
+transactions of about 1/16 of the members each (62,500 of 1M)."""
+
+
+def store_name(export: str, scope: str) -> str:
+    """The sync store of an export run: one per export, one per partition of a partitioned
+    export (each partition holds its own members), whatever the tick."""
+    partition = next((p for p in scope.split(";") if p.startswith("partition=")), "")
+    return f"{export}#{partition}" if partition else export
+
+
+class SyncStore:
+    """The ``sync_members`` (and ``sync_refusals``) of one export, in the ledger's database."""
+
+    def __init__(self, ledger: Ledger, export: str) -> None:
+        self.ledger = ledger
+        self.export = export
+
+    def last_mode(self) -> str | None:
+        with self.ledger.engine.connect() as con:
+            return con.execute(
+                sa.select(SYNC_EXPORTS.c.mode).where(SYNC_EXPORTS.c.export == self.export)
+            ).scalar_one_or_none()
+
+    def load(self) -> pa.Table:
+        """(key, hash, status) of every member recorded for this export."""
+        query = "select key, hash, status from sync_members where export = ?"
+        with self.ledger._lock:
+            if self.ledger._sqlite is not None:
+                rows = self.ledger._sqlite.execute(query, (self.export,)).fetchall()
+            else:
+                with self.ledger.engine.connect() as con:
+                    rows = con.execute(
+                        sa.select(
+                            SYNC_MEMBERS.c.key,
+                            SYNC_MEMBERS.c.hash,
+                            SYNC_MEMBERS.c.status,
+                        ).where(SYNC_MEMBERS.c.export == self.export)
+                    ).all()
+        columns = list(zip(*rows, strict=True)) if rows else [[], [], []]
+        return pa.table(
+            {
+                name: pa.array(list(values), pa.string())
+                for name, values in zip(("key", "hash", "status"), columns, strict=True)
+            }
+        )
+
+    def idents(self, keys: list[str]) -> list[str]:
+        """The key columns (JSON) recorded for ``keys``, in their order."""
+        found = dict(self._select(SYNC_MEMBERS, ("key", "ident"), keys))
+        return [found[key] for key in keys]
+
+    def refusals(self, keys: list[str]) -> dict[str, tuple[str, str, str]]:
+        """key -> (rule, column, message) of the API's refusal recorded for ``keys``."""
+        rows = self._select(SYNC_REFUSALS, ("key", "rule", "column", "message"), keys)
+        return {key: (rule, column, message) for key, rule, column, message in rows}
+
+    def put(self, table: pa.Table, status: str, stamp: float | None = None) -> float:
+        """Upsert (key, hash, ident) rows with ``status``; returns their ``recorded_at``
+        (``stamp``, or now): :meth:`settle` finds a run's pending rows by it."""
+        stamp = time.time() if stamp is None else stamp
+        if table.num_rows:
+            n = table.num_rows
+            rows = list(
+                zip(
+                    [self.export] * n,
+                    table.column("key").to_pylist(),
+                    table.column("hash").to_pylist(),
+                    [status] * n,
+                    table.column("ident").to_pylist(),
+                    [stamp] * n,
+                    strict=True,
+                )
+            )
+            self._upsert(SYNC_MEMBERS, rows)
+        return stamp
+
+    def put_refusals(self, keys: list[str], reasons: list[tuple[str, str, str]]) -> None:
+        """Record the API's (rule, column, message) for refused ``keys``."""
+        now = time.time()
+        rows = [(self.export, k, *r, now) for k, r in zip(keys, reasons, strict=True)]
+        self._upsert(SYNC_REFUSALS, rows)
+
+    def settle(self, stamp: float) -> None:
+        """The rows a run recorded ``pending`` at ``stamp`` (and did not record otherwise
+        since) become ``accepted``: one UPDATE per key range, not one statement per row."""
+        table = SYNC_MEMBERS
+        for low, high in KEY_RANGES:
+            if self.ledger._sqlite is not None:
+                with self.ledger._lock:
+                    self.ledger._sqlite.execute(
+                        "update sync_members set status = 'accepted' where export = ? "
+                        "and key >= ? and key < ? and status = 'pending' and recorded_at = ?",
+                        (self.export, low, high, stamp),
+                    )
+                continue
+            statement = (
+                sa.update(table)
+                .where(
+                    table.c.export == self.export,
+                    table.c.key >= low,
+                    table.c.key < high,
+                    table.c.status == "pending",
+                    table.c.recorded_at == stamp,
+                )
+                .values(status="accepted")
+            )
+            with self.ledger._lock, self.ledger.engine.begin() as con:
+                con.execute(statement)
+
+    def delete(self, keys: list[str]) -> None:
+        """Forget ``keys`` (members removed, or departed before a baseline)."""
+        for table in (SYNC_MEMBERS, SYNC_REFUSALS):
+            self._delete(table, keys)
+
+    def finish(self, mode: str) -> None:
+        """Record that a run in ``mode`` committed (the next mirror run is no baseline)."""
+        insert = self.ledger.insert(SYNC_EXPORTS).values(
+            export=self.export, mode=mode, runs=1, recorded_at=time.time()
+        )
+        upsert = insert.on_conflict_do_update(
+            index_elements=[SYNC_EXPORTS.c.export],
+            set_={
+                "mode": mode,
+                "runs": SYNC_EXPORTS.c.runs + 1,
+                "recorded_at": insert.excluded.recorded_at,
+            },
+        )
+        with self.ledger._lock, self.ledger.engine.begin() as con:
+            con.execute(upsert)
+
+    def _select(self, table: sa.Table, names: tuple[str, ...], keys: list[str]) -> list[Any]:
+        """Rows of ``table`` (columns ``names``) for ``keys`` of this export, 500 keys a query
+        (SQLite binds at most 999 parameters)."""
+        found: list[Any] = []
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            with self.ledger._lock:
+                if self.ledger._sqlite is not None:
+                    marks = ",".join("?" * len(chunk))
+                    columns = ", ".join(f'"{n}"' for n in names)
+                    found += self.ledger._sqlite.execute(
+                        f"select {columns} from {table.name} where export = ? and key in ({marks})",
+                        (self.export, *chunk),
+                    ).fetchall()
+                else:
+                    with self.ledger.engine.connect() as con:
+                        found += con.execute(
+                            sa.select(*(table.c[n] for n in names)).where(
+                                table.c.export == self.export, table.c.key.in_(chunk)
+                            )
+                        ).all()
+        return found
+
+    def _upsert(self, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
+        """Insert or replace ``rows`` (every column, in order), WRITE_CHUNK a transaction."""
+        if self.ledger._sqlite is not None:
+            marks = ", ".join("?" * len(table.columns))
+            self._sqlite_many(f"insert or replace into {table.name} values ({marks})", rows)
+            return
+        insert = self.ledger.insert(table)
+        names = [c.name for c in table.columns]
+        keys = [c.name for c in table.primary_key.columns]
+        statement = insert.on_conflict_do_update(
+            index_elements=keys,
+            set_={n: insert.excluded[n] for n in names if n not in keys},
+        )
+        self._engine_many(statement, [dict(zip(names, r, strict=True)) for r in rows])
+
+    def _delete(self, table: sa.Table, keys: list[str]) -> None:
+        if self.ledger._sqlite is not None:
+            self._sqlite_many(
+                f"delete from {table.name} where export = ? and key = ?",
+                [(self.export, key) for key in keys],
+            )
+            return
+        statement = sa.delete(table).where(
+            table.c.export == sa.bindparam("e"), table.c.key == sa.bindparam("k")
+        )
+        self._engine_many(statement, [{"e": self.export, "k": k} for k in keys])
+
+    def _sqlite_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        con = self.ledger._sqlite
+        assert con is not None
+        for start in range(0, len(rows), WRITE_CHUNK):
+            with self.ledger._lock:
+                con.execute("begin")
+                try:
+                    con.executemany(sql, rows[start : start + WRITE_CHUNK])
+                except BaseException:
+                    con.execute("rollback")
+                    raise
+                con.execute("commit")
+
+    def _engine_many(self, statement: Any, params: list[dict[str, Any]]) -> None:
+        for start in range(0, len(params), WRITE_CHUNK):
+            with self.ledger._lock, self.ledger.engine.begin() as con:
+                con.execute(statement, params[start : start + WRITE_CHUNK])
