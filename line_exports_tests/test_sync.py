@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -353,9 +354,21 @@ getattr(test_sync, sys.argv[1])(sys.argv[2])
 """
 
 
+class Acted:
+    """A :func:`kill_when` trigger: what the sandbox has acted on (not merely received), so
+    the kill cannot race the sandbox's handling of the request whose answer is held back."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self.count = count
+
+    @property
+    def hits(self) -> int:
+        return self.count()
+
+
 def kill_when(rule: Any, hits: int, function: str, url: str, home: Path) -> None:
     """Run ``test_sync.<function>(url)`` in a child process; SIGKILL it (its whole process
-    group) once ``rule`` (a LateAnswers rule) has seen ``hits`` requests."""
+    group) once ``rule`` (a LateAnswers rule, or :class:`Acted`) has seen ``hits`` requests."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "LINE_EXPORTS_HOME": str(home), "PYTHONPATH": str(root)}
     child = subprocess.Popen(
@@ -406,10 +419,11 @@ def test_mirror_killed_mid_removal_then_rerun_is_exactly_once(line_exports_home:
         sandbox = server.sandbox
         day1 = linkedin_run(server, contacts(1, members=KILL_MEMBERS), "mirror")
         assert day1.success, failure_text(day1)
-        slow = server.late.add("/rest/dmpSegments/", "POST", 0.25, times=-1)
+        server.late.add("/rest/dmpSegments/", "POST", 0.25, times=-1)
         before = elements(sandbox)
         # 2 ADDs answered, the first REMOVE acted on, its answer held back: SIGKILL.
-        kill_when(slow, 3, "mirror_day2", server.url, line_exports_home)
+        acted = Acted(lambda: elements(sandbox) - before)
+        kill_when(acted, 3, "mirror_day2", server.url, line_exports_home)
         settle(sandbox, quiet=0.45)
         server.late.rules.clear()
         assert elements(sandbox) - before == 3
@@ -512,8 +526,8 @@ def test_maac_untag_killed_then_rerun_is_exactly_once(line_exports_home: Path) -
         store = store_of(sandbox)
         assert maac_run(server.url, maac_query(1, members=200)).success
         imports = sandbox.count("POST", "/openapi/v1/member/import/")
-        slow = server.late.add("/openapi/v1/taglinemember/", "DELETE", 0.25, times=-1)
-        kill_when(slow, 2, "maac_day2", server.url, line_exports_home)
+        server.late.add("/openapi/v1/taglinemember/", "DELETE", 0.25, times=-1)
+        kill_when(Acted(lambda: store.tag_removals), 2, "maac_day2", server.url, line_exports_home)
         settle(sandbox, quiet=0.45)
         server.late.rules.clear()
         assert store.tag_removals == 2
