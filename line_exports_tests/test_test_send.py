@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from line_exports.cli import main
 from line_exports.ledger import SYNC_MEMBERS, Ledger
 from line_exports.sandbox import SandboxServer
+from line_exports.sandbox.core import Fault
 from line_exports.sandbox.line_messaging import store_of as line_store
 from line_exports.sandbox.linkedin import store_of as linkedin_store
 from line_exports.sandbox.maac import store_of as maac_store
@@ -77,6 +78,7 @@ def test_push_test_send_reaches_only_testers_then_the_real_run_sends_every_row(
                 template_message="""'{"type": "text", "text": "Hi {{name}} ({{id}})"}'""",
                 sync_mode="diff",
                 custom_aggregation_units="spring",
+                initial_retry_wait="1",
             )
         },
         {"push.sql": PUSH_QUERY},
@@ -106,8 +108,11 @@ def test_push_test_send_reaches_only_testers_then_the_real_run_sends_every_row(
     assert all(not store.received(uid(n)) for n in range(1, 7))  # real recipients: nothing
     assert "test send: 10 messages to 2 tester(s)" in out and store.quota_used == 10
 
-    # Another invocation sends again (its own ledger scope), each push once.
+    # Another invocation sends again (its own ledger scope), each push once: two pushes whose
+    # answers are lost after LINE acted are retried with their retry key (409, not twice).
+    lost = server.sandbox.add_fault(Fault("/v2/bot/message/push", lose_answer=True, times=2))
     assert cli(capsys, *base)[0] == 0
+    assert lost.hits == 2
     assert len(store.received(TESTERS[0])) == 10 and store.pushes == 20
 
     # Never recorded as a delivery: the sync store is empty, so the real run sends every row.
@@ -117,6 +122,7 @@ def test_push_test_send_reaches_only_testers_then_the_real_run_sends_every_row(
     ledger.close()
     code, out = cli(capsys, "run", "push", "--workflows", str(folder))
     assert code == 0, out
+    assert re.search(r"send\s+ok\s+6\s+5\s+1\s+5\s+0\s+0\s+5", out), out  # read..accepted
     assert [len(store.received(uid(n))) for n in range(1, 7)] == [1, 1, 1, 0, 1, 1]
     assert len(store.received(TESTERS[0])) == 10
 

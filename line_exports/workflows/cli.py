@@ -246,7 +246,7 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
         return 2
     testing = None
     if getattr(ns, "test_send", None) is not None:
-        from line_exports import test_send
+        from line_exports import test_sends as test_send
 
         try:
             testing = _test_send_options(ns, chosen)
@@ -377,11 +377,15 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
     if testing is None:
         _say(out, "\nplan only: nothing was sent")
     else:
-        written = ", ".join(repr(n) for n in sent["written"]) or "none"
+        done = []
+        if testing.testers:
+            done.append(f"{sent['messages']:,} messages to {len(testing.testers)} tester(s)")
+        if sent["written"]:
+            done.append("wrote " + ", ".join(repr(n) for n in sent["written"]))
         _say(
             out,
-            f"\ntest send: {sent['messages']:,} messages to {len(testing.testers)} tester(s); "
-            f"test targets written: {written}; nothing was sent to the rows' recipients",
+            f"\ntest send: {'; '.join(done) or 'nothing sent'}; nothing was sent to the rows' "
+            "recipients, nothing recorded as a delivery",
         )
     return 1 if failed else 0
 
@@ -390,7 +394,7 @@ def _test_send_options(ns: argparse.Namespace, workflows: list[Any]) -> Any:
     """The checked ``--test-send``/``--to``/``--seed``; refuses, before any query runs, a
     missing ``--to`` when a task sends messages, and a plan none of whose tasks can be
     test-sent."""
-    from line_exports import test_send
+    from line_exports import test_sends as test_send
 
     testing = test_send.options(ns.test_send, ns.to, ns.seed)
     modes = []
@@ -417,7 +421,7 @@ def _test_send_options(ns: argparse.Namespace, workflows: list[Any]) -> Any:
 
 
 def _refusal(task: Any) -> str:
-    from line_exports import test_send
+    from line_exports import test_sends as test_send
 
     try:
         test_send.mode_of(task.destination, task.destination.settings_class(**task.settings))
@@ -436,8 +440,8 @@ def _test_send(
     testing: Any,
     sent: dict[str, Any],
 ) -> bool:
-    """One task's test send (:mod:`line_exports.test_send`); True when it failed."""
-    from line_exports import test_send
+    """One task's test send (:mod:`line_exports.test_sends`); True when it failed."""
+    from line_exports import test_sends as test_send
 
     export = "/".join(task.key.path)
     try:

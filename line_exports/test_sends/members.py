@@ -24,7 +24,7 @@ import pandas as pd
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, Destination, ExportRun
 from line_exports.rules import ROW_NUMBER, reject
-from line_exports.test_send import (
+from line_exports.test_sends import (
     Outcome,
     Sample,
     TestSendError,
@@ -32,7 +32,7 @@ from line_exports.test_send import (
     reject_lines,
     remember_members,
     spool,
-    test_name,
+    target_name,
 )
 
 
@@ -52,7 +52,7 @@ def write_members(
     values = settings.model_dump()
     extra: list[pd.DataFrame] = []
     if mode == "line_audience":
-        name = test_name(
+        name = target_name(
             f"audience_{settings.audience_id}"
             if settings.use_audience_id
             else settings.audience_name
@@ -62,7 +62,7 @@ def write_members(
         )
     elif mode == "maac_segment":
         if settings.data_object == "members":
-            name = test_name(export.replace("/", "."))
+            name = target_name(export.replace("/", "."))
             has = (
                 frame["line_uid"].notna() & (frame["line_uid"].astype(str) != "")
                 if "line_uid" in frame.columns
@@ -80,12 +80,12 @@ def write_members(
                 )
             frame = frame[has][[ROW_NUMBER, "line_uid"]].reset_index(drop=True)
         else:
-            name = test_name(settings.segment_name.strip())
+            name = target_name(settings.segment_name.strip())
         values.update(
             data_object="segments", segment_name=name, update_segment=True, sync_mode="append"
         )
     else:
-        name = test_name(settings.segment_name)
+        name = target_name(settings.segment_name)
         values.update(
             segment_name=name,
             dmp_segment_mode="add",
@@ -182,7 +182,7 @@ def _drop_previous(
 
     columns = [c for c in frame.columns if not c.startswith("_")]
     now = json.loads(frame[columns].to_json(orient="records", force_ascii=False))
-    before = previous_members(run.ledger, export)
+    before = previous_members(run.ledger.ledger, export)
     current = {json.dumps(r, sort_keys=True) for r in now}
     stale = [r for r in before if json.dumps(r, sort_keys=True) not in current]
     if stale:
@@ -191,4 +191,4 @@ def _drop_previous(
         elements = build(pd.DataFrame(stale), "REMOVE")
         client.batch_create(str(report.metadata["segment_id"]), settings.audience_type, elements)
         outcome.say(f"    removed {len(stale)} members of the previous test send from the segment")
-    remember_members(run.ledger, export, now)
+    remember_members(run.ledger.ledger, export, now)

@@ -6,7 +6,7 @@ recipients), then the template is rendered by the export's own code
 (:meth:`~line_exports.destinations.line_messaging.messages.MessageTemplate.render`) and each
 rendered message is checked against LINE's limits (:func:`.push.bad_rendered_rows`). Each
 request goes through :func:`.sending.send_once` (the ledger, an ``X-Line-Retry-Key``), under the
-test send's own ledger scope. See :mod:`line_exports.test_send` for what is sent to whom.
+test send's own ledger scope. See :mod:`line_exports.test_sends` for what is sent to whom.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from line_exports.destinations.line_messaging.quota import Quota
 from line_exports.destinations.line_messaging.sending import Tally, retry_key, send_once
 from line_exports.destinations.line_messaging.settings import LineMessagingSettings
 from line_exports.rules import ROW_NUMBER
-from line_exports.test_send import (
+from line_exports.test_sends import (
     MAX_SAMPLE,
     Outcome,
     Sample,

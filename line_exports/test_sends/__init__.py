@@ -52,7 +52,7 @@ from line_exports.destination import (
     ExportRun,
     ValidRows,
 )
-from line_exports.ledger import Ledger, LedgerScope
+from line_exports.ledger import Ledger
 from line_exports.rules import ROW_NUMBER
 
 MAX_SAMPLE = 20
@@ -145,12 +145,9 @@ def mode_of(dest: Destination, settings: Any) -> str:
     raise TestSendError(f"{dest.type_name} exports cannot be test-sent")
 
 
-def test_name(name: str) -> str:
+def target_name(name: str) -> str:
     """The ``<name>__test`` audience / segment a member export's test send writes."""
     return f"{name}{TEST_SUFFIX}"
-
-
-test_name.__test__ = False  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -233,14 +230,19 @@ def run_task(
     own = ledger is None
     ledger = ledger or Ledger()
     try:
-        scope = ledger.scope(test_name(export), f"test-send/{uuid.uuid4()}")
-        run = ExportRun(test_name(export), LOG, scope, len(found.valid))
+        scope = ledger.scope(target_name(export), f"test-send/{uuid.uuid4()}")
+        run = ExportRun(target_name(export), LOG, scope, len(found.valid))
         if mode in MESSAGE_MODES:
-            from line_exports.test_send_line import send_messages
+            from line_exports.test_sends.line import send_messages
 
             send_messages(mode, resource, settings, found, opts.testers, run, workdir, outcome)
         else:
-            from line_exports.test_send_members import write_members
+            if opts.testers:
+                outcome.say(
+                    "    --to is not used here: this export sends members, not messages "
+                    f"(its test target is a {TEST_SUFFIX} audience or segment of the sample)"
+                )
+            from line_exports.test_sends.members import write_members
 
             write_members(mode, export, dest, resource, settings, found, run, workdir, outcome)
     finally:
@@ -249,11 +251,12 @@ def run_task(
     return outcome
 
 
-def previous_members(ledger: LedgerScope, export: str) -> list[dict[str, Any]]:
-    """The members the last test send of ``export`` wrote (LinkedIn: to remove them)."""
-    rows = ledger.ledger._get_many(test_name(export), "members", ["last"])
-    return list(rows.get("last", {}).get("rows", []))
+def previous_members(ledger: Ledger, export: str) -> list[dict[str, Any]]:
+    """The members the last test send of ``export`` wrote (LinkedIn: to remove them), kept in
+    the ledger under ``<export>__test``, scope ``members``."""
+    last = ledger.scope(target_name(export), "members").done("last")
+    return list((last or {}).get("rows", []))
 
 
-def remember_members(ledger: LedgerScope, export: str, rows: list[dict[str, Any]]) -> None:
-    ledger.ledger._put_many(test_name(export), "members", [("last", {"rows": rows})])
+def remember_members(ledger: Ledger, export: str, rows: list[dict[str, Any]]) -> None:
+    ledger.scope(target_name(export), "members").record("last", {"rows": rows})
