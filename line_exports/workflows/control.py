@@ -51,7 +51,7 @@ from typing import Any
 import dagster as dg
 
 from line_exports.workflows.digfile import LineDict, interpolate, load_yaml, merge_exports
-from line_exports.workflows.errors import WorkflowError
+from line_exports.workflows.errors import TaskPlace, WorkflowError
 from line_exports.workflows.trust import inside
 from line_exports.workflows.variables import RunScope, render_for_run, run_variables
 
@@ -397,9 +397,7 @@ def _sample_command(op: str, command: Any) -> list[Any]:
 def expand(
     parser: Any,
     body: LineDict,
-    path: list[str],
-    label: str,
-    line: int | None,
+    at: TaskPlace,
     variables: dict[str, Any],
     deps: list[dg.AssetKey],
     retry: dg.RetryPolicy | None,
@@ -407,17 +405,12 @@ def expand(
     """Place a control task: its generated subtasks now (value known at load), or one
     :class:`Control` asset (value read at run time). Returns the keys the next task waits for;
     errors go to ``parser.errors``."""
-    file: Path = parser.file
+    path, label = list(at.path), at.task
     ops = [op for op in OPERATORS if op in body]
     others = [k for k in body if str(k).endswith(">") and k not in ops]
     if len(ops) + len(others) != 1:
         parser.errors.append(
-            WorkflowError(
-                file,
-                f"a task runs one operator; found {', '.join(map(str, [*ops, *others]))}",
-                task=label,
-                line=line,
-            )
+            at.error(f"a task runs one operator; found {', '.join(map(str, [*ops, *others]))}")
         )
         return []
     op = ops[0]
@@ -429,16 +422,14 @@ def expand(
                 if str(key).startswith("+") and op != "call>"
                 else f"{key!r} is not an option of {op} (options: {', '.join(OPTIONS[op])})"
             )
-            parser.errors.append(
-                WorkflowError(file, reason, task=label, setting=str(key), line=body.line_of(key))
-            )
+            parser.errors.append(at.error(reason, setting=str(key), line=body.line_of(key)))
     if len(parser.errors) != count:
         return []
-    stem = getattr(parser, "stem", file.stem)
+    stem = getattr(parser, "stem", at.file.stem)
     scope = RunScope(parser.timezone, parser.schedule, "+" + "+".join([stem, *path]))
     where = body.line_of(op)
     if op == "call>":
-        return _call(parser, body, path, label, where, variables, deps, retry, scope)
+        return _call(parser, body, at, variables, deps, retry, scope)
     raw = body["count"] if op == "loop>" and "count" in body else body[op]
     try:
         command, deferred = _evaluate(parser, raw, variables, label, where, op, scope)
@@ -449,18 +440,16 @@ def expand(
         try:
             generated = generate(op, command, body)
         except ControlError as exc:
-            parser.errors.append(WorkflowError(file, str(exc), task=label, setting=op, line=where))
+            parser.errors.append(at.error(str(exc), setting=op, line=where))
             return []
-        return place(parser, generated, path, label, line, variables, deps, retry)
-    return _runtime(parser, op, command, body, path, label, line, variables, deps, retry, scope)
+        return place(parser, generated, at, variables, deps, retry)
+    return _runtime(parser, op, command, body, at, variables, deps, retry, scope)
 
 
 def place(
     parser: Any,
     generated: LineDict,
-    path: list[str],
-    label: str,
-    line: int | None,
+    at: TaskPlace,
     variables: dict[str, Any],
     deps: list[dg.AssetKey],
     retry: dg.RetryPolicy | None,
@@ -472,14 +461,14 @@ def place(
         return list(deps)
     try:
         scope = merge_exports(
-            variables, generated.get("_export"), parser.file, label, generated.line_of("_export")
+            variables, generated.get("_export"), parser.file, at.task, generated.line_of("_export")
         )
     except WorkflowError as exc:
         parser.errors.append(exc)
         return []
     if any(str(k).startswith("+") for k in generated):
-        return parser._group(generated, path, scope, deps, retry)
-    produced = parser._node(generated, path, label, line, scope, deps, retry)
+        return parser._group(generated, list(at.path), scope, deps, retry)
+    produced = parser._node(generated, at, scope, deps, retry)
     return produced or list(deps)
 
 
@@ -521,15 +510,13 @@ def digdag_task_name(parser: Any, path: list[str]) -> str:
 def _call(
     parser: Any,
     body: LineDict,
-    path: list[str],
-    label: str,
-    line: int | None,
+    at: TaskPlace,
     variables: dict[str, Any],
     deps: list[dg.AssetKey],
     retry: dg.RetryPolicy | None,
     scope: RunScope,
 ) -> list[dg.AssetKey]:
-    file: Path = parser.file
+    file, path, label, line = at.file, list(at.path), at.task, body.line_of("call>")
     try:
         target = interpolate(
             str(body["call>"]),
@@ -638,9 +625,7 @@ def _runtime(
     op: str,
     command: Any,
     body: LineDict,
-    path: list[str],
-    label: str,
-    line: int | None,
+    at: TaskPlace,
     variables: dict[str, Any],
     deps: list[dg.AssetKey],
     retry: dg.RetryPolicy | None,
@@ -648,6 +633,7 @@ def _runtime(
 ) -> list[dg.AssetKey]:
     """A control whose value reads the run: check its subtasks with sample values, then one
     asset."""
+    path, label, line = list(at.path), at.task, at.line
     from line_exports.workflows.loader import identifier
 
     resources: dict[str, Any] = {}
@@ -660,7 +646,7 @@ def _runtime(
                 WorkflowError(parser.file, str(exc), task=label, setting=op, line=body.line_of(op))
             )
             return []
-        place(probe, generated, path, label, line, variables, [], retry)
+        place(probe, generated, at, variables, [], retry)
         parser.errors.extend(probe.errors)
         for task in probe.tasks:
             if task.resource_key != identifier(task.connection):
@@ -727,9 +713,8 @@ def run_control(
             allow_retries=False,
         ) from None
     parser = _Parser.restore(control.parser)
-    place(
-        parser, generated, control.path, label, control.line, control.variables, [], control.retry
-    )
+    at = TaskPlace(control.file, control.line, label, tuple(control.path))
+    place(parser, generated, at, control.variables, [], control.retry)
     missing = [t for t in parser.tasks if t.resource_key not in control.resources]
     if parser.errors or missing:
         problems = [str(e) for e in parser.errors] + [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from line_exports.names import closest
 
-__all__ = ["WorkflowError", "WorkflowErrors", "closest"]
+__all__ = ["TaskPlace", "WorkflowError", "WorkflowErrors", "closest"]
 
 
 @dataclass
@@ -46,3 +46,22 @@ class WorkflowErrors(Exception):
     def __init__(self, errors: list[WorkflowError]) -> None:
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
+
+
+@dataclass(frozen=True)
+class TaskPlace:
+    """Where a task is written, as its errors name it: the file, the line of its ``+name:``
+    key, its label (``+group.task``) and its path under the workflow (the asset key's parts)."""
+
+    file: Path
+    line: int | None
+    task: str
+    path: tuple[str, ...] = ()
+
+    def error(
+        self, message: str, *, setting: str | None = None, line: int | None = None
+    ) -> WorkflowError:
+        """A :class:`WorkflowError` at this task (at ``line`` when given, else the task's)."""
+        return WorkflowError(
+            self.file, message, task=self.task, setting=setting, line=line or self.line
+        )

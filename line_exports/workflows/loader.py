@@ -47,7 +47,7 @@ from line_exports.workflows.digfile import (
     load_yaml,
     merge_exports,
 )
-from line_exports.workflows.errors import WorkflowError, WorkflowErrors, closest
+from line_exports.workflows.errors import TaskPlace, WorkflowError, WorkflowErrors, closest
 from line_exports.workflows.on_error import Handler, build_hook, parse_handler
 from line_exports.workflows.operators import (
     TD_QUERY_OPTIONS,
@@ -448,7 +448,8 @@ class _Parser:
                 self.errors.extend(refused)
                 continue
             made = (len(self.tasks), len(self.steps), len(self.controls))
-            produced = self._node(body, [*path, name], label, line, scope, wait, task_retry)
+            at = TaskPlace(self.file, line, label, (*path, name))
+            produced = self._node(body, at, scope, wait, task_retry)
             if "_error" in body:
                 self._on_error(body, [*path, name], label, scope, made)
             if parallel[0]:
@@ -465,9 +466,7 @@ class _Parser:
     def _node(
         self,
         body: LineDict,
-        path: list[str],
-        label: str,
-        line: int | None,
+        at: TaskPlace,
         scope: dict[str, Any],
         wait: list[dg.AssetKey],
         retry: dg.RetryPolicy | None,
@@ -477,16 +476,16 @@ class _Parser:
         if self.last_results:
             scope = with_last_results(scope)
         if control_ops.is_control(body):
-            return control_ops.expand(self, body, path, label, line, scope, wait, retry)
+            return control_ops.expand(self, body, at, scope, wait, retry)
         if any(str(k).startswith("+") for k in body):
-            return self._group(body, path, scope, wait, retry)
+            return self._group(body, list(at.path), scope, wait, retry)
         if is_step(body):
-            step = parse_step(self, body, path, label, line, scope, wait, retry)
+            step = parse_step(self, body, list(at.path), at.task, at.line, scope, wait, retry)
             if step is not None:
                 self.order.append(step)
             self.last_results = self.last_results or bool(step and step.store_last_results)
             return [step.key] if step else []
-        task = self._task(body, path, label, line, scope, wait, retry)
+        task = self._task(body, at, scope, wait, retry)
         if task is not None:
             self.order.append(task)
         return [task.key] if task else []
@@ -494,13 +493,12 @@ class _Parser:
     def _task(
         self,
         body: LineDict,
-        path: list[str],
-        label: str,
-        line: int | None,
+        at: TaskPlace,
         variables: dict[str, Any],
         deps: list[dg.AssetKey],
         retry: dg.RetryPolicy | None,
     ) -> Task | None:
+        path, label, line = list(at.path), at.task, at.line
         count = len(self.errors)
         for key in body:
             if key not in TASK_KEYS:
