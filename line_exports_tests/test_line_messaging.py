@@ -440,6 +440,17 @@ def test_a_timed_out_push_is_retried_with_the_same_key_and_delivered_once(
     ]
 
 
+def test_a_409_records_the_id_of_the_request_line_accepted(sandbox_server: SandboxServer) -> None:
+    """A retry key LINE already accepted is answered 409 with the accepted request's ID in
+    ``X-Line-Accepted-Request-Id``: that ID is the one recorded, not the 409's own."""
+    client = resource(sandbox_server).get_client()
+    body = json.dumps({"to": user(8), "messages": [{"type": "text", "text": "once"}]}).encode()
+    key = "123e4567-e89b-12d3-a456-426614174001"
+    first, again = client.send("push", body, key), client.send("push", body, key)
+    assert (first[0], again[0]) == (200, 409)
+    assert again[1]["_request_id"] == first[1]["_request_id"] is not None
+
+
 # -- the sandbox is as strict as LINE ---------------------------------------------------------
 def test_sandbox_enforces_lines_rules() -> None:
     with SandboxServer(Sandbox(rate_scale=0.01)) as server:

@@ -23,7 +23,11 @@ import aiohttp
 import certifi
 
 from line_exports.destination import ExportRun
-from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.client import (
+    LineMessagingClient,
+    accepted_request_id,
+    retry_pause,
+)
 from line_exports.destinations.line_messaging.sending import Tally, answered, failed, too_big
 from line_exports.destinations.line_messaging.settings import MAX_BODY_BYTES
 from line_exports.http import RETRYABLE_STATUS, ApiError, Response, shared_limiter
@@ -127,18 +131,14 @@ async def _push(
     while True:
         while (wait := limiter.try_acquire()) is not None:
             await asyncio.sleep(wait)
-        headers = {
-            "User-Agent": "line-exports/0.1 (+dagster)",
-            "Content-Type": "application/json",
-            "X-Line-Retry-Key": key,
-            **client.tokens.headers(),
-        }
+        headers = client.push_headers(key)
         error: ApiError | None = None
         try:
             http.stats.count()
             async with session.post(url, data=body, headers=headers) as answer:
                 content = await answer.read()
-                status, request_id = answer.status, answer.headers.get("x-line-request-id")
+                status = answer.status
+                request_id = accepted_request_id(status, answer.headers)
                 if status not in (200, 409):
                     error = http._error("POST", PATH, Response(status, answer.headers, content))
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -160,9 +160,7 @@ async def _push(
             continue
         if error.retryable and attempt < http.retry.max_retry and not tally.stopped:
             http.stats.retries += 1
-            backoff = min(http.retry.initial_retry_wait * 2**attempt, http.retry.max_retry_wait)
-            pause = backoff if error.retry_after is None else error.retry_after
-            await asyncio.sleep(min(max(pause, 0.0), http.retry.max_retry_wait))
+            await asyncio.sleep(retry_pause(http.retry, attempt, error.retry_after))
             attempt += 1
             continue
         if error.status in RETRYABLE_STATUS and error.retryable:

@@ -25,7 +25,7 @@ from line_exports.destination import (
     content_key,
     release_arrow_memory,
 )
-from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.client import LineMessagingClient, retry_pause
 from line_exports.destinations.line_messaging.settings import (
     AUDIENCE_FILE_MAX_IDS,
     AUDIENCE_JSON_MAX_IDS,
@@ -201,16 +201,11 @@ def create_audience(
         except ApiError as exc:
             if not exc.retryable or attempt == retry.max_retry:
                 raise
-            wait = (
-                exc.retry_after
-                if exc.retry_after is not None
-                else retry.initial_retry_wait * 2**attempt
-            )
             client.http.stats.retries += 1
             run.log.warning(
                 f"creating audience {settings.audience_name!r} failed ({exc}); checking whether it exists"
             )
-            client.http.sleep(min(wait, retry.max_retry_wait))
+            client.http.sleep(retry_pause(retry, attempt, exc.retry_after))
             found, _ = find_audience(client, settings, run, exclude)
             if found is not None:
                 requests += 1

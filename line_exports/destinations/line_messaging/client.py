@@ -1,9 +1,19 @@
-"""The Messaging API client (one paced, retrying session) and the channel's resource."""
+"""The Messaging API client (one paced, retrying session) and the channel's resource.
+
+Also what every message request shares, in one place: its retry key (:func:`retry_key`,
+:func:`push_key_maker`), its headers (:func:`message_headers`), the request ID of the request
+LINE accepted (:func:`accepted_request_id`) and LINE's error body read as a reason
+(:func:`line_error`, :func:`refusal`). Push (threaded and ``aiohttp``), multicast, narrowcast,
+broadcast and the rich-menu bulk calls use these.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -11,7 +21,7 @@ from urllib.parse import urlparse
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from line_exports.destination import content_key
+from line_exports.destination import ExportRun, content_key
 from line_exports.destinations.line_messaging.auth import TokenProvider
 from line_exports.destinations.line_messaging.settings import (
     API_HOST,
@@ -22,9 +32,46 @@ from line_exports.destinations.line_messaging.settings import (
     SANDBOX_CLIENT_SECRET,
     SANDBOX_TOKEN,
 )
-from line_exports.http import ApiError, HttpClient, RetrySettings, poll
+from line_exports.http import USER_AGENT, ApiError, HttpClient, RetrySettings, poll
 from line_exports.id_text import IdText
 from line_exports.secret_fields import SecretField
+
+
+def retry_key(run: ExportRun, *parts: Any) -> str:
+    """``X-Line-Retry-Key``: a UUID hashed from the export, its run scope and what is sent."""
+    digest = bytes.fromhex(content_key(run.ledger.export, run.ledger.scope, *parts))
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def push_key_maker(run: ExportRun, options: dict[str, Any]) -> Callable[[str, str], str]:
+    """``retry_key(run, "push", to, messages, options)`` for many pushes, the same UUIDs
+    computed from a hash of the common parts made once (the key of each push was a third of
+    its CPU)."""
+    head = hashlib.sha256()
+    for part in (run.ledger.export, run.ledger.scope, "push"):
+        head.update(json.dumps(part).encode() + b"\x1f")
+    tail = b"\x1f" + json.dumps(options, sort_keys=True, default=str).encode() + b"\x1f"
+
+    def key(to: str, messages: str) -> str:
+        digest = head.copy()
+        digest.update(json.dumps(to).encode() + b"\x1f" + json.dumps(messages).encode() + tail)
+        return str(uuid.UUID(bytes=digest.digest()[:16], version=5))
+
+    return key
+
+
+def message_headers(key: str) -> dict[str, str]:
+    """A message request's own headers: a JSON body and its ``X-Line-Retry-Key`` (the HTTP
+    layer adds ``User-Agent`` and the bearer token)."""
+    return {"Content-Type": "application/json", "X-Line-Retry-Key": key}
+
+
+def accepted_request_id(status: int, headers: Mapping[str, str]) -> str | None:
+    """The ID of the request LINE accepted: a 409 (retry key already accepted) names it in
+    ``X-Line-Accepted-Request-Id``, a 2xx in its own ``X-Line-Request-Id`` ("Retrying a failed
+    API request"). ``headers`` is case-insensitive (requests' or aiohttp's)."""
+    name = "x-line-accepted-request-id" if status == 409 else "x-line-request-id"
+    return headers.get(name) or None
 
 
 def line_error(error: ApiError) -> tuple[str, list[str]]:
@@ -49,6 +96,19 @@ def line_error(error: ApiError) -> tuple[str, list[str]]:
         else:
             details.append(json.dumps(item, ensure_ascii=False)[:300])
     return str(body.get("message", "")), details
+
+
+def retry_pause(retry: RetrySettings, attempt: int, retry_after: float | None) -> float:
+    """Seconds before retry ``attempt + 1`` (from 0): the answer's ``Retry-After`` when it gave
+    one, else ``initial_retry_wait`` doubled per attempt; never over ``max_retry_wait``."""
+    pause = retry.initial_retry_wait * 2**attempt if retry_after is None else retry_after
+    return min(max(pause, 0.0), retry.max_retry_wait)
+
+
+def refusal(error: ApiError) -> str:
+    """LINE's reason for a refused request: its ``message`` and ``details`` on one line."""
+    message, details = line_error(error)
+    return (message + " " + "; ".join(details)).strip()
 
 
 MONTHLY_LIMIT = "monthly limit"  # in LINE's 429 message: "You have reached your monthly limit."
@@ -94,24 +154,34 @@ class LineMessagingClient:
 
     # messages
     def send(
-        self, kind: Literal["push", "multicast"], body: bytes, retry_key: str
+        self,
+        kind: Literal["push", "multicast", "narrowcast", "broadcast"],
+        body: bytes,
+        key: str,
+        ok_status: tuple[int, ...] = (200, 409),
     ) -> tuple[int, dict[str, Any]]:
-        """One push or multicast; (status, body). 409 (key already accepted) is success."""
+        """One message request; (status, body with ``_request_id``: the accepted request's ID,
+        see :func:`accepted_request_id`). 409 (key already accepted) is success."""
         response = self.http.request(
             "POST",
             f"/v2/bot/message/{kind}",
             endpoint=kind,
-            ok_status=(200, 409),
+            ok_status=ok_status,
             data=body,
-            headers={"Content-Type": "application/json", "X-Line-Retry-Key": retry_key},
+            headers=message_headers(key),
         )
         try:
-            answer = response.json()
+            answer = response.json() if response.content else {}
         except ValueError:
             answer = {}
-        if response.headers.get("x-line-request-id"):
-            answer["_request_id"] = response.headers["x-line-request-id"]
-        return response.status_code, answer if isinstance(answer, dict) else {}
+        if not isinstance(answer, dict):
+            answer = {}
+        answer["_request_id"] = accepted_request_id(response.status_code, response.headers)
+        return response.status_code, answer
+
+    def push_headers(self, key: str) -> dict[str, str]:
+        """Every header of a push sent outside the HTTP layer (the ``aiohttp`` path)."""
+        return {"User-Agent": USER_AGENT, **message_headers(key), **self.tokens.headers()}
 
     def validate(self, kind: Literal["push", "multicast"], messages_json: str) -> None:
         self.http.request(

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from line_exports.destination import DeliveryReport, ExportRun, ValidRows
-from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.client import LineMessagingClient, retry_key
 from line_exports.destinations.line_messaging.quota import allowance
-from line_exports.destinations.line_messaging.sending import Tally, finish, retry_key, send_once
+from line_exports.destinations.line_messaging.sending import Tally, finish, send_once
 from line_exports.destinations.line_messaging.settings import (
     MULTICAST_READ_ROWS,
     LineMessagingSettings,

@@ -44,9 +44,11 @@ from line_exports.destinations.line_messaging.client import (
     explain,
     line_error,
     monthly_limit,
+    refusal,
+    retry_key,
 )
 from line_exports.destinations.line_messaging.push import bad_rendered_rows
-from line_exports.destinations.line_messaging.sending import QUOTA_REASON, retry_key
+from line_exports.destinations.line_messaging.sending import QUOTA_REASON
 from line_exports.destinations.line_messaging.settings import (
     RESEND_GUARD_SECONDS,
     LineMessagingSettings,
@@ -342,20 +344,10 @@ def send_one(
             + "}"
         ).encode()
         try:
-            response = client.http.request(
-                "POST",
-                f"/v2/bot/message/{kind}",
-                endpoint=kind,
-                ok_status=(200, 202, 409),
-                data=body,
-                headers={"Content-Type": "application/json", "X-Line-Retry-Key": key},
-            )
+            status, answer = client.send(kind, body, key, ok_status=(200, 202, 409))
         except ApiError as exc:
             return failed(exc, client, key, run)
-        status = response.status_code
-        request_id = response.headers.get(
-            "x-line-accepted-request-id" if status == 409 else "x-line-request-id", ""
-        )
+        request_id = answer["_request_id"] or ""
         run.ledger.record(key, {"state": "accepted", "status": status, "request_id": request_id})
     outcome: dict[str, Any] = {
         "state": "accepted",
@@ -373,9 +365,9 @@ def send_one(
 
 def failed(exc: ApiError, client: LineMessagingClient, key: str, run: ExportRun) -> dict[str, Any]:
     if exc.status == 400:
-        message, details = line_error(exc)
+        message, _ = line_error(exc)
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
-        return {"state": "refused", "reason": (message + " " + "; ".join(details)).strip()}
+        return {"state": "refused", "reason": refusal(exc)}
     if monthly_limit(exc):
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
         return {"state": "fatal", "quota": True, "reason": f"LINE answered 429: {QUOTA_REASON}"}

@@ -9,14 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
 from line_exports.destinations.line_messaging.aio_push import Push, send_pushes
-from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.client import LineMessagingClient, push_key_maker
 from line_exports.destinations.line_messaging.messages import MessageTemplate
 from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
     finish,
     post,
-    push_key_maker,
     settled,
 )
 from line_exports.destinations.line_messaging.settings import (

@@ -34,7 +34,7 @@ from line_exports.destination import (
     ValidRows,
     content_key,
 )
-from line_exports.destinations.line_messaging.client import LineMessagingClient, line_error
+from line_exports.destinations.line_messaging.client import LineMessagingClient, refusal
 from line_exports.destinations.line_messaging.settings import (
     USER_ID_MESSAGE,
     USER_ID_PATTERN,
@@ -178,13 +178,12 @@ def send_chunk(
         if exc.status != 400:
             report.sent_rows -= len(chunk)  # never answered: unsent, and the run fails
             raise
-        message, details = line_error(exc)
         report.refused.append(
             reject(
                 numbers,
                 "rich_menu" if menu else "id",
                 "line_rich_menu_refused",
-                f"LINE refused: {message} {'; '.join(details)}".strip(),
+                f"LINE refused: {refusal(exc)}",
             )
         )
         return None

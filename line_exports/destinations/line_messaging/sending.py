@@ -8,51 +8,26 @@ delivery; the ledger records each accepted request so a re-run skips it without 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, content_key
+from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun
 from line_exports.destinations.line_messaging.auth import TokenError
 from line_exports.destinations.line_messaging.client import (
     LineMessagingClient,
     explain,
     line_error,
     monthly_limit,
+    refusal,
 )
 from line_exports.destinations.line_messaging.settings import MAX_BODY_BYTES, RESEND_GUARD_SECONDS
 from line_exports.http import ApiError
 from line_exports.rules import reject
 
 QUOTA_REASON = "LINE's monthly message quota is used up"
-
-
-def retry_key(run: ExportRun, *parts: Any) -> str:
-    """``X-Line-Retry-Key``: a UUID hashed from the export, its run scope and what is sent."""
-    digest = bytes.fromhex(content_key(run.ledger.export, run.ledger.scope, *parts))
-    return str(uuid.UUID(bytes=digest[:16], version=5))
-
-
-def push_key_maker(run: ExportRun, options: dict[str, Any]) -> Callable[[str, str], str]:
-    """``retry_key(run, "push", to, messages, options)`` for many pushes, the same UUIDs
-    computed from a hash of the common parts made once (the key of each push was a third of
-    its CPU)."""
-    head = hashlib.sha256()
-    for part in (run.ledger.export, run.ledger.scope, "push"):
-        head.update(json.dumps(part).encode() + b"\x1f")
-    tail = b"\x1f" + json.dumps(options, sort_keys=True, default=str).encode() + b"\x1f"
-
-    def key(to: str, messages: str) -> str:
-        digest = head.copy()
-        digest.update(json.dumps(to).encode() + b"\x1f" + json.dumps(messages).encode() + tail)
-        return str(uuid.UUID(bytes=digest.digest()[:16], version=5))
-
-    return key
 
 
 @dataclass
@@ -181,12 +156,12 @@ def failed(
 ) -> str:
     """A request that failed for good: 'refused' (400, with LINE's reason) or 'fatal'."""
     if exc.status == 400 and not isinstance(exc, TokenError):
-        message, details = line_error(exc)
+        message, _ = line_error(exc)
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
-        reason = message + (" " + "; ".join(details) if details else "")
+        reason = refusal(exc)
         with tally.lock:
             (tally.refused if refusals is None else refusals).extend(
-                (n, r, reason.strip()) for n, r in zip(row_numbers, recipients, strict=True)
+                (n, r, reason) for n, r in zip(row_numbers, recipients, strict=True)
             )
         return "refused"
     if monthly_limit(exc):
