@@ -1,5 +1,6 @@
 """Kill a push export mid-way (SIGKILL, a real crash), re-run the same tick: every recipient gets
-exactly one message, whatever was in flight when the process died."""
+exactly one message, whatever was in flight when the process died, and the re-run's counts are
+exact (the quota it needs, and accepted once each)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ result = dg.materialize([asset], tags={{"dagster/scheduled_execution_time": "202
     resources={{"sql_source": SqlSource(), "line_messaging": LineMessagingResource(base_url=sys.argv[1])}})
 meta = result.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
 print("RESULT " + json.dumps({{k: getattr(v, "value", None) for k, v in meta.items()
-                              if k in ("rows_resumed", "push_accepted", "push_already_accepted_409", "requests")}}))
+                              if k in ("rows_resumed", "push_accepted", "push_already_accepted_409", "requests",
+                                       "messages_needed", "messages_already_accepted",
+                                       "messages_settled_pending", "rows_accepted", "rows_unsent")}}))
 """
 
 
@@ -50,6 +53,9 @@ def test_push_killed_mid_way_then_rerun_delivers_each_message_exactly_once(
 ) -> None:
     sandbox = sandbox_server.sandbox
     store = store_of(sandbox)
+    # Exactly the quota the export needs: a re-run that counted the pushes LINE took but the
+    # killed run had not recorded yet as still needed would fail ("needs N but only M remain").
+    store.quota_limit = RECIPIENTS
     sandbox.add_fault(
         Fault(path="/v2/bot/message/push", delay=0.02, times=-1)
     )  # slow enough to kill mid-way
@@ -74,6 +80,14 @@ def test_push_killed_mid_way_then_rerun_delivers_each_message_exactly_once(
     # yet recorded (in flight at the kill): re-sent with the same retry key, answered 409.
     assert result["rows_resumed"] + result["push_already_accepted_409"] == delivered_before
     assert result["push_accepted"] == RECIPIENTS - delivered_before
+    assert result["push_already_accepted_409"] > 0  # the kill lost acceptances not yet recorded
+    # The killed run recorded every push pending before sending it: the re-run settles those
+    # first (409 or sent), so what it still needs against the quota is exact: nothing.
+    assert result["messages_settled_pending"] == RECIPIENTS - result["rows_resumed"]
+    assert result["messages_needed"] == 0
+    assert result["messages_already_accepted"] == delivered_before
+    assert result["rows_accepted"] == RECIPIENTS and store.quota_used == RECIPIENTS
+    assert result["rows_unsent"] == 0
     for n in range(RECIPIENTS):
         received = store.received("U" + f"{n:032x}")
         assert received == [[{"type": "text", "text": f"Hello n{n}"}]], n

@@ -21,6 +21,7 @@ from line_exports.destinations.line_messaging.sending import (
 from line_exports.destinations.line_messaging.settings import (
     PUSH_BATCH_ROWS,
     PUSH_RUN,
+    RESEND_GUARD_SECONDS,
     LineMessagingSettings,
 )
 from line_exports.ledger import GroupRecorder
@@ -35,10 +36,10 @@ def deliver_push(
 ) -> DeliveryReport:
     report = DeliveryReport()
     template = settings.push_template()
-    skip = settings.skip_invalid_message
+    skip_refused = settings.skip_invalid_message
     columns = [ROW_NUMBER, "id", *[c for c in template.columns if c != "id"]]
     bad = bad_rendered_rows(template, rows, columns, report)
-    if bad and not skip:
+    if bad and not skip_refused:
         first = report.rejected[0].iloc[0]
         raise DeliveryFailed(
             f"{len(bad):,} rows render an invalid message and skip_invalid_message is false, so "
@@ -47,19 +48,16 @@ def deliver_push(
         )
     options = settings.options()
     push_key = push_key_maker(run, options)
-    # One message per push (LINE counts recipients, not message objects), before any is sent;
-    # on a resumed run the pushes the ledger shows accepted are not needed again.
-    done = accepted_before(template, rows, columns, bad, run, push_key)
-    report.metadata["messages_already_accepted"] = done
-    left = allowance(client, settings, rows.count - len(bad) - done, report, run, "push")
     tail = json.dumps(options, separators=(",", ":"))[1:-1] if options else ""
     tally = Tally()
     validated = not settings.validate_with_api
     recorder = GroupRecorder(run.ledger)
+    left: int | None = None
 
-    def prepared() -> Iterator[list[Push]]:
-        """Each batch's pushes not yet accepted, recorded pending; the code after ``yield``
-        runs once the batch is answered."""
+    def prepared(only: set[str] | None, skip: set[str]) -> Iterator[list[Push]]:
+        """Each batch's pushes not yet accepted (only those keyed in ``only`` when given; none
+        keyed in ``skip``), recorded pending; the code after ``yield`` runs once the batch is
+        answered."""
         nonlocal validated, left
         for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
             if bad:
@@ -87,6 +85,9 @@ def deliver_push(
                     strict=True,
                 )
             ]
+            if only is not None or skip:
+                pushes = [p for p in pushes if (only is None or p[3] in only) and p[3] not in skip]
+            chosen = len(pushes)  # this pass's rows of the batch (each pass counts its own)
             pushes = not_yet_sent(pushes, run, tally)
             over: list[Push] = []
             if left is not None:
@@ -98,19 +99,38 @@ def deliver_push(
                 [(key, {"state": "pending", "at": time.time()}) for *_, key in pushes]
             )
             yield pushes
-            report.sent_rows += len(batch) - len(over)
+            report.sent_rows += chosen - len(over)
             run.progress(report.sent_rows)
-            if tally.fatal or (tally.refused and not skip):
+            if tally.fatal or (tally.refused and not skip_refused):
                 return
 
-    try:
-        if client.http.debug:  # bodies logged by the threaded client
-            send_threaded(client, prepared(), settings.push_concurrency, run, tally, recorder)
-        else:
-            send_pushes(client, prepared(), settings.push_concurrency, run, tally, recorder.record)
-    finally:
-        recorder.flush()
-    return finish(report, tally, skip, "skip_invalid_message", "push")
+    def send(batches: Iterator[list[Push]]) -> None:
+        try:
+            if client.http.debug:  # bodies logged by the threaded client
+                send_threaded(client, batches, settings.push_concurrency, run, tally, recorder)
+            else:
+                send_pushes(client, batches, settings.push_concurrency, run, tally, recorder.record)
+        finally:
+            recorder.flush()
+
+    # One message per push (LINE counts recipients, not message objects), before any is sent.
+    # On a resumed run the pushes the ledger shows accepted are not needed again, and those an
+    # earlier attempt left pending (recorded before sending, answer not recorded: a SIGKILL
+    # loses the answers of up to a batch) are settled first, re-sent under the same retry key:
+    # LINE answers 409 for those it took (no quota used) and takes the others, which the earlier
+    # attempt's quota check had already allowed (a push over it was never recorded pending).
+    # What the quota check then counts is exact.
+    done, pending = accepted_before(template, rows, columns, bad, run, push_key)
+    if pending:
+        send(prepared(pending, set()))
+        if tally.fatal or (tally.refused and not skip_refused):
+            return finish(report, tally, skip_refused, "skip_invalid_message", "push")
+    report.metadata["messages_already_accepted"] = done + tally.already_accepted
+    report.metadata["messages_settled_pending"] = len(pending)
+    needed = rows.count - len(bad) - done - len(pending)
+    left = allowance(client, settings, needed, report, run, "push")
+    send(prepared(None, pending))
+    return finish(report, tally, skip_refused, "skip_invalid_message", "push")
 
 
 def bad_rendered_rows(
@@ -136,16 +156,17 @@ def accepted_before(
     bad: set[int],
     run: ExportRun,
     push_key: Callable[[str, str], str],
-) -> int:
-    """Pushes of these rows that an earlier attempt of this run scope got accepted (the
-    ledger shows their retry key ``accepted``): a resumed run does not need them again.
+) -> tuple[int, set[str]]:
+    """(pushes of these rows an earlier attempt of this run scope got accepted, retry keys of
+    those it left ``pending``): a resumed run does not need the first again, and settles the
+    second before it counts what it needs (see :func:`deliver_push`).
 
     A first run (nothing in the ledger's scope) costs one count query; a resume renders each
-    row's key once more. A push left ``pending`` (sent, its answer not recorded) counts as
-    needed: whether LINE took it is not known until its retry key is answered."""
+    row's key once more. A push pending for over ~23 hours is neither: LINE no longer knows its
+    key, so it is reported as delivery unknown (:func:`.sending.settled`)."""
     if run.ledger.count() == 0:
-        return 0
-    found = 0
+        return 0, set()
+    found, pending = 0, set()
     for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
         if bad:
             batch = batch[~batch[ROW_NUMBER].isin(bad)]
@@ -158,8 +179,18 @@ def accepted_before(
             )
         ]
         known = run.ledger.done_many(keys)
-        found += sum(1 for key in keys if known.get(key, {}).get("state") == "accepted")
-    return found
+        for key in keys:
+            state = known.get(key)
+            if state is None:
+                continue
+            if state.get("state") == "accepted":
+                found += 1
+            elif (
+                state.get("state") == "pending"
+                and time.time() - float(state.get("at", 0)) <= RESEND_GUARD_SECONDS
+            ):
+                pending.add(key)
+    return found, pending
 
 
 def not_yet_sent(
