@@ -206,7 +206,7 @@ TABLE_SQL: dict[str, str] = {
                (['Yuki','Haruto','Mei','Wei','Ploy'])[1 + i % 5] as display_name,
                case i % 3 when 0 then 'male' when 1 then 'female' else null end as gender,
                'user' || i::varchar || '@example.jp' as email,
-               '+8190' || lpad((i % 100000000)::varchar, 8, '0') as mobile,
+               '+81901' || lpad((i % 10000000)::varchar, 7, '0') as mobile,
                (['vip','newsletter','coupon_2026',''])[1 + i % 4] as tags,
                strftime(date '1970-01-01' + (i % 18000)::int, '%Y-%m-%d') as birthday
         from range({{n}}) t(i)""",

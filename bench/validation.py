@@ -117,18 +117,27 @@ def _missing(value: Any) -> bool:
 E164 = re.compile(E164_PATTERN)
 
 
-def _phone_for(region: str | None) -> Callable[[str | None], str | None]:
-    """E.164 as the rules write it: kept when already E.164, else libphonenumber per value."""
+MOBILE_TYPES = {
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+}
+
+
+def _phone_for(region: str | None, mobile: bool = False) -> Callable[[str | None], str | None]:
+    """E.164 as the rules write it: kept when already E.164 (unless the field is a mobile), else
+    libphonenumber per value: valid, no extension, a mobile type where a mobile is wanted."""
 
     def phone(text: str | None) -> str | None:
-        if text is None or E164.fullmatch(text):
+        if text is None or (not mobile and E164.fullmatch(text)):
             return text
         try:
             number = phonenumbers.parse(text, region)
         except phonenumbers.NumberParseException:
             raise Invalid("phone") from None
-        if not phonenumbers.is_valid_number(number):
+        if not phonenumbers.is_valid_number(number) or number.extension:
             raise Invalid("phone")
+        if mobile and phonenumbers.number_type(number) not in MOBILE_TYPES:
+            raise Invalid("mobile_number")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
     return phone
@@ -138,7 +147,9 @@ def _check_for(col: Column, required: bool, region: str | None = None) -> Callab
     """One column's rules as a per-value function (what a hand-written validator would do)."""
     pattern = re.compile(col.pattern) if col.pattern else None
     fmt = re.compile(FORMATS[col.format][0]) if col.format in FORMATS else None
-    phone = _phone_for(region) if col.format == "phone" else None
+    phone = (
+        _phone_for(region, col.format == "mobile") if col.format in ("phone", "mobile") else None
+    )
     sha256 = re.compile(SHA256_PATTERN)
     sha512 = re.compile(SHA512_PATTERN)
     prepare = _prepare_for(col, required)
@@ -246,8 +257,8 @@ def _native_field(col: Column, required: bool, region: str | None = None) -> Any
         constraints["max_length"] = col.max_length
     if col.min_length is not None:
         constraints["min_length"] = col.min_length
-    if col.format == "phone":
-        phone = _phone_for(region)
+    if col.format in ("phone", "mobile"):
+        phone = _phone_for(region, col.format == "mobile")
         after.append(AfterValidator(phone))
     for pattern in (col.pattern, FORMATS[col.format][0] if col.format in FORMATS else None):
         if pattern is None:

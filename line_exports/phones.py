@@ -5,7 +5,13 @@ pass through a vectorized check and never reach the parser; the others are parse
 distinct value with the export's ``default_region`` (ISO 3166 alpha-2: ``JP`` reads
 ``090-1234-5678`` as +819012345678, ``TW`` reads ``0912-345-678`` as +886912345678, ``TH``
 reads ``081-234-5678`` as +66812345678) and kept only when libphonenumber says the number is
-valid for that region. The sandboxes use :func:`to_e164` for the same reading.
+valid for that region. A number with an extension (``+886-912-345-671 ext. 2``) is refused:
+E.164 has no place for one, and neither MAAC's ``mobile`` ("E.164", maac-openapi) nor CAPI's
+``phone`` ("the raw phone number with country code", TD's LINE Conversion reference) takes one.
+Where the field is a mobile number (MAAC's ``mobile``, "聯絡人手機號碼"), libphonenumber's number
+type must be ``MOBILE`` or ``FIXED_LINE_OR_MOBILE`` (regions whose mobiles and landlines share
+a pattern), in any spelling: a TW landline ``(02) 2345-6789`` is refused. The sandboxes use
+:func:`to_e164` for the same reading.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import numpy as np
 import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from line_exports.arrow_text import bools
 
 REGION_SETTING = "default_region"
 SUPPORTED_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
@@ -35,9 +43,21 @@ def check_region(value: str | None) -> str | None:
     return region
 
 
+INVALID = "phone"
+EXTENSION = "phone_extension"
+NOT_MOBILE = "mobile_number"
+"""Why a value is refused (the rule names of the rejects): not a valid number, a valid number
+with an extension, a valid number that is not a mobile where a mobile is wanted."""
+MOBILE_TYPES = frozenset(
+    {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
+)
+
+
 @functools.lru_cache(maxsize=65_536)
-def to_e164(value: str, region: str | None) -> str | None:
-    """``value`` as E.164 when libphonenumber reads it as a valid number, else None.
+def read_number(value: str, region: str | None, mobile: bool = False) -> tuple[str | None, str]:
+    """(``value`` in E.164, "") when libphonenumber reads it as a valid number without an
+    extension (and a mobile one, with ``mobile``), else (None, why: :data:`INVALID`,
+    :data:`EXTENSION` or :data:`NOT_MOBILE`).
 
     ``region`` reads numbers written without ``+`` and country code; without one only
     international numbers parse.
@@ -45,10 +65,19 @@ def to_e164(value: str, region: str | None) -> str | None:
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
-        return None
+        return None, INVALID
     if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return None, INVALID
+    if number.extension:
+        return None, EXTENSION
+    if mobile and phonenumbers.number_type(number) not in MOBILE_TYPES:
+        return None, NOT_MOBILE
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), ""
+
+
+def to_e164(value: str, region: str | None, mobile: bool = False) -> str | None:
+    """``value`` as E.164 when :func:`read_number` accepts it, else None."""
+    return read_number(value, region, mobile)[0]
 
 
 _TYPES = (
@@ -84,6 +113,21 @@ def _alternatives(pattern: str) -> list[str]:
     return parts
 
 
+# Number types libphonenumber tests before fixed-line and mobile (``_number_type_helper``).
+_BEFORE_FIXED_AND_MOBILE = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+)
+
+Desc = tuple[str, tuple[int, ...]]  # (national number pattern, possible lengths)
+
+
 @dataclass(frozen=True)
 class _NationalRoute:
     """How libphonenumber reads a region's ``0`` + national number, as whole-column checks.
@@ -94,27 +138,37 @@ class _NationalRoute:
     ``00``), and the number is valid when the rest matches the region's general pattern and one
     of its number types, each with its possible lengths. Such values become ``+<cc><rest>``
     without the parser; anything else (and any value this route does not find valid) meets
-    the parser. ``test_phones.py`` checks the route against the parser value by value.
+    the parser. A mobile is what ``number_type`` calls ``MOBILE`` or ``FIXED_LINE_OR_MOBILE``:
+    no earlier type (toll-free, VoIP, ...) matches, and the mobile pattern does (the fixed-line
+    one where the region says both are the same). ``test_phones.py`` checks the route against
+    the parser value by value.
     """
 
     country_code: int
     idd: str | None
-    general: tuple[str, tuple[int, ...]]
-    types: tuple[tuple[str, tuple[int, ...]], ...]
+    general: Desc
+    types: tuple[tuple[str, Desc], ...]  # (type name, desc), libphonenumber's order
+    same_mobile_and_fixed_line: bool
 
-    def valid(self, national: pa.Array) -> np.ndarray:
+    @staticmethod
+    def _matching(national: pa.Array, lengths: np.ndarray, desc: Desc) -> np.ndarray:
+        pattern, possible = desc
+        ok = pc.match_substring_regex(national, f"^(?:{pattern})$")
+        mask = ok.to_numpy(zero_copy_only=False).astype(bool)
+        return mask & np.isin(lengths, possible) if possible else mask
+
+    def valid(self, national: pa.Array, mobile: bool = False) -> np.ndarray:
+        """Numbers libphonenumber finds valid (and, with ``mobile``, of a mobile type)."""
         lengths = pc.utf8_length(national).to_numpy(zero_copy_only=False)
-
-        def matching(pattern: str, possible: tuple[int, ...]) -> np.ndarray:
-            ok = pc.match_substring_regex(national, f"^(?:{pattern})$")
-            mask = ok.to_numpy(zero_copy_only=False).astype(bool)
-            return mask & np.isin(lengths, possible) if possible else mask
-
-        valid = matching(*self.general)
-        typed = np.zeros(len(national), dtype=bool)
-        for pattern, possible in self.types:
-            typed |= matching(pattern, possible)
-        return valid & typed
+        general = self._matching(national, lengths, self.general)
+        matches = {name: self._matching(national, lengths, d) for name, d in self.types}
+        if not mobile:
+            return general & np.logical_or.reduce(list(matches.values()), initial=False)
+        earlier = np.zeros(len(national), dtype=bool)
+        for name in _BEFORE_FIXED_AND_MOBILE:
+            earlier |= matches.get(name, False)
+        mobile_kind = "fixed_line" if self.same_mobile_and_fixed_line else "mobile"
+        return general & ~earlier & matches.get(mobile_kind, np.zeros(len(national), dtype=bool))
 
 
 @functools.lru_cache(maxsize=256)
@@ -140,8 +194,8 @@ def _national_route(region: str | None) -> _NationalRoute | None:
         return pattern.replace("\\d", "[0-9]")  # ASCII digits only reach this route
 
     types = tuple(
-        (plain(desc.national_number_pattern), tuple(desc.possible_length or ()))
-        for desc in (getattr(metadata, name) for name in _TYPES)
+        (name, (plain(desc.national_number_pattern), tuple(desc.possible_length or ())))
+        for name, desc in ((name, getattr(metadata, name)) for name in _TYPES)
         if desc is not None and desc.national_number_pattern
     )
     return _NationalRoute(
@@ -149,11 +203,12 @@ def _national_route(region: str | None) -> _NationalRoute | None:
         idd=plain(metadata.international_prefix) if metadata.international_prefix else None,
         general=(plain(general.national_number_pattern), tuple(general.possible_length or ())),
         types=types,
+        same_mobile_and_fixed_line=bool(metadata.same_mobile_and_fixed_line_pattern),
     )
 
 
 def _by_route(
-    text: pa.Array, region: str | None, todo: np.ndarray
+    text: pa.Array, region: str | None, todo: np.ndarray, mobile: bool
 ) -> tuple[pa.Array, np.ndarray] | None:
     """(text with the route's valid numbers in E.164, mask of them), or None without a route."""
     route = _national_route(region)
@@ -167,7 +222,7 @@ def _by_route(
     if not candidates.any():
         return None
     rest = pc.utf8_slice_codeunits(text, 1)
-    good = candidates & route.valid(rest)
+    good = candidates & route.valid(rest, mobile)
     if not good.any():
         return None
     prefix = pa.scalar(f"+{route.country_code}", text.type)
@@ -175,30 +230,55 @@ def _by_route(
     return pc.if_else(pa.array(good), e164, text), good
 
 
-def e164_column(
-    text: pa.Array, region: str | None, parse: np.ndarray, already: np.ndarray
-) -> tuple[pa.Array, np.ndarray]:
-    """``text`` with the ``parse`` cells replaced by their E.164 form; mask of the cells now E.164.
+def _region_mobiles(text: pa.Array, region: str | None, e164: np.ndarray) -> np.ndarray:
+    """E.164 cells that are mobiles of ``region``, without the parser: ``+<cc>`` of the region
+    and a national number (not starting with 0, which the parser might read as a prefix) that
+    the route finds a mobile. Everything else is left to the parser."""
+    route = _national_route(region)
+    if route is None or not e164.any():
+        return np.zeros(len(text), dtype=bool)
+    prefix = f"+{route.country_code}"
+    ours = pc.match_substring_regex(text, f"^\\{prefix}[1-9][0-9]*$")
+    candidates = e164 & ours.to_numpy(zero_copy_only=False).astype(bool)
+    if not candidates.any():
+        return candidates
+    return candidates & route.valid(pc.utf8_slice_codeunits(text, len(prefix)), mobile=True)
 
-    ``already`` marks cells that are E.164 as they are (checked by the caller, vectorized);
-    local numbers of the region's plain form take a vectorized route (:class:`_NationalRoute`);
-    only the distinct values left meet the parser, once each.
+
+def e164_column(
+    text: pa.Array, region: str | None, parse: np.ndarray, already: np.ndarray, mobile: bool = False
+) -> tuple[pa.Array, np.ndarray, dict[str, np.ndarray]]:
+    """``text`` with the ``parse`` cells replaced by their E.164 form; mask of the cells now E.164;
+    masks of refused cells by why (:data:`EXTENSION`, :data:`NOT_MOBILE`; any other refused
+    cell is :data:`INVALID`).
+
+    ``already`` marks cells that are E.164 as they are (checked by the caller, vectorized):
+    they are kept as written, or with ``mobile`` kept when they are a mobile of ``region``
+    (vectorized) and else read by the parser; local numbers of the region's plain form take a
+    vectorized route (:class:`_NationalRoute`); only the distinct values left meet the parser,
+    once each.
     """
-    todo = parse & ~already
-    ok = already.copy()
+    refused: dict[str, np.ndarray] = {}
+    ok = _region_mobiles(text, region, already) if mobile else already.copy()
+    todo = parse & ~ok
     if not todo.any():
-        return text, ok
-    routed = _by_route(text, region, todo)
+        return text, ok, refused
+    routed = _by_route(text, region, todo, mobile)
     if routed is not None:
         text, good = routed
         ok |= good
         todo &= ~good
         if not todo.any():
-            return text, ok
+            return text, ok, refused
     distinct = pc.unique(text.filter(pa.array(todo))).drop_null()
-    mapped = pa.array([to_e164(v, region) for v in distinct.to_pylist()], type=text.type)
+    readings = [read_number(v, region, mobile) for v in distinct.to_pylist()]
+    mapped = pa.array([e164 for e164, _ in readings], type=text.type)
     where = pc.index_in(text, value_set=distinct)
     converted = mapped.take(where)
     good = todo & converted.is_valid().to_numpy(zero_copy_only=False)
     ok |= good
-    return pc.if_else(pa.array(good), converted, text), ok
+    for why in (EXTENSION, NOT_MOBILE):
+        if any(reason == why for _, reason in readings):
+            flagged = pa.array([reason == why for _, reason in readings]).take(where)
+            refused[why] = todo & bools(flagged)
+    return pc.if_else(pa.array(good), converted, text), ok, refused

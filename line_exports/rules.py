@@ -26,12 +26,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from line_exports.arrow_text import bools, compile_matcher, normalize, value_offsets
-from line_exports.phones import REGION_SETTING, check_region, e164_column
+from line_exports.phones import (
+    EXTENSION,
+    INVALID,
+    NOT_MOBILE,
+    REGION_SETTING,
+    check_region,
+    e164_column,
+)
 from line_exports.values import (
     iso_dates_or_timestamps,
     localized,
     plain_dtypes,
     to_text,
+    unsendable,
     whole_int64,
 )
 
@@ -76,7 +84,8 @@ class Column:
     ``{"import_key": "line_uid"}``. ``normalize`` steps run before the checks (``trim``,
     ``lowercase``, ``uppercase``, ``phone``: strip separators). ``format="phone"`` writes every
     phone number in E.164, reading local numbers with the ``default_region`` setting
-    (:mod:`line_exports.phones`); ``hash_sha256`` hashes
+    (:mod:`line_exports.phones`); ``format="mobile"`` also refuses numbers that are not mobiles;
+    ``hash_sha256`` hashes
     values after they pass, unless they already are a SHA-256 (or SHA-512) hex digest.
     ``sensitive`` masks the value in rejects previews (personal data).
     """
@@ -289,6 +298,22 @@ class _Checked:
     to_hash: np.ndarray | None = None
 
 
+UNSENDABLE = {
+    "binary": "is binary data (a BLOB), not text: cast it to a text type in the query",
+    "infinite": "is not a finite number (Infinity): no field takes one",
+}
+"""Messages of the ``type`` rule for :func:`~line_exports.values.unsendable` cells."""
+
+
+def _unsendable_failures(raw: pd.Series) -> tuple[list[Failure], np.ndarray | None]:
+    """``type`` failures for cells no request can carry, and their mask (None if there are none)."""
+    found = unsendable(raw)
+    if not found:
+        return [], None
+    failures = [("type", UNSENDABLE[kind], mask) for kind, mask in found.items()]
+    return failures, np.logical_or.reduce(list(found.values()))
+
+
 def _check_numbers(col: Column, raw: pd.Series, required: bool, timezone: str) -> _Checked:
     too_small: np.ndarray | None = None
     if raw.dtype == np.int64:  # to_unix_seconds of int64, without pandas round trips
@@ -321,9 +346,17 @@ def _check_column(
     settings: Mapping[str, object] | None = None,
 ) -> _Checked:
     """Normalize one column and list its failing masks, in the rules' fixed order."""
+    failures, bad = _unsendable_failures(raw)
+    if bad is not None:
+        raw = raw.where(~bad)  # refused for their type, not also missing or malformed
     if col.kind in ("unix_seconds", "integer"):
-        return _check_numbers(col, raw, required, timezone)
-    failures: list[Failure] = []
+        checked = _check_numbers(col, raw, required, timezone)
+        if bad is not None:
+            checked.failures = [
+                (rule, message, mask & ~bad if rule == "required" else mask)
+                for rule, message, mask in checked.failures
+            ] + failures
+        return checked
     text = normalize(_arrow_text(raw, timezone, as_date=col.format == "iso_date"), col.normalize)
     sizes = np.diff(value_offsets(text))  # bytes: >= characters
     present = sizes > 0
@@ -332,7 +365,7 @@ def _check_column(
     if text.null_count + int(np.count_nonzero(present)) != len(text):  # empty strings: missing
         text = pc.if_else(pa.array(present), text, pa.scalar(None, text.type))
     if required:
-        failures.append(("required", "is required", ~present))
+        failures.append(("required", "is required", ~present if bad is None else ~present & ~bad))
     if col.kind == "boolean":
         text = pc.utf8_lower(text)
         is_bool = bools(pc.is_in(text, value_set=pa.array(["true", "false"], text.type)))
@@ -366,17 +399,9 @@ def _check_column(
         failures.append(
             ("pattern", col.pattern_message or f"must match {col.pattern}", checked & ~ok)
         )
-    if col.format == "phone":
-        region = check_region(str((settings or {}).get(REGION_SETTING) or "") or None)
-        already = compile_matcher(E164_PATTERN)(text) & checked
-        text, ok = e164_column(text, region, checked, already)
-        where = f"a valid local number of {region} (default_region)" if region else None
-        message = (
-            f"is not a phone number in E.164 form (+ and country code) nor {where}"
-            if where
-            else "is not a phone number in E.164 form (+ and country code); set default_region to read local numbers"
-        )
-        failures.append(("phone", message, checked & ~ok))
+    if col.format in ("phone", "mobile"):
+        text, phone_failures = _phones(col, text, checked, settings)
+        failures += phone_failures
     elif col.format is not None:
         pattern, message = FORMATS[col.format]
         ok = compile_matcher(pattern)(text)
@@ -385,6 +410,39 @@ def _check_column(
             ok &= pd.to_datetime(dates, format="%Y-%m-%d", errors="coerce").notna().to_numpy()
         failures.append((col.format, message, checked & ~ok))
     return _Checked(text, present, failures, checked if col.hash_sha256 else None)
+
+
+def _phones(
+    col: Column, text: pa.Array, checked: np.ndarray, settings: Mapping[str, object] | None
+) -> tuple[pa.Array, list[Failure]]:
+    """The column with its phone numbers in E.164, and the phone rules' failures."""
+    region = check_region(str((settings or {}).get(REGION_SETTING) or "") or None)
+    mobile = col.format == "mobile"
+    already = compile_matcher(E164_PATTERN)(text) & checked
+    text, ok, refused = e164_column(text, region, checked, already, mobile)
+    kind = "mobile number" if mobile else "phone number"
+    where = f"a valid local number of {region} (default_region)" if region else None
+    message = (
+        f"is not a {kind} in E.164 form (+ and country code) nor {where}"
+        if where
+        else f"is not a {kind} in E.164 form (+ and country code); set default_region to read local numbers"
+    )
+    extension = refused.get(EXTENSION, np.zeros(len(text), dtype=bool))
+    not_mobile = refused.get(NOT_MOBILE, np.zeros(len(text), dtype=bool))
+    return text, [
+        (INVALID, message, checked & ~ok & ~extension & ~not_mobile),
+        (
+            EXTENSION,
+            "has an extension, which E.164 cannot carry (send the number alone)",
+            extension,
+        ),
+        (
+            NOT_MOBILE,
+            "is a valid number but not a mobile one (libphonenumber's type for it is a landline, "
+            "toll-free, ...); this field takes mobile numbers",
+            not_mobile,
+        ),
+    ]
 
 
 _DUCKDB: tuple[int, duckdb.DuckDBPyConnection] | None = None

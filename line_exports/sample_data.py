@@ -80,7 +80,7 @@ def members(n: int = SAMPLE_ROWS, seed: int = 1) -> pd.DataFrame:
             "email": np.char.add(
                 np.char.add(np.char.lower(first.astype(str)), idx.astype(str)), "@example.jp"
             ).astype(object),
-            "mobile": np.char.add("+8190", np.char.zfill((idx % 10**8).astype(str), 8)).astype(
+            "mobile": np.char.add("+81901", np.char.zfill((idx % 10**7).astype(str), 7)).astype(
                 object
             ),
             "tags": TAGS[idx % len(TAGS)].astype(object),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -88,6 +89,41 @@ def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
         if len(sample) and not all(isinstance(v, str) for v in sample.head(50)):
             series = series.map(lambda v: scalar_text(v, timezone), na_action="ignore")
     return series.astype("string")
+
+
+_TEXT = ("string", "empty", "integer", "decimal", "boolean", "date", "datetime", "time")
+
+
+def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
+    """Cells no request can carry as the warehouse holds them, by kind (only kinds present):
+
+    * ``binary``: bytes (a BLOB, e.g. in a SQLite column that mixes types). Bytes are not
+      text; decoding them would send ``\u0000\u0001`` or replacement characters.
+    * ``infinite``: a float ±Infinity. JSON has no number for it (RFC 8259, section 6) and
+      ``inf`` as text is DuckDB's spelling, not a value any API field documents.
+
+    Columns of other types (an engine's strings, integers, ...) are answered without a look at
+    their cells.
+    """
+    series = plain_dtypes(series)
+    found: dict[str, np.ndarray] = {}
+    if pd.api.types.is_float_dtype(series):
+        infinite = np.isinf(series.to_numpy(dtype="float64", na_value=np.nan))
+        if infinite.any():
+            found["infinite"] = infinite
+    elif series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) not in _TEXT:
+        values = series.to_numpy()
+        binary = np.fromiter(
+            (isinstance(v, (bytes, bytearray, memoryview)) for v in values), bool, len(values)
+        )
+        infinite = np.fromiter(
+            (isinstance(v, float) and math.isinf(v) for v in values), bool, len(values)
+        )
+        if binary.any():
+            found["binary"] = binary
+        if infinite.any():
+            found["infinite"] = infinite
+    return found
 
 
 def whole_int64(values: pd.Series) -> pd.Series:

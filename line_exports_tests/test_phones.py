@@ -10,6 +10,7 @@ local number and its E.164 spelling hash alike, over HTTP to the sandbox.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from pathlib import Path
 
@@ -25,11 +26,12 @@ from hypothesis import strategies as st
 from line_exports import LineConversionResource, SqlSource, build_export
 from line_exports.destinations.line_conversion import LineConversionSettings
 from line_exports.destinations.maac import MaacSettings
-from line_exports.phones import _national_route, e164_column, to_e164
-from line_exports.rules import Column, RuleSet, validate
+from line_exports.phones import _national_route, e164_column, read_number, to_e164
+from line_exports.rules import E164_PATTERN, Column, RuleSet, validate
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_conversion import events_of
 
+E164 = re.compile(E164_PATTERN)
 PHONE = Column("mobile", normalize=("trim", "phone"), format="phone")
 ROUTED = ["JP", "TW", "TH", "ID", "VN", "MY", "PH", "IN", "DE", "FR"]
 
@@ -60,13 +62,68 @@ def test_without_a_region_local_numbers_are_refused_and_say_what_to_set() -> Non
 
 
 def test_e164_values_skip_the_parser_and_locals_are_parsed_once_each() -> None:
-    to_e164.cache_clear()
+    read_number.cache_clear()
     # TW's 09XX mobiles take the vectorized route; JP-style numbers under TW meet the parser.
     values = ["+886912345678"] * 1000 + ["0912345678"] * 500 + ["1-800-555-0199"] * 300
     frame = pd.DataFrame({"mobile": values})
     checked = validate(frame, RuleSet((PHONE,)), {"default_region": "TW"})
     assert checked.valid["mobile"].tolist()[:1500] == ["+886912345678"] * 1500
-    assert to_e164.cache_info().misses == 1  # one distinct value left for the parser
+    assert read_number.cache_info().misses == 1  # one distinct value left for the parser
+    # A mobile field: E.164 mobiles of the region are typed without the parser too.
+    read_number.cache_clear()
+    mobile = Column("mobile", normalize=("trim", "phone"), format="mobile")
+    checked = validate(frame, RuleSet((mobile,)), {"default_region": "TW"})
+    assert checked.valid["mobile"].tolist() == ["+886912345678"] * 1500
+    assert checked.rejects["rule"].unique().tolist() == ["phone"]  # not a TW number
+    assert read_number.cache_info().misses == 1
+
+
+MOBILE = Column("mobile", normalize=("trim", "phone"), format="mobile")
+
+
+@pytest.mark.parametrize("column", [PHONE, MOBILE])
+def test_an_extension_is_refused_with_its_reason_not_dropped(column: Column) -> None:
+    frame = pd.DataFrame(
+        {"mobile": ["+886-912-345-671 ext. 2", "0912-345-671 #2", "tel:+886912345671;ext=2"]}
+    )
+    checked = validate(frame, RuleSet((column,)), {"default_region": "TW"})
+    assert not len(checked.valid)
+    assert checked.rejects["rule"].tolist() == ["phone_extension"] * 3
+    assert "extension" in checked.rejects["message"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("region", "mobiles", "others"),
+    [
+        (
+            "TW",
+            ["0912-345-678", "+886 912 345 678"],
+            ["(02) 2345-6789", "+886223456789", "0800-000-123"],
+        ),
+        (
+            "JP",
+            ["090-1234-5678", "+818012345678"],
+            ["03-1234-5678", "+81312345678", "0120-123-456"],
+        ),
+        ("TH", ["081-234-5678"], ["02-123-4567", "+6621234567"]),
+        ("US", ["+1 510-555-1234"], ["+1 800-555-0199"]),  # US: FIXED_LINE_OR_MOBILE
+    ],
+)
+def test_a_mobile_field_takes_mobiles_only_in_any_spelling(
+    region: str, mobiles: list[str], others: list[str]
+) -> None:
+    frame = pd.DataFrame({"mobile": mobiles + others})
+    checked = validate(frame, RuleSet((MOBILE,)), {"default_region": region})
+    assert checked.valid["mobile"].tolist() == [to_e164(m, region) for m in mobiles]
+    assert checked.rejects["rule"].tolist() == ["mobile_number"] * len(others)
+    assert "not a mobile" in checked.rejects["message"].iloc[0]
+    # A phone field (CAPI) takes them all.
+    checked = validate(
+        frame.rename(columns={"mobile": "phone"}),
+        RuleSet((Column("phone", normalize=("trim", "phone"), format="phone"),)),
+        {"default_region": region},
+    )
+    assert not len(checked.rejects)
 
 
 def test_region_setting_is_checked() -> None:
@@ -87,15 +144,31 @@ national = st.builds(
 
 
 @settings(max_examples=300, deadline=None)
-@given(values=st.lists(national, min_size=1, max_size=40), region=st.sampled_from(ROUTED))
-def test_vectorized_route_agrees_with_libphonenumber(values: list[str], region: str) -> None:
-    assert _national_route(region) is not None
+@given(
+    values=st.lists(national, min_size=1, max_size=40),
+    region=st.sampled_from(ROUTED),
+    mobile=st.booleans(),
+)
+def test_vectorized_route_agrees_with_libphonenumber(
+    values: list[str], region: str, mobile: bool
+) -> None:
+    """Local numbers (0 + national) and, for a mobile field, E.164 numbers of the region: the
+    vectorized reading equals libphonenumber's, value by value."""
+    route = _national_route(region)
+    assert route is not None
     digits = [v.replace("-", "").replace(" ", "") for v in values]
-    text = pa.array(digits)
-    n = len(digits)
-    got, ok = e164_column(text, region, np.ones(n, dtype=bool), np.zeros(n, dtype=bool))
-    for value, out, good in zip(digits, got.to_pylist(), ok.tolist(), strict=True):
-        assert (out if good else None) == to_e164(value, region), value
+    e164 = [f"+{route.country_code}{d[1:]}" for d in digits]
+    text = pa.array(digits + e164)
+    n = len(text)
+    shaped = np.array([False] * len(digits) + [E164.fullmatch(v) is not None for v in e164])
+    got, ok, _ = e164_column(text, region, np.ones(n, dtype=bool), shaped, mobile)
+    for value, out, good, is_e164 in zip(
+        text.to_pylist(), got.to_pylist(), ok.tolist(), shaped, strict=True
+    ):
+        expected = to_e164(value, region, mobile)
+        if is_e164 and not mobile:
+            expected = value  # a phone field keeps E.164 as written
+        assert (out if good else None) == expected, value
 
 
 def test_capi_hashes_local_and_e164_spellings_alike(

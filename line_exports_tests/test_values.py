@@ -448,6 +448,57 @@ def test_sqlite_through_sqlalchemy_keeps_big_integers(tmp_path: Path) -> None:
     assert maac_path(chunks, "UTC") == [str(BIG), None, str(-BIG)]
 
 
+def _rejected(type_name: str, values: dict[str, Any], frames: list[pd.DataFrame]) -> pd.DataFrame:
+    dest = get_destination(type_name)
+    config = dest.settings_class(**values)
+    rejects, offset = [], 0
+    for frame in frames:
+        rejects.append(validate(frame, dest.ruleset(config), config.model_dump(), offset).rejects)
+        offset += len(frame)
+    return pd.concat(rejects)
+
+
+# (destination, settings, the field column v is sent as, the other columns of a valid row)
+FIELDS = {
+    "maac": ("maac", {"data_object": "members", "import_key": "line_uid", "tags": "t"},
+             "customer_id", lambda n: {"line_uid": f"U{n:032x}"}),
+    "line_conversion": ("line_conversion", {}, "title", lambda n: {
+        "deduplication_key": f"k{n}", "event_type": "conversion", "source_type": "web",
+        "event_timestamp": NOW, "external_id": f"x{n}"}),
+    "line_conversion_time": ("line_conversion", {}, "event_timestamp", lambda n: {
+        "deduplication_key": f"k{n}", "event_type": "conversion", "source_type": "web",
+        "external_id": f"x{n}"}),
+    "linkedin": ("linkedin", {"ad_account_id": "1", "segment_name": "s"}, "company",
+                 lambda n: {"email": f"u{n}@example.com"}),
+    "line_messaging_push": ("line_messaging", {"target": "push_message", "template_message":
+                            json.dumps({"type": "text", "text": "{{v}}"})}, "v",
+                            lambda n: {"id": f"U{n:032x}"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("field", list(FIELDS))
+def test_blobs_and_infinity_are_refused_for_their_type(tmp_path: Path, field: str) -> None:
+    """A SQLite column mixing integers, text, reals, a BLOB and Infinity: the BLOB is not text
+    and no field takes Infinity (JSON has no such number); each is a ``type`` reject with its
+    reason, never sent as ``\u0000\u0001`` or ``inf``; NaN stays a missing value."""
+    path = tmp_path / "mixed.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("create table t (n integer, v)")
+        con.executemany(
+            "insert into t values (?, ?)",
+            [(0, BIG), (1, b"\x00\x01"), (2, math.inf), (3, NOW - 60), (4, -math.inf)],
+        )
+    type_name, values, name, extra = FIELDS[field]
+    chunks = SqlSource(url=f"sqlite:///{path}").read_chunks("select * from t order by n", 3)
+    frames = [f.rename(columns={"v": name}) for f in _rows(chunks, extra)]
+    rejects = _rejected(type_name, values, frames)
+    by_row = dict(zip(rejects["_row_number"], rejects["message"], strict=True))
+    assert set(rejects["rule"]) == {"type"} and set(rejects["column"]) == {name}
+    assert "binary data (a BLOB)" in by_row[2]
+    assert "not a finite number" in by_row[3] and "not a finite number" in by_row[5]
+    assert set(by_row) == {2, 3, 5}
+
+
 # -- end to end over HTTP ------------------------------------------------------------------------
 def _warehouse(path: Path, sql: str) -> None:
     with duckdb.connect(str(path)) as con:

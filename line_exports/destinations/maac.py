@@ -74,13 +74,14 @@ MEMBER_COLUMNS = (
         format="email",
         sensitive=True,
     ),
-    # MAAC: "use E.164; a 09XX number is converted by the channel's region". We convert every
-    # number with default_region ourselves, so one member is one key in every import.
+    # MAAC: "聯絡人手機號碼" (the contact's mobile number), "use E.164; a 09XX number is converted
+    # by the channel's region". We convert every number with default_region ourselves, so one
+    # member is one key in every import, and refuse what is not a mobile (a landline).
     Column(
         "mobile",
         required_if={"import_key": "mobile"},
         normalize=("trim", "phone"),
-        format="phone",
+        format="mobile",
         sensitive=True,
     ),
     Column("customer_id", required_if={"import_key": "customer_id"}, max_length=255),
