@@ -6,8 +6,8 @@ a rejects table with one line per broken rule: row number, column, rule, message
 Nothing is dropped silently: every row is either valid or named in the rejects.
 
 Text columns are checked as Arrow arrays (no Python object per cell), with the same results as
-pandas' string methods and Python's ``re`` (``arrow_text``); SHA-256 is computed once
-the valid rows are known, by DuckDB, for all hashed columns in one query.
+pandas' string methods and Python's ``re`` (``arrow_text``); SHA-256 is computed by DuckDB,
+each distinct value once, in the background while the other columns are checked.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -288,14 +289,16 @@ Failure = tuple[str, str, np.ndarray]  # (rule, message, mask of failing rows)
 class _Checked:
     """One column after its checks: normalized values, which cells are present, what failed.
 
-    ``to_hash`` marks the cells still to be hashed; hashing waits until the valid rows are
-    known, so a rejected row is never hashed.
+    ``to_hash`` marks the cells still to be hashed. ``hashing`` hashes those that pass the
+    column's own rules, in the background (:func:`_hash_soon`); a row another column rejects
+    may be hashed too, but only kept rows' digests are ever used.
     """
 
     values: pa.Array | pd.api.extensions.ExtensionArray
     present: np.ndarray
     failures: list[Failure]
     to_hash: np.ndarray | None = None
+    hashing: Future[pa.Array] | None = None  # the column with its marked cells hashed
 
 
 UNSENDABLE = {
@@ -459,27 +462,47 @@ def _duckdb_cursor() -> duckdb.DuckDBPyConnection:
         return _DUCKDB[1].cursor()
 
 
-def _sha256_columns(columns: list[tuple[pa.Array, np.ndarray]]) -> list[pa.Array]:
-    """Each array with its marked cells replaced by their SHA-256 hex, in one DuckDB query.
+_HASHER: tuple[int, ThreadPoolExecutor] | None = None
+DISTINCT_SAMPLE = 4096  # values looked at to decide whether hashing distinct values pays
 
-    DuckDB hashes the Arrow arrays in C (no Python string per value), all columns in one pass,
-    on all cores: it scans an Arrow table's batches in parallel (one 50,000-row batch would be
-    one thread) and keeps their order (``preserve_insertion_order``, on by default).
+
+def _hash_soon(text: pa.Array, mark: np.ndarray) -> Future[pa.Array]:
+    """:func:`sha256_column` in a background thread (DuckDB hashes without holding the GIL)."""
+    global _HASHER
+    with _DUCKDB_LOCK:
+        if _HASHER is None or _HASHER[0] != os.getpid():  # a forked child has no threads
+            _HASHER = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="sha256"))
+        hasher = _HASHER[1]
+    return hasher.submit(sha256_column, text, mark)
+
+
+def sha256_column(text: pa.Array, mark: np.ndarray) -> pa.Array:
+    """``text`` with its marked cells replaced by their SHA-256 hex (lower case).
+
+    Each distinct value is hashed once where values repeat (one user's events): the marked
+    values are dictionary-encoded and only the dictionary is hashed, when a sample shows
+    repeats; otherwise every value is hashed as it comes.
     """
-    inputs: dict[str, pa.Array] = {}
-    for i, (text, mark) in enumerate(columns):
-        inputs[f"c{i}"] = text if mark.all() else pc.if_else(pa.array(mark), text, None)
-    table = pa.table(inputs)
+    values = text if mark.all() else text.filter(pa.array(mark))
+    sample = values.slice(0, DISTINCT_SAMPLE)
+    if len(values) > DISTINCT_SAMPLE and pc.count_distinct(sample).as_py() < 0.8 * len(sample):
+        encoded = pc.dictionary_encode(values)
+        digests = _sha256_hex(encoded.dictionary).take(encoded.indices)
+    else:
+        digests = _sha256_hex(values)
+    if mark.all():
+        return digests
+    return pc.replace_with_mask(text, pa.array(mark), digests)
+
+
+def _sha256_hex(values: pa.Array) -> pa.Array:
+    """SHA-256 hex of every value, by DuckDB (in C, no Python string per value, on all cores:
+    it scans an Arrow table's batches in parallel and keeps their order)."""
+    table = pa.table({"v": values})
     table = pa.Table.from_batches(table.to_batches(max_chunksize=HASH_BATCH_ROWS), table.schema)
     with closing(_duckdb_cursor()) as cursor:
-        relation = cursor.from_arrow(table)
-        digests = relation.project(", ".join(f"sha256(c{i})" for i in range(len(inputs))))
-        result = digests.to_arrow_table()
-    out = []
-    for (text, mark), digest in zip(columns, result.columns, strict=True):
-        digest = digest.combine_chunks().cast(text.type)
-        out.append(digest if mark.all() else pc.if_else(pa.array(mark), digest, text))
-    return out
+        result = cursor.from_arrow(table).project("sha256(v)").to_arrow_table()
+    return result.column(0).combine_chunks().cast(values.type)
 
 
 def check_columns(
@@ -539,17 +562,34 @@ def validate(
             shown = _shown(values, m, sensitive)
         rejects.append((row_numbers[m], column, rule, f"{column} {message}", shown))
 
+    sources: dict[str, str] = {}
     for col in ruleset.columns:
         source = next((c for c in (col.name, *col.aliases) if c in frame.columns), None)
-        required = col.is_required(settings)
-        if source is None:
-            continue
-        known.add(source)
-        raw = frame[source]
-        checked = _check_column(col, raw, required, timezone, settings)
-        for rule, message, mask in checked.failures:
-            add(col.name, rule, message, mask, raw, col.sensitive)
+        if source is not None:
+            sources[col.name] = source
+            known.add(source)
+    # Hashed columns first: their hashing (DuckDB, off the GIL) starts on the cells that pass
+    # their own rules and runs while the other columns are checked. Rejects are still listed
+    # in the rule set's order, and only kept rows' digests are used (see _valid_rows).
+    order = sorted(
+        (col for col in ruleset.columns if col.name in sources), key=lambda c: not c.hash_sha256
+    )
+    for col in order:
+        raw = frame[sources[col.name]]
+        checked = _check_column(col, raw, required=col.is_required(settings), timezone=timezone,
+                                settings=settings)  # fmt: skip
+        if checked.to_hash is not None and isinstance(checked.values, pa.Array):
+            mark = checked.to_hash.copy()
+            for _, _, mask in checked.failures:
+                mark &= ~mask
+            if mark.any():
+                checked.hashing = _hash_soon(checked.values, mark)
         columns[col.name] = checked
+    for col in ruleset.columns:
+        if col.name in columns:
+            raw = frame[sources[col.name]]
+            for rule, message, mask in columns[col.name].failures:
+                add(col.name, rule, message, mask, raw, col.sensitive)
     for rule in ruleset.row_rules:
         complete = np.zeros(n, dtype=bool)
         for group in rule.groups:
@@ -616,7 +656,6 @@ def _valid_rows(
     every_row = bool(keep.all())
     kept_rows = None if every_row else pa.array(keep)  # Arrow filters by mask fastest
     out: dict[str, Any] = {ROW_NUMBER: row_numbers if every_row else row_numbers[keep]}
-    to_hash: dict[str, tuple[pa.Array, np.ndarray]] = {}
     for name, checked in columns.items():
         values = checked.values
         if name == ROW_NUMBER:
@@ -624,14 +663,9 @@ def _valid_rows(
         if not isinstance(values, pa.Array):
             out[name] = values if every_row else values[keep]
             continue
-        values = values if kept_rows is None else values.filter(kept_rows)
-        out[name] = values
-        if checked.to_hash is not None:
-            mark = checked.to_hash if every_row else checked.to_hash[keep]
-            if mark.any():
-                to_hash[name] = (values, mark)
-    if to_hash:
-        out.update(zip(to_hash, _sha256_columns(list(to_hash.values())), strict=True))
+        if checked.hashing is not None:
+            values = checked.hashing.result()  # kept rows pass every rule: their cells are hashed
+        out[name] = values if kept_rows is None else values.filter(kept_rows)
     for name, values in out.items():
         if isinstance(values, pa.Array):
             out[name] = pd.arrays.ArrowStringArray(values)

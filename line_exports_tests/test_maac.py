@@ -60,7 +60,9 @@ def members_frame(n: int, start: int = 0) -> pd.DataFrame:
             "line_uid": [uid(i) for i in idx],
             "display_name": [f"member {i}" for i in idx],
             "email": [f"m{i}@example.jp" for i in idx],
-            "mobile": [f"+81 90-{1000 + i:04d}-{i:04d}" for i in idx],  # JP mobiles
+            "mobile": [
+                f"+81 90-{1000 + i // 10_000:04d}-{i % 10_000:04d}" for i in idx
+            ],  # JP mobiles
             "customer_id": [f"C{i}" for i in idx],
             "gender": ["male" if i % 2 else "Female" for i in idx],
             "birthday": pd.to_datetime(["1990-01-02"] * n).date,
@@ -95,7 +97,7 @@ def test_members_by_line_uid_with_global_and_row_tags(
     store = store_of(sandbox_server.sandbox)
     member = store.members[store.by_key["line_uid"][uid(1)]]
     assert member["line_display_name"] == "member 1"
-    assert member["mobile"] == "+819010010001"  # separators stripped for E.164
+    assert member["mobile"] == "+819010000001"  # separators stripped for E.164
     assert member["gender"] == "male" and member["birthday"] == "1990-01-02"
     assert member["tags"] == {"spring", "campaign", "vip", "newsletter"}
     assert store.members[store.by_key["line_uid"][uid(0)]]["tags"] == {"spring", "campaign"}

@@ -24,6 +24,7 @@ from line_exports.destinations.line_messaging import AGGREGATION_UNIT, PUSH_TO_P
 from line_exports.destinations.linkedin import COMPANY_COLUMNS, USER_COLUMNS
 from line_exports.destinations.maac import MEMBER_COLUMNS
 from line_exports.rules import (
+    DISTINCT_SAMPLE,
     FORMATS,
     ROW_NUMBER,
     SHA256_PATTERN,
@@ -276,3 +277,25 @@ def test_dedup_key_refuses_undefined_as_re_does() -> None:
         {"deduplication_key": ["undefined", "undefined\n", "undefined_", "Undefined", "a-1"]}
     )
     assert validate(frame, RuleSet((col,))).rejects[ROW_NUMBER].tolist() == [1, 2]
+
+
+def test_hashes_of_repeated_values_and_of_rows_another_column_rejects() -> None:
+    """Hashing runs in the background on the cells that pass their own column, each distinct
+    value once when values repeat; the kept rows carry hashlib's digest of their own value,
+    and rejects keep the rule set's order."""
+    n = DISTINCT_SAMPLE * 2 + 7
+    emails = [f"u{i % 50}@example.jp" if i % 9 else None for i in range(n)]
+    emails[5] = "not an email"
+    ids = ["U" + "0" * 32 if i % 11 else "bad" for i in range(n)]
+    cols = (
+        Column("line_uid", pattern=r"U[0-9a-f]{32}"),
+        Column("email", normalize=("trim", "lowercase"), format="email", hash_sha256=True),
+    )
+    result = validate(pd.DataFrame({"line_uid": ids, "email": emails}), RuleSet(cols))
+    kept = [i for i in range(n) if i % 11 and i != 5]
+    assert result.valid[ROW_NUMBER].tolist() == [i + 1 for i in kept]
+    assert result.valid["email"].fillna("-").tolist() == [
+        "-" if emails[i] is None else hashlib.sha256(emails[i].encode()).hexdigest() for i in kept
+    ]
+    assert result.rejects["column"].tolist()[0] == "line_uid"  # the rule set's order
+    assert result.rejects.loc[result.rejects["column"] == "email", ROW_NUMBER].tolist() == [6]
