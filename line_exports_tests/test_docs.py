@@ -59,6 +59,12 @@ COVERED_ELSEWHERE = {
     "line-exports webhook replay --since 2h [--target URL] [--source NAME]": (
         "test_webhook_relay.py::test_dead_letters_then_replay runs webhook replay --target"
     ),
+    "line-exports webhook resend [--source NAME] [--target URL] [--id N]": (
+        "test_webhook_relay.py::test_resend_dead_letters_once_each_recorded runs webhook resend"
+    ),
+    "line-exports webhook dead-letters": (
+        "test_webhook_relay.py::test_resend_dead_letters_once_each_recorded runs it"
+    ),
 }
 # Commands this file runs (the test that runs each is named).
 RUN_HERE = {
