@@ -107,6 +107,7 @@ class Column:
     accept_sha512: bool = False
     sensitive: bool = False
     aliases: tuple[str, ...] = ()
+    required_by: str | None = None  # what needs it, for the missing-column error
 
     def is_required(self, settings: Mapping[str, object]) -> bool:
         if self.required:
@@ -512,7 +513,7 @@ def check_columns(
     names = set(frame_columns)
     for col in ruleset.columns:
         if col.is_required(settings) and not ({col.name, *col.aliases} & names):
-            why = "is required"
+            why = f"{col.required_by} needs" if col.required_by else "is required"
             if col.required_if and not col.required:
                 why = "is required when " + ", ".join(
                     f"{k}={getattr(settings.get(k), 'value', settings.get(k))}"

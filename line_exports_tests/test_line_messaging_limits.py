@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import requests
 
+from line_exports.destinations import get_destination
 from line_exports.destinations.line_messaging.fields import prose_fields
 from line_exports.destinations.line_messaging.limits import (
     EMPTY,
@@ -28,6 +29,7 @@ from line_exports.destinations.line_messaging.messages import (
     TemplateError,
     check_messages,
 )
+from line_exports.rules import SchemaError, check_columns
 from line_exports.sandbox import SandboxServer
 
 TOKEN = "sandbox-line-channel-token"
@@ -717,3 +719,15 @@ def test_one_wording_per_rule_at_definition_per_row_and_in_the_sandbox(
             pd.DataFrame({"v": [value, "ok"]})
         )
         assert [(p, m, mask.tolist()) for p, m, mask in rows] == [(path, words, [True, False])]
+
+
+def test_a_placeholder_the_query_lacks_fails_before_any_row_is_read() -> None:
+    """A ``{{c}}`` in a field the limits table does not list (a flex text's color), with no
+    column ``c`` in the query: a clear, non-retried error naming the placeholder (``plan`` and
+    ``run`` both check the columns first), not a KeyError mid-render."""
+    flex = bubble({"type": "text", "text": "x", "color": "{{c}}"})
+    flex["altText"] = "Hi {{name}}"
+    dest = get_destination("line_messaging")
+    settings = dest.settings_class(target="push_message", template_message=json.dumps(flex))
+    with pytest.raises(SchemaError, match=r"no column 'c', which the message template's \{\{c\}\}"):
+        check_columns(["id", "name"], dest.ruleset(settings), settings.model_dump())

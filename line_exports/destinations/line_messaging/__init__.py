@@ -80,6 +80,11 @@ repeats them (``messaging-api.yml`` ``MulticastRequest.to``: up to 500 user IDs,
 counted against the monthly quota)."""
 
 
+def _placeholder(name: str) -> str:
+    """Why a template's column is required (the missing-column error names the placeholder)."""
+    return f"the message template's {{{{{name}}}}} placeholder"
+
+
 class LineMessagingDestination(Destination):
     type_name = "line_messaging"
     kind = "line"
@@ -106,14 +111,16 @@ class LineMessagingDestination(Destination):
         if settings.target in ("narrowcast", "broadcast"):  # one request per row, no recipient
             return RuleSet(
                 tuple(
-                    Column(name, required=True, normalize=())
+                    Column(name, required=True, normalize=(), required_by=_placeholder(name))
                     for name in settings.campaign_template().columns
                 )
             )
         template = settings.push_template()
         # Every placeholder must be a column; an empty value is invalid (TD drops NULL/empty).
         extra = tuple(
-            Column(name, required=True, normalize=()) for name in template.columns if name != "id"
+            Column(name, required=True, normalize=(), required_by=_placeholder(name))
+            for name in template.columns
+            if name != "id"
         )
         return RuleSet(PUSH_COLUMNS + CONSENT_COLUMNS + extra)
 
