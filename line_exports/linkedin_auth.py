@@ -22,7 +22,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
-from line_exports.destinations.linkedin import (
+from line_exports.http import ApiError, HttpClient, RetrySettings
+from line_exports.linkedin_oauth import (
     API_URL,
     AUTH_COMMAND,
     AUTHORIZE_PATH,
@@ -33,7 +34,6 @@ from line_exports.destinations.linkedin import (
     LinkedInAuthError,
     exchange_token,
 )
-from line_exports.http import ApiError, HttpClient, RetrySettings
 
 DEFAULT_REDIRECT = "http://127.0.0.1:8765/linkedin/callback"
 PAGE = (

@@ -40,21 +40,21 @@ from line_exports.destination import (
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
 from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.linkedin_oauth import (
+    API_URL,
+    AUTH_COMMAND,
+    DEFAULT_VERSION,
+    OAUTH_URL,
+    RESTLI_PROTOCOL,
+    LinkedInAuthError,
+    exchange_token,
+)
 from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet, Unique
 from line_exports.secret_fields import SecretField
 from line_exports.sync import RemovalReport, SyncSpec, transient_status
 
 log = logging.getLogger(__name__)
 
-API_URL = "https://api.linkedin.com"
-OAUTH_URL = "https://www.linkedin.com"
-TOKEN_PATH = "/oauth/v2/accessToken"
-AUTHORIZE_PATH = "/oauth/v2/authorization"
-DEFAULT_VERSION = "202610"
-"""A recent monthly Marketing API version; LinkedIn sunsets each about a year after release."""
-RESTLI_PROTOCOL = "2.0.0"
-SCOPES = ("rw_dmp_segments", "r_ads")
-AUTH_COMMAND = "line-exports linkedin-auth"
 SANDBOX_TOKEN = "sandbox-linkedin-token"
 SANDBOX_SOURCE_PLATFORM = "SANDBOX"
 MAX_ELEMENTS = 5_000
@@ -182,10 +182,6 @@ COMPANY_FIELDS = {
     "company_website_domain": "companyWebsiteDomain",
     "company_email_domain": "companyEmailDomain",
 }
-
-
-class LinkedInAuthError(ApiError):
-    """The credentials cannot give an access token; the message says what to do."""
 
 
 class LinkedInVersionError(ApiError):
@@ -673,49 +669,10 @@ class LinkedInResource(dg.ConfigurableResource):
         return self._clients[retry]
 
 
-def exchange_token(http: HttpClient, form: dict[str, str]) -> dict[str, Any]:
-    """POST the token endpoint (form-encoded, as LinkedIn requires); explain ``invalid_grant``."""
-    try:
-        return http.request(
-            "POST",
-            TOKEN_PATH,
-            endpoint="oauth_token",
-            data=form,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        ).json()
-    except ApiError as exc:
-        error = _oauth_error(exc.body)
-        if error == "invalid_grant":
-            what = (
-                "refresh token"
-                if form.get("grant_type") == "refresh_token"
-                else "authorization code"
-            )
-            raise LinkedInAuthError(
-                f"LinkedIn refused the {what} (invalid_grant: it expired, was revoked, or was issued to another "
-                f"app). Authorize again: run `{AUTH_COMMAND}` and store the new LINKEDIN_REFRESH_TOKEN.",
-                status=exc.status,
-                body=exc.body,
-            ) from None
-        if error == "invalid_client":
-            raise LinkedInAuthError(
-                "LinkedIn refused the client credentials (invalid_client): check LINKEDIN_CLIENT_ID and "
-                "LINKEDIN_CLIENT_SECRET.",
-                status=exc.status,
-                body=exc.body,
-            ) from None
-        raise
-
-
 def _service_code(body: str) -> int | None:
     """LinkedIn's ``serviceErrorCode`` in an error body (learn.microsoft.com: error handling)."""
     match = re.search(r'"serviceErrorCode"\s*:\s*(\d+)', body or "")
     return int(match.group(1)) if match else None
-
-
-def _oauth_error(body: str) -> str | None:
-    match = re.search(r'"error"\s*:\s*"([a-z_]+)"', body or "")
-    return match.group(1) if match else None
 
 
 def user_elements(batch: pd.DataFrame, action: str) -> list[dict[str, Any]]:

@@ -18,10 +18,11 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
-import pandas as pd
+if TYPE_CHECKING:  # the parser and `table` load no pandas; the commands that read rows do
+    import pandas as pd
 
 WORKFLOWS_ENV = "LINE_EXPORTS_WORKFLOWS"
 
