@@ -47,6 +47,20 @@ class _BriefFormatter(logging.Formatter):
         return f"{stamp} {record.levelname:<7} {step}: {message}"
 
 
+class _StderrNow(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is logged, not as it was when the handler
+    was made (the handler lives as long as the process; ``main`` may run more than once in it,
+    each time with its own stderr, e.g. under a caller that captures it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 @dg.logger(
     config_schema={"log_level": dg.Field(str, default_value="INFO")},
     description="Dagster's events as short lines on stderr (a failure's message without its stack)",
@@ -56,7 +70,7 @@ def brief_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger.setLevel(init_context.logger_config["log_level"].upper())
     logger.propagate = False
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrNow()
         handler.setFormatter(_BriefFormatter())
         logger.addHandler(handler)
     return logger

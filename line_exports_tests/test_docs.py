@@ -134,7 +134,7 @@ def normalized(text: str, home: Path) -> list[str]:
 
 
 def test_demo_prints_what_the_readme_shows(line_exports_home: Path) -> None:
-    ran = line_exports("demo")
+    ran = line_exports("demo", process=True)  # the README's first command, as a user runs it
     assert ran.code == 0, ran.text
     shown = normalized(readme_block("What the demo prints"), Path("/nonexistent"))
     printed = normalized(ran.out, line_exports_home)
@@ -244,7 +244,9 @@ def test_workflow_commands(sandbox_server: SandboxServer) -> None:
     planned = line_exports("plan", "maac_daily", "--workflows", "examples/workflows", env=env)
     assert planned.code == 0, planned.text
     assert "plan only: nothing was sent" in planned.out
-    ran = line_exports("run", "maac_crescendo", "--workflows", "examples/workflows", env=env)
+    ran = line_exports(
+        "run", "maac_crescendo", "--workflows", "examples/workflows", env=env, process=True
+    )
     assert ran.code == 0, ran.text
     assert re.search(
         r"td-result-into-line\s+ok\s+3,000\s+2,880\s+120\s+2,880\s+0\s+0\s+2,880", ran.out
