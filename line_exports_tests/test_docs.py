@@ -30,7 +30,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 # Commands documented but not run here, each with what covers it instead.
 COVERED_ELSEWHERE = {
-    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && .venv/bin/python -m pytest -q": (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && .venv/bin/python -m pytest -q -n auto": (
         ".ci/run runs exactly this command (the whole suite, this file included)"
     ),
     "DAGSTER_HOME=$PWD .venv/bin/dagster dev": (
@@ -110,6 +110,16 @@ def test_every_documented_command_is_known() -> None:
     assert len(commands) >= 10
     unknown = [c for c in commands if c not in RUN_HERE and c not in COVERED_ELSEWHERE]
     assert not unknown, f"documented commands no test runs: {unknown}"
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    """``.ci/run`` ends with the README's Quick start test command, exactly."""
+    quick_start = re.search(
+        r"```bash\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S
+    )
+    test_command = next(c for c in quick_start.group(1).splitlines() if "pytest" in c)  # type: ignore[union-attr]
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci[-1] == test_command
 
 
 def readme_block(heading: str) -> str:
