@@ -227,6 +227,11 @@ def run_task(
         f"(seed {opts.seed}); {len(found.valid)} valid, {found.rejects[ROW_NUMBER].nunique()} rejected"
     )
     reject_lines([found.rejects], outcome)
+    if getattr(settings, "sync_mode", "append") != "append":
+        outcome.say(
+            f"    sync_mode {settings.sync_mode}: rows are test-sent whatever earlier runs "
+            "delivered (plan without --test-send shows what a run would send)"
+        )
     own = ledger is None
     ledger = ledger or Ledger()
     try:
