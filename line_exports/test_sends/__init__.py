@@ -61,7 +61,7 @@ pushes)."""
 MAX_TESTERS = 10
 TEST_SUFFIX = "__test"
 TESTER_ID = re.compile(r"U[0-9a-f]{32}")  # a LINE user ID (messaging-api.yml: userId)
-LOG = logging.getLogger("line_exports.test_send")
+LOG = logging.getLogger("line_exports.test_sends")
 
 MESSAGE_MODES = ("push", "multicast")
 MEMBER_MODES = ("line_audience", "maac_segment", "linkedin_segment")
@@ -86,8 +86,8 @@ class TestSendOptions:
 
 def options(count: int, to: str | None, seed: int | None = None) -> TestSendOptions:
     """Check N and the tester IDs (``--to``: comma-separated LINE user IDs, ``U`` and 32
-    lowercase hex digits). ``--to`` may be empty here; :func:`check_tasks` requires it when a
-    task sends messages."""
+    lowercase hex digits). ``--to`` may be missing here: ``plan`` requires it when a task sends
+    messages (:func:`mode_of` is in :data:`MESSAGE_MODES`)."""
     if count <= 0 or count > MAX_SAMPLE:
         raise TestSendError(
             f"--test-send takes 1 to {MAX_SAMPLE} rows (got {count}): a test send shows a few "
