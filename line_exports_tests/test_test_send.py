@@ -89,7 +89,9 @@ def test_push_test_send_reaches_only_testers_then_the_real_run_sends_every_row(
         f"{server.url}/_sandbox/line_messaging/quota", json={"limit": 10, "used": 6}, timeout=5
     ).raise_for_status()
     code, out = cli(capsys, *base)
-    assert code == 1 and "test send refused: LINE test send needs 10 messages but only 4" in out
+    assert code == 1 and "test send refused: LINE test send needs 10 messages but only 4" in out, (
+        out
+    )
     assert store.pushes == 0
 
     requests.put(

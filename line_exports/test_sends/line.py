@@ -18,11 +18,11 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from line_exports.destination import DeliveryReport, ExportRun
-from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.client import LineMessagingClient, retry_key
 from line_exports.destinations.line_messaging.consent import load_suppressed, screen
 from line_exports.destinations.line_messaging.push import bad_rendered_rows
 from line_exports.destinations.line_messaging.quota import Quota
-from line_exports.destinations.line_messaging.sending import Tally, retry_key, send_once
+from line_exports.destinations.line_messaging.sending import Tally, send_once
 from line_exports.destinations.line_messaging.settings import LineMessagingSettings
 from line_exports.rules import ROW_NUMBER
 from line_exports.test_sends import (
