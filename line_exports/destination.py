@@ -283,6 +283,14 @@ class ExportRun:
         self.total_rows = total_rows
         self._progress_every = progress_every
         self._last_progress = time.monotonic()
+        self.report: DeliveryReport | None = None
+        """The report a destination is filling (:meth:`new_report`): what a run that stops on
+        an unexpected error had done so far (None: the destination had not started sending)."""
+
+    def new_report(self) -> DeliveryReport:
+        """A new report for this run's delivery, kept as :attr:`report`."""
+        self.report = DeliveryReport()
+        return self.report
 
     def progress(self, sent_rows: int, force: bool = False) -> None:
         """Log rows sent so far, at most every few seconds, so long runs show they move."""

@@ -641,6 +641,12 @@ def build_export(
             meta = export_metadata(summary, None, time.monotonic() - started, source_label, target)
             return dg.Failure(description=description, metadata=meta, allow_retries=False)
 
+        def stopped(description: str, done: DeliveryReport, retryable: bool) -> dg.Failure:
+            """A failure during delivery, with the counts of what ``done`` reports."""
+            _add_report(summary, done)
+            meta = export_metadata(summary, done, time.monotonic() - started, source_label, target)
+            return dg.Failure(description=description, metadata=meta, allow_retries=retryable)
+
         try:
             context.log.info(
                 f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} valid, {summary.rejected_rows:,} rejected"
@@ -666,6 +672,7 @@ def build_export(
             except ValueError as exc:
                 raise unsent(f"{name}: {exc}") from None
             ledger = Ledger(ledger_path)
+            run: ExportRun | None = None
             try:
                 run = ExportRun(
                     name,
@@ -679,20 +686,21 @@ def build_export(
                 report, synced = sync.deliver(dest, resource, config, rows, run, workdir)
             except ScopeClaimed as exc:  # before the first request
                 raise unsent(f"{name}: {exc}") from None
-            except ClaimLost as exc:
-                raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
             except DeliveryFailed as exc:
-                _add_report(summary, exc.report)
-                meta = export_metadata(
-                    summary, exc.report, time.monotonic() - started, source_label, target
+                raise stopped(f"{name}: {exc}", exc.report, exc.retryable) from None
+            except (ApiError, ClaimLost, dg.Failure) as exc:
+                # An error the destination did not classify: what it had done so far (its
+                # report; none yet: nothing sent). A transient error whose retries are
+                # exhausted stays retryable: the run's RetryPolicy may resume.
+                if isinstance(exc, dg.Failure) and exc.metadata:
+                    raise
+                text, retryable = (
+                    (exc.description or "failed", exc.allow_retries)
+                    if isinstance(exc, dg.Failure)
+                    else (str(exc), isinstance(exc, ApiError) and exc.retryable)
                 )
-                raise dg.Failure(
-                    description=f"{name}: {exc}", metadata=meta, allow_retries=exc.retryable
-                ) from None
-            except ApiError as exc:
-                if exc.retryable:
-                    raise  # retries exhausted on a transient error: the run's RetryPolicy may resume
-                raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
+                done = run.report if run is not None and run.report is not None else None
+                raise stopped(f"{name}: {text}", done or DeliveryReport(), retryable) from None
             finally:
                 ledger.close()  # releases the claim, whatever the outcome
             _add_report(summary, report)

@@ -147,10 +147,10 @@ def _check_text(evaluation: Any) -> str:
     return f"check {evaluation.check_name} failed" + (f": {reason}" if reason else "")
 
 
-def _top(counts: dict[str, int], top: int) -> str:
+def _top(counts: dict[str, int], top: int, form: str = "{} {:,}") -> str:
     """``reason count, ...`` of the ``top`` most frequent reasons (and how many more)."""
     reasons = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    shown = ", ".join(f"{reason} {count:,}" for reason, count in reasons[:top])
+    shown = ", ".join(form.format(reason, count) for reason, count in reasons[:top])
     return shown + (f" and {len(reasons) - top} more" if len(reasons) > top else "")
 
 
@@ -178,7 +178,7 @@ def attention_lines(found: dict[str, ExportOutcome], top: int = 3) -> list[str]:
             answers = meta.get("refusals_by_answer") or {}
             lines.append(
                 f"{outcome.key}: {refused:,} refused by the API"
-                + (f": {_top(answers, top)}" if answers else "")
+                + (f": {_top(answers, top, '{} ({:,})')}" if answers else "")
             )
         if meta.get("rejects_file") and (by_rule or refused or meta.get("rows_delivery_unknown")):
             lines.append(f"  rejects file: {shown_path(meta['rejects_file'])}")

@@ -399,7 +399,7 @@ class LineConversionDestination(Destination):
         except ValueError as exc:
             raise NothingSent(str(exc)) from None
         before_requests, before_retries = client.http.stats.requests, client.http.stats.retries
-        report, tally = DeliveryReport(), _Tally()
+        report, tally = run.new_report(), _Tally()
         window = TimeWindow.now()
         self._precheck(client, settings, rows, window)
         for batch in rows.batches(settings.max_records):

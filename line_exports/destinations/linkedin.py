@@ -899,7 +899,7 @@ class LinkedInDestination(Destination):
         rows: ValidRows,
         run: ExportRun,
     ) -> DeliveryReport:
-        report = DeliveryReport()
+        report = run.new_report()
         segment_id, segment_action = self._segment(client, resource, settings, run)
         report.job_ids.append(segment_id)
         kind = settings.audience_type

@@ -465,7 +465,7 @@ class MaacDestination(Destination):
     def _members(
         self, client: MaacClient, settings: MaacSettings, rows: ValidRows, run: ExportRun
     ) -> DeliveryReport:
-        report = DeliveryReport()
+        report = run.new_report()
         totals = {"created_num": 0, "updated_num": 0, "mismatch_num": 0}
         tags = settings.tag_list()
         key = ImportKey(settings.import_key or "line_uid").value
@@ -534,7 +534,7 @@ class MaacDestination(Destination):
     def _segment(
         self, client: MaacClient, settings: MaacSettings, rows: ValidRows, run: ExportRun
     ) -> DeliveryReport:
-        report = DeliveryReport()
+        report = run.new_report()
         name = (settings.segment_name or "").strip()
         uids = (
             pd.concat(

@@ -272,6 +272,9 @@ class LineMessagingDestination(Destination):
             else:
                 report = deliver_multicast(client, settings, rows, run)
         except ApiError as exc:
+            done = run.report or run.new_report()  # what the export counts of a failed run
+            done.rejected.extend(screened)
+            done.requests = self._requests(client) - before
             raise dg.Failure(description=explain(exc), allow_retries=exc.retryable) from None
         except DeliveryFailed as exc:  # the screened rows stay rejected in a failed run too
             exc.report.rejected.extend(screened)

@@ -90,7 +90,7 @@ def deliver_audience(
 ) -> DeliveryReport:
     """Upload the rows' IDs to the audience; with ``exclude`` (a mirror rebuild) to a new
     audience of the same name, never to one of the ``exclude`` audiences it replaces."""
-    report = DeliveryReport()
+    report = run.new_report()
     total = rows.count
     name = settings.audience_name
     if total == 0:

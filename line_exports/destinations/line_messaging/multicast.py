@@ -67,7 +67,7 @@ def deliver_multicast(
     rows: ValidRows,
     run: ExportRun,
 ) -> DeliveryReport:
-    report = DeliveryReport()
+    report = run.new_report()
     template = settings.multicast_template()
     messages = template.json()
     if settings.validate_with_api:

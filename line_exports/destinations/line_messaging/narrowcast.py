@@ -179,7 +179,7 @@ def deliver_campaign(
     run: ExportRun,
     kind: Kind,
 ) -> DeliveryReport:
-    report = DeliveryReport()
+    report = run.new_report()
     template = settings.campaign_template()
     columns = [ROW_NUMBER, *template.columns]
     bad = bad_rendered_rows(template, rows, columns, report)

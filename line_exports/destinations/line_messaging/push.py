@@ -34,7 +34,7 @@ def deliver_push(
     rows: ValidRows,
     run: ExportRun,
 ) -> DeliveryReport:
-    report = DeliveryReport()
+    report = run.new_report()
     template = settings.push_template()
     skip_refused = settings.skip_invalid_message
     columns = [ROW_NUMBER, "id", *[c for c in template.columns if c != "id"]]

@@ -78,7 +78,7 @@ def deliver_rich_menu(
 ) -> DeliveryReport:
     """Plan in DuckDB over the spool (first row per user, distinct menu values resolved once),
     then stream each menu's users in requests of 500: memory holds one request, not the table."""
-    report = DeliveryReport()
+    report = run.new_report()
     if rows.count == 0:
         return report
     menus, aliases = _rich_menus(client)
