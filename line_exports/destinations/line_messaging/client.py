@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -130,27 +131,123 @@ class LineHttp(HttpClient):
         return error
 
 
+QUOTA_READ_SECONDS = 120.0
+"""Longest time spent retrying one quota read (with the default 15 s first wait: 4 tries)."""
+_QUOTA_SPEC = "https://github.com/line/line-openapi/blob/main/messaging-api.yml"
+
+
+def _not_as_specified(path: str, what: str, body: str) -> ApiError:
+    return ApiError(
+        f"LINE's quota answer is not what the spec says: GET {path} {what} "
+        f"({_QUOTA_SPEC}); got {body[:200]!r}",
+        method="GET",
+        path=path,
+        body=body,
+        retryable=False,
+    )
+
+
+def _json_object(path: str, body: str) -> dict[str, Any]:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise _not_as_specified(path, "should answer a JSON object", body)
+    return answer
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse_quota(body: str) -> int | None:
+    """``GET /v2/bot/message/quota`` (``MessageQuotaResponse``): ``type`` ``none`` (no target
+    limit: None) or ``limited`` with ``value``, an integer >= 0. Else a final :class:`ApiError`."""
+    path = "/v2/bot/message/quota"
+    answer = _json_object(path, body)
+    kind = answer.get("type")
+    if kind == "none":
+        return None
+    if kind == "limited" and _count(answer.get("value")):
+        return int(answer["value"])
+    raise _not_as_specified(
+        path, 'should hold "type": "none", or "type": "limited" and an integer "value"', body
+    )
+
+
+def parse_quota_consumption(body: str) -> int:
+    """``GET /v2/bot/message/quota/consumption`` (``QuotaConsumptionResponse``): ``totalUsage``,
+    an integer >= 0. Else a final :class:`ApiError`."""
+    path = "/v2/bot/message/quota/consumption"
+    answer = _json_object(path, body)
+    if not _count(answer.get("totalUsage")):
+        raise _not_as_specified(path, 'should hold an integer "totalUsage"', body)
+    return int(answer["totalUsage"])
+
+
 class LineMessagingClient:
     """The Messaging API over one paced, retrying session (``api.line.me`` and ``api-data``)."""
 
     def __init__(
-        self, http: HttpClient, data_base: str, tokens: TokenProvider, poll_seconds: float = 5.0
+        self,
+        http: HttpClient,
+        data_base: str,
+        tokens: TokenProvider,
+        poll_seconds: float = 5.0,
+        quota_read_seconds: float = QUOTA_READ_SECONDS,
     ) -> None:
         self.http = http
         self.data_base = data_base.rstrip("/")
         self.tokens = tokens
         self.poll_seconds = poll_seconds
+        self.quota_read_seconds = quota_read_seconds
 
     def begin_run(self) -> None:
         self.tokens.begin_run()
 
     # quota (messaging-api.yml: getMessageQuota, getMessageQuotaConsumption)
     def quota(self) -> tuple[int | None, int]:
-        """(the month's target limit or None when ``type`` is ``none``, messages sent this month)."""
-        target = self.http.request("GET", "/v2/bot/message/quota", endpoint="quota").json()
-        used = self.http.request("GET", "/v2/bot/message/quota/consumption", endpoint="quota")
-        limit = int(target["value"]) if target.get("type") == "limited" else None
-        return limit, int(used.json()["totalUsage"])
+        """(the month's target limit or None when ``type`` is ``none``, messages sent this month).
+
+        Each read is retried on a transient error for at most ``quota_read_seconds`` in all
+        (:meth:`_quota_get`); an answer of another shape than the spec's is a final
+        :class:`ApiError` (:func:`parse_quota`, :func:`parse_quota_consumption`)."""
+        limit = parse_quota(self._quota_get("/v2/bot/message/quota"))
+        used = parse_quota_consumption(self._quota_get("/v2/bot/message/quota/consumption"))
+        return limit, used
+
+    def _quota_get(self, path: str) -> str:
+        """GET ``path``'s body, retried on a transient error while the next try starts within
+        ``quota_read_seconds`` of the first (pauses as :func:`retry_pause`); then a final
+        :class:`ApiError` naming the attempts and the last error. The quota is read before
+        anything is sent, so a channel whose quota endpoint keeps failing stops the run soon."""
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                response = self.http.request("GET", path, endpoint="quota", retry=False)
+                return str(response.text)
+            except ApiError as exc:
+                if not exc.retryable:
+                    raise
+                pause = retry_pause(self.http.retry, attempt, exc.retry_after)
+                attempt += 1
+                elapsed = time.monotonic() - started
+                if attempt > self.http.retry.max_retry or (
+                    elapsed + pause > self.quota_read_seconds
+                ):
+                    raise ApiError(
+                        f"LINE's quota read ({path}) failed {attempt} time(s) in {elapsed:.0f}s "
+                        f"(bound: quota_read_seconds={self.quota_read_seconds:g}); last error: "
+                        f"{exc}",
+                        status=exc.status,
+                        method="GET",
+                        path=path,
+                        body=exc.body,
+                        retryable=False,
+                    ) from None
+                self.http.stats.retries += 1
+                self.http.sleep(pause)
 
     # messages
     def send(
@@ -339,6 +436,12 @@ class LineMessagingResource(dg.ConfigurableResource):
     cache_token: bool = Field(
         default=True, description="Reuse an issued short-lived token across runs until near expiry"
     )
+    quota_read_seconds: float = Field(
+        default=QUOTA_READ_SECONDS,
+        gt=0,
+        description="Longest time spent retrying a read of the monthly quota (a transient "
+        "error) before the run fails, unretried",
+    )
     _clients: dict[tuple[RetrySettings, int], LineMessagingClient] = PrivateAttr(
         default_factory=dict
     )
@@ -450,7 +553,11 @@ class LineMessagingResource(dg.ConfigurableResource):
                 debug=False,
             )
             self._clients[key] = LineMessagingClient(
-                http, data_url, tokens, poll_seconds=self.poll_seconds
+                http,
+                data_url,
+                tokens,
+                poll_seconds=self.poll_seconds,
+                quota_read_seconds=self.quota_read_seconds,
             )
         return self._clients[key]
 

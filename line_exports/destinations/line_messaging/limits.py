@@ -350,6 +350,20 @@ _FLEX_PATTERNS = (
         _ratio,
     ),
 )
+# Enums line-bot-sdk's validators do not enforce: its generated check for a one-value enum,
+# ``value not in ('shrink-to-fit')``, tests a substring of a str, not membership of a 1-tuple
+# (line-bot-sdk 3.27.0, ``flex_text.py``/``flex_button.py``), so "shrink", "fit" and "" pass.
+# LINE's spec (``messaging-api.yml``, FlexText/FlexButton ``adjustMode``: ``enum: [shrink-to-fit]``)
+# allows the one value. ``line_exports_tests`` scans the installed SDK for every such validator
+# of a message model and checks each is a row here.
+SDK_ONE_VALUE_ENUMS = (
+    Pattern(
+        "flex adjustMode",
+        r"shrink-to-fit",
+        "Must be one of the following values: [shrink-to-fit]",
+        "https://github.com/line/line-openapi/blob/main/messaging-api.yml",
+    ),
+)
 _OFFSETS = {f"offset{side}": "flex offset" for side in ("Top", "Bottom", "Start", "End")}
 _PLACED = {"margin": "flex spacing|margin", **_OFFSETS}
 FLEX_FORMS: dict[str, dict[str, str]] = {
@@ -375,7 +389,7 @@ FLEX_FORMS: dict[str, dict[str, str]] = {
         "centerColor": "flex color",
         "centerPosition": "flex background.centerPosition",
     },
-    "button": {"color": "flex color", **_PLACED},
+    "button": {"color": "flex color", "adjustMode": "flex adjustMode", **_PLACED},
     "image": {
         "size": "flex image size",
         "aspectRatio": "flex aspectRatio",
@@ -388,6 +402,7 @@ FLEX_FORMS: dict[str, dict[str, str]] = {
         "size": "flex icon|text|span size",
         "color": "flex color",
         "lineSpacing": "flex lineSpacing",
+        "adjustMode": "flex adjustMode",
         **_PLACED,
     },
     "span": {"size": "flex icon|text|span size", "color": "flex color"},
@@ -441,6 +456,7 @@ PATTERNS: dict[str, Pattern] = {
             REF + "#icon-nickname-switch",
         ),
         *_FLEX_PATTERNS,
+        *SDK_ONE_VALUE_ENUMS,
     )
 }
 SUBSTITUTION_KEY = re.compile(r"[0-9a-zA-Z_]{1,20}")

@@ -391,18 +391,24 @@ class MessageTemplate:
             values = self.rendered_values(frame, slot.template, slot.braces)
             # Row values are Arrow strings (UTF-8): a lone surrogate cannot be in one, so only
             # a template's own text could hold it, and that is refused at definition.
-            empty = (values.str.strip() == "").to_numpy(dtype=bool, na_value=True)
+            # As at definition (check_messages): the limit row first (a blank value of a
+            # required field is EMPTY), the form only where the limit row held. A blank value
+            # of a field with no required row (a flex color, size, margin) meets its form.
+            broken = np.zeros(len(values), dtype=bool)
             if slot.required:
+                empty = (values.str.strip() == "").to_numpy(dtype=bool, na_value=True)
                 failures.append((slot.path, EMPTY, empty))
+                broken |= empty
             if slot.limit is not None:
                 limit = LIMITS[slot.limit]
                 if limit.unit in ("utf16", "grapheme"):
                     sizes = limit.sizes(values.fillna(""))
-                    over = (sizes > limit.high).to_numpy(dtype=bool)
+                    over = (sizes > limit.high).to_numpy(dtype=bool) & ~broken
                     failures.append((slot.path, limit.words(), over))
+                    broken |= over
             for name in slot.patterns:
                 ok = PATTERNS[name].mask(values)
-                failures.append((slot.path, PATTERNS[name].message, ~ok & ~empty))
+                failures.append((slot.path, PATTERNS[name].message, ~ok & ~broken))
         failures.extend(self._flex_sizes(frame))
         return [f for f in failures if f[2].any()]
 
