@@ -3,6 +3,7 @@ CLI in a subprocess, the test's sandbox over HTTP with a low quota."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,31 @@ def test_plan_shows_messages_needed_against_the_quota_and_the_run_agrees(
     ran = line_exports("run", "push_up_to", "--workflows", str(folder))
     assert ran.code == 0, ran.text
     assert store.pushes == 3 and store.quota_used == 10  # as the plan said
+
+
+def test_plan_reads_a_sqlite_source_named_by_url_env(
+    tmp_path: Path, sandbox_env: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``source: url_env: WAREHOUSE_URL``: the CLI resolves the variable (it took its name,
+    ``WAREHOUSE_URL``, for the URL: "Could not parse SQLAlchemy URL")."""
+    database = tmp_path / "warehouse.db"
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE users (id TEXT, name TEXT)")
+        db.executemany(
+            "INSERT INTO users VALUES (?, ?)", [(f"U{n:032x}", f"n{n}") for n in range(3)]
+        )
+    monkeypatch.setenv("WAREHOUSE_URL", f"sqlite:///{database}")
+    folder = workflow_folder(
+        tmp_path,
+        {"sq": line_dig("push_message", "users.sql", template_message=TEMPLATE)},
+        {"users.sql": "SELECT id, name FROM users\n"},
+    )
+    connections = folder / "connections.yaml"
+    connections.write_text(
+        "source:\n  url_env: WAREHOUSE_URL\n\n" + connections.read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    plan = line_exports("plan", "--workflows", str(folder), "--preview", "0")
+    assert plan.code == 0, plan.text
+    assert "sq/send: read 3, valid 3, rejected 0" in plan.out, plan.out
+    assert "LINE push: 3 messages needed" in plan.out

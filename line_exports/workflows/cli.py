@@ -87,7 +87,7 @@ def _query_errors(folder: Any) -> list[tuple[Any, str]]:
     from line_exports.session import render_session_variables, session_variables
     from line_exports.sql_errors import error_line, explain, locate
 
-    source = folder.source()
+    source = folder.source(resolved=True)
     found = []
     for workflow in folder.workflows:
         moment = _session(argparse.Namespace(), workflow.timezone)
@@ -254,7 +254,7 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
         except test_send.TestSendError as exc:
             _say(out, f"error: {exc}")
             return 2
-    source = folder.source()
+    source = folder.source(resolved=True)
     rows: list[list[Any]] = []
     failed = bool(folder.errors and not ns.workflow)
     sent = {"messages": 0, "written": []}

@@ -947,9 +947,15 @@ class WorkflowFolder:
             f"no loaded workflow {name!r}; loaded: {', '.join(w.name for w in self.workflows) or 'none'}"
         )
 
-    def source(self) -> SqlSource:
-        """The query source; its SQL runs under the deployment's ``external_access``."""
-        return SqlSource(**self.connections.source, external_access=self.policy.external_access)
+    def source(self, *, resolved: bool = False) -> SqlSource:
+        """The query source; its SQL runs under the deployment's ``external_access``.
+
+        A ``url_env`` URL stays a ``dg.EnvVar`` (Dagster resolves it when a run initializes the
+        resource, and never shows its value); ``resolved=True`` resolves it now, for the CLI's
+        own use outside a run (``plan``, ``validate``'s query check): else the variable's name,
+        not its value, would be taken for the URL."""
+        source = SqlSource(**self.connections.source, external_access=self.policy.external_access)
+        return source.process_config_and_initialize() if resolved else source
 
     def definitions(self) -> dg.Definitions:
         assets: list[Any] = []
