@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ from pydantic import ValidationError
 from line_exports.destination import Destination
 from line_exports.export import build_export
 from line_exports.export_guards import setting_name_problem
+from line_exports.results_back import ResultsBackSettings
 from line_exports.sources import SqlSource
 from line_exports.sql.dialect import Translation
 from line_exports.sql.workflow import OPTIONS as SQL_OPTIONS
 from line_exports.sql.workflow import translate_task
 from line_exports.workflows import control as control_ops
+from line_exports.workflows import results_back as back
 from line_exports.workflows.broken import broken_definitions
 from line_exports.workflows.connections import (
     CONNECTIONS_FILE,
@@ -121,6 +124,8 @@ class Task:
     """Timezone, schedule and task name: what its run variables are made of."""
     file: Path | None = None
     """The ``.dig`` file it is written in (a call>ed file's, for its tasks)."""
+    results_back: ResultsBackSettings | None = None
+    """Its results back (:mod:`.results_back`; None: ``results_back: false``)."""
 
     def for_session(self, session: Any) -> tuple[str, dict[str, Any]]:
         """The query and settings as a run of ``session`` (a datetime) fills them."""
@@ -563,6 +568,9 @@ class _Parser:
             )
             sql = translation.sql if translation is not None else sql
             dest, raw, connection = self._destination(body, label, text)
+            results_back, raw = back.take_settings(
+                raw, text, self.file, label, lambda name: _setting_line(body, name)
+            )
             settings, overrides, lines = self._split(dest, raw, body, label, text)
         except WorkflowError as exc:
             self.errors.append(exc)
@@ -645,6 +653,7 @@ class _Parser:
                 variables=dict(variables),
                 scope=self.scope,
                 file=self.file,
+                results_back=results_back,
             ),
             label,
         )
@@ -864,6 +873,13 @@ class _Parser:
         return settings, overrides, lines
 
 
+def _setting_line(body: LineDict, name: str) -> int | None:
+    block = body.get("result_settings")
+    if isinstance(block, LineDict) and name in block:
+        return block.line_of(name)
+    return body.line_of("result_settings") or body.line_of("result")
+
+
 def _sql_options(body: LineDict, variables: Mapping[str, Any]) -> dict[str, Any]:
     """The task's ``engine`` / ``translate_sql`` (else ``_export``ed) and their lines."""
     options: dict[str, Any] = {}
@@ -957,18 +973,24 @@ class WorkflowFolder:
         source = SqlSource(**self.connections.source, external_access=self.policy.external_access)
         return source.process_config_and_initialize() if resolved else source
 
-    def definitions(self) -> dg.Definitions:
+    def definitions(self, *, clock: Callable[[], float] = time.time) -> dg.Definitions:
+        """Every workflow's assets, job, schedule and sensors, and its exports' results back
+        (:mod:`.results_back`; ``clock``: their "now" in epoch seconds)."""
         assets: list[Any] = []
-        jobs, schedules, sensors = [], [], []
+        jobs, schedules, sensors, checks = [], [], [], []
         resources: dict[str, Any] = {SOURCE_KEY: self.source()}
         for workflow in self.workflows:
-            built = build_workflow(workflow)
+            built = build_workflow(workflow, clock)
             assets.extend(built.assets)
             jobs.append(built.job)
             if built.schedule is not None:
                 schedules.append(built.schedule)
             if built.sensor is not None:
                 sensors.append(built.sensor)
+            for extra in built.results_back:
+                checks.extend(extra.asset_checks or [])
+                jobs.extend(extra.jobs or [])
+                sensors.extend(extra.sensors or [])
             resources.update({t.resource_key: t.resource for t in workflow.tasks})
             for control in workflow.controls:
                 resources.update(control.resources)
@@ -988,6 +1010,7 @@ class WorkflowFolder:
             )
         return dg.Definitions(
             assets=assets,
+            asset_checks=checks,
             jobs=jobs,
             schedules=schedules,
             sensors=sensors,
@@ -1002,6 +1025,8 @@ class BuiltWorkflow:
     job: Any
     schedule: dg.ScheduleDefinition | None
     sensor: dg.SensorDefinition | None
+    results_back: list[dg.Definitions] = field(default_factory=list)
+    """Per export task with results back: its checks, daily job and sensor."""
 
 
 def export_asset(task: Task, workflow_name: str, file: Path, timezone: str) -> dg.AssetsDefinition:
@@ -1028,11 +1053,16 @@ def export_asset(task: Task, workflow_name: str, file: Path, timezone: str) -> d
     )
 
 
-def build_workflow(workflow: Workflow) -> BuiltWorkflow:
-    """One asset per task (in order via deps), one job, its schedule and pause sensor."""
+def build_workflow(workflow: Workflow, clock: Callable[[], float] = time.time) -> BuiltWorkflow:
+    """One asset per task (in order via deps), one job, its schedule and pause sensor, and
+    each export's results back (:mod:`.results_back`)."""
     assets = []
+    extras = []
     for task in workflow.tasks:
-        assets.append(export_asset(task, workflow.name, workflow.file, workflow.timezone))
+        asset = export_asset(task, workflow.name, workflow.file, workflow.timezone)
+        assets.append(asset)
+        if task.results_back is not None:
+            extras.append(back.for_export(asset, task.results_back, task.resource_key, clock))
     for step in workflow.steps:
         what = {"sql": "td> (SQL step)", "echo": "echo>", "fail": "fail>"}.get(
             step.kind, f"{step.kind}>"
@@ -1078,7 +1108,7 @@ def build_workflow(workflow: Workflow) -> BuiltWorkflow:
         schedule = build_schedule(workflow.name, job, s, description)
         if s.pause_after_failures:
             sensor = build_pause_sensor(workflow.name, job, schedule.name, s.pause_after_failures)
-    return BuiltWorkflow(assets, job, schedule, sensor)
+    return BuiltWorkflow(assets, job, schedule, sensor, extras)
 
 
 def load_folder(
@@ -1132,6 +1162,8 @@ def load_folder(
             continue
         seen[workflow.name] = file
         workflows.append(workflow)
+        for control in workflow.controls:
+            back.note_skipped(control)
     for error in errors:
         log.error("%s", error)
     loaded = {w.file for w in workflows}
