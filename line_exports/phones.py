@@ -171,6 +171,33 @@ class _NationalRoute:
         return general & ~earlier & matches.get(mobile_kind, np.zeros(len(national), dtype=bool))
 
 
+def _plain(pattern: str) -> str:
+    return pattern.replace("\\d", "[0-9]")  # ASCII digits only reach the vectorized routes
+
+
+@functools.lru_cache(maxsize=512)
+def _type_route(region: str) -> _NationalRoute | None:
+    """The region's number-type patterns as a route (no national-prefix reading), or None."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None:
+        return None
+    general = metadata.general_desc
+    if general is None or not general.national_number_pattern:
+        return None
+    types = tuple(
+        (name, (_plain(desc.national_number_pattern), tuple(desc.possible_length or ())))
+        for name, desc in ((name, getattr(metadata, name)) for name in _TYPES)
+        if desc is not None and desc.national_number_pattern
+    )
+    return _NationalRoute(
+        country_code=metadata.country_code,
+        idd=_plain(metadata.international_prefix) if metadata.international_prefix else None,
+        general=(_plain(general.national_number_pattern), tuple(general.possible_length or ())),
+        types=types,
+        same_mobile_and_fixed_line=bool(metadata.same_mobile_and_fixed_line_pattern),
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _national_route(region: str | None) -> _NationalRoute | None:
     """The region's vectorized route, or None where libphonenumber's reading is not that simple."""
@@ -186,25 +213,7 @@ def _national_route(region: str | None) -> _NationalRoute | None:
     *others, last = _alternatives(parsing)
     if last != "0" or not all(alt.lstrip("(?:").startswith("00") for alt in others):
         return None
-    general = metadata.general_desc
-    if general is None or not general.national_number_pattern:
-        return None
-
-    def plain(pattern: str) -> str:
-        return pattern.replace("\\d", "[0-9]")  # ASCII digits only reach this route
-
-    types = tuple(
-        (name, (plain(desc.national_number_pattern), tuple(desc.possible_length or ())))
-        for name, desc in ((name, getattr(metadata, name)) for name in _TYPES)
-        if desc is not None and desc.national_number_pattern
-    )
-    return _NationalRoute(
-        country_code=metadata.country_code,
-        idd=plain(metadata.international_prefix) if metadata.international_prefix else None,
-        general=(plain(general.national_number_pattern), tuple(general.possible_length or ())),
-        types=types,
-        same_mobile_and_fixed_line=bool(metadata.same_mobile_and_fixed_line_pattern),
-    )
+    return _type_route(region)
 
 
 def _by_route(
@@ -230,19 +239,99 @@ def _by_route(
     return pc.if_else(pa.array(good), e164, text), good
 
 
-def _region_mobiles(text: pa.Array, region: str | None, e164: np.ndarray) -> np.ndarray:
-    """E.164 cells that are mobiles of ``region``, without the parser: ``+<cc>`` of the region
-    and a national number (not starting with 0, which the parser might read as a prefix) that
-    the route finds a mobile. Everything else is left to the parser."""
-    route = _national_route(region)
-    if route is None or not e164.any():
-        return np.zeros(len(text), dtype=bool)
-    prefix = f"+{route.country_code}"
-    ours = pc.match_substring_regex(text, f"^\\{prefix}[1-9][0-9]*$")
-    candidates = e164 & ours.to_numpy(zero_copy_only=False).astype(bool)
-    if not candidates.any():
-        return candidates
-    return candidates & route.valid(pc.utf8_slice_codeunits(text, len(prefix)), mobile=True)
+@dataclass(frozen=True)
+class _CountryRoute:
+    """How libphonenumber reads ``+<cc><national number>`` of one calling code, as column checks.
+
+    ``parse`` reads the digits after the code with the code's main region, and strips a
+    national prefix where that region's ``national_prefix_for_parsing`` matches their start:
+    such cells are left to the parser (:attr:`undecided`). Otherwise the national number stays
+    as written, and the region is the code's only one, or the first of its regions
+    (libphonenumber's order) whose ``leading_digits`` match the number's start, or, for a
+    region without them, whose patterns give the number a type (``region_code_for_number``).
+    The number is then typed with that region's patterns (:class:`_NationalRoute`).
+    """
+
+    undecided: str | None  # regex of national numbers the parser must read
+    regions: tuple[tuple[str | None, _NationalRoute], ...]  # (leading digits, route), in order
+
+    def mobiles(self, national: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(mobiles, cells this route decides) of ``national`` (digits after the code)."""
+        size = len(national)
+        decided = np.ones(size, dtype=bool)
+        if self.undecided is not None:
+            stripped = pc.match_substring_regex(national, f"^(?:{self.undecided})")
+            decided = ~bools(stripped)
+        if len(self.regions) == 1:
+            return decided & self.regions[0][1].valid(national, mobile=True), decided
+        mobile = np.zeros(size, dtype=bool)
+        open_ = decided.copy()
+        for leading, route in self.regions:
+            if not open_.any():
+                break
+            if leading is not None:
+                mine = open_ & bools(pc.match_substring_regex(national, f"^(?:{leading})"))
+            else:
+                mine = open_ & route.valid(national)
+            mobile |= mine & route.valid(national, mobile=True)
+            open_ &= ~mine
+        return mobile, decided
+
+
+@functools.lru_cache(maxsize=512)
+def _country_route(code: int) -> _CountryRoute | None:
+    """The calling code's route, or None where a pattern is beyond the vectorized engine."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    main = phonenumbers.PhoneMetadata.metadata_for_region(regions[0]) if regions else None
+    if main is None:
+        return None
+    found = []
+    for region in regions:
+        route = _type_route(region)
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if route is None or metadata is None:
+            return None
+        found.append((metadata.leading_digits, route))
+    parsing = main.national_prefix_for_parsing or None
+    country = _CountryRoute(_plain(parsing) if parsing else None, tuple(found))
+    try:  # RE2 (Arrow) must compile every pattern; else the parser reads this code
+        country.mobiles(pa.array(["1"]))
+    except pa.ArrowInvalid:
+        return None
+    return country
+
+
+@functools.lru_cache(maxsize=1)
+def _calling_codes() -> str:
+    """Regex alternatives of the geographic calling codes libphonenumber knows (prefix-free)."""
+    return "|".join(
+        str(c)
+        for c in sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+        if c != 0 and "001" not in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[c]
+    )
+
+
+def _e164_mobiles(text: pa.Array, e164: np.ndarray) -> np.ndarray:
+    """E.164 cells that libphonenumber reads as mobiles, without the parser, for every calling
+    code: ``+<cc>`` and a national number not starting with 0 that :class:`_CountryRoute`
+    decides and finds a mobile. Everything else is left to the parser."""
+    mobile = np.zeros(len(text), dtype=bool)
+    if not e164.any():
+        return mobile
+    where = np.flatnonzero(e164)
+    cells = text.take(pa.array(where))
+    parts = pc.extract_regex(cells, f"^\\+(?P<cc>{_calling_codes()})(?P<nsn>[1-9][0-9]*)$")
+    codes = pc.struct_field(parts, "cc")
+    national = pc.struct_field(parts, "nsn")
+    code_values = codes.to_numpy(zero_copy_only=False)
+    for code in pc.unique(codes).drop_null().to_pylist():
+        route = _country_route(int(code))
+        if route is None:
+            continue
+        mine = np.flatnonzero(code_values == code)
+        found, _ = route.mobiles(national.take(pa.array(mine)))
+        mobile[where[mine[found]]] = True
+    return mobile
 
 
 def e164_column(
@@ -253,13 +342,13 @@ def e164_column(
     cell is :data:`INVALID`).
 
     ``already`` marks cells that are E.164 as they are (checked by the caller, vectorized):
-    they are kept as written, or with ``mobile`` kept when they are a mobile of ``region``
-    (vectorized) and else read by the parser; local numbers of the region's plain form take a
+    they are kept as written, or with ``mobile`` kept when they are a mobile of their calling
+    code's region (vectorized, :class:`_CountryRoute`) and else read by the parser; local numbers of the region's plain form take a
     vectorized route (:class:`_NationalRoute`); only the distinct values left meet the parser,
     once each.
     """
     refused: dict[str, np.ndarray] = {}
-    ok = _region_mobiles(text, region, already) if mobile else already.copy()
+    ok = _e164_mobiles(text, already) if mobile else already.copy()
     todo = parse & ~ok
     if not todo.any():
         return text, ok, refused

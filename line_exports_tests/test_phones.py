@@ -18,6 +18,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
+import phonenumbers
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -169,6 +170,93 @@ def test_vectorized_route_agrees_with_libphonenumber(
         if is_e164 and not mobile:
             expected = value  # a phone field keeps E.164 as written
         assert (out if good else None) == expected, value
+
+
+# Calling codes of one region, shared ones (NANP +1, +7 RU/KZ, +44 GB/GG/JE/IM, +47, +61, +262,
+# +590), codes whose main region strips a national prefix or has leading-zero numbers (+39, +54).
+COUNTRIES = [
+    "US",
+    "CA",
+    "JM",
+    "RU",
+    "KZ",
+    "GB",
+    "GG",
+    "JE",
+    "IM",
+    "NO",
+    "SJ",
+    "AU",
+    "CX",
+    "RE",
+    "YT",
+    "GP",
+    "BL",
+    "IT",
+    "AR",
+    "MX",
+    "BR",
+    "CN",
+    "KR",
+    "JP",
+    "TW",
+    "TH",
+    "DE",
+    "GA",
+]
+KINDS = [
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE,
+    phonenumbers.PhoneNumberType.TOLL_FREE,
+]
+
+
+@st.composite
+def international(draw: st.DrawFn) -> str:
+    """An E.164-shaped number near a region's example number (changed, cut or extended)."""
+    region, kind = draw(st.sampled_from(COUNTRIES)), draw(st.sampled_from(KINDS))
+    example = phonenumbers.example_number_for_type(region, kind) or (
+        phonenumbers.example_number(region)
+    )
+    digits = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)[1:]
+    cc = str(example.country_code)
+    national = list(digits[len(cc) :])
+    for _ in range(draw(st.integers(0, 2))):
+        national[draw(st.integers(0, len(national) - 1))] = draw(st.sampled_from("0123456789"))
+    cut = draw(st.integers(-1, 1))
+    tail = national[:cut] if cut < 0 else national + ["7"] * cut
+    return "+" + cc + "".join(tail)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(international(), min_size=1, max_size=30), region=st.sampled_from([None, "JP"])
+)
+def test_e164_mobiles_of_every_country_agree_with_libphonenumber(
+    values: list[str], region: str | None
+) -> None:
+    """A mobile field's E.164 values of any calling code (shared ones too): the vectorized
+    reading equals libphonenumber's, value by value, with or without a default_region."""
+    text = pa.array(values)
+    shaped = np.array([E164.fullmatch(v) is not None for v in values])
+    got, ok, refused = e164_column(text, region, np.ones(len(values), dtype=bool), shaped, True)
+    not_mobile = refused.get("mobile_number", np.zeros(len(values), dtype=bool))
+    for value, out, good, flagged in zip(values, got.to_pylist(), ok, not_mobile, strict=True):
+        expected, why = read_number(value, region, True)
+        assert (out if good else None) == expected, value
+        assert bool(flagged) == (why == "mobile_number"), value
+
+
+def test_e164_mobiles_of_any_country_skip_the_parser() -> None:
+    """E.164 mobiles of countries other than default_region's are typed without the parser."""
+    values = [f"+81901{i:07d}" for i in range(500)] + [f"+1201555{i:04d}" for i in range(500)]
+    values += [f"+447400{i:06d}" for i in range(500)]  # GB mobiles (+44 shared with GG/JE/IM)
+    read_number.cache_clear()
+    text = pa.array(values)
+    shaped = np.ones(len(values), dtype=bool)
+    got, ok, _ = e164_column(text, None, shaped, shaped, True)
+    assert ok.all() and got.to_pylist() == values
+    assert read_number.cache_info().misses == 0
 
 
 def test_capi_hashes_local_and_e164_spellings_alike(
