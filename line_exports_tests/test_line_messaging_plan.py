@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from line_exports.sandbox import SandboxServer
+from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sandbox.line_messaging import store_of
 from line_exports_tests.cli_helpers import line_exports, workflow_folder
 
@@ -128,3 +128,24 @@ def test_plan_reads_a_sqlite_source_named_by_url_env(
     assert plan.code == 0, plan.text
     assert "sq/send: read 3, valid 3, rejected 0" in plan.out, plan.out
     assert "LINE push: 3 messages needed" in plan.out
+
+
+def test_plan_reports_a_quota_answer_of_another_shape(
+    tmp_path: Path, sandbox_env: SandboxServer
+) -> None:
+    """200 ``{"message": "[1,2]"}`` from both quota endpoints: a clear error (was ``'totalUsage'``)."""
+    sandbox_env.sandbox.add_fault(
+        Fault(path="/v2/bot/message/quota", status=200, times=-1, body="[1,2]")
+    )
+    folder = workflow_folder(
+        tmp_path,
+        {"odd": line_dig("push_message", "two.sql", template_message=TEMPLATE)},
+        {"two.sql": RECIPIENTS + " ORDER BY user_id LIMIT 2\n"},
+    )
+    plan = line_exports("plan", "--workflows", str(folder), "--preview", "0")
+    assert plan.code == 1, plan.text
+    assert (
+        "odd/send: error: LINE's quota answer is not what the spec says: "
+        "GET /v2/bot/message/quota should hold"
+    ) in plan.out, plan.out
+    assert sandbox_env.sandbox.count("GET", "/v2/bot/message/quota") == 1
