@@ -213,7 +213,9 @@ def to_unix_seconds(series: pd.Series, timezone: str = "UTC") -> tuple[pd.Series
 
     A naive timestamp, and a timestamp string without a UTC offset (``2026-11-30 12:00:00``),
     is wall-clock time in ``timezone``, read by one rule (:func:`line_exports.values.localized`);
-    a string with an offset or ``Z`` is that instant.
+    a string with an offset or ``Z`` is that instant. A string ending in ``GMT+9``/``UTC-5``
+    (:data:`POSIX_OFFSET_MESSAGE`) is unparseable: dateutil would read it with the POSIX sign,
+    the opposite of what most writers mean, so it is refused rather than guessed.
     """
     series = plain_dtypes(series)
     if pd.api.types.is_datetime64_any_dtype(series):
@@ -227,12 +229,26 @@ def to_unix_seconds(series: pd.Series, timezone: str = "UTC") -> tuple[pd.Series
     text = to_text(series, timezone).str.strip()
     is_digits = text.str.fullmatch(r"-?[0-9]{1,18}").fillna(False).astype(bool)  # fits in int64
     numbers = pd.to_numeric(text.where(is_digits), errors="coerce").astype("Int64")
-    candidates = text.where(~is_digits & text.notna())
+    candidates = text.where(~is_digits & text.notna() & ~posix_offsets(text))
     stamps = _timestamp_strings(candidates, timezone)
     stamp_secs = _seconds(stamps - pd.Timestamp("1970-01-01", tz="UTC"))
     out = numbers.fillna(stamp_secs)
     bad = text.notna() & (text != "") & out.isna()
     return out, bad
+
+
+# "GMT+9", "UTC-05:00", "UT+3" at the end: dateutil reads them with the POSIX TZ sign (GMT+9 is
+# 9 hours *west* of UTC), people mostly write them meaning east. Refused as ambiguous.
+_POSIX_OFFSET = r"(?i)(?:GMT|UTC?)\s*[+-]\s*[0-9]{1,2}(?::?[0-9]{2})?$"
+POSIX_OFFSET_MESSAGE = (
+    "ends in a GMT+h / UTC+h offset, which is ambiguous (POSIX and dateutil read GMT+9 as 9 hours "
+    "west of UTC, people mostly mean east): write the offset alone, as +09:00"
+)
+
+
+def posix_offsets(text: pd.Series) -> pd.Series:
+    """Boolean mask of strings ending in a ``GMT±h``/``UTC±h`` offset (refused, see above)."""
+    return text.str.contains(_POSIX_OFFSET).fillna(False).astype(bool)
 
 
 # A time of day followed by a UTC offset or Z, at the end of an ISO 8601 string (a date alone,
@@ -320,6 +336,7 @@ def _unsendable_failures(raw: pd.Series) -> tuple[list[Failure], np.ndarray | No
 
 def _check_numbers(col: Column, raw: pd.Series, required: bool, timezone: str) -> _Checked:
     too_small: np.ndarray | None = None
+    ambiguous: np.ndarray | None = None
     if raw.dtype == np.int64:  # to_unix_seconds of int64, without pandas round trips
         numbers = raw.to_numpy()
         values = pd.array(numbers, dtype="Int64")
@@ -332,9 +349,16 @@ def _check_numbers(col: Column, raw: pd.Series, required: bool, timezone: str) -
         values = series.array
         present = series.notna().to_numpy(dtype=bool)
         bad_type = unparseable.to_numpy(dtype=bool, na_value=False)
+        if bad_type.any() and not pd.api.types.is_numeric_dtype(raw.dtype):
+            text = raw.where(bad_type).astype("string").str.strip()
+            ambiguous = posix_offsets(text).to_numpy(dtype=bool, na_value=False)
+            bad_type &= ~ambiguous
         if col.min_value is not None:
             too_small = (series < col.min_value).to_numpy(dtype=bool, na_value=False)
     failures: list[Failure] = [("type", "is not a whole number or timestamp", bad_type)]
+    if ambiguous is not None:
+        failures.append(("type", POSIX_OFFSET_MESSAGE, ambiguous))
+        bad_type = bad_type | ambiguous
     if too_small is not None:
         failures.append(("min_value", f"must be at least {col.min_value}", too_small))
     if required:

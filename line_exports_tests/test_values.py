@@ -439,6 +439,33 @@ def test_a_timestamp_string_without_offset_is_wall_time_like_a_naive_timestamp(
     ]
 
 
+def test_a_gmt_plus_h_suffix_is_refused_as_ambiguous() -> None:
+    """``GMT+9``/``UTC-5`` carry the POSIX sign in dateutil (GMT+9 = UTC-9), the opposite of what
+    most writers mean: both signs are ``type`` rejects naming the ambiguity; a plain offset or a
+    bare ``UTC``/``GMT`` still reads as that instant."""
+    stamps = [
+        "2026-11-30T12:00:00 GMT+9",
+        "2026-11-30 12:00 UTC-5",
+        "2026-11-30T12:00:00 utc+09:00",
+    ]
+    good = ["2026-11-30T12:00:00 +09:00", "2026-11-30T03:00:00 UTC", "2026-11-30T03:00:00 GMT"]
+    frame = pd.DataFrame(
+        {
+            "deduplication_key": [f"k{n}" for n in range(6)],
+            "event_type": "conversion",
+            "source_type": "web",
+            "external_id": "x",
+            "event_timestamp": stamps + good,
+        }
+    )
+    dest = get_destination("line_conversion")
+    checked = validate(frame, dest.ruleset(dest.settings_class()), {}, timezone="Asia/Tokyo")
+    rejects = checked.rejects
+    assert rejects["rule"].tolist() == ["type"] * 3
+    assert all("ambiguous" in m and "+09:00" in m for m in rejects["message"])
+    assert checked.valid["event_timestamp"].tolist() == [1796007600] * 3  # 03:00 UTC
+
+
 def test_sqlite_through_sqlalchemy_keeps_big_integers(tmp_path: Path) -> None:
     path = tmp_path / "w.sqlite"
     with sqlite3.connect(path) as con:
