@@ -67,7 +67,9 @@ def refresh_suppression(events_tables: Sequence[str], url: str | None = None) ->
             for table in events_tables:
                 # ``database.table`` when the source names a database (its schema).
                 schema, _, name = table.rpartition(".")
-                if schema and schema not in inspector.get_schema_names():
+                # DuckDB names schemas ``catalog.schema``; SQLite raises on an unknown one.
+                schemas = {s.rpartition(".")[2] for s in inspector.get_schema_names()}
+                if schema and schema not in schemas:
                     continue  # nothing landed into that database yet
                 if name not in inspector.get_table_names(schema=schema or None):
                     continue
