@@ -64,10 +64,10 @@ def test_workflow_export_gets_results_back_and_its_daily_pull(
     graph = defs.resolve_asset_graph()
     assert ours <= {c.name for c in graph.asset_check_keys if c.asset_key == key}
     assert not ours & {c.name for c in graph.asset_check_keys if c.asset_key.path[0] == "off"}
-    sensor = defs.resolve_sensor_def("sent_members_results_back")
-    assert sensor.job_name == "sent_members_results_back_job"
+    sensor = defs.resolve_sensor_def("sent__members_results_back")
+    assert sensor.job_name == "sent__members_results_back_job"
     with pytest.raises(dg.DagsterInvariantViolationError):
-        defs.resolve_sensor_def("off_seg_results_back")
+        defs.resolve_sensor_def("off__seg_results_back")
 
     with dg.instance_for_test() as instance:
         sent = defs.resolve_job_def("sent").execute_in_process(instance=instance)
@@ -100,3 +100,33 @@ def test_workflow_export_gets_results_back_and_its_daily_pull(
         assert pulled.success
         assert len(instance.fetch_observations(key, limit=10).records) == 2
     assert sandbox_server.sandbox.count("GET", "/openapi/v1/member/import/") >= 2
+
+
+def _members(name: str) -> str:
+    return f"""
++{name}:
+  td>: members.sql
+  result_connection: maac_main
+  result_settings: {{data_object: members, import_key: line_uid, tags: t}}
+"""
+
+
+def test_results_back_names_follow_the_asset_key_and_a_clash_is_a_load_error(
+    tmp_path: Path,
+) -> None:
+    # a_b/c and a/b_c: distinct assets, so distinct results back (once both were a_b_c_...)
+    files = {"a.dig": _members("b_c") + _members("b__c"), "a_b.dig": _members("c")}
+    files["a__b.dig"] = _members("c")  # a__b/c: op name a__b__c, as a/b__c's: refused
+    loaded = load_folder(make_folder(tmp_path, **files))
+    [error] = loaded.errors
+    assert error.file.name == "a__b.dig" and error.line == 1 and error.task == "c"
+    assert "'a__b__c' is already used by a.dig:" in str(error)
+    defs = loaded.definitions()
+    defs.get_repository_def()  # Dagster's own duplicate-name check passes
+    graph = defs.resolve_asset_graph()
+    for key in (["a", "b_c"], ["a_b", "c"], ["a", "b__c"]):
+        name = "__".join(key)
+        sensor = defs.resolve_sensor_def(f"{name}_results_back")
+        assert sensor.job_name == f"{name}_results_back_job"
+        checks = {c.name for c in graph.asset_check_keys if c.asset_key == dg.AssetKey(key)}
+        assert RESULTS_CHECK in checks

@@ -57,7 +57,10 @@ Collector = Callable[[Any, SentExport, float], Observed]
 
 
 def check_name(key: dg.AssetKey) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(key.path))
+    """The name the export's results-back check, job and sensor start with: the key's parts
+    joined by ``__``, as Dagster names an asset's op (``a_b/c`` and ``a/b_c`` stay distinct);
+    the workflow loader refuses a folder whose names would still coincide."""
+    return "__".join(re.sub(r"[^A-Za-z0-9_]", "_", part) for part in key.path)
 
 
 def _specs(key: dg.AssetKey, destination: str, settings: ResultsBackSettings) -> list[Any]:
@@ -178,7 +181,7 @@ def build_results_check(
     def results_back(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         sent = SentExport.latest(context.instance, key)
         if sent is None:
-            observed = Observed(problems=["the export has not been materialized yet"])
+            observed = Observed(problems=["the export has sent nothing yet"])
             yield from evaluate(specs, observed, settings)
             return
         now = clock()

@@ -1111,6 +1111,36 @@ def build_workflow(workflow: Workflow, clock: Callable[[], float] = time.time) -
     return BuiltWorkflow(assets, job, schedule, sensor, extras)
 
 
+def _name_clash(
+    workflow: Workflow, built: BuiltWorkflow, names: dict[str, str]
+) -> WorkflowError | None:
+    """The error when a job, sensor, schedule or check of ``workflow`` has the name of one
+    already loaded (Dagster refuses the whole location for a duplicate); else record its names."""
+    own: list[tuple[str, Task | None]] = [(built.job.name, None)]
+    own += [(d.name, None) for d in (built.schedule, built.sensor) if d is not None]
+    # build_workflow's assets start with one per export task, in order
+    tasks_of = [*workflow.tasks, *[None] * (len(built.assets) - len(workflow.tasks))]
+    own += [(a.node_def.name, t) for a, t in zip(built.assets, tasks_of, strict=True)]
+    tasks = [t for t in workflow.tasks if t.results_back is not None]
+    for task, extra in zip(tasks, built.results_back, strict=True):
+        own += [(j.name, task) for j in extra.jobs or []]
+        own += [(s.name, task) for s in extra.sensors or []]
+        own += [(c.node_def.name, task) for c in extra.asset_checks or []]
+    for name, task in own:
+        if name in names:
+            return WorkflowError(
+                workflow.file,
+                f"the definition name {name!r} is already used by {names[name]} (Dagster "
+                "refuses duplicate names): rename the workflow or the task",
+                task=task.name if task else None,
+                line=task.line if task else None,
+            )
+    for name, task in own:
+        line = f":{task.line}" if task and task.line else ""
+        names[name] = f"{workflow.file.name}{line}" + (f" task +{task.name}" if task else "")
+    return None
+
+
 def load_folder(
     path: str | Path,
     connections: str | Path | None = None,
@@ -1139,6 +1169,7 @@ def load_folder(
         errors.append(WorkflowError(folder, "workflow folder not found"))
         return WorkflowFolder(folder, workflows, errors, conns, policy)
     seen: dict[str, Path] = {}
+    names: dict[str, str] = {}  # Dagster definition name -> where it comes from (file:line)
     starts: list[tuple[Path, int]] = []
     for file in sorted(folder.glob("*.dig")):
         starts.append((file, len(errors)))
@@ -1156,9 +1187,13 @@ def load_folder(
             )
             continue
         try:
-            build_workflow(workflow)  # surface definition errors here, per workflow
+            built = build_workflow(workflow)  # surface definition errors here, per workflow
         except Exception as exc:  # any build failure is this workflow's alone
             errors.append(WorkflowError(file, f"cannot build definitions: {exc}"))
+            continue
+        clash = _name_clash(workflow, built, names)
+        if clash is not None:
+            errors.append(clash)
             continue
         seen[workflow.name] = file
         workflows.append(workflow)
