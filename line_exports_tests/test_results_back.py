@@ -157,6 +157,46 @@ def test_linkedin_segment_builds_then_ready_and_its_match_rate(
     assert "nothing more to pull" in str(daily.tick(instance))
 
 
+def test_a_diff_run_that_sends_nothing_keeps_results_back_on_the_last_send(
+    sandbox_server: SandboxServer, instance: dg.DagsterInstance
+) -> None:
+    requests.put(
+        f"{sandbox_server.url}/_sandbox/linkedin/matching",
+        json={"build_seconds": 0, "match_rate": 0.5},
+    ).raise_for_status()
+    clock = Clock(sandbox_server)
+    export = build_export(
+        "li_diff_results",
+        destination="linkedin",
+        query="select 'd' || range || '@example.com' as email from range(40)",
+        settings={
+            "ad_account_id": ACCOUNT,
+            "segment_name": "diff seg",
+            "sync_mode": "diff",
+            **FAST,
+        },
+        retry_policy=None,
+    )
+    resources = {"linkedin": linkedin_resource(sandbox_server), "sql_source": SqlSource()}
+    daily = Daily(export, resources, clock=clock, days=3)
+    first = daily.send(instance)
+    again = daily.send(instance)  # the same rows: diff sends nothing, names no segment
+    [meta] = [m.metadata for m in again.asset_materializations_for_node("li_diff_results")]
+    assert meta["rows_sent"].value == 0 and meta["requests"].value == 0
+    assert checks_of(again)[RESULTS_CHECK].passed  # it observes the send before it
+    seen = observations(instance, "li_diff_results")
+    assert [o["sent_in_run"] for o in seen] == [first.run_id] * 2
+    assert seen[-1]["segment_status"] == "READY"
+    clock.advance(1.1)
+    run = daily.tick(instance)  # day 1 of the first send: the day count goes on
+    assert (
+        isinstance(run, dg.ExecuteInProcessResult)
+        and run.dagster_run.tags["line_exports/results_day"] == "1"
+    )
+    assert checks_of(run)[RESULTS_CHECK].passed
+    assert observations(instance, "li_diff_results")[-1]["sent_in_run"] == first.run_id
+
+
 def checks_of_day2(instance: dg.DagsterInstance) -> str:
     """The reason the segment_ready check gave when it failed."""
     records = instance.event_log_storage.get_asset_check_execution_history(

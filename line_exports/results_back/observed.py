@@ -13,6 +13,12 @@ from line_exports.http import RetrySettings
 # next day; it must not hold a run for an hour as a delivery's retries may.
 RETRY = RetrySettings(max_retry=2, initial_retry_wait=1, max_retry_wait=100, connection_timeout=60)
 DAY_SECONDS = 86_400
+PAGE = 50
+
+
+def _sent(record: Any) -> bool:
+    requests = record.asset_materialization.metadata.get("requests")
+    return requests is None or bool(requests.value)
 
 
 @dataclass(frozen=True)
@@ -28,10 +34,22 @@ class SentExport:
 
     @classmethod
     def latest(cls, instance: dg.DagsterInstance, key: dg.AssetKey) -> SentExport | None:
-        records = instance.fetch_materializations(key, limit=1).records
-        if not records or records[0].asset_materialization is None:
-            return None
-        record = records[0]
+        """The latest materialization that sent something (``requests`` > 0; one without the
+        count is taken as a send). A ``diff``/``mirror`` run with nothing new sends nothing
+        and names no segment/audience/unit: results back keep observing the send before it,
+        and its day count goes on. None when nothing was ever sent."""
+        cursor = None
+        while True:
+            page = instance.fetch_materializations(key, limit=PAGE, cursor=cursor)
+            for record in page.records:
+                if record.asset_materialization is not None and _sent(record):
+                    return cls._of(key, record)
+            if not page.has_more:
+                return None
+            cursor = page.cursor
+
+    @classmethod
+    def _of(cls, key: dg.AssetKey, record: Any) -> SentExport:
         return cls(
             key,
             int(record.storage_id),
