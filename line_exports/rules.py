@@ -321,6 +321,9 @@ class _Checked:
 UNSENDABLE = {
     "binary": "is binary data (a BLOB), not text: cast it to a text type in the query",
     "infinite": "is not a finite number (Infinity): no field takes one",
+    "infinite_time": "is an infinite DATE or TIMESTAMP ('infinity'/'-infinity'): no field takes one",
+    "interval": "is an INTERVAL, which no field takes: cast it to a number or text in the query",
+    "nested": "is a LIST, STRUCT or MAP, which this field cannot hold: pick or join its items in the query",
 }
 """Messages of the ``type`` rule for :func:`~line_exports.values.unsendable` cells."""
 

@@ -197,7 +197,7 @@ class SqlSource(dg.ConfigurableResource):
             with closing(con):
                 register_td_functions(con, scheduled_time)
                 try:
-                    relation = con.sql(sql)
+                    relation = _timetz_as_text(con.sql(sql))
                     # DuckDB 2 renamed fetch_arrow_reader to to_arrow_reader; both stream.
                     to_reader = (
                         getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
@@ -232,6 +232,23 @@ class SqlSource(dg.ConfigurableResource):
                     yield rows_frame(names, rows)
         finally:
             engine.dispose()
+
+
+def _timetz_as_text(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """TIME WITH TIME ZONE columns as ``HH:MM:SS[.ffffff]+hh:mm`` text: Arrow has no time type
+    with an offset, and DuckDB's Arrow export drops it."""
+    types = [str(t) for t in getattr(relation, "types", None) or ()]
+    if "TIME WITH TIME ZONE" not in types:
+        return relation
+    columns = []
+    for name, kind in zip(relation.columns, types, strict=True):
+        quoted = '"' + name.replace('"', '""') + '"'
+        if kind == "TIME WITH TIME ZONE":
+            text = f"regexp_replace(CAST({quoted} AS VARCHAR), '([+-][0-9][0-9])$', '\\1:00')"
+            columns.append(f"{text} AS {quoted}")
+        else:
+            columns.append(quoted)
+    return relation.project(", ".join(columns))
 
 
 def rows_frame(names: list[str], rows: Sequence[Sequence[Any]]) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 INT64_LIMIT = 2.0**63
 
@@ -44,9 +45,73 @@ _NULLABLE = {
 }
 
 
+class Unsendable:
+    """A cell no field can carry as the engine holds it, left in its column for the ``type`` rule
+    (:func:`unsendable`): ``kind`` is ``infinite_time`` (DuckDB's ``'infinity'``/``'-infinity'``
+    DATE or TIMESTAMP, beyond Python's and pandas' calendars), ``interval`` (an INTERVAL) or
+    ``nested`` (a LIST, STRUCT or MAP); ``type_name`` is the engine's type."""
+
+    __slots__ = ("kind", "type_name")
+
+    def __init__(self, kind: str, type_name: str) -> None:
+        self.kind, self.type_name = kind, type_name
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.type_name}>"
+
+
+_DAY_RANGE = (-719_162, 2_932_896)  # 0001-01-01 .. 9999-12-31, days since 1970-01-01
+_INT64 = np.iinfo(np.int64)
+
+
+def _marked(column: pa.Array, bad: np.ndarray, kind: str) -> pd.Series:
+    """``column`` as an object Series with :class:`Unsendable` where ``bad``."""
+    kept = pc.if_else(pa.array(~bad), column, pa.nulls(len(column), column.type))
+    series = pd.Series(kept.to_pandas(), dtype=object)
+    series[bad] = Unsendable(kind, str(column.type))
+    return series
+
+
+def _unsendable_column(column: pa.Array) -> pd.Series | None:
+    """The column with its unsendable cells marked, or None when it has none."""
+    kind = column.type
+    if pa.types.is_interval(kind):
+        return _marked(column, column.is_valid().to_numpy(zero_copy_only=False), "interval")
+    if pa.types.is_nested(kind):
+        return _marked(column, column.is_valid().to_numpy(zero_copy_only=False), "nested")
+    if pa.types.is_date(kind):
+        days = column.cast(pa.date32()).cast(pa.int32()).to_numpy(zero_copy_only=False)
+        days = np.nan_to_num(days.astype("float64"), nan=0)
+        bad = (days < _DAY_RANGE[0]) | (days > _DAY_RANGE[1])
+        return _marked(column, bad, "infinite_time") if bad.any() else None
+    if pa.types.is_timestamp(kind):
+        raw = column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        bad = (raw >= _INT64.max) | (raw <= _INT64.min + 1)
+        return _marked(column, bad, "infinite_time") if bad.any() else None
+    return None
+
+
 def arrow_to_pandas(data: pa.RecordBatch | pa.Table) -> pd.DataFrame:
-    """An engine's Arrow rows as pandas, integers and booleans as nullable types (no float detour)."""
-    return data.to_pandas(types_mapper=_NULLABLE.get)
+    """An engine's Arrow rows as pandas, integers and booleans as nullable types (no float detour).
+
+    Cells no field can carry (infinite dates and timestamps, INTERVAL, LIST/STRUCT/MAP) become
+    :class:`Unsendable` in an object column, so they are ``type`` rejects, never a crash or a
+    repr sent as text.
+    """
+    marked = {}
+    for name, column in zip(data.column_names, data.columns, strict=True):
+        chunk = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        found = _unsendable_column(chunk)
+        if found is not None:
+            marked[name] = found
+    if not marked:
+        return data.to_pandas(types_mapper=_NULLABLE.get)
+    rest = data.drop_columns(list(marked)) if marked else data
+    frame = rest.to_pandas(types_mapper=_NULLABLE.get)
+    for name, series in marked.items():
+        series.index = frame.index if len(frame.columns) else series.index
+        frame[name] = series
+    return frame[list(data.column_names)]
 
 
 def plain_dtypes(series: pd.Series) -> pd.Series:
@@ -75,6 +140,13 @@ def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
         # Whole numbers read back as floats (e.g. an upstream DataFrame's NULL-able integer
         # column) print as integers; inf and out-of-int64 values stay text, for the rules to
         # refuse. NaN is a missing value.
+        if series.dtype == np.float32:  # its own shortest repr: 0.1, not 0.10000000149011612
+            shortest = series.map(lambda v: str(np.float32(v)), na_action="ignore")
+            series = series.astype("float64")
+            values = series.dropna()
+            if len(values) == 0 or bool(whole_int64(values).all()):
+                return series.astype("Int64").astype("string")
+            return shortest.astype("string")
         series = series.astype("float64")
         values = series.dropna()
         if len(values) == 0 or bool(whole_int64(values).all()):
@@ -119,6 +191,9 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
         infinite = np.fromiter(
             (isinstance(v, float) and math.isinf(v) for v in values), bool, len(values)
         )
+        marks = [v.kind if isinstance(v, Unsendable) else "" for v in values]
+        for kind in set(marks) - {""}:
+            found[kind] = np.array([m == kind for m in marks], dtype=bool)
         if binary.any():
             found["binary"] = binary
         if infinite.any():
