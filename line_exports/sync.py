@@ -85,6 +85,10 @@ class SyncSpec:
     (:meth:`~line_exports.destination.Destination.rebuild`: LINE's add-only audiences)."""
     removal: str = ""
     """What mirror removes, in the destination's words (for messages and docs)."""
+    target: str = ""
+    """Where the rows land (a LinkedIn segment, a MAAC tag set, a LINE audience): part of the
+    sync store's name (:func:`~line_exports.sync_store.store_name`), so a changed target is a
+    new baseline that gets every row. Empty: the export's one target (push/multicast, CAPI)."""
 
 
 def check_mode(dest: Destination, settings: Any) -> None:
@@ -320,7 +324,9 @@ def deliver(
     check_mode(dest, settings)
     spec = dest.sync_spec(settings)
     assert spec is not None
-    store = SyncStore(run.ledger.ledger, store_name(run.ledger.export, run.ledger.scope))
+    store = SyncStore(
+        run.ledger.ledger, store_name(run.ledger.export, run.ledger.scope, spec.target)
+    )
     fixed = plan(store, spec, mode, settings.max_remove_ratio, rows, workdir)
     run.log.info(f"{run.name}: {fixed.summary()}")
     reason = ""
@@ -511,7 +517,7 @@ def preview(
     assert spec is not None
     ledger = Ledger()
     try:
-        store = SyncStore(ledger, export)
+        store = SyncStore(ledger, store_name(export, "", spec.target))
         fixed = plan(store, spec, settings.sync_mode, settings.max_remove_ratio, rows, workdir)
     finally:
         ledger.close()

@@ -31,11 +31,15 @@ KEY_RANGES = [(f"{i:x}", f"{i + 1:x}" if i < 15 else "g") for i in range(16)]
 transactions of about 1/16 of the members each (62,500 of 1M)."""
 
 
-def store_name(export: str, scope: str) -> str:
-    """The sync store of an export run: one per export, one per partition of a partitioned
-    export (each partition holds its own members), whatever the tick."""
+def store_name(export: str, scope: str, target: str = "") -> str:
+    """The sync store of an export run: one per export and target (``SyncSpec.target``: the
+    segment, audience or tags the rows land in; a new target starts from nothing, so its first
+    run sends every row and removals only reach the target that holds the members), one per
+    partition of a partitioned export (each partition holds its own members), whatever the
+    tick."""
     partition = next((p for p in scope.split(";") if p.startswith("partition=")), "")
-    return f"{export}#{partition}" if partition else export
+    name = f"{export}#{partition}" if partition else export
+    return f"{name}@{target}" if target else name
 
 
 class SyncStore:

@@ -138,6 +138,26 @@ def test_linkedin_day2_sends_only_the_churn(sandbox_server: SandboxServer, mode:
     assert meta_of(day3, "li_sync")["rows_sent"] == 0
 
 
+def test_a_new_target_is_a_new_baseline_and_removals_reach_the_old_one_only(
+    sandbox_server: SandboxServer,
+) -> None:
+    def sizes() -> dict[str, int]:
+        return {
+            s.name: len(s.members) for s in linkedin_store(sandbox_server.sandbox).segments.values()
+        }
+
+    query = contacts(1, members=20)
+    assert linkedin_run(sandbox_server, query, "diff", segment_name="seg A").success
+    renamed = linkedin_run(sandbox_server, query, "diff", segment_name="seg B")
+    assert meta_of(renamed, "li_sync")["rows_sent"] == 20  # a new segment gets every row
+    assert sizes() == {"seg A": 20, "seg B": 20}
+    fewer = "select * from (" + query + ") where email <> 'user3@example.com'"
+    assert linkedin_run(sandbox_server, query, "mirror", segment_name="seg A").success
+    removed = linkedin_run(sandbox_server, fewer, "mirror", segment_name="seg A")
+    assert meta_of(removed, "li_sync")["members_removed"] == 1
+    assert sizes() == {"seg A": 19, "seg B": 20}  # the member left seg A, where it was
+
+
 def test_linkedin_mirror_refuses_to_remove_everyone(sandbox_server: SandboxServer) -> None:
     """An empty result, or over max_remove_ratio, removes nothing and fails sync_removals."""
     sandbox = sandbox_server.sandbox
@@ -393,15 +413,16 @@ def kill_when(rule: Any, hits: int, function: str, url: str, home: Path) -> None
 
 
 def store_statuses(export: str) -> dict[str, int]:
-    """Members per status in the sync store of ``export`` (the test's own ledger file)."""
+    """Members per status in the sync stores of ``export`` (the test's own ledger file)."""
     from line_exports.ledger import Ledger
 
     ledger = Ledger()
     try:
         with ledger.engine.connect() as con:
             rows = con.exec_driver_sql(
-                "select status, count(*) from sync_members where export = ? group by status",
-                (export,),
+                "select status, count(*) from sync_members where export = ? or export like ? "
+                "group by status",
+                (export, f"{export}@%"),  # the store of each target: export@target
             ).all()
     finally:
         ledger.close()

@@ -771,6 +771,7 @@ class LinkedInDestination(Destination):
             USER_KEY if settings.audience_type == "users" else COMPANY_KEY,
             modes=("append", "diff", "mirror"),
             removal="REMOVE elements",
+            target=f"{settings.ad_account_id}/{settings.audience_type}/{settings.segment_name}",
         )
 
     def refusal_is_transient(self, rule: str, message: str) -> bool:

@@ -421,6 +421,7 @@ class MaacDestination(Destination):
             modes=("append", "diff", "mirror"),
             carry=("line_uid", "tags"),
             removal="tags this export attached, removed from departed members",
+            target="tags=" + ",".join(sorted(settings.tag_list())),
         )
 
     def refusal_is_transient(self, rule: str, message: str) -> bool:

@@ -149,6 +149,9 @@ class LineMessagingDestination(Destination):
                 resend_changed=False,
                 rebuild=True,
                 removal="a rebuild under the same audience_name (LINE audiences are add-only)",
+                target=f"audience_id={settings.audience_id}"
+                if settings.use_audience_id
+                else f"audience_name={settings.audience_name}",
             )
         return SyncSpec(("id",), resend_changed=False, namespace=settings.campaign_key)
 
