@@ -181,6 +181,25 @@ def _relay_policy(args: argparse.Namespace) -> Any:
     )
 
 
+def _relay_targets(
+    args: argparse.Namespace,
+) -> list[tuple[WebhookSource, list[str]]] | None:
+    """The chosen sources with their ``relay_to`` targets (narrowed by ``--target``), sources
+    left with none dropped; None (after printing why) when a ``--target`` is in no source's."""
+    chosen = _chosen_sources(args)
+    if chosen is None:
+        return None
+    if args.target and not any(t in s.relay_to for s in chosen for t in args.target):
+        print(f"error: {args.target[0]!r} is in no chosen source's relay_to", file=sys.stderr)
+        return None
+    relays = []
+    for source in chosen:
+        targets = [t for t in source.relay_to if not args.target or t in args.target]
+        if targets:
+            relays.append((source, targets))
+    return relays
+
+
 def _chosen_sources(args: argparse.Namespace) -> list[WebhookSource] | None:
     try:
         sources = load_sources()
@@ -231,17 +250,11 @@ def _replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    chosen = _chosen_sources(args)
-    if chosen is None:
-        return 2
-    if args.target and not any(t in s.relay_to for s in chosen for t in args.target):
-        print(f"error: {args.target[0]!r} is in no chosen source's relay_to", file=sys.stderr)
+    relays = _relay_targets(args)
+    if relays is None:
         return 2
     failed = 0
-    for source in chosen:
-        targets = [t for t in source.relay_to if not args.target or t in args.target]
-        if not targets:
-            continue
+    for source, targets in relays:
         results = replay(
             source,
             since,
@@ -277,17 +290,11 @@ def _resend(args: argparse.Namespace) -> int:
     from line_exports.webhook.resend import resend_dead_letters
 
     _apply_locations(args)
-    chosen = _chosen_sources(args)
-    if chosen is None:
-        return 2
-    if args.target and not any(t in s.relay_to for s in chosen for t in args.target):
-        print(f"error: {args.target[0]!r} is in no chosen source's relay_to", file=sys.stderr)
+    relays = _relay_targets(args)
+    if relays is None:
         return 2
     unsettled = 0
-    for source in chosen:
-        targets = [t for t in source.relay_to if not args.target or t in args.target]
-        if not targets:
-            continue
+    for source, targets in relays:
         results = resend_dead_letters(
             source,
             targets=targets,
