@@ -381,6 +381,10 @@ class LateRule:
     delay: float
     times: int = 1
     hits: int = 0
+    """Requests taken by this rule (counted on arrival, before the body is read)."""
+    acted: int = 0
+    """Requests the API has acted on (handled, answer held back): what a kill test triggers
+    on. ``hits`` alone races: a client killed before its body was read is never acted on."""
 
 
 class LateAnswers:
@@ -437,6 +441,7 @@ class LateAnswers:
             answer.append(message)
 
         await self.app(scope, replay, hold)
+        rule.acted += 1
         await asyncio.sleep(rule.delay)
         try:
             for message in answer:

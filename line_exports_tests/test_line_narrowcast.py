@@ -18,9 +18,10 @@ import requests
 from pydantic import ValidationError
 
 from line_exports.destinations.line_messaging import LineMessagingSettings
-from line_exports.sandbox import Fault, SandboxServer
+from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox.line_messaging import store_of
 from line_exports.sandbox.line_messaging.narrowcast import CampaignStore, keeps
+from line_exports_tests.resilience_helpers import LateAnswerServer
 from line_exports_tests.test_line_messaging import (
     TICK,
     TOKEN,
@@ -265,6 +266,8 @@ def test_settings_and_the_sandbox_refuse_what_line_refuses(sandbox_server: Sandb
     assert "60 narrowcast requests an hour" in message
 
 
+HELD_ANSWER = 3.0  # seconds LINE holds the killed narrowcast's answer: far past the kill
+
 CHILD = """
 import json, sys
 import dagster as dg
@@ -281,43 +284,47 @@ dg.materialize([asset], tags={"dagster/scheduled_execution_time": "2026-05-01T09
 
 
 def test_narrowcast_killed_mid_request_then_rerun_sends_each_once(
-    sandbox_server: SandboxServer, line_exports_home: Path
+    line_exports_home: Path,
 ) -> None:
-    sandbox = sandbox_server.sandbox
-    store = store_of(sandbox)
-    audience(sandbox_server, "crash", range(0, 50))
-    recipient = json.dumps({"type": "audience", "description": "crash"})
-    # The first narrowcast is answered late (LINE acts on it meanwhile): the process is
-    # killed while it waits, so the answer and its request id are lost.
-    fault = sandbox.add_fault(Fault(path="/v2/bot/message/narrowcast", method="POST", delay=1.0))
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, sandbox_server.url, TEMPLATE, recipient],
-        env={**os.environ, "LINE_EXPORTS_HOME": str(line_exports_home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300  # a loaded machine takes long to start Dagster
-    while fault.hits == 0:
-        assert child.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
-    while len(campaigns(sandbox_server).narrowcasts) < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    meta = run(
-        narrowcast(
-            "nc_crash", "SELECT 'c' || range AS campaign FROM range(2)", recipient=recipient
-        ),
-        resource(sandbox_server),
-        tags=TICK,
-    )
-    assert meta["narrowcast_already_accepted_409"] == 1  # the lost one, found by its retry key
-    assert len(campaigns(sandbox_server).narrowcasts) == 2
-    assert meta["narrowcast_success_count"] == 100
-    for n in range(50):
-        assert [m[0]["text"] for m in store.received(user(n))] == [
-            "c0: 20% off today",
-            "c1: 20% off today",
-        ]
+    # LINE acts on the first narrowcast, then holds its answer back: the process is killed
+    # while it waits, so the answer and its request id are lost. The kill is triggered on the
+    # narrowcast LINE made, not on the request received (killed before the sandbox read its
+    # body, LINE never acted on it: the race that once left this test waiting 300 s).
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        store = store_of(server.sandbox)
+        audience(server, "crash", range(0, 50))
+        recipient = json.dumps({"type": "audience", "description": "crash"})
+        server.late.add("/v2/bot/message/narrowcast", "POST", HELD_ANSWER, times=1)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, server.url, TEMPLATE, recipient],
+            env={**os.environ, "LINE_EXPORTS_HOME": str(line_exports_home)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 300  # a loaded machine takes long to start Dagster
+        try:
+            while len(campaigns(server).narrowcasts) < 1:
+                assert child.poll() is None, "the export ended before LINE made its narrowcast"
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            os.killpg(child.pid, signal.SIGKILL)
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=10)
+        meta = run(
+            narrowcast(
+                "nc_crash", "SELECT 'c' || range AS campaign FROM range(2)", recipient=recipient
+            ),
+            resource(server),
+            tags=TICK,
+        )
+        assert meta["narrowcast_already_accepted_409"] == 1  # the lost one, by its retry key
+        assert len(campaigns(server).narrowcasts) == 2
+        assert meta["narrowcast_success_count"] == 100
+        for n in range(50):
+            assert [m[0]["text"] for m in store.received(user(n))] == [
+                "c0: 20% off today",
+                "c1: 20% off today",
+            ]

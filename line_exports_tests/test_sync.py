@@ -610,6 +610,13 @@ def audience_run(server: SandboxServer, query: str) -> dg.ExecuteInProcessResult
     )
 
 
+def audiences_named(sandbox: Sandbox) -> int:
+    """How many audiences of the export's name LINE holds (settling none of them)."""
+    store = line_box.store_of(sandbox)
+    with sandbox.lock:
+        return sum(a.description == AUDIENCE_NAME for a in store.audiences.values())
+
+
 def named_audiences(sandbox: Sandbox) -> dict[int, set[str]]:
     store = line_box.store_of(sandbox)
     with sandbox.lock:
@@ -787,8 +794,11 @@ def test_audience_rebuild_killed_after_create_then_rerun(line_exports_home: Path
         sandbox = server.sandbox
         assert audience_run(server, audience_query(0, 200)).success
         [first] = named_audiences(sandbox)
-        slow = server.late.add("/v2/bot/audienceGroup/upload", "POST", 0.25, times=-1)
-        kill_when(slow, 1, "audience_day2", server.url, line_exports_home)
+        server.late.add("/v2/bot/audienceGroup/upload", "POST", 0.25, times=-1)
+        # On the new audience LINE made (not the upload received: killed before its body was
+        # read, LINE would never make it, the race that left one audience here).
+        made = Acted(lambda: audiences_named(sandbox) - 1)
+        kill_when(made, 1, "audience_day2", server.url, line_exports_home)
         settle(sandbox, quiet=0.45)
         server.late.rules.clear()
         assert len(named_audiences(sandbox)) == 2  # the old one and the new one, unfinished
