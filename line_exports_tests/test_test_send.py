@@ -128,6 +128,14 @@ def test_push_test_send_reaches_only_testers_then_the_real_run_sends_every_row(
     assert [len(store.received(uid(n))) for n in range(1, 7)] == [1, 1, 1, 0, 1, 1]
     assert len(store.received(TESTERS[0])) == 10
 
+    # A tester LINE refuses (not a friend of the account): each of its lines says LINE's answer.
+    store.unknown_users.add(TESTERS[1])
+    code, out = cli(capsys, *base)
+    assert code == 1, out
+    assert f'row 2 (recipient {uid(2)}): text "Hi name2 ({uid(2)})" -> accepted' in out, out
+    refused = out.split(f"to {TESTERS[1]}:", 1)[1]
+    assert refused.count("-> refused by LINE: Failed to send messages") == 5, out
+
 
 def test_bad_test_send_arguments_are_refused_before_anything_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -12,8 +12,9 @@ test send's own ledger scope. See :mod:`line_exports.test_sends` for what is sen
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
@@ -95,10 +96,11 @@ def send_messages(
     # Not in a test message: LINE's per-unit statistics would count it as the campaign's.
     options = {k: v for k, v in settings.options().items() if k != "customAggregationUnits"}
     tally = Tally()
+    sender = _TestRequests(client, options, run, tally, outcome)
     if mode == "multicast":
-        _multicast(client, messages, testers, options, run, tally, outcome)
+        sender.multicast(messages, testers)
     else:
-        _pushes(client, messages, _recipients(found), testers, options, run, tally, outcome)
+        sender.pushes(messages, _recipients(found), testers)
     if tally.fatal:
         outcome.say(f"    stopped: {tally.fatal[0]}")
     outcome.failed = bool(tally.fatal or tally.refused)
@@ -136,64 +138,70 @@ def rendered(
     return messages
 
 
-def _multicast(
-    client: LineMessagingClient,
-    messages: dict[int, str],
-    testers: tuple[str, ...],
-    options: dict[str, Any],
-    run: ExportRun,
-    tally: Tally,
-    outcome: Outcome,
-) -> None:
-    """One multicast of the export's message (the same for every row) to the testers."""
-    message = next(iter(messages.values()))
-    body = json.dumps({"to": list(testers), **options}, separators=(",", ":"))
-    body = body[:-1] + ',"messages":' + message + "}"
-    key = retry_key(run, "test-multicast", list(testers), message, options)
-    refusals: list[tuple[int, str, str]] = []
-    numbers = list(range(len(testers)))
-    state = send_once(
-        client, "multicast", body.encode(), key, numbers, list(testers), run, tally, refusals
-    )
-    refused = {recipient: reason for _, recipient, reason in refusals}
-    tally.refused.extend(refusals)
-    rows = ", ".join(map(str, sorted(messages)))
-    for tester in testers:
-        said = _said(refused.get(tester) or state)
-        outcome.messages += said == "accepted"
-        outcome.say(
-            f"    to {tester}: rows {rows} (one multicast, the same message for every row): "
-            f"{summary(message)} -> {said}"
+@dataclass
+class _TestRequests:
+    """What every request of one test send shares: the client, the request options (without
+    ``customAggregationUnits``), the run (retry keys, the test send's ledger scope), the tally
+    of LINE's answers and the outcome the lines are printed to."""
+
+    client: LineMessagingClient
+    options: dict[str, Any]
+    run: ExportRun
+    tally: Tally
+    outcome: Outcome
+
+    def multicast(self, messages: dict[int, str], testers: tuple[str, ...]) -> None:
+        """One multicast of the export's message (the same for every row) to the testers."""
+        message = next(iter(messages.values()))
+        body = json.dumps({"to": list(testers), **self.options}, separators=(",", ":"))
+        body = body[:-1] + ',"messages":' + message + "}"
+        key = retry_key(self.run, "test-multicast", list(testers), message, self.options)
+        said = self._send("multicast", body, key, list(range(len(testers))), list(testers))
+        rows = ", ".join(map(str, sorted(messages)))
+        for tester in testers:
+            self.outcome.say(
+                f"    to {tester}: rows {rows} (one multicast, the same message for every row): "
+                f"{summary(message)} -> {said[tester]}"
+            )
+
+    def pushes(
+        self, messages: dict[int, str], recipients: dict[int, str], testers: tuple[str, ...]
+    ) -> None:
+        """One push per (sampled row, tester): the row's own rendered message."""
+        tail = ("," + json.dumps(self.options, separators=(",", ":"))[1:-1]) if self.options else ""
+        index = 0
+        for tester in testers:
+            self.outcome.say(f"    to {tester}:")
+            for number, message in sorted(messages.items()):
+                body = '{"to":' + json.dumps(tester) + ',"messages":' + message + tail + "}"
+                key = retry_key(self.run, "test-push", number, tester, message, self.options)
+                said = self._send("push", body, key, [index], [tester])[tester]
+                index += 1
+                who = f" (recipient {recipients[number]})" if number in recipients else ""
+                self.outcome.say(f"      row {number}{who}: {summary(message)} -> {said}")
+                if self.tally.stopped:
+                    return
+
+    def _send(
+        self,
+        kind: Literal["push", "multicast"],
+        body: str,
+        key: str,
+        numbers: list[int],
+        testers: list[str],
+    ) -> dict[str, str]:
+        """One request through :func:`.sending.send_once` (``numbers``: its index per tester);
+        tester -> what their line says of it (:func:`_said`), the accepted ones counted in
+        ``outcome.messages`` and LINE's refusals in the tally."""
+        refusals: list[tuple[int, str, str]] = []
+        state = send_once(
+            self.client, kind, body.encode(), key, numbers, testers, self.run, self.tally, refusals
         )
-
-
-def _pushes(
-    client: LineMessagingClient,
-    messages: dict[int, str],
-    recipients: dict[int, str],
-    testers: tuple[str, ...],
-    options: dict[str, Any],
-    run: ExportRun,
-    tally: Tally,
-    outcome: Outcome,
-) -> None:
-    """One push per (sampled row, tester): the row's own rendered message."""
-    tail = ("," + json.dumps(options, separators=(",", ":"))[1:-1]) if options else ""
-    index = 0
-    for tester in testers:
-        outcome.say(f"    to {tester}:")
-        for number, message in sorted(messages.items()):
-            body = '{"to":' + json.dumps(tester) + ',"messages":' + message + tail + "}"
-            key = retry_key(run, "test-push", number, tester, message, options)
-            before = len(tally.refused)
-            state = send_once(client, "push", body.encode(), key, [index], [tester], run, tally)
-            index += 1
-            said = _said(tally.refused[-1][2] if len(tally.refused) > before else state)
-            outcome.messages += said == "accepted"
-            who = f" (recipient {recipients[number]})" if number in recipients else ""
-            outcome.say(f"      row {number}{who}: {summary(message)} -> {said}")
-            if tally.stopped:
-                return
+        self.tally.refused.extend(refusals)
+        refused = {recipient: reason for _, recipient, reason in refusals}
+        said = {tester: _said(refused.get(tester) or state) for tester in testers}
+        self.outcome.messages += sum(s == "accepted" for s in said.values())
+        return said
 
 
 def _said(state: str) -> str:
