@@ -23,6 +23,8 @@ from line_exports.results_back import (
     VOLUME_CHECK,
     build_results_back,
 )
+from line_exports.results_back.maac import observe as observe_maac
+from line_exports.results_back.observed import SentExport
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_messaging.insight import store_of as insight_store
 from line_exports.sandbox.maac import store_of as maac_store
@@ -352,6 +354,15 @@ def test_maac_import_results_mismatch_file_and_volume(
     assert rate.passed and rate.metadata["match_rate"].value == 1.0
     [seen] = observations(instance, "maac_segment_results")
     assert seen["segment_member_count"] == 8
+
+    # A task or segment MAAC does not know (404): each call's problem, named, nothing observed.
+    key = dg.AssetKey("maac_results")
+    gone = observe_maac(resources["maac"], SentExport(key, 1, "r", 0.0, {"api_job_ids": [9999]}))
+    assert len(gone.problems) == 1 and gone.problems[0].startswith("import task 9999: "), gone
+    assert "404" in gone.problems[0] and gone.match_rate is None
+    gone = observe_maac(resources["maac"], SentExport(key, 1, "r", 0.0, {"segment_id": 9999}))
+    assert gone.problems[0].startswith("segment 9999: ") and "404" in gone.problems[0]
+    assert gone.match_rate is None and not gone.metadata
 
 
 def test_insight_endpoints_refuse_what_line_refuses(sandbox_server: SandboxServer) -> None:

@@ -15,10 +15,12 @@ over ``total_num``); for a segment, ``member_count`` over the UIDs sent.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 import requests
 
-from line_exports.destinations.maac import MaacResource
+from line_exports.destinations.maac import MaacClient, MaacResource
 from line_exports.http import ApiError, is_loopback
 from line_exports.results_back.observed import RETRY, Observed, SentExport
 
@@ -30,12 +32,9 @@ def observe(resource: MaacResource, sent: SentExport) -> Observed:
     client = resource.get_client(RETRY)
     if sent.get("segment_id") is not None:
         segment_id = int(sent.get("segment_id"))
-        try:
-            segment = client.http.request(
-                "GET", f"/openapi/v1/segment/{segment_id}/", endpoint="segment_get"
-            ).json()
-        except ApiError as exc:
-            observed.problems.append(f"segment {segment_id}: {exc}")
+        path = f"/openapi/v1/segment/{segment_id}/"
+        segment = _get(client, path, "segment_get", f"segment {segment_id}", observed)
+        if segment is None:
             return observed
         members = int(segment.get("member_count") or 0)
         observed.metadata.update(
@@ -53,12 +52,9 @@ def observe(resource: MaacResource, sent: SentExport) -> Observed:
     links: list[str] = []
     tasks = [str(t) for t in (sent.get("api_job_ids") or [])]
     for task in tasks:
-        try:
-            body = client.http.request(
-                "GET", f"/openapi/v1/member/import/{task}/", endpoint="import_status"
-            ).json()
-        except ApiError as exc:
-            observed.problems.append(f"import task {task}: {exc}")
+        path = f"/openapi/v1/member/import/{task}/"
+        body = _get(client, path, "import_status", f"import task {task}", observed)
+        if body is None:
             continue
         if body.get("status") != "done":
             observed.problems.append(f"import task {task} is {body.get('status')}, not done")
@@ -95,6 +91,18 @@ def observe(resource: MaacResource, sent: SentExport) -> Observed:
             f"{matched:,} members created or updated of {totals['total_num']:,} imported"
         )
     return observed
+
+
+def _get(
+    client: MaacClient, path: str, endpoint: str, what: str, observed: Observed
+) -> dict[str, Any] | None:
+    """The JSON object MAAC answers to ``GET path`` (``endpoint``: its rate-limit bucket); None
+    when the call failed, with ``what: <the API error>`` in ``observed.problems``."""
+    try:
+        return client.http.request("GET", path, endpoint=endpoint).json()
+    except ApiError as exc:
+        observed.problems.append(f"{what}: {exc}")
+        return None
 
 
 def mismatch_rows(link: str) -> int:
