@@ -507,9 +507,20 @@ def check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
     )
 
 
+@dataclass
+class Preview:
+    """What ``line-exports plan`` shows of a ``diff`` / ``mirror`` task: the lines (counts and
+    a sample of each kind), the rows a run would send (adds, updates and retries; every current
+    row when mirror rebuilds a LINE audience) and the members it would remove."""
+
+    lines: list[str]
+    rows: ValidRows
+    removals: int
+
+
 def preview(
     dest: Destination, settings: Any, export: str, rows: ValidRows, workdir: Path
-) -> list[str]:
+) -> Preview:
     """What a run in ``diff`` / ``mirror`` would add, update, retry and remove, with counts and
     a sample of each, read from the ledger (``line-exports plan``); nothing is written."""
     check_mode(dest, settings)
@@ -522,6 +533,13 @@ def preview(
     finally:
         ledger.close()
     lines = [fixed.summary()]
+    sending = fixed.rows
+    if spec.rebuild and len(fixed.removals):
+        sending = rows  # deliver() rebuilds: a new audience gets every current row
+        lines.append(
+            f"{len(fixed.removals):,} members left: {spec.removal}; every one of the "
+            f"{rows.count:,} current rows would be sent"
+        )
     frame = next(fixed.rows.batches(max(fixed.rows.count, 1)), None)
     if frame is not None and len(frame):
         kinds = dict(
@@ -541,7 +559,7 @@ def preview(
     if len(removals):
         lines.append(f"remove (first {min(len(removals), SAMPLE_ROWS)}):")
         lines += ["  " + line for line in sample(removals.drop(columns="key")).splitlines()]
-    return lines
+    return Preview(lines, sending, len(removals))
 
 
 EMPTY_RESULT_REASON = (

@@ -149,3 +149,42 @@ def test_plan_reports_a_quota_answer_of_another_shape(
         "GET /v2/bot/message/quota should hold"
     ) in plan.out, plan.out
     assert sandbox_env.sandbox.count("GET", "/v2/bot/message/quota") == 1
+
+
+def test_plan_of_a_push_diff_counts_only_what_the_run_would_send(
+    tmp_path: Path, sandbox_env: SandboxServer
+) -> None:
+    """``sync_mode: diff``, 12 of 30 pushes accepted (the quota allowed 12): plan's quota line
+    and ``would send`` count the 18 to retry, as the run then does (they said 30)."""
+    store = store_of(sandbox_env.sandbox)
+    quota = f"{sandbox_env.url}/_sandbox/line_messaging/quota"
+    requests.put(quota, json={"limit": 12, "used": 0}, timeout=5).raise_for_status()
+    folder = workflow_folder(
+        tmp_path,
+        {
+            "coupon": line_dig(
+                "push_message",
+                "thirty.sql",
+                template_message=TEMPLATE,
+                sync_mode="diff",
+                over_quota="send_up_to_quota",
+            )
+        },
+        {
+            "thirty.sql": "SELECT 'U' || lpad(printf('%x', range + 1), 32, '0') AS id, "
+            "'n' || range AS name FROM range(30)\n"
+        },
+    )
+    first = line_exports("run", "coupon", "--workflows", str(folder))
+    assert first.code == 0, first.text
+    assert store.pushes == 12
+    requests.put(quota, json={"limit": 1000, "used": 0}, timeout=5).raise_for_status()
+    plan = line_exports("plan", "--workflows", str(folder), "--preview", "0")
+    assert plan.code == 0, plan.text
+    assert "sync diff: 0 to add, 0 to update, 18 to retry, 12 unchanged" in plan.out
+    assert "LINE push: 18 messages needed; monthly quota 1,000 of 1,000 remain" in plan.out
+    [row] = [line.split() for line in plan.out.splitlines() if line.startswith("coupon/send ")]
+    assert row[-4:] == ["30", "30", "0", "18"], plan.out  # read, valid, rejected, would send
+    ran = line_exports("run", "coupon", "--workflows", str(folder))
+    assert ran.code == 0, ran.text
+    assert store.pushes == 30  # the 18 the plan said

@@ -322,11 +322,16 @@ def test_plan_lists_adds_updates_and_removes(sandbox_server: SandboxServer, tmp_
         tmp_path, {"weekly": dig}, {"day2.sql": contacts(2, members=200) + "\n"}
     )
     requests = len(sandbox.requests)
-    plan = line_exports("plan", "--workflows", str(folder), "--preview", "0")
+    plan = line_exports("plan", "--workflows", str(folder))
     assert plan.code == 0, plan.text
     assert "sync mirror: 0 to add, 2 to update, 0 to retry, 196 unchanged, 2 to remove" in plan.out
     assert "update (first 2):" in plan.out and "Lead" in plan.out
     assert "remove (first 2):" in plan.out
+    assert "valid rows (first 3 of 198):" in plan.out  # the generic preview, labelled
+    # The table's totals are the sync plan's: 2 updates sent, 2 removals apart (not 198 rows).
+    [row] = [line.split() for line in plan.out.splitlines() if line.startswith("weekly/audience ")]
+    assert row[-5:] == ["198", "198", "0", "2", "2"], plan.out
+    assert "would send  would remove" in plan.out
     assert len(sandbox.requests) == requests
 
 

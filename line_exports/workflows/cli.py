@@ -258,6 +258,7 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
     rows: list[list[Any]] = []
     failed = bool(folder.errors and not ns.workflow)
     sent = {"messages": 0, "written": []}
+    removing = False
     for workflow in chosen:
         moment = _session(ns, workflow.timezone)
         _say(out, f"{workflow.file.name}: session time {moment.isoformat()}")
@@ -290,9 +291,11 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                 policy, skips = dest.invalid_policy(settings)
                 note = ""
                 sendable = summary.valid_rows
-                if summary.rejected_rows and not skips:
+                # Duplicates are sent once, not invalid: they never stop a run on their own.
+                if summary.rejected_rows - summary.duplicate_rows and not skips:
                     note, sendable = (
-                        f"would fail: {summary.rejected_rows:,} invalid rows and {policy} is false",
+                        f"would fail: {summary.rejected_rows - summary.duplicate_rows:,} invalid "
+                        f"rows and {policy} is false",
                         0,
                     )
                 else:
@@ -302,12 +305,23 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                         note, sendable = f"would fail: {exc}", 0
                 warnings, guard_note = _guards(label, dest, settings, summary)
                 note = note or guard_note
+                synced = None
+                if testing is None and not note and sendable and settings.sync_mode != "append":
+                    from line_exports import sync
+
+                    # What a run would send in this mode (adds, updates, retries), read from
+                    # the ledger; the quota below is read for those rows, not the whole result.
+                    synced = sync.preview(dest, settings, "/".join(task.key.path), valid, workdir)
+                    sendable = synced.rows.count
+                    removing = removing or settings.sync_mode == "mirror"
                 capacity: list[str] = []
                 if testing is not None:
                     pass  # the test send reads the quota for its own messages
                 elif not note and sendable:
                     # What the API can take (e.g. LINE's monthly quota), read without sending.
-                    capacity, cap_note, cap = dest.plan_capacity(task.resource, settings, valid)
+                    capacity, cap_note, cap = dest.plan_capacity(
+                        task.resource, settings, synced.rows if synced else valid
+                    )
                     note = cap_note
                     sendable = sendable if cap is None else min(sendable, cap)
                 target = dest.target_label(settings)
@@ -324,6 +338,8 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                     )
                 for warning in warnings:
                     _say(out, f"    warning: {warning}")
+                for line in synced.lines if synced else []:
+                    _say(out, f"    {line}")
                 for line in capacity:
                     _say(out, f"    {line}")
                 if note:
@@ -334,22 +350,19 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                         _test_send(out, task, settings, summary, valid, workdir, testing, sent)
                         or failed
                     )
-                elif sendable and settings.sync_mode != "append":
-                    from line_exports import sync
-
-                    export = "/".join(task.key.path)
-                    for line in sync.preview(dest, settings, export, valid, workdir):
-                        _say(out, f"    {line}")
                 if sendable and ns.preview and testing is None:
                     first = next(valid.batches(ns.preview), None)
                     if first is not None:
                         shown = first.drop(
                             columns=[c for c in first.columns if c.startswith("_")], errors="ignore"
                         )
+                        _say(out, f"    valid rows (first {len(shown)} of {summary.valid_rows:,}):")
                         _say(
                             out,
-                            "    "
-                            + shown.to_string(index=False, max_colwidth=40).replace("\n", "\n    "),
+                            "      "
+                            + shown.to_string(index=False, max_colwidth=40).replace(
+                                "\n", "\n      "
+                            ),
                         )
                 rows.append(
                     [
@@ -360,21 +373,22 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                         summary.valid_rows,
                         summary.rejected_rows,
                         sendable,
+                        synced.removals if synced and settings.sync_mode == "mirror" else "-",
                     ]
                 )
             except Exception as exc:  # noqa: BLE001 - one task's failure is reported, the others go on
                 _say(out, f"  {label}: error: {exc}")
-                rows.append([label, dest.type_name, "-", 0, 0, 0, 0])
+                rows.append([label, dest.type_name, "-", 0, 0, 0, 0, "-"])
                 failed = True
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
     _say(out, "")
-    _say(
-        out,
-        table(
-            ["task", "destination", "target", "rows read", "valid", "rejected", "would send"], rows
-        ),
-    )
+    headers = ["task", "destination", "target", "rows read", "valid", "rejected", "would send"]
+    if removing:  # a mirror task: its removals, apart from what it would send
+        headers.append("would remove")
+    else:
+        rows = [row[:-1] for row in rows]
+    _say(out, table(headers, rows))
     if testing is None:
         _say(out, "\nplan only: nothing was sent")
     else:
