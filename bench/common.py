@@ -57,6 +57,7 @@ def machine() -> str:
 def print_header(title: str, command: Sequence[str] | None = None) -> None:
     print(f"# {title}")
     print(f"machine: {machine()}")
+    print("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)")
     print(f"command: {' '.join(command or [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}")
 
 

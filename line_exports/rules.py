@@ -490,6 +490,15 @@ def _duckdb_cursor() -> duckdb.DuckDBPyConnection:
         return _DUCKDB[1].cursor()
 
 
+def set_duckdb_threads(threads: int) -> None:
+    """Threads of this process's in-memory DuckDB, which hashes (default: one per core).
+
+    ``bench/validation.py --threads 1`` uses it to measure on one core.
+    """
+    with closing(_duckdb_cursor()) as cursor:
+        cursor.execute(f"SET threads = {int(threads)}")
+
+
 _HASHER: tuple[int, ThreadPoolExecutor] | None = None
 DISTINCT_SAMPLE = 4096  # values looked at to decide whether hashing distinct values pays
 
