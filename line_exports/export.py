@@ -394,23 +394,13 @@ def _empty_result(
 ) -> dg.MaterializeResult:
     """No valid row: skip with a warning and a failed ``not_empty`` check, or fail (a replace
     with nothing, or ``empty_result: fail``)."""
-    replaces = dest.replaces_target(config)
-    action = export_guards.empty_result_action(config.empty_result, replaces)
-    message = export_guards.empty_result_message(name, action, replaces, summary.rows_read)
-    if action == "fail":
-        raise dg.Failure(description=message, metadata=meta, allow_retries=False)
-    context.log.warning(message)
+    message, not_empty = _nothing_to_send(context, name, dest, config, summary.rows_read, meta)
     meta["skipped"] = message
     meta.update({"rows_sent": 0, "rows_accepted": 0, "requests": 0})
     mirror = config.sync_mode == "mirror"
     checks = [
         _reject_rate_check(context, name, summary, max_reject_rate),
-        dg.AssetCheckResult(
-            check_name=NOT_EMPTY_CHECK,
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"rows_read": summary.rows_read, "reason": message},
-        ),
+        not_empty,
         refusal_check(context.asset_key, Outcome.of(summary, None)),
         sync.check_result(
             context.asset_key,
@@ -439,18 +429,34 @@ def _sent_something_check(
         return dg.AssetCheckResult(
             check_name=NOT_EMPTY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN
         )
+    return _nothing_to_send(context, name, dest, config, outcome.read, meta)[1]
+
+
+def _nothing_to_send(
+    context: dg.AssetExecutionContext,
+    name: str,
+    dest: Destination,
+    config: ExportSettings,
+    rows_read: int,
+    meta: dict[str, Any],
+) -> tuple[str, dg.AssetCheckResult]:
+    """No valid row to send (validation, or the destination's own rules, rejected them all):
+    raises ``dg.Failure`` (``meta`` attached, not retried) for a replace with nothing or
+    ``empty_result: fail``; else logs the warning and returns it with the failed ``not_empty``
+    check."""
     replaces = dest.replaces_target(config)
     action = export_guards.empty_result_action(config.empty_result, replaces)
-    message = export_guards.empty_result_message(name, action, replaces, outcome.read)
+    message = export_guards.empty_result_message(name, action, replaces, rows_read)
     if action == "fail":
         raise dg.Failure(description=message, metadata=meta, allow_retries=False)
     context.log.warning(message)
-    return dg.AssetCheckResult(
+    check = dg.AssetCheckResult(
         check_name=NOT_EMPTY_CHECK,
         passed=False,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"rows_read": outcome.read, "reason": message},
+        metadata={"rows_read": rows_read, "reason": message},
     )
+    return message, check
 
 
 def build_export(

@@ -396,6 +396,12 @@ def test_capi_events_outside_the_window_are_rejected_not_refused(
     assert result.success and meta["rows_valid"] == 0 and meta["rows_rejected"] == 2
     not_empty = check_of(result, "not_empty")
     assert not_empty is not None and not not_empty.passed
+    assert not_empty.metadata["rows_read"].value == 2
+    # empty_result: fail fails such a run instead, its counts on the failure.
+    result, meta = run_case(
+        sandbox_server, tmp_path, CASES["line_conversion"], table, empty_result="fail"
+    )
+    assert not result.success and meta["rows_rejected"] == 2 and meta["rows_read"] == 2
 
 
 def test_capi_event_without_a_user_identifier_is_rejected(
