@@ -113,9 +113,24 @@ def classify(status: int) -> str:
     return "dead"
 
 
-def claim_name(target: str) -> str:
-    """The claim purpose for one target (safe in a lock file name)."""
-    return "relay-" + hashlib.sha256(target.encode()).hexdigest()[:16]
+def claim_name(target: str, kind: str = "relay") -> str:
+    """The claim purpose of ``kind`` (``relay``, ``resend``) for one target (safe in a lock
+    file name)."""
+    return f"{kind}-" + hashlib.sha256(target.encode()).hexdigest()[:16]
+
+
+def checked_targets(source: WebhookSource, targets: list[str] | None) -> list[str]:
+    """``targets``, or every one of the source's ``relay_to`` when None or empty. Raises
+    ``ValueError`` for a target not in ``relay_to``: only a URL that passed the deployment's
+    host rules is ever sent to."""
+    chosen = targets or list(source.relay_to)
+    unknown = [t for t in chosen if t not in source.relay_to]
+    if unknown:
+        raise ValueError(
+            f"source {source.name}: {unknown[0]!r} is not in its relay_to "
+            f"({', '.join(source.relay_to) or 'none'})"
+        )
+    return chosen
 
 
 class Forwardable(Protocol):
@@ -172,6 +187,30 @@ def deliver(
     kind = classify(resp.status_code)
     detail = f"HTTP {resp.status_code}" + (f": {resp.text[:200]}" if kind != "ok" else "")
     return Outcome(kind, resp.status_code, detail, retry_after)
+
+
+def deliver_with_retries(
+    session: requests.Session,
+    target: str,
+    request: Forwardable,
+    signature: str,
+    policy: RelayPolicy,
+    attempts: int,
+    *,
+    retry_in_doubt: bool,
+) -> Outcome:
+    """:func:`deliver`, tried again after the policy's backoff while the outcome is ``retry``,
+    ``attempts`` tries at most (at least one); the last outcome. ``retry_in_doubt=False`` stops
+    at a failure after which the target may have the request (``maybe_delivered``), so that it
+    is never sent twice blindly (``webhook resend``); ``webhook replay`` retries it (a bot
+    dedups on ``webhookEventId``)."""
+    outcome = deliver(session, target, request, signature, policy.timeout)
+    for attempt in range(1, attempts):
+        if outcome.kind != "retry" or (outcome.maybe_delivered and not retry_in_doubt):
+            break
+        time.sleep(policy.backoff(attempt, outcome.retry_after))
+        outcome = deliver(session, target, request, signature, policy.timeout)
+    return outcome
 
 
 @dataclass
@@ -356,15 +395,8 @@ def replay(
     a replay is on top of the live relay (a bot dedups on ``webhookEventId``). Only requests
     still in the spool can be replayed (landing prunes after ``retention_days``).
     """
-    chosen = targets or list(source.relay_to)
-    unknown = [t for t in chosen if t not in source.relay_to]
-    if unknown:
-        raise ValueError(
-            f"source {source.name}: {unknown[0]!r} is not in its relay_to "
-            f"({', '.join(source.relay_to) or 'none'})"
-        )
     rules = policy or RelayPolicy()
-    results = [ReplayResult(source.name, t, since) for t in chosen]
+    results = [ReplayResult(source.name, t, since) for t in checked_targets(source, targets)]
     with open_reader(spool) as reader, requests.Session() as session:
         after = (0, 0)
         while True:
@@ -376,14 +408,13 @@ def replay(
                 signature = signature_of(request, source)
                 for result in results:
                     result.requests += 1
-                    outcome = Outcome("retry", None, f"${source.channel_secret_env} is not set")
-                    for attempt in range(1, attempts + 1):
-                        if signature is None:
-                            break
-                        outcome = deliver(session, result.target, request, signature, rules.timeout)
-                        if outcome.kind != "retry" or attempt == attempts:
-                            break
-                        time.sleep(rules.backoff(attempt, outcome.retry_after))
+                    if signature is None:
+                        outcome = Outcome("retry", None, f"${source.channel_secret_env} is not set")
+                    else:
+                        outcome = deliver_with_retries(
+                            session, result.target, request, signature, rules, attempts,
+                            retry_in_doubt=True,
+                        )  # fmt: skip
                     if outcome.kind == "ok":
                         result.forwarded += 1
                     else:

@@ -22,8 +22,6 @@ spool pruned the original request.
 
 from __future__ import annotations
 
-import hashlib
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,13 @@ from pathlib import Path
 import requests
 
 from line_exports.webhook.config import WebhookSource
-from line_exports.webhook.relay import RelayPolicy, deliver, signature_of
+from line_exports.webhook.relay import (
+    RelayPolicy,
+    checked_targets,
+    claim_name,
+    deliver_with_retries,
+    signature_of,
+)
 from line_exports.webhook.spool import open_reader
 
 
@@ -60,21 +64,14 @@ def resend_dead_letters(
 ) -> list[ResendResult]:
     """Resend ``source``'s dead letters (only ``ids`` if given) to ``targets`` (default: every
     ``relay_to``), oldest first. Raises ``ValueError`` for a target not in ``relay_to``."""
-    chosen = targets or list(source.relay_to)
-    unknown = [t for t in chosen if t not in source.relay_to]
-    if unknown:
-        raise ValueError(
-            f"source {source.name}: {unknown[0]!r} is not in its relay_to "
-            f"({', '.join(source.relay_to) or 'none'})"
-        )
+    chosen = checked_targets(source, targets)
     rules = policy or RelayPolicy()
     results = []
     with open_reader(spool) as reader, requests.Session() as session:
         for target in chosen:
             result = ResendResult(source.name, target)
             results.append(result)
-            purpose = "resend-" + hashlib.sha256(target.encode()).hexdigest()[:16]
-            with reader.claim(purpose, source.source_id) as held:
+            with reader.claim(claim_name(target, "resend"), source.source_id) as held:
                 for letter in reader.dead_letters(source.source_id, target):
                     if ids is not None and letter.id not in ids:
                         continue
@@ -96,12 +93,9 @@ def resend_dead_letters(
                     if not reader.resend_begin(letter.id, uuid.uuid4().hex):
                         result.already_sent.append(letter.id)
                         continue
-                    for attempt in range(1, attempts + 1):
-                        outcome = deliver(session, target, letter, signature, rules.timeout)
-                        if outcome.kind != "retry" or outcome.maybe_delivered:
-                            break
-                        if attempt < attempts:
-                            time.sleep(rules.backoff(attempt, outcome.retry_after))
+                    outcome = deliver_with_retries(
+                        session, target, letter, signature, rules, attempts, retry_in_doubt=False
+                    )
                     if outcome.kind == "ok":
                         reader.resend_sent(letter.id, outcome.status)
                         result.resent.append(letter.id)
