@@ -248,13 +248,20 @@ class PgSpoolReader(RelayLog):
         r = rows[0]
         return (int(r[0]), int(r[1])), (int(r[2]), int(r[3]))
 
-    def _settled(self, conn: sa.Connection) -> int:
-        """Transactions below this id have all finished (in this REPEATABLE READ snapshot)."""
-        return int(
-            conn.execute(
-                sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            ).scalar_one()
-        )
+    def _settled_rows(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        """The rows of ``sql`` in one REPEATABLE READ snapshot, its ``:settled`` bound to the
+        snapshot's oldest transaction still running: below it, every transaction has finished
+        (see module doc)."""
+        with (
+            self._engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
+            conn.begin(),
+        ):
+            settled = int(
+                conn.execute(
+                    sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                ).scalar_one()
+            )
+            return conn.execute(sa.text(sql), {**params, "settled": settled}).all()
 
     def pending(
         self, source_id: str, after: Position, limit: int, since: float | None = None
@@ -262,26 +269,18 @@ class PgSpoolReader(RelayLog):
         """Committed requests after ``after`` (received at or after ``since``) in
         (transaction, row) order, oldest first; none whose transaction might still be
         followed by an earlier one (see module doc)."""
-        with (
-            self._engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
-            conn.begin(),
-        ):
-            settled = self._settled(conn)
-            rows = conn.execute(
-                sa.text(
-                    f"SELECT {_COLUMNS} FROM requests WHERE source_id = :s"
-                    " AND (txid, id) > (:t, :i) AND txid < :settled AND received_at >= :since"
-                    " ORDER BY txid, id LIMIT :n"
-                ),
-                {
-                    "s": source_id,
-                    "t": after[0],
-                    "i": after[1],
-                    "settled": settled,
-                    "n": limit,
-                    "since": since if since is not None else -1.0,
-                },
-            ).all()
+        rows = self._settled_rows(
+            f"SELECT {_COLUMNS} FROM requests WHERE source_id = :s"
+            " AND (txid, id) > (:t, :i) AND txid < :settled AND received_at >= :since"
+            " ORDER BY txid, id LIMIT :n",
+            {
+                "s": source_id,
+                "t": after[0],
+                "i": after[1],
+                "n": limit,
+                "since": since if since is not None else -1.0,
+            },
+        )
         return [
             SpooledRequest(
                 int(r[0]),
@@ -312,18 +311,11 @@ class PgSpoolReader(RelayLog):
         return int(count), int(newest)
 
     def rejects_since(self, source_id: str, after: Position) -> tuple[dict[str, int], Position]:
-        with (
-            self._engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
-            conn.begin(),
-        ):
-            settled = self._settled(conn)
-            rows = conn.execute(
-                sa.text(
-                    "SELECT txid, id, reason, count FROM rejects WHERE source_id = :s"
-                    " AND (txid, id) > (:t, :i) AND txid < :settled ORDER BY txid, id"
-                ),
-                {"s": source_id, "t": after[0], "i": after[1], "settled": settled},
-            ).all()
+        rows = self._settled_rows(
+            "SELECT txid, id, reason, count FROM rejects WHERE source_id = :s"
+            " AND (txid, id) > (:t, :i) AND txid < :settled ORDER BY txid, id",
+            {"s": source_id, "t": after[0], "i": after[1]},
+        )
         counts: dict[str, int] = {}
         last = after
         for txid, rid, reason, count in rows:
