@@ -342,6 +342,19 @@ class Destination(ABC):
     def ruleset(self, settings: Any) -> RuleSet:
         """The column rules for these settings (e.g. which key column is required)."""
 
+    def export_ruleset(self, settings: Any) -> RuleSet:
+        """:meth:`ruleset`, and in ``sync_mode`` diff / mirror the sync key
+        (:attr:`SyncSpec.key_columns`) unique across the export: the sync store holds one hash
+        per key, so a second row of a key would differ from it, run after run, and be sent
+        again each time. The first row of a key is kept; the others are ``duplicate`` rejects
+        naming its row (:func:`line_exports.dedup.drop_duplicates`), as in append for the keys
+        the API itself takes once."""
+        rules = self.ruleset(settings)
+        spec = self.sync_spec(settings) if settings.sync_mode != "append" else None
+        if spec is None:  # append, or a mode this destination refuses (sync.check_mode)
+            return rules
+        return rules.keyed(spec.key_columns, settings.model_dump())
+
     def invalid_policy(self, settings: Any) -> tuple[str, bool]:
         """(setting name, skip?): True reports invalid rows and sends the rest; False fails
         the run before anything is sent."""

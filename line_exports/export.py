@@ -580,7 +580,7 @@ def build_export(
                     f"{name}: settings for this run: {extra['resolved_settings'].data}"
                 )
         try:
-            ruleset = dest.ruleset(config)
+            ruleset = dest.export_ruleset(config)
         except ValueError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         workdir = paths.data_dir() / "runs" / context.run.run_id / "_".join(key.path)

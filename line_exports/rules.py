@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import duckdb
@@ -172,6 +172,18 @@ class RuleSet:
     row_rules: tuple[AnyOf, ...] = ()
     keep: tuple[str, ...] = ()
     unique: tuple[Unique, ...] = ()
+
+    def keyed(self, columns: tuple[str, ...], settings: Mapping[str, object]) -> RuleSet:
+        """These rules with ``columns`` (a ``sync_mode`` diff / mirror key, every row carries
+        one) unique across the export too: a rule of these settings over the same columns
+        already says it; one over more columns is replaced (each of its repeats repeats the
+        key), so a row is one ``duplicate`` reject, naming the key's first row."""
+        key = set(columns)
+        applied = [r for r in self.unique if r.applies(settings)]
+        if any(set(r.columns) == key for r in applied):
+            return self
+        kept = tuple(r for r in self.unique if not (r in applied and set(r.columns) > key))
+        return replace(self, unique=(*kept, Unique(columns)))
 
     def column(self, name: str) -> Column:
         for col in self.columns:

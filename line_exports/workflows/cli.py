@@ -284,7 +284,7 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                 chunks = _mapped(out, label, chunks, settings, moment, workflow.timezone)
                 summary, valid = validate_export(
                     chunks,
-                    dest.ruleset(settings),
+                    dest.export_ruleset(settings),
                     settings.model_dump(),
                     workdir,
                 )
