@@ -13,17 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 
+from line_exports import LineMessagingResource, SqlSource, build_export
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox import line_messaging as line_box
-from line_exports_tests.test_linkedin import failure_text
-from line_exports_tests.test_sync import (
-    elements,
-    linkedin_run,
-    maac_run,
-    meta_of,
-    push_run,
-)
+from line_exports_tests.cli_helpers import line_exports, workflow_folder
+from line_exports_tests.test_linkedin import FAST, failure_text
+from line_exports_tests.test_sync import elements, linkedin_run, maac_run, meta_of
 
 KEYS = 10
 
@@ -77,8 +74,30 @@ def test_linkedin_mirror_sends_a_repeated_key_once_and_converges(
 def coupons() -> str:
     """Each of KEYS recipients twice: code A (first), then B."""
     return (
-        "select 'U' || lpad(printf('%x', 57344 + range % 10), 32, '0') as id, "
-        "case when range < 10 then 'A' else 'B' end || range as code from range(20)"
+        "select 'U' || lpad(printf('%x', 57344 + n % 10), 32, '0') as id, "
+        "case when n < 10 then 'A' else 'B' end || n as code "
+        "from (select range as n from range(20)) as t"
+    )
+
+
+def push_run(server: SandboxServer) -> dg.ExecuteInProcessResult:
+    """The push diff export of test_sync, reading the result 7 rows a chunk: each repeat is in
+    another chunk than its first row (the rule spans the whole result)."""
+    asset = build_export(
+        "push_sync",
+        destination="line_messaging",
+        query=coupons(),
+        settings={
+            "target": "push_message",
+            "template_message": '{"type": "text", "text": "coupon {{code}}"}',
+            "sync_mode": "diff",
+            **FAST,
+        },
+        chunk_size=7,
+    )
+    res = LineMessagingResource(base_url=server.url, poll_seconds=0.05)
+    return dg.materialize(
+        [asset], resources={"line_messaging": res, "sql_source": SqlSource()}, raise_on_error=False
     )
 
 
@@ -86,11 +105,37 @@ def test_push_diff_sends_a_repeated_recipient_once(sandbox_server: SandboxServer
     """A (campaign, recipient) pair is sent once, within a run as across runs."""
     inbox = line_box.store_of(sandbox_server.sandbox).inbox
     for day, sent in ((1, KEYS), (2, 0), (3, 0)):
-        meta = check_duplicates(push_run(sandbox_server, coupons()), "push_sync", sent)
+        meta = check_duplicates(push_run(sandbox_server), "push_sync", sent)
         assert meta["rows_added"] == (KEYS if day == 1 else 0)
         received = [m for uid in list(inbox) for m in inbox[uid]]
         assert len(received) == KEYS, day  # one coupon per recipient
         assert all(str(m).count("coupon A") == 1 for m in received)  # the first row's
+
+
+def test_plan_of_a_diff_task_with_repeated_keys(
+    sandbox_server: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``line-exports plan`` applies the run's rules: the repeats are ``duplicate`` rejects, and
+    with ``skip_invalid_message: false`` they do not make it say "would fail" (a run goes on)."""
+    monkeypatch.setenv("LINE_EXPORTS_SANDBOX_URL", sandbox_server.url)
+    settings = {
+        "target": "push_message",
+        "template_message": """'{"type": "text", "text": "coupon {{code}}"}'""",
+        "sync_mode": "diff",
+        "skip_invalid_message": "false",
+    }
+    dig = (
+        "timezone: UTC\n\n+send:\n  td>: queries/coupons.sql\n"
+        "  result_connection: line_messaging_sample\n  result_settings:\n"
+        + "".join(f"    {k}: {v}\n" for k, v in settings.items())
+    )
+    folder = workflow_folder(tmp_path, {"coupons": dig}, {"coupons.sql": coupons() + "\n"})
+    plan = line_exports("plan", "--workflows", str(folder), "--preview", "0")
+    assert plan.code == 0, plan.text
+    assert "coupons/send: read 20, valid 10, rejected 10" in plan.out, plan.out
+    assert "rejects by rule: id: duplicate=10" in plan.out
+    assert "sync diff: 10 to add, 0 to update, 0 to retry, 0 unchanged" in plan.out
+    assert "LINE push: 10 messages needed" in plan.out and "would fail" not in plan.out
 
 
 def members() -> str:
