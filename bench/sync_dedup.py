@@ -1,6 +1,6 @@
 """Repeated sync keys in ``sync_mode`` diff / mirror: what finding them over the whole result costs.
 
-N rows in chunks (an export's default 50,000), 1% of them repeating an earlier row's key with
+N rows in chunks (an export's default 50,000), 1% of them (``--repeats``) repeating an earlier row's key with
 other fields (a LinkedIn contact with another title; a push recipient with another coupon), are
 validated and spooled once; then the export-wide rules run over the whole spool
 (``line_exports.dedup.drop_duplicates``, DuckDB, any number of chunks) with the rules a
@@ -29,11 +29,11 @@ from common import print_header  # noqa: E402
 CHUNK = 50_000
 
 
-def frames(kind: str, rows: int) -> Iterator[object]:
-    """The result in chunks: row r >= 99% of N repeats row r - 99% of N's key."""
+def frames(kind: str, rows: int, percent: int) -> Iterator[object]:
+    """The result in chunks: the last ``percent`` % of the rows repeat the first ones' keys."""
     import duckdb
 
-    first = rows - rows // 100
+    first = rows - rows * percent // 100
     if kind == "linkedin":
         sql = (
             f"select 'user' || (case when range < {first} then range else range - {first} end) "
@@ -76,16 +76,22 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=1, help="percent of rows repeating a key")
     args = parser.parse_args()
     print_header("sync_dedup: repeated sync keys found over the whole result")
-    print(f"rows: {args.rows:,} (1% repeat a key); load average before: {os.getloadavg()[0]:.1f}")
+    print(
+        f"rows: {args.rows:,} ({args.repeats}% repeat a key); "
+        f"load average before: {os.getloadavg()[0]:.1f}"
+    )
     for kind in ("linkedin", "push"):
         dest, settings = destination(kind)
         values = settings.model_dump()
         with tempfile.TemporaryDirectory(prefix="sync-dedup-") as work:
             started = time.monotonic()
             bare = replace(dest.ruleset(settings), unique=())
-            summary, spool = validate_export(frames(kind, args.rows), bare, values, Path(work))
+            summary, spool = validate_export(
+                frames(kind, args.rows, args.repeats), bare, values, Path(work)
+            )
             validation = time.monotonic() - started
             print(
                 f"{kind}: validation of {summary.rows_read:,} rows in {validation:.1f} s "
