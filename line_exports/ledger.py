@@ -87,6 +87,26 @@ SYNC_EXPORTS = sa.Table(
     sa.Column("runs", sa.Integer, nullable=False),
     sa.Column("recorded_at", sa.Float, nullable=False),
 )
+# MAAC diff / mirror (destinations/maac_tags.py): which import task of an export first sent a
+# tag for a member, and when MAAC started each such task; mirror untags a departed member only
+# where MAAC's tagged_at shows that task attached the tag (not one the member carried before).
+SYNC_TAGGED = sa.Table(
+    "sync_tagged",
+    _METADATA,
+    sa.Column("export", sa.Text, primary_key=True),  # the export (and partition)
+    sa.Column("key", sa.Text, primary_key=True),  # the member's LINE UID
+    sa.Column("tag", sa.Text, primary_key=True),
+    sa.Column("task", sa.Text, nullable=False),  # the MAAC import task that first sent it
+    sa.Column("recorded_at", sa.Float, nullable=False),
+)
+SYNC_TAGGED_TASKS = sa.Table(
+    "sync_tagged_tasks",
+    _METADATA,
+    sa.Column("export", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),  # the import task id
+    sa.Column("started", sa.Text, nullable=False),  # its result's start_time (MAAC's clock)
+    sa.Column("recorded_at", sa.Float, nullable=False),
+)
 
 
 def claim_timeout_from_env() -> float:

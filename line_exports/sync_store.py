@@ -162,6 +162,28 @@ class SyncStore:
         with self.ledger._lock, self.ledger.engine.begin() as con:
             con.execute(upsert)
 
+    def put_absent(self, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (every column after ``export``, in order) whose primary key is not
+        recorded yet: the first record wins (e.g. the task that first sent a MAAC tag)."""
+        rows = [(self.export, *row) for row in rows]
+        if self.ledger._sqlite is not None:
+            marks = ", ".join("?" * len(table.columns))
+            self._sqlite_many(f"insert or ignore into {table.name} values ({marks})", rows)
+            return
+        names = [c.name for c in table.columns]
+        statement = self.ledger.insert(table).on_conflict_do_nothing(
+            index_elements=[c.name for c in table.primary_key.columns]
+        )
+        self._engine_many(statement, [dict(zip(names, r, strict=True)) for r in rows])
+
+    def select(self, table: sa.Table, names: tuple[str, ...], keys: list[str]) -> list[Any]:
+        """Rows of ``table`` (columns ``names``) for ``keys`` of this export."""
+        return self._select(table, names, keys)
+
+    def forget(self, table: sa.Table, keys: list[str]) -> None:
+        """Delete every row of ``table`` for ``keys`` of this export."""
+        self._delete(table, keys)
+
     def _select(self, table: sa.Table, names: tuple[str, ...], keys: list[str]) -> list[Any]:
         """Rows of ``table`` (columns ``names``) for ``keys`` of this export, 500 keys a query
         (SQLite binds at most 999 parameters)."""

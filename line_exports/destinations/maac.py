@@ -34,6 +34,7 @@ from line_exports.destination import (
 from line_exports.destinations import maac_tags
 from line_exports.http import HttpClient, RateLimit, RetrySettings, poll
 from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.maac_spec import LINE_UID
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
@@ -63,7 +64,7 @@ MEMBER_COLUMNS = (
     Column(
         "line_uid",
         required_if={"import_key": "line_uid"},
-        pattern=r"U[0-9a-f]{32}",
+        pattern=LINE_UID.pattern,
         pattern_message="is not a LINE user ID (U and 32 hex digits)",
     ),
     Column("line_display_name", max_length=255, aliases=("display_name",)),
@@ -93,7 +94,7 @@ SEGMENT_COLUMNS = (
     Column(
         "line_uid",
         required=True,
-        pattern=r"U[0-9a-f]{32}",
+        pattern=LINE_UID.pattern,
         pattern_message="is not a LINE user ID (U and 32 hex digits)",
     ),
 )
@@ -471,11 +472,12 @@ class MaacDestination(Destination):
         tags = settings.tag_list()
         key = ImportKey(settings.import_key or "line_uid").value
         mismatch_links: list[str] = []
+        tagged = maac_tags.Tagged.of(run, settings)
         # Keys are unique over the whole export (validation's duplicate rule), so any batch
         # holds each key once.
         for batch in rows.batches(settings.batch_size):
             for part, members in fit_import_bytes(batch, tags):
-                result = self._import_once(client, run, report, key, tags, members)
+                result = self._import_once(client, run, report, key, tags, members, tagged)
                 report.sent_rows += len(part)
                 if not result.get("success"):
                     errors = {k: v for k, v in result.items() if k != "success" and v}
@@ -518,8 +520,10 @@ class MaacDestination(Destination):
         key: str,
         tags: list[str],
         members: list[dict[str, Any]],
+        tagged: maac_tags.Tagged | None = None,
     ) -> dict[str, Any]:
-        """One import task, unless the ledger shows this exact batch already went through."""
+        """One import task, unless the ledger shows this exact batch already went through.
+        ``tagged`` (diff / mirror) records the task that first sent each member's tags."""
         batch_key = content_key("members", key, tags, members)
         result = run.ledger.done(batch_key)
         if result is not None:
@@ -527,7 +531,11 @@ class MaacDestination(Destination):
             return result
         task_id = client.import_members(key, members, tags)
         report.job_ids.append(str(task_id))
+        if tagged is not None:
+            tagged.sent(task_id, members, tags)
         result = client.wait_import(task_id)
+        if tagged is not None:
+            tagged.done(task_id, result, members)
         if result.get("success"):
             run.ledger.record(batch_key, result)
         return result

@@ -6,27 +6,127 @@ who leaves the query keeps them. Removal goes through MAAC's tag API (``maac-ope
 Group 標籤): ``GET /openapi/v1/tag/{?name,start}`` finds each tag's id by its exact name, and
 ``DELETE /openapi/v1/taglinemember/`` with ``{"tag_id": id, "line_uid": uid}`` removes one tag
 from one member (204). That endpoint takes a LINE UID, so a departed member is removed only when
-the export sent its ``line_uid``. MAAC publishes no rate limit for it: calls are paced at
-:data:`TAG_REMOVALS_PER_SECOND`, one at a time, and each is recorded in the ledger so a re-run
-of the same scope does not call again.
+the export sent its ``line_uid``.
+
+Only tags this export attached are removed, not one the member already carried (another
+export's, a campaign's, an agent's). A tag is one per member in MAAC, so what tells them apart
+is when it was attached: the member list (``GET /openapi/v1/member/?line_uid=..&all_tag=1``,
+:mod:`line_exports.maac_spec`) gives each tag's ``tagged_at``, "the time the tag was first
+attached to this member", and an import task's result its ``start_time``, both on MAAC's clock.
+In ``diff`` and ``mirror`` each import records, per member and tag, the task that first sent it
+(:class:`Tagged`, right after MAAC answers the task id, so a run killed while the task runs
+still knows it); mirror untags a departed member only where ``tagged_at`` is at or after that
+task's ``start_time``. A tag attached before is kept and reported (``tags_kept``), as is one
+with no record (sent in ``append``, or before this record existed). The reads cost one request
+per departed member (the list filters one LINE UID at a time), none on a baseline.
+
+MAAC publishes no rate limit for the member list or the tag calls: both are paced at 10 a
+second, one at a time, and each removal is recorded in the ledger so a re-run of the same scope
+does not call again.
 """
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import dagster as dg
 import pandas as pd
 
 from line_exports.destination import ExportRun, content_key
 from line_exports.http import ApiError, RateLimit
-from line_exports.sync import RemovalReport
+from line_exports.ledger import SYNC_TAGGED, SYNC_TAGGED_TASKS
+from line_exports.maac_spec import MEMBER_LIST_PATH, parse_time, tag_times
+from line_exports.sync import SAMPLE_ROWS, RemovalReport
+from line_exports.sync_store import SyncStore, store_name
 
 if TYPE_CHECKING:
     from line_exports.destinations.maac import MaacClient, MaacSettings
 
 TAG_REMOVALS_PER_SECOND = 10
 """Our own pace for ``DELETE /openapi/v1/taglinemember/`` (MAAC publishes no limit for it)."""
-LIMITS = {"tag_member": RateLimit(requests=TAG_REMOVALS_PER_SECOND, per_seconds=1)}
+MEMBER_READS_PER_SECOND = 10
+"""Our own pace for ``GET /openapi/v1/member/`` (MAAC publishes no limit for it)."""
+LIMITS = {
+    "tag_member": RateLimit(requests=TAG_REMOVALS_PER_SECOND, per_seconds=1),
+    "member_list": RateLimit(requests=MEMBER_READS_PER_SECOND, per_seconds=1),
+}
+
+
+class Tagged:
+    """Per member (LINE UID) and tag: the import task of this export that first sent it, and
+    each task's ``start_time`` (``sync_tagged`` / ``sync_tagged_tasks`` in the ledger's
+    database, per export and partition, whatever its ``tags`` target)."""
+
+    def __init__(self, store: SyncStore) -> None:
+        self.store = store
+
+    @classmethod
+    def of(cls, run: ExportRun, settings: MaacSettings) -> Tagged | None:
+        """The record of a members export in ``diff`` / ``mirror``; None otherwise."""
+        if settings.sync_mode == "append" or settings.data_object != "members":
+            return None
+        scope = run.ledger
+        return cls(SyncStore(scope.ledger, store_name(scope.export, scope.scope)))
+
+    def sent(self, task_id: int, members: list[dict[str, Any]], tags: list[str]) -> None:
+        """Import task ``task_id`` sends ``tags`` and each member's own tags: recorded for the
+        (member, tag) pairs no earlier task of this export sent."""
+        now = time.time()
+        rows = [
+            (member["line_uid"], name, str(task_id), now)
+            for member in members
+            if member.get("line_uid")
+            for name in dict.fromkeys([*tags, *member.get("tags", [])])
+        ]
+        self.store.put_absent(SYNC_TAGGED, rows)
+
+    def done(self, task_id: int, result: dict[str, Any], members: list[dict[str, Any]]) -> None:
+        """Task ``task_id`` finished: its ``start_time`` is kept; a failed task attached
+        nothing, so its records are dropped (the rows come back in a later task)."""
+        if result.get("success") and result.get("start_time"):
+            self.store.put_absent(
+                SYNC_TAGGED_TASKS, [(str(task_id), str(result["start_time"]), time.time())]
+            )
+            return
+        uids = [m["line_uid"] for m in members if m.get("line_uid")]
+        rows = self.store.select(SYNC_TAGGED, ("key", "tag", "task", "recorded_at"), uids)
+        self.store.forget(SYNC_TAGGED, uids)
+        self.store.put_absent(SYNC_TAGGED, [r for r in rows if r[2] != str(task_id)])
+
+    def since(self, client: MaacClient, uids: list[str]) -> dict[tuple[str, str], datetime]:
+        """(LINE UID, tag) -> the ``start_time`` of the task that first sent it, for the pairs
+        recorded. A task killed before its end is asked for its result once (then recorded);
+        a task MAAC no longer reports, or that failed, gives no time."""
+        rows = self.store.select(SYNC_TAGGED, ("key", "tag", "task"), uids)
+        tasks = sorted({task for _, _, task in rows})
+        started = dict(self.store.select(SYNC_TAGGED_TASKS, ("key", "started"), tasks))
+        for task in tasks:
+            if task not in started:
+                result = task_result(client, task)
+                if result is not None and result.get("success") and result.get("start_time"):
+                    started[task] = str(result["start_time"])
+                    self.store.put_absent(SYNC_TAGGED_TASKS, [(task, started[task], time.time())])
+        return {(uid, tag): parse_time(started[task]) for uid, tag, task in rows if task in started}
+
+    def forget(self, uids: list[str]) -> None:
+        """Members untagged: a later import of them is a new first time."""
+        self.store.forget(SYNC_TAGGED, uids)
+
+
+def task_result(client: MaacClient, task: str) -> dict[str, Any] | None:
+    """The ``result`` of a done import task; None while it runs or when MAAC has no such task."""
+    try:
+        body = client.http.request(
+            "GET", f"/openapi/v1/member/import/{task}/", endpoint="import_status"
+        ).json()
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    result = body.get("result")
+    return result if body.get("status") == "done" and isinstance(result, dict) else None
 
 
 def tag_ids(client: MaacClient, names: list[str]) -> dict[str, int]:
@@ -48,6 +148,17 @@ def tag_ids(client: MaacClient, names: list[str]) -> dict[str, int]:
     return found
 
 
+def find_member(client: MaacClient, line_uid: str) -> dict[str, Any] | None:
+    """The member with this LINE UID and every tag (``all_tag=1``), or None when MAAC has none."""
+    page = client.http.request(
+        "GET",
+        MEMBER_LIST_PATH,
+        endpoint="member_list",
+        params={"line_uid": line_uid, "all_tag": 1},
+    ).json()
+    return next((m for m in page.get("results", []) if m.get("line_uid") == line_uid), None)
+
+
 def remove_tag(client: MaacClient, tag_id: int, line_uid: str) -> str | None:
     """Remove one tag from one member; None when done, else MAAC's answer. A 404 (no such
     member any more) means the tag is not on the member: done."""
@@ -67,12 +178,30 @@ def remove_tag(client: MaacClient, tag_id: int, line_uid: str) -> str | None:
     return None
 
 
+class _Kept:
+    """Tags left on departed members, with why (run metadata)."""
+
+    def __init__(self) -> None:
+        self.before = 0
+        self.unrecorded = 0
+        self.sample: dict[str, str] = {}
+
+    def add(self, uid: str, name: str, why: str, before: bool) -> None:
+        if before:
+            self.before += 1
+        else:
+            self.unrecorded += 1
+        if len(self.sample) < SAMPLE_ROWS:
+            self.sample[f"{uid} {name}"] = why
+
+
 def remove_departed(
     client: MaacClient, settings: MaacSettings, departed: pd.DataFrame, run: ExportRun
 ) -> RemovalReport:
-    """For each departed member: remove every tag this export attached (the ``tags`` setting
-    and the member's own ``tags`` column as last sent). Members without a ``line_uid`` cannot
-    be untagged through MAAC's API and are reported as not removed."""
+    """For each departed member: remove the tags this export attached (the ``tags`` setting and
+    the member's own ``tags`` column as last sent) and that MAAC shows it attached (see the
+    module). Members without a ``line_uid`` cannot be untagged through MAAC's API and are
+    reported as not removed."""
     from line_exports.destinations.maac import split_tags
 
     report = RemovalReport()
@@ -81,30 +210,63 @@ def remove_departed(
     own = departed["tags"].tolist() if "tags" in departed.columns else [None] * len(departed)
     wanted = sorted({*common, *(t for text in own if text for t in split_tags(text))})
     ids = tag_ids(client, wanted)
+    tagged = Tagged.of(run, settings)
+    uids = _uids(departed)
+    since = tagged.since(client, [u for u in uids if u]) if tagged is not None else {}
+    kept = _Kept()
     removed = 0
-    for key, uid, text in zip(departed["key"], _uids(departed), own, strict=True):
+    done_uids: list[str] = []
+    for key, uid, text in zip(departed["key"], uids, own, strict=True):
         if not uid:
             report.failed[key] = "no line_uid was sent for this member: MAAC untags by LINE UID"
             continue
+        calls = {
+            name: content_key("maac-untag", ids[name], uid)
+            for name in dict.fromkeys([*common, *split_tags(text or "")])
+            if name in ids  # else MAAC has no such tag: it is on nobody
+        }
+        todo = [name for name, call in calls.items() if run.ledger.done(call) is None]
         problems = []
-        for name in dict.fromkeys([*common, *split_tags(text or "")]):
-            if name not in ids:
-                continue  # MAAC has no such tag: it is on nobody
-            call = content_key("maac-untag", ids[name], uid)
-            if run.ledger.done(call) is not None:
+        try:
+            member = find_member(client, uid) if todo else None
+            times = tag_times(member) if member is not None else {}
+        except ValueError as exc:
+            report.failed[key] = f"MAAC's member list answered no tag times ({exc})"
+            continue
+        for name in todo:
+            if name not in times:
+                continue  # not on the member (any more): nothing to remove
+            first = since.get((uid, name))
+            if first is None:
+                why = "no record of this export attaching it (sent in append, or earlier)"
+                kept.add(uid, name, why, before=False)
+                continue
+            if times[name] < first:
+                why = (
+                    f"on the member since {times[name].isoformat()}, before this export first "
+                    f"sent it (import task started {first.isoformat()})"
+                )
+                kept.add(uid, name, why, before=True)
                 continue
             problem = remove_tag(client, ids[name], uid)
             if problem:
                 problems.append(f"tag {name!r}: {problem}")
                 continue
-            run.ledger.record(call, {"tag": name})
+            run.ledger.record(calls[name], {"tag": name})
             removed += 1
         if problems:
             report.failed[key] = "; ".join(problems)
         else:
             report.removed_keys.append(key)
+            done_uids.append(uid)
+    if tagged is not None:
+        tagged.forget(done_uids)
     report.requests = client.http.stats.requests - before
     report.metadata["tags_removed"] = removed
+    report.metadata["tags_kept_carried_before"] = kept.before
+    report.metadata["tags_kept_unrecorded"] = kept.unrecorded
+    if kept.sample:
+        report.metadata["tags_kept"] = dg.MetadataValue.json(kept.sample)
     return report
 
 

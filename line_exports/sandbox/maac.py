@@ -1,6 +1,7 @@
 """Crescendo Lab MAAC's OpenAPI, faked faithfully: member import tasks, custom segments,
-tags (``GET /openapi/v1/tag/``) and a tag's removal from a member (``DELETE
-/openapi/v1/taglinemember/``).
+tags (``GET /openapi/v1/tag/``), a tag's removal from a member (``DELETE
+/openapi/v1/taglinemember/``) and the member list with each tag's first ``tagged_at``
+(``GET /openapi/v1/member/``, :mod:`line_exports.maac_spec`).
 
 Follows ``maac-openapi.md`` (help-cresclab/ProductSpecLibrary): ``Authorization: Bearer``,
 member import of at most 10,000 members and 10 MB per request, 15 imports a minute and one
@@ -24,6 +25,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from line_exports.maac_spec import (
+    ALL_TAG_CHOICES,
+    DATE_FILTER,
+    LINE_UID,
+    MEMBER_FILTERS,
+    MEMBER_LIST_PATH,
+    MEMBER_PAGE_SIZE,
+    MEMBER_STATUSES,
+)
 from line_exports.phones import to_e164
 from line_exports.sandbox.core import Sandbox
 
@@ -45,7 +55,6 @@ MEMBER_FIELDS = {
     "tags",
     "birthday",
 }
-LINE_UID = re.compile(r"U[0-9a-f]{32}")
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 LOCAL_MOBILE = re.compile(r"09[0-9]{8}")
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -120,6 +129,60 @@ def match_key(import_key: str, value: Any, region: str = CHANNEL_REGION) -> str:
     if import_key == "mobile":
         return to_e164(text, region) or text
     return text
+
+
+def new_member(member_id: int) -> dict[str, Any]:
+    """A member as MAAC keeps it: ``tags`` (names) and when each was first attached."""
+    now = _now_iso()
+    return {
+        "member_id": member_id,
+        "tags": set(),
+        "tagged_at": {},
+        "status": "follow",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def attach(member: dict[str, Any], name: str) -> None:
+    """Attach a tag (an import or ``POST /taglinemember/``); ``tagged_at`` keeps the first time
+    (maac-openapi.md: "the time the tag was first attached to this member")."""
+    if name not in member["tags"]:
+        member["tags"].add(name)
+        member.setdefault("tagged_at", {})[name] = _now_iso()
+
+
+def detach(member: dict[str, Any], name: str) -> None:
+    """Remove a tag (``DELETE /taglinemember/``): no longer one of the member's valid tags."""
+    member["tags"].discard(name)
+    member.setdefault("tagged_at", {}).pop(name, None)
+
+
+def member_view(
+    member: dict[str, Any], tag_since: str | None, tag_until: str | None
+) -> dict[str, Any]:
+    """A member list item (maac-openapi.md, 取得聯絡人列表): ``tags`` and ``tags_detail``;
+    ``tag_since`` / ``tag_until`` (dates) keep only tags attached between them (``all_tag=0``)."""
+    times = member.get("tagged_at", {})
+    names = [
+        n
+        for n in sorted(member["tags"])
+        if (tag_since is None or times.get(n, "")[:10] >= tag_since)
+        and (tag_until is None or times.get(n, "")[:10] <= tag_until)
+    ]
+    view = {
+        name: member.get(name) for name in (*IMPORT_KEYS, "line_display_name", "gender", "birthday")
+    }
+    view.update(
+        display_name=member.get("line_display_name"),
+        tags=names,
+        tags_detail=[{"name": n, "tagged_at": times.get(n)} for n in names],
+        status=member.get("status", "follow"),
+        updated_at=member.get("updated_at"),
+        created_at=member.get("created_at"),
+        blocked_at=None,
+    )
+    return view
 
 
 def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
@@ -198,7 +261,7 @@ def _apply_import(
                 mismatched_uids.append(str(uid or ""))
                 continue
             member_id = store.new_id()
-            store.members[member_id] = {"tags": set()}
+            store.members[member_id] = new_member(member_id)
             created += 1
         else:
             if store.members[member_id].get("line_uid") in store.blocked_uids:
@@ -216,11 +279,11 @@ def _apply_import(
                 member[name] = value
                 if name in IMPORT_KEYS:
                     store.by_key[name][match_key(name, value)] = member_id
-        member["tags"].update(tags)
-        member["tags"].update(item.get("tags") or [])
         for name in (*tags, *(item.get("tags") or [])):
             if name not in store.tag_ids:  # an import creates the tags it names
                 store.tag_ids[name] = store.new_id()
+            attach(member, name)
+        member["updated_at"] = _now_iso()
     store.imported_rows += len(data)
     return {"created_num": created, "updated_num": updated, "mismatch_num": mismatched}
 
@@ -304,6 +367,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             task_id = store.new_id()
             result = _member_errors(data, import_key)
             if not result:
+                started = _now_iso()  # before any tag it attaches: tagged_at >= start_time
                 counts = _apply_import(store, import_key, data, tags, uids)
                 result = {
                     "tags": tags,
@@ -311,7 +375,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                     "total_num": len(data),
                     **counts,
                     "mismatch_export_link": None,
-                    "start_time": _now_iso(),
+                    "start_time": started,
                     "end_time": _now_iso(),
                 }
                 if import_key == "line_uid" and counts["mismatch_num"]:
@@ -358,6 +422,64 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         writer.writerows([uid] for uid in task.mismatched)
         return PlainTextResponse(out.getvalue(), media_type="text/csv")
 
+    async def list_members(request: Request) -> Response:
+        """``GET /openapi/v1/member/`` with the spec's filters (one value each), 300 a page;
+        items carry ``tags`` and ``tags_detail`` (name, tagged_at). A bad filter value is a 400
+        naming it; unknown parameters are ignored."""
+        if (denied := authorized(request)) is not None:
+            return denied
+        query = {k: request.query_params[k] for k in MEMBER_FILTERS if k in request.query_params}
+        problems: dict[str, list[str]] = {}
+        if "member_id" in query and not query["member_id"].isdigit():
+            problems["member_id"] = ["Enter a whole number."]
+        if query.get("all_tag", "0") not in ALL_TAG_CHOICES:
+            problems["all_tag"] = ["Select a valid choice. It is not one of 0, 1."]
+        if "status" in query and query["status"] not in MEMBER_STATUSES:
+            problems["status"] = ["Select a valid choice."]
+        for name in ("updated_at_min", "updated_at_max"):
+            if name in query:
+                try:
+                    ok = bool(DATE_FILTER.fullmatch(query[name])) and bool(
+                        datetime.strptime(query[name], "%Y-%m-%d")
+                    )
+                except ValueError:
+                    ok = False
+                if not ok:
+                    problems[name] = ["Enter a valid date."]
+        if problems:
+            return _error(400, problems)
+        try:
+            start = int(base64.urlsafe_b64decode(query.get("start") or "MA==").decode())
+        except ValueError:
+            return _error(404, "Invalid cursor.")
+        low, high = query.get("updated_at_min"), query.get("updated_at_max")
+        with sandbox.lock:
+            found = []
+            for member_id, member in store.members.items():
+                if "member_id" in query and member_id != int(query["member_id"]):
+                    continue
+                if any(
+                    name in query
+                    and (
+                        member.get(name) is None
+                        or match_key(name, member[name]) != match_key(name, query[name])
+                    )
+                    for name in IMPORT_KEYS
+                ):
+                    continue
+                if "status" in query and member.get("status", "follow") != query["status"]:
+                    continue
+                updated = str(member.get("updated_at", ""))[:10]
+                if (low and updated < low) or (high and updated > high):
+                    continue
+                every = query.get("all_tag") == "1"
+                found.append(member_view(member, None if every else low, None if every else high))
+        after = start + MEMBER_PAGE_SIZE
+        token = (
+            base64.urlsafe_b64encode(str(after).encode()).decode() if after < len(found) else None
+        )
+        return JSONResponse({"results": found[start:after], "next": token})
+
     async def list_tags(request: Request) -> Response:
         """``GET /openapi/v1/tag/{?name,start}``: tags (id, name, available_days), 300 a page."""
         if (denied := authorized(request)) is not None:
@@ -401,10 +523,10 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                 return _error(404, "Not found.")
             member = store.members[member_id]
             if request.method == "DELETE":
-                member["tags"].discard(names[0])
+                detach(member, names[0])
                 store.tag_removals += 1
                 return Response(status_code=204)
-            member["tags"].add(names[0])
+            attach(member, names[0])
         return JSONResponse(
             {
                 "tag_id": body["tag_id"],
@@ -515,6 +637,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         Route("/openapi/v1/member/import/", member_import, methods=["POST"]),
         Route("/openapi/v1/member/import/{task_id:int}/", import_status, methods=["GET"]),
         Route("/_sandbox/maac/export_member/{task_id:int}.csv", mismatch_file, methods=["GET"]),
+        Route(MEMBER_LIST_PATH, list_members, methods=["GET"]),
         Route("/openapi/v1/segment/", list_segments, methods=["GET"]),
         Route("/openapi/v1/tag/", list_tags, methods=["GET"]),
         Route("/openapi/v1/taglinemember/", tag_member, methods=["POST", "DELETE"]),

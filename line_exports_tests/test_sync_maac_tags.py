@@ -1,0 +1,170 @@
+"""MAAC mirror removes from departed members only the tags this export attached (issue 18, B5).
+
+A tag another export (or anyone) attached before this export first sent it stays; MAAC's
+member list tells which by each tag's ``tagged_at`` against the ``start_time`` of the import
+task that first sent it (recorded right after MAAC answers the task id). Real exports over HTTP
+to the sandbox, one ledger file per test, the sandbox as the oracle.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import requests
+
+from line_exports import MaacResource, SqlSource, build_export
+from line_exports.maac_spec import parse_time
+from line_exports.sandbox import Sandbox, SandboxServer
+from line_exports.sandbox.maac import store_of
+from line_exports_tests.test_linkedin import FAST, failure_text
+from line_exports_tests.test_sync import Acted, kill_when, meta_of
+
+DAY1 = {"dagster/scheduled_execution_time": "2026-06-01T09:00:00+00:00"}
+DAY2 = {"dagster/scheduled_execution_time": "2026-06-02T09:00:00+00:00"}
+KILL_MEMBERS = 20
+
+
+def uid(n: int) -> str:
+    return f"U{n:032x}"
+
+
+def query(numbers: list[int], own_tags: dict[int, str] | None = None) -> str:
+    """Members ``numbers`` by LINE UID, with a row's own ``tags`` where ``own_tags`` says."""
+    cases = " ".join(f"when range = {n} then '{t}'" for n, t in (own_tags or {}).items())
+    tags = f"case {cases} end" if cases else "cast(null as varchar)"
+    listed = ", ".join(map(str, numbers))
+    return (
+        "select 'U' || lpad(printf('%x', range), 32, '0') as line_uid, "
+        f"{tags} as tags from range({max(numbers) + 1}) where range in ({listed})"
+    )
+
+
+def run(
+    url: str, name: str, sql: str, mode: str, tick: dict[str, str] | None = None
+) -> dg.ExecuteInProcessResult:
+    asset = build_export(
+        name,
+        destination="maac",
+        query=sql,
+        settings={
+            "data_object": "members",
+            "import_key": "line_uid",
+            "tags": "vip",
+            "sync_mode": mode,
+            **FAST,
+        },
+    )
+    result = dg.materialize(
+        [asset],
+        resources={
+            "maac": MaacResource(base_url=url, poll_seconds=0.05),
+            "sql_source": SqlSource(),
+        },
+        tags=tick,
+        raise_on_error=False,
+    )
+    assert result.success, failure_text(result)
+    return result
+
+
+def tags_of(sandbox: Sandbox) -> dict[str, set[str]]:
+    store = store_of(sandbox)
+    with sandbox.lock:
+        return {m["line_uid"]: set(m["tags"]) for m in store.members.values()}
+
+
+def test_mirror_keeps_a_tag_the_member_carried_before(sandbox_server: SandboxServer) -> None:
+    """The verifier's repro: ``other`` (append) tags members 0-9 ``vip``; ``mine`` (mirror, also
+    ``vip``) sends 0-11, 9 with its own tag ``gold``. Day 2, 9 and 11 left: 11 loses the
+    ``vip`` mine attached, 9 loses ``gold`` (mine's) but keeps ``vip`` (other's, first)."""
+    url, sandbox = sandbox_server.url, sandbox_server.sandbox
+    run(url, "other", query(list(range(10))), "append")
+    run(url, "mine", query(list(range(12)), {9: "gold"}), "mirror", DAY1)
+    deletes = sandbox.count("DELETE", "/openapi/v1/taglinemember/")
+
+    day2 = run(url, "mine", query([*range(9), 10]), "mirror", DAY2)
+    meta = meta_of(day2, "mine")
+    assert (meta["members_removed"], meta["tags_removed"]) == (2, 2)
+    assert meta["tags_kept_carried_before"] == 1 and meta["tags_kept_unrecorded"] == 0
+    assert list(meta["tags_kept"]) == [f"{uid(9)} vip"]
+    assert sandbox.count("DELETE", "/openapi/v1/taglinemember/") - deletes == 2
+    tags = tags_of(sandbox)
+    assert tags[uid(9)] == {"vip"} and tags[uid(11)] == set()
+    assert all(tags[uid(n)] == {"vip"} for n in [*range(9), 10])
+
+
+def mirror_day1(url: str) -> None:
+    """Day 1 of the mirror export ``killed`` (also in a child process)."""
+    run(url, "killed", query(list(range(KILL_MEMBERS))), "mirror", DAY1)
+
+
+def test_killed_while_its_import_runs_then_rerun_still_owns_its_tags(
+    line_exports_home: Path,
+) -> None:
+    """SIGKILL day 1 once its import task was answered and is being polled (MAAC applies it
+    anyway). The re-run imports again (MAAC keeps each tag's first time); day 2 still knows the
+    killed run's task first sent the tags, so the 2 departed members lose ``vip`` exactly once
+    and the others keep it."""
+    with SandboxServer(Sandbox(rate_scale=100, job_seconds=1.0)) as server:
+        sandbox = server.sandbox
+        polled = Acted(lambda: sandbox.count("GET", "/openapi/v1/member/import/"))
+        kill_when(polled, 1, "mirror_day1", server.url, line_exports_home, "test_sync_maac_tags")
+        assert sandbox.count("POST", "/openapi/v1/member/import/") == 1
+        store = store_of(sandbox)
+        while True:  # MAAC runs one import at a time: the killed run's task ends first
+            with sandbox.lock:
+                running = any(t.finish_at > time.monotonic() for t in store.tasks.values())
+            if not running:
+                break
+            time.sleep(0.05)
+
+        mirror_day1(server.url)
+        assert sandbox.count("POST", "/openapi/v1/member/import/") == 2
+        day2 = run(server.url, "killed", query(list(range(KILL_MEMBERS - 2))), "mirror", DAY2)
+        meta = meta_of(day2, "killed")
+        assert (meta["members_removed"], meta["tags_removed"]) == (2, 2)
+        assert meta["tags_kept_carried_before"] == 0 and meta["tags_kept_unrecorded"] == 0
+        assert sandbox.count("DELETE", "/openapi/v1/taglinemember/") == 2
+        tags = tags_of(sandbox)
+        assert {n for n in range(KILL_MEMBERS) if tags[uid(n)] == {"vip"}} == set(
+            range(KILL_MEMBERS - 2)
+        )
+        assert tags[uid(KILL_MEMBERS - 2)] == tags[uid(KILL_MEMBERS - 1)] == set()
+
+
+def test_sandbox_member_list_as_the_spec_says(sandbox_server: SandboxServer) -> None:
+    """``GET /openapi/v1/member/``: 300 a page with a ``next`` token, one member by LINE UID
+    with ``tags_detail`` whose ``tagged_at`` is at or after the import's ``start_time``; a bad
+    filter value is a 400 naming it; no token is a 401."""
+    url = sandbox_server.url
+    auth = {"Authorization": "Bearer sandbox-maac-token"}
+    data = [{"line_uid": uid(n)} for n in range(301)]
+    task = requests.post(
+        f"{url}/openapi/v1/member/import/",
+        json={"import_key": "line_uid", "data": data, "tags": ["t1"]},
+        headers=auth,
+        timeout=10,
+    ).json()["id"]
+    while (
+        body := requests.get(f"{url}/openapi/v1/member/import/{task}/", headers=auth, timeout=10)
+    ).json()["status"] != "done":
+        time.sleep(0.05)
+    started = parse_time(body.json()["result"]["start_time"])
+
+    members = f"{url}/openapi/v1/member/"
+    first = requests.get(members, headers=auth, timeout=10).json()
+    assert len(first["results"]) == 300 and first["next"]
+    second = requests.get(members, params={"start": first["next"]}, headers=auth, timeout=10)
+    assert len(second.json()["results"]) == 1 and second.json()["next"] is None
+
+    one = requests.get(members, params={"line_uid": uid(7), "all_tag": 1}, headers=auth, timeout=10)
+    (member,) = one.json()["results"]
+    assert member["tags"] == ["t1"] and member["tags_detail"][0]["name"] == "t1"
+    assert parse_time(member["tags_detail"][0]["tagged_at"]) >= started
+
+    for name, value in (("all_tag", "2"), ("updated_at_min", "2026-13-01"), ("member_id", "x")):
+        bad = requests.get(members, params={name: value}, headers=auth, timeout=10)
+        assert bad.status_code == 400 and name in bad.json()
+    assert requests.get(members, timeout=10).status_code == 401
