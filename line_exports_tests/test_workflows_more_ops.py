@@ -267,6 +267,17 @@ def test_refusals_name_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                   data: hi
                 subject: s
                 to: [a@example.com]
+            +h:
+              mail>: missing.txt
+              subject: s
+              to: [a@example.com]
+            +i:
+              mail>:
+                data: hi
+              subject: s
+              to: [a@example.com]
+              attach_files:
+                - path: missing.csv
             """
         },
     )
@@ -283,6 +294,13 @@ def test_refusals_name_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "task +f, setting mail>: mail body ../outside.txt resolves outside" in errors
     assert "bad.dig:27, task +g, setting mail.port: _export mail.port: the SMTP server is" in (
         errors
+    )
+    looked = f"(looked for {(folder / 'missing.txt').resolve()})"
+    assert f"bad.dig:34, task +h, setting mail>: mail body missing.txt not found {looked}" in errors
+    looked = f"(looked for {(folder / 'missing.csv').resolve()})"
+    assert (
+        f"bad.dig:42, task +i, setting attach_files: attachment missing.csv not found {looked}"
+        in errors
     )
 
 

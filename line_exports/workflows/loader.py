@@ -693,15 +693,8 @@ class _Parser:
                 task=label,
                 setting="td>",
                 line=body.line_of("td>"),
+                exists=True,
             )
-            if not path.is_file():
-                raise WorkflowError(
-                    self.file,
-                    f"query file {target} not found (looked for {path})",
-                    task=label,
-                    setting="td>",
-                    line=body.line_of("td>"),
-                )
             raw, setting = path.read_text(encoding="utf-8"), f"td> {target}"
         elif body.get("query"):
             # digdag's query: is SQL text, never a file name (that is what td>: is for).

@@ -131,9 +131,8 @@ def _parse(parser: Any, body: Any, label: str, variables: Any, scope: Any) -> di
             task=label,
             setting="mail>",
             line=body.line_of("mail>"),
+            exists=True,
         )
-        if not path.is_file():
-            raise fail(f"mail body {command} not found (looked for {path})", "mail>")
         raw_body, source = path.read_text(encoding="utf-8"), f"mail> {command.strip()}"
     else:
         raise fail("mail> needs a body file (mail>: body.txt) or {data: TEXT}", "mail>")
@@ -171,9 +170,8 @@ def _parse(parser: Any, body: Any, label: str, variables: Any, scope: Any) -> di
             task=label,
             setting="attach_files",
             line=body.line_of("attach_files"),
+            exists=True,
         )
-        if not target.is_file():
-            raise fail(f"attachment {item['path']} not found (looked for {target})", "attach_files")
         attachments.append(
             {
                 "path": str(target),

@@ -134,15 +134,25 @@ def inside(
     task: str | None = None,
     setting: str | None = None,
     line: int | None = None,
+    exists: bool = False,
 ) -> Path:
     """``target`` (relative to ``base``) resolved with symlinks followed; it must stay inside
-    ``root`` (the workflow folder), else a :class:`WorkflowError` naming file:line."""
+    ``root`` (the workflow folder), and with ``exists`` be a file, else a
+    :class:`WorkflowError` naming file:line."""
     resolved = (base / target).resolve()
     if not resolved.is_relative_to(root.resolve()):
         raise WorkflowError(
             file,
             f"{what} {target} resolves outside the workflow folder {root} (to {resolved}); "
             "a workflow may only read files inside its folder",
+            task=task,
+            setting=setting,
+            line=line,
+        )
+    if exists and not resolved.is_file():
+        raise WorkflowError(
+            file,
+            f"{what} {target} not found (looked for {resolved})",
             task=task,
             setting=setting,
             line=line,
