@@ -75,6 +75,13 @@ def tags_of(sandbox: Sandbox) -> dict[str, set[str]]:
         return {m["line_uid"]: set(m["tags"]) for m in store.members.values()}
 
 
+def member_reads(sandbox: Sandbox) -> int:
+    """Requests to the member list (``/openapi/v1/member/``, not its ``import/`` paths)."""
+    return sandbox.count("GET", "/openapi/v1/member/") - sandbox.count(
+        "GET", "/openapi/v1/member/import/"
+    )
+
+
 def test_mirror_keeps_a_tag_the_member_carried_before(sandbox_server: SandboxServer) -> None:
     """The verifier's repro: ``other`` (append) tags members 0-9 ``vip``; ``mine`` (mirror, also
     ``vip``) sends 0-11, 9 with its own tag ``gold``. Day 2, 9 and 11 left: 11 loses the
@@ -82,6 +89,7 @@ def test_mirror_keeps_a_tag_the_member_carried_before(sandbox_server: SandboxSer
     url, sandbox = sandbox_server.url, sandbox_server.sandbox
     run(url, "other", query(list(range(10))), "append")
     run(url, "mine", query(list(range(12)), {9: "gold"}), "mirror", DAY1)
+    assert member_reads(sandbox) == 0  # a baseline reads nobody's tags
     deletes = sandbox.count("DELETE", "/openapi/v1/taglinemember/")
 
     day2 = run(url, "mine", query([*range(9), 10]), "mirror", DAY2)
@@ -90,6 +98,7 @@ def test_mirror_keeps_a_tag_the_member_carried_before(sandbox_server: SandboxSer
     assert meta["tags_kept_carried_before"] == 1 and meta["tags_kept_unrecorded"] == 0
     assert list(meta["tags_kept"]) == [f"{uid(9)} vip"]
     assert sandbox.count("DELETE", "/openapi/v1/taglinemember/") - deletes == 2
+    assert member_reads(sandbox) == 2  # one per departed member
     tags = tags_of(sandbox)
     assert tags[uid(9)] == {"vip"} and tags[uid(11)] == set()
     assert all(tags[uid(n)] == {"vip"} for n in [*range(9), 10])

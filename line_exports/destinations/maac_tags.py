@@ -238,7 +238,10 @@ def remove_departed(
                 continue  # not on the member (any more): nothing to remove
             first = since.get((uid, name))
             if first is None:
-                why = "no record of this export attaching it (sent in append, or earlier)"
+                why = (
+                    "no record of when this export first sent it (sent in append, or its "
+                    "import task is unknown to MAAC)"
+                )
                 kept.add(uid, name, why, before=False)
                 continue
             if times[name] < first:
