@@ -313,6 +313,21 @@ def _segment_uids(raw: bytes) -> tuple[list[str] | None, str | None]:
     return list(dict.fromkeys(uids)), None
 
 
+def _page_start(token: str | None) -> int:
+    """The offset a list's ``start`` token stands for (0 without one); ``ValueError`` for a
+    token that is not one."""
+    return int(base64.urlsafe_b64decode(token).decode()) if token else 0
+
+
+def _page(found: list[Any], start: int, size: int) -> tuple[list[Any], str | None]:
+    """One page of a MAAC list: ``found`` from offset ``start``, at most ``size`` items, and its
+    ``next`` token (the next page's offset, base64; None on the last page), which the client
+    passes back as ``start``."""
+    after = start + size
+    token = base64.urlsafe_b64encode(str(after).encode()).decode() if after < len(found) else None
+    return found[start:after], token
+
+
 def store_of(sandbox: Sandbox) -> MaacStore:
     return sandbox.store("maac", MaacStore)
 
@@ -449,7 +464,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if problems:
             return _error(400, problems)
         try:
-            start = int(base64.urlsafe_b64decode(query.get("start") or "MA==").decode())
+            start = _page_start(query.get("start"))
         except ValueError:
             return _error(404, "Invalid cursor.")
         low, high = query.get("updated_at_min"), query.get("updated_at_max")
@@ -474,33 +489,23 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                     continue
                 every = query.get("all_tag") == "1"
                 found.append(member_view(member, None if every else low, None if every else high))
-        after = start + MEMBER_PAGE_SIZE
-        token = (
-            base64.urlsafe_b64encode(str(after).encode()).decode() if after < len(found) else None
-        )
-        return JSONResponse({"results": found[start:after], "next": token})
+        page, token = _page(found, start, MEMBER_PAGE_SIZE)
+        return JSONResponse({"results": page, "next": token})
 
     async def list_tags(request: Request) -> Response:
         """``GET /openapi/v1/tag/{?name,start}``: tags (id, name, available_days), 300 a page."""
         if (denied := authorized(request)) is not None:
             return denied
         name = request.query_params.get("name")
-        start = (
-            int(base64.urlsafe_b64decode(request.query_params["start"]).decode())
-            if request.query_params.get("start")
-            else 0
-        )
+        start = _page_start(request.query_params.get("start"))
         with sandbox.lock:
             found = [
                 {"id": i, "name": n, "available_days": None}
                 for n, i in store.tag_ids.items()
                 if not name or name.lower() in n.lower()
             ]
-        after = start + PAGE_SIZE
-        token = (
-            base64.urlsafe_b64encode(str(after).encode()).decode() if after < len(found) else None
-        )
-        return JSONResponse({"results": found[start:after], "next": token})
+        page, token = _page(found, start, PAGE_SIZE)
+        return JSONResponse({"results": page, "next": token})
 
     async def tag_member(request: Request) -> Response:
         """``POST`` / ``DELETE /openapi/v1/taglinemember/`` with ``{"tag_id", "line_uid"}``:
@@ -541,20 +546,12 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         if (denied := authorized(request)) is not None:
             return denied
         name = request.query_params.get("name")
-        start = (
-            int(base64.urlsafe_b64decode(request.query_params["start"]).decode())
-            if request.query_params.get("start")
-            else 0
-        )
+        start = _page_start(request.query_params.get("start"))
         with sandbox.lock:
             found = [
                 s for s in store.segments.values() if not name or name.lower() in s.name.lower()
             ]
-        page = found[start : start + PAGE_SIZE]
-        after = start + PAGE_SIZE
-        token = (
-            base64.urlsafe_b64encode(str(after).encode()).decode() if after < len(found) else None
-        )
+        page, token = _page(found, start, PAGE_SIZE)
         return JSONResponse({"results": [s.view() for s in page], "next": token})
 
     async def one_segment(request: Request) -> Response:
