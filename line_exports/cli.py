@@ -170,6 +170,41 @@ def cmd_sandbox(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_held(ns: argparse.Namespace) -> int:
+    """List, or release, the rows a ``sync_mode`` diff export holds because an earlier run sent
+    them and whether LINE delivered them cannot be known (``line_exports.sync_settle``)."""
+    from line_exports.ledger import Ledger
+    from line_exports.sync_settle import held, release
+
+    ledger = Ledger()
+    try:
+        rows = held(ledger, ns.export)
+        if ns.resend or ns.delivered:
+            count = release(ledger, ns.export, delivered=ns.delivered)
+            what = (
+                "recorded delivered: never sent again"
+                if ns.delivered
+                else "released: the next run sends them (once)"
+            )
+            print(f"{ns.export}: {count:,} held rows {what}")
+            return 0
+    finally:
+        ledger.close()
+    if not rows:
+        print(f"{ns.export}: no rows held")
+        return 0
+    print(f"{ns.export}: {len(rows):,} rows held, delivery unknown")
+    print(f"  {rows[0][2]}")
+    for _, ident, _ in rows[:SHOWN]:
+        print(f"  {ident}")
+    if len(rows) > SHOWN:
+        print(f"  ... and {len(rows) - SHOWN:,} more")
+    return 0
+
+
+SHOWN = 10
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="line-exports",
@@ -209,6 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop the background sandbox that exports started on --port (it outlives dagster dev)",
     )
     sandbox.set_defaults(func=cmd_sandbox)
+
+    held = sub.add_parser(
+        "held",
+        help="rows a sync_mode diff push/multicast export holds: delivery unknown "
+        "(an earlier run's answer lost past LINE's 24-hour retry key)",
+    )
+    held.add_argument("export", help="the export (asset key path, e.g. push_k or workflow/task)")
+    decide = held.add_mutually_exclusive_group()
+    decide.add_argument(
+        "--resend", action="store_true", help="send them again with the next run (once)"
+    )
+    decide.add_argument(
+        "--delivered", action="store_true", help="record them delivered: never sent again"
+    )
+    held.set_defaults(func=cmd_held)
 
     from line_exports.linkedin_auth import register as register_linkedin_auth
     from line_exports.webhook.cli import register as register_webhook

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -284,6 +284,10 @@ class ExportRun:
         self._progress_every = progress_every
         self._last_progress = time.monotonic()
         self.report: DeliveryReport | None = None
+        self.keep_requests: Callable[[list[tuple[str, str, str, list[str]]]], None] | None = None
+        """Set by ``sync_mode`` diff for destinations with a ``SyncSpec.settle_window``: the
+        destination calls it with (retry key, kind, exact body, recipients) of the requests it
+        is about to send, before sending them (:mod:`line_exports.sync_settle`)."""
         """The report a destination is filling (:meth:`new_report`): what a run that stops on
         an unexpected error had done so far (None: the destination had not started sending)."""
 
@@ -392,6 +396,16 @@ class Destination(ABC):
         permanent reason (an unknown user, a malformed value): it is not sent again until its
         sent fields change. By default every refusal is transient (sent again each run)."""
         return True
+
+    def resend(
+        self, resource: Any, settings: Any, kind: str, body: bytes, key: str
+    ) -> tuple[str, dict[str, Any]]:
+        """``SyncSpec.settle_window``: send an earlier run's request again, the same body under
+        the same idempotency key (:mod:`line_exports.sync_settle`). Returns ('accepted',
+        {status, request_id}) when the API has it (now or already), ('refused', {message}) for a
+        permanent refusal, or ('not_delivered', {message}) when it delivered nothing and the
+        rows may be planned again; raises for a transient failure."""
+        raise NotImplementedError(f"{self.type_name} cannot resend a recorded request")
 
     def remove(
         self, resource: Any, settings: Any, departed: pd.DataFrame, run: ExportRun

@@ -79,6 +79,17 @@ SYNC_REFUSALS = sa.Table(
     sa.Column("message", sa.Text, nullable=False),  # the API's answer
     sa.Column("recorded_at", sa.Float, nullable=False),
 )
+SYNC_REQUESTS = sa.Table(
+    "sync_requests",
+    _METADATA,
+    sa.Column("export", sa.Text, primary_key=True),  # the sync store's name
+    sa.Column("key", sa.Text, primary_key=True),  # the request's retry key (X-Line-Retry-Key)
+    sa.Column("scope", sa.Text, nullable=False),  # the ledger scope of the run that sent it
+    sa.Column("kind", sa.Text, nullable=False),  # push | multicast
+    sa.Column("body", sa.Text, nullable=False),  # the exact request body
+    sa.Column("recipients", sa.Text, nullable=False),  # JSON list of its recipient IDs
+    sa.Column("recorded_at", sa.Float, nullable=False),  # when it was about to be sent
+)
 SYNC_EXPORTS = sa.Table(
     "sync_exports",
     _METADATA,

@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 from line_exports.http import RETRYABLE_STATUS
 from line_exports.ledger import Ledger
 from line_exports.rules import ROW_NUMBER
+from line_exports.sync_settle import UNKNOWN_RULE, Settled, outlook, settle_earlier
 from line_exports.sync_store import SyncStore, store_name
 
 if TYPE_CHECKING:
@@ -85,6 +86,11 @@ class SyncSpec:
     (:meth:`~line_exports.destination.Destination.rebuild`: LINE's add-only audiences)."""
     removal: str = ""
     """What mirror removes, in the destination's words (for messages and docs)."""
+    settle_window: float = 0.0
+    """Seconds an earlier run's request can be sent again safely under its idempotency key
+    (LINE push and multicast: ``X-Line-Retry-Key``, 24 hours, guarded at 23): a run of another
+    scope settles such requests before it plans (:mod:`~line_exports.sync_settle`). 0: the
+    destination records no requests (a resend is harmless or impossible)."""
     target: str = ""
     """Where the rows land (a LinkedIn segment, a MAAC tag set, a LINE audience): part of the
     sync store's name (:func:`~line_exports.sync_store.store_name`), so a changed target is a
@@ -134,6 +140,14 @@ class SyncPlan:
     held: pa.Table = field(default_factory=lambda: pa.table({"rn": [], "key": []}))
     """Rows not sent because the API refused them for a permanent reason and they have not
     changed since (row number, key): reported refused again, with the recorded answer."""
+    unknown: pa.Table = field(default_factory=lambda: pa.table({"rn": [], "key": []}))
+    """Rows held because an earlier run sent them and whether they were delivered cannot be
+    known (:mod:`~line_exports.sync_settle`): not sent, reported as delivery unknown until the
+    user releases them (``line-exports held``)."""
+    unknown_rejects: pd.DataFrame | None = None
+    """``unknown`` as reject rows (rule ``delivery_unknown``, the recorded reason)."""
+    settled: Settled | None = None
+    """What settling an earlier run's requests did before this plan (push / multicast)."""
     adds: int = 0
     updates: int = 0
     retried: int = 0
@@ -164,8 +178,11 @@ class SyncPlan:
             "rows_retried": self.retried,
             "rows_unchanged": self.unchanged,
             "rows_refused_earlier": self.held.num_rows,
+            "rows_held_unknown": self.unknown.num_rows,
             "sync_members_before": self.members,
         }
+        if self.settled is not None:
+            meta.update(self.settled.metadata())
         if self.mode == "mirror":
             meta["members_departed"] = len(self.departed)
             meta["sync_baseline"] = self.baseline
@@ -180,6 +197,11 @@ class SyncPlan:
         )
         if self.held.num_rows:
             text += f", {self.held.num_rows:,} refused earlier (not sent until they change)"
+        if self.unknown.num_rows:
+            text += (
+                f", {self.unknown.num_rows:,} held: delivery unknown "
+                "(not sent until released: line-exports held)"
+            )
         if self.mode == "mirror":
             text += f", {len(self.removals):,} to remove"
             if self.baseline:
@@ -243,6 +265,7 @@ def plan(
             f"""select c.rn, c.key, c.hash, c.ident,
                    case when s.key is null then 'add'
                         when s.status = 'refused' and s.hash = c.hash then 'held'
+                        when s.status = 'unknown' then 'unknown'
                         when s.status <> 'accepted' then 'retry'
                         when s.hash = c.hash or not {resend} then 'same'
                         else 'update' end as kind
@@ -254,9 +277,10 @@ def plan(
         ).to_arrow_table()
     kind = kinds.column("kind")
     counts = {k: int(pc.sum(pc.equal(kind, k)).as_py() or 0) for k in ("add", "update", "retry")}
-    send = pc.and_(pc.not_equal(kind, "same"), pc.not_equal(kind, "held"))
+    send = pc.invert(pc.is_in(kind, value_set=pa.array(["same", "held", "unknown"])))
     changed = kinds.filter(send).select(["rn", "key", "hash", "ident", "kind"])
     held = kinds.filter(pc.equal(kind, "held")).select(["rn", "key"])
+    unknown = kinds.filter(pc.equal(kind, "unknown")).select(["rn", "key"])
     members = state.num_rows - int(pc.sum(pc.equal(state.column("status"), "refused")).as_py() or 0)
     spooled = _spool_subset(rows, changed.column("rn").to_numpy(), workdir / "sync.parquet")
     result = SyncPlan(
@@ -264,10 +288,11 @@ def plan(
         rows=ValidRows(spooled, changed.num_rows),
         changed=changed,
         held=held,
+        unknown=unknown,
         adds=counts["add"],
         updates=counts["update"],
         retried=counts["retry"],
-        unchanged=kinds.num_rows - changed.num_rows - held.num_rows,
+        unchanged=kinds.num_rows - changed.num_rows - held.num_rows - unknown.num_rows,
         members=members,
     )
     if mode == "mirror":
@@ -327,7 +352,15 @@ def deliver(
     store = SyncStore(
         run.ledger.ledger, store_name(run.ledger.export, run.ledger.scope, spec.target)
     )
+    settled = None
+    if spec.settle_window:
+        scope = run.ledger.scope
+        run.keep_requests = lambda entries: store.put_requests(scope, entries)
+        settled = settle_earlier(dest, resource, settings, store, run, spec.settle_window)
     fixed = plan(store, spec, mode, settings.max_remove_ratio, rows, workdir)
+    fixed.settled = settled
+    if fixed.unknown.num_rows:
+        fixed.unknown_rejects = _held_unknown(store, fixed)
     run.log.info(f"{run.name}: {fixed.summary()}")
     reason = ""
     if spec.rebuild and mode == "mirror" and not fixed.baseline and not fixed.blocked:
@@ -358,6 +391,8 @@ def deliver(
         _annotate(run.report or run.new_report(), fixed, None, _held_refusals(store, fixed))
         raise
     transient = _commit(store, fixed, report, removal, dest)
+    if transient is not None and spec.settle_window:
+        store.drop_requests(scope=run.ledger.scope)  # committed: its requests are settled
     _annotate(report, fixed, removal, _held_refusals(store, fixed), transient)
     return report, fixed
 
@@ -438,6 +473,22 @@ def _held_refusals(store: SyncStore, fixed: SyncPlan) -> pd.DataFrame:
     )
 
 
+def _held_unknown(store: SyncStore, fixed: SyncPlan) -> pd.DataFrame:
+    """The rows held ``unknown`` as reject rows, with the reason recorded when settled."""
+    keys = fixed.unknown.column("key").to_pylist()
+    found = store.refusals(keys)
+    fallback = "delivery unknown: an earlier run's request (see line-exports held)"
+    return pd.DataFrame(
+        {
+            ROW_NUMBER: fixed.unknown.column("rn").to_numpy().astype("int64"),
+            "column": "id",
+            "rule": UNKNOWN_RULE,
+            "message": [found.get(k, ("", "", fallback))[2] for k in keys],
+            "value": "",
+        }
+    )
+
+
 def _annotate(
     report: DeliveryReport,
     fixed: SyncPlan,
@@ -447,10 +498,14 @@ def _annotate(
 ) -> None:
     """The plan's counts in the report: unchanged rows are accepted (an earlier run delivered
     them); held rows are refused again with the recorded answer; neither was sent."""
-    report.unchanged_rows = fixed.unchanged + len(held)
+    report.unchanged_rows = fixed.unchanged + len(held) + fixed.unknown.num_rows
     report.accepted_rows += fixed.unchanged
     if len(held):
         report.refused.append(held)
+    if fixed.unknown_rejects is not None:
+        report.unknown.append(fixed.unknown_rejects)
+    if fixed.settled is not None:
+        report.requests += fixed.settled.resent
     report.metadata.update(fixed.metadata())
     if transient is not None:
         report.metadata["rows_refused_transient"] = transient
@@ -474,9 +529,17 @@ def check_result(
     asset_key: dg.AssetKey, mode: str, fixed: SyncPlan | None, reason: str = ""
 ) -> dg.AssetCheckResult:
     """``sync_removals``: fails when mirror removed nothing for safety (empty result, too many
-    removals), saying why; passes otherwise (append and diff never remove)."""
+    removals), or when rows are held because an earlier run's delivery of them cannot be known
+    (``rows_held_unknown``), saying why and what to do; passes otherwise."""
     reason = reason or (fixed.blocked if fixed is not None else "")
+    if fixed is not None and fixed.unknown.num_rows and fixed.unknown_rejects is not None:
+        held = f"{fixed.unknown.num_rows:,} rows held, delivery unknown: " + str(
+            fixed.unknown_rejects["message"].iloc[0]
+        )
+        reason = f"{reason}; {held}" if reason else held
     meta: dict[str, Any] = {"sync_mode": mode}
+    if fixed is not None and fixed.unknown.num_rows:
+        meta["rows_held_unknown"] = fixed.unknown.num_rows
     if fixed is not None and mode == "mirror":
         meta.update(
             {
@@ -502,7 +565,9 @@ def check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
         asset=asset_key,
         description=(
             "sync_mode mirror: fails when departed members were not removed for safety "
-            "(an empty result, or more than max_remove_ratio of the members), saying why."
+            "(an empty result, or more than max_remove_ratio of the members), saying why; "
+            "diff / mirror: fails when rows are held because an earlier run's delivery of "
+            "them cannot be known (push, multicast), saying how to release them."
         ),
     )
 
@@ -530,9 +595,10 @@ def preview(
     try:
         store = SyncStore(ledger, store_name(export, "", spec.target))
         fixed = plan(store, spec, settings.sync_mode, settings.max_remove_ratio, rows, workdir)
+        settling = outlook(store, spec.settle_window) if spec.settle_window else []
     finally:
         ledger.close()
-    lines = [fixed.summary()]
+    lines = [fixed.summary(), *settling]
     sending = fixed.rows
     if spec.rebuild and len(fixed.removals):
         sending = rows  # deliver() rebuilds: a new audience gets every current row

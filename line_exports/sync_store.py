@@ -10,6 +10,15 @@ fields last sent for it, its status and its key columns as JSON (what a removal 
 * ``refused``: the API refused it for a permanent reason (e.g. an unknown user, a malformed
   value); it is not sent again while its hash stays the same. The API's answer is kept in
   ``sync_refusals`` so a later run reports it with the reason.
+* ``unknown``: an earlier run sent it and its answer was lost, and the API can no longer be
+  asked safely (LINE forgets a retry key 24 hours after the first request): held, neither sent
+  again nor counted accepted, until the user decides (``line-exports held``, :func:`release`).
+  The reason is kept in ``sync_refusals``.
+
+``sync_requests`` keeps the exact requests (retry key, body, recipients, ledger scope, time) a
+run of a destination that cannot resend safely (LINE push and multicast) was about to send,
+until that run commits: a later run of another scope settles them under their own retry keys
+first (:mod:`line_exports.sync_settle`).
 
 Writes go in transactions of :data:`WRITE_CHUNK` rows: the run's claim heartbeat (another
 connection) needs the write lock meanwhile, and one 1M-row transaction held it too long.
@@ -17,13 +26,15 @@ connection) needs the write lock meanwhile, and one 1M-row transaction held it t
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
 
-from line_exports.ledger import SYNC_EXPORTS, SYNC_MEMBERS, SYNC_REFUSALS, Ledger
+from line_exports.ledger import SYNC_EXPORTS, SYNC_MEMBERS, SYNC_REFUSALS, SYNC_REQUESTS, Ledger
 
 WRITE_CHUNK = 50_000
 KEY_RANGES = [(f"{i:x}", f"{i + 1:x}" if i < 15 else "g") for i in range(16)]
@@ -40,6 +51,18 @@ def store_name(export: str, scope: str, target: str = "") -> str:
     partition = next((p for p in scope.split(";") if p.startswith("partition=")), "")
     name = f"{export}#{partition}" if partition else export
     return f"{name}@{target}" if target else name
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """A request a run recorded before sending it (``sync_requests``)."""
+
+    key: str
+    scope: str
+    kind: str
+    body: str
+    recipients: list[str]
+    at: float
 
 
 class SyncStore:
@@ -140,6 +163,77 @@ class SyncStore:
             )
             with self.ledger._lock, self.ledger.engine.begin() as con:
                 con.execute(statement)
+
+    def set_status(self, keys: list[str], status: str) -> None:
+        """Set the status of ``keys`` (their hash and key columns stay)."""
+        table = SYNC_MEMBERS
+        statement = (
+            sa.update(table)
+            .where(table.c.export == sa.bindparam("e"), table.c.key == sa.bindparam("k"))
+            .values(status=sa.bindparam("s"))
+        )
+        if self.ledger._sqlite is not None:
+            self._sqlite_many(
+                "update sync_members set status = ? where export = ? and key = ?",
+                [(status, self.export, key) for key in keys],
+            )
+            return
+        self._engine_many(statement, [{"e": self.export, "k": k, "s": status} for k in keys])
+
+    def keys_by_recipient(self, status: str = "pending") -> dict[str, str]:
+        """{recipient ``id``: member key} of the members with ``status`` (LINE push and
+        multicast are keyed by ``id``)."""
+        with self.ledger._lock, self.ledger.engine.connect() as con:
+            rows = con.execute(
+                sa.select(SYNC_MEMBERS.c.key, SYNC_MEMBERS.c.ident).where(
+                    SYNC_MEMBERS.c.export == self.export, SYNC_MEMBERS.c.status == status
+                )
+            ).all()
+        return {str(json.loads(ident).get("id")): key for key, ident in rows}
+
+    def put_requests(self, scope: str, entries: list[tuple[str, str, str, list[str]]]) -> None:
+        """Record (retry key, kind, body, recipients) of requests about to be sent in
+        ``scope``, in one transaction per :data:`WRITE_CHUNK`."""
+        now = time.time()
+        rows = [
+            (self.export, key, scope, kind, body, json.dumps(recipients), now)
+            for key, kind, body, recipients in entries
+        ]
+        if rows:
+            self._upsert(SYNC_REQUESTS, rows)
+
+    def earlier_requests(self, scope: str) -> list[SentRequest]:
+        """The requests recorded by runs of other scopes that did not commit."""
+        table = SYNC_REQUESTS
+        with self.ledger._lock, self.ledger.engine.connect() as con:
+            rows = con.execute(
+                sa.select(
+                    table.c.key,
+                    table.c.scope,
+                    table.c.kind,
+                    table.c.body,
+                    table.c.recipients,
+                    table.c.recorded_at,
+                )
+                .where(table.c.export == self.export, table.c.scope != scope)
+                .order_by(table.c.recorded_at)
+            ).all()
+        return [
+            SentRequest(key, scope, kind, body, json.loads(recipients), at)
+            for key, scope, kind, body, recipients, at in rows
+        ]
+
+    def drop_requests(self, scope: str | None = None, keys: list[str] | None = None) -> None:
+        """Forget the recorded requests of a run that committed (``scope``), or ``keys``."""
+        if keys is not None:
+            self._delete(SYNC_REQUESTS, keys)
+        if scope is not None:
+            with self.ledger._lock, self.ledger.engine.begin() as con:
+                con.execute(
+                    sa.delete(SYNC_REQUESTS).where(
+                        SYNC_REQUESTS.c.export == self.export, SYNC_REQUESTS.c.scope == scope
+                    )
+                )
 
     def delete(self, keys: list[str]) -> None:
         """Forget ``keys`` (members removed, or departed before a baseline)."""

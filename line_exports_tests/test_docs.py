@@ -86,6 +86,10 @@ RUN_HERE = {
     "line-exports webhook serve --host 127.0.0.1 --port 8080 --workers 2": (
         "test_webhook_commands_work_together"
     ),
+    "line-exports held EXPORT": "test_past_the_retry_key_window_rows_are_held_until_released",
+    "line-exports held EXPORT --resend": (
+        "test_past_the_retry_key_window_rows_are_held_until_released"
+    ),
 }
 
 

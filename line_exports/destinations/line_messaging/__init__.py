@@ -24,10 +24,13 @@ from line_exports.destination import (
 )
 from line_exports.destinations.line_messaging import audience_mirror
 from line_exports.destinations.line_messaging.audience import deliver_audience, id_files
+from line_exports.destinations.line_messaging.auth import TokenError
 from line_exports.destinations.line_messaging.client import (
     LineMessagingClient,
     LineMessagingResource,
     explain,
+    monthly_limit,
+    refusal,
 )
 from line_exports.destinations.line_messaging.consent import CONSENT_COLUMNS, screen
 from line_exports.destinations.line_messaging.multicast import (
@@ -48,6 +51,7 @@ from line_exports.destinations.line_messaging.settings import (
     MULTICAST_COLUMNS,
     PUSH_COLUMNS,
     PUSH_TO_PATTERN,
+    RESEND_GUARD_SECONDS,
     LineMessagingSettings,
 )
 from line_exports.http import ApiError
@@ -153,7 +157,36 @@ class LineMessagingDestination(Destination):
                 if settings.use_audience_id
                 else f"audience_name={settings.audience_name}",
             )
-        return SyncSpec(("id",), resend_changed=False, namespace=settings.campaign_key)
+        return SyncSpec(
+            ("id",),
+            resend_changed=False,
+            namespace=settings.campaign_key,
+            settle_window=RESEND_GUARD_SECONDS,
+        )
+
+    def resend(
+        self,
+        resource: LineMessagingResource,
+        settings: LineMessagingSettings,
+        kind: str,
+        body: bytes,
+        key: str,
+    ) -> tuple[str, dict[str, Any]]:
+        """An earlier run's push or multicast again, same body and ``X-Line-Retry-Key``: 409
+        (LINE already accepted that key; ``X-Line-Accepted-Request-Id`` names the request) or
+        2xx is accepted, a 400 refused, the monthly-quota 429 delivered nothing ("Retry failed
+        API requests": https://developers.line.biz/en/docs/messaging-api/retrying-api-request/).
+        Other errors raise once the client's retries are spent."""
+        client = resource.get_client(settings.retry_settings())
+        try:
+            status, answer = client.send("push" if kind == "push" else "multicast", body, key)
+        except ApiError as exc:
+            if exc.status == 400 and not isinstance(exc, TokenError):
+                return "refused", {"message": f"LINE refused: {refusal(exc)}"}
+            if monthly_limit(exc):
+                return "not_delivered", {"message": exc.body}
+            raise
+        return "accepted", {"status": status, "request_id": answer.get("_request_id")}
 
     def refusal_is_transient(self, rule: str, message: str) -> bool:
         """A push, multicast or rich-menu link LINE answered 400 for (an unknown or blocked

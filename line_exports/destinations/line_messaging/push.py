@@ -94,6 +94,8 @@ def deliver_push(
                 over, pushes = pushes[left:], pushes[:left]
                 left -= len(pushes)
                 tally.quota_cut.extend(n for n, *_ in over)
+            if run.keep_requests is not None:  # sync diff: a later scope can settle them
+                run.keep_requests([(k, "push", b.decode(), [to]) for _, to, b, k in pushes])
             # Pending before sending, in one transaction: an interrupted push is known.
             run.ledger.record_many(
                 [(key, {"state": "pending", "at": time.time()}) for *_, key in pushes]

@@ -88,6 +88,8 @@ def send_once(
     decided = settled(run.ledger.done(key), row_numbers, tally)
     if decided is not None:
         return decided
+    if run.keep_requests is not None:  # sync diff: a later scope can settle it
+        run.keep_requests([(key, kind, body.decode(), recipients)])
     run.ledger.record(key, {"state": "pending", "at": time.time()})
     return post(
         client,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 import uuid
 from typing import Any
 
@@ -13,9 +12,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from line_exports.destinations.line_messaging.messages import check_messages
+from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.line_messaging import insight
 from line_exports.sandbox.line_messaging.common import Api, _error, _invalid, _problems, _request_id
-from line_exports.sandbox.line_messaging.store import PUSH_TO, RETRY_KEY_SECONDS, UNIT, USER_ID
+from line_exports.sandbox.line_messaging.store import PUSH_TO, UNIT, USER_ID
 
 
 def routes(api: Api) -> list[BaseRoute]:
@@ -56,11 +56,12 @@ def routes(api: Api) -> list[BaseRoute]:
         return key.lower(), None
 
     def already(key: str | None, kind: str) -> Response | None:
-        """409 when the key was accepted in the last 24 hours (checked and claimed atomically)."""
+        """409 when LINE accepted the key and still honours it (24 hours from its first
+        request, on the sandbox clock); checked and claimed atomically."""
         if key is None:
             return None
-        entry = store.retry_keys.get(key)
-        if entry is None or time.time() - entry[0] >= RETRY_KEY_SECONDS:
+        entry = store.accepted_key(key, clock_of(sandbox).now())
+        if entry is None:
             return None
         store.conflicts += 1
         body: dict[str, Any] = {"message": "The retry key is already accepted"}
@@ -157,7 +158,7 @@ def routes(api: Api) -> list[BaseRoute]:
                 for _ in body["messages"]
             ]
             if key is not None:
-                store.retry_keys[key] = (time.time(), request_id, sent)
+                store.retry_keys[key] = (clock_of(sandbox).now(), request_id, sent)
             deliver(to, body["messages"])
             reached = [to] if to not in store.blocked else []
             insight.record(sandbox, "push", reached, body["messages"], units_of(body))
@@ -192,7 +193,7 @@ def routes(api: Api) -> list[BaseRoute]:
                 return over
             request_id = _request_id()
             if key is not None:
-                store.retry_keys[key] = (time.time(), request_id, [])
+                store.retry_keys[key] = (clock_of(sandbox).now(), request_id, [])
             for recipient in to:
                 deliver(recipient, body["messages"])
             reached = [r for r in to if r not in store.blocked]

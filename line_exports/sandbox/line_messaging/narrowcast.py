@@ -35,9 +35,10 @@ from line_exports.destinations.line_messaging.targeting import (
     limit_problems,
     recipient_problems,
 )
+from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.line_messaging.common import Api, _error, _invalid, _problems, _request_id
 from line_exports.sandbox.line_messaging.store import IFA as UUID
-from line_exports.sandbox.line_messaging.store import RETRY_KEY_SECONDS, USER_ID
+from line_exports.sandbox.line_messaging.store import USER_ID
 
 RATE = {"narrowcast": (60, 3600.0), "broadcast": (60, 3600.0), "insight": (60, 3600.0)}
 AGES = ["age_15", "age_20", "age_25", "age_30", "age_35", "age_40", "age_45", "age_50"]
@@ -182,8 +183,8 @@ def routes(api: Api) -> list[BaseRoute]:
         return key.lower(), None
 
     def conflict(key: str | None) -> Response | None:
-        entry = line.retry_keys.get(key) if key else None
-        if entry is None or time.time() - entry[0] >= RETRY_KEY_SECONDS:
+        entry = line.accepted_key(key, clock_of(sandbox).now()) if key else None
+        if entry is None:
             return None
         line.conflicts += 1
         return JSONResponse(

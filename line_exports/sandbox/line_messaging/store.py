@@ -94,6 +94,9 @@ class LineStore:
     stateless: dict[str, float] = field(default_factory=dict)  # stateless token -> expires
     stateless_issued: int = 0
     retry_keys: dict[str, tuple[float, str, list[dict[str, Any]]]] = field(default_factory=dict)
+    """Accepted retry keys: (accepted at, request ID, push's ``sentMessages``)."""
+    retry_key_first_seen: dict[str, float] = field(default_factory=dict)
+    """When each retry key was first sent (the sandbox clock): its 24 hours start there."""
     inbox: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
     blocked: set[str] = field(default_factory=set)  # 200, but nothing arrives (LINE's rule)
     unknown_users: set[str] = field(default_factory=set)  # not in this channel: 400
@@ -111,6 +114,18 @@ class LineStore:
     def new_id(self) -> int:
         self.next_id += 1
         return self.next_id
+
+    def accepted_key(self, key: str, now: float) -> tuple[float, str, list[dict[str, Any]]] | None:
+        """The accepted request of retry ``key`` while LINE still honours it, else None (and
+        the key starts anew). LINE, "Retry failed API requests": the key is valid for 24 hours
+        from the first request that carried it; a key it accepted answers 409 within them.
+        ``now`` is the sandbox clock (``/_sandbox/clock`` moves it); call under its lock."""
+        first = self.retry_key_first_seen.setdefault(key, now)
+        if now - first >= RETRY_KEY_SECONDS:
+            self.retry_key_first_seen[key] = now
+            self.retry_keys.pop(key, None)
+            return None
+        return self.retry_keys.get(key)
 
     def received(self, recipient: str) -> list[list[dict[str, Any]]]:
         """Every ``messages`` array that reached ``recipient``, in order."""

@@ -1,0 +1,250 @@
+"""Settle an earlier run's unanswered requests before a new run plans: no second delivery.
+
+A ``sync_mode`` diff run records its rows ``pending`` before sending (:mod:`.sync_store`). A
+re-execution of the same scope resumes them through the ledger under the same retry keys. A
+run of another scope (the schedule's next tick, a new manual launch) has new retry keys, and
+for LINE push and multicast a resend under a new key is a second message. So a destination
+whose :attr:`~line_exports.sync.SyncSpec.settle_window` is set (LINE push and multicast) also
+records every request it is about to send (retry key, exact body, recipients, when, scope) in
+``sync_requests``, dropped when its run commits; a run of another scope settles those of runs
+that did not commit before it plans, one request at a time, by what the earlier scope's ledger
+holds:
+
+* ``accepted``: its recipients are accepted (no call);
+* ``refused`` (a 400 for one recipient): refused, with LINE's answer; a refused multicast
+  group delivered nothing (its recipients were split into groups recorded on their own);
+* ``pending`` and sent less than ``settle_window`` ago: sent again, the same body under the same
+  ``X-Line-Retry-Key``. LINE ("Retry failed API requests",
+  https://developers.line.biz/en/docs/messaging-api/retrying-api-request/): a key is valid for
+  24 hours from the first request, for push, multicast, narrowcast and broadcast; the retried
+  request must be the same as the original; a request whose key LINE already accepted answers
+  ``409`` with ``X-Line-Accepted-Request-Id`` (the accepted request's ID) and delivers nothing,
+  a 2xx means it is delivered now, a 400 that it is refused. A 409 or 2xx settles the
+  recipients ``accepted`` (each counted once), a 400 ``refused``; LINE's monthly-quota 429
+  delivered nothing: the rows stay ``pending`` and are planned as usual;
+* ``pending`` and sent longer ago: LINE no longer knows the key, whether it delivered cannot be
+  known, and a resend could send the coupon twice: the rows are held ``unknown`` (reported as
+  ``rows_delivery_unknown``; the ``sync_removals`` check fails saying how to release them),
+  until the user decides with ``line-exports held EXPORT --resend`` or ``--delivered``
+  (:func:`release`);
+* not in the ledger: the run was killed between recording the request and sending it: nothing
+  was sent, the rows stay ``pending`` and are planned as usual.
+
+A transient failure of a resend (5xx, no answer, 429 rate limit after retries) stops the run
+before it plans anything; what was settled so far is kept, the rest is settled next run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from line_exports.ledger import SYNC_MEMBERS, SYNC_REFUSALS, Ledger
+from line_exports.sync_store import SentRequest, SyncStore
+
+if TYPE_CHECKING:
+    from line_exports.destination import Destination, ExportRun
+
+UNKNOWN_RULE = "delivery_unknown"
+
+
+def now() -> float:
+    """Epoch seconds (one place, so a test can move the exporter's clock with the sandbox's)."""
+    return time.time()
+
+
+def unknown_reason(export: str, at: float, window: float) -> str:
+    """Why a row is held: sent when, the API's window, what the user can do."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return (
+        f"delivery unknown: an earlier run sent it at {stamp} and its answer was lost; the "
+        f"retry key is past the API's {window / 3600:g}-hour window, so a resend could deliver "
+        f"twice. Held: `line-exports held {export} --resend` sends it again next run, "
+        f"`--delivered` records it delivered"
+    )
+
+
+@dataclass
+class Settled:
+    """What settling an earlier run's requests did (member counts, requests)."""
+
+    requests: int = 0
+    resent: int = 0
+    already_accepted_409: int = 0
+    accepted: int = 0
+    refused: int = 0
+    unknown: int = 0
+
+    def metadata(self) -> dict[str, int]:
+        return {
+            "earlier_requests_settled": self.requests,
+            "earlier_requests_resent": self.resent,
+            "earlier_requests_409": self.already_accepted_409,
+            "rows_settled_accepted": self.accepted,
+            "rows_settled_refused": self.refused,
+            "rows_settled_unknown": self.unknown,
+        }
+
+
+def settle_earlier(
+    dest: Destination,
+    resource: Any,
+    settings: Any,
+    store: SyncStore,
+    run: ExportRun,
+    window: float,
+) -> Settled | None:
+    """Settle the requests recorded by runs of other scopes that did not commit (see the
+    module's docstring); None when there are none. Raises what a resend raises for a transient
+    failure (the settled part kept)."""
+    requests = store.earlier_requests(run.ledger.scope)
+    if not requests:
+        return None
+    member = store.keys_by_recipient("pending")
+    result = Settled()
+    accepted: set[str] = set()
+    refused: dict[str, tuple[str, str]] = {}
+    unknown: dict[str, str] = {}
+    done: list[str] = []
+    export = store.export.split("@")[0].split("#")[0]
+    scopes: dict[str, list[SentRequest]] = defaultdict(list)
+    for request in requests:
+        scopes[request.scope].append(request)
+    try:
+        for scope, group in scopes.items():
+            ledger = run.ledger.ledger.scope(run.ledger.export, scope)
+            states = ledger.done_many([r.key for r in group])
+            for request in group:
+                keys = [member[r] for r in request.recipients if r in member]
+                state = states.get(request.key) or {}
+                outcome = state.get("state")
+                if outcome == "pending":
+                    sent_at = float(state.get("at", request.at))
+                    if now() - sent_at > window:
+                        reason = unknown_reason(export, sent_at, window)
+                        unknown.update((k, reason) for k in keys)
+                        outcome = None
+                    else:
+                        outcome, answer = dest.resend(
+                            resource, settings, request.kind, request.body.encode(), request.key
+                        )
+                        result.resent += 1
+                        result.already_accepted_409 += int(answer.get("status") == 409)
+                        if outcome in ("accepted", "refused"):
+                            ledger.record(request.key, {"state": outcome, "at": now(), **answer})
+                        state = answer
+                if outcome == "accepted":
+                    accepted.update(keys)
+                elif outcome == "refused" and len(request.recipients) == 1 and keys:
+                    message = str(state.get("message", "")) or "refused (no answer recorded)"
+                    refused[keys[0]] = (f"line_{request.kind}_refused", message)
+                done.append(request.key)
+                result.requests += 1
+    finally:
+        _apply(store, accepted, refused, unknown, result)
+        store.drop_requests(keys=done)
+    return result
+
+
+def outlook(store: SyncStore, window: float) -> list[str]:
+    """For ``line-exports plan``: the rows to retry that an earlier run's requests hold, which
+    a run settles first (under their retry keys, never sent twice) or, sent longer than
+    ``window`` ago, holds as delivery unknown. Reads only; the ledger's answers are not asked."""
+    requests = store.earlier_requests("")
+    if not requests:
+        return []
+    pending = store.keys_by_recipient("pending")
+    fresh: set[str] = set()
+    stale: set[str] = set()
+    for request in requests:
+        keys = {pending[r] for r in request.recipients if r in pending}
+        (fresh if now() - request.at <= window else stale).update(keys)
+    lines = []
+    if fresh:
+        lines.append(
+            f"settle first: {len(fresh):,} of the rows to retry are in requests an earlier run "
+            "sent without a recorded answer: sent again under the same retry keys (LINE answers "
+            "409 for those it delivered), never twice"
+        )
+    if stale - fresh:
+        export = store.export.split("@")[0].split("#")[0]
+        lines.append(
+            f"hold: {len(stale - fresh):,} of the rows to retry were sent by an earlier run over "
+            f"{window / 3600:g} hours ago without a recorded answer: delivery unknown, held "
+            f"(line-exports held {export})"
+        )
+    return lines
+
+
+def _apply(
+    store: SyncStore,
+    accepted: set[str],
+    refused: dict[str, tuple[str, str]],
+    unknown: dict[str, str],
+    result: Settled,
+) -> None:
+    """Write the settled statuses (accepted wins: a recipient delivered once is done)."""
+    refused = {k: m for k, m in refused.items() if k not in accepted}
+    unknown = {k: m for k, m in unknown.items() if k not in accepted and k not in refused}
+    store.set_status(sorted(accepted), "accepted")
+    store.set_status(sorted(refused), "refused")
+    store.put_refusals(list(refused), [(rule, "id", m) for rule, m in refused.values()])
+    store.set_status(sorted(unknown), "unknown")
+    store.put_refusals(list(unknown), [(UNKNOWN_RULE, "id", m) for m in unknown.values()])
+    result.accepted += len(accepted)
+    result.refused += len(refused)
+    result.unknown += len(unknown)
+
+
+def _stores(ledger: Ledger, export: str) -> sa.ColumnElement[bool]:
+    """The sync stores of ``export``: itself, its partitions (``#``) and targets (``@``)."""
+    column = SYNC_MEMBERS.c.export
+    return sa.or_(column == export, column.like(f"{export}#%"), column.like(f"{export}@%"))
+
+
+def held(ledger: Ledger, export: str) -> list[tuple[str, str, str]]:
+    """(store, recipient key columns as JSON, reason) of the rows held ``unknown``."""
+    query = (
+        sa.select(SYNC_MEMBERS.c.export, SYNC_MEMBERS.c.ident, SYNC_REFUSALS.c.message)
+        .select_from(
+            SYNC_MEMBERS.outerjoin(
+                SYNC_REFUSALS,
+                sa.and_(
+                    SYNC_REFUSALS.c.export == SYNC_MEMBERS.c.export,
+                    SYNC_REFUSALS.c.key == SYNC_MEMBERS.c.key,
+                ),
+            )
+        )
+        .where(_stores(ledger, export), SYNC_MEMBERS.c.status == "unknown")
+        .order_by(SYNC_MEMBERS.c.export, SYNC_MEMBERS.c.ident)
+    )
+    with ledger.engine.connect() as con:
+        return [(s, i, m or "") for s, i, m in con.execute(query).all()]
+
+
+def release(ledger: Ledger, export: str, delivered: bool) -> int:
+    """Release the rows held ``unknown`` of ``export``: ``pending`` (sent again by its next
+    run, once) or, ``delivered``, ``accepted`` (never sent again). Returns the rows released."""
+    status = "accepted" if delivered else "pending"
+    stores = _stores(ledger, export)
+    with ledger.engine.begin() as con:
+        keys = sa.select(SYNC_MEMBERS.c.export, SYNC_MEMBERS.c.key).where(
+            stores, SYNC_MEMBERS.c.status == "unknown"
+        )
+        chosen = con.execute(keys).all()
+        for store, key in chosen:
+            con.execute(
+                sa.delete(SYNC_REFUSALS).where(
+                    SYNC_REFUSALS.c.export == store, SYNC_REFUSALS.c.key == key
+                )
+            )
+        con.execute(
+            sa.update(SYNC_MEMBERS)
+            .where(stores, SYNC_MEMBERS.c.status == "unknown")
+            .values(status=status, recorded_at=time.time())
+        )
+    return len(chosen)

@@ -1,0 +1,283 @@
+"""A killed push / multicast ``diff`` run, then the schedule's NEXT tick: each recipient gets the
+coupon once (the earlier run's requests are settled under their own retry keys); past LINE's
+24-hour retry-key window the rows are held, reported and released by ``line-exports held``.
+
+Real child processes SIGKILLed mid-send (the kill triggered on what the sandbox has delivered),
+real ledger files, HTTP to the sandbox, whose clock models the retry key's validity.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import requests
+
+from line_exports import LineMessagingResource, SqlSource, build_export, sync_settle
+from line_exports.cli import main as line_exports_main
+from line_exports.destinations.line_messaging.settings import SANDBOX_TOKEN
+from line_exports.sandbox import Sandbox, SandboxServer
+from line_exports.sandbox import line_messaging as line_box
+from line_exports.sandbox.clock import clock_of
+from line_exports.sandbox.core import Fault
+from line_exports_tests.cli_helpers import line_exports, workflow_folder
+from line_exports_tests.test_sync import Acted, kill_when, meta_of, store_statuses, sync_check
+
+RECIPIENTS = 30
+TICK = "2026-06-02T09:00:00+00:00"
+NEXT_TICK = "2026-06-02T10:00:00+00:00"  # an hourly schedule: within LINE's 24 hours
+LATER_TICK = "2026-06-02T11:00:00+00:00"
+
+
+def uid(n: int) -> str:
+    return f"U{n:032x}"
+
+
+def coupon_run(
+    url: str, tick: str, target: str = "push_message", count: int = RECIPIENTS
+) -> dg.ExecuteInProcessResult:
+    """The export ``coupon`` in diff: push (or multicast, groups of 5) a coupon to ``count``
+    users."""
+    settings: dict[str, Any] = {
+        "target": target,
+        "sync_mode": "diff",
+        "initial_retry_wait": 1,
+        "max_retry": 1,
+        "max_retry_wait": 100,
+    }
+    if target == "push_message":
+        settings |= {
+            "template_message": '{"type": "text", "text": "coupon {{code}}"}',
+            "push_concurrency": 2,
+        }
+    else:
+        settings |= {
+            "template_message_multicast": '{"type": "text", "text": "coupon"}',
+            "batch_size_multicast": 5,
+            "multicast_concurrency": 1,
+        }
+    asset = build_export(
+        "coupon",
+        destination="line_messaging",
+        query=query(count),
+        settings=settings,
+        retry_policy=None,
+        key_prefix="daily",  # the asset of the workflow DIG's task (for plan)
+    )
+    return dg.materialize(
+        [asset],
+        resources={
+            "line_messaging": LineMessagingResource(base_url=url, poll_seconds=0.05),
+            "sql_source": SqlSource(),
+        },
+        tags={"dagster/scheduled_execution_time": tick},
+        raise_on_error=False,
+    )
+
+
+def query(count: int) -> str:
+    return (
+        "select 'U' || lpad(printf('%x', range), 32, '0') as id, 'C' || range as code "
+        f"from range({count})"
+    )
+
+
+DIG = (
+    "timezone: UTC\n\n+coupon:\n  td>: queries/coupon.sql\n  translate_sql: false\n"
+    "  result_connection: line_messaging_sample\n  result_settings:\n"
+    "    target: push_message\n"
+    """    template_message: '{"type": "text", "text": "coupon {{code}}"}'\n"""
+    "    sync_mode: diff\n"
+)
+
+
+def plan_text(folder: Path, url: str, count: int = RECIPIENTS) -> str:
+    """``line-exports plan`` of the workflow ``daily`` (task ``coupon``, the same export)."""
+    workflows = workflow_folder(folder, {"daily": DIG}, {"coupon.sql": query(count) + "\n"})
+    ran = line_exports(
+        "plan",
+        "--workflows",
+        str(workflows),
+        "--preview",
+        "0",
+        env={"LINE_MESSAGING_BASE_URL": url},
+    )
+    assert ran.code == 0, ran.text
+    return ran.out
+
+
+def push_day(url: str) -> dg.ExecuteInProcessResult:
+    return coupon_run(url, TICK)
+
+
+def multicast_day(url: str) -> dg.ExecuteInProcessResult:
+    return coupon_run(url, TICK, "multicast_message")
+
+
+def inbox_counts(sandbox: Sandbox, count: int = RECIPIENTS) -> list[int]:
+    store = line_box.store_of(sandbox)
+    with sandbox.lock:
+        return [len(store.received(uid(n))) for n in range(count)]
+
+
+def adds_up(meta: dict[str, Any]) -> bool:
+    return meta["rows_read"] == (
+        meta["rows_rejected"]
+        + meta["rows_refused_by_api"]
+        + meta["rows_unsent"]
+        + meta["rows_delivery_unknown"]
+        + meta["rows_accepted"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "child", "path", "done"),
+    [
+        ("push_message", "push_day", "/v2/bot/message/push", 12),
+        ("multicast_message", "multicast_day", "/v2/bot/message/multicast", 3),
+    ],
+)
+def test_killed_run_then_next_tick_delivers_each_coupon_once(
+    line_exports_home: Path, tmp_path: Path, target: str, child: str, path: str, done: int
+) -> None:
+    """SIGKILL the tick's run once LINE delivered ``done`` requests (answers held back 0.3 s, so
+    the ledger has recorded none of them). The next tick (new scope, new retry keys) first sends
+    the killed run's requests again under their own keys: LINE answers 409 for those it took,
+    delivers the rest; nobody gets the coupon twice, every row counted once as accepted. A
+    later tick sends nothing."""
+    from line_exports_tests.resilience_helpers import LateAnswerServer, settle
+
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        sandbox = server.sandbox
+        store = line_box.store_of(sandbox)
+        server.late.add(path, "POST", 0.3, times=-1)
+        count = (lambda: store.pushes) if target == "push_message" else (lambda: store.multicasts)
+        kill_when(Acted(count), done, child, server.url, line_exports_home, "test_sync_settle")
+        settle(sandbox, quiet=0.45)
+        server.late.rules.clear()
+        delivered = inbox_counts(sandbox)
+        assert max(delivered) == 1 and done <= sum(delivered) < RECIPIENTS, delivered
+        assert store_statuses("daily/coupon").get("pending", 0) == RECIPIENTS
+        if target == "push_message":  # plan says they are settled first, not sent twice
+            planned = plan_text(tmp_path, server.url)
+            assert f"{RECIPIENTS} to retry" in planned
+            assert f"settle first: {RECIPIENTS} of the rows to retry" in planned
+
+        nxt = coupon_run(server.url, NEXT_TICK, target)
+        assert nxt.success
+        meta = meta_of(nxt, "daily__coupon")
+        assert inbox_counts(sandbox) == [1] * RECIPIENTS  # not 2 for the ones delivered
+        assert adds_up(meta) and meta["rows_accepted"] == RECIPIENTS, meta
+        # Push records a batch's requests before sending any; multicast each group's just
+        # before it: what was never recorded was never sent, and is simply sent now.
+        settled = meta["rows_settled_accepted"]
+        assert sum(delivered) <= settled == RECIPIENTS - meta["rows_retried"]
+        assert meta["rows_sent"] == meta["rows_retried"]
+        size = 1 if target == "push_message" else 5
+        assert meta["earlier_requests_settled"] * size == settled  # each recorded request once
+        # Those the ledger shows accepted need no call; the others go again under their keys:
+        # a 409 for each LINE had taken (at least the one whose answer the kill lost).
+        assert 1 <= meta["earlier_requests_409"] == store.conflicts
+        assert meta["earlier_requests_409"] <= meta["earlier_requests_resent"]
+        assert store_statuses("daily/coupon") == {"accepted": RECIPIENTS}
+
+        later = coupon_run(server.url, LATER_TICK, target)
+        assert later.success and meta_of(later, "daily__coupon")["requests"] == 0
+        assert inbox_counts(sandbox) == [1] * RECIPIENTS
+
+
+def test_past_the_retry_key_window_rows_are_held_until_released(
+    sandbox_server: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """A run whose pushes all failed (500: LINE may or may not have delivered them), then the
+    next run 25 hours later (sandbox clock and the exporter's moved) with 5 new recipients:
+    LINE no longer knows the keys, so the 30 are neither resent nor lost: held as delivery
+    unknown, the sync check fails saying how to release them, the 5 new are sent;
+    ``line-exports held coupon --resend`` lets the next run send each of the 30 once."""
+    sandbox = sandbox_server.sandbox
+    store = line_box.store_of(sandbox)
+    sandbox.add_fault(Fault(path="/v2/bot/message/push", status=500, times=-1))
+    first = coupon_run(sandbox_server.url, TICK)
+    assert not first.success
+    sandbox.clear_faults()
+    assert store.pushes == 0 and store_statuses("daily/coupon") == {"pending": RECIPIENTS}
+
+    clock_of(sandbox).advance(25 * 3600)
+    later = time.time() + 25 * 3600
+    monkeypatch.setattr(sync_settle, "now", lambda: later)
+    assert f"hold: {RECIPIENTS} of the rows to retry" in plan_text(
+        tmp_path / "a", sandbox_server.url
+    )
+    wider = RECIPIENTS + 5
+    held = coupon_run(sandbox_server.url, "2026-06-03T10:00:00+00:00", count=wider)
+    meta = meta_of(held, "daily__coupon")
+    assert store.pushes == 5 and adds_up(meta)
+    assert (meta["rows_delivery_unknown"], meta["rows_sent"], meta["rows_accepted"]) == (
+        RECIPIENTS,
+        5,
+        5,
+    )
+    assert meta["rows_settled_unknown"] == RECIPIENTS and meta["earlier_requests_resent"] == 0
+    check = sync_check(held)
+    assert not check.passed
+    reason = str(check.metadata["reason"].value)  # type: ignore[union-attr]
+    assert (
+        f"{RECIPIENTS} rows held" in reason and "line-exports held daily/coupon --resend" in reason
+    )
+
+    assert f"{RECIPIENTS} held: delivery unknown" in plan_text(tmp_path / "b", sandbox_server.url)
+    assert line_exports_main(["held", "daily/coupon"]) == 0
+    assert f"daily/coupon: {RECIPIENTS} rows held, delivery unknown" in capsys.readouterr().out
+    again = coupon_run(sandbox_server.url, "2026-06-03T11:00:00+00:00", count=wider)
+    assert meta_of(again, "daily__coupon")["rows_delivery_unknown"] == RECIPIENTS  # still held
+    assert store.pushes == 5
+
+    assert line_exports_main(["held", "daily/coupon", "--resend"]) == 0
+    assert "30 held rows released" in capsys.readouterr().out
+    released = coupon_run(sandbox_server.url, "2026-06-03T12:00:00+00:00", count=wider)
+    meta = meta_of(released, "daily__coupon")
+    assert released.success and sync_check(released).passed
+    assert (meta["rows_retried"], meta["rows_accepted"], meta["rows_delivery_unknown"]) == (
+        RECIPIENTS,
+        wider,
+        0,
+    )
+    assert inbox_counts(sandbox, wider) == [1] * wider
+    coupon_run(sandbox_server.url, "2026-06-03T13:00:00+00:00", count=wider)
+    assert inbox_counts(sandbox, wider) == [1] * wider
+
+
+def test_sandbox_honours_a_retry_key_for_24_hours_from_its_first_request(
+    sandbox_server: SandboxServer,
+) -> None:
+    """LINE ("Retry failed API requests"): a key is valid for 24 hours from the first request;
+    within them a repeated push answers 409 naming the accepted request and delivers nothing;
+    after them the key is unknown and the same request delivers again."""
+    sandbox = sandbox_server.sandbox
+    key = str(uuid.uuid4())
+
+    def push() -> requests.Response:
+        return requests.post(
+            f"{sandbox_server.url}/v2/bot/message/push",
+            json={"to": uid(7), "messages": [{"type": "text", "text": "hi"}]},
+            headers={"Authorization": f"Bearer {SANDBOX_TOKEN}", "X-Line-Retry-Key": key},
+            timeout=10,
+        )
+
+    first = push()
+    assert first.status_code == 200
+    clock_of(sandbox).advance(24 * 3600 - 60)
+    again = push()
+    assert again.status_code == 409
+    assert again.headers["x-line-accepted-request-id"] == first.headers["x-line-request-id"]
+    assert again.json()["sentMessages"] == first.json()["sentMessages"]
+    clock_of(sandbox).advance(60)
+    assert push().status_code == 200
+    assert len(line_box.store_of(sandbox).received(uid(7))) == 2
