@@ -1,6 +1,7 @@
-"""MAAC's member list and tag times, as ``maac-openapi.md`` states them: one definition for the
-exporter (:mod:`line_exports.destinations.maac_tags`) and the sandbox
-(:mod:`line_exports.sandbox.maac`).
+"""MAAC's member import and custom segment limits, member list and tag times, as
+``maac-openapi.md`` states them: one definition for the exporter
+(:mod:`line_exports.destinations.maac`, :mod:`line_exports.destinations.maac_tags`) and the
+sandbox (:mod:`line_exports.sandbox.maac`).
 
 Source: help-cresclab/ProductSpecLibrary ``maac-general/maac-openapi.md``, Group 聯絡人:
 
@@ -22,6 +23,25 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
+
+# POST /openapi/v1/member/import/: at most 10,000 members and 10 MB a request, 15 a minute;
+# each item's fields are these (plus ``tags``), matched to a member by one of IMPORT_KEYS.
+IMPORT_KEYS = ("line_uid", "customer_id", "email", "mobile")
+MEMBER_FIELDS = (
+    "line_uid",
+    "line_display_name",
+    "email",
+    "mobile",
+    "customer_id",
+    "gender",
+    "birthday",
+)
+IMPORT_MAX_MEMBERS = 10_000
+IMPORT_MAX_BYTES = 10 * 1024 * 1024
+IMPORT_PER_MINUTE = 15
+# POST /openapi/v1/custom_segment/ (PATCH .../{id}/): a CSV of at most 300,000 LINE UIDs, 25 MB.
+SEGMENT_MAX_UIDS = 300_000
+SEGMENT_MAX_BYTES = 25 * 1024 * 1024
 
 MEMBER_LIST_PATH = "/openapi/v1/member/"
 MEMBER_PAGE_SIZE = 300

@@ -34,7 +34,16 @@ from line_exports.destination import (
 from line_exports.destinations import maac_tags
 from line_exports.http import HttpClient, RateLimit, RetrySettings, poll
 from line_exports.identities import EMAIL_NORMALIZE
-from line_exports.maac_spec import LINE_UID
+from line_exports.maac_spec import (
+    IMPORT_KEYS,
+    IMPORT_MAX_BYTES,
+    IMPORT_MAX_MEMBERS,
+    IMPORT_PER_MINUTE,
+    LINE_UID,
+    MEMBER_FIELDS,
+    SEGMENT_MAX_BYTES,
+    SEGMENT_MAX_UIDS,
+)
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
@@ -42,22 +51,11 @@ from line_exports.sync import RemovalReport, SyncSpec
 
 HOSTS = {"global": "https://api.cresclab.com", "japan": "https://api.jp.cresclab.com"}
 SANDBOX_TOKEN = "sandbox-maac-token"
-IMPORT_MAX_MEMBERS = 10_000
-IMPORT_MAX_BYTES = 10 * 1024 * 1024
-SEGMENT_MAX_UIDS = 300_000
-SEGMENT_MAX_BYTES = 25 * 1024 * 1024
-LIMITS = {"member_import": RateLimit(requests=15, per_seconds=60), **maac_tags.LIMITS}
+LIMITS = {
+    "member_import": RateLimit(requests=IMPORT_PER_MINUTE, per_seconds=60),
+    **maac_tags.LIMITS,
+}
 TASK_TIMEOUT_SECONDS = 3600
-IMPORT_KEYS = ("line_uid", "customer_id", "email", "mobile")
-MEMBER_FIELDS = (
-    "line_uid",
-    "line_display_name",
-    "email",
-    "mobile",
-    "customer_id",
-    "gender",
-    "birthday",
-)
 
 # The reference's column tables, as rules.
 MEMBER_COLUMNS = (

@@ -28,33 +28,25 @@ from starlette.routing import BaseRoute, Route
 from line_exports.maac_spec import (
     ALL_TAG_CHOICES,
     DATE_FILTER,
+    IMPORT_KEYS,
+    IMPORT_MAX_BYTES,
+    IMPORT_MAX_MEMBERS,
+    IMPORT_PER_MINUTE,
     LINE_UID,
+    MEMBER_FIELDS,
     MEMBER_FILTERS,
     MEMBER_LIST_PATH,
     MEMBER_PAGE_SIZE,
     MEMBER_STATUSES,
+    SEGMENT_MAX_BYTES,
+    SEGMENT_MAX_UIDS,
 )
 from line_exports.phones import to_e164
 from line_exports.sandbox.core import Sandbox
 
-IMPORT_MAX_MEMBERS = 10_000
-IMPORT_MAX_BYTES = 10 * 1024 * 1024
-IMPORT_PER_MINUTE = 15
-SEGMENT_MAX_UIDS = 300_000
-SEGMENT_MAX_BYTES = 25 * 1024 * 1024
 SEGMENT_QUOTA = 30
 PAGE_SIZE = 300
-IMPORT_KEYS = ("line_uid", "customer_id", "email", "mobile")
-MEMBER_FIELDS = {
-    "line_uid",
-    "line_display_name",
-    "email",
-    "mobile",
-    "customer_id",
-    "gender",
-    "tags",
-    "birthday",
-}
+ITEM_FIELDS = {*MEMBER_FIELDS, "tags"}  # what an import item may carry
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 LOCAL_MOBILE = re.compile(r"09[0-9]{8}")
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -200,7 +192,7 @@ def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
         if not isinstance(item, dict):
             counts["blank_error"] += 1
             continue
-        useless |= set(item) - MEMBER_FIELDS
+        useless |= set(item) - ITEM_FIELDS
         key = item.get(import_key)
         if key in (None, ""):
             counts["blank_error"] += 1
@@ -270,7 +262,7 @@ def _apply_import(
                 continue
             updated += 1
         member = store.members[member_id]
-        for name in MEMBER_FIELDS - {"tags"}:
+        for name in MEMBER_FIELDS:
             value = item.get(name)
             if value not in (None, ""):
                 old = member.get(name)
