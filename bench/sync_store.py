@@ -3,7 +3,9 @@
 On a fresh SQLite ledger, N member keys are recorded ``pending`` (as a run does before it
 sends), settled to ``accepted`` (as it does after), written once more as one upsert (the
 earlier design's single write, for comparison) and loaded back (as the next run's plan does).
-Printed: seconds per step and the machine's load average.
+Then, as a LINE push run in diff also does (``sync_settle``), one request per key recorded
+before sending, 2,000 a batch (retry key, exact body, recipient), and dropped when the run
+commits. Printed: seconds per step and the machine's load average.
 
     .venv/bin/python bench/sync_store.py --members 1000000
 """
@@ -54,6 +56,22 @@ def main() -> int:
         started = time.monotonic()
         store.load()
         steps.append(("load (next run's plan)", time.monotonic() - started))
+        requests = [
+            (
+                key,
+                "push",
+                json.dumps({"to": f"U{key}", "messages": [{"type": "text", "text": f"C{i}"}]}),
+                [f"U{key}"],
+            )
+            for i, key in enumerate(keys)
+        ]
+        started = time.monotonic()
+        for start in range(0, len(requests), 2_000):  # push's batch (PUSH_BATCH_ROWS)
+            store.put_requests("tick=bench", requests[start : start + 2_000])
+        steps.append(("push requests recorded (diff, before sending)", time.monotonic() - started))
+        started = time.monotonic()
+        store.drop_requests(scope="tick=bench")
+        steps.append(("push requests dropped (the run commits)", time.monotonic() - started))
         ledger.close()
     for name, seconds in steps:
         print(f"{name}: {seconds:.1f} s")

@@ -123,7 +123,8 @@ def settle_earlier(
                 state = states.get(request.key) or {}
                 outcome = state.get("state")
                 if outcome == "pending":
-                    sent_at = float(state.get("at", request.at))
+                    # The earliest record: a resumed run records a request pending again.
+                    sent_at = min(float(state.get("at", request.at)), request.at)
                     if now() - sent_at > window:
                         reason = unknown_reason(export, sent_at, window)
                         unknown.update((k, reason) for k in keys)

@@ -193,14 +193,15 @@ class SyncStore:
 
     def put_requests(self, scope: str, entries: list[tuple[str, str, str, list[str]]]) -> None:
         """Record (retry key, kind, body, recipients) of requests about to be sent in
-        ``scope``, in one transaction per :data:`WRITE_CHUNK`."""
+        ``scope``, in one transaction per :data:`WRITE_CHUNK`. A request sent again (a resumed
+        run) keeps its first time: LINE's 24 hours count from the first request."""
         now = time.time()
         rows = [
             (self.export, key, scope, kind, body, json.dumps(recipients), now)
             for key, kind, body, recipients in entries
         ]
         if rows:
-            self._upsert(SYNC_REQUESTS, rows)
+            self._upsert(SYNC_REQUESTS, rows, keep=True)
 
     def earlier_requests(self, scope: str) -> list[SentRequest]:
         """The requests recorded by runs of other scopes that did not commit."""
@@ -301,18 +302,24 @@ class SyncStore:
                         ).all()
         return found
 
-    def _upsert(self, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
-        """Insert or replace ``rows`` (every column, in order), WRITE_CHUNK a transaction."""
+    def _upsert(self, table: sa.Table, rows: list[tuple[Any, ...]], keep: bool = False) -> None:
+        """Insert or replace ``rows`` (every column, in order), WRITE_CHUNK a transaction;
+        ``keep``: a row already there stays as it is."""
         if self.ledger._sqlite is not None:
             marks = ", ".join("?" * len(table.columns))
-            self._sqlite_many(f"insert or replace into {table.name} values ({marks})", rows)
+            verb = "insert or ignore" if keep else "insert or replace"
+            self._sqlite_many(f"{verb} into {table.name} values ({marks})", rows)
             return
         insert = self.ledger.insert(table)
         names = [c.name for c in table.columns]
         keys = [c.name for c in table.primary_key.columns]
-        statement = insert.on_conflict_do_update(
-            index_elements=keys,
-            set_={n: insert.excluded[n] for n in names if n not in keys},
+        statement = (
+            insert.on_conflict_do_nothing(index_elements=keys)
+            if keep
+            else insert.on_conflict_do_update(
+                index_elements=keys,
+                set_={n: insert.excluded[n] for n in names if n not in keys},
+            )
         )
         self._engine_many(statement, [dict(zip(names, r, strict=True)) for r in rows])
 

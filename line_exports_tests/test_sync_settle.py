@@ -281,3 +281,45 @@ def test_sandbox_honours_a_retry_key_for_24_hours_from_its_first_request(
     clock_of(sandbox).advance(60)
     assert push().status_code == 200
     assert len(line_box.store_of(sandbox).received(uid(7))) == 2
+
+
+def test_held_rows_recorded_delivered_leave_the_hold(capsys: pytest.CaptureFixture[str]) -> None:
+    """``line-exports held EXPORT --delivered``: rows held in every store of the export (its
+    partitions too) become accepted, so no run sends them again; their reasons are gone."""
+    import pyarrow as pa
+
+    from line_exports.ledger import Ledger
+    from line_exports.sync_store import SyncStore
+
+    ledger = Ledger()
+    for name in ("daily/coupon", "daily/coupon#partition=2026-06-02", "daily/other"):
+        store = SyncStore(ledger, name)
+        keys = [f"{name}-k{n}" for n in range(3)]
+        store.put(
+            pa.table(
+                {
+                    "key": keys,
+                    "hash": ["h"] * 3,
+                    "ident": [f'{{"id":"{uid(n)}"}}' for n in range(3)],
+                }
+            ),
+            "unknown",
+        )
+        store.put_refusals(keys, [(sync_settle.UNKNOWN_RULE, "id", "delivery unknown: test")] * 3)
+    ledger.close()
+    assert line_exports_main(["held", "daily/coupon"]) == 0
+    assert "daily/coupon: 6 rows held, delivery unknown" in capsys.readouterr().out
+    assert line_exports_main(["held", "daily/coupon", "--delivered"]) == 0
+    assert "6 held rows recorded delivered" in capsys.readouterr().out
+    assert store_statuses("daily/coupon") == {"accepted": 3}  # (the partition's store too:)
+    ledger = Ledger()
+    try:
+        partition = SyncStore(ledger, "daily/coupon#partition=2026-06-02")
+        assert set(partition.load().column("status").to_pylist()) == {"accepted"}
+        assert (
+            partition.refusals([f"daily/coupon#partition=2026-06-02-k{n}" for n in range(3)]) == {}
+        )
+        other = SyncStore(ledger, "daily/other")
+        assert set(other.load().column("status").to_pylist()) == {"unknown"}  # not this export's
+    finally:
+        ledger.close()

@@ -4,9 +4,10 @@ Follows LINE's official OpenAPI (``messaging-api.yml``, ``manage-audience.yml``,
 ``channel-access-token.yml``) and the Messaging API reference: Bearer auth (fixed channel tokens
 plus short-lived ones issued by ``/v2/oauth/accessToken``, at most 30 per channel), per-endpoint
 rate limits (push 2,000/s, multicast 200/s, audiences 60/min together, token 370/s), ``413``
-over 2 MB, message schemas, ``X-Line-Retry-Key`` (a UUID; ``409`` for a key accepted in the last
-24 hours), audiences whose upload jobs finish asynchronously (at most 10 running per audience),
-and file uploads on the data host path. It records what each recipient received.
+over 2 MB, message schemas, ``X-Line-Retry-Key`` (a UUID; ``409`` for a key it accepted, for 24
+hours from the key's first request on the sandbox clock, ``/_sandbox/clock``), audiences whose
+upload jobs finish asynchronously (at most 10 running per audience), and file uploads on the
+data host path. It records what each recipient received.
 
 One module per concern, as the exporter's package: ``store`` (what the channel holds),
 ``common`` (errors, auth, limits), ``auth`` (tokens), ``messages`` (push, multicast, validate)
