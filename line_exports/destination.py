@@ -195,12 +195,15 @@ class DeliveryReport:
     * ``rejected``: rows the destination did not send because a rule says the API would refuse
       them, known before sending (e.g. a CAPI event outside LINE's time window, a message over
       a limit): reject tables (:func:`~line_exports.rules.reject`) naming the rule.
-    * ``refused``: rows sent and refused by the API, with its answer in ``message``; rows the
+    * ``refused``: rows sent and refused by the API, with its answer in ``message`` (a request
+      that failed for good is counted by :func:`~line_exports.outcomes.count_failed_request`,
+      the one rule for every destination); rows the
       API refused only as a count, without naming them (MAAC's ``mismatch_num``), go in
       ``refused_unnamed``.
-    * ``unknown``: rows sent whose fate nobody can tell: the request went out, its answer was
-      lost, and it can no longer be asked again safely (LINE forgets a retry key after 24
-      hours, so a resend could deliver twice). Reject tables with rule ``delivery_unknown``.
+    * ``unknown``: rows sent whose fate nobody can tell: the request went out and no answer
+      came (:func:`~line_exports.outcomes.fate_of`), or its answer was lost and it can no
+      longer be asked again safely (LINE forgets a retry key after 24 hours, so a resend could
+      deliver twice). Reject tables with rule ``delivery_unknown``.
     * ``accepted_rows``: rows the API accepted (a resumed batch's rows count as accepted).
     * unsent: the rest, rows never sent because the run stopped (counted by the export as
       valid - rejected - ``sent_rows``).

@@ -82,6 +82,7 @@ class ValidationSummary:
     column_hints: dict[str, str] = field(default_factory=dict)
     rejects_path: Path | None = None
     refused_by_answer: dict[str, int] = field(default_factory=dict)
+    unknown_by_reason: dict[str, int] = field(default_factory=dict)
     duplicate_rows: int = 0
 
     @property
@@ -96,11 +97,12 @@ class ValidationSummary:
         written to the same file and preview, counted apart by the outcome)."""
         if not len(rejects):
             return
-        if refused:
+        if refused or unknown:
+            counts = self.refused_by_answer if refused else self.unknown_by_reason
             for message, count in rejects.groupby("message").size().items():
                 key = str(message)[:200]
-                self.refused_by_answer[key] = self.refused_by_answer.get(key, 0) + int(count)
-        elif not unknown:
+                counts[key] = counts.get(key, 0) + int(count)
+        else:
             self.reject_cells += len(rejects)
             self.rejected_row_numbers.update(int(r) for r in rejects[ROW_NUMBER].unique())
             for key, count in summarize_rejects(rejects).items():
@@ -264,6 +266,8 @@ def export_metadata(
         meta["rows_duplicate"] = summary.duplicate_rows
     if summary.refused_by_answer:
         meta["refusals_by_answer"] = dg.MetadataValue.json(summary.refused_by_answer)
+    if summary.unknown_by_reason:
+        meta["delivery_unknown_reasons"] = dg.MetadataValue.json(summary.unknown_by_reason)
     if summary.rejects_path is not None and summary.rejects_path.exists():
         meta["rejects_file"] = dg.MetadataValue.path(str(summary.rejects_path))
     if summary.ignored_columns:

@@ -126,7 +126,14 @@ def poll(
 
 
 class ApiError(Exception):
-    """An API call that failed for good; the message names the call and never holds a secret."""
+    """An API call that failed for good; the message names the call and never holds a secret.
+
+    ``status`` is the API's answer (None: no answer arrived). ``reached`` is False only when
+    the request certainly never reached the API (no connection could be opened, TLS refused,
+    credentials refused over plain HTTP); a timeout after sending or a connection cut may have
+    reached it. ``unanswered`` counts earlier attempts of the same call that may have reached
+    the API but got no answer. :func:`line_exports.outcomes.fate_of` reads these three.
+    """
 
     def __init__(
         self,
@@ -138,6 +145,7 @@ class ApiError(Exception):
         body: str = "",
         retryable: bool = False,
         retry_after: float | None = None,
+        reached: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -146,6 +154,8 @@ class ApiError(Exception):
         self.body = body
         self.retryable = retryable
         self.retry_after = retry_after
+        self.reached = reached
+        self.unanswered = 0
 
 
 class RateLimit(BaseModel):
@@ -463,19 +473,31 @@ class HttpClient:
             url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
         request = _Request(method, path, url, endpoint, headers, json, data, files)
         refreshed = False
+        unanswered = 0  # attempts that may have reached the API and got no answer
+
+        def send() -> Response:
+            nonlocal unanswered
+            try:
+                return self._send(request)
+            except ApiError as exc:
+                exc.unanswered = unanswered
+                unanswered += exc.status is None and exc.reached
+                raise
 
         def attempt() -> Response:
             nonlocal refreshed
-            response = self._send(request)
+            response = send()
             if response.status_code in ok:
                 return response
             if response.status_code == 401 and self.on_unauthorized and not refreshed:
                 refreshed = True
                 self.on_unauthorized()
-                response = self._send(request)
+                response = send()
                 if response.status_code in ok:
                     return response
-            raise self._error(method, path, response)
+            error = self._error(method, path, response)
+            error.unanswered = unanswered
+            raise error
 
         if not retry:
             return attempt()
@@ -518,6 +540,7 @@ class HttpClient:
                 f"{request.method} {self.redact(request.path)}: {exc}",
                 method=request.method,
                 path=self.redact(request.path),
+                reached=False,
             ) from None
         body, content_type = request.body()
         headers = {"User-Agent": USER_AGENT, **auth, **(request.headers or {})}
@@ -546,6 +569,7 @@ class HttpClient:
                 ),
                 method=request.method,
                 path=self.redact(request.path),
+                reached=False,
             ) from None
         except urllib3.exceptions.HTTPError as exc:
             timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
@@ -557,6 +581,8 @@ class HttpClient:
                 method=request.method,
                 path=self.redact(request.path),
                 retryable=True,
+                # No connection, no request: only a connect error proves it never arrived.
+                reached=not isinstance(exc, urllib3.exceptions.ConnectTimeoutError),
             ) from None
         response = Response(answer.status, answer.headers, answer.data)
         log.debug(

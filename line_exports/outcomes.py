@@ -6,9 +6,10 @@ Every row read ends in exactly one place:
   normalization, and what a destination knows the API would refuse, e.g. CAPI's time window);
 * ``rows_refused_by_api``: sent and refused by the API, with its answer;
 * ``rows_unsent``: valid but never sent, because the run stopped;
-* ``rows_delivery_unknown``: sent, but whether the API took them nobody can tell (LINE: a
-  request whose answer was lost over 23 hours ago, when its retry key has expired and a resend
-  could deliver twice); listed in the rejects file with rule ``delivery_unknown``;
+* ``rows_delivery_unknown``: sent, but whether the API took them nobody can tell (a request
+  that got no answer; LINE: a request whose answer was lost over 23 hours ago, when its retry
+  key has expired and a resend could deliver twice); listed in the rejects file with rule
+  ``delivery_unknown``;
 * ``rows_accepted``: accepted by the API (rows of a resumed batch included; in ``sync_mode``
   diff / mirror also the unchanged rows an earlier run delivered, ``rows_unchanged``).
 
@@ -18,6 +19,13 @@ rows_rejected`` (the rows meant for the API); where an API's own counts do not a
 to the rows sent, the difference is shown as ``rows_unaccounted``. The ``api_refusals`` check
 fails when any row was refused, is of unknown delivery, or is unaccounted for.
 
+A request that failed for good puts its rows in one place by one rule, in every destination
+(:func:`fate_of`, :func:`count_failed_request`): the API answered it (any HTTP status: a 4xx,
+or a 429/5xx once the retries are spent) -> refused, with that answer; no answer, but the
+request may have reached the API (a timeout after sending, a connection cut) -> delivery
+unknown; the request never reached it (no connection, TLS refused) -> unsent, like every row
+after it in a stopped run.
+
 A run whose valid rows the API accepted none of (or fewer than ``min_accepted_ratio`` of)
 fails with the API's reasons; a run with some refusals (or deliveries of unknown fate) succeeds
 with a failing ``api_refusals`` check that carries the counts.
@@ -25,20 +33,87 @@ with a failing ``api_refusals`` check that carries the counts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import pandas as pd
 
 from line_exports.destination import DeliveryReport
-from line_exports.rules import ROW_NUMBER
+from line_exports.http import RETRYABLE_STATUS, ApiError
+from line_exports.rules import ROW_NUMBER, reject
 
 if TYPE_CHECKING:
     from line_exports.export import ValidationSummary
 
 API_REFUSALS_CHECK = "api_refusals"
 REASONS_SHOWN = 5
+REQUEST_REFUSED = "request_refused"
+"""Rule of rows whose whole request the API refused (not a judgement of each row): sync_mode
+diff / mirror sends them again next run (every destination's ``refusal_is_transient``)."""
+DELIVERY_UNKNOWN = "delivery_unknown"
+
+
+@dataclass(frozen=True)
+class Fate:
+    """Where the rows of a request that failed for good belong, and why."""
+
+    kind: Literal["refused", "unknown", "unsent"]
+    reason: str
+
+
+def fate_of(exc: ApiError, api: str) -> Fate:
+    """The one rule for a request that failed for good (``api``: the API's name, e.g. MAAC).
+
+    * The API answered with an HTTP status (4xx; 429/5xx once retries are spent): ``refused``,
+      the reason being its answer. Unless an earlier attempt may have reached it unanswered and
+      the last answer is a transient one (429/5xx): whether that attempt took effect is not
+      known, so ``unknown``.
+    * No answer, and the request may have reached the API (a read timeout, a connection cut
+      mid-request): ``unknown`` -- it may or may not have acted; a re-run of the same session
+      resends it under its idempotency key (LINE's retry key, the ledger) where the API has one.
+    * The request never reached the API (the connection could not be opened, TLS refused,
+      credentials refused over plain HTTP): ``unsent``.
+    """
+    where = f"{exc.method} {exc.path}".strip()
+    if exc.status is not None:
+        answer = f"{api} answered {exc.status} to {where}: {exc.body[:300]}".rstrip(": ")
+        if exc.unanswered and exc.status in RETRYABLE_STATUS:
+            return Fate(
+                "unknown",
+                f"no answer to {exc.unanswered} earlier attempt(s), then {answer}: {api} may or "
+                "may not have acted on it",
+            )
+        return Fate("refused", answer)
+    if exc.reached or exc.unanswered:
+        return Fate(
+            "unknown",
+            f"no answer from {api} ({exc}): the request may or may not have reached it",
+        )
+    return Fate("unsent", f"{api} was not reached ({exc})")
+
+
+def count_failed_request(
+    report: DeliveryReport,
+    rows: Sequence[int] | pd.Series,
+    column: str,
+    exc: ApiError,
+    api: str,
+    rule: str = REQUEST_REFUSED,
+) -> Fate:
+    """Count the rows (row numbers) of a request that failed for good where :func:`fate_of`
+    puts them: refused (rejects with ``rule`` and the API's answer) or delivery unknown, both
+    sent; unsent rows are left out of the report (the export counts them unsent)."""
+    fate = fate_of(exc, api)
+    numbers = [int(n) for n in rows]
+    if fate.kind == "refused":
+        report.refused.append(reject(numbers, column, rule, fate.reason))
+    elif fate.kind == "unknown":
+        report.unknown.append(reject(numbers, column, DELIVERY_UNKNOWN, fate.reason))
+    if fate.kind != "unsent":
+        report.sent_rows += len(numbers)
+    return fate
 
 
 @dataclass(frozen=True)

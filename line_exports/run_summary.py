@@ -183,10 +183,13 @@ def attention_lines(found: dict[str, ExportOutcome], top: int = 3) -> list[str]:
         if meta.get("rejects_file") and (by_rule or refused or meta.get("rows_delivery_unknown")):
             lines.append(f"  rejects file: {shown_path(meta['rejects_file'])}")
         if meta.get("rows_delivery_unknown"):
+            reasons = meta.get("delivery_unknown_reasons") or {}
             lines.append(
                 f"warning: {outcome.key}: {meta['rows_delivery_unknown']:,} rows of unknown "
-                "delivery (sent, the answer lost and too late to ask again; rule "
-                "delivery_unknown in the rejects file): check the recipients before resending"
+                "delivery (sent, no answer: whether the API took them nobody can tell; rule "
+                "delivery_unknown in the rejects file)"
+                + (f": {_top(reasons, top, '{} ({:,})')}" if reasons else "")
+                + "; check the recipients before resending"
             )
         for name, hint in (meta.get("unknown_columns") or {}).items():
             lines.append(f"warning: {outcome.key}: {hint}" if hint else f"warning: {name}")

@@ -607,14 +607,16 @@ def test_cli_run_of_a_refused_push_shows_its_counts_and_rejects_file(
 def test_run_stopped_by_an_unexpected_api_error_counts_what_it_did(
     sandbox_server: SandboxServer, tmp_path: Path
 ) -> None:
-    """MAAC takes the first import, then answers 403: the failure counts the batch accepted and
-    the rows never sent (the destination's report so far), and the table shows them."""
+    """MAAC takes the first import, then answers 403: the failure counts the batch accepted,
+    the batch MAAC answered 403 for as refused by the API (with its answer) and the rows never
+    sent (the destination's report so far), and the table shows them."""
     table = maac_table(["valid"] * 5)
     path = "/openapi/v1/member/import/"
     sandbox_server.sandbox.add_fault(Fault(path=path, method="POST"))  # passes through
     sandbox_server.sandbox.add_fault(Fault(path=path, method="POST", status=403, times=-1))
     result, meta = run_case(sandbox_server, tmp_path, CASES["maac"], table, batch_size=2)
     assert not result.success and adds_up(meta)
-    assert (meta["rows_accepted"], meta["rows_unsent"], meta["rows_refused_by_api"]) == (2, 3, 0)
+    assert (meta["rows_accepted"], meta["rows_unsent"], meta["rows_refused_by_api"]) == (2, 1, 2)
     row = table_row(result)
-    assert (row["read"], row["accepted"]) == (5, 2) and row["export"].endswith("(failed)")
+    assert (row["read"], row["accepted"], row["refused"]) == (5, 2, 2)
+    assert row["export"].endswith("(failed)")

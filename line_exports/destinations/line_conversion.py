@@ -38,6 +38,7 @@ from line_exports.destination import (
 from line_exports.http import ApiError, HttpClient, RetrySettings
 from line_exports.id_text import IdText
 from line_exports.identities import CAPI_USER_IDENTIFIERS, EMAIL_NORMALIZE
+from line_exports.outcomes import count_failed_request
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, AnyOf, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
@@ -498,14 +499,23 @@ class LineConversionDestination(Destination):
         try:
             client.send(body)
         except ApiError as exc:
-            if exc.status == 401:
-                raise DeliveryFailed(
-                    f"LINE Conversion API refused the access token for tag {client.line_tag_id} (401). "
-                    "Issue a token for this tag in LINE Business Manager.",
-                    report,
-                ) from None
             if exc.status != 400:
-                raise
+                # The one rule: answered -> refused with its answer; no answer -> unknown or
+                # unsent (outcomes.fate_of). The run stops: the next requests would fare alike.
+                fate = count_failed_request(
+                    report, batch[ROW_NUMBER], "event", exc, "LINE Conversion API"
+                )
+                if exc.status == 401:
+                    raise DeliveryFailed(
+                        f"LINE Conversion API refused the access token for tag {client.line_tag_id} (401). "
+                        "Issue a token for this tag in LINE Business Manager.",
+                        report,
+                    ) from None
+                raise DeliveryFailed(
+                    f"LINE Conversion API stopped the run: {fate.reason}",
+                    report,
+                    retryable=exc.retryable,
+                ) from None
             if len(batch) > 1:
                 tally.split_requests += 1
                 send_halves()

@@ -49,6 +49,7 @@ from line_exports.linkedin_oauth import (
     LinkedInAuthError,
     exchange_token,
 )
+from line_exports.outcomes import count_failed_request
 from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet, Unique
 from line_exports.secret_fields import SecretField
 from line_exports.sync import RemovalReport, SyncSpec, transient_status
@@ -916,7 +917,15 @@ class LinkedInDestination(Destination):
                 report.resumed_rows += len(batch)
                 failures = [tuple(f) for f in done["failed"]]
             else:
-                results = client.batch_create(segment_id, kind, build(batch, action))
+                try:
+                    results = client.batch_create(segment_id, kind, build(batch, action))
+                except ApiError as exc:
+                    # The one rule: answered -> refused with its answer; no answer -> unknown
+                    # or unsent (outcomes.fate_of). The run stops here.
+                    column = "userIds" if kind == "users" else "company"
+                    count_failed_request(report, batch[ROW_NUMBER], column, exc, "LinkedIn")
+                    report.metadata["segment_id"] = segment_id
+                    raise DeliveryFailed(str(exc), report, retryable=exc.retryable) from None
                 failures = element_failures(results, len(batch))
                 run.ledger.record(batch_key, {"failed": failures})
             report.sent_rows += len(batch)

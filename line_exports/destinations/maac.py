@@ -32,7 +32,7 @@ from line_exports.destination import (
     content_key,
 )
 from line_exports.destinations import maac_tags
-from line_exports.http import HttpClient, RateLimit, RetrySettings, poll
+from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, poll
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.maac_spec import (
     IMPORT_KEYS,
@@ -44,6 +44,7 @@ from line_exports.maac_spec import (
     SEGMENT_MAX_BYTES,
     SEGMENT_MAX_UIDS,
 )
+from line_exports.outcomes import DELIVERY_UNKNOWN, count_failed_request
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
@@ -475,7 +476,15 @@ class MaacDestination(Destination):
         # holds each key once.
         for batch in rows.batches(settings.batch_size):
             for part, members in fit_import_bytes(batch, tags):
-                result = self._import_once(client, run, report, key, tags, members, tagged)
+                result = self._import_once(client, run, report, key, tags, members, part, tagged)
+                if result is None:  # MAAC answered the import request 400: refused, counted
+                    message = (
+                        f"MAAC refused an import request: {report.refused[-1]['message'].iloc[0]}"
+                    )
+                    if not settings.skip_invalid_records:
+                        raise DeliveryFailed(message, report)
+                    run.log.warning(message)
+                    continue
                 report.sent_rows += len(part)
                 if not result.get("success"):
                     errors = {k: v for k, v in result.items() if k != "success" and v}
@@ -518,20 +527,39 @@ class MaacDestination(Destination):
         key: str,
         tags: list[str],
         members: list[dict[str, Any]],
+        part: pd.DataFrame,
         tagged: maac_tags.Tagged | None = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
         """One import task, unless the ledger shows this exact batch already went through.
-        ``tagged`` (diff / mirror) records the task that first sent each member's tags."""
+        ``tagged`` (diff / mirror) records the task that first sent each member's tags.
+
+        A request MAAC answered 400 for is counted refused (None is returned); any other
+        failure is counted by :func:`~line_exports.outcomes.fate_of` and stops the run. A task
+        MAAC accepted whose result cannot be read is of unknown delivery."""
         batch_key = content_key("members", key, tags, members)
         result = run.ledger.done(batch_key)
         if result is not None:
             report.resumed_rows += len(members)
             return result
-        task_id = client.import_members(key, members, tags)
+        try:
+            task_id = client.import_members(key, members, tags)
+        except ApiError as exc:
+            fate = count_failed_request(report, part[ROW_NUMBER], key, exc, "MAAC")
+            if fate.kind == "refused" and exc.status == 400:
+                return None
+            raise DeliveryFailed(
+                f"MAAC import stopped: {fate.reason}", report, retryable=exc.retryable
+            ) from None
         report.job_ids.append(str(task_id))
         if tagged is not None:
             tagged.sent(task_id, members, tags)
-        result = client.wait_import(task_id)
+        try:
+            result = client.wait_import(task_id)
+        except ApiError as exc:
+            reason = f"MAAC accepted import task {task_id}; its result could not be read ({exc})"
+            report.unknown.append(reject(part[ROW_NUMBER], key, DELIVERY_UNKNOWN, reason))
+            report.sent_rows += len(part)
+            raise DeliveryFailed(reason, report, retryable=exc.retryable) from None
         if tagged is not None:
             tagged.done(task_id, result, members)
         if result.get("success"):
@@ -543,13 +571,15 @@ class MaacDestination(Destination):
     ) -> DeliveryReport:
         report = run.new_report()
         name = (settings.segment_name or "").strip()
-        uids = (
+        held = (
             pd.concat(
-                list(rows.batches(SEGMENT_MAX_UIDS, columns=["line_uid"])), ignore_index=True
-            )["line_uid"]
+                list(rows.batches(SEGMENT_MAX_UIDS, columns=["line_uid", ROW_NUMBER])),
+                ignore_index=True,
+            )
             if rows.count
-            else pd.Series(dtype="string")
+            else pd.DataFrame({"line_uid": pd.Series(dtype="string"), ROW_NUMBER: []})
         )
+        uids = held["line_uid"]
         csv_bytes = segment_csv(uids)
         if len(csv_bytes) > SEGMENT_MAX_BYTES:
             raise NothingSent(f"segment file is {len(csv_bytes):,} bytes; MAAC takes at most 25 MB")
@@ -560,15 +590,34 @@ class MaacDestination(Destination):
             segment = done
         else:
             existing = client.segments_named(name) if settings.update_segment else []
-            if existing:
-                created = client.replace_segment(
-                    int(existing[0]["id"]), settings.segment_description, csv_bytes
+            try:
+                if existing:
+                    created = client.replace_segment(
+                        int(existing[0]["id"]), settings.segment_description, csv_bytes
+                    )
+                    action = "replaced"
+                else:
+                    created = client.create_segment(name, settings.segment_description, csv_bytes)
+                    action = "created"
+            except ApiError as exc:
+                fate = count_failed_request(report, held[ROW_NUMBER], "line_uid", exc, "MAAC")
+                raise DeliveryFailed(
+                    f"MAAC segment {name!r} not written: {fate.reason}",
+                    report,
+                    retryable=exc.retryable,
+                ) from None
+            try:
+                segment = client.wait_segment(int(created["id"]))
+            except ApiError as exc:
+                reason = (
+                    f"MAAC took segment {created['id']} ({action}); its state could not be read "
+                    f"({exc})"
                 )
-                action = "replaced"
-            else:
-                created = client.create_segment(name, settings.segment_description, csv_bytes)
-                action = "created"
-            segment = client.wait_segment(int(created["id"]))
+                report.unknown.append(
+                    reject(held[ROW_NUMBER], "line_uid", DELIVERY_UNKNOWN, reason)
+                )
+                report.sent_rows = len(uids)
+                raise DeliveryFailed(reason, report, retryable=exc.retryable) from None
             segment["action"] = action
             run.ledger.record(batch_key, segment)
         report.sent_rows = len(uids)

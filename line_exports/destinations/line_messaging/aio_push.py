@@ -127,7 +127,7 @@ async def _push(
     http = client.http
     limiter = shared_limiter(http.limiter_scope, "push", http.limits["push"])
     loop = asyncio.get_running_loop()
-    attempt, refreshed = 0, False
+    attempt, refreshed, unanswered = 0, False, 0
     while True:
         while (wait := limiter.try_acquire()) is not None:
             await asyncio.sleep(wait)
@@ -148,12 +148,15 @@ async def _push(
                 method="POST",
                 path=PATH,
                 retryable=True,
+                reached=not isinstance(exc, aiohttp.ClientConnectorError),
             )
         finally:
             limiter.release()
         if error is None:
             answered(status, request_id, key, [to], tally, record)
             return
+        error.unanswered = unanswered
+        unanswered += error.status is None and error.reached
         if error.status == 401 and not refreshed and client.tokens.method != "channel_access_token":
             refreshed = True
             await loop.run_in_executor(None, client.tokens.reissue)
@@ -172,5 +175,6 @@ async def _push(
                 body=error.body,
                 retryable=True,
             )
+            error.unanswered = unanswered
         failed(error, client, key, [row], [to], run, tally)
         return

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from line_exports.destination import (
+    DeliveryFailed,
     DeliveryReport,
     ExportRun,
     NothingSent,
@@ -32,6 +33,8 @@ from line_exports.destinations.line_messaging.settings import (
     LineMessagingSettings,
 )
 from line_exports.http import ApiError
+from line_exports.outcomes import DELIVERY_UNKNOWN, REQUEST_REFUSED, count_failed_request
+from line_exports.rules import ROW_NUMBER, reject
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,22 @@ def id_files(rows: ValidRows, per_file: int, folder: Path) -> Iterator[IdFile]:
                 count += len(ids)
         release_arrow_memory()
         yield IdFile(path, count, digest.hexdigest())
+
+
+def row_numbers(rows: ValidRows, start: int, count: int) -> list[int]:
+    """Row numbers of the valid rows ``start`` .. ``start + count`` (spool order): the rows of
+    the upload files that hold them (read again only when an upload fails)."""
+    found: list[int] = []
+    seen = 0
+    for batch in rows.record_batches([ROW_NUMBER]):
+        numbers = batch.column(0).to_pylist()
+        low, high = max(start - seen, 0), min(start + count - seen, len(numbers))
+        if low < high:
+            found.extend(int(n) for n in numbers[low:high])
+        seen += len(numbers)
+        if seen >= start + count:
+            break
+    return found
 
 
 def _id_pieces(rows: ValidRows, per_file: int) -> Iterator[tuple[int, pa.Array]]:
@@ -145,14 +164,27 @@ def deliver_audience(
                         job=job,
                     )
 
-                if audience_id is None:
-                    audience_id, uploaded = create_audience(client, settings, run, upload, exclude)
-                    uploads += uploaded
-                    action = "created"
-                    run.ledger.record(created_key, {"audience_id": audience_id})
-                else:
-                    upload(audience_id)
-                    uploads += 1
+                try:
+                    if audience_id is None:
+                        audience_id, uploaded = create_audience(
+                            client, settings, run, upload, exclude
+                        )
+                        uploads += uploaded
+                        action = "created"
+                        run.ledger.record(created_key, {"audience_id": audience_id})
+                    else:
+                        upload(audience_id)
+                        uploads += 1
+                except ApiError as exc:
+                    # The one rule: answered -> refused with its answer; no answer -> unknown
+                    # or unsent (outcomes.fate_of). The run stops here.
+                    numbers = row_numbers(rows, part * chunk, ids.count)
+                    fate = count_failed_request(report, numbers, "id", exc, "LINE")
+                    raise DeliveryFailed(
+                        f"LINE audience upload stopped the run: {fate.reason}",
+                        report,
+                        retryable=exc.retryable,
+                    ) from None
                 run.ledger.record(key, {"audience_id": audience_id, "job": job})
                 jobs.add(job)
         finally:
@@ -160,7 +192,18 @@ def deliver_audience(
         report.sent_rows += ids.count
         run.progress(report.sent_rows)
     assert audience_id is not None
-    final = client.wait_audience(audience_id, jobs)
+    try:
+        final = client.wait_audience(audience_id, jobs)
+    except ApiError as exc:
+        # Sent and taken as upload jobs: a job LINE reports FAILED refused them; otherwise
+        # (no READY in time, an unreadable state) what LINE did with them is unknown.
+        numbers = row_numbers(rows, 0, report.sent_rows)
+        if "upload failed" in str(exc):
+            report.refused.append(reject(numbers, "id", REQUEST_REFUSED, f"LINE: {exc}"))
+        else:
+            reason = f"LINE took the upload; its state could not be read ({exc})"
+            report.unknown.append(reject(numbers, "id", DELIVERY_UNKNOWN, reason))
+        raise DeliveryFailed(str(exc), report, retryable=exc.retryable) from None
     group = final.get("audienceGroup", {})
     report.accepted_rows = report.sent_rows
     report.job_ids.append(str(audience_id))

@@ -29,7 +29,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-import dagster as dg
 import sqlalchemy as sa
 
 from line_exports.destination import (
@@ -39,6 +38,7 @@ from line_exports.destination import (
     NothingSent,
     ValidRows,
 )
+from line_exports.destinations.line_messaging.auth import TokenError
 from line_exports.destinations.line_messaging.client import (
     LineMessagingClient,
     explain,
@@ -65,6 +65,7 @@ from line_exports.destinations.line_messaging.targeting import (
 )
 from line_exports.http import ApiError, poll
 from line_exports.ledger import ENTRIES, Ledger
+from line_exports.outcomes import count_failed_request
 from line_exports.rules import ROW_NUMBER, reject
 
 Kind = Literal["narrowcast", "broadcast"]
@@ -372,7 +373,10 @@ def failed(exc: ApiError, client: LineMessagingClient, key: str, run: ExportRun)
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
         return {"state": "fatal", "quota": True, "reason": f"LINE answered 429: {QUOTA_REASON}"}
     reason = explain(exc) if exc.status in (401, 403) else client.http.redact(str(exc))
-    return {"state": "fatal", "reason": reason, "retryable": exc.retryable}
+    outcome = {"state": "fatal", "reason": reason, "retryable": exc.retryable}
+    if not isinstance(exc, TokenError):  # no token, no request: its row stays unsent
+        outcome["error"] = exc
+    return outcome
 
 
 def wait_progress(
@@ -480,9 +484,12 @@ def summarize(
                 reject([fatal[0]["row"]], "template_message", "line_monthly_quota", reason)
             )
             raise DeliveryFailed(f"LINE {kind} stopped: {reason} (not retried)", report)
-        raise dg.Failure(
-            description=f"LINE {kind} failed: {reason}",
-            allow_retries=bool(fatal[0].get("retryable", True)),
+        if "error" in fatal[0]:  # the one rule: answered -> refused, else unknown / unsent
+            count_failed_request(
+                report, [fatal[0]["row"]], "template_message", fatal[0]["error"], "LINE"
+            )
+        raise DeliveryFailed(
+            f"LINE {kind} failed: {reason}", report, retryable=bool(fatal[0].get("retryable", True))
         )
     if refused and (not settings.skip_invalid_message or not accepted):
         first = refused[0]

@@ -42,6 +42,7 @@ from line_exports.destinations.line_messaging.settings import (
     recipient_column,
 )
 from line_exports.http import ApiError, poll
+from line_exports.outcomes import count_failed_request
 from line_exports.rules import ROW_NUMBER, Column, reject
 
 RICH_MENU_ID_PATTERN = r"richmenu-[0-9a-f]{32}"
@@ -176,8 +177,14 @@ def send_chunk(
         )
     except ApiError as exc:
         if exc.status != 400:
-            report.sent_rows -= len(chunk)  # never answered: unsent, and the run fails
-            raise
+            # The one rule: answered -> refused with its answer; no answer -> unknown or unsent.
+            report.sent_rows -= len(chunk)
+            fate = count_failed_request(report, numbers, "rich_menu" if menu else "id", exc, "LINE")
+            raise DeliveryFailed(
+                f"LINE rich menu request stopped the run: {fate.reason}",
+                report,
+                retryable=exc.retryable,
+            ) from None
         report.refused.append(
             reject(
                 numbers,

@@ -25,6 +25,7 @@ from line_exports.destinations.line_messaging.client import (
 )
 from line_exports.destinations.line_messaging.settings import MAX_BODY_BYTES, RESEND_GUARD_SECONDS
 from line_exports.http import ApiError
+from line_exports.outcomes import count_failed_request
 from line_exports.rules import reject
 
 QUOTA_REASON = "LINE's monthly message quota is used up"
@@ -43,6 +44,9 @@ class Tally:
     final: bool = False  # the fatal error is not worth a retry (LINE's monthly limit)
     quota_refused: list[int] = field(default_factory=list)  # LINE answered its monthly 429
     quota_cut: list[int] = field(default_factory=list)  # not sent: over what the quota leaves
+    failed: list[tuple[list[int], ApiError]] = field(default_factory=list)
+    """Requests that failed for good other than a 400 or the monthly 429 (rows, error):
+    counted by :func:`~line_exports.outcomes.count_failed_request`."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -174,6 +178,8 @@ def failed(
             tally.fatal.append(f"LINE answered 429, {QUOTA_REASON} (not retried): {exc.body}")
         return "fatal"
     with tally.lock:
+        if not isinstance(exc, TokenError):  # no token, no request: its rows stay unsent
+            tally.failed.append((list(row_numbers), exc))
         tally.fatal.append(
             explain(exc)
             if exc.status == 401 and not isinstance(exc, TokenError)
@@ -215,8 +221,13 @@ def _classify_refusals(report: DeliveryReport, tally: Tally, kind: str) -> None:
         report.unknown.append(
             reject([n for n, _ in tally.unknown], "id", "delivery_unknown", tally.unknown[0][1])
         )
+    for numbers, exc in tally.failed:  # the one rule: answered -> refused, else unknown/unsent
+        count_failed_request(report, numbers, "id", exc, "LINE")
     report.resumed_rows += tally.resumed
     report.accepted_rows = tally.accepted + tally.already_accepted + tally.resumed
+    # Sent: every row a request carried, whatever became of it (not the rows of a batch the
+    # run stopped in before their requests went out: those are unsent).
+    report.sent_rows = report.accepted_rows + report.refused_rows + report.unknown_rows
 
 
 def finish(
