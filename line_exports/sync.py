@@ -49,7 +49,14 @@ import pyarrow.parquet as pq
 from line_exports.http import RETRYABLE_STATUS
 from line_exports.ledger import Ledger
 from line_exports.rules import ROW_NUMBER
-from line_exports.sync_settle import UNKNOWN_RULE, Settled, outlook, settle_earlier
+from line_exports.sync_settle import (
+    UNKNOWN_RULE,
+    Settled,
+    export_of,
+    held_hint,
+    outlook,
+    settle_earlier,
+)
 from line_exports.sync_store import SyncStore, store_name
 
 if TYPE_CHECKING:
@@ -406,8 +413,9 @@ def _commit(
 ) -> int | None:
     """Settle this run's pending rows: accepted ones become ``accepted``; rows refused for a
     transient reason, or rejected before sending, stay ``pending`` (sent again next run); rows
-    refused for good become ``refused`` with the API's answer; removed keys are forgotten.
-    Returns the rows refused for a transient reason (None when the delivery did not finish)."""
+    refused for good become ``refused`` with the API's answer; rows of unknown delivery are
+    held ``unknown`` (:mod:`.sync_settle`); removed keys are forgotten. Returns the rows refused
+    for a transient reason (None when the delivery did not finish)."""
     unsent = fixed.rows.count - report.rejected_rows - report.sent_rows
     if unsent > 0:
         return None  # which rows went out is unknown: all stay pending and come back
@@ -426,6 +434,7 @@ def _commit(
     retry = np.concatenate([refused[ROW_NUMBER].to_numpy()[is_transient], *rejected])
     # Moved off this run's stamp first, so settle() leaves them as they are.
     store.put(fixed.changed.filter(pc.is_in(numbers, pa.array(retry, pa.int64()))), "pending")
+    _hold_unknown(store, fixed, report)
     permanent = refused[~is_transient].set_index(ROW_NUMBER)
     chosen = fixed.changed.filter(
         pc.is_in(numbers, pa.array(permanent.index.to_numpy(), pa.int64()))
@@ -444,6 +453,23 @@ def _commit(
         store.delete(fixed.departed["key"].tolist())
     store.finish(fixed.mode)
     return int(is_transient.sum())
+
+
+def _hold_unknown(store: SyncStore, fixed: SyncPlan, report: DeliveryReport) -> None:
+    """Rows the destination reported of unknown delivery (a resumed LINE push whose answer was
+    lost over 23 hours ago) are held ``unknown`` with its reason, not settled accepted."""
+    unknown = pd.concat([f for f in report.unknown if len(f)] or [_NO_ROWS], ignore_index=True)
+    if not len(unknown):
+        return
+    reason = unknown.drop_duplicates(ROW_NUMBER).set_index(ROW_NUMBER)["message"]
+    numbers = fixed.changed.column("rn").cast(pa.int64())
+    held = fixed.changed.filter(pc.is_in(numbers, pa.array(reason.index.to_numpy(), pa.int64())))
+    store.put(held, "unknown")
+    hint = held_hint(export_of(store.export))
+    store.put_refusals(
+        held.column("key").to_pylist(),
+        [(UNKNOWN_RULE, "id", f"{reason[n]}. {hint}") for n in held.column("rn").to_pylist()],
+    )
 
 
 _NO_ROWS = pd.DataFrame(

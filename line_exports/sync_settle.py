@@ -57,14 +57,26 @@ def now() -> float:
     return time.time()
 
 
+def export_of(store: str) -> str:
+    """The export of a sync store's name (without ``#partition`` and ``@target``)."""
+    return store.split("@")[0].split("#")[0]
+
+
+def held_hint(export: str) -> str:
+    """What the user can do about a held row."""
+    return (
+        f"Held: `line-exports held {export} --resend` sends it again next run, "
+        "`--delivered` records it delivered"
+    )
+
+
 def unknown_reason(export: str, at: float, window: float) -> str:
     """Why a row is held: sent when, the API's window, what the user can do."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
     return (
         f"delivery unknown: an earlier run sent it at {stamp} and its answer was lost; the "
         f"retry key is past the API's {window / 3600:g}-hour window, so a resend could deliver "
-        f"twice. Held: `line-exports held {export} --resend` sends it again next run, "
-        f"`--delivered` records it delivered"
+        f"twice. {held_hint(export)}"
     )
 
 
@@ -110,7 +122,7 @@ def settle_earlier(
     refused: dict[str, tuple[str, str]] = {}
     unknown: dict[str, str] = {}
     done: list[str] = []
-    export = store.export.split("@")[0].split("#")[0]
+    export = export_of(store.export)
     scopes: dict[str, list[SentRequest]] = defaultdict(list)
     for request in requests:
         scopes[request.scope].append(request)
@@ -172,7 +184,7 @@ def outlook(store: SyncStore, window: float) -> list[str]:
             "409 for those it delivered), never twice"
         )
     if stale - fresh:
-        export = store.export.split("@")[0].split("#")[0]
+        export = export_of(store.export)
         lines.append(
             f"hold: {len(stale - fresh):,} of the rows to retry were sent by an earlier run over "
             f"{window / 3600:g} hours ago without a recorded answer: delivery unknown, held "

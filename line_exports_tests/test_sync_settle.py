@@ -323,3 +323,39 @@ def test_held_rows_recorded_delivered_leave_the_hold(capsys: pytest.CaptureFixtu
         assert set(other.load().column("status").to_pylist()) == {"unknown"}  # not this export's
     finally:
         ledger.close()
+
+
+def test_same_tick_rerun_past_the_window_holds_rows_instead_of_settling_them_delivered(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 pushes recorded pending, LINE took some of them but their answers were lost and the run
+    failed; the same tick re-run 25 hours later cannot ask LINE any more: the 4 are delivery
+    unknown (not resent) and held
+    in the sync store (they were settled ``accepted`` before, never to be seen again), so the
+    next tick holds them too, with the check failing; the 2 new recipients are sent."""
+    from line_exports.destinations.line_messaging import sending
+
+    sandbox = sandbox_server.sandbox
+    store = line_box.store_of(sandbox)
+    sandbox.add_fault(Fault(path="/v2/bot/message/push", lose_answer=True, times=-1))
+    assert not coupon_run(sandbox_server.url, TICK, count=4).success
+    sandbox.clear_faults()
+    first = inbox_counts(sandbox, 4)
+    assert max(first) == 1 and store.pushes == sum(first) >= 1
+    later = time.time() + 25 * 3600
+    monkeypatch.setattr(sending, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))
+    monkeypatch.setattr(sync_settle, "now", lambda: later)
+    rerun = coupon_run(sandbox_server.url, TICK, count=6)
+    meta = meta_of(rerun, "daily__coupon")
+    assert adds_up(meta) and (meta["rows_delivery_unknown"], meta["rows_accepted"]) == (4, 2)
+    assert store_statuses("daily/coupon") == {"unknown": 4, "accepted": 2}
+    nxt = coupon_run(sandbox_server.url, NEXT_TICK, count=6)
+    meta = meta_of(nxt, "daily__coupon")
+    assert (meta["rows_delivery_unknown"], meta["rows_held_unknown"], meta["rows_sent"]) == (
+        4,
+        4,
+        0,
+    )
+    reason = str(sync_check(nxt).metadata["reason"].value)  # type: ignore[union-attr]
+    assert "retry key expired" in reason and "line-exports held daily/coupon --resend" in reason
+    assert inbox_counts(sandbox, 6) == [*first, 1, 1]  # none twice, the 2 new once
