@@ -109,6 +109,21 @@ NEAR = st.one_of(
         ]
     ),
 )
+# Near IP and email addresses (arrow_addresses): octets around 255, leading zeros, IPv6 forms;
+# local parts with '@'-free punctuation, labels of 0-64 characters, edge hyphens and dots.
+IP_LIKE = st.lists(
+    st.sampled_from(
+        ["0", "1", "2", "5", "9", "25", "199", "255", "256", "01", ".", ":", "::", "f"]
+    ),
+    max_size=10,
+).map("".join)
+LABEL = st.one_of(
+    st.text("ab1-", max_size=4), st.sampled_from(["a" * 63, "b" * 64, "a-b", "-a", "a-"])
+)
+EMAIL_LIKE = st.tuples(
+    st.text("aZ0._+-@é ", max_size=5), st.lists(LABEL, min_size=1, max_size=3).map(".".join)
+).map("@".join)
+NEAR = st.one_of(NEAR, IP_LIKE, EMAIL_LIKE)
 CELLS = st.lists(st.one_of(st.none(), NEAR), max_size=14)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -299,3 +314,28 @@ def test_hashes_of_repeated_values_and_of_rows_another_column_rejects() -> None:
     ]
     assert result.rejects["column"].tolist()[0] == "line_uid"  # the rule set's order
     assert result.rejects.loc[result.rejects["column"] == "email", ROW_NUMBER].tolist() == [6]
+
+
+def test_patterns_matched_once_per_distinct_value_agree_with_python_re(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Columns whose first values repeat are matched per distinct value (RE2 route): same answer
+    as re.fullmatch on every cell, nulls (with bytes under them) and values seen only later."""
+    pattern = FORMATS["ip"][0]
+    assert compile_matcher(pattern).re2 is not None
+    encoded: list[int] = []
+    encode = pa.compute.dictionary_encode
+
+    def spy(values: pa.Array) -> pa.Array:
+        encoded.append(len(values))
+        return encode(values)
+
+    monkeypatch.setattr(pa.compute, "dictionary_encode", spy)
+    rng = np.random.default_rng(5)
+    pool = ["203.0.113.9", "256.1.1.1", "::1", "1::2::3", "01.2.3.4", "fe80::1", "", "x"]
+    values: list[str | None] = [pool[i] for i in rng.integers(0, len(pool), 6_000)]
+    values[::97] = [None] * len(values[::97])
+    values[5_000:5_010] = [f"10.0.0.{i}" for i in range(250, 260)]  # new values after the sample
+    _check_pattern(pattern, values, "203.0.113.9")
+    _check_pattern(pattern, [None] * 5_000, "::1")
+    assert encoded and set(encoded) == {6_000, 5_000}  # the distinct route was taken
