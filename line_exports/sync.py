@@ -55,6 +55,7 @@ from line_exports.sync_settle import (
     export_of,
     held_hint,
     outlook,
+    refuse_if_running,
     settle_earlier,
 )
 from line_exports.sync_store import SyncStore, store_name
@@ -363,6 +364,7 @@ def deliver(
     if spec.settle_window:
         scope = run.ledger.scope
         run.keep_requests = lambda entries: store.put_requests(scope, entries)
+        refuse_if_running(store, run, spec.target)
         settled = settle_earlier(dest, resource, settings, store, run, spec.settle_window)
     fixed = plan(store, spec, mode, settings.max_remove_ratio, rows, workdir)
     fixed.settled = settled

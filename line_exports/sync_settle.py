@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from line_exports.ledger import SYNC_MEMBERS, SYNC_REFUSALS, Ledger
-from line_exports.sync_store import SentRequest, SyncStore
+from line_exports.claims import ClaimOwner, ScopeClaimed, holder_is_gone
+from line_exports.ledger import CLAIMS, SYNC_MEMBERS, SYNC_REFUSALS, Ledger
+from line_exports.sync_store import SentRequest, SyncStore, store_name
 
 if TYPE_CHECKING:
     from line_exports.destination import Destination, ExportRun
@@ -100,6 +101,42 @@ class Settled:
             "rows_settled_refused": self.refused,
             "rows_settled_unknown": self.unknown,
         }
+
+
+def refuse_if_running(store: SyncStore, run: ExportRun, target: str) -> None:
+    """Raise :class:`~line_exports.claims.ScopeClaimed` (nothing sent) when a live run of
+    another scope of this export and store (another tick, a manual launch) holds its claim while
+    the store has ``pending`` rows: they may be that run's, in flight or about to be sent, and
+    this run would send them again under new retry keys."""
+    ledger = run.ledger.ledger
+    now = ledger.now()
+    with ledger.engine.connect() as con:
+        others = con.execute(
+            sa.select(
+                CLAIMS.c.scope,
+                CLAIMS.c.run_id,
+                CLAIMS.c.host,
+                CLAIMS.c.pid,
+                CLAIMS.c.process,
+                CLAIMS.c.claimed_at,
+                (now - CLAIMS.c.heartbeat_at).label("age"),
+            ).where(CLAIMS.c.export == run.ledger.export, CLAIMS.c.scope != run.ledger.scope)
+        ).all()
+    for other in others:
+        if store_name(run.ledger.export, other.scope, target) != store.export:
+            continue  # another partition's or target's store
+        if float(other.age) > ledger.claim_timeout or holder_is_gone(other.process):
+            continue  # stale: its rows are settled below
+        if not store.keys_by_recipient("pending"):
+            return
+        raise ScopeClaimed(
+            run.ledger.export,
+            other.scope,
+            ClaimOwner(other.run_id, other.host, int(other.pid)),
+            float(other.claimed_at),
+            float(other.age),
+            ledger.claim_timeout,
+        )
 
 
 def settle_earlier(

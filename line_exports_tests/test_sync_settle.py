@@ -8,6 +8,9 @@ real ledger files, HTTP to the sandbox, whose clock models the retry key's valid
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -359,3 +362,52 @@ def test_same_tick_rerun_past_the_window_holds_rows_instead_of_settling_them_del
     reason = str(sync_check(nxt).metadata["reason"].value)  # type: ignore[union-attr]
     assert "retry key expired" in reason and "line-exports held daily/coupon --resend" in reason
     assert inbox_counts(sandbox, 6) == [*first, 1, 1]  # none twice, the 2 new once
+
+
+def test_a_run_of_another_tick_waits_while_the_earlier_one_still_sends(
+    line_exports_home: Path,
+) -> None:
+    """The tick's run is still sending (a real child process, push answers held 0.3 s) when a
+    run of the next tick starts: that run sends nothing and fails naming the running one (its
+    pending rows may be in flight: sending them under new retry keys would deliver twice).
+    Once the first run finished, the next tick sends nothing again."""
+    from line_exports_tests.resilience_helpers import LateAnswerServer
+    from line_exports_tests.test_sync import CHILD
+
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        sandbox = server.sandbox
+        store = line_box.store_of(sandbox)
+        server.late.add("/v2/bot/message/push", "POST", 0.3, times=-1)
+        root = Path(__file__).resolve().parents[1]
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, "push_day", server.url, "test_sync_settle"],
+            env={
+                **os.environ,
+                "LINE_EXPORTS_HOME": str(line_exports_home),
+                "PYTHONPATH": str(root),
+            },
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while store.pushes < 2:
+                assert child.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
+            nxt = coupon_run(server.url, NEXT_TICK)
+            assert not nxt.success and child.poll() is None
+            failure = next(
+                e for e in nxt.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE
+            )
+            text = str(failure.step_failure_data.error)  # type: ignore[union-attr]
+            assert "[tick=2026-06-02T09:00:00+00:00] is already running" in text
+            assert child.wait(timeout=120) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+        server.late.rules.clear()
+        assert inbox_counts(sandbox) == [1] * RECIPIENTS
+        after = coupon_run(server.url, LATER_TICK)
+        assert after.success and meta_of(after, "daily__coupon")["rows_sent"] == 0
+        assert inbox_counts(sandbox) == [1] * RECIPIENTS
