@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +25,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from line_exports import paths, private_files, sample_data
+from line_exports.dbapi_values import register_psycopg_loaders, special_cells
 from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
 from line_exports.values import arrow_to_pandas
@@ -223,6 +225,8 @@ class SqlSource(dg.ConfigurableResource):
         import sqlalchemy as sa
 
         engine = sa.create_engine(self.url)  # type: ignore[arg-type]
+        if engine.dialect.driver == "psycopg":
+            sa.event.listen(engine, "connect", lambda dbapi, _: register_psycopg_loaders(dbapi))
         try:
             with engine.connect() as conn:
                 streaming = conn.execution_options(stream_results=True, max_row_buffer=size)
@@ -258,12 +262,28 @@ def rows_frame(names: list[str], rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     """
     columns: dict[int, pd.Series] = {}
     for i, values in enumerate(zip(*rows, strict=True)):
-        try:
-            array = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            columns[i] = pd.Series(values, dtype=object)
-            continue
-        columns[i] = arrow_to_pandas(pa.table({"v": array}))["v"]
+        special = special_cells(values)
+        marks: dict[int, Any] = {}
+        if special is not None:
+            values, marks = special  # type: ignore[assignment]
+        if special is not None and all(v is None or isinstance(v, Decimal) for v in values):
+            columns[i] = pd.Series(values, dtype=object)  # each NUMERIC keeps its own digits
+        else:
+            try:
+                array = pa.array(values)
+            except (
+                pa.ArrowInvalid,
+                pa.ArrowTypeError,
+                pa.ArrowNotImplementedError,
+                OverflowError,
+            ):
+                columns[i] = pd.Series(values, dtype=object)
+            else:
+                columns[i] = arrow_to_pandas(pa.table({"v": array}))["v"]
+        if marks:  # cells no field holds (see dbapi_values): type rejects naming the type
+            columns[i] = pd.Series(columns[i], dtype=object)
+            for position, mark in marks.items():
+                columns[i].iat[position] = mark
     frame = pd.DataFrame(columns)
     frame.columns = names
     return frame

@@ -75,7 +75,7 @@ def _marked(column: pa.Array, bad: np.ndarray, kind: str) -> pd.Series:
 def _unsendable_column(column: pa.Array) -> pd.Series | None:
     """The column with its unsendable cells marked, or None when it has none."""
     kind = column.type
-    if pa.types.is_interval(kind):
+    if pa.types.is_interval(kind) or pa.types.is_duration(kind):  # a driver's timedelta too
         return _marked(column, column.is_valid().to_numpy(zero_copy_only=False), "interval")
     if pa.types.is_nested(kind):
         return _marked(column, column.is_valid().to_numpy(zero_copy_only=False), "nested")
@@ -197,7 +197,7 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
         if binary.any():
             found["binary"] = binary
         if infinite.any():
-            found["infinite"] = infinite
+            found["infinite"] = found.get("infinite", False) | infinite
     return found
 
 
