@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import requests
 from pydantic import ValidationError
 
+from line_exports import SqlSource
 from line_exports.destinations.line_messaging import LineMessagingSettings
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox.line_messaging import store_of
@@ -328,3 +330,33 @@ def test_narrowcast_killed_mid_request_then_rerun_sends_each_once(
                 "c0: 20% off today",
                 "c1: 20% off today",
             ]
+
+
+def test_narrowcast_whose_progress_cannot_be_read_is_of_unknown_delivery(
+    sandbox_server: SandboxServer,
+) -> None:
+    """LINE took the narrowcast (200) but its progress answers 500 after the retries: the row
+    is neither accepted nor unsent but of unknown delivery, with the reason (outcomes.fate_of's
+    rule: the request reached LINE, what it did is not known)."""
+    audience(sandbox_server, "unknown progress", range(0, 5))
+    recipient = json.dumps({"type": "audience", "description": "unknown progress"})
+    sandbox_server.sandbox.add_fault(
+        Fault(path="/v2/bot/message/progress/narrowcast", status=500, times=-1)
+    )
+    asset = narrowcast("line_nc_progress", recipient=recipient, max_retry=1, initial_retry_wait=1)
+    result = dg.materialize(
+        [asset],
+        resources={"sql_source": SqlSource(), "line_messaging": resource(sandbox_server)},
+        raise_on_error=False,
+    )
+    assert not result.success  # LINE accepted none it could vouch for
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    meta = {
+        k: getattr(v, "value", v)
+        for k, v in failure.event_specific_data.user_failure_data.metadata.items()  # type: ignore[union-attr]
+    }
+    assert (meta["rows_read"], meta["rows_delivery_unknown"], meta["rows_unsent"]) == (1, 1, 0)
+    assert meta["rows_accepted"] == 0 and meta["rows_refused_by_api"] == 0
+    [reason] = meta["delivery_unknown_reasons"]
+    assert "LINE accepted narrowcast" in reason and "progress could not be read" in reason
+    assert len(campaigns(sandbox_server).narrowcasts) == 1

@@ -25,6 +25,8 @@ import pytest
 from line_exports import LineConversionResource, LinkedInResource, MaacResource
 from line_exports.cli import SUMMARY_COLUMNS
 from line_exports.destinations.line_messaging import LineMessagingResource
+from line_exports.http import ApiError, HttpClient, RetrySettings
+from line_exports.outcomes import Fate, fate_of
 from line_exports.run_summary import attention_lines, outcomes
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports_tests.test_outcomes import (
@@ -167,3 +169,30 @@ def test_an_api_never_reached_leaves_every_row_unsent(
         0,
         0,
     ), meta
+
+
+def _fate_of_call(url: str, path: str, **retry: float) -> Fate:
+    client = HttpClient(
+        url, retry=RetrySettings(**{"max_retry": 1, "initial_retry_wait": 0, **retry})
+    )
+    with pytest.raises(ApiError) as failed:
+        client.request("POST", path, json={"rows": 1})
+    return fate_of(failed.value, "MAAC")
+
+
+def test_the_rule_reads_what_each_attempt_of_a_call_got(sandbox_server: SandboxServer) -> None:
+    """``fate_of`` over real HTTP: an answer is a refusal; an attempt that may have reached the
+    API unanswered (lost answer, read timeout) makes the call's fate unknown, even when a later
+    attempt is answered 503; a connection never made leaves it unsent."""
+    sandbox = sandbox_server.sandbox
+    path = "/openapi/v1/member/import/"
+    sandbox.add_fault(Fault(path=path, status=503, times=2))
+    assert _fate_of_call(sandbox_server.url, path).kind == "refused"
+    sandbox.add_fault(Fault(path=path, lose_answer=True, times=1))
+    sandbox.add_fault(Fault(path=path, status=503, times=1))
+    fate = _fate_of_call(sandbox_server.url, path)
+    assert fate.kind == "unknown" and "no answer to 1 earlier attempt" in fate.reason, fate
+    sandbox.add_fault(Fault(path=path, delay=1.0, times=2))
+    fate = _fate_of_call(sandbox_server.url, path, connection_timeout=0.2)
+    assert fate.kind == "unknown" and "timed out" in fate.reason, fate
+    assert _fate_of_call(f"http://127.0.0.1:{_closed_port()}", path).kind == "unsent"

@@ -65,7 +65,7 @@ from line_exports.destinations.line_messaging.targeting import (
 )
 from line_exports.http import ApiError, poll
 from line_exports.ledger import ENTRIES, Ledger
-from line_exports.outcomes import count_failed_request
+from line_exports.outcomes import DELIVERY_UNKNOWN, count_failed_request
 from line_exports.rules import ROW_NUMBER, reject
 
 Kind = Literal["narrowcast", "broadcast"]
@@ -316,7 +316,7 @@ def send_one(
     run: ExportRun,
 ) -> dict[str, Any]:
     """One narrowcast or broadcast under the ledger (``done``: what it recorded for ``key``);
-    its outcome (``state``: accepted | refused | fatal, LINE's ``request_id`` and, for a
+    its outcome (``state``: accepted | refused | fatal | unknown, LINE's ``request_id`` and, for a
     narrowcast, its final progress). A request left pending is resent with the body it had,
     unless that was over 23 hours ago (LINE forgets a retry key after 24): then it is reported,
     never resent."""
@@ -357,7 +357,14 @@ def send_one(
         "resumed": resumed,
     }
     if kind == "narrowcast" and request_id:
-        outcome["progress"] = wait_progress(client, request_id, settings.progress_timeout, run)
+        try:
+            outcome["progress"] = wait_progress(client, request_id, settings.progress_timeout, run)
+        except ApiError as exc:  # LINE took the request; what it did with it is not known
+            outcome["state"] = "unknown"
+            outcome["reason"] = (
+                f"LINE accepted narrowcast {request_id}; its progress could not be read ({exc})"
+            )
+            return outcome
         if outcome["progress"].get("phase") == "failed":
             outcome["state"] = "refused"
             outcome["reason"] = progress_failure(outcome["progress"])
@@ -433,6 +440,12 @@ def summarize(
         report.refused.append(
             reject([outcome["row"]], "template_message", f"line_{kind}_refused", outcome["reason"])
         )
+    for outcome in outcomes:
+        if outcome["state"] == "unknown":
+            reason = outcome["reason"]
+            report.unknown.append(
+                reject([outcome["row"]], "template_message", DELIVERY_UNKNOWN, reason)
+            )
     report.accepted_rows = len(accepted)
     report.resumed_rows += sum(1 for o in accepted if o.get("resumed"))
     report.job_ids.extend(o["request_id"] for o in outcomes if o.get("request_id"))
