@@ -420,16 +420,21 @@ def kill_when(
 
 
 def store_statuses(export: str) -> dict[str, int]:
-    """Members per status in the sync stores of ``export`` (the test's own ledger file)."""
+    """Members per status in the sync stores of ``export`` (the test's own ledger: SQLite
+    file or ``LINE_EXPORTS_LEDGER_URL``)."""
+    import sqlalchemy as sa
+
     from line_exports.ledger import Ledger
 
     ledger = Ledger()
     try:
         with ledger.engine.connect() as con:
-            rows = con.exec_driver_sql(
-                "select status, count(*) from sync_members where export = ? or export like ? "
-                "group by status",
-                (export, f"{export}@%"),  # the store of each target: export@target
+            rows = con.execute(
+                sa.text(
+                    "select status, count(*) from sync_members where export = :e "
+                    "or export like :t group by status"
+                ),
+                {"e": export, "t": f"{export}@%"},  # the store of each target: export@target
             ).all()
     finally:
         ledger.close()

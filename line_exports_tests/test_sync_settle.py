@@ -193,17 +193,38 @@ def test_killed_run_then_next_tick_delivers_each_coupon_once(
         assert inbox_counts(sandbox) == [1] * RECIPIENTS
 
 
+@pytest.mark.parametrize("ledger", ["sqlite", "postgresql"])
 def test_past_the_retry_key_window_rows_are_held_until_released(
     sandbox_server: SandboxServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    ledger: str,
 ) -> None:
     """A run whose pushes all failed (500: LINE may or may not have delivered them), then the
     next run 25 hours later (sandbox clock and the exporter's moved) with 5 new recipients:
     LINE no longer knows the keys, so the 30 are neither resent nor lost: held as delivery
     unknown, the sync check fails saying how to release them, the 5 new are sent;
-    ``line-exports held coupon --resend`` lets the next run send each of the 30 once."""
+    ``line-exports held coupon --resend`` lets the next run send each of the 30 once. On the
+    embedded SQLite ledger and on PostgreSQL (the store's other SQL path)."""
+    if ledger == "postgresql":
+        from line_exports_tests import postgres_server
+
+        if reason := postgres_server.why_unavailable():
+            pytest.skip(reason)
+        with postgres_server.postgres_server() as url:
+            monkeypatch.setenv("LINE_EXPORTS_LEDGER_URL", url)
+            held_then_released(sandbox_server, monkeypatch, capsys, tmp_path)
+    else:
+        held_then_released(sandbox_server, monkeypatch, capsys, tmp_path)
+
+
+def held_then_released(
+    sandbox_server: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
     sandbox = sandbox_server.sandbox
     store = line_box.store_of(sandbox)
     sandbox.add_fault(Fault(path="/v2/bot/message/push", status=500, times=-1))
