@@ -218,6 +218,11 @@ class DeliveryReport:
     refused_unnamed: int = 0
     rejected: list[pd.DataFrame] = field(default_factory=list)
     unknown: list[pd.DataFrame] = field(default_factory=list)
+    unsettled: list[pd.Series] = field(default_factory=list)
+    """Row numbers sent whose fate per row the API did not tell (a MAAC import task that
+    counts mismatched members without naming them): counted as the API said
+    (``accepted_rows``, ``refused_unnamed``), but ``diff`` / ``mirror`` keep them pending, so
+    a later run sends them again instead of recording a refused row as delivered."""
     job_ids: list[str] = field(default_factory=list)
     requests: int = 0
     resumed_rows: int = 0

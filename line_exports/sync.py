@@ -414,7 +414,8 @@ def _commit(
     dest: Destination,
 ) -> int | None:
     """Settle this run's pending rows: accepted ones become ``accepted``; rows refused for a
-    transient reason, or rejected before sending, stay ``pending`` (sent again next run); rows
+    transient reason, rejected before sending, or whose fate the API did not tell per row
+    (``report.unsettled``) stay ``pending`` (sent again next run); rows
     refused for good become ``refused`` with the API's answer; rows of unknown delivery are
     held ``unknown`` (:mod:`.sync_settle`); removed keys are forgotten. Returns the rows refused
     for a transient reason (None when the delivery did not finish)."""
@@ -433,7 +434,8 @@ def _commit(
     )
     numbers = fixed.changed.column("rn").cast(pa.int64())
     rejected = [f[ROW_NUMBER].to_numpy() for f in report.rejected if len(f)]
-    retry = np.concatenate([refused[ROW_NUMBER].to_numpy()[is_transient], *rejected])
+    unsettled = [np.asarray(s, dtype="int64") for s in report.unsettled if len(s)]
+    retry = np.concatenate([refused[ROW_NUMBER].to_numpy()[is_transient], *rejected, *unsettled])
     # Moved off this run's stamp first, so settle() leaves them as they are.
     store.put(fixed.changed.filter(pc.is_in(numbers, pa.array(retry, pa.int64()))), "pending")
     _hold_unknown(store, fixed, report)

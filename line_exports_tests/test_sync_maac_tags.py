@@ -42,7 +42,13 @@ def query(numbers: list[int], own_tags: dict[int, str] | None = None) -> str:
 
 
 def run(
-    url: str, name: str, sql: str, mode: str, tick: dict[str, str] | None = None
+    url: str,
+    name: str,
+    sql: str,
+    mode: str,
+    tick: dict[str, str] | None = None,
+    ok: bool = True,
+    **settings: str,
 ) -> dg.ExecuteInProcessResult:
     asset = build_export(
         name,
@@ -54,6 +60,7 @@ def run(
             "tags": "vip",
             "sync_mode": mode,
             **FAST,
+            **settings,
         },
     )
     result = dg.materialize(
@@ -65,7 +72,7 @@ def run(
         tags=tick,
         raise_on_error=False,
     )
-    assert result.success, failure_text(result)
+    assert result.success == ok, failure_text(result)
     return result
 
 
@@ -177,3 +184,51 @@ def test_sandbox_member_list_as_the_spec_says(sandbox_server: SandboxServer) -> 
         bad = requests.get(members, params={name: value}, headers=auth, timeout=10)
         assert bad.status_code == 400 and name in bad.json()
     assert requests.get(members, timeout=10).status_code == 401
+
+
+COUNTS = ("rows_sent", "rows_retried", "rows_unchanged", "rows_refused_by_api", "rows_accepted")
+
+
+def counts(result: dg.ExecuteInProcessResult, name: str) -> tuple[int, ...]:
+    """The run's ``COUNTS``, after checking read = rejected + refused + unsent + unknown +
+    accepted."""
+    meta = meta_of(result, name)
+    parts = ("rows_rejected", "rows_refused_by_api", "rows_unsent", "rows_delivery_unknown")
+    assert meta["rows_read"] == sum(meta[p] for p in parts) + meta["rows_accepted"]
+    return tuple(meta[c] for c in COUNTS)
+
+
+def test_mismatched_members_are_refused_and_sent_again_until_matched(
+    sandbox_server: SandboxServer,
+) -> None:
+    """N5: members 8 and 9 blocked the account, so MAAC mismatches them (``mismatch_num``,
+    named in the mismatch file of an import by line_uid). diff counts them refused every run
+    and sends them again (never "unchanged"), until they unblock and are accepted. By mobile
+    (no mismatch file) MAAC's count cannot be matched to rows: the task's rows are all sent
+    again, counted as MAAC said."""
+    url, sandbox = sandbox_server.url, sandbox_server.sandbox
+    store = store_of(sandbox)
+    with sandbox.lock:
+        store.blocked_uids.update({uid(8), uid(9)})
+    members = query(list(range(10)))
+    assert counts(run(url, "mm", members, "diff"), "mm") == (10, 0, 0, 2, 8)
+    day2 = run(url, "mm", members, "diff")
+    assert counts(day2, "mm") == (2, 2, 8, 2, 8)  # was (0, 0, 10, 0, 10): refused -> accepted
+    with sandbox.lock:
+        store.blocked_uids.clear()
+    assert counts(run(url, "mm", members, "diff"), "mm") == (2, 2, 8, 0, 10)
+    assert all("vip" in tags_of(sandbox)[uid(n)] for n in range(10))
+    assert counts(run(url, "mm", members, "diff"), "mm") == (0, 0, 10, 0, 10)
+
+    phones = (
+        "select '+8869123456' || lpad(range::varchar, 2, '0') as mobile, case when range < 2 "
+        "then 'U' || lpad(printf('%x', range + 100), 32, '0') end as line_uid from range(3)"
+    )
+    by_mobile = {"import_key": "mobile", "tags": "m"}
+    assert counts(run(url, "mob", phones, "diff", **by_mobile), "mob") == (3, 0, 0, 1, 2)
+    # which of the 3 MAAC refused is unknown: all 3 are sent again, none counted unchanged
+    assert counts(run(url, "mob", phones, "diff", **by_mobile), "mob") == (3, 3, 0, 1, 2)
+    only = "select '+886912345699' as mobile"  # of no MAAC member: every run fails
+    run(url, "mob1", only, "mirror", ok=False, **by_mobile)
+    again = run(url, "mob1", only, "mirror", ok=False, **by_mobile)
+    assert "accepted none of 1 valid rows; 1 refused by the API" in failure_text(again)

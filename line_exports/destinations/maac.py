@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import dagster as dg
 import pandas as pd
+import requests
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from line_exports.destination import (
@@ -32,6 +33,7 @@ from line_exports.destination import (
     content_key,
 )
 from line_exports.destinations import maac_tags
+from line_exports.destinations.maac_mismatch import mismatch_uids
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, poll
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.maac_spec import (
@@ -382,6 +384,40 @@ def fit_import_bytes(
     yield from fit_import_bytes(batch.iloc[middle:].reset_index(drop=True), tags)
 
 
+MISMATCH_RULE = "maac_mismatch"
+
+
+def _count_mismatch(
+    report: DeliveryReport, run: ExportRun, part: pd.DataFrame, result: dict[str, Any], task: str
+) -> None:
+    """The members of a done import task that MAAC did not match (``mismatch_num``: "members
+    that do not exist (blocked)"), as refused rows named by MAAC's mismatch file when it names
+    exactly that many of the task's rows (imports by line_uid); else counted refused unnamed,
+    and the task's rows left unsettled (a sync run sends them again: which were refused is
+    unknown)."""
+    count = int(result.get("mismatch_num") or 0)
+    if not count:
+        return
+    reason = (
+        f"MAAC did not match this member in import task {task} (mismatch_num: not a member, "
+        "or blocked the account)"
+    )
+    link = result.get("mismatch_export_link")
+    named = None
+    if link and "line_uid" in part.columns:
+        try:
+            uids = set(mismatch_uids(str(link)))
+        except (OSError, ValueError, requests.RequestException) as exc:
+            run.log.warning(f"MAAC import task {task}: mismatch file not read ({exc})")
+        else:
+            named = part[part["line_uid"].isin(uids)]
+    if named is not None and len(named) == count:
+        report.refused.append(reject(named[ROW_NUMBER], "line_uid", MISMATCH_RULE, reason))
+        return
+    report.refused_unnamed += count
+    report.unsettled.append(part[ROW_NUMBER])
+
+
 def segment_csv(uids: pd.Series) -> bytes:
     """The custom segment file: a ``line_uid`` header and one UID per line."""
     buffer = io.StringIO()
@@ -427,8 +463,9 @@ class MaacDestination(Destination):
     def refusal_is_transient(self, rule: str, message: str) -> bool:
         """A failed import task names no row (only error counts): its rows are sent again
         next run, since holding back the whole batch would starve the valid members in it.
-        Members MAAC reports as mismatched (``mismatch_num``) are not named either; they
-        count as refused and are not tracked per row."""
+        A mismatched member (:data:`MISMATCH_RULE`: not a member, or blocked the account) is
+        refused for the member's state at MAAC, not for the row: a friend who unblocks, or a
+        user who adds the account, matches the same row later, so it is sent again too."""
         return True
 
     def remove(
@@ -501,8 +538,8 @@ class MaacDestination(Destination):
                 report.accepted_rows += int(result.get("created_num") or 0) + int(
                     result.get("updated_num") or 0
                 )
-                # "mismatch_num: members that do not exist (blocked)": refused, rows unnamed.
-                report.refused_unnamed += int(result.get("mismatch_num") or 0)
+                task = report.job_ids[-1] if report.job_ids else "?"
+                _count_mismatch(report, run, part, result, task)
                 if result.get("mismatch_export_link"):
                     mismatch_links.append(str(result["mismatch_export_link"]))
             run.progress(report.sent_rows)

@@ -21,10 +21,9 @@ import dagster as dg
 import requests
 
 from line_exports.destinations.maac import MaacClient, MaacResource
-from line_exports.http import ApiError, is_loopback
+from line_exports.destinations.maac_mismatch import mismatch_uids
+from line_exports.http import ApiError
 from line_exports.results_back.observed import RETRY, Observed, SentExport
-
-MISMATCH_FILE_MAX_BYTES = 64 * 1024 * 1024
 
 
 def observe(resource: MaacResource, sent: SentExport) -> Observed:
@@ -106,21 +105,5 @@ def _get(
 
 
 def mismatch_rows(link: str) -> int:
-    """Data rows (after the header) of a mismatch CSV: fetched over HTTPS (plain HTTP only from
-    this machine, the sandbox), without credentials, at most 64 MB."""
-    parts = requests.utils.urlparse(link)
-    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
-        raise ValueError("not an https link; not fetched")
-    with requests.get(link, timeout=60, stream=True) as response:
-        response.raise_for_status()
-        lines = 0
-        size = 0
-        for chunk in response.iter_content(chunk_size=65_536):
-            size += len(chunk)
-            if size > MISMATCH_FILE_MAX_BYTES:
-                raise ValueError(f"larger than {MISMATCH_FILE_MAX_BYTES:,} bytes; not read whole")
-            lines += chunk.count(b"\n")
-            last = chunk
-        if size and not last.endswith(b"\n"):
-            lines += 1
-    return max(0, lines - 1)
+    """Data rows of a mismatch CSV (:func:`~line_exports.destinations.maac_mismatch.mismatch_uids`)."""
+    return len(mismatch_uids(link))
