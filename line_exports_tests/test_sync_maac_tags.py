@@ -232,3 +232,28 @@ def test_mismatched_members_are_refused_and_sent_again_until_matched(
     run(url, "mob1", only, "mirror", ok=False, **by_mobile)
     again = run(url, "mob1", only, "mirror", ok=False, **by_mobile)
     assert "accepted none of 1 valid rows; 1 refused by the API" in failure_text(again)
+
+
+def test_mirror_removes_every_tag_it_recorded_for_a_departed_member(
+    sandbox_server: SandboxServer,
+) -> None:
+    """N2: member 9's row tag goes ``gold`` -> ``silver`` (it stays: both stay on it), then it
+    leaves: mirror removes ``gold`` too, since this export recorded attaching it. Likewise a
+    tag of an earlier ``tags`` setting (``spring`` -> ``summer``, a new baseline)."""
+    url, sandbox = sandbox_server.url, sandbox_server.sandbox
+    run(url, "rt", query(list(range(10)), {9: "gold"}), "mirror", DAY1)
+    run(url, "rt", query(list(range(10)), {9: "silver"}), "mirror", DAY2)
+    assert tags_of(sandbox)[uid(9)] == {"vip", "gold", "silver"}
+    day3 = run(url, "rt", query(list(range(9))), "mirror", DAY2)
+    meta = meta_of(day3, "rt")
+    assert (meta["members_removed"], meta["tags_removed"]) == (1, 3)
+    assert meta["tags_kept_carried_before"] == meta["tags_kept_unrecorded"] == 0
+    assert tags_of(sandbox)[uid(9)] == set()
+
+    numbers = [n + 20 for n in range(10)]
+    run(url, "season", query(numbers), "mirror", DAY1, tags="spring")
+    run(url, "season", query(numbers), "mirror", DAY1, tags="summer")  # a new baseline
+    run(url, "season", query(numbers), "mirror", DAY2, tags="summer")
+    left = run(url, "season", query(numbers[:-1]), "mirror", DAY2, tags="summer")
+    assert meta_of(left, "season")["tags_removed"] == 2
+    assert tags_of(sandbox)[uid(29)] == set() and tags_of(sandbox)[uid(28)] == {"spring", "summer"}

@@ -110,6 +110,13 @@ class Tagged:
                     self.store.put_absent(SYNC_TAGGED_TASKS, [(task, started[task], time.time())])
         return {(uid, tag): parse_time(started[task]) for uid, tag, task in rows if task in started}
 
+    def recorded(self, uids: list[str]) -> dict[str, list[str]]:
+        """LINE UID -> every tag this export recorded sending it (any row, any ``tags`` set)."""
+        found: dict[str, list[str]] = {}
+        for uid, tag in self.store.select(SYNC_TAGGED, ("key", "tag"), uids):
+            found.setdefault(uid, []).append(tag)
+        return found
+
     def forget(self, uids: list[str]) -> None:
         """Members untagged: a later import of them is a new first time."""
         self.store.forget(SYNC_TAGGED, uids)
@@ -198,21 +205,30 @@ class _Kept:
 def remove_departed(
     client: MaacClient, settings: MaacSettings, departed: pd.DataFrame, run: ExportRun
 ) -> RemovalReport:
-    """For each departed member: remove the tags this export attached (the ``tags`` setting and
-    the member's own ``tags`` column as last sent) and that MAAC shows it attached (see the
-    module). Members without a ``line_uid`` cannot be untagged through MAAC's API and are
-    reported as not removed."""
+    """For each departed member: remove the tags this export attached (the ``tags`` setting,
+    the member's own ``tags`` column as last sent, and every tag recorded for it in
+    :class:`Tagged`: a row tag it had earlier, a tag of an earlier ``tags`` setting) and that
+    MAAC shows it attached (see the module). Members without a ``line_uid`` cannot be untagged
+    through MAAC's API and are reported as not removed."""
     from line_exports.destinations.maac import split_tags
 
     report = RemovalReport()
     before = client.http.stats.requests
     common = settings.tag_list()
     own = departed["tags"].tolist() if "tags" in departed.columns else [None] * len(departed)
-    wanted = sorted({*common, *(t for text in own if text for t in split_tags(text))})
-    ids = tag_ids(client, wanted)
     tagged = Tagged.of(run, settings)
     uids = _uids(departed)
-    since = tagged.since(client, [u for u in uids if u]) if tagged is not None else {}
+    known = [u for u in uids if u]
+    recorded = tagged.recorded(known) if tagged is not None else {}
+    wanted = sorted(
+        {
+            *common,
+            *(t for text in own if text for t in split_tags(text)),
+            *(t for names in recorded.values() for t in names),
+        }
+    )
+    ids = tag_ids(client, wanted)
+    since = tagged.since(client, known) if tagged is not None else {}
     kept = _Kept()
     removed = 0
     done_uids: list[str] = []
@@ -222,7 +238,7 @@ def remove_departed(
             continue
         calls = {
             name: content_key("maac-untag", ids[name], uid)
-            for name in dict.fromkeys([*common, *split_tags(text or "")])
+            for name in dict.fromkeys([*common, *split_tags(text or ""), *recorded.get(uid, [])])
             if name in ids  # else MAAC has no such tag: it is on nobody
         }
         todo = [name for name, call in calls.items() if run.ledger.done(call) is None]
