@@ -40,7 +40,7 @@ grouping under this limit spills instead (10M IDs: under 300 MB, as fast)."""
 
 
 def duplicate_rows(
-    path: Path, columns: Sequence[str]
+    path: Path, columns: Sequence[str], without: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(row numbers, first row each repeats, values per column) of the repeated rows, in order.
 
@@ -52,6 +52,7 @@ def duplicate_rows(
     row = _quote(ROW_NUMBER)
     same = " and ".join(f"t.{_quote(c)} is not distinct from d.{_quote(c)}" for c in columns)
     any_present = " or ".join(f"t.{_quote(c)} is not null" for c in columns)
+    only = "".join(f" and t.{_quote(c)} is null" for c in without)
     spill = path.with_name(path.stem + ".dedup.tmp")
     config = {
         "memory_limit": DEDUP_MEMORY_LIMIT,
@@ -62,14 +63,14 @@ def duplicate_rows(
         with closing(duckdb.connect(config=config)) as con:
             con.execute(
                 f"create temp table d as select {keys}, min({row}) as _first "
-                f"from read_parquet(?) group by {keys} having count(*) > 1",
+                f"from read_parquet(?) t where true{only} group by {keys} having count(*) > 1",
                 [str(path)],
             )
             table = con.sql(
                 f"select t.{row}, d._first, "
                 + ", ".join(f"t.{_quote(c)}" for c in columns)
                 + f" from read_parquet(?) t join d on {same}"
-                f" where t.{row} <> d._first and ({any_present}) order by t.{row}",
+                f" where t.{row} <> d._first and ({any_present}){only} order by t.{row}",
                 params=[str(path)],
             ).to_arrow_table()
     finally:
@@ -94,7 +95,8 @@ def drop_duplicates(
         columns = [c for c in rule.columns if c in present]
         if not columns:
             continue
-        numbers, firsts, values = duplicate_rows(rows.path, columns)
+        without = [c for c in rule.only_without if c in present]
+        numbers, firsts, values = duplicate_rows(rows.path, columns, without)
         if not len(numbers):
             continue
         shown = [

@@ -365,7 +365,7 @@ class Destination(ABC):
         spec = self.sync_spec(settings) if settings.sync_mode != "append" else None
         if spec is None:  # append, or a mode this destination refuses (sync.check_mode)
             return rules
-        return rules.keyed(spec.key_columns, settings.model_dump())
+        return rules.keyed(spec.key_columns, settings.model_dump(), spec.fallback_key)
 
     def invalid_policy(self, settings: Any) -> tuple[str, bool]:
         """(setting name, skip?): True reports invalid rows and sends the rest; False fails

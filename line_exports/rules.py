@@ -145,6 +145,9 @@ class Unique:
     columns: tuple[str, ...]
     required_if: Mapping[str, str | tuple[str, ...]] | None = None
     name: str = "duplicate"
+    only_without: tuple[str, ...] = ()
+    """Only rows whose ``only_without`` columns are all missing are compared (a sync key's
+    fallback: LinkedIn users with no ID, keyed by name)."""
 
     def applies(self, settings: Mapping[str, object]) -> bool:
         if not self.required_if:
@@ -173,17 +176,25 @@ class RuleSet:
     keep: tuple[str, ...] = ()
     unique: tuple[Unique, ...] = ()
 
-    def keyed(self, columns: tuple[str, ...], settings: Mapping[str, object]) -> RuleSet:
+    def keyed(
+        self,
+        columns: tuple[str, ...],
+        settings: Mapping[str, object],
+        fallback: tuple[str, ...] = (),
+    ) -> RuleSet:
         """These rules with ``columns`` (a ``sync_mode`` diff / mirror key, every row carries
         one) unique across the export too: a rule of these settings over the same columns
         already says it; one over more columns is replaced (each of its repeats repeats the
-        key), so a row is one ``duplicate`` reject, naming the key's first row."""
+        key), so a row is one ``duplicate`` reject, naming the key's first row. ``fallback``
+        (:attr:`~line_exports.sync.SyncSpec.fallback_key`): unique too among the rows with no
+        key column."""
         key = set(columns)
         applied = [r for r in self.unique if r.applies(settings)]
+        extra = (Unique(fallback, only_without=columns),) if fallback else ()
         if any(set(r.columns) == key for r in applied):
-            return self
+            return replace(self, unique=(*self.unique, *extra)) if extra else self
         kept = tuple(r for r in self.unique if not (r in applied and set(r.columns) > key))
-        return replace(self, unique=(*kept, Unique(columns)))
+        return replace(self, unique=(*kept, Unique(columns), *extra))
 
     def column(self, name: str) -> Column:
         for col in self.columns:

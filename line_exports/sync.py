@@ -103,6 +103,17 @@ class SyncSpec:
     """Where the rows land (a LinkedIn segment, a MAAC tag set, a LINE audience): part of the
     sync store's name (:func:`~line_exports.sync_store.store_name`), so a changed target is a
     new baseline that gets every row. Empty: the export's one target (push/multicast, CAPI)."""
+    fallback_key: tuple[str, ...] = ()
+    """Columns that identify a row whose ``key_columns`` are all empty (LinkedIn: a user with
+    no userId is matched by name, company, title and country alone); never part of the key of
+    a row that has one (there they are sent fields: a change is an update)."""
+    legacy_target: str | None = None
+    """The target of stores an earlier version wrote for these settings (its key columns in
+    :attr:`legacy_key`): the first run of :attr:`target` adopts such a store
+    (:meth:`~line_exports.sync_store.SyncStore.adopt`) instead of starting a new baseline."""
+    legacy_key: tuple[str, ...] = ()
+    """The key columns of the :attr:`legacy_target` store when they differ (rekeyed on
+    adoption); empty: the same as :attr:`key_columns`."""
 
 
 def check_mode(dest: Destination, settings: Any) -> None:
@@ -250,16 +261,8 @@ def plan(
     from line_exports.destination import ValidRows
 
     names = [n for n in pq.read_schema(rows.path).names if n != ROW_NUMBER]
-    key_columns = [c for c in spec.key_columns if c in names]
-    kept = key_columns + [c for c in spec.carry if c in names and c not in key_columns]
-    ident = _json_of(kept)
-    key = f"md5('{spec.namespace.replace(chr(39), chr(39) * 2)}' || {_json_of(key_columns)})"
+    key, ident, kept = _key_sql(spec, names)
     everything = _json_of(names)
-    if spec.required_key and spec.required_key in names:
-        key = (
-            f"case when {_quote(spec.required_key)} is null then md5('row' || {everything}) "
-            f"else {key} end"
-        )
     state = store.load()
     with closing(duckdb.connect()) as con:
         con.register("state", state)
@@ -318,6 +321,73 @@ def plan(
     return result
 
 
+def _key_sql(spec: SyncSpec, names: list[str]) -> tuple[str, str, list[str]]:
+    """DuckDB expressions (key, ident) of a row with these columns, and the columns an ident
+    may hold. The key is the md5 of the namespace and the JSON of the key columns present; a
+    row whose key columns are all empty is keyed by :attr:`SyncSpec.fallback_key` instead
+    (its ident then holds those columns too), one without :attr:`SyncSpec.required_key` by
+    every column (always sent)."""
+    key_columns = [c for c in spec.key_columns if c in names]
+    kept = key_columns + [c for c in spec.carry if c in names and c not in key_columns]
+    namespace = spec.namespace.replace(chr(39), chr(39) * 2)
+    key = f"md5('{namespace}' || {_json_of(key_columns)})"
+    ident = _json_of(kept)
+    fallback = [c for c in spec.fallback_key if c in names and c not in kept]
+    if fallback and key_columns:
+        missing = " and ".join(f"{_quote(c)} is null" for c in key_columns)
+        key = (
+            f"case when {missing} then md5('{namespace}' || 'fallback' || "
+            f"{_json_of(fallback)}) else {key} end"
+        )
+        ident = f"case when {missing} then {_json_of(kept + fallback)} else {ident} end"
+        kept = kept + fallback
+    if spec.required_key and spec.required_key in names:
+        key = (
+            f"case when {_quote(spec.required_key)} is null then md5('row' || "
+            f"{_json_of(names)}) else {key} end"
+        )
+    return key, ident, kept
+
+
+def rekey(spec: SyncSpec, idents: list[str]) -> list[tuple[str, str] | None]:
+    """The (key, ident) :func:`plan` gives today for each ident JSON of a store written with
+    :attr:`SyncSpec.legacy_key`, or None for a row it cannot key the same way (no key
+    column: e.g. a LinkedIn user recorded by name only, whose old ident lacks company, title
+    and country): such a member is forgotten, never removed, and the next run sends it again
+    (an ADD of a member already there is harmless). Computed by the same DuckDB expressions."""
+    out: list[tuple[str, str] | None] = [None] * len(idents)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    parsed = [json.loads(text) for text in idents]
+    for i, values in enumerate(parsed):
+        if any(values.get(c) is not None for c in spec.key_columns):
+            groups.setdefault(tuple(sorted(values)), []).append(i)
+    with closing(duckdb.connect()) as con:
+        for columns, members in groups.items():
+            frame = pd.DataFrame(
+                {c: pd.Series([parsed[i].get(c) for i in members], dtype="object") for c in columns}
+            )
+            names = [c for c in columns if c in spec.key_columns or c in spec.carry]
+            key, ident, _ = _key_sql(spec, names)
+            con.register("legacy", frame)
+            found = con.sql(f"select {key}, {ident} from legacy").fetchall()
+            con.unregister("legacy")
+            for i, (k, text) in zip(members, found, strict=True):
+                out[i] = (k, text)
+    return out
+
+
+def open_store(ledger: Ledger, export: str, scope: str, spec: SyncSpec, target: str) -> SyncStore:
+    """The sync store of ``export`` for ``target``; a store an earlier version wrote for the
+    same settings (:attr:`SyncSpec.legacy_target`) is adopted on first use (renamed, and
+    rekeyed when :attr:`SyncSpec.legacy_key` differs), so an upgrade keeps each export's state."""
+    store = SyncStore(ledger, store_name(export, scope, target))
+    if spec.legacy_target is not None:
+        legacy = store_name(export, scope, spec.legacy_target)
+        convert = (lambda idents: rekey(spec, idents)) if spec.legacy_key else None
+        store.adopt(legacy, convert)
+    return store
+
+
 def _departed_frame(keys: list[str], texts: list[str], key_columns: list[str]) -> pd.DataFrame:
     idents = [json.loads(text) for text in texts]
     frame = pd.DataFrame(
@@ -357,9 +427,7 @@ def deliver(
     check_mode(dest, settings)
     spec = dest.sync_spec(settings)
     assert spec is not None
-    store = SyncStore(
-        run.ledger.ledger, store_name(run.ledger.export, run.ledger.scope, spec.target)
-    )
+    store = open_store(run.ledger.ledger, run.ledger.export, run.ledger.scope, spec, spec.target)
     settled = None
     if spec.settle_window:
         scope = run.ledger.scope
@@ -623,7 +691,7 @@ def preview(
     assert spec is not None
     ledger = Ledger()
     try:
-        store = SyncStore(ledger, store_name(export, "", spec.target))
+        store = open_store(ledger, export, "", spec, spec.target)
         fixed = plan(store, spec, settings.sync_mode, settings.max_remove_ratio, rows, workdir)
         settling = outlook(store, spec.settle_window) if spec.settle_window else []
     finally:

@@ -28,13 +28,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
 
-from line_exports.ledger import SYNC_EXPORTS, SYNC_MEMBERS, SYNC_REFUSALS, SYNC_REQUESTS, Ledger
+from line_exports.ledger import (
+    SYNC_EXPORTS,
+    SYNC_MEMBERS,
+    SYNC_REFUSALS,
+    SYNC_REQUESTS,
+    SYNC_TAGGED,
+    SYNC_TAGGED_TASKS,
+    Ledger,
+)
 
 WRITE_CHUNK = 50_000
 KEY_RANGES = [(f"{i:x}", f"{i + 1:x}" if i < 15 else "g") for i in range(16)]
@@ -77,6 +86,69 @@ class SyncStore:
             return con.execute(
                 sa.select(SYNC_EXPORTS.c.mode).where(SYNC_EXPORTS.c.export == self.export)
             ).scalar_one_or_none()
+
+    def adopt(
+        self, legacy: str, rekey: Callable[[list[str]], list[tuple[str, str] | None]] | None
+    ) -> int:
+        """Take over the store ``legacy`` (an earlier version's name for the same export and
+        target) when this store has never committed a run and ``legacy`` has: its members,
+        refusals, recorded requests and MAAC tag records move here, each member rekeyed by
+        ``rekey`` (ident JSON -> (key, ident), or None: forgotten, never removed). Returns the
+        members adopted. Written in order (members, refusals, the rest, the run record, then
+        the legacy rows deleted), so a process killed mid-way adopts again, the same rows."""
+        if legacy == self.export or self.last_mode() is not None:
+            return 0
+        old = SyncStore(self.ledger, legacy)
+        if old.last_mode() is None:
+            return 0
+        names = tuple(c.name for c in SYNC_MEMBERS.columns if c.name != "export")
+        with self.ledger._lock, self.ledger.engine.connect() as con:
+            members = con.execute(
+                sa.select(*(SYNC_MEMBERS.c[n] for n in names)).where(
+                    SYNC_MEMBERS.c.export == legacy
+                )
+            ).all()
+            exports = con.execute(
+                sa.select(SYNC_EXPORTS).where(SYNC_EXPORTS.c.export == legacy)
+            ).one()
+        rows = [dict(zip(names, row, strict=True)) for row in members]
+        mapping: dict[str, str | None] = {r["key"]: r["key"] for r in rows}
+        if rekey is not None:
+            for row, found in zip(rows, rekey([r["ident"] for r in rows]), strict=True):
+                mapping[row["key"]] = found[0] if found else None
+                if found:
+                    row["key"], row["ident"] = found
+                else:
+                    row["key"] = None
+        kept = [r for r in rows if r["key"] is not None]
+        self._upsert(SYNC_MEMBERS, [(self.export, *(r[n] for n in names)) for r in kept])
+        refusals = old._select(
+            SYNC_REFUSALS,
+            ("key", "rule", "column", "message", "recorded_at"),
+            list(mapping),
+        )
+        self._upsert(
+            SYNC_REFUSALS,
+            [(self.export, mapping[r[0]], *r[1:]) for r in refusals if mapping[r[0]]],
+        )
+        with self.ledger._lock, self.ledger.engine.begin() as con:
+            for table in (SYNC_REQUESTS, SYNC_TAGGED, SYNC_TAGGED_TASKS):
+                con.execute(
+                    sa.update(table).where(table.c.export == legacy).values(export=self.export)
+                )
+            con.execute(
+                self.ledger.insert(SYNC_EXPORTS)
+                .values(
+                    export=self.export,
+                    mode=exports.mode,
+                    runs=exports.runs,
+                    recorded_at=exports.recorded_at,
+                )
+                .on_conflict_do_nothing(index_elements=[SYNC_EXPORTS.c.export])
+            )
+            for table in (SYNC_MEMBERS, SYNC_REFUSALS, SYNC_EXPORTS):
+                con.execute(sa.delete(table).where(table.c.export == legacy))
+        return len(kept)
 
     def load(self) -> pa.Table:
         """(key, hash, status) of every member recorded for this export."""

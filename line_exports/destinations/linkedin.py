@@ -168,7 +168,17 @@ COMPANY_ROW_RULES = (
 )
 COMPANY_UNIQUE = (Unique(("company_name", "company_website_domain", "company_email_domain")),)
 # sync_mode diff / mirror: what identifies a member (a REMOVE element carries these).
-USER_KEY = ("email", "google_aid", "apple_idfa", "first_name", "last_name")
+# LinkedIn's DMP Segment Users API identifies a user by its ``userIds`` (SHA256_EMAIL,
+# SHA512_EMAIL, GOOGLE_AID, APPLE_IDFA; "a 201 is returned if you add the same ID again or
+# remove an already deleted ID"); firstName, lastName, title, company and country are
+# matching info sent with them ("the more information on a user that is provided, the
+# better chance of a higher match rate"): sent fields, a change is an update. A row with no
+# ID (the reference allows first_name + last_name alone) is matched by that info only, so
+# it is its key (USER_NAME_KEY).
+USER_KEY = ("email", "google_aid", "apple_idfa")
+USER_NAME_KEY = ("first_name", "last_name", "company", "title", "country")
+USER_KEY_V1 = ("email", "google_aid", "apple_idfa", "first_name", "last_name")
+"""The key of stores written before the sync key was the IDs alone (rekeyed on adoption)."""
 COMPANY_KEY = COMPANY_UNIQUE[0].columns
 # Query column -> element field, per audience type.
 USER_FIELDS = {
@@ -764,15 +774,27 @@ class LinkedInDestination(Destination):
         return RuleSet(COMPANY_COLUMNS, row_rules=COMPANY_ROW_RULES, unique=COMPANY_UNIQUE)
 
     def sync_spec(self, settings: LinkedInSettings) -> SyncSpec | None:
-        """Members by their IDs (users) or name and domains (companies); mirror sends
+        """Members by their userIds (users; name, company, title and country for a user with
+        no ID) or name and domains (companies); mirror sends
         ``REMOVE`` elements for departed ones. Only an ``add`` export syncs."""
         if settings.dmp_segment_mode != "add":
             return None
+        target = f"{settings.ad_account_id}/{settings.audience_type}/{settings.segment_name}"
+        if settings.audience_type == "users":
+            return SyncSpec(
+                USER_KEY,
+                modes=("append", "diff", "mirror"),
+                removal="REMOVE elements",
+                target=target + "/ids",
+                fallback_key=USER_NAME_KEY,
+                legacy_target=target,
+                legacy_key=USER_KEY_V1,
+            )
         return SyncSpec(
-            USER_KEY if settings.audience_type == "users" else COMPANY_KEY,
+            COMPANY_KEY,
             modes=("append", "diff", "mirror"),
             removal="REMOVE elements",
-            target=f"{settings.ad_account_id}/{settings.audience_type}/{settings.segment_name}",
+            target=target,
         )
 
     def refusal_is_transient(self, rule: str, message: str) -> bool:

@@ -314,6 +314,19 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                     synced = sync.preview(dest, settings, "/".join(task.key.path), valid, workdir)
                     sendable = synced.rows.count
                     removing = removing or settings.sync_mode == "mirror"
+                empty_mirror = (
+                    testing is None
+                    and not note
+                    and settings.sync_mode == "mirror"
+                    and summary.valid_rows == 0
+                )
+                if empty_mirror:  # as a run says it (export._nothing_to_send's checks)
+                    from line_exports import sync
+
+                    warnings.append(
+                        f"check {sync.SYNC_CHECK} would fail: {sync.EMPTY_RESULT_REASON}"
+                    )
+                    removing = True
                 capacity: list[str] = []
                 if testing is not None:
                     pass  # the test send reads the quota for its own messages
@@ -373,7 +386,9 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                         summary.valid_rows,
                         summary.rejected_rows,
                         sendable,
-                        synced.removals if synced and settings.sync_mode == "mirror" else "-",
+                        synced.removals
+                        if synced and settings.sync_mode == "mirror"
+                        else (0 if empty_mirror else "-"),
                     ]
                 )
             except Exception as exc:  # noqa: BLE001 - one task's failure is reported, the others go on
