@@ -16,14 +16,16 @@ import requests
 
 from line_exports import MaacResource, SqlSource, build_export
 from line_exports.maac_spec import parse_time
-from line_exports.sandbox import Sandbox, SandboxServer
+from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox.maac import store_of
+from line_exports_tests.resilience_helpers import LateAnswerServer
 from line_exports_tests.test_linkedin import FAST, failure_text
 from line_exports_tests.test_sync import Acted, kill_when, meta_of
 
 DAY1 = {"dagster/scheduled_execution_time": "2026-06-01T09:00:00+00:00"}
 DAY2 = {"dagster/scheduled_execution_time": "2026-06-02T09:00:00+00:00"}
 KILL_MEMBERS = 20
+MODULE = "test_sync_maac_tags"
 
 
 def uid(n: int) -> str:
@@ -257,3 +259,55 @@ def test_mirror_removes_every_tag_it_recorded_for_a_departed_member(
     left = run(url, "season", query(numbers[:-1]), "mirror", DAY2, tags="summer")
     assert meta_of(left, "season")["tags_removed"] == 2
     assert tags_of(sandbox)[uid(29)] == set() and tags_of(sandbox)[uid(28)] == {"spring", "summer"}
+
+
+def test_import_answer_lost_then_retried_still_owns_its_tags(
+    sandbox_server: SandboxServer,
+) -> None:
+    """N3: the import request's answer is lost (MAAC started that task), the client sends it
+    again. The tags count as this export's from the first request's send time, so day 2 removes
+    ``vip`` from the departed member (was: kept as "carried before" for good)."""
+    url, sandbox = sandbox_server.url, sandbox_server.sandbox
+    path = "/openapi/v1/member/import/"
+    sandbox.add_fault(Fault(path=path, method="POST", lose_answer=True, times=1))
+    run(url, "lost", query(list(range(10))), "mirror", DAY1)
+    assert sandbox.count("POST", path) == 2  # both applied by MAAC
+    day2 = run(url, "lost", query(list(range(9))), "mirror", DAY2)
+    meta = meta_of(day2, "lost")
+    assert (meta["members_removed"], meta["tags_removed"]) == (1, 1)
+    assert meta["tags_kept_carried_before"] == 0
+    assert tags_of(sandbox)[uid(9)] == set()
+
+
+def mirror_day1_inflight(url: str) -> None:
+    """Day 1 of the mirror export ``inflight`` (in a child process)."""
+    run(url, "inflight", query(list(range(10))), "mirror", DAY1)
+
+
+def test_killed_while_its_import_request_is_in_flight_still_owns_its_tags(
+    line_exports_home: Path,
+) -> None:
+    """N3: SIGKILL once MAAC has acted on day 1's import request and before its answer (the
+    task id) arrives. The re-run imports again; day 2 removes ``vip`` from the departed member
+    (the killed request's send time bounds the tags), and the others keep it."""
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        sandbox = server.sandbox
+        rule = server.late.add("/openapi/v1/member/import/", "POST", 2.0, times=1)
+        kill_when(rule, 1, "mirror_day1_inflight", server.url, line_exports_home, MODULE)
+        assert all(tags_of(sandbox)[uid(n)] == {"vip"} for n in range(10))  # MAAC applied it
+        store = store_of(sandbox)
+        while True:  # MAAC runs one import at a time: the killed run's task ends first
+            with sandbox.lock:
+                running = any(t.finish_at > time.monotonic() for t in store.tasks.values())
+            if not running:
+                break
+            time.sleep(0.05)
+
+        mirror_day1_inflight(server.url)
+        assert sandbox.count("POST", "/openapi/v1/member/import/") == 2
+        day2 = run(server.url, "inflight", query(list(range(9))), "mirror", DAY2)
+        meta = meta_of(day2, "inflight")
+        assert (meta["members_removed"], meta["tags_removed"]) == (1, 1)
+        assert meta["tags_kept_carried_before"] == meta["tags_kept_unrecorded"] == 0
+        tags = tags_of(sandbox)
+        assert tags[uid(9)] == set() and all(tags[uid(n)] == {"vip"} for n in range(9))

@@ -568,7 +568,8 @@ class MaacDestination(Destination):
         tagged: maac_tags.Tagged | None = None,
     ) -> dict[str, Any] | None:
         """One import task, unless the ledger shows this exact batch already went through.
-        ``tagged`` (diff / mirror) records the task that first sent each member's tags.
+        ``tagged`` (diff / mirror) records, before the request, when this export first sent
+        each member's tags, then the task that did (:class:`~.maac_tags.Tagged`).
 
         A request MAAC answered 400 for is counted refused (None is returned); any other
         failure is counted by :func:`~line_exports.outcomes.fate_of` and stops the run. A task
@@ -578,18 +579,22 @@ class MaacDestination(Destination):
         if result is not None:
             report.resumed_rows += len(members)
             return result
+        marker = tagged.intend(members, tags) if tagged is not None else ""
+        retries = client.http.stats.retries
         try:
             task_id = client.import_members(key, members, tags)
         except ApiError as exc:
             fate = count_failed_request(report, part[ROW_NUMBER], key, exc, "MAAC")
+            if tagged is not None and fate.kind != "unknown":
+                tagged.drop(marker, members)  # refused, or never sent: it attached nothing
             if fate.kind == "refused" and exc.status == 400:
                 return None
             raise DeliveryFailed(
                 f"MAAC import stopped: {fate.reason}", report, retryable=exc.retryable
             ) from None
         report.job_ids.append(str(task_id))
-        if tagged is not None:
-            tagged.sent(task_id, members, tags)
+        if tagged is not None and client.http.stats.retries == retries:
+            tagged.sent(marker, task_id, members)
         try:
             result = client.wait_import(task_id)
         except ApiError as exc:
@@ -598,7 +603,7 @@ class MaacDestination(Destination):
             report.sent_rows += len(part)
             raise DeliveryFailed(reason, report, retryable=exc.retryable) from None
         if tagged is not None:
-            tagged.done(task_id, result, members)
+            tagged.done(task_id, result, members, marker)
         if result.get("success"):
             run.ledger.record(batch_key, result)
         return result

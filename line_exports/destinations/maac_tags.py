@@ -13,10 +13,15 @@ export's, a campaign's, an agent's). A tag is one per member in MAAC, so what te
 is when it was attached: the member list (``GET /openapi/v1/member/?line_uid=..&all_tag=1``,
 :mod:`line_exports.maac_spec`) gives each tag's ``tagged_at``, "the time the tag was first
 attached to this member", and an import task's result its ``start_time``, both on MAAC's clock.
-In ``diff`` and ``mirror`` each import records, per member and tag, the task that first sent it
-(:class:`Tagged`, right after MAAC answers the task id, so a run killed while the task runs
-still knows it); mirror untags a departed member only where ``tagged_at`` is at or after that
-task's ``start_time``. A tag attached before is kept and reported (``tags_kept``), as is one
+In ``diff`` and ``mirror`` each import records, per member and tag, when this export first sent
+it (:class:`Tagged`): before the request, its send time on this machine's clock; once MAAC
+answers the task id on the first attempt, that task, whose ``start_time`` (MAAC's clock) is the
+tighter bound. A run killed while the request or the task is in flight, or a request whose
+answer was lost and that was sent again (the lost attempt may have started a task MAAC's API
+cannot list), keeps the send time. Mirror untags a departed member only where ``tagged_at`` is
+at or after that bound. The send time trusts this machine's clock against MAAC's: if ours runs
+ahead, this export's own tags look older and are kept (reported); if it runs behind by ``d``, a
+tag someone attached in the ``d`` before our request counts as ours. A tag attached before is kept and reported (``tags_kept``), as is one
 with no record (sent in ``append``, or before this record existed). The reads cost one request
 per departed member (the list filters one LINE UID at a time), none on a baseline.
 
@@ -28,7 +33,7 @@ does not call again.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -54,6 +59,10 @@ LIMITS = {
 }
 
 
+SENT_AT = "sent@"
+"""Prefix of a record's task when it names the import request's send time, not a task id."""
+
+
 class Tagged:
     """Per member (LINE UID) and tag: the import task of this export that first sent it, and
     each task's ``start_time`` (``sync_tagged`` / ``sync_tagged_tasks`` in the ledger's
@@ -70,30 +79,54 @@ class Tagged:
         scope = run.ledger
         return cls(SyncStore(scope.ledger, store_name(scope.export, scope.scope)))
 
-    def sent(self, task_id: int, members: list[dict[str, Any]], tags: list[str]) -> None:
-        """Import task ``task_id`` sends ``tags`` and each member's own tags: recorded for the
-        (member, tag) pairs no earlier task of this export sent."""
+    def intend(self, members: list[dict[str, Any]], tags: list[str]) -> str:
+        """Before the import request: the (member, tag) pairs no earlier request of this export
+        sent are recorded under this request's time (:data:`SENT_AT` + ISO time, this machine's
+        clock); returns that marker. A run killed, or whose answer is lost, while the request is
+        in flight keeps it, so MAAC applying the request anyway still counts as this export's."""
+        marker = SENT_AT + datetime.now(UTC).isoformat()
         now = time.time()
         rows = [
-            (member["line_uid"], name, str(task_id), now)
+            (member["line_uid"], name, marker, now)
             for member in members
             if member.get("line_uid")
             for name in dict.fromkeys([*tags, *member.get("tags", [])])
         ]
         self.store.put_absent(SYNC_TAGGED, rows)
+        return marker
 
-    def done(self, task_id: int, result: dict[str, Any], members: list[dict[str, Any]]) -> None:
+    def sent(self, marker: str, task_id: int, members: list[dict[str, Any]]) -> None:
+        """MAAC answered the request ``marker`` on its first attempt with task ``task_id``: its
+        records name the task, whose ``start_time`` (MAAC's clock) then bounds them. After a
+        retried request the marker stays: an earlier attempt may have started a task too."""
+        self._move(members, marker, str(task_id))
+
+    def drop(self, marker: str, members: list[dict[str, Any]]) -> None:
+        """The request ``marker`` attached nothing (MAAC refused it, or it never left)."""
+        self._move(members, marker, None)
+
+    def done(
+        self, task_id: int, result: dict[str, Any], members: list[dict[str, Any]], marker: str
+    ) -> None:
         """Task ``task_id`` finished: its ``start_time`` is kept; a failed task attached
-        nothing, so its records are dropped (the rows come back in a later task)."""
+        nothing, so its records (and its request's) are dropped (the rows come back later)."""
         if result.get("success") and result.get("start_time"):
             self.store.put_absent(
                 SYNC_TAGGED_TASKS, [(str(task_id), str(result["start_time"]), time.time())]
             )
             return
+        self._move(members, str(task_id), None)
+        self._move(members, marker, None)
+
+    def _move(self, members: list[dict[str, Any]], old: str, new: str | None) -> None:
+        """These members' records under ``old`` renamed ``new`` (dropped when None)."""
         uids = [m["line_uid"] for m in members if m.get("line_uid")]
         rows = self.store.select(SYNC_TAGGED, ("key", "tag", "task", "recorded_at"), uids)
+        if not any(r[2] == old for r in rows):
+            return
         self.store.forget(SYNC_TAGGED, uids)
-        self.store.put_absent(SYNC_TAGGED, [r for r in rows if r[2] != str(task_id)])
+        kept = [r if r[2] != old else (r[0], r[1], new, r[3]) for r in rows]
+        self.store.put_absent(SYNC_TAGGED, [tuple(r) for r in kept if r[2] is not None])
 
     def since(self, client: MaacClient, uids: list[str]) -> dict[tuple[str, str], datetime]:
         """(LINE UID, tag) -> the ``start_time`` of the task that first sent it, for the pairs
@@ -103,7 +136,9 @@ class Tagged:
         tasks = sorted({task for _, _, task in rows})
         started = dict(self.store.select(SYNC_TAGGED_TASKS, ("key", "started"), tasks))
         for task in tasks:
-            if task not in started:
+            if task.startswith(SENT_AT):  # a request whose task is unknown: its send time
+                started[task] = task.removeprefix(SENT_AT)
+            elif task not in started:
                 result = task_result(client, task)
                 if result is not None and result.get("success") and result.get("start_time"):
                     started[task] = str(result["start_time"])
@@ -263,7 +298,7 @@ def remove_departed(
             if times[name] < first:
                 why = (
                     f"on the member since {times[name].isoformat()}, before this export first "
-                    f"sent it (import task started {first.isoformat()})"
+                    f"sent it (its import started {first.isoformat()})"
                 )
                 kept.add(uid, name, why, before=True)
                 continue
