@@ -311,3 +311,21 @@ def test_killed_while_its_import_request_is_in_flight_still_owns_its_tags(
         assert meta["tags_kept_carried_before"] == meta["tags_kept_unrecorded"] == 0
         tags = tags_of(sandbox)
         assert tags[uid(9)] == set() and all(tags[uid(n)] == {"vip"} for n in range(9))
+
+
+def test_two_mirrors_sharing_a_tag_the_other_sends_it_again(sandbox_server: SandboxServer) -> None:
+    """N7: ``a`` and ``b`` (both mirror, ``vip``) send members 0-9; ``a`` attached first. Member
+    9 leaves ``a``: ``a`` removes ``vip`` (its own), and ``b``, whose result still holds 9,
+    sends it again on its next run (was: unchanged for good, 9 without ``vip``)."""
+    url, sandbox = sandbox_server.url, sandbox_server.sandbox
+    members = query(list(range(10)))
+    run(url, "a", members, "mirror", DAY1)
+    run(url, "b", members, "mirror", DAY1)
+    day2 = run(url, "a", query(list(range(9))), "mirror", DAY2)
+    assert meta_of(day2, "a")["tags_removed"] == 1
+    assert meta_of(day2, "a")["members_resent_by_other_exports"] == 1
+    assert tags_of(sandbox)[uid(9)] == set()
+    again = run(url, "b", members, "mirror", DAY2)
+    assert counts(again, "b")[:3] == (1, 1, 9)  # sent, retried, unchanged
+    assert tags_of(sandbox)[uid(9)] == {"vip"}
+    assert counts(run(url, "b", members, "mirror", DAY2), "b")[:3] == (0, 0, 10)

@@ -32,16 +32,18 @@ does not call again.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
+import sqlalchemy as sa
 
 from line_exports.destination import ExportRun, content_key
 from line_exports.http import ApiError, RateLimit
-from line_exports.ledger import SYNC_TAGGED, SYNC_TAGGED_TASKS
+from line_exports.ledger import SYNC_MEMBERS, SYNC_TAGGED, SYNC_TAGGED_TASKS, Ledger
 from line_exports.maac_spec import MEMBER_LIST_PATH, parse_time, tag_times
 from line_exports.sync import SAMPLE_ROWS, RemovalReport
 from line_exports.sync_store import SyncStore, store_name
@@ -152,9 +154,68 @@ class Tagged:
             found.setdefault(uid, []).append(tag)
         return found
 
+    def release(self, pairs: list[tuple[str, str]]) -> int:
+        """This export removed these (LINE UID, tag) pairs. Every other export of this ledger
+        that recorded sending one of them believes the tag is still on the member: its record
+        is dropped and its member's row set ``pending``, so its next ``diff`` / ``mirror`` run
+        sends it again (``rows_retried``). Returns the rows set pending."""
+        if not pairs:
+            return 0
+        wanted = set(pairs)
+        ledger, me = self.store.ledger, self.store.export
+        uids = sorted({uid for uid, _ in pairs})
+        table = SYNC_TAGGED
+        with ledger._lock, ledger.engine.connect() as con:
+            found = [
+                (export, uid, tag)
+                for start in range(0, len(uids), 500)
+                for export, uid, tag in con.execute(
+                    sa.select(table.c.export, table.c.key, table.c.tag).where(
+                        table.c.export != me, table.c.key.in_(uids[start : start + 500])
+                    )
+                ).all()
+                if (uid, tag) in wanted
+            ]
+        others: dict[str, set[str]] = {}
+        for export, uid, _ in found:
+            others.setdefault(export, set()).add(uid)
+        resent = 0
+        for export, members in others.items():
+            for store, keys in _member_keys(ledger, export, members).items():
+                SyncStore(ledger, store).set_status(keys, "pending")
+                resent += len(keys)
+        with ledger._lock, ledger.engine.begin() as con:
+            for export, uid, tag in found:
+                con.execute(
+                    sa.delete(table).where(
+                        table.c.export == export, table.c.key == uid, table.c.tag == tag
+                    )
+                )
+        return resent
+
     def forget(self, uids: list[str]) -> None:
         """Members untagged: a later import of them is a new first time."""
         self.store.forget(SYNC_TAGGED, uids)
+
+
+def _member_keys(ledger: Ledger, export: str, uids: set[str]) -> dict[str, list[str]]:
+    """Sync store name -> keys of its ``accepted`` members with one of these LINE UIDs, in
+    every store of ``export`` (one per ``tags`` target: ``export@target``)."""
+    table = SYNC_MEMBERS
+    found: dict[str, list[str]] = {}
+    with ledger._lock, ledger.engine.connect() as con:
+        rows = con.execute(
+            sa.select(table.c.export, table.c.key, table.c.ident).where(
+                sa.or_(table.c.export == export, table.c.export.like(f"{export}@%")),
+                table.c.status == "accepted",
+            )
+        )
+        for store, key, ident in rows:
+            if store != export and not store.startswith(f"{export}@"):
+                continue  # LIKE's _ and % matched another name
+            if json.loads(ident).get("line_uid") in uids:
+                found.setdefault(store, []).append(key)
+    return found
 
 
 def task_result(client: MaacClient, task: str) -> dict[str, Any] | None:
@@ -267,6 +328,7 @@ def remove_departed(
     kept = _Kept()
     removed = 0
     done_uids: list[str] = []
+    untagged: list[tuple[str, str]] = []
     for key, uid, text in zip(departed["key"], uids, own, strict=True):
         if not uid:
             report.failed[key] = "no line_uid was sent for this member: MAAC untags by LINE UID"
@@ -308,6 +370,7 @@ def remove_departed(
                 continue
             run.ledger.record(calls[name], {"tag": name})
             removed += 1
+            untagged.append((uid, name))
         if problems:
             report.failed[key] = "; ".join(problems)
         else:
@@ -315,6 +378,13 @@ def remove_departed(
             done_uids.append(uid)
     if tagged is not None:
         tagged.forget(done_uids)
+        resent = tagged.release(untagged)
+        report.metadata["members_resent_by_other_exports"] = resent
+        if resent:
+            run.log.info(
+                f"{run.name}: {resent:,} members of other exports that also sent a removed tag "
+                "will be sent again by their next run"
+            )
     report.requests = client.http.stats.requests - before
     report.metadata["tags_removed"] = removed
     report.metadata["tags_kept_carried_before"] = kept.before
