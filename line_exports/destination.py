@@ -397,6 +397,14 @@ class Destination(ABC):
         """How members are keyed for ``sync_mode`` diff / mirror (None: append only)."""
         return None
 
+    def sync_account(self, resource: Any, settings: Any, fingerprint: Callable[[str], str]) -> str:
+        """``sync_mode`` diff / mirror: the destination account behind ``resource`` (a LINE
+        channel, a MAAC account), part of the sync store's name so another account starts
+        empty and gets every row. An identity the API gives or a non-secret setting; never a
+        secret (``fingerprint`` gives a keyed fingerprint of one, when nothing else tells
+        accounts apart). '' when :meth:`sync_spec`'s target names the account already."""
+        return ""
+
     def refusal_is_transient(self, rule: str, message: str) -> bool:
         """sync_mode diff / mirror: whether a row the API refused (a ``refused`` reject with
         this rule and message) was refused for a transient reason (a rate limit, a server

@@ -98,6 +98,14 @@ SYNC_EXPORTS = sa.Table(
     sa.Column("runs", sa.Integer, nullable=False),
     sa.Column("recorded_at", sa.Float, nullable=False),
 )
+# The key of the sync stores' account fingerprints (sync_store.account_fingerprint): one random
+# HMAC key per ledger, so every process sharing the ledger names an account the same way.
+SYNC_SECRET = sa.Table(
+    "sync_secret",
+    _METADATA,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
 # MAAC diff / mirror (destinations/maac_tags.py): which import task of an export first sent a
 # tag for a member, and when MAAC started each such task; mirror untags a departed member only
 # where MAAC's tagged_at shows that task attached the tag (not one the member carried before).

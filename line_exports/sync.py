@@ -58,7 +58,7 @@ from line_exports.sync_settle import (
     refuse_if_running,
     settle_earlier,
 )
-from line_exports.sync_store import SyncStore, store_name
+from line_exports.sync_store import SyncStore, account_fingerprint, store_name
 
 if TYPE_CHECKING:
     from line_exports.destination import DeliveryReport, Destination, ExportRun, ValidRows
@@ -376,13 +376,24 @@ def rekey(spec: SyncSpec, idents: list[str]) -> list[tuple[str, str] | None]:
     return out
 
 
-def open_store(ledger: Ledger, export: str, scope: str, spec: SyncSpec, target: str) -> SyncStore:
-    """The sync store of ``export`` for ``target``; a store an earlier version wrote for the
-    same settings (:attr:`SyncSpec.legacy_target`) is adopted on first use (renamed, and
-    rekeyed when :attr:`SyncSpec.legacy_key` differs), so an upgrade keeps each export's state."""
-    store = SyncStore(ledger, store_name(export, scope, target))
-    if spec.legacy_target is not None:
-        legacy = store_name(export, scope, spec.legacy_target)
+def full_target(spec: SyncSpec, account: str) -> str:
+    """The target part of a sync store's name: the destination account
+    (:meth:`~line_exports.destination.Destination.sync_account`) and :attr:`SyncSpec.target`."""
+    return f"{account}|{spec.target}" if account else spec.target
+
+
+def open_store(ledger: Ledger, export: str, scope: str, spec: SyncSpec, account: str) -> SyncStore:
+    """The sync store of ``export`` for this account and target; a store an earlier version
+    wrote for the same settings (:attr:`SyncSpec.legacy_target`, or the target without the
+    account) is adopted on first use (renamed, and rekeyed when :attr:`SyncSpec.legacy_key`
+    differs), so an upgrade keeps each export's state: the first account an export runs
+    against after the upgrade takes it over; another account then starts empty."""
+    store = SyncStore(ledger, store_name(export, scope, full_target(spec, account)))
+    legacy_target = spec.legacy_target
+    if legacy_target is None and account:
+        legacy_target = spec.target
+    if legacy_target is not None:
+        legacy = store_name(export, scope, legacy_target)
         convert = (lambda idents: rekey(spec, idents)) if spec.legacy_key else None
         store.adopt(legacy, convert)
     return store
@@ -427,12 +438,14 @@ def deliver(
     check_mode(dest, settings)
     spec = dest.sync_spec(settings)
     assert spec is not None
-    store = open_store(run.ledger.ledger, run.ledger.export, run.ledger.scope, spec, spec.target)
+    ledger = run.ledger.ledger
+    account = dest.sync_account(resource, settings, lambda s: account_fingerprint(ledger, s))
+    store = open_store(ledger, run.ledger.export, run.ledger.scope, spec, account)
     settled = None
     if spec.settle_window:
         scope = run.ledger.scope
         run.keep_requests = lambda entries: store.put_requests(scope, entries)
-        refuse_if_running(store, run, spec.target)
+        refuse_if_running(store, run, full_target(spec, account))
         settled = settle_earlier(dest, resource, settings, store, run, spec.settle_window)
     fixed = plan(store, spec, mode, settings.max_remove_ratio, rows, workdir)
     fixed.settled = settled
@@ -682,16 +695,19 @@ class Preview:
 
 
 def preview(
-    dest: Destination, settings: Any, export: str, rows: ValidRows, workdir: Path
+    dest: Destination, resource: Any, settings: Any, export: str, rows: ValidRows, workdir: Path
 ) -> Preview:
     """What a run in ``diff`` / ``mirror`` would add, update, retry and remove, with counts and
     a sample of each, read from the ledger (``line-exports plan``); nothing is written."""
     check_mode(dest, settings)
     spec = dest.sync_spec(settings)
     assert spec is not None
+    if isinstance(resource, dg.ConfigurableResource):  # the CLI's, not yet resolved
+        resource = resource.process_config_and_initialize()
     ledger = Ledger()
     try:
-        store = open_store(ledger, export, "", spec, spec.target)
+        account = dest.sync_account(resource, settings, lambda s: account_fingerprint(ledger, s))
+        store = open_store(ledger, export, "", spec, account)
         fixed = plan(store, spec, settings.sync_mode, settings.max_remove_ratio, rows, workdir)
         settling = outlook(store, spec.settle_window) if spec.settle_window else []
     finally:

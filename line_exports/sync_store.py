@@ -26,7 +26,10 @@ connection) needs the write lock meanwhile, and one 1M-row transaction held it t
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ from line_exports.ledger import (
     SYNC_MEMBERS,
     SYNC_REFUSALS,
     SYNC_REQUESTS,
+    SYNC_SECRET,
     SYNC_TAGGED,
     SYNC_TAGGED_TASKS,
     Ledger,
@@ -60,6 +64,25 @@ def store_name(export: str, scope: str, target: str = "") -> str:
     partition = next((p for p in scope.split(";") if p.startswith("partition=")), "")
     name = f"{export}#{partition}" if partition else export
     return f"{name}@{target}" if target else name
+
+
+def account_fingerprint(ledger: Ledger, secret: str) -> str:
+    """A keyed fingerprint of a credential (HMAC-SHA256, 16 hex digits) that tells accounts
+    apart in a sync store's name when the API gives no identity of its own (MAAC): never the
+    secret itself, and not testable against guesses without the key, which is 32 random bytes
+    kept in the ledger (``sync_secret``, made on first use), so every process sharing the
+    ledger names an account the same way."""
+    insert = (
+        ledger.insert(SYNC_SECRET)
+        .values(name="account_fingerprint", value=secrets.token_hex(32))
+        .on_conflict_do_nothing(index_elements=[SYNC_SECRET.c.name])
+    )
+    with ledger._lock, ledger.engine.begin() as con:
+        con.execute(insert)
+        key = con.execute(
+            sa.select(SYNC_SECRET.c.value).where(SYNC_SECRET.c.name == "account_fingerprint")
+        ).scalar_one()
+    return hmac.new(bytes.fromhex(key), secret.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ ID, Apple IDFA); first and last name, title, company and country are matching in
 ``diff`` / ``mirror`` a renamed member is an update (never a removal), and one email under two
 name spellings is one key (a ``duplicate``). Real exports (DuckDB -> Dagster -> HTTP to the
 sandbox), one ledger across the runs of a test (VERIFY-18a N1). Also ``plan`` of a mirror task
-whose result is empty (N6).
+whose result is empty (N6), and the account behind the connection as part of the target (N4).
 """
 
 from __future__ import annotations
@@ -17,11 +17,21 @@ from typing import Any
 import pytest
 
 from line_exports.destinations import linkedin
-from line_exports.sandbox import SandboxServer
+from line_exports.destinations.maac import MaacDestination
+from line_exports.sandbox import Sandbox, SandboxServer
+from line_exports.sandbox import line_messaging as line_box
+from line_exports.sandbox import maac as maac_box
 from line_exports.sync import EMPTY_RESULT_REASON, SyncSpec
 from line_exports_tests.cli_helpers import line_exports, workflow_folder
 from line_exports_tests.test_linkedin import failure_text
-from line_exports_tests.test_sync import linkedin_run, meta_of, segment_members
+from line_exports_tests.test_sync import (
+    linkedin_run,
+    maac_run,
+    meta_of,
+    push_query,
+    push_run,
+    segment_members,
+)
 
 CONTACTS = 10
 
@@ -124,3 +134,57 @@ def test_plan_of_a_mirror_task_with_an_empty_result(
     assert "none/send: read 0, valid 0, rejected 0" in plan.out, plan.out
     assert f"warning: check sync_removals would fail: {EMPTY_RESULT_REASON}" in plan.out
     assert "would remove" in plan.out
+
+
+# -- The account behind the connection is part of the target (VERIFY-18a N4) -------------------
+def tagged(server: SandboxServer) -> int:
+    """MAAC members carrying the export's tag ``sync`` in this sandbox (one MAAC account)."""
+    store = maac_box.store_of(server.sandbox)
+    with server.sandbox.lock:
+        return sum("sync" in m["tags"] for m in store.members.values())
+
+
+def uids(count: int) -> str:
+    return f"select 'U' || lpad(printf('%x', range), 32, '0') as line_uid from range({count})"
+
+
+def test_maac_another_account_gets_every_row_and_switching_back_keeps_state(
+    sandbox_server: SandboxServer,
+) -> None:
+    """Two sandboxes are two MAAC accounts (another connection): the second starts empty and
+    gets all 10 members; back on the first, its state is used (1 departed, untagged there)."""
+    first = sandbox_server
+    with SandboxServer(Sandbox(rate_scale=100, job_seconds=0.05)) as second:
+        assert maac_run(first.url, uids(10)).success
+        switched = maac_run(second.url, uids(10))
+        meta = meta_of(switched, "maac_sync")
+        assert (meta["rows_sent"], meta["sync_baseline"], tagged(second)) == (10, True, 10)
+        back = maac_run(first.url, uids(9))
+        meta = meta_of(back, "maac_sync")
+        assert (meta["rows_sent"], meta["rows_unchanged"], meta["members_removed"]) == (0, 9, 1)
+        assert (tagged(first), tagged(second)) == (9, 10)
+
+
+def test_maac_store_without_the_account_is_adopted(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store named without the account (an earlier version) is taken over by the first run:
+    no new baseline, nothing sent again."""
+    with monkeypatch.context() as patch:
+        patch.setattr(MaacDestination, "sync_account", lambda *_: "")
+        assert maac_run(sandbox_server.url, uids(10)).success
+    meta = meta_of(maac_run(sandbox_server.url, uids(10)), "maac_sync")
+    assert (meta["rows_sent"], meta["rows_unchanged"], meta["sync_baseline"]) == (0, 10, False)
+
+
+def test_push_diff_on_another_channel_sends_every_coupon(sandbox_server: SandboxServer) -> None:
+    """Another LINE channel (its bot's userId from GET /v2/bot/info) is another target: its
+    recipients get the coupons; back on the first channel nothing is sent again."""
+    with SandboxServer(Sandbox(rate_scale=100, job_seconds=0.05)) as second:
+        query = push_query(5, "C")
+        assert push_run(sandbox_server, query).success
+        meta = meta_of(push_run(second, query), "push_sync")
+        assert (meta["rows_sent"], meta["rows_added"]) == (5, 5)
+        assert len(line_box.store_of(second.sandbox).inbox) == 5
+        meta = meta_of(push_run(sandbox_server, query), "push_sync")
+        assert (meta["rows_sent"], meta["rows_unchanged"]) == (0, 5)

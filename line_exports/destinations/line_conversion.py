@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -384,6 +385,16 @@ class LineConversionDestination(Destination):
             resend_changed=False,
             required_key="deduplication_key",
         )
+
+    def sync_account(
+        self,
+        resource: LineConversionResource,
+        settings: LineConversionSettings,
+        fingerprint: Callable[[str], str],
+    ) -> str:
+        """The LINE Tag the events go to (``line_tag_id``, not a secret): another tag starts
+        empty and gets every event."""
+        return f"capi={resource.line_tag_id}"
 
     def target_label(self, settings: LineConversionSettings) -> str:
         return "LINE Conversion API events"

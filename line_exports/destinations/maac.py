@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -459,6 +459,17 @@ class MaacDestination(Destination):
             removal="tags this export attached, removed from departed members",
             target="tags=" + ",".join(sorted(settings.tag_list())),
         )
+
+    def sync_account(
+        self, resource: MaacResource, settings: MaacSettings, fingerprint: Callable[[str], str]
+    ) -> str:
+        """The MAAC account: the API host and a keyed fingerprint of its token (MAAC's OpenAPI
+        has no endpoint that names the organization or channel a token belongs to), so
+        another account starts empty and gets every row. Never the token itself."""
+        base, token = resource.endpoint()
+        url = urlparse(base)
+        host = f"{url.hostname}:{url.port}" if url.port else str(url.hostname)
+        return f"maac={host}/{fingerprint(token)}"
 
     def refusal_is_transient(self, rule: str, message: str) -> bool:
         """A failed import task names no row (only error counts): its rows are sent again

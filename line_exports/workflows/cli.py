@@ -311,7 +311,9 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
 
                     # What a run would send in this mode (adds, updates, retries), read from
                     # the ledger; the quota below is read for those rows, not the whole result.
-                    synced = sync.preview(dest, settings, "/".join(task.key.path), valid, workdir)
+                    synced = sync.preview(
+                        dest, task.resource, settings, "/".join(task.key.path), valid, workdir
+                    )
                     sendable = synced.rows.count
                     removing = removing or settings.sync_mode == "mirror"
                 empty_mirror = (

@@ -10,6 +10,7 @@ follows LINE's official OpenAPI (``line/line-openapi``: ``messaging-api.yml``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -163,6 +164,17 @@ class LineMessagingDestination(Destination):
             namespace=settings.campaign_key,
             settle_window=RESEND_GUARD_SECONDS,
         )
+
+    def sync_account(
+        self,
+        resource: LineMessagingResource,
+        settings: LineMessagingSettings,
+        fingerprint: Callable[[str], str],
+    ) -> str:
+        """The channel: its bot's ``userId`` (``GET /v2/bot/info``), so another channel (a
+        changed connection) starts empty and gets every row; its audiences, recipients' user
+        IDs and retry keys are all per channel."""
+        return "line=" + resource.get_client(settings.retry_settings()).bot_user_id()
 
     def resend(
         self,

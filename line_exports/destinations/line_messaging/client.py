@@ -249,6 +249,27 @@ class LineMessagingClient:
                 self.http.stats.retries += 1
                 self.http.sleep(pause)
 
+    def bot_user_id(self) -> str:
+        """The channel's bot ``userId`` from ``GET /v2/bot/info`` (messaging-api.yml getBotInfo,
+        ``BotInfoResponse.userId``, required): who this channel is, without its token (the
+        account part of a sync store's name). An answer without one is a final
+        :class:`ApiError`."""
+        path = "/v2/bot/info"
+        body = str(self.http.request("GET", path, endpoint="bot_info").text)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        user = answer.get("userId") if isinstance(answer, dict) else None
+        if not isinstance(user, str) or not user.strip():
+            raise ApiError(
+                f'LINE\'s answer to GET {path} holds no "userId" (BotInfoResponse requires it)',
+                method="GET",
+                path=path,
+                body=body[:500],
+            )
+        return user
+
     # messages
     def send(
         self,

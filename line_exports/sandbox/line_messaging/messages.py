@@ -118,6 +118,21 @@ def routes(api: Api) -> list[BaseRoute]:
             return JSONResponse({"type": "none"})
         return JSONResponse({"type": "limited", "value": store.quota_limit})
 
+    async def bot_info(request: Request) -> Response:
+        """``GET /v2/bot/info`` (``BotInfoResponse``: userId, basicId, displayName, chatMode,
+        markAsReadMode required)."""
+        if (denied := api.authorized(request)) is not None:
+            return denied
+        return JSONResponse(
+            {
+                "userId": store.bot_user_id,
+                "basicId": "@" + store.bot_user_id[1:9],
+                "displayName": "line_exports sandbox",
+                "chatMode": "bot",
+                "markAsReadMode": "auto",
+            }
+        )
+
     async def consumption(request: Request) -> Response:
         if (denied := api.authorized(request)) is not None:
             return denied
@@ -216,6 +231,7 @@ def routes(api: Api) -> list[BaseRoute]:
     return [
         Route("/v2/bot/message/push", push, methods=["POST"]),
         Route("/v2/bot/message/quota", quota, methods=["GET"]),
+        Route("/v2/bot/info", bot_info, methods=["GET"]),
         Route("/v2/bot/message/quota/consumption", consumption, methods=["GET"]),
         Route("/_sandbox/line_messaging/quota", set_quota, methods=["PUT"]),
         Route("/v2/bot/message/multicast", multicast, methods=["POST"]),

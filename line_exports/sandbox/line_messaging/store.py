@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +111,8 @@ class LineStore:
     conflicts: int = 0
     tokens_issued: int = 0
     next_id: int = 1_000_000_000_000
+    bot_user_id: str = field(default_factory=lambda: "U" + secrets.token_hex(16))
+    """The channel's bot ``userId`` (``GET /v2/bot/info``): each sandbox is another channel."""
 
     def new_id(self) -> int:
         self.next_id += 1
