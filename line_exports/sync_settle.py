@@ -6,8 +6,8 @@ run of another scope (the schedule's next tick, a new manual launch) has new ret
 for LINE push and multicast a resend under a new key is a second message. So a destination
 whose :attr:`~line_exports.sync.SyncSpec.settle_window` is set (LINE push and multicast) also
 records every request it is about to send (retry key, exact body, recipients, when, scope) in
-``sync_requests``, dropped when its run commits; a run of another scope settles those of runs
-that did not commit before it plans, one request at a time, by what the earlier scope's ledger
+``sync_requests``, dropped when its run commits; a run settles those of runs that did not commit
+before it plans, one request at a time, by what the earlier scope's ledger
 holds:
 
 * ``accepted``: its recipients are accepted (no call);
@@ -29,6 +29,10 @@ holds:
   (:func:`release`);
 * not in the ledger: the run was killed between recording the request and sending it: nothing
   was sent, the rows stay ``pending`` and are planned as usual.
+
+This holds for a re-execution of the same scope too (the same tick after a kill): its rows are
+rendered anew from today's template and rows, so a changed message would give new retry keys;
+the recorded requests are settled first, and only rows with no recorded request are sent.
 
 A transient failure of a resend (5xx, no answer, 429 rate limit after retries) stops the run
 before it plans anything; what was settled so far is kept, the rest is settled next run.
@@ -147,10 +151,12 @@ def settle_earlier(
     run: ExportRun,
     window: float,
 ) -> Settled | None:
-    """Settle the requests recorded by runs of other scopes that did not commit (see the
-    module's docstring); None when there are none. Raises what a resend raises for a transient
-    failure (the settled part kept)."""
-    requests = store.earlier_requests(run.ledger.scope)
+    """Settle the requests recorded by earlier runs that did not commit (see the module's
+    docstring), this run's own scope included: a re-execution of a killed tick whose template or
+    rows changed since renders other messages, so other retry keys, and would deliver again what
+    the killed run sent; the recorded request is sent as it was instead. None when there are
+    none. Raises what a resend raises for a transient failure (the settled part kept)."""
+    requests = store.earlier_requests()
     if not requests:
         return None
     member = store.keys_by_recipient("pending")
@@ -204,7 +210,7 @@ def outlook(store: SyncStore, window: float) -> list[str]:
     """For ``line-exports plan``: the rows to retry that an earlier run's requests hold, which
     a run settles first (under their retry keys, never sent twice) or, sent longer than
     ``window`` ago, holds as delivery unknown. Reads only; the ledger's answers are not asked."""
-    requests = store.earlier_requests("")
+    requests = store.earlier_requests()
     if not requests:
         return []
     pending = store.keys_by_recipient("pending")

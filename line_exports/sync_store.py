@@ -298,9 +298,13 @@ class SyncStore:
         if rows:
             self._upsert(SYNC_REQUESTS, rows, keep=True)
 
-    def earlier_requests(self, scope: str) -> list[SentRequest]:
-        """The requests recorded by runs of other scopes that did not commit."""
+    def earlier_requests(self, scope: str | None = None) -> list[SentRequest]:
+        """The requests recorded by runs that did not commit: every one, or those of scopes
+        other than ``scope``."""
         table = SYNC_REQUESTS
+        where = [table.c.export == self.export]
+        if scope is not None:
+            where.append(table.c.scope != scope)
         with self.ledger._lock, self.ledger.engine.connect() as con:
             rows = con.execute(
                 sa.select(
@@ -311,7 +315,7 @@ class SyncStore:
                     table.c.recipients,
                     table.c.recorded_at,
                 )
-                .where(table.c.export == self.export, table.c.scope != scope)
+                .where(*where)
                 .order_by(table.c.recorded_at)
             ).all()
         return [

@@ -41,7 +41,11 @@ def uid(n: int) -> str:
 
 
 def coupon_run(
-    url: str, tick: str, target: str = "push_message", count: int = RECIPIENTS
+    url: str,
+    tick: str,
+    target: str = "push_message",
+    count: int = RECIPIENTS,
+    text: str = "coupon",
 ) -> dg.ExecuteInProcessResult:
     """The export ``coupon`` in diff: push (or multicast, groups of 5) a coupon to ``count``
     users."""
@@ -54,12 +58,12 @@ def coupon_run(
     }
     if target == "push_message":
         settings |= {
-            "template_message": '{"type": "text", "text": "coupon {{code}}"}',
+            "template_message": '{"type": "text", "text": "TEXT {{code}}"}'.replace("TEXT", text),
             "push_concurrency": 2,
         }
     else:
         settings |= {
-            "template_message_multicast": '{"type": "text", "text": "coupon"}',
+            "template_message_multicast": '{"type": "text", "text": "TEXT"}'.replace("TEXT", text),
             "batch_size_multicast": 5,
             "multicast_concurrency": 1,
         }
@@ -191,6 +195,47 @@ def test_killed_run_then_next_tick_delivers_each_coupon_once(
         later = coupon_run(server.url, LATER_TICK, target)
         assert later.success and meta_of(later, "daily__coupon")["requests"] == 0
         assert inbox_counts(sandbox) == [1] * RECIPIENTS
+
+
+@pytest.mark.parametrize(
+    ("target", "child", "path", "done"),
+    [
+        ("push_message", "push_day", "/v2/bot/message/push", 12),
+        ("multicast_message", "multicast_day", "/v2/bot/message/multicast", 3),
+    ],
+)
+def test_killed_run_then_the_same_tick_with_a_fixed_template_delivers_each_coupon_once(
+    line_exports_home: Path, target: str, child: str, path: str, done: int
+) -> None:
+    """SIGKILL the tick's run once LINE delivered ``done`` requests, fix the template, re-execute
+    the SAME tick: today's messages give other retry keys, so the killed run's recorded requests
+    are sent again as they were (409 for those LINE took) and only the rows never sent are
+    rendered anew: every inbox holds exactly one message (VERIFY-18b N1)."""
+    from line_exports_tests.resilience_helpers import LateAnswerServer, settle
+
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        sandbox = server.sandbox
+        store = line_box.store_of(sandbox)
+        server.late.add(path, "POST", 0.3, times=-1)
+        count = (lambda: store.pushes) if target == "push_message" else (lambda: store.multicasts)
+        kill_when(Acted(count), done, child, server.url, line_exports_home, "test_sync_settle")
+        settle(sandbox, quiet=0.45)
+        server.late.rules.clear()
+        delivered = inbox_counts(sandbox)
+        assert max(delivered) == 1 and done <= sum(delivered) < RECIPIENTS, delivered
+
+        again = coupon_run(server.url, TICK, target, text="coupon (fixed typo)")
+        assert again.success
+        meta = meta_of(again, "daily__coupon")
+        assert inbox_counts(sandbox) == [1] * RECIPIENTS  # not 2 for the ones delivered
+        assert adds_up(meta) and meta["rows_accepted"] == RECIPIENTS, meta
+        assert sum(delivered) <= meta["rows_settled_accepted"]
+        assert 1 <= meta["earlier_requests_409"] == store.conflicts
+        assert store_statuses("daily/coupon") == {"accepted": RECIPIENTS}
+        with sandbox.lock:  # the never-sent rows got the fixed message, the others the old one
+            texts = [store.received(uid(n))[0][0]["text"] for n in range(RECIPIENTS)]
+        assert any("fixed typo" in t for t in texts) or meta["rows_sent"] == 0
+        assert sum("fixed typo" in t for t in texts) == meta["rows_sent"]
 
 
 @pytest.mark.parametrize("ledger", ["sqlite", "postgresql"])
@@ -381,7 +426,8 @@ def test_same_tick_rerun_past_the_window_holds_rows_instead_of_settling_them_del
         0,
     )
     reason = str(sync_check(nxt).metadata["reason"].value)  # type: ignore[union-attr]
-    assert "retry key expired" in reason and "line-exports held daily/coupon --resend" in reason
+    # Held before planning by the settle of the run's own recorded requests (sync_settle).
+    assert "retry key is past" in reason and "line-exports held daily/coupon --resend" in reason
     assert inbox_counts(sandbox, 6) == [*first, 1, 1]  # none twice, the 2 new once
 
 
