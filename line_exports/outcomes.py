@@ -63,8 +63,24 @@ class Fate:
     reason: str
 
 
-def fate_of(exc: ApiError, api: str) -> Fate:
+EARLIER_ANSWER = "answered"
+"""Key of a ``pending`` ledger record holding the transient status (429/5xx) with which every
+attempt of an earlier step attempt was answered: that attempt certainly got an answer."""
+
+
+def unanswered_before(state: dict[str, Any] | None) -> bool:
+    """Whether an earlier (Dagster step) attempt of this run scope sent the request without a
+    known answer: the ledger holds it ``pending`` (recorded before sending) and no answer was
+    recorded since (:data:`EARLIER_ANSWER`). Such an attempt may have reached the API."""
+    return state is not None and state.get("state") == "pending" and EARLIER_ANSWER not in state
+
+
+def fate_of(exc: ApiError, api: str, earlier_unanswered: bool = False) -> Fate:
     """The one rule for a request that failed for good (``api``: the API's name, e.g. MAAC).
+
+    ``earlier_unanswered``: an earlier attempt of the step (Dagster's RetryPolicy re-runs the
+    export) sent the same request and got no known answer (:func:`unanswered_before`); it
+    counts like an unanswered earlier attempt of this call.
 
     * The API answered with an HTTP status (4xx; 429/5xx once retries are spent): ``refused``,
       the reason being its answer. Unless an earlier attempt may have reached it unanswered and
@@ -77,16 +93,17 @@ def fate_of(exc: ApiError, api: str) -> Fate:
       credentials refused over plain HTTP): ``unsent``.
     """
     where = f"{exc.method} {exc.path}".strip()
+    unanswered = exc.unanswered + int(earlier_unanswered)
     if exc.status is not None:
         answer = f"{api} answered {exc.status} to {where}: {exc.body[:300]}".rstrip(": ")
-        if exc.unanswered and exc.status in RETRYABLE_STATUS:
+        if unanswered and exc.status in RETRYABLE_STATUS:
             return Fate(
                 "unknown",
-                f"no answer to {exc.unanswered} earlier attempt(s), then {answer}: {api} may or "
+                f"no answer to {unanswered} earlier attempt(s), then {answer}: {api} may or "
                 "may not have acted on it",
             )
         return Fate("refused", answer)
-    if exc.reached or exc.unanswered:
+    if exc.reached or unanswered:
         return Fate(
             "unknown",
             f"no answer from {api} ({exc}): the request may or may not have reached it",
@@ -101,11 +118,12 @@ def count_failed_request(
     exc: ApiError,
     api: str,
     rule: str = REQUEST_REFUSED,
+    earlier_unanswered: bool = False,
 ) -> Fate:
     """Count the rows (row numbers) of a request that failed for good where :func:`fate_of`
     puts them: refused (rejects with ``rule`` and the API's answer) or delivery unknown, both
     sent; unsent rows are left out of the report (the export counts them unsent)."""
-    fate = fate_of(exc, api)
+    fate = fate_of(exc, api, earlier_unanswered)
     numbers = [int(n) for n in rows]
     if fate.kind == "refused":
         report.refused.append(reject(numbers, column, rule, fate.reason))

@@ -25,6 +25,7 @@ from line_exports.destinations.line_messaging.settings import (
     LineMessagingSettings,
 )
 from line_exports.ledger import GroupRecorder
+from line_exports.outcomes import unanswered_before
 from line_exports.rules import ROW_NUMBER, reject
 
 
@@ -124,6 +125,8 @@ def deliver_push(
     # What the quota check then counts is exact.
     done, pending = accepted_before(template, rows, columns, bad, run, push_key)
     if pending:
+        states = run.ledger.done_many(list(pending))
+        tally.resent.update(k for k in pending if unanswered_before(states.get(k)))
         send(prepared(pending, set()))
         if tally.fatal or (tally.refused and not skip_refused):
             return finish(report, tally, skip_refused, "skip_invalid_message", "push")

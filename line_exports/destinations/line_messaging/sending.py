@@ -25,7 +25,7 @@ from line_exports.destinations.line_messaging.client import (
 )
 from line_exports.destinations.line_messaging.settings import MAX_BODY_BYTES, RESEND_GUARD_SECONDS
 from line_exports.http import ApiError
-from line_exports.outcomes import count_failed_request
+from line_exports.outcomes import EARLIER_ANSWER, count_failed_request, unanswered_before
 from line_exports.rules import reject
 
 QUOTA_REASON = "LINE's monthly message quota is used up"
@@ -44,9 +44,13 @@ class Tally:
     final: bool = False  # the fatal error is not worth a retry (LINE's monthly limit)
     quota_refused: list[int] = field(default_factory=list)  # LINE answered its monthly 429
     quota_cut: list[int] = field(default_factory=list)  # not sent: over what the quota leaves
-    failed: list[tuple[list[int], ApiError]] = field(default_factory=list)
-    """Requests that failed for good other than a 400 or the monthly 429 (rows, error):
-    counted by :func:`~line_exports.outcomes.count_failed_request`."""
+    failed: list[tuple[list[int], ApiError, bool]] = field(default_factory=list)
+    """Requests that failed for good other than a 400 or the monthly 429 (rows, error, whether
+    an earlier step attempt sent it unanswered): counted by
+    :func:`~line_exports.outcomes.count_failed_request`."""
+    resent: set[str] = field(default_factory=set)
+    """Retry keys an earlier attempt of this run scope sent without a known answer
+    (:func:`~line_exports.outcomes.unanswered_before`): that attempt may have delivered them."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -89,9 +93,13 @@ def send_once(
     refusals: list[tuple[int, str, str]] | None = None,
 ) -> str:
     """One request under the ledger: 'accepted' | 'resumed' | 'refused' | 'unknown' | 'fatal'."""
-    decided = settled(run.ledger.done(key), row_numbers, tally)
+    state = run.ledger.done(key)
+    decided = settled(state, row_numbers, tally)
     if decided is not None:
         return decided
+    if unanswered_before(state):
+        with tally.lock:
+            tally.resent.add(key)
     if run.keep_requests is not None:  # sync diff: a later scope can settle it
         run.keep_requests([(key, kind, body.decode(), recipients)])
     run.ledger.record(key, {"state": "pending", "at": time.time()})
@@ -178,8 +186,14 @@ def failed(
             tally.fatal.append(f"LINE answered 429, {QUOTA_REASON} (not retried): {exc.body}")
         return "fatal"
     with tally.lock:
+        earlier = key in tally.resent
         if not isinstance(exc, TokenError):  # no token, no request: its rows stay unsent
-            tally.failed.append((list(row_numbers), exc))
+            tally.failed.append((list(row_numbers), exc, earlier))
+    if exc.status is not None and not (exc.unanswered or earlier or isinstance(exc, TokenError)):
+        # Every attempt was answered (429/5xx, 401, ...): LINE did not take it, and a step
+        # retry that meets it pending must not count it of unknown delivery on this account.
+        run.ledger.record(key, {"state": "pending", "at": time.time(), EARLIER_ANSWER: exc.status})
+    with tally.lock:
         tally.fatal.append(
             explain(exc)
             if exc.status == 401 and not isinstance(exc, TokenError)
@@ -221,8 +235,8 @@ def _classify_refusals(report: DeliveryReport, tally: Tally, kind: str) -> None:
         report.unknown.append(
             reject([n for n, _ in tally.unknown], "id", "delivery_unknown", tally.unknown[0][1])
         )
-    for numbers, exc in tally.failed:  # the one rule: answered -> refused, else unknown/unsent
-        count_failed_request(report, numbers, "id", exc, "LINE")
+    for numbers, exc, earlier in tally.failed:  # the one rule (outcomes.fate_of)
+        count_failed_request(report, numbers, "id", exc, "LINE", earlier_unanswered=earlier)
     report.resumed_rows += tally.resumed
     report.accepted_rows = tally.accepted + tally.already_accepted + tally.resumed
     # Sent: every row a request carried, whatever became of it (not the rows of a batch the
