@@ -10,6 +10,7 @@ HTTP to the sandbox with its faults.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,22 @@ from line_exports_tests.test_outcomes import CASES, COUNTER, adds_up, outcome_me
 ROWS = 3
 ONE_RETRY = {"initial_retry_wait": 1, "max_retry": 1, "connection_timeout": 30}
 PATHS = {"line_push": "/v2/bot/message/push", "line_multicast": "/v2/bot/message/multicast"}
+BROADCAST = {
+    "target": "broadcast",
+    "template_message": json.dumps({"type": "text", "text": "{{c}}"}),
+}
 
 
-def _run(server: SandboxServer, tmp: Path, name: str) -> tuple[dg.ExecuteInProcessResult, Any]:
+def _run(
+    server: SandboxServer, tmp: Path, name: str, broadcast: bool = False
+) -> tuple[dg.ExecuteInProcessResult, Any]:
     case = CASES[name]
     db = tmp / f"r{next(COUNTER)}.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute(
-            "create table t as select * from (values "
+            "create table t as select 'c0' as c"
+            if broadcast
+            else "create table t as select * from (values "
             + ", ".join(f"('{uid(n)}', 'n{n}')" for n in range(ROWS))
             + ") v(id, name)"
         )
@@ -41,7 +50,7 @@ def _run(server: SandboxServer, tmp: Path, name: str) -> tuple[dg.ExecuteInProce
         f"s{next(COUNTER)}",
         destination=case.destination,
         query="select * from t",
-        settings={**case.settings, **ONE_RETRY},
+        settings={**(BROADCAST if broadcast else case.settings), **ONE_RETRY},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=0),
     )
     result = dg.materialize(
@@ -98,3 +107,15 @@ def test_lost_answers_then_409_in_a_step_retry_are_accepted(
     assert state["messages_delivered"] == ROWS and state["retry_key_conflicts"] >= ROWS, state
     assert _restarts(result) == 1 and result.success, meta
     assert meta["rows_accepted"] == ROWS and meta["rows_refused_by_api"] == 0, meta
+
+
+def test_broadcast_lost_answers_then_503_in_step_retries_is_unknown(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    sandbox = sandbox_server.sandbox
+    path = "/v2/bot/message/broadcast"
+    sandbox.add_fault(Fault(path=path, lose_answer=True, times=2))
+    sandbox.add_fault(Fault(path=path, status=503, times=-1))
+    result, meta = _run(sandbox_server, tmp_path, "line_push", broadcast=True)
+    assert _restarts(result) == 2 and not result.success and adds_up(meta), meta
+    assert meta["rows_refused_by_api"] == 0 and meta["rows_delivery_unknown"] == 1, meta

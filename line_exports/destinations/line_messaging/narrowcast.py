@@ -65,7 +65,12 @@ from line_exports.destinations.line_messaging.targeting import (
 )
 from line_exports.http import ApiError, poll
 from line_exports.ledger import ENTRIES, Ledger
-from line_exports.outcomes import DELIVERY_UNKNOWN, count_failed_request
+from line_exports.outcomes import (
+    DELIVERY_UNKNOWN,
+    EARLIER_ANSWER,
+    count_failed_request,
+    unanswered_before,
+)
 from line_exports.rules import ROW_NUMBER, reject
 
 Kind = Literal["narrowcast", "broadcast"]
@@ -347,7 +352,16 @@ def send_one(
         try:
             status, answer = client.send(kind, body, key, ok_status=(200, 202, 409))
         except ApiError as exc:
-            return failed(exc, client, key, run)
+            outcome = failed(exc, client, key, run)
+            if "error" in outcome:  # a step retry must know whether any attempt went unanswered
+                outcome["earlier"] = unanswered_before(done)
+                if exc.status is not None and not (exc.unanswered or outcome["earlier"]):
+                    run.ledger.record(
+                        key,
+                        {"state": "pending", "at": time.time(), "targeting": targeting}
+                        | {EARLIER_ANSWER: exc.status},
+                    )
+            return outcome
         request_id = answer["_request_id"] or ""
         run.ledger.record(key, {"state": "accepted", "status": status, "request_id": request_id})
     outcome: dict[str, Any] = {
@@ -499,7 +513,12 @@ def summarize(
             raise DeliveryFailed(f"LINE {kind} stopped: {reason} (not retried)", report)
         if "error" in fatal[0]:  # the one rule: answered -> refused, else unknown / unsent
             count_failed_request(
-                report, [fatal[0]["row"]], "template_message", fatal[0]["error"], "LINE"
+                report,
+                [fatal[0]["row"]],
+                "template_message",
+                fatal[0]["error"],
+                "LINE",
+                earlier_unanswered=bool(fatal[0].get("earlier")),
             )
         raise DeliveryFailed(
             f"LINE {kind} failed: {reason}", report, retryable=bool(fatal[0].get("retryable", True))
