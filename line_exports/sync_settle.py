@@ -257,9 +257,14 @@ def _apply(
 
 
 def _stores(ledger: Ledger, export: str) -> sa.ColumnElement[bool]:
-    """The sync stores of ``export``: itself, its partitions (``#``) and targets (``@``)."""
+    """The sync stores of ``export``: itself, its partitions (``#``) and targets (``@``); the
+    name's own ``_`` and ``%`` match only themselves (``a_b`` is not ``axb``)."""
     column = SYNC_MEMBERS.c.export
-    return sa.or_(column == export, column.like(f"{export}#%"), column.like(f"{export}@%"))
+    return sa.or_(
+        column == export,
+        column.startswith(f"{export}#", autoescape=True),
+        column.startswith(f"{export}@", autoescape=True),
+    )
 
 
 def held(ledger: Ledger, export: str) -> list[tuple[str, str, str]]:

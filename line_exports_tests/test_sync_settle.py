@@ -478,3 +478,31 @@ def test_a_run_of_another_tick_waits_while_the_earlier_one_still_sends(
         after = coupon_run(server.url, LATER_TICK)
         assert after.success and meta_of(after, "daily__coupon")["rows_sent"] == 0
         assert inbox_counts(sandbox) == [1] * RECIPIENTS
+
+
+def test_held_matches_the_export_name_exactly() -> None:
+    """``line-exports held a_b``: SQL LIKE's ``_`` and ``%`` in the export's name match only
+    themselves: another export ``axb``'s or ``a%b``'s held rows are neither listed nor released
+    (VERIFY-18b N3)."""
+    import pyarrow as pa
+
+    from line_exports.ledger import Ledger
+    from line_exports.sync_store import SyncStore
+
+    ledger = Ledger()
+    try:
+        names = ("a_b", "a_b#p1", "a_b@t", "axb#p1", "a%b@x", "aXXXb#p1", "a_bc#p1")
+        for name in names:
+            row = {"key": [f"{name}-k"], "hash": ["h"], "ident": ['{"id":"U1"}']}
+            SyncStore(ledger, name).put(pa.table(row), "unknown")
+        assert sorted({s for s, *_ in sync_settle.held(ledger, "a_b")}) == [
+            "a_b",
+            "a_b#p1",
+            "a_b@t",
+        ]
+        assert [s for s, *_ in sync_settle.held(ledger, "a%b")] == ["a%b@x"]
+        assert sync_settle.release(ledger, "a_b", delivered=True) == 3
+        others = {n: SyncStore(ledger, n).load().column("status").to_pylist() for n in names[3:]}
+        assert others == {n: ["unknown"] for n in names[3:]}
+    finally:
+        ledger.close()
