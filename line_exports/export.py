@@ -100,7 +100,7 @@ class ValidationSummary:
         if refused or unknown:
             counts = self.refused_by_answer if refused else self.unknown_by_reason
             for message, count in rejects.groupby("message").size().items():
-                key = str(message)[:200]
+                key = _shortened(str(message))
                 counts[key] = counts.get(key, 0) + int(count)
         else:
             self.reject_cells += len(rejects)
@@ -286,6 +286,18 @@ def export_metadata(
         )
         meta.update(report.metadata)
     return meta
+
+
+def _shortened(message: str, limit: int = 200) -> str:
+    """``message`` cut to about ``limit`` characters for a metadata key, never inside a
+    `backquoted` command (a held row's `line-exports held EXPORT --resend` stays whole)."""
+    if len(message) <= limit:
+        return message
+    cut = limit
+    if message.count("`", 0, cut) % 2:  # inside a command: up to its closing backquote
+        end = message.find("`", cut)
+        cut = len(message) if end < 0 else end + 1
+    return message[:cut]
 
 
 def _add_report(summary: ValidationSummary, report: DeliveryReport) -> None:

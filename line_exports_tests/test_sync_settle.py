@@ -294,6 +294,8 @@ def held_then_released(
         5,
     )
     assert meta["rows_settled_unknown"] == RECIPIENTS and meta["earlier_requests_resent"] == 0
+    reasons = meta["delivery_unknown_reasons"]  # (the run's warning lists these) command whole:
+    assert reasons and all("`line-exports held daily/coupon --resend`" in r for r in reasons)
     check = sync_check(held)
     assert not check.passed
     reason = str(check.metadata["reason"].value)  # type: ignore[union-attr]
