@@ -1,7 +1,9 @@
 """Phone numbers to E.164 with Google's libphonenumber (the ``phonenumbers`` package).
 
-A column's values that are already E.164 (``+`` and 7-15 digits, after separators are removed)
-pass through a vectorized check and never reach the parser; the others are parsed once per
+A column's values that are already libphonenumber's E.164 of a valid number (``+``, calling
+code, national number without its trunk ``0``, after separators are removed) pass a vectorized
+check and never reach the parser; E.164-shaped values that are not (``+886 0912 345 678``, read
+as ``+886912345678``) are parsed like the others; the others are parsed once per
 distinct value with the export's ``default_region`` (ISO 3166 alpha-2: ``JP`` reads
 ``090-1234-5678`` as +819012345678, ``TW`` reads ``0912-345-678`` as +886912345678, ``TH``
 reads ``081-234-5678`` as +66812345678) and kept only when libphonenumber says the number is
@@ -255,16 +257,17 @@ class _CountryRoute:
     undecided: str | None  # regex of national numbers the parser must read
     regions: tuple[tuple[str | None, _NationalRoute], ...]  # (leading digits, route), in order
 
-    def mobiles(self, national: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """(mobiles, cells this route decides) of ``national`` (digits after the code)."""
+    def mobiles(self, national: pa.Array, mobile: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(mobiles, or with ``mobile=False`` valid numbers of any type; cells this route
+        decides) of ``national`` (digits after the code)."""
         size = len(national)
         decided = np.ones(size, dtype=bool)
         if self.undecided is not None:
             stripped = pc.match_substring_regex(national, f"^(?:{self.undecided})")
             decided = ~bools(stripped)
         if len(self.regions) == 1:
-            return decided & self.regions[0][1].valid(national, mobile=True), decided
-        mobile = np.zeros(size, dtype=bool)
+            return decided & self.regions[0][1].valid(national, mobile=mobile), decided
+        found = np.zeros(size, dtype=bool)
         open_ = decided.copy()
         for leading, route in self.regions:
             if not open_.any():
@@ -273,9 +276,9 @@ class _CountryRoute:
                 mine = open_ & bools(pc.match_substring_regex(national, f"^(?:{leading})"))
             else:
                 mine = open_ & route.valid(national)
-            mobile |= mine & route.valid(national, mobile=True)
+            found |= mine & route.valid(national, mobile=mobile)
             open_ &= ~mine
-        return mobile, decided
+        return found, decided
 
 
 @functools.lru_cache(maxsize=512)
@@ -311,13 +314,15 @@ def _calling_codes() -> str:
     )
 
 
-def _e164_mobiles(text: pa.Array, e164: np.ndarray) -> np.ndarray:
-    """E.164 cells that libphonenumber reads as mobiles, without the parser, for every calling
-    code: ``+<cc>`` and a national number not starting with 0 that :class:`_CountryRoute`
-    decides and finds a mobile. Everything else is left to the parser."""
-    mobile = np.zeros(len(text), dtype=bool)
+def _e164_canonical(text: pa.Array, e164: np.ndarray, mobile: bool) -> np.ndarray:
+    """E.164-shaped cells that are libphonenumber's own E.164 of a valid number (a mobile, with
+    ``mobile``), found without the parser, for every calling code: ``+<cc>`` and a national
+    number not starting with 0 that :class:`_CountryRoute` decides and finds valid. Everything
+    else (``+886 0912 345 678``'s trunk 0, a national prefix the code's region strips, a number
+    libphonenumber does not find valid) is left to the parser, which rewrites or refuses it."""
+    found = np.zeros(len(text), dtype=bool)
     if not e164.any():
-        return mobile
+        return found
     where = np.flatnonzero(e164)
     cells = text.take(pa.array(where))
     parts = pc.extract_regex(cells, f"^\\+(?P<cc>{_calling_codes()})(?P<nsn>[1-9][0-9]*)$")
@@ -329,9 +334,9 @@ def _e164_mobiles(text: pa.Array, e164: np.ndarray) -> np.ndarray:
         if route is None:
             continue
         mine = np.flatnonzero(code_values == code)
-        found, _ = route.mobiles(national.take(pa.array(mine)))
-        mobile[where[mine[found]]] = True
-    return mobile
+        good, _ = route.mobiles(national.take(pa.array(mine)), mobile)
+        found[where[mine[good]]] = True
+    return found
 
 
 def e164_column(
@@ -341,14 +346,15 @@ def e164_column(
     masks of refused cells by why (:data:`EXTENSION`, :data:`NOT_MOBILE`; any other refused
     cell is :data:`INVALID`).
 
-    ``already`` marks cells that are E.164 as they are (checked by the caller, vectorized):
-    they are kept as written, or with ``mobile`` kept when they are a mobile of their calling
-    code's region (vectorized, :class:`_CountryRoute`) and else read by the parser; local numbers of the region's plain form take a
+    ``already`` marks cells of E.164 shape (checked by the caller, vectorized): they are kept
+    as written when they are libphonenumber's E.164 of a valid number (a mobile, with
+    ``mobile``) of their calling code's region (vectorized, :class:`_CountryRoute`), else read
+    by the parser (``+8860912345678`` becomes ``+886912345678``); local numbers of the region's plain form take a
     vectorized route (:class:`_NationalRoute`); only the distinct values left meet the parser,
     once each.
     """
     refused: dict[str, np.ndarray] = {}
-    ok = _e164_mobiles(text, already) if mobile else already.copy()
+    ok = _e164_canonical(text, already, mobile)
     todo = parse & ~ok
     if not todo.any():
         return text, ok, refused

@@ -153,8 +153,8 @@ national = st.builds(
 def test_vectorized_route_agrees_with_libphonenumber(
     values: list[str], region: str, mobile: bool
 ) -> None:
-    """Local numbers (0 + national) and, for a mobile field, E.164 numbers of the region: the
-    vectorized reading equals libphonenumber's, value by value."""
+    """Local numbers (0 + national) and E.164-shaped numbers of the region: the vectorized
+    reading equals libphonenumber's, value by value."""
     route = _national_route(region)
     assert route is not None
     digits = [v.replace("-", "").replace(" ", "") for v in values]
@@ -163,13 +163,9 @@ def test_vectorized_route_agrees_with_libphonenumber(
     n = len(text)
     shaped = np.array([False] * len(digits) + [E164.fullmatch(v) is not None for v in e164])
     got, ok, _ = e164_column(text, region, np.ones(n, dtype=bool), shaped, mobile)
-    for value, out, good, is_e164 in zip(
-        text.to_pylist(), got.to_pylist(), ok.tolist(), shaped, strict=True
-    ):
-        expected = to_e164(value, region, mobile)
-        if is_e164 and not mobile:
-            expected = value  # a phone field keeps E.164 as written
-        assert (out if good else None) == expected, value
+    for value, out, good in zip(text.to_pylist(), got.to_pylist(), ok.tolist(), strict=True):
+        # E.164-shaped values too: kept as written only when libphonenumber writes them so
+        assert (out if good else None) == to_e164(value, region, mobile), value
 
 
 # Calling codes of one region, shared ones (NANP +1, +7 RU/KZ, +44 GB/GG/JE/IM, +47, +61, +262,
@@ -299,3 +295,85 @@ def test_capi_hashes_local_and_e164_spellings_alike(
     assert "c" not in events  # a TW mobile is not a JP number: rejected, with its reason
     meta = result.asset_materializations_for_node("c")[0].metadata
     assert meta["rejects_by_rule"].value == {"phone: phone": 1}
+
+
+@st.composite
+def trunk_zero(draw: st.DrawFn) -> str:
+    """An E.164-shaped number with a 0 after the calling code: the national trunk prefix kept
+    (``+886 0912 345 678`` written without separators) or a near miss of one."""
+    number = draw(international())
+    cc = str(phonenumbers.parse(number).country_code)
+    zeros = draw(st.sampled_from(["0", "0", "00"]))
+    return ("+" + cc + zeros + number[1 + len(cc) :])[:16]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.one_of(trunk_zero(), international()), min_size=1, max_size=30),
+    region=st.sampled_from([None, "TW", "JP", "TH"]),
+)
+def test_e164_shaped_phones_of_every_country_agree_with_libphonenumber(
+    values: list[str], region: str | None
+) -> None:
+    """A phone field (CAPI's ``phone``, hashed): an E.164-shaped value is kept as written only
+    when it is libphonenumber's E.164 of a valid number; a trunk 0 after the calling code is
+    read by the parser (``+8860912345678`` is ``+886912345678``), value by value."""
+    text = pa.array(values)
+    shaped = np.array([E164.fullmatch(v) is not None for v in values])
+    got, ok, _ = e164_column(text, region, np.ones(len(values), dtype=bool), shaped)
+    for value, out, good in zip(values, got.to_pylist(), ok, strict=True):
+        assert (out if good else None) == read_number(value, region)[0], value
+
+
+TRUNK_ZERO = {  # written with the trunk 0 kept -> libphonenumber's E.164
+    "tw1": ("+886 0912 345 678", "+886912345678"),
+    "tw2": ("+886-0912-345-678", "+886912345678"),
+    "tw3": ("+8860912345678", "+886912345678"),
+    "jp": ("+81 090 1234 5678", "+819012345678"),
+    "th": ("+66 081 234 5678", "+66812345678"),
+    "ok": ("+886912345678", "+886912345678"),
+}
+
+
+def test_capi_hashes_a_kept_trunk_zero_as_libphonenumber_e164(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """VERIFY-13b B1: what the sandbox received is sha256 of libphonenumber's E.164."""
+    now = int(time.time()) - 60
+    frame = pd.DataFrame(  # noqa: F841 - read by DuckDB below
+        {
+            "deduplication_key": list(TRUNK_ZERO),
+            "event_type": "conversion",
+            "source_type": "web",
+            "event_timestamp": now,
+            "phone": [written for written, _ in TRUNK_ZERO.values()],
+        }
+    )
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table t as select * from frame")
+    asset = build_export(
+        "tz",
+        destination="line_conversion",
+        query="select * from t",
+        settings={"initial_retry_wait": 1, "default_region": "TW"},
+    )
+    result = dg.materialize(
+        [asset],
+        resources={
+            "sql_source": SqlSource(url=f"duckdb:///{db}"),
+            "line_conversion": LineConversionResource(
+                line_tag_id="tag-tz", base_url=sandbox_server.url
+            ),
+        },
+    )
+    assert result.success
+    events = events_of(sandbox_server.sandbox, "tag-tz")
+    for key, (written, e164) in TRUNK_ZERO.items():
+        assert (
+            phonenumbers.format_number(
+                phonenumbers.parse(written, "TW"), phonenumbers.PhoneNumberFormat.E164
+            )
+            == e164
+        )
+        assert events[key]["user"]["phone"] == hashlib.sha256(e164.encode()).hexdigest(), written
