@@ -511,6 +511,35 @@ DUCKDB_ODD_TYPES = {  # column: (DuckDB expression, "type" reject reason's words
 }
 
 
+def _type_rejects(chunks: Iterator[pd.DataFrame], path: str) -> pd.DataFrame:
+    """The ``type`` rejects of ``chunks``'s column ``v`` validated as a CAPI event's ``title``
+    (``path`` ``line_conversion``) or a push template's value (any other path)."""
+    frame = pd.concat(
+        _rows(
+            chunks,
+            lambda n: {
+                "id": f"U{n:032x}",
+                "deduplication_key": f"k{n}",
+                "event_type": "conversion",
+                "source_type": "web",
+                "event_timestamp": NOW,
+                "external_id": f"x{n}",
+            },
+        )
+    )
+    if path == "line_conversion":
+        dest, values = get_destination("line_conversion"), {}
+        frame = frame.drop(columns="id").rename(columns={"v": "title"})
+    else:
+        dest = get_destination("line_messaging")
+        template = json.dumps({"type": "text", "text": "{{v}}"})
+        values = {"target": "push_message", "template_message": template}
+        frame = frame[["id", "v"]]
+    config = dest.settings_class(**values)
+    checked = validate(frame, dest.ruleset(config), config.model_dump(), timezone="Asia/Tokyo")
+    return checked.rejects[checked.rejects["rule"] == "type"]
+
+
 @pytest.mark.parametrize("path", ["line_messaging_push", "line_conversion"])
 def test_duckdb_types_no_field_holds_are_type_rejects(tmp_path: Path, path: str) -> None:
     """Infinite DATE/TIMESTAMP, INTERVAL and LIST are ``type`` rejects with a reason naming the
@@ -529,31 +558,8 @@ def test_duckdb_types_no_field_holds_are_type_rejects(tmp_path: Path, path: str)
             rows = _validated("line_messaging", settings_, [frames[0].iloc[:1]], "UTC")
             assert rows[0]["v"].tolist() == [expected], name
             continue
-        frame = pd.concat(
-            _rows(
-                chunks,
-                lambda n: {
-                    "id": f"U{n:032x}",
-                    "deduplication_key": f"k{n}",
-                    "event_type": "conversion",
-                    "source_type": "web",
-                    "event_timestamp": NOW,
-                    "external_id": f"x{n}",
-                },
-            )
-        )
-        if path == "line_conversion":
-            dest, settings_ = get_destination("line_conversion"), {}
-            frame = frame.drop(columns="id").rename(columns={"v": "title"})
-        else:
-            dest = get_destination("line_messaging")
-            template = json.dumps({"type": "text", "text": "{{v}}"})
-            settings_ = {"target": "push_message", "template_message": template}
-            frame = frame[["id", "v"]]
-        config = dest.settings_class(**settings_)
-        checked = validate(frame, dest.ruleset(config), config.model_dump(), timezone="Asia/Tokyo")
-        first = checked.rejects[checked.rejects["rule"] == "type"]
-        assert len(first) == 1 and expected in first["message"].iloc[0], (name, checked.rejects)
+        first = _type_rejects(chunks, path)
+        assert len(first) == 1 and expected in first["message"].iloc[0], (name, first)
 
 
 def test_sqlite_through_sqlalchemy_keeps_big_integers(tmp_path: Path) -> None:

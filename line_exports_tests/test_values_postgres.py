@@ -21,13 +21,16 @@ import pytest
 import sqlalchemy as sa
 
 from line_exports import LineConversionResource, SqlSource, build_export
-from line_exports.destinations import get_destination
-from line_exports.rules import ROW_NUMBER, validate
+from line_exports.rules import ROW_NUMBER
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_conversion import events_of
-from line_exports_tests.test_values import _duckdb_rows, _rows, _validated, maac_path
-
-NOW = int(time.time()) - 60
+from line_exports_tests.test_values import (
+    _duckdb_rows,
+    _rows,
+    _type_rejects,
+    _validated,
+    maac_path,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,33 +63,6 @@ REJECTED = {
     "array": ("array[1, 2]", "[1, 2]"),
     "numeric Infinity": ("'Infinity'::numeric", "'Infinity'::double"),
 }
-
-
-def _type_rejects(chunks: Iterator[pd.DataFrame], path: str) -> pd.DataFrame:
-    frame = pd.concat(
-        _rows(
-            chunks,
-            lambda n: {
-                "id": f"U{n:032x}",
-                "deduplication_key": f"k{n}",
-                "event_type": "conversion",
-                "source_type": "web",
-                "event_timestamp": NOW,
-                "external_id": f"x{n}",
-            },
-        )
-    )
-    if path == "line_conversion":
-        dest, values = get_destination("line_conversion"), {}
-        frame = frame.drop(columns="id").rename(columns={"v": "title"})
-    else:
-        dest = get_destination("line_messaging")
-        template = json.dumps({"type": "text", "text": "{{v}}"})
-        values = {"target": "push_message", "template_message": template}
-        frame = frame[["id", "v"]]
-    config = dest.settings_class(**values)
-    checked = validate(frame, dest.ruleset(config), config.model_dump(), timezone="Asia/Tokyo")
-    return checked.rejects[checked.rejects["rule"] == "type"]
 
 
 @pytest.mark.parametrize("path", ["line_messaging_push", "line_conversion"])
