@@ -36,6 +36,7 @@ from line_exports.destinations import maac_tags
 from line_exports.destinations.maac_mismatch import mismatch_uids
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, poll
 from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.ledger_request import LedgerRequest
 from line_exports.maac_spec import (
     IMPORT_KEYS,
     IMPORT_MAX_BYTES,
@@ -46,7 +47,7 @@ from line_exports.maac_spec import (
     SEGMENT_MAX_BYTES,
     SEGMENT_MAX_UIDS,
 )
-from line_exports.outcomes import DELIVERY_UNKNOWN, count_failed_request
+from line_exports.outcomes import DELIVERY_UNKNOWN
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
@@ -585,17 +586,20 @@ class MaacDestination(Destination):
         A request MAAC answered 400 for is counted refused (None is returned); any other
         failure is counted by :func:`~line_exports.outcomes.fate_of` and stops the run. A task
         MAAC accepted whose result cannot be read is of unknown delivery."""
-        batch_key = content_key("members", key, tags, members)
-        result = run.ledger.done(batch_key)
-        if result is not None:
+        request = LedgerRequest.look_up(run.ledger, content_key("members", key, tags, members))
+        if request.result is not None:
             report.resumed_rows += len(members)
-            return result
+            return request.result
         marker = tagged.intend(members, tags) if tagged is not None else ""
         retries = client.http.stats.retries
+        # Pending before the request: a step retry after a lost answer sends the same import
+        # again (MAAC matches members by the import key and overwrites: the same members) and
+        # counts a 429/5xx answer to it of unknown delivery, not refused.
+        request.sending()
         try:
             task_id = client.import_members(key, members, tags)
         except ApiError as exc:
-            fate = count_failed_request(report, part[ROW_NUMBER], key, exc, "MAAC")
+            fate = request.count_failed(report, part[ROW_NUMBER], key, exc, "MAAC")
             if tagged is not None and fate.kind != "unknown":
                 tagged.drop(marker, members)  # refused, or never sent: it attached nothing
             if fate.kind == "refused" and exc.status == 400:
@@ -616,7 +620,9 @@ class MaacDestination(Destination):
         if tagged is not None:
             tagged.done(task_id, result, members, marker)
         if result.get("success"):
-            run.ledger.record(batch_key, result)
+            request.succeeded(result)
+        else:  # MAAC answered: the task failed (counted refused), it imported nobody
+            request.answered(f"import task {task_id} failed")
         return result
 
     def _segment(
@@ -636,13 +642,15 @@ class MaacDestination(Destination):
         csv_bytes = segment_csv(uids)
         if len(csv_bytes) > SEGMENT_MAX_BYTES:
             raise NothingSent(f"segment file is {len(csv_bytes):,} bytes; MAAC takes at most 25 MB")
-        batch_key = content_key("segment", name, settings.update_segment, csv_bytes)
-        done = run.ledger.done(batch_key)
-        if done is not None:
+        request = LedgerRequest.look_up(
+            run.ledger, content_key("segment", name, settings.update_segment, csv_bytes)
+        )
+        if request.result is not None:
             report.resumed_rows = len(uids)
-            segment = done
+            segment = request.result
         else:
             existing = client.segments_named(name) if settings.update_segment else []
+            request.sending()
             try:
                 if existing:
                     created = client.replace_segment(
@@ -653,7 +661,7 @@ class MaacDestination(Destination):
                     created = client.create_segment(name, settings.segment_description, csv_bytes)
                     action = "created"
             except ApiError as exc:
-                fate = count_failed_request(report, held[ROW_NUMBER], "line_uid", exc, "MAAC")
+                fate = request.count_failed(report, held[ROW_NUMBER], "line_uid", exc, "MAAC")
                 raise DeliveryFailed(
                     f"MAAC segment {name!r} not written: {fate.reason}",
                     report,
@@ -672,7 +680,7 @@ class MaacDestination(Destination):
                 report.sent_rows = len(uids)
                 raise DeliveryFailed(reason, report, retryable=exc.retryable) from None
             segment["action"] = action
-            run.ledger.record(batch_key, segment)
+            request.succeeded(segment)
         report.sent_rows = len(uids)
         # The segment holds the UIDs MAAC kept; any other UID sent was refused (unnamed).
         report.accepted_rows = min(int(segment.get("member_count") or 0), len(uids))

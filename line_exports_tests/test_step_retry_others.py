@@ -1,0 +1,130 @@
+"""Outcomes across Dagster step retries in MAAC, CAPI and LinkedIn (issue 13, ``ledger_request``).
+
+As for LINE (``test_step_retry_outcomes.py``): the export's ``RetryPolicy`` re-runs the whole
+step; when the first attempt's request reached the API but its answer was lost, and every later
+attempt is answered 503, the rows are of unknown delivery (the API may hold them), never
+refused. A request every attempt of which was answered 503 stays refused. Real Dagster run,
+retried step (0 s delay), HTTP to the sandbox with its faults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+
+from line_exports import SqlSource, build_export
+from line_exports.sandbox import Fault, Sandbox, SandboxServer
+from line_exports.sandbox import maac as maac_sandbox
+from line_exports_tests.test_outcomes import CASES, COUNTER, adds_up, outcome_metadata
+from line_exports_tests.test_step_retry_outcomes import _restarts
+
+ROWS = 3
+ONE_RETRY = {"initial_retry_wait": 1, "max_retry": 1, "connection_timeout": 30}
+HTTP_ATTEMPTS = ONE_RETRY["max_retry"] + 1  # of one request in one step attempt
+
+
+@dataclass(frozen=True)
+class Request:
+    """The one request of a small export, and what the API holds once it acted on it."""
+
+    case: str  # in test_outcomes.CASES
+    settings: dict[str, Any]
+    path: str
+    method: str
+    delivered: Callable[[Sandbox], int]
+
+
+REQUESTS = {
+    "maac_import": Request(
+        "maac",
+        {},
+        "/openapi/v1/member/import/",
+        "POST",
+        lambda s: maac_sandbox.summary(s)["members"],
+    ),
+    "maac_segment": Request(
+        "maac",
+        {"data_object": "segments", "segment_name": "retried", "import_key": None, "tags": None},
+        "/openapi/v1/custom_segment/",
+        "POST",
+        lambda s: max(maac_sandbox.summary(s)["segments"].values(), default=0),
+    ),
+}
+
+
+def _run(
+    server: SandboxServer, tmp: Path, name: str, lost: int, then_503: bool
+) -> tuple[dg.ExecuteInProcessResult, dict[str, Any], int]:
+    """The export of ``name``'s request: its first ``lost`` HTTP attempts act but lose their
+    answers, then (``then_503``) every later one is answered 503. Returns the run, its
+    outcome metadata and the rows the API holds."""
+    request = REQUESTS[name]
+    sandbox = server.sandbox
+    if lost:
+        sandbox.add_fault(
+            Fault(path=request.path, method=request.method, lose_answer=True, times=lost)
+        )
+    if then_503:
+        sandbox.add_fault(Fault(path=request.path, method=request.method, status=503, times=-1))
+    case = CASES[request.case]
+    frame = case.table(["valid"] * ROWS).frame  # noqa: F841 - read by DuckDB below
+    db = tmp / f"r{next(COUNTER)}.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table t as select * from frame")
+    settings = {**case.settings, **request.settings, **ONE_RETRY}
+    result = dg.materialize(
+        [
+            build_export(
+                f"x{next(COUNTER)}",
+                destination=case.destination,
+                query="select * from t",
+                settings={k: v for k, v in settings.items() if v is not None},
+                retry_policy=dg.RetryPolicy(max_retries=2, delay=0),
+            )
+        ],
+        resources={
+            "sql_source": SqlSource(url=f"duckdb:///{db}"),
+            case.destination: case.resource(server),
+        },
+        raise_on_error=False,
+    )
+    return result, outcome_metadata(result), request.delivered(sandbox)
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_lost_answers_then_503_in_step_retries_is_unknown_never_refused(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str
+) -> None:
+    # Every HTTP attempt of the first step attempt acts but loses its answer, then 503 forever.
+    result, meta, delivered = _run(sandbox_server, tmp_path, name, HTTP_ATTEMPTS, True)
+    assert delivered == ROWS  # the API took the rows in the first step attempt
+    assert _restarts(result) == 2 and not result.success and adds_up(meta), meta
+    assert meta["rows_refused_by_api"] == 0, meta
+    assert meta["rows_delivery_unknown"] == ROWS and meta["rows_accepted"] == 0, meta
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_503_in_every_step_attempt_stays_refused(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str
+) -> None:
+    result, meta, delivered = _run(sandbox_server, tmp_path, name, 0, True)
+    assert delivered == 0
+    assert _restarts(result) == 2 and not result.success and adds_up(meta), meta
+    assert meta["rows_refused_by_api"] == ROWS and meta["rows_delivery_unknown"] == 0, meta
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_lost_answers_then_a_step_retry_that_goes_through_is_accepted(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str
+) -> None:
+    """A pending record is not done: the next step attempt sends the request again."""
+    result, meta, delivered = _run(sandbox_server, tmp_path, name, HTTP_ATTEMPTS, False)
+    assert delivered == ROWS
+    assert _restarts(result) == 1 and result.success and adds_up(meta), meta
+    assert meta["rows_accepted"] == ROWS and meta["rows_delivery_unknown"] == 0, meta
