@@ -35,17 +35,24 @@ def load_definitions(path: Path) -> Any:
     return module.defs
 
 
-SUMMARY_COLUMNS = (
-    ("export", None),
-    ("destination", "destination"),
+COUNT_COLUMNS = (
     ("read", "rows_read"),
     ("valid", "rows_valid"),
     ("rejected", "rows_rejected"),
     ("sent", "rows_sent"),
     ("refused", "rows_refused_by_api"),
+    ("unsent", "rows_unsent"),
     ("unknown", "rows_delivery_unknown"),
     ("accepted", "rows_accepted"),
     ("requests", "requests"),
+)
+"""(header, metadata key) of the counts every run table shows (``demo``, ``run``): the five
+places a row read ends in (read = rejected + refused + unsent + unknown + accepted), the rows
+meant for the API (valid), the rows sent, and the requests."""
+SUMMARY_COLUMNS = (
+    ("export", None),
+    ("destination", "destination"),
+    *COUNT_COLUMNS,
     ("seconds", "duration_seconds"),
 )
 

@@ -292,12 +292,16 @@ class ExportRun:
         self._progress_every = progress_every
         self._last_progress = time.monotonic()
         self.report: DeliveryReport | None = None
+        """The report a destination is filling (:meth:`new_report`): what a run that stops on
+        an unexpected error had done so far (None: the destination had not started sending)."""
         self.keep_requests: Callable[[list[tuple[str, str, str, list[str]]]], None] | None = None
         """Set by ``sync_mode`` diff for destinations with a ``SyncSpec.settle_window``: the
         destination calls it with (retry key, kind, exact body, recipients) of the requests it
         is about to send, before sending them (:mod:`line_exports.sync_settle`)."""
-        """The report a destination is filling (:meth:`new_report`): what a run that stops on
-        an unexpected error had done so far (None: the destination had not started sending)."""
+        self.sent_before = ""
+        """What this run sent before its delivery planned anything (an earlier run's requests
+        sent again: :meth:`line_exports.sync_settle.Settled.sent_text`), for a failure text
+        that would otherwise say nothing was sent; '' when nothing was."""
 
     def new_report(self) -> DeliveryReport:
         """A new report for this run's delivery, kept as :attr:`report`."""

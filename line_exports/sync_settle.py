@@ -87,12 +87,19 @@ def unknown_reason(export: str, at: float, window: float) -> str:
 
 @dataclass
 class Settled:
-    """What settling an earlier run's requests did (member counts, requests)."""
+    """What settling an earlier run's requests did: requests, and the export's members (rows of
+    its sync store, whether in today's result or not) by what became of them."""
 
     requests: int = 0
     resent: int = 0
     already_accepted_409: int = 0
+    quota_429: int = 0
+    """Resent requests LINE answered its monthly-quota 429: nothing delivered, rows planned."""
     accepted: int = 0
+    """Members settled delivered: by the earlier run (ledger, 409) or by this run's resend."""
+    delivered: int = 0
+    """Of :attr:`accepted`, members this run's resend delivered (LINE answered 2xx): the settle
+    step's own deliveries."""
     refused: int = 0
     unknown: int = 0
 
@@ -101,10 +108,27 @@ class Settled:
             "earlier_requests_settled": self.requests,
             "earlier_requests_resent": self.resent,
             "earlier_requests_409": self.already_accepted_409,
+            "earlier_requests_quota_429": self.quota_429,
             "rows_settled_accepted": self.accepted,
+            "rows_settled_delivered": self.delivered,
             "rows_settled_refused": self.refused,
             "rows_settled_unknown": self.unknown,
         }
+
+    def sent_text(self) -> str:
+        """What the settle step sent, for a later failure text ('' when it sent nothing)."""
+        if not self.resent:
+            return ""
+        answers = [
+            f"{self.delivered:,} rows delivered now",
+            f"{self.already_accepted_409:,} requests answered 409 (delivered before)",
+        ]
+        if self.quota_429:
+            answers.append(f"{self.quota_429:,} refused for the monthly quota")
+        return (
+            f"before planning, this run sent {self.resent:,} requests an earlier run left "
+            f"unanswered again under their retry keys: {', '.join(answers)}"
+        )
 
 
 def refuse_if_running(store: SyncStore, run: ExportRun, target: str) -> None:
@@ -162,6 +186,7 @@ def settle_earlier(
     member = store.keys_by_recipient("pending")
     result = Settled()
     accepted: set[str] = set()
+    delivered: set[str] = set()
     refused: dict[str, tuple[str, str]] = {}
     unknown: dict[str, str] = {}
     done: list[str] = []
@@ -190,6 +215,9 @@ def settle_earlier(
                         )
                         result.resent += 1
                         result.already_accepted_409 += int(answer.get("status") == 409)
+                        result.quota_429 += int(outcome == "not_delivered")
+                        if outcome == "accepted" and answer.get("status") != 409:
+                            delivered.update(keys)
                         if outcome in ("accepted", "refused"):
                             ledger.record(request.key, {"state": outcome, "at": now(), **answer})
                         state = answer
@@ -202,7 +230,9 @@ def settle_earlier(
                 result.requests += 1
     finally:
         _apply(store, accepted, refused, unknown, result)
+        result.delivered = len(delivered)
         store.drop_requests(keys=done)
+        run.sent_before = result.sent_text()
     return result
 
 

@@ -306,7 +306,7 @@ def test_counts_add_up_for_random_tables(
     assert meta["rows_valid"] == meta["rows_read"] - meta["rows_rejected"], meta
     # The CLI's table says the same, whether the run succeeded or failed.
     row = table_row(result)
-    for column, name in SUMMARY_COLUMNS[2:9]:
+    for column, name in SUMMARY_COLUMNS[2:10]:
         assert row[column] == meta[name], (column, row, meta)
     assert meta["rows_rejected"] == table.expected["rejected"], meta
     assert meta["rows_refused_by_api"] == table.expected["refused"], meta
@@ -597,8 +597,8 @@ def test_cli_run_of_a_refused_push_shows_its_counts_and_rejects_file(
     sandbox_server.sandbox.add_fault(Fault(path="/v2/bot/message/push", status=400, times=-1))
     code, out = cli("run", "refuse", "--workflows", str(folder))
     assert code == 1, out
-    #              task  status   read  valid rejected sent refused unknown accepted
-    assert re.search(r"push\s+failed\s+7\s+6\s+1\s+6\s+6\s+0\s+0\s", out), out
+    #              task  status   read  valid rejected sent refused unsent unknown accepted
+    assert re.search(r"push\s+failed\s+7\s+6\s+1\s+6\s+6\s+0\s+0\s+0\s", out), out
     assert "push: 1 rejected: id: pattern 1" in out
     assert "push: 6 refused by the API: LINE refused: sandbox fault 400 (6)" in out
     assert "rejects file: " in out

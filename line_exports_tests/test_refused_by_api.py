@@ -89,7 +89,7 @@ def _said(result: Any) -> str:
 
 def _table_matches(result: Any, meta: dict[str, Any]) -> None:
     row = table_row(result)
-    for column, name in SUMMARY_COLUMNS[2:9]:
+    for column, name in SUMMARY_COLUMNS[2:10]:
         assert row[column] == meta[name], (column, row, meta)
 
 

@@ -9,10 +9,13 @@ real ledger files, HTTP to the sandbox, whose clock models the retry key's valid
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from line_exports.sandbox import Sandbox, SandboxServer
 from line_exports.sandbox import line_messaging as line_box
 from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.core import Fault
-from line_exports_tests.cli_helpers import line_exports, workflow_folder
+from line_exports_tests.cli_helpers import Ran, line_exports, workflow_folder
 from line_exports_tests.test_sync import Acted, kill_when, meta_of, store_statuses, sync_check
 
 RECIPIENTS = 30
@@ -102,17 +105,16 @@ DIG = (
 )
 
 
-def plan_text(folder: Path, url: str, count: int = RECIPIENTS) -> str:
-    """``line-exports plan`` of the workflow ``daily`` (task ``coupon``, the same export)."""
+def daily(folder: Path, url: str, *args: str, count: int = RECIPIENTS) -> Ran:
+    """``line-exports ARGS --workflows FOLDER`` of the workflow ``daily`` (task ``coupon``, the
+    same export as :func:`coupon_run`)."""
     workflows = workflow_folder(folder, {"daily": DIG}, {"coupon.sql": query(count) + "\n"})
-    ran = line_exports(
-        "plan",
-        "--workflows",
-        str(workflows),
-        "--preview",
-        "0",
-        env={"LINE_MESSAGING_BASE_URL": url},
-    )
+    return line_exports(*args, "--workflows", str(workflows), env={"LINE_MESSAGING_BASE_URL": url})
+
+
+def plan_text(folder: Path, url: str, count: int = RECIPIENTS) -> str:
+    """``line-exports plan`` of the workflow ``daily``."""
+    ran = daily(folder, url, "plan", "--preview", "0", count=count)
     assert ran.code == 0, ran.text
     return ran.out
 
@@ -141,6 +143,28 @@ def adds_up(meta: dict[str, Any]) -> bool:
     )
 
 
+@contextmanager
+def killed_tick(
+    home: Path, target: str, child: str, path: str, done: int
+) -> Iterator[tuple[Any, list[int]]]:
+    """A sandbox server whose tick run (a real child process, ``child``) was SIGKILLed once
+    LINE delivered ``done`` requests on ``path``, their answers held back 0.3 s so the ledger
+    recorded none of them; yields the server and each recipient's message count then (each
+    at most 1)."""
+    from line_exports_tests.resilience_helpers import LateAnswerServer, settle
+
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        store = line_box.store_of(server.sandbox)
+        server.late.add(path, "POST", 0.3, times=-1)
+        count = (lambda: store.pushes) if target == "push_message" else (lambda: store.multicasts)
+        kill_when(Acted(count), done, child, server.url, home, "test_sync_settle")
+        settle(server.sandbox, quiet=0.45)
+        server.late.rules.clear()
+        delivered = inbox_counts(server.sandbox)
+        assert max(delivered) == 1 and done <= sum(delivered) < RECIPIENTS, delivered
+        yield server, delivered
+
+
 @pytest.mark.parametrize(
     ("target", "child", "path", "done"),
     [
@@ -156,18 +180,9 @@ def test_killed_run_then_next_tick_delivers_each_coupon_once(
     the killed run's requests again under their own keys: LINE answers 409 for those it took,
     delivers the rest; nobody gets the coupon twice, every row counted once as accepted. A
     later tick sends nothing."""
-    from line_exports_tests.resilience_helpers import LateAnswerServer, settle
-
-    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+    with killed_tick(line_exports_home, target, child, path, done) as (server, delivered):
         sandbox = server.sandbox
         store = line_box.store_of(sandbox)
-        server.late.add(path, "POST", 0.3, times=-1)
-        count = (lambda: store.pushes) if target == "push_message" else (lambda: store.multicasts)
-        kill_when(Acted(count), done, child, server.url, line_exports_home, "test_sync_settle")
-        settle(sandbox, quiet=0.45)
-        server.late.rules.clear()
-        delivered = inbox_counts(sandbox)
-        assert max(delivered) == 1 and done <= sum(delivered) < RECIPIENTS, delivered
         assert store_statuses("daily/coupon").get("pending", 0) == RECIPIENTS
         if target == "push_message":  # plan says they are settled first, not sent twice
             planned = plan_text(tmp_path, server.url)
@@ -211,18 +226,9 @@ def test_killed_run_then_the_same_tick_with_a_fixed_template_delivers_each_coupo
     the SAME tick: today's messages give other retry keys, so the killed run's recorded requests
     are sent again as they were (409 for those LINE took) and only the rows never sent are
     rendered anew: every inbox holds exactly one message (VERIFY-18b N1)."""
-    from line_exports_tests.resilience_helpers import LateAnswerServer, settle
-
-    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+    with killed_tick(line_exports_home, target, child, path, done) as (server, delivered):
         sandbox = server.sandbox
         store = line_box.store_of(sandbox)
-        server.late.add(path, "POST", 0.3, times=-1)
-        count = (lambda: store.pushes) if target == "push_message" else (lambda: store.multicasts)
-        kill_when(Acted(count), done, child, server.url, line_exports_home, "test_sync_settle")
-        settle(sandbox, quiet=0.45)
-        server.late.rules.clear()
-        delivered = inbox_counts(sandbox)
-        assert max(delivered) == 1 and done <= sum(delivered) < RECIPIENTS, delivered
 
         again = coupon_run(server.url, TICK, target, text="coupon (fixed typo)")
         assert again.success
@@ -508,3 +514,64 @@ def test_held_matches_the_export_name_exactly() -> None:
         assert others == {n: ["unknown"] for n in names[3:]}
     finally:
         ledger.close()
+
+
+def set_quota(url: str, limit: int | None, used: int = 0) -> None:
+    requests.put(
+        f"{url}/_sandbox/line_messaging/quota", json={"limit": limit, "used": used}, timeout=5
+    ).raise_for_status()
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    return str(failure.step_failure_data.error)  # type: ignore[union-attr]
+
+
+def test_a_settle_that_meets_the_monthly_quota_says_what_it_sent(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """30 pushes a run recorded and LINE never took (500s); the next tick settles them while
+    10 messages remain of the month's quota: LINE delivers 10 and answers 429 to the other 20,
+    which are planned again, and the run fails on the quota. Its failure says what the settle
+    step sent, not "nothing was sent" (VERIFY-18b N4); its counts add up with the 10 accepted
+    (``rows_settled_delivered``) and the 20 unsent, and the CLI's tables show both (N5, N8).
+    The next run, whose settle sent nothing, says nothing was sent; with the quota raised the
+    run after sends each of the 20 once."""
+    from line_exports.cli import SUMMARY_COLUMNS, materialization_rows
+    from line_exports.run_summary import outcomes
+
+    url = sandbox_server.url
+    sandbox = sandbox_server.sandbox
+    sandbox.add_fault(Fault(path="/v2/bot/message/push", status=500, times=-1))
+    assert not coupon_run(url, TICK).success
+    sandbox.clear_faults()
+    assert line_box.store_of(sandbox).pushes == 0
+    set_quota(url, limit=10)
+
+    nxt = coupon_run(url, NEXT_TICK)
+    assert not nxt.success and sum(inbox_counts(sandbox)) == 10
+    text = failure_text(nxt)
+    assert "LINE push needs 20 messages but only 0 of this month's 10 remain" in text, text
+    assert "nothing was sent" not in text
+    assert (
+        "nothing more was sent (before planning, this run sent 30 requests an earlier run left "
+        "unanswered again under their retry keys: 10 rows delivered now, 0 requests answered "
+        "409 (delivered before), 20 refused for the monthly quota)"
+    ) in text, text
+    meta = outcomes(nxt)["daily/coupon"].metadata
+    assert adds_up(meta), meta
+    assert (meta["rows_accepted"], meta["rows_unsent"], meta["rows_sent"]) == (10, 20, 0)
+    assert (meta["rows_settled_delivered"], meta["rows_settled_accepted"]) == (10, 10)
+    assert (meta["earlier_requests_resent"], meta["earlier_requests_quota_429"]) == (30, 20)
+    row = dict(zip([c for c, _ in SUMMARY_COLUMNS], materialization_rows(nxt)[0], strict=True))
+    assert (row["read"], row["unsent"], row["unknown"], row["accepted"]) == (30, 20, 0, 10)
+
+    ran = daily(tmp_path, url, "run", "daily")
+    assert ran.code == 1 and "; nothing was sent. Raise the target limit" in ran.out, ran.text
+    #                  task   status  read valid rejected sent refused unsent unknown accepted
+    assert re.search(r"coupon\s+failed\s+30\s+30\s+0\s+0\s+0\s+20\s+0\s+10\s", ran.out), ran.out
+    assert sum(inbox_counts(sandbox)) == 10
+
+    set_quota(url, limit=None)
+    assert coupon_run(url, LATER_TICK).success
+    assert inbox_counts(sandbox) == [1] * RECIPIENTS

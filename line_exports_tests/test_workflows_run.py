@@ -227,7 +227,7 @@ def test_cli_run_runs_the_example_with_summary(tmp_path: Path, sandbox_env: Sand
     text = out.getvalue()
     assert "running maac_crescendo.dig: 1 task(s) in order: td-result-into-line" in text
     assert (
-        "td-result-into-line  ok      3,000  2,880       120  2,880        0        0     2,880"
+        "td-result-into-line  ok      3,000  2,880       120  2,880        0       0        0     2,880"
         in text
     )
     assert "succeeded" in text

@@ -520,6 +520,7 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
         _say(out, f"error: {exc.args[0]}")
         return 2
     from line_exports import run_summary
+    from line_exports.cli import COUNT_COLUMNS
 
     defs = folder.definitions()
     job = run_summary.quiet_job(defs.resolve_job_def(workflow.job_name))
@@ -558,19 +559,7 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
             [
                 task.name,
                 status,
-                *(
-                    int(meta.get(k, 0) or 0)
-                    for k in (
-                        "rows_read",
-                        "rows_valid",
-                        "rows_rejected",
-                        "rows_sent",
-                        "rows_refused_by_api",
-                        "rows_delivery_unknown",
-                        "rows_accepted",
-                        "requests",
-                    )
-                ),
+                *(int(meta.get(k, 0) or 0) for _, k in COUNT_COLUMNS),
             ]
         )
     for step, message in failures.items():
@@ -579,21 +568,7 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
     _say(out, "")
     _say(
         out,
-        table(
-            [
-                "task",
-                "status",
-                "read",
-                "valid",
-                "rejected",
-                "sent",
-                "refused",
-                "unknown",
-                "accepted",
-                "requests",
-            ],
-            rows,
-        ),
+        table(["task", "status", *(header for header, _ in COUNT_COLUMNS)], rows),
     )
     checks_failed = run_summary.report(found, out)
     _say(

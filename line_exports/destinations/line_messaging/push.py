@@ -15,6 +15,7 @@ from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
     finish,
+    nothing_sent,
     post,
     settled,
 )
@@ -44,7 +45,7 @@ def deliver_push(
         first = report.rejected[0].iloc[0]
         raise DeliveryFailed(
             f"{len(bad):,} rows render an invalid message and skip_invalid_message is false, so "
-            f"nothing was sent. First: row {first[ROW_NUMBER]}: {first['message']}",
+            f"{nothing_sent(run)}. First: row {first[ROW_NUMBER]}: {first['message']}",
             report,
         )
     options = settings.options()

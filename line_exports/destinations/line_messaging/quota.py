@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun
 from line_exports.destinations.line_messaging.client import LineMessagingClient
+from line_exports.destinations.line_messaging.sending import nothing_sent
 from line_exports.destinations.line_messaging.settings import LineMessagingSettings
 
 
@@ -87,7 +88,7 @@ def allowance(
         return None
     if settings.over_quota == "fail":
         raise DeliveryFailed(
-            f"{quota.over(kind)}; nothing was sent. Raise the target limit, or set "
+            f"{quota.over(kind)}; {nothing_sent(run)}. Raise the target limit, or set "
             "over_quota: send_up_to_quota to send as many as remain.",
             report,
         )

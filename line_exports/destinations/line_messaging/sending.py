@@ -31,6 +31,13 @@ from line_exports.rules import reject
 QUOTA_REASON = "LINE's monthly message quota is used up"
 
 
+def nothing_sent(run: ExportRun) -> str:
+    """ "nothing was sent" for a run that stops before its delivery sends anything, or, when
+    its settle step had already sent an earlier run's requests again
+    (:attr:`~line_exports.destination.ExportRun.sent_before`), what that step sent."""
+    return f"nothing more was sent ({run.sent_before})" if run.sent_before else "nothing was sent"
+
+
 @dataclass
 class Tally:
     """Outcomes of message requests, for the report (thread-safe)."""
