@@ -21,6 +21,7 @@ import pytest
 from line_exports import SqlSource, build_export
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox import maac as maac_sandbox
+from line_exports.sandbox.line_conversion import events_of
 from line_exports_tests.test_outcomes import CASES, COUNTER, adds_up, outcome_metadata
 from line_exports_tests.test_step_retry_outcomes import _restarts
 
@@ -38,6 +39,7 @@ class Request:
     path: str
     method: str
     delivered: Callable[[Sandbox], int]
+    prepare: Callable[[Sandbox], None] = lambda s: None
 
 
 REQUESTS = {
@@ -55,6 +57,13 @@ REQUESTS = {
         "POST",
         lambda s: max(maac_sandbox.summary(s)["segments"].values(), default=0),
     ),
+    "capi": Request(
+        "line_conversion",
+        {},
+        "/v1/tag-o/events",
+        "POST",
+        lambda s: len(events_of(s, "tag-o")),
+    ),
 }
 
 
@@ -66,6 +75,7 @@ def _run(
     outcome metadata and the rows the API holds."""
     request = REQUESTS[name]
     sandbox = server.sandbox
+    request.prepare(sandbox)
     if lost:
         sandbox.add_fault(
             Fault(path=request.path, method=request.method, lose_answer=True, times=lost)

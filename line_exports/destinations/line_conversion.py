@@ -39,7 +39,7 @@ from line_exports.destination import (
 from line_exports.http import ApiError, HttpClient, RetrySettings
 from line_exports.id_text import IdText
 from line_exports.identities import CAPI_USER_IDENTIFIERS, EMAIL_NORMALIZE
-from line_exports.outcomes import count_failed_request
+from line_exports.ledger_request import LedgerRequest
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, AnyOf, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
@@ -501,19 +501,26 @@ class LineConversionDestination(Destination):
         if len(body) > MAX_BODY_BYTES and len(batch) > 1:
             send_halves()
             return
-        key = content_key("line_conversion", client.line_tag_id, body)
-        if run.ledger.done(key) is not None:
+        request = LedgerRequest.look_up(
+            run.ledger, content_key("line_conversion", client.line_tag_id, body)
+        )
+        if request.result is not None:
             report.resumed_rows += len(batch)
             report.sent_rows += len(batch)
             report.accepted_rows += len(batch)
             return
+        # Pending before the request: a step retry after a lost answer sends the same events
+        # again (LINE keeps an event once per deduplication_key) and counts a 429/5xx answer
+        # to them of unknown delivery, not refused.
+        request.sending()
         try:
             client.send(body)
         except ApiError as exc:
             if exc.status != 400:
                 # The one rule: answered -> refused with its answer; no answer -> unknown or
-                # unsent (outcomes.fate_of). The run stops: the next requests would fare alike.
-                fate = count_failed_request(
+                # unsent (outcomes.fate_of), an earlier step attempt's lost answer included.
+                # The run stops: the next requests would fare alike.
+                fate = request.count_failed(
                     report, batch[ROW_NUMBER], "event", exc, "LINE Conversion API"
                 )
                 if exc.status == 401:
@@ -527,13 +534,14 @@ class LineConversionDestination(Destination):
                     report,
                     retryable=exc.retryable,
                 ) from None
+            request.failed(exc)  # 400: LINE kept none of it; the halves have records of their own
             if len(batch) > 1:
                 tally.split_requests += 1
                 send_halves()
                 return
             self._refused(client, settings, batch, exc, report, tally)
             return
-        run.ledger.record(key, {"events": len(batch), "status": 202})
+        request.succeeded({"events": len(batch), "status": 202})
         report.sent_rows += len(batch)
         report.accepted_rows += len(batch)
 
