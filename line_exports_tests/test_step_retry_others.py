@@ -20,6 +20,7 @@ import pytest
 
 from line_exports import SqlSource, build_export
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
+from line_exports.sandbox import linkedin as linkedin_sandbox
 from line_exports.sandbox import maac as maac_sandbox
 from line_exports.sandbox.line_conversion import events_of
 from line_exports_tests.test_outcomes import CASES, COUNTER, adds_up, outcome_metadata
@@ -63,6 +64,15 @@ REQUESTS = {
         "/v1/tag-o/events",
         "POST",
         lambda s: len(events_of(s, "tag-o")),
+    ),
+    "linkedin": Request(
+        "linkedin",
+        {},
+        "/rest/dmpSegments/",  # BATCH_CREATE to /rest/dmpSegments/{id}/users
+        "POST",
+        lambda s: sum(linkedin_sandbox.summary(s)["segments"].values()),
+        # A new segment takes members at once (not after LinkedIn's 404 for a few seconds).
+        lambda s: setattr(linkedin_sandbox.store_of(s), "not_found_seconds", 0.0),
     ),
 }
 

@@ -40,6 +40,7 @@ from line_exports.destination import (
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
 from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.ledger_request import LedgerRequest
 from line_exports.linkedin_oauth import (
     API_URL,
     AUTH_COMMAND,
@@ -49,7 +50,6 @@ from line_exports.linkedin_oauth import (
     LinkedInAuthError,
     exchange_token,
 )
-from line_exports.outcomes import count_failed_request
 from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet, Unique
 from line_exports.secret_fields import SecretField
 from line_exports.sync import RemovalReport, SyncSpec, transient_status
@@ -933,23 +933,30 @@ class LinkedInDestination(Destination):
         batches = 0
         for batch in rows.batches(settings.batch_size):
             batches += 1
-            batch_key = content_key("linkedin-batch", segment_id, kind, action, batch)
-            done = run.ledger.done(batch_key)
-            if done is not None:
+            request = LedgerRequest.look_up(
+                run.ledger, content_key("linkedin-batch", segment_id, kind, action, batch)
+            )
+            if request.result is not None:
                 report.resumed_rows += len(batch)
-                failures = [tuple(f) for f in done["failed"]]
+                failures = [tuple(f) for f in request.result["failed"]]
             else:
+                # Pending before the request: a step retry after a lost answer sends the same
+                # elements again (an ADD of a member the segment holds, or a REMOVE of one it
+                # does not, changes nothing) and counts a 429/5xx answer to them of unknown
+                # delivery, not refused.
+                request.sending()
                 try:
                     results = client.batch_create(segment_id, kind, build(batch, action))
                 except ApiError as exc:
                     # The one rule: answered -> refused with its answer; no answer -> unknown
-                    # or unsent (outcomes.fate_of). The run stops here.
+                    # or unsent (outcomes.fate_of), an earlier step attempt's lost answer
+                    # included. The run stops here.
                     column = "userIds" if kind == "users" else "company"
-                    count_failed_request(report, batch[ROW_NUMBER], column, exc, "LinkedIn")
+                    request.count_failed(report, batch[ROW_NUMBER], column, exc, "LinkedIn")
                     report.metadata["segment_id"] = segment_id
                     raise DeliveryFailed(str(exc), report, retryable=exc.retryable) from None
                 failures = element_failures(results, len(batch))
-                run.ledger.record(batch_key, {"failed": failures})
+                request.succeeded({"failed": failures})
             report.sent_rows += len(batch)
             report.accepted_rows += len(batch) - len(failures)
             if failures:
