@@ -19,6 +19,7 @@ a pattern), in any spelling: a TW landline ``(02) 2345-6789`` is refused. The sa
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,12 @@ import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from line_exports.arrow_text import bools
+from line_exports.arrow_text import bools, value_offsets
+
+try:  # Python's own regex parser, to read where a national-prefix pattern can start
+    from re import _parser as _PARSER  # type: ignore[attr-defined]
+except ImportError:  # Python 3.10
+    import sre_parse as _PARSER  # type: ignore[no-redef]
 
 REGION_SETTING = "default_region"
 SUPPORTED_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
@@ -128,6 +134,62 @@ _BEFORE_FIXED_AND_MOBILE = (
 )
 
 Desc = tuple[str, tuple[int, ...]]  # (national number pattern, possible lengths)
+Check = tuple[str, bool]  # (pattern, whether a valid number must match it or must not)
+
+
+def _fits(desc: Desc, length: int) -> bool:
+    """Whether a number of ``length`` digits has one of ``desc``'s possible lengths (none: any)."""
+    return not desc[1] or length in desc[1]
+
+
+def _either(patterns: list[str]) -> str:
+    return "|".join(f"(?:{pattern})" for pattern in patterns)
+
+
+def _all_of(cells: pa.Array, checks: tuple[Check, ...], head: str) -> np.ndarray:
+    """Cells that are ``head`` and then a full match of each wanted pattern and of no unwanted
+    one. Each check reads only the cells the checks before it kept."""
+    kept = np.arange(len(cells))
+    for pattern, wanted in checks:
+        hit = bools(pc.match_substring_regex(cells, f"^{head}(?:{pattern})$"))
+        passed = hit if wanted else ~hit
+        if not passed.all():
+            kept = kept[passed]
+            if not len(kept):
+                break
+            cells = cells.filter(pa.array(passed))
+    return kept
+
+
+def _digits(text: pa.Array, head: str, lengths: np.ndarray | None) -> np.ndarray:
+    """Digits after the head of each cell (``lengths`` when the caller knows them)."""
+    if lengths is not None:
+        return lengths
+    size = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+    return size - len(head.replace("\\", ""))
+
+
+def _by_length(
+    text: pa.Array,
+    lengths: np.ndarray,
+    checks_for: Callable[[int], tuple[Check, ...] | None],
+    head: str,
+) -> np.ndarray:
+    """Cells that pass the checks of their national number's length."""
+    found = np.zeros(len(text), dtype=bool)
+    if not len(text):
+        return found
+    present = np.flatnonzero(np.bincount(np.maximum(lengths + 1, 0))) - 1
+    for length in present.tolist():
+        checks = checks_for(length) if length >= 0 else None
+        if checks is None:
+            continue
+        if len(present) == 1:
+            found[_all_of(text, checks, head)] = True
+        else:
+            rows = np.flatnonzero(lengths == length)
+            found[rows[_all_of(text.take(rows), checks, head)]] = True
+    return found
 
 
 @dataclass(frozen=True)
@@ -152,25 +214,45 @@ class _NationalRoute:
     types: tuple[tuple[str, Desc], ...]  # (type name, desc), libphonenumber's order
     same_mobile_and_fixed_line: bool
 
-    @staticmethod
-    def _matching(national: pa.Array, lengths: np.ndarray, desc: Desc) -> np.ndarray:
-        pattern, possible = desc
-        ok = pc.match_substring_regex(national, f"^(?:{pattern})$")
-        mask = ok.to_numpy(zero_copy_only=False).astype(bool)
-        return mask & np.isin(lengths, possible) if possible else mask
+    def valid(
+        self,
+        text: pa.Array,
+        mobile: bool = False,
+        head: str = "",
+        lengths: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Cells of ``text`` that libphonenumber finds valid numbers (and, with ``mobile``, of a
+        mobile type). A cell is ``head`` (a regex: ``\\+81``, ``0``; none by default) and then
+        the national number, of ``lengths`` digits (counted when not given). The cells of one
+        length meet one pattern of every type that has that length (a valid number matches
+        the general pattern and one of them), not one pattern per type."""
+        lengths = _digits(text, head, lengths)
+        return _by_length(text, lengths, lambda length: _checks(self, length, mobile), head)
 
-    def valid(self, national: pa.Array, mobile: bool = False) -> np.ndarray:
-        """Numbers libphonenumber finds valid (and, with ``mobile``, of a mobile type)."""
-        lengths = pc.utf8_length(national).to_numpy(zero_copy_only=False)
-        general = self._matching(national, lengths, self.general)
-        matches = {name: self._matching(national, lengths, d) for name, d in self.types}
-        if not mobile:
-            return general & np.logical_or.reduce(list(matches.values()), initial=False)
-        earlier = np.zeros(len(national), dtype=bool)
-        for name in _BEFORE_FIXED_AND_MOBILE:
-            earlier |= matches.get(name, False)
-        mobile_kind = "fixed_line" if self.same_mobile_and_fixed_line else "mobile"
-        return general & ~earlier & matches.get(mobile_kind, np.zeros(len(national), dtype=bool))
+
+@functools.lru_cache(maxsize=4096)
+def _checks(route: _NationalRoute, length: int, mobile: bool) -> tuple[Check, ...] | None:
+    """What libphonenumber's ``_number_type_helper`` asks of a national number of ``length``
+    digits for the number to be valid (a mobile, with ``mobile``), as patterns to match or not
+    match, the most telling first; None when no number of that length is."""
+    if not _fits(route.general, length):
+        return None
+    types = dict(route.types)
+    if not mobile:
+        any_type = [desc[0] for desc in types.values() if _fits(desc, length)]
+        return ((_either(any_type), True), (route.general[0], True)) if any_type else None
+    kind = types.get("fixed_line" if route.same_mobile_and_fixed_line else "mobile")
+    if kind is None or not _fits(kind, length):
+        return None
+    earlier = [
+        types[name][0]
+        for name in _BEFORE_FIXED_AND_MOBILE
+        if name in types and _fits(types[name], length)
+    ]
+    checks: list[Check] = [(kind[0], True)]
+    if earlier:
+        checks.append((_either(earlier), False))
+    return (*checks, (route.general[0], True))
 
 
 def _plain(pattern: str) -> str:
@@ -232,10 +314,17 @@ def _by_route(
         candidates &= ~dialled.to_numpy(zero_copy_only=False).astype(bool)
     if not candidates.any():
         return None
-    rest = pc.utf8_slice_codeunits(text, 1)
-    good = candidates & route.valid(rest, mobile)
-    if not good.any():
+    rows = np.flatnonzero(candidates)
+    offsets = value_offsets(text)
+    try:  # the candidates alone, "0" then the national number
+        kept = route.valid(text.take(rows), mobile, "0", offsets[rows + 1] - offsets[rows] - 1)
+    except pa.ArrowInvalid:  # a pattern beyond RE2: the parser reads them
         return None
+    if not kept.any():
+        return None
+    good = np.zeros(len(text), dtype=bool)
+    good[rows[kept]] = True
+    rest = pc.utf8_slice_codeunits(text, 1)
     prefix = pa.scalar(f"+{route.country_code}", text.type)
     e164 = pc.binary_join_element_wise(prefix, rest, pa.scalar("", text.type))
     return pc.if_else(pa.array(good), e164, text), good
@@ -257,28 +346,87 @@ class _CountryRoute:
     undecided: str | None  # regex of national numbers the parser must read
     regions: tuple[tuple[str | None, _NationalRoute], ...]  # (leading digits, route), in order
 
-    def mobiles(self, national: pa.Array, mobile: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def mobiles(
+        self,
+        text: pa.Array,
+        mobile: bool = True,
+        head: str = "",
+        lengths: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(mobiles, or with ``mobile=False`` valid numbers of any type; cells this route
-        decides) of ``national`` (digits after the code)."""
-        size = len(national)
+        decides) of ``text``: ``head`` (a regex, ``\\+1``) and then a national number that
+        does not start with 0, of ``lengths`` digits (counted when not given)."""
+        lengths = _digits(text, head, lengths)
+        size = len(text)
         decided = np.ones(size, dtype=bool)
         if self.undecided is not None:
-            stripped = pc.match_substring_regex(national, f"^(?:{self.undecided})")
+            stripped = pc.match_substring_regex(text, f"^{head}(?:{self.undecided})")
             decided = ~bools(stripped)
-        if len(self.regions) == 1:
-            return decided & self.regions[0][1].valid(national, mobile=mobile), decided
         found = np.zeros(size, dtype=bool)
-        open_ = decided.copy()
+        open_ = np.flatnonzero(decided)
         for leading, route in self.regions:
-            if not open_.any():
+            if not len(open_):
                 break
-            if leading is not None:
-                mine = open_ & bools(pc.match_substring_regex(national, f"^(?:{leading})"))
-            else:
-                mine = open_ & route.valid(national)
-            found |= mine & route.valid(national, mobile=mobile)
-            open_ &= ~mine
+            cells = text if len(open_) == size else text.take(open_)
+            if len(self.regions) == 1:
+                mine = np.ones(len(open_), dtype=bool)
+                valid = route.valid(cells, mobile, head, lengths[open_])
+            elif leading is not None:
+                mine = bools(pc.match_substring_regex(cells, f"^{head}(?:{leading})"))
+                valid = route.valid(cells, mobile, head, lengths[open_])
+            else:  # the region whose patterns give the number a type, the one that types it
+                mine = route.valid(cells, False, head, lengths[open_])
+                valid = route.valid(cells, True, head, lengths[open_]) if mobile else mine
+            found[open_[mine & valid]] = True
+            open_ = open_[~mine]
         return found, decided
+
+
+def _first(items: list) -> tuple[set[int] | None, bool]:
+    """(code points a match of a parsed regex can start with, None when any; whether it can
+    match the empty string), from Python's own parse of it."""
+    chars: set[int] = set()
+    for op, av in items:
+        part: set[int] | None
+        if op is _PARSER.LITERAL:
+            part, empty = {av}, False
+        elif op is _PARSER.IN:
+            part, empty = set(), False
+            for kind, value in av:
+                if kind is _PARSER.LITERAL:
+                    part.add(value)
+                elif kind is _PARSER.RANGE:
+                    part.update(range(value[0], value[1] + 1))
+                else:  # a negated set, a category
+                    return None, True
+        elif op is _PARSER.BRANCH:
+            firsts = [_first(branch) for branch in av[1]]
+            if any(f is None for f, _ in firsts):
+                return None, True
+            part = set().union(*(f for f, _ in firsts if f is not None))
+            empty = any(e for _, e in firsts)
+        elif op is _PARSER.SUBPATTERN:
+            part, empty = _first(av[-1])
+        elif op in (_PARSER.MAX_REPEAT, _PARSER.MIN_REPEAT):
+            part, empty = _first(av[2])
+            empty = empty or av[0] == 0
+        elif op is _PARSER.AT:  # an anchor reads no character
+            part, empty = set(), True
+        else:
+            return None, True
+        if part is None:
+            return None, True
+        chars |= part
+        if not empty:
+            return chars, False
+    return chars, True
+
+
+def _starts_with_zero(pattern: str) -> bool:
+    """Whether every match of ``pattern`` starts with a 0, so that it never matches at the start
+    of a national number that starts with 1-9."""
+    chars, empty = _first(list(_PARSER.parse(pattern)))
+    return chars is not None and not empty and chars <= {ord("0")}
 
 
 @functools.lru_cache(maxsize=512)
@@ -289,29 +437,59 @@ def _country_route(code: int) -> _CountryRoute | None:
     if main is None:
         return None
     found = []
+    patterns = []
     for region in regions:
         route = _type_route(region)
         metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
         if route is None or metadata is None:
             return None
         found.append((metadata.leading_digits, route))
-    parsing = main.national_prefix_for_parsing or None
-    country = _CountryRoute(_plain(parsing) if parsing else None, tuple(found))
+        patterns += [route.general[0], *(desc[0] for _, desc in route.types)]
+        patterns += [metadata.leading_digits] if metadata.leading_digits else []
+    parsing = _plain(main.national_prefix_for_parsing) if main.national_prefix_for_parsing else None
+    undecided = None if parsing is None or _starts_with_zero(parsing) else parsing
     try:  # RE2 (Arrow) must compile every pattern; else the parser reads this code
-        country.mobiles(pa.array(["1"]))
+        for pattern in [*patterns, *([undecided] if undecided else [])]:
+            pc.match_substring_regex(pa.array(["1"]), f"^(?:{pattern})$")
     except pa.ArrowInvalid:
         return None
-    return country
+    return _CountryRoute(undecided, tuple(found))
 
 
 @functools.lru_cache(maxsize=1)
-def _calling_codes() -> str:
-    """Regex alternatives of the geographic calling codes libphonenumber knows (prefix-free)."""
-    return "|".join(
-        str(c)
-        for c in sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
-        if c != 0 and "001" not in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[c]
-    )
+def _code_table() -> tuple[np.ndarray, np.ndarray]:
+    """(calling code, its number of digits) by the first three digits after ``+``, for the
+    geographic calling codes libphonenumber knows (0 where none). Calling codes are prefix-free,
+    so three digits name at most one."""
+    codes = {
+        c
+        for c, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items()
+        if c != 0 and "001" not in regions
+    }
+    code, size = np.zeros(1000, dtype=np.int64), np.zeros(1000, dtype=np.int64)
+    for first in range(100, 1000):
+        owners = [(int(str(first)[:n]), n) for n in (1, 2, 3) if int(str(first)[:n]) in codes]
+        if len(owners) > 1:
+            raise AssertionError(f"calling codes are not prefix-free: {owners}")
+        if owners:
+            code[first], size[first] = owners[0]
+    return code, size
+
+
+def _calling_codes_of(text: pa.Array, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(calling code, digits after it) of the E.164-shaped cells ``where`` (``+`` and at least
+    seven ASCII digits), read from their bytes; code 0 when no geographic calling code starts
+    the number or a 0 follows it (a trunk prefix: the parser's work)."""
+    offsets = value_offsets(text)
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
+    start = offsets[where]
+    digits = data.take(start[:, None] + np.arange(1, 5), mode="clip").astype(np.int64) - 48
+    first = np.clip(digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2], 0, 999)
+    table, sizes = _code_table()
+    code, size = table[first], sizes[first]
+    after = digits[np.arange(len(where)), np.minimum(size, 3)]
+    code[after == 0] = 0
+    return code, offsets[where + 1] - start - 1 - size
 
 
 def _e164_canonical(text: pa.Array, e164: np.ndarray, mobile: bool) -> np.ndarray:
@@ -319,23 +497,26 @@ def _e164_canonical(text: pa.Array, e164: np.ndarray, mobile: bool) -> np.ndarra
     ``mobile``), found without the parser, for every calling code: ``+<cc>`` and a national
     number not starting with 0 that :class:`_CountryRoute` decides and finds valid. Everything
     else (``+886 0912 345 678``'s trunk 0, a national prefix the code's region strips, a number
-    libphonenumber does not find valid) is left to the parser, which rewrites or refuses it."""
+    libphonenumber does not find valid) is left to the parser, which rewrites or refuses it.
+    The calling code is read from each cell's first bytes, and each code's cells meet its
+    patterns together, on the cells themselves (``^\\+81(?:...)$``)."""
     found = np.zeros(len(text), dtype=bool)
     if not e164.any():
         return found
     where = np.flatnonzero(e164)
-    cells = text.take(pa.array(where))
-    parts = pc.extract_regex(cells, f"^\\+(?P<cc>{_calling_codes()})(?P<nsn>[1-9][0-9]*)$")
-    codes = pc.struct_field(parts, "cc")
-    national = pc.struct_field(parts, "nsn")
-    code_values = codes.to_numpy(zero_copy_only=False)
-    for code in pc.unique(codes).drop_null().to_pylist():
-        route = _country_route(int(code))
+    codes, lengths = _calling_codes_of(text, where)
+    for code in np.flatnonzero(np.bincount(codes)).tolist():
+        route = _country_route(code) if code else None
         if route is None:
             continue
-        mine = np.flatnonzero(code_values == code)
-        good, _ = route.mobiles(national.take(pa.array(mine)), mobile)
-        found[where[mine[good]]] = True
+        mine = codes == code
+        rows = where if mine.all() else where[mine]
+        cells = text if len(rows) == len(text) else text.take(rows)
+        try:
+            good, _ = route.mobiles(cells, mobile, f"\\+{code}", lengths[mine])
+        except pa.ArrowInvalid:  # a pattern beyond RE2: the parser reads these
+            continue
+        found[rows[good]] = True
     return found
 
 

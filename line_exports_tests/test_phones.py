@@ -243,16 +243,55 @@ def test_e164_mobiles_of_every_country_agree_with_libphonenumber(
         assert bool(flagged) == (why == "mobile_number"), value
 
 
-def test_e164_mobiles_of_any_country_skip_the_parser() -> None:
-    """E.164 mobiles of countries other than default_region's are typed without the parser."""
+@pytest.mark.parametrize("mobile", [True, False])
+def test_e164_mobiles_of_any_country_skip_the_parser(mobile: bool) -> None:
+    """E.164 mobiles of countries other than default_region's are typed without the parser,
+    as mobiles (MAAC's mobile) and as valid numbers of any type (CAPI's phone)."""
     values = [f"+81901{i:07d}" for i in range(500)] + [f"+1201555{i:04d}" for i in range(500)]
     values += [f"+447400{i:06d}" for i in range(500)]  # GB mobiles (+44 shared with GG/JE/IM)
+    values += [f"+8869123{i:05d}" for i in range(500)]  # TW, after a run of another code
     read_number.cache_clear()
     text = pa.array(values)
     shaped = np.ones(len(values), dtype=bool)
-    got, ok, _ = e164_column(text, None, shaped, shaped, True)
+    got, ok, _ = e164_column(text, None, shaped, shaped, mobile)
     assert ok.all() and got.to_pylist() == values
     assert read_number.cache_info().misses == 0
+
+
+def _near(number: str) -> list[str]:
+    """``number`` (E.164) and its near misses: each national digit changed, one digit more or
+    less, a trunk 0 or 1 after the calling code."""
+    cc = str(phonenumbers.parse(number).country_code)
+    head, national = number[: 1 + len(cc)], number[1 + len(cc) :]
+    near = [number, number[:-1], number + "5", head + "0" + national, head + "1" + national]
+    for i in range(len(national)):
+        near.append(head + national[:i] + str((int(national[i]) + 3) % 10) + national[i + 1 :])
+    return near
+
+
+def test_e164_shaped_values_of_every_calling_code_agree_with_libphonenumber() -> None:
+    """Every region's example numbers of every type, and their near misses, E.164-shaped, as
+    phones and as mobiles: the vectorized reading (calling code from the first digits, one
+    pattern per length) equals libphonenumber's, value by value."""
+    values = sorted(
+        {
+            near
+            for region in phonenumbers.SUPPORTED_REGIONS
+            for kind in range(12)
+            if (example := phonenumbers.example_number_for_type(region, kind)) is not None
+            for near in _near(
+                phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+            )
+            if E164.fullmatch(near)
+        }
+    )
+    assert len(values) > 10_000
+    text = pa.array(values)
+    everything = np.ones(len(values), dtype=bool)
+    for mobile in (False, True):
+        got, ok, _ = e164_column(text, None, everything, everything, mobile)
+        for value, out, good in zip(values, got.to_pylist(), ok, strict=True):
+            assert (out if good else None) == read_number(value, None, mobile)[0], (value, mobile)
 
 
 def test_capi_hashes_local_and_e164_spellings_alike(
