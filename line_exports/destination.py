@@ -418,13 +418,15 @@ class Destination(ABC):
         return True
 
     def resend(
-        self, resource: Any, settings: Any, kind: str, body: bytes, key: str
+        self, resource: Any, settings: Any, kind: str, body: bytes, key: str, age: float = 0.0
     ) -> tuple[str, dict[str, Any]]:
-        """``SyncSpec.settle_window``: send an earlier run's request again, the same body under
-        the same idempotency key (:mod:`line_exports.sync_settle`). Returns ('accepted',
-        {status, request_id}) when the API has it (now or already), ('refused', {message}) for a
-        permanent refusal, or ('not_delivered', {message}) when it delivered nothing and the
-        rows may be planned again; raises for a transient failure."""
+        """``SyncSpec.settle_window``: send an earlier run's request, first sent ``age`` seconds
+        ago, again: the same body under the same idempotency key
+        (:mod:`line_exports.sync_settle`). Returns ('accepted', {status, request_id}) when the
+        API has it (now or already), ('refused', {message}) for a permanent refusal,
+        ('not_delivered', {message}) when it delivered nothing and the rows may be planned
+        again, or ('expired', {}) when the key would expire before a resend surely ends (not
+        sent); raises for a transient failure."""
         raise NotImplementedError(f"{self.type_name} cannot resend a recorded request")
 
     def remove(

@@ -13,20 +13,28 @@ holds:
 * ``accepted``: its recipients are accepted (no call);
 * ``refused`` (a 400 for one recipient): refused, with LINE's answer; a refused multicast
   group delivered nothing (its recipients were split into groups recorded on their own);
-* ``pending`` and sent less than ``settle_window`` ago: sent again, the same body under the same
-  ``X-Line-Retry-Key``. LINE ("Retry failed API requests",
+* ``pending`` and first sent less than ``settle_window`` ago: sent again, the same body under
+  the same ``X-Line-Retry-Key``. LINE ("Retry failed API requests",
   https://developers.line.biz/en/docs/messaging-api/retrying-api-request/): a key is valid for
   24 hours from the first request, for push, multicast, narrowcast and broadcast; the retried
-  request must be the same as the original; a request whose key LINE already accepted answers
-  ``409`` with ``X-Line-Accepted-Request-Id`` (the accepted request's ID) and delivers nothing,
-  a 2xx means it is delivered now, a 400 that it is refused. A 409 or 2xx settles the
-  recipients ``accepted`` (each counted once), a 400 ``refused``; LINE's monthly-quota 429
-  delivered nothing: the rows stay ``pending`` and are planned as usual;
-* ``pending`` and sent longer ago: LINE no longer knows the key, whether it delivered cannot be
-  known, and a resend could send the coupon twice: the rows are held ``unknown`` (reported as
-  ``rows_delivery_unknown``; the ``sync_removals`` check fails saying how to release them),
-  until the user decides with ``line-exports held EXPORT --resend`` or ``--delivered``
-  (:func:`release`);
+  request must be the same as the original, its content and recipients unchanged; a request
+  whose key LINE already accepted answers ``409`` with ``X-Line-Accepted-Request-Id`` (the
+  accepted request's ID) and delivers nothing, a 2xx means it is delivered now, a 400 that it
+  is refused. A 409 or 2xx settles the recipients ``accepted`` (each counted once; a 2xx also
+  in :attr:`Settled.delivered`), a 400 ``refused``; LINE's monthly-quota 429 delivered
+  nothing: the rows stay ``pending`` and are planned as usual. So a recipient gets the earlier
+  run's message (rendered then, not today's), at most once, also one who has since left the
+  result: trimming the request to today's result would change it under its key, and a new key
+  would deliver again to those LINE had reached. The destination cuts the resend's retries to
+  end before the key does, or answers 'expired' (held, as below): for LINE
+  :func:`~line_exports.destinations.line_messaging.sending.retries_within`;
+* ``pending`` and first sent longer ago: the key expires before a resend surely reaches LINE
+  (the window leaves clocks 10 minutes and one resend attempt its longest time:
+  :func:`~line_exports.destinations.line_messaging.sending.resend_window`), whether it
+  delivered cannot be known, and a resend could send the coupon twice: the rows are held
+  ``unknown`` (reported as ``rows_delivery_unknown``; the ``sync_removals`` check fails saying
+  how to release them), until the user decides with ``line-exports held EXPORT --resend`` or
+  ``--delivered`` (:func:`release`);
 * not in the ledger: the run was killed between recording the request and sending it: nothing
   was sent, the rows stay ``pending`` and are planned as usual.
 
@@ -75,13 +83,19 @@ def held_hint(export: str) -> str:
     )
 
 
+def span(seconds: float) -> str:
+    """``23 h 10 min``: a settle window for people."""
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
 def unknown_reason(export: str, at: float, window: float) -> str:
     """Why a row is held: sent when, the API's window, what the user can do."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
     return (
-        f"delivery unknown: an earlier run sent it at {stamp} and its answer was lost; the "
-        f"retry key is past the API's {window / 3600:g}-hour window, so a resend could deliver "
-        f"twice. {held_hint(export)}"
+        f"delivery unknown: an earlier run sent it at {stamp}, its answer lost; the retry key "
+        f"is past the API's window for a safe resend ({span(window)}), so a resend could "
+        f"deliver twice. {held_hint(export)}"
     )
 
 
@@ -203,24 +217,15 @@ def settle_earlier(
                 state = states.get(request.key) or {}
                 outcome = state.get("state")
                 if outcome == "pending":
-                    # The earliest record: a resumed run records a request pending again.
-                    sent_at = min(float(state.get("at", request.at)), request.at)
-                    if now() - sent_at > window:
-                        reason = unknown_reason(export, sent_at, window)
+                    outcome, state = _resend(dest, resource, settings, request, state, window)
+                    _count(result, outcome, state)
+                    if outcome == "expired":
+                        reason = unknown_reason(export, state["at"], window)
                         unknown.update((k, reason) for k in keys)
-                        outcome = None
-                    else:
-                        outcome, answer = dest.resend(
-                            resource, settings, request.kind, request.body.encode(), request.key
-                        )
-                        result.resent += 1
-                        result.already_accepted_409 += int(answer.get("status") == 409)
-                        result.quota_429 += int(outcome == "not_delivered")
-                        if outcome == "accepted" and answer.get("status") != 409:
-                            delivered.update(keys)
-                        if outcome in ("accepted", "refused"):
-                            ledger.record(request.key, {"state": outcome, "at": now(), **answer})
-                        state = answer
+                    elif outcome == "accepted" and state.get("status") != 409:
+                        delivered.update(keys)
+                    if outcome in ("accepted", "refused"):
+                        ledger.record(request.key, {"state": outcome, "at": now(), **state})
                 if outcome == "accepted":
                     accepted.update(keys)
                 elif outcome == "refused" and len(request.recipients) == 1 and keys:
@@ -234,6 +239,36 @@ def settle_earlier(
         store.drop_requests(keys=done)
         run.sent_before = result.sent_text()
     return result
+
+
+def _resend(
+    dest: Destination,
+    resource: Any,
+    settings: Any,
+    request: SentRequest,
+    state: dict[str, Any],
+    window: float,
+) -> tuple[str, dict[str, Any]]:
+    """A request the ledger shows ``pending``: sent again (the destination's outcome and
+    answer) unless it was first sent over ``window`` ago, or its key would expire before a
+    resend surely ends: ('expired', {'at': when it was first sent})."""
+    # The earliest record: a resumed run records a request pending again.
+    sent_at = min(float(state.get("at", request.at)), request.at)
+    age = now() - sent_at
+    if age > window:
+        return "expired", {"at": sent_at}
+    body = request.body.encode()
+    outcome, answer = dest.resend(resource, settings, request.kind, body, request.key, age)
+    return outcome, ({"at": sent_at} if outcome == "expired" else answer)
+
+
+def _count(result: Settled, outcome: str, answer: dict[str, Any]) -> None:
+    """Count a resend's answer (a request held 'expired' was not sent)."""
+    if outcome == "expired":
+        return
+    result.resent += 1
+    result.already_accepted_409 += int(answer.get("status") == 409)
+    result.quota_429 += int(outcome == "not_delivered")
 
 
 def outlook(store: SyncStore, window: float) -> list[str]:
@@ -260,7 +295,7 @@ def outlook(store: SyncStore, window: float) -> list[str]:
         export = export_of(store.export)
         lines.append(
             f"hold: {len(stale - fresh):,} of the rows to retry were sent by an earlier run over "
-            f"{window / 3600:g} hours ago without a recorded answer: delivery unknown, held "
+            f"{span(window)} ago without a recorded answer: delivery unknown, held "
             f"(line-exports held {export})"
         )
     return lines

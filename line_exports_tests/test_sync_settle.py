@@ -49,15 +49,17 @@ def coupon_run(
     target: str = "push_message",
     count: int = RECIPIENTS,
     text: str = "coupon",
+    **retries: Any,
 ) -> dg.ExecuteInProcessResult:
     """The export ``coupon`` in diff: push (or multicast, groups of 5) a coupon to ``count``
-    users."""
+    users (one retry after 1 s unless ``retries`` say otherwise)."""
     settings: dict[str, Any] = {
         "target": target,
         "sync_mode": "diff",
         "initial_retry_wait": 1,
         "max_retry": 1,
         "max_retry_wait": 100,
+        **retries,
     }
     if target == "push_message":
         settings |= {
@@ -575,3 +577,52 @@ def test_a_settle_that_meets_the_monthly_quota_says_what_it_sent(
     set_quota(url, limit=None)
     assert coupon_run(url, LATER_TICK).success
     assert inbox_counts(sandbox) == [1] * RECIPIENTS
+
+
+def test_a_resend_late_in_the_retry_keys_day_ends_before_the_key_does(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push LINE delivered but whose answer was lost, settled 22 h 59 min later by the next
+    run, whose settings allow 8 retries up to an hour apart: LINE answers 429 with
+    ``Retry-After: 3600`` twice. Its retries are cut to what surely ends before the key's 24
+    hours (10 minutes to spare): one attempt, the run stops and nothing is delivered twice. An
+    uncut resend would wait twice an hour (the sandbox clock moves with the client's waits)
+    and its third attempt, past the key's 24 hours, would deliver the coupon a second time.
+    The run after, 23 h 5 min after the first request (in the 23 h 10 min window the default
+    300 s ``connection_timeout`` leaves; a fixed 23 hours held it), settles it: 409."""
+    from line_exports import LineMessagingResource as Resource
+
+    url = sandbox_server.url
+    sandbox = sandbox_server.sandbox
+    long_retries = {"max_retry": 8, "max_retry_wait": 3600}
+    sandbox.add_fault(Fault(path="/v2/bot/message/push", lose_answer=True, times=-1))
+    assert not coupon_run(url, TICK, count=1).success
+    sandbox.clear_faults()
+    assert inbox_counts(sandbox, 1) == [1] and store_statuses("daily/coupon") == {"pending": 1}
+
+    get_client = Resource.get_client
+
+    def waits_on_the_sandbox_clock(self: Any, *args: Any, **kwargs: Any) -> Any:
+        client = get_client(self, *args, **kwargs)
+        client.http.sleep = clock_of(sandbox).advance
+        return client
+
+    monkeypatch.setattr(Resource, "get_client", waits_on_the_sandbox_clock)
+    day = 22 * 3600 + 59 * 60
+    clock_of(sandbox).advance(day)
+    monkeypatch.setattr(sync_settle, "now", lambda: time.time() + day)
+    sandbox.add_fault(Fault(path="/v2/bot/message/push", status=429, retry_after=3600, times=2))
+    sent = sandbox.count("POST", "/v2/bot/message/push")
+    late = coupon_run(url, NEXT_TICK, count=1, **long_retries)
+    assert inbox_counts(sandbox, 1) == [1]  # not twice
+    assert not late.success and "answered 429" in failure_text(late)
+    assert sandbox.count("POST", "/v2/bot/message/push") == sent + 1  # one attempt
+    assert store_statuses("daily/coupon") == {"pending": 1}
+    sandbox.clear_faults()
+
+    clock_of(sandbox).advance(6 * 60)
+    monkeypatch.setattr(sync_settle, "now", lambda: time.time() + day + 6 * 60)
+    settled = coupon_run(url, LATER_TICK, count=1, **long_retries)
+    meta = meta_of(settled, "daily__coupon")
+    assert settled.success and (meta["earlier_requests_409"], meta["rows_accepted"]) == (1, 1)
+    assert inbox_counts(sandbox, 1) == [1] and store_statuses("daily/coupon") == {"accepted": 1}

@@ -25,12 +25,10 @@ from line_exports.destination import (
 )
 from line_exports.destinations.line_messaging import audience_mirror
 from line_exports.destinations.line_messaging.audience import deliver_audience, id_files
-from line_exports.destinations.line_messaging.auth import TokenError
 from line_exports.destinations.line_messaging.client import (
     LineMessagingClient,
     LineMessagingResource,
     explain,
-    monthly_limit,
     refusal,
 )
 from line_exports.destinations.line_messaging.consent import CONSENT_COLUMNS, screen
@@ -44,15 +42,21 @@ from line_exports.destinations.line_messaging.rich_menu import (
     RICH_MENU_COLUMNS,
     deliver_rich_menu,
 )
+from line_exports.destinations.line_messaging.sending import (
+    final_answer,
+    resend_window,
+    retries_within,
+)
 from line_exports.destinations.line_messaging.settings import (
     AGGREGATION_UNIT,
     AUDIENCE_IFA_COLUMNS,
     AUDIENCE_USER_COLUMNS,
+    CLOCK_MARGIN_SECONDS,
     LIMITS,
     MULTICAST_COLUMNS,
     PUSH_COLUMNS,
     PUSH_TO_PATTERN,
-    RESEND_GUARD_SECONDS,
+    RETRY_KEY_TTL_SECONDS,
     LineMessagingSettings,
 )
 from line_exports.http import ApiError
@@ -162,7 +166,7 @@ class LineMessagingDestination(Destination):
             ("id",),
             resend_changed=False,
             namespace=settings.campaign_key,
-            settle_window=RESEND_GUARD_SECONDS,
+            settle_window=resend_window(settings.retry_settings()),
         )
 
     def sync_account(
@@ -183,19 +187,28 @@ class LineMessagingDestination(Destination):
         kind: str,
         body: bytes,
         key: str,
+        age: float = 0.0,
     ) -> tuple[str, dict[str, Any]]:
-        """An earlier run's push or multicast again, same body and ``X-Line-Retry-Key``: 409
-        (LINE already accepted that key; ``X-Line-Accepted-Request-Id`` names the request) or
-        2xx is accepted, a 400 refused, the monthly-quota 429 delivered nothing ("Retry failed
-        API requests": https://developers.line.biz/en/docs/messaging-api/retrying-api-request/).
-        Other errors raise once the client's retries are spent."""
-        client = resource.get_client(settings.retry_settings())
+        """An earlier run's push or multicast again, same body and ``X-Line-Retry-Key``, first
+        sent ``age`` seconds ago: 409 (LINE already accepted that key;
+        ``X-Line-Accepted-Request-Id`` names the request) or 2xx is accepted, a 400 refused, the
+        monthly-quota 429 delivered nothing ("Retry failed API requests":
+        https://developers.line.biz/en/docs/messaging-api/retrying-api-request/). The client's
+        retries are cut so the last attempt ends before the key's 24 hours do
+        (:func:`.sending.retries_within`); 'expired' when not even one attempt would. Other
+        errors raise once those retries are spent."""
+        left = RETRY_KEY_TTL_SECONDS - CLOCK_MARGIN_SECONDS - age
+        retry = retries_within(settings.retry_settings(), left)
+        if retry is None:
+            return "expired", {}
+        client = resource.get_client(retry)
         try:
             status, answer = client.send("push" if kind == "push" else "multicast", body, key)
         except ApiError as exc:
-            if exc.status == 400 and not isinstance(exc, TokenError):
+            final = final_answer(exc)
+            if final == "refused":
                 return "refused", {"message": f"LINE refused: {refusal(exc)}"}
-            if monthly_limit(exc):
+            if final == "quota":
                 return "not_delivered", {"message": exc.body}
             raise
         return "accepted", {"status": status, "request_id": answer.get("_request_id")}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun
@@ -23,12 +23,52 @@ from line_exports.destinations.line_messaging.client import (
     monthly_limit,
     refusal,
 )
-from line_exports.destinations.line_messaging.settings import MAX_BODY_BYTES, RESEND_GUARD_SECONDS
-from line_exports.http import ApiError
+from line_exports.destinations.line_messaging.settings import (
+    CLOCK_MARGIN_SECONDS,
+    MAX_BODY_BYTES,
+    RESEND_GUARD_SECONDS,
+    RETRY_KEY_TTL_SECONDS,
+)
+from line_exports.http import ApiError, RetrySettings
 from line_exports.outcomes import EARLIER_ANSWER, count_failed_request, unanswered_before
 from line_exports.rules import reject
 
 QUOTA_REASON = "LINE's monthly message quota is used up"
+
+
+def resend_seconds(retry: RetrySettings) -> float:
+    """The longest a message request can take under ``retry``, seconds: each of up to three
+    calls (the request; a token issued for the client; one re-issue after a 401) makes
+    ``max_retry + 1`` attempts of at most a connect and a read timeout (``connection_timeout``
+    each) with waits of at most ``max_retry_wait`` between them (a ``Retry-After`` is capped
+    there too, :class:`~line_exports.http.HttpClient`), and the request is sent once more after
+    the re-issue."""
+    timeout = 2 * retry.connection_timeout
+    call = (retry.max_retry + 1) * timeout + retry.max_retry * retry.max_retry_wait
+    return 3 * call + timeout
+
+
+def retries_within(retry: RetrySettings, seconds: float) -> RetrySettings | None:
+    """``retry`` with as many of its retries as surely end within ``seconds`` (fewer near the
+    end of a retry key's 24 hours: an attempt after them would deliver a second time), or None
+    when not even one attempt does."""
+    for retries in range(retry.max_retry, -1, -1):
+        fitted = replace(retry, max_retry=retries)
+        if resend_seconds(fitted) <= seconds:
+            return fitted
+    return None
+
+
+def resend_window(retry: RetrySettings) -> float:
+    """How long after its first request an earlier run's push or multicast can still be sent
+    again safely, seconds: LINE's 24 hours for its retry key (:data:`RETRY_KEY_TTL_SECONDS`)
+    less :data:`CLOCK_MARGIN_SECONDS` and one attempt's longest time under ``retry``
+    (:func:`resend_seconds`): 23 h 10 min with the default 300 s ``connection_timeout``,
+    22 h 30 min with the largest (600 s). A request sent longer ago is held, delivery unknown
+    (:mod:`line_exports.sync_settle`); a younger one is resent with the retries that fit
+    (:func:`retries_within`)."""
+    once = resend_seconds(replace(retry, max_retry=0))
+    return RETRY_KEY_TTL_SECONDS - CLOCK_MARGIN_SECONDS - once
 
 
 def nothing_sent(run: ExportRun) -> str:
@@ -165,6 +205,15 @@ def too_big(
     return "refused"
 
 
+def final_answer(exc: ApiError) -> Literal["refused", "quota"] | None:
+    """What LINE's answer to a message request that failed for good says: 'refused' (a 400:
+    the message or a recipient, never a token error), 'quota' (its monthly-limit 429, never
+    retried: nothing was delivered), None for anything else (a 5xx, no answer, a token)."""
+    if exc.status == 400 and not isinstance(exc, TokenError):
+        return "refused"
+    return "quota" if monthly_limit(exc) else None
+
+
 def failed(
     exc: ApiError,
     client: LineMessagingClient,
@@ -176,7 +225,8 @@ def failed(
     refusals: list[tuple[int, str, str]] | None = None,
 ) -> str:
     """A request that failed for good: 'refused' (400, with LINE's reason) or 'fatal'."""
-    if exc.status == 400 and not isinstance(exc, TokenError):
+    final = final_answer(exc)
+    if final == "refused":
         message, _ = line_error(exc)
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
         reason = refusal(exc)
@@ -185,7 +235,7 @@ def failed(
                 (n, r, reason) for n, r in zip(row_numbers, recipients, strict=True)
             )
         return "refused"
-    if monthly_limit(exc):
+    if final == "quota":
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
         with tally.lock:
             tally.quota_refused.extend(row_numbers)

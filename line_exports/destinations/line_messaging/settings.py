@@ -28,7 +28,18 @@ AUDIENCE_NAME_MAX = 120
 MULTICAST_MAX_RECIPIENTS = 500
 MAX_BODY_BYTES = 2 * 1024 * 1024
 RETRY_KEY_TTL_SECONDS = 24 * 3600
+"""LINE honours an ``X-Line-Retry-Key`` for 24 hours from the first request that carried it
+("Retry failed API requests": https://developers.line.biz/en/docs/messaging-api/retrying-api-request/);
+after that the same request is a new one and delivers again."""
+CLOCK_MARGIN_SECONDS = 10 * 60
+"""Of those 24 hours, what a resend leaves unused for clocks: the request's time is this
+machine's (or, on a shared ledger, another machine's) clock, LINE counts on its own."""
 RESEND_GUARD_SECONDS = 23 * 3600
+"""A request an earlier attempt of the same run scope (a step retry, a re-execution) left
+pending longer ago than this is not sent again (delivery unknown). Its resend is retried under
+the export's settings, not cut to end before the key does; ``sync_mode`` diff settles the
+recorded requests first, with a window and retries fitted to the key's 24 hours
+(:func:`.sending.resend_window`, :func:`.sending.retries_within`)."""
 TOKEN_RENEW_BEFORE_SECONDS = 24 * 3600
 AUDIENCE_TIMEOUT_SECONDS = 6 * 3600
 PUSH_BATCH_ROWS = 2_000
