@@ -104,6 +104,7 @@ def outcomes(result: Any) -> dict[str, ExportOutcome]:
     asset's, and a failed step's whose failure carries counts (``rows_read``, see
     :mod:`line_exports.outcomes`), marked ``failed``."""
     found: dict[str, ExportOutcome] = {}
+    failed_checks: list[Any] = []
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.step_materialization_data.materialization
@@ -116,16 +117,33 @@ def outcomes(result: Any) -> dict[str, ExportOutcome]:
                 key = _failed_asset(result, event)
                 outcome = found.setdefault(key, ExportOutcome(key))
                 outcome.metadata, outcome.failed = meta, True
-        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                key = evaluation.asset_key.to_user_string()
-                outcome = found.setdefault(key, ExportOutcome(key))
-                outcome.failed_checks.append(_check_text(evaluation))
+        elif (
+            event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            and not event.event_specific_data.passed
+        ):
+            failed_checks.append(event.event_specific_data)
+    for evaluation in failed_checks:  # after the loop: a check's text reads the run's counts
+        key = evaluation.asset_key.to_user_string()
+        outcome = found.setdefault(key, ExportOutcome(key))
+        outcome.failed_checks.append(_check_text(evaluation, outcome.metadata))
     return found
 
 
-def _check_text(evaluation: Any) -> str:
+def _refused_text(meta: dict[str, Any], run: dict[str, Any]) -> str:
+    """``of N rows sent refused by the API``, true also when some were refused by an earlier
+    run and held (``sync_mode`` diff / mirror: ``rows_refused_earlier``, not sent again)."""
+    earlier = int(run.get("rows_refused_earlier") or 0)
+    if not earlier:
+        return f"of {meta['rows_sent']:,} rows sent refused by the API"
+    now = meta["rows_refused_by_api"] - earlier
+    return (
+        f"refused by the API ({earlier:,} by an earlier run, not sent again until they change; "
+        f"{now:,} of the {meta['rows_sent']:,} rows this run sent)"
+    )
+
+
+def _check_text(evaluation: Any, run: dict[str, Any]) -> str:
+    """A failed check in a line; ``run``: the export's run metadata (its counts)."""
     meta = _values(evaluation.metadata)
     if "reject_rate" in meta and "threshold" in meta:
         return (
@@ -136,7 +154,7 @@ def _check_text(evaluation: Any) -> str:
         parts = [
             f"{meta[name]:,} {label}"
             for name, label in (
-                ("rows_refused_by_api", f"of {meta['rows_sent']:,} rows sent refused by the API"),
+                ("rows_refused_by_api", _refused_text(meta, run)),
                 ("rows_delivery_unknown", "of unknown delivery"),
                 ("rows_unaccounted", "unaccounted for by the API's counts"),
             )

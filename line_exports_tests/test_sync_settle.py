@@ -626,3 +626,33 @@ def test_a_resend_late_in_the_retry_keys_day_ends_before_the_key_does(
     meta = meta_of(settled, "daily__coupon")
     assert settled.success and (meta["earlier_requests_409"], meta["rows_accepted"]) == (1, 1)
     assert inbox_counts(sandbox, 1) == [1] and store_statuses("daily/coupon") == {"accepted": 1}
+
+
+def test_the_check_line_of_a_run_holding_an_earlier_refusal_counts_it_apart(
+    sandbox_server: SandboxServer,
+) -> None:
+    """LINE refuses one of 3 pushes for good (a user not in the channel); the next tick holds it
+    (refused earlier, unchanged: not sent again) and sends nothing. Its ``api_refusals`` line
+    says the refusal is an earlier run's, not "1 of 0 rows sent refused" (VERIFY-18b N6)."""
+    from line_exports.run_summary import attention_lines, outcomes
+
+    store = line_box.store_of(sandbox_server.sandbox)
+    with sandbox_server.sandbox.lock:
+        store.unknown_users.add(uid(1))
+    first = coupon_run(sandbox_server.url, TICK, count=3)
+    said = "\n".join(attention_lines(outcomes(first)))
+    assert "check api_refusals failed: 1 of 3 rows sent refused by the API" in said, said
+
+    again = coupon_run(sandbox_server.url, NEXT_TICK, count=3)
+    meta = meta_of(again, "daily__coupon")
+    assert (meta["rows_sent"], meta["rows_refused_earlier"], meta["rows_refused_by_api"]) == (
+        0,
+        1,
+        1,
+    )
+    said = "\n".join(attention_lines(outcomes(again)))
+    assert "of 0 rows sent refused" not in said, said
+    assert (
+        "check api_refusals failed: 1 refused by the API (1 by an earlier run, not sent again "
+        "until they change; 0 of the 0 rows this run sent)"
+    ) in said, said
