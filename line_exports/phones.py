@@ -19,6 +19,7 @@ a pattern), in any spelling: a TW landline ``(02) 2345-6789`` is refused. The sa
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from line_exports.arrow_text import bools, value_offsets
+from line_exports.digit_automaton import Check, compile_checks
 
 try:  # Python's own regex parser, to read where a national-prefix pattern can start
     from re import _parser as _PARSER  # type: ignore[attr-defined]
@@ -134,7 +136,6 @@ _BEFORE_FIXED_AND_MOBILE = (
 )
 
 Desc = tuple[str, tuple[int, ...]]  # (national number pattern, possible lengths)
-Check = tuple[str, bool]  # (pattern, whether a valid number must match it or must not)
 
 
 def _fits(desc: Desc, length: int) -> bool:
@@ -147,7 +148,7 @@ def _either(patterns: list[str]) -> str:
 
 
 def _all_of(cells: pa.Array, checks: tuple[Check, ...], head: str) -> np.ndarray:
-    """Cells that are ``head`` and then a full match of each wanted pattern and of no unwanted
+    """Cells that are ``head`` (a regex) and then a full match of each wanted pattern and of no unwanted
     one. Each check reads only the cells the checks before it kept."""
     kept = np.arange(len(cells))
     for pattern, wanted in checks:
@@ -166,7 +167,41 @@ def _digits(text: pa.Array, head: str, lengths: np.ndarray | None) -> np.ndarray
     if lengths is not None:
         return lengths
     size = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
-    return size - len(head.replace("\\", ""))
+    return size - len(head)
+
+
+_ASCII_DIGITS = b"0123456789"
+
+
+def _digit_matrix(cells: pa.Array, head: str, length: int) -> np.ndarray | None:
+    """The ASCII codes of the digits after ``head`` of every cell, a (cells, length) view of
+    the cells' bytes; None unless every cell is exactly ``head`` and ``length`` ASCII digits."""
+    width = len(head) + length
+    offsets = value_offsets(cells)
+    if cells.null_count or not len(cells) or (np.diff(offsets) != width).any():
+        return None
+    data = np.frombuffer(cells.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    rows = data.reshape(len(cells), width)
+    written = head.encode()
+    if any((rows[:, i] != byte).any() for i, byte in enumerate(written)):
+        return None
+    others = bytes(byte for byte in written if byte not in _ASCII_DIGITS)
+    if data.tobytes().translate(None, _ASCII_DIGITS) != others * len(cells):
+        return None  # a byte that is not an ASCII digit after the head
+    return rows[:, len(head) :]
+
+
+def _passing(cells: pa.Array, checks: tuple[Check, ...], head: str, length: int) -> np.ndarray:
+    """Mask of the cells, ``head`` and a national number of ``length`` digits, that pass
+    ``checks``: by one automaton over the digits (:mod:`line_exports.digit_automaton`) where
+    it takes the patterns, else by RE2, pattern by pattern."""
+    automaton = compile_checks(checks, length)
+    digits = _digit_matrix(cells, head, length) if automaton is not None else None
+    if automaton is not None and digits is not None:
+        return automaton.run(digits, ord("0"))
+    found = np.zeros(len(cells), dtype=bool)
+    found[_all_of(cells, checks, re.escape(head))] = True
+    return found
 
 
 def _by_length(
@@ -185,10 +220,10 @@ def _by_length(
         if checks is None:
             continue
         if len(present) == 1:
-            found[_all_of(text, checks, head)] = True
+            found |= _passing(text, checks, head, length)
         else:
             rows = np.flatnonzero(lengths == length)
-            found[rows[_all_of(text.take(rows), checks, head)]] = True
+            found[rows[_passing(text.take(rows), checks, head, length)]] = True
     return found
 
 
@@ -222,7 +257,7 @@ class _NationalRoute:
         lengths: np.ndarray | None = None,
     ) -> np.ndarray:
         """Cells of ``text`` that libphonenumber finds valid numbers (and, with ``mobile``, of a
-        mobile type). A cell is ``head`` (a regex: ``\\+81``, ``0``; none by default) and then
+        mobile type). A cell is ``head`` (``+81``, ``0``; none by default) and then
         the national number, of ``lengths`` digits (counted when not given). The cells of one
         length meet one pattern of every type that has that length (a valid number matches
         the general pattern and one of them), not one pattern per type."""
@@ -354,13 +389,13 @@ class _CountryRoute:
         lengths: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(mobiles, or with ``mobile=False`` valid numbers of any type; cells this route
-        decides) of ``text``: ``head`` (a regex, ``\\+1``) and then a national number that
+        decides) of ``text``: ``head`` (``+1``) and then a national number that
         does not start with 0, of ``lengths`` digits (counted when not given)."""
         lengths = _digits(text, head, lengths)
         size = len(text)
         decided = np.ones(size, dtype=bool)
         if self.undecided is not None:
-            stripped = pc.match_substring_regex(text, f"^{head}(?:{self.undecided})")
+            stripped = pc.match_substring_regex(text, f"^{re.escape(head)}(?:{self.undecided})")
             decided = ~bools(stripped)
         found = np.zeros(size, dtype=bool)
         open_ = np.flatnonzero(decided)
@@ -372,7 +407,7 @@ class _CountryRoute:
                 mine = np.ones(len(open_), dtype=bool)
                 valid = route.valid(cells, mobile, head, lengths[open_])
             elif leading is not None:
-                mine = bools(pc.match_substring_regex(cells, f"^{head}(?:{leading})"))
+                mine = bools(pc.match_substring_regex(cells, f"^{re.escape(head)}(?:{leading})"))
                 valid = route.valid(cells, mobile, head, lengths[open_])
             else:  # the region whose patterns give the number a type, the one that types it
                 mine = route.valid(cells, False, head, lengths[open_])
@@ -483,12 +518,13 @@ def _calling_codes_of(text: pa.Array, where: np.ndarray) -> tuple[np.ndarray, np
     offsets = value_offsets(text)
     data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
     start = offsets[where]
-    digits = data.take(start[:, None] + np.arange(1, 5), mode="clip").astype(np.int64) - 48
-    first = np.clip(digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2], 0, 999)
+    first = data.take(start + 1, mode="clip").astype(np.int64) * 100
+    first += data.take(start + 2, mode="clip").astype(np.int64) * 10
+    first += data.take(start + 3, mode="clip")
     table, sizes = _code_table()
-    code, size = table[first], sizes[first]
-    after = digits[np.arange(len(where)), np.minimum(size, 3)]
-    code[after == 0] = 0
+    first -= ord("0") * 111
+    code, size = table.take(first, mode="clip"), sizes.take(first, mode="clip")
+    code[data.take(start + 1 + size, mode="clip") == ord("0")] = 0
     return code, offsets[where + 1] - start - 1 - size
 
 
@@ -498,8 +534,8 @@ def _e164_canonical(text: pa.Array, e164: np.ndarray, mobile: bool) -> np.ndarra
     number not starting with 0 that :class:`_CountryRoute` decides and finds valid. Everything
     else (``+886 0912 345 678``'s trunk 0, a national prefix the code's region strips, a number
     libphonenumber does not find valid) is left to the parser, which rewrites or refuses it.
-    The calling code is read from each cell's first bytes, and each code's cells meet its
-    patterns together, on the cells themselves (``^\\+81(?:...)$``)."""
+    The calling code is read from each cell's first bytes; the digits after it, in place, run
+    through one automaton per code and length (:func:`_passing`)."""
     found = np.zeros(len(text), dtype=bool)
     if not e164.any():
         return found
@@ -513,7 +549,7 @@ def _e164_canonical(text: pa.Array, e164: np.ndarray, mobile: bool) -> np.ndarra
         rows = where if mine.all() else where[mine]
         cells = text if len(rows) == len(text) else text.take(rows)
         try:
-            good, _ = route.mobiles(cells, mobile, f"\\+{code}", lengths[mine])
+            good, _ = route.mobiles(cells, mobile, f"+{code}", lengths[mine])
         except pa.ArrowInvalid:  # a pattern beyond RE2: the parser reads these
             continue
         found[rows[good]] = True

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from line_exports import LineConversionResource, SqlSource, build_export
 from line_exports.destinations.line_conversion import LineConversionSettings
 from line_exports.destinations.maac import MaacSettings
-from line_exports.phones import _national_route, e164_column, read_number, to_e164
+from line_exports.digit_automaton import compile_checks
+from line_exports.phones import _TYPES, _national_route, e164_column, read_number, to_e164
 from line_exports.rules import E164_PATTERN, Column, RuleSet, validate
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_conversion import events_of
@@ -416,3 +417,71 @@ def test_capi_hashes_a_kept_trunk_zero_as_libphonenumber_e164(
             == e164
         )
         assert events[key]["user"]["phone"] == hashlib.sha256(e164.encode()).hexdigest(), written
+
+
+@st.composite
+def patterns_and_numbers(draw: st.DrawFn) -> tuple[str, str, list[str]]:
+    """Two number patterns of one region (general, a type) and digit strings near its example
+    numbers (a digit changed, cut or extended) or random."""
+    region = draw(st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)))
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    descs = [
+        desc.national_number_pattern
+        for desc in (getattr(metadata, name) for name in ("general_desc", *_TYPES))
+        if desc is not None and desc.national_number_pattern
+    ]
+    wanted, unwanted = draw(st.sampled_from(descs)), draw(st.sampled_from(descs))
+    examples = [
+        desc.example_number
+        for desc in (getattr(metadata, name) for name in _TYPES)
+        if desc is not None and desc.example_number
+    ] or ["1234567"]
+    numbers = []
+    for _ in range(draw(st.integers(1, 20))):
+        digits = list(draw(st.sampled_from(examples)))
+        for _ in range(draw(st.integers(0, 2))):
+            digits[draw(st.integers(0, len(digits) - 1))] = draw(st.sampled_from("0123456789"))
+        numbers.append("".join(digits)[: draw(st.integers(1, 17))])
+    return wanted, unwanted, numbers
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=patterns_and_numbers(), want_both=st.booleans())
+def test_digit_automaton_reads_number_patterns_as_re_does(
+    case: tuple[str, str, list[str]], want_both: bool
+) -> None:
+    """Numbers of one length against libphonenumber's patterns (one wanted, one wanted or
+    unwanted): the automaton's answer is re.fullmatch's, number by number."""
+    wanted, other, numbers = case
+    for length in {len(n) for n in numbers}:
+        same = [n for n in numbers if len(n) == length]
+        automaton = compile_checks(((wanted, True), (other, want_both)), length)
+        assert automaton is not None  # every metadata pattern is plain enough
+        got = automaton.run(np.array([[int(c) for c in n] for n in same]))
+        for number, passed in zip(same, got.tolist(), strict=True):
+            both = re.fullmatch(wanted, number), re.fullmatch(other, number)
+            assert passed == bool(both[0] and (both[1] if want_both else not both[1])), number
+
+
+def test_digit_automaton_reads_every_region_pattern_as_re_does() -> None:
+    """Every region's general and type patterns against its example numbers of every type and
+    their near misses (a digit changed, one less, one more), length by length: the automaton
+    answers as re.fullmatch, number by number."""
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        descs = [getattr(metadata, name) for name in ("general_desc", *_TYPES)]
+        patterns = [d.national_number_pattern for d in descs if d and d.national_number_pattern]
+        examples = {d.example_number for d in descs if d and d.example_number}
+        numbers = examples | {n[:-1] for n in examples} | {n + "7" for n in examples}
+        numbers |= {n[:2] + str((int(n[2]) + 5) % 10) + n[3:] for n in examples if len(n) > 3}
+        for length in {len(n) for n in numbers}:
+            same = sorted(n for n in numbers if len(n) == length)
+            digits = np.array([[int(c) for c in n] for n in same])
+            for pattern in patterns:
+                automaton = compile_checks(((pattern, True),), length)
+                assert automaton is not None, (region, pattern)
+                expected = [re.fullmatch(pattern, n) is not None for n in same]
+                assert automaton.run(digits).tolist() == expected, (region, pattern, same)
+                checked += len(same)
+    assert checked > 20_000
