@@ -16,6 +16,13 @@ gets Python objects from its driver, some of which take a detour on the way:
 * TIME WITH TIME ZONE keeps its offset (``12:34:56+09:00``; Arrow's time type has none).
 * INTERVAL arrives as a ``timedelta``: a ``type`` reject (:func:`~line_exports.values.arrow_to_pandas`
   marks Arrow durations as it marks DuckDB's INTERVAL).
+
+PostgreSQL is read through psycopg (3) only, the driver installed with line-exports, since only
+its loaders are registered here (:func:`postgres_url`): a bare ``postgresql://`` URL, which
+SQLAlchemy would give to psycopg2, uses psycopg, as the ledger's does; ``postgresql+psycopg2``
+(or pg8000, asyncpg) is refused, naming the reason, when the source is defined (a URL read from
+the environment: when the run starts, before a query). psycopg2 would clamp infinite dates to
+9999-12-31 / 0001-01-01 and send them as if they were real.
 """
 
 from __future__ import annotations
@@ -28,6 +35,37 @@ from typing import Any
 from line_exports.values import Unsendable
 
 _INFINITE = (b"infinity", b"-infinity")
+POSTGRES_DRIVER = "psycopg"
+
+
+class UnsupportedDriver(Exception):
+    """A SQLAlchemy URL whose PostgreSQL driver is not psycopg (3); the message never holds the
+    URL (it may hold a password). Not a ``ValueError``: pydantic would wrap it in a
+    ``ValidationError`` that shows the URL."""
+
+
+def postgres_url(url: str) -> str:
+    """``url`` with a bare ``postgresql://`` given psycopg (3); any other URL unchanged.
+
+    Raises :class:`UnsupportedDriver` for ``postgresql+<driver>`` other than psycopg."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    driver = parsed.get_driver_name() if "+" in parsed.drivername else ""
+    if not driver:
+        return parsed.set(drivername=f"postgresql+{POSTGRES_DRIVER}").render_as_string(
+            hide_password=False
+        )
+    if driver != POSTGRES_DRIVER:
+        raise UnsupportedDriver(
+            f"SqlSource url: PostgreSQL through {driver} is not supported: only psycopg (3), "
+            "installed with line-exports, reads 'infinity' dates and timestamps as the type "
+            f"rejects they are ({driver} would send 9999-12-31 or another date as if real). "
+            f"Write postgresql+{POSTGRES_DRIVER}://... (or postgresql://..., which uses it)"
+        )
+    return url
 
 
 def register_psycopg_loaders(dbapi_connection: Any) -> None:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError, create_model
 
-from line_exports import export_guards, output_mapping, paths, sql_errors, sync
+from line_exports import export_guards, headlines, output_mapping, paths, sql_errors, sync
 from line_exports.claims import ClaimLost, ClaimOwner, ScopeClaimed
 from line_exports.dedup import drop_duplicates
 from line_exports.destination import (
@@ -40,6 +40,7 @@ from line_exports.destinations import get_destination
 from line_exports.http import ApiError
 from line_exports.ledger import Ledger
 from line_exports.outcomes import (
+    UNKNOWN_DELIVERY_ADVICE,
     Outcome,
     acceptance_failure,
     refusal_check,
@@ -513,6 +514,13 @@ def build_export(
         account's exports do not wait for them: ``<api>_api`` for the default resource key,
         ``<api>_api__<resource_key>`` for any other.
 
+    ``retry_policy`` is Dagster's step retry around the HTTP retries (``max_retry`` ...): by
+    default :data:`DEFAULT_RETRY_POLICY`, ``RetryPolicy(max_retries=2, delay=30,
+    backoff=EXPONENTIAL)``: it waits 30 s, then 90 s; the ledger makes a new attempt resume,
+    not resend. None (or ``max_retries=0``, a .dig's ``_retry: 0``) turns it off. An error no
+    retry can fix is a ``dg.Failure(allow_retries=False)``; on the last of several attempts, any
+    error is a failure whose description is its cause (:mod:`line_exports.headlines`).
+
     ``render(context, text)`` (workflows: digdag's ``${...}``) fills the query and every string
     setting holding ``${`` for this run instead; the filled settings are re-validated and shown
     in the materialization's metadata (``resolved_settings``).
@@ -578,6 +586,21 @@ def build_export(
     )
 
     def compute(
+        context: dg.AssetExecutionContext, config: ExportSettings, **inputs: Any
+    ) -> dg.MaterializeResult:
+        """One attempt of the step; on the last one (no retry left) an error is a failure
+        whose description says the real cause (:mod:`line_exports.headlines`)."""
+        try:
+            return attempt(context, config, **inputs)
+        except Exception as exc:
+            if isinstance(exc, dg.Failure) and not exc.allow_retries:
+                raise
+            last, retries = headlines.last_attempt(context)
+            if not last or not retries:
+                raise  # retried by Dagster's retry policy, or none: its headline is the error
+            raise headlines.final_failure(name, exc, retries) from exc
+
+    def attempt(
         context: dg.AssetExecutionContext, config: ExportSettings, **inputs: Any
     ) -> dg.MaterializeResult:
         started = time.monotonic()
@@ -667,6 +690,9 @@ def build_export(
             """A failure during delivery, with the counts of what ``done`` reports."""
             _add_report(summary, done)
             meta = export_metadata(summary, done, time.monotonic() - started, source_label, target)
+            unknown = Outcome.of(summary, done).unknown
+            if unknown:
+                description += f"; {unknown:,} rows of unknown delivery: {UNKNOWN_DELIVERY_ADVICE}"
             return dg.Failure(description=description, metadata=meta, allow_retries=retryable)
 
         try:
@@ -709,7 +735,8 @@ def build_export(
             except ScopeClaimed as exc:  # before the first request
                 raise unsent(f"{name}: {exc}") from None
             except DeliveryFailed as exc:
-                raise stopped(f"{name}: {exc}", exc.report, exc.retryable) from None
+                text = headlines.with_host(f"{name}: {exc}", exc, dest.type_name)
+                raise stopped(text, exc.report, exc.retryable) from None
             except (ApiError, ClaimLost, dg.Failure) as exc:
                 # An error the destination did not classify: what it had done so far (its
                 # report; none yet: nothing sent). A transient error whose retries are
@@ -722,7 +749,8 @@ def build_export(
                     else (str(exc), isinstance(exc, ApiError) and exc.retryable)
                 )
                 done = run.report if run is not None and run.report is not None else None
-                raise stopped(f"{name}: {text}", done or DeliveryReport(), retryable) from None
+                text = headlines.with_host(f"{name}: {text}", exc, dest.type_name)
+                raise stopped(text, done or DeliveryReport(), retryable) from None
             finally:
                 ledger.close()  # releases the claim, whatever the outcome
             _add_report(summary, report)
@@ -775,7 +803,9 @@ def build_export(
         description=description
         or f"Exports {'query rows' if sql_text else upstream_key.to_user_string()} to {dest.type_name}.",  # type: ignore[union-attr]
         check_specs=[check_spec, empty_spec, refusal_check_spec(key), sync.check_spec(key)],
-        retry_policy=retry_policy,
+        # max_retries 0 (a .dig's _retry: 0) is no policy: Dagster would retry nothing but
+        # headline the error "Exceeded max_retries of 0".
+        retry_policy=retry_policy if retry_policy and retry_policy.max_retries > 0 else None,
         pool=pool,
         kinds={dest.kind, "duckdb" if sql_text is not None else "pandas"},
         tags=dict(tags or {}),

@@ -53,6 +53,15 @@ REQUEST_REFUSED = "request_refused"
 """Rule of rows whose whole request the API refused (not a judgement of each row): sync_mode
 diff / mirror sends them again next run (every destination's ``refusal_is_transient``)."""
 DELIVERY_UNKNOWN = "delivery_unknown"
+UNKNOWN_DELIVERY_ADVICE = (
+    "to settle them, re-execute the same run (same tick or partition) within 23 hours: it "
+    "resends them under the same retry key or ledger record, so none is delivered twice (LINE "
+    "answers 409 to a push it delivered); rows held longer (`line-exports held EXPORT` lists "
+    "them) are settled by hand: check whether the recipients got them, then `line-exports held "
+    "EXPORT --resend` or `--delivered`"
+)
+"""The one instruction for rows of unknown delivery: the run summary's warning, a failed run's
+text and the README say it in these words."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +253,8 @@ def acceptance_failure(
         parts.append(f"{outcome.unsent:,} never sent")
     if outcome.unknown:
         parts.append(
-            f"{outcome.unknown:,} of unknown delivery ({first_answers(report.unknown, 1)})"
+            f"{outcome.unknown:,} of unknown delivery ({first_answers(report.unknown, 1)}): "
+            + UNKNOWN_DELIVERY_ADVICE
         )
     if outcome.unaccounted:
         parts.append(f"{outcome.unaccounted:,} unaccounted for by the API's counts")

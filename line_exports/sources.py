@@ -25,7 +25,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from line_exports import paths, private_files, sample_data
-from line_exports.dbapi_values import register_psycopg_loaders, special_cells
+from line_exports.dbapi_values import postgres_url, register_psycopg_loaders, special_cells
 from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
 from line_exports.values import arrow_to_pandas
@@ -147,6 +147,13 @@ class SqlSource(dg.ConfigurableResource):
     DEPLOYMENT_FIELDS: ClassVar[tuple[str, ...]] = ("external_access",)
     """Fields only the deployment sets (a workflow folder's ``source:`` cannot)."""
 
+    def model_post_init(self, context: Any, /) -> None:
+        """A PostgreSQL driver other than psycopg is refused here (a URL from an ``EnvVar``:
+        when the run reads it). Not a field validator: its error would show the URL."""
+        super().model_post_init(context)
+        if isinstance(self.url, str) and "://" in self.url:
+            postgres_url(self.url)
+
     def embedded_path(self) -> Path:
         return Path(self.duckdb_path) if self.duckdb_path else paths.default_duckdb_path()
 
@@ -224,7 +231,7 @@ class SqlSource(dg.ConfigurableResource):
         to NULLs stay integers, Decimals keep every digit, datetimes keep their zone."""
         import sqlalchemy as sa
 
-        engine = sa.create_engine(self.url)  # type: ignore[arg-type]
+        engine = sa.create_engine(postgres_url(self.url))  # type: ignore[arg-type]
         if engine.dialect.driver == "psycopg":
             sa.event.listen(engine, "connect", lambda dbapi, _: register_psycopg_loaders(dbapi))
         try:

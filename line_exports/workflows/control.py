@@ -52,6 +52,7 @@ import dagster as dg
 
 from line_exports.workflows.digfile import LineDict, interpolate, load_yaml, merge_exports
 from line_exports.workflows.errors import TaskPlace, WorkflowError
+from line_exports.workflows.retry import for_dagster
 from line_exports.workflows.trust import inside
 from line_exports.workflows.variables import RunScope, render_for_run, run_variables
 
@@ -858,7 +859,7 @@ def build_control(
         required_resource_keys={source_key, *control.resources},
         group_name=workflow_name,
         description=description,
-        retry_policy=control.retry,
+        retry_policy=for_dagster(control.retry),
         kinds={"python"},
         tags={"line_exports/workflow": workflow_name},
     )(compute)

@@ -29,6 +29,7 @@ import dagster as dg
 from line_exports.workflows import ddl, mail, wait
 from line_exports.workflows.errors import WorkflowError
 from line_exports.workflows.opspec import OperatorSpec
+from line_exports.workflows.retry import for_dagster
 from line_exports.workflows.variables import RunScope, render_for_run, run_variables
 
 EXTRA: dict[str, OperatorSpec] = {spec.name: spec for spec in (ddl.SPEC, wait.SPEC, mail.SPEC)}
@@ -530,7 +531,7 @@ def build_step(
         required_resource_keys={source_key} if needs_source else set(),
         group_name=workflow_name,
         description=description,
-        retry_policy=step.retry,
+        retry_policy=for_dagster(step.retry),
         kinds=kinds,
         tags={"line_exports/workflow": workflow_name},
     )(compute)

@@ -17,6 +17,10 @@ What maps:
   retries by itself with the group's policy (a task's own ``_retry`` wins).
 
 A task failed by a rule no retry can fix (``fail>``, a SQL error) fails at once, as before.
+
+``_retry: 0`` (or ``limit: 0``) is :data:`NO_RETRY`: no step retry, also for a ``td>`` export,
+which without ``_retry`` keeps :data:`line_exports.export.DEFAULT_RETRY_POLICY` (2 retries);
+it also overrides a group's ``_retry``. :func:`for_dagster` gives Dagster None for it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,14 @@ import dagster as dg
 from line_exports.workflows.errors import WorkflowError
 
 KEYS = ("limit", "interval", "interval_type", "max_interval")
+NO_RETRY = dg.RetryPolicy(max_retries=0)
+"""``_retry: 0``: said, so it wins over a group's policy and an export's default."""
+
+
+def for_dagster(policy: dg.RetryPolicy | None) -> dg.RetryPolicy | None:
+    """``policy`` as an asset's ``retry_policy``: None for :data:`NO_RETRY` (Dagster would
+    turn a retryable error into "Exceeded max_retries of 0")."""
+    return policy if policy is not None and policy.max_retries > 0 else None
 
 
 def _count(value: Any) -> int | None:
@@ -54,7 +66,7 @@ def retry_policy(
         return None
     limit = _count(value)
     if limit is not None:
-        return dg.RetryPolicy(max_retries=limit) if limit > 0 else None
+        return dg.RetryPolicy(max_retries=limit) if limit > 0 else NO_RETRY
     if not isinstance(value, Mapping):
         raise error("_retry must be a number or {limit: N, interval: seconds}")
     for key in value:
@@ -78,6 +90,6 @@ def retry_policy(
             "_retry.max_interval",
         )
     if limit == 0:
-        return None
+        return NO_RETRY
     backoff = dg.Backoff.EXPONENTIAL if kind == "exponential" and interval else None
     return dg.RetryPolicy(max_retries=limit, delay=interval or None, backoff=backoff)

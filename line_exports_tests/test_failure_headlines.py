@@ -1,0 +1,212 @@
+"""The headline of a failed export says what really happened (issue 13, ``line_exports.headlines``).
+
+Real Dagster runs over HTTP to the sandbox (or to a closed loopback port):
+
+* after Dagster's step retries, the failure a user reads first is the cause (the API's answer,
+  the API and host that could not be reached) with the attempts it took, never Dagster's
+  "Exceeded max_retries of N"; the failure keeps the run's counts;
+* an API that could not be reached is named with its host and port (no token, no query);
+* rows of unknown delivery get one instruction (``outcomes.UNKNOWN_DELIVERY_ADVICE``), in the run
+  summary's warning, the failure and the README;
+* the default step retry policy is the one the README and ``build_export`` describe, and a .dig
+  task's ``_retry: 0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+
+from line_exports import (
+    LineConversionResource,
+    LinkedInResource,
+    MaacResource,
+    SqlSource,
+    build_export,
+)
+from line_exports.destinations.line_messaging import LineMessagingResource
+from line_exports.export import DEFAULT_RETRY_POLICY
+from line_exports.outcomes import UNKNOWN_DELIVERY_ADVICE
+from line_exports.run_summary import FAILURE_PREFIX, attention_lines, outcomes
+from line_exports.sandbox import Fault, SandboxServer
+from line_exports.workflows import load_folder
+from line_exports_tests.test_outcomes import CASES, COUNTER, adds_up, outcome_metadata
+from line_exports_tests.test_refused_by_api import _closed_port
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TOKEN = "tok-Headline-Secret-1234"
+API = {
+    "maac": "MAAC API",
+    "line_conversion": "LINE Conversion API",
+    "linkedin": "LinkedIn API",
+    "line_push": "LINE Messaging API",
+}
+FAST = {"initial_retry_wait": 1, "max_retry": 1, "connection_timeout": 30}
+
+
+def _resource(name: str, url: str) -> Any:
+    return {
+        "maac": lambda: MaacResource(base_url=url, api_token=TOKEN, poll_seconds=0.05),
+        "line_conversion": lambda: LineConversionResource(
+            line_tag_id="tag-o", base_url=url, access_token=TOKEN
+        ),
+        "linkedin": lambda: LinkedInResource(api_url=url, access_token=TOKEN, new_segment_wait=0),
+        "line_push": lambda: LineMessagingResource(
+            base_url=url, access_token=TOKEN, poll_seconds=0.1
+        ),
+    }[name]()
+
+
+def _run(
+    tmp: Path, name: str, url: str, retries: int, **extra: Any
+) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
+    case = CASES[name]
+    frame = case.table(["valid"] * 3).frame  # noqa: F841 - read by DuckDB below
+    db = tmp / f"h{next(COUNTER)}.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table t as select * from frame")
+    asset = build_export(
+        f"h{next(COUNTER)}",
+        destination=case.destination,
+        query="select * from t",
+        settings={**FAST, **case.settings, **extra},
+        retry_policy=dg.RetryPolicy(max_retries=retries, delay=0),
+    )
+    result = dg.materialize(
+        [asset],
+        resources={
+            "sql_source": SqlSource(url=f"duckdb:///{db}"),
+            case.destination: _resource(name, url),
+        },
+        raise_on_error=False,
+    )
+    return result, outcome_metadata(result)
+
+
+def headline(result: dg.ExecuteInProcessResult) -> str:
+    """What the UI, the run log and ``line-exports run`` show first for the failed step."""
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    assert error is not None
+    return error.message.strip().removeprefix(FAILURE_PREFIX)
+
+
+def restarts(result: dg.ExecuteInProcessResult) -> int:
+    return sum(e.event_type_value == "STEP_RESTARTED" for e in result.all_events)
+
+
+@pytest.mark.parametrize("name", list(API))
+def test_an_unreachable_api_is_named_with_its_host_after_the_step_retries(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str
+) -> None:
+    port = _closed_port()
+    result, meta = _run(tmp_path, name, f"http://127.0.0.1:{port}", retries=1)
+    said = headline(result)
+    assert not result.success and adds_up(meta) and meta["rows_accepted"] == 0, meta
+    assert re.match(
+        rf"h\d+: {API[name]} at 127\.0\.0\.1:{port} could not be reached \(connection refused\)",
+        said,
+    ), said
+    assert "Exceeded max_retries" not in said and TOKEN not in said, said
+    if restarts(result):  # retried by Dagster (LINE's quota read is not: it failed at once)
+        assert restarts(result) == 1 and said.endswith(
+            "(gave up after 2 attempts of the step: its retry_policy allows 1 retry)"
+        ), said
+
+
+def test_the_last_attempt_says_the_apis_answer(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """MAAC answers 503 to every import: Dagster retries the step twice, then the failure is
+    MAAC's answer, with the counts (3 rows refused with that answer)."""
+    sandbox_server.sandbox.add_fault(
+        Fault(path="/openapi/v1/member/import/", method="POST", status=503, times=-1)
+    )
+    result, meta = _run(tmp_path, "maac", sandbox_server.url, retries=2)
+    said = headline(result)
+    assert restarts(result) == 2 and not result.success, said
+    assert "answered 503" in said and "Exceeded max_retries" not in said, said
+    assert said.endswith(
+        "(gave up after 3 attempts of the step: its retry_policy allows 2 retries)"
+    )
+    assert adds_up(meta) and meta["rows_refused_by_api"] == 3, meta
+
+
+def test_rows_of_unknown_delivery_get_one_instruction(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """Every import MAAC takes loses its answer: the run summary's warning, the failure and the
+    README give the same instruction, word for word."""
+    sandbox_server.sandbox.add_fault(
+        Fault(path="/openapi/v1/member/import/", method="POST", lose_answer=True, times=-1)
+    )
+    result, meta = _run(tmp_path, "maac", sandbox_server.url, retries=0)
+    assert not result.success and meta["rows_delivery_unknown"] == 3, meta
+    (warning,) = [line for line in attention_lines(outcomes(result)) if "unknown delivery" in line]
+    assert warning.endswith(f"; {UNKNOWN_DELIVERY_ADVICE}"), warning
+    assert warning.count("re-execute") == 1, warning  # no second, different instruction
+    assert headline(result).endswith(f": {UNKNOWN_DELIVERY_ADVICE}"), headline(result)
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    assert UNKNOWN_DELIVERY_ADVICE in readme
+
+
+def test_the_default_retry_policy_is_the_documented_one() -> None:
+    """README and ``build_export``'s docstring state the policy an export gets by default."""
+    policy = DEFAULT_RETRY_POLICY
+    assert (policy.max_retries, policy.delay, policy.backoff) == (2, 30, dg.Backoff.EXPONENTIAL)
+    waits = [policy.calculate_delay(n) for n in (1, 2)]
+    stated = (
+        f"RetryPolicy(max_retries={policy.max_retries}, delay={policy.delay:g}, "
+        f"backoff=EXPONENTIAL): it waits {waits[0]:g} s, then {waits[1]:g} s"
+    )
+    for text in (README.read_text(encoding="utf-8"), build_export.__doc__ or ""):
+        assert stated in " ".join(text.replace("`", "").split())
+
+
+WORKFLOW = """
++no_retry:
+  _retry: 0
+  td>: q.sql
+  result_connection: maac_down
+  result_settings: {data_object: segments, segment_name: a, max_retry: 1, initial_retry_wait: 1}
++default:
+  td>: q.sql
+  result_connection: maac_down
+  result_settings: {data_object: segments, segment_name: b}
+"""
+
+
+def test_a_dig_export_retries_by_default_and_not_with_retry_0(tmp_path: Path) -> None:
+    """A td> task without ``_retry`` keeps the export's default step retries (digdag would not
+    retry it); ``_retry: 0`` runs once, and its failure names the unreachable MAAC host."""
+    port = _closed_port()
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (folder / "connections.yaml").write_text(
+        "connections:\n  maac_down:\n    type: maac\n"
+        f"    base_url: http://127.0.0.1:{port}\n    poll_seconds: 0.05\n"
+    )
+    (folder / "q.sql").write_text("SELECT line_uid FROM segment_users\n")
+    (folder / "r.dig").write_text(textwrap.dedent(WORKFLOW).lstrip())
+    loaded = load_folder(folder)
+    assert loaded.errors == []
+    defs = loaded.definitions()
+    tasks = {t.name: t for t in loaded.get("r").tasks}
+    policy = {name: defs.get_assets_def(task.key).op.retry_policy for name, task in tasks.items()}
+    assert policy == {"no_retry": None, "default": DEFAULT_RETRY_POLICY}, policy
+    job = defs.resolve_job_def("r")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            asset_selection=[tasks["no_retry"].key],
+        )
+    said = headline(result)
+    assert restarts(result) == 0 and not result.success
+    assert f"MAAC API at 127.0.0.1:{port} could not be reached (connection refused)" in said, said
