@@ -62,12 +62,14 @@ class LedgerRequest:
 
     ``result``: the recorded result when the request went through already, else None.
     ``earlier_unanswered``: an earlier step attempt sent it without a known answer.
+    ``pending``: the pending record an earlier attempt left (with its :meth:`sending` extras).
     """
 
     ledger: LedgerLike
     key: str
     result: dict[str, Any] | None
     earlier_unanswered: bool
+    pending: dict[str, Any] | None = None
 
     @classmethod
     def look_up(cls, ledger: LedgerLike, key: str) -> LedgerRequest:
@@ -75,7 +77,7 @@ class LedgerRequest:
         state = ledger.done(key)
         if is_done(state):
             return cls(ledger, key, state, False)
-        return cls(ledger, key, None, unanswered_before(state))
+        return cls(ledger, key, None, unanswered_before(state), state)
 
     def sending(self, **extra: Any) -> None:
         """Record the request pending (with ``extra`` fields): call right before sending it."""

@@ -9,6 +9,7 @@ retried step (0 s delay), HTTP to the sandbox with its faults.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,16 @@ ONE_RETRY = {"initial_retry_wait": 1, "max_retry": 1, "connection_timeout": 30}
 HTTP_ATTEMPTS = ONE_RETRY["max_retry"] + 1  # of one request in one step attempt
 
 
+SEGMENT = {"data_object": "segments", "segment_name": "retried", "import_key": None, "tags": None}
+
+
+def _empty_segment(sandbox: Sandbox, name: str) -> None:
+    store = maac_sandbox.store_of(sandbox)
+    with sandbox.lock:
+        segment = maac_sandbox.Segment(store.new_id(), name, "", [], time.monotonic())
+        store.segments[segment.id] = segment
+
+
 @dataclass(frozen=True)
 class Request:
     """The one request of a small export, and what the API holds once it acted on it."""
@@ -51,12 +62,13 @@ REQUESTS = {
         "POST",
         lambda s: maac_sandbox.summary(s)["members"],
     ),
-    "maac_segment": Request(
+    "maac_segment": Request(  # update_segment replaces the members of the segment "retried"
         "maac",
-        {"data_object": "segments", "segment_name": "retried", "import_key": None, "tags": None},
+        {**SEGMENT, "update_segment": True},
         "/openapi/v1/custom_segment/",
-        "POST",
-        lambda s: max(maac_sandbox.summary(s)["segments"].values(), default=0),
+        "PATCH",
+        lambda s: maac_sandbox.summary(s)["segments"]["retried"],
+        lambda s: _empty_segment(s, "retried"),
     ),
     "capi": Request(
         "line_conversion",
@@ -77,21 +89,25 @@ REQUESTS = {
 }
 
 
+def _faults(request: Request, lost: int, then_503: bool) -> list[Fault]:
+    """The request's first ``lost`` HTTP attempts act but lose their answers, then
+    (``then_503``) every later one is answered 503."""
+    on = {"path": request.path, "method": request.method}
+    return [
+        *([Fault(**on, lose_answer=True, times=lost)] if lost else []),
+        *([Fault(**on, status=503, times=-1)] if then_503 else []),
+    ]
+
+
 def _run(
-    server: SandboxServer, tmp: Path, name: str, lost: int, then_503: bool
+    server: SandboxServer, tmp: Path, request: Request, faults: list[Fault]
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, Any], int]:
-    """The export of ``name``'s request: its first ``lost`` HTTP attempts act but lose their
-    answers, then (``then_503``) every later one is answered 503. Returns the run, its
-    outcome metadata and the rows the API holds."""
-    request = REQUESTS[name]
+    """The export of ``request`` with those faults: the run, its outcome metadata and the rows
+    the API holds."""
     sandbox = server.sandbox
     request.prepare(sandbox)
-    if lost:
-        sandbox.add_fault(
-            Fault(path=request.path, method=request.method, lose_answer=True, times=lost)
-        )
-    if then_503:
-        sandbox.add_fault(Fault(path=request.path, method=request.method, status=503, times=-1))
+    for fault in faults:
+        sandbox.add_fault(fault)
     case = CASES[request.case]
     frame = case.table(["valid"] * ROWS).frame  # noqa: F841 - read by DuckDB below
     db = tmp / f"r{next(COUNTER)}.duckdb"
@@ -122,7 +138,9 @@ def test_lost_answers_then_503_in_step_retries_is_unknown_never_refused(
     sandbox_server: SandboxServer, tmp_path: Path, name: str
 ) -> None:
     # Every HTTP attempt of the first step attempt acts but loses its answer, then 503 forever.
-    result, meta, delivered = _run(sandbox_server, tmp_path, name, HTTP_ATTEMPTS, True)
+    result, meta, delivered = _run(
+        sandbox_server, tmp_path, REQUESTS[name], _faults(REQUESTS[name], HTTP_ATTEMPTS, True)
+    )
     assert delivered == ROWS  # the API took the rows in the first step attempt
     assert _restarts(result) == 2 and not result.success and adds_up(meta), meta
     assert meta["rows_refused_by_api"] == 0, meta
@@ -133,7 +151,9 @@ def test_lost_answers_then_503_in_step_retries_is_unknown_never_refused(
 def test_503_in_every_step_attempt_stays_refused(
     sandbox_server: SandboxServer, tmp_path: Path, name: str
 ) -> None:
-    result, meta, delivered = _run(sandbox_server, tmp_path, name, 0, True)
+    result, meta, delivered = _run(
+        sandbox_server, tmp_path, REQUESTS[name], _faults(REQUESTS[name], 0, True)
+    )
     assert delivered == 0
     assert _restarts(result) == 2 and not result.success and adds_up(meta), meta
     assert meta["rows_refused_by_api"] == ROWS and meta["rows_delivery_unknown"] == 0, meta
@@ -144,7 +164,43 @@ def test_lost_answers_then_a_step_retry_that_goes_through_is_accepted(
     sandbox_server: SandboxServer, tmp_path: Path, name: str
 ) -> None:
     """A pending record is not done: the next step attempt sends the request again."""
-    result, meta, delivered = _run(sandbox_server, tmp_path, name, HTTP_ATTEMPTS, False)
+    result, meta, delivered = _run(
+        sandbox_server, tmp_path, REQUESTS[name], _faults(REQUESTS[name], HTTP_ATTEMPTS, False)
+    )
     assert delivered == ROWS
     assert _restarts(result) == 1 and result.success and adds_up(meta), meta
     assert meta["rows_accepted"] == ROWS and meta["rows_delivery_unknown"] == 0, meta
+
+
+CREATE = Request(
+    "maac",
+    SEGMENT,
+    "/openapi/v1/custom_segment/",
+    "POST",
+    lambda s: sum(seg.name == "retried" for seg in maac_sandbox.store_of(s).segments.values()),
+)
+
+
+def test_a_segment_create_whose_answer_was_lost_is_made_once(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """MAAC makes another segment of the same name for each create it takes: the resend after a
+    lost answer finds the segment that create made instead of making a second."""
+    faults = _faults(CREATE, 1, False)
+    result, meta, segments = _run(sandbox_server, tmp_path, CREATE, faults)
+    assert segments == 1 and result.success and _restarts(result) == 0, meta
+    assert meta["rows_accepted"] == ROWS and meta["segment_action"] == "created" and adds_up(meta)
+
+
+def test_a_step_retry_takes_the_segment_an_earlier_attempt_made(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """The first step attempt's create loses its answer, finds the segment it made, and cannot
+    read its state (503); the second attempt takes that segment (the ids of the segments of
+    that name before the create are in the pending record) instead of making a second."""
+    next_id = maac_sandbox.store_of(sandbox_server.sandbox).next_id + 1
+    state = Fault(f"/openapi/v1/segment/{next_id}/", "GET", status=503, times=HTTP_ATTEMPTS)
+    faults = [*_faults(CREATE, 1, False), state]
+    result, meta, segments = _run(sandbox_server, tmp_path, CREATE, faults)
+    assert segments == 1 and result.success and _restarts(result) == 1, meta
+    assert meta["rows_accepted"] == ROWS and meta["segment_id"] == next_id and adds_up(meta)

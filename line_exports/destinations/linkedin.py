@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, PrivateAttr, field_validator
 
+from line_exports.create_once import create_once
 from line_exports.destination import (
     DeliveryFailed,
     DeliveryReport,
@@ -391,28 +392,21 @@ class LinkedInClient:
     ) -> str:
         """Create the segment exactly once: after a create whose answer was lost (timeout,
         dropped connection, 5xx, 429), look for it by name before sending the create again."""
-        retry = self.http.retry
-        for attempt in range(retry.max_retry + 1):
-            try:
-                return self.create_segment(
-                    account_id, name, description, segment_type, source_platform
-                )
-            except ApiError as exc:
-                if not exc.retryable or attempt == retry.max_retry:
-                    raise
-                self.http.stats.retries += 1
-                wait = (
-                    exc.retry_after
-                    if exc.retry_after is not None
-                    else retry.initial_retry_wait * 2**attempt
-                )
-                self.sleep(min(wait, retry.max_retry_wait))
-                same = [
-                    s for s in self.find_segments(account_id, name) if s.get("type") == segment_type
-                ]
-                if same:
-                    return str(same[0]["id"])
-        raise AssertionError("unreachable")
+
+        def made() -> str | None:
+            same = [
+                s for s in self.find_segments(account_id, name) if s.get("type") == segment_type
+            ]
+            return str(same[0]["id"]) if same else None
+
+        return create_once(
+            self.http,
+            lambda: self.create_segment(
+                account_id, name, description, segment_type, source_platform
+            ),
+            made,
+            self.sleep,
+        )
 
     def batch_create(
         self,

@@ -13,6 +13,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -22,6 +23,7 @@ import pandas as pd
 import requests
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from line_exports.create_once import create_once
 from line_exports.destination import (
     DeliveryFailed,
     DeliveryReport,
@@ -241,17 +243,32 @@ class MaacClient:
             if not start:
                 return found
 
+    def new_segment(self, name: str, before: set[int]) -> dict[str, Any] | None:
+        """The newest segment named ``name`` whose id is not in ``before``, or None."""
+        fresh = [s for s in self.segments_named(name) if int(s["id"]) not in before]
+        return max(fresh, key=lambda s: int(s["id"])) if fresh else None
+
     def create_segment(
-        self, name: str, description: str | None, csv_bytes: bytes
+        self, name: str, description: str | None, csv_bytes: bytes, before: set[int]
     ) -> dict[str, Any]:
+        """Create a custom segment, once: MAAC makes another segment of the same name for each
+        create it takes, so after an attempt whose answer was lost or was a 429/5xx, a segment
+        of this name not in ``before`` (the ids there before the create) is that attempt's,
+        and is returned instead of creating again (:func:`~line_exports.create_once`)."""
         form = {"name": name, **({"description": description} if description else {})}
-        return self.http.request(
-            "POST",
-            "/openapi/v1/custom_segment/",
-            endpoint="custom_segment",
-            data=form,
-            files={"file": ("line_uids.csv", csv_bytes, "text/csv")},
-        ).json()
+        return create_once(
+            self.http,
+            lambda: self.http.request(
+                "POST",
+                "/openapi/v1/custom_segment/",
+                endpoint="custom_segment",
+                retry=False,
+                data=form,
+                files={"file": ("line_uids.csv", csv_bytes, "text/csv")},
+            ).json(),
+            lambda: self.new_segment(name, before),
+            self.http.sleep,
+        )
 
     def replace_segment(
         self, segment_id: int, description: str | None, csv_bytes: bytes
@@ -426,6 +443,54 @@ def segment_csv(uids: pd.Series) -> bytes:
     buffer.write("\n".join(uids.astype(str)))
     buffer.write("\n")
     return buffer.getvalue().encode()
+
+
+@dataclass(frozen=True)
+class SegmentTarget:
+    """Where a segment write goes: the segment of that name to replace (``replace_id``), else a
+    create (``before``: the ids of the segments of that name before it), unless an earlier step
+    attempt's create whose answer was lost made one (``made``, taken instead of a second)."""
+
+    replace_id: int | None
+    before: set[int]
+    made: dict[str, Any] | None
+
+    @classmethod
+    def find(
+        cls, client: MaacClient, settings: MaacSettings, name: str, request: LedgerRequest
+    ) -> SegmentTarget:
+        """Look it up (nothing is sent; a failed lookup leaves the rows unsent)."""
+        existing = client.segments_named(name) if settings.update_segment else []
+        if existing:
+            return cls(int(existing[0]["id"]), set(), None)
+        earlier = request.pending or {}
+        if "before" in earlier:
+            before = {int(i) for i in earlier["before"]}
+        elif settings.update_segment:
+            before = set()  # just listed: there is none
+        else:
+            before = {int(s["id"]) for s in client.segments_named(name)}
+        made = client.new_segment(name, before) if request.earlier_unanswered else None
+        return cls(None, before, made)
+
+    def write(
+        self,
+        client: MaacClient,
+        settings: MaacSettings,
+        name: str,
+        csv_bytes: bytes,
+        request: LedgerRequest,
+    ) -> tuple[dict[str, Any], str]:
+        """(segment, "replaced" | "created"), the request recorded pending before it is sent
+        (with ``before``: a step retry finds a segment its lost create made)."""
+        description = settings.segment_description
+        if self.made is not None:
+            return self.made, "created"
+        if self.replace_id is not None:
+            request.sending()  # a resend replaces the members alike
+            return client.replace_segment(self.replace_id, description, csv_bytes), "replaced"
+        request.sending(before=sorted(self.before))
+        return client.create_segment(name, description, csv_bytes, self.before), "created"
 
 
 class MaacDestination(Destination):
@@ -649,17 +714,9 @@ class MaacDestination(Destination):
             report.resumed_rows = len(uids)
             segment = request.result
         else:
-            existing = client.segments_named(name) if settings.update_segment else []
-            request.sending()
+            target = SegmentTarget.find(client, settings, name, request)
             try:
-                if existing:
-                    created = client.replace_segment(
-                        int(existing[0]["id"]), settings.segment_description, csv_bytes
-                    )
-                    action = "replaced"
-                else:
-                    created = client.create_segment(name, settings.segment_description, csv_bytes)
-                    action = "created"
+                created, action = target.write(client, settings, name, csv_bytes, request)
             except ApiError as exc:
                 fate = request.count_failed(report, held[ROW_NUMBER], "line_uid", exc, "MAAC")
                 raise DeliveryFailed(
