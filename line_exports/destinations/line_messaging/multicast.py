@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from line_exports.destination import DeliveryReport, ExportRun, ValidRows
 from line_exports.destinations.line_messaging.client import LineMessagingClient, retry_key
 from line_exports.destinations.line_messaging.quota import allowance
-from line_exports.destinations.line_messaging.sending import Tally, finish, send_once
+from line_exports.destinations.line_messaging.sending import (
+    Tally,
+    finish,
+    named_recipient,
+    send_once,
+)
 from line_exports.destinations.line_messaging.settings import (
     MULTICAST_READ_ROWS,
     LineMessagingSettings,
@@ -118,18 +122,16 @@ def deliver_multicast(
                 continue
             reason = refusals[-1][2]
             if len(recipients) == 1 or not skip or "messages[" in reason:
-                with tally.lock:
-                    tally.refused.extend(refusals)
-                    if len(recipients) > 1 and "messages[" in reason:
-                        # The message itself is refused: every batch would be, so stop here.
+                tally.refuse(numbers, recipients, reason)
+                if len(recipients) > 1 and "messages[" in reason:
+                    # The message itself is refused: every batch would be, so stop here.
+                    with tally.lock:
                         tally.fatal.append(f"LINE refused the multicast message: {reason}")
                 continue  # without skip, the run stops with this refusal
             made += 1
-            index = re.search(r"\bto\[(\d+)\]", reason)
-            if index and int(index.group(1)) < len(recipients):
-                i = int(index.group(1))
-                with tally.lock:
-                    tally.refused.append((numbers[i], recipients[i], reason))
+            i = named_recipient(reason, len(recipients))
+            if i is not None:
+                tally.refuse([numbers[i]], [recipients[i]], reason)
                 groups.append(
                     (numbers[:i] + numbers[i + 1 :], recipients[:i] + recipients[i + 1 :])
                 )

@@ -8,6 +8,7 @@ delivery; the ledger records each accepted request so a re-run skips it without 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +87,9 @@ class Tally:
     already_accepted: int = 0
     resumed: int = 0
     refused: list[tuple[int, str, str]] = field(default_factory=list)
+    refused_requests: list[tuple[list[int], list[str], str]] = field(default_factory=list)
+    """Each refused request as LINE answered it: (its rows, its recipients, LINE's reason), in
+    the order of the answers; what a failure headline names (:func:`refused_text`)."""
     unknown: list[tuple[int, str]] = field(default_factory=list)
     fatal: list[str] = field(default_factory=list)
     final: bool = False  # the fatal error is not worth a retry (LINE's monthly limit)
@@ -99,6 +103,14 @@ class Tally:
     """Retry keys an earlier attempt of this run scope sent without a known answer
     (:func:`~line_exports.outcomes.unanswered_before`): that attempt may have delivered them."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refuse(self, row_numbers: list[int], recipients: list[str], reason: str) -> None:
+        """Count one request LINE refused: its rows (each with its recipient) and the request."""
+        with self.lock:
+            self.refused.extend(
+                zip(row_numbers, recipients, [reason] * len(row_numbers), strict=True)
+            )
+            self.refused_requests.append((list(row_numbers), list(recipients), reason))
 
     @property
     def stopped(self) -> bool:
@@ -198,11 +210,51 @@ def too_big(
 ) -> str:
     """A body over LINE's 2 MB is refused without a call."""
     reason = f"request body is {len(body):,} bytes; LINE takes at most 2 MB"
-    with tally.lock:
-        (tally.refused if refusals is None else refusals).extend(
-            (n, r, reason) for n, r in zip(row_numbers, recipients, strict=True)
-        )
+    refuse(row_numbers, recipients, reason, tally, refusals)
     return "refused"
+
+
+def refuse(
+    row_numbers: list[int],
+    recipients: list[str],
+    reason: str,
+    tally: Tally,
+    refusals: list[tuple[int, str, str]] | None,
+) -> None:
+    """A refused request into ``refusals`` when given (the caller decides what it counts:
+    multicast isolates the recipient LINE named), else into the tally."""
+    if refusals is None:
+        tally.refuse(row_numbers, recipients, reason)
+        return
+    refusals.extend(zip(row_numbers, recipients, [reason] * len(row_numbers), strict=True))
+
+
+NAMED_RECIPIENT = re.compile(r"\bto\[(\d+)\]")
+"""How LINE's answer to a multicast names the one recipient it refuses (its ``details``
+property ``to[i]``: "The property, 'to[1]', in the request body is invalid")."""
+
+
+def named_recipient(reason: str, count: int) -> int | None:
+    """The index (0-based, under ``count``) of the recipient LINE's ``reason`` names
+    (:data:`NAMED_RECIPIENT`), or None when it names none of a request's ``count``."""
+    found = NAMED_RECIPIENT.search(reason)
+    return int(found.group(1)) if found and int(found.group(1)) < count else None
+
+
+def refused_text(kind: str, row_numbers: list[int], recipients: list[str], reason: str) -> str:
+    """Whom one refused request addressed, for a headline: "the multicast to U… (row 2, to[1]
+    of the request to rows 1, 2)" when LINE's answer names a recipient, "the push to U… (row 3)"
+    for one recipient, else the request's rows ("the multicast to rows 1, 2, 3 (3 recipients)"),
+    never a recipient LINE did not name."""
+    rows = ", ".join(str(n) for n in row_numbers[:5]) + (
+        f" and {len(row_numbers) - 5:,} more" if len(row_numbers) > 5 else ""
+    )
+    if len(recipients) == 1:
+        return f"the {kind} to {recipients[0]} (row {row_numbers[0]})"
+    i = named_recipient(reason, len(recipients))
+    if i is not None:
+        return f"the {kind} to {recipients[i]} (row {row_numbers[i]}, to[{i}] of the request to rows {rows})"
+    return f"the {kind} to rows {rows} ({len(recipients):,} recipients)"
 
 
 def final_answer(exc: ApiError) -> Literal["refused", "quota"] | None:
@@ -229,11 +281,7 @@ def failed(
     if final == "refused":
         message, _ = line_error(exc)
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
-        reason = refusal(exc)
-        with tally.lock:
-            (tally.refused if refusals is None else refusals).extend(
-                (n, r, reason) for n, r in zip(row_numbers, recipients, strict=True)
-            )
+        refuse(row_numbers, recipients, refusal(exc), tally, refusals)
         return "refused"
     if final == "quota":
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
@@ -337,17 +385,18 @@ def finish(
         }
     )
     if tally.refused and not skip:
-        n, recipient, reason = tally.refused[0]
+        numbers, recipients, reason = tally.refused_requests[0]
         raise DeliveryFailed(
-            f"LINE refused the {kind} to {recipient} (row {n}): {reason}. {policy} is false, so "
-            "the run stops here; accepted requests are recorded and a re-run resumes after them.",
+            f"LINE refused {refused_text(kind, numbers, recipients, reason)}: {reason}. {policy} "
+            "is false, so the run stops here; accepted requests are recorded and a re-run resumes "
+            "after them.",
             report,
         )
     if tally.refused and report.accepted_rows == 0:
-        n, recipient, reason = tally.refused[0]
+        numbers, recipients, reason = tally.refused_requests[0]
         raise DeliveryFailed(
             f"LINE accepted none of the {kind} requests: {len(tally.refused):,} recipients "
-            f"refused. First: {recipient} (row {n}): {reason}",
+            f"refused. First: {refused_text(kind, numbers, recipients, reason)}: {reason}",
             report,
         )
     return report
