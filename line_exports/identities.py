@@ -19,6 +19,13 @@
   ``email`` import key as one address whatever its case (its OpenAPI states no rule; two
   spellings of one address would otherwise be two keys in one import).
 * Phone numbers: E.164, see :mod:`line_exports.phones`.
+* LINE IFAs (``is_ifa_audience``: an IDFA or AAID, a UUID): trimmed and lower-cased
+  (:func:`normalize_ifa`) before deduplication, by the exporter and the sandbox alike. LINE's
+  Messaging API reference ("Create audience for uploading user IDs", ``audiences[].id``: "A user
+  ID or IFA") says nothing on case, so RFC 4122 decides: a UUID's hex digits "are output as lower
+  case characters and are case insensitive on input", i.e. ``EA7583CD-…`` and ``ea7583cd-…`` are
+  one device and are uploaded once (LinkedIn's ``google_aid``/``apple_idfa`` follow LinkedIn's
+  own documented case instead).
 """
 
 from __future__ import annotations
@@ -40,6 +47,15 @@ EMAIL_NORMALIZE = ("trim", "lowercase")
 
 def normalize_email(value: str) -> str:
     """One email address as every destination matches it: trimmed, lower-cased."""
+    return value.strip().lower()
+
+
+IFA_NORMALIZE = ("trim", "lowercase")
+"""The normalize steps (:class:`~line_exports.rules.Column`) of a LINE IFA audience's ``id``."""
+
+
+def normalize_ifa(value: str) -> str:
+    """One IFA as one device: trimmed, lower-cased (RFC 4122's output form; see the module)."""
     return value.strip().lower()
 
 

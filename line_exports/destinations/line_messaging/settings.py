@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from line_exports.destination import ExportSettings
 from line_exports.destinations.line_messaging.messages import MessageTemplate, TemplateError
 from line_exports.http import RateLimit
+from line_exports.identities import IFA_NORMALIZE
 from line_exports.rules import UUID_PATTERN, Column
 
 API_HOST = "https://api.line.me"
@@ -65,17 +66,23 @@ RECIPIENT_ALIASES = ("user_id", "line_uid", "uid", "ifa", "to")
 USER_ID_MESSAGE = "is not a LINE user ID (U and 32 lowercase hex digits)"
 
 
-def recipient_column(pattern: str, message: str) -> Column:
-    """The reference's recipient column ``id`` (``SELECT my_col AS id``); common names accepted."""
+def recipient_column(pattern: str, message: str, normalize: tuple[str, ...] = ("trim",)) -> Column:
+    """The reference's recipient column ``id`` (``SELECT my_col AS id``); common names accepted.
+    ``normalize``: its :class:`~line_exports.rules.Column` normalize steps (trim by default)."""
     return Column(
-        "id", required=True, pattern=pattern, pattern_message=message, aliases=RECIPIENT_ALIASES
+        "id",
+        required=True,
+        pattern=pattern,
+        pattern_message=message,
+        aliases=RECIPIENT_ALIASES,
+        normalize=normalize,
     )
 
 
 # The reference's column tables, as rules (per target).
 AUDIENCE_USER_COLUMNS = (recipient_column(USER_ID_PATTERN, USER_ID_MESSAGE),)
 AUDIENCE_IFA_COLUMNS = (
-    recipient_column(UUID_PATTERN, "is not an IFA (a UUID such as IDFA or AAID)"),
+    recipient_column(UUID_PATTERN, "is not an IFA (a UUID such as IDFA or AAID)", IFA_NORMALIZE),
 )
 PUSH_COLUMNS = (
     recipient_column(

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from line_exports.identities import normalize_ifa
 from line_exports.sandbox.line_messaging.common import Api, _error, _invalid
 from line_exports.sandbox.line_messaging.store import (
     AUDIENCE_CONCURRENT_JOBS,
@@ -55,6 +56,8 @@ def routes(api: Api) -> list[BaseRoute]:
         return None
 
     def add_job(audience: Audience, ids: list[str], description: str) -> Response | None:
+        if audience.is_ifa:  # one device whatever the case of its hex digits (one definition)
+            ids = [normalize_ifa(value) for value in ids]
         now = time.monotonic()
         running = sum(1 for j in audience.jobs if j.status(now) != "FINISHED")
         if running >= AUDIENCE_CONCURRENT_JOBS:
