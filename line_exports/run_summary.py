@@ -42,7 +42,15 @@ class _BriefFormatter(logging.Formatter):
         message = str(meta.get("orig_message") or record.getMessage())
         event = meta.get("dagster_event")
         error = getattr(getattr(event, "event_specific_data", None), "error", None)
-        if error is not None and error.cls_name != "Failure" and meta.get("step_key"):
+        if error is not None and error.cls_name == "Failure":
+            # The last attempt's failure for an unexpected error (line_exports.headlines): that
+            # error, its cause, keeps its stack.
+            error = (
+                error.cause
+                if error.cause is not None and error.cause.cls_name != "Failure"
+                else None
+            )
+        if error is not None and meta.get("step_key"):
             # An unexpected error keeps its stack; a Failure's message is in the summary.
             message = f"{message}\n{error.message.strip()}\n" + "".join(error.stack).rstrip()
         stamp = self.formatTime(record, "%H:%M:%S")

@@ -29,11 +29,18 @@ from line_exports import (
     MaacResource,
     SqlSource,
     build_export,
+    build_export_job,
 )
 from line_exports.destinations.line_messaging import LineMessagingResource
 from line_exports.export import DEFAULT_RETRY_POLICY
 from line_exports.outcomes import UNKNOWN_DELIVERY_ADVICE
-from line_exports.run_summary import FAILURE_PREFIX, attention_lines, outcomes
+from line_exports.run_summary import (
+    FAILURE_PREFIX,
+    attention_lines,
+    log_config,
+    outcomes,
+    quiet_job,
+)
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports.workflows import load_folder
 from line_exports_tests.test_outcomes import CASES, COUNTER, adds_up, outcome_metadata
@@ -136,6 +143,43 @@ def test_the_last_attempt_says_the_apis_answer(
         "(gave up after 3 attempts of the step: its retry_policy allows 2 retries)"
     )
     assert adds_up(meta) and meta["rows_refused_by_api"] == 3, meta
+
+
+def test_a_source_that_stays_unreachable_is_the_headline(
+    sandbox_server: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A warehouse that refuses connections (a transient error: the step is retried) ends in
+    the driver's own words, not "Exceeded max_retries of 1"; the URL's password is not in it.
+    The CLI's run log (``run_summary.quiet_job``) still shows that unexpected error's stack."""
+    port = _closed_port()
+    asset = build_export(
+        "warehouse_down",
+        destination="line_conversion",
+        query="select 1 as n",
+        retry_policy=dg.RetryPolicy(max_retries=1, delay=0),
+    )
+    defs = dg.Definitions(
+        assets=[asset],
+        jobs=[build_export_job(asset)],
+        resources={
+            "sql_source": SqlSource(url=f"postgresql+psycopg://lx:{TOKEN}@127.0.0.1:{port}/db"),
+            "line_conversion": _resource("line_conversion", sandbox_server.url),
+        },
+    )
+    job = quiet_job(defs.resolve_job_def("warehouse_down_job"))
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, run_config=log_config("INFO")
+        )
+        said = headline(result)  # type: ignore[arg-type]
+        assert restarts(result) == 1 and not result.success, said  # type: ignore[arg-type]
+    assert said.startswith("warehouse_down: OperationalError: "), said
+    assert "Connection refused" in said and TOKEN not in said, said
+    assert said.endswith("(gave up after 2 attempts of the step: its retry_policy allows 1 retry)")
+    log = capsys.readouterr().err
+    failed = log[log.index("Execution of step") :]
+    assert "OperationalError" in failed and 'File "' in failed, log[-3000:]
+    assert TOKEN not in log
 
 
 def test_rows_of_unknown_delivery_get_one_instruction(
