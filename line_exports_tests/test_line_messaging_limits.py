@@ -344,9 +344,14 @@ EXAMPLES: list[dict[str, Any]] = [
             "type": "carousel",
             "columns": [
                 {"thumbnailImageUrl": URL, "title": "t", "text": "t", "actions": ACTIONS[:1]},
-                {"text": "t", "actions": ACTIONS[2:3]},
+                {"thumbnailImageUrl": URL, "title": "u", "text": "t", "actions": ACTIONS[2:3]},
             ],
         },
+    },
+    {  # LINE: if one column has an image or title, every column must (so a second carousel)
+        "type": "template",
+        "altText": "a",
+        "template": {"type": "carousel", "columns": [{"text": "t", "actions": ACTIONS[2:3]}]},
     },
     image_carousel("l"),
     {

@@ -2,9 +2,10 @@
 parse as LINE's models (:mod:`.structure`).
 
 :func:`prose_fields` yields each field with its :data:`.limits.LIMITS` row and
-:data:`.limits.PATTERNS` forms, plus the few rules that tie fields together (an emoji's ``index``
-on a ``$``, carousel columns with the same number of actions, ``textV2`` substitution keys, a
-flex text's ``text`` or ``contents``). The exporter (at definition and per rendered row) and the
+:data:`.limits.PATTERNS` forms, plus the rules that tie fields together: :data:`.limits.RULES` rows (carousel columns alike in
+actions, title and image; an imagemap video's fields required together; a datetime picker's
+``min`` before its ``max``) and a few more (an emoji's ``index`` on a ``$``, ``textV2``
+substitution keys, a flex text's ``text`` or ``contents``). The exporter (at definition and per rendered row) and the
 sandbox apply the same rows.
 """
 
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from line_exports.destinations.line_messaging.limits import (
+    DATETIME_FORMS,
     FLEX_FORMS,
+    IMAGEMAP_TOGETHER,
     LIMITS,
     SUBSTITUTION_KEY,
     URI_FIELDS,
@@ -35,6 +38,7 @@ class Field:
     limit: str | None = None
     patterns: tuple[str, ...] = ()
     problem: str | None = None
+    rule: str | None = None  # a :data:`RULES` key: ``value`` is the named values it tests
 
 
 def patterns_of(limit: str) -> tuple[str, ...]:
@@ -54,6 +58,11 @@ def _field(obj: dict[str, Any], key: str, path: str, limit: str) -> Iterator[Fie
 
 def _broken(path: str, message: str) -> Field:
     return Field(path, None, problem=message)
+
+
+def _rule(path: str, rule: str, values: dict[str, Any]) -> Field:
+    """A :data:`.limits.RULES` row over named values, its problem reported at ``path``."""
+    return Field(path, values, rule=rule)
 
 
 def prose_fields(message: dict[str, Any], path: str, target: str) -> Iterator[Field]:
@@ -175,6 +184,14 @@ def _imagemap(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
         yield from _area(action, where)
     video = m.get("video")
     if video is not None:
+        for place, keys, rule in IMAGEMAP_TOGETHER:
+            obj: Any = m
+            for part in place.split("."):
+                obj = obj.get(part) if isinstance(obj, dict) else None
+            if obj is not None:
+                for key in keys:
+                    where = f"{path}.{place}.{key}"
+                    yield _rule(where, rule, {"present": obj.get(key) is not None})
         where = f"{path}.video"
         yield from _field(video, "originalContentUrl", where, "imagemap.video.originalContentUrl")
         yield from _field(video, "previewImageUrl", where, "imagemap.video.previewImageUrl")
@@ -210,7 +227,6 @@ def _template(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
     elif kind == "carousel":
         yield Field(f"{where}.columns", t["columns"], "carousel.columns")
         yield from _image_settings(t, where)
-        counts = set()
         for j, column in enumerate(t["columns"]):
             cw = f"{where}.columns[{j}]"
             yield from _field(
@@ -225,9 +241,18 @@ def _template(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
             yield from _actions(column, cw, "carousel.columns[].actions")
             if column.get("defaultAction") is not None:
                 yield from _action(column["defaultAction"], f"{cw}.defaultAction", "defaultAction")
-            counts.add(len(column["actions"]))
-        if len(counts) > 1:
-            yield _broken(f"{where}.columns", "Every column must have the same number of actions")
+        columns = t["columns"]
+        yield _rule(
+            f"{where}.columns",
+            "carousel columns: actions alike",
+            {f"columns[{j}]": len(column["actions"]) for j, column in enumerate(columns)},
+        )
+        for key in ("title", "thumbnailImageUrl"):
+            yield _rule(
+                f"{where}.columns",
+                f"carousel columns: {key} alike",
+                {f"columns[{j}]": column.get(key) for j, column in enumerate(columns)},
+            )
     elif kind == "image_carousel":
         yield Field(f"{where}.columns", t["columns"], "image_carousel.columns")
         for j, column in enumerate(t["columns"]):
@@ -269,10 +294,27 @@ def _action(action: dict[str, Any], path: str, place: str) -> Iterator[Field]:
             yield from _field(alt, "desktop", f"{path}.altUri", "uri action.altUri.desktop")
     elif kind in ("datetimepicker", "richmenuswitch"):
         yield from _field(action, "data", path, f"{kind}.data")
+        if kind == "datetimepicker":
+            yield from _datetimepicker(action, path)
         if kind == "richmenuswitch":
             yield from _field(action, "richMenuAliasId", path, "richmenuswitch.richMenuAliasId")
     elif kind == "clipboard":
         yield from _field(action, "clipboardText", path, "clipboard.clipboardText")
+
+
+def _datetimepicker(action: dict[str, Any], path: str) -> Iterator[Field]:
+    """``initial``/``min``/``max`` in their ``mode``'s form, and ``min`` < ``max``
+    (#datetime-picker-action; ``mode`` is required there, though LINE's models let it be null)."""
+    mode = action.get("mode")
+    if mode is None:
+        yield _broken(f"{path}.mode", "Must not be null")
+        return
+    for key in ("initial", "min", "max"):
+        if action.get(key) is not None:
+            yield Field(f"{path}.{key}", action[key], None, (DATETIME_FORMS[mode],))
+    if action.get("min") is not None and action.get("max") is not None:
+        values = {"mode": mode, "min": action["min"], "max": action["max"]}
+        yield _rule(f"{path}.max", "datetimepicker: min < max", values)
 
 
 def _flex(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:

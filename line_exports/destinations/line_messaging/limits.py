@@ -474,3 +474,148 @@ URI_FIELDS = {
     "uri action.uri",
     "uri action.altUri.desktop",
 }
+
+
+# The datetime picker's forms, per ``mode`` (#datetime-picker-action, "Date and time format"):
+# RFC 3339 ``full-date`` 1900-01-01..2100-12-31, ``time-hour:time-minute`` 00:00..23:59, and
+# ``full-date`` ``T`` or ``t`` ``time-hour:time-minute``.
+_DATE, _TIME = r"\d{4}-\d{2}-\d{2}", r"\d{2}:\d{2}"
+
+
+def _full_date(value: str) -> bool:
+    """A real calendar day from 1900-01-01 to 2100-12-31 (``YYYY-MM-DD``)."""
+    year, month, day = (int(part) for part in value.split("-"))
+    if not (1900 <= year <= 2100 and 1 <= month <= 12):
+        return False
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
+    return 1 <= day <= days
+
+
+def _time(value: str) -> bool:
+    hour, minute = (int(part) for part in value.split(":"))
+    return hour <= 23 and minute <= 59
+
+
+DATETIME_FORMS = {  # datetime picker ``mode`` -> the PATTERNS row its initial/min/max take
+    mode: f"datetimepicker {mode}" for mode in ("date", "time", "datetime")
+}
+PATTERNS.update(
+    {
+        p.field: p
+        for p in (
+            Pattern(
+                "datetimepicker date",
+                _DATE,
+                "Must be a date (full-date) from 1900-01-01 to 2100-12-31, such as 2017-06-18",
+                REF + "#datetime-picker-action",
+                _full_date,
+            ),
+            Pattern(
+                "datetimepicker time",
+                _TIME,
+                "Must be a time (time-hour:time-minute) from 00:00 to 23:59, such as 06:15",
+                REF + "#datetime-picker-action",
+                _time,
+            ),
+            Pattern(
+                "datetimepicker datetime",
+                f"{_DATE}[Tt]{_TIME}",
+                "Must be a date and time from 1900-01-01T00:00 to 2100-12-31T23:59, "
+                "such as 2017-06-18T06:15",
+                REF + "#datetime-picker-action",
+                lambda value: _full_date(value[:10]) and _time(value[11:]),
+            ),
+        )
+    }
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule LINE states between fields (mutually required, alike in every column, ordered).
+
+    ``test`` gets the fields' values by name (None where a field is absent; a bool where only
+    presence matters) and is True when they keep the rule. :mod:`.fields`' walk names the
+    values and the path the problem is reported at; ``message`` is the one wording, at
+    definition, per rendered row (a value filled from a placeholder) and in the sandbox."""
+
+    name: str
+    message: str
+    doc: str
+    test: Callable[[dict[str, Any]], bool]
+
+
+def _used(value: Any) -> bool:
+    """A column "uses" a title or image when it holds a non-empty one."""
+    return value is not None and value != ""
+
+
+def _alike_use(values: dict[str, Any]) -> bool:
+    return len({_used(v) for v in values.values()}) <= 1
+
+
+def _ordered(values: dict[str, Any]) -> bool:
+    """``min`` < ``max`` when both have their mode's form (a bad form is its own problem)."""
+    form = PATTERNS.get(DATETIME_FORMS.get(values["mode"], ""))
+    low, high = values["min"], values["max"]
+    if form is None or not all(isinstance(v, str) and form.matches(v) for v in (low, high)):
+        return True
+    return bool(low.upper() < high.upper())  # one fixed-width form: text order is time order
+
+
+_COLUMN = REF + "#column-object-for-carousel"
+_IMAGEMAP = REF + "#imagemap-message"
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in (
+        # "Keep the number of actions consistent for all columns. If you use an image or title
+        # for a column, make sure to do the same for all other columns." (note under the table)
+        Rule(
+            "carousel columns: actions alike",
+            "Every column must have the same number of actions",
+            _COLUMN,
+            lambda values: len(set(values.values())) <= 1,
+        ),
+        Rule(
+            "carousel columns: title alike",
+            "Every column must have a title, or none may (a title in one column needs one in all)",
+            _COLUMN,
+            _alike_use,
+        ),
+        Rule(
+            "carousel columns: thumbnailImageUrl alike",
+            "Every column must have a thumbnailImageUrl, or none may "
+            "(an image in one column needs one in all)",
+            _COLUMN,
+            _alike_use,
+        ),
+        # "*1 This property is required if you set a video to play on the imagemap."
+        # (video.originalContentUrl, video.previewImageUrl, video.area.*)
+        Rule(
+            "imagemap video: *1",
+            "Must not be null when video is set",
+            _IMAGEMAP,
+            lambda values: bool(values["present"]),
+        ),
+        # "*2 This property is required if you set a video to play and a label to display
+        # after the video on the imagemap." (video.externalLink.linkUri, .label)
+        Rule(
+            "imagemap video: *2",
+            "Must not be null when video.externalLink is set",
+            _IMAGEMAP,
+            lambda values: bool(values["present"]),
+        ),
+        # max: "Must be greater than the min value"; min: "Must be less than the max value".
+        Rule(
+            "datetimepicker: min < max",
+            "Must be greater than the min value",
+            REF + "#datetime-picker-action",
+            _ordered,
+        ),
+    )
+}
+IMAGEMAP_TOGETHER = (  # (object under imagemap, its fields LINE requires together, rule)
+    ("video", ("originalContentUrl", "previewImageUrl", "area"), "imagemap video: *1"),
+    ("video.externalLink", ("linkUri", "label"), "imagemap video: *2"),
+)

@@ -19,6 +19,7 @@ never re-scanned for placeholders. A text message's LINE emoji ``index`` (the po
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -34,6 +35,7 @@ from line_exports.destinations.line_messaging.limits import (
     LIMITS,
     NOT_UNICODE,
     PATTERNS,
+    RULES,
     lone_surrogate,
     utf16_len,
     utf16_len_series,
@@ -76,6 +78,18 @@ class Slot:
         return self.limit is not None and LIMITS[self.limit].required
 
 
+@dataclass(frozen=True)
+class Relation:
+    """A :data:`.limits.RULES` row whose values hold placeholders: tested per rendered row.
+
+    ``values`` are the rule's named values as the template has them (a string with
+    ``{{column}}`` is filled per row, anything else is the same for every row)."""
+
+    path: str
+    rule: str
+    values: tuple[tuple[str, Any], ...]
+
+
 def check_messages(
     messages: Any,
     *,
@@ -85,13 +99,23 @@ def check_messages(
 ) -> tuple[list[tuple[str, str]], list[Slot]]:
     """LINE-style problems ``(property, message)`` of a ``messages`` array, and its placeholder slots.
 
-    Structure per LINE's models, then each field against the limits table. ``literal=True``
-    checks a body as LINE receives it (the sandbox): ``{{x}}`` is text, not a placeholder.
+    Structure per LINE's models, then each field against the limits table and each rule
+    between fields (:data:`.limits.RULES`). ``literal=True`` checks a body as LINE receives it
+    (the sandbox): ``{{x}}`` is text, not a placeholder.
     """
+    problems, slots, _ = _check(messages, target, allow_placeholders, literal)
+    return problems, slots
+
+
+def _check(
+    messages: Any, target: str, allow_placeholders: bool, literal: bool
+) -> tuple[list[tuple[str, str]], list[Slot], list[Relation]]:
+    """:func:`check_messages`, plus the rules that can only be tested per rendered row."""
     if not isinstance(messages, list) or not (1 <= len(messages) <= MAX_MESSAGES):
-        return [("messages", f"Size must be between 1 and {MAX_MESSAGES}")], []
+        return [("messages", f"Size must be between 1 and {MAX_MESSAGES}")], [], []
     problems: list[tuple[str, str]] = []
     slots: list[Slot] = []
+    relations: list[Relation] = []
     for i, message in enumerate(messages):
         path = f"messages[{i}]"
         broken = [(where, NOT_UNICODE) for where in _surrogate_paths(message, path)]
@@ -107,6 +131,15 @@ def check_messages(
             seen.add(field.path)
             if field.problem is not None:
                 problems.append((field.path, field.problem))
+                continue
+            if field.rule is not None:
+                values = field.value
+                if not literal and any(
+                    isinstance(v, str) and PLACEHOLDER.search(v) for v in values.values()
+                ):
+                    relations.append(Relation(field.path, field.rule, tuple(values.items())))
+                elif not RULES[field.rule].test(values):
+                    problems.append((field.path, RULES[field.rule].message))
                 continue
             value = field.value
             names = [] if literal or not isinstance(value, str) else placeholders_in(value)
@@ -147,7 +180,7 @@ def check_messages(
                     slots.append(Slot(where, value))
         if message.get("type") == "textV2":
             problems.extend(_brace_problems(message, path, literal))
-    return problems, slots
+    return problems, slots, relations
 
 
 def _surrogate_paths(value: Any, path: str) -> Iterator[str]:
@@ -256,6 +289,7 @@ class MessageTemplate:
     messages: list[dict[str, Any]]
     slots: list[Slot]
     columns: list[str]
+    relations: list[Relation] = dataclasses.field(default_factory=list)
 
     @classmethod
     def parse(
@@ -267,9 +301,7 @@ class MessageTemplate:
     ) -> MessageTemplate:
         """Parse and check a template; raises :class:`TemplateError` listing every problem."""
         messages = parse_template(template)
-        problems, slots = check_messages(
-            messages, target=target, allow_placeholders=allow_placeholders
-        )
+        problems, slots, relations = _check(messages, target, allow_placeholders, False)
         if problems:
             raise TemplateError(
                 f"the {target} template breaks LINE's message rules: {_format_problems(problems)}"
@@ -277,7 +309,7 @@ class MessageTemplate:
         columns = list(
             dict.fromkeys(name for slot in slots for name in placeholders_in(slot.template))
         )
-        return cls(messages, slots, columns)
+        return cls(messages, slots, columns, relations)
 
     def json(self) -> str:
         """The ``messages`` array as compact JSON (for a template without placeholders)."""
@@ -410,7 +442,27 @@ class MessageTemplate:
                 ok = PATTERNS[name].mask(values)
                 failures.append((slot.path, PATTERNS[name].message, ~ok & ~broken))
         failures.extend(self._flex_sizes(frame))
+        failures.extend(self._relations(frame))
         return [f for f in failures if f[2].any()]
+
+    def _relations(self, frame: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+        """Each rule between fields whose values a placeholder fills, per rendered row (the
+        rule's test runs once per distinct combination of values)."""
+        failures = []
+        for relation in self.relations:
+            rule = RULES[relation.rule]
+            names = [name for name, _ in relation.values]
+            columns = [
+                self.rendered_values(frame, value).tolist()
+                if isinstance(value, str) and PLACEHOLDER.search(value)
+                else [value] * len(frame)
+                for _, value in relation.values
+            ]
+            combos = list(zip(*columns, strict=True)) if columns else []
+            kept = {c: rule.test(dict(zip(names, c, strict=True))) for c in set(combos)}
+            broken = np.fromiter((not kept[c] for c in combos), dtype=bool, count=len(combos))
+            failures.append((relation.path, rule.message, broken))
+        return failures
 
     def _flex_sizes(self, frame: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
         """A flex bubble (30 KB) or carousel (50 KB) must fit after its placeholders are filled."""
