@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from line_exports.http import RETRYABLE_STATUS
 from line_exports.ledger import Ledger
-from line_exports.rules import ROW_NUMBER
+from line_exports.rules import ROW_NUMBER, reject
 from line_exports.sync_settle import (
     UNKNOWN_RULE,
     Settled,
@@ -68,6 +68,9 @@ SYNC_MODES: tuple[str, ...] = ("append", "diff", "mirror")
 SYNC_CHECK = "sync_removals"
 DEFAULT_MAX_REMOVE_RATIO = 0.2
 SAMPLE_ROWS = 5
+NO_KEY_RULE = "sync_key"
+"""The rule of a row ``diff`` / ``mirror`` cannot key (no value in any key column): rejected,
+since it would share one key with every such row (merged, never removed)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,12 @@ class SyncPlan:
     user releases them (``line-exports held``)."""
     unknown_rejects: pd.DataFrame | None = None
     """``unknown`` as reject rows (rule ``delivery_unknown``, the recorded reason)."""
+    unkeyed: pd.DataFrame | None = None
+    """Rows with no value in any key column, as reject rows (:data:`NO_KEY_RULE`): neither
+    sent nor recorded, since they cannot be told apart."""
+    dropped: list[str] = field(default_factory=list)
+    """Recorded members with no key value (written by a version that merged unkeyed rows into
+    one key): forgotten when this run commits, never removed (a REMOVE of nothing)."""
     settled: Settled | None = None
     """What settling an earlier run's requests did before this plan (push / multicast)."""
     adds: int = 0
@@ -221,6 +230,8 @@ class SyncPlan:
                 f", {self.unknown.num_rows:,} held: delivery unknown "
                 "(not sent until released: line-exports held)"
             )
+        if self.unkeyed is not None:
+            text += f", {len(self.unkeyed):,} rejected: no sync key ({NO_KEY_RULE})"
         if self.mode == "mirror":
             text += f", {len(self.removals):,} to remove"
             if self.baseline:
@@ -268,13 +279,15 @@ def plan(
         con.register("state", state)
         con.execute(
             f"""create table cur as select {_quote(ROW_NUMBER)} as rn, {key} as key,
-                md5({everything}) as hash, {ident} as ident from read_parquet(?)""",
+                md5({everything}) as hash, {ident} as ident,
+                coalesce({_keyed_sql(spec, names)}, false) as keyed from read_parquet(?)""",
             [str(rows.path)],
         )
         resend = "true" if spec.resend_changed else "false"
         kinds = con.sql(
             f"""select c.rn, c.key, c.hash, c.ident,
-                   case when s.key is null then 'add'
+                   case when not c.keyed then 'nokey'
+                        when s.key is null then 'add'
                         when s.status = 'refused' and s.hash = c.hash then 'held'
                         when s.status = 'unknown' then 'unknown'
                         when s.status <> 'accepted' then 'retry'
@@ -284,14 +297,16 @@ def plan(
         ).to_arrow_table()
         departed = con.sql(
             """select s.key from state s where s.status <> 'refused'
-               and not exists (select 1 from cur c where c.key = s.key) order by s.key"""
+               and not exists (select 1 from cur c where c.keyed and c.key = s.key)
+               order by s.key"""
         ).to_arrow_table()
     kind = kinds.column("kind")
     counts = {k: int(pc.sum(pc.equal(kind, k)).as_py() or 0) for k in ("add", "update", "retry")}
-    send = pc.invert(pc.is_in(kind, value_set=pa.array(["same", "held", "unknown"])))
+    send = pc.invert(pc.is_in(kind, value_set=pa.array(["same", "held", "unknown", "nokey"])))
     changed = kinds.filter(send).select(["rn", "key", "hash", "ident", "kind"])
     held = kinds.filter(pc.equal(kind, "held")).select(["rn", "key"])
     unknown = kinds.filter(pc.equal(kind, "unknown")).select(["rn", "key"])
+    nokey = kinds.filter(pc.equal(kind, "nokey")).column("rn").to_pylist()
     members = state.num_rows - int(pc.sum(pc.equal(state.column("status"), "refused")).as_py() or 0)
     spooled = _spool_subset(rows, changed.column("rn").to_numpy(), workdir / "sync.parquet")
     result = SyncPlan(
@@ -303,12 +318,22 @@ def plan(
         adds=counts["add"],
         updates=counts["update"],
         retried=counts["retry"],
-        unchanged=kinds.num_rows - changed.num_rows - held.num_rows - unknown.num_rows,
+        unchanged=kinds.num_rows - changed.num_rows - held.num_rows - unknown.num_rows - len(nokey),
         members=members,
     )
+    if nokey:
+        result.unkeyed = reject(
+            nokey,
+            "+".join(spec.key_columns),
+            NO_KEY_RULE,
+            f"no sync key: {key_columns_text(spec)} all empty or missing, so sync_mode "
+            f"{mode} cannot tell this row from the others like it; not sent",
+        )
     if mode == "mirror":
         keys = departed.column("key").to_pylist()
-        result.departed = _departed_frame(keys, store.idents(keys), kept)
+        frame, result.dropped = _departed_frame(keys, store.idents(keys), kept, spec)
+        result.members -= len(result.dropped)
+        result.departed = frame
         if store.last_mode() != "mirror":
             result.baseline = True
             result.forgotten = len(result.departed)
@@ -324,29 +349,50 @@ def plan(
 def _key_sql(spec: SyncSpec, names: list[str]) -> tuple[str, str, list[str]]:
     """DuckDB expressions (key, ident) of a row with these columns, and the columns an ident
     may hold. The key is the md5 of the namespace and the JSON of the key columns present; a
-    row whose key columns are all empty is keyed by :attr:`SyncSpec.fallback_key` instead
-    (its ident then holds those columns too), one without :attr:`SyncSpec.required_key` by
-    every column (always sent)."""
+    row whose key columns are all empty, or absent from the query, is keyed by
+    :attr:`SyncSpec.fallback_key` instead (the same key either way; its ident then holds those
+    columns too), one without :attr:`SyncSpec.required_key` by every column. A row none of
+    these identify (:func:`_keyed_sql` false) shares its key with every such row: it is
+    rejected (:data:`NO_KEY_RULE`), never planned."""
     key_columns = [c for c in spec.key_columns if c in names]
     kept = key_columns + [c for c in spec.carry if c in names and c not in key_columns]
     namespace = spec.namespace.replace(chr(39), chr(39) * 2)
     key = f"md5('{namespace}' || {_json_of(key_columns)})"
     ident = _json_of(kept)
     fallback = [c for c in spec.fallback_key if c in names and c not in kept]
+    by_fallback = f"md5('{namespace}' || 'fallback' || {_json_of(fallback)})"
     if fallback and key_columns:
         missing = " and ".join(f"{_quote(c)} is null" for c in key_columns)
-        key = (
-            f"case when {missing} then md5('{namespace}' || 'fallback' || "
-            f"{_json_of(fallback)}) else {key} end"
-        )
+        key = f"case when {missing} then {by_fallback} else {key} end"
         ident = f"case when {missing} then {_json_of(kept + fallback)} else {ident} end"
         kept = kept + fallback
+    elif fallback:  # no key column in the query: every row is keyed by its fallback columns
+        key, ident, kept = by_fallback, _json_of(kept + fallback), kept + fallback
     if spec.required_key and spec.required_key in names:
         key = (
             f"case when {_quote(spec.required_key)} is null then md5('row' || "
             f"{_json_of(names)}) else {key} end"
         )
     return key, ident, kept
+
+
+def _keyed_sql(spec: SyncSpec, names: list[str]) -> str:
+    """A DuckDB expression: true for a row :func:`_key_sql` tells apart from every other, i.e.
+    one with a value in a key column, or else in a :attr:`SyncSpec.fallback_key` column, or
+    keyed by every column (no :attr:`SyncSpec.required_key` value)."""
+    present = [c for c in (*spec.key_columns, *spec.fallback_key) if c in names]
+    tests = [f"{_quote(c)} is not null" for c in present]
+    if spec.required_key and spec.required_key in names:
+        tests.append(f"{_quote(spec.required_key)} is null")
+    return " or ".join(tests) if tests else "false"
+
+
+def key_columns_text(spec: SyncSpec) -> str:
+    """The columns that key a member, in words (for a ``sync_key`` reject's message)."""
+    text = ", ".join(spec.key_columns)
+    if spec.fallback_key:
+        text += " (or, with none of them, " + ", ".join(spec.fallback_key) + ")"
+    return text
 
 
 def rekey(spec: SyncSpec, idents: list[str]) -> list[tuple[str, str] | None]:
@@ -399,13 +445,26 @@ def open_store(ledger: Ledger, export: str, scope: str, spec: SyncSpec, account:
     return store
 
 
-def _departed_frame(keys: list[str], texts: list[str], key_columns: list[str]) -> pd.DataFrame:
+def _departed_frame(
+    keys: list[str], texts: list[str], kept: list[str], spec: SyncSpec
+) -> tuple[pd.DataFrame, list[str]]:
+    """(departed members: ``key`` and their recorded key columns, keys to forget). The columns
+    are ``kept`` (today's query's) and any other key, fallback or carried column a member was
+    recorded with (a query that no longer has it can still remove who was sent by it). A member
+    recorded with no value in a key or fallback column (an earlier version merged such rows into
+    one key) cannot be removed: it is forgotten."""
+    identity = (*spec.key_columns, *spec.fallback_key)
     idents = [json.loads(text) for text in texts]
+    unkeyed = [not any(i.get(c) is not None for c in identity) for i in idents]
+    idents = [i for i, drop in zip(idents, unkeyed, strict=True) if not drop]
+    recorded = [c for c in (*identity, *spec.carry) if any(i.get(c) is not None for i in idents)]
+    columns = kept + [c for c in dict.fromkeys(recorded) if c not in kept]
     frame = pd.DataFrame(
-        {c: pd.Series([i.get(c) for i in idents], dtype="object") for c in key_columns}
+        {c: pd.Series([i.get(c) for i in idents], dtype="object") for c in columns}
     )
-    frame.insert(0, "key", pd.Series(keys, dtype="object"))
-    return frame
+    kept_keys = [k for k, drop in zip(keys, unkeyed, strict=True) if not drop]
+    frame.insert(0, "key", pd.Series(kept_keys, dtype="object"))
+    return frame, [k for k, drop in zip(keys, unkeyed, strict=True) if drop]
 
 
 def _spool_subset(rows: ValidRows, numbers: np.ndarray, path: Path) -> Path:
@@ -440,6 +499,7 @@ def deliver(
     assert spec is not None
     ledger = run.ledger.ledger
     account = dest.sync_account(resource, settings, lambda s: account_fingerprint(ledger, s))
+    run.sync_account = account
     store = open_store(ledger, run.ledger.export, run.ledger.scope, spec, account)
     settled = None
     if spec.settle_window:
@@ -534,6 +594,8 @@ def _commit(
     store.settle(fixed.stamp)
     if removal is not None:
         store.delete(removal.removed_keys)
+    if fixed.dropped:
+        store.delete(fixed.dropped)
     if fixed.baseline and fixed.forgotten:
         store.delete(fixed.departed["key"].tolist())
     store.finish(fixed.mode)
@@ -615,6 +677,8 @@ def _annotate(
         report.refused.append(held)
     if fixed.unknown_rejects is not None:
         report.unknown.append(fixed.unknown_rejects)
+    if fixed.unkeyed is not None:
+        report.rejected.append(fixed.unkeyed)
     if fixed.settled is not None:
         report.requests += fixed.settled.resent
     report.metadata.update(fixed.metadata())
@@ -636,6 +700,17 @@ def _annotate(
         report.metadata["members_removed"] = 0
 
 
+HELD_PREFIX = "delivery unknown: "
+"""How a held row's recorded reason begins (:func:`~line_exports.sync_settle.unknown_reason`,
+a LINE push resumed past its retry key's window)."""
+
+
+def held_text(rows: int, reason: str) -> str:
+    """``N rows held, delivery unknown: <reason>``, saying "delivery unknown" once whether or
+    not the recorded ``reason`` begins with it."""
+    return f"{rows:,} rows held, {HELD_PREFIX}{reason.removeprefix(HELD_PREFIX)}"
+
+
 def check_result(
     asset_key: dg.AssetKey, mode: str, fixed: SyncPlan | None, reason: str = ""
 ) -> dg.AssetCheckResult:
@@ -644,9 +719,7 @@ def check_result(
     (``rows_held_unknown``), saying why and what to do; passes otherwise."""
     reason = reason or (fixed.blocked if fixed is not None else "")
     if fixed is not None and fixed.unknown.num_rows and fixed.unknown_rejects is not None:
-        held = f"{fixed.unknown.num_rows:,} rows held, delivery unknown: " + str(
-            fixed.unknown_rejects["message"].iloc[0]
-        )
+        held = held_text(fixed.unknown.num_rows, str(fixed.unknown_rejects["message"].iloc[0]))
         reason = f"{reason}; {held}" if reason else held
     meta: dict[str, Any] = {"sync_mode": mode}
     if fixed is not None and fixed.unknown.num_rows:
