@@ -294,6 +294,10 @@ class ExportRun:
         self.report: DeliveryReport | None = None
         """The report a destination is filling (:meth:`new_report`): what a run that stops on
         an unexpected error had done so far (None: the destination had not started sending)."""
+        self.sync_account = ""
+        """``sync_mode`` diff / mirror: the destination account of this run
+        (:meth:`Destination.sync_account`), set by :func:`line_exports.sync.deliver` (MAAC's
+        tag records are kept per account: :class:`~line_exports.destinations.maac_tags.Tagged`)."""
         self.keep_requests: Callable[[list[tuple[str, str, str, list[str]]]], None] | None = None
         """Set by ``sync_mode`` diff for destinations with a ``SyncSpec.settle_window``: the
         destination calls it with (retry key, kind, exact body, recipients) of the requests it

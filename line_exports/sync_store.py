@@ -374,6 +374,15 @@ class SyncStore:
         """Rows of ``table`` (columns ``names``) for ``keys`` of this export."""
         return self._select(table, names, keys)
 
+    def all(self, table: sa.Table, names: tuple[str, ...]) -> list[Any]:
+        """Every row of ``table`` (columns ``names``) of this export."""
+        with self.ledger._lock, self.ledger.engine.connect() as con:
+            return list(
+                con.execute(
+                    sa.select(*(table.c[n] for n in names)).where(table.c.export == self.export)
+                ).all()
+            )
+
     def forget(self, table: sa.Table, keys: list[str]) -> None:
         """Delete every row of ``table`` for ``keys`` of this export."""
         self._delete(table, keys)

@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import requests
 
 from line_exports import MaacResource, SqlSource, build_export
+from line_exports.destinations.maac import MaacDestination
 from line_exports.maac_spec import parse_time
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox.maac import store_of
@@ -329,3 +331,60 @@ def test_two_mirrors_sharing_a_tag_the_other_sends_it_again(sandbox_server: Sand
     assert counts(again, "b")[:3] == (1, 1, 9)  # sent, retried, unchanged
     assert tags_of(sandbox)[uid(9)] == {"vip"}
     assert counts(run(url, "b", members, "mirror", DAY2), "b")[:3] == (0, 0, 10)
+
+
+# -- Tag records are per MAAC account (issue 18, M2) --------------------------------------------
+def test_two_mirrors_on_two_accounts_each_remove_their_own_tag(
+    sandbox_server: SandboxServer,
+) -> None:
+    """``a`` on one MAAC account and ``b`` on another (two sandboxes: two tokens, two
+    organizations) both tag members 0-9 ``vip`` in mirror. Member 9 leaves ``a``: ``a``'s
+    account loses the tag, ``b``'s keeps it and ``b`` is not told to send it again (its record
+    is its own); member 9 then leaves ``b``: ``b``'s account loses the tag too (was: ``a``'s
+    removal dropped ``b``'s record, so ``b`` kept the tag for good as "carried before")."""
+    first = sandbox_server
+    with SandboxServer(Sandbox(rate_scale=100, job_seconds=0.05)) as second:
+        members = query(list(range(10)))
+        run(first.url, "a", members, "mirror", DAY1)
+        run(second.url, "b", members, "mirror", DAY1)
+        day2 = run(first.url, "a", query(list(range(9))), "mirror", DAY2)
+        meta = meta_of(day2, "a")
+        assert (meta["tags_removed"], meta["members_resent_by_other_exports"]) == (1, 0)
+        assert tags_of(first.sandbox)[uid(9)] == set()
+        assert tags_of(second.sandbox)[uid(9)] == {"vip"}
+        assert counts(run(second.url, "b", members, "mirror", DAY2), "b")[:3] == (0, 0, 10)
+        left = run(second.url, "b", query(list(range(9))), "mirror", DAY2)
+        meta = meta_of(left, "b")
+        assert (meta["members_removed"], meta["tags_removed"]) == (1, 1)
+        assert meta["tags_kept_carried_before"] == meta["tags_kept_unrecorded"] == 0
+        assert tags_of(second.sandbox)[uid(9)] == set()
+        assert all(tags_of(s.sandbox)[uid(n)] == {"vip"} for s in (first, second) for n in range(9))
+
+
+def test_tag_records_without_an_account_are_kept_and_adopted(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records written before they named the account (an earlier version: here the account
+    is hidden from day 1) stay usable. ``b``'s such record, on another account, survives
+    ``a``'s removal of the same UID and tag (``b``'s member is only sent again: harmless, MAAC
+    keeps the tag's first time); ``b``'s next run takes its records over, and when member 9
+    leaves ``b``, ``b``'s account loses the tag. ``a``'s own old records are adopted the same
+    way: its removal of ``vip`` from member 9 needs them."""
+    first = sandbox_server
+    with SandboxServer(Sandbox(rate_scale=100, job_seconds=0.05)) as second:
+        members = query(list(range(10)))
+        with monkeypatch.context() as patch:
+            patch.setattr(MaacDestination, "sync_account", lambda *_: "")
+            run(first.url, "a", members, "mirror", DAY1)
+            run(second.url, "b", members, "mirror", DAY1)
+        day2 = run(first.url, "a", query(list(range(9))), "mirror", DAY2)
+        meta = meta_of(day2, "a")
+        assert (meta["tags_removed"], meta["tags_kept_unrecorded"]) == (1, 0)
+        assert meta["members_resent_by_other_exports"] == 1  # b's: its account is unknown
+        assert tags_of(first.sandbox)[uid(9)] == set()
+        assert counts(run(second.url, "b", members, "mirror", DAY2), "b")[:3] == (1, 1, 9)
+        assert tags_of(second.sandbox)[uid(9)] == {"vip"}
+        left = meta_of(run(second.url, "b", query(list(range(9))), "mirror", DAY2), "b")
+        assert (left["members_removed"], left["tags_removed"]) == (1, 1)
+        assert left["tags_kept_carried_before"] == left["tags_kept_unrecorded"] == 0
+        assert tags_of(second.sandbox)[uid(9)] == set()

@@ -68,18 +68,49 @@ SENT_AT = "sent@"
 class Tagged:
     """Per member (LINE UID) and tag: the import task of this export that first sent it, and
     each task's ``start_time`` (``sync_tagged`` / ``sync_tagged_tasks`` in the ledger's
-    database, per export and partition, whatever its ``tags`` target)."""
+    database, per export, partition and MAAC account, whatever its ``tags`` target).
 
-    def __init__(self, store: SyncStore) -> None:
+    The account (:meth:`MaacDestination.sync_account`: the API host and a keyed fingerprint of
+    the token) is part of the record's ``export`` column, ``EXPORT[#partition]@ACCOUNT``, as in
+    the sync store's name, so two exports on two accounts never take each other's records for
+    their own. Records written before (``EXPORT[#partition]``, no account) are taken over by the
+    export's first run on an account, as its sync store is (:func:`line_exports.sync.open_store`).
+    """
+
+    def __init__(self, store: SyncStore, account: str = "") -> None:
         self.store = store
+        self.account = account
 
     @classmethod
     def of(cls, run: ExportRun, settings: MaacSettings) -> Tagged | None:
-        """The record of a members export in ``diff`` / ``mirror``; None otherwise."""
+        """The record of a members export in ``diff`` / ``mirror`` on the run's account
+        (:attr:`ExportRun.sync_account`); None otherwise."""
         if settings.sync_mode == "append" or settings.data_object != "members":
             return None
         scope = run.ledger
-        return cls(SyncStore(scope.ledger, store_name(scope.export, scope.scope)))
+        legacy = store_name(scope.export, scope.scope)
+        account = run.sync_account
+        if not account:
+            return cls(SyncStore(scope.ledger, legacy))
+        tagged = cls(
+            SyncStore(scope.ledger, store_name(scope.export, scope.scope, account)), account
+        )
+        tagged._adopt(legacy)
+        return tagged
+
+    def _adopt(self, legacy: str) -> None:
+        """Take over the records of ``legacy`` (this export's name without an account, written
+        by an earlier version): copied first (a record already here wins), then deleted, so a
+        process killed mid-way adopts again, the same rows."""
+        old = SyncStore(self.store.ledger, legacy)
+        for table, names in (
+            (SYNC_TAGGED, ("key", "tag", "task", "recorded_at")),
+            (SYNC_TAGGED_TASKS, ("key", "started", "recorded_at")),
+        ):
+            rows = old.all(table, names)
+            if rows:
+                self.store.put_absent(table, [tuple(r) for r in rows])
+                old.forget(table, sorted({r[0] for r in rows}))
 
     def intend(self, members: list[dict[str, Any]], tags: list[str]) -> str:
         """Before the import request: the (member, tag) pairs no earlier request of this export
@@ -155,10 +186,15 @@ class Tagged:
         return found
 
     def release(self, pairs: list[tuple[str, str]]) -> int:
-        """This export removed these (LINE UID, tag) pairs. Every other export of this ledger
-        that recorded sending one of them believes the tag is still on the member: its record
-        is dropped and its member's row set ``pending``, so its next ``diff`` / ``mirror`` run
-        sends it again (``rows_retried``). Returns the rows set pending."""
+        """This export removed these (LINE UID, tag) pairs from its MAAC account. Every other
+        export of this ledger that recorded sending one of them on the same account believes
+        the tag is still on the member: its record is dropped and its member's row set
+        ``pending``, so its next ``diff`` / ``mirror`` run sends it again (``rows_retried``). A
+        record on another account is left alone (that account's member keeps the tag, and its
+        export still owns it). A record of unknown account (written before records named the
+        account) is kept, its member set ``pending`` too: sent again, MAAC attaches the tag
+        anew where it was removed (a later first time than the record's) and leaves it as it
+        is elsewhere, so that export can still remove it. Returns the rows set pending."""
         if not pairs:
             return 0
         wanted = set(pairs)
@@ -176,16 +212,19 @@ class Tagged:
                 ).all()
                 if (uid, tag) in wanted
             ]
+        found = [(e, uid, tag) for e, uid, tag in found if self._same_account(e) is not False]
         others: dict[str, set[str]] = {}
         for export, uid, _ in found:
             others.setdefault(export, set()).add(uid)
         resent = 0
         for export, members in others.items():
-            for store, keys in _member_keys(ledger, export, members).items():
+            legacy = self._same_account(export) is None
+            for store, keys in _member_keys(ledger, export, members, legacy).items():
                 SyncStore(ledger, store).set_status(keys, "pending")
                 resent += len(keys)
+        dropped = [(e, uid, tag) for e, uid, tag in found if self._same_account(e)]
         with ledger._lock, ledger.engine.begin() as con:
-            for export, uid, tag in found:
+            for export, uid, tag in dropped:
                 con.execute(
                     sa.delete(table).where(
                         table.c.export == export, table.c.key == uid, table.c.tag == tag
@@ -193,26 +232,39 @@ class Tagged:
                 )
         return resent
 
+    def _same_account(self, record: str) -> bool | None:
+        """Whether the record named ``record`` (``EXPORT[#partition][@ACCOUNT]``) is on this
+        export's account: None when it names none (an earlier version's), or this export runs
+        without one (every record may then be on its account)."""
+        if "@" not in record or not self.account:
+            return None
+        return record.split("@", 1)[1] == self.account
+
     def forget(self, uids: list[str]) -> None:
         """Members untagged: a later import of them is a new first time."""
         self.store.forget(SYNC_TAGGED, uids)
 
 
-def _member_keys(ledger: Ledger, export: str, uids: set[str]) -> dict[str, list[str]]:
+def _member_keys(ledger: Ledger, record: str, uids: set[str], legacy: bool) -> dict[str, list[str]]:
     """Sync store name -> keys of its ``accepted`` members with one of these LINE UIDs, in
-    every store of ``export`` (one per ``tags`` target: ``export@target``)."""
+    the stores of the export whose tag record is named ``record``: one per ``tags`` target,
+    ``record|target`` for a record on an account (``EXPORT@ACCOUNT``, the stores on that
+    account), every store of the export (``EXPORT@...``) for a ``legacy`` one."""
     table = SYNC_MEMBERS
+    prefix = f"{record}@" if legacy else f"{record}|"
     found: dict[str, list[str]] = {}
     with ledger._lock, ledger.engine.connect() as con:
         rows = con.execute(
             sa.select(table.c.export, table.c.key, table.c.ident).where(
-                sa.or_(table.c.export == export, table.c.export.like(f"{export}@%")),
+                sa.or_(
+                    table.c.export == record, table.c.export.startswith(prefix, autoescape=True)
+                ),
                 table.c.status == "accepted",
             )
         )
         for store, key, ident in rows:
-            if store != export and not store.startswith(f"{export}@"):
-                continue  # LIKE's _ and % matched another name
+            if store != record and not store.startswith(prefix):
+                continue  # (checked again: never another export's store)
             if json.loads(ident).get("line_uid") in uids:
                 found.setdefault(store, []).append(key)
     return found
