@@ -61,6 +61,9 @@ LIMITS = {
 }
 
 
+ACCOUNT_MARK = "@maac="
+"""How a record's name names its account (:meth:`MaacDestination.sync_account` begins
+``maac=``); a name without it is an earlier version's (account unknown)."""
 SENT_AT = "sent@"
 """Prefix of a record's task when it names the import request's send time, not a task id."""
 
@@ -236,9 +239,9 @@ class Tagged:
         """Whether the record named ``record`` (``EXPORT[#partition][@ACCOUNT]``) is on this
         export's account: None when it names none (an earlier version's), or this export runs
         without one (every record may then be on its account)."""
-        if "@" not in record or not self.account:
+        if ACCOUNT_MARK not in record or not self.account:
             return None
-        return record.split("@", 1)[1] == self.account
+        return record.endswith(f"@{self.account}")
 
     def forget(self, uids: list[str]) -> None:
         """Members untagged: a later import of them is a new first time."""
