@@ -133,43 +133,31 @@ def _run(
     return result, outcome_metadata(result), request.delivered(sandbox)
 
 
+# (HTTP attempts of the first step attempt that act but lose their answers, then 503 on every
+# later one) -> (rows the API holds, step restarts, success, refused, unknown, accepted)
+SCENARIOS: dict[str, tuple[tuple[int, bool], tuple[int, int, bool, int, int, int]]] = {
+    # The API took the rows in the first step attempt: unknown, never refused.
+    "lost_then_503_is_unknown": ((HTTP_ATTEMPTS, True), (ROWS, 2, False, 0, ROWS, 0)),
+    # Every attempt answered: refused.
+    "503_every_time_is_refused": ((0, True), (0, 2, False, ROWS, 0, 0)),
+    # A pending record is not done: the next step attempt sends the request again.
+    "lost_then_through_is_accepted": ((HTTP_ATTEMPTS, False), (ROWS, 1, True, 0, 0, ROWS)),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 @pytest.mark.parametrize("name", list(REQUESTS))
-def test_lost_answers_then_503_in_step_retries_is_unknown_never_refused(
-    sandbox_server: SandboxServer, tmp_path: Path, name: str
+def test_counts_across_step_retries(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str, scenario: str
 ) -> None:
-    # Every HTTP attempt of the first step attempt acts but loses its answer, then 503 forever.
+    (lost, then_503), expected = SCENARIOS[scenario]
+    request = REQUESTS[name]
     result, meta, delivered = _run(
-        sandbox_server, tmp_path, REQUESTS[name], _faults(REQUESTS[name], HTTP_ATTEMPTS, True)
+        sandbox_server, tmp_path, request, _faults(request, lost, then_503)
     )
-    assert delivered == ROWS  # the API took the rows in the first step attempt
-    assert _restarts(result) == 2 and not result.success and adds_up(meta), meta
-    assert meta["rows_refused_by_api"] == 0, meta
-    assert meta["rows_delivery_unknown"] == ROWS and meta["rows_accepted"] == 0, meta
-
-
-@pytest.mark.parametrize("name", list(REQUESTS))
-def test_503_in_every_step_attempt_stays_refused(
-    sandbox_server: SandboxServer, tmp_path: Path, name: str
-) -> None:
-    result, meta, delivered = _run(
-        sandbox_server, tmp_path, REQUESTS[name], _faults(REQUESTS[name], 0, True)
-    )
-    assert delivered == 0
-    assert _restarts(result) == 2 and not result.success and adds_up(meta), meta
-    assert meta["rows_refused_by_api"] == ROWS and meta["rows_delivery_unknown"] == 0, meta
-
-
-@pytest.mark.parametrize("name", list(REQUESTS))
-def test_lost_answers_then_a_step_retry_that_goes_through_is_accepted(
-    sandbox_server: SandboxServer, tmp_path: Path, name: str
-) -> None:
-    """A pending record is not done: the next step attempt sends the request again."""
-    result, meta, delivered = _run(
-        sandbox_server, tmp_path, REQUESTS[name], _faults(REQUESTS[name], HTTP_ATTEMPTS, False)
-    )
-    assert delivered == ROWS
-    assert _restarts(result) == 1 and result.success and adds_up(meta), meta
-    assert meta["rows_accepted"] == ROWS and meta["rows_delivery_unknown"] == 0, meta
+    found = (_restarts(result), result.success, meta["rows_refused_by_api"])
+    found += (meta["rows_delivery_unknown"], meta["rows_accepted"])
+    assert (delivered, *found) == expected and adds_up(meta), meta
 
 
 CREATE = Request(
