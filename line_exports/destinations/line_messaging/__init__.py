@@ -45,18 +45,16 @@ from line_exports.destinations.line_messaging.rich_menu import (
 from line_exports.destinations.line_messaging.sending import (
     final_answer,
     resend_window,
-    retries_within,
+    retries_left,
 )
 from line_exports.destinations.line_messaging.settings import (
     AGGREGATION_UNIT,
     AUDIENCE_IFA_COLUMNS,
     AUDIENCE_USER_COLUMNS,
-    CLOCK_MARGIN_SECONDS,
     LIMITS,
     MULTICAST_COLUMNS,
     PUSH_COLUMNS,
     PUSH_TO_PATTERN,
-    RETRY_KEY_TTL_SECONDS,
     LineMessagingSettings,
 )
 from line_exports.http import ApiError
@@ -195,10 +193,9 @@ class LineMessagingDestination(Destination):
         monthly-quota 429 delivered nothing ("Retry failed API requests":
         https://developers.line.biz/en/docs/messaging-api/retrying-api-request/). The client's
         retries are cut so the last attempt ends before the key's 24 hours do
-        (:func:`.sending.retries_within`); 'expired' when not even one attempt would. Other
+        (:func:`.sending.retries_left`); 'expired' when not even one attempt would. Other
         errors raise once those retries are spent."""
-        left = RETRY_KEY_TTL_SECONDS - CLOCK_MARGIN_SECONDS - age
-        retry = retries_within(settings.retry_settings(), left)
+        retry = retries_left(settings.retry_settings(), age)
         if retry is None:
             return "expired", {}
         client = resource.get_client(retry)

@@ -28,7 +28,14 @@ from line_exports.destinations.line_messaging.client import (
     accepted_request_id,
     retry_pause,
 )
-from line_exports.destinations.line_messaging.sending import Tally, answered, failed, too_big
+from line_exports.destinations.line_messaging.sending import (
+    Tally,
+    answered,
+    failed,
+    hold,
+    resend_retry,
+    too_big,
+)
 from line_exports.destinations.line_messaging.settings import MAX_BODY_BYTES
 from line_exports.http import RETRYABLE_STATUS, ApiError, Response, shared_limiter
 
@@ -125,6 +132,10 @@ async def _push(
         too_big(body, [row], [to], tally)
         return
     http = client.http
+    retry = resend_retry(http.retry, key, tally)  # fewer late in an earlier key's 24 hours
+    if retry is None:
+        hold([row], tally.since[key], http.retry, tally)
+        return
     limiter = shared_limiter(http.limiter_scope, "push", http.limits["push"])
     loop = asyncio.get_running_loop()
     attempt, refreshed, unanswered = 0, False, 0
@@ -161,9 +172,9 @@ async def _push(
             refreshed = True
             await loop.run_in_executor(None, client.tokens.reissue)
             continue
-        if error.retryable and attempt < http.retry.max_retry and not tally.stopped:
+        if error.retryable and attempt < retry.max_retry and not tally.stopped:
             http.stats.retries += 1
-            await asyncio.sleep(retry_pause(http.retry, attempt, error.retry_after))
+            await asyncio.sleep(retry_pause(retry, attempt, error.retry_after))
             attempt += 1
             continue
         if error.status in RETRYABLE_STATUS and error.retryable:

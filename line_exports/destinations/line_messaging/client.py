@@ -9,6 +9,7 @@ broadcast and the rich-menu bulk calls use these.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -202,6 +203,18 @@ class LineMessagingClient:
         self.tokens = tokens
         self.poll_seconds = poll_seconds
         self.quota_read_seconds = quota_read_seconds
+
+    def with_retry(self, retry: RetrySettings) -> LineMessagingClient:
+        """This client (same connections, pacing, stats and token) making ``retry``'s attempts
+        instead: a resend late in its retry key's 24 hours makes fewer
+        (:func:`.sending.resend_retry`). ``self`` when ``retry`` is its own."""
+        if retry == self.http.retry:
+            return self
+        http = copy.copy(self.http)
+        http.retry = retry
+        return LineMessagingClient(
+            http, self.data_base, self.tokens, self.poll_seconds, self.quota_read_seconds
+        )
 
     def begin_run(self) -> None:
         self.tokens.begin_run()

@@ -15,16 +15,19 @@ from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
     finish,
+    first_sent,
     nothing_sent,
+    pending,
     post,
+    retries_left,
     settled,
 )
 from line_exports.destinations.line_messaging.settings import (
     PUSH_BATCH_ROWS,
     PUSH_RUN,
-    RESEND_GUARD_SECONDS,
     LineMessagingSettings,
 )
+from line_exports.http import RetrySettings
 from line_exports.ledger import GroupRecorder
 from line_exports.outcomes import unanswered_before
 from line_exports.rules import ROW_NUMBER, reject
@@ -90,7 +93,7 @@ def deliver_push(
             if only is not None or skip:
                 pushes = [p for p in pushes if (only is None or p[3] in only) and p[3] not in skip]
             chosen = len(pushes)  # this pass's rows of the batch (each pass counts its own)
-            pushes = not_yet_sent(pushes, run, tally)
+            pushes = not_yet_sent(pushes, run, tally, client.http.retry)
             over: list[Push] = []
             if left is not None:
                 over, pushes = pushes[left:], pushes[:left]
@@ -99,9 +102,8 @@ def deliver_push(
             if run.keep_requests is not None:  # sync diff: a later scope can settle them
                 run.keep_requests([(k, "push", b.decode(), [to]) for _, to, b, k in pushes])
             # Pending before sending, in one transaction: an interrupted push is known.
-            run.ledger.record_many(
-                [(key, {"state": "pending", "at": time.time()}) for *_, key in pushes]
-            )
+            # An earlier attempt's first send time is kept: the key's 24 hours run from it.
+            run.ledger.record_many([(key, pending(tally.since.get(key))) for *_, key in pushes])
             yield pushes
             report.sent_rows += chosen - len(over)
             run.progress(report.sent_rows)
@@ -124,18 +126,18 @@ def deliver_push(
     # LINE answers 409 for those it took (no quota used) and takes the others, which the earlier
     # attempt's quota check had already allowed (a push over it was never recorded pending).
     # What the quota check then counts is exact.
-    done, pending = accepted_before(template, rows, columns, bad, run, push_key)
-    if pending:
-        states = run.ledger.done_many(list(pending))
-        tally.resent.update(k for k in pending if unanswered_before(states.get(k)))
-        send(prepared(pending, set()))
+    done, resend = accepted_before(template, rows, columns, bad, run, push_key, client.http.retry)
+    if resend:
+        states = run.ledger.done_many(list(resend))
+        tally.resent.update(k for k in resend if unanswered_before(states.get(k)))
+        send(prepared(resend, set()))
         if tally.fatal or (tally.refused and not skip_refused):
             return finish(report, tally, skip_refused, "skip_invalid_message", "push")
     report.metadata["messages_already_accepted"] = done + tally.already_accepted
-    report.metadata["messages_settled_pending"] = len(pending)
-    needed = rows.count - len(bad) - done - len(pending)
+    report.metadata["messages_settled_pending"] = len(resend)
+    needed = rows.count - len(bad) - done - len(resend)
     left = allowance(client, settings, needed, report, run, "push")
-    send(prepared(None, pending))
+    send(prepared(None, resend))
     return finish(report, tally, skip_refused, "skip_invalid_message", "push")
 
 
@@ -162,14 +164,16 @@ def accepted_before(
     bad: set[int],
     run: ExportRun,
     push_key: Callable[[str, str], str],
+    retry: RetrySettings,
 ) -> tuple[int, set[str]]:
     """(pushes of these rows an earlier attempt of this run scope got accepted, retry keys of
     those it left ``pending``): a resumed run does not need the first again, and settles the
     second before it counts what it needs (see :func:`deliver_push`).
 
     A first run (nothing in the ledger's scope) costs one count query; a resume renders each
-    row's key once more. A push pending for over ~23 hours is neither: LINE no longer knows its
-    key, so it is reported as delivery unknown (:func:`.sending.settled`)."""
+    row's key once more. A push first sent longer ago than the window for a safe resend under
+    ``retry`` is neither (:func:`.sending.retries_left`): LINE may forget its key before a
+    resend ends, so it is reported as delivery unknown (:func:`.sending.settled`)."""
     if run.ledger.count() == 0:
         return 0, set()
     found, pending = 0, set()
@@ -191,24 +195,25 @@ def accepted_before(
                 continue
             if state.get("state") == "accepted":
                 found += 1
-            elif (
-                state.get("state") == "pending"
-                and time.time() - float(state.get("at", 0)) <= RESEND_GUARD_SECONDS
+            elif (since := first_sent(state)) is not None and retries_left(
+                retry, time.time() - since
             ):
                 pending.add(key)
     return found, pending
 
 
 def not_yet_sent(
-    pushes: list[tuple[int, str, bytes, str]], run: ExportRun, tally: Tally
+    pushes: list[tuple[int, str, bytes, str]], run: ExportRun, tally: Tally, retry: RetrySettings
 ) -> list[tuple[int, str, bytes, str]]:
-    """The pushes of one batch the ledger does not show accepted (one query for the batch)."""
+    """The pushes of one batch the ledger does not show accepted (one query for the batch);
+    those an earlier attempt left pending past the window for a safe resend under ``retry``
+    are held (:func:`.sending.settled`)."""
     known = run.ledger.done_many([key for *_, key in pushes])
     if not known:
         return pushes
     todo = []
     for push in pushes:
-        outcome = settled(known.get(push[3]), [push[0]], tally)
+        outcome = settled(known.get(push[3]), push[3], [push[0]], tally, retry)
         if outcome is None:
             todo.append(push)
     return todo

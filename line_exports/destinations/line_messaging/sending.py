@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun
@@ -27,7 +28,6 @@ from line_exports.destinations.line_messaging.client import (
 from line_exports.destinations.line_messaging.settings import (
     CLOCK_MARGIN_SECONDS,
     MAX_BODY_BYTES,
-    RESEND_GUARD_SECONDS,
     RETRY_KEY_TTL_SECONDS,
 )
 from line_exports.http import ApiError, RetrySettings
@@ -72,6 +72,30 @@ def resend_window(retry: RetrySettings) -> float:
     return RETRY_KEY_TTL_SECONDS - CLOCK_MARGIN_SECONDS - once
 
 
+def retries_left(retry: RetrySettings, age: float) -> RetrySettings | None:
+    """The retries of ``retry`` a request first sent ``age`` seconds ago may still make: those
+    that surely end before its retry key's 24 hours less :data:`CLOCK_MARGIN_SECONDS`
+    (:func:`retries_within`); None past :func:`resend_window` (not even one attempt would).
+    The one rule for every resend under an earlier key: the settle step's and a resumed run's."""
+    return retries_within(retry, RETRY_KEY_TTL_SECONDS - CLOCK_MARGIN_SECONDS - age)
+
+
+def first_sent(state: dict[str, Any] | None) -> float | None:
+    """When an earlier attempt first sent the request the ledger ``state`` holds ``pending``
+    (epoch seconds: LINE's 24 hours for its key run from then), or None when none is pending."""
+    if state is None or state.get("state") != "pending":
+        return None
+    return float(state.get("at", 0))
+
+
+def pending(since: float | None, **extra: Any) -> dict[str, Any]:
+    """The ledger record of a request about to be sent (or sent, answer not final): ``at`` is
+    when it was first sent, ``since`` when an earlier attempt did (kept, so that a later resume
+    counts the key's age from its first request, not from the last resend)."""
+    now = time.time()
+    return {"state": "pending", "at": now if since is None else min(since, now), **extra}
+
+
 def nothing_sent(run: ExportRun) -> str:
     """ "nothing was sent" for a run that stops before its delivery sends anything, or, when
     its settle step had already sent an earlier run's requests again
@@ -102,6 +126,10 @@ class Tally:
     resent: set[str] = field(default_factory=set)
     """Retry keys an earlier attempt of this run scope sent without a known answer
     (:func:`~line_exports.outcomes.unanswered_before`): that attempt may have delivered them."""
+    since: dict[str, float] = field(default_factory=dict)
+    """Retry keys an earlier attempt of this run scope left pending: when it first sent each
+    (:func:`first_sent`). Sent again, each makes only the retries that end before its key does
+    (:func:`resend_retry`)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refuse(self, row_numbers: list[int], recipients: list[str], reason: str) -> None:
@@ -118,26 +146,54 @@ class Tally:
         return bool(self.fatal)
 
 
-def settled(state: dict[str, Any] | None, row_numbers: list[int], tally: Tally) -> str | None:
-    """'resumed' or 'unknown' when the ledger already decides a request; None to send it."""
+def settled(
+    state: dict[str, Any] | None,
+    key: str,
+    row_numbers: list[int],
+    tally: Tally,
+    retry: RetrySettings,
+) -> str | None:
+    """'resumed' or 'unknown' when the ledger already decides a request; None to send it.
+
+    A request an earlier attempt left pending is sent again only within
+    :func:`resend_window` of its first request (its retries then cut by
+    :func:`resend_retry`); later, LINE may forget its key before a resend ends and a resend
+    could deliver twice: reported 'unknown' instead."""
     if state is not None and state.get("state") == "accepted":
         with tally.lock:
             tally.resumed += len(row_numbers)
         return "resumed"
-    if (
-        state is not None
-        and state.get("state") == "pending"
-        and time.time() - float(state.get("at", 0)) > RESEND_GUARD_SECONDS
-    ):
-        # Sent over ~24 h ago with no answer recorded: LINE no longer knows the key, so a
-        # resend could deliver twice. Report it instead of guessing.
-        with tally.lock:
-            tally.unknown.extend(
-                (n, "delivery unknown: interrupted over 23 hours ago, retry key expired")
-                for n in row_numbers
-            )
+    since = first_sent(state)
+    if since is None:
+        return None
+    if retries_left(retry, time.time() - since) is None:
+        hold(row_numbers, since, retry, tally)
         return "unknown"
+    with tally.lock:
+        tally.since[key] = since
     return None
+
+
+def hold(row_numbers: list[int], since: float, retry: RetrySettings, tally: Tally) -> None:
+    """Rows of a request first sent at ``since`` whose key ends before a resend surely would:
+    delivery unknown, never sent again by this run."""
+    hours, minutes = divmod(round(resend_window(retry) / 60), 60)
+    stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reason = (
+        f"delivery unknown: an earlier attempt sent it at {stamp}, its answer lost; the retry "
+        f"key is past the window for a safe resend ({hours} h {minutes} min), so a resend could "
+        "deliver twice"
+    )
+    with tally.lock:
+        tally.unknown.extend((n, reason) for n in row_numbers)
+
+
+def resend_retry(retry: RetrySettings, key: str, tally: Tally) -> RetrySettings | None:
+    """The retries to send request ``key`` with now: ``retry`` for a first send; for one an
+    earlier attempt sent (:attr:`Tally.since`), those that end before its key does
+    (:func:`retries_left`), None when not even one attempt would (hold it)."""
+    since = tally.since.get(key)
+    return retry if since is None else retries_left(retry, time.time() - since)
 
 
 def send_once(
@@ -153,7 +209,7 @@ def send_once(
 ) -> str:
     """One request under the ledger: 'accepted' | 'resumed' | 'refused' | 'unknown' | 'fatal'."""
     state = run.ledger.done(key)
-    decided = settled(state, row_numbers, tally)
+    decided = settled(state, key, row_numbers, tally, client.http.retry)
     if decided is not None:
         return decided
     if unanswered_before(state):
@@ -161,7 +217,7 @@ def send_once(
             tally.resent.add(key)
     if run.keep_requests is not None:  # sync diff: a later scope can settle it
         run.keep_requests([(key, kind, body.decode(), recipients)])
-    run.ledger.record(key, {"state": "pending", "at": time.time()})
+    run.ledger.record(key, pending(tally.since.get(key)))
     return post(
         client,
         kind,
@@ -194,8 +250,12 @@ def post(
     refused recipient), else to the tally."""
     if len(body) > MAX_BODY_BYTES:
         return too_big(body, row_numbers, recipients, tally, refusals)
+    retry = resend_retry(client.http.retry, key, tally)
+    if retry is None:  # the key ends before even one attempt surely would
+        hold(row_numbers, tally.since[key], client.http.retry, tally)
+        return "unknown"
     try:
-        status, answer = client.send(kind, body, key)
+        status, answer = client.with_retry(retry).send(kind, body, key)
     except ApiError as exc:
         return failed(exc, client, key, row_numbers, recipients, run, tally, refusals)
     return answered(status, answer.get("_request_id"), key, recipients, tally, record)
@@ -297,7 +357,7 @@ def failed(
     if exc.status is not None and not (exc.unanswered or earlier or isinstance(exc, TokenError)):
         # Every attempt was answered (429/5xx, 401, ...): LINE did not take it, and a step
         # retry that meets it pending must not count it of unknown delivery on this account.
-        run.ledger.record(key, {"state": "pending", "at": time.time(), EARLIER_ANSWER: exc.status})
+        run.ledger.record(key, pending(tally.since.get(key), **{EARLIER_ANSWER: exc.status}))
     with tally.lock:
         tally.fatal.append(
             explain(exc)
