@@ -48,11 +48,14 @@ from line_exports.destinations.line_messaging.client import (
     retry_key,
 )
 from line_exports.destinations.line_messaging.push import bad_rendered_rows
-from line_exports.destinations.line_messaging.sending import QUOTA_REASON
-from line_exports.destinations.line_messaging.settings import (
-    RESEND_GUARD_SECONDS,
-    LineMessagingSettings,
+from line_exports.destinations.line_messaging.sending import (
+    QUOTA_REASON,
+    first_sent,
+    held_reason,
+    pending,
+    retries_left,
 )
+from line_exports.destinations.line_messaging.settings import LineMessagingSettings
 from line_exports.destinations.line_messaging.targeting import (
     PROGRESS_ERROR_CODES,
     TargetingError,
@@ -322,23 +325,23 @@ def send_one(
 ) -> dict[str, Any]:
     """One narrowcast or broadcast under the ledger (``done``: what it recorded for ``key``);
     its outcome (``state``: accepted | refused | fatal | unknown, LINE's ``request_id`` and, for a
-    narrowcast, its final progress). A request left pending is resent with the body it had,
-    unless that was over 23 hours ago (LINE forgets a retry key after 24): then it is reported,
-    never resent."""
+    narrowcast, its final progress). A request left pending is resent with the body it had and
+    the retries that end before its key's 24 hours do (:func:`.sending.retries_left`, the
+    push/multicast rule); past that window it is reported of unknown delivery, never resent."""
     resumed = done is not None and done.get("state") == "accepted"
     if resumed:
         assert done is not None
         request_id = str(done["request_id"])
         status = int(done.get("status", 200))
     else:
-        if done is not None and done.get("state") == "pending":
-            if time.time() - float(done.get("at", 0)) > RESEND_GUARD_SECONDS:
-                return {
-                    "state": "refused",
-                    "reason": "delivery unknown: interrupted over 23 hours ago, retry key expired",
-                }
+        since, sender = first_sent(done), client
+        if done is not None and since is not None:
+            retry = retries_left(client.http.retry, time.time() - since)
+            if retry is None:
+                return {"state": "unknown", "reason": held_reason(since, client.http.retry)}
+            sender = client.with_retry(retry)
             targeting = done.get("targeting", targeting)
-        run.ledger.record(key, {"state": "pending", "at": time.time(), "targeting": targeting})
+        run.ledger.record(key, pending(since, targeting=targeting))
         body = (
             '{"messages":'
             + messages
@@ -350,16 +353,14 @@ def send_one(
             + "}"
         ).encode()
         try:
-            status, answer = client.send(kind, body, key, ok_status=(200, 202, 409))
+            status, answer = sender.send(kind, body, key, ok_status=(200, 202, 409))
         except ApiError as exc:
             outcome = failed(exc, client, key, run)
             if "error" in outcome:  # a step retry must know whether any attempt went unanswered
                 outcome["earlier"] = unanswered_before(done)
                 if exc.status is not None and not (exc.unanswered or outcome["earlier"]):
                     run.ledger.record(
-                        key,
-                        {"state": "pending", "at": time.time(), "targeting": targeting}
-                        | {EARLIER_ANSWER: exc.status},
+                        key, pending(since, targeting=targeting, **{EARLIER_ANSWER: exc.status})
                     )
             return outcome
         request_id = answer["_request_id"] or ""

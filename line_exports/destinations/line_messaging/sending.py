@@ -176,16 +176,21 @@ def settled(
 
 def hold(row_numbers: list[int], since: float, retry: RetrySettings, tally: Tally) -> None:
     """Rows of a request first sent at ``since`` whose key ends before a resend surely would:
-    delivery unknown, never sent again by this run."""
+    delivery unknown (:func:`held_reason`), never sent again by this run."""
+    reason = held_reason(since, retry)
+    with tally.lock:
+        tally.unknown.extend((n, reason) for n in row_numbers)
+
+
+def held_reason(since: float, retry: RetrySettings) -> str:
+    """Why a request first sent at ``since`` (epoch seconds) is not sent again under ``retry``."""
     hours, minutes = divmod(round(resend_window(retry) / 60), 60)
     stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    reason = (
+    return (
         f"delivery unknown: an earlier attempt sent it at {stamp}, its answer lost; the retry "
         f"key is past the window for a safe resend ({hours} h {minutes} min), so a resend could "
         "deliver twice"
     )
-    with tally.lock:
-        tally.unknown.extend((n, reason) for n in row_numbers)
 
 
 def resend_retry(retry: RetrySettings, key: str, tally: Tally) -> RetrySettings | None:

@@ -35,12 +35,6 @@ after that the same request is a new one and delivers again."""
 CLOCK_MARGIN_SECONDS = 10 * 60
 """Of those 24 hours, what a resend leaves unused for clocks: the request's time is this
 machine's (or, on a shared ledger, another machine's) clock, LINE counts on its own."""
-RESEND_GUARD_SECONDS = 23 * 3600
-"""Narrowcast and broadcast only: a request an earlier attempt of the same run scope left
-pending longer ago than this is not sent again (delivery unknown), and its resend is retried
-under the export's settings. Push and multicast, resumed (:func:`.sending.settled`) or settled
-by ``sync_mode`` diff, use the window and retries fitted to the key's 24 hours instead
-(:func:`.sending.resend_window`, :func:`.sending.retries_left`)."""
 TOKEN_RENEW_BEFORE_SECONDS = 24 * 3600
 AUDIENCE_TIMEOUT_SECONDS = 6 * 3600
 PUSH_BATCH_ROWS = 2_000
