@@ -179,28 +179,47 @@ def cmd_sandbox(ns: argparse.Namespace) -> int:
 
 def cmd_held(ns: argparse.Namespace) -> int:
     """List, or release, the rows a ``sync_mode`` diff export holds because an earlier run sent
-    them and whether LINE delivered them cannot be known (``line_exports.sync_settle``)."""
+    them and whether LINE delivered them cannot be known (``line_exports.sync_held``). Exit 2
+    when the ledger has no sync store of that export (a typo must not look like a release), 1
+    when ``--delivered`` meets rows already released for resend."""
+    from line_exports import sync_held
     from line_exports.ledger import Ledger
-    from line_exports.sync_settle import held, release
 
+    export = ns.export
     ledger = Ledger()
     try:
-        rows = held(ledger, ns.export)
-        if ns.resend or ns.delivered:
-            count = release(ledger, ns.export, delivered=ns.delivered)
+        if not export or not sync_held.exists(ledger, export):
+            return _no_store(ledger, export)
+        rows = sync_held.held(ledger, export)
+        if (ns.resend or ns.delivered) and rows:
+            count = sync_held.release(ledger, export, delivered=ns.delivered)
             what = (
                 "recorded delivered: never sent again"
                 if ns.delivered
                 else "released: the next run sends them (once)"
             )
-            print(f"{ns.export}: {count:,} held rows {what}")
+            print(f"{export}: {count:,} held rows {what}")
             return 0
+        waiting = None if rows else sync_held.released(ledger, export)
     finally:
         ledger.close()
     if not rows:
-        print(f"{ns.export}: no rows held")
-        return 0
-    print(f"{ns.export}: {len(rows):,} rows held, delivery unknown")
+        if waiting is None:
+            print(
+                f"{export}: no rows held{': nothing to release' if ns.resend or ns.delivered else ''}"
+            )
+            return 0
+        print(
+            f"{export}: no rows held; {waiting.rows:,} rows were already {waiting.note}, and "
+            "the next run sends them (once)"
+            + (
+                ": a release for resend cannot be undone, nothing recorded delivered"
+                if ns.delivered
+                else ""
+            )
+        )
+        return 1 if ns.delivered else 0
+    print(f"{export}: {len(rows):,} rows held, delivery unknown")
     print(f"  {rows[0][2]}")
     for _, ident, _ in rows[:SHOWN]:
         print(f"  {ident}")
@@ -209,7 +228,34 @@ def cmd_held(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _no_store(ledger: Any, export: str) -> int:
+    """``held`` of a name the ledger has no sync store of: say so, and what it has."""
+    import difflib
+
+    from line_exports import sync_held
+
+    names = sync_held.held_exports(ledger)
+    close = difflib.get_close_matches(export, sync_held.known_exports(ledger), n=3, cutoff=0.6)
+    print(
+        f"error: no sync store of an export named {export!r} in the ledger "
+        f"({ledger.describe()}): EXPORT is the asset key path, e.g. workflow/task for a .dig "
+        "task; nothing listed or released",
+        file=sys.stderr,
+    )
+    if close:
+        print(f"  closest names: {', '.join(close)}", file=sys.stderr)
+    more = f" and {len(names) - LISTED:,} more" if len(names) > LISTED else ""
+    print(
+        f"  exports with held rows: {', '.join(names[:LISTED])}{more}"
+        if names
+        else "  no export holds rows",
+        file=sys.stderr,
+    )
+    return 2
+
+
 SHOWN = 10
+LISTED = 20
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ holds:
   delivered cannot be known, and a resend could send the coupon twice: the rows are held
   ``unknown`` (reported as ``rows_delivery_unknown``; the ``sync_removals`` check fails saying
   how to release them), until the user decides with ``line-exports held EXPORT --resend`` or
-  ``--delivered`` (:func:`release`);
+  ``--delivered`` (:func:`line_exports.sync_held.release`);
 * not in the ledger: the run was killed between recording the request and sending it: nothing
   was sent, the rows stay ``pending`` and are planned as usual.
 
@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from line_exports.claims import ClaimOwner, ScopeClaimed, holder_is_gone
-from line_exports.ledger import CLAIMS, SYNC_MEMBERS, SYNC_REFUSALS, Ledger
+from line_exports.ledger import CLAIMS
+from line_exports.outcomes import EARLIER_ANSWER
 from line_exports.sync_store import SentRequest, SyncStore, store_name
 
 if TYPE_CHECKING:
@@ -89,13 +90,22 @@ def span(seconds: float) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
-def unknown_reason(export: str, at: float, window: float) -> str:
-    """Why a row is held: sent when, the API's window, what the user can do."""
+def unknown_reason(export: str, at: float, window: float, answered: int | None = None) -> str:
+    """Why a row is held: sent when, what the ledger recorded of LINE's answer (``answered``:
+    the status LINE gave every attempt, e.g. 500 once retries were spent; None: no answer was
+    recorded, lost or the run stopped), the API's window, what the user can do. The one wording
+    of a held row's reason; short enough (under 200 characters before the command) that the
+    run's metadata keeps the command whole."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    if answered is None:
+        what = "no answer recorded (lost, or the run stopped)"
+    else:
+        what = f"LINE answered {answered} each time"
+        if answered >= 500:
+            what += " (a 5xx may still deliver)"
     return (
-        f"delivery unknown: an earlier run sent it at {stamp}, its answer lost; the retry key "
-        f"is past the API's window for a safe resend ({span(window)}), so a resend could "
-        f"deliver twice. {held_hint(export)}"
+        f"delivery unknown: sent by an earlier run at {stamp}, {what}; retry key past its "
+        f"window ({span(window)}): a resend could deliver twice. {held_hint(export)}"
     )
 
 
@@ -220,7 +230,9 @@ def settle_earlier(
                     outcome, state = _resend(dest, resource, settings, request, state, window)
                     _count(result, outcome, state)
                     if outcome == "expired":
-                        reason = unknown_reason(export, state["at"], window)
+                        reason = unknown_reason(
+                            export, state["at"], window, state.get(EARLIER_ANSWER)
+                        )
                         unknown.update((k, reason) for k in keys)
                     elif outcome == "accepted" and state.get("status") != 409:
                         delivered.update(keys)
@@ -251,15 +263,17 @@ def _resend(
 ) -> tuple[str, dict[str, Any]]:
     """A request the ledger shows ``pending``: sent again (the destination's outcome and
     answer) unless it was first sent over ``window`` ago, or its key would expire before a
-    resend surely ends: ('expired', {'at': when it was first sent})."""
+    resend surely ends: ('expired', {'at': when it was first sent, 'answered': the status
+    every attempt was answered, or None})."""
     # The earliest record: a resumed run records a request pending again.
     sent_at = min(float(state.get("at", request.at)), request.at)
     age = now() - sent_at
+    expired = {"at": sent_at, EARLIER_ANSWER: state.get(EARLIER_ANSWER)}
     if age > window:
-        return "expired", {"at": sent_at}
+        return "expired", expired
     body = request.body.encode()
     outcome, answer = dest.resend(resource, settings, request.kind, body, request.key, age)
-    return outcome, ({"at": sent_at} if outcome == "expired" else answer)
+    return outcome, (expired if outcome == "expired" else answer)
 
 
 def _count(result: Settled, outcome: str, answer: dict[str, Any]) -> None:
@@ -319,58 +333,3 @@ def _apply(
     result.accepted += len(accepted)
     result.refused += len(refused)
     result.unknown += len(unknown)
-
-
-def _stores(ledger: Ledger, export: str) -> sa.ColumnElement[bool]:
-    """The sync stores of ``export``: itself, its partitions (``#``) and targets (``@``); the
-    name's own ``_`` and ``%`` match only themselves (``a_b`` is not ``axb``)."""
-    column = SYNC_MEMBERS.c.export
-    return sa.or_(
-        column == export,
-        column.startswith(f"{export}#", autoescape=True),
-        column.startswith(f"{export}@", autoescape=True),
-    )
-
-
-def held(ledger: Ledger, export: str) -> list[tuple[str, str, str]]:
-    """(store, recipient key columns as JSON, reason) of the rows held ``unknown``."""
-    query = (
-        sa.select(SYNC_MEMBERS.c.export, SYNC_MEMBERS.c.ident, SYNC_REFUSALS.c.message)
-        .select_from(
-            SYNC_MEMBERS.outerjoin(
-                SYNC_REFUSALS,
-                sa.and_(
-                    SYNC_REFUSALS.c.export == SYNC_MEMBERS.c.export,
-                    SYNC_REFUSALS.c.key == SYNC_MEMBERS.c.key,
-                ),
-            )
-        )
-        .where(_stores(ledger, export), SYNC_MEMBERS.c.status == "unknown")
-        .order_by(SYNC_MEMBERS.c.export, SYNC_MEMBERS.c.ident)
-    )
-    with ledger.engine.connect() as con:
-        return [(s, i, m or "") for s, i, m in con.execute(query).all()]
-
-
-def release(ledger: Ledger, export: str, delivered: bool) -> int:
-    """Release the rows held ``unknown`` of ``export``: ``pending`` (sent again by its next
-    run, once) or, ``delivered``, ``accepted`` (never sent again). Returns the rows released."""
-    status = "accepted" if delivered else "pending"
-    stores = _stores(ledger, export)
-    with ledger.engine.begin() as con:
-        keys = sa.select(SYNC_MEMBERS.c.export, SYNC_MEMBERS.c.key).where(
-            stores, SYNC_MEMBERS.c.status == "unknown"
-        )
-        chosen = con.execute(keys).all()
-        for store, key in chosen:
-            con.execute(
-                sa.delete(SYNC_REFUSALS).where(
-                    SYNC_REFUSALS.c.export == store, SYNC_REFUSALS.c.key == key
-                )
-            )
-        con.execute(
-            sa.update(SYNC_MEMBERS)
-            .where(stores, SYNC_MEMBERS.c.status == "unknown")
-            .values(status=status, recorded_at=time.time())
-        )
-    return len(chosen)
