@@ -16,7 +16,9 @@ the request was recorded before it was sent:
   CAPI's ``deduplication_key``; LinkedIn's ADD / REMOVE of a segment member; LINE's retry key);
 * a call that failed for good after every attempt was answered (429/5xx, 4xx) marks the
   pending record :data:`~line_exports.outcomes.EARLIER_ANSWER`, so the next attempt knows the
-  request was answered (a 503 there is refused, not unknown);
+  request was answered (a 503 there is refused, not unknown); one whose every attempt never
+  reached the API (connection refused) marks it :data:`~line_exports.outcomes.NOT_REACHED`
+  the same way (the request never left: its rows are unsent, not of unknown delivery);
 * :func:`~line_exports.outcomes.unanswered_before` reads the record:
   :meth:`LedgerRequest.count_failed` counts a failed resend with it.
 """
@@ -34,6 +36,7 @@ from line_exports.destination import DeliveryReport
 from line_exports.http import ApiError
 from line_exports.outcomes import (
     EARLIER_ANSWER,
+    NOT_REACHED,
     Fate,
     count_failed_request,
     unanswered_before,
@@ -98,9 +101,16 @@ class LedgerRequest:
 
     def failed(self, exc: ApiError) -> None:
         """The call failed for good: :meth:`answered` when the API answered every attempt of it
-        (429/5xx, 4xx); else the record stays pending, of unknown answer."""
-        if exc.status is not None and not exc.unanswered:
+        (429/5xx, 4xx), or :data:`~line_exports.outcomes.NOT_REACHED` when no attempt of it
+        reached the API (connection refused...: the request never left, so the next step
+        attempt counts its rows unsent, not of unknown delivery); else the record stays
+        pending, of unknown answer."""
+        if exc.unanswered:
+            return
+        if exc.status is not None:
             self.answered(exc.status)
+        elif not exc.reached:
+            self.answered(NOT_REACHED)
 
     def count_failed(
         self,

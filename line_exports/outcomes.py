@@ -74,7 +74,12 @@ class Fate:
 
 EARLIER_ANSWER = "answered"
 """Key of a ``pending`` ledger record holding the transient status (429/5xx) with which every
-attempt of an earlier step attempt was answered: that attempt certainly got an answer."""
+attempt of an earlier step attempt was answered (or :data:`NOT_REACHED`): that attempt
+certainly got an answer, or certainly never reached the API."""
+
+NOT_REACHED = "not reached"
+""":data:`EARLIER_ANSWER` of a pending record whose every attempt certainly never reached the
+API (``ApiError.reached`` False, none unanswered): the request never left."""
 
 
 def unanswered_before(state: dict[str, Any] | None) -> bool:

@@ -115,7 +115,12 @@ def test_an_unreachable_api_is_named_with_its_host_after_the_step_retries(
     port = _closed_port()
     result, meta = _run(tmp_path, name, f"http://127.0.0.1:{port}", retries=1)
     said = headline(result)
-    assert not result.success and adds_up(meta) and meta["rows_accepted"] == 0, meta
+    assert not result.success and adds_up(meta) and meta["rows_read"] == 3, meta
+    # No request ever left (connection refused in every attempt of both step attempts): every
+    # row not rejected is unsent, none of unknown delivery (the first attempt's pending record
+    # says it never reached the API).
+    assert meta["rows_unsent"] == meta["rows_read"] - meta["rows_rejected"], meta
+    assert meta["rows_delivery_unknown"] == 0 and meta["rows_accepted"] == 0, meta
     assert re.match(
         rf"h\d+: {API[name]} at 127\.0\.0\.1:{port} could not be reached \(connection refused\)",
         said,
