@@ -3,11 +3,12 @@
 DuckDB's own path reads Arrow (:func:`line_exports.values.arrow_to_pandas`); a SQLAlchemy source
 gets Python objects from its driver, some of which take a detour on the way:
 
-* PostgreSQL's ``'infinity'``/``'-infinity'`` DATE, TIMESTAMP and TIMESTAMPTZ: psycopg raises
-  ``DataError`` ("date too large") and the whole run fails with no counts (psycopg2 clamps
-  them to 9999-12-31 / 0001-01-01, which cannot be told from real dates). The loaders below
-  read them as :class:`~line_exports.values.Unsendable` ``infinite_time`` cells: a ``type``
-  reject with the same reason as on DuckDB.
+* PostgreSQL's ``'infinity'``/``'-infinity'`` DATE, TIMESTAMP and TIMESTAMPTZ, and finite ones
+  after year 9999 or BC: psycopg raises ``DataError`` ("date too large") and the whole run
+  fails with no counts (psycopg2 clamps infinity to 9999-12-31 / 0001-01-01, which cannot be
+  told from real dates). The loaders below read them as
+  :class:`~line_exports.values.Unsendable` ``infinite_time`` / ``time_range`` cells: a
+  ``type`` reject with the same reason as on DuckDB.
 * JSON / JSONB: psycopg parses them into dicts and lists (sent as Python reprs or refused as
   STRUCTs); read as their JSON text, as DuckDB's JSON is.
 * NUMERIC: each value keeps its own digits (Arrow would widen a column to one scale:
@@ -29,12 +30,14 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from line_exports.values import Unsendable
+from line_exports.values import Unsendable, out_of_range
 
 _INFINITE = (b"infinity", b"-infinity")
+_PG_YEAR = re.compile(rb"(\d{4,})-\d\d-\d\d")
 POSTGRES_DRIVER = "psycopg"
 
 
@@ -71,15 +74,23 @@ def postgres_url(url: str) -> str:
 def register_psycopg_loaders(dbapi_connection: Any) -> None:
     """On a psycopg (3) connection: infinite dates and timestamps as ``infinite_time``
     markers, JSON and JSONB as text (psycopg's ``Loader`` API: ``adapters.register_loader``)."""
+    from psycopg import DataError
     from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
     from psycopg.types.string import TextLoader
 
     def infinite(base: type, type_name: str) -> type:
         class Loader(base):  # type: ignore[valid-type,misc]
             def load(self, data: Any) -> Any:
-                if bytes(data) in _INFINITE:
+                text = bytes(data)
+                if text in _INFINITE:
                     return Unsendable("infinite_time", type_name)
-                return super().load(data)
+                try:
+                    return super().load(data)
+                except DataError:
+                    found = _year(text)
+                    if found is None:
+                        raise
+                    return out_of_range(type_name == "date", found)
 
         return Loader
 
@@ -89,6 +100,20 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
     adapters.register_loader("timestamptz", infinite(TimestamptzLoader, "timestamptz"))
     adapters.register_loader("json", TextLoader)
     adapters.register_loader("jsonb", TextLoader)
+
+
+def _year(text: bytes) -> int | None:
+    """The astronomical year of PostgreSQL's text of a date or timestamp Python cannot hold
+    (``10000-01-01``, ``0044-03-15 BC`` is -43), or None when it is not outside 0001-9999
+    (psycopg refused it for another reason: let that error stand). ISO DateStyle, psycopg's
+    default."""
+    match = _PG_YEAR.match(text)
+    if match is None:
+        return None
+    year = int(match[1])
+    if text.rstrip().endswith(b" BC"):
+        return 1 - year
+    return year if year > 9999 else None
 
 
 def special_cells(values: Sequence[Any]) -> tuple[list[Any], dict[int, Unsendable]] | None:

@@ -62,6 +62,7 @@ from line_exports.session import (
     session_variables,
 )
 from line_exports.sources import SqlSource, read_sql_text
+from line_exports.values import check_timezone
 
 DEFAULT_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL)
 PREVIEW_ROWS = 20
@@ -552,6 +553,10 @@ def build_export(
             output_mapping.resolve_context(mapping, datetime.now().astimezone(), upstream_name)
         except ValueError as exc:
             raise ValueError(f"export {name!r}: {exc}") from None
+    try:
+        check_timezone(timezone)
+    except ValueError as exc:
+        raise ValueError(f"export {name!r}: setting timezone: {exc}") from None
     try:
         sync.check_mode(dest, dest.settings_class(**settings))
     except ValueError as exc:

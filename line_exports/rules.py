@@ -345,6 +345,8 @@ UNSENDABLE = {
     "binary": "is binary data (a BLOB), not text: cast it to a text type in the query",
     "infinite": "is not a finite number (Infinity): no field takes one",
     "infinite_time": "is an infinite DATE or TIMESTAMP ('infinity'/'-infinity'): no field takes one",
+    "time_range": "is a {detail}: no field takes a date outside years 0001-9999 (after 9999 or "
+    "BC; ISO 8601 dates have four-digit years)",
     "interval": "is an INTERVAL, which no field takes: cast it to a number or text in the query",
     "nested": "is a LIST, STRUCT or MAP, which this field cannot hold: pick or join its items in the query",
 }
@@ -356,7 +358,10 @@ def _unsendable_failures(raw: pd.Series) -> tuple[list[Failure], np.ndarray | No
     found = unsendable(raw)
     if not found:
         return [], None
-    failures = [("type", UNSENDABLE[kind], mask) for kind, mask in found.items()]
+    failures: list[Failure] = []
+    for key, mask in found.items():  # "kind" or "kind: detail" (values.unsendable)
+        kind, _, detail = key.partition(": ")
+        failures.append(("type", UNSENDABLE[kind].format(detail=detail), mask))
     return failures, np.logical_or.reduce(list(found.values()))
 
 

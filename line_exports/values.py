@@ -23,7 +23,7 @@ import datetime as dt
 import decimal
 import math
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -45,23 +45,50 @@ _NULLABLE = {
 }
 
 
+def check_timezone(name: str) -> str:
+    """``name`` if it is an IANA time zone (``Asia/Tokyo``, ``UTC``), the export's ``timezone``.
+
+    Raises ``ValueError`` naming it otherwise (``JST``, ``UTC+9``: no such zone in tzdata). The
+    one rule for ``build_export(timezone=...)`` and a workflow's ``timezone`` option."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(
+            f"unknown timezone {name!r} (use an IANA name such as Asia/Tokyo)"
+        ) from None
+    return name
+
+
 class Unsendable:
     """A cell no field can carry as the engine holds it, left in its column for the ``type`` rule
-    (:func:`unsendable`): ``kind`` is ``infinite_time`` (DuckDB's ``'infinity'``/``'-infinity'``
-    DATE or TIMESTAMP, beyond Python's and pandas' calendars), ``interval`` (an INTERVAL) or
-    ``nested`` (a LIST, STRUCT or MAP); ``type_name`` is the engine's type."""
+    (:func:`unsendable`): ``kind`` is ``infinite_time`` (an ``'infinity'``/``'-infinity'`` DATE
+    or TIMESTAMP), ``time_range`` (a finite DATE or TIMESTAMP outside years 0001-9999: after
+    9999 or BC, beyond Python's calendar and ISO 8601's four-digit years), ``interval`` (an
+    INTERVAL) or ``nested`` (a LIST, STRUCT or MAP); ``type_name`` is the engine's type and
+    ``detail`` names the value where the reason needs it (``time_range``: ``"DATE in year
+    10000"``, see :func:`out_of_range`)."""
 
-    __slots__ = ("kind", "type_name")
+    __slots__ = ("detail", "kind", "type_name")
 
-    def __init__(self, kind: str, type_name: str) -> None:
-        self.kind, self.type_name = kind, type_name
+    def __init__(self, kind: str, type_name: str, detail: str = "") -> None:
+        self.kind, self.type_name, self.detail = kind, type_name, detail
 
     def __repr__(self) -> str:
-        return f"<{self.kind} {self.type_name}>"
+        return f"<{self.kind} {self.type_name} {self.detail}>"
+
+
+def out_of_range(is_date: bool, year: int) -> Unsendable:
+    """The ``time_range`` cell of a DATE (``is_date``) or TIMESTAMP in ``year`` (astronomical:
+    0 is 1 BC, -43 is 44 BC), outside 0001-9999. DuckDB's and PostgreSQL's paths both make
+    theirs here, so the reason reads the same from either."""
+    shown = f"{year}" if year > 0 else f"{1 - year} BC"
+    kind = "DATE" if is_date else "TIMESTAMP"
+    return Unsendable("time_range", kind, f"{kind} in year {shown}")
 
 
 _DAY_RANGE = (-719_162, 2_932_896)  # 0001-01-01 .. 9999-12-31, days since 1970-01-01
 _INT64 = np.iinfo(np.int64)
+_INT32_MAX = 2**31 - 1
 
 
 def _marked(column: pa.Array, bad: np.ndarray, kind: str) -> pd.Series:
@@ -80,15 +107,34 @@ def _unsendable_column(column: pa.Array) -> pd.Series | None:
     if pa.types.is_nested(kind):
         return _marked(column, column.is_valid().to_numpy(zero_copy_only=False), "nested")
     if pa.types.is_date(kind):
-        days = column.cast(pa.date32()).cast(pa.int32()).to_numpy(zero_copy_only=False)
-        days = np.nan_to_num(days.astype("float64"), nan=0)
-        bad = (days < _DAY_RANGE[0]) | (days > _DAY_RANGE[1])
-        return _marked(column, bad, "infinite_time") if bad.any() else None
+        days = column.cast(pa.date32()).cast(pa.int32()).fill_null(0)
+        days = days.to_numpy(zero_copy_only=False).astype("int64")
+        infinite = np.abs(days) >= _INT32_MAX  # DuckDB's 'infinity' / '-infinity'
+        return _time_marked(column, days, infinite, "D")
     if pa.types.is_timestamp(kind):
         raw = column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
-        bad = (raw >= _INT64.max) | (raw <= _INT64.min + 1)
-        return _marked(column, bad, "infinite_time") if bad.any() else None
+        infinite = (raw >= _INT64.max) | (raw <= _INT64.min + 1)
+        return _time_marked(column, raw, infinite, kind.unit)
     return None
+
+
+def _time_marked(
+    column: pa.Array, raw: np.ndarray, infinite: np.ndarray, unit: str
+) -> pd.Series | None:
+    """A DATE (``unit`` ``D``) or TIMESTAMP column (``raw``: its integers since 1970-01-01 in
+    ``unit``) with its infinite and its out-of-range (not 0001-9999) cells marked, or None."""
+    per_day = {"D": 1, "s": 86_400, "ms": 86_400_000, "us": 86_400_000_000}.get(
+        unit, 86_400 * 10**9
+    )
+    days = np.where(infinite, 0, raw // per_day)
+    outside = ~infinite & ((days < _DAY_RANGE[0]) | (days > _DAY_RANGE[1]))
+    if not (infinite.any() or outside.any()):
+        return None
+    series = _marked(column, infinite | outside, "infinite_time")
+    for i in np.flatnonzero(outside):
+        year = int(str(np.datetime64(int(days[i]), "D")).rsplit("-", 2)[0])
+        series.iat[i] = out_of_range(unit == "D", year)
+    return series
 
 
 def arrow_to_pandas(data: pa.RecordBatch | pa.Table) -> pd.DataFrame:
@@ -174,6 +220,9 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
     * ``infinite``: a float ±Infinity. JSON has no number for it (RFC 8259, section 6) and
       ``inf`` as text is DuckDB's spelling, not a value any API field documents.
 
+    * any :class:`Unsendable` cell's ``kind``, or ``"kind: detail"`` when it has a detail
+      (``"time_range: DATE in year 10000"``), one mask per value named.
+
     Columns of other types (an engine's strings, integers, ...) are answered without a look at
     their cells.
     """
@@ -191,7 +240,10 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
         infinite = np.fromiter(
             (isinstance(v, float) and math.isinf(v) for v in values), bool, len(values)
         )
-        marks = [v.kind if isinstance(v, Unsendable) else "" for v in values]
+        marks = [
+            (f"{v.kind}: {v.detail}" if v.detail else v.kind) if isinstance(v, Unsendable) else ""
+            for v in values
+        ]
         for kind in set(marks) - {""}:
             found[kind] = np.array([m == kind for m in marks], dtype=bool)
         if binary.any():

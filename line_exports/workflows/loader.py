@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 from pydantic import ValidationError
@@ -28,6 +27,7 @@ from line_exports.sources import SqlSource
 from line_exports.sql.dialect import Translation
 from line_exports.sql.workflow import OPTIONS as SQL_OPTIONS
 from line_exports.sql.workflow import translate_task
+from line_exports.values import check_timezone
 from line_exports.workflows import control as control_ops
 from line_exports.workflows import results_back as back
 from line_exports.workflows.broken import broken_definitions
@@ -318,13 +318,12 @@ class _Parser:
         self.errors.extend(not_supported(data, self.file, None))
         tz = str(data.get("timezone") or "UTC")
         try:
-            ZoneInfo(tz)
-            self.timezone = tz
-        except (ZoneInfoNotFoundError, ValueError):
+            self.timezone = check_timezone(tz)
+        except ValueError as exc:
             self.errors.append(
                 WorkflowError(
                     self.file,
-                    f"unknown timezone {tz!r} (use an IANA name such as Asia/Tokyo)",
+                    str(exc),
                     setting="timezone",
                     line=data.line_of("timezone"),
                 )
