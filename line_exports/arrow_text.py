@@ -451,6 +451,9 @@ def normalize(text: pa.Array, steps: Iterable[str]) -> pa.Array:
         if step == "undefined_as_missing":  # the literal "undefined": LINE reads it as not sent
             text = pc.if_else(pc.equal(text, "undefined"), pa.scalar(None, text.type), text)
             continue
+        if step == "ascii_lowercase":  # A-Z only: a Kelvin sign is not made a "k" (emails)
+            text = pc.ascii_lower(text)
+            continue
         if step not in ("lowercase", "uppercase", "phone"):
             raise ValueError(f"unknown normalizer {step!r}")
         if ascii_only is None:

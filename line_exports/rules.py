@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from line_exports.arrow_text import bools, compile_matcher, normalize, value_offsets
+from line_exports.identities import one_of_reason
 from line_exports.phones import (
     EXTENSION,
     INVALID,
@@ -123,13 +124,25 @@ class Column:
 
 @dataclass(frozen=True)
 class AnyOf:
-    """Row rule: at least one of the groups must be complete (every column of it present)."""
+    """Row rule: at least one of the groups must be complete (every column of it present).
+
+    A row breaking it is rejected with :meth:`describe` as its column and :meth:`message` as its
+    reason: why the API needs one (``reason``, by default the identity rule's own,
+    :func:`~line_exports.identities.one_of_reason`)."""
 
     groups: tuple[tuple[str, ...], ...]
     name: str = "any_of"
+    reason: str = ""
 
     def describe(self) -> str:
         return " or ".join("+".join(g) for g in self.groups)
+
+    def message(self) -> str:
+        """The reject's reason after its column (:meth:`describe`): none of the groups is
+        complete, and why one must be."""
+        reason = self.reason or one_of_reason(self.groups)
+        missing = "is missing, and one is needed"
+        return f"{missing}: {reason}" if reason else missing
 
 
 @dataclass(frozen=True)
@@ -666,7 +679,7 @@ def validate(
         add(
             rule.describe(),
             rule.name,
-            "needs at least one of: " + rule.describe(),
+            rule.message(),
             ~complete,
             None,
             False,
