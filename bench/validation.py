@@ -30,6 +30,7 @@ import hashlib
 import math
 import os
 import re
+import string
 import sys
 import time
 from collections.abc import Callable
@@ -59,7 +60,6 @@ from line_exports import sample_data  # noqa: E402
 from line_exports.arrow_text import re2_compatible  # noqa: E402
 from line_exports.destinations import get_destination  # noqa: E402
 from line_exports.rules import (  # noqa: E402
-    E164_PATTERN,
     FORMATS,
     ROW_NUMBER,
     SHA256_PATTERN,
@@ -126,9 +126,6 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
-E164 = re.compile(E164_PATTERN)
-
-
 MOBILE_TYPES = {
     phonenumbers.PhoneNumberType.MOBILE,
     phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
@@ -136,11 +133,12 @@ MOBILE_TYPES = {
 
 
 def _phone_for(region: str | None, mobile: bool = False) -> Callable[[str | None], str | None]:
-    """E.164 as the rules write it: kept when already E.164 (unless the field is a mobile), else
-    libphonenumber per value: valid, no extension, a mobile type where a mobile is wanted."""
+    """E.164 as the rules write it: libphonenumber per value, E.164-shaped ones too (they may
+    carry a trunk 0: ``+886 0912...`` is ``+886912...``): valid, no extension, a mobile type
+    where a mobile is wanted."""
 
     def phone(text: str | None) -> str | None:
-        if text is None or (not mobile and E164.fullmatch(text)):
+        if text is None:
             return text
         try:
             number = phonenumbers.parse(text, region)
@@ -228,6 +226,9 @@ def _check_for(col: Column, required: bool, region: str | None = None) -> Callab
     return check_number if col.kind in ("unix_seconds", "integer") else check_text
 
 
+ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def _prepare_for(col: Column, required: bool) -> Callable[[Any], str | None]:
     """A text column's normalizers and "empty is missing" (no pydantic type says either)."""
     phone = re.compile(r"[\s\-().]")
@@ -243,12 +244,16 @@ def _prepare_for(col: Column, required: bool) -> Callable[[Any], str | None]:
                 text = text.strip()
             elif step == "lowercase":
                 text = text.lower()
+            elif step == "ascii_lowercase":
+                text = text.translate(ASCII_LOWER)
             elif step == "uppercase":
                 text = text.upper()
             elif step == "phone":
                 text = phone.sub("", text)
             elif step == "undefined_as_missing":
                 text = "" if text == "undefined" else text
+            else:
+                raise ValueError(f"the baseline does not know normalize step {step!r}")
         if text == "":
             if required:
                 raise Invalid("is required")

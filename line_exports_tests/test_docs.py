@@ -263,7 +263,7 @@ def test_workflow_commands(sandbox_server: SandboxServer) -> None:
     )
     assert ran.code == 0, ran.text
     assert re.search(
-        r"td-result-into-line\s+ok\s+3,000\s+2,880\s+120\s+2,880\s+0\s+0\s+2,880", ran.out
+        r"td-result-into-line\s+ok\s+3,000\s+2,880\s+120\s+2,880\s+0\s+0\s+0\s+2,880", ran.out
     )
     assert "rejects file: " in ran.out
 
