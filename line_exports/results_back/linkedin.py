@@ -21,7 +21,9 @@ def observe(resource: LinkedInResource, sent: SentExport, now: float) -> Observe
     observed = Observed()
     segment_id = sent.get("segment_id")
     if segment_id is None:
-        observed.problems.append("the materialization names no segment_id")
+        observed.problems.append(
+            "no send of this export names its DMP segment (segment_id): nothing to observe"
+        )
         return observed
     try:
         segment = resource.get_client(RETRY).segment(str(segment_id))
@@ -32,6 +34,9 @@ def observe(resource: LinkedInResource, sent: SentExport, now: float) -> Observe
     target = linkedin[0] if linkedin else {}
     status = str(target.get("status") or "UNKNOWN")
     observed.segment_status = status
+    observed.metadata["segment_id"] = str(segment_id)
+    if "segment_id" in sent.named_in:  # the latest send only removed members
+        observed.metadata["segment_named_in_run"] = sent.named_in["segment_id"]
     created = segment.get("created")
     if created is not None:
         observed.segment_age_hours = max(0.0, (now - int(created) / 1000) / 3600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,26 @@ DAY_SECONDS = 86_400
 PAGE = 50
 
 
+def _records(instance: dg.DagsterInstance, key: dg.AssetKey) -> Iterator[Any]:
+    """The export's materialization records, newest first, a page at a time."""
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(key, limit=PAGE, cursor=cursor)
+        yield from page.records
+        if not page.has_more:
+            return
+        cursor = page.cursor
+
+
 def _sent(record: Any) -> bool:
     requests = record.asset_materialization.metadata.get("requests")
     return requests is None or bool(requests.value)
+
+
+TARGET_NAMES = ("segment_id", "segment_name")
+"""Metadata naming the target an export writes to (LinkedIn's DMP segment). A ``mirror`` run
+that only removed members made requests to that target but names none (it sent no add): the
+names come from the latest materialization before it that gave them (:attr:`SentExport.named_in`)."""
 
 
 @dataclass(frozen=True)
@@ -31,22 +49,39 @@ class SentExport:
     run_id: str
     sent_at: float  # epoch seconds of the materialization
     metadata: dict[str, Any]
+    named_in: dict[str, str] = field(default_factory=dict)
+    """{name in :data:`TARGET_NAMES`: run ID} of the names taken from an earlier
+    materialization (the latest send removed members only)."""
 
     @classmethod
     def latest(cls, instance: dg.DagsterInstance, key: dg.AssetKey) -> SentExport | None:
         """The latest materialization that sent something (``requests`` > 0; one without the
         count is taken as a send). A ``diff``/``mirror`` run with nothing new sends nothing
         and names no segment/audience/unit: results back keep observing the send before it,
-        and its day count goes on. None when nothing was ever sent."""
-        cursor = None
-        while True:
-            page = instance.fetch_materializations(key, limit=PAGE, cursor=cursor)
-            for record in page.records:
-                if record.asset_materialization is not None and _sent(record):
-                    return cls._of(key, record)
-            if not page.has_more:
-                return None
-            cursor = page.cursor
+        and its day count goes on. A ``mirror`` run that only removed members is the latest
+        send (the target changed), its target named by the send before it (:data:`TARGET_NAMES`).
+        None when nothing was ever sent."""
+        found: SentExport | None = None
+        missing: list[str] = []
+        for record in _records(instance, key):
+            if record.asset_materialization is None:
+                continue
+            if found is None:
+                if not _sent(record):
+                    continue
+                found = cls._of(key, record)
+                if "members_removed" not in found.metadata:
+                    return found  # no removal: it names its own target, if any
+                missing = [n for n in TARGET_NAMES if n not in found.metadata]
+            else:
+                metadata = record.asset_materialization.metadata
+                for name in [n for n in missing if n in metadata]:
+                    found.metadata[name] = metadata[name].value
+                    found.named_in[name] = record.run_id
+                    missing.remove(name)
+            if not missing:
+                return found
+        return found
 
     @classmethod
     def _of(cls, key: dg.AssetKey, record: Any) -> SentExport:
