@@ -301,9 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     held = sub.add_parser(
         "held",
         help="rows a sync_mode diff push/multicast export holds: delivery unknown "
-        "(an earlier run's answer lost past LINE's 24-hour retry key)",
+        "(an earlier run sent them: no answer recorded, or a 5xx, past LINE's 24-hour retry key)",
     )
-    held.add_argument("export", help="the export (asset key path, e.g. push_k or workflow/task)")
+    held.add_argument(
+        "export",
+        help="the export (asset key path, e.g. push_k or workflow/task), matched exactly; "
+        "a name with no sync store exits 2 listing the exports that hold rows",
+    )
     decide = held.add_mutually_exclusive_group()
     decide.add_argument(
         "--resend", action="store_true", help="send them again with the next run (once)"
