@@ -216,6 +216,9 @@ class DeliveryReport:
     accepted_rows: int = 0
     refused: list[pd.DataFrame] = field(default_factory=list)
     refused_unnamed: int = 0
+    refused_unnamed_answers: dict[str, int] = field(default_factory=dict)
+    """The API's answer for the rows in ``refused_unnamed`` (answer -> rows), e.g. MAAC's
+    ``mismatch_num`` of an import task: counted in ``refusals_by_answer`` like named rows."""
     rejected: list[pd.DataFrame] = field(default_factory=list)
     unknown: list[pd.DataFrame] = field(default_factory=list)
     unsettled: list[pd.Series] = field(default_factory=list)

@@ -309,6 +309,9 @@ def _add_report(summary: ValidationSummary, report: DeliveryReport) -> None:
         summary.add_rejects(rejected)
     for refused in report.refused:
         summary.add_rejects(refused, refused=True)
+    for answer, count in report.refused_unnamed_answers.items():  # rows the API did not name
+        key = _shortened(answer)
+        summary.refused_by_answer[key] = summary.refused_by_answer.get(key, 0) + count
     for unknown in report.unknown:
         summary.add_rejects(unknown, unknown=True)
 

@@ -245,7 +245,9 @@ def acceptance_failure(
     )
     parts = [f"{name}: the API accepted {wanted} of {outcome.valid:,} valid rows"]
     if outcome.refused:
-        answers = first_answers(report.refused)
+        named = [first_answers(report.refused)] if report.refused else []
+        unnamed = [f"{n:,} rows: {a}" for a, n in report.refused_unnamed_answers.items()]
+        answers = "; ".join(named + unnamed)  # unnamed: rows the API only counted (MAAC)
         parts.append(
             f"{outcome.refused:,} refused by the API"
             + (f" (first answers: {answers})" if answers else "")

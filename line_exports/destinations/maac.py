@@ -433,6 +433,8 @@ def _count_mismatch(
         report.refused.append(reject(named[ROW_NUMBER], "line_uid", MISMATCH_RULE, reason))
         return
     report.refused_unnamed += count
+    answers = report.refused_unnamed_answers
+    answers[reason] = answers.get(reason, 0) + count
     report.unsettled.append(part[ROW_NUMBER])
 
 
