@@ -133,8 +133,16 @@ COLUMNS = (
 # LINE: "the user object must contain at least one field usable for user matching" (LINE
 # Conversion API, Development Guidelines, "User match"; see identities.CAPI_USER_IDENTIFIERS).
 ROW_RULES = (AnyOf(tuple((name,) for name in USER_FIELDS), name="user_identifier"),)
-# LINE counts events with the same event_name and deduplication_key once: send each once.
-UNIQUE = (Unique(("event_name", "deduplication_key")),)
+DEDUPLICATION = ("event_name", "deduplication_key")
+"""LINE counts events with the same ``event_name`` and ``deduplication_key`` once (a missing
+``event_name`` is one value): the exporter sends each once (:data:`UNIQUE`, the sync key) and
+the sandbox keeps each once (:func:`event_identity`)."""
+UNIQUE = (Unique(DEDUPLICATION),)
+
+
+def event_identity(event: dict[str, Any]) -> tuple[Any, ...]:
+    """The :data:`DEDUPLICATION` values of one CAPI ``event`` object (a missing field: None)."""
+    return tuple(event.get(name) for name in DEDUPLICATION)
 
 
 class LineConversionSettings(ExportSettings):
@@ -381,7 +389,7 @@ class LineConversionDestination(Destination):
         """Events are append-only: diff skips an event (``event_name``, ``deduplication_key``)
         an earlier run got accepted; an event without a ``deduplication_key`` is always sent."""
         return SyncSpec(
-            ("event_name", "deduplication_key"),
+            DEDUPLICATION,
             resend_changed=False,
             required_key="deduplication_key",
         )

@@ -7,7 +7,9 @@ else 401), ``X-Line-ChannelID`` (digits; required when an event carries ``user.l
 ``user`` must carry one identifier, :data:`~line_exports.identities.CAPI_USER_IDENTIFIERS`); the
 first bad event makes the whole request 400 with nothing kept; ``event_timestamp`` must lie
 between 90 days before and 24 hours after arrival. 202 (no body) keeps every event, deduplicated
-by ``deduplication_key`` per tag (:func:`events_of`). A 500 may keep some events: :func:`fail_next_partially` makes
+per tag by (``event_name``, ``deduplication_key``) as LINE documents it, the exporter's own
+definition (:func:`~line_exports.destinations.line_conversion.event_identity`;
+:func:`events_of`). A 500 may keep some events: :func:`fail_next_partially` makes
 the next requests keep their first half and answer 500, as the real API may.
 
 Tokens: a tag registered with :func:`register_tag` accepts only its own tokens; any other tag
@@ -27,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from line_exports.destinations.line_conversion import event_identity
 from line_exports.identities import CAPI_USER_IDENTIFIERS, capi_user_identified
 from line_exports.sandbox.core import Sandbox
 
@@ -75,10 +78,11 @@ ITEM_KEYS = {"event", "user", "web", "custom"}
 
 @dataclass
 class ConversionStore:
-    """What the fake LINE Tags hold: events per tag by deduplication key, and counters."""
+    """What the fake LINE Tags hold: events per tag by (event_name, deduplication_key), and
+    counters."""
 
     tag_tokens: dict[str, set[str]] = field(default_factory=dict)
-    events: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    events: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
     channels: dict[str, set[str]] = field(default_factory=dict)
     received_events: int = 0
     duplicate_events: int = 0
@@ -101,10 +105,12 @@ def register_tag(sandbox: Sandbox, line_tag_id: str, access_token: str) -> None:
 
 
 def events_of(sandbox: Sandbox, line_tag_id: str) -> dict[str, dict[str, Any]]:
-    """The events a tag kept, by deduplication key (a copy)."""
+    """The events a tag kept, by deduplication key (a copy; of events kept under several
+    event names for one key, the last: :attr:`ConversionStore.events` holds each)."""
     store = store_of(sandbox)
     with sandbox.lock:
-        return dict(store.events.get(line_tag_id, {}))
+        kept = dict(store.events.get(line_tag_id, {}))
+    return {key: item for (_, key), item in kept.items()}
 
 
 def fail_next_partially(sandbox: Sandbox, times: int = 1) -> None:
@@ -313,7 +319,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             store.request_sizes.append(len(items))
             kept = store.events.setdefault(tag, {})
             for item in items:
-                key = item["event"]["deduplication_key"]
+                key = event_identity(item["event"])
                 store.received_events += 1
                 if key in kept:
                     store.duplicate_events += 1
