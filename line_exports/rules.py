@@ -39,6 +39,7 @@ from line_exports.phones import (
 from line_exports.values import (
     iso_dates_or_timestamps,
     localized,
+    out_of_range,
     plain_dtypes,
     to_text,
     unsendable,
@@ -378,6 +379,26 @@ def _unsendable_failures(raw: pd.Series) -> tuple[list[Failure], np.ndarray | No
     return failures, np.logical_or.reduce(list(found.values()))
 
 
+def _local_years_outside(raw: pd.Series, timezone: str) -> list[Failure] | None:
+    """``time_range`` failures of a TIMESTAMPTZ column's instants whose year in the export's
+    ``timezone`` is not 0001-9999 (``9999-12-31 20:00+00`` is year 10000 in Asia/Tokyo), one per
+    year; None when there are none. Engines' out-of-range values are marked earlier
+    (:func:`~line_exports.values.arrow_to_pandas`); these are in range until localized."""
+    series = plain_dtypes(raw)
+    if not isinstance(series.dtype, pd.DatetimeTZDtype):
+        return None
+    years = series.dt.tz_convert(timezone).dt.year
+    outside = ((years > 9999) | (years < 1)).to_numpy(dtype=bool, na_value=False)
+    if not outside.any():
+        return None
+    found: list[Failure] = []
+    for year in sorted(set(years[outside].astype(int))):
+        detail = out_of_range(False, int(year)).detail
+        mask = outside & (years == year).to_numpy(dtype=bool, na_value=False)
+        found.append(("type", UNSENDABLE["time_range"].format(detail=detail), mask))
+    return found
+
+
 def _check_numbers(col: Column, raw: pd.Series, required: bool, timezone: str) -> _Checked:
     too_small: np.ndarray | None = None
     ambiguous: np.ndarray | None = None
@@ -419,6 +440,12 @@ def _check_column(
 ) -> _Checked:
     """Normalize one column and list its failing masks, in the rules' fixed order."""
     failures, bad = _unsendable_failures(raw)
+    crossed = _local_years_outside(raw, timezone)
+    if crossed is not None:
+        failures += crossed
+        bad = np.logical_or.reduce(
+            [mask for _, _, mask in crossed] + ([bad] if bad is not None else [])
+        )
     if bad is not None:
         raw = raw.where(~bad)  # refused for their type, not also missing or malformed
     if col.kind in ("unix_seconds", "integer"):
