@@ -62,6 +62,26 @@ MEMBER_FILTERS = (
 MEMBER_STATUSES = ("follow", "auth", "unfollow")
 ALL_TAG_CHOICES = ("0", "1")
 DATE_FILTER = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+NO_YEAR_ZERO = r"(?:[^0]|0[^0]|00[^0]|000[^0]).*|.{0,3}"
+"""A member's ``birthday`` (import field) is YYYY-MM-DD (the exporter's ``iso_date`` format,
+a calendar date); its year must not be 0000, which ISO 8601 calendar dates in Python cannot
+hold and on which MAAC fails the whole import task: this pattern (anything not starting with
+``0000``) is checked per row with it; the sandbox checks both with :func:`is_birthday`."""
+BIRTHDAY_MESSAGE = "is not a birthday MAAC takes (year 0000)"
+
+
+def is_birthday(text: str) -> bool:
+    """Whether ``text`` is a YYYY-MM-DD date that exists in the calendar (year 0001-9999)."""
+    if not (DATE_FILTER.fullmatch(text) and re.fullmatch(NO_YEAR_ZERO, text)):
+        return False
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
 _TIME = re.compile(
     r"(?P<base>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?)"
     r"(?P<zone>Z|[+-][0-9]{2}(?::?[0-9]{2})?)"

@@ -40,12 +40,14 @@ from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, po
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.ledger_request import LedgerRequest
 from line_exports.maac_spec import (
+    BIRTHDAY_MESSAGE,
     IMPORT_KEYS,
     IMPORT_MAX_BYTES,
     IMPORT_MAX_MEMBERS,
     IMPORT_PER_MINUTE,
     LINE_UID,
     MEMBER_FIELDS,
+    NO_YEAR_ZERO,
     SEGMENT_MAX_BYTES,
     SEGMENT_MAX_UIDS,
 )
@@ -91,7 +93,7 @@ MEMBER_COLUMNS = (
     ),
     Column("customer_id", required_if={"import_key": "customer_id"}, max_length=255),
     Column("gender", normalize=("trim", "lowercase"), allowed=("male", "female")),
-    Column("birthday", format="iso_date"),
+    Column("birthday", format="iso_date", pattern=NO_YEAR_ZERO, pattern_message=BIRTHDAY_MESSAGE),
     Column("tags"),
 )
 SEGMENT_COLUMNS = (

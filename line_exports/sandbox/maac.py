@@ -40,6 +40,7 @@ from line_exports.maac_spec import (
     MEMBER_STATUSES,
     SEGMENT_MAX_BYTES,
     SEGMENT_MAX_UIDS,
+    is_birthday,
 )
 from line_exports.phones import to_e164
 from line_exports.sandbox.core import Sandbox
@@ -49,7 +50,6 @@ PAGE_SIZE = 300
 ITEM_FIELDS = {*MEMBER_FIELDS, "tags"}  # what an import item may carry
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 LOCAL_MOBILE = re.compile(r"09[0-9]{8}")
-ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 CHANNEL_REGION = "TW"  # the sandbox channel's region: how MAAC reads a local 09XX mobile
 
 
@@ -209,15 +209,8 @@ def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
         ):
             counts["mobile_error"] += 1
         birthday = item.get("birthday")
-        if birthday not in (None, ""):
-            try:
-                ok = bool(ISO_DATE.fullmatch(str(birthday))) and bool(
-                    datetime.strptime(str(birthday), "%Y-%m-%d")
-                )
-            except ValueError:
-                ok = False
-            if not ok:
-                counts["birthday_error"] += 1
+        if birthday not in (None, "") and not is_birthday(str(birthday)):
+            counts["birthday_error"] += 1
         tags = item.get("tags")
         if tags is not None and not (
             isinstance(tags, list) and all(isinstance(t, str) for t in tags)
