@@ -7,8 +7,8 @@ Every row read ends in exactly one place:
 * ``rows_refused_by_api``: sent and refused by the API, with its answer;
 * ``rows_unsent``: valid but never sent, because the run stopped;
 * ``rows_delivery_unknown``: sent, but whether the API took them nobody can tell (a request
-  that got no answer; LINE: a request whose answer was lost over 23 hours ago, when its retry
-  key has expired and a resend could deliver twice); listed in the rejects file with rule
+  that got no answer; LINE: a request whose answer was lost longer ago than the resend window,
+  23 h 10 min at the default ``connection_timeout``, when its retry key may have expired and a resend could deliver twice); listed in the rejects file with rule
   ``delivery_unknown``;
 * ``rows_accepted``: accepted by the API (rows of a resumed batch included; in ``sync_mode``
   diff / mirror also the unchanged rows an earlier run delivered, ``rows_unchanged``).
@@ -54,9 +54,10 @@ REQUEST_REFUSED = "request_refused"
 diff / mirror sends them again next run (every destination's ``refusal_is_transient``)."""
 DELIVERY_UNKNOWN = "delivery_unknown"
 UNKNOWN_DELIVERY_ADVICE = (
-    "to settle them, re-execute the same run (same tick or partition) within 23 hours: it "
-    "resends them under the same retry key or ledger record, so none is delivered twice (LINE "
-    "answers 409 to a push it delivered); rows held longer (`line-exports held EXPORT` lists "
+    "to settle them, re-execute the same run (same tick or partition) within the resend window "
+    "(23 h 10 min at the default connection_timeout, less at a longer one): it resends them "
+    "under the same retry key or ledger record, so none is delivered twice (LINE answers 409 "
+    "to a push it delivered); rows held longer (`line-exports held EXPORT` lists "
     "them) are settled by hand: check whether the recipients got them, then `line-exports held "
     "EXPORT --resend` or `--delivered`"
 )

@@ -604,7 +604,7 @@ def _commit(
 
 def _hold_unknown(store: SyncStore, fixed: SyncPlan, report: DeliveryReport) -> None:
     """Rows the destination reported of unknown delivery (a resumed LINE push whose answer was
-    lost over 23 hours ago) are held ``unknown`` with its reason, not settled accepted."""
+    lost longer ago than the resend window) are held ``unknown`` with its reason, not settled accepted."""
     unknown = pd.concat([f for f in report.unknown if len(f)] or [_NO_ROWS], ignore_index=True)
     if not len(unknown):
         return
