@@ -250,6 +250,8 @@ def settle_earlier(
         result.delivered = len(delivered)
         store.drop_requests(keys=done)
         run.sent_before = result.sent_text()
+    if result.resent:  # before the plan's line, whose "unchanged" rows include these
+        run.log.info(f"{run.name}: {result.sent_text()}")
     return result
 
 

@@ -24,7 +24,6 @@ from line_exports.destinations.line_messaging.sending import (
 )
 from line_exports.destinations.line_messaging.settings import (
     PUSH_BATCH_ROWS,
-    PUSH_RUN,
     LineMessagingSettings,
 )
 from line_exports.http import RetrySettings
@@ -59,10 +58,20 @@ def deliver_push(
     recorder = GroupRecorder(run.ledger)
     left: int | None = None
 
+    def keep(pushes: list[Push]) -> None:
+        """Record ``pushes`` pending (one transaction) just before they go out, and in sync diff
+        keep their bodies so a later run can settle them: the senders call it per window of
+        ``push_concurrency`` pushes, so a run killed mid-send leaves recorded only what was in
+        flight or about to be, not a whole batch (a re-run renders the others anew, VERIFY-18d
+        F1). An earlier attempt's first send time is kept: the key's 24 hours run from it."""
+        if run.keep_requests is not None:  # sync diff: a later scope can settle them
+            run.keep_requests([(k, "push", b.decode(), [to]) for _, to, b, k in pushes])
+        run.ledger.record_many([(key, pending(tally.since.get(key))) for *_, key in pushes])
+
     def prepared(only: set[str] | None, skip: set[str]) -> Iterator[list[Push]]:
         """Each batch's pushes not yet accepted (only those keyed in ``only`` when given; none
-        keyed in ``skip``), recorded pending; the code after ``yield`` runs once the batch is
-        answered."""
+        keyed in ``skip``), not yet recorded (the sender calls ``keep`` before sending); the
+        code after ``yield`` runs once the batch is answered."""
         nonlocal validated, left
         for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
             if bad:
@@ -99,12 +108,7 @@ def deliver_push(
                 over, pushes = pushes[left:], pushes[:left]
                 left -= len(pushes)
                 tally.quota_cut.extend(n for n, *_ in over)
-            if run.keep_requests is not None:  # sync diff: a later scope can settle them
-                run.keep_requests([(k, "push", b.decode(), [to]) for _, to, b, k in pushes])
-            # Pending before sending, in one transaction: an interrupted push is known.
-            # An earlier attempt's first send time is kept: the key's 24 hours run from it.
-            run.ledger.record_many([(key, pending(tally.since.get(key))) for *_, key in pushes])
-            yield pushes
+            yield pushes  # recorded pending by the sender, a window at a time (keep)
             report.sent_rows += chosen - len(over)
             run.progress(report.sent_rows)
             if tally.fatal or (tally.refused and not skip_refused):
@@ -113,9 +117,13 @@ def deliver_push(
     def send(batches: Iterator[list[Push]]) -> None:
         try:
             if client.http.debug:  # bodies logged by the threaded client
-                send_threaded(client, batches, settings.push_concurrency, run, tally, recorder)
+                send_threaded(
+                    client, batches, settings.push_concurrency, run, tally, recorder, keep
+                )
             else:
-                send_pushes(client, batches, settings.push_concurrency, run, tally, recorder.record)
+                send_pushes(
+                    client, batches, settings.push_concurrency, run, tally, recorder.record, keep
+                )
         finally:
             recorder.flush()
 
@@ -226,17 +234,21 @@ def send_threaded(
     run: ExportRun,
     tally: Tally,
     recorder: GroupRecorder,
+    keep: Callable[[list[Push]], None],
 ) -> None:
-    """The same pushes from a pool of ``width`` threads, one batch at a time."""
+    """The same pushes from a pool of ``width`` threads, ``width`` at a time, each window
+    recorded pending (``keep``) just before it is sent."""
 
-    def send(pushes: list[Push]) -> None:
-        for row_number, to, body, key in pushes:
-            if tally.stopped:
-                return
+    def send(push: Push) -> None:
+        row_number, to, body, key = push
+        if not tally.stopped:
             post(client, "push", body, key, [row_number], [to], run, tally, recorder.record)
 
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-push") as pool:
         for pushes in batches:
-            # Workers take small runs of pushes: fewer futures, the same pushes in flight.
-            step = max(1, min(PUSH_RUN, len(pushes) // width))
-            list(pool.map(send, [pushes[i : i + step] for i in range(0, len(pushes), step)]))
+            for start in range(0, len(pushes), width):
+                if tally.stopped:
+                    return
+                window = pushes[start : start + width]
+                keep(window)
+                list(pool.map(send, window))
