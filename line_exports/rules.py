@@ -12,6 +12,7 @@ each distinct value once, in the background while the other columns are checked.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import numpy as np
@@ -380,23 +382,61 @@ def _unsendable_failures(raw: pd.Series) -> tuple[list[Failure], np.ndarray | No
 
 
 def _local_years_outside(raw: pd.Series, timezone: str) -> list[Failure] | None:
-    """``time_range`` failures of a TIMESTAMPTZ column's instants whose year in the export's
-    ``timezone`` is not 0001-9999 (``9999-12-31 20:00+00`` is year 10000 in Asia/Tokyo), one per
-    year; None when there are none. Engines' out-of-range values are marked earlier
-    (:func:`~line_exports.values.arrow_to_pandas`); these are in range until localized."""
+    """``time_range`` failures of a timestamp column whose values cross 0001-9999 between the
+    export's ``timezone`` and UTC, one per year; None when there are none. Engines'
+    out-of-range values are marked earlier (:func:`~line_exports.values.arrow_to_pandas`);
+    these are in range until localized:
+
+    * a TIMESTAMPTZ instant whose year in ``timezone`` is not 0001-9999 (``9999-12-31
+      20:00+00`` is year 10000 in Asia/Tokyo);
+    * a naive TIMESTAMP (wall time in ``timezone``) whose instant is not in 0001-9999 UTC
+      (``9999-12-31 23:59:59`` in America/New_York is 10000-01-01 04:59:59 UTC), which no
+      timezone arithmetic (Python's ``datetime``, pandas) can hold.
+    """
     series = plain_dtypes(raw)
-    if not isinstance(series.dtype, pd.DatetimeTZDtype):
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        years = series.dt.tz_convert(timezone).dt.year
+        detail = ""
+    elif pd.api.types.is_datetime64_dtype(series):
+        years = _utc_years_at_the_ends(series, timezone)
+        if years is None:
+            return None
+        detail = " UTC (its wall time read in the export's timezone)"
+    else:
         return None
-    years = series.dt.tz_convert(timezone).dt.year
     outside = ((years > 9999) | (years < 1)).to_numpy(dtype=bool, na_value=False)
     if not outside.any():
         return None
     found: list[Failure] = []
     for year in sorted(set(years[outside].astype(int))):
-        detail = out_of_range(False, int(year)).detail
+        text = out_of_range(False, int(year)).detail
+        if detail:  # "TIMESTAMP in year 10000" -> "TIMESTAMP whose instant is in year 10000 UTC"
+            text = text.replace(" in year ", " whose instant is in year ", 1) + detail
         mask = outside & (years == year).to_numpy(dtype=bool, na_value=False)
-        found.append(("type", UNSENDABLE["time_range"].format(detail=detail), mask))
+        found.append(("type", UNSENDABLE["time_range"].format(detail=text), mask))
     return found
+
+
+def _utc_years_at_the_ends(series: pd.Series, timezone: str) -> pd.Series | None:
+    """UTC years of the naive wall times of ``series`` in ``timezone`` on 0001-01-01 or
+    9999-12-31, the only days a UTC offset (under a day) can move out of 0001-9999; None when
+    no value is on them. Other values keep their (local) year."""
+    year, day = series.dt.year, series.dt.dayofyear
+    ends = (((year == 9999) & (day == 365)) | ((year == 1) & (day == 1))).to_numpy(
+        dtype=bool, na_value=False
+    )
+    if not ends.any():
+        return None
+    zone = ZoneInfo(timezone)
+    years = year.astype("Int64").copy()
+    for i in np.flatnonzero(ends):
+        wall = series.iat[i].to_pydatetime(warn=False)
+        offset = wall.replace(tzinfo=zone).utcoffset() or dt.timedelta(0)
+        try:
+            years.iat[i] = (wall - offset).year
+        except OverflowError:  # past 9999-12-31 or before 0001-01-01 in UTC
+            years.iat[i] = 10000 if wall.year == 9999 else 0
+    return years
 
 
 def _check_numbers(col: Column, raw: pd.Series, required: bool, timezone: str) -> _Checked:

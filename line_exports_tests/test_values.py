@@ -43,7 +43,7 @@ from line_exports.destinations.line_conversion import event_objects
 from line_exports.destinations.linkedin import company_elements, user_elements
 from line_exports.destinations.maac import member_records
 from line_exports.export import _stringify_extras
-from line_exports.rules import validate
+from line_exports.rules import ROW_NUMBER, validate
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_conversion import events_of
 from line_exports.sandbox.linkedin import store_of as linkedin_store
@@ -519,7 +519,9 @@ DUCKDB_ODD_TYPES = {  # column: (DuckDB expression, "type" reject reason's words
 }
 
 
-def _type_rejects(chunks: Iterator[pd.DataFrame], path: str) -> pd.DataFrame:
+def _type_rejects(
+    chunks: Iterator[pd.DataFrame], path: str, timezone: str = "Asia/Tokyo"
+) -> pd.DataFrame:
     """The ``type`` rejects of ``chunks``'s column ``v`` validated as a CAPI event's ``title``
     (``path`` ``line_conversion``) or a push template's value (any other path)."""
     frame = pd.concat(
@@ -544,8 +546,35 @@ def _type_rejects(chunks: Iterator[pd.DataFrame], path: str) -> pd.DataFrame:
         values = {"target": "push_message", "template_message": template}
         frame = frame[["id", "v"]]
     config = dest.settings_class(**values)
-    checked = validate(frame, dest.ruleset(config), config.model_dump(), timezone="Asia/Tokyo")
+    checked = validate(frame, dest.ruleset(config), config.model_dump(), timezone=timezone)
     return checked.rejects[checked.rejects["rule"] == "type"]
+
+
+@pytest.mark.parametrize(
+    ("timezone", "rejected"),
+    [
+        ("America/New_York", {1: "TIMESTAMP whose instant is in year 10000 UTC"}),
+        ("Asia/Tokyo", {3: "TIMESTAMP whose instant is in year 1 BC UTC"}),
+        ("UTC", {}),
+    ],
+)
+def test_a_naive_timestamp_whose_instant_leaves_0001_9999_is_a_type_reject(
+    tmp_path: Path, timezone: str, rejected: dict[int, str]
+) -> None:
+    """``9999-12-31 23:59:59`` (the usual open-end sentinel) in a zone west of UTC is an instant
+    in year 10000 and ``0001-01-01 00:00`` east of it one in 1 BC: no timezone arithmetic holds
+    them, so they are type rejects of their row naming the year (the run crashed on a pandas
+    error, VERIFY-13d G3); the other rows are checked as usual, in every zone."""
+    sql = (
+        "select * from (values (0, '9999-12-31 23:59:59'::TIMESTAMP), "
+        "(1, '2026-06-01 10:00:00'::TIMESTAMP), (2, '0001-01-01 00:00:00'::TIMESTAMP)) v(n, v)"
+    )
+    for path in ("line_messaging_push", "line_conversion"):
+        rejects = _type_rejects(_duckdb_rows(tmp_path, sql), path, timezone)
+        found = dict(zip(rejects[ROW_NUMBER].astype(int), rejects["message"], strict=True))
+        assert sorted(found) == sorted(rejected), (path, found)
+        for row, words in rejected.items():
+            assert words in found[row], (path, found[row])
 
 
 @pytest.mark.parametrize("path", ["line_messaging_push", "line_conversion"])
