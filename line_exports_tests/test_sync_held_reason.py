@@ -33,9 +33,12 @@ def test_a_held_rows_reason_says_delivery_unknown_once(
 
     held = coupon_run(sandbox_server.url, "2026-06-03T10:00:00+00:00", count=RECIPIENTS + 5)
     meta = meta_of(held, "daily__coupon")
-    assert meta["rows_delivery_unknown"] == RECIPIENTS
+    # Pushes are recorded a window at a time just before they go out (VERIFY-18d F1): the rows
+    # held are those the refused run recorded, at least its first window, not every row.
+    unknown = meta["rows_delivery_unknown"]
+    assert 1 <= unknown <= RECIPIENTS
     reason = str(sync_check(held).metadata["reason"].value)  # type: ignore[union-attr]
-    assert reason.startswith(f"{RECIPIENTS} rows held, delivery unknown: an earlier run sent")
+    assert reason.startswith(f"{unknown} rows held, delivery unknown: sent by an earlier run")
     assert reason.count("delivery unknown") == 1, reason
     for text in meta["delivery_unknown_reasons"]:
         assert text.count("delivery unknown") == 1, text

@@ -124,7 +124,7 @@ def test_push_test_send_reaches_only_testers_then_the_real_run_sends_every_row(
     ledger.close()
     code, out = cli(capsys, "run", "push", "--workflows", str(folder))
     assert code == 0, out
-    assert re.search(r"send\s+ok\s+6\s+5\s+1\s+5\s+0\s+0\s+5", out), out  # read..accepted
+    assert re.search(r"send\s+ok\s+6\s+5\s+1\s+5\s+0\s+0\s+0\s+5", out), out  # read..accepted
     assert [len(store.received(uid(n))) for n in range(1, 7)] == [1, 1, 1, 0, 1, 1]
     assert len(store.received(TESTERS[0])) == 10
 
