@@ -31,6 +31,12 @@ def _stores(column: sa.ColumnElement[str], export: str) -> sa.ColumnElement[bool
     return sa.or_(column == export, head == f"{export}#", head == f"{export}@")
 
 
+_REFUSAL_OF_MEMBER = sa.and_(
+    SYNC_REFUSALS.c.export == SYNC_MEMBERS.c.export, SYNC_REFUSALS.c.key == SYNC_MEMBERS.c.key
+)
+"""Join condition: a member's row in ``sync_refusals`` (its held reason or release note)."""
+
+
 def held(ledger: Ledger, export: str) -> list[tuple[str, str, str]]:
     """(store, recipient key columns as JSON, reason) of the rows held ``unknown``."""
     query = (
@@ -38,10 +44,7 @@ def held(ledger: Ledger, export: str) -> list[tuple[str, str, str]]:
         .select_from(
             SYNC_MEMBERS.outerjoin(
                 SYNC_REFUSALS,
-                sa.and_(
-                    SYNC_REFUSALS.c.export == SYNC_MEMBERS.c.export,
-                    SYNC_REFUSALS.c.key == SYNC_MEMBERS.c.key,
-                ),
+                _REFUSAL_OF_MEMBER,
             )
         )
         .where(_stores(SYNC_MEMBERS.c.export, export), SYNC_MEMBERS.c.status == "unknown")
@@ -110,10 +113,7 @@ def released(ledger: Ledger, export: str) -> Released | None:
         .select_from(
             SYNC_MEMBERS.join(
                 SYNC_REFUSALS,
-                sa.and_(
-                    SYNC_REFUSALS.c.export == SYNC_MEMBERS.c.export,
-                    SYNC_REFUSALS.c.key == SYNC_MEMBERS.c.key,
-                ),
+                _REFUSAL_OF_MEMBER,
             )
         )
         .where(
