@@ -360,6 +360,10 @@ class Destination(ABC):
     """The setting that chooses between skipping invalid rows and failing (reference name)."""
     auth_fields: ClassVar[tuple[str, ...]] = ()
     """``result_settings`` names that are credentials and belong on the resource, not config."""
+    unknown_delivery_advice: ClassVar[str]
+    """What to do about rows of unknown delivery (``outcomes.DELIVERY_UNKNOWN``) at this API:
+    what re-executing the same run does with them there, true to the API's own documented
+    handling of a request sent twice. One sentence, no trailing period."""
 
     @abstractmethod
     def ruleset(self, settings: Any) -> RuleSet:
@@ -382,6 +386,13 @@ class Destination(ABC):
         """(setting name, skip?): True reports invalid rows and sends the rest; False fails
         the run before anything is sent."""
         return self.invalid_policy_setting, bool(getattr(settings, self.invalid_policy_setting))
+
+    def delivery_advice(self, settings: Any) -> str:
+        """The advice for rows of unknown delivery of an export with ``settings`` (its
+        :attr:`unknown_delivery_advice`; a destination whose targets differ overrides this).
+        The failure's headline, the ``delivery_unknown_advice`` metadata and the CLI's warning
+        all quote it."""
+        return self.unknown_delivery_advice
 
     def replaces_target(self, settings: Any) -> bool:
         """True when a run replaces what the target holds (so an empty run would empty it)."""

@@ -40,7 +40,6 @@ from line_exports.destinations import get_destination
 from line_exports.http import ApiError
 from line_exports.ledger import Ledger
 from line_exports.outcomes import (
-    UNKNOWN_DELIVERY_ADVICE,
     Outcome,
     acceptance_failure,
     refusal_check,
@@ -248,10 +247,13 @@ def export_metadata(
     seconds: float,
     source: str,
     target: str,
+    advice: str = "",
 ) -> dict[str, Any]:
     """Run metadata (numbers become plots in the UI's metadata history).
 
     The five outcome counts add up to ``rows_read`` (see :mod:`line_exports.outcomes`).
+    ``advice``: the destination's advice for rows of unknown delivery
+    (``Destination.delivery_advice``), kept as ``delivery_unknown_advice`` when there are some.
     """
     outcome = Outcome.of(summary, report)
     reject_rate = summary.rejected_rows / summary.rows_read if summary.rows_read else 0.0
@@ -270,6 +272,8 @@ def export_metadata(
         meta["refusals_by_answer"] = dg.MetadataValue.json(summary.refused_by_answer)
     if summary.unknown_by_reason:
         meta["delivery_unknown_reasons"] = dg.MetadataValue.json(summary.unknown_by_reason)
+    if outcome.unknown and advice:
+        meta["delivery_unknown_advice"] = advice
     if summary.rejects_path is not None and summary.rejects_path.exists():
         meta["rejects_file"] = dg.MetadataValue.path(str(summary.rejects_path))
     if summary.ignored_columns:
@@ -694,13 +698,21 @@ def build_export(
             meta = export_metadata(summary, None, time.monotonic() - started, source_label, target)
             return dg.Failure(description=description, metadata=meta, allow_retries=False)
 
-        def stopped(description: str, done: DeliveryReport, retryable: bool) -> dg.Failure:
-            """A failure during delivery, with the counts of what ``done`` reports."""
+        advice = dest.delivery_advice(config)
+
+        def stopped(
+            description: str, exc: BaseException, done: DeliveryReport, retryable: bool
+        ) -> dg.Failure:
+            """A failure during delivery, with the counts of what ``done`` reports; its
+            headline names the API and says what became of the rows (:mod:`.headlines`)."""
             _add_report(summary, done)
-            meta = export_metadata(summary, done, time.monotonic() - started, source_label, target)
+            meta = export_metadata(
+                summary, done, time.monotonic() - started, source_label, target, advice
+            )
             unknown = Outcome.of(summary, done).unknown
-            if unknown:
-                description += f"; {unknown:,} rows of unknown delivery: {UNKNOWN_DELIVERY_ADVICE}"
+            description = headlines.stop_headline(
+                description, exc, dest.type_name, done, unknown, advice
+            )
             return dg.Failure(description=description, metadata=meta, allow_retries=retryable)
 
         try:
@@ -743,8 +755,7 @@ def build_export(
             except ScopeClaimed as exc:  # before the first request
                 raise unsent(f"{name}: {exc}") from None
             except DeliveryFailed as exc:
-                text = headlines.with_host(f"{name}: {exc}", exc, dest.type_name)
-                raise stopped(text, exc.report, exc.retryable) from None
+                raise stopped(f"{name}: {exc}", exc, exc.report, exc.retryable) from None
             except (ApiError, ClaimLost, dg.Failure) as exc:
                 # An error the destination did not classify: what it had done so far (its
                 # report; none yet: nothing sent). A transient error whose retries are
@@ -757,18 +768,17 @@ def build_export(
                     else (str(exc), isinstance(exc, ApiError) and exc.retryable)
                 )
                 done = run.report if run is not None and run.report is not None else None
-                text = headlines.with_host(f"{name}: {text}", exc, dest.type_name)
-                raise stopped(text, done or DeliveryReport(), retryable) from None
+                raise stopped(f"{name}: {text}", exc, done or DeliveryReport(), retryable) from None
             finally:
                 ledger.close()  # releases the claim, whatever the outcome
             _add_report(summary, report)
             run.progress(report.sent_rows, force=True)
             meta = export_metadata(
-                summary, report, time.monotonic() - started, source_label, target
+                summary, report, time.monotonic() - started, source_label, target, advice
             )
             outcome = Outcome.of(summary, report)
             failure = acceptance_failure(
-                name, outcome, report, summary, config.min_accepted_ratio, meta
+                name, outcome, report, summary, config.min_accepted_ratio, meta, advice
             )
             if failure is not None:
                 raise failure

@@ -13,15 +13,25 @@ Two things used to hide it:
   timeout) said only ``POST /path connection failed: NewConnectionError``. :func:`host_trouble`
   names the API and its host (``LinkedIn API at api.linkedin.com:443 could not be reached
   (connection refused)``): host and port only, never a path's query, a user or a token.
+
+A run stopped during delivery gets one headline whatever the destination
+(:func:`stop_headline`): the API is named (its answer, or that it could not be reached), and
+when rows are of unknown delivery, why (e.g. no answer to an earlier step attempt, then a 503)
+and what to do about them at that API (``Destination.delivery_advice``: LINE's retry key is
+not MAAC's import key, CAPI's deduplication_key or LinkedIn's repeated ADD).
 """
 
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from line_exports.http import ApiError
+
+if TYPE_CHECKING:
+    from line_exports.destination import DeliveryReport
 
 API_NAMES = {
     "maac": "MAAC API",
@@ -30,6 +40,14 @@ API_NAMES = {
     "linkedin": "LinkedIn API",
 }
 """The API behind each destination (``Destination.type_name``), as a headline names it."""
+
+API_WORDS = {
+    "maac": "MAAC",
+    "line_messaging": "LINE",
+    "line_conversion": "LINE Conversion API",
+    "linkedin": "LinkedIn",
+}
+"""The word a message that names the API contains (``LINE push failed: ...`` names LINE's)."""
 
 NOT_REACHED = ("connection refused", "host name not resolved", "connect timed out")
 """Connection failures that prove the request never reached the API."""
@@ -150,3 +168,51 @@ def final_failure(name: str, exc: Exception, retries: int) -> dg.Failure:
             f"{retries} {'retry' if retries == 1 else 'retries'})"
         )
     return dg.Failure(description=text, metadata=metadata, allow_retries=False)
+
+
+def _answered(exc: BaseException) -> ApiError | None:
+    """The :class:`ApiError` in ``exc``'s chain when the API answered it (an HTTP status)."""
+    error = _api_error(exc)
+    return error if error is not None and error.status is not None else None
+
+
+def unknown_reasons(report: DeliveryReport) -> list[str]:
+    """Why rows of ``report`` are of unknown delivery: each distinct reason once, first first."""
+    seen: dict[str, None] = {}
+    for frame in report.unknown:
+        seen.update(dict.fromkeys(str(m) for m in frame["message"].tolist()))
+    return list(seen)
+
+
+def stop_headline(
+    text: str,
+    exc: BaseException,
+    type_name: str,
+    report: DeliveryReport,
+    unknown: int,
+    advice: str,
+) -> str:
+    """The headline of a run ``exc`` stopped during delivery (``text``: ``"<export>:
+    <message>"``; ``report``: what was done; ``unknown``: its rows of unknown delivery).
+
+    * The API could not be reached, or did not answer: :func:`with_host` names it and its
+      ``host:port``.
+    * It answered, and the message does not name it (a destination that passed the API's
+      error on as it came): ``<API> stopped the run:`` goes before the message.
+    * Rows of unknown delivery: how many, why when the message does not say it already (the
+      first reason, e.g. ``no answer to 1 earlier attempt(s), then LinkedIn answered 503 ...``),
+      and ``advice``, what to do about them at this API (``Destination.delivery_advice``).
+    """
+    api = API_NAMES.get(type_name, type_name)
+    said = with_host(text, exc, type_name)
+    if said == text and _answered(exc) is not None:
+        word = API_WORDS.get(type_name, api)
+        name, sep, rest = text.partition(": ")
+        if word not in (rest if sep else text):
+            said = f"{name}: {api} stopped the run: {rest}" if sep else f"{api}: {text}"
+    if unknown:
+        reasons = unknown_reasons(report)
+        # The message may say why already (MAAC, CAPI, LinkedIn stop with the request's reason).
+        why = f" ({reasons[0]})" if reasons and not any(r in said for r in reasons) else ""
+        said += f"; {unknown:,} rows of unknown delivery{why}: {advice}"
+    return said

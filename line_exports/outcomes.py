@@ -8,8 +8,11 @@ Every row read ends in exactly one place:
 * ``rows_unsent``: valid but never sent, because the run stopped;
 * ``rows_delivery_unknown``: sent, but whether the API took them nobody can tell (a request
   that got no answer; LINE: a request whose answer was lost longer ago than the resend window,
-  23 h 10 min at the default ``connection_timeout``, when its retry key may have expired and a resend could deliver twice); listed in the rejects file with rule
-  ``delivery_unknown``;
+  23 h 10 min at the default ``connection_timeout``, when its retry key may have expired and
+  a resend could deliver twice); listed in the rejects file with rule ``delivery_unknown``.
+  What to do about them depends on the API (how it takes a request sent twice): each
+  destination says it (``Destination.delivery_advice``), in the failure, the metadata
+  (``delivery_unknown_advice``) and the CLI's warning;
 * ``rows_accepted``: accepted by the API (rows of a resumed batch included; in ``sync_mode``
   diff / mirror also the unchanged rows an earlier run delivered, ``rows_unchanged``).
 
@@ -53,16 +56,6 @@ REQUEST_REFUSED = "request_refused"
 """Rule of rows whose whole request the API refused (not a judgement of each row): sync_mode
 diff / mirror sends them again next run (every destination's ``refusal_is_transient``)."""
 DELIVERY_UNKNOWN = "delivery_unknown"
-UNKNOWN_DELIVERY_ADVICE = (
-    "to settle them, re-execute the same run (same tick or partition) within the resend window "
-    "(23 h 10 min at the default connection_timeout, less at a longer one): it resends them "
-    "under the same retry key or ledger record, so none is delivered twice (LINE answers 409 "
-    "to a push it delivered); rows held longer (`line-exports held EXPORT` lists "
-    "them) are settled by hand: check whether the recipients got them, then `line-exports held "
-    "EXPORT --resend` or `--delivered`"
-)
-"""The one instruction for rows of unknown delivery: the run summary's warning, a failed run's
-text and the README say it in these words."""
 
 
 @dataclass(frozen=True)
@@ -232,8 +225,12 @@ def acceptance_failure(
     summary: ValidationSummary,
     min_accepted_ratio: float,
     metadata: dict[str, Any],
+    advice: str,
 ) -> dg.Failure | None:
-    """The failure of a run whose valid rows the API accepted none of, or too few; else None."""
+    """The failure of a run whose valid rows the API accepted none of, or too few; else None.
+
+    ``advice``: what to do about rows of unknown delivery at this API
+    (``Destination.delivery_advice``), said after their count and first reason."""
     if outcome.valid == 0:
         return None  # nothing to deliver: the reject_rate check says why
     share = outcome.accepted / outcome.valid
@@ -262,7 +259,7 @@ def acceptance_failure(
     if outcome.unknown:
         parts.append(
             f"{outcome.unknown:,} of unknown delivery ({first_answers(report.unknown, 1)}): "
-            + UNKNOWN_DELIVERY_ADVICE
+            + advice
         )
     if outcome.unaccounted:
         parts.append(f"{outcome.unaccounted:,} unaccounted for by the API's counts")

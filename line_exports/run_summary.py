@@ -16,8 +16,6 @@ from typing import Any, TextIO
 
 import dagster as dg
 
-from line_exports.outcomes import UNKNOWN_DELIVERY_ADVICE
-
 FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
 
 
@@ -217,7 +215,11 @@ def attention_lines(found: dict[str, ExportOutcome], top: int = 3) -> list[str]:
                 "delivery (sent, no answer: whether the API took them nobody can tell; rule "
                 "delivery_unknown in the rejects file)"
                 + (f": {_top(reasons, top, '{} ({:,})')}" if reasons else "")
-                + f"; {UNKNOWN_DELIVERY_ADVICE}"
+                + (
+                    f"; {meta['delivery_unknown_advice']}"
+                    if meta.get("delivery_unknown_advice")
+                    else ""
+                )
             )
         for name, hint in (meta.get("unknown_columns") or {}).items():
             lines.append(f"warning: {outcome.key}: {hint}" if hint else f"warning: {name}")

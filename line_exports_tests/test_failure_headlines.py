@@ -6,8 +6,11 @@ Real Dagster runs over HTTP to the sandbox (or to a closed loopback port):
   the API and host that could not be reached) with the attempts it took, never Dagster's
   "Exceeded max_retries of N"; the failure keeps the run's counts;
 * an API that could not be reached is named with its host and port (no token, no query);
-* rows of unknown delivery get one instruction (``outcomes.UNKNOWN_DELIVERY_ADVICE``), in the run
-  summary's warning, the failure and the README;
+* every destination's headline names its API and the API's answer (LinkedIn's too), and when
+  rows are of unknown delivery says why (an answer lost in an earlier step attempt, then a 503);
+* rows of unknown delivery get their API's own advice (``Destination.delivery_advice``: LINE's
+  retry key and 409 only for LINE messages), the same words in the failure, the metadata
+  (``delivery_unknown_advice``), the run summary's warning and the README;
 * the default step retry policy is the one the README and ``build_export`` describe, and a .dig
   task's ``_retry: 0`` turns it off.
 """
@@ -31,9 +34,10 @@ from line_exports import (
     build_export,
     build_export_job,
 )
+from line_exports.destinations import line_conversion, linkedin, maac
 from line_exports.destinations.line_messaging import LineMessagingResource
+from line_exports.destinations.line_messaging import advice as line_advice
 from line_exports.export import DEFAULT_RETRY_POLICY
-from line_exports.outcomes import UNKNOWN_DELIVERY_ADVICE
 from line_exports.run_summary import (
     FAILURE_PREFIX,
     attention_lines,
@@ -41,10 +45,12 @@ from line_exports.run_summary import (
     outcomes,
     quiet_job,
 )
-from line_exports.sandbox import Fault, SandboxServer
+from line_exports.sandbox import Fault, Sandbox, SandboxServer
+from line_exports.sandbox import linkedin as linkedin_sandbox
 from line_exports.workflows import load_folder
 from line_exports_tests.test_outcomes import CASES, COUNTER, adds_up, outcome_metadata
 from line_exports_tests.test_refused_by_api import _closed_port
+from line_exports_tests.test_step_retry_others import SEGMENT, _empty_segment
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TOKEN = "tok-Headline-Secret-1234"
@@ -54,6 +60,15 @@ API = {
     "linkedin": "LinkedIn API",
     "line_push": "LINE Messaging API",
 }
+NAMED = {
+    "maac": "MAAC",
+    "maac_segment": "MAAC",
+    "line_conversion": "LINE Conversion API",
+    "linkedin": "LinkedIn",
+    "line_push": "LINE",
+    "line_audience": "LINE",
+}
+"""The word that names each export's API in a headline."""
 FAST = {"initial_retry_wait": 1, "max_retry": 1, "connection_timeout": 30}
 
 
@@ -67,13 +82,18 @@ def _resource(name: str, url: str) -> Any:
         "line_push": lambda: LineMessagingResource(
             base_url=url, access_token=TOKEN, poll_seconds=0.1
         ),
+        "line_audience": lambda: LineMessagingResource(
+            base_url=url, access_token=TOKEN, poll_seconds=0.05
+        ),
     }[name]()
 
 
 def _run(
-    tmp: Path, name: str, url: str, retries: int, **extra: Any
+    tmp: Path, name: str, url: str | SandboxServer, retries: int, **extra: Any
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
-    case = CASES[name]
+    """Export 3 valid rows of ``name`` to ``url`` (with :data:`TOKEN`), or to the sandbox
+    (with its own credentials)."""
+    case = CASES[case_of(name)]
     frame = case.table(["valid"] * 3).frame  # noqa: F841 - read by DuckDB below
     db = tmp / f"h{next(COUNTER)}.duckdb"
     with duckdb.connect(str(db)) as con:
@@ -89,11 +109,20 @@ def _run(
         [asset],
         resources={
             "sql_source": SqlSource(url=f"duckdb:///{db}"),
-            case.destination: _resource(name, url),
+            case.destination: (
+                case.resource(url)
+                if isinstance(url, SandboxServer)
+                else _resource(case_of(name), url)
+            ),
         },
         raise_on_error=False,
     )
     return result, outcome_metadata(result)
+
+
+def case_of(name: str) -> str:
+    """The ``test_outcomes.CASES`` entry (and resource) an export of this file uses."""
+    return {"maac_segment": "maac"}.get(name, name)
 
 
 def headline(result: dg.ExecuteInProcessResult) -> str:
@@ -132,22 +161,62 @@ def test_an_unreachable_api_is_named_with_its_host_after_the_step_retries(
         ), said
 
 
-def test_the_last_attempt_says_the_apis_answer(
-    sandbox_server: SandboxServer, tmp_path: Path
+REQUEST = {
+    "maac": ("/openapi/v1/member/import/", "POST", 1),
+    "line_conversion": ("/v1/tag-o/events", "POST", 1),
+    "linkedin": ("/rest/dmpSegments/", "POST", 1),  # BATCH_CREATE to /dmpSegments/{id}/users
+    "line_push": ("/v2/bot/message/push", "POST", 3),  # one request per row
+}
+"""The request that carries the rows of each export (path prefix, method, requests a step
+attempt makes)."""
+HTTP_ATTEMPTS = FAST["max_retry"] + 1  # of one request in one step attempt
+LINE_ONLY = ("409", "X-Line-Retry-Key", "resend window", "line-exports held")
+"""Words of LINE's retry-key advice that mean nothing for another API."""
+
+
+def _prepare(sandbox: Sandbox, name: str) -> None:
+    if name == "linkedin":  # a new segment takes members at once (not 404 for a few seconds)
+        linkedin_sandbox.store_of(sandbox).not_found_seconds = 0.0
+    if name == "maac_segment":
+        _empty_segment(sandbox, SEGMENT["segment_name"])
+
+
+@pytest.mark.parametrize("scenario", ["503_always", "lost_then_503"])
+@pytest.mark.parametrize("name", list(REQUEST))
+def test_the_last_attempt_names_the_api_and_its_answer(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str, scenario: str
 ) -> None:
-    """MAAC answers 503 to every import: Dagster retries the step twice, then the failure is
-    MAAC's answer, with the counts (3 rows refused with that answer)."""
-    sandbox_server.sandbox.add_fault(
-        Fault(path="/openapi/v1/member/import/", method="POST", status=503, times=-1)
-    )
-    result, meta = _run(tmp_path, "maac", sandbox_server.url, retries=2)
+    """The API answers 503 to every attempt (the rows are refused with that answer), or the
+    first step attempt's requests reach it but lose their answers and every later one is
+    answered 503 (the rows are of unknown delivery: the API may hold them). After Dagster's 2
+    step retries the headline names the API and its answer, and, for the lost answers, says
+    so and gives that API's own advice (VERIFY-13d G1: LinkedIn's named no API; LinkedIn's and
+    LINE push's left out the lost earlier answer)."""
+    path, method, requests = REQUEST[name]
+    sandbox = sandbox_server.sandbox
+    _prepare(sandbox, name)
+    if scenario == "lost_then_503":
+        lost = requests * HTTP_ATTEMPTS  # every HTTP attempt of the first step attempt
+        sandbox.add_fault(Fault(path=path, method=method, lose_answer=True, times=lost))
+    sandbox.add_fault(Fault(path=path, method=method, status=503, times=-1))
+    result, meta = _run(tmp_path, name, sandbox_server, retries=2)
     said = headline(result)
     assert restarts(result) == 2 and not result.success, said
-    assert "answered 503" in said and "Exceeded max_retries" not in said, said
+    assert adds_up(meta) and meta["rows_read"] == 3, meta
+    assert re.search(rf"\b{NAMED[name]}\b.*answered 503", said), said  # the API, then its answer
+    assert "Exceeded max_retries" not in said and TOKEN not in said, said
     assert said.endswith(
         "(gave up after 3 attempts of the step: its retry_policy allows 2 retries)"
-    )
-    assert adds_up(meta) and meta["rows_refused_by_api"] == 3, meta
+    ), said
+    advice = ADVICE[name]
+    if scenario == "503_always":
+        assert meta["rows_refused_by_api"] == 3 and meta["rows_delivery_unknown"] == 0, meta
+        assert "unknown delivery" not in said and advice not in said, said
+        return
+    assert meta["rows_delivery_unknown"] == 3 and meta["rows_refused_by_api"] == 0, meta
+    assert "no answer to 1 earlier attempt(s), then" in said, said
+    assert "3 rows of unknown delivery" in said and f": {advice} (gave up after" in said, said
+    assert meta["delivery_unknown_advice"] == advice, meta
 
 
 def test_a_source_that_stays_unreachable_is_the_headline(
@@ -187,22 +256,64 @@ def test_a_source_that_stays_unreachable_is_the_headline(
     assert TOKEN not in log
 
 
-def test_rows_of_unknown_delivery_get_one_instruction(
-    sandbox_server: SandboxServer, tmp_path: Path
+ADVICE = {
+    "maac": maac.MEMBERS_ADVICE,
+    "maac_segment": maac.SEGMENT_ADVICE,
+    "line_conversion": line_conversion.UNKNOWN_DELIVERY_ADVICE,
+    "linkedin": linkedin.USERS_ADVICE,
+    "line_push": line_advice.MESSAGES,
+    "line_audience": line_advice.AUDIENCE,
+}
+"""Each export's own advice for rows of unknown delivery, as its destination module states it."""
+LOST = {
+    "maac": (Fault(path="/openapi/v1/member/import/", method="POST", lose_answer=True, times=-1),),
+    "maac_segment": (
+        Fault(path="/openapi/v1/custom_segment/", method="PATCH", lose_answer=True, times=-1),
+    ),
+    "line_conversion": (Fault(path="/v1/tag-o/events", lose_answer=True, times=-1),),
+    "linkedin": (Fault(path="/rest/dmpSegments/", method="POST", lose_answer=True, times=-1),),
+    "line_push": (Fault(path="/v2/bot/message/push", lose_answer=True, times=-1),),
+    "line_audience": (Fault(path="/v2/bot/audienceGroup/upload", lose_answer=True, times=-1),),
+}
+"""Faults that make the API act on the rows' requests and lose every answer."""
+
+
+@pytest.mark.parametrize("name", list(ADVICE))
+def test_rows_of_unknown_delivery_get_their_apis_own_advice(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str
 ) -> None:
-    """Every import MAAC takes loses its answer: the run summary's warning, the failure and the
-    README give the same instruction, word for word."""
-    sandbox_server.sandbox.add_fault(
-        Fault(path="/openapi/v1/member/import/", method="POST", lose_answer=True, times=-1)
+    """The API acts on the rows but every answer is lost: the headline names the API and ends
+    with that API's advice, the metadata and the run summary's warning say it in the same words,
+    the README quotes it; LINE's retry key, 409 and ``line-exports held`` are in LINE messages'
+    advice only (VERIFY-13d G2)."""
+    sandbox = sandbox_server.sandbox
+    _prepare(sandbox, name)
+    for fault in LOST[name]:
+        sandbox.add_fault(fault)
+    extra = {k: v for k, v in SEGMENT.items() if v is not None} if name == "maac_segment" else {}
+    if name == "maac_segment":
+        extra["update_segment"] = True
+    if name == "line_audience":
+        extra["audience_name"] = "lost answers"
+    result, meta = _run(tmp_path, name, sandbox_server, retries=0, **extra)
+    said = headline(result)
+    advice = ADVICE[name]
+    assert not result.success and adds_up(meta) and meta["rows_delivery_unknown"] > 0, meta
+    assert NAMED[name] in said, said
+    assert said.endswith(f"rows of unknown delivery: {advice}") or said.endswith(f"): {advice}"), (
+        said
     )
-    result, meta = _run(tmp_path, "maac", sandbox_server.url, retries=0)
-    assert not result.success and meta["rows_delivery_unknown"] == 3, meta
+    assert meta["delivery_unknown_advice"] == advice, meta
     (warning,) = [line for line in attention_lines(outcomes(result)) if "unknown delivery" in line]
-    assert warning.endswith(f"; {UNKNOWN_DELIVERY_ADVICE}"), warning
-    assert warning.count("re-execute") == 1, warning  # no second, different instruction
-    assert headline(result).endswith(f": {UNKNOWN_DELIVERY_ADVICE}"), headline(result)
+    assert warning.endswith(f"; {advice}"), warning
+    assert warning.count("re-execute") == 1 and said.count("re-execute") == 1, warning
     readme = " ".join(README.read_text(encoding="utf-8").split())
-    assert UNKNOWN_DELIVERY_ADVICE in readme
+    assert advice in readme
+    others = [a for n, a in ADVICE.items() if a != advice]
+    assert not any(other in said or other in warning for other in others), said
+    if name != "line_push":
+        found = [w for w in LINE_ONLY if w in said or w in warning]
+        assert not found, (found, said)
 
 
 def test_the_default_retry_policy_is_the_documented_one() -> None:

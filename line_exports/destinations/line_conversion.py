@@ -367,6 +367,19 @@ class _Tally:
     outside_window: int = 0
 
 
+UNKNOWN_DELIVERY_ADVICE = (
+    "to settle them, re-execute the same run (same tick or partition) soon: it sends those "
+    "events again, and LINE counts events with the same event_name and deduplication_key once "
+    "(every event carries a deduplication_key), so none is counted twice; LINE dates a "
+    "conversion by when the event reaches it"
+)
+"""Rows of unknown delivery of a CAPI export. LINE Conversion API v1, Development Guidelines
+(conversion-api-docs.linebiz.com): "Event deduplication" (events with the same ``event_name``
+and ``deduplication_key`` are one event; a client retries after a network error or a temporary
+failure) and "Timing to send events" (a conversion is timed, and its expiration judged, by
+when the event reaches LINE)."""
+
+
 class LineConversionDestination(Destination):
     type_name = "line_conversion"
     kind = "line"
@@ -375,6 +388,7 @@ class LineConversionDestination(Destination):
     pool = "line_conversion_api"
     invalid_policy_setting = "ignore_invalid_records"
     auth_fields = ("line_tag_id", "access_token", "line_channel_id")
+    unknown_delivery_advice = UNKNOWN_DELIVERY_ADVICE
 
     def ruleset(self, settings: LineConversionSettings) -> RuleSet:
         return RuleSet(COLUMNS, row_rules=ROW_RULES, unique=UNIQUE)

@@ -753,6 +753,27 @@ def element_failures(results: list[dict[str, Any]], sent: int) -> list[tuple[int
     return failed
 
 
+USERS_ADVICE = (
+    "to settle them, re-execute the same run (same tick or partition): it sends the same ADD "
+    "(or REMOVE) elements to the same DMP segment again, and LinkedIn answers an ADD of a user "
+    "the segment already holds, or a REMOVE of one already removed, as a success that changes "
+    "nothing, so no user is added or removed twice"
+)
+"""Rows of unknown delivery of a users (contacts) segment. LinkedIn Marketing API, Matched
+Audiences, "DMP Segment Users" (learn.microsoft.com/linkedin/marketing/matched-audiences/
+create-and-manage-segment-users): adding the same ID again, or removing an already deleted ID,
+is answered 201 Created, by design."""
+
+COMPANIES_ADVICE = (
+    "to settle them, re-execute the same run (same tick or partition): it sends the same ADD "
+    "(or REMOVE) elements to the same DMP segment again; LinkedIn documents a repeated ADD or "
+    "REMOVE as changing nothing for users, but its DMP Segment Companies page says nothing "
+    "either way, so check the segment's companies if a repeat matters"
+)
+"""Rows of unknown delivery of a companies (accounts) segment: "DMP Segment Companies" states no
+rule for a repeated element (the users page does, :data:`USERS_ADVICE`)."""
+
+
 class LinkedInDestination(Destination):
     type_name = "linkedin"
     kind = "linkedin"
@@ -761,6 +782,11 @@ class LinkedInDestination(Destination):
     pool = "linkedin_api"
     invalid_policy_setting = "ignore_invalid_records"
     auth_fields = ("client_id", "client_secret", "refresh_token", "access_token")
+    unknown_delivery_advice = USERS_ADVICE
+
+    def delivery_advice(self, settings: LinkedInSettings) -> str:
+        """Users (:data:`USERS_ADVICE`) or companies (:data:`COMPANIES_ADVICE`)."""
+        return USERS_ADVICE if settings.audience_type == "users" else COMPANIES_ADVICE
 
     def ruleset(self, settings: LinkedInSettings) -> RuleSet:
         if settings.audience_type == "users":
@@ -946,9 +972,13 @@ class LinkedInDestination(Destination):
                     # or unsent (outcomes.fate_of), an earlier step attempt's lost answer
                     # included. The run stops here.
                     column = "userIds" if kind == "users" else "company"
-                    request.count_failed(report, batch[ROW_NUMBER], column, exc, "LinkedIn")
+                    fate = request.count_failed(report, batch[ROW_NUMBER], column, exc, "LinkedIn")
                     report.metadata["segment_id"] = segment_id
-                    raise DeliveryFailed(str(exc), report, retryable=exc.retryable) from None
+                    raise DeliveryFailed(
+                        f"LinkedIn API stopped the run: {fate.reason}",
+                        report,
+                        retryable=exc.retryable,
+                    ) from None
                 failures = element_failures(results, len(batch))
                 request.succeeded({"failed": failures})
             report.sent_rows += len(batch)

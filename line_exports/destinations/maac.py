@@ -497,6 +497,27 @@ class SegmentTarget:
         return client.create_segment(name, description, csv_bytes, self.before), "created"
 
 
+MEMBERS_ADVICE = (
+    "to settle them, re-execute the same run (same tick or partition): it imports those members "
+    "again, and MAAC matches each by the import key and overwrites its fields with the same "
+    "values, and only adds tags (it never removes one), so a member imported twice is the same "
+    "member with the same tags"
+)
+"""Rows of unknown delivery of a member import. MAAC's OpenAPI (``maac-openapi.md``, member
+import ``POST /openapi/v1/member/import/``): members are matched by ``import_key``; a matched
+member's non-blank fields are overwritten by the import's; ``tags`` are only added, never
+overwritten or removed."""
+
+SEGMENT_ADVICE = (
+    "to settle them, re-execute the same run (same tick or partition): it looks the custom "
+    "segment up by its name before creating one (a segment a lost answer hid is taken, never "
+    "made twice) and sends those LINE UIDs again; with update_segment they replace the "
+    "segment's members, which leaves the same list"
+)
+"""Rows of unknown delivery of a custom segment (``POST /openapi/v1/custom_segment/``, with
+``update_segment`` ``PATCH .../{id}/``, which replaces the segment's members: ``maac-openapi.md``)."""
+
+
 class MaacDestination(Destination):
     type_name = "maac"
     kind = "maac"
@@ -505,6 +526,11 @@ class MaacDestination(Destination):
     pool = "maac_api"
     invalid_policy_setting = "skip_invalid_records"
     auth_fields = ("api_token",)
+    unknown_delivery_advice = MEMBERS_ADVICE
+
+    def delivery_advice(self, settings: MaacSettings) -> str:
+        """Members (:data:`MEMBERS_ADVICE`) or a custom segment (:data:`SEGMENT_ADVICE`)."""
+        return MEMBERS_ADVICE if settings.data_object == "members" else SEGMENT_ADVICE
 
     def ruleset(self, settings: MaacSettings) -> RuleSet:
         if settings.data_object == "members":

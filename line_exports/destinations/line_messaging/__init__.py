@@ -23,7 +23,7 @@ from line_exports.destination import (
     ExportRun,
     ValidRows,
 )
-from line_exports.destinations.line_messaging import audience_mirror
+from line_exports.destinations.line_messaging import advice, audience_mirror
 from line_exports.destinations.line_messaging.audience import deliver_audience, id_files
 from line_exports.destinations.line_messaging.client import (
     LineMessagingClient,
@@ -100,6 +100,12 @@ class LineMessagingDestination(Destination):
     pool = "line_messaging_api"
     invalid_policy_setting = "skip_invalid_message"
     auth_fields = ("auth_method", "access_token", "client_id", "client_secret")
+    unknown_delivery_advice = advice.MESSAGES
+
+    def delivery_advice(self, settings: LineMessagingSettings) -> str:
+        """Per target (:data:`.advice.BY_TARGET`): a message's retry key, an audience's upload,
+        a rich menu's link."""
+        return advice.BY_TARGET[settings.target]
 
     def ruleset(self, settings: LineMessagingSettings) -> RuleSet:
         if settings.target == "audience":
