@@ -39,10 +39,15 @@ from line_exports.phones import (
     e164_column,
 )
 from line_exports.values import (
+    LocalTimes,
+    iso_dates,
     iso_dates_or_timestamps,
+    iso_text,
+    local_times,
     localized,
     out_of_range,
     plain_dtypes,
+    plain_times,
     to_text,
     unsendable,
     whole_int64,
@@ -247,19 +252,24 @@ def _seconds(delta: pd.Series) -> pd.Series:
     return np.floor(delta.dt.total_seconds()).astype("Int64")
 
 
-def to_unix_seconds(series: pd.Series, timezone: str = "UTC") -> tuple[pd.Series, pd.Series]:
+def to_unix_seconds(
+    series: pd.Series, timezone: str = "UTC", times: LocalTimes | None = None
+) -> tuple[pd.Series, pd.Series]:
     """Ints, digit strings or timestamps as UNIX seconds; second value marks unparseable cells.
 
     A naive timestamp, and a timestamp string without a UTC offset (``2026-11-30 12:00:00``),
     is wall-clock time in ``timezone``, read by one rule (:func:`line_exports.values.localized`);
     a string with an offset or ``Z`` is that instant. A string ending in ``GMT+9``/``UTC-5``
     (:data:`POSIX_OFFSET_MESSAGE`) is unparseable: dateutil would read it with the POSIX sign,
-    the opposite of what most writers mean, so it is refused rather than guessed.
+    the opposite of what most writers mean, so it is refused rather than guessed. ``times``:
+    a timestamp ``series`` already converted (:func:`~line_exports.values.local_times`).
     """
     series = plain_dtypes(series)
     if pd.api.types.is_datetime64_any_dtype(series):
-        epoch = pd.Timestamp("1970-01-01", tz="UTC")
-        return _seconds(localized(series, timezone) - epoch), pd.Series(False, index=series.index)
+        utc = localized(series, timezone).dt.tz_convert(None) if times is None else times.utc
+        seconds = _seconds(utc - pd.Timestamp("1970-01-01"))
+        seconds.index = series.index
+        return seconds, pd.Series(False, index=series.index)
     if pd.api.types.is_integer_dtype(series):
         return series.astype("Int64"), pd.Series(False, index=series.index)
     if pd.api.types.is_float_dtype(series):
@@ -316,15 +326,23 @@ def _timestamp_strings(candidates: pd.Series, timezone: str) -> pd.Series:
     return stamps
 
 
-def _arrow_text(series: pd.Series, timezone: str = "UTC", as_date: bool = False) -> pa.Array:
+def _arrow_text(
+    series: pd.Series,
+    timezone: str = "UTC",
+    as_date: bool = False,
+    times: LocalTimes | None = None,
+) -> pa.Array:
     """:func:`to_text` as one Arrow array (free for the Arrow strings an engine returns).
 
     ``as_date``: a timestamp column bound for a date field keeps its date where the time is
-    local midnight (see :func:`~line_exports.values.iso_dates_or_timestamps`).
+    local midnight (see :func:`~line_exports.values.iso_dates_or_timestamps`). ``times``: a
+    timestamp ``series`` already converted to ``timezone`` (written from those, not again).
     """
     dtype = series.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
         values = series.array.__arrow_array__()  # what to_text's astype("string") would hold
+    elif times is not None:
+        values = (iso_dates(times) if as_date else iso_text(times)).array.__arrow_array__()
     elif as_date and pd.api.types.is_datetime64_any_dtype(series):
         values = iso_dates_or_timestamps(series, timezone).array.__arrow_array__()
     else:
@@ -381,65 +399,82 @@ def _unsendable_failures(raw: pd.Series) -> tuple[list[Failure], np.ndarray | No
     return failures, np.logical_or.reduce(list(found.values()))
 
 
-def _local_years_outside(raw: pd.Series, timezone: str) -> list[Failure] | None:
-    """``time_range`` failures of a timestamp column whose values cross 0001-9999 between the
-    export's ``timezone`` and UTC, one per year; None when there are none. Engines'
-    out-of-range values are marked earlier (:func:`~line_exports.values.arrow_to_pandas`);
-    these are in range until localized:
+def _times_in_zone(
+    raw: pd.Series, timezone: str
+) -> tuple[list[Failure], np.ndarray | None, LocalTimes | None]:
+    """A timestamp column's one conversion to the export's ``timezone``
+    (:func:`~line_exports.values.local_times`), which its text or UNIX seconds are then made
+    of, and the ``time_range`` failures of the values it cannot write, one per year, with their
+    mask (None when there are none); ``([], None, None)`` for a column of another type.
 
-    * a TIMESTAMPTZ instant whose year in ``timezone`` is not 0001-9999 (``9999-12-31
+    Engines' out-of-range values are marked earlier (:func:`~line_exports.values.arrow_to_pandas`);
+    these are in range until localized, and only on the calendar's first or last day:
+
+    * a TIMESTAMPTZ instant whose year as written in ``timezone`` is not 0001-9999 (``9999-12-31
       20:00+00`` is year 10000 in Asia/Tokyo);
     * a naive TIMESTAMP (wall time in ``timezone``) whose instant is not in 0001-9999 UTC
-      (``9999-12-31 23:59:59`` in America/New_York is 10000-01-01 04:59:59 UTC), which no
-      timezone arithmetic (Python's ``datetime``, pandas) can hold.
+      (``9999-12-31 23:59:59`` in America/New_York is 10000-01-01 04:59:59 UTC).
+
+    No timezone arithmetic (Python's ``datetime``, pandas: an ``OverflowError`` that failed the
+    whole run) holds them, so they are found before the conversion, value by value
+    (:func:`_years_at_the_ends`), and are NaT in the times returned.
     """
     series = plain_dtypes(raw)
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        years = series.dt.tz_convert(timezone).dt.year
-        detail = ""
-    elif pd.api.types.is_datetime64_dtype(series):
-        years = _utc_years_at_the_ends(series, timezone)
-        if years is None:
-            return None
-        detail = " UTC (its wall time read in the export's timezone)"
-    else:
-        return None
+    if not pd.api.types.is_datetime64_any_dtype(series):
+        return [], None, None
+    years = _years_at_the_ends(series, timezone)
+    if years is None:
+        return [], None, local_times(series, timezone)
     outside = ((years > 9999) | (years < 1)).to_numpy(dtype=bool, na_value=False)
     if not outside.any():
-        return None
+        return [], None, local_times(series, timezone)
     found: list[Failure] = []
     for year in sorted(set(years[outside].astype(int))):
         text = out_of_range(False, int(year)).detail
-        if detail:  # "TIMESTAMP in year 10000" -> "TIMESTAMP whose instant is in year 10000 UTC"
-            text = text.replace(" in year ", " whose instant is in year ", 1) + detail
+        if not isinstance(series.dtype, pd.DatetimeTZDtype):
+            # "TIMESTAMP in year 10000" -> "TIMESTAMP whose instant is in year 10000 UTC"
+            text = text.replace(" in year ", " whose instant is in year ", 1) + (
+                " UTC (its wall time read in the export's timezone)"
+            )
         mask = outside & (years == year).to_numpy(dtype=bool, na_value=False)
         found.append(("type", UNSENDABLE["time_range"].format(detail=text), mask))
-    return found
+    return found, outside, local_times(series.where(~outside), timezone)
 
 
-def _utc_years_at_the_ends(series: pd.Series, timezone: str) -> pd.Series | None:
-    """UTC years of the naive wall times of ``series`` in ``timezone`` on 0001-01-01 or
-    9999-12-31, the only days a UTC offset (under a day) can move out of 0001-9999; None when
-    no value is on them. Other values keep their (local) year."""
-    year, day = series.dt.year, series.dt.dayofyear
-    ends = (((year == 9999) & (day == 365)) | ((year == 1) & (day == 1))).to_numpy(
-        dtype=bool, na_value=False
-    )
+_FIRST_DAY_ENDS, _LAST_DAY = np.datetime64("0001-01-02"), np.datetime64("9999-12-31")
+
+
+def _years_at_the_ends(series: pd.Series, timezone: str) -> pd.Series | None:
+    """The years values of ``series`` on 0001-01-01 or 9999-12-31 (UTC for instants, as held
+    for naive wall times) have across the export's ``timezone``, the only days a UTC offset
+    (under a day) can move out of 0001-9999: a naive wall time's instant's UTC year, an
+    instant's year as written in ``timezone`` (its UTC year where the zone's offset is a local
+    mean time, written in UTC: :class:`~line_exports.values.LocalTimes`). Python's ``datetime``
+    value by value; the offset is the zone's at that wall time (no zone changes offset on those
+    days). None when no value is on them; other values are NA."""
+    aware = isinstance(series.dtype, pd.DatetimeTZDtype)
+    held = (series.dt.tz_convert(None) if aware else series).to_numpy()
+    ends = (held >= _LAST_DAY) | (held < _FIRST_DAY_ENDS)  # NaT compares False
     if not ends.any():
         return None
     zone = ZoneInfo(timezone)
-    years = year.astype("Int64").copy()
+    years = pd.Series(pd.NA, index=series.index, dtype="Int64")
     for i in np.flatnonzero(ends):
-        wall = series.iat[i].to_pydatetime(warn=False)
-        offset = wall.replace(tzinfo=zone).utcoffset() or dt.timedelta(0)
+        wall = pd.Timestamp(held[i]).to_pydatetime(warn=False)
+        offset = zone.utcoffset(wall) or dt.timedelta(0)
+        if aware and offset.total_seconds() % 60:  # written in UTC
+            years.iat[i] = wall.year
+            continue
         try:
-            years.iat[i] = (wall - offset).year
-        except OverflowError:  # past 9999-12-31 or before 0001-01-01 in UTC
+            years.iat[i] = (wall + offset if aware else wall - offset).year
+        except OverflowError:  # past 9999-12-31 or before 0001-01-01
             years.iat[i] = 10000 if wall.year == 9999 else 0
     return years
 
 
-def _check_numbers(col: Column, raw: pd.Series, required: bool, timezone: str) -> _Checked:
+def _check_numbers(
+    col: Column, raw: pd.Series, required: bool, timezone: str, times: LocalTimes | None = None
+) -> _Checked:
     too_small: np.ndarray | None = None
     ambiguous: np.ndarray | None = None
     if raw.dtype == np.int64:  # to_unix_seconds of int64, without pandas round trips
@@ -450,7 +485,7 @@ def _check_numbers(col: Column, raw: pd.Series, required: bool, timezone: str) -
         if col.min_value is not None:
             too_small = numbers < col.min_value
     else:
-        series, unparseable = to_unix_seconds(raw, timezone)
+        series, unparseable = to_unix_seconds(raw, timezone, times)
         values = series.array
         present = series.notna().to_numpy(dtype=bool)
         bad_type = unparseable.to_numpy(dtype=bool, na_value=False)
@@ -480,23 +515,23 @@ def _check_column(
 ) -> _Checked:
     """Normalize one column and list its failing masks, in the rules' fixed order."""
     failures, bad = _unsendable_failures(raw)
-    crossed = _local_years_outside(raw, timezone)
-    if crossed is not None:
+    if bad is not None:  # refused for their type, not also missing or malformed
+        raw = plain_times(raw.where(~bad))
+    crossed, outside, times = _times_in_zone(raw, timezone)
+    if outside is not None:
         failures += crossed
-        bad = np.logical_or.reduce(
-            [mask for _, _, mask in crossed] + ([bad] if bad is not None else [])
-        )
-    if bad is not None:
-        raw = raw.where(~bad)  # refused for their type, not also missing or malformed
+        bad = outside if bad is None else bad | outside
+        raw = raw.where(~outside)
     if col.kind in ("unix_seconds", "integer"):
-        checked = _check_numbers(col, raw, required, timezone)
+        checked = _check_numbers(col, raw, required, timezone, times)
         if bad is not None:
             checked.failures = [
                 (rule, message, mask & ~bad if rule == "required" else mask)
                 for rule, message, mask in checked.failures
             ] + failures
         return checked
-    text = normalize(_arrow_text(raw, timezone, as_date=col.format == "iso_date"), col.normalize)
+    as_date = col.format == "iso_date"
+    text = normalize(_arrow_text(raw, timezone, as_date, times), col.normalize)
     sizes = np.diff(value_offsets(text))  # bytes: >= characters
     present = sizes > 0
     if text.null_count:

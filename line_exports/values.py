@@ -8,7 +8,9 @@ Two steps, both exact:
   :class:`decimal.Decimal`, timestamps keep their unit and time zone, dates stay dates.
 * :func:`to_text` writes a column as the text a JSON body or CSV carries: integers in full,
   decimals with every digit (never an exponent), timestamps as ISO 8601 with the UTC offset of
-  the export's time zone (a midnight TIMESTAMP is still a timestamp), dates as ``YYYY-MM-DD``,
+  the export's time zone (a midnight TIMESTAMP is still a timestamp; an offset in seconds, a
+  local mean time, cannot be written: such instants are in UTC, :class:`LocalTimes`), dates as
+  ``YYYY-MM-DD``,
   booleans as ``true``/``false``; NULL, NaN and NaT are missing values.
 
 A TIMESTAMP without a time zone, and a timestamp string without a UTC offset bound for a
@@ -173,6 +175,23 @@ def plain_dtypes(series: pd.Series) -> pd.Series:
     return plain
 
 
+def plain_times(series: pd.Series) -> pd.Series:
+    """An object column whose cells are all date-times or missing (a TIMESTAMP column whose
+    :class:`Unsendable` cells were taken out: :func:`arrow_to_pandas` and a driver's loaders
+    leave such a column as objects) as a ``datetime64`` column again, naive or of instants
+    (offsets kept, Arrow's conversion), so it is checked and written as a typed column is;
+    any other column unchanged."""
+    if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) != "datetime":
+        return series
+    try:
+        values = pa.array(series.astype(object).where(series.notna(), None).tolist())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # naive and aware mixed
+        return series
+    plain = arrow_to_pandas(pa.table({"v": values}))["v"]
+    plain.index = series.index
+    return plain
+
+
 def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
     """A column as nullable strings, exactly as the engine held it (see the module docstring)."""
     series = plain_dtypes(series)
@@ -270,13 +289,22 @@ def localized(series: pd.Series, timezone: str) -> pd.Series:
     ``timezone()`` (ICU) reads the skipped hour the same way, the repeated one as its second
     instant.
     """
-    if series.dt.tz is None:
-        local = series.dt.tz_localize(timezone, ambiguous=True, nonexistent="NaT")
-        gap = (local.isna() & series.notna()).to_numpy()
-        if gap.any():
-            local[gap] = _through_gap(series[gap], local.dt.tz)
-        series = local
-    return series.dt.tz_convert(timezone)
+    return _localized(series, timezone)[0]
+
+
+def _localized(series: pd.Series, timezone: str) -> tuple[pd.Series, pd.Series | None]:
+    """:func:`localized`, and for naive ``series`` their wall times in the zone as well (the
+    values themselves, those a DST change skips moved forward), else None."""
+    if series.dt.tz is not None:
+        return series.dt.tz_convert(timezone), None
+    local = series.dt.tz_localize(timezone, ambiguous=True, nonexistent="NaT")
+    gap = (local.isna() & series.notna()).to_numpy()
+    wall = series
+    if gap.any():
+        local[gap] = _through_gap(series[gap], local.dt.tz)
+        wall = series.copy()
+        wall[gap] = local[gap].dt.tz_localize(None)
+    return local.dt.tz_convert(timezone), wall
 
 
 def _through_gap(wall: pd.Series, zone: dt.tzinfo) -> pd.Series:
@@ -292,13 +320,72 @@ def _through_gap(wall: pd.Series, zone: dt.tzinfo) -> pd.Series:
     return utc.dt.tz_localize("UTC").dt.tz_convert(zone)
 
 
-def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
-    """ISO 8601 with the offset in ``timezone``: ``2024-01-01T09:00:00+09:00``.
+class LocalTimes:
+    """A timestamp column converted once to the export's zone, for every use of it: the text
+    (:func:`iso_text`, :func:`iso_dates`), the year checks and UNIX seconds.
 
-    Sub-second digits are written only when a value has them (6, or 9 for nanoseconds).
+    ``wall`` is the wall time written (naive ``datetime64``), ``offset`` the UTC offset written
+    after it (whole seconds east of UTC, an int64 array; 0 where the cell is NaT), ``utc`` the
+    instant as a naive UTC ``datetime64`` and ``zone_wall`` the wall time in the zone itself.
+
+    ``wall`` is the zone's wall time, except where the zone's offset at that instant is not a
+    whole number of minutes: a local mean time (LMT, tzdata's offset before a zone took standard
+    time: Asia/Tokyo ``+09:18:59`` before 1888, Asia/Bangkok ``+06:42:04`` before 1920,
+    America/New_York ``-04:56:02`` before 1883, Africa/Monrovia ``-00:44:30`` until 1972). Such an
+    offset cannot be written: RFC 3339 section 5.6 ``time-numoffset = ("+" / "-") time-hour ":"
+    time-minute`` has no seconds, nor has ISO 8601-1:2019's time shift (4.3.13: ``±hh:mm``; Java's
+    ``ISO_OFFSET_DATE_TIME`` writes seconds "even though this is not part of the ISO-8601
+    standard"), so parsers of the APIs' date-time fields refuse ``+09:18:59``. Rounding the offset
+    would move the instant (by up to 30 s) or invent an offset no clock ever showed; those rows are
+    written in UTC (``0001-01-01T12:00:00+00:00`` for ``0001-01-01 12:00+00`` in Asia/Tokyo): the
+    exact instant, with the offset form every value has (``+00:00``, not ``Z``), which every
+    RFC 3339 parser reads.
     """
-    local = localized(series, timezone)
-    wall = local.dt.tz_localize(None)
+
+    __slots__ = ("offset", "utc", "wall", "zone_wall")
+
+    def __init__(
+        self, wall: pd.Series, offset: np.ndarray, utc: pd.Series, zone_wall: pd.Series
+    ) -> None:
+        self.wall, self.offset, self.utc, self.zone_wall = wall, offset, utc, zone_wall
+
+    def without(self, mask: np.ndarray) -> LocalTimes:
+        """These times with the cells of ``mask`` NaT (refused: nothing is written for them)."""
+        keep = ~mask
+        return LocalTimes(
+            self.wall.where(keep),
+            np.where(mask, 0, self.offset),
+            self.utc.where(keep),
+            self.zone_wall.where(keep),
+        )
+
+
+def local_times(series: pd.Series, timezone: str) -> LocalTimes:
+    """A timestamp column as :class:`LocalTimes` in ``timezone`` (naive ones are wall time there,
+    :func:`localized`): the one conversion to the zone its text, year and seconds are made of."""
+    local, zone_wall = _localized(series, timezone)
+    if zone_wall is None:
+        zone_wall = local.dt.tz_localize(None)  # the conversion to the zone's wall time
+    utc = local.dt.tz_convert(None)  # the stored instants: no conversion
+    offset = ((zone_wall - utc).dt.total_seconds()).fillna(0).astype("int64").to_numpy()
+    odd = offset % 60 != 0  # a local mean time: written in UTC (see LocalTimes)
+    if odd.any():
+        return LocalTimes(zone_wall.where(~odd, utc), np.where(odd, 0, offset), utc, zone_wall)
+    return LocalTimes(zone_wall, offset, utc, zone_wall)
+
+
+def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
+    """ISO 8601 with the offset in ``timezone``: ``2024-01-01T09:00:00+09:00`` (an instant
+    whose offset there is a local mean time in seconds, in UTC: see :class:`LocalTimes`)."""
+    return iso_text(local_times(series, timezone))
+
+
+def iso_text(times: LocalTimes) -> pd.Series:
+    """``times`` as RFC 3339 / ISO 8601 text, ``YYYY-MM-DDTHH:MM:SS[.f]±HH:MM`` (nullable
+    strings; NaT is missing). Sub-second digits are written only when a value has them (6, or 9
+    for nanoseconds)."""
+    wall = times.wall
+    index = wall.index
     text = wall.dt.strftime("%Y-%m-%dT%H:%M:%S")
     micro = wall.dt.microsecond.fillna(0).astype("int64")
     nano = wall.dt.nanosecond.fillna(0).astype("int64")
@@ -308,38 +395,31 @@ def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
             "." + (micro * 1000 + nano).astype(str).str.zfill(9),
             np.where(micro != 0, "." + micro.astype(str).str.zfill(6), ""),
         )
-        text = text + pd.Series(fraction, index=series.index)
-    utc_wall = local.dt.tz_convert("UTC").dt.tz_localize(None)
-    seconds = ((wall - utc_wall).dt.total_seconds()).fillna(0).astype("int64")
-    sign = np.where(seconds < 0, "-", "+")
-    minutes = np.abs(seconds) // 60
+        text = text + pd.Series(fraction, index=index)
+    seconds = times.offset
+    minutes = pd.Series(np.abs(seconds) // 60, index=index)
     offset = (
-        pd.Series(sign, index=series.index)
+        pd.Series(np.where(seconds < 0, "-", "+"), index=index)
         + (minutes // 60).astype(str).str.zfill(2)
         + ":"
         + (minutes % 60).astype(str).str.zfill(2)
     )
-    odd = np.abs(seconds) % 60  # historical local mean times: keep the instant, as isoformat
-    if bool((odd != 0).any()):
-        offset = (
-            offset
-            + pd.Series(np.where(odd != 0, ":", ""), index=series.index)
-            + odd.astype(str).str.zfill(2).where(odd != 0, "")
-        )
-    return (text + offset).where(series.notna()).astype("string")
+    return (text + offset).where(wall.notna()).astype("string")
 
 
 def iso_dates_or_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
     """A timestamp column bound for a date field: ``YYYY-MM-DD`` for values at local midnight,
     the full timestamp (which a date rule then refuses) for any other time of day."""
-    local = localized(series, timezone)
+    return iso_dates(local_times(series, timezone))
+
+
+def iso_dates(times: LocalTimes) -> pd.Series:
+    """:func:`iso_dates_or_timestamps` of times already in the export's zone: the date of the
+    zone's wall time where it is midnight, else :func:`iso_text`."""
+    local = times.zone_wall
     midnight = (local.dt.normalize() == local).fillna(False)
     dates = local.dt.strftime("%Y-%m-%d")
-    return (
-        dates.where(midnight, iso_timestamps(series, timezone))
-        .where(series.notna())
-        .astype("string")
-    )
+    return dates.where(midnight, iso_text(times)).where(local.notna()).astype("string")
 
 
 def scalar_text(value: Any, timezone: str = "UTC") -> str:

@@ -15,12 +15,13 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import dagster as dg
 import duckdb
@@ -60,6 +61,7 @@ ANY_ZONES = [
     "Asia/Bangkok",
     "America/New_York",
     "Europe/Berlin",
+    "Africa/Monrovia",  # -00:44:30 (local mean time) until 1972
 ]
 BIG = 9007199254740993  # 2**53 + 1: a float64 cannot hold it
 NOW = int(time.time())
@@ -116,7 +118,11 @@ def _expected_stamp(value: dt.datetime | None, zone: str) -> str | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(zone), fold=0)  # naive: wall time in the zone
-    return value.astimezone(ZoneInfo(zone)).isoformat()
+    local = value.astimezone(ZoneInfo(zone))
+    offset = local.utcoffset()
+    if offset is not None and offset.total_seconds() % 60:  # a local mean time (+06:42:04):
+        local = value.astimezone(dt.timezone.utc)  # RFC 3339 offsets have no seconds, UTC does
+    return local.isoformat()
 
 
 def _date() -> st.SearchStrategy[Column]:
@@ -575,6 +581,185 @@ def test_a_naive_timestamp_whose_instant_leaves_0001_9999_is_a_type_reject(
         assert sorted(found) == sorted(rejected), (path, found)
         for row, words in rejected.items():
             assert words in found[row], (path, found[row])
+
+
+# A timestamp column that also holds a value no field takes ('infinity', year 10000): the
+# engine's Arrow (and psycopg's rows) leave it a column of objects; its other values are checked
+# and written as a typed column's are. (sql values, zone) -> {row: reject words or text sent}.
+MIXED_TIMES = {
+    "naive 9999-12-31 west, next to infinity": (
+        "(0, '9999-12-31 23:59:59'::TIMESTAMP), (1, 'infinity'::TIMESTAMP), "
+        "(2, '2026-06-01 10:00:00'::TIMESTAMP), (3, NULL)",
+        "America/New_York",
+        {
+            1: "TIMESTAMP whose instant is in year 10000 UTC",
+            2: "infinite DATE or TIMESTAMP",
+            3: "2026-06-01T10:00:00-04:00",
+        },
+    ),
+    "naive 0001-01-01 east, next to -infinity": (
+        "(0, '0001-01-01 00:00:00'::TIMESTAMP), (1, '-infinity'::TIMESTAMP), "
+        "(2, '2026-06-01 10:00:00'::TIMESTAMP), (3, NULL)",
+        "Asia/Tokyo",
+        {
+            1: "TIMESTAMP whose instant is in year 1 BC UTC",
+            2: "infinite DATE or TIMESTAMP",
+            3: "2026-06-01T10:00:00+09:00",
+        },
+    ),
+    "instant in year 10000 in the zone, next to infinity": (
+        "(0, '9999-12-31 20:00:00+00'::TIMESTAMPTZ), (1, 'infinity'::TIMESTAMPTZ), "
+        "(2, '2026-06-01 01:00:00+00'::TIMESTAMPTZ), (3, NULL)",
+        "Asia/Tokyo",
+        {
+            1: "TIMESTAMP in year 10000: no field takes",
+            2: "infinite DATE or TIMESTAMP",
+            3: "2026-06-01T10:00:00+09:00",
+        },
+    ),
+    # A zone in summer time on 31 December: pandas' conversion overflowed (OverflowError).
+    "instant in year 10000 in Sydney's summer time": (
+        "(0, '9999-12-31 20:00:00+00'::TIMESTAMPTZ), (1, '9999-12-31 12:00:00+00'::TIMESTAMPTZ), "
+        "(2, '2026-06-01 01:00:00+00'::TIMESTAMPTZ), (3, NULL)",
+        "Australia/Sydney",
+        {
+            1: "TIMESTAMP in year 10000: no field takes",
+            2: "9999-12-31T23:00:00+11:00",
+            3: "2026-06-01T11:00:00+10:00",
+        },
+    ),
+    "instant in year 10000 in Auckland's summer time": (
+        "(0, '9999-12-31 12:00:00+00'::TIMESTAMPTZ), (1, '9999-12-31 10:59:59+00'::TIMESTAMPTZ)",
+        "Pacific/Auckland",
+        {1: "TIMESTAMP in year 10000: no field takes", 2: "9999-12-31T23:59:59+13:00"},
+    ),
+}
+
+
+def _checked_times(
+    chunks: Iterator[pd.DataFrame], timezone: str
+) -> tuple[dict[int, str], dict[int, str], list[int]]:
+    """Column ``v`` of ``chunks`` as a push template's ``{{v}}`` (its rejects' messages and the
+    text of the rows kept, by row number) and as CAPI's ``event_timestamp`` (rows kept)."""
+    frames = list(chunks)
+    push = _type_rejects(iter(frames), "line_messaging_push", timezone)
+    frame = pd.concat([f[["n", "v"]] for f in frames], ignore_index=True)
+    dest = get_destination("line_messaging")
+    template = json.dumps({"type": "text", "text": "{{v}}"})
+    config = dest.settings_class(target="push_message", template_message=template)
+    rows = frame.assign(id=[f"U{n:032x}" for n in frame["n"]])[["id", "v"]]
+    checked = validate(rows, dest.ruleset(config), config.model_dump(), timezone=timezone)
+    sent = dict(zip(checked.valid[ROW_NUMBER].astype(int), checked.valid["v"], strict=True))
+    rejected = dict(zip(push[ROW_NUMBER].astype(int), push["message"], strict=True))
+    capi = frame.rename(columns={"v": "event_timestamp"}).assign(
+        deduplication_key=[f"k{n}" for n in frame["n"]],
+        event_type="conversion",
+        source_type="web",
+        external_id="x",
+    )
+    capi_dest = get_destination("line_conversion")
+    events = validate(capi.drop(columns="n"), capi_dest.ruleset(capi_dest.settings_class()), {},
+                      timezone=timezone)  # fmt: skip
+    return rejected, sent, events.valid[ROW_NUMBER].astype(int).tolist()
+
+
+def check_mixed_times(chunks: Callable[[str], Iterator[pd.DataFrame]]) -> None:
+    """Every :data:`MIXED_TIMES` case read by ``chunks`` (sql of the values -> chunks): each
+    refused value is a type reject naming why, the others are written in the zone, never a
+    failed run; CAPI's ``event_timestamp`` keeps exactly the rows whose time has an instant."""
+    for name, (rows, zone, expected) in MIXED_TIMES.items():
+        rejected, sent, events = _checked_times(
+            chunks(f"select * from (values {rows}) v(n, v)"), zone
+        )
+        for row, words in expected.items():
+            if words[0].isdigit():
+                assert sent.get(row) == words, (name, row, sent, rejected)
+            else:
+                assert words in rejected.get(row, ""), (name, row, rejected)
+        assert sorted(rejected) == [r for r, w in expected.items() if not w[0].isdigit()], name
+        kept = [r for r, w in expected.items() if w[0].isdigit()]
+        assert events == kept, (name, events)
+
+
+def test_a_timestamp_column_with_unsendable_cells_is_checked_as_a_timestamp_column(
+    tmp_path: Path,
+) -> None:
+    """VERIFY-13d G3's sentinel next to an ``'infinity'`` (a column of objects) failed the whole
+    run with pandas' NotImplementedError, and a TIMESTAMPTZ in year 10000 in the export's zone
+    next to one was sent as ``10000-01-01T05:00:00+09:00``; an instant late on 9999-12-31 in a
+    zone in summer time then (Sydney, Auckland) failed the run with an OverflowError."""
+    check_mixed_times(lambda sql: _duckdb_rows(tmp_path, sql))
+
+
+# Instants whose offset in the zone is a local mean time, in seconds: written in UTC (RFC 3339
+# offsets have no seconds). (DuckDB value, zone, text sent)
+LOCAL_MEAN_TIMES = [
+    ("'0001-01-01 12:00:00+00'::TIMESTAMPTZ", "Asia/Tokyo", "0001-01-01T12:00:00+00:00"),
+    ("'1887-06-01 00:00:00+00'::TIMESTAMPTZ", "Asia/Tokyo", "1887-06-01T00:00:00+00:00"),
+    ("'1888-01-01 00:00:00+00'::TIMESTAMPTZ", "Asia/Tokyo", "1888-01-01T09:00:00+09:00"),
+    ("'1919-06-01 00:00:00.5+00'::TIMESTAMPTZ", "Asia/Bangkok", "1919-06-01T00:00:00.500000+00:00"),
+    ("'1971-06-01 12:00:00+00'::TIMESTAMPTZ", "Africa/Monrovia", "1971-06-01T12:00:00+00:00"),
+    ("'1972-06-01 12:00:00+00'::TIMESTAMPTZ", "Africa/Monrovia", "1972-06-01T12:00:00+00:00"),
+    ("'1880-01-01 00:00:00+00'::TIMESTAMPTZ", "America/New_York", "1880-01-01T00:00:00+00:00"),
+    ("'0001-01-01 12:00:00'::TIMESTAMP", "Asia/Tokyo", "0001-01-01T02:41:01+00:00"),  # 9:18:59
+    ("'1900-01-01 00:00:00'::TIMESTAMP", "Asia/Kolkata", "1899-12-31T18:38:50+00:00"),  # 5:21:10
+    ("'2026-06-01 12:00:00'::TIMESTAMP", "Asia/Tokyo", "2026-06-01T12:00:00+09:00"),
+]
+RFC3339 = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def check_local_mean_times(chunks: Callable[[str], Iterator[pd.DataFrame]]) -> None:
+    for value, zone, expected in LOCAL_MEAN_TIMES:
+        sql = f"select * from (values (0, {value}), (1, NULL)) v(n, v)"
+        got = capi_path(chunks(sql), zone)
+        assert got == [expected, None], (value, zone, got)
+        assert re.fullmatch(RFC3339, got[0]), got[0]
+
+
+def test_an_instant_whose_zone_offset_has_seconds_is_written_in_utc(tmp_path: Path) -> None:
+    """VERIFY-13d G4: ``0001-01-01 12:00+00`` in Asia/Tokyo was sent as
+    ``0001-01-01T21:18:59+09:18:59`` (tzdata's local mean time), which RFC 3339 parsers refuse.
+    Such instants are written exactly, in UTC; a zone's offset in whole minutes is kept."""
+    check_local_mean_times(lambda sql: _duckdb_rows(tmp_path, sql))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    zone=st.sampled_from(sorted(available_timezones())),
+    moments=st.lists(
+        st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)),
+        min_size=1,
+        max_size=5,
+    ),
+    naive=st.booleans(),
+)
+def test_every_timestamp_is_written_rfc_3339_with_its_instant(
+    tmp_path_factory: pytest.TempPathFactory, zone: str, moments: list[dt.datetime], naive: bool
+) -> None:
+    """Any instant (or naive wall time) of years 0001-9999, any zone of tzdata, through a real
+    DuckDB file and the push path: RFC 3339 text (``±HH:MM``, no seconds) of the exact instant,
+    with the zone's own offset wherever that is whole minutes."""
+    tz = ZoneInfo(zone)
+    values = moments if naive else [m.replace(tzinfo=dt.timezone.utc) for m in moments]
+    table = pa.table(
+        {
+            "n": pa.array(range(len(values)), pa.int64()),
+            "v": pa.array(values, pa.timestamp("us") if naive else pa.timestamp("us", tz="UTC")),
+        }
+    )
+    got = line_push_path(duckdb_chunks(tmp_path_factory.mktemp("rfc"), table), zone)
+    for moment, text in zip(values, got, strict=True):
+        assert text is not None and re.fullmatch(RFC3339, text), (zone, moment, text)
+        # (in UTC: PEP 495 makes a time in a gap or fold unequal to any other zone's)
+        instant = (moment.replace(tzinfo=tz, fold=0) if naive else moment).astimezone(dt.UTC)
+        written = dt.datetime.fromisoformat(text)
+        assert written == instant, (zone, moment, text)
+        zone_offset = instant.astimezone(tz).utcoffset()
+        assert zone_offset is not None
+        whole_minutes = zone_offset.total_seconds() % 60 == 0
+        assert written.utcoffset() == (zone_offset if whole_minutes else dt.timedelta(0)), text
 
 
 @pytest.mark.parametrize("path", ["line_messaging_push", "line_conversion"])

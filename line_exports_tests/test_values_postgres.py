@@ -29,6 +29,8 @@ from line_exports_tests.test_values import (
     _rows,
     _type_rejects,
     _validated,
+    check_local_mean_times,
+    check_mixed_times,
     maac_path,
 )
 
@@ -159,3 +161,20 @@ def test_postgres_infinite_timestamp_in_a_run_is_a_counted_type_reject(
     assert (meta["rows_read"], meta["rows_rejected"], meta["rows_accepted"]) == (2, 1, 1)
     assert meta["rejects_by_rule"] == {"event_timestamp: type": 1}, meta["rejects_by_rule"]
     assert list(events_of(sandbox_server.sandbox, "tag-pg")) == ["k1"]
+
+
+def test_postgres_timestamps_with_unsendable_cells_are_checked_as_duckdb_checks_them(
+    postgres_url: str,
+) -> None:
+    """The DuckDB cases of :data:`~line_exports_tests.test_values.MIXED_TIMES` from PostgreSQL:
+    psycopg's rows of a column holding an ``'infinity'`` are objects too; the sentinel next to it
+    failed the run (NotImplementedError), a year-10000 instant was sent, Sydney's and Auckland's
+    summer time on 9999-12-31 failed it (OverflowError)."""
+    check_mixed_times(lambda sql: _pg_rows(postgres_url, sql))
+
+
+def test_postgres_instants_whose_zone_offset_has_seconds_are_written_in_utc(
+    postgres_url: str,
+) -> None:
+    """VERIFY-13d G4 from PostgreSQL: a local mean time offset (``+09:18:59``) is never written."""
+    check_local_mean_times(lambda sql: _pg_rows(postgres_url, sql))
