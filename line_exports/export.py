@@ -778,7 +778,14 @@ def build_export(
             )
             outcome = Outcome.of(summary, report)
             failure = acceptance_failure(
-                name, outcome, report, summary, config.min_accepted_ratio, meta, advice
+                name,
+                outcome,
+                report,
+                summary,
+                config.min_accepted_ratio,
+                meta,
+                advice,
+                headlines.API_NAMES.get(dest.type_name, dest.type_name),
             )
             if failure is not None:
                 raise failure

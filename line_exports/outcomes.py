@@ -226,11 +226,13 @@ def acceptance_failure(
     min_accepted_ratio: float,
     metadata: dict[str, Any],
     advice: str,
+    api: str = "API",
 ) -> dg.Failure | None:
     """The failure of a run whose valid rows the API accepted none of, or too few; else None.
 
     ``advice``: what to do about rows of unknown delivery at this API
-    (``Destination.delivery_advice``), said after their count and first reason."""
+    (``Destination.delivery_advice``), said after their count and first reason; ``api``: the
+    API's name, first in the headline (``headlines.API_NAMES``, e.g. ``LinkedIn API``)."""
     if outcome.valid == 0:
         return None  # nothing to deliver: the reject_rate check says why
     share = outcome.accepted / outcome.valid
@@ -241,7 +243,7 @@ def acceptance_failure(
         if outcome.accepted == 0
         else f"{outcome.accepted:,} ({share:.1%}, under min_accepted_ratio {min_accepted_ratio:.1%})"
     )
-    parts = [f"{name}: the API accepted {wanted} of {outcome.valid:,} valid rows"]
+    parts = [f"{name}: the {api} accepted {wanted} of {outcome.valid:,} valid rows"]
     if outcome.refused:
         named = [first_answers(report.refused)] if report.refused else []
         unnamed = [f"{n:,} rows: {a}" for a, n in report.refused_unnamed_answers.items()]

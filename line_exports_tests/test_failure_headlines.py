@@ -17,6 +17,7 @@ Real Dagster runs over HTTP to the sandbox (or to a closed loopback port):
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from line_exports import (
@@ -48,7 +50,7 @@ from line_exports.run_summary import (
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox import linkedin as linkedin_sandbox
 from line_exports.workflows import load_folder
-from line_exports_tests.test_outcomes import CASES, COUNTER, adds_up, outcome_metadata
+from line_exports_tests.test_outcomes import CASES, COUNTER, adds_up, outcome_metadata, run_case
 from line_exports_tests.test_refused_by_api import _closed_port
 from line_exports_tests.test_step_retry_others import SEGMENT, _empty_segment
 
@@ -66,6 +68,8 @@ NAMED = {
     "line_conversion": "LINE Conversion API",
     "linkedin": "LinkedIn",
     "line_push": "LINE",
+    "line_multicast": "LINE",
+    "line_broadcast": "LINE",
     "line_audience": "LINE",
 }
 """The word that names each export's API in a headline."""
@@ -82,6 +86,9 @@ def _resource(name: str, url: str) -> Any:
         "line_push": lambda: LineMessagingResource(
             base_url=url, access_token=TOKEN, poll_seconds=0.1
         ),
+        "line_multicast": lambda: LineMessagingResource(
+            base_url=url, access_token=TOKEN, poll_seconds=0.1
+        ),
         "line_audience": lambda: LineMessagingResource(
             base_url=url, access_token=TOKEN, poll_seconds=0.05
         ),
@@ -94,7 +101,11 @@ def _run(
     """Export 3 valid rows of ``name`` to ``url`` (with :data:`TOKEN`), or to the sandbox
     (with its own credentials)."""
     case = CASES[case_of(name)]
-    frame = case.table(["valid"] * 3).frame  # noqa: F841 - read by DuckDB below
+    frame = (  # noqa: F841 - read by DuckDB below
+        pd.DataFrame({"campaign": ["Spring", "Summer", "Autumn"]})
+        if name == "line_broadcast"
+        else case.table(["valid"] * 3).frame
+    )
     db = tmp / f"h{next(COUNTER)}.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute("create table t as select * from frame")
@@ -102,7 +113,12 @@ def _run(
         f"h{next(COUNTER)}",
         destination=case.destination,
         query="select * from t",
-        settings={**FAST, **case.settings, **extra},
+        settings={
+            **FAST,
+            **case.settings,
+            **(BROADCAST if name == "line_broadcast" else {}),
+            **extra,
+        },
         retry_policy=dg.RetryPolicy(max_retries=retries, delay=0),
     )
     result = dg.materialize(
@@ -120,9 +136,16 @@ def _run(
     return result, outcome_metadata(result)
 
 
+BROADCAST = {
+    "target": "broadcast",
+    "template_message": json.dumps({"type": "text", "text": "{{campaign}}: 20% off today"}),
+}
+"""A LINE broadcast export: one broadcast per row (its ``campaign``)."""
+
+
 def case_of(name: str) -> str:
     """The ``test_outcomes.CASES`` entry (and resource) an export of this file uses."""
-    return {"maac_segment": "maac"}.get(name, name)
+    return {"maac_segment": "maac", "line_broadcast": "line_push"}.get(name, name)
 
 
 def headline(result: dg.ExecuteInProcessResult) -> str:
@@ -166,6 +189,7 @@ REQUEST = {
     "line_conversion": ("/v1/tag-o/events", "POST", 1),
     "linkedin": ("/rest/dmpSegments/", "POST", 1),  # BATCH_CREATE to /dmpSegments/{id}/users
     "line_push": ("/v2/bot/message/push", "POST", 3),  # one request per row
+    "line_multicast": ("/v2/bot/message/multicast", "POST", 1),
 }
 """The request that carries the rows of each export (path prefix, method, requests a step
 attempt makes)."""
@@ -219,6 +243,23 @@ def test_the_last_attempt_names_the_api_and_its_answer(
     assert meta["delivery_unknown_advice"] == advice, meta
 
 
+@pytest.mark.parametrize("name", ["maac", "line_conversion", "linkedin", "line_push"])
+def test_a_run_the_api_refused_entirely_names_the_api(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str
+) -> None:
+    """Every valid row sent and refused by the API (its answer per row): the headline says which
+    API accepted none of them, then its answers (was "the API accepted none")."""
+    case = CASES[name]
+    table = case.table(["refused"] * 3)
+    result, meta = run_case(sandbox_server, tmp_path, case, table)
+    said = headline(result)
+    assert not result.success and meta["rows_refused_by_api"] == 3 and adds_up(meta), meta
+    # LINE push stops itself ("LINE accepted none of the push requests"); the others meet
+    # outcomes.acceptance_failure, which names the API.
+    assert re.match(rf"o\d+: (the {API[name]}|{NAMED[name]}) accepted none of", said), said
+    assert "3 refused" in said or "3 recipients refused" in said, said
+
+
 def test_a_source_that_stays_unreachable_is_the_headline(
     sandbox_server: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -262,6 +303,8 @@ ADVICE = {
     "line_conversion": line_conversion.UNKNOWN_DELIVERY_ADVICE,
     "linkedin": linkedin.USERS_ADVICE,
     "line_push": line_advice.MESSAGES,
+    "line_multicast": line_advice.MESSAGES,
+    "line_broadcast": line_advice.MESSAGES,
     "line_audience": line_advice.AUDIENCE,
 }
 """Each export's own advice for rows of unknown delivery, as its destination module states it."""
@@ -273,6 +316,8 @@ LOST = {
     "line_conversion": (Fault(path="/v1/tag-o/events", lose_answer=True, times=-1),),
     "linkedin": (Fault(path="/rest/dmpSegments/", method="POST", lose_answer=True, times=-1),),
     "line_push": (Fault(path="/v2/bot/message/push", lose_answer=True, times=-1),),
+    "line_multicast": (Fault(path="/v2/bot/message/multicast", lose_answer=True, times=-1),),
+    "line_broadcast": (Fault(path="/v2/bot/message/broadcast", lose_answer=True, times=-1),),
     "line_audience": (Fault(path="/v2/bot/audienceGroup/upload", lose_answer=True, times=-1),),
 }
 """Faults that make the API act on the rows' requests and lose every answer."""
@@ -309,9 +354,9 @@ def test_rows_of_unknown_delivery_get_their_apis_own_advice(
     assert warning.count("re-execute") == 1 and said.count("re-execute") == 1, warning
     readme = " ".join(README.read_text(encoding="utf-8").split())
     assert advice in readme
-    others = [a for n, a in ADVICE.items() if a != advice]
+    others = {a for a in ADVICE.values() if a != advice}
     assert not any(other in said or other in warning for other in others), said
-    if name != "line_push":
+    if advice != line_advice.MESSAGES:
         found = [w for w in LINE_ONLY if w in said or w in warning]
         assert not found, (found, said)
 

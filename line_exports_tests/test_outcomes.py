@@ -37,6 +37,7 @@ from line_exports import (
 )
 from line_exports.cli import SUMMARY_COLUMNS, materialization_rows
 from line_exports.destinations.line_messaging import LineMessagingResource, sending
+from line_exports.destinations.line_messaging import advice as line_advice
 from line_exports.run_summary import attention_lines, outcomes
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox.line_conversion import events_of, refuse_events
@@ -487,6 +488,9 @@ def test_push_whose_answer_was_lost_a_day_ago_is_counted_as_delivery_unknown(
     assert (row["read"], row["unknown"], row["accepted"], row["refused"]) == (4, 2, 2, 0)
     said = "\n".join(attention_lines(outcomes(second)))
     assert "2 rows of unknown delivery" in said and "check api_refusals failed" in said
+    # A run that succeeded keeps LINE messages' own advice too (metadata and the CLI warning).
+    assert meta["delivery_unknown_advice"] == line_advice.MESSAGES, meta
+    assert f"; {line_advice.MESSAGES}" in said, said
 
 
 def test_capi_external_id_undefined_identifies_no_one(
