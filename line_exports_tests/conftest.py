@@ -1,4 +1,5 @@
-"""Shared fixtures: a private data folder per test, and a real sandbox server on loopback."""
+"""Shared fixtures: a private data folder per test, a real sandbox server on loopback, and a
+real PostgreSQL server per test process with a new database per module or test."""
 
 from __future__ import annotations
 
@@ -40,3 +41,26 @@ def sandbox_server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def sandbox(sandbox_server: SandboxServer) -> Sandbox:
     return sandbox_server.sandbox
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """One real PostgreSQL server per test process (``postgres_server``: initdb + pg_ctl on a
+    free loopback port), started on first use and stopped when the session ends; its
+    ``postgres`` database's URL. Tests never write to that database: each takes its own from
+    :func:`postgres_url` or ``postgres_server.new_database``. Skips, saying why, without
+    PostgreSQL."""
+    from line_exports_tests import postgres_server
+
+    if reason := postgres_server.why_unavailable():
+        pytest.skip(reason)
+    with postgres_server.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_server_url: str) -> str:
+    """A new empty database on the shared server, one per test module; its URL."""
+    from line_exports_tests import postgres_server
+
+    return postgres_server.new_database(postgres_server_url)

@@ -12,6 +12,7 @@ import asyncio
 import copy
 import hashlib
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -385,6 +386,9 @@ class LateRule:
     acted: int = 0
     """Requests the API has acted on (handled, answer held back): what a kill test triggers
     on. ``hits`` alone races: a client killed before its body was read is never acted on."""
+    until: threading.Event | None = None
+    """Hold each answer until this is set (then ``delay`` more seconds): a test releases the
+    answers once it has done what it must do while the requests are in flight."""
 
 
 class LateAnswers:
@@ -400,8 +404,15 @@ class LateAnswers:
         self.app = app
         self.rules: list[LateRule] = []
 
-    def add(self, path: str, method: str, delay: float, times: int = 1) -> LateRule:
-        rule = LateRule(path, method, delay, times)
+    def add(
+        self,
+        path: str,
+        method: str,
+        delay: float,
+        times: int = 1,
+        until: threading.Event | None = None,
+    ) -> LateRule:
+        rule = LateRule(path, method, delay, times, until=until)
         self.rules.append(rule)
         return rule
 
@@ -442,6 +453,8 @@ class LateAnswers:
 
         await self.app(scope, replay, hold)
         rule.acted += 1
+        while rule.until is not None and not rule.until.is_set():
+            await asyncio.sleep(0.01)
         await asyncio.sleep(rule.delay)
         try:
             for message in answer:

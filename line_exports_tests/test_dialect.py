@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -292,31 +291,28 @@ def test_plan_shows_and_runs_the_translated_sql(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
+def postgres_url(postgres_server_url: str) -> str:
+    """A new database on the shared server (conftest) holding the ``access`` table."""
+    import sqlalchemy as sa
+
     from line_exports_tests import postgres_server
 
-    reason = postgres_server.why_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with postgres_server.postgres_server() as server:
-        url = postgres_server.new_database(server)
-        import sqlalchemy as sa
-
-        engine = sa.create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    """CREATE TABLE access AS SELECT * FROM (VALUES
-                    (1704034800, 'u1', '{"user": {"id": "A"}, "tags": ["x", "y"]}'::json, ARRAY['x', 'y']),
-                    (1704038400, 'u2', '{"user": {"id": "B"}, "tags": ["z"]}'::json, ARRAY['z']),
-                    (1704039000, 'u2', '{"user": {"id": "B"}, "tags": []}'::json, ARRAY[]::text[]),
-                    (1704120000, 'u1', '{"user": {"id": "A"}, "tags": []}'::json, ARRAY[]::text[]),
-                    (1703980000, 'u3', '{"user": {"id": "C"}}'::json, ARRAY['q'])
-                    ) t(time, user_id, payload, tags)"""
-                )
+    url = postgres_server.new_database(postgres_server_url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                """CREATE TABLE access AS SELECT * FROM (VALUES
+                (1704034800, 'u1', '{"user": {"id": "A"}, "tags": ["x", "y"]}'::json, ARRAY['x', 'y']),
+                (1704038400, 'u2', '{"user": {"id": "B"}, "tags": ["z"]}'::json, ARRAY['z']),
+                (1704039000, 'u2', '{"user": {"id": "B"}, "tags": []}'::json, ARRAY[]::text[]),
+                (1704120000, 'u1', '{"user": {"id": "A"}, "tags": []}'::json, ARRAY[]::text[]),
+                (1703980000, 'u3', '{"user": {"id": "C"}}'::json, ARRAY['q'])
+                ) t(time, user_id, payload, tags)"""
             )
-        engine.dispose()
-        yield url
+        )
+    engine.dispose()
+    return url
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))

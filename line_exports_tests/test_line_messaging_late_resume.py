@@ -5,7 +5,6 @@ loopback to the sandbox, whose clock moves with the client's retry waits."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
@@ -16,10 +15,11 @@ import dagster as dg
 import pytest
 
 from line_exports import SqlSource, build_export
-from line_exports.destinations.line_messaging import LineMessagingResource, aio_push
+from line_exports.destinations.line_messaging import LineMessagingResource
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.line_messaging import store_of, summary
+from line_exports_tests.sandbox_clock import line_waits_on_the_sandbox_clock
 from line_exports_tests.test_line_messaging import (
     MULTICAST_TEMPLATE,
     PUSH_TEMPLATE,
@@ -35,20 +35,6 @@ PATHS = {
     "multicast_message": "/v2/bot/message/multicast",
     "broadcast": "/v2/bot/message/broadcast",
 }
-
-
-class SandboxClockAsyncio:
-    """``asyncio`` for aio_push, whose retry waits move the sandbox clock instead of waiting."""
-
-    def __init__(self, server: SandboxServer) -> None:
-        self.clock = clock_of(server.sandbox)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    async def sleep(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        await asyncio.sleep(0)
 
 
 def late_export(target: str, tmp_path: Path, **retries: Any) -> dg.AssetsDefinition:
@@ -140,16 +126,7 @@ def test_a_late_resume_retries_only_within_the_retry_keys_day(
     assert delivered(sandbox_server, target) == 1  # LINE took it; the ledger says pending
     assert move_ledger_back(tmp_path / "ledger.sqlite", DAY) == ["pending"]
     clock_of(sandbox).advance(DAY)
-
-    get_client = LineMessagingResource.get_client
-
-    def waits_on_the_sandbox_clock(self: Any, *args: Any, **kwargs: Any) -> Any:
-        client = get_client(self, *args, **kwargs)
-        client.http.sleep = clock_of(sandbox).advance
-        return client
-
-    monkeypatch.setattr(LineMessagingResource, "get_client", waits_on_the_sandbox_clock)
-    monkeypatch.setattr(aio_push, "asyncio", SandboxClockAsyncio(sandbox_server))
+    line_waits_on_the_sandbox_clock(monkeypatch, sandbox)
     sandbox.add_fault(Fault(path=path, status=429, retry_after=3600, times=2))
     sent = sandbox.count("POST", path)
     late = run(late_export(target, tmp_path, max_retry=8, max_retry_wait=3600), line)

@@ -10,7 +10,6 @@ Dagster run: its resources fail to start, nothing is retried). On a real Postgre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -25,17 +24,6 @@ from line_exports_tests.test_values import _type_rejects
 from line_exports_tests.test_values_postgres import _pg_rows
 
 PASSWORD = "pw-Never-Shown-99"
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    from line_exports_tests import postgres_server
-
-    reason = postgres_server.why_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with postgres_server.postgres_server() as server:
-        yield postgres_server.new_database(server)
 
 
 def test_a_bare_postgresql_url_reads_infinite_dates_as_type_rejects(postgres_url: str) -> None:

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,21 +59,12 @@ print(json.dumps({"run_id": result.run_id, "success": result.success,
 """
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    reason = postgres_server.why_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with postgres_server.postgres_server() as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """One ledger shared by every process of a test: an SQLite file, or a PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared' / 'ledger.sqlite'}"
-    return postgres_server.new_database(request.getfixturevalue("postgres"))
+    return postgres_server.new_database(request.getfixturevalue("postgres_server_url"))
 
 
 def _env(home: Path, ledger_url: str, claim_timeout: float = 120) -> dict[str, str]:

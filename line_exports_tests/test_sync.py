@@ -744,38 +744,32 @@ def test_transient_refusals_come_back_permanent_ones_wait_for_a_change(
 
 # -- the sync store on a shared PostgreSQL ledger ---------------------------------------------
 def test_mirror_on_a_postgresql_ledger(
-    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch, postgres_url: str
 ) -> None:
-    from line_exports_tests import postgres_server
+    url = postgres_url  # a new database of its own on the shared server (conftest)
+    monkeypatch.setenv("LINE_EXPORTS_LEDGER_URL", url)
+    sandbox = sandbox_server.sandbox
+    with sandbox.lock:  # member 5: an invalid ID for LinkedIn (permanent)
+        linkedin_store(sandbox).refused_values.add(email_key(5)[1][1])
+    lenient = {"ignore_invalid_records": True}
+    assert linkedin_run(sandbox_server, contacts(1, members=200), "mirror", **lenient).success
+    day2 = linkedin_run(sandbox_server, contacts(2, members=200), "mirror", **lenient)
+    assert day2.success, failure_text(day2)
+    meta = meta_of(day2, "li_sync")
+    assert (meta["rows_updated"], meta["members_removed"]) == (2, 2)
+    assert (meta["rows_refused_earlier"], meta["rows_sent"]) == (1, 2)
+    assert len(segment_members(sandbox)) == 197
+    import sqlalchemy as sa
 
-    if reason := postgres_server.why_unavailable():
-        pytest.skip(reason)
-    with postgres_server.postgres_server() as url:
-        monkeypatch.setenv("LINE_EXPORTS_LEDGER_URL", url)
-        sandbox = sandbox_server.sandbox
-        with sandbox.lock:  # member 5: an invalid ID for LinkedIn (permanent)
-            linkedin_store(sandbox).refused_values.add(email_key(5)[1][1])
-        lenient = {"ignore_invalid_records": True}
-        assert linkedin_run(sandbox_server, contacts(1, members=200), "mirror", **lenient).success
-        day2 = linkedin_run(sandbox_server, contacts(2, members=200), "mirror", **lenient)
-        assert day2.success, failure_text(day2)
-        meta = meta_of(day2, "li_sync")
-        assert (meta["rows_updated"], meta["members_removed"]) == (2, 2)
-        assert (meta["rows_refused_earlier"], meta["rows_sent"]) == (1, 2)
-        assert len(segment_members(sandbox)) == 197
-        import sqlalchemy as sa
-
-        engine = sa.create_engine(url)
-        with engine.connect() as con:
-            statuses = dict(
-                con.execute(
-                    sa.text("select status, count(*) from sync_members group by status")
-                ).all()
-            )
-            reason = con.execute(sa.text("select message from sync_refusals")).scalar_one()
-        engine.dispose()
-        assert statuses == {"accepted": 197, "refused": 1}
-        assert reason.startswith("LinkedIn answered 400")
+    engine = sa.create_engine(url)
+    with engine.connect() as con:
+        statuses = dict(
+            con.execute(sa.text("select status, count(*) from sync_members group by status")).all()
+        )
+        reason = con.execute(sa.text("select message from sync_refusals")).scalar_one()
+    engine.dispose()
+    assert statuses == {"accepted": 197, "refused": 1}
+    assert reason.startswith("LinkedIn answered 400")
 
 
 def audience_day2(url: str) -> dg.ExecuteInProcessResult:

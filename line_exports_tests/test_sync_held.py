@@ -37,14 +37,6 @@ STORES = (
 )
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    if reason := postgres_server.why_unavailable():
-        pytest.skip(reason)
-    with postgres_server.postgres_server() as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, line_exports_home: object
@@ -52,7 +44,7 @@ def ledger(
     """A ledger holding one row ``unknown`` in each of :data:`STORES` (the CLI opens the same
     one: ``LINE_EXPORTS_LEDGER_URL`` for PostgreSQL)."""
     if request.param == "postgresql":
-        url = postgres_server.new_database(request.getfixturevalue("postgres"))
+        url = postgres_server.new_database(request.getfixturevalue("postgres_server_url"))
         monkeypatch.setenv("LINE_EXPORTS_LEDGER_URL", url)
     ledger = Ledger()
     try:

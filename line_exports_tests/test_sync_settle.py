@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from line_exports.sandbox import line_messaging as line_box
 from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.core import Fault
 from line_exports_tests.cli_helpers import Ran, line_exports, workflow_folder
+from line_exports_tests.sandbox_clock import line_waits_on_the_sandbox_clock
 from line_exports_tests.test_sync import Acted, kill_when, meta_of, store_statuses, sync_check
 
 RECIPIENTS = 30
@@ -276,6 +278,7 @@ def test_past_the_retry_key_window_rows_are_held_until_released(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     ledger: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A run whose pushes all failed (500: LINE may or may not have delivered them), then the
     next run 25 hours later (sandbox clock and the exporter's moved) with 5 new recipients:
@@ -283,16 +286,12 @@ def test_past_the_retry_key_window_rows_are_held_until_released(
     unknown, the sync check fails saying how to release them, the 5 new are sent;
     ``line-exports held coupon --resend`` lets the next run send each of the 30 once. On the
     embedded SQLite ledger and on PostgreSQL (the store's other SQL path)."""
-    if ledger == "postgresql":
+    if ledger == "postgresql":  # a new database on the shared server (conftest)
         from line_exports_tests import postgres_server
 
-        if reason := postgres_server.why_unavailable():
-            pytest.skip(reason)
-        with postgres_server.postgres_server() as url:
-            monkeypatch.setenv("LINE_EXPORTS_LEDGER_URL", url)
-            held_then_released(sandbox_server, monkeypatch, capsys, tmp_path)
-    else:
-        held_then_released(sandbox_server, monkeypatch, capsys, tmp_path)
+        server = request.getfixturevalue("postgres_server_url")
+        monkeypatch.setenv("LINE_EXPORTS_LEDGER_URL", postgres_server.new_database(server))
+    held_then_released(sandbox_server, monkeypatch, capsys, tmp_path)
 
 
 def held_then_released(
@@ -481,17 +480,19 @@ def test_same_tick_rerun_past_the_window_holds_rows_instead_of_settling_them_del
 def test_a_run_of_another_tick_waits_while_the_earlier_one_still_sends(
     line_exports_home: Path,
 ) -> None:
-    """The tick's run is still sending (a real child process, push answers held 0.3 s) when a
-    run of the next tick starts: that run sends nothing and fails naming the running one (its
-    pending rows may be in flight: sending them under new retry keys would deliver twice).
-    Once the first run finished, the next tick sends nothing again."""
+    """The tick's run is still sending (a real child process, its push answers held back until
+    the next tick's run is over) when a run of the next tick starts: that run sends nothing and
+    fails naming the running one (its pending rows may be in flight: sending them under new
+    retry keys would deliver twice). Once the first run finished, the next tick sends nothing
+    again."""
     from line_exports_tests.resilience_helpers import LateAnswerServer
     from line_exports_tests.test_sync import CHILD
 
     with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
         sandbox = server.sandbox
         store = line_box.store_of(sandbox)
-        server.late.add("/v2/bot/message/push", "POST", 0.3, times=-1)
+        in_flight = threading.Event()  # set: the held answers go out
+        server.late.add("/v2/bot/message/push", "POST", 0, times=-1, until=in_flight)
         root = Path(__file__).resolve().parents[1]
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, "push_day", server.url, "test_sync_settle"],
@@ -516,8 +517,10 @@ def test_a_run_of_another_tick_waits_while_the_earlier_one_still_sends(
             )
             text = str(failure.step_failure_data.error)  # type: ignore[union-attr]
             assert "[tick=2026-06-02T09:00:00+00:00] is already running" in text
+            in_flight.set()
             assert child.wait(timeout=120) == 0
         finally:
+            in_flight.set()
             if child.poll() is None:
                 child.kill()
         server.late.rules.clear()
@@ -600,8 +603,6 @@ def test_a_resend_late_in_the_retry_keys_day_ends_before_the_key_does(
     and its third attempt, past the key's 24 hours, would deliver the coupon a second time.
     The run after, 23 h 5 min after the first request (in the 23 h 10 min window the default
     300 s ``connection_timeout`` leaves; a fixed 23 hours held it), settles it: 409."""
-    from line_exports import LineMessagingResource as Resource
-
     url = sandbox_server.url
     sandbox = sandbox_server.sandbox
     long_retries = {"max_retry": 8, "max_retry_wait": 3600}
@@ -609,15 +610,7 @@ def test_a_resend_late_in_the_retry_keys_day_ends_before_the_key_does(
     assert not coupon_run(url, TICK, count=1).success
     sandbox.clear_faults()
     assert inbox_counts(sandbox, 1) == [1] and store_statuses("daily/coupon") == {"pending": 1}
-
-    get_client = Resource.get_client
-
-    def waits_on_the_sandbox_clock(self: Any, *args: Any, **kwargs: Any) -> Any:
-        client = get_client(self, *args, **kwargs)
-        client.http.sleep = clock_of(sandbox).advance
-        return client
-
-    monkeypatch.setattr(Resource, "get_client", waits_on_the_sandbox_clock)
+    line_waits_on_the_sandbox_clock(monkeypatch, sandbox)
     day = 22 * 3600 + 59 * 60
     clock_of(sandbox).advance(day)
     monkeypatch.setattr(sync_settle, "now", lambda: time.time() + day)

@@ -35,17 +35,6 @@ from line_exports_tests.test_values import (
 )
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    from line_exports_tests import postgres_server
-
-    reason = postgres_server.why_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with postgres_server.postgres_server() as server:
-        yield postgres_server.new_database(server)
-
-
 def _pg_rows(url: str, sql: str) -> Iterator[pd.DataFrame]:
     table = f"t{time.monotonic_ns()}"
     engine = sa.create_engine(url)

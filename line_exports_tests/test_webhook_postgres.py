@@ -17,10 +17,9 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 import sqlalchemy as sa
 
@@ -39,15 +38,6 @@ except ImportError:
     from webhook_helpers import base_event, body_of, free_port, signed_headers
 
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    reason = postgres_server.why_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with postgres_server.postgres_server() as url:
-        yield url
 
 
 def _serve(port: int, home: Path, sources: Path, spool_url: str) -> subprocess.Popen[bytes]:
@@ -102,9 +92,11 @@ _LANDER = textwrap.dedent(
 )
 
 
-def test_two_receivers_one_postgres_spool_sigkill_mid_load(tmp_path: Path, pg_server: str) -> None:
-    spool_url = postgres_server.new_database(pg_server)
-    target_url = postgres_server.new_database(pg_server)
+def test_two_receivers_one_postgres_spool_sigkill_mid_load(
+    tmp_path: Path, postgres_server_url: str
+) -> None:
+    spool_url = postgres_server.new_database(postgres_server_url)
+    target_url = postgres_server.new_database(postgres_server_url)
     source = WebhookSource(
         name="shop_oa",
         source_id=str(uuid.uuid4()),
@@ -248,12 +240,14 @@ def test_two_receivers_one_postgres_spool_sigkill_mid_load(tmp_path: Path, pg_se
     assert bots.store_of(sandbox).refused == {}
 
 
-def test_a_request_committed_late_by_a_slow_receiver_is_never_skipped(pg_server: str) -> None:
+def test_a_request_committed_late_by_a_slow_receiver_is_never_skipped(
+    postgres_server_url: str,
+) -> None:
     """Receiver A takes row id 1 but commits after receiver B's row 2 was already landed: an id
     cursor would have moved past 1 for ever. The (transaction, row) cursor waits for A."""
     from line_exports.webhook.spool_pg import PgSpoolReader, make_engine
 
-    spool_url = postgres_server.new_database(pg_server)
+    spool_url = postgres_server.new_database(postgres_server_url)
     source_id = str(uuid.uuid4())
     insert = sa.text(
         "INSERT INTO requests (request_id, source_id, received_at, signature_ok, event_count,"
@@ -278,12 +272,12 @@ def test_a_request_committed_late_by_a_slow_receiver_is_never_skipped(pg_server:
     assert [r.id for r in second] == [1, 2]
 
 
-def test_dead_letter_resend_record_on_postgres(pg_server: str) -> None:
+def test_dead_letter_resend_record_on_postgres(postgres_server_url: str) -> None:
     """The resend record (webhook.resend) on the PostgreSQL spool: recorded before the POST,
     claimed once, kept once sent."""
     from line_exports.webhook.spool import SpooledRequest
 
-    spool_url = postgres_server.new_database(pg_server)
+    spool_url = postgres_server.new_database(postgres_server_url)
     source_id = str(uuid.uuid4())
     request = SpooledRequest(7, "r7", source_id, 1.0, True, None, 1, b'{"events":[]}', 7, "sig")
     with open_reader(spool_url) as reader:
