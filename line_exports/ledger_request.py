@@ -53,6 +53,57 @@ class LedgerLike(Protocol):
     def record(self, key: str, result: dict[str, Any]) -> None: ...
 
 
+def pending_record(since: float | None, now: float | None = None, **extra: Any) -> dict[str, Any]:
+    """The ledger record of a request about to be sent (or sent, its answer not final): ``at``
+    is when it was first sent, ``since`` when an earlier attempt did (kept: LINE's 24 hours for
+    an ``X-Line-Retry-Key`` run from the first request, "Retry failed API requests",
+    https://developers.line.biz/en/docs/messaging-api/retrying-api-request/), else ``now``
+    (epoch seconds; default the clock's)."""
+    now = time.time() if now is None else now
+    return {"state": PENDING, "at": now if since is None else min(since, now), **extra}
+
+
+def failure_mark(exc: ApiError, earlier_unanswered: bool, made: bool = True) -> int | str | None:
+    """What the pending record of a call that failed for good is marked with
+    (:data:`~line_exports.outcomes.EARLIER_ANSWER`), so that the next step attempt counts it
+    right (:func:`~line_exports.outcomes.unanswered_before`): the status when the API answered
+    every attempt (429/5xx, 4xx); :data:`~line_exports.outcomes.NOT_REACHED` when no attempt
+    reached it (connection refused) or the request was never made (``made`` False: no token);
+    None, left unanswered, when some attempt of it, or of an earlier step attempt
+    (``earlier_unanswered``), may have reached the API without an answer. The one rule of every
+    destination (:class:`LedgerRequest`, LINE's push and multicast)."""
+    if exc.unanswered or earlier_unanswered:
+        return None
+    if not made:
+        return NOT_REACHED
+    if exc.status is not None:
+        return exc.status
+    return None if exc.reached else NOT_REACHED
+
+
+def recorded_error(state: dict[str, Any], where: str) -> ApiError:
+    """The failure an earlier attempt left in the pending record ``state`` of a request
+    (``where``: which request, for the reason), as :func:`~line_exports.outcomes.fate_of` reads
+    it: every attempt answered with a status (:data:`~line_exports.outcomes.EARLIER_ANSWER`,
+    retries spent: refused), never reached (:data:`~line_exports.outcomes.NOT_REACHED`:
+    unsent), or no answer recorded (it may have reached the API: unknown; so is a text answer,
+    which holds no status). For a request a run stops before sending again: its rows are
+    counted by what the ledger knows of it."""
+    answer = state.get(EARLIER_ANSWER)
+    if answer == NOT_REACHED:
+        return ApiError(f"{where} never left", path=where, reached=False)
+    if answer is None:
+        return ApiError(f"{where}: no answer recorded", path=where)
+    if not str(answer).isdigit():  # a text answer (MAAC's failed import): no status to go by
+        return ApiError(f"{where}: {answer}", path=where, body=str(answer))
+    return ApiError(
+        f"{where} answered {answer}",
+        status=int(answer),
+        path=where,
+        body="so answered every attempt of an earlier try, its retries spent; not sent again",
+    )
+
+
 def is_done(state: dict[str, Any] | None) -> bool:
     """Whether a ledger record says its request went through: any record but a pending one
     (a result written by an earlier version has no ``state`` and is done)."""
@@ -82,9 +133,17 @@ class LedgerRequest:
             return cls(ledger, key, state, False)
         return cls(ledger, key, None, unanswered_before(state), state)
 
+    @property
+    def first_sent(self) -> float | None:
+        """When an earlier attempt first sent the request (its pending record's ``at``), or
+        None."""
+        return None if self.pending is None else float(self.pending.get("at", time.time()))
+
     def sending(self, **extra: Any) -> None:
-        """Record the request pending (with ``extra`` fields): call right before sending it."""
-        self.ledger.record(self.key, {"state": PENDING, "at": time.time(), **extra})
+        """Record the request pending (with ``extra`` fields): call right before sending it.
+        An earlier attempt's first send time is kept (:func:`pending_record`)."""
+        self.pending = pending_record(self.first_sent, **extra)
+        self.ledger.record(self.key, self.pending)
 
     def succeeded(self, result: dict[str, Any]) -> None:
         """Record the request's result: it went through, a re-run resumes after it."""
@@ -93,24 +152,22 @@ class LedgerRequest:
     def answered(self, answer: int | str) -> None:
         """The API answered the request (``answer``: its status, or what it said) and did not
         take it: unless an earlier step attempt went unanswered, mark the pending record
-        answered, so the next step attempt counts a transient answer to its resend refused."""
+        answered (its first send time kept), so the next step attempt counts a transient answer
+        to its resend refused."""
         if not self.earlier_unanswered:
-            self.ledger.record(
-                self.key, {"state": PENDING, "at": time.time(), EARLIER_ANSWER: answer}
-            )
+            self._mark(answer)
 
     def failed(self, exc: ApiError) -> None:
-        """The call failed for good: :meth:`answered` when the API answered every attempt of it
-        (429/5xx, 4xx), or :data:`~line_exports.outcomes.NOT_REACHED` when no attempt of it
-        reached the API (connection refused...: the request never left, so the next step
-        attempt counts its rows unsent, not of unknown delivery); else the record stays
-        pending, of unknown answer."""
-        if exc.unanswered:
-            return
-        if exc.status is not None:
-            self.answered(exc.status)
-        elif not exc.reached:
-            self.answered(NOT_REACHED)
+        """The call failed for good: mark its pending record by :func:`failure_mark` (answered
+        every attempt: its status; no attempt reached the API: not reached, so the next step
+        attempt counts its rows unsent, not of unknown delivery); else it stays pending, of
+        unknown answer."""
+        mark = failure_mark(exc, self.earlier_unanswered)
+        if mark is not None:
+            self._mark(mark)
+
+    def _mark(self, answer: int | str) -> None:
+        self.ledger.record(self.key, pending_record(self.first_sent, **{EARLIER_ANSWER: answer}))
 
     def count_failed(
         self,

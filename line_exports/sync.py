@@ -52,6 +52,7 @@ from line_exports.rules import ROW_NUMBER, reject
 from line_exports.sync_settle import (
     UNKNOWN_RULE,
     Settled,
+    SettleStopped,
     export_of,
     held_hint,
     outlook,
@@ -61,7 +62,13 @@ from line_exports.sync_settle import (
 from line_exports.sync_store import SyncStore, account_fingerprint, store_name
 
 if TYPE_CHECKING:
-    from line_exports.destination import DeliveryReport, Destination, ExportRun, ValidRows
+    from line_exports.destination import (
+        DeliveryFailed,
+        DeliveryReport,
+        Destination,
+        ExportRun,
+        ValidRows,
+    )
 
 SyncMode = Literal["append", "diff", "mirror"]
 SYNC_MODES: tuple[str, ...] = ("append", "diff", "mirror")
@@ -506,7 +513,10 @@ def deliver(
         scope = run.ledger.scope
         run.keep_requests = lambda entries: store.put_requests(scope, entries)
         refuse_if_running(store, run, full_target(spec, account))
-        settled = settle_earlier(dest, resource, settings, store, run, spec.settle_window)
+        try:
+            settled = settle_earlier(dest, resource, settings, store, run, spec.settle_window)
+        except SettleStopped as stop:
+            raise _settle_stopped(stop, store, spec, settings, rows, workdir) from stop.error
     fixed = plan(store, spec, mode, settings.max_remove_ratio, rows, workdir)
     fixed.settled = settled
     if fixed.unknown.num_rows:
@@ -545,6 +555,29 @@ def deliver(
         store.drop_requests(scope=run.ledger.scope)  # committed: its requests are settled
     _annotate(report, fixed, removal, _held_refusals(store, fixed), transient)
     return report, fixed
+
+
+def _settle_stopped(
+    stop: SettleStopped,
+    store: SyncStore,
+    spec: SyncSpec,
+    settings: Any,
+    rows: ValidRows,
+    workdir: Path,
+) -> DeliveryFailed:
+    """The failure of a run whose settle step stopped before it planned: counted by the plan it
+    would have carried out (nothing is written to the store: its rows stay pending, settled next
+    run): unchanged rows accepted, held rows as held, the rows of requests not settled where
+    :meth:`SettleStopped.report` puts them, the other rows to send unsent."""
+    from line_exports.destination import DeliveryFailed
+
+    fixed = plan(store, spec, settings.sync_mode, settings.max_remove_ratio, rows, workdir)
+    fixed.settled = stop.settled
+    if fixed.unknown.num_rows:
+        fixed.unknown_rejects = _held_unknown(store, fixed)
+    report = stop.report(fixed.changed)
+    _annotate(report, fixed, None, _held_refusals(store, fixed))
+    return DeliveryFailed(str(stop), report, retryable=stop.error.retryable)
 
 
 def _commit(

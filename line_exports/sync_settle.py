@@ -43,7 +43,12 @@ rendered anew from today's template and rows, so a changed message would give ne
 the recorded requests are settled first, and only rows with no recorded request are sent.
 
 A transient failure of a resend (5xx, no answer, 429 rate limit after retries) stops the run
-before it plans anything; what was settled so far is kept, the rest is settled next run.
+before it plans anything; what was settled so far is kept, the rest is settled next run. The
+stopped run still counts every row (:class:`SettleStopped`): the failed request's by
+:func:`~line_exports.outcomes.fate_of` (a 5xx once the retries are spent: refused; delivery
+unknown when an earlier attempt went unanswered), those of requests it did not send again by
+what the ledger recorded of their earlier attempt
+(:func:`~line_exports.ledger_request.recorded_error`), the others unsent.
 """
 
 from __future__ import annotations
@@ -53,17 +58,72 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 
 from line_exports.claims import ClaimOwner, ScopeClaimed, holder_is_gone
+from line_exports.destination import DeliveryReport
+from line_exports.http import ApiError
 from line_exports.ledger import CLAIMS
-from line_exports.outcomes import EARLIER_ANSWER
+from line_exports.ledger_request import failure_mark, recorded_error
+from line_exports.outcomes import EARLIER_ANSWER, count_failed_request, unanswered_before
 from line_exports.sync_store import SentRequest, SyncStore, store_name
 
 if TYPE_CHECKING:
     from line_exports.destination import Destination, ExportRun
 
 UNKNOWN_RULE = "delivery_unknown"
+API = "LINE"
+"""The API whose requests are settled (LINE push and multicast), as a row's reason names it."""
+
+
+class ResendFailed(Exception):
+    """:meth:`~line_exports.destination.Destination.resend` failed for good with a transient
+    ``error`` (a 5xx or 429 once the retries are spent, no answer, no connection). ``made``:
+    whether the request itself was sent (False: it failed before, e.g. issuing a token)."""
+
+    def __init__(self, error: ApiError, made: bool = True) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.made = made
+
+
+class SettleStopped(Exception):
+    """The settle step stopped at a resend that failed for good: the run stops before it plans.
+
+    ``failed``: {member key: (the error its request's attempts ended with, whether an earlier
+    attempt went unanswered)} of the members of the requests not settled: the one that failed
+    now, and those not sent again after it (their ledger record's error,
+    :func:`~line_exports.ledger_request.recorded_error`); a request not made (no token) has no
+    entry: its rows are unsent. ``settled``: what the step did before."""
+
+    def __init__(
+        self, error: ApiError, failed: dict[str, tuple[ApiError, bool]], settled: Settled
+    ) -> None:
+        super().__init__(
+            f"{error} (sending again, before planning, a request an earlier run left without a "
+            "final answer; the rest are settled next run)"
+        )
+        self.error = error
+        self.failed = failed
+        self.settled = settled
+
+    def report(self, changed: pa.Table) -> DeliveryReport:
+        """The stopped run's report over the rows it would send (``changed``: the plan's
+        ``rn``, ``key``): each row of a request not settled where
+        :func:`~line_exports.outcomes.count_failed_request` puts it, the others unsent."""
+        report = DeliveryReport()
+        keys, rows = changed.column("key").to_pylist(), changed.column("rn").to_pylist()
+        row_of = dict(zip(keys, rows, strict=True))
+        groups: dict[tuple[int, bool], tuple[ApiError, list[int]]] = {}
+        for key, (error, earlier) in self.failed.items():
+            if key in row_of:
+                groups.setdefault((id(error), earlier), (error, []))[1].append(int(row_of[key]))
+        for (_, earlier), (error, numbers) in groups.items():
+            count_failed_request(
+                report, sorted(numbers), "id", error, API, earlier_unanswered=earlier
+            )
+        return report
 
 
 def now() -> float:
@@ -203,7 +263,8 @@ def settle_earlier(
     docstring), this run's own scope included: a re-execution of a killed tick whose template or
     rows changed since renders other messages, so other retry keys, and would deliver again what
     the killed run sent; the recorded request is sent as it was instead. None when there are
-    none. Raises what a resend raises for a transient failure (the settled part kept)."""
+    none. Raises :class:`SettleStopped` at a resend that fails for good (the settled part
+    kept: the rest is settled next run)."""
     requests = store.earlier_requests()
     if not requests:
         return None
@@ -214,6 +275,8 @@ def settle_earlier(
     refused: dict[str, tuple[str, str]] = {}
     unknown: dict[str, str] = {}
     done: list[str] = []
+    stop: ApiError | None = None  # the resend that failed for good: no more are sent
+    failed: dict[str, tuple[ApiError, bool]] = {}
     export = export_of(store.export)
     scopes: dict[str, list[SentRequest]] = defaultdict(list)
     for request in requests:
@@ -226,8 +289,28 @@ def settle_earlier(
                 keys = [member[r] for r in request.recipients if r in member]
                 state = states.get(request.key) or {}
                 outcome = state.get("state")
+                if (
+                    outcome == "pending"
+                    and stop is not None
+                    and not _expired(request, state, window)
+                ):
+                    where = f"an earlier {request.kind} request"  # not sent again: as recorded
+                    error = recorded_error(state, where)
+                    failed.update((k, (error, unanswered_before(state))) for k in keys)
+                    continue
                 if outcome == "pending":
-                    outcome, state = _resend(dest, resource, settings, request, state, window)
+                    try:
+                        outcome, state = _resend(dest, resource, settings, request, state, window)
+                    except ResendFailed as exc:
+                        stop = exc.error
+                        result.resent += int(exc.made)
+                        earlier = unanswered_before(state)
+                        if exc.made:
+                            failed.update((k, (exc.error, earlier)) for k in keys)
+                        mark = failure_mark(exc.error, earlier, exc.made)
+                        if mark is not None:  # the one rule (LedgerRequest): first send kept
+                            ledger.record(request.key, {**state, EARLIER_ANSWER: mark})
+                        continue
                     _count(result, outcome, state)
                     if outcome == "expired":
                         reason = unknown_reason(
@@ -252,7 +335,15 @@ def settle_earlier(
         run.sent_before = result.sent_text()
     if result.resent:  # before the plan's line, whose "unchanged" rows include these
         run.log.info(f"{run.name}: {result.sent_text()}")
+    if stop is not None:
+        kept = {k: v for k, v in failed.items() if k not in accepted}
+        raise SettleStopped(stop, kept, result) from stop
     return result
+
+
+def _expired(request: SentRequest, state: dict[str, Any], window: float) -> bool:
+    """Whether a pending request was first sent over ``window`` ago (held, not sent again)."""
+    return now() - min(float(state.get("at", request.at)), request.at) > window
 
 
 def _resend(

@@ -25,6 +25,7 @@ from line_exports.destination import (
 )
 from line_exports.destinations.line_messaging import advice, audience_mirror
 from line_exports.destinations.line_messaging.audience import deliver_audience, id_files
+from line_exports.destinations.line_messaging.auth import TokenError
 from line_exports.destinations.line_messaging.client import (
     LineMessagingClient,
     LineMessagingResource,
@@ -60,6 +61,7 @@ from line_exports.destinations.line_messaging.settings import (
 from line_exports.http import ApiError
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique
 from line_exports.sync import RemovalReport, SyncSpec
+from line_exports.sync_settle import ResendFailed
 
 LINE_400_RULES = frozenset(
     {"line_push_refused", "line_multicast_refused", "line_rich_menu_refused"}
@@ -200,7 +202,8 @@ class LineMessagingDestination(Destination):
         https://developers.line.biz/en/docs/messaging-api/retrying-api-request/). The client's
         retries are cut so the last attempt ends before the key's 24 hours do
         (:func:`.sending.retries_left`); 'expired' when not even one attempt would. Other
-        errors raise once those retries are spent."""
+        errors raise :class:`~line_exports.sync_settle.ResendFailed` once those retries are
+        spent."""
         retry = retries_left(settings.retry_settings(), age)
         if retry is None:
             return "expired", {}
@@ -213,7 +216,8 @@ class LineMessagingDestination(Destination):
                 return "refused", {"message": f"LINE refused: {refusal(exc)}"}
             if final == "quota":
                 return "not_delivered", {"message": exc.body}
-            raise
+            # No token, no request: its rows were not sent again.
+            raise ResendFailed(exc, made=not isinstance(exc, TokenError)) from exc
         return "accepted", {"status": status, "request_id": answer.get("_request_id")}
 
     def refusal_is_transient(self, rule: str, message: str) -> bool:

@@ -52,7 +52,6 @@ from line_exports.destinations.line_messaging.sending import (
     QUOTA_REASON,
     first_sent,
     held_reason,
-    pending,
     retries_left,
 )
 from line_exports.destinations.line_messaging.settings import LineMessagingSettings
@@ -68,6 +67,7 @@ from line_exports.destinations.line_messaging.targeting import (
 )
 from line_exports.http import ApiError, poll
 from line_exports.ledger import ENTRIES, Ledger
+from line_exports.ledger_request import failure_mark, pending_record
 from line_exports.outcomes import (
     DELIVERY_UNKNOWN,
     EARLIER_ANSWER,
@@ -341,7 +341,8 @@ def send_one(
                 return {"state": "unknown", "reason": held_reason(since, client.http.retry)}
             sender = client.with_retry(retry)
             targeting = done.get("targeting", targeting)
-        run.ledger.record(key, pending(since, targeting=targeting))
+        record = pending_record(since, targeting=targeting)  # its first send time kept
+        run.ledger.record(key, record)
         body = (
             '{"messages":'
             + messages
@@ -356,12 +357,14 @@ def send_one(
             status, answer = sender.send(kind, body, key, ok_status=(200, 202, 409))
         except ApiError as exc:
             outcome = failed(exc, client, key, run)
-            if "error" in outcome:  # a step retry must know whether any attempt went unanswered
-                outcome["earlier"] = unanswered_before(done)
-                if exc.status is not None and not (exc.unanswered or outcome["earlier"]):
-                    run.ledger.record(
-                        key, pending(since, targeting=targeting, **{EARLIER_ANSWER: exc.status})
-                    )
+            if outcome["state"] == "fatal" and not outcome.get("quota"):
+                # A step retry must know whether any attempt went unanswered, or none left.
+                earlier = unanswered_before(done)
+                if "error" in outcome:
+                    outcome["earlier"] = earlier
+                mark = failure_mark(exc, earlier, made="error" in outcome)
+                if mark is not None:
+                    run.ledger.record(key, {**record, EARLIER_ANSWER: mark})
             return outcome
         request_id = answer["_request_id"] or ""
         run.ledger.record(key, {"state": "accepted", "status": status, "request_id": request_id})

@@ -66,7 +66,7 @@ def deliver_push(
         F1). An earlier attempt's first send time is kept: the key's 24 hours run from it."""
         if run.keep_requests is not None:  # sync diff: a later scope can settle them
             run.keep_requests([(k, "push", b.decode(), [to]) for _, to, b, k in pushes])
-        run.ledger.record_many([(key, pending(tally.since.get(key))) for *_, key in pushes])
+        run.ledger.record_many([(key, pending(tally, key)) for *_, key in pushes])
 
     def prepared(only: set[str] | None, skip: set[str]) -> Iterator[list[Push]]:
         """Each batch's pushes not yet accepted (only those keyed in ``only`` when given; none

@@ -31,6 +31,7 @@ from line_exports.destinations.line_messaging.settings import (
     RETRY_KEY_TTL_SECONDS,
 )
 from line_exports.http import ApiError, RetrySettings
+from line_exports.ledger_request import failure_mark, pending_record
 from line_exports.outcomes import EARLIER_ANSWER, count_failed_request, unanswered_before
 from line_exports.rules import reject
 
@@ -88,12 +89,16 @@ def first_sent(state: dict[str, Any] | None) -> float | None:
     return float(state.get("at", 0))
 
 
-def pending(since: float | None, **extra: Any) -> dict[str, Any]:
-    """The ledger record of a request about to be sent (or sent, answer not final): ``at`` is
-    when it was first sent, ``since`` when an earlier attempt did (kept, so that a later resume
-    counts the key's age from its first request, not from the last resend)."""
-    now = time.time()
-    return {"state": "pending", "at": now if since is None else min(since, now), **extra}
+def pending(tally: Tally, key: str) -> dict[str, Any]:
+    """The ledger record of request ``key`` about to be sent
+    (:func:`~line_exports.ledger_request.pending_record`): ``at`` is when it was first sent, by
+    an earlier attempt (:attr:`Tally.since`) or now; kept in :attr:`Tally.first_sent` so that
+    the mark of its answer keeps it too (LINE's 24 hours for its retry key run from the first
+    request)."""
+    with tally.lock:
+        record = pending_record(tally.since.get(key), now=time.time())
+        tally.first_sent[key] = record["at"]
+    return record
 
 
 def nothing_sent(run: ExportRun) -> str:
@@ -130,6 +135,9 @@ class Tally:
     """Retry keys an earlier attempt of this run scope left pending: when it first sent each
     (:func:`first_sent`). Sent again, each makes only the retries that end before its key does
     (:func:`resend_retry`)."""
+    first_sent: dict[str, float] = field(default_factory=dict)
+    """When each request this attempt recorded pending was first sent (:func:`pending`): its
+    answer's mark keeps it (:func:`failed`)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refuse(self, row_numbers: list[int], recipients: list[str], reason: str) -> None:
@@ -222,7 +230,7 @@ def send_once(
             tally.resent.add(key)
     if run.keep_requests is not None:  # sync diff: a later scope can settle it
         run.keep_requests([(key, kind, body.decode(), recipients)])
-    run.ledger.record(key, pending(tally.since.get(key)))
+    run.ledger.record(key, pending(tally, key))
     return post(
         client,
         kind,
@@ -355,14 +363,17 @@ def failed(
             tally.final = True
             tally.fatal.append(f"LINE answered 429, {QUOTA_REASON} (not retried): {exc.body}")
         return "fatal"
+    made = not isinstance(exc, TokenError)  # no token, no request: its rows stay unsent
     with tally.lock:
         earlier = key in tally.resent
-        if not isinstance(exc, TokenError):  # no token, no request: its rows stay unsent
+        if made:
             tally.failed.append((list(row_numbers), exc, earlier))
-    if exc.status is not None and not (exc.unanswered or earlier or isinstance(exc, TokenError)):
-        # Every attempt was answered (429/5xx, 401, ...): LINE did not take it, and a step
-        # retry that meets it pending must not count it of unknown delivery on this account.
-        run.ledger.record(key, pending(tally.since.get(key), **{EARLIER_ANSWER: exc.status}))
+        since = tally.first_sent.get(key, tally.since.get(key))
+    mark = failure_mark(exc, earlier, made)
+    if mark is not None:
+        # Every attempt answered (429/5xx, 401, ...), or none reached LINE: it did not take it,
+        # and a step retry that meets it pending must not count it of unknown delivery.
+        run.ledger.record(key, pending_record(since, now=time.time(), **{EARLIER_ANSWER: mark}))
     with tally.lock:
         tally.fatal.append(
             explain(exc)

@@ -1,0 +1,107 @@
+"""LINE push / multicast requests that never reached LINE (no connection could be opened) count
+unsent, also over Dagster step retries: never of unknown delivery.
+
+The first step attempt records each request ``pending`` before sending it; when no attempt of
+it reached LINE the record is marked :data:`~line_exports.outcomes.NOT_REACHED`
+(:meth:`~line_exports.ledger_request.LedgerRequest.failed`'s rule, shared by every destination),
+so the step retry that meets it sends it again as a first send, and counts its rows unsent when
+LINE is still out of reach. Without the mark, the retry took the pending record for an attempt
+that may have reached LINE, and counted the rows of unknown delivery.
+
+"Not reached" is exact here: a :class:`~line_exports.sandbox.gate.Gate` in front of the sandbox
+refuses every new connection once LINE's quota was read (the pooled connection that read it
+keeps working, so the quota and bot-info reads of every attempt succeed), as when the network
+to LINE goes down between two calls. A cut connection or a lost answer is a different case (the
+request may have reached LINE): :mod:`test_step_retry_outcomes`. Real Dagster runs with a
+``RetryPolicy``, HTTP to the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from line_exports import LineMessagingResource, SqlSource, build_export
+from line_exports.sandbox import SandboxServer
+from line_exports.sandbox.gate import Gate
+from line_exports.sandbox.line_messaging import summary
+from line_exports_tests.test_outcomes import adds_up, outcome_metadata, table_row
+
+ROWS = 6
+TARGETS = {
+    "push_message": {"template_message": '{"type": "text", "text": "coupon {{code}}"}'},
+    "multicast_message": {
+        "template_message_multicast": '{"type": "text", "text": "coupon"}',
+        "batch_size_multicast": 2,
+    },
+}
+QUOTA_READ = b"GET /v2/bot/message/quota/consumption"
+BOT_INFO = b"GET /v2/bot/info"
+REOPEN = 4.0  # seconds the gate stays closed: past the first attempt's retry after 1 s
+DELAY = 6.0  # the step retry starts once the gate reopened
+CLOSINGS = {
+    # The last read before each attempt sends: the push's first attempt reads the quota, its
+    # retry resends what the first left pending before reading anything (the gate stays shut).
+    ("push_message", "append"): ([QUOTA_READ], None),
+    # A multicast's retry reads the quota again before it sends.
+    ("multicast_message", "append"): ([QUOTA_READ, QUOTA_READ], REOPEN),
+    # diff: the retry reads the bot's info (the channel), then resends what the first attempt
+    # left pending, before it plans.
+    ("push_message", "diff"): ([QUOTA_READ, BOT_INFO], REOPEN),
+    ("multicast_message", "diff"): ([QUOTA_READ, BOT_INFO], REOPEN),
+}
+
+
+def coupon_run(url: str, target: str, sync_mode: str) -> dg.ExecuteInProcessResult:
+    settings: dict[str, Any] = {
+        "target": target,
+        "sync_mode": sync_mode,
+        "initial_retry_wait": 1,
+        "max_retry": 1,
+        "connection_timeout": 30,
+        **TARGETS[target],
+    }
+    asset = build_export(
+        "coupon",
+        destination="line_messaging",
+        query=(
+            "select 'U' || lpad(printf('%x', range), 32, '0') as id, 'C' || range as code "
+            f"from range({ROWS})"
+        ),
+        settings=settings,
+        retry_policy=dg.RetryPolicy(max_retries=1, delay=DELAY),
+    )
+    return dg.materialize(
+        [asset],
+        resources={
+            "line_messaging": LineMessagingResource(base_url=url, poll_seconds=0.05),
+            "sql_source": SqlSource(),
+        },
+        tags={"dagster/scheduled_execution_time": "2026-06-02T09:00:00+00:00"},
+        raise_on_error=False,
+    )
+
+
+@pytest.mark.parametrize("sync_mode", ["append", "diff"])
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_requests_that_never_reached_line_are_unsent_after_a_step_retry(
+    sandbox_server: SandboxServer, target: str, sync_mode: str
+) -> None:
+    sandbox = sandbox_server.sandbox
+    closings, reopen = CLOSINGS[target, sync_mode]
+    upstream = (sandbox_server.host, sandbox_server.port)
+    with Gate(upstream, closings, reopen) as gate:
+        result = coupon_run(gate.url, target, sync_mode)
+    assert gate.closings == len(closings), [(r.method, r.path) for r in sandbox.requests]
+    assert sum(e.event_type_value == "STEP_RESTARTED" for e in result.all_events) == 1
+    assert not result.success
+    assert not [r for r in sandbox.requests if r.method == "POST"], sandbox.requests
+    assert summary(sandbox)["messages_delivered"] == 0
+    meta = outcome_metadata(result)
+    assert adds_up(meta), meta
+    assert meta["rows_unsent"] == meta["rows_read"] - meta["rows_rejected"] == ROWS, meta
+    assert meta["rows_delivery_unknown"] == 0 and meta["rows_refused_by_api"] == 0, meta
+    row = table_row(result)
+    assert (row["unsent"], row["unknown"]) == (ROWS, 0), row
