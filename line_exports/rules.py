@@ -515,8 +515,10 @@ def _check_column(
 ) -> _Checked:
     """Normalize one column and list its failing masks, in the rules' fixed order."""
     failures, bad = _unsendable_failures(raw)
-    if bad is not None:  # refused for their type, not also missing or malformed
-        raw = plain_times(raw.where(~bad))
+    # Cells refused for their type are not also missing or malformed; date-times left in an
+    # object column (those cells taken out, or an upstream asset's Python datetimes) are a
+    # datetime column again, checked and written as an engine's.
+    raw = plain_times(raw.where(~bad) if bad is not None else raw)
     crossed, outside, times = _times_in_zone(raw, timezone)
     if outside is not None:
         failures += crossed
@@ -799,7 +801,12 @@ def _shown(values: pd.Series, rows: np.ndarray, sensitive: bool) -> np.ndarray:
         refused = values.array.__arrow_array__().filter(pa.array(rows))
         text = pc.utf8_slice_codeunits(pc.fill_null(refused, ""), 0, 200).to_pylist()
     else:
-        text = to_text(values[rows]).fillna("").str.slice(0, 200).tolist()
+        refused = plain_dtypes(values[rows])
+        if pd.api.types.is_datetime64_dtype(refused):  # naive: the wall time, as it is held
+            shown = refused.map(lambda v: v.isoformat(), na_action="ignore").astype("string")
+        else:
+            shown = to_text(refused)
+        text = shown.fillna("").str.slice(0, 200).tolist()
     return np.array([mask_value(v) for v in text] if sensitive else text, dtype=object)
 
 

@@ -236,8 +236,8 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
 
     * ``binary``: bytes (a BLOB, e.g. in a SQLite column that mixes types). Bytes are not
       text; decoding them would send ``\u0000\u0001`` or replacement characters.
-    * ``infinite``: a float ±Infinity. JSON has no number for it (RFC 8259, section 6) and
-      ``inf`` as text is DuckDB's spelling, not a value any API field documents.
+    * ``infinite``: a float or ``Decimal`` ±Infinity. JSON has no number for it (RFC 8259,
+      section 6) and ``inf`` as text is DuckDB's spelling, not a value any API field documents.
 
     * any :class:`Unsendable` cell's ``kind``, or ``"kind: detail"`` when it has a detail
       (``"time_range: DATE in year 10000"``), one mask per value named.
@@ -251,14 +251,17 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
         infinite = np.isinf(series.to_numpy(dtype="float64", na_value=np.nan))
         if infinite.any():
             found["infinite"] = infinite
+    elif series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) == "decimal":
+        values = series.to_numpy()
+        infinite = np.fromiter((_is_infinite(v) for v in values), bool, len(values))
+        if infinite.any():
+            found["infinite"] = infinite
     elif series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) not in _TEXT:
         values = series.to_numpy()
         binary = np.fromiter(
             (isinstance(v, (bytes, bytearray, memoryview)) for v in values), bool, len(values)
         )
-        infinite = np.fromiter(
-            (isinstance(v, float) and math.isinf(v) for v in values), bool, len(values)
-        )
+        infinite = np.fromiter((_is_infinite(v) for v in values), bool, len(values))
         marks = [
             (f"{v.kind}: {v.detail}" if v.detail else v.kind) if isinstance(v, Unsendable) else ""
             for v in values
@@ -270,6 +273,13 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
         if infinite.any():
             found["infinite"] = found.get("infinite", False) | infinite
     return found
+
+
+def _is_infinite(value: object) -> bool:
+    """A float or ``Decimal`` ±Infinity (``Decimal('NaN')`` is a missing value to pandas)."""
+    if isinstance(value, float):
+        return math.isinf(value)
+    return isinstance(value, decimal.Decimal) and value.is_infinite()
 
 
 def whole_int64(values: pd.Series) -> pd.Series:

@@ -196,14 +196,14 @@ def columns(zone: str) -> st.SearchStrategy[Column]:
 def same_text(
     got: list[str | None], expected: list[str | None], arrow_type: pa.DataType, source: str = ""
 ) -> bool:
-    if arrow_type == pa.float32() and source != "sqlalchemy":
+    if arrow_type == pa.float32() and source not in ("sqlalchemy", "objects"):
         # Whole numbers print as integers, like a DOUBLE's; the others by their shortest repr.
         return all(
             g == e
             or (g is not None and e is not None and np.float32(g) == np.float32(e) and "." not in g)
             for g, e in zip(got, expected, strict=True)
         ) and len(got) == len(expected)
-    if arrow_type == pa.float32():  # DB-API rows carry a FLOAT as a Python float (a double)
+    if arrow_type == pa.float32():  # DB-API rows and objects: a FLOAT is a Python float (double)
         return [g is None for g in got] == [e is None for e in expected] and all(
             g is None or np.float32(float(g)) == np.float32(e)
             for g, e in zip(got, expected, strict=True)
@@ -247,11 +247,21 @@ def arrow_dtype_chunks(_: Path, table: pa.Table) -> Iterator[pd.DataFrame]:
         yield frame.iloc[start : start + 3]
 
 
+def object_chunks(_: Path, table: pa.Table) -> Iterator[pd.DataFrame]:
+    """An upstream asset's DataFrame of Python values in object columns (a driver's rows kept
+    as objects: ``int``, ``Decimal``, ``datetime`` with or without tzinfo, ``date``, ...)."""
+    rows = {name: pd.Series(table.column(name).to_pylist(), dtype=object) for name in ("n", "v")}
+    frame = pd.DataFrame(rows)
+    for start in range(0, len(frame), 3):
+        yield frame.iloc[start : start + 3]
+
+
 SOURCES: dict[str, Callable[[Path, pa.Table], Iterator[pd.DataFrame]]] = {
     "duckdb": duckdb_chunks,
     "sqlalchemy": sqlalchemy_chunks,
     "arrow": arrow_chunks,
     "arrow_dtype": arrow_dtype_chunks,
+    "objects": object_chunks,
 }
 
 
