@@ -801,7 +801,7 @@ def _shown(values: pd.Series, rows: np.ndarray, sensitive: bool) -> np.ndarray:
         refused = values.array.__arrow_array__().filter(pa.array(rows))
         text = pc.utf8_slice_codeunits(pc.fill_null(refused, ""), 0, 200).to_pylist()
     else:
-        refused = plain_dtypes(values[rows])
+        refused = plain_times(plain_dtypes(values[rows]))
         if pd.api.types.is_datetime64_dtype(refused):  # naive: the wall time, as it is held
             shown = refused.map(lambda v: v.isoformat(), na_action="ignore").astype("string")
         else:
