@@ -16,7 +16,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +26,14 @@ import requests
 
 from line_exports.claims import ClaimOwner, ScopeClaimed
 from line_exports.ledger import Ledger
-from line_exports.sandbox import Fault, SandboxServer
+from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports_tests import postgres_server
 from line_exports_tests.resilience_helpers import (
     AUDIENCE,
     CASES,
     SEGMENT,
     TICK,
+    LateAnswerServer,
     build,
     check_exactly_once,
     failure_text,
@@ -40,8 +43,6 @@ from line_exports_tests.resilience_helpers import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RACE_CASES = ("maac_members", "line_audience", "linkedin_users", "capi_events")
-HOLD = 12.0  # the winner's first data request is answered this late: the loser claims meanwhile,
-# even when 8 racing processes share 2 loaded cores
 
 RACER = """
 import json, sys, time
@@ -88,14 +89,23 @@ def _racer(name: str, url: str, go: Path, env: dict[str, str]) -> subprocess.Pop
     )
 
 
+@pytest.fixture
+def late_server() -> Iterator[LateAnswerServer]:
+    """The sandbox server of ``sandbox_server`` with held-back answers (``server.late``)."""
+    with LateAnswerServer(Sandbox(rate_scale=100, job_seconds=0.05)) as server:
+        yield server
+
+
 def test_two_runs_of_one_tick_at_once_exactly_one_sends(
-    sandbox_server: SandboxServer, ledger_url: str, tmp_path: Path
+    late_server: LateAnswerServer, ledger_url: str, tmp_path: Path
 ) -> None:
+    """The winner's first data request is acted on and its answer held back until, in every
+    pair, one run has ended: the loser fails at its claim, never waiting for the winner."""
+    sandbox_server = late_server
+    held = threading.Event()  # set: the winners' first answers go out
     for name in RACE_CASES:
         case = CASES[name]
-        sandbox_server.sandbox.add_fault(
-            Fault(path=case.data_path, method=case.data_method, delay=HOLD, times=1)
-        )
+        sandbox_server.late.add(case.data_path, case.data_method, 0, times=1, until=held)
     go = tmp_path / "go"
     racers = {
         (name, side): _racer(
@@ -107,27 +117,35 @@ def test_two_runs_of_one_tick_at_once_exactly_one_sends(
     time.sleep(0.5)
     go.touch()  # every racer has imported Dagster and built its asset: start together
     outcomes: dict[tuple[str, str], dict[str, object]] = {}
+    ended_while_held: set[tuple[str, str]] = set()
     try:
+        deadline = time.monotonic() + 180
+        while not all(racers[(n, "a")].poll() is not None or racers[(n, "b")].poll() is not None
+                      for n in RACE_CASES):  # fmt: skip
+            assert time.monotonic() < deadline, "in some pair neither run ended: one waited"
+            time.sleep(0.05)
+        ended_while_held = {key for key, child in racers.items() if child.poll() is not None}
+        held.set()
         for key, child in racers.items():
             out, err = child.communicate(timeout=180)
             assert child.returncode == 0, err.decode()[-3000:]
             outcomes[key] = json.loads(out.decode().strip().splitlines()[-1])
     finally:
+        held.set()
         for child in racers.values():
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
 
     for name in RACE_CASES:
-        pair = [outcomes[(name, "a")], outcomes[(name, "b")]]
-        winners = [o for o in pair if o["success"]]
-        losers = [o for o in pair if not o["success"]]
+        pair = {side: outcomes[(name, side)] for side in ("a", "b")}
+        winners = [o for o in pair.values() if o["success"]]
+        losers = [side for side, o in pair.items() if not o["success"]]
         assert len(winners) == 1 and len(losers) == 1, (name, pair)
-        text = str(losers[0]["failure"])
+        text = str(pair[losers[0]]["failure"])
         assert "is already running: held by run " + str(winners[0]["run_id"]) in text, text
         assert "Nothing was sent" in text and " since 20" in text
-        assert (
-            float(losers[0]["seconds"]) < HOLD
-        )  # failed at its claim, never waited for the winner
+        # failed at its claim while the winner's first answer was still held back
+        assert ended_while_held & {(name, "a"), (name, "b")} == {(name, losers[0])}, name
         assert check_exactly_once(CASES[name], sandbox_server.sandbox) == []
 
     state = requests.get(f"{sandbox_server.url}/_sandbox/state", timeout=10).json()
