@@ -39,6 +39,19 @@ log = logging.getLogger("line_exports.http")
 
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def may_have_acted(status: int) -> bool:
+    """Whether an HTTP answer leaves open that the API acted on the request: a 5xx. LINE,
+    "Retry failed API requests" (https://developers.line.biz/en/docs/messaging-api/
+    retrying-api-request): "even if you get such error [a 5xx or a timeout], there is a
+    possibility that your message was delivered". A 4xx says it did not, a 429 included: "The
+    Messaging API doesn't process requests that return HTTP status code 429" ("Handle HTTP
+    status code 429 errors", https://developers.line.biz/en/docs/messaging-api/
+    handling-http-429-errors/). :func:`line_exports.outcomes.fate_of` reads it."""
+    return status >= 500
+
+
 USER_AGENT = "line-exports/0.1 (+dagster)"
 
 
@@ -132,7 +145,8 @@ class ApiError(Exception):
     the request certainly never reached the API (no connection could be opened, TLS refused,
     credentials refused over plain HTTP); a timeout after sending or a connection cut may have
     reached it. ``unanswered`` counts earlier attempts of the same call that may have reached
-    the API but got no answer. :func:`line_exports.outcomes.fate_of` reads these three.
+    the API but got no answer, ``server_errors`` those it answered with a 5xx
+    (:func:`may_have_acted`). :func:`line_exports.outcomes.fate_of` reads these.
     """
 
     def __init__(
@@ -156,6 +170,7 @@ class ApiError(Exception):
         self.retry_after = retry_after
         self.reached = reached
         self.unanswered = 0
+        self.server_errors = 0
 
 
 class RateLimit(BaseModel):
@@ -474,18 +489,19 @@ class HttpClient:
         request = _Request(method, path, url, endpoint, headers, json, data, files)
         refreshed = False
         unanswered = 0  # attempts that may have reached the API and got no answer
+        server_errors = 0  # attempts it answered with a 5xx: it may have acted on them
 
         def send() -> Response:
             nonlocal unanswered
             try:
                 return self._send(request)
             except ApiError as exc:
-                exc.unanswered = unanswered
+                exc.unanswered, exc.server_errors = unanswered, server_errors
                 unanswered += exc.status is None and exc.reached
                 raise
 
         def attempt() -> Response:
-            nonlocal refreshed
+            nonlocal refreshed, server_errors
             response = send()
             if response.status_code in ok:
                 return response
@@ -496,7 +512,8 @@ class HttpClient:
                 if response.status_code in ok:
                     return response
             error = self._error(method, path, response)
-            error.unanswered = unanswered
+            error.unanswered, error.server_errors = unanswered, server_errors
+            server_errors += may_have_acted(response.status_code)
             raise error
 
         if not retry:

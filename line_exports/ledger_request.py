@@ -16,7 +16,8 @@ the request was recorded before it was sent:
   CAPI's ``deduplication_key``; LinkedIn's ADD / REMOVE of a segment member; LINE's retry key);
 * a call that failed for good after every attempt was answered (429/5xx, 4xx) marks the
   pending record :data:`~line_exports.outcomes.EARLIER_ANSWER`, so the next attempt knows the
-  request was answered (a 503 there is refused, not unknown); one whose every attempt never
+  request was answered (a 429 there is refused; a 5xx stays of unknown delivery: it may have
+  acted, :func:`~line_exports.outcomes.fate_of`); one whose every attempt never
   reached the API (connection refused) marks it :data:`~line_exports.outcomes.NOT_REACHED`
   the same way (the request never left: its rows are unsent, not of unknown delivery);
 * :func:`~line_exports.outcomes.unanswered_before` reads the record:

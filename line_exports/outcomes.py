@@ -7,10 +7,10 @@ Every row read ends in exactly one place:
 * ``rows_refused_by_api``: sent and refused by the API, with its answer;
 * ``rows_unsent``: valid but never sent, because the run stopped;
 * ``rows_delivery_unknown``: sent, but whether the API took them nobody can tell (a request
-  that got no answer; LINE: a request whose answer was lost longer ago than the resend window,
-  23 h 10 min at the default ``connection_timeout``, when its retry key may have expired and
-  a resend could deliver twice); listed in the rejects file with rule ``delivery_unknown``.
-  What to do about them depends on the API (how it takes a request sent twice): each
+  that got no answer, or a 5xx once the retries were spent; LINE: a request whose answer was
+  lost longer ago than the resend window, 23 h 10 min at the default ``connection_timeout``,
+  when its retry key may have expired and a resend could deliver twice); listed in the
+  rejects file with rule ``delivery_unknown``. What to do about them depends on the API (how it takes a request sent twice): each
   destination says it (``Destination.delivery_advice``), in the failure, the metadata
   (``delivery_unknown_advice``) and the CLI's warning;
 * ``rows_accepted``: accepted by the API (rows of a resumed batch included; in ``sync_mode``
@@ -23,11 +23,13 @@ to the rows sent, the difference is shown as ``rows_unaccounted``. The ``api_ref
 fails when any row was refused, is of unknown delivery, or is unaccounted for.
 
 A request that failed for good puts its rows in one place by one rule, in every destination
-(:func:`fate_of`, :func:`count_failed_request`): the API answered it (any HTTP status: a 4xx,
-or a 429/5xx once the retries are spent) -> refused, with that answer; no answer, but the
-request may have reached the API (a timeout after sending, a connection cut) -> delivery
-unknown; the request never reached it (no connection, TLS refused) -> unsent, like every row
-after it in a stopped run.
+(:func:`fate_of`, :func:`count_failed_request`): the API answered it with a 4xx (a 429 too,
+once the retries are spent: a rate limit, not processed) -> refused, with that answer; it
+answered a 5xx once the retries are spent, or gave no answer although the request may have
+reached it (a timeout after sending, a connection cut) -> delivery unknown, with its answer:
+it may have acted (LINE, "Retry failed API requests": "even if you get such error, there is a
+possibility that your message was delivered"); the request never reached it (no connection,
+TLS refused) -> unsent, like every row after it in a stopped run.
 
 A run whose valid rows the API accepted none of (or fewer than ``min_accepted_ratio`` of)
 fails with the API's reasons; a run with some refusals (or deliveries of unknown fate) succeeds
@@ -44,7 +46,7 @@ import dagster as dg
 import pandas as pd
 
 from line_exports.destination import DeliveryReport
-from line_exports.http import RETRYABLE_STATUS, ApiError
+from line_exports.http import RETRYABLE_STATUS, ApiError, may_have_acted
 from line_exports.rules import ROW_NUMBER, reject
 
 if TYPE_CHECKING:
@@ -67,9 +69,10 @@ class Fate:
 
 
 EARLIER_ANSWER = "answered"
-"""Key of a ``pending`` ledger record holding the transient status (429/5xx) with which every
-attempt of an earlier step attempt was answered (or :data:`NOT_REACHED`): that attempt
-certainly got an answer, or certainly never reached the API."""
+"""Key of a ``pending`` ledger record holding the status with which every attempt of an
+earlier step attempt was answered (or :data:`NOT_REACHED`): that attempt certainly got an
+answer, or certainly never reached the API. A 5xx there may still have acted
+(:func:`~line_exports.http.may_have_acted`): :func:`unanswered_before` counts it as unknown."""
 
 NOT_REACHED = "not reached"
 """:data:`EARLIER_ANSWER` of a pending record whose every attempt certainly never reached the
@@ -78,25 +81,35 @@ API (``ApiError.reached`` False, none unanswered): the request never left."""
 
 def unanswered_before(state: dict[str, Any] | None) -> bool:
     """Whether an earlier (Dagster step) attempt of this run scope sent the request without a
-    known answer: the ledger holds it ``pending`` (recorded before sending) and no answer was
-    recorded since (:data:`EARLIER_ANSWER`). Such an attempt may have reached the API."""
-    return state is not None and state.get("state") == "pending" and EARLIER_ANSWER not in state
+    known outcome: the ledger holds it ``pending`` (recorded before sending) and either no
+    answer was recorded since (:data:`EARLIER_ANSWER`) or the recorded answer is a 5xx
+    (:func:`~line_exports.http.may_have_acted`). Such an attempt may have acted."""
+    if state is None or state.get("state") != "pending":
+        return False
+    answer = state.get(EARLIER_ANSWER)
+    return answer is None or (isinstance(answer, int) and may_have_acted(answer))
 
 
 def fate_of(exc: ApiError, api: str, earlier_unanswered: bool = False) -> Fate:
     """The one rule for a request that failed for good (``api``: the API's name, e.g. MAAC).
 
     ``earlier_unanswered``: an earlier attempt of the step (Dagster's RetryPolicy re-runs the
-    export) sent the same request and got no known answer (:func:`unanswered_before`); it
-    counts like an unanswered earlier attempt of this call.
+    export) sent the same request and its outcome is not known (:func:`unanswered_before`: no
+    answer, or a 5xx); it counts like an unanswered earlier attempt of this call.
 
-    * The API answered with an HTTP status (4xx; 429/5xx once retries are spent): ``refused``,
-      the reason being its answer. Unless an earlier attempt may have reached it unanswered and
-      the last answer is a transient one (429/5xx): whether that attempt took effect is not
-      known, so ``unknown``.
+    * The API answered a 5xx (once retries are spent): ``unknown``, the reason being its
+      answer: it may have acted on the request (LINE, "Retry failed API requests",
+      https://developers.line.biz/en/docs/messaging-api/retrying-api-request: "even if you get
+      such error, there is a possibility that your message was delivered"; CAPI may keep part
+      of a request it answers 500). A re-run of the same session resends it under its
+      idempotency key (LINE's retry key: 409 if it was delivered; the ledger).
+    * The API answered a 4xx (a 429 once retries are spent included: a rate limit, the request
+      was not processed: "The Messaging API doesn't process requests that return HTTP status
+      code 429", https://developers.line.biz/en/docs/messaging-api/handling-http-429-errors/):
+      ``refused``, the reason being its answer. Unless the answer is a transient one (429,
+      408) and an earlier attempt may have acted (no answer, or a 5xx): then ``unknown``.
     * No answer, and the request may have reached the API (a read timeout, a connection cut
-      mid-request): ``unknown`` -- it may or may not have acted; a re-run of the same session
-      resends it under its idempotency key (LINE's retry key, the ledger) where the API has one.
+      mid-request): ``unknown`` -- it may or may not have acted.
     * The request never reached the API (the connection could not be opened, TLS refused,
       credentials refused over plain HTTP): ``unsent``.
     """
@@ -104,11 +117,22 @@ def fate_of(exc: ApiError, api: str, earlier_unanswered: bool = False) -> Fate:
     unanswered = exc.unanswered + int(earlier_unanswered)
     if exc.status is not None:
         answer = f"{api} answered {exc.status} to {where}: {exc.body[:300]}".rstrip(": ")
-        if unanswered and exc.status in RETRYABLE_STATUS:
+        transient = exc.status in RETRYABLE_STATUS or may_have_acted(exc.status)
+        if unanswered and transient:
             return Fate(
                 "unknown",
                 f"no answer to {unanswered} earlier attempt(s), then {answer}: {api} may or "
                 "may not have acted on it",
+            )
+        if may_have_acted(exc.status):
+            return Fate(
+                "unknown", f"{answer} (a 5xx: {api} may have acted on it, in whole or part)"
+            )
+        if transient and exc.server_errors:
+            return Fate(
+                "unknown",
+                f"a 5xx answer to {exc.server_errors} earlier attempt(s), then {answer}: {api} "
+                "may have acted on it",
             )
         return Fate("refused", answer)
     if exc.reached or unanswered:

@@ -45,8 +45,8 @@ the recorded requests are settled first, and only rows with no recorded request 
 A transient failure of a resend (5xx, no answer, 429 rate limit after retries) stops the run
 before it plans anything; what was settled so far is kept, the rest is settled next run. The
 stopped run still counts every row (:class:`SettleStopped`): the failed request's by
-:func:`~line_exports.outcomes.fate_of` (a 5xx once the retries are spent: refused; delivery
-unknown when an earlier attempt went unanswered), those of requests it did not send again by
+:func:`~line_exports.outcomes.fate_of` (a 5xx once the retries are spent: delivery unknown,
+LINE may have acted; a 429: refused, unless an earlier attempt went unanswered), those of requests it did not send again by
 what the ledger recorded of their earlier attempt
 (:func:`~line_exports.ledger_request.recorded_error`), the others unsent.
 """

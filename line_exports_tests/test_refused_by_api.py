@@ -182,13 +182,16 @@ def _fate_of_call(url: str, path: str, **retry: float) -> Fate:
 
 
 def test_the_rule_reads_what_each_attempt_of_a_call_got(sandbox_server: SandboxServer) -> None:
-    """``fate_of`` over real HTTP: an answer is a refusal; an attempt that may have reached the
+    """``fate_of`` over real HTTP: a 4xx answer (429 once retries are spent) is a refusal, a
+    final 5xx of unknown fate (the API may have acted); an attempt that may have reached the
     API unanswered (lost answer, read timeout) makes the call's fate unknown, even when a later
     attempt is answered 503; a connection never made leaves it unsent."""
     sandbox = sandbox_server.sandbox
     path = "/openapi/v1/member/import/"
-    sandbox.add_fault(Fault(path=path, status=503, times=2))
+    sandbox.add_fault(Fault(path=path, status=429, times=2))
     assert _fate_of_call(sandbox_server.url, path).kind == "refused"
+    sandbox.add_fault(Fault(path=path, status=503, times=2))
+    assert _fate_of_call(sandbox_server.url, path).kind == "unknown"
     sandbox.add_fault(Fault(path=path, lose_answer=True, times=1))
     sandbox.add_fault(Fault(path=path, status=503, times=1))
     fate = _fate_of_call(sandbox_server.url, path)

@@ -3,7 +3,8 @@
 As for LINE (``test_step_retry_outcomes.py``): the export's ``RetryPolicy`` re-runs the whole
 step; when the first attempt's request reached the API but its answer was lost, and every later
 attempt is answered 503, the rows are of unknown delivery (the API may hold them), never
-refused. A request every attempt of which was answered 503 stays refused. Real Dagster run,
+refused. A request every attempt of which was answered 503 is of unknown delivery too (a 5xx
+may have acted: ``outcomes.fate_of``). Real Dagster run,
 retried step (0 s delay), HTTP to the sandbox with its faults.
 """
 
@@ -138,8 +139,8 @@ def _run(
 SCENARIOS: dict[str, tuple[tuple[int, bool], tuple[int, int, bool, int, int, int]]] = {
     # The API took the rows in the first step attempt: unknown, never refused.
     "lost_then_503_is_unknown": ((HTTP_ATTEMPTS, True), (ROWS, 2, False, 0, ROWS, 0)),
-    # Every attempt answered: refused.
-    "503_every_time_is_refused": ((0, True), (0, 2, False, ROWS, 0, 0)),
+    # Every attempt answered 5xx: it may have acted, unknown (here it holds nothing).
+    "503_every_time_is_unknown": ((0, True), (0, 2, False, 0, ROWS, 0)),
     # A pending record is not done: the next step attempt sends the request again.
     "lost_then_through_is_accepted": ((HTTP_ATTEMPTS, False), (ROWS, 1, True, 0, 0, ROWS)),
 }

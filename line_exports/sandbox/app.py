@@ -98,6 +98,12 @@ class FaultsAndLog:
                     {"type": "http.response.body", "body": b'{"partial":', "more_body": True}
                 )
                 raise ConnectionResetError("sandbox fault: connection dropped mid-response")
+            if fault.status is not None and fault.act:
+                # The API acts on the request, then answers the fault's status instead.
+                async def discard(message: Message) -> None:
+                    return None
+
+                await self.app(scope, counting_receive, discard)
             if fault.status is not None:
                 headers = (
                     {"Retry-After": str(int(fault.retry_after))}

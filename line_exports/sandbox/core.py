@@ -44,7 +44,10 @@ class Fault:
     ``status`` answers with that code (``retry_after`` adds the header); ``delay`` sleeps
     before answering (a slow API or a timeout); ``drop`` cuts the connection mid-response;
     ``lose_answer`` lets the API act on the request, then cuts the connection before its answer
-    arrives (the client cannot tell whether the request took effect).
+    arrives (the client cannot tell whether the request took effect); ``act`` with ``status``
+    lets the API act on the request, then answers ``status`` instead of its own answer (a 5xx
+    after acting: "even if you get such error, there is a possibility that your message was
+    delivered", LINE's "Retry failed API requests").
     ``times`` is how many requests it hits before it is spent (-1 = until removed).
     """
 
@@ -54,6 +57,7 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     lose_answer: bool = False
+    act: bool = False
     retry_after: float | None = None
     times: int = 1
     body: str = ""

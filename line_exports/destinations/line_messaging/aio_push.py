@@ -37,7 +37,13 @@ from line_exports.destinations.line_messaging.sending import (
     too_big,
 )
 from line_exports.destinations.line_messaging.settings import MAX_BODY_BYTES
-from line_exports.http import RETRYABLE_STATUS, ApiError, Response, shared_limiter
+from line_exports.http import (
+    RETRYABLE_STATUS,
+    ApiError,
+    Response,
+    may_have_acted,
+    shared_limiter,
+)
 
 PATH = "/v2/bot/message/push"
 Push = tuple[int, str, bytes, str]  # (row number, to, body, retry key)
@@ -148,7 +154,7 @@ async def _push(
         return
     limiter = shared_limiter(http.limiter_scope, "push", http.limits["push"])
     loop = asyncio.get_running_loop()
-    attempt, refreshed, unanswered = 0, False, 0
+    attempt, refreshed, unanswered, server_errors = 0, False, 0, 0
     while True:
         while (wait := limiter.try_acquire()) is not None:
             await asyncio.sleep(wait)
@@ -176,8 +182,9 @@ async def _push(
         if error is None:
             answered(status, request_id, key, [to], tally, record)
             return
-        error.unanswered = unanswered
+        error.unanswered, error.server_errors = unanswered, server_errors
         unanswered += error.status is None and error.reached
+        server_errors += error.status is not None and may_have_acted(error.status)
         if error.status == 401 and not refreshed and client.tokens.method != "channel_access_token":
             refreshed = True
             await loop.run_in_executor(None, client.tokens.reissue)
@@ -188,6 +195,7 @@ async def _push(
             attempt += 1
             continue
         if error.status in RETRYABLE_STATUS and error.retryable:
+            counts = error.unanswered, error.server_errors
             error = ApiError(
                 f"{error} (after {attempt + 1} attempts)",
                 status=error.status,
@@ -196,6 +204,6 @@ async def _push(
                 body=error.body,
                 retryable=True,
             )
-            error.unanswered = unanswered
+            error.unanswered, error.server_errors = counts
         failed(error, client, key, [row], [to], run, tally)
         return
