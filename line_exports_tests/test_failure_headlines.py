@@ -67,6 +67,7 @@ NAMED = {
     "maac_segment": "MAAC",
     "line_conversion": "LINE Conversion API",
     "linkedin": "LinkedIn",
+    "linkedin_companies": "LinkedIn",
     "line_push": "LINE",
     "line_multicast": "LINE",
     "line_broadcast": "LINE",
@@ -102,9 +103,7 @@ def _run(
     (with its own credentials)."""
     case = CASES[case_of(name)]
     frame = (  # noqa: F841 - read by DuckDB below
-        pd.DataFrame({"campaign": ["Spring", "Summer", "Autumn"]})
-        if name == "line_broadcast"
-        else case.table(["valid"] * 3).frame
+        FRAMES[name] if name in FRAMES else case.table(["valid"] * 3).frame
     )
     db = tmp / f"h{next(COUNTER)}.duckdb"
     with duckdb.connect(str(db)) as con:
@@ -113,12 +112,7 @@ def _run(
         f"h{next(COUNTER)}",
         destination=case.destination,
         query="select * from t",
-        settings={
-            **FAST,
-            **case.settings,
-            **(BROADCAST if name == "line_broadcast" else {}),
-            **extra,
-        },
+        settings={**FAST, **case.settings, **SETTINGS.get(name, {}), **extra},
         retry_policy=dg.RetryPolicy(max_retries=retries, delay=0),
     )
     result = dg.materialize(
@@ -136,16 +130,28 @@ def _run(
     return result, outcome_metadata(result)
 
 
-BROADCAST = {
-    "target": "broadcast",
-    "template_message": json.dumps({"type": "text", "text": "{{campaign}}: 20% off today"}),
+SETTINGS = {
+    "line_broadcast": {  # one broadcast per row (its campaign)
+        "target": "broadcast",
+        "template_message": json.dumps({"type": "text", "text": "{{campaign}}: 20% off today"}),
+    },
+    "linkedin_companies": {"audience_type": "companies"},
 }
-"""A LINE broadcast export: one broadcast per row (its ``campaign``)."""
+"""Settings of the exports that are not a ``test_outcomes.CASES`` entry as it is."""
+FRAMES = {
+    "line_broadcast": pd.DataFrame({"campaign": ["Spring", "Summer", "Autumn"]}),
+    "linkedin_companies": pd.DataFrame({"company_name": ["Acme", "Globex", "Initech"]}),
+}
+"""Their rows (3, all valid)."""
 
 
 def case_of(name: str) -> str:
     """The ``test_outcomes.CASES`` entry (and resource) an export of this file uses."""
-    return {"maac_segment": "maac", "line_broadcast": "line_push"}.get(name, name)
+    return {
+        "maac_segment": "maac",
+        "line_broadcast": "line_push",
+        "linkedin_companies": "linkedin",
+    }.get(name, name)
 
 
 def headline(result: dg.ExecuteInProcessResult) -> str:
@@ -199,7 +205,9 @@ LINE_ONLY = ("409", "X-Line-Retry-Key", "resend window", "line-exports held")
 
 
 def _prepare(sandbox: Sandbox, name: str) -> None:
-    if name == "linkedin":  # a new segment takes members at once (not 404 for a few seconds)
+    if name.startswith(
+        "linkedin"
+    ):  # a new segment takes members at once (not 404 for a few seconds)
         linkedin_sandbox.store_of(sandbox).not_found_seconds = 0.0
     if name == "maac_segment":
         _empty_segment(sandbox, SEGMENT["segment_name"])
@@ -303,6 +311,7 @@ ADVICE = {
     "maac_segment": maac.SEGMENT_ADVICE,
     "line_conversion": line_conversion.UNKNOWN_DELIVERY_ADVICE,
     "linkedin": linkedin.USERS_ADVICE,
+    "linkedin_companies": linkedin.COMPANIES_ADVICE,
     "line_push": line_advice.MESSAGES,
     "line_multicast": line_advice.MESSAGES,
     "line_broadcast": line_advice.MESSAGES,
@@ -316,6 +325,9 @@ LOST = {
     ),
     "line_conversion": (Fault(path="/v1/tag-o/events", lose_answer=True, times=-1),),
     "linkedin": (Fault(path="/rest/dmpSegments/", method="POST", lose_answer=True, times=-1),),
+    "linkedin_companies": (
+        Fault(path="/rest/dmpSegments/", method="POST", lose_answer=True, times=-1),
+    ),
     "line_push": (Fault(path="/v2/bot/message/push", lose_answer=True, times=-1),),
     "line_multicast": (Fault(path="/v2/bot/message/multicast", lose_answer=True, times=-1),),
     "line_broadcast": (Fault(path="/v2/bot/message/broadcast", lose_answer=True, times=-1),),
