@@ -14,7 +14,10 @@ gets Python objects from its driver, some of which take a detour on the way:
 * NUMERIC: each value keeps its own digits (Arrow would widen a column to one scale:
   ``1.10`` next to a 9-decimal value became ``1.100000000``); ``'NaN'`` is a missing value
   and ``'Infinity'`` a ``type`` reject, as for a DOUBLE.
-* TIME WITH TIME ZONE keeps its offset (``12:34:56+09:00``; Arrow's time type has none).
+* TIME and TIME WITH TIME ZONE travel as PostgreSQL writes them (``24:00:00``, ``12:34:56.5``,
+  ``12:34:56+09:00``, the offset as ``+hh:mm``), as DuckDB's do: PostgreSQL's ``time`` takes
+  ``24:00:00`` ("Date/Time Types"), which ``datetime.time`` cannot hold (psycopg's "can't parse
+  time" failed the run, blamed on the query); Arrow's time type has no offset.
 * INTERVAL arrives as a ``timedelta``: a ``type`` reject (:func:`~line_exports.values.arrow_to_pandas`
   marks Arrow durations as it marks DuckDB's INTERVAL).
 
@@ -38,6 +41,7 @@ from line_exports.values import Unsendable, out_of_range
 
 _INFINITE = (b"infinity", b"-infinity")
 _PG_YEAR = re.compile(rb"(\d{4,})-\d\d-\d\d")
+_HOURS_OFFSET = re.compile(r"([+-]\d\d)$")
 POSTGRES_DRIVER = "psycopg"
 
 
@@ -73,7 +77,8 @@ def postgres_url(url: str) -> str:
 
 def register_psycopg_loaders(dbapi_connection: Any) -> None:
     """On a psycopg (3) connection: infinite dates and timestamps as ``infinite_time``
-    markers, JSON and JSONB as text (psycopg's ``Loader`` API: ``adapters.register_loader``)."""
+    markers, JSON and JSONB as text, TIME and TIMETZ as PostgreSQL's text (offset ``+hh:mm``)
+    (psycopg's ``Loader`` API: ``adapters.register_loader``)."""
     from psycopg import DataError
     from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
     from psycopg.types.string import TextLoader
@@ -94,12 +99,18 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
 
         return Loader
 
+    class TimeTextLoader(TextLoader):  # type: ignore[misc]
+        def load(self, data: Any) -> str:
+            return _HOURS_OFFSET.sub(r"\1:00", super().load(data))
+
     adapters = dbapi_connection.adapters
     adapters.register_loader("date", infinite(DateLoader, "date"))
     adapters.register_loader("timestamp", infinite(TimestampLoader, "timestamp"))
     adapters.register_loader("timestamptz", infinite(TimestamptzLoader, "timestamptz"))
     adapters.register_loader("json", TextLoader)
     adapters.register_loader("jsonb", TextLoader)
+    adapters.register_loader("time", TimeTextLoader)
+    adapters.register_loader("timetz", TimeTextLoader)
 
 
 def _year(text: bytes) -> int | None:

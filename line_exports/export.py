@@ -114,10 +114,13 @@ class ValidationSummary:
         if self.rejects_path is not None:
             header = not self.rejects_path.exists()
             # Rejected rows are personal data: the file is created 0600 (in a 0700 folder).
+            # RFC 4180 lines end in CRLF, so the csv writer quotes a field holding a bare CR
+            # as it quotes LF, comma and quote (it quotes its line terminator's characters
+            # only): a value ``ma\rle`` stays one field for every CSV reader.
             with open(
                 self.rejects_path, "a", encoding="utf-8", newline="", opener=private_opener
             ) as out:
-                rejects.to_csv(out, header=header, index=False)
+                rejects.to_csv(out, header=header, index=False, lineterminator="\r\n")
 
     def preview_frame(self) -> pd.DataFrame:
         return pd.concat(self.preview, ignore_index=True) if self.preview else pd.DataFrame()
