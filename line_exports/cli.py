@@ -57,13 +57,15 @@ SUMMARY_COLUMNS = (
 )
 
 
-def materialization_rows(result: Any) -> list[list[Any]]:
+def materialization_rows(result: Any, instance: Any = None) -> list[list[Any]]:
     """One summary row per export of a job result (columns: SUMMARY_COLUMNS): materialized, or
-    failed after reading its rows (the failure's counts; the name marked ``(failed)``)."""
+    failed after reading its rows (the failure's counts, or an interrupted run's read from
+    ``instance``'s event log, :func:`line_exports.run_summary.outcomes`; the name marked
+    ``(failed)``)."""
     from line_exports import run_summary
 
     rows = []
-    for key, outcome in run_summary.outcomes(result).items():
+    for key, outcome in run_summary.outcomes(result, instance).items():
         meta = outcome.metadata
         if not meta:
             continue
@@ -118,8 +120,8 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         from line_exports.workflows.cli import table
 
         print()
-        print(table([c for c, _ in SUMMARY_COLUMNS], materialization_rows(result)))
-        checks_failed = run_summary.report(run_summary.outcomes(result), sys.stdout)
+        print(table([c for c, _ in SUMMARY_COLUMNS], materialization_rows(result, instance)))
+        checks_failed = run_summary.report(run_summary.outcomes(result, instance), sys.stdout)
         state = server.sandbox
         print()
         print("delivered to the sandbox:")

@@ -305,6 +305,9 @@ class ExportRun:
         """Set by ``sync_mode`` diff for destinations with a ``SyncSpec.settle_window``: the
         destination calls it with (retry key, kind, exact body, recipients) of the requests it
         is about to send, before sending them (:mod:`line_exports.sync_settle`)."""
+        self.interrupted = ""
+        """The name of the signal (SIGINT, SIGTERM) that asked this run to stop after the
+        request in flight (:func:`line_exports.interrupts.stop_between_requests`); '' if none."""
         self.sent_before = ""
         """What this run sent before its delivery planned anything (an earlier run's requests
         sent again: :meth:`line_exports.sync_settle.Settled.sent_text`), for a failure text
@@ -316,7 +319,15 @@ class ExportRun:
         return self.report
 
     def progress(self, sent_rows: int, force: bool = False) -> None:
-        """Log rows sent so far, at most every few seconds, so long runs show they move."""
+        """Log rows sent so far, at most every few seconds, so long runs show they move.
+
+        Destinations call it once a request's answer is counted: a run asked to stop
+        (:attr:`interrupted`) stops here, between two requests
+        (:class:`~line_exports.interrupts.DeliveryInterrupted`)."""
+        if self.interrupted and not force:
+            from line_exports.interrupts import DeliveryInterrupted
+
+            raise DeliveryInterrupted(self.interrupted)
         now = time.monotonic()
         if force or now - self._last_progress >= self._progress_every:
             self._last_progress = now

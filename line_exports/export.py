@@ -24,7 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError, create_model
 
-from line_exports import export_guards, headlines, output_mapping, paths, sql_errors, sync
+from line_exports import (
+    export_guards,
+    headlines,
+    interrupts,
+    output_mapping,
+    paths,
+    sql_errors,
+    sync,
+)
 from line_exports.claims import ClaimLost, ClaimOwner, ScopeClaimed
 from line_exports.dedup import drop_duplicates
 from line_exports.destination import (
@@ -331,6 +339,48 @@ def _failure(summary: ValidationSummary, policy: str, metadata: dict[str, Any]) 
         ),
         metadata=metadata,
         allow_retries=False,
+    )
+
+
+def _interrupted(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    name: str,
+    exc: BaseException,
+    meta: dict[str, Any],
+) -> BaseException:
+    """An interrupt (SIGINT / SIGTERM) that stopped the delivery, again, its headline saying
+    what became of the rows; the counts (``meta``, with ``stopped_by``) are logged first as an
+    ``AssetObservation`` of the export, where the CLI's run table and the UI find them (the
+    run still ends interrupted: Dagster records an interrupt's failure with no metadata).
+
+    Between two requests (:class:`~line_exports.interrupts.DeliveryInterrupted`) every request
+    sent was answered and counted; stopped at once (a second signal), the rows of a request in
+    flight, if any, are counted never sent though they may have reached the API, and the
+    headline says so."""
+    between = isinstance(exc, interrupts.DeliveryInterrupted)
+    signal_name = exc.signal_name if between else "an interrupt"
+    meta = {**meta, interrupts.STOPPED_BY: signal_name}
+    context.log_event(dg.AssetObservation(asset_key=key, metadata=meta))
+    n = {k: int(meta.get(k, 0)) for k in meta if k.startswith("rows_")}
+    headline = (
+        f"{name}: stopped by {signal_name} "
+        + ("after the request in flight" if between else "mid-request")
+        + f": of {n['rows_read']:,} rows read, {n['rows_accepted']:,} accepted, "
+        f"{n['rows_refused_by_api']:,} refused by the API, {n['rows_delivery_unknown']:,} of "
+        f"unknown delivery, {n['rows_unsent']:,} never sent, {n['rows_rejected']:,} rejected "
+        "before sending"
+        + (
+            ""
+            if between
+            else " (the rows of a request in flight, if any, are among those never sent but "
+            "may have reached the API)"
+        )
+    )
+    return (
+        type(exc)(headline)
+        if isinstance(exc, KeyboardInterrupt)
+        else (dg.DagsterExecutionInterruptedError(headline))
     )
 
 
@@ -754,9 +804,17 @@ def build_export(
                     ),
                     rows.count,
                 )
-                report, synced = sync.deliver(dest, resource, config, rows, run, workdir)
+                with interrupts.stop_between_requests(run, context.log):
+                    report, synced = sync.deliver(dest, resource, config, rows, run, workdir)
             except ScopeClaimed as exc:  # before the first request
                 raise unsent(f"{name}: {exc}") from None
+            except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
+                done = run.report if run is not None and run.report is not None else None
+                _add_report(summary, done or DeliveryReport())
+                meta = export_metadata(
+                    summary, done, time.monotonic() - started, source_label, target, advice
+                )
+                raise _interrupted(context, key, name, exc, meta) from exc
             except DeliveryFailed as exc:
                 raise stopped(f"{name}: {exc}", exc, exc.report, exc.retryable) from None
             except (ApiError, ClaimLost, dg.Failure) as exc:

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 import dagster as dg
 
+from line_exports.interrupts import STOPPED_BY
+
 FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
 
 
@@ -107,17 +109,33 @@ def _failed_asset(result: Any, event: Any) -> str:
     return keys[0].to_user_string() if len(keys) == 1 else str(event.step_key)
 
 
-def outcomes(result: Any) -> dict[str, ExportOutcome]:
+def outcomes(result: Any, instance: Any = None) -> dict[str, ExportOutcome]:
     """Each export's metadata and failed checks, by asset key (``a/b``): a materialized
     asset's, and a failed step's whose failure carries counts (``rows_read``, see
-    :mod:`line_exports.outcomes`), marked ``failed``."""
+    :mod:`line_exports.outcomes`), or an interrupted one's (logged as an observation with
+    ``stopped_by``, :mod:`line_exports.interrupts`), marked ``failed``.
+
+    ``instance``: the Dagster instance the run ran on. An observation logged by a step that
+    then raised is in its event log, not in ``result.all_events`` (Dagster yields a step's
+    logged events once it returns), so an interrupted export's counts are read from there."""
     found: dict[str, ExportOutcome] = {}
     failed_checks: list[Any] = []
-    for event in result.all_events:
+    events = list(result.all_events)
+    if instance is not None:
+        logged = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)
+        events += [r.dagster_event for r in logged if r.dagster_event is not None]
+    for event in events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.step_materialization_data.materialization
             key = materialization.asset_key.to_user_string()
             found.setdefault(key, ExportOutcome(key)).metadata = _values(materialization.metadata)
+        elif event.event_type == dg.DagsterEventType.ASSET_OBSERVATION:
+            observation = event.asset_observation_data.asset_observation
+            meta = _values(observation.metadata)
+            if STOPPED_BY in meta and "rows_read" in meta:  # an interrupted export's counts
+                key = observation.asset_key.to_user_string()
+                outcome = found.setdefault(key, ExportOutcome(key))
+                outcome.metadata, outcome.failed = meta, True
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
             failure = event.step_failure_data.user_failure_data
             meta = _values(failure.metadata if failure is not None else None)

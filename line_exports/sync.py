@@ -547,7 +547,8 @@ def deliver(
     except DeliveryFailed as exc:
         _annotate(exc.report, fixed, None, _held_refusals(store, fixed))
         raise  # its rows stay pending: all come back next run, counted as retried
-    except Exception:  # the export counts what the destination's report holds so far
+    except BaseException:  # the export counts what the destination's report holds so far
+        # (an interrupt too: :mod:`line_exports.interrupts`)
         _annotate(run.report or run.new_report(), fixed, None, _held_refusals(store, fixed))
         raise
     transient = _commit(store, fixed, report, removal, dest)

@@ -534,13 +534,14 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
         f"running {workflow.file.name}: {len(names)} task(s) in order: {', '.join(names)}",
     )
     started = time.monotonic()
+    instance = instance or _instance()
     result = job.execute_in_process(
-        instance=instance or _instance(),
+        instance=instance,
         tags=tags,
         raise_on_error=False,
         run_config=run_summary.log_config(ns.log_level),
     )
-    found = run_summary.outcomes(result)
+    found = run_summary.outcomes(result, instance)
     failures = {
         e.step_key: e.step_failure_data.error.message.strip()
         if e.step_failure_data.error

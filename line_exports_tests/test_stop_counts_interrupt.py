@@ -1,0 +1,90 @@
+"""A run stopped by SIGINT / SIGTERM mid-send says what it did (issue 13, "never sent (a stopped
+run)"; VERIFY-13f O3): the real ``line-exports run`` command in a child process, a CAPI task
+against a slow sandbox, the signal sent after some requests reached it. The run stops after the
+request in flight and its table's counts add up and match what the sandbox holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from line_exports.sandbox import Fault, SandboxServer
+from line_exports.sandbox.line_conversion import store_of
+from line_exports_tests.cli_helpers import CLI
+
+EVENTS = 6000
+BATCH = 1000
+COLUMNS = ("read", "valid", "rejected", "sent", "refused", "unsent", "unknown", "accepted")
+
+
+def _workflow(folder: Path, url: str) -> None:
+    (folder / "queries").mkdir(parents=True)
+    (folder / "queries" / "ev.sql").write_text(
+        "SELECT 'k' || range AS deduplication_key, 'conversion' AS event_type, "
+        "'web' AS source_type, CAST(epoch(now()) AS BIGINT) - 60 AS event_timestamp, "
+        f"'x' || range AS external_id FROM range({EVENTS})\n"
+    )
+    (folder / "connections.yaml").write_text(
+        "connections:\n  capi_local:\n    type: line_conversion\n"
+        f"    line_tag_id: stoptag\n    base_url: {url}\n"
+    )
+    (folder / "capi_stop.dig").write_text(
+        "timezone: UTC\n+capi_stop:\n  td>: queries/ev.sql\n  _retry: 0\n"
+        "  result_connection: capi_local\n  result_settings:\n"
+        f"    ignore_invalid_records: true\n    max_records: {BATCH}\n"
+        "    max_retry: 1\n    initial_retry_wait: 1\n"
+    )
+
+
+def _table_row(out: str, task: str) -> dict[str, int]:
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("task "))
+    names = header.split()
+    row = next(line for line in lines if line.startswith(task + " "))
+    cells = dict(zip(names, row.split(), strict=True))
+    return {c: int(cells[c].replace(",", "")) for c in COLUMNS}
+
+
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_cli_run_reports_what_it_sent(
+    sandbox_server: SandboxServer, tmp_path: Path, signo: signal.Signals
+) -> None:
+    folder = tmp_path / "wf"
+    _workflow(folder, sandbox_server.url)
+    fault = sandbox_server.sandbox.add_fault(Fault(path="/v1/", method="POST", delay=0.4, times=-1))
+    child = subprocess.Popen(
+        [str(CLI), "run", "capi_stop", "--workflows", str(folder)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        started = time.monotonic()
+        while fault.hits < 3 and child.poll() is None and time.monotonic() - started < 240:
+            time.sleep(0.02)
+        assert child.poll() is None, "the run ended before it was interrupted"
+        os.killpg(child.pid, signo)  # as a terminal's Ctrl-C (or a supervisor) does
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+    assert child.returncode != 0, out + err
+    counts = _table_row(out, "capi_stop")
+    held = sum(len(v) for v in store_of(sandbox_server.sandbox).events.values())
+    assert counts["read"] == EVENTS
+    assert counts["read"] == sum(
+        counts[c] for c in ("rejected", "refused", "unsent", "unknown", "accepted")
+    ), out
+    # stopped after the request in flight: every request sent was answered and counted
+    assert counts["unknown"] == 0 and counts["refused"] == 0, out
+    assert counts["accepted"] == held >= 3 * BATCH, (counts, held, out)
+    assert counts["sent"] == held and counts["unsent"] == EVENTS - held > 0, out
+    assert f"stopped by {signo.name} after the request in flight" in out + err, out + err
