@@ -22,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import requests
 
 from line_exports import LineMessagingResource, SqlSource, build_export
 from line_exports.sandbox import SandboxServer
@@ -105,3 +106,47 @@ def test_requests_that_never_reached_line_are_unsent_after_a_step_retry(
     assert meta["rows_delivery_unknown"] == 0 and meta["rows_refused_by_api"] == 0, meta
     row = table_row(result)
     assert (row["unsent"], row["unknown"]) == (ROWS, 0), row
+
+
+def test_broadcasts_that_never_reached_line_are_unsent_after_a_step_retry(
+    sandbox_server: SandboxServer,
+) -> None:
+    """The same for narrowcast's sender (a broadcast a row): each attempt reads the quota and
+    the friends LINE would reach, then its broadcasts are refused a connection."""
+    sandbox = sandbox_server.sandbox
+    friends = [f"U{n:032x}" for n in range(3)]
+    requests.put(
+        f"{sandbox_server.url}/_sandbox/line_messaging/followers",
+        json={"followers": friends},
+        timeout=5,
+    ).raise_for_status()
+    followers = b"GET /v2/bot/insight/followers"
+    asset = build_export(
+        "campaign",
+        destination="line_messaging",
+        query="SELECT 'Summer' AS campaign UNION ALL SELECT 'Autumn'",
+        settings={
+            "target": "broadcast",
+            "template_message": '{"type": "text", "text": "{{campaign}}: 20% off"}',
+            "initial_retry_wait": 1,
+            "max_retry": 1,
+        },
+        retry_policy=dg.RetryPolicy(max_retries=1, delay=DELAY),
+    )
+    upstream = (sandbox_server.host, sandbox_server.port)
+    with Gate(upstream, [followers, followers], REOPEN) as gate:
+        result = dg.materialize(
+            [asset],
+            resources={
+                "line_messaging": LineMessagingResource(base_url=gate.url, poll_seconds=0.05),
+                "sql_source": SqlSource(),
+            },
+            raise_on_error=False,
+        )
+    assert gate.closings == 2, [(r.method, r.path) for r in sandbox.requests]
+    assert not result.success
+    assert not [r for r in sandbox.requests if r.method == "POST"], sandbox.requests
+    meta = outcome_metadata(result)
+    assert adds_up(meta), meta
+    assert meta["rows_unsent"] == meta["rows_read"] == 2, meta
+    assert meta["rows_delivery_unknown"] == 0 and meta["rows_refused_by_api"] == 0, meta
