@@ -17,6 +17,7 @@ from typing import Any
 
 from line_exports.destinations.line_messaging.limits import (
     DATETIME_FORMS,
+    EXCLUSIVE,
     FLEX_FORMS,
     IMAGEMAP_TOGETHER,
     LIMITS,
@@ -282,6 +283,7 @@ def _action(action: dict[str, Any], path: str, place: str) -> Iterator[Field]:
     yield from _field(action, "label", path, f"action.label ({place})")
     if "label" not in action and LIMITS[f"action.label ({place})"].low > 0:
         yield _broken(f"{path}.label", "Must not be null")
+    yield from _exclusive(action, path)
     if kind == "postback":
         for key in ("data", "displayText", "text", "fillInText"):
             yield from _field(action, key, path, f"postback.{key}")
@@ -300,6 +302,15 @@ def _action(action: dict[str, Any], path: str, place: str) -> Iterator[Field]:
             yield from _field(action, "richMenuAliasId", path, "richmenuswitch.richMenuAliasId")
     elif kind == "clipboard":
         yield from _field(action, "clipboardText", path, "clipboard.clipboardText")
+
+
+def _exclusive(obj: dict[str, Any], path: str) -> Iterator[Field]:
+    """Fields LINE lets at most one of be used (:data:`.limits.EXCLUSIVE`), by presence (a
+    placeholder fills a value, it never removes the key: decided at definition)."""
+    for kind, keys, rule in EXCLUSIVE:
+        given = [key for key in keys if obj.get(key) is not None]
+        if obj.get("type") == kind and len(given) > 1:
+            yield _rule(f"{path}.{given[-1]}", rule, dict.fromkeys(given, True))
 
 
 def _datetimepicker(action: dict[str, Any], path: str) -> Iterator[Field]:

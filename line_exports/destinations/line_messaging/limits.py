@@ -606,6 +606,24 @@ RULES: dict[str, Rule] = {
             _IMAGEMAP,
             lambda values: bool(values["present"]),
         ),
+        # Postback action, displayText and text: "The displayText and text properties can't
+        # both be used at the same time." A property is used when the object has it (values
+        # are presence): a placeholder fills a string, it never removes a key, so the rule is
+        # decided when the export is defined, the same for every row.
+        Rule(
+            "postback: displayText or text",
+            "The displayText and text properties can't both be used at the same time",
+            REF + "#postback-action",
+            lambda values: sum(bool(v) for v in values.values()) <= 1,
+        ),
+        # "Send narrowcast message", Logical operator objects (recipient and demographic filter
+        # alike): "Be sure to specify only one of these three properties (and, or, or not)."
+        Rule(
+            "operator: one of and, or, not",
+            "An operator object needs exactly one of and, or, not",
+            REF + "#narrowcast-recipient",
+            lambda values: sum(v is not None for v in values.values()) == 1,
+        ),
         # max: "Must be greater than the min value"; min: "Must be less than the max value".
         Rule(
             "datetimepicker: min < max",
@@ -619,3 +637,28 @@ IMAGEMAP_TOGETHER = (  # (object under imagemap, its fields LINE requires togeth
     ("video", ("originalContentUrl", "previewImageUrl", "area"), "imagemap video: *1"),
     ("video.externalLink", ("linkUri", "label"), "imagemap video: *2"),
 )
+
+EXCLUSIVE = (  # (action or message type, its fields LINE lets at most one of be used, rule)
+    ("postback", ("displayText", "text"), "postback: displayText or text"),
+)
+
+# Fields LINE's reference marks required (its parameter tables, ``props: required``) that
+# ``messaging-api.yml`` leaves out of the schema's ``required:`` list, so LINE's models (and
+# the SDK) let them be null. Keyed by the SDK model the object parses as (its ``type`` picks
+# it); each object's table in the reference is the anchor. The spec's own ``required:`` lists
+# (``ClipboardAction.clipboardText``, ``FlexVideo.url`` ...) are the models' concern.
+REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
+    # model              fields                          reference anchor
+    "PostbackAction": (("data",), REF + "#postback-action"),
+    "MessageAction": (("text",), REF + "#message-action"),
+    "URIAction": (("uri",), REF + "#uri-action"),
+    "DatetimePickerAction": (("data", "mode"), REF + "#datetime-picker-action"),
+    "CameraAction": (("label",), REF + "#camera-action"),
+    "CameraRollAction": (("label",), REF + "#camera-roll-action"),
+    "LocationAction": (("label",), REF + "#location-action"),
+    "RichMenuSwitchAction": (("richMenuAliasId", "data"), REF + "#richmenu-switch-action"),
+    "QuickReplyItem": (("action",), REF + "#items-object"),
+    "Emoji": (("index", "productId", "emojiId"), REF + "#text-message"),
+}
+MISSING = "Must not be null"
+"""The problem of a required field that is absent or null, as LINE words it."""

@@ -21,7 +21,7 @@ import linebot.v3.messaging.models as models
 from pydantic.v1 import BaseModel, ValidationError
 from pydantic.v1.fields import SHAPE_DICT, SHAPE_LIST, SHAPE_MAPPING, ModelField
 
-from line_exports.destinations.line_messaging.limits import EMPTY
+from line_exports.destinations.line_messaging.limits import EMPTY, MISSING, REQUIRED
 
 # The message types TD's reference supports (LINE's coupon message is not one of them).
 MESSAGE_TYPES = (
@@ -123,6 +123,7 @@ def _type_names(klass: type[BaseModel], obj: Any, path: str) -> Iterator[tuple[s
         return
     yield from _own_type(concrete, obj, path)
     yield from _unknown_properties(concrete, obj, path)
+    yield from _missing(concrete, obj, path)
     for child, value, where in _children(concrete, obj, path):
         yield from _type_names(child, value, where)
 
@@ -141,6 +142,15 @@ def _unknown_properties(
     for key in obj:
         if key not in known:
             yield f"{path}.{key}", UNKNOWN_PROPERTY
+
+
+def _missing(klass: type[BaseModel], obj: dict[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    """Fields the reference requires that the spec (so the model) lets be null
+    (:data:`.limits.REQUIRED`): ``{"type": "uri", "label": "Open"}`` has no ``uri``."""
+    fields, _ = REQUIRED.get(klass.__name__, ((), ""))
+    for key in fields:
+        if obj.get(key) is None:
+            yield f"{path}.{key}", MISSING
 
 
 def _own_type(klass: type[BaseModel], obj: dict[str, Any], path: str) -> list[tuple[str, str]]:
@@ -173,7 +183,7 @@ def _locate(klass: type[BaseModel], obj: Any, path: str) -> list[tuple[str, str]
         problems.extend(_locate(child, value, where))
     if len(problems) > sum(1 for _, m in problems if m == UNKNOWN_PROPERTY):
         return problems
-    own = [*problems, *_own_type(concrete, obj, path)]
+    own = [*problems, *_own_type(concrete, obj, path), *_missing(concrete, obj, path)]
     if not isinstance(error, ValidationError):
         return [*own, (path, str(error))]
     return [*own, *(_explain(concrete, path, e) for e in error.errors())]

@@ -26,6 +26,7 @@ from typing import Any
 
 import linebot.v3.messaging.models as models
 
+from line_exports.destinations.line_messaging.limits import RULES
 from line_exports.destinations.line_messaging.structure import _PARSE_ERRORS
 
 MAX_RECIPIENT_OBJECTS = 10
@@ -101,28 +102,33 @@ def recipient_problems(recipient: Any, path: str = "recipient") -> list[tuple[st
     return problems
 
 
-def _operator_shape(recipient: dict[str, Any], path: str) -> list[tuple[str, str]]:
-    """An operator holds exactly one of and / or / not (LINE's "Operator object")."""
-    if recipient.get("type") != "operator":
-        if recipient.get("type") not in ("audience", "redelivery"):
-            return [
-                (
-                    f"{path}.type",
-                    "Must be one of the following values: [operator, audience, redelivery]",
-                )
-            ]
+RECIPIENT_LEAVES = ("audience", "redelivery")
+DEMOGRAPHIC_LEAVES = ("gender", "age", "appType", "area", "subscriptionPeriod")
+
+
+def _operator_shape(
+    obj: dict[str, Any], path: str, leaves: tuple[str, ...] = RECIPIENT_LEAVES
+) -> list[tuple[str, str]]:
+    """An operator holds exactly one of and / or / not, never an empty array (LINE's "Logical
+    operator objects", the same for a ``recipient`` and a ``filter.demographic``: the
+    :data:`.limits.RULES` row "operator: one of and, or, not"); every other object is one of
+    ``leaves``' types."""
+    if obj.get("type") != "operator":
+        if obj.get("type") not in leaves:
+            kinds = ", ".join(("operator", *leaves))
+            return [(f"{path}.type", f"Must be one of the following values: [{kinds}]")]
         return []
-    keys = [k for k in ("and", "or", "not") if recipient.get(k) is not None]
-    if len(keys) != 1:
-        return [(path, "An operator object needs exactly one of and, or, not")]
-    key = keys[0]
+    rule = RULES["operator: one of and, or, not"]
+    if not rule.test({k: obj.get(k) for k in ("and", "or", "not")}):
+        return [(path, rule.message)]
+    key = next(k for k in ("and", "or", "not") if obj.get(k) is not None)
     if key == "not":
         return (
-            _operator_shape(recipient["not"], f"{path}.not")
-            if isinstance(recipient["not"], dict)
+            _operator_shape(obj["not"], f"{path}.not", leaves)
+            if isinstance(obj["not"], dict)
             else [(f"{path}.not", "Must be an object")]
         )
-    items = recipient[key]
+    items = obj[key]
     if not isinstance(items, list) or not items:
         return [(f"{path}.{key}", "Must be a non-empty array")]
     found: list[tuple[str, str]] = []
@@ -130,7 +136,7 @@ def _operator_shape(recipient: dict[str, Any], path: str) -> list[tuple[str, str
         if not isinstance(item, dict):
             found.append((f"{path}.{key}[{i}]", "Must be an object"))
         else:
-            found.extend(_operator_shape(item, f"{path}.{key}[{i}]"))
+            found.extend(_operator_shape(item, f"{path}.{key}[{i}]", leaves))
     return found
 
 
@@ -140,6 +146,11 @@ def filter_problems(value: Any, path: str = "filter") -> list[tuple[str, str]]:
         return [(path, "Must be an object")]
     if set(value) - {"demographic"}:
         return [(path, "Only demographic is allowed")]
+    demographic = value.get("demographic")
+    if isinstance(demographic, dict):
+        problems = _operator_shape(demographic, f"{path}.demographic", DEMOGRAPHIC_LEAVES)
+        if problems:
+            return problems
     try:
         models.Filter.from_dict(value)
     except _PARSE_ERRORS as exc:
