@@ -20,13 +20,14 @@ from typing import Any
 import dagster as dg
 import duckdb
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from line_exports import LineConversionResource, LineMessagingResource, SqlSource, build_export
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_conversion import events_of
 from line_exports.sandbox.line_messaging import store_of
+from line_exports.values import to_text
 
 FAST = {"initial_retry_wait": 1, "max_retry": 1, "connection_timeout": 30}
 NOW = int(time.time()) - 60
@@ -137,11 +138,11 @@ def test_every_duckdb_integer_type_arrives_with_its_digits_at_both_ends(
         )
     )
 )
+@example(("UHUGEINT", [2**128 - 1, None, 2**127]))
+@example(("VARINT", [None, -(10**59)]))
 def test_duckdb_integers_read_back_as_their_digits(case: tuple[str, list[int | None]]) -> None:
     """Any values of any DuckDB integer type, NULLs anywhere, through the source and the text
     every destination sends (:func:`~line_exports.values.to_text`): each is its digits."""
-    from line_exports.values import to_text
-
     kind, values = case
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "h.duckdb"
