@@ -23,9 +23,9 @@ MESSAGES = (
     "to settle them, re-execute the same run (same tick or partition) within the resend window "
     "(23 h 10 min at the default connection_timeout, less at a longer one): it resends them "
     "under the same X-Line-Retry-Key, and LINE answers 409 to a key it already took instead "
-    "of sending again, so none is delivered twice; rows held longer (`line-exports held "
-    "EXPORT` lists them) are settled by hand: check whether the recipients got them, then "
-    "`line-exports held EXPORT --resend` or `--delivered`"
+    "of sending again, so none is delivered twice; rows held longer are settled by hand: check "
+    "whether the recipients got them (a sync_mode diff push or multicast lists them: "
+    "`line-exports held EXPORT`), then `line-exports held EXPORT --resend` or `--delivered`"
 )
 """Push, multicast, narrowcast and broadcast: the retry key, its 409 and the resend window."""
 
