@@ -44,7 +44,6 @@ from line_exports.values import (
     iso_dates_or_timestamps,
     iso_text,
     local_times,
-    localized,
     out_of_range,
     plain_dtypes,
     plain_times,
@@ -258,32 +257,47 @@ def to_unix_seconds(
     """Ints, digit strings or timestamps as UNIX seconds; second value marks unparseable cells.
 
     A naive timestamp, and a timestamp string without a UTC offset (``2026-11-30 12:00:00``),
-    is wall-clock time in ``timezone``, read by one rule (:func:`line_exports.values.localized`);
+    is wall-clock time in ``timezone``, read by one rule (:func:`line_exports.values.localized`;
+    a time the zone shows twice is marked unparseable);
     a string with an offset or ``Z`` is that instant. A string ending in ``GMT+9``/``UTC-5``
     (:data:`POSIX_OFFSET_MESSAGE`) is unparseable: dateutil would read it with the POSIX sign,
     the opposite of what most writers mean, so it is refused rather than guessed. ``times``:
     a timestamp ``series`` already converted (:func:`~line_exports.values.local_times`).
     """
+    out, bad, repeated = _unix_seconds(series, timezone, times)
+    return out, bad | repeated
+
+
+def _unix_seconds(
+    series: pd.Series, timezone: str, times: LocalTimes | None
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """:func:`to_unix_seconds`, with the naive times (or strings without offset) ``timezone``'s
+    clocks show twice apart: (seconds, unparseable, repeated); NA seconds for both."""
     series = plain_dtypes(series)
+    none = pd.Series(False, index=series.index)
     if pd.api.types.is_datetime64_any_dtype(series):
-        utc = localized(series, timezone).dt.tz_convert(None) if times is None else times.utc
-        seconds = _seconds(utc - pd.Timestamp("1970-01-01"))
+        if times is None:
+            times = local_times(series, timezone)
+            if times.repeated is not None:
+                none = pd.Series(times.repeated, index=series.index)
+                times = times.without(times.repeated)
+        seconds = _seconds(times.utc - pd.Timestamp("1970-01-01"))
         seconds.index = series.index
-        return seconds, pd.Series(False, index=series.index)
+        return seconds, pd.Series(False, index=series.index), none
     if pd.api.types.is_integer_dtype(series):
-        return series.astype("Int64"), pd.Series(False, index=series.index)
+        return series.astype("Int64"), none, none
     if pd.api.types.is_float_dtype(series):
         bad = series.notna() & ~whole_int64(series.fillna(0))
-        return series.where(~bad).astype("Int64"), bad
+        return series.where(~bad).astype("Int64"), bad, none
     text = to_text(series, timezone).str.strip()
     is_digits = text.str.fullmatch(r"-?[0-9]{1,18}").fillna(False).astype(bool)  # fits in int64
     numbers = pd.to_numeric(text.where(is_digits), errors="coerce").astype("Int64")
     candidates = text.where(~is_digits & text.notna() & ~posix_offsets(text))
-    stamps = _timestamp_strings(candidates, timezone)
+    stamps, repeated = _timestamp_strings(candidates, timezone)
     stamp_secs = _seconds(stamps - pd.Timestamp("1970-01-01", tz="UTC"))
     out = numbers.fillna(stamp_secs)
-    bad = text.notna() & (text != "") & out.isna()
-    return out, bad
+    bad = text.notna() & (text != "") & out.isna() & ~repeated
+    return out, bad, repeated
 
 
 # "GMT+9", "UTC-05:00", "UT+3" at the end: dateutil reads them with the POSIX TZ sign (GMT+9 is
@@ -305,12 +319,13 @@ def posix_offsets(text: pd.Series) -> pd.Series:
 _ISO_OFFSET = r"[Tt ][0-9][0-9:.,]*\s*(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
 
 
-def _timestamp_strings(candidates: pd.Series, timezone: str) -> pd.Series:
+def _timestamp_strings(candidates: pd.Series, timezone: str) -> tuple[pd.Series, pd.Series]:
     """Timestamp strings as UTC instants; those without an offset are wall time in ``timezone``.
 
     ISO 8601 in any of its forms with pandas' fast parser, each value on its own (inferring one
     format from the first value would refuse later values written another way); what is left is
-    parsed value by value as dateutil reads it. Unparseable values are NaT.
+    parsed value by value as dateutil reads it. Unparseable values are NaT, and so are wall times
+    the zone's clocks show twice, which the second value marks (:func:`repeated_message`).
     """
     stamps = pd.to_datetime(candidates, errors="coerce", utc=True, format="ISO8601")
     rest = candidates.notna() & (candidates != "") & stamps.isna()
@@ -319,11 +334,16 @@ def _timestamp_strings(candidates: pd.Series, timezone: str) -> pd.Series:
         stamps[rest] = pd.to_datetime(candidates[rest], errors="coerce", utc=True, format="mixed")
         for index, value in candidates[rest & stamps.notna()].items():
             naive[index] = pd.to_datetime(value, format="mixed").tzinfo is None
+    repeated = pd.Series(False, index=candidates.index)
     if naive.any():
         # Parsed as if UTC: their UTC wall time is the written wall time.
         wall = stamps[naive].dt.tz_localize(None)
-        stamps[naive] = localized(wall, timezone).dt.tz_convert("UTC")
-    return stamps
+        times = local_times(wall, timezone)
+        stamps[naive] = times.utc.dt.tz_localize("UTC")
+        if times.repeated is not None:
+            repeated[naive] = times.repeated
+            stamps[repeated] = pd.NaT
+    return stamps, repeated
 
 
 def _arrow_text(
@@ -403,7 +423,7 @@ def _unsendable_failures(raw: pd.Series) -> tuple[list[Failure], np.ndarray | No
 
 
 def _times_in_zone(
-    raw: pd.Series, timezone: str
+    raw: pd.Series, timezone: str, as_date: bool = False
 ) -> tuple[list[Failure], np.ndarray | None, LocalTimes | None]:
     """A timestamp column's one conversion to the export's ``timezone``
     (:func:`~line_exports.values.local_times`), which its text or UNIX seconds are then made
@@ -420,28 +440,45 @@ def _times_in_zone(
 
     No timezone arithmetic (Python's ``datetime``, pandas: an ``OverflowError`` that failed the
     whole run) holds them, so they are found before the conversion, value by value
-    (:func:`_years_at_the_ends`), and are NaT in the times returned.
+    (:func:`_years_at_the_ends`). Unless the column is bound for a date field (``as_date``),
+    a naive time the zone's clocks show twice is refused too (:func:`repeated_message`). The
+    refused cells are NaT in the times returned.
     """
     series = plain_dtypes(raw)
     if not pd.api.types.is_datetime64_any_dtype(series):
         return [], None, None
-    years = _years_at_the_ends(series, timezone)
-    if years is None:
-        return [], None, local_times(series, timezone)
-    outside = ((years > 9999) | (years < 1)).to_numpy(dtype=bool, na_value=False)
-    if not outside.any():
-        return [], None, local_times(series, timezone)
     found: list[Failure] = []
-    for year in sorted(set(years[outside].astype(int))):
-        text = out_of_range(False, int(year)).detail
-        if not isinstance(series.dtype, pd.DatetimeTZDtype):
-            # "TIMESTAMP in year 10000" -> "TIMESTAMP whose instant is in year 10000 UTC"
-            text = text.replace(" in year ", " whose instant is in year ", 1) + (
-                " UTC (its wall time read in the export's timezone)"
-            )
-        mask = outside & (years == year).to_numpy(dtype=bool, na_value=False)
-        found.append(("type", UNSENDABLE["time_range"].format(detail=text), mask))
-    return found, outside, local_times(series.where(~outside), timezone)
+    refused: np.ndarray | None = None
+    years = _years_at_the_ends(series, timezone)
+    if years is not None:
+        outside = ((years > 9999) | (years < 1)).to_numpy(dtype=bool, na_value=False)
+        for year in sorted(set(years[outside].astype(int))):
+            text = out_of_range(False, int(year)).detail
+            if not isinstance(series.dtype, pd.DatetimeTZDtype):
+                # "TIMESTAMP in year 10000" -> "TIMESTAMP whose instant is in year 10000 UTC"
+                text = text.replace(" in year ", " whose instant is in year ", 1) + (
+                    " UTC (its wall time read in the export's timezone)"
+                )
+            mask = outside & (years == year).to_numpy(dtype=bool, na_value=False)
+            found.append(("type", UNSENDABLE["time_range"].format(detail=text), mask))
+        if outside.any():
+            refused, series = outside, series.where(~outside)
+    times = local_times(series, timezone)
+    if not as_date and times.repeated is not None:  # a date field needs no instant
+        found.append(("type", repeated_message(timezone), times.repeated))
+        refused = times.repeated if refused is None else refused | times.repeated
+        times = times.without(times.repeated)
+    return found, refused, times
+
+
+def repeated_message(timezone: str) -> str:
+    """The ``type`` reason of a naive time ``timezone``'s clocks show twice
+    (:func:`~line_exports.values.localized`)."""
+    return (
+        f"is a time {timezone}'s clocks show twice (they are set back, as when DST ends), so it "
+        "names no one instant (PostgreSQL and DuckDB read the second, Python and Trino west of "
+        "UTC the first): give it its offset in the query (a TIMESTAMPTZ, or AT TIME ZONE)"
+    )
 
 
 _FIRST_DAY_ENDS, _LAST_DAY = np.datetime64("0001-01-02"), np.datetime64("9999-12-31")
@@ -480,6 +517,7 @@ def _check_numbers(
 ) -> _Checked:
     too_small: np.ndarray | None = None
     ambiguous: np.ndarray | None = None
+    repeated: np.ndarray | None = None
     if raw.dtype == np.int64:  # to_unix_seconds of int64, without pandas round trips
         numbers = raw.to_numpy()
         values = pd.array(numbers, dtype="Int64")
@@ -488,10 +526,11 @@ def _check_numbers(
         if col.min_value is not None:
             too_small = numbers < col.min_value
     else:
-        series, unparseable = to_unix_seconds(raw, timezone, times)
+        series, unparseable, twice = _unix_seconds(raw, timezone, times)
         values = series.array
         present = series.notna().to_numpy(dtype=bool)
         bad_type = unparseable.to_numpy(dtype=bool, na_value=False)
+        repeated = twice.to_numpy(dtype=bool, na_value=False)
         if bad_type.any() and not pd.api.types.is_numeric_dtype(raw.dtype):
             text = raw.where(bad_type).astype("string").str.strip()
             ambiguous = posix_offsets(text).to_numpy(dtype=bool, na_value=False)
@@ -502,6 +541,9 @@ def _check_numbers(
     if ambiguous is not None:
         failures.append(("type", POSIX_OFFSET_MESSAGE, ambiguous))
         bad_type = bad_type | ambiguous
+    if repeated is not None and repeated.any():
+        failures.append(("type", repeated_message(timezone), repeated))
+        bad_type = bad_type | repeated
     if too_small is not None:
         failures.append(("min_value", f"must be at least {col.min_value}", too_small))
     if required:
@@ -522,7 +564,8 @@ def _check_column(
     # object column (those cells taken out, or an upstream asset's Python datetimes) are a
     # datetime column again, checked and written as an engine's.
     raw = plain_times(raw.where(~bad) if bad is not None else raw)
-    crossed, outside, times = _times_in_zone(raw, timezone)
+    as_date = col.format == "iso_date"
+    crossed, outside, times = _times_in_zone(raw, timezone, as_date)
     if outside is not None:
         failures += crossed
         bad = outside if bad is None else bad | outside
@@ -535,7 +578,6 @@ def _check_column(
                 for rule, message, mask in checked.failures
             ] + failures
         return checked
-    as_date = col.format == "iso_date"
     text = normalize(_arrow_text(raw, timezone, as_date, times), col.normalize)
     sizes = np.diff(value_offsets(text))  # bytes: >= characters
     present = sizes > 0

@@ -291,43 +291,61 @@ def whole_int64(values: pd.Series) -> pd.Series:
 def localized(series: pd.Series, timezone: str) -> pd.Series:
     """Timestamps as instants in ``timezone``: naive ones are wall-clock time there.
 
-    Where a DST change makes a naive time ambiguous (a repeated hour) it is read as the first
-    of its two instants; a time that never existed (the hour a change skips) is read with the
-    offset in force before the change, i.e. moved forward by the gap (02:30 on the night Los
-    Angeles springs forward is 03:30 PDT, 10:30 UTC), so distinct times stay distinct and in
-    order. Both are Python's ``zoneinfo`` reading (``fold=0``, PEP 495); DuckDB's
-    ``timezone()`` (ICU) reads the skipped hour the same way, the repeated one as its second
-    instant.
+    A time that never existed (the hour a DST change skips) is read with the offset in force
+    before the change, i.e. moved forward by the gap (02:30 on the night Los Angeles springs
+    forward is 03:30 PDT, 10:30 UTC), so distinct times stay distinct and in order: the reading
+    of every engine (PostgreSQL's ``AT TIME ZONE``, DuckDB's ``timezone()`` (ICU), Trino's cast
+    to TIMESTAMP WITH TIME ZONE (Joda ``convertLocalToUTC(local, false)``) and Python's
+    ``zoneinfo`` with ``fold=0``, PEP 495).
+
+    A time the zone's clocks show twice (the hour repeated when DST ends) names no one instant,
+    and the engines disagree on it: PostgreSQL and DuckDB read the second instant, ``zoneinfo``
+    (``fold=0``) and Trino west of UTC the first, Trino east of UTC the second. Here it is the
+    first (``fold=0``); the rules refuse such values rather than send a guess
+    (:attr:`LocalTimes.repeated`, ``rules._times_in_zone``).
     """
     return _localized(series, timezone)[0]
 
 
-def _localized(series: pd.Series, timezone: str) -> tuple[pd.Series, pd.Series | None]:
+def _localized(
+    series: pd.Series, timezone: str
+) -> tuple[pd.Series, pd.Series | None, np.ndarray | None]:
     """:func:`localized`, and for naive ``series`` their wall times in the zone as well (the
-    values themselves, those a DST change skips moved forward), else None."""
+    values themselves, those a DST change skips moved forward) and the mask of those the zone
+    shows twice (None when none is), else ``(instants, None, None)``."""
     if series.dt.tz is not None:
-        return series.dt.tz_convert(timezone), None
-    local = series.dt.tz_localize(timezone, ambiguous=True, nonexistent="NaT")
-    gap = (local.isna() & series.notna()).to_numpy()
+        return series.dt.tz_convert(timezone), None, None
+    local = series.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    changes = (local.isna() & series.notna()).to_numpy()
+    if not changes.any():
+        return local, series, None
+    instants, gap, repeated = _at_changes(series[changes], ZoneInfo(timezone))
+    local[changes] = instants
     wall = series
-    if gap.any():
-        local[gap] = _through_gap(series[gap], local.dt.tz)
+    if gap.any():  # moved forward by the gap
         wall = series.copy()
-        wall[gap] = local[gap].dt.tz_localize(None)
-    return local.dt.tz_convert(timezone), wall
+        where = np.flatnonzero(changes)[gap]
+        wall.iloc[where] = instants[gap].dt.tz_localize(None).to_numpy()
+    mask = None
+    if repeated.any():
+        mask = np.zeros(len(series), dtype=bool)
+        mask[np.flatnonzero(changes)[repeated]] = True
+    return local, wall, mask
 
 
-def _through_gap(wall: pd.Series, zone: dt.tzinfo) -> pd.Series:
-    """Naive times a DST change skips, as instants: wall time minus the offset before the change
-    (``zoneinfo`` with ``fold=0``; sub-microsecond digits kept)."""
-    if not isinstance(zone, ZoneInfo):
-        zone = ZoneInfo(str(zone))
-    offsets = {
-        value: zone.utcoffset(value.to_pydatetime(warn=False).replace(fold=0))
-        for value in wall.drop_duplicates()
-    }
-    utc = wall - wall.map(lambda value: pd.Timedelta(offsets[value]))
-    return utc.dt.tz_localize("UTC").dt.tz_convert(zone)
+def _at_changes(wall: pd.Series, zone: ZoneInfo) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Naive times a change of ``zone``'s offset skips or repeats, as ``zoneinfo`` with
+    ``fold=0`` reads them: wall time minus the offset before the change (sub-microsecond digits
+    kept); with the masks of the skipped (the offset grows) and the repeated (it shrinks)."""
+    offsets: dict[pd.Timestamp, tuple[dt.timedelta, bool]] = {}
+    for value in wall.drop_duplicates():
+        moment = value.to_pydatetime(warn=False)
+        before = zone.utcoffset(moment.replace(fold=0)) or dt.timedelta(0)
+        after = zone.utcoffset(moment.replace(fold=1)) or dt.timedelta(0)
+        offsets[value] = (before, before > after)
+    utc = wall - wall.map(lambda value: pd.Timedelta(offsets[value][0]))
+    repeated = np.fromiter((offsets[v][1] for v in wall), bool, len(wall))
+    return utc.dt.tz_localize("UTC").dt.tz_convert(zone), ~repeated, repeated
 
 
 class LocalTimes:
@@ -352,36 +370,45 @@ class LocalTimes:
     RFC 3339 parser reads.
     """
 
-    __slots__ = ("offset", "utc", "wall", "zone_wall")
+    __slots__ = ("offset", "repeated", "utc", "wall", "zone_wall")
 
     def __init__(
-        self, wall: pd.Series, offset: np.ndarray, utc: pd.Series, zone_wall: pd.Series
+        self,
+        wall: pd.Series,
+        offset: np.ndarray,
+        utc: pd.Series,
+        zone_wall: pd.Series,
+        repeated: np.ndarray | None = None,
     ) -> None:
         self.wall, self.offset, self.utc, self.zone_wall = wall, offset, utc, zone_wall
+        self.repeated = repeated  # naive times the zone shows twice (localized), or None
 
     def without(self, mask: np.ndarray) -> LocalTimes:
         """These times with the cells of ``mask`` NaT (refused: nothing is written for them)."""
         keep = ~mask
+        repeated = None if self.repeated is None else self.repeated & keep
         return LocalTimes(
             self.wall.where(keep),
             np.where(mask, 0, self.offset),
             self.utc.where(keep),
             self.zone_wall.where(keep),
+            repeated,
         )
 
 
 def local_times(series: pd.Series, timezone: str) -> LocalTimes:
     """A timestamp column as :class:`LocalTimes` in ``timezone`` (naive ones are wall time there,
     :func:`localized`): the one conversion to the zone its text, year and seconds are made of."""
-    local, zone_wall = _localized(series, timezone)
+    local, zone_wall, repeated = _localized(series, timezone)
     if zone_wall is None:
         zone_wall = local.dt.tz_localize(None)  # the conversion to the zone's wall time
     utc = local.dt.tz_convert(None)  # the stored instants: no conversion
     offset = ((zone_wall - utc).dt.total_seconds()).fillna(0).astype("int64").to_numpy()
     odd = offset % 60 != 0  # a local mean time: written in UTC (see LocalTimes)
     if odd.any():
-        return LocalTimes(zone_wall.where(~odd, utc), np.where(odd, 0, offset), utc, zone_wall)
-    return LocalTimes(zone_wall, offset, utc, zone_wall)
+        wall = zone_wall.where(~odd, utc)
+        return LocalTimes(wall, np.where(odd, 0, offset), utc, zone_wall, repeated)
+    return LocalTimes(zone_wall, offset, utc, zone_wall, repeated)
 
 
 def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:

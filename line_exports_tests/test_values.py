@@ -389,14 +389,20 @@ def _duckdb_rows(tmp: Path, sql: str) -> Iterator[pd.DataFrame]:
     yield from SqlSource(url=f"duckdb:///{path}").read_chunks("select * from t order by n", 4)
 
 
-GAP_AND_OVERLAP = [  # Los Angeles, 2026: 02:00-03:00 on 8 March never happens, 01:00-02:00 on
-    "2026-03-08 01:59:59",  # 1 November happens twice
+GAP = [  # Los Angeles, 2026: 02:00-03:00 on 8 March never happens
+    "2026-03-08 01:59:59",
     "2026-03-08 02:00:00",
     "2026-03-08 02:30:00",
     "2026-03-08 02:59:00",
     "2026-03-08 03:00:00",
-    "2026-11-01 01:30:00",
 ]
+# The hours clocks show twice when DST ends, 2026 (zone, wall times, the first wall time after).
+REPEATED = {
+    "America/Los_Angeles": (["2026-11-01 01:00:00", "2026-11-01 01:30:00"], "2026-11-01 02:00:00"),
+    "America/New_York": (["2026-11-01 01:59:59.5"], "2026-11-01 02:00:00"),
+    "Europe/Berlin": (["2026-10-25 02:00:00", "2026-10-25 02:30:00"], "2026-10-25 03:00:00"),
+    "Australia/Sydney": (["2026-04-05 02:30:00"], "2026-04-05 03:00:00"),
+}
 
 
 def _duckdb_instants(walls: list[str], zone: str) -> list[int]:
@@ -414,28 +420,61 @@ def _zoneinfo_instants(walls: list[str], zone: str) -> list[int]:
     ]
 
 
-def test_naive_timestamps_in_a_dst_change_are_read_as_the_warehouse_reads_them(
+def test_naive_timestamps_in_a_dst_gap_are_read_as_every_engine_reads_them(
     tmp_path: Path,
 ) -> None:
-    """A skipped hour moves forward by the gap (distinct, in order; DuckDB's reading), a repeated
-    one is its first instant (zoneinfo's fold=0), as text (every row path) and as CAPI's UNIX
-    seconds."""
+    """A skipped hour moves forward by the gap (distinct, in order): DuckDB's reading (and
+    PostgreSQL's, Trino's, zoneinfo's fold=0), as text (every row path) and as CAPI's seconds."""
     zone = "America/Los_Angeles"
-    rows = ", ".join(f"({n}, TIMESTAMP '{w}')" for n, w in enumerate(GAP_AND_OVERLAP))
+    rows = ", ".join(f"({n}, TIMESTAMP '{w}')" for n, w in enumerate(GAP))
     sql = f"select * from (values {rows}) v(n, v)"
     texts = line_push_path(_duckdb_rows(tmp_path, sql), zone)
-    instants = _zoneinfo_instants(GAP_AND_OVERLAP, zone)
-    # DuckDB agrees in the gap; in the repeated hour it takes the second instant (PST).
-    assert instants[:5] == _duckdb_instants(GAP_AND_OVERLAP[:5], zone)
+    instants = _zoneinfo_instants(GAP, zone)
+    assert instants == _duckdb_instants(GAP, zone)
     assert [int(dt.datetime.fromisoformat(t).timestamp()) for t in texts] == instants
     assert texts[1:4] == [
         "2026-03-08T03:00:00-07:00",
         "2026-03-08T03:30:00-07:00",
         "2026-03-08T03:59:00-07:00",
     ]
-    assert texts[5] == "2026-11-01T01:30:00-07:00"
     assert instants[:4] == sorted(set(instants[:4]))  # the gap's times: distinct, in order
     assert _capi_seconds(tmp_path, sql, zone) == instants
+
+
+@pytest.mark.parametrize("zone", list(REPEATED))
+def test_a_naive_time_the_zone_shows_twice_is_a_type_reject_naming_why(
+    tmp_path: Path, zone: str
+) -> None:
+    """When DST ends a naive wall time names two instants and the engines disagree on it
+    (DuckDB's ICU and PostgreSQL read the second, zoneinfo's fold=0 the first; it was sent as
+    the first): a type reject of its row naming the rule, as a TIMESTAMP or as a string without
+    offset, for a text field and for CAPI's event_timestamp; the hour after is sent."""
+    twice, after = REPEATED[zone]
+    walls = [*twice, after]
+    assert _duckdb_instants(twice, zone) != _zoneinfo_instants(twice, zone)  # they disagree
+    rows = ", ".join(f"({n}, '{w}')" for n, w in enumerate(walls))
+    as_stamp = f"select n, v::TIMESTAMP as v from (values {rows}) v(n, v)"
+    as_text = f"select * from (values {rows}) v(n, v)"
+    words = f"is a time {zone}'s clocks show twice"
+    for sql in (as_stamp, as_text):
+        frames = list(_duckdb_rows(tmp_path, sql))
+        if sql == as_stamp:  # a text field (a string is text there, not a time)
+            rejects = _type_rejects(iter(frames), "line_messaging_push", zone)
+            assert rejects[ROW_NUMBER].tolist() == list(range(1, len(twice) + 1)), rejects
+            assert all(words in m for m in rejects["message"]), rejects["message"].tolist()
+        frame = pd.concat(frames, ignore_index=True).rename(columns={"v": "event_timestamp"})
+        capi = frame.drop(columns="n").assign(
+            deduplication_key=[f"k{n}" for n in frame["n"]],
+            event_type="conversion",
+            source_type="web",
+            external_id="x",
+        )
+        dest = get_destination("line_conversion")
+        checked = validate(capi, dest.ruleset(dest.settings_class()), {}, timezone=zone)
+        rejects = checked.rejects
+        assert rejects[ROW_NUMBER].tolist() == list(range(1, len(twice) + 1)), rejects
+        assert set(rejects["rule"]) == {"type"} and all(words in m for m in rejects["message"])
+        assert checked.valid["event_timestamp"].tolist() == _zoneinfo_instants([after], zone)
 
 
 def _capi_seconds(tmp: Path, sql: str, zone: str) -> list[int]:
@@ -471,7 +510,7 @@ def test_a_timestamp_string_without_offset_is_wall_time_like_a_naive_timestamp(
     """One wall time, one instant, whatever the column's type: VARCHAR without an offset reads
     as a naive TIMESTAMP does (the export's zone, DST changes alike); with an offset or Z, it
     is that instant."""
-    walls = ["2026-11-30 12:00:00", "2026-11-30T12:00:00.5", "2026-11-30", *GAP_AND_OVERLAP]
+    walls = ["2026-11-30 12:00:00", "2026-11-30T12:00:00.5", "2026-11-30", *GAP]
     rows = ", ".join(f"({n}, '{w}')" for n, w in enumerate(walls))
     as_text = _capi_seconds(tmp_path, f"select * from (values {rows}) v(n, v)", zone)
     as_stamp = _capi_seconds(
