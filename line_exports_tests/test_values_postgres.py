@@ -167,3 +167,24 @@ def test_postgres_instants_whose_zone_offset_has_seconds_are_written_in_utc(
 ) -> None:
     """VERIFY-13d G4 from PostgreSQL: a local mean time offset (``+09:18:59``) is never written."""
     check_local_mean_times(lambda sql: _pg_rows(postgres_url, sql))
+
+
+def test_postgres_naive_time_the_zone_shows_twice_is_a_type_reject(postgres_url: str) -> None:
+    """PostgreSQL's own reading of ``2026-11-01 01:30`` in America/New_York (AT TIME ZONE) is
+    the second instant (EST), Python's the first: the row is a type reject naming why, from
+    PostgreSQL's rows as from DuckDB's; the hour after is sent."""
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        second = conn.exec_driver_sql(
+            "select extract(epoch from timestamp '2026-11-01 01:30' at time zone "
+            "'America/New_York')::bigint"
+        ).scalar()
+    engine.dispose()
+    assert second == 1793514600  # 06:30 UTC, 01:30 EST; the first instant is 05:30 UTC
+    sql = (
+        "select * from (values (0, timestamp '2026-11-01 01:30'), "
+        "(1, timestamp '2026-11-01 02:00')) v(n, v)"
+    )
+    rejects = _type_rejects(_pg_rows(postgres_url, sql), "line_messaging_push", "America/New_York")
+    assert rejects[ROW_NUMBER].tolist() == [1]
+    assert "is a time America/New_York's clocks show twice" in rejects["message"].iloc[0]
