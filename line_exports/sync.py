@@ -638,8 +638,13 @@ def _commit(
 
 def _hold_unknown(store: SyncStore, fixed: SyncPlan, report: DeliveryReport) -> None:
     """Rows the destination reported of unknown delivery (a resumed LINE push whose answer was
-    lost longer ago than the resend window) are held ``unknown`` with its reason, not settled accepted."""
+    lost longer ago than the resend window) are held ``unknown`` with its reason, not settled
+    accepted; unless it also left them unsettled (``report.unsettled``: a resend is harmless,
+    e.g. a LinkedIn element answered 5xx): those stay pending, sent again next run."""
     unknown = pd.concat([f for f in report.unknown if len(f)] or [_NO_ROWS], ignore_index=True)
+    unsettled = [np.asarray(s, dtype="int64") for s in report.unsettled if len(s)]
+    if unsettled:
+        unknown = unknown[~unknown[ROW_NUMBER].isin(np.concatenate(unsettled))]
     if not len(unknown):
         return
     reason = unknown.drop_duplicates(ROW_NUMBER).set_index(ROW_NUMBER)["message"]

@@ -17,6 +17,7 @@ answered 500 (delivered) whose next tick settles it under the same retry keys, e
 from __future__ import annotations
 
 import csv
+import hashlib
 import time
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sandbox import line_messaging as line_box
 from line_exports.sandbox.line_conversion import events_of, fail_next_partially
 from line_exports.sandbox.line_messaging import summary
-from line_exports_tests.test_outcomes import adds_up, outcome_metadata
-from line_exports_tests.test_refused_by_api import ONE_RETRY, REQUEST, _run
+from line_exports.sandbox.linkedin import store_of as linkedin_store
+from line_exports_tests.test_outcomes import adds_up, check_of, outcome_metadata, run_case
+from line_exports_tests.test_refused_by_api import CASES_HERE, ONE_RETRY, REQUEST, _run
 from line_exports_tests.test_step_retry_outcomes import _run as step_retry_run
 from line_exports_tests.test_sync_settle import (
     NEXT_TICK,
@@ -241,3 +243,30 @@ def test_429_in_every_step_attempt_stays_refused(
     assert summary(sandbox_server.sandbox)["messages_delivered"] == 0
     assert not result.success and adds_up(meta), meta
     assert (meta["rows_refused_by_api"], meta["rows_delivery_unknown"]) == (3, 0), meta
+
+
+def test_a_linkedin_element_answered_500_is_of_unknown_delivery(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """LinkedIn's BATCH_CREATE answers 200 with a status per element; one element answered 500
+    is of unknown delivery with that answer (LinkedIn may have acted on it), not refused; a 400
+    element stays refused; the other elements are accepted and the run succeeds with its
+    ``api_refusals`` check failed."""
+    case = CASES_HERE["linkedin"]
+    table = case.table(["valid"] * 4)
+    emails = table.frame["email"].str.strip().str.lower()
+    keys = [hashlib.sha256(e.encode()).hexdigest() for e in emails]
+    store = linkedin_store(sandbox_server.sandbox)
+    with sandbox_server.sandbox.lock:
+        store.unavailable_values.add(keys[1])
+        store.refused_values.add(keys[2])
+    result, meta = run_case(sandbox_server, tmp_path, case, table)
+    assert result.success and adds_up(meta), meta
+    counts = [meta[f"rows_{k}"] for k in ("refused_by_api", "delivery_unknown", "accepted")]
+    assert counts == [1, 1, 2], meta
+    (reason,) = meta["delivery_unknown_reasons"]
+    assert reason.startswith("LinkedIn answered 500: ") and "may have acted" in reason, reason
+    (answer,) = meta["refusals_by_answer"]
+    assert answer.startswith("LinkedIn answered 400: "), answer
+    refusals = check_of(result, "api_refusals")
+    assert refusals is not None and not refusals.passed

@@ -532,15 +532,16 @@ class LineConversionDestination(Destination):
             report.accepted_rows += len(batch)
             return
         # Pending before the request: a step retry after a lost answer sends the same events
-        # again (LINE keeps an event once per deduplication_key) and counts a 429/5xx answer
-        # to them of unknown delivery, not refused.
+        # again (LINE keeps an event once per deduplication_key) and counts a 429 answer
+        # to them of unknown delivery, not refused (a 5xx is unknown anyway).
         request.sending()
         try:
             client.send(body)
         except ApiError as exc:
             if exc.status != 400:
-                # The one rule: answered -> refused with its answer; no answer -> unknown or
-                # unsent (outcomes.fate_of), an earlier step attempt's lost answer included.
+                # The one rule (outcomes.fate_of): a 4xx -> refused with its answer; a 5xx or
+                # no answer -> unknown; never reached -> unsent; an earlier step attempt's
+                # lost answer included.
                 # The run stops: the next requests would fare alike.
                 fate = request.count_failed(
                     report, batch[ROW_NUMBER], "event", exc, "LINE Conversion API"

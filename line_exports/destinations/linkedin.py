@@ -38,7 +38,7 @@ from line_exports.destination import (
     ValidRows,
     content_key,
 )
-from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings
+from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, may_have_acted
 from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.ledger_request import LedgerRequest
@@ -51,6 +51,7 @@ from line_exports.linkedin_oauth import (
     LinkedInAuthError,
     exchange_token,
 )
+from line_exports.outcomes import DELIVERY_UNKNOWN
 from line_exports.rules import ROW_NUMBER, AnyOf, Column, RuleSet, Unique
 from line_exports.secret_fields import SecretField
 from line_exports.sync import RemovalReport, SyncSpec, transient_status
@@ -962,15 +963,15 @@ class LinkedInDestination(Destination):
             else:
                 # Pending before the request: a step retry after a lost answer sends the same
                 # elements again (an ADD of a member the segment holds, or a REMOVE of one it
-                # does not, changes nothing) and counts a 429/5xx answer to them of unknown
+                # does not, changes nothing) and counts a 429 answer to them of unknown
                 # delivery, not refused.
                 request.sending()
                 try:
                     results = client.batch_create(segment_id, kind, build(batch, action))
                 except ApiError as exc:
-                    # The one rule: answered -> refused with its answer; no answer -> unknown
-                    # or unsent (outcomes.fate_of), an earlier step attempt's lost answer
-                    # included. The run stops here.
+                    # The one rule (outcomes.fate_of): a 4xx -> refused with its answer; a 5xx
+                    # or no answer -> unknown; never reached -> unsent; an earlier step
+                    # attempt's lost answer included. The run stops here.
                     column = "userIds" if kind == "users" else "company"
                     fate = request.count_failed(report, batch[ROW_NUMBER], column, exc, "LinkedIn")
                     report.metadata["segment_id"] = segment_id
@@ -983,6 +984,17 @@ class LinkedInDestination(Destination):
                 request.succeeded({"failed": failures})
             report.sent_rows += len(batch)
             report.accepted_rows += len(batch) - len(failures)
+            acted = [f for f in failures if may_have_acted(f[1])]
+            if acted:  # an element answered 5xx: LinkedIn may have acted on it (fate_of's rule)
+                unknown = self._rejects(batch, acted, kind, DELIVERY_UNKNOWN)
+                report.unknown.append(unknown)
+                report.unsettled.append(unknown[ROW_NUMBER])  # an ADD / REMOVE again: harmless
+                run.log.warning(
+                    f"LinkedIn answered 5xx for {len(acted)} of {len(batch)} elements in request "
+                    f"{batches}, of unknown delivery (first: row {unknown[ROW_NUMBER].iloc[0]}: "
+                    f"{unknown['message'].iloc[0]})"
+                )
+            failures = [f for f in failures if not may_have_acted(f[1])]
             if failures:
                 refused += len(failures)
                 rejects = self._rejects(batch, failures, kind)
@@ -1018,16 +1030,21 @@ class LinkedInDestination(Destination):
 
     @staticmethod
     def _rejects(
-        batch: pd.DataFrame, failures: list[tuple[int, int, str]], kind: str
+        batch: pd.DataFrame, failures: list[tuple[int, int, str]], kind: str, rule: str = ""
     ) -> pd.DataFrame:
-        """The refused elements as rejects (same table as validation's), by row number."""
+        """The elements LinkedIn did not accept as rejects (same table as validation's), by row
+        number; ``rule``: :data:`ELEMENT_FAILED` unless given (``delivery_unknown`` for a 5xx)."""
         rows = batch[ROW_NUMBER].to_numpy()
         return pd.DataFrame(
             {
                 ROW_NUMBER: pd.Series([int(rows[i]) for i, _, _ in failures], dtype="int64"),
                 "column": "userIds" if kind == "users" else "company",
-                "rule": ELEMENT_FAILED,
-                "message": [answered(status, message) for _, status, message in failures],
+                "rule": rule or ELEMENT_FAILED,
+                "message": [
+                    answered(status, message)
+                    + (" (a 5xx: LinkedIn may have acted on it)" if may_have_acted(status) else "")
+                    for _, status, message in failures
+                ],
                 "value": "",
             }
         )

@@ -689,7 +689,7 @@ class MaacDestination(Destination):
         retries = client.http.stats.retries
         # Pending before the request: a step retry after a lost answer sends the same import
         # again (MAAC matches members by the import key and overwrites: the same members) and
-        # counts a 429/5xx answer to it of unknown delivery, not refused.
+        # counts a 429 answer to it of unknown delivery, not refused (a 5xx is unknown anyway).
         request.sending()
         try:
             task_id = client.import_members(key, members, tags)

@@ -176,8 +176,8 @@ def deliver_audience(
                         upload(audience_id)
                         uploads += 1
                 except ApiError as exc:
-                    # The one rule: answered -> refused with its answer; no answer -> unknown
-                    # or unsent (outcomes.fate_of). The run stops here.
+                    # The one rule (outcomes.fate_of): a 4xx -> refused with its answer; a 5xx
+                    # or no answer -> unknown; never reached -> unsent. The run stops here.
                     numbers = row_numbers(rows, part * chunk, ids.count)
                     fate = count_failed_request(report, numbers, "id", exc, "LINE")
                     raise DeliveryFailed(

@@ -515,7 +515,7 @@ def summarize(
                 reject([fatal[0]["row"]], "template_message", "line_monthly_quota", reason)
             )
             raise DeliveryFailed(f"LINE {kind} stopped: {reason} (not retried)", report)
-        if "error" in fatal[0]:  # the one rule: answered -> refused, else unknown / unsent
+        if "error" in fatal[0]:  # the one rule (fate_of): 4xx refused, 5xx unknown, ...
             count_failed_request(
                 report,
                 [fatal[0]["row"]],

@@ -177,7 +177,7 @@ def send_chunk(
         )
     except ApiError as exc:
         if exc.status != 400:
-            # The one rule: answered -> refused with its answer; no answer -> unknown or unsent.
+            # The one rule (outcomes.fate_of): a 4xx -> refused; a 5xx or no answer -> unknown.
             report.sent_rows -= len(chunk)
             fate = count_failed_request(report, numbers, "rich_menu" if menu else "id", exc, "LINE")
             raise DeliveryFailed(
