@@ -330,7 +330,8 @@ EXAMPLES: list[dict[str, Any]] = [
     {
         "type": "template",
         "altText": "a",
-        "template": {"type": "buttons", "text": "t", "actions": ACTIONS[4:]},
+        # not the rich menu switch: "configured only with rich menus" (limits.ACTION_PLACES)
+        "template": {"type": "buttons", "text": "t", "actions": [ACTIONS[4], ACTIONS[6]]},
     },
     {
         "type": "template",
@@ -366,14 +367,26 @@ EXAMPLES: list[dict[str, Any]] = [
                 "contents": [
                     button("b"),
                     {"type": "text", "text": "t"},
-                    {"type": "icon", "url": URL},
+                    # an icon only in a baseline box (limits.FLEX_PLACES)
                     {
-                        "type": "video",
-                        "url": "https://example.com/v.mp4",
-                        "previewUrl": URL,
-                        "altContent": {"type": "image", "url": URL},
+                        "type": "box",
+                        "layout": "baseline",
+                        "contents": [{"type": "icon", "url": URL}],
                     },
                 ],
+            },
+        },
+    },
+    {  # a video only as a bubble's hero ("Create a Flex Message including a video")
+        "type": "flex",
+        "altText": "a",
+        "contents": {
+            "type": "bubble",
+            "hero": {
+                "type": "video",
+                "url": "https://example.com/v.mp4",
+                "previewUrl": URL,
+                "altContent": {"type": "image", "url": URL},
             },
         },
     },
@@ -393,7 +406,9 @@ def test_examples_pass_and_cover_every_text_row_of_the_table() -> None:
     for message in EXAMPLES:
         assert problems_at([message]) == [], message
     covered = {row for _, _, row in text_fields()}
-    assert covered == {k for k, v in LIMITS.items() if v.unit in ("utf16", "grapheme")}
+    rich_menu_only = {"richmenuswitch.data", "richmenuswitch.richMenuAliasId"}  # ACTION_PLACES
+    rows = {k for k, v in LIMITS.items() if v.unit in ("utf16", "grapheme")}
+    assert covered == rows - rich_menu_only
 
 
 def filler(unit: str, script: str, n: int) -> str:

@@ -16,14 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from line_exports.destinations.line_messaging.limits import (
+    ACTION_PLACES,
     DATETIME_FORMS,
     EXCLUSIVE,
     FLEX_FORMS,
     IMAGEMAP_TOGETHER,
     LIMITS,
     SUBSTITUTION_KEY,
+    TARGET_ONLY,
     URI_FIELDS,
     URL_FIELDS,
+    VIDEO_BUBBLE_SIZES,
+    VIDEO_IN_CAROUSEL,
+    VIDEO_SIZE,
+    flex_misplaced,
 )
 
 
@@ -69,6 +75,9 @@ def _rule(path: str, rule: str, values: dict[str, Any]) -> Field:
 def prose_fields(message: dict[str, Any], path: str, target: str) -> Iterator[Field]:
     """Every field of one message the table covers (the message parses as LINE's models)."""
     yield from _BY_TYPE[message["type"]](message, path, target)
+    for key, only in TARGET_ONLY.items():
+        if message.get(key) is not None and target not in only.places:
+            yield _broken(f"{path}.{key}", only.message)
     quick = message.get("quickReply")
     if quick is not None:
         items = quick.get("items") or []
@@ -280,6 +289,9 @@ def _actions(obj: dict[str, Any], path: str, limit: str) -> Iterator[Field]:
 def _action(action: dict[str, Any], path: str, place: str) -> Iterator[Field]:
     """An action object; ``place`` picks its label's row ("Specifications of the label")."""
     kind = action["type"]
+    only = ACTION_PLACES.get(kind)
+    if only is not None and place not in only.places:
+        yield _broken(f"{path}.type", only.message)
     yield from _field(action, "label", path, f"action.label ({place})")
     if "label" not in action and LIMITS[f"action.label ({place})"].low > 0:
         yield _broken(f"{path}.label", "Must not be null")
@@ -333,18 +345,24 @@ def _flex(m: dict[str, Any], path: str, target: str) -> Iterator[Field]:
     contents, where = m["contents"], f"{path}.contents"
     if contents["type"] == "bubble":
         yield Field(where, contents, "flex bubble")
-        yield from _bubble(contents, where)
+        yield from _bubble(contents, where, in_carousel=False)
     else:
         yield Field(where, contents, "flex carousel")
         yield Field(f"{where}.contents", contents["contents"], "flex carousel.contents")
         for j, bubble in enumerate(contents["contents"]):
-            yield from _bubble(bubble, f"{where}.contents[{j}]")
+            yield from _bubble(bubble, f"{where}.contents[{j}]", in_carousel=True)
 
 
-def _bubble(bubble: dict[str, Any], path: str) -> Iterator[Field]:
+def _bubble(bubble: dict[str, Any], path: str, in_carousel: bool) -> Iterator[Field]:
+    hero = bubble.get("hero")
+    if hero is not None and hero.get("type") == "video":  # .limits.VIDEO's requirements
+        if bubble.get("size", "mega") not in VIDEO_BUBBLE_SIZES:
+            yield _broken(f"{path}.size", VIDEO_SIZE)
+        if in_carousel:
+            yield _broken(f"{path}.hero", VIDEO_IN_CAROUSEL)
     for block in ("header", "hero", "body", "footer"):
         if bubble.get(block) is not None:
-            yield from _component(bubble[block], f"{path}.{block}")
+            yield from _component(bubble[block], f"{path}.{block}", block)
         style = (bubble.get("styles") or {}).get(block)
         if style is not None:
             yield from _forms(style, f"{path}.styles.{block}", "block style")
@@ -360,14 +378,19 @@ def _forms(obj: dict[str, Any], path: str, kind: str) -> Iterator[Field]:
             yield Field(f"{path}.{key}", value, None, (form,))
 
 
-def _component(comp: dict[str, Any], path: str) -> Iterator[Field]:
+def _component(comp: dict[str, Any], path: str, place: str) -> Iterator[Field]:
+    """A flex component in ``place`` (a block, ``{layout} box``, ``video altContent``): the
+    types each place holds are :data:`.limits.FLEX_PLACES`."""
     kind = comp["type"]
+    if (misplaced := flex_misplaced(kind, place)) is not None:
+        yield _broken(f"{path}.type", misplaced)
     if comp.get("action") is not None:
         place = "flex button" if kind == "button" else "flex, other"
         yield from _action(comp["action"], f"{path}.action", place)
     if kind == "box":
+        inside = f"{comp.get('layout')} box"
         for j, child in enumerate(comp["contents"]):
-            yield from _component(child, f"{path}.contents[{j}]")
+            yield from _component(child, f"{path}.contents[{j}]", inside)
         if comp.get("background") is not None:
             yield from _forms(comp["background"], f"{path}.background", "background")
     elif kind in ("image", "icon"):
@@ -375,7 +398,7 @@ def _component(comp: dict[str, Any], path: str) -> Iterator[Field]:
     elif kind == "video":
         yield from _field(comp, "url", path, "flex video.url|previewUrl")
         yield from _field(comp, "previewUrl", path, "flex video.url|previewUrl")
-        yield from _component(comp["altContent"], f"{path}.altContent")
+        yield from _component(comp["altContent"], f"{path}.altContent", "video altContent")
     elif kind == "text":
         yield from _flex_text(comp, path)
     yield from _forms(comp, path, kind)

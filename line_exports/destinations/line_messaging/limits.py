@@ -662,3 +662,69 @@ REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
 }
 MISSING = "Must not be null"
 """The problem of a required field that is absent or null, as LINE words it."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where LINE lets an object go: ``places`` it may be set in, the problem elsewhere."""
+
+    places: tuple[str, ...]
+    message: str
+    doc: str
+
+
+_QUICK = "This action can be configured only with quick reply buttons"
+# Action object -> the objects it may be set on (:mod:`.fields` names an action's place as the
+# label table does: "quick reply", "buttons, confirm, carousel", "flex button" ...). Camera,
+# camera roll, location: "This action can be configured only with quick reply buttons."; rich
+# menu switch: "This action can be configured only with rich menus. It can't be used for Flex
+# Messages or quick replies." (a message never holds a rich menu, so never in a message).
+ACTION_PLACES: dict[str, Placement] = {
+    "camera": Placement(("quick reply",), _QUICK, REF + "#camera-action"),
+    "cameraRoll": Placement(("quick reply",), _QUICK, REF + "#camera-roll-action"),
+    "location": Placement(("quick reply",), _QUICK, REF + "#location-action"),
+    "richmenuswitch": Placement(
+        ("rich menu",),
+        "This action can be configured only with rich menus",
+        REF + "#richmenu-switch-action",
+    ),
+}
+# Message property -> the send endpoints it may be used with ("Send messages", Send quote
+# messages: "You can only use quote tokens to send messages with the following endpoints: Send
+# reply message, Send push message"; text, textV2 and sticker are the models that have it).
+TARGET_ONLY: dict[str, Placement] = {
+    "quoteToken": Placement(
+        ("push", "reply"),
+        "Quote tokens can only be used in reply or push messages",
+        "https://developers.line.biz/en/docs/messaging-api/sending-messages/#send-quote-messages",
+    ),
+}
+# Flex component types each place holds. Box ``contents``: "When the layout property is
+# horizontal or vertical: box, button, image, text, separator, and filler; When the layout
+# property is baseline: icon, text, and filler" (#box); bubble ``hero``: "Specify a box, an
+# image or a video" (#bubble); video ``altContent``: "Specify a box or an image" (#f-video).
+# A span is only a text's ``contents`` item (the models type those as spans).
+FLEX_PLACES: dict[str, tuple[str, ...]] = {
+    "hero": ("box", "image", "video"),
+    "horizontal box": ("box", "button", "image", "text", "separator", "filler"),
+    "vertical box": ("box", "button", "image", "text", "separator", "filler"),
+    "baseline box": ("icon", "text", "filler"),
+    "video altContent": ("box", "image"),
+}
+FLEX_PLACES_DOC = REF + "#box"
+# "Create a Flex Message including a video", Requirements: the hero block is the video,
+# "Specify the size of the bubble to kilo, mega or giga", "The bubble isn't the child element
+# of a carousel" (a bubble without ``size`` is mega, #bubble).
+VIDEO = "https://developers.line.biz/en/docs/messaging-api/create-flex-message-including-video/"
+VIDEO_BUBBLE_SIZES = ("kilo", "mega", "giga")
+VIDEO_SIZE = "A bubble with a video hero must be of size kilo, mega or giga"
+VIDEO_IN_CAROUSEL = "A bubble with a video hero can't be a child of a carousel"
+
+
+def flex_misplaced(kind: str, place: str) -> str | None:
+    """The problem of a flex component of type ``kind`` in ``place`` (a :data:`FLEX_PLACES`
+    key), or None where LINE allows it there."""
+    allowed = FLEX_PLACES.get(place)
+    if allowed is None or kind in allowed:
+        return None
+    return f"A {place} can hold only {', '.join(allowed)}, not {kind}"
