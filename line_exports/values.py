@@ -370,7 +370,7 @@ class LocalTimes:
     RFC 3339 parser reads.
     """
 
-    __slots__ = ("offset", "repeated", "utc", "wall", "zone_wall")
+    __slots__ = ("nanos", "offset", "repeated", "utc", "wall", "zone_wall")
 
     def __init__(
         self,
@@ -379,9 +379,13 @@ class LocalTimes:
         utc: pd.Series,
         zone_wall: pd.Series,
         repeated: np.ndarray | None = None,
+        nanos: np.ndarray | None = None,
     ) -> None:
         self.wall, self.offset, self.utc, self.zone_wall = wall, offset, utc, zone_wall
         self.repeated = repeated  # naive times the zone shows twice (localized), or None
+        # Nanoseconds past the microsecond of ``wall`` (0-999), for a nanosecond column converted
+        # at microseconds near the ends of its range (:func:`_at_microseconds`); else None.
+        self.nanos = nanos
 
     def without(self, mask: np.ndarray) -> LocalTimes:
         """These times with the cells of ``mask`` NaT (refused: nothing is written for them)."""
@@ -393,12 +397,44 @@ class LocalTimes:
             self.utc.where(keep),
             self.zone_wall.where(keep),
             repeated,
+            None if self.nanos is None else np.where(mask, 0, self.nanos),
         )
+
+
+NS_EDGE = 2 * 86_400 * 10**9
+"""Nanoseconds from either end of a ``datetime64[ns]`` range (1677-09-21 00:12:43.145224193,
+2262-04-11 23:47:16.854775807: pandas' "Timestamp limitations") within which a column is
+converted to a zone at microseconds: an offset of under a day moves such an instant out of the
+range, and pandas' conversion failed the whole run (``pd.Timestamp.max``, a common open end)."""
+
+
+def _at_microseconds(series: pd.Series) -> tuple[pd.Series, np.ndarray | None]:
+    """A ``datetime64[ns]`` column holding a value within :data:`NS_EDGE` of the range's ends as
+    microseconds (floored, the same instants to the microsecond) and the nanoseconds past each
+    (0-999); any other column as it is, and None."""
+    if series.dt.unit != "ns":
+        return series, None
+    raw = series.array.asi8  # UTC nanoseconds for instants; NaT is int64's minimum
+    valid = series.notna().to_numpy(dtype=bool)
+    limit = np.iinfo(np.int64).max
+    if not (valid & (np.abs(np.where(valid, raw, 0)) > limit - NS_EDGE)).any():
+        return series, None
+    # Floor division and its remainder (0-999 before 1970 too); raw - nanos could overflow.
+    nanos = np.where(valid, raw % 1000, 0)
+    micros = np.where(valid, raw // 1000, 0).astype("datetime64[us]")
+    micros[~valid] = np.datetime64("NaT")
+    plain = pd.Series(micros, index=series.index)
+    if series.dt.tz is not None:
+        plain = plain.dt.tz_localize("UTC").dt.tz_convert(series.dt.tz)
+    return plain, nanos
 
 
 def local_times(series: pd.Series, timezone: str) -> LocalTimes:
     """A timestamp column as :class:`LocalTimes` in ``timezone`` (naive ones are wall time there,
-    :func:`localized`): the one conversion to the zone its text, year and seconds are made of."""
+    :func:`localized`): the one conversion to the zone its text, year and seconds are made of.
+    A nanosecond column near its range's ends is converted at microseconds, its nanoseconds kept
+    aside for the text (:func:`_at_microseconds`)."""
+    series, nanos = _at_microseconds(series)
     local, zone_wall, repeated = _localized(series, timezone)
     if zone_wall is None:
         zone_wall = local.dt.tz_localize(None)  # the conversion to the zone's wall time
@@ -407,8 +443,8 @@ def local_times(series: pd.Series, timezone: str) -> LocalTimes:
     odd = offset % 60 != 0  # a local mean time: written in UTC (see LocalTimes)
     if odd.any():
         wall = zone_wall.where(~odd, utc)
-        return LocalTimes(wall, np.where(odd, 0, offset), utc, zone_wall, repeated)
-    return LocalTimes(zone_wall, offset, utc, zone_wall, repeated)
+        return LocalTimes(wall, np.where(odd, 0, offset), utc, zone_wall, repeated, nanos)
+    return LocalTimes(zone_wall, offset, utc, zone_wall, repeated, nanos)
 
 
 def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
@@ -426,6 +462,8 @@ def iso_text(times: LocalTimes) -> pd.Series:
     text = wall.dt.strftime("%Y-%m-%dT%H:%M:%S")
     micro = wall.dt.microsecond.fillna(0).astype("int64")
     nano = wall.dt.nanosecond.fillna(0).astype("int64")
+    if times.nanos is not None:
+        nano = pd.Series(times.nanos, index=index)
     if bool((micro != 0).any() or (nano != 0).any()):
         fraction = np.where(
             nano != 0,
@@ -455,6 +493,8 @@ def iso_dates(times: LocalTimes) -> pd.Series:
     zone's wall time where it is midnight, else :func:`iso_text`."""
     local = times.zone_wall
     midnight = (local.dt.normalize() == local).fillna(False)
+    if times.nanos is not None:
+        midnight &= times.nanos == 0
     dates = local.dt.strftime("%Y-%m-%d")
     return dates.where(midnight, iso_text(times)).where(local.notna()).astype("string")
 
