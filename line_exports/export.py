@@ -294,7 +294,7 @@ def export_metadata(
     if report is not None:
         meta.update(
             {
-                "rows_sent": report.sent_rows,
+                "rows_sent": outcome.sent,  # this run's requests, resumed rows apart
                 "rows_resumed": report.resumed_rows,
                 "requests": report.requests,
                 "api_job_ids": dg.MetadataValue.json(report.job_ids),

@@ -168,7 +168,8 @@ def count_failed_request(
 
 @dataclass(frozen=True)
 class Outcome:
-    """The five counts of a run (and the rows sent, for the pace of things)."""
+    """The five counts of a run (and the rows this run sent, for the pace of things: rows of
+    a batch resumed from an earlier run's ledger records are not)."""
 
     read: int
     rejected: int
@@ -211,7 +212,9 @@ class Outcome:
             unsent=max(valid - report.sent_rows - report.unchanged_rows, 0),
             unknown=report.unknown_rows,
             accepted=report.accepted_rows,
-            sent=report.sent_rows,
+            # this run's requests only: rows of a batch an earlier run delivered (resumed from
+            # the ledger) count accepted, not sent again (README, "rows_sent")
+            sent=max(report.sent_rows - report.resumed_rows, 0),
             valid=valid,
         )
 

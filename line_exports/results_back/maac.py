@@ -42,7 +42,8 @@ def observe(resource: MaacResource, sent: SentExport) -> Observed:
                 "segment_member_count": dg.MetadataValue.int(members),
             }
         )
-        uids = int(sent.get("rows_sent") or 0)
+        # UIDs the segment was written with, by this run or an earlier one it resumed
+        uids = int(sent.get("rows_sent") or 0) + int(sent.get("rows_resumed") or 0)
         if uids:
             observed.match_rate = members / uids
             observed.match_basis = f"{members:,} segment members of {uids:,} LINE UIDs sent"
