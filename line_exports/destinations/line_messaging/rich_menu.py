@@ -42,7 +42,7 @@ from line_exports.destinations.line_messaging.settings import (
     recipient_column,
 )
 from line_exports.http import ApiError, poll
-from line_exports.outcomes import count_failed_request
+from line_exports.outcomes import count_failed_request, first_answers
 from line_exports.rules import ROW_NUMBER, Column, reject
 
 RICH_MENU_ID_PATTERN = r"richmenu-[0-9a-f]{32}"
@@ -142,7 +142,12 @@ def deliver_rich_menu(
         }
     )
     if report.refused and report.accepted_rows == 0:
-        raise DeliveryFailed("LINE refused every rich menu request", report)
+        # LINE's answer in the headline, as every destination's all-refused failure quotes it
+        raise DeliveryFailed(
+            f"LINE refused every rich menu request ({report.refused_rows:,} users; first "
+            f"answers: {first_answers(report.refused)})",
+            report,
+        )
     return report
 
 
