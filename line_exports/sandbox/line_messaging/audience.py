@@ -25,6 +25,9 @@ from line_exports.sandbox.line_messaging.store import (
     Job,
 )
 
+JOB_FAILED_TYPES = frozenset({"INTERNAL_ERROR", "AUDIENCE_GROUP_AUDIENCE_INSUFFICIENT"})
+"""``AudienceGroupJobFailedType`` (``manage-audience.yml``)."""
+
 
 def routes(api: Api) -> list[BaseRoute]:
     sandbox, store = api.sandbox, api.store
@@ -59,12 +62,13 @@ def routes(api: Api) -> list[BaseRoute]:
         if audience.is_ifa:  # one device whatever the case of its hex digits (one definition)
             ids = [normalize_ifa(value) for value in ids]
         now = time.monotonic()
-        running = sum(1 for j in audience.jobs if j.status(now) != "FINISHED")
+        running = sum(1 for j in audience.jobs if j.status(now) not in ("FINISHED", "FAILED"))
         if running >= AUDIENCE_CONCURRENT_JOBS:
             return _error(429, "The number of concurrent operations has exceeded the limit.")
         finish = now + sandbox.job_seconds * (1 + len(ids) / 1_000_000)
+        failed_type = store.failing_upload_jobs.pop(0) if store.failing_upload_jobs else None
         audience.jobs.append(
-            Job(store.new_id(), audience.id, description, now, finish, len(ids), ids)
+            Job(store.new_id(), audience.id, description, now, finish, len(ids), ids, failed_type)
         )
         return None
 
@@ -217,6 +221,7 @@ def routes(api: Api) -> list[BaseRoute]:
                     "description": j.description,
                     "type": "DIFF_ADD",
                     "jobStatus": j.status(now),
+                    **({"failedType": j.failed_type} if j.status(now) == "FAILED" else {}),
                     "audienceCount": j.count,
                     "created": int(time.time()),
                 }
@@ -250,7 +255,20 @@ def routes(api: Api) -> list[BaseRoute]:
             }
         )
 
+    async def fail_upload_jobs(request: Request) -> Response:
+        """Admin: ``{"failedType": AudienceGroupJobFailedType, "jobs": n}``: the next ``n``
+        upload jobs end FAILED with that type (``manage-audience.yml``: INTERNAL_ERROR,
+        AUDIENCE_GROUP_AUDIENCE_INSUFFICIENT), their IDs never added."""
+        body = await request.json()
+        failed_type, jobs = body.get("failedType"), body.get("jobs", 1)
+        if failed_type not in JOB_FAILED_TYPES or not isinstance(jobs, int) or jobs < 0:
+            return _error(400, f"failedType must be one of {sorted(JOB_FAILED_TYPES)}")
+        with sandbox.lock:
+            store.failing_upload_jobs = [failed_type] * jobs
+        return JSONResponse({"failing_upload_jobs": jobs})
+
     return [
+        Route("/_sandbox/line_messaging/audience_job_failures", fail_upload_jobs, methods=["PUT"]),
         Route("/v2/bot/audienceGroup/upload", upload_json, methods=["POST", "PUT"]),
         Route("/v2/bot/audienceGroup/upload/byFile", upload_file, methods=["POST", "PUT"]),
         Route("/v2/bot/audienceGroup/list", list_audiences, methods=["GET"]),

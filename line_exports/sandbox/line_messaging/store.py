@@ -44,10 +44,13 @@ class Job:
     finish_at: float
     count: int
     ids: list[str] | None
+    failed_type: str | None = None
+    """``AudienceGroupJobFailedType`` of a job that ends FAILED (``manage-audience.yml``:
+    jobStatus QUEUED / WORKING / FINISHED / FAILED); its IDs never join the audience."""
 
     def status(self, now: float) -> str:
         if now >= self.finish_at:
-            return "FINISHED"
+            return "FAILED" if self.failed_type else "FINISHED"
         return "QUEUED" if now < self.created + (self.finish_at - self.created) / 3 else "WORKING"
 
 
@@ -65,18 +68,26 @@ class Audience:
         """Apply finished jobs (LINE adds IDs asynchronously)."""
         for job in self.jobs:
             if job.ids is not None and now >= job.finish_at:
-                self.ids.update(job.ids)
+                if not job.failed_type:
+                    self.ids.update(job.ids)
                 job.ids = None
 
     def view(self, now: float) -> dict[str, Any]:
         self.settle(now)
-        ready = any(j.ids is None and j.count > 0 for j in self.jobs)
+        ready = any(j.ids is None and j.count > 0 and not j.failed_type for j in self.jobs)
+        # every job ended FAILED: so has the audience (AudienceGroupStatus FAILED, failedType)
+        failed = [j for j in self.jobs if j.ids is None and j.failed_type]
+        if failed and len(failed) == len(self.jobs):
+            return {**self._view(now, "FAILED"), "failedType": failed[-1].failed_type}
+        return self._view(now, "READY" if ready else "IN_PROGRESS")
+
+    def _view(self, now: float, status: str) -> dict[str, Any]:
         return {
             "audienceGroupId": self.id,
             "createRoute": "MESSAGING_API",
             "type": "UPLOAD",
             "description": self.description,
-            "status": "READY" if ready else "IN_PROGRESS",
+            "status": status,
             "audienceCount": len(self.ids),
             "created": self.created,
             **({"permission": self.permission} if self.permission is not None else {}),
@@ -104,6 +115,9 @@ class LineStore:
     multicast_error_names_index: bool = True  # LINE names the bad ``to[i]`` in its message
     audiences: dict[int, Audience] = field(default_factory=dict)
     audience_permission: str | None = "READ_WRITE"  # what new audiences answer (None: omitted)
+    failing_upload_jobs: list[str] = field(default_factory=list)
+    """``AudienceGroupJobFailedType`` of the next upload jobs, one each: they end FAILED
+    (``PUT /_sandbox/line_messaging/audience_job_failures``)."""
     quota_limit: int | None = None  # the month's target limit (None: type "none", no limit)
     quota_used: int = 0  # messages sent this month (one per recipient)
     pushes: int = 0
