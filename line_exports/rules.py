@@ -403,9 +403,6 @@ UNSENDABLE = {
     "BC; ISO 8601 dates have four-digit years)",
     "interval": "is an INTERVAL, which no field takes: cast it to a number or text in the query",
     "nested": "is a LIST, STRUCT, MAP or UNION, which this field cannot hold: pick or join its items in the query",
-    "ns_range": "is a TIMESTAMP_NS within two days of its type's ends (1677-09-21, 2262-04-11) "
-    "next to values with nanoseconds: no time zone arithmetic holds it: cast the column to "
-    "TIMESTAMP in the query",
 }
 """Messages of the ``type`` rule for :func:`~line_exports.values.unsendable` cells."""
 

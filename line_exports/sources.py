@@ -20,17 +20,15 @@ from typing import Any, ClassVar
 
 import dagster as dg
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
 from line_exports import paths, private_files, sample_data
 from line_exports.dbapi_values import postgres_url, register_psycopg_loaders, special_cells
 from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
-from line_exports.values import Unsendable, arrow_to_pandas
+from line_exports.values import arrow_to_pandas
 
 _SAMPLES_LOCK = threading.Lock()
 SAMPLES_LOCK_WAIT = 60.0
@@ -220,12 +218,9 @@ class SqlSource(dg.ConfigurableResource):
                         if skip:
                             batch, skip = batch.slice(skip), 0
                         yielded += batch.num_rows
-                        batch, edges = _ns_near_edges(batch)
-                        frame = arrow_to_pandas(batch)
-                        for name, near in edges.items():
-                            frame[name] = frame[name].astype(object)
-                            frame.loc[near, name] = Unsendable("ns_range", "TIMESTAMP_NS")
-                        yield frame
+                        # A TIMESTAMP_NS near its type's ends is converted to the export's
+                        # zone at microseconds, its nanoseconds kept (values.local_times).
+                        yield arrow_to_pandas(batch)
                     return
                 except (duckdb.OutOfMemoryException, OSError) as exc:
                     # Mid-stream, DuckDB's error reaches us through Arrow's reader as OSError.
@@ -293,51 +288,6 @@ def _arrow_ready(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
             continue
         columns.append(f"{text} AS {quoted}")
     return relation.project(", ".join(columns))
-
-
-NS_EDGE = 2 * 86_400 * 10**9
-"""Nanoseconds from either end of a TIMESTAMP_NS's range within which a value is read at
-microseconds: two days, more than any UTC offset (tzdata's widest is under 16 hours)."""
-_NS_LIMIT = 2**63 - 1  # DuckDB's 'infinity' TIMESTAMP_NS; -_NS_LIMIT is '-infinity'
-
-
-def _ns_near_edges(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, dict[str, np.ndarray]]:
-    """``batch`` with each nanosecond timestamp column that holds a value within
-    :data:`NS_EDGE` of the type's ends (1677-09-21, 2262-04-11; DuckDB's "Timestamp Types")
-    read at microseconds, and the rows to refuse by column (usually none).
-
-    Such a value is a valid DuckDB TIMESTAMP_NS, but its instant in a zone east or west of
-    UTC leaves the nanosecond range, so pandas' time zone arithmetic failed the whole run
-    (OutOfBoundsDatetime). At microseconds (range years 0001-9999 here) it keeps its instant and
-    offset. The column is read so only when no value of the batch has sub-microsecond digits
-    (every digit DuckDB gives is kept); otherwise the values near the ends are ``ns_range``
-    ``type`` rejects and the column keeps its nanoseconds. ``'infinity'`` stays DuckDB's marker
-    (a ``type`` reject as before).
-    """
-    refused: dict[str, np.ndarray] = {}
-    columns = list(batch.columns)
-    changed = False
-    for i, kind in enumerate(batch.schema.types):
-        if not (pa.types.is_timestamp(kind) and kind.unit == "ns"):
-            continue
-        column = columns[i]
-        valid = column.is_valid().to_numpy(zero_copy_only=False)
-        raw = column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
-        infinite = np.abs(raw) >= _NS_LIMIT
-        near = valid & ~infinite & (np.abs(raw) > _NS_LIMIT - NS_EDGE)
-        if not near.any():
-            continue
-        changed = True
-        if not (raw[valid & ~infinite] % 1000).any():
-            micros = np.where(infinite, raw, raw // 1000)
-            columns[i] = pa.array(micros, pa.int64(), mask=~valid).cast(pa.timestamp("us", kind.tz))
-        else:
-            keep = pa.array(~near)
-            columns[i] = pc.if_else(keep, column, pa.nulls(len(column), kind))
-            refused[batch.schema.names[i]] = near
-    if not changed:
-        return batch, refused
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names), refused
 
 
 def rows_frame(names: list[str], rows: Sequence[Sequence[Any]]) -> pd.DataFrame:

@@ -180,11 +180,15 @@ def plain_times(series: pd.Series) -> pd.Series:
     :class:`Unsendable` cells were taken out: :func:`arrow_to_pandas` and a driver's loaders
     leave such a column as objects) as a ``datetime64`` column again, naive or of instants
     (offsets kept, Arrow's conversion), so it is checked and written as a typed column is;
-    any other column unchanged."""
+    any other column unchanged. Nanoseconds are kept: a column holding a ``pd.Timestamp`` with
+    them is read at nanoseconds (Arrow infers microseconds from Python values)."""
     if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) != "datetime":
         return series
+    cells = series.astype(object).where(series.notna(), None).tolist()
     try:
-        values = pa.array(series.astype(object).where(series.notna(), None).tolist())
+        values = pa.array(cells)
+        if any(isinstance(v, pd.Timestamp) and v.nanosecond for v in cells):
+            values = pa.array(cells, type=pa.timestamp("ns", values.type.tz))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # naive and aware mixed
         return series
     plain = arrow_to_pandas(pa.table({"v": values}))["v"]

@@ -287,10 +287,20 @@ EDGES = {
             "NULL",
             "'2000-01-01 00:00:00.123456789'::TIMESTAMP_NS",
         ],
-        # Row 3 should keep its nanoseconds (...123456789-12:00), but values.plain_times (main
-        # 0ad0ab2) reads an object column of Timestamps at microseconds: only its start is
-        # checked until that is fixed (NOTE-types.md).
-        ["reject: TIMESTAMP_NS", None, "start: 2000-01-01T00:00:00.123456"],
+        ["2262-04-11T23:47:16.854775806-12:00", None, "2000-01-01T00:00:00.123456789-12:00"],
+    ),
+    "TIMESTAMP_NS max and 'infinity'": (
+        "Etc/GMT-14",
+        [
+            "'2262-04-11 23:47:16.854775806'::TIMESTAMP_NS",
+            "'infinity'::TIMESTAMP_NS",
+            "'2000-01-01 00:00:00.123456789'::TIMESTAMP_NS",
+        ],
+        [
+            "2262-04-11T23:47:16.854775806+14:00",
+            "reject: infinite",
+            "2000-01-01T00:00:00.123456789+14:00",
+        ],
     ),
     "TIMESTAMP_S and _MS ends": (
         "Etc/GMT-14",
@@ -319,8 +329,8 @@ def test_duckdb_timestamps_at_their_types_ends_keep_instant_and_digits(
 ) -> None:
     """A TIMESTAMP_NS near its type's end (2262-04-11 23:47:16.854775) in a zone west of UTC
     crashed the run (OutOfBoundsDatetime: its instant leaves the nanosecond range); it is sent
-    with its instant, offset and every digit, as the other ends and units are. Only a value
-    near an end next to values with nanoseconds cannot be: a ``type`` reject of its row."""
+    with its instant, offset and every digit, as the other ends and units are, also next to
+    values with nanoseconds or an 'infinity' (a ``type`` reject of its own row)."""
     zone, values, expected = EDGES[case]
     db = tmp_path / "w.duckdb"
     _table(db, *values)
