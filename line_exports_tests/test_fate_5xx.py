@@ -149,6 +149,8 @@ def test_a_final_5xx_counts_its_rows_of_unknown_delivery_in_every_destination(
     assert meta["rows_accepted"] == 0 and meta["rows_refused_by_api"] == 0, meta
     assert meta["rows_delivery_unknown"] >= 1, meta
     assert meta["rows_delivery_unknown"] + meta["rows_unsent"] == 3, meta
+    # Every attempt is a request made, also in a stopped run (one retry: at least two).
+    assert meta["requests"] >= 2, meta
     reasons = meta["delivery_unknown_reasons"]
     assert all(f"answered {status}" in r and "may have acted" in r for r in reasons), reasons
     said = "\n".join(attention_lines(outcomes(result)))

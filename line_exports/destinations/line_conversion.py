@@ -454,7 +454,11 @@ class LineConversionDestination(Destination):
                     batch = batch[~outside].reset_index(drop=True)
             if not len(batch):
                 continue
-            self._send(client, settings, batch, run, report, tally)
+            try:
+                self._send(client, settings, batch, run, report, tally)
+            except DeliveryFailed:  # a stopped run made requests too (every attempt)
+                report.requests = client.http.stats.requests - before_requests
+                raise
             run.progress(report.sent_rows)
         report.requests = client.http.stats.requests - before_requests
         report.metadata.update(

@@ -881,6 +881,9 @@ class LinkedInDestination(Destination):
             report = self._deliver(client, resource, settings, rows, run)
         except (LinkedInAuthError, LinkedInVersionError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+        except DeliveryFailed as exc:  # a stopped run made requests too (every attempt)
+            exc.report.requests = client.http.stats.requests - before
+            raise
         report.requests = client.http.stats.requests - before
         report.metadata["rate_limited_answers"] = client.http.stats.rate_limited
         report.metadata["retries"] = client.http.stats.retries

@@ -598,10 +598,14 @@ class MaacDestination(Destination):
     ) -> DeliveryReport:
         client = resource.get_client(settings.retry_settings())
         before = client.http.stats.requests
-        if settings.data_object == "members":
-            report = self._members(client, settings, rows, run)
-        else:
-            report = self._segment(client, settings, rows, run)
+        try:
+            if settings.data_object == "members":
+                report = self._members(client, settings, rows, run)
+            else:
+                report = self._segment(client, settings, rows, run)
+        except DeliveryFailed as exc:  # a stopped run made requests too (every attempt)
+            exc.report.requests = client.http.stats.requests - before
+            raise
         report.requests = client.http.stats.requests - before
         report.metadata["rate_limited_answers"] = client.http.stats.rate_limited
         report.metadata["retries"] = client.http.stats.retries
