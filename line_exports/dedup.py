@@ -40,9 +40,15 @@ grouping under this limit spills instead (10M IDs: under 300 MB, as fast)."""
 
 
 def duplicate_rows(
-    path: Path, columns: Sequence[str], without: Sequence[str] = ()
+    path: Path,
+    columns: Sequence[str],
+    without: Sequence[str] = (),
+    skip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(row numbers, first row each repeats, values per column) of the repeated rows, in order.
+
+    ``skip``: row numbers already dropped (by an earlier rule): neither a duplicate nor the
+    first of one, so a row is only ever said to repeat a row that is sent.
 
     Two steps, each bounded by :data:`DEDUP_MEMORY_LIMIT`: the keys that occur more than once
     with their first row (a grouping, spilled to disk when large), then the spool's rows of
@@ -53,6 +59,8 @@ def duplicate_rows(
     same = " and ".join(f"t.{_quote(c)} is not distinct from d.{_quote(c)}" for c in columns)
     any_present = " or ".join(f"t.{_quote(c)} is not null" for c in columns)
     only = "".join(f" and t.{_quote(c)} is null" for c in without)
+    if skip is not None and len(skip):
+        only += f" and t.{row} not in (select n from skipped)"
     spill = path.with_name(path.stem + ".dedup.tmp")
     config = {
         "memory_limit": DEDUP_MEMORY_LIMIT,
@@ -61,6 +69,8 @@ def duplicate_rows(
     }
     try:
         with closing(duckdb.connect(config=config)) as con:
+            if skip is not None and len(skip):
+                con.register("skipped", pa.table({"n": pa.array(skip, pa.int64())}))
             con.execute(
                 f"create temp table d as select {keys}, min({row}) as _first "
                 f"from read_parquet(?) t where true{only} group by {keys} having count(*) > 1",
@@ -91,14 +101,16 @@ def drop_duplicates(
     present = set(pq.read_schema(rows.path).names)
     sensitive = {c.name for c in ruleset.columns if c.sensitive}
     parts: list[pd.DataFrame] = []
+    dropped_so_far = np.array([], dtype="int64")
     for rule in rules:
         columns = [c for c in rule.columns if c in present]
         if not columns:
             continue
         without = [c for c in rule.only_without if c in present]
-        numbers, firsts, values = duplicate_rows(rows.path, columns, without)
+        numbers, firsts, values = duplicate_rows(rows.path, columns, without, dropped_so_far)
         if not len(numbers):
             continue
+        dropped_so_far = np.union1d(dropped_so_far, numbers.astype("int64"))
         shown = [
             "; ".join(
                 mask_value(str(v)) if c in sensitive else str(v)[:200]

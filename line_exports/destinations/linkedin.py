@@ -146,6 +146,14 @@ USER_UNIQUE = (
             "country",
         )
     ),
+    # One userId once per request (and export), whatever else its rows carry: a later row
+    # repeating an earlier (sent) row's email, GOOGLE_AID or APPLE_IDFA is a duplicate naming
+    # it. LinkedIn's DMP Segment Users reference identifies a user by its userIds and documents
+    # no meaning for one ID in two elements of a BATCH_CREATE, so none is sent (issue 13:
+    # "never sent twice in one request"; VERIFY-13e F11).
+    Unique(("email",)),
+    Unique(("google_aid",)),
+    Unique(("apple_idfa",)),
 )
 COMPANY_COLUMNS = (
     Column("company_name", max_length=255),
