@@ -19,7 +19,17 @@ from line_exports_tests.cli_helpers import CLI
 
 EVENTS = 6000
 BATCH = 1000
-COLUMNS = ("read", "valid", "rejected", "sent", "refused", "unsent", "unknown", "accepted")
+COLUMNS = (
+    "read",
+    "valid",
+    "rejected",
+    "sent",
+    "refused",
+    "unsent",
+    "unknown",
+    "accepted",
+    "requests",
+)
 
 
 def _workflow(folder: Path, url: str) -> None:
@@ -87,4 +97,5 @@ def test_interrupted_cli_run_reports_what_it_sent(
     assert counts["unknown"] == 0 and counts["refused"] == 0, out
     assert counts["accepted"] == held >= 3 * BATCH, (counts, held, out)
     assert counts["sent"] == held and counts["unsent"] == EVENTS - held > 0, out
+    assert counts["requests"] == fault.hits, (counts, fault.hits, out)  # each one made, counted
     assert f"stopped by {signo.name} after the request in flight" in out + err, out + err

@@ -39,6 +39,7 @@ from line_exports.destination import (
 from line_exports.http import ApiError, HttpClient, RetrySettings
 from line_exports.id_text import IdText
 from line_exports.identities import CAPI_USER_IDENTIFIERS, EMAIL_NORMALIZE
+from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import LedgerRequest
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, AnyOf, Column, RuleSet, Unique, reject
@@ -456,10 +457,10 @@ class LineConversionDestination(Destination):
                 continue
             try:
                 self._send(client, settings, batch, run, report, tally)
-            except DeliveryFailed:  # a stopped run made requests too (every attempt)
+                run.progress(report.sent_rows)
+            except (DeliveryFailed, DeliveryInterrupted):  # a stopped run made requests too
                 report.requests = client.http.stats.requests - before_requests
                 raise
-            run.progress(report.sent_rows)
         report.requests = client.http.stats.requests - before_requests
         report.metadata.update(
             {

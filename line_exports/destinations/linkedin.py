@@ -41,6 +41,7 @@ from line_exports.destination import (
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, may_have_acted
 from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import LedgerRequest
 from line_exports.linkedin_oauth import (
     API_URL,
@@ -889,8 +890,10 @@ class LinkedInDestination(Destination):
             report = self._deliver(client, resource, settings, rows, run)
         except (LinkedInAuthError, LinkedInVersionError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        except DeliveryFailed as exc:  # a stopped run made requests too (every attempt)
-            exc.report.requests = client.http.stats.requests - before
+        except (DeliveryFailed, DeliveryInterrupted) as exc:  # a stopped run made requests too
+            stopped = exc.report if isinstance(exc, DeliveryFailed) else run.report
+            if stopped is not None:
+                stopped.requests = client.http.stats.requests - before
             raise
         report.requests = client.http.stats.requests - before
         report.metadata["rate_limited_answers"] = client.http.stats.rate_limited

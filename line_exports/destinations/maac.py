@@ -38,6 +38,7 @@ from line_exports.destinations import maac_tags
 from line_exports.destinations.maac_mismatch import mismatch_uids
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, poll
 from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import LedgerRequest
 from line_exports.maac_spec import (
     BIRTHDAY_MESSAGE,
@@ -603,8 +604,10 @@ class MaacDestination(Destination):
                 report = self._members(client, settings, rows, run)
             else:
                 report = self._segment(client, settings, rows, run)
-        except DeliveryFailed as exc:  # a stopped run made requests too (every attempt)
-            exc.report.requests = client.http.stats.requests - before
+        except (DeliveryFailed, DeliveryInterrupted) as exc:  # a stopped run made requests too
+            stopped = exc.report if isinstance(exc, DeliveryFailed) else run.report
+            if stopped is not None:
+                stopped.requests = client.http.stats.requests - before
             raise
         report.requests = client.http.stats.requests - before
         report.metadata["rate_limited_answers"] = client.http.stats.rate_limited
