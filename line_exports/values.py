@@ -181,15 +181,21 @@ def plain_times(series: pd.Series) -> pd.Series:
     leave such a column as objects) as a ``datetime64`` column again, naive or of instants
     (offsets kept, Arrow's conversion), so it is checked and written as a typed column is;
     any other column unchanged. Nanoseconds are kept: a column holding a ``pd.Timestamp`` with
-    them is read at nanoseconds (Arrow infers microseconds from Python values)."""
+    them is read at nanoseconds by pandas (Arrow infers microseconds from Python values, and
+    would take ``pd.Timestamp.max`` at nanoseconds for DuckDB's 'infinity'). A column mixing
+    naive and aware values is left as objects, each cell read on its own (Arrow would read them
+    all as the first one is)."""
     if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) != "datetime":
         return series
     cells = series.astype(object).where(series.notna(), None).tolist()
+    aware = {v.tzinfo is not None for v in cells if v is not None}
+    if len(aware) != 1:
+        return series
+    if any(isinstance(v, pd.Timestamp) and v.nanosecond for v in cells):
+        return pd.to_datetime(pd.Series(cells, index=series.index, dtype=object), utc=aware.pop())
     try:
         values = pa.array(cells)
-        if any(isinstance(v, pd.Timestamp) and v.nanosecond for v in cells):
-            values = pa.array(cells, type=pa.timestamp("ns", values.type.tz))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # naive and aware mixed
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return series
     plain = arrow_to_pandas(pa.table({"v": values}))["v"]
     plain.index = series.index

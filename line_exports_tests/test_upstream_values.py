@@ -121,3 +121,27 @@ def test_nanosecond_timestamps_at_their_ends_are_sent_with_every_digit(
     sent, rejects, meta = _run(sandbox_server, tag, titles, timezone)
     assert rejects == {} and meta["rows_accepted"] == 3
     assert sent["k0"] is None and sent["k1"] == written
+
+
+@pytest.mark.parametrize(
+    ("tag", "timezone", "titles", "written"),
+    [
+        # pd.Timestamp.max in an object column: pandas' end, not DuckDB's 'infinity' marker
+        # (it was sent as the text "<infinite_time timestamp[ns] >", VERIFY-13g N1)
+        ("objmax", LA, [None, pd.Timestamp.max, pd.Timestamp("2026-06-01 10:00")],
+         "2262-04-11T23:47:16.854775807-07:00"),
+        # naive then aware: each cell read on its own (the aware one was read as naive, 7 h off,
+        # VERIFY-13g N3)
+        ("mixed", LA, [None, dt.datetime(2026, 6, 1, 10),
+                       dt.datetime(2026, 6, 1, 10, tzinfo=dt.timezone.utc)],
+         "2026-06-01T10:00:00-07:00"),
+    ],
+)  # fmt: skip
+def test_object_timestamps_keep_their_instant(
+    sandbox_server: SandboxServer, tag: str, timezone: str, titles: list[object], written: str
+) -> None:
+    sent, rejects, meta = _run(sandbox_server, tag, pd.Series(titles, dtype=object), timezone)
+    assert rejects == {} and meta["rows_accepted"] == 3
+    assert sent["k1"] == written
+    if tag == "mixed":
+        assert sent["k2"] == "2026-06-01T03:00:00-07:00"  # 10:00 UTC, in Los Angeles
