@@ -478,6 +478,39 @@ def repeated_message(timezone: str) -> str:
     )
 
 
+def _object_times_in_zone(
+    raw: pd.Series, timezone: str, as_date: bool
+) -> tuple[list[Failure], np.ndarray | None]:
+    """:func:`_times_in_zone`'s failures for the ``datetime`` cells of an object column that
+    holds other values too (dates, text, numbers, or naive and aware datetimes together: an
+    upstream asset's Python objects), which are written cell by cell: a year-9999 cell there
+    failed the run, a year-1 one was written in year 0."""
+    cells = raw.to_numpy()
+    found = np.fromiter((isinstance(v, dt.datetime) for v in cells), bool, len(cells))
+    if not found.any():
+        return [], None
+    failures: list[Failure] = []
+    outside = np.zeros(len(cells), dtype=bool)
+    for aware in (False, True):
+        group = found & np.fromiter(
+            (isinstance(v, dt.datetime) and (v.tzinfo is not None) == aware for v in cells),
+            bool,
+            len(cells),
+        )
+        if not group.any():
+            continue
+        crossed, out, _ = _times_in_zone(plain_times(raw[group]), timezone, as_date)
+        if out is None:
+            continue
+        where = np.flatnonzero(group)
+        for rule, message, mask in crossed:
+            full = np.zeros(len(cells), dtype=bool)
+            full[where[mask]] = True
+            failures.append((rule, message, full))
+        outside[where[out]] = True
+    return (failures, outside) if outside.any() else ([], None)
+
+
 _FIRST_DAY_ENDS, _LAST_DAY = np.datetime64("0001-01-02"), np.datetime64("9999-12-31")
 
 
@@ -563,6 +596,8 @@ def _check_column(
     raw = plain_times(raw.where(~bad) if bad is not None else raw)
     as_date = col.format == "iso_date"
     crossed, outside, times = _times_in_zone(raw, timezone, as_date)
+    if outside is None and raw.dtype == object:
+        crossed, outside = _object_times_in_zone(raw, timezone, as_date)
     if outside is not None:
         failures += crossed
         bad = outside if bad is None else bad | outside

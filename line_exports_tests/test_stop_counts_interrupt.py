@@ -15,6 +15,7 @@ import pytest
 
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sandbox.line_conversion import store_of
+from line_exports.sandbox.line_messaging import store_of as line_store
 from line_exports_tests.cli_helpers import CLI
 
 EVENTS = 6000
@@ -98,4 +99,66 @@ def test_interrupted_cli_run_reports_what_it_sent(
     assert counts["accepted"] == held >= 3 * BATCH, (counts, held, out)
     assert counts["sent"] == held and counts["unsent"] == EVENTS - held > 0, out
     assert counts["requests"] == fault.hits, (counts, fault.hits, out)  # each one made, counted
+    assert f"stopped by {signo.name} after the request in flight" in out + err, out + err
+
+
+RECIPIENTS = 300
+
+
+def _push_workflow(folder: Path, url: str) -> None:
+    (folder / "queries").mkdir(parents=True)
+    (folder / "queries" / "p.sql").write_text(
+        "SELECT 'U' || lpad(printf('%x', range + 4096), 32, '0') AS id, 'n' || range AS name "
+        f"FROM range({RECIPIENTS})\n"
+    )
+    (folder / "connections.yaml").write_text(
+        f"connections:\n  line_local:\n    type: line_messaging\n    base_url: {url}\n"
+    )
+    (folder / "push_stop.dig").write_text(
+        "timezone: UTC\n+push_stop:\n  td>: queries/p.sql\n  _retry: 0\n"
+        "  result_connection: line_local\n  result_settings:\n    target: push_message\n"
+        """    template_message: '{"type": "text", "text": "hi {{name}}"}'\n"""
+        "    max_retry: 1\n    initial_retry_wait: 1\n"
+    )
+
+
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_push_stops_after_its_pushes_in_flight_and_counts_them(
+    sandbox_server: SandboxServer, tmp_path: Path, signo: signal.Signals
+) -> None:
+    """A LINE push stopped by a signal stops after the window of pushes in flight (it went on
+    sending every row of its batch), and its table counts what LINE answered (it said 0
+    accepted while the inbox held 400, VERIFY-13h N1, N5)."""
+    folder = tmp_path / "wf"
+    _push_workflow(folder, sandbox_server.url)
+    path = "/v2/bot/message/push"
+    fault = sandbox_server.sandbox.add_fault(Fault(path=path, method="POST", delay=0.4, times=-1))
+    child = subprocess.Popen(
+        [str(CLI), "run", "push_stop", "--workflows", str(folder)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        started = time.monotonic()
+        while fault.hits < 50 and child.poll() is None and time.monotonic() - started < 240:
+            time.sleep(0.02)
+        assert child.poll() is None, "the run ended before it was interrupted"
+        os.killpg(child.pid, signo)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+    counts = _table_row(out, "push_stop")
+    held = sum(len(v) for v in line_store(sandbox_server.sandbox).inbox.values())
+    assert (
+        counts["read"]
+        == RECIPIENTS
+        == sum(counts[c] for c in ("rejected", "refused", "unsent", "unknown", "accepted"))
+    ), out
+    assert counts["accepted"] == held == fault.hits < RECIPIENTS, (counts, held, out)
+    assert counts["unsent"] == RECIPIENTS - held and counts["requests"] >= held, out
     assert f"stopped by {signo.name} after the request in flight" in out + err, out + err

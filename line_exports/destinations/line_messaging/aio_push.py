@@ -117,8 +117,8 @@ async def _send_all(
             # (progress, stop after a refusal) runs once every push of it is answered.
             for batch in batches:
                 for start in range(0, len(batch), width):
-                    if tally.stopped or errors:
-                        break
+                    if tally.stopped or errors or run.interrupted:  # a signal: stop after
+                        break  # the window in flight (every push sent is answered, counted)
                     window = batch[start : start + width]
                     keep(window)  # pending before it can reach LINE
                     for push in window:
@@ -126,7 +126,7 @@ async def _send_all(
                 await queue.join()
                 if errors:
                     raise errors[0]
-                if tally.stopped:
+                if tally.stopped or run.interrupted:
                     break
         finally:
             for _ in workers:

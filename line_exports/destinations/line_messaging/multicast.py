@@ -12,6 +12,7 @@ from line_exports.destinations.line_messaging.client import LineMessagingClient,
 from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
+    counted_on_signal,
     finish,
     named_recipient,
     send_once,
@@ -20,6 +21,7 @@ from line_exports.destinations.line_messaging.settings import (
     MULTICAST_READ_ROWS,
     LineMessagingSettings,
 )
+from line_exports.interrupts import DeliveryInterrupted
 from line_exports.rules import ROW_NUMBER
 
 
@@ -173,24 +175,30 @@ def deliver_multicast(
                     continue
             yield numbers, recipients, mark, first
 
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
-        in_flight: list[Future[tuple[int, int]]] = []
-        for numbers, recipients, mark, resumed in recipient_groups():
-            in_flight.append(pool.submit(deliver_batch, numbers, recipients, mark, resumed))
-            if len(in_flight) >= most_in_flight:
-                done, in_flight = in_flight[:width], in_flight[width:]
-                for future in done:
-                    handled, made = future.result()
-                    report.sent_rows += handled
-                    splits += made
-                run.progress(report.sent_rows)
-            if tally.fatal or (tally.refused and not skip):
-                break
-        for future in in_flight:
-            handled, made = future.result()
-            report.sent_rows += handled
-            splits += made
-    run.progress(report.sent_rows)
+    # A signal (run.progress raises between groups): the pool's exit waits for the groups in
+    # flight, so every request sent is answered and in the tally when it is counted below.
+    try:
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
+            in_flight: list[Future[tuple[int, int]]] = []
+            for numbers, recipients, mark, resumed in recipient_groups():
+                in_flight.append(pool.submit(deliver_batch, numbers, recipients, mark, resumed))
+                if len(in_flight) >= most_in_flight:
+                    done, in_flight = in_flight[:width], in_flight[width:]
+                    for future in done:
+                        handled, made = future.result()
+                        report.sent_rows += handled
+                        splits += made
+                    run.progress(report.sent_rows)
+                if tally.fatal or (tally.refused and not skip):
+                    break
+            for future in in_flight:
+                handled, made = future.result()
+                report.sent_rows += handled
+                splits += made
+        run.progress(report.sent_rows)
+    except DeliveryInterrupted:
+        pass
+    counted_on_signal(report, tally, "multicast", run)
     report.metadata["multicast_batch_splits"] = splits
     report.metadata["batch_size_multicast"] = settings.batch_size_multicast
     return finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")

@@ -14,6 +14,7 @@ from line_exports.destinations.line_messaging.messages import MessageTemplate
 from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
+    counted_on_signal,
     finish,
     first_sent,
     nothing_sent,
@@ -27,6 +28,7 @@ from line_exports.destinations.line_messaging.settings import (
     LineMessagingSettings,
 )
 from line_exports.http import RetrySettings
+from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger import GroupRecorder
 from line_exports.outcomes import unanswered_before
 from line_exports.rules import ROW_NUMBER, reject
@@ -124,8 +126,11 @@ def deliver_push(
                 send_pushes(
                     client, batches, settings.push_concurrency, run, tally, recorder.record, keep
                 )
+        except DeliveryInterrupted:  # between two batches (run.progress): counted just below
+            pass
         finally:
             recorder.flush()
+        counted_on_signal(report, tally, "push", run)  # a signal: stop with LINE's answers
 
     # One message per push (LINE counts recipients, not message objects), before any is sent.
     # On a resumed run the pushes the ledger shows accepted are not needed again, and those an

@@ -425,6 +425,19 @@ def _classify_refusals(report: DeliveryReport, tally: Tally, kind: str) -> None:
     report.sent_rows = report.accepted_rows + report.refused_rows + report.unknown_rows
 
 
+def counted_on_signal(report: DeliveryReport, tally: Tally, kind: str, run: Any) -> None:
+    """After SIGINT / SIGTERM the sender stopped once its requests in flight were answered:
+    ``report`` counts what LINE answered (as :func:`finish` does), and the run stops
+    (:class:`~line_exports.interrupts.DeliveryInterrupted`, which the export turns into its
+    counts). Nothing happens while the run was not asked to stop."""
+    if not run.interrupted:
+        return
+    from line_exports.interrupts import DeliveryInterrupted
+
+    _classify_refusals(report, tally, kind)
+    raise DeliveryInterrupted(run.interrupted)
+
+
 def finish(
     report: DeliveryReport, tally: Tally, skip: bool, policy: str, kind: str
 ) -> DeliveryReport:
