@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from line_exports.destination import DeliveryReport
-from line_exports.http import ApiError
+from line_exports.http import ApiError, may_have_acted
 from line_exports.outcomes import (
     EARLIER_ANSWER,
     NOT_REACHED,
@@ -74,6 +74,10 @@ def failure_mark(exc: ApiError, earlier_unanswered: bool, made: bool = True) -> 
     (``earlier_unanswered``), may have reached the API without an answer. The one rule of every
     destination (:class:`LedgerRequest`, LINE's push and multicast)."""
     if exc.unanswered or earlier_unanswered:
+        return None
+    if exc.server_errors and exc.status is not None and not may_have_acted(exc.status):
+        # An attempt of it was answered 5xx (the API may have acted), then e.g. 429: marking the
+        # 429 would let the next step attempt count it refused. Left pending, it stays unknown.
         return None
     if not made:
         return NOT_REACHED

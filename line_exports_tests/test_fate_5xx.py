@@ -272,3 +272,22 @@ def test_a_linkedin_element_answered_500_is_of_unknown_delivery(
     assert answer.startswith("LinkedIn answered 400: "), answer
     refusals = check_of(result, "api_refusals")
     assert refusals is not None and not refusals.passed
+
+
+@pytest.mark.parametrize(("name", "unknown"), [("line_multicast", 3), ("line_push", 1)])
+def test_a_500_then_429s_across_step_retries_stays_of_unknown_delivery(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str, unknown: int
+) -> None:
+    """The first attempt of a call is answered 500 (the API acted), every later one 429, over
+    three Dagster step attempts: the 500 may have delivered, so the rows stay of unknown
+    delivery; the step attempts after it must not count them refused (VERIFY-13h N2)."""
+    path = REQUEST[name]
+    sandbox_server.sandbox.add_fault(Fault(path=path, method="POST", status=500, act=True, times=1))
+    sandbox_server.sandbox.add_fault(
+        Fault(path=path, method="POST", status=429, retry_after=0, times=-1)
+    )
+    result, meta = step_retry_run(sandbox_server, tmp_path, name)
+    assert not result.success and adds_up(meta), meta
+    # push: only the first of 3 pushes met the 500; the others were answered 429 only
+    assert meta["rows_delivery_unknown"] == unknown, meta
+    assert meta["rows_refused_by_api"] == 3 - unknown, meta
