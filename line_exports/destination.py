@@ -274,6 +274,13 @@ class DeliveryFailed(Exception):
         """True when a retry of the run may succeed (the run's RetryPolicy applies)."""
 
 
+def stopped_report(exc: BaseException, run: ExportRun) -> DeliveryReport | None:
+    """The report a stopped delivery leaves, to count its requests in: a
+    :class:`DeliveryFailed`'s own, else (an interrupt between requests) the run's
+    :attr:`ExportRun.report` (None if the delivery made none)."""
+    return exc.report if isinstance(exc, DeliveryFailed) else run.report
+
+
 class NothingSent(DeliveryFailed):
     """The run stops before any request carried a row (a setting, the target or the resource
     is wrong): every valid row is counted unsent."""

@@ -61,15 +61,14 @@ def _table_row(out: str, task: str) -> dict[str, int]:
     return {c: int(cells[c].replace(",", "")) for c in COLUMNS}
 
 
-@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_cli_run_reports_what_it_sent(
-    sandbox_server: SandboxServer, tmp_path: Path, signo: signal.Signals
-) -> None:
-    folder = tmp_path / "wf"
-    _workflow(folder, sandbox_server.url)
-    fault = sandbox_server.sandbox.add_fault(Fault(path="/v1/", method="POST", delay=0.4, times=-1))
+def _interrupted(
+    task: str, folder: Path, fault: Fault, hits: int, signo: signal.Signals
+) -> tuple[int, str, str]:
+    """``line-exports run TASK`` in a child process, sent ``signo`` (to its process group, as a
+    terminal's Ctrl-C or a supervisor does) once ``fault`` has seen ``hits`` requests: its exit
+    code, stdout and stderr."""
     child = subprocess.Popen(
-        [str(CLI), "run", "capi_stop", "--workflows", str(folder)],
+        [str(CLI), "run", task, "--workflows", str(folder)],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -78,16 +77,27 @@ def test_interrupted_cli_run_reports_what_it_sent(
     )
     try:
         started = time.monotonic()
-        while fault.hits < 3 and child.poll() is None and time.monotonic() - started < 240:
+        while fault.hits < hits and child.poll() is None and time.monotonic() - started < 240:
             time.sleep(0.02)
         assert child.poll() is None, "the run ended before it was interrupted"
-        os.killpg(child.pid, signo)  # as a terminal's Ctrl-C (or a supervisor) does
+        os.killpg(child.pid, signo)
         out, err = child.communicate(timeout=120)
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.communicate()
-    assert child.returncode != 0, out + err
+    return child.returncode, out, err
+
+
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_cli_run_reports_what_it_sent(
+    sandbox_server: SandboxServer, tmp_path: Path, signo: signal.Signals
+) -> None:
+    folder = tmp_path / "wf"
+    _workflow(folder, sandbox_server.url)
+    fault = sandbox_server.sandbox.add_fault(Fault(path="/v1/", method="POST", delay=0.4, times=-1))
+    returncode, out, err = _interrupted("capi_stop", folder, fault, 3, signo)
+    assert returncode != 0, out + err
     counts = _table_row(out, "capi_stop")
     held = sum(len(v) for v in store_of(sandbox_server.sandbox).events.values())
     assert counts["read"] == EVENTS
@@ -133,25 +143,7 @@ def test_interrupted_push_stops_after_its_pushes_in_flight_and_counts_them(
     _push_workflow(folder, sandbox_server.url)
     path = "/v2/bot/message/push"
     fault = sandbox_server.sandbox.add_fault(Fault(path=path, method="POST", delay=0.4, times=-1))
-    child = subprocess.Popen(
-        [str(CLI), "run", "push_stop", "--workflows", str(folder)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        started = time.monotonic()
-        while fault.hits < 50 and child.poll() is None and time.monotonic() - started < 240:
-            time.sleep(0.02)
-        assert child.poll() is None, "the run ended before it was interrupted"
-        os.killpg(child.pid, signo)
-        out, err = child.communicate(timeout=120)
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.communicate()
+    returncode, out, err = _interrupted("push_stop", folder, fault, 50, signo)
     counts = _table_row(out, "push_stop")
     held = sum(len(v) for v in line_store(sandbox_server.sandbox).inbox.values())
     assert (

@@ -37,6 +37,7 @@ from line_exports.destination import (
     NothingSent,
     ValidRows,
     content_key,
+    stopped_report,
 )
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, may_have_acted
 from line_exports.id_text import IdText
@@ -891,8 +892,7 @@ class LinkedInDestination(Destination):
         except (LinkedInAuthError, LinkedInVersionError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         except (DeliveryFailed, DeliveryInterrupted) as exc:  # a stopped run made requests too
-            stopped = exc.report if isinstance(exc, DeliveryFailed) else run.report
-            if stopped is not None:
+            if (stopped := stopped_report(exc, run)) is not None:
                 stopped.requests = client.http.stats.requests - before
             raise
         report.requests = client.http.stats.requests - before

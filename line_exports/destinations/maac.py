@@ -33,6 +33,7 @@ from line_exports.destination import (
     NothingSent,
     ValidRows,
     content_key,
+    stopped_report,
 )
 from line_exports.destinations import maac_tags
 from line_exports.destinations.maac_mismatch import mismatch_uids
@@ -605,8 +606,7 @@ class MaacDestination(Destination):
             else:
                 report = self._segment(client, settings, rows, run)
         except (DeliveryFailed, DeliveryInterrupted) as exc:  # a stopped run made requests too
-            stopped = exc.report if isinstance(exc, DeliveryFailed) else run.report
-            if stopped is not None:
+            if (stopped := stopped_report(exc, run)) is not None:
                 stopped.requests = client.http.stats.requests - before
             raise
         report.requests = client.http.stats.requests - before
