@@ -10,6 +10,7 @@ import sys
 
 import line_exports
 import line_exports.workflows
+from line_exports.destinations.line_messaging import structure
 
 HEAVY = ("dagster", "pandas", "duckdb", "pyarrow", "numpy", "sqlglot", "phonenumbers")
 
@@ -56,6 +57,34 @@ def test_help_and_every_parser_load_no_heavy_package() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert json.loads(ran.stdout) == []
+
+
+DEFINITIONS = """
+import json, sys
+import line_exports.workflows.loader, line_exports.export, line_exports.sandbox.app
+from line_exports.destinations.line_messaging.messages import message_problems
+from line_exports.workflows.variables import parse_template
+parse_template("plain text, no script")
+before = sorted(m for m in sys.modules if m.split(".")[0] in {"linebot", "esprima"})
+problems = message_problems({"type": "text", "text": "hi", "txet": "x"}, "messages[0]")
+parse_template("${1 + 1}")
+after = {m.split(".")[0] for m in sys.modules}
+print(json.dumps([before, problems, sorted({"linebot", "esprima"} & after)]))
+"""
+
+
+def test_definitions_load_line_models_and_esprima_only_when_used() -> None:
+    """A process that loads workflows, exports and the sandbox but checks no LINE message and
+    parses no ``${...}`` (a CAPI or MAAC run, a race child) does not import line-bot-sdk's
+    models or esprima (about 2 s of CPU together); the first message check and the first script
+    import them and still find what they found before."""
+    ran = subprocess.run(
+        [sys.executable, "-c", DEFINITIONS], capture_output=True, text=True, timeout=120, check=True
+    )
+    before, problems, after = json.loads(ran.stdout)
+    assert before == []
+    assert problems == [["messages[0].txet", structure.UNKNOWN_PROPERTY]]
+    assert after == ["esprima", "linebot"]
 
 
 def test_every_public_name_imports() -> None:

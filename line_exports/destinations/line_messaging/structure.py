@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from functools import cache
+from types import ModuleType
 from typing import Any
 
-import linebot.v3.messaging.models as models
 from pydantic.v1 import BaseModel, ValidationError
 from pydantic.v1.fields import SHAPE_DICT, SHAPE_LIST, SHAPE_MAPPING, ModelField
 
@@ -41,6 +41,18 @@ UNKNOWN_PROPERTY = "Unknown property: LINE's models define no such field here"
 "hi", "txet": "x"}``). LINE reads a request body strictly; the sandbox answers it as LINE answers
 a property it cannot read: 400 "The property, '...', in the request body is invalid"."""
 _PARSE_ERRORS = (ValidationError, ValueError, TypeError, KeyError, AttributeError)
+
+
+@cache
+def sdk_models() -> ModuleType:
+    """``linebot.v3.messaging.models``, imported on first use: importing it takes about 1.5 s of
+    CPU, which a process that checks no LINE message (``--help``, a CAPI or MAAC run, a webhook
+    receiver) does not pay."""
+    import linebot.v3.messaging.models as models
+
+    return models
+
+
 _ENUM = re.compile(r"must be one of enum values \((.*)\)")
 _MAX_LENGTH = re.compile(r"ensure this value has at most (\d+) characters")
 _MIN_LENGTH = re.compile(r"ensure this value has at least (\d+) characters")
@@ -55,11 +67,12 @@ def message_problems(message: Any, path: str) -> list[tuple[str, str]]:
         return [
             (f"{path}.type", f"Must be one of the following values: [{', '.join(MESSAGE_TYPES)}]")
         ]
+    base = sdk_models().Message
     try:
-        models.Message.from_dict(message)
+        base.from_dict(message)
     except _PARSE_ERRORS:
-        return _locate(models.Message, message, path)
-    return list(_type_names(models.Message, message, path))
+        return _locate(base, message, path)
+    return list(_type_names(base, message, path))
 
 
 _CONTAINERS = (SHAPE_LIST, SHAPE_DICT, SHAPE_MAPPING)
@@ -109,7 +122,7 @@ def _concrete(klass: type[BaseModel], obj: dict[str, Any]) -> type[BaseModel] | 
     if name is None:
         mapping = vars(klass)[f"_{klass.__name__}__discriminator_value_class_map"]
         return f"Must be one of the following values: [{', '.join(mapping)}]"
-    return getattr(models, name)
+    return getattr(sdk_models(), name)
 
 
 def _type_names(klass: type[BaseModel], obj: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -24,10 +24,8 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import linebot.v3.messaging.models as models
-
 from line_exports.destinations.line_messaging.limits import RULES
-from line_exports.destinations.line_messaging.structure import _PARSE_ERRORS
+from line_exports.destinations.line_messaging.structure import _PARSE_ERRORS, sdk_models
 
 MAX_RECIPIENT_OBJECTS = 10
 MIN_AUDIENCE_SIZE = 50
@@ -82,7 +80,7 @@ def recipient_problems(recipient: Any, path: str = "recipient") -> list[tuple[st
     if problems:
         return problems
     try:
-        models.Recipient.from_dict(recipient)
+        sdk_models().Recipient.from_dict(recipient)
     except _PARSE_ERRORS as exc:
         return [(path, _first_error(exc))]
     leaves = list(_leaves(recipient, path))
@@ -152,7 +150,7 @@ def filter_problems(value: Any, path: str = "filter") -> list[tuple[str, str]]:
         if problems:
             return problems
     try:
-        models.Filter.from_dict(value)
+        sdk_models().Filter.from_dict(value)
     except _PARSE_ERRORS as exc:
         return [(path, _first_error(exc))]
     return []
@@ -165,7 +163,7 @@ def limit_problems(value: Any, path: str = "limit") -> list[tuple[str, str]]:
     if set(value) - {"max", "upToRemainingQuota", "forbidPartialDelivery"}:
         return [(path, "Only max, upToRemainingQuota and forbidPartialDelivery are allowed")]
     try:
-        models.Limit.from_dict(value)
+        sdk_models().Limit.from_dict(value)
     except _PARSE_ERRORS as exc:
         return [(path, _first_error(exc))]
     if value.get("forbidPartialDelivery") and not value.get("upToRemainingQuota"):
