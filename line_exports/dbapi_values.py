@@ -18,8 +18,9 @@ gets Python objects from its driver, some of which take a detour on the way:
   ``12:34:56+09:00``, the offset as ``+hh:mm``), as DuckDB's do: PostgreSQL's ``time`` takes
   ``24:00:00`` ("Date/Time Types"), which ``datetime.time`` cannot hold (psycopg's "can't parse
   time" failed the run, blamed on the query); Arrow's time type has no offset.
-* INTERVAL arrives as a ``timedelta``: a ``type`` reject (:func:`~line_exports.values.arrow_to_pandas`
-  marks Arrow durations as it marks DuckDB's INTERVAL).
+* INTERVAL and arrays: ``type`` rejects, as DuckDB's INTERVAL and LIST are; read as
+  :class:`~line_exports.values.Unsendable` cells holding PostgreSQL's text of the value (a
+  ``timedelta`` or list would show as Python's text in the rejects file).
 
 PostgreSQL is read through psycopg (3) only, the driver installed with line-exports, since only
 its loaders are registered here (:func:`postgres_url`): a bare ``postgresql://`` URL, which
@@ -77,7 +78,9 @@ def postgres_url(url: str) -> str:
 
 def register_psycopg_loaders(dbapi_connection: Any) -> None:
     """On a psycopg (3) connection: infinite dates and timestamps as ``infinite_time``
-    markers, JSON and JSONB as text, TIME and TIMETZ as PostgreSQL's text (offset ``+hh:mm``)
+    markers, INTERVAL and arrays as ``interval`` / ``nested`` markers (each carrying
+    PostgreSQL's text of the value, ``infinity``, ``01:30:00``, ``{1,2}``, for the rejects
+    file), JSON and JSONB as text, TIME and TIMETZ as PostgreSQL's text (offset ``+hh:mm``)
     (psycopg's ``Loader`` API: ``adapters.register_loader``)."""
     from psycopg import DataError
     from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
@@ -88,20 +91,27 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
             def load(self, data: Any) -> Any:
                 text = bytes(data)
                 if text in _INFINITE:
-                    return Unsendable("infinite_time", type_name)
+                    return Unsendable("infinite_time", type_name, text=text.decode())
                 try:
                     return super().load(data)
                 except DataError:
                     found = _year(text)
                     if found is None:
                         raise
-                    return out_of_range(type_name == "date", found)
+                    return out_of_range(type_name == "date", found, text.decode())
 
         return Loader
 
     class TimeTextLoader(TextLoader):  # type: ignore[misc]
         def load(self, data: Any) -> str:
             return _HOURS_OFFSET.sub(r"\1:00", super().load(data))
+
+    def printed(kind: str, type_name: str) -> type:
+        class Loader(TextLoader):  # type: ignore[misc]
+            def load(self, data: Any) -> Unsendable:
+                return Unsendable(kind, type_name, text=super().load(data))
+
+        return Loader
 
     adapters = dbapi_connection.adapters
     adapters.register_loader("date", infinite(DateLoader, "date"))
@@ -111,6 +121,10 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
     adapters.register_loader("jsonb", TextLoader)
     adapters.register_loader("time", TimeTextLoader)
     adapters.register_loader("timetz", TimeTextLoader)
+    adapters.register_loader("interval", printed("interval", "interval"))
+    for info in adapters.types:  # every array type: PostgreSQL's text ({1,2}), a nested cell
+        if info.array_oid:
+            adapters.register_loader(info.array_oid, printed("nested", f"{info.name}[]"))
 
 
 def _year(text: bytes) -> int | None:
@@ -143,8 +157,8 @@ def special_cells(values: Sequence[Any]) -> tuple[list[Any], dict[int, Unsendabl
         elif isinstance(value, decimal.Decimal) and not value.is_finite():
             if value.is_nan():
                 value = None  # NaN is a missing value, as a DOUBLE's
-            else:
-                marks[i] = Unsendable("infinite", "numeric")
+            else:  # PostgreSQL prints 'Infinity' / '-Infinity'
+                marks[i] = Unsendable("infinite", "numeric", text=str(value))
                 value = None
         elif isinstance(value, dt.time) and value.tzinfo is not None:
             value = value.isoformat()  # 12:34:56+09:00

@@ -44,9 +44,11 @@ from line_exports.values import (
     iso_dates_or_timestamps,
     iso_text,
     local_times,
+    missing_nans,
     out_of_range,
     plain_dtypes,
     plain_times,
+    scalar_text,
     to_text,
     unsendable,
     whole_int64,
@@ -399,6 +401,9 @@ UNSENDABLE = {
     "binary": "is binary data (a BLOB), not text: cast it to a text type in the query",
     "infinite": "is not a finite number (Infinity): no field takes one",
     "infinite_time": "is an infinite DATE or TIMESTAMP ('infinity'/'-infinity'): no field takes one",
+    "nat_time": "is a TIMESTAMP one nanosecond before the earliest pandas holds "
+    "(1677-09-21 00:12:43.145224193; int64's minimum is its NaT, a missing value): no field "
+    "takes it as held",
     "time_range": "is a {detail}: no field takes a date outside years 0001-9999 (after 9999 or "
     "BC; ISO 8601 dates have four-digit years)",
     "interval": "is an INTERVAL, which no field takes: cast it to a number or text in the query",
@@ -796,7 +801,7 @@ def validate(
     settings = settings or {}
     check_columns(frame.columns, ruleset, settings)
     n = len(frame)
-    frame = frame.reset_index(drop=True)
+    frame = missing_nans(frame.reset_index(drop=True))
     row_numbers = np.arange(row_offset + 1, row_offset + n + 1, dtype="int64")
     known: set[str] = set()
     columns: dict[str, _Checked] = {}
@@ -872,7 +877,9 @@ def validate(
 
 
 def _shown(values: pd.Series, rows: np.ndarray, sensitive: bool) -> np.ndarray:
-    """The refused cells as the rejects table shows them: text, at most 200 characters."""
+    """The refused cells as the rejects table shows them: text, at most 200 characters, each
+    value as its warehouse prints it (:func:`~line_exports.values.scalar_text`: a BLOB's bytes
+    escaped as DuckDB prints them, an unsendable cell's own text, never a marker)."""
     dtype = values.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
         refused = values.array.__arrow_array__().filter(pa.array(rows))
@@ -881,6 +888,8 @@ def _shown(values: pd.Series, rows: np.ndarray, sensitive: bool) -> np.ndarray:
         refused = plain_times(plain_dtypes(values[rows]))
         if pd.api.types.is_datetime64_dtype(refused):  # naive: the wall time, as it is held
             shown = refused.map(lambda v: v.isoformat(), na_action="ignore").astype("string")
+        elif refused.dtype == object:  # each cell as its warehouse prints it, every one
+            shown = refused.map(scalar_text, na_action="ignore").astype("string")
         else:
             shown = to_text(refused)
         text = shown.fillna("").str.slice(0, 200).tolist()

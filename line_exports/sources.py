@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import Field
@@ -28,7 +29,7 @@ from line_exports import paths, private_files, sample_data
 from line_exports.dbapi_values import postgres_url, register_psycopg_loaders, special_cells
 from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
-from line_exports.values import arrow_to_pandas
+from line_exports.values import Unsendable, arrow_to_pandas
 
 _SAMPLES_LOCK = threading.Lock()
 SAMPLES_LOCK_WAIT = 60.0
@@ -206,7 +207,7 @@ class SqlSource(dg.ConfigurableResource):
             with closing(con):
                 register_td_functions(con, scheduled_time)
                 try:
-                    relation = _arrow_ready(con.sql(sql))
+                    relation, unions = _arrow_ready(con.sql(sql))
                     # DuckDB 2 renamed fetch_arrow_reader to to_arrow_reader; both stream.
                     to_reader = (
                         getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
@@ -220,7 +221,7 @@ class SqlSource(dg.ConfigurableResource):
                         yielded += batch.num_rows
                         # A TIMESTAMP_NS near its type's ends is converted to the export's
                         # zone at microseconds, its nanoseconds kept (values.local_times).
-                        yield arrow_to_pandas(batch)
+                        yield _unions_marked(arrow_to_pandas(batch, duckdb_batch=True), unions)
                     return
                 except (duckdb.OutOfMemoryException, OSError) as exc:
                     # Mid-stream, DuckDB's error reaches us through Arrow's reader as OSError.
@@ -253,7 +254,9 @@ TEXT_TYPES = frozenset(
 """DuckDB types read as text in the relation, before Arrow (:func:`_arrow_ready`), and how."""
 
 
-def _arrow_ready(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+def _arrow_ready(
+    relation: duckdb.DuckDBPyRelation,
+) -> tuple[duckdb.DuckDBPyRelation, list[tuple[int, str]]]:
     """``relation`` with each column whose Arrow form loses or crashes on its values cast in
     DuckDB first (DuckDB's "Data Types" and "Arrow" pages):
 
@@ -267,27 +270,39 @@ def _arrow_ready(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
       opaque binary blob (it was rejected as "binary data");
     * BIT as its bit string (``0101``), the text DuckDB and PostgreSQL write for it (a
       PostgreSQL ``bit`` column arrives as that text too);
-    * UNION (anywhere in the type) as a one-item LIST of its text, so it is the ``type`` reject
-      of a LIST, STRUCT, MAP or UNION: pandas has no form of an Arrow union (the run crashed).
+    * UNION (anywhere in the type) as its text, whose positions are returned too: each such
+      cell is the ``type`` reject of a LIST, STRUCT, MAP or UNION (:func:`_unions_marked`), its
+      value shown as DuckDB prints it: pandas has no form of an Arrow union (the run crashed).
 
-    A relation without such columns is returned as it is.
+    A relation without such columns is returned as it is (and no positions).
     """
     types = [str(t) for t in getattr(relation, "types", None) or ()]
-    if not any(kind in TEXT_TYPES or "UNION(" in kind for kind in types):
-        return relation
+    unions = [i for i, kind in enumerate(types) if "UNION(" in kind]
+    if not (unions or any(kind in TEXT_TYPES for kind in types)):
+        return relation, []
     columns = []
     for name, kind in zip(relation.columns, types, strict=True):
         quoted = '"' + name.replace('"', '""') + '"'
         text = f"CAST({quoted} AS VARCHAR)"
         if kind == "TIME WITH TIME ZONE":
             text = f"regexp_replace({text}, '([+-][0-9][0-9])$', '\\1:00')"
-        elif "UNION(" in kind:
-            text = f"CASE WHEN {quoted} IS NULL THEN NULL ELSE [{text}] END"
-        elif kind not in TEXT_TYPES:
+        elif kind not in TEXT_TYPES and "UNION(" not in kind:
             columns.append(quoted)
             continue
         columns.append(f"{text} AS {quoted}")
-    return relation.project(", ".join(columns))
+    return relation.project(", ".join(columns)), [(i, types[i]) for i in unions]
+
+
+def _unions_marked(frame: pd.DataFrame, unions: list[tuple[int, str]]) -> pd.DataFrame:
+    """``frame`` with the UNION columns' text (at their positions, with DuckDB's type) as
+    :class:`~line_exports.values.Unsendable` ``nested`` cells carrying that text."""
+    for position, kind in unions:
+        text = frame.iloc[:, position]
+        cells = pd.Series(None, index=frame.index, dtype=object)
+        for i in np.flatnonzero(text.notna().to_numpy(dtype=bool)):
+            cells.iat[i] = Unsendable("nested", kind, text=str(text.iat[i]))
+        frame.isetitem(position, cells)
+    return frame
 
 
 def rows_frame(names: list[str], rows: Sequence[Sequence[Any]]) -> pd.DataFrame:

@@ -65,27 +65,31 @@ class Unsendable:
     """A cell no field can carry as the engine holds it, left in its column for the ``type`` rule
     (:func:`unsendable`): ``kind`` is ``infinite_time`` (an ``'infinity'``/``'-infinity'`` DATE
     or TIMESTAMP), ``time_range`` (a finite DATE or TIMESTAMP outside years 0001-9999: after
-    9999 or BC, beyond Python's calendar and ISO 8601's four-digit years), ``interval`` (an
-    INTERVAL) or ``nested`` (a LIST, STRUCT or MAP); ``type_name`` is the engine's type and
+    9999 or BC, beyond Python's calendar and ISO 8601's four-digit years), ``nat_time`` (a
+    nanosecond timestamp at int64's minimum, 1677-09-21 00:12:43.145224192, which pandas holds
+    only as NaT), ``interval`` (an INTERVAL), ``nested`` (a LIST, STRUCT, MAP or UNION) or
+    ``infinite`` (a NUMERIC ``'Infinity'``); ``type_name`` is the engine's type and
     ``detail`` names the value where the reason needs it (``time_range``: ``"DATE in year
-    10000"``, see :func:`out_of_range`)."""
+    10000"``, see :func:`out_of_range`). ``text`` is the value as its warehouse prints it
+    (``infinity``, ``0044-03-15 (BC)``, ``[1, 2]``, ``1 day 02:00:00``): the rejects file's
+    value (:func:`scalar_text`), never this marker."""
 
-    __slots__ = ("detail", "kind", "type_name")
+    __slots__ = ("detail", "kind", "text", "type_name")
 
-    def __init__(self, kind: str, type_name: str, detail: str = "") -> None:
-        self.kind, self.type_name, self.detail = kind, type_name, detail
+    def __init__(self, kind: str, type_name: str, detail: str = "", text: str = "") -> None:
+        self.kind, self.type_name, self.detail, self.text = kind, type_name, detail, text
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.type_name} {self.detail}>"
 
 
-def out_of_range(is_date: bool, year: int) -> Unsendable:
+def out_of_range(is_date: bool, year: int, text: str = "") -> Unsendable:
     """The ``time_range`` cell of a DATE (``is_date``) or TIMESTAMP in ``year`` (astronomical:
-    0 is 1 BC, -43 is 44 BC), outside 0001-9999. DuckDB's and PostgreSQL's paths both make
-    theirs here, so the reason reads the same from either."""
+    0 is 1 BC, -43 is 44 BC), outside 0001-9999, printed ``text`` by its warehouse. DuckDB's and
+    PostgreSQL's paths both make theirs here, so the reason reads the same from either."""
     shown = f"{year}" if year > 0 else f"{1 - year} BC"
     kind = "DATE" if is_date else "TIMESTAMP"
-    return Unsendable("time_range", kind, f"{kind} in year {shown}")
+    return Unsendable("time_range", kind, f"{kind} in year {shown}", text)
 
 
 _DAY_RANGE = (-719_162, 2_932_896)  # 0001-01-01 .. 9999-12-31, days since 1970-01-01
@@ -93,35 +97,76 @@ _INT64 = np.iinfo(np.int64)
 _INT32_MAX = 2**31 - 1
 
 
-def _marked(column: pa.Array, bad: np.ndarray, kind: str) -> pd.Series:
-    """``column`` as an object Series with :class:`Unsendable` where ``bad``."""
+def cell_texts(column: pa.Array, rows: np.ndarray, duckdb_batch: bool) -> list[str]:
+    """The cells of ``column`` at ``rows`` (a mask) as their warehouse prints them, for the
+    rejects file: DuckDB's own text of a DuckDB batch (``CAST(v AS VARCHAR)``: ``infinity``,
+    ``0044-03-15 (BC)``, ``1 day 02:00:00``, ``[1, 2]``, ``{'a': 1}``; instants in UTC), else
+    Arrow's text of the value (``10000-01-01``) or, for types Arrow does not cast to text (lists,
+    structs, intervals), Python's (``[1, 2]``) as an upstream frame's Python objects print."""
+    cells = column.filter(pa.array(rows))
+    if duckdb_batch:
+        import duckdb  # only for the rare rejected cell; values.py stays light to import
+
+        with duckdb.connect() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            text = con.from_arrow(pa.table({"v": cells})).project("CAST(v AS VARCHAR)")
+            return [str(v) for (v,) in text.fetchall()]
+    try:
+        return [str(v) for v in pc.cast(cells, pa.string()).to_pylist()]
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return [str(v.as_py()) for v in cells]
+
+
+def _marked(column: pa.Array, bad: np.ndarray, kind: str, duckdb_batch: bool) -> pd.Series:
+    """``column`` as an object Series with :class:`Unsendable` where ``bad``, each carrying its
+    value's text (:func:`cell_texts`)."""
     kept = pc.if_else(pa.array(~bad), column, pa.nulls(len(column), column.type))
     series = pd.Series(kept.to_pandas(), dtype=object)
-    series[bad] = Unsendable(kind, str(column.type))
+    texts = cell_texts(column, bad, duckdb_batch)
+    for i, text in zip(np.flatnonzero(bad), texts, strict=True):
+        series.iat[i] = Unsendable(kind, str(column.type), text=text)
     return series
 
 
-def _unsendable_column(column: pa.Array) -> pd.Series | None:
-    """The column with its unsendable cells marked, or None when it has none."""
+def _unsendable_column(column: pa.Array, duckdb_batch: bool) -> pd.Series | None:
+    """The column with its unsendable cells marked, or None when it has none. Only a DuckDB
+    batch (``duckdb_batch``) has DuckDB's 'infinity': there int64's maximum (int32's for a DATE)
+    is it; in other Arrow data it is the instant it names (``pd.Timestamp.max``)."""
     kind = column.type
     if pa.types.is_interval(kind) or pa.types.is_duration(kind):  # a driver's timedelta too
-        return _marked(column, column.is_valid().to_numpy(zero_copy_only=False), "interval")
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        return _marked(column, valid, "interval", duckdb_batch)
     if pa.types.is_nested(kind):
-        return _marked(column, column.is_valid().to_numpy(zero_copy_only=False), "nested")
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        return _marked(column, valid, "nested", duckdb_batch)
+    none = np.zeros(len(column), dtype=bool)
     if pa.types.is_date(kind):
         days = column.cast(pa.date32()).cast(pa.int32()).fill_null(0)
         days = days.to_numpy(zero_copy_only=False).astype("int64")
-        infinite = np.abs(days) >= _INT32_MAX  # DuckDB's 'infinity' / '-infinity'
-        return _time_marked(column, days, infinite, "D")
+        infinite = np.abs(days) >= _INT32_MAX if duckdb_batch else none
+        return _time_marked(column, days, infinite, "D", duckdb_batch)
     if pa.types.is_timestamp(kind):
         raw = column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
-        infinite = (raw >= _INT64.max) | (raw <= _INT64.min + 1)
-        return _time_marked(column, raw, infinite, kind.unit)
+        if duckdb_batch:  # DuckDB's 'infinity' / '-infinity'
+            return _time_marked(
+                column, raw, (raw >= _INT64.max) | (raw <= _INT64.min + 1), kind.unit, True
+            )
+        found = _time_marked(column, raw, none, kind.unit, False)
+        if kind.unit == "ns":  # int64's minimum is pandas' NaT: it would be a missing value
+            nat = (raw == _INT64.min) & column.is_valid().to_numpy(zero_copy_only=False)
+            if nat.any() and found is None:
+                found = _marked(column, nat, "nat_time", False)
+            elif nat.any():
+                for i, text in zip(
+                    np.flatnonzero(nat), cell_texts(column, nat, False), strict=True
+                ):
+                    found.iat[i] = Unsendable("nat_time", str(kind), text=text)
+        return found
     return None
 
 
 def _time_marked(
-    column: pa.Array, raw: np.ndarray, infinite: np.ndarray, unit: str
+    column: pa.Array, raw: np.ndarray, infinite: np.ndarray, unit: str, duckdb_batch: bool
 ) -> pd.Series | None:
     """A DATE (``unit`` ``D``) or TIMESTAMP column (``raw``: its integers since 1970-01-01 in
     ``unit``) with its infinite and its out-of-range (not 0001-9999) cells marked, or None."""
@@ -132,24 +177,25 @@ def _time_marked(
     outside = ~infinite & ((days < _DAY_RANGE[0]) | (days > _DAY_RANGE[1]))
     if not (infinite.any() or outside.any()):
         return None
-    series = _marked(column, infinite | outside, "infinite_time")
+    series = _marked(column, infinite | outside, "infinite_time", duckdb_batch)
     for i in np.flatnonzero(outside):
         year = int(str(np.datetime64(int(days[i]), "D")).rsplit("-", 2)[0])
-        series.iat[i] = out_of_range(unit == "D", year)
+        series.iat[i] = out_of_range(unit == "D", year, series.iat[i].text)
     return series
 
 
-def arrow_to_pandas(data: pa.RecordBatch | pa.Table) -> pd.DataFrame:
+def arrow_to_pandas(data: pa.RecordBatch | pa.Table, duckdb_batch: bool = False) -> pd.DataFrame:
     """An engine's Arrow rows as pandas, integers and booleans as nullable types (no float detour).
 
     Cells no field can carry (infinite dates and timestamps, INTERVAL, LIST/STRUCT/MAP) become
     :class:`Unsendable` in an object column, so they are ``type`` rejects, never a crash or a
-    repr sent as text.
+    repr sent as text. ``duckdb_batch``: ``data`` is DuckDB's, whose 'infinity' is int64's
+    maximum (see :func:`_unsendable_column`); any other Arrow data's values are what they name.
     """
     marked = {}
     for name, column in zip(data.column_names, data.columns, strict=True):
         chunk = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        found = _unsendable_column(chunk)
+        found = _unsendable_column(chunk, duckdb_batch)
         if found is not None:
             marked[name] = found
     if not marked:
@@ -290,6 +336,32 @@ def _is_infinite(value: object) -> bool:
     if isinstance(value, float):
         return math.isinf(value)
     return isinstance(value, decimal.Decimal) and value.is_infinite()
+
+
+def missing_nans(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every ``Decimal`` NaN of its object columns (``NaN``, ``-NaN``, ``sNaN``,
+    ``-sNaN``: an upstream asset's Python objects) as None, a missing value as a float NaN is
+    (issue 13: "NaN and NULL are missing values"); ``frame`` itself when it holds none. A
+    signaling NaN made every pandas look at its column raise ``decimal.InvalidOperation``
+    (``isna`` compares it), which failed the run."""
+    found = {}
+    for position, dtype in enumerate(frame.dtypes):
+        if not pd.api.types.is_object_dtype(dtype):
+            continue
+        cells = frame.iloc[:, position].to_numpy()
+        nan = np.fromiter(
+            (isinstance(v, decimal.Decimal) and v.is_nan() for v in cells), bool, len(cells)
+        )
+        if nan.any():
+            cells = cells.copy()
+            cells[nan] = None
+            found[position] = cells
+    if not found:
+        return frame
+    frame = frame.copy(deep=False)
+    for position, cells in found.items():
+        frame.isetitem(position, pd.Series(cells, index=frame.index, dtype=object))
+    return frame
 
 
 def whole_int64(values: pd.Series) -> pd.Series:
@@ -509,10 +581,25 @@ def iso_dates(times: LocalTimes) -> pd.Series:
     return dates.where(midnight, iso_text(times)).where(local.notna()).astype("string")
 
 
+def blob_text(value: bytes | bytearray | memoryview) -> str:
+    """Bytes (a BLOB, BYTEA) as DuckDB prints a BLOB: printable ASCII as it is, every other byte
+    (and ``"``, ``'``, ``\\``) as ``\\xHH`` (``\\xFF\\x00a``). Lossless, unlike decoding
+    as UTF-8 (``\\xff`` became U+FFFD)."""
+    return bytes(value).decode("latin-1").translate(_BLOB_TEXT)
+
+
+_BLOB_TEXT = {
+    b: chr(b) if 0x20 <= b < 0x7F and chr(b) not in "\"'\\" else f"\\x{b:02X}" for b in range(256)
+}
+
+
 def scalar_text(value: Any, timezone: str = "UTC") -> str:
-    """One Python value (from an object column) as :func:`to_text` writes its kind."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+    """One Python value (from an object column) as :func:`to_text` writes its kind: an
+    :class:`Unsendable` cell as its warehouse prints it, bytes as :func:`blob_text`."""
+    if isinstance(value, Unsendable):
+        return value.text
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return blob_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

@@ -26,17 +26,18 @@ AWARE_END = dt.datetime(9999, 12, 31, 20, tzinfo=dt.timezone.utc)  # year 10000 
 
 def _run(server: SandboxServer, tag: str, titles: pd.Series, timezone: str) -> tuple:
     now = int(time.time()) - 60
+    rows = range(len(titles))
 
     @dg.asset(name=f"up_{tag}")
     def upstream() -> pd.DataFrame:
         return pd.DataFrame(
             {
-                "deduplication_key": ["k0", "k1", "k2"],
+                "deduplication_key": [f"k{n}" for n in rows],
                 "event_type": "conversion",
                 "source_type": "web",
                 "event_timestamp": now,
-                "external_id": ["x0", "x1", "x2"],
-                "title": titles,
+                "external_id": [f"x{n}" for n in rows],
+                "title": pd.Series(titles).reset_index(drop=True),
             }
         )
 
