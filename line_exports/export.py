@@ -182,14 +182,20 @@ def validate_export(
     workdir: Path,
     log: Any = None,
     timezone: str = "UTC",
+    summary: ValidationSummary | None = None,
 ) -> tuple[ValidationSummary, ValidRows]:
     """Validate every chunk; spool the valid rows; write every reject with its reason.
 
     Then the export-wide rules (``ruleset.unique``): rows repeating an earlier row's key after
     normalization are dropped from the spool and rejected as duplicates.
+
+    ``summary``: the summary to fill (default a new one writing ``workdir/rejects.csv``); a
+    caller that passes its own still holds, when reading stops (an interrupt), the rows read
+    and rejected so far.
     """
     private_dir(workdir)
-    summary = ValidationSummary(rejects_path=workdir / "rejects.csv")
+    if summary is None:
+        summary = ValidationSummary(rejects_path=workdir / "rejects.csv")
     spool = Spool(workdir / "valid.parquet")
     last_log = time.monotonic()
     try:
@@ -348,39 +354,45 @@ def _interrupted(
     name: str,
     exc: BaseException,
     meta: dict[str, Any],
-) -> BaseException:
-    """An interrupt (SIGINT / SIGTERM) that stopped the delivery, again, its headline saying
-    what became of the rows; the counts (``meta``, with ``stopped_by``) are logged first as an
-    ``AssetObservation`` of the export, where the CLI's run table and the UI find them (the
-    run still ends interrupted: Dagster records an interrupt's failure with no metadata).
+    stage: str,
+) -> interrupts.Stopped:
+    """An interrupt (SIGINT / SIGTERM) that stopped the export, as :class:`~line_exports.
+    interrupts.Stopped` (the run ends interrupted, never retried), its headline saying what
+    became of the rows; the counts (``meta``, with ``stopped_by``) are logged first as an
+    ``AssetObservation`` of the export, where the CLI's run table and the UI find them
+    (Dagster records an interrupt's failure with no metadata).
 
-    Between two requests (:class:`~line_exports.interrupts.DeliveryInterrupted`) every request
-    sent was answered and counted; stopped at once (a second signal), the rows of a request in
-    flight, if any, are counted never sent though they may have reached the API, and the
-    headline says so."""
+    ``stage``: ``reading`` (the query's rows, validation), ``planning`` (after validation,
+    before the first request) or ``delivering``. Before delivery nothing was sent: every row
+    read so far is never sent but those rejected, whose rejects file is kept. Between two
+    requests (:class:`~line_exports.interrupts.DeliveryInterrupted`) every request sent was
+    answered and counted. Stopped at once by a second signal, a request in flight is counted
+    by what the destination knew of it (``meta``)."""
     between = isinstance(exc, interrupts.DeliveryInterrupted)
-    signal_name = exc.signal_name if between else "an interrupt"
+    signal_name = getattr(exc, "signal_name", "") or "an interrupt"
     meta = {**meta, interrupts.STOPPED_BY: signal_name}
     context.log_event(dg.AssetObservation(asset_key=key, metadata=meta))
     n = {k: int(meta.get(k, 0)) for k in meta if k.startswith("rows_")}
-    headline = (
-        f"{name}: stopped by {signal_name} "
-        + ("after the request in flight" if between else "mid-request")
-        + f": of {n['rows_read']:,} rows read, {n['rows_accepted']:,} accepted, "
+    read = f"of {n['rows_read']:,} rows read" + (" so far" if stage == "reading" else "")
+    if stage == "reading":
+        when = "before sending anything (while reading and validating the rows)"
+    elif stage == "planning":
+        when = "before sending anything"
+    else:
+        when = "after the request in flight" if between else "at once, mid-delivery"
+    rejects = meta.get("rejects_file")
+    return interrupts.Stopped(
+        f"{name}: stopped by {signal_name} {when}: {read}, {n['rows_accepted']:,} accepted, "
         f"{n['rows_refused_by_api']:,} refused by the API, {n['rows_delivery_unknown']:,} of "
         f"unknown delivery, {n['rows_unsent']:,} never sent, {n['rows_rejected']:,} rejected "
         "before sending"
+        + (f" (rejects file: {getattr(rejects, 'value', rejects)})" if rejects else "")
         + (
-            ""
-            if between
-            else " (the rows of a request in flight, if any, are among those never sent but "
-            "may have reached the API)"
+            " (the rows of a request in flight, if any, are among those never sent but may "
+            "have reached the API)"
+            if stage == "delivering" and not between
+            else ""
         )
-    )
-    return (
-        type(exc)(headline)
-        if isinstance(exc, KeyboardInterrupt)
-        else (dg.DagsterExecutionInterruptedError(headline))
     )
 
 
@@ -656,9 +668,20 @@ def build_export(
         """One attempt of the step; on the last one (no retry left) an error is a failure
         whose description says the real cause (:mod:`line_exports.headlines`)."""
         try:
-            return attempt(context, config, **inputs)
+            with interrupts.stop_at_once():  # a signal before delivery: stop at once
+                return attempt(context, config, **inputs)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
+            if isinstance(exc, interrupts.Stopped):
+                raise
+            # before any row was read (settings, the query's text): nothing to count
+            signal_name = getattr(exc, "signal_name", "") or "an interrupt"
+            raise interrupts.Stopped(
+                f"{name}: stopped by {signal_name} before reading any row"
+            ) from exc
         except Exception as exc:
-            if isinstance(exc, dg.Failure) and not exc.allow_retries:
+            if isinstance(exc, interrupts.Stopped) or (
+                isinstance(exc, dg.Failure) and not exc.allow_retries
+            ):
                 raise
             last, retries = headlines.last_attempt(context)
             if not last or not retries:
@@ -729,10 +752,19 @@ def build_export(
                 "\n".join(f"- `{line}`" for line in run_mapping.describe())
                 + "".join(f"\n\n`{k}` = `{v}`" for k, v in strings.items())
             )
+        summary = ValidationSummary(rejects_path=workdir / "rejects.csv")
         try:
             summary, rows = validate_export(
-                chunks, ruleset, values, workdir, context.log, timezone=timezone
+                chunks, ruleset, values, workdir, context.log, timezone=timezone, summary=summary
             )
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
+            # Nothing sent: the rows read so far are never sent, but those rejected (kept in
+            # the rejects file); the spool of valid rows is scratch.
+            (workdir / "valid.parquet").unlink(missing_ok=True)
+            meta = export_metadata(
+                summary, None, time.monotonic() - started, source_label, dest.target_label(config)
+            )
+            raise _interrupted(context, key, name, exc, meta, "reading") from exc
         except SchemaError as exc:
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         except Exception as exc:
@@ -752,6 +784,8 @@ def build_export(
             return dg.Failure(description=description, metadata=meta, allow_retries=False)
 
         advice = dest.delivery_advice(config)
+        run: ExportRun | None = None
+        counted = False  # the delivery's report is in the summary
 
         def stopped(
             description: str, exc: BaseException, done: DeliveryReport, retryable: bool
@@ -793,7 +827,6 @@ def build_export(
             except ValueError as exc:
                 raise unsent(f"{name}: {exc}") from None
             ledger = Ledger(ledger_path)
-            run: ExportRun | None = None
             try:
                 run = ExportRun(
                     name,
@@ -811,10 +844,13 @@ def build_export(
             except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
                 done = run.report if run is not None and run.report is not None else None
                 _add_report(summary, done or DeliveryReport())
+                counted = True
                 meta = export_metadata(
                     summary, done, time.monotonic() - started, source_label, target, advice
                 )
-                raise _interrupted(context, key, name, exc, meta) from exc
+                raise _interrupted(
+                    context, key, name, exc, meta, "delivering" if done else "planning"
+                ) from exc
             except DeliveryFailed as exc:
                 raise stopped(f"{name}: {exc}", exc, exc.report, exc.retryable) from None
             except (ApiError, ClaimLost, dg.Failure) as exc:
@@ -833,6 +869,7 @@ def build_export(
             finally:
                 ledger.close()  # releases the claim, whatever the outcome
             _add_report(summary, report)
+            counted = True
             run.progress(report.sent_rows, force=True)
             meta = export_metadata(
                 summary, report, time.monotonic() - started, source_label, target, advice
@@ -859,6 +896,19 @@ def build_export(
             if synced is not None and synced.blocked:
                 context.log.warning(f"{name}: check {sync.SYNC_CHECK} failed: {synced.blocked}")
             return dg.MaterializeResult(metadata={**meta, **extra}, check_results=checks)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
+            if isinstance(exc, interrupts.Stopped):
+                raise
+            # Between validation and delivery (nothing sent), or once the delivery returned.
+            done = run.report if run is not None else None
+            if done is not None and not counted:
+                _add_report(summary, done)
+            meta = export_metadata(
+                summary, done, time.monotonic() - started, source_label, target, advice
+            )
+            raise _interrupted(
+                context, key, name, exc, meta, "delivering" if done else "planning"
+            ) from exc
         finally:
             (workdir / "valid.parquet").unlink(missing_ok=True)
             (workdir / "sync.parquet").unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""A run stopped by SIGINT or SIGTERM (Ctrl-C, Dagster's run termination) mid-send.
+"""A run stopped by SIGINT or SIGTERM (Ctrl-C, Dagster's run termination): while it reads and
+validates its rows, or mid-send.
 
 Dagster turns either signal into a ``DagsterExecutionInterruptedError`` raised wherever the
 step's code is at that moment (``dagster._core.errors.raise_execution_interrupts``, entered
@@ -10,6 +11,13 @@ after the request in flight (:meth:`~line_exports.destination.ExportRun.progress
 every destination once a request's answer is counted, raises :class:`DeliveryInterrupted`);
 a second signal stops at once, as Dagster would. The export then records its counts (accepted,
 refused, of unknown delivery, never sent) and re-raises, so the run still ends interrupted.
+
+Before delivery (reading the query, validating, the checks before the first request)
+:func:`stop_at_once` raises :class:`SignalReceived` at once: nothing was sent, so every row
+read so far is counted never sent but those rejected (their rejects file is kept).
+
+The export ends an interrupted attempt with :class:`Stopped`, which Dagster records as an
+interrupted step but never retries: a user's stop is not an error a retry can fix.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from dagster import DagsterExecutionInterruptedError
+from dagster._core.errors import DagsterError
 
 STOPPED_BY = "stopped_by"
 """Metadata key of an interrupted run's counts (an ``AssetObservation``): the signal's name."""
@@ -37,6 +46,56 @@ class DeliveryInterrupted(DagsterExecutionInterruptedError):
         self.signal_name = signal_name
 
 
+class SignalReceived(DagsterExecutionInterruptedError):
+    """SIGINT / SIGTERM raised at once (:func:`stop_at_once`, or a second signal during
+    delivery, ``again``): ``signal_name`` says which."""
+
+    def __init__(self, signal_name: str, again: bool = False) -> None:
+        super().__init__(f"{signal_name} received{' again' if again else ''}: stopped at once")
+        self.signal_name = signal_name
+        self.again = again
+
+
+class Stopped(DagsterError, DagsterExecutionInterruptedError):
+    """How an export ends an attempt a signal stopped: its message is the headline (the counts).
+
+    Dagster retries an interrupted step when the step has a ``RetryPolicy``: its boundary
+    around user code (``op_execution_error_boundary``, ``dagster/_core/execution/plan/
+    utils.py``) turns ``DagsterExecutionInterruptedError`` / ``KeyboardInterrupt`` into
+    ``RetryRequested`` ("respect retry policy when interrupts occur", dagster-io/dagster PR
+    #5974). A user's Ctrl-C or a terminated run must not start again 30 s later. The same
+    boundary re-raises a ``DagsterError`` untouched before it looks at the policy ("part of
+    the user-framework contract"), and the step's event sequence
+    (``dagster_event_sequence_for_step``, ``execute_plan.py``, case 4) records an
+    interrupt as an interrupted step failure (``ErrorSource.INTERRUPT``) and re-raises it, so
+    the run stops there as after any interrupt. Being both, this exception is an interrupt
+    the retry policy does not see (``test_interrupt_retry_policy`` runs it). ``dg.Failure(
+    allow_retries=False)`` would skip the retry too, but the run would go on with its next
+    steps after the user's stop."""
+
+
+@contextmanager
+def stop_at_once() -> Iterator[None]:
+    """While in this block, SIGINT / SIGTERM raise :class:`SignalReceived` naming the signal
+    (Dagster's own handler raises an interrupt that does not say which). Only in the main
+    thread; elsewhere the block changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signo: int, _: FrameType | None) -> None:
+        raise SignalReceived(signal.Signals(signo).name)
+
+    for signo in previous:
+        signal.signal(signo, handler)
+    try:
+        yield
+    finally:
+        for signo, old in previous.items():
+            signal.signal(signo, old)
+
+
 @contextmanager
 def stop_between_requests(run: Any, log: Any = None) -> Iterator[None]:
     """While in this block, SIGINT / SIGTERM set ``run.interrupted`` (the signal's name) instead
@@ -50,7 +109,7 @@ def stop_between_requests(run: Any, log: Any = None) -> Iterator[None]:
     def handler(signo: int, _: FrameType | None) -> None:
         name = signal.Signals(signo).name
         if run.interrupted:
-            raise DagsterExecutionInterruptedError(f"{name} received again: stopped at once")
+            raise SignalReceived(name, again=True)
         run.interrupted = name
         if log is not None:
             log.warning(

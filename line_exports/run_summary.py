@@ -19,6 +19,14 @@ import dagster as dg
 from line_exports.interrupts import STOPPED_BY
 
 FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
+STOPPED_PREFIX = "line_exports.interrupts.Stopped: "
+"""How Dagster names an export stopped by a signal in a step's error message (its headline
+follows, :class:`line_exports.interrupts.Stopped`)."""
+
+
+def failure_text(message: str) -> str:
+    """A failed step's error message without the exception's class: its headline."""
+    return message.removeprefix(FAILURE_PREFIX).removeprefix(STOPPED_PREFIX)
 
 
 @dataclass
@@ -42,6 +50,8 @@ class _BriefFormatter(logging.Formatter):
         message = str(meta.get("orig_message") or record.getMessage())
         event = meta.get("dagster_event")
         error = getattr(getattr(event, "event_specific_data", None), "error", None)
+        if error is not None and error.cls_name == "Stopped":
+            error = None  # stopped by a signal: its headline (the counts) is in the summary
         if error is not None and error.cls_name == "Failure":
             # The last attempt's failure for an unexpected error (line_exports.headlines): that
             # error, its cause, keeps its stack.

@@ -564,7 +564,7 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
             ]
         )
     for step, message in failures.items():
-        text = message.removeprefix(run_summary.FAILURE_PREFIX) if message else "failed"
+        text = run_summary.failure_text(message) if message else "failed"
         _say(out, f"error in {step}: {text}")
     _say(out, "")
     _say(
