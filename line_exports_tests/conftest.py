@@ -3,12 +3,21 @@ real PostgreSQL server per test process with a new database per module or test."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from line_exports.sandbox import Sandbox, SandboxServer
+from line_exports_tests.hypothesis_budget import THOROUGH
+
+# HYPOTHESIS_PROFILE=thorough: every property test draws its full count of examples
+# (hypothesis_budget.examples); the profile keeps the settings in force (CI's derandomize too).
+settings.register_profile(THOROUGH, settings.get_profile(settings.get_current_profile_name()))
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
 @pytest.fixture(autouse=True)

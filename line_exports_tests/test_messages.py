@@ -15,6 +15,7 @@ from line_exports.destinations.line_messaging.messages import (
     check_messages,
     utf16_len,
 )
+from line_exports_tests.hypothesis_budget import examples
 
 U1 = "U" + "a" * 32
 # The reference's examples, one per type (all must pass).
@@ -272,7 +273,7 @@ def test_substitution_is_json_safe_and_never_injects() -> None:
         assert messages[1]["substitution"]["greet"]["productId"] == NASTY[i]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(quick=60, thorough=200), deadline=None)
 @given(st.text(max_size=60), st.text(max_size=60))
 def test_any_value_round_trips_through_the_json(a: str, b: str) -> None:
     template = MessageTemplate.parse({"type": "text", "text": "[{{a}}|{{b}}]"})

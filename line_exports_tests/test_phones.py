@@ -32,6 +32,7 @@ from line_exports.phones import _TYPES, _national_route, e164_column, read_numbe
 from line_exports.rules import E164_PATTERN, Column, RuleSet, validate
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_conversion import events_of
+from line_exports_tests.hypothesis_budget import examples
 
 E164 = re.compile(E164_PATTERN)
 PHONE = Column("mobile", normalize=("trim", "phone"), format="phone")
@@ -145,7 +146,7 @@ national = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(quick=100, thorough=300), deadline=None)
 @given(
     values=st.lists(national, min_size=1, max_size=40),
     region=st.sampled_from(ROUTED),
@@ -225,7 +226,7 @@ def international(draw: st.DrawFn) -> str:
     return "+" + cc + "".join(tail)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(quick=80, thorough=200), deadline=None)
 @given(
     values=st.lists(international(), min_size=1, max_size=30), region=st.sampled_from([None, "JP"])
 )
@@ -347,7 +348,7 @@ def trunk_zero(draw: st.DrawFn) -> str:
     return ("+" + cc + zeros + number[1 + len(cc) :])[:16]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(quick=80, thorough=200), deadline=None)
 @given(
     values=st.lists(st.one_of(trunk_zero(), international()), min_size=1, max_size=30),
     region=st.sampled_from([None, "TW", "JP", "TH"]),
@@ -445,7 +446,7 @@ def patterns_and_numbers(draw: st.DrawFn) -> tuple[str, str, list[str]]:
     return wanted, unwanted, numbers
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(quick=60, thorough=150), deadline=None)
 @given(case=patterns_and_numbers(), want_both=st.booleans())
 def test_digit_automaton_reads_number_patterns_as_re_does(
     case: tuple[str, str, list[str]], want_both: bool

@@ -38,8 +38,13 @@ from line_exports.rules import (
     to_text,
     validate,
 )
+from line_exports_tests.hypothesis_budget import examples
 
-FAST = settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=examples(quick=15, thorough=35),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 # -- the rule sets of every destination ---------------------------------------------------------

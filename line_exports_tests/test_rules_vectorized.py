@@ -33,6 +33,7 @@ from line_exports.rules import (
     RuleSet,
     validate,
 )
+from line_exports_tests.hypothesis_budget import examples
 
 RULE_PATTERNS = sorted(
     {
@@ -125,7 +126,11 @@ EMAIL_LIKE = st.tuples(
 ).map("@".join)
 NEAR = st.one_of(NEAR, IP_LIKE, EMAIL_LIKE)
 CELLS = st.lists(st.one_of(st.none(), NEAR), max_size=14)
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(
+    max_examples=examples(quick=60, thorough=150),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def _arrays(values: list[str | None], junk_text: str = "U0000\n é") -> list[pa.Array]:
@@ -177,7 +182,11 @@ def test_matchers_agree_with_python_re(pattern: str) -> None:
     "pattern", [r"U[0-9a-f]{32}", r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r"[1-9][0-9]{2}"]
 )
 def test_fixed_width_shapes_with_many_values_of_other_sizes(pattern: str) -> None:
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples(quick=15, thorough=40),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(values=st.lists(st.one_of(st.none(), NEAR), min_size=100, max_size=300), junk=NEAR)
     def check(values: list[str | None], junk: str) -> None:
         _check_pattern(pattern, values, junk)
@@ -200,7 +209,11 @@ def test_fixed_width_shapes_with_a_few_values_of_other_sizes(
 ) -> None:
     """Mostly values of the pattern's width (so laid out in runs), a few others among them."""
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples(quick=15, thorough=40),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(
         right=st.lists(st.one_of(st.none(), right_size), min_size=300, max_size=400),
         odd=st.lists(st.tuples(st.integers(0, 299), NEAR), max_size=3),

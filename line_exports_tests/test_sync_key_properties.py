@@ -30,9 +30,10 @@ from line_exports.ledger import Ledger
 from line_exports.rules import ROW_NUMBER, validate
 from line_exports.sync import plan
 from line_exports.sync_store import SyncStore
+from line_exports_tests.hypothesis_budget import examples
 
 PROPERTY = settings(
-    max_examples=30,
+    max_examples=examples(quick=12, thorough=30),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
