@@ -20,44 +20,22 @@ import re
 from typing import Any
 
 import pytest
-import requests
 
 from line_exports.destinations.line_messaging.messages import MessageTemplate, TemplateError
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_messaging import store_of
-from line_exports_tests.test_line_messaging import TOKEN, export, resource, run, user
+from line_exports_tests.line_message_checks import (
+    buttons,
+    kept_everywhere,
+    post,
+    refused_everywhere,
+)
+from line_exports_tests.test_line_messaging import export, resource, run, user
 
 BOTH = "The displayText and text properties can't both be used at the same time"
 NULL = "Must not be null"
 OPERATOR = "An operator object needs exactly one of and, or, not"
 ACTION = "messages[0].template.actions[0]"
-
-
-def buttons(action: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "template",
-        "altText": "alt",
-        "template": {"type": "buttons", "text": "pick", "actions": [action]},
-    }
-
-
-def post(server: SandboxServer, endpoint: str, body: dict[str, Any]) -> requests.Response:
-    return requests.post(
-        f"{server.url}/v2/bot/message/{endpoint}",
-        data=json.dumps(body),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        timeout=10,
-    )
-
-
-def pushed(server: SandboxServer, message: dict[str, Any]) -> list[tuple[str, str]]:
-    """The sandbox's (LINE's) problems with a push of one message: [] when it answers 200."""
-    answer = post(server, "push", {"to": user(1), "messages": [message]})
-    if answer.status_code == 200:
-        return []
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["message"].startswith("The request body has"), answer.text
-    return [(d["property"], d["message"]) for d in answer.json()["details"]]
 
 
 BROKEN = [  # (case, message, the problems LINE states)
@@ -97,20 +75,14 @@ KEPT = [
 def test_a_field_rule_broken_is_refused_at_definition_and_by_the_sandbox_in_one_wording(
     sandbox_server: SandboxServer, case: str, message: dict[str, Any], problems: list[Any]
 ) -> None:
-    with pytest.raises(TemplateError) as refused:
-        MessageTemplate.parse(json.dumps(message))
-    said = str(refused.value)
-    assert said.endswith("; ".join(f"{path}: {words}" for path, words in problems)), said
-    assert pushed(sandbox_server, message) == problems
-    assert store_of(sandbox_server.sandbox).received(user(1)) == []
+    refused_everywhere(sandbox_server, message, problems)
 
 
 @pytest.mark.parametrize(("case", "message"), KEPT, ids=[c[0] for c in KEPT])
 def test_messages_that_keep_the_field_rules_pass_both(
     sandbox_server: SandboxServer, case: str, message: dict[str, Any]
 ) -> None:
-    MessageTemplate.parse(json.dumps(message))
-    assert pushed(sandbox_server, message) == []
+    kept_everywhere(sandbox_server, message)
 
 
 def test_richmenuswitch_without_alias_or_data_is_refused_as_required() -> None:

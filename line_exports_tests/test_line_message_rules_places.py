@@ -21,12 +21,18 @@ import re
 from typing import Any
 
 import pytest
-import requests
 
 from line_exports.destinations.line_messaging.messages import MessageTemplate, TemplateError
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_messaging import store_of
-from line_exports_tests.test_line_messaging import TOKEN, export, resource, run, user
+from line_exports_tests.line_message_checks import (
+    buttons,
+    kept_everywhere,
+    post,
+    refused_everywhere,
+    sandbox_says,
+)
+from line_exports_tests.test_line_messaging import export, resource, run, user
 
 QUICK = "This action can be configured only with quick reply buttons"
 RICH = "This action can be configured only with rich menus"
@@ -44,29 +50,6 @@ VIDEO = {
 ICON = {"type": "icon", "url": URL}
 SPAN = {"type": "span", "text": "s"}
 TEXT = {"type": "text", "text": "t"}
-
-
-def post(server: SandboxServer, endpoint: str, body: dict[str, Any]) -> requests.Response:
-    return requests.post(
-        f"{server.url}/v2/bot/message/{endpoint}",
-        data=json.dumps(body),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        timeout=10,
-    )
-
-
-def pushed(server: SandboxServer, message: dict[str, Any]) -> list[tuple[str, str]]:
-    """The sandbox's (LINE's) problems with a push of one message: [] when it answers 200."""
-    answer = post(server, "push", {"to": user(1), "messages": [message]})
-    if answer.status_code == 200:
-        return []
-    assert answer.status_code == 400, answer.text
-    return [(d["property"], d["message"]) for d in answer.json()["details"]]
-
-
-def buttons(action: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "template", "altText": "a",
-            "template": {"type": "buttons", "text": "pick", "actions": [action]}}  # fmt: skip
 
 
 def quick(action: dict[str, Any]) -> dict[str, Any]:
@@ -133,20 +116,14 @@ KEPT = [
 def test_a_misplaced_object_is_refused_at_definition_and_by_the_sandbox_in_one_wording(
     sandbox_server: SandboxServer, case: str, message: dict[str, Any], problems: list[Any]
 ) -> None:
-    with pytest.raises(TemplateError) as refused:
-        MessageTemplate.parse(json.dumps(message))
-    said = str(refused.value)
-    assert said.endswith("; ".join(f"{path}: {words}" for path, words in problems)), said
-    assert pushed(sandbox_server, message) == problems
-    assert store_of(sandbox_server.sandbox).received(user(1)) == []
+    refused_everywhere(sandbox_server, message, problems)
 
 
 @pytest.mark.parametrize(("case", "message"), KEPT, ids=[c[0] for c in KEPT])
 def test_objects_in_their_places_pass_both(
     sandbox_server: SandboxServer, case: str, message: dict[str, Any]
 ) -> None:
-    MessageTemplate.parse(json.dumps(message))
-    assert pushed(sandbox_server, message) == []
+    kept_everywhere(sandbox_server, message)
 
 
 QUOTED = {"type": "text", "text": "hi", "quoteToken": "q3Plxr4AgKd"}
@@ -165,7 +142,7 @@ def test_a_quote_token_is_refused_outside_push_and_reply(
     assert answer.status_code == 400, answer.text
     assert answer.json()["details"] == [{"message": QUOTE, "property": "messages[0].quoteToken"}]
     MessageTemplate.parse(json.dumps(QUOTED), target="push")
-    assert pushed(sandbox_server, QUOTED) == []
+    assert sandbox_says(sandbox_server, QUOTED, "push") == []
 
 
 def test_a_multicast_export_with_a_quote_token_is_refused_when_defined() -> None:

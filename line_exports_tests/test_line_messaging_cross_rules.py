@@ -21,11 +21,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from line_exports.destinations.line_messaging.messages import MessageTemplate, TemplateError
+from line_exports.destinations.line_messaging.messages import MessageTemplate
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_messaging import store_of
+from line_exports_tests.line_message_checks import kept_everywhere, refused_everywhere, sandbox_says
 from line_exports_tests.test_line_messaging import export, resource, run, user
-from line_exports_tests.test_line_messaging_limits import validate
 
 URL = "https://example.com/a.jpg"
 CAROUSEL = "messages[0].template.columns"
@@ -133,32 +133,18 @@ KEPT = [  # (case, message) LINE takes
 ]  # fmt: skip
 
 
-def sandbox_says(server: SandboxServer, message: dict[str, Any]) -> list[tuple[str, str]]:
-    """LINE's (the sandbox's) problems with one message, over HTTP: [] when it answers 200."""
-    answer = validate(server, [message])
-    if answer.status_code == 200:
-        return []
-    assert answer.status_code == 400, answer.text
-    return [(d["property"], d["message"]) for d in answer.json()["details"]]
-
-
 @pytest.mark.parametrize(("case", "message", "problems"), BROKEN, ids=[c[0] for c in BROKEN])
 def test_a_broken_rule_is_refused_at_definition_and_by_the_sandbox_in_one_wording(
     sandbox_server: SandboxServer, case: str, message: dict[str, Any], problems: list[Any]
 ) -> None:
-    with pytest.raises(TemplateError) as refused:
-        MessageTemplate.parse(json.dumps(message))
-    said = str(refused.value)
-    assert said.endswith("; ".join(f"{path}: {words}" for path, words in problems)), said
-    assert sandbox_says(sandbox_server, message) == problems
+    refused_everywhere(sandbox_server, message, problems)
 
 
 @pytest.mark.parametrize(("case", "message"), KEPT, ids=[c[0] for c in KEPT])
 def test_messages_that_keep_the_rules_pass_both(
     sandbox_server: SandboxServer, case: str, message: dict[str, Any]
 ) -> None:
-    MessageTemplate.parse(json.dumps(message))
-    assert sandbox_says(sandbox_server, message) == []
+    kept_everywhere(sandbox_server, message)
 
 
 PER_ROW = [  # (case, template, rows of the placeholders' columns, problems of each row)
@@ -227,7 +213,8 @@ def test_a_rule_a_placeholder_breaks_is_a_per_row_problem_in_the_sandbox_s_words
     rendered = parsed.render(frame)
     for i in range(len(frame)):
         per_row = sorted((path, words) for path, words, mask in failures if mask[i])
-        sandbox = sorted(sandbox_says(sandbox_server, json.loads(rendered.iloc[i])[0]))
+        message = json.loads(rendered.iloc[i])[0]
+        sandbox = sorted(sandbox_says(sandbox_server, message, "validate/push"))
         assert per_row == sandbox == sorted(expected[i]), (i, per_row, sandbox)
 
 
