@@ -48,6 +48,13 @@ def run(
 
 
 def run_fails(asset: dg.AssetsDefinition, resource: LineMessagingResource) -> str:
+    return run_failure(asset, resource)[0]
+
+
+def run_failure(
+    asset: dg.AssetsDefinition, resource: LineMessagingResource
+) -> tuple[str, dict[str, Any]]:
+    """A run that must fail: its step failure's error message and metadata (plain values)."""
     result = dg.materialize(
         [asset],
         resources={"sql_source": SqlSource(), "line_messaging": resource},
@@ -55,7 +62,11 @@ def run_fails(asset: dg.AssetsDefinition, resource: LineMessagingResource) -> st
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    return failure.event_specific_data.error.message  # type: ignore[union-attr]
+    data = failure.event_specific_data
+    failure_data = data.user_failure_data  # type: ignore[union-attr]
+    metadata = failure_data.metadata if failure_data is not None else {}
+    meta = {k: getattr(v, "value", v) for k, v in metadata.items()}
+    return data.error.message, meta  # type: ignore[union-attr]
 
 
 def resource(server: SandboxServer, **kwargs: Any) -> LineMessagingResource:

@@ -19,15 +19,13 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from line_exports import LineMessagingResource, SqlSource, build_export
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sandbox.line_messaging import summary
+from line_exports_tests.line_coupon_runs import GROUP, ROWS, expected, fates
+from line_exports_tests.line_coupon_runs import coupon_run as run_on
 from line_exports_tests.test_outcomes import adds_up, outcome_metadata, table_row
 
-ROWS = 6
-GROUP = 2  # multicast recipients a request
 PATHS = {"push_message": "/v2/bot/message/push", "multicast_message": "/v2/bot/message/multicast"}
-COUNTS = ("rows_refused_by_api", "rows_unsent", "rows_delivery_unknown", "rows_accepted")
 
 
 def requests_of(target: str) -> int:
@@ -36,39 +34,8 @@ def requests_of(target: str) -> int:
 
 
 def coupon_run(url: str, target: str) -> dg.ExecuteInProcessResult:
-    """The ``diff`` export ``coupon`` of ``ROWS`` users, one HTTP retry after 1 s, two step
-    retries (no delay)."""
-    settings: dict[str, Any] = {
-        "target": target,
-        "sync_mode": "diff",
-        "initial_retry_wait": 1,
-        "max_retry": 1,
-        "connection_timeout": 30,
-    }
-    if target == "push_message":
-        settings["template_message"] = '{"type": "text", "text": "coupon {{code}}"}'
-    else:
-        settings["template_message_multicast"] = '{"type": "text", "text": "coupon"}'
-        settings["batch_size_multicast"] = GROUP
-    asset = build_export(
-        "coupon",
-        destination="line_messaging",
-        query=(
-            "select 'U' || lpad(printf('%x', range), 32, '0') as id, 'C' || range as code "
-            f"from range({ROWS})"
-        ),
-        settings=settings,
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=0),
-    )
-    return dg.materialize(
-        [asset],
-        resources={
-            "line_messaging": LineMessagingResource(base_url=url, poll_seconds=0.05),
-            "sql_source": SqlSource(),
-        },
-        tags={"dagster/scheduled_execution_time": "2026-06-02T09:00:00+00:00"},
-        raise_on_error=False,
-    )
+    """The ``diff`` export ``coupon``, two step retries (no delay)."""
+    return run_on(url, target, "diff", dg.RetryPolicy(max_retries=2, delay=0))
 
 
 def stopped_counts(result: dg.ExecuteInProcessResult) -> tuple[dict[str, Any], str]:
@@ -103,12 +70,7 @@ def test_500_until_the_retries_are_spent_is_of_unknown_delivery_in_every_step_at
     answered = [r for r in sandbox.requests if r.path == PATHS[target] and r.status == 500]
     # Every request twice in the first attempt, then one resend (twice) in each step retry.
     assert len(answered) == 2 * requests_of(target) + 2 * 2, len(answered)
-    assert {k: meta[k] for k in COUNTS} == {
-        "rows_refused_by_api": 0,
-        "rows_unsent": 0,
-        "rows_delivery_unknown": ROWS,
-        "rows_accepted": 0,
-    }, meta
+    assert fates(meta) == expected(unknown=ROWS), meta
     assert meta["rows_sent"] == ROWS and meta["requests"] == 1, meta
     assert "answered 500" in headline, headline
 
@@ -126,12 +88,7 @@ def test_resends_accepted_before_the_500_stay_accepted(
     delivered = summary(sandbox)["messages_delivered"]
     first = 1 if target == "push_message" else GROUP
     assert delivered == first, delivered
-    assert {k: meta[k] for k in COUNTS} == {
-        "rows_refused_by_api": 0,
-        "rows_unsent": 0,
-        "rows_delivery_unknown": ROWS - first,
-        "rows_accepted": first,
-    }, meta
+    assert fates(meta) == expected(unknown=ROWS - first, accepted=first), meta
 
 
 @pytest.mark.parametrize("target", list(PATHS))
@@ -145,10 +102,5 @@ def test_lost_answers_then_500_are_of_unknown_delivery(
     sandbox.add_fault(Fault(path=path, status=500, times=-1))
     meta, headline = stopped_counts(coupon_run(sandbox_server.url, target))
     assert summary(sandbox)["messages_delivered"] == ROWS
-    assert {k: meta[k] for k in COUNTS} == {
-        "rows_refused_by_api": 0,
-        "rows_unsent": 0,
-        "rows_delivery_unknown": ROWS,
-        "rows_accepted": 0,
-    }, meta
+    assert fates(meta) == expected(unknown=ROWS), meta
     assert f"{ROWS} rows of unknown delivery" in headline, headline

@@ -5,14 +5,18 @@ the job failure switched on over HTTP (``PUT /_sandbox/line_messaging/audience_j
 
 from __future__ import annotations
 
-import dagster as dg
 import pytest
 import requests
 
-from line_exports import SqlSource
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_messaging import store_of
-from line_exports_tests.test_line_messaging import TOKEN, export, resource, users_query
+from line_exports_tests.test_line_messaging import (
+    TOKEN,
+    export,
+    resource,
+    run_failure,
+    users_query,
+)
 
 FAILURES = "/_sandbox/line_messaging/audience_job_failures"
 
@@ -26,16 +30,8 @@ def test_failed_upload_job_counts_its_rows_refused_with_lines_answer(
     )
     assert answer.status_code == 200, answer.text
     asset = export("aud_failed", users_query(5), target="audience", audience_name="failing")
-    result = dg.materialize(
-        [asset],
-        resources={"sql_source": SqlSource(), "line_messaging": resource(sandbox_server)},
-        raise_on_error=False,
-    )
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    data = failure.event_specific_data
-    assert failed_type in data.error.message  # type: ignore[union-attr]
-    meta = {k: getattr(v, "value", v) for k, v in data.user_failure_data.metadata.items()}  # type: ignore[union-attr]
+    message, meta = run_failure(asset, resource(sandbox_server))
+    assert failed_type in message
     assert (meta["rows_read"], meta["rows_refused_by_api"], meta["rows_accepted"]) == (5, 5, 0)
     assert meta["rows_unsent"] == meta["rows_delivery_unknown"] == 0
     assert [a for a in meta["refusals_by_answer"] if failed_type in a], meta["refusals_by_answer"]

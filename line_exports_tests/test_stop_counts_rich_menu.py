@@ -4,11 +4,8 @@ HTTP to the sandbox, every bulk link request answered 400."""
 
 from __future__ import annotations
 
-import dagster as dg
-
-from line_exports import SqlSource
 from line_exports.sandbox import Fault, SandboxServer
-from line_exports_tests.test_line_messaging import export, resource
+from line_exports_tests.test_line_messaging import export, resource, run_failure
 from line_exports_tests.test_line_rich_menu import MENU_A, MISSING, setup_menus
 
 ANSWER = "The richMenuId is not valid"
@@ -26,16 +23,7 @@ def test_every_rich_menu_request_refused_names_lines_answer(
         f"FROM range(5) UNION ALL SELECT 'U' || lpad('f', 32, 'f'), '{MISSING}'"
     )
     asset = export("rm_refused", query, target="rich_menu", initial_retry_wait=1)
-    result = dg.materialize(
-        [asset],
-        resources={"sql_source": SqlSource(), "line_messaging": resource(sandbox_server)},
-        raise_on_error=False,
-    )
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    data = failure.event_specific_data
-    text = data.error.message  # type: ignore[union-attr]
+    text, meta = run_failure(asset, resource(sandbox_server))
     assert "LINE refused every rich menu request" in text
     assert ANSWER in text and "row 1" in text, text
-    meta = {k: getattr(v, "value", v) for k, v in data.user_failure_data.metadata.items()}  # type: ignore[union-attr]
     assert (meta["rows_read"], meta["rows_rejected"], meta["rows_refused_by_api"]) == (6, 1, 5)
