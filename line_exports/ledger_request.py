@@ -14,12 +14,14 @@ the request was recorded before it was sent:
 * a pending record is not done: the request is sent again. Only for requests the API takes
   twice as once (MAAC's member import matches members by the import key and overwrites;
   CAPI's ``deduplication_key``; LinkedIn's ADD / REMOVE of a segment member; LINE's retry key);
-* a call that failed for good after every attempt was answered (429/5xx, 4xx) marks the
-  pending record :data:`~line_exports.outcomes.EARLIER_ANSWER`, so the next attempt knows the
-  request was answered (a 429 there is refused; a 5xx stays of unknown delivery: it may have
-  acted, :func:`~line_exports.outcomes.fate_of`); one whose every attempt never
-  reached the API (connection refused) marks it :data:`~line_exports.outcomes.NOT_REACHED`
-  the same way (the request never left: its rows are unsent, not of unknown delivery);
+* a call that failed for good marks its pending record (:func:`failure_mark`): how many of
+  its attempts, and of earlier step attempts, got no answer or a 5xx (the API may have acted:
+  a 429 to a later resend leaves its rows of unknown delivery, and the reason says which,
+  :func:`~line_exports.outcomes.fate_of`); else the status every attempt was answered
+  (:data:`~line_exports.outcomes.EARLIER_ANSWER`: a 429 there is refused); one whose every
+  attempt never reached the API (connection refused) is marked
+  :data:`~line_exports.outcomes.NOT_REACHED` (the request never left: its rows are unsent,
+  not of unknown delivery);
 * :func:`~line_exports.outcomes.unanswered_before` reads the record:
   :meth:`LedgerRequest.count_failed` counts a failed resend with it.
 """
@@ -38,6 +40,7 @@ from line_exports.http import ApiError, may_have_acted
 from line_exports.outcomes import (
     EARLIER_ANSWER,
     NOT_REACHED,
+    Earlier,
     Fate,
     count_failed_request,
     unanswered_before,
@@ -54,46 +57,56 @@ class LedgerLike(Protocol):
     def record(self, key: str, result: dict[str, Any]) -> None: ...
 
 
-def pending_record(since: float | None, now: float | None = None, **extra: Any) -> dict[str, Any]:
+def pending_record(
+    since: float | None, now: float | None = None, earlier: Earlier | None = None, **extra: Any
+) -> dict[str, Any]:
     """The ledger record of a request about to be sent (or sent, its answer not final): ``at``
     is when it was first sent, ``since`` when an earlier attempt did (kept: LINE's 24 hours for
     an ``X-Line-Retry-Key`` run from the first request, "Retry failed API requests",
     https://developers.line.biz/en/docs/messaging-api/retrying-api-request/), else ``now``
-    (epoch seconds; default the clock's)."""
+    (epoch seconds; default the clock's). ``earlier``: what earlier step attempts of it got
+    that may have acted (:func:`~line_exports.outcomes.unanswered_before`), kept with one more
+    attempt unanswered, this one's, until its answer is marked (:func:`failure_mark`)."""
     now = time.time() if now is None else now
-    return {"state": PENDING, "at": now if since is None else min(since, now), **extra}
+    record = {"state": PENDING, "at": now if since is None else min(since, now), **extra}
+    if earlier:
+        record.update(Earlier(earlier.unanswered + 1, earlier.server_errors).fields())
+    return record
 
 
-def failure_mark(exc: ApiError, earlier_unanswered: bool, made: bool = True) -> int | str | None:
-    """What the pending record of a call that failed for good is marked with
-    (:data:`~line_exports.outcomes.EARLIER_ANSWER`), so that the next step attempt counts it
-    right (:func:`~line_exports.outcomes.unanswered_before`): the status when the API answered
-    every attempt (429/5xx, 4xx); :data:`~line_exports.outcomes.NOT_REACHED` when no attempt
-    reached it (connection refused) or the request was never made (``made`` False: no token);
-    None, left unanswered, when some attempt of it, or of an earlier step attempt
-    (``earlier_unanswered``), may have reached the API without an answer. The one rule of every
-    destination (:class:`LedgerRequest`, LINE's push and multicast)."""
-    if exc.unanswered or earlier_unanswered:
-        return None
-    if exc.server_errors and exc.status is not None and not may_have_acted(exc.status):
-        # An attempt of it was answered 5xx (the API may have acted), then e.g. 429: marking the
-        # 429 would let the next step attempt count it refused. Left pending, it stays unknown.
-        return None
-    if not made:
-        return NOT_REACHED
-    if exc.status is not None:
-        return exc.status
-    return None if exc.reached else NOT_REACHED
+def failure_mark(exc: ApiError, earlier: Earlier | None, made: bool = True) -> dict[str, Any]:
+    """What the pending record of a call that failed for good is marked with, so that the next
+    step attempt counts it right (:func:`~line_exports.outcomes.unanswered_before`): when some
+    attempt of it, or of an earlier step attempt (``earlier``), got no answer or a 5xx (the API
+    may have acted), how many of each (:class:`~line_exports.outcomes.Earlier`) and the last
+    status; else the status when the API answered every attempt (a 4xx: it did not act);
+    :data:`~line_exports.outcomes.NOT_REACHED` when no attempt reached it (connection refused)
+    or the request was never made (``made`` False: no token). The one rule of every destination
+    (:class:`LedgerRequest`, LINE's push, multicast, narrowcast and settle step)."""
+    answered = exc.status is not None
+    acted = Earlier(
+        exc.unanswered + int(made and not answered and exc.reached),
+        exc.server_errors + int(answered and may_have_acted(exc.status or 0)),
+    )
+    total = Earlier(
+        acted.unanswered + (earlier.unanswered if earlier else 0),
+        acted.server_errors + (earlier.server_errors if earlier else 0),
+    )
+    last = {EARLIER_ANSWER: exc.status} if answered and made else {}
+    if total:
+        return {**total.fields(), **last}
+    return last or {EARLIER_ANSWER: NOT_REACHED}
 
 
 def recorded_error(state: dict[str, Any], where: str) -> ApiError:
     """The failure an earlier attempt left in the pending record ``state`` of a request
     (``where``: which request, for the reason), as :func:`~line_exports.outcomes.fate_of` reads
-    it: every attempt answered with a status (:data:`~line_exports.outcomes.EARLIER_ANSWER`,
-    retries spent: refused), never reached (:data:`~line_exports.outcomes.NOT_REACHED`:
-    unsent), or no answer recorded (it may have reached the API: unknown; so is a text answer,
-    which holds no status). For a request a run stops before sending again: its rows are
-    counted by what the ledger knows of it."""
+    it with :func:`~line_exports.outcomes.unanswered_before` of the same record: the last
+    status it was answered (:data:`~line_exports.outcomes.EARLIER_ANSWER`, retries spent),
+    never reached (:data:`~line_exports.outcomes.NOT_REACHED`: unsent), or no answer recorded
+    (it may have reached the API: unknown; so is a text answer, which holds no status). For a
+    request a run stops before sending again: its rows are counted by what the ledger knows of
+    it."""
     answer = state.get(EARLIER_ANSWER)
     if answer == NOT_REACHED:
         return ApiError(f"{where} never left", path=where, reached=False)
@@ -105,7 +118,7 @@ def recorded_error(state: dict[str, Any], where: str) -> ApiError:
         f"{where} answered {answer}",
         status=int(answer),
         path=where,
-        body="so answered every attempt of an earlier try, its retries spent; not sent again",
+        body="so answered the last attempt of an earlier try, its retries spent; not sent again",
     )
 
 
@@ -120,14 +133,15 @@ class LedgerRequest:
     """The ledger's view of one request (``key``: its content key in the run scope).
 
     ``result``: the recorded result when the request went through already, else None.
-    ``earlier_unanswered``: an earlier step attempt sent it without a known answer.
+    ``earlier_unanswered``: what earlier step attempts of it got that may have acted (no
+    answer, a 5xx; :class:`~line_exports.outcomes.Earlier`, false when nothing).
     ``pending``: the pending record an earlier attempt left (with its :meth:`sending` extras).
     """
 
     ledger: LedgerLike
     key: str
     result: dict[str, Any] | None
-    earlier_unanswered: bool
+    earlier_unanswered: Earlier
     pending: dict[str, Any] | None = None
 
     @classmethod
@@ -135,7 +149,7 @@ class LedgerRequest:
         """The request ``key`` as the ledger holds it (one read)."""
         state = ledger.done(key)
         if is_done(state):
-            return cls(ledger, key, state, False)
+            return cls(ledger, key, state, Earlier())
         return cls(ledger, key, None, unanswered_before(state), state)
 
     @property
@@ -147,7 +161,7 @@ class LedgerRequest:
     def sending(self, **extra: Any) -> None:
         """Record the request pending (with ``extra`` fields): call right before sending it.
         An earlier attempt's first send time is kept (:func:`pending_record`)."""
-        self.pending = pending_record(self.first_sent, **extra)
+        self.pending = pending_record(self.first_sent, earlier=self.earlier_unanswered, **extra)
         self.ledger.record(self.key, self.pending)
 
     def succeeded(self, result: dict[str, Any]) -> None:
@@ -163,13 +177,12 @@ class LedgerRequest:
             self._mark(answer)
 
     def failed(self, exc: ApiError) -> None:
-        """The call failed for good: mark its pending record by :func:`failure_mark` (answered
-        every attempt: its status; no attempt reached the API: not reached, so the next step
-        attempt counts its rows unsent, not of unknown delivery); else it stays pending, of
-        unknown answer."""
-        mark = failure_mark(exc, self.earlier_unanswered)
-        if mark is not None:
-            self._mark(mark)
+        """The call failed for good: mark its pending record by :func:`failure_mark` (what may
+        have acted, counted; else its status, or not reached, so the next step attempt counts
+        its rows unsent, not of unknown delivery)."""
+        self.ledger.record(
+            self.key, pending_record(self.first_sent, **failure_mark(exc, self.earlier_unanswered))
+        )
 
     def _mark(self, answer: int | str) -> None:
         self.ledger.record(self.key, pending_record(self.first_sent, **{EARLIER_ANSWER: answer}))
@@ -185,8 +198,6 @@ class LedgerRequest:
         """:func:`~line_exports.outcomes.count_failed_request` for this request (rule
         ``request_refused``), an earlier step attempt's lost answer included; then
         :meth:`failed`."""
-        fate = count_failed_request(
-            report, rows, column, exc, api, earlier_unanswered=self.earlier_unanswered
-        )
+        fate = count_failed_request(report, rows, column, exc, api, earlier=self.earlier_unanswered)
         self.failed(exc)
         return fate

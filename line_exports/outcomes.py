@@ -69,33 +69,66 @@ class Fate:
 
 
 EARLIER_ANSWER = "answered"
-"""Key of a ``pending`` ledger record holding the status with which every attempt of an
-earlier step attempt was answered (or :data:`NOT_REACHED`): that attempt certainly got an
-answer, or certainly never reached the API. A 5xx there may still have acted
-(:func:`~line_exports.http.may_have_acted`): :func:`unanswered_before` counts it as unknown."""
+"""Key of a ``pending`` ledger record holding the status with which the last attempt of an
+earlier step attempt was answered (or :data:`NOT_REACHED`: every attempt of it certainly
+never reached the API)."""
 
 NOT_REACHED = "not reached"
 """:data:`EARLIER_ANSWER` of a pending record whose every attempt certainly never reached the
 API (``ApiError.reached`` False, none unanswered): the request never left."""
 
+EARLIER_UNANSWERED = "unanswered"
+EARLIER_5XX = "answered_5xx"
+"""Keys of a ``pending`` ledger record counting the attempts of earlier step attempts that may
+have acted: those that got no answer, those answered a 5xx (:class:`Earlier`)."""
 
-def unanswered_before(state: dict[str, Any] | None) -> bool:
-    """Whether an earlier (Dagster step) attempt of this run scope sent the request without a
-    known outcome: the ledger holds it ``pending`` (recorded before sending) and either no
-    answer was recorded since (:data:`EARLIER_ANSWER`) or the recorded answer is a 5xx
-    (:func:`~line_exports.http.may_have_acted`). Such an attempt may have acted."""
+
+@dataclass(frozen=True)
+class Earlier:
+    """What the earlier (Dagster step) attempts of a request got that may have acted on it:
+    ``unanswered`` attempts that may have reached the API without an answer, ``server_errors``
+    attempts it answered a 5xx (:func:`~line_exports.http.may_have_acted`). True when any."""
+
+    unanswered: int = 0
+    server_errors: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.unanswered or self.server_errors)
+
+    def fields(self) -> dict[str, int]:
+        """The pending record's counts (:data:`EARLIER_UNANSWERED`, :data:`EARLIER_5XX`)."""
+        return {EARLIER_UNANSWERED: self.unanswered, EARLIER_5XX: self.server_errors}
+
+    def text(self) -> str:
+        """``no answer to 1 and a 5xx answer to 2 earlier attempt(s)``."""
+        parts = [f"no answer to {self.unanswered}"] if self.unanswered else []
+        parts += [f"a 5xx answer to {self.server_errors}"] if self.server_errors else []
+        return " and ".join(parts) + " earlier attempt(s)"
+
+
+def unanswered_before(state: dict[str, Any] | None) -> Earlier:
+    """What an earlier (Dagster step) attempt of this run scope left of a request it sent
+    (:class:`Earlier`, false when nothing that may have acted): the ledger holds it ``pending``
+    (recorded before sending) with the counts of its attempts (:data:`EARLIER_UNANSWERED`,
+    :data:`EARLIER_5XX`); a record without counts (an attempt cut off after sending, or written
+    by an earlier version) got no answer unless one is recorded (:data:`EARLIER_ANSWER`: a 5xx
+    may have acted; a 4xx or :data:`NOT_REACHED` did not)."""
     if state is None or state.get("state") != "pending":
-        return False
+        return Earlier()
+    if EARLIER_UNANSWERED in state or EARLIER_5XX in state:
+        return Earlier(int(state.get(EARLIER_UNANSWERED, 0)), int(state.get(EARLIER_5XX, 0)))
     answer = state.get(EARLIER_ANSWER)
-    return answer is None or (isinstance(answer, int) and may_have_acted(answer))
+    if answer is None:
+        return Earlier(unanswered=1)
+    return Earlier(server_errors=int(isinstance(answer, int) and may_have_acted(answer)))
 
 
-def fate_of(exc: ApiError, api: str, earlier_unanswered: bool = False) -> Fate:
+def fate_of(exc: ApiError, api: str, earlier: Earlier | None = None) -> Fate:
     """The one rule for a request that failed for good (``api``: the API's name, e.g. MAAC).
 
-    ``earlier_unanswered``: an earlier attempt of the step (Dagster's RetryPolicy re-runs the
-    export) sent the same request and its outcome is not known (:func:`unanswered_before`: no
-    answer, or a 5xx); it counts like an unanswered earlier attempt of this call.
+    ``earlier``: what earlier attempts of the step (Dagster's RetryPolicy re-runs the export)
+    got that sent the same request (:func:`unanswered_before`: no answer, or a 5xx); they
+    count like earlier attempts of this call.
 
     * The API answered a 5xx (once retries are spent): ``unknown``, the reason being its
       answer: it may have acted on the request (LINE, "Retry failed API requests",
@@ -111,34 +144,39 @@ def fate_of(exc: ApiError, api: str, earlier_unanswered: bool = False) -> Fate:
     * No answer, and the request may have reached the API (a read timeout, a connection cut
       mid-request): ``unknown`` -- it may or may not have acted.
     * The request never reached the API (the connection could not be opened, TLS refused,
-      credentials refused over plain HTTP): ``unsent``.
+      credentials refused over plain HTTP): ``unsent``, unless an earlier attempt may have
+      acted (no answer, or a 5xx): ``unknown``.
+
+    The reason says what the earlier attempts got (``a 5xx answer to 2 earlier attempt(s),
+    then LINE answered 429 ...``), never "no answer" for an attempt that was answered.
     """
     where = f"{exc.method} {exc.path}".strip()
-    unanswered = exc.unanswered + int(earlier_unanswered)
+    before = Earlier(
+        exc.unanswered + (earlier.unanswered if earlier else 0),
+        exc.server_errors + (earlier.server_errors if earlier else 0),
+    )
+    # "may have acted" when a 5xx was the last word, "may or may not" after a lost answer
+    acted = "may or may not have acted on it" if before.unanswered else "may have acted on it"
     if exc.status is not None:
         answer = f"{api} answered {exc.status} to {where}: {exc.body[:300]}".rstrip(": ")
         transient = exc.status in RETRYABLE_STATUS or may_have_acted(exc.status)
-        if unanswered and transient:
-            return Fate(
-                "unknown",
-                f"no answer to {unanswered} earlier attempt(s), then {answer}: {api} may or "
-                "may not have acted on it",
-            )
+        if before.unanswered and transient:
+            return Fate("unknown", f"{before.text()}, then {answer}: {api} {acted}")
         if may_have_acted(exc.status):
             return Fate(
                 "unknown", f"{answer} (a 5xx: {api} may have acted on it, in whole or part)"
             )
-        if transient and exc.server_errors:
-            return Fate(
-                "unknown",
-                f"a 5xx answer to {exc.server_errors} earlier attempt(s), then {answer}: {api} "
-                "may have acted on it",
-            )
+        if transient and before.server_errors:
+            return Fate("unknown", f"{before.text()}, then {answer}: {api} {acted}")
         return Fate("refused", answer)
-    if exc.reached or unanswered:
+    if exc.reached:
         return Fate(
             "unknown",
             f"no answer from {api} ({exc}): the request may or may not have reached it",
+        )
+    if before:
+        return Fate(
+            "unknown", f"{before.text()}, then {api} was not reached ({exc}): {api} {acted}"
         )
     return Fate("unsent", f"{api} was not reached ({exc})")
 
@@ -150,12 +188,12 @@ def count_failed_request(
     exc: ApiError,
     api: str,
     rule: str = REQUEST_REFUSED,
-    earlier_unanswered: bool = False,
+    earlier: Earlier | None = None,
 ) -> Fate:
     """Count the rows (row numbers) of a request that failed for good where :func:`fate_of`
     puts them: refused (rejects with ``rule`` and the API's answer) or delivery unknown, both
     sent; unsent rows are left out of the report (the export counts them unsent)."""
-    fate = fate_of(exc, api, earlier_unanswered)
+    fate = fate_of(exc, api, earlier)
     numbers = [int(n) for n in rows]
     if fate.kind == "refused":
         report.refused.append(reject(numbers, column, rule, fate.reason))

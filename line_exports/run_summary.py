@@ -240,7 +240,7 @@ def attention_lines(found: dict[str, ExportOutcome], top: int = 3) -> list[str]:
             reasons = meta.get("delivery_unknown_reasons") or {}
             lines.append(
                 f"warning: {outcome.key}: {meta['rows_delivery_unknown']:,} rows of unknown "
-                "delivery (sent, no answer: whether the API took them nobody can tell; rule "
+                "delivery (sent, and whether the API took them nobody can tell; rule "
                 "delivery_unknown in the rejects file)"
                 + (f": {_top(reasons, top, '{} ({:,})')}" if reasons else "")
                 + (

@@ -66,7 +66,12 @@ from line_exports.destination import DeliveryReport
 from line_exports.http import ApiError
 from line_exports.ledger import CLAIMS
 from line_exports.ledger_request import failure_mark, recorded_error
-from line_exports.outcomes import EARLIER_ANSWER, count_failed_request, unanswered_before
+from line_exports.outcomes import (
+    EARLIER_ANSWER,
+    Earlier,
+    count_failed_request,
+    unanswered_before,
+)
 from line_exports.sync_store import SentRequest, SyncStore, store_name
 
 if TYPE_CHECKING:
@@ -91,14 +96,14 @@ class ResendFailed(Exception):
 class SettleStopped(Exception):
     """The settle step stopped at a resend that failed for good: the run stops before it plans.
 
-    ``failed``: {member key: (the error its request's attempts ended with, whether an earlier
-    attempt went unanswered)} of the members of the requests not settled: the one that failed
+    ``failed``: {member key: (the error its request's attempts ended with, what earlier
+    attempts got that may have acted)} of the members of the requests not settled: the one that failed
     now, and those not sent again after it (their ledger record's error,
     :func:`~line_exports.ledger_request.recorded_error`); a request not made (no token) has no
     entry: its rows are unsent. ``settled``: what the step did before."""
 
     def __init__(
-        self, error: ApiError, failed: dict[str, tuple[ApiError, bool]], settled: Settled
+        self, error: ApiError, failed: dict[str, tuple[ApiError, Earlier]], settled: Settled
     ) -> None:
         super().__init__(
             f"{error} (sending again, before planning, a request an earlier run left without a "
@@ -115,14 +120,12 @@ class SettleStopped(Exception):
         report = DeliveryReport()
         keys, rows = changed.column("key").to_pylist(), changed.column("rn").to_pylist()
         row_of = dict(zip(keys, rows, strict=True))
-        groups: dict[tuple[int, bool], tuple[ApiError, list[int]]] = {}
+        groups: dict[tuple[int, Earlier], tuple[ApiError, list[int]]] = {}
         for key, (error, earlier) in self.failed.items():
             if key in row_of:
                 groups.setdefault((id(error), earlier), (error, []))[1].append(int(row_of[key]))
         for (_, earlier), (error, numbers) in groups.items():
-            count_failed_request(
-                report, sorted(numbers), "id", error, API, earlier_unanswered=earlier
-            )
+            count_failed_request(report, sorted(numbers), "id", error, API, earlier=earlier)
         return report
 
 
@@ -276,7 +279,7 @@ def settle_earlier(
     unknown: dict[str, str] = {}
     done: list[str] = []
     stop: ApiError | None = None  # the resend that failed for good: no more are sent
-    failed: dict[str, tuple[ApiError, bool]] = {}
+    failed: dict[str, tuple[ApiError, Earlier]] = {}
     export = export_of(store.export)
     scopes: dict[str, list[SentRequest]] = defaultdict(list)
     for request in requests:
@@ -308,8 +311,7 @@ def settle_earlier(
                         if exc.made:
                             failed.update((k, (exc.error, earlier)) for k in keys)
                         mark = failure_mark(exc.error, earlier, exc.made)
-                        if mark is not None:  # the one rule (LedgerRequest): first send kept
-                            ledger.record(request.key, {**state, EARLIER_ANSWER: mark})
+                        ledger.record(request.key, {**state, **mark})  # first send kept
                         continue
                     _count(result, outcome, state)
                     if outcome == "expired":

@@ -34,11 +34,10 @@ BOT_INFO = b"GET /v2/bot/info"
 REOPEN = 4.0  # seconds the gate stays closed: past the first attempt's retry after 1 s
 DELAY = 6.0  # the step retry starts once the gate reopened
 CLOSINGS = {
-    # The last read before each attempt sends: the push's first attempt reads the quota, its
-    # retry resends what the first left pending before reading anything (the gate stays shut).
+    # The last read before each attempt sends: the first attempt reads the quota, its retry
+    # resends what the first left pending before reading anything (the gate stays shut).
     ("push_message", "append"): ([QUOTA_READ], None),
-    # A multicast's retry reads the quota again before it sends.
-    ("multicast_message", "append"): ([QUOTA_READ, QUOTA_READ], REOPEN),
+    ("multicast_message", "append"): ([QUOTA_READ], None),
     # diff: the retry reads the bot's info (the channel), then resends what the first attempt
     # left pending, before it plans.
     ("push_message", "diff"): ([QUOTA_READ, BOT_INFO], REOPEN),

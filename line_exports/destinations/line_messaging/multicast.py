@@ -14,6 +14,7 @@ from line_exports.destinations.line_messaging.sending import (
     Tally,
     counted_on_signal,
     finish,
+    left_by_earlier,
     named_recipient,
     send_once,
 )
@@ -21,6 +22,7 @@ from line_exports.destinations.line_messaging.settings import (
     MULTICAST_READ_ROWS,
     LineMessagingSettings,
 )
+from line_exports.http import RetrySettings
 from line_exports.interrupts import DeliveryInterrupted
 from line_exports.rules import ROW_NUMBER
 
@@ -44,27 +46,37 @@ instead of the whole group again (whose new retry key would deliver twice)."""
 
 
 def accepted_groups(
-    rows: ValidRows, size: int, run: ExportRun, key_of: Callable[[list[str]], str]
-) -> dict[str, int]:
-    """{whole group's retry key: its leading recipients already accepted} for the groups an
+    rows: ValidRows,
+    size: int,
+    run: ExportRun,
+    key_of: Callable[[list[str]], str],
+    retry: RetrySettings,
+) -> tuple[dict[str, int], dict[str, tuple[list[int], list[str]]]]:
+    """({whole group's retry key: its leading recipients already accepted} for the groups an
     earlier attempt of this run scope got accepted whole or, cut short by the quota, in part
-    (a resume); empty on a first run (one count query).
+    (a resume); {whole group's retry key: (rows, recipients)} of the groups it left pending,
+    to send again before the quota is read (:func:`.sending.left_by_earlier`)); both empty on
+    a first run (one count query).
 
     Recipients split off to isolate a refusal have other keys: they count as needed (an
     over-count, never an under-count)."""
-    if run.ledger.count() == 0:
-        return {}
     found: dict[str, int] = {}
-    for _, recipients in groups(rows, size):
+    pending: dict[str, tuple[list[int], list[str]]] = {}
+    if run.ledger.count() == 0:
+        return found, pending
+    for numbers, recipients in groups(rows, size):
         key = key_of(recipients)
         known = run.ledger.done_many([key, PREFIX + key])
-        if known.get(key, {}).get("state") == "accepted":
+        left = left_by_earlier(known.get(key), retry)
+        if left == "accepted":
             found[key] = len(recipients)
         elif (first := int(known.get(PREFIX + key, {}).get("first", 0))) > 0:
             # The rest, sent as its own group by a later attempt, may be accepted too.
             rest = run.ledger.done(key_of(recipients[first:])) or {}
             found[key] = len(recipients) if rest.get("state") == "accepted" else first
-    return found
+        elif left == "resend":
+            pending[key] = (numbers, recipients)
+    return found, pending
 
 
 def deliver_multicast(
@@ -90,11 +102,12 @@ def deliver_multicast(
     def key_of(recipients: list[str]) -> str:
         return retry_key(run, "multicast", recipients, messages, options)
 
-    # A resumed run does not need again the groups the ledger shows accepted.
-    accepted = accepted_groups(rows, size, run, key_of)
+    # A resumed run does not need again the groups the ledger shows accepted; those an earlier
+    # attempt left pending are sent again first (below), as a push resume does.
+    accepted, pending = accepted_groups(rows, size, run, key_of, client.http.retry)
     done = sum(accepted.values())
     report.metadata["messages_already_accepted"] = done
-    left = allowance(client, settings, distinct - done, report, run, "multicast")
+    left: int | None = None
 
     def deliver_batch(
         numbers: list[int], recipients: list[str], mark: tuple[str, int] | None, resumed: int
@@ -155,6 +168,8 @@ def deliver_multicast(
         nonlocal left
         for numbers, recipients in groups(rows, size):
             whole = key_of(recipients)
+            if whole in pending:  # sent again before the quota was read
+                continue
             first = accepted.get(whole, 0)
             if first:
                 with tally.lock:
@@ -174,6 +189,20 @@ def deliver_multicast(
                     report.sent_rows += first
                     continue
             yield numbers, recipients, mark, first
+
+    # The groups an earlier attempt left pending go first, under their retry keys (LINE
+    # answers 409 for those it took), before the quota is read: a step retry that cannot reach
+    # LINE counts them by what LINE answered the earlier attempt (a 5xx: unknown), not unsent.
+    for numbers, recipients in pending.values():
+        if tally.stopped:
+            break
+        handled, made = deliver_batch(numbers, recipients, None, 0)
+        report.sent_rows += handled
+        splits += made
+    if tally.fatal or (tally.refused and not skip):
+        return finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")
+    needed = distinct - done - sum(len(r) for _, r in pending.values())
+    left = allowance(client, settings, needed, report, run, "multicast")
 
     # A signal (run.progress raises between groups): the pool's exit waits for the groups in
     # flight, so every request sent is answered and in the tally when it is counted below.

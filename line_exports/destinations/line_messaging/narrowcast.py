@@ -70,7 +70,6 @@ from line_exports.ledger import ENTRIES, Ledger
 from line_exports.ledger_request import failure_mark, pending_record
 from line_exports.outcomes import (
     DELIVERY_UNKNOWN,
-    EARLIER_ANSWER,
     count_failed_request,
     unanswered_before,
 )
@@ -341,7 +340,8 @@ def send_one(
                 return {"state": "unknown", "reason": held_reason(since, client.http.retry)}
             sender = client.with_retry(retry)
             targeting = done.get("targeting", targeting)
-        record = pending_record(since, targeting=targeting)  # its first send time kept
+        earlier = unanswered_before(done)
+        record = pending_record(since, earlier=earlier, targeting=targeting)  # first send kept
         run.ledger.record(key, record)
         body = (
             '{"messages":'
@@ -358,13 +358,11 @@ def send_one(
         except ApiError as exc:
             outcome = failed(exc, client, key, run)
             if outcome["state"] == "fatal" and not outcome.get("quota"):
-                # A step retry must know whether any attempt went unanswered, or none left.
-                earlier = unanswered_before(done)
+                # A step retry must know what may have acted (no answer, a 5xx), or none left.
                 if "error" in outcome:
                     outcome["earlier"] = earlier
                 mark = failure_mark(exc, earlier, made="error" in outcome)
-                if mark is not None:
-                    run.ledger.record(key, {**record, EARLIER_ANSWER: mark})
+                run.ledger.record(key, {**record, **mark})
             return outcome
         request_id = answer["_request_id"] or ""
         run.ledger.record(key, {"state": "accepted", "status": status, "request_id": request_id})
@@ -522,7 +520,7 @@ def summarize(
                 "template_message",
                 fatal[0]["error"],
                 "LINE",
-                earlier_unanswered=bool(fatal[0].get("earlier")),
+                earlier=fatal[0].get("earlier"),
             )
         raise DeliveryFailed(
             f"LINE {kind} failed: {reason}", report, retryable=bool(fatal[0].get("retryable", True))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,11 +15,10 @@ from line_exports.destinations.line_messaging.sending import (
     Tally,
     counted_on_signal,
     finish,
-    first_sent,
+    left_by_earlier,
     nothing_sent,
     pending,
     post,
-    retries_left,
     settled,
 )
 from line_exports.destinations.line_messaging.settings import (
@@ -142,7 +140,9 @@ def deliver_push(
     done, resend = accepted_before(template, rows, columns, bad, run, push_key, client.http.retry)
     if resend:
         states = run.ledger.done_many(list(resend))
-        tally.resent.update(k for k in resend if unanswered_before(states.get(k)))
+        tally.earlier.update(
+            {k: before for k in resend if (before := unanswered_before(states.get(k)))}
+        )
         send(prepared(resend, set()))
         if tally.fatal or (tally.refused and not skip_refused):
             return finish(report, tally, skip_refused, "skip_invalid_message", "push")
@@ -203,14 +203,10 @@ def accepted_before(
         ]
         known = run.ledger.done_many(keys)
         for key in keys:
-            state = known.get(key)
-            if state is None:
-                continue
-            if state.get("state") == "accepted":
+            left = left_by_earlier(known.get(key), retry)
+            if left == "accepted":
                 found += 1
-            elif (since := first_sent(state)) is not None and retries_left(
-                retry, time.time() - since
-            ):
+            elif left == "resend":
                 pending.add(key)
     return found, pending
 

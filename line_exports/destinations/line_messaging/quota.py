@@ -8,9 +8,9 @@ was sent (``messaging-api.yml``). A run that needs more than remains fails befor
 ``over_quota: send_up_to_quota`` sends as many as remain and reports the rest as rejects.
 ``line-exports plan`` reads the same figures and says the same (:func:`plan_lines`).
 On a resumed run, ``needed`` leaves out what the ledger shows accepted by an earlier attempt
-(:func:`.push.accepted_before`, :func:`.multicast.accepted_groups`); a push resume first settles
-the pushes the earlier attempt left pending (re-sent under their retry keys), so its ``needed``
-is exact.
+(:func:`.push.accepted_before`, :func:`.multicast.accepted_groups`); a push or multicast resume
+first settles the requests the earlier attempt left pending (re-sent under their retry keys,
+:func:`.sending.left_by_earlier`), so its ``needed`` is exact.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from line_exports.destinations.line_messaging.settings import (
 )
 from line_exports.http import ApiError, RetrySettings
 from line_exports.ledger_request import failure_mark, pending_record
-from line_exports.outcomes import EARLIER_ANSWER, count_failed_request, unanswered_before
+from line_exports.outcomes import Earlier, count_failed_request, unanswered_before
 from line_exports.rules import reject
 
 QUOTA_REASON = "LINE's monthly message quota is used up"
@@ -89,6 +89,23 @@ def first_sent(state: dict[str, Any] | None) -> float | None:
     return float(state.get("at", 0))
 
 
+def left_by_earlier(state: dict[str, Any] | None, retry: RetrySettings) -> str | None:
+    """What an earlier attempt of this run scope left of a request, by its ledger ``state``:
+    'accepted'; 'resend' when it is pending (sent, its answer lost or not final) and can still
+    be sent again safely under ``retry`` (:func:`retries_left`): a step retry sends it again
+    under its retry key before it reads anything (the quota), so that its rows are counted by
+    what LINE answers and what the earlier attempt got (a 5xx, no answer), not left unsent when
+    LINE cannot be reached; else None. The one rule of push and multicast."""
+    if state is None:
+        return None
+    if state.get("state") == "accepted":
+        return "accepted"
+    since = first_sent(state)
+    if since is not None and retries_left(retry, time.time() - since) is not None:
+        return "resend"
+    return None
+
+
 def pending(tally: Tally, key: str) -> dict[str, Any]:
     """The ledger record of request ``key`` about to be sent
     (:func:`~line_exports.ledger_request.pending_record`): ``at`` is when it was first sent, by
@@ -96,7 +113,7 @@ def pending(tally: Tally, key: str) -> dict[str, Any]:
     the mark of its answer keeps it too (LINE's 24 hours for its retry key run from the first
     request)."""
     with tally.lock:
-        record = pending_record(tally.since.get(key), now=time.time())
+        record = pending_record(tally.since.get(key), time.time(), tally.earlier.get(key))
         tally.first_sent[key] = record["at"]
     return record
 
@@ -124,13 +141,13 @@ class Tally:
     final: bool = False  # the fatal error is not worth a retry (LINE's monthly limit)
     quota_refused: list[int] = field(default_factory=list)  # LINE answered its monthly 429
     quota_cut: list[int] = field(default_factory=list)  # not sent: over what the quota leaves
-    failed: list[tuple[list[int], ApiError, bool]] = field(default_factory=list)
-    """Requests that failed for good other than a 400 or the monthly 429 (rows, error, whether
-    an earlier step attempt sent it unanswered): counted by
+    failed: list[tuple[list[int], ApiError, Earlier]] = field(default_factory=list)
+    """Requests that failed for good other than a 400 or the monthly 429 (rows, error, what
+    earlier step attempts of it got that may have acted): counted by
     :func:`~line_exports.outcomes.count_failed_request`."""
-    resent: set[str] = field(default_factory=set)
-    """Retry keys an earlier attempt of this run scope sent without a known answer
-    (:func:`~line_exports.outcomes.unanswered_before`): that attempt may have delivered them."""
+    earlier: dict[str, Earlier] = field(default_factory=dict)
+    """Retry keys an earlier attempt of this run scope sent without an answer, or got a 5xx
+    for (:func:`~line_exports.outcomes.unanswered_before`): it may have delivered them."""
     since: dict[str, float] = field(default_factory=dict)
     """Retry keys an earlier attempt of this run scope left pending: when it first sent each
     (:func:`first_sent`). Sent again, each makes only the retries that end before its key does
@@ -225,9 +242,9 @@ def send_once(
     decided = settled(state, key, row_numbers, tally, client.http.retry)
     if decided is not None:
         return decided
-    if unanswered_before(state):
+    if before := unanswered_before(state):
         with tally.lock:
-            tally.resent.add(key)
+            tally.earlier[key] = before
     if run.keep_requests is not None:  # sync diff: a later scope can settle it
         run.keep_requests([(key, kind, body.decode(), recipients)])
     run.ledger.record(key, pending(tally, key))
@@ -365,15 +382,13 @@ def failed(
         return "fatal"
     made = not isinstance(exc, TokenError)  # no token, no request: its rows stay unsent
     with tally.lock:
-        earlier = key in tally.resent
+        earlier = tally.earlier.get(key, Earlier())
         if made:
             tally.failed.append((list(row_numbers), exc, earlier))
         since = tally.first_sent.get(key, tally.since.get(key))
-    mark = failure_mark(exc, earlier, made)
-    if mark is not None:
-        # Every attempt answered (429/5xx, 401, ...), or none reached LINE: it did not take it,
-        # and a step retry that meets it pending must not count it of unknown delivery.
-        run.ledger.record(key, pending_record(since, now=time.time(), **{EARLIER_ANSWER: mark}))
+    # What may have acted (no answer, a 5xx), else how LINE answered or that it was not
+    # reached: a step retry that meets it pending counts it right.
+    run.ledger.record(key, pending_record(since, time.time(), **failure_mark(exc, earlier, made)))
     with tally.lock:
         tally.fatal.append(
             explain(exc)
@@ -417,7 +432,7 @@ def _classify_refusals(report: DeliveryReport, tally: Tally, kind: str) -> None:
             reject([n for n, _ in tally.unknown], "id", "delivery_unknown", tally.unknown[0][1])
         )
     for numbers, exc, earlier in tally.failed:  # the one rule (outcomes.fate_of)
-        count_failed_request(report, numbers, "id", exc, "LINE", earlier_unanswered=earlier)
+        count_failed_request(report, numbers, "id", exc, "LINE", earlier=earlier)
     report.resumed_rows += tally.resumed
     report.accepted_rows = tally.accepted + tally.already_accepted + tally.resumed
     # Sent: every row a request carried, whatever became of it (not the rows of a batch the

@@ -1,0 +1,122 @@
+"""A 5xx is remembered across Dagster step retries (VERIFY-13h N2, N3).
+
+LINE, "Retry failed API requests" (https://developers.line.biz/en/docs/messaging-api/
+retrying-api-request): after a 5xx "there is a possibility that your message was delivered";
+a 429 is not processed ("Handle HTTP status code 429 errors"), so it cannot undo what a 5xx
+may have done. So a call whose first attempt(s) LINE answered 500 (acting on it) and every
+later one 429, over three step attempts, keeps its rows of unknown delivery; the reasons say
+what was answered (500, then 429), not "no answer". Real Dagster runs with a ``RetryPolicy``
+(``test_step_retry_outcomes._run``: 3 rows, 2 HTTP attempts a call, 3 step attempts) over
+HTTP to the sandbox, every destination's row-carrying request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+
+from line_exports import build_export
+from line_exports.run_summary import attention_lines, outcomes
+from line_exports.sandbox import Fault, SandboxServer
+from line_exports.sources import SqlSource
+from line_exports_tests.test_fate_5xx import failure
+from line_exports_tests.test_outcomes import COUNTER, FAST, adds_up, outcome_metadata
+from line_exports_tests.test_refused_by_api import CASES_HERE, ONE_RETRY, REQUEST
+
+ROWS = 3
+
+
+def step_retry_run(
+    server: SandboxServer, tmp: Path, name: str, retries: int = 2
+) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
+    """``name``'s export of 3 valid rows, one HTTP retry a call, ``retries`` Dagster step retries."""
+    case = CASES_HERE[name]
+    frame = case.table(["valid"] * ROWS).frame  # noqa: F841 - read by DuckDB below
+    db = tmp / f"r{next(COUNTER)}.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table t as select * from frame")
+    extra = {"audience_name": f"a{next(COUNTER)}"} if name == "line_audience" else {}
+    asset = build_export(
+        f"s{next(COUNTER)}",
+        destination=case.destination,
+        query="select * from t",
+        settings={**FAST, **case.settings, **ONE_RETRY, **extra},
+        retry_policy=dg.RetryPolicy(max_retries=retries, delay=0),
+    )
+    result = dg.materialize(
+        [asset],
+        resources={
+            "sql_source": SqlSource(url=f"duckdb:///{db}"),
+            case.destination: case.resource(server),
+        },
+        raise_on_error=False,
+    )
+    return result, outcome_metadata(result)
+
+
+FOUND = ("line_audience", "maac_segment")
+"""Destinations that look up by name what a create answered 5xx made, and add to it."""
+
+
+def expected(name: str, fives: int) -> tuple[int, int, int]:
+    """(unknown, refused, unsent) when the first ``fives`` requests are answered 500 and every
+    later one 429: a push is one request a row (only the first ``fives`` met a 500); a
+    broadcast's first row stops the run (its other rows unsent); the rest send the 3 rows in
+    one request."""
+    if name == "line_push":
+        return fives, ROWS - fives, 0
+    if name == "line_broadcast":
+        return 1, 0, ROWS - 1
+    return ROWS, 0, 0
+
+
+@pytest.mark.parametrize("fives", [1, 2], ids=["500_then_429", "500x2_then_429"])
+@pytest.mark.parametrize("name", list(REQUEST))
+def test_a_500_then_429s_across_step_retries_is_of_unknown_delivery(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str, fives: int
+) -> None:
+    """The first ``fives`` requests are answered 500 (the API acted), every later one 429, over
+    three step attempts: the rows of every request that met a 500 are of unknown delivery, the
+    rest (answered only 429) refused, and the reason says what the earlier attempts got (a 5xx
+    answer), never "no answer" (VERIFY-13h N2, N3). An audience or MAAC segment the 500 created
+    is found by name and added to: accepted."""
+    path = REQUEST[name]
+    sandbox = sandbox_server.sandbox
+    sandbox.add_fault(Fault(path=path, method="POST", status=500, act=True, times=fives))
+    sandbox.add_fault(Fault(path=path, method="POST", status=429, retry_after=0, times=-1))
+    result, meta = step_retry_run(sandbox_server, tmp_path, name)
+    assert adds_up(meta), meta
+    if name in FOUND:
+        assert result.success and meta["rows_accepted"] == ROWS, meta
+        return
+    assert not result.success, meta
+    counts = tuple(meta[f"rows_{k}"] for k in ("delivery_unknown", "refused_by_api", "unsent"))
+    assert counts == expected(name, fives), meta
+    reasons = list(meta["delivery_unknown_reasons"])
+    assert all(r.startswith("a 5xx answer to ") and "answered 429" in r for r in reasons), reasons
+    assert all("may have acted on it" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("name", list(REQUEST))
+def test_500_in_every_step_attempt_says_500_not_no_answer(
+    sandbox_server: SandboxServer, tmp_path: Path, name: str
+) -> None:
+    """Every attempt of every step attempt answered 500: of unknown delivery, and the reasons,
+    the CLI's warning and the headline say LINE (the API) answered 500, never that an attempt
+    got no answer (VERIFY-13h N3: "no answer to 1 earlier attempt(s)" after a step retry, and
+    the CLI's "sent, no answer")."""
+    sandbox_server.sandbox.add_fault(Fault(path=REQUEST[name], method="POST", status=500, times=-1))
+    result, meta = step_retry_run(sandbox_server, tmp_path, name)
+    assert not result.success and adds_up(meta), meta
+    assert meta["rows_refused_by_api"] == 0 and meta["rows_accepted"] == 0, meta
+    assert meta["rows_delivery_unknown"] >= 1, meta
+    assert meta["rows_delivery_unknown"] + meta["rows_unsent"] == ROWS, meta
+    reasons = list(meta["delivery_unknown_reasons"])
+    assert all(" answered 500 to POST " in r for r in reasons), reasons
+    said = "\n".join([*attention_lines(outcomes(result)), failure(result)])
+    assert f"{meta['rows_delivery_unknown']} rows of unknown delivery" in said, said
+    assert "no answer" not in said, said
