@@ -437,6 +437,8 @@ class LocalTimes:
     ``wall`` is the wall time written (naive ``datetime64``), ``offset`` the UTC offset written
     after it (whole seconds east of UTC, an int64 array; 0 where the cell is NaT), ``utc`` the
     instant as a naive UTC ``datetime64`` and ``zone_wall`` the wall time in the zone itself.
+    ``wall`` and ``offset`` are made from ``zone_wall`` and ``utc`` when first asked (UNIX
+    seconds need only ``utc``: one timedelta pass less per column bound for a time field).
 
     ``wall`` is the zone's wall time, except where the zone's offset at that instant is not a
     whole number of minutes: a local mean time (LMT, tzdata's offset before a zone took standard
@@ -452,33 +454,59 @@ class LocalTimes:
     RFC 3339 parser reads.
     """
 
-    __slots__ = ("nanos", "offset", "repeated", "utc", "wall", "zone_wall")
+    __slots__ = ("_offset", "_wall", "nanos", "repeated", "utc", "zone_wall")
 
     def __init__(
         self,
-        wall: pd.Series,
-        offset: np.ndarray,
-        utc: pd.Series,
         zone_wall: pd.Series,
+        utc: pd.Series,
         repeated: np.ndarray | None = None,
         nanos: np.ndarray | None = None,
     ) -> None:
-        self.wall, self.offset, self.utc, self.zone_wall = wall, offset, utc, zone_wall
+        self.zone_wall, self.utc = zone_wall, utc
         self.repeated = repeated  # naive times the zone shows twice (localized), or None
         # Nanoseconds past the microsecond of ``wall`` (0-999), for a nanosecond column converted
         # at microseconds near the ends of its range (:func:`_at_microseconds`); else None.
         self.nanos = nanos
+        self._offset: np.ndarray | None = None
+        self._wall: pd.Series | None = None
+
+    @property
+    def offset(self) -> np.ndarray:
+        """Whole seconds east of UTC written after :attr:`wall` (an int64 array, 0 where NaT),
+        made when first asked: UNIX seconds need only :attr:`utc`."""
+        if self._offset is None:
+            self._written()
+        assert self._offset is not None
+        return self._offset
+
+    @property
+    def wall(self) -> pd.Series:
+        """The wall time written: the zone's, or UTC's for a local mean time."""
+        if self._wall is None:
+            self._written()
+        assert self._wall is not None
+        return self._wall
+
+    def _written(self) -> None:
+        offset = (self.zone_wall - self.utc).dt.total_seconds().fillna(0).astype("int64")
+        offset = offset.to_numpy()
+        odd = offset % 60 != 0  # a local mean time: written in UTC
+        if odd.any():
+            self._wall, self._offset = (
+                self.zone_wall.where(~odd, self.utc),
+                np.where(odd, 0, offset),
+            )
+        else:
+            self._wall, self._offset = self.zone_wall, offset
 
     def without(self, mask: np.ndarray) -> LocalTimes:
         """These times with the cells of ``mask`` NaT (refused: nothing is written for them)."""
         keep = ~mask
-        repeated = None if self.repeated is None else self.repeated & keep
         return LocalTimes(
-            self.wall.where(keep),
-            np.where(mask, 0, self.offset),
-            self.utc.where(keep),
             self.zone_wall.where(keep),
-            repeated,
+            self.utc.where(keep),
+            None if self.repeated is None else self.repeated & keep,
             None if self.nanos is None else np.where(mask, 0, self.nanos),
         )
 
@@ -520,13 +548,8 @@ def local_times(series: pd.Series, timezone: str) -> LocalTimes:
     local, zone_wall, repeated = _localized(series, timezone)
     if zone_wall is None:
         zone_wall = local.dt.tz_localize(None)  # the conversion to the zone's wall time
-    utc = local.dt.tz_convert(None)  # the stored instants: no conversion
-    offset = ((zone_wall - utc).dt.total_seconds()).fillna(0).astype("int64").to_numpy()
-    odd = offset % 60 != 0  # a local mean time: written in UTC (see LocalTimes)
-    if odd.any():
-        wall = zone_wall.where(~odd, utc)
-        return LocalTimes(wall, np.where(odd, 0, offset), utc, zone_wall, repeated, nanos)
-    return LocalTimes(zone_wall, offset, utc, zone_wall, repeated, nanos)
+    # The written wall time and offset are made when first asked (LocalTimes.wall).
+    return LocalTimes(zone_wall, local.dt.tz_convert(None), repeated, nanos)
 
 
 def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
