@@ -101,8 +101,8 @@ def cell_texts(column: pa.Array, rows: np.ndarray, duckdb_batch: bool) -> list[s
     """The cells of ``column`` at ``rows`` (a mask) as their warehouse prints them, for the
     rejects file: DuckDB's own text of a DuckDB batch (``CAST(v AS VARCHAR)``: ``infinity``,
     ``0044-03-15 (BC)``, ``1 day 02:00:00``, ``[1, 2]``, ``{'a': 1}``; instants in UTC), else
-    Arrow's text of the value (``10000-01-01``) or, for types Arrow does not cast to text (lists,
-    structs, intervals), Python's (``[1, 2]``) as an upstream frame's Python objects print."""
+    Arrow's text of a date or timestamp (``10000-01-01``: Python's cannot hold it) and Python's
+    of any other value (``[1, 2]``, ``1:30:00``), as an upstream frame's Python objects print."""
     cells = column.filter(pa.array(rows))
     if duckdb_batch:
         import duckdb  # only for the rare rejected cell; values.py stays light to import
@@ -111,10 +111,9 @@ def cell_texts(column: pa.Array, rows: np.ndarray, duckdb_batch: bool) -> list[s
             con.execute("SET TimeZone = 'UTC'")
             text = con.from_arrow(pa.table({"v": cells})).project("CAST(v AS VARCHAR)")
             return [str(v) for (v,) in text.fetchall()]
-    try:
+    if pa.types.is_date(cells.type) or pa.types.is_timestamp(cells.type):  # beyond Python's
         return [str(v) for v in pc.cast(cells, pa.string()).to_pylist()]
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-        return [str(v.as_py()) for v in cells]
+    return [str(v.as_py()) for v in cells]
 
 
 def _marked(column: pa.Array, bad: np.ndarray, kind: str, duckdb_batch: bool) -> pd.Series:
@@ -275,8 +274,8 @@ def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
         return series.astype("string")
     if pd.api.types.is_datetime64_any_dtype(series):
         return iso_timestamps(series, timezone)
-    if pd.api.types.is_timedelta64_dtype(series):
-        return series.map(lambda v: v.isoformat(), na_action="ignore").astype("string")
+    if pd.api.types.is_timedelta64_dtype(series):  # a reject (unsendable): pandas' own text
+        return series.map(str, na_action="ignore").astype("string")
     if series.dtype == object:
         sample = series.dropna()
         if len(sample) and not all(isinstance(v, str) for v in sample.head(50)):
@@ -294,6 +293,9 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
       text; decoding them would send ``\u0000\u0001`` or replacement characters.
     * ``infinite``: a float or ``Decimal`` ±Infinity. JSON has no number for it (RFC 8259,
       section 6) and ``inf`` as text is DuckDB's spelling, not a value any API field documents.
+    * ``nested`` / ``interval``: an upstream frame's Python list, tuple, dict, set or array, and
+      its ``timedelta`` (a ``timedelta64`` column too), as DuckDB's LIST/STRUCT/MAP and INTERVAL
+      are: their Python text (``[1, 2]``, ``1:30:00``) was sent as if it were the value.
 
     * any :class:`Unsendable` cell's ``kind``, or ``"kind: detail"`` when it has a detail
       (``"time_range: DATE in year 10000"``), one mask per value named.
@@ -307,28 +309,38 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
         infinite = np.isinf(series.to_numpy(dtype="float64", na_value=np.nan))
         if infinite.any():
             found["infinite"] = infinite
+    elif pd.api.types.is_timedelta64_dtype(series):
+        present = series.notna().to_numpy(dtype=bool)
+        if present.any():
+            found["interval"] = present
     elif series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) == "decimal":
         values = series.to_numpy()
         infinite = np.fromiter((_is_infinite(v) for v in values), bool, len(values))
         if infinite.any():
             found["infinite"] = infinite
     elif series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) not in _TEXT:
-        values = series.to_numpy()
-        binary = np.fromiter(
-            (isinstance(v, (bytes, bytearray, memoryview)) for v in values), bool, len(values)
-        )
-        infinite = np.fromiter((_is_infinite(v) for v in values), bool, len(values))
-        marks = [
-            (f"{v.kind}: {v.detail}" if v.detail else v.kind) if isinstance(v, Unsendable) else ""
-            for v in values
-        ]
+        marks = [_cell_kind(v) for v in series.to_numpy()]
         for kind in set(marks) - {""}:
             found[kind] = np.array([m == kind for m in marks], dtype=bool)
-        if binary.any():
-            found["binary"] = binary
-        if infinite.any():
-            found["infinite"] = found.get("infinite", False) | infinite
     return found
+
+
+_NESTED = (list, tuple, dict, set, frozenset, np.ndarray)
+
+
+def _cell_kind(value: object) -> str:
+    """The :func:`unsendable` kind of one object cell, ``""`` for a sendable one."""
+    if isinstance(value, Unsendable):
+        return f"{value.kind}: {value.detail}" if value.detail else value.kind
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "binary"
+    if _is_infinite(value):
+        return "infinite"
+    if isinstance(value, _NESTED):
+        return "nested"
+    if isinstance(value, (dt.timedelta, np.timedelta64)):
+        return "interval"
+    return ""
 
 
 def _is_infinite(value: object) -> bool:
@@ -633,6 +645,8 @@ def scalar_text(value: Any, timezone: str = "UTC") -> str:
         return str(iso_timestamps(pd.Series([pd.Timestamp(value)]), timezone).iloc[0])
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, dt.timedelta):  # a reject (unsendable): its own text, 1:30:00
+        return str(value)
     if hasattr(value, "isoformat"):
         return str(value.isoformat())
     return str(value)

@@ -167,13 +167,35 @@ def test_postgres_rejects_show_the_value_as_postgres_prints_it(postgres_url: str
         assert rejects["value"].tolist() == [shown], (expr, rejects.to_dict("records"))
 
 
-def test_upstream_rejects_show_the_value_as_the_frame_holds_it() -> None:
-    lists = pd.Series(pd.arrays.ArrowExtensionArray(pa.array([[1, 2], None])))
-    blobs = pd.Series([b'\xff\xfe"\r\n\\ok', None], dtype=object)
-    for column, shown in ((lists, "[1, 2]"), (blobs, "\\xFF\\xFE\\x22\\x0D\\x0A\\x5Cok")):
-        frame = pd.DataFrame({"n": [0, 1], "v": column})
-        rejects = _type_rejects(iter([frame]), "line_conversion")
-        assert rejects["value"].tolist() == [shown]
+# An upstream frame's cell -> (the type reject's words, the value as Python / pandas prints it).
+# Python lists, dicts and timedeltas were sent as their Python text ("[1, 2]", "1:30:00",
+# "P0DT1H30M0S"), where DuckDB's LIST and INTERVAL are type rejects.
+LIST, INTERVAL = "is a LIST, STRUCT, MAP or UNION", "is an INTERVAL"
+UPSTREAM_SHOWN = {
+    "arrow list": (pd.arrays.ArrowExtensionArray(pa.array([[1, 2], None])), LIST, "[1, 2]"),
+    "object list": (pd.Series([[1, 2], None], dtype=object), LIST, "[1, 2]"),
+    "object tuple": (pd.Series([(1, "a"), None], dtype=object), LIST, "(1, 'a')"),
+    "object dict": (pd.Series([{"a": 1}, None], dtype=object), LIST, "{'a': 1}"),
+    "object timedelta": (pd.Series([dt.timedelta(minutes=90), None], dtype=object), INTERVAL,
+                         "1:30:00"),
+    "timedelta64": (pd.Series(pd.to_timedelta(["90min", None])), INTERVAL, "0 days 01:30:00"),
+    "arrow duration": (pd.arrays.ArrowExtensionArray(pa.array([dt.timedelta(minutes=90), None])),
+                       INTERVAL, "1:30:00"),
+    "bytes": (pd.Series([b'\xff\xfe"\r\n\\ok', None], dtype=object),
+              "is binary data (a BLOB)", "\\xFF\\xFE\\x22\\x0D\\x0A\\x5Cok"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["line_messaging_push", "line_conversion"])
+@pytest.mark.parametrize("case", list(UPSTREAM_SHOWN))
+def test_upstream_values_no_field_holds_are_type_rejects_shown_as_the_frame_holds_them(
+    case: str, path: str
+) -> None:
+    column, words, shown = UPSTREAM_SHOWN[case]
+    frame = pd.DataFrame({"n": [0, 1], "v": pd.Series(column)})
+    rejects = _type_rejects(iter([frame]), path)
+    assert rejects["_row_number"].tolist() == [1], rejects.to_dict("records")
+    assert words in rejects["message"].iloc[0] and rejects["value"].tolist() == [shown]
 
 
 def _rejects_file(result: dg.ExecuteInProcessResult, name: str) -> list[dict[str, str]]:
@@ -239,3 +261,12 @@ def test_a_year_1_datetime_next_to_a_date_is_a_type_reject_never_year_0(
     assert rejects[2]["value"] == "0001-01-01T00:00:00"
     assert sent == {"k0": "2026-01-01", "k2": "2026-06-01T19:00:00+09:00", "k3": "5"}
     assert not any(v and v.startswith("0000") for v in sent.values())
+
+
+def test_upstream_python_lists_and_timedeltas_are_not_sent_as_their_repr(
+    sandbox_server: SandboxServer,
+) -> None:
+    titles = pd.Series([[1, 2], dt.timedelta(minutes=90), "ok"], dtype=object)
+    sent, rejects, meta = _run(sandbox_server, "pyrepr", titles, "UTC")
+    assert {n: r["value"] for n, r in rejects.items()} == {1: "[1, 2]", 2: "1:30:00"}
+    assert sent == {"k2": "ok"} and meta["rows_rejected"] == 2
