@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -91,31 +92,67 @@ def duplicate_rows(
     return numbers, firsts, values
 
 
+SENT_EARLIER_RULE = "sent_with_earlier_row"
+"""The note of a row sent without a value an earlier row sent (:attr:`Unique.per_value`)."""
+
+
+@dataclass
+class Deduplicated:
+    """The spooled rows sent once per key, the rows dropped (``duplicate`` rejects), and the
+    cells emptied in rows still sent (notes, same columns as rejects, rule
+    :data:`SENT_EARLIER_RULE`; those rows are not rejected)."""
+
+    rows: ValidRows
+    rejects: pd.DataFrame
+    notes: pd.DataFrame
+
+
 def drop_duplicates(
     rows: ValidRows, ruleset: RuleSet, settings: Mapping[str, object]
 ) -> tuple[ValidRows, pd.DataFrame]:
-    """The spooled rows without the ones repeating an earlier row's key, and their rejects."""
+    """The spooled rows without the ones repeating an earlier row's key, and their rejects
+    (:func:`deduplicate` without its notes)."""
+    done = deduplicate(rows, ruleset, settings)
+    return done.rows, done.rejects
+
+
+def deduplicate(rows: ValidRows, ruleset: RuleSet, settings: Mapping[str, object]) -> Deduplicated:
+    """The spooled rows without the ones repeating an earlier row's key, and their rejects;
+    a :attr:`Unique.per_value` rule empties a repeated value in a row that has another one
+    to send instead (a note naming the row that sent it)."""
     rules = [r for r in ruleset.unique if r.applies(settings)]
     if not rules or not rows.count:
-        return rows, empty_rejects()
+        return Deduplicated(rows, empty_rejects(), empty_rejects())
     present = set(pq.read_schema(rows.path).names)
     sensitive = {c.name for c in ruleset.columns if c.sensitive}
     parts: list[pd.DataFrame] = []
+    notes: list[pd.DataFrame] = []
+    blanks: dict[str, np.ndarray] = {}
     dropped_so_far = np.array([], dtype="int64")
     for rule in rules:
         columns = [c for c in rule.columns if c in present]
         if not columns:
             continue
         without = [c for c in rule.only_without if c in present]
+        if rule.per_value:
+            drop, blank, rejected, noted = _repeated_values(
+                rows.path, columns, without, dropped_so_far, sensitive, rule.name
+            )
+            dropped_so_far = np.union1d(dropped_so_far, drop)
+            for column, numbers in blank.items():
+                blanks[column] = np.union1d(blanks.get(column, np.array([], "int64")), numbers)
+            parts.append(rejected)
+            notes.append(noted)
+            continue
         numbers, firsts, values = duplicate_rows(rows.path, columns, without, dropped_so_far)
         if not len(numbers):
             continue
         dropped_so_far = np.union1d(dropped_so_far, numbers.astype("int64"))
         shown = [
             "; ".join(
-                mask_value(str(v)) if c in sensitive else str(v)[:200]
+                _shown(v, c in sensitive)
                 for c, v in zip(columns, cells, strict=True)
-                if v is not None and not (isinstance(v, float) and np.isnan(v))
+                if not _missing(v)
             )
             for cells in zip(*values, strict=True)
         ]
@@ -134,16 +171,107 @@ def drop_duplicates(
                 }
             )
         )
-    if not parts:
-        return rows, empty_rejects()
-    rejects = pd.concat(parts, ignore_index=True)
+    parts = [p for p in parts if len(p)]
+    rejects = pd.concat(parts, ignore_index=True)[REJECT_COLUMNS] if parts else empty_rejects()
+    notes = [n for n in notes if len(n)]
+    noted = pd.concat(notes, ignore_index=True)[REJECT_COLUMNS] if notes else empty_rejects()
+    if not len(rejects) and not blanks:
+        return Deduplicated(rows, rejects, noted)
     # A row may repeat under several rules: one reject per rule, dropped once.
-    dropped = np.unique(rejects[ROW_NUMBER].to_numpy())
-    return _rewrite_without(rows, dropped), rejects[REJECT_COLUMNS]
+    dropped = np.unique(rejects[ROW_NUMBER].to_numpy()) if len(rejects) else np.array([], "int64")
+    return Deduplicated(_rewrite_without(rows, dropped, blanks), rejects, noted)
 
 
-def _rewrite_without(rows: ValidRows, dropped: np.ndarray) -> ValidRows:
-    """The spool rewritten without ``dropped`` rows, one row group at a time (schema kept)."""
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _shown(value: object, sensitive: bool) -> str:
+    return mask_value(str(value)) if sensitive else str(value)[:200]
+
+
+def _repeated_values(
+    path: Path,
+    columns: Sequence[str],
+    without: Sequence[str],
+    skip: np.ndarray,
+    sensitive: set[str],
+    rule: str,
+) -> tuple[np.ndarray, dict[str, np.ndarray], pd.DataFrame, pd.DataFrame]:
+    """:attr:`Unique.per_value`: (rows dropped, rows to empty per column, their ``duplicate``
+    rejects, notes of the emptied cells). Each column on its own: a value is sent by the
+    first row carrying it (rows in ``skip`` aside); a later row carrying it is sent without
+    it if another of ``columns`` of it is new, else dropped."""
+    repeats: dict[str, dict[int, tuple[int, object]]] = {}
+    for column in columns:
+        numbers, firsts, values = duplicate_rows(path, [column], without, skip)
+        repeats[column] = {
+            int(n): (int(f), v) for n, f, v in zip(numbers, firsts, values[0], strict=True)
+        }
+    candidates = sorted({n for found in repeats.values() for n in found})
+    if not candidates:
+        return np.array([], "int64"), {}, empty_rejects(), empty_rejects()
+    carried = _carried(path, columns, candidates)
+    drop: list[int] = []
+    blank: dict[str, list[int]] = {}
+    rejected: list[dict[str, object]] = []
+    noted: list[dict[str, object]] = []
+    for n in candidates:
+        has = carried[n]
+        repeated = [c for c in columns if n in repeats[c]]
+        new = [c for c in has if c not in repeated]
+        for column in repeated:
+            first, value = repeats[column][n]
+            record = {
+                ROW_NUMBER: n,
+                "column": column,
+                "value": _shown(value, column in sensitive),
+            }
+            said = f"{column} repeats row {first} (the same after normalization); sent once, with row {first}"
+            if new:
+                record["rule"] = SENT_EARLIER_RULE
+                record["message"] = (
+                    f"{said}; this row was sent without it, with its {', '.join(new)}"
+                )
+                noted.append(record)
+                blank.setdefault(column, []).append(n)
+            else:
+                others = ", ".join(c for c in has if c != column)
+                record["rule"] = rule
+                record["message"] = said + (
+                    f"; the row's other values ({others}) repeat earlier rows too: nothing new, not sent"
+                    if others
+                    else ""
+                )
+                rejected.append(record)
+        if not new:
+            drop.append(n)
+    return (
+        np.array(drop, dtype="int64"),
+        {c: np.array(v, dtype="int64") for c, v in blank.items()},
+        pd.DataFrame(rejected, columns=REJECT_COLUMNS) if rejected else empty_rejects(),
+        pd.DataFrame(noted, columns=REJECT_COLUMNS) if noted else empty_rejects(),
+    )
+
+
+def _carried(path: Path, columns: Sequence[str], numbers: list[int]) -> dict[int, list[str]]:
+    """Row number -> which of ``columns`` hold a value, for these rows of the spool."""
+    row = _quote(ROW_NUMBER)
+    tests = ", ".join(f"{_quote(c)} is not null" for c in columns)
+    with closing(duckdb.connect(config={"memory_limit": DEDUP_MEMORY_LIMIT})) as con:
+        con.register("wanted", pa.table({"n": pa.array(numbers, pa.int64())}))
+        found = con.sql(
+            f"select {row}, {tests} from read_parquet(?) where {row} in (select n from wanted)",
+            params=[str(path)],
+        ).fetchall()
+    return {int(r[0]): [c for c, has in zip(columns, r[1:], strict=True) if has] for r in found}
+
+
+def _rewrite_without(
+    rows: ValidRows, dropped: np.ndarray, blanks: Mapping[str, np.ndarray] | None = None
+) -> ValidRows:
+    """The spool rewritten without ``dropped`` rows, and with the cells of ``blanks``
+    (column -> row numbers) emptied, one row group at a time (schema kept)."""
     source = pq.ParquetFile(rows.path, pre_buffer=False)
     target = rows.path.with_name(rows.path.stem + ".unique.parquet")
     drop = pa.array(dropped, type=pa.int64())
@@ -154,6 +282,12 @@ def _rewrite_without(rows: ValidRows, dropped: np.ndarray) -> ValidRows:
             table = source.read_row_group(group, use_threads=False)
             keep = pc.invert(pc.is_in(table.column(ROW_NUMBER), value_set=drop))
             table = table.filter(keep)
+            for column, numbers in (blanks or {}).items():
+                index = table.schema.get_field_index(column)
+                empty = pc.is_in(table.column(ROW_NUMBER), value_set=pa.array(numbers, pa.int64()))
+                cells = table.column(index)
+                nothing = pa.nulls(len(table), type=cells.type)
+                table = table.set_column(index, column, pc.if_else(empty, nothing, cells))
             if table.num_rows:
                 writer.write_table(table)
                 kept += table.num_rows

@@ -34,7 +34,7 @@ from line_exports import (
     sync,
 )
 from line_exports.claims import ClaimLost, ClaimOwner, ScopeClaimed
-from line_exports.dedup import drop_duplicates
+from line_exports.dedup import deduplicate
 from line_exports.destination import (
     DeliveryFailed,
     DeliveryReport,
@@ -93,6 +93,10 @@ class ValidationSummary:
     refused_by_answer: dict[str, int] = field(default_factory=dict)
     unknown_by_reason: dict[str, int] = field(default_factory=dict)
     duplicate_rows: int = 0
+    sent_earlier: dict[str, int] = field(default_factory=dict)
+    """Column -> rows sent without a value an earlier row sent (:attr:`Unique.per_value`);
+    each listed in :attr:`sent_earlier_path`, none rejected."""
+    sent_earlier_path: Path | None = None
 
     @property
     def rejected_rows(self) -> int:
@@ -218,8 +222,25 @@ def validate_export(
                 )
     finally:
         rows = spool.close()
-    rows, duplicates = drop_duplicates(rows, ruleset, settings)
+    done = deduplicate(rows, ruleset, settings)
+    rows, duplicates = done.rows, done.rejects
     summary.add_rejects(duplicates)
+    if len(done.notes):
+        summary.sent_earlier = {
+            str(k): int(v) for k, v in done.notes.groupby("column").size().items()
+        }
+        summary.sent_earlier_path = workdir / "sent_earlier.csv"
+        with open(
+            summary.sent_earlier_path, "w", encoding="utf-8", newline="", opener=private_opener
+        ) as out:  # personal data, like the rejects file (values masked there too)
+            done.notes.to_csv(out, index=False, lineterminator="\r\n")
+        if log is not None:
+            first = done.notes.iloc[0]
+            log.warning(
+                f"{len(done.notes):,} values were sent once, with an earlier row, and left out "
+                f"of later rows still sent with their other values (first: row "
+                f"{first[ROW_NUMBER]}: {first['message']}); list: {summary.sent_earlier_path}"
+            )
     summary.duplicate_rows = int(duplicates[ROW_NUMBER].nunique()) if len(duplicates) else 0
     summary.valid_rows = rows.count
     return summary, rows
@@ -285,6 +306,9 @@ def export_metadata(
     }
     if summary.duplicate_rows:
         meta["rows_duplicate"] = summary.duplicate_rows
+    if summary.sent_earlier:
+        meta["values_sent_with_earlier_rows"] = dg.MetadataValue.json(summary.sent_earlier)
+        meta["values_sent_earlier_file"] = dg.MetadataValue.path(str(summary.sent_earlier_path))
     if summary.refused_by_answer:
         meta["refusals_by_answer"] = dg.MetadataValue.json(summary.refused_by_answer)
     if summary.unknown_by_reason:

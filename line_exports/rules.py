@@ -170,6 +170,12 @@ class Unique:
     only_without: tuple[str, ...] = ()
     """Only rows whose ``only_without`` columns are all missing are compared (a sync key's
     fallback: LinkedIn users with no ID, keyed by name)."""
+    per_value: bool = False
+    """Each of ``columns`` on its own: a value once per export. A row whose value repeats an
+    earlier row's is still sent, without that value (the cell emptied, the row noted with the
+    row that sent it), while it has another of ``columns`` to send; a row with none left is a
+    ``duplicate`` reject (LinkedIn's userIds, each identifying a member: a new email is sent
+    although the row's GOOGLE_AID went with an earlier row)."""
 
     def applies(self, settings: Mapping[str, object]) -> bool:
         if not self.required_if:

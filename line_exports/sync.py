@@ -124,6 +124,12 @@ class SyncSpec:
     legacy_key: tuple[str, ...] = ()
     """The key columns of the :attr:`legacy_target` store when they differ (rekeyed on
     adoption); empty: the same as :attr:`key_columns`."""
+    each_key_identifies: bool = False
+    """Each key column identifies a member on its own (LinkedIn's userIds: an email, a
+    GOOGLE_AID). mirror then removes a departed member by the key values no current row
+    carries: a value a current row carries is never removed (it would take that row's member
+    out, VERIFY-13g N8), and a departed member whose every value a current row carries is
+    not removed at all, only forgotten (``members_still_current``)."""
 
 
 def check_mode(dest: Destination, settings: Any) -> None:
@@ -195,6 +201,9 @@ class SyncPlan:
     blocked: str = ""
     forgotten: int = 0
     """Members that left before a mirror baseline: no longer tracked, never removed."""
+    still_current: int = 0
+    """Departed keys whose every value a current row carries
+    (:attr:`SyncSpec.each_key_identifies`): forgotten, not removed."""
     stamp: float | None = None
     """When this run recorded its rows ``pending`` (see :meth:`SyncStore.settle`)."""
 
@@ -220,6 +229,8 @@ class SyncPlan:
             meta.update(self.settled.metadata())
         if self.mode == "mirror":
             meta["members_departed"] = len(self.departed)
+            if self.still_current:
+                meta["members_still_current"] = self.still_current
             meta["sync_baseline"] = self.baseline
             if self.blocked:
                 meta["removals_blocked"] = self.blocked
@@ -340,6 +351,10 @@ def plan(
         keys = departed.column("key").to_pylist()
         frame, result.dropped = _departed_frame(keys, store.idents(keys), kept, spec)
         result.members -= len(result.dropped)
+        if spec.each_key_identifies and len(frame):
+            frame, current = _without_current_values(frame, rows, spec)
+            result.dropped += current
+            result.still_current = len(current)
         result.departed = frame
         if store.last_mode() != "mirror":
             result.baseline = True
@@ -472,6 +487,36 @@ def _departed_frame(
     kept_keys = [k for k, drop in zip(keys, unkeyed, strict=True) if not drop]
     frame.insert(0, "key", pd.Series(kept_keys, dtype="object"))
     return frame, [k for k, drop in zip(keys, unkeyed, strict=True) if drop]
+
+
+def _without_current_values(
+    departed: pd.DataFrame, rows: ValidRows, spec: SyncSpec
+) -> tuple[pd.DataFrame, list[str]]:
+    """(departed members with every key value a current row carries emptied, keys of those
+    left with none: their values all belong to current rows, so they are not removed).
+    :attr:`SyncSpec.each_key_identifies`; a semi-join per key column in DuckDB, so the current
+    rows are never held in Python."""
+    names = set(pq.read_schema(rows.path).names) if rows.count else set()
+    columns = [c for c in spec.key_columns if c in departed.columns]
+    searched = [c for c in columns if c in names and departed[c].notna().any()]
+    if not columns:
+        return departed, []
+    had = departed[columns].notna().any(axis=1).to_numpy()
+    frame = departed.copy()
+    with closing(duckdb.connect()) as con:
+        con.register("departed", frame[["key", *searched]].astype("object"))
+        for column in searched:
+            quoted = _quote(column)
+            held = con.execute(
+                f"select key from departed where {quoted} in "
+                f"(select {quoted} from read_parquet(?) where {quoted} is not null)",
+                [str(rows.path)],
+            ).fetchall()
+            taken = frame["key"].isin({k for (k,) in held}).to_numpy()
+            frame[column] = frame[column].where(~taken, None)
+    left = frame[columns].notna().any(axis=1).to_numpy()
+    gone = had & ~left
+    return frame[~gone].reset_index(drop=True), frame.loc[gone, "key"].tolist()
 
 
 def _spool_subset(rows: ValidRows, numbers: np.ndarray, path: Path) -> Path:

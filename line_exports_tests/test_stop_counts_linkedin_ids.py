@@ -20,9 +20,9 @@ GAID = "cdda802e-fb9c-47ad-9794-0794d394c912"
 ROWS = [  # (row, email, google_aid, first_name, last_name)
     (1, "ann@example.com", None, "Ann", "Lee"),
     (2, "ANN@example.com", None, "Anne", "Lee"),  # same email, other name
-    (3, "ann@example.com", GAID, None, None),  # same email, with a GAID
-    (4, None, GAID.upper(), None, None),  # the GAID row 3 did not send (row 3 is dropped)
-    (5, None, f" {GAID} ", None, None),  # the GAID row 4 sent
+    (3, "ann@example.com", GAID, None, None),  # same email, with a GAID: sent with the GAID
+    (4, None, GAID.upper(), None, None),  # the GAID row 3 sent
+    (5, None, f" {GAID} ", None, None),  # the GAID row 3 sent
 ]
 
 
@@ -61,8 +61,8 @@ def test_one_user_id_is_sent_once_and_later_rows_name_the_first(
     assert (meta["rows_read"], meta["rows_rejected"], meta["rows_accepted"]) == (5, 3, 2)
     with open(meta["rejects_file"], newline="", encoding="utf-8") as f:
         rejects = {int(r["_row_number"]): r["message"] for r in csv.DictReader(f)}
-    assert sorted(rejects) == [2, 3, 5], rejects
-    assert "repeats row 1" in rejects[2] and "repeats row 1" in rejects[3], rejects
+    assert sorted(rejects) == [2, 4, 5], rejects
+    assert "repeats row 1" in rejects[2] and "repeats row 3" in rejects[4], rejects
     assert "repeats row 4" in rejects[5], rejects
-    # LinkedIn received two elements: row 1's email and row 4's GAID, each once.
+    # LinkedIn received two elements: row 1's email and row 3's GAID, each once.
     assert store_of(sandbox_server.sandbox).elements_received == 2

@@ -44,6 +44,7 @@ from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import LedgerRequest
+from line_exports.linkedin_ids import GAID_PATTERN, ID_COLUMNS, IDFA_PATTERN
 from line_exports.linkedin_oauth import (
     API_URL,
     AUTH_COMMAND,
@@ -89,8 +90,6 @@ _ISO_CODES = """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF B
     RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN
     TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW"""
 ISO_COUNTRIES = tuple(re.findall(r"[A-Z]{2}", _ISO_CODES))
-GAID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-IDFA_PATTERN = r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}"
 DOMAIN_PATTERN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}"
 
 # The reference's column table, as rules.
@@ -148,14 +147,17 @@ USER_UNIQUE = (
             "country",
         )
     ),
-    # One userId once per request (and export), whatever else its rows carry: a later row
-    # repeating an earlier (sent) row's email, GOOGLE_AID or APPLE_IDFA is a duplicate naming
-    # it. LinkedIn's DMP Segment Users reference identifies a user by its userIds and documents
-    # no meaning for one ID in two elements of a BATCH_CREATE, so none is sent (issue 13:
-    # "never sent twice in one request"; VERIFY-13e F11).
-    Unique(("email",)),
-    Unique(("google_aid",)),
-    Unique(("apple_idfa",)),
+    # One userId once per request and export, and a row's new IDs sent whatever its other
+    # IDs repeat (VERIFY-13e F11, VERIFY-13g N7). LinkedIn's DMP Segment Users reference: an
+    # element is one user, its userIds the IDs that identify that user ("the more
+    # information on a user that is provided, the better chance of a higher match rate"),
+    # and it documents no meaning for one ID in two elements. So a row repeating an earlier
+    # row's GOOGLE_AID is sent with its own email alone (that email is another member, lost
+    # if the whole row were dropped, and which one depended on row order); the repeated ID
+    # goes once, with the row that sent it first, and the row is noted (metadata
+    # ``values_sent_with_earlier_rows``, file ``sent_earlier.csv``). A row whose every ID
+    # repeats is a duplicate naming those rows (issue 13: "never sent twice in one request").
+    Unique(ID_COLUMNS, per_value=True),
 )
 COMPANY_COLUMNS = (
     Column("company_name", max_length=255),
@@ -818,6 +820,7 @@ class LinkedInDestination(Destination):
                 removal="REMOVE elements",
                 target=target + "/ids",
                 fallback_key=USER_NAME_KEY,
+                each_key_identifies=True,
                 legacy_target=target,
                 legacy_key=USER_KEY_V1,
             )

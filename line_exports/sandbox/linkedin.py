@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from line_exports.linkedin_ids import ID_PATTERNS
 from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.core import DEFAULT_TOKENS, Sandbox
 
@@ -44,12 +45,7 @@ SANDBOX_CLIENT_SECRET = "sandbox-linkedin-secret"
 SANDBOX_REFRESH_TOKEN = "sandbox-linkedin-refresh"
 SANDBOX_MEMBER = "urn:li:person:sandbox0"
 SANDBOX_ACCOUNTS = (512345678, 512345679)
-USER_ID_TYPES = {
-    "SHA256_EMAIL": re.compile(r"[0-9a-f]{64}"),
-    "SHA512_EMAIL": re.compile(r"[0-9a-f]{128}"),
-    "GOOGLE_AID": re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
-    "APPLE_IDFA": re.compile(r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}"),
-}
+USER_ID_TYPES = ID_PATTERNS  # the exporter's rules check the same forms (one definition)
 USER_TEXT_LIMITS = {"firstName": 35, "lastName": 35, "title": 50, "company": 50}
 COMPANY_FIELDS = ("companyName", "companyWebsiteDomain", "companyEmailDomain", "organizationUrn")
 ACCOUNT_URN = re.compile(r"urn:li:sponsoredAccount:([0-9]+)")
@@ -149,6 +145,8 @@ class LinkedInStore:
     batch_requests: int = 0
     elements_received: int = 0
     elements_refused: int = 0
+    batches: list[list[Any]] = field(default_factory=list)
+    """Every BATCH_CREATE's elements as received, in order (tests read what was sent)."""
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -165,6 +163,19 @@ def _element_values(element: dict[str, Any]) -> list[str]:
     values = [u.get("idValue") for u in ids if isinstance(u, dict)] if isinstance(ids, list) else []
     values += [element.get(k) for k in COMPANY_FIELDS]
     return [v for v in values if isinstance(v, str)]
+
+
+def _remove_ids(members: set[tuple[Any, ...]], ids: set[tuple[str, str]]) -> None:
+    """A REMOVE element takes each of its userIds out of the segment, whichever element added
+    it: LinkedIn's DMP Segment Users page speaks of adding and removing IDs ("a 201 is returned
+    if you add the same ID again or remove an already deleted ID") and matches a user by any
+    of them, so a REMOVE naming an ID another element added takes it from that member too
+    (the safe reading where the page says no more). A member left with no ID is gone."""
+    for member in [m for m in members if m[0] == "ids" and ids & set(m[1:])]:
+        members.discard(member)
+        left = tuple(i for i in member[1:] if i not in ids)
+        if left:
+            members.add(("ids", *left))
 
 
 def store_of(sandbox: Sandbox) -> LinkedInStore:
@@ -652,6 +663,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         with sandbox.lock:
             store.batch_requests += 1
             store.elements_received += len(elements)
+            store.batches.append(elements)
             for element in elements:
                 if not isinstance(element, dict) or element.get("action") not in ("ADD", "REMOVE"):
                     problem, key = "action must be ADD or REMOVE", ()
@@ -669,6 +681,8 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                     segment.members.add(key)
                     if segment.first_upload is None:
                         segment.first_upload = clock.now()
+                elif key[0] == "ids":
+                    _remove_ids(segment.members, set(key[1:]))
                 else:
                     segment.members.discard(key)
                 # LinkedIn answers 201 also for a repeated ADD or an already removed member.
