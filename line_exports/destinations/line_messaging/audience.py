@@ -33,6 +33,7 @@ from line_exports.destinations.line_messaging.settings import (
     LineMessagingSettings,
 )
 from line_exports.http import ApiError
+from line_exports.interrupts import DeliveryInterrupted
 from line_exports.outcomes import DELIVERY_UNKNOWN, REQUEST_REFUSED, count_failed_request
 from line_exports.rules import ROW_NUMBER, reject
 
@@ -190,7 +191,13 @@ def deliver_audience(
         finally:
             ids.path.unlink(missing_ok=True)
         report.sent_rows += ids.count
-        run.progress(report.sent_rows)
+        try:
+            run.progress(report.sent_rows)
+        except DeliveryInterrupted:  # a signal: LINE took these IDs, not yet READY
+            reason = "LINE took the upload; the run stopped before LINE said the audience READY"
+            numbers = row_numbers(rows, 0, report.sent_rows)
+            report.unknown.append(reject(numbers, "id", DELIVERY_UNKNOWN, reason))
+            raise
     assert audience_id is not None
     try:
         final = client.wait_audience(audience_id, jobs)

@@ -66,6 +66,7 @@ from line_exports.destinations.line_messaging.targeting import (
     upper_bound,
 )
 from line_exports.http import ApiError, poll
+from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger import ENTRIES, Ledger
 from line_exports.ledger_request import failure_mark, pending_record
 from line_exports.outcomes import (
@@ -237,7 +238,11 @@ def deliver_campaign(
         outcomes.append(outcome)
         if outcome["state"] != "fatal" or outcome.get("quota"):
             report.sent_rows += 1  # a request that failed for good leaves its row unsent
-        run.progress(report.sent_rows)
+        try:
+            run.progress(report.sent_rows)
+        except DeliveryInterrupted:  # a signal: count LINE's answers so far, then stop
+            summarize(report, outcomes, kind, settings, named, sizes)
+            raise
         if outcome["state"] == "fatal":
             break
     return summarize(report, outcomes, kind, settings, named, sizes)
