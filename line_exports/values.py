@@ -103,17 +103,20 @@ def cell_texts(column: pa.Array, rows: np.ndarray, duckdb_batch: bool) -> list[s
     ``0044-03-15 (BC)``, ``1 day 02:00:00``, ``[1, 2]``, ``{'a': 1}``; instants in UTC), else
     Arrow's text of a date or timestamp (``10000-01-01``: Python's cannot hold it) and Python's
     of any other value (``[1, 2]``, ``1:30:00``), as an upstream frame's Python objects print."""
-    cells = column.filter(pa.array(rows))
-    if duckdb_batch:
-        import duckdb  # only for the rare rejected cell; values.py stays light to import
+    import duckdb  # only for the rare rejected cell; values.py stays light to import
 
-        with duckdb.connect() as con:
-            con.execute("SET TimeZone = 'UTC'")
-            text = con.from_arrow(pa.table({"v": cells})).project("CAST(v AS VARCHAR)")
-            return [str(v) for (v,) in text.fetchall()]
-    if pa.types.is_date(cells.type) or pa.types.is_timestamp(cells.type):  # beyond Python's
-        return [str(v) for v in pc.cast(cells, pa.string()).to_pylist()]
-    return [str(v.as_py()) for v in cells]
+    cells = column.filter(pa.array(rows))
+    try:
+        if duckdb_batch:
+            with duckdb.connect() as con:
+                con.execute("SET TimeZone = 'UTC'")
+                text = con.from_arrow(pa.table({"v": cells})).project("CAST(v AS VARCHAR)")
+                return [str(v) for (v,) in text.fetchall()]
+        if pa.types.is_date(cells.type) or pa.types.is_timestamp(cells.type):  # beyond Python's
+            return [str(v) for v in pc.cast(cells, pa.string()).to_pylist()]
+        return [str(v.as_py()) for v in cells]
+    except (duckdb.Error, pa.ArrowException, ValueError, OverflowError):
+        return [str(v) for v in cells]  # Arrow's text of the value: a reject is never a crash
 
 
 def _marked(column: pa.Array, bad: np.ndarray, kind: str, duckdb_batch: bool) -> pd.Series:
