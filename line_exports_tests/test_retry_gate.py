@@ -8,10 +8,10 @@ whatever the attempts after it meet: here a :class:`~line_exports.sandbox.gate.G
 of the sandbox refuses every connection once LINE answered the first message request, so the
 HTTP retry of that call (``max_retry`` 1) and the Dagster step retry never reach LINE. The
 step retry sends the requests the earlier attempt left pending again first, before it reads
-the quota (push and multicast alike); it cannot, and counts them by what the earlier attempt
-got (a 5xx), not unsent: 1 row of unknown delivery (the recipient LINE holds the message for),
-1 never sent. Before, a multicast retry read the quota first, failed, and counted both rows
-unsent; a 500 then a refused connection within one call counted unsent too.
+the quota (push, multicast and broadcast alike); it cannot, and counts them by what the earlier
+attempt got (a 5xx), not unsent: 1 row of unknown delivery (the one LINE delivered), 1 never
+sent. Before, a multicast or broadcast retry read the quota first, failed, and counted both
+rows unsent; a 500 then a refused connection within one call counted unsent too.
 Real Dagster runs with a ``RetryPolicy``, HTTP through the gate to the sandbox.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import requests
 
 from line_exports import LineMessagingResource, SqlSource, build_export
 from line_exports.sandbox import Fault, SandboxServer
@@ -28,6 +29,8 @@ from line_exports.sandbox.gate import Gate
 from line_exports.sandbox.line_messaging import summary
 from line_exports_tests.test_outcomes import adds_up, outcome_metadata, table_row
 
+BROADCAST = '{"type": "text", "text": "coupon {{code}}"}'
+FRIENDS = [f"U{n:032x}" for n in range(3)]
 TARGETS: dict[str, tuple[str, dict[str, Any]]] = {
     "push_message": (
         "/v2/bot/message/push",
@@ -41,6 +44,8 @@ TARGETS: dict[str, tuple[str, dict[str, Any]]] = {
             "multicast_concurrency": 1,
         },
     ),
+    # a broadcast a row (narrowcast's sender): each reaches every friend
+    "broadcast": ("/v2/bot/message/broadcast", {"template_message": BROADCAST}),
 }
 
 
@@ -79,6 +84,11 @@ def test_a_message_answered_500_stays_unknown_when_line_is_out_of_reach_after_it
     sandbox = sandbox_server.sandbox
     path = TARGETS[target][0]
     sandbox.add_fault(Fault(path=path, method="POST", status=500, act=True, times=-1))
+    requests.put(
+        f"{sandbox_server.url}/_sandbox/line_messaging/followers",
+        json={"followers": FRIENDS},
+        timeout=5,
+    ).raise_for_status()
     upstream = (sandbox_server.host, sandbox_server.port)
     with Gate(upstream, [f"POST {path}".encode()]) as gate:
         result = gated_run(gate.url, target)
@@ -86,7 +96,8 @@ def test_a_message_answered_500_stays_unknown_when_line_is_out_of_reach_after_it
     assert sum(e.event_type_value == "STEP_RESTARTED" for e in result.all_events) == 1
     assert not result.success
     assert [r.status for r in sandbox.requests if r.method == "POST"] == [500]
-    assert summary(sandbox)["messages_delivered"] == 1  # LINE delivered the one it answered 500
+    # LINE delivered the one it answered 500 (a broadcast: to every friend)
+    assert summary(sandbox)["messages_delivered"] == (3 if target == "broadcast" else 1)
     meta = outcome_metadata(result)
     assert adds_up(meta), meta
     counts = [meta[f"rows_{k}"] for k in ("delivery_unknown", "unsent", "refused_by_api")]

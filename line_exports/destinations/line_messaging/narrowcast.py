@@ -52,6 +52,7 @@ from line_exports.destinations.line_messaging.sending import (
     QUOTA_REASON,
     first_sent,
     held_reason,
+    left_by_earlier,
     retries_left,
 )
 from line_exports.destinations.line_messaging.settings import LineMessagingSettings
@@ -221,6 +222,34 @@ def deliver_campaign(
     if not planned:
         return report
     known = run.ledger.done_many([key for *_, key in planned])
+    outcomes: list[dict[str, Any]] = []
+
+    def send(requests: list[tuple[int, str, str]], sending: dict[str, Any]) -> bool:
+        """Send ``requests`` in order; True once one failed for good (the run stops)."""
+        for number, messages, key in requests:
+            outcome = send_one(
+                client, settings, kind, messages, key, known.get(key), sending, options, run
+            )
+            outcome["row"] = number
+            outcomes.append(outcome)
+            if outcome["state"] != "fatal" or outcome.get("quota"):
+                report.sent_rows += 1  # a request that failed for good leaves its row unsent
+            try:
+                run.progress(report.sent_rows)
+            except DeliveryInterrupted:  # a signal: count LINE's answers so far, then stop
+                summarize(report, outcomes, kind, settings, named, sizes)
+                raise
+            if outcome["state"] == "fatal":
+                return True
+        return False
+
+    # What an earlier attempt left pending goes first, with its recorded targeting, before the
+    # quota is read (as push and multicast: .sending.left_by_earlier): a step retry that cannot
+    # reach LINE counts it by what LINE answered the earlier attempt (a 5xx: unknown).
+    retry = client.http.retry
+    first = [p for p in planned if left_by_earlier(known.get(p[2]), retry) == "resend"]
+    if send(first, targeting):
+        return summarize(report, outcomes, kind, settings, named, sizes)
     fresh = sum(1 for *_, key in planned if key not in known)
     if fresh:
         sending = quota_check(client, settings, targeting, sizes, fresh, report, run, kind)
@@ -229,22 +258,7 @@ def deliver_campaign(
         report.metadata.update(
             messages_needed=0, messages_needed_basis="every request was sent by an earlier run"
         )
-    outcomes: list[dict[str, Any]] = []
-    for number, messages, key in planned:
-        outcome = send_one(
-            client, settings, kind, messages, key, known.get(key), sending, options, run
-        )
-        outcome["row"] = number
-        outcomes.append(outcome)
-        if outcome["state"] != "fatal" or outcome.get("quota"):
-            report.sent_rows += 1  # a request that failed for good leaves its row unsent
-        try:
-            run.progress(report.sent_rows)
-        except DeliveryInterrupted:  # a signal: count LINE's answers so far, then stop
-            summarize(report, outcomes, kind, settings, named, sizes)
-            raise
-        if outcome["state"] == "fatal":
-            break
+    send([p for p in planned if p not in first], sending)
     return summarize(report, outcomes, kind, settings, named, sizes)
 
 
