@@ -50,6 +50,7 @@ from line_exports.values import (
     plain_times,
     scalar_text,
     to_text,
+    unicode_text,
     unsendable,
     whole_int64,
 )
@@ -412,6 +413,8 @@ UNSENDABLE = {
     "takes it as held",
     "time_range": "is a {detail}: no field takes a date outside years 0001-9999 (after 9999 or "
     "BC; ISO 8601 dates have four-digit years)",
+    "not_unicode": "is not Unicode text: it holds a lone UTF-16 surrogate (a \\ud800-\\udfff "
+    "code point without its pair), which UTF-8 cannot encode, so no request can carry it",
     "interval": "is an INTERVAL, which no field takes: cast it to a number or text in the query",
     "nested": "is a LIST, STRUCT, MAP or UNION, which this field cannot hold: pick or join its items in the query",
 }
@@ -510,7 +513,18 @@ def _object_times_in_zone(
         )
         if not group.any():
             continue
-        crossed, out, _ = _times_in_zone(plain_times(raw[group]), timezone, as_date)
+        # Years and DST need no nanosecond: read at microseconds, so a pd.Timestamp with them
+        # next to a year nanoseconds cannot hold (datetime(9999, 12, 31)) is checked too.
+        times = plain_times(raw[group], exact=False)
+        crossed, out = [], None
+        if times.dtype == object:  # an aware value whose instant is past 9999 or BC
+            crossed, out = _unsendable_failures(times)
+            if out is not None:
+                times = plain_times(times.where(~out), exact=False)
+        more, also, _ = _times_in_zone(times, timezone, as_date)
+        crossed += more
+        if also is not None:
+            out = also if out is None else out | also
         if out is None:
             continue
         where = np.flatnonzero(group)
@@ -530,9 +544,12 @@ def _years_at_the_ends(series: pd.Series, timezone: str) -> pd.Series | None:
     for naive wall times) have across the export's ``timezone``, the only days a UTC offset
     (under a day) can move out of 0001-9999: a naive wall time's instant's UTC year, an
     instant's year as written in ``timezone`` (its UTC year where the zone's offset is a local
-    mean time, written in UTC: :class:`~line_exports.values.LocalTimes`). Python's ``datetime``
-    value by value; the offset is the zone's at that wall time (no zone changes offset on those
-    days). None when no value is on them; other values are NA."""
+    mean time, written in UTC: :class:`~line_exports.values.LocalTimes`). A value held outside
+    0001-9999 (a ``datetime64[us, tz]`` column's ``datetime.max`` with a ``tzinfo``: its instant
+    is in year 10000) has its own year, as DuckDB's TIMESTAMPTZ there is refused. numpy's
+    arithmetic, value by value (Python's ``datetime`` has no year 0 or 10000, which failed the
+    run); the offset is the zone's at that wall time (no zone changes offset on those days).
+    None when no value is on them; other values are NA."""
     aware = isinstance(series.dtype, pd.DatetimeTZDtype)
     held = (series.dt.tz_convert(None) if aware else series).to_numpy()
     ends = (held >= _LAST_DAY) | (held < _FIRST_DAY_ENDS)  # NaT compares False
@@ -541,16 +558,24 @@ def _years_at_the_ends(series: pd.Series, timezone: str) -> pd.Series | None:
     zone = ZoneInfo(timezone)
     years = pd.Series(pd.NA, index=series.index, dtype="Int64")
     for i in np.flatnonzero(ends):
-        wall = pd.Timestamp(held[i]).to_pydatetime(warn=False)
-        offset = zone.utcoffset(wall) or dt.timedelta(0)
-        if aware and offset.total_seconds() % 60:  # written in UTC
-            years.iat[i] = wall.year
-            continue
-        try:
-            years.iat[i] = (wall + offset if aware else wall - offset).year
-        except OverflowError:  # past 9999-12-31 or before 0001-01-01
-            years.iat[i] = 10000 if wall.year == 9999 else 0
+        value = held[i].astype("datetime64[us]")
+        clamped = min(max(value, _FIRST), _LAST)
+        offset = zone.utcoffset(pd.Timestamp(clamped).to_pydatetime()) or dt.timedelta(0)
+        if value != clamped or (aware and offset.total_seconds() % 60):  # as held / in UTC
+            years.iat[i] = _year(value)
+        else:
+            shift = np.timedelta64(int(offset.total_seconds()), "s")
+            years.iat[i] = _year(value + shift if aware else value - shift)
     return years
+
+
+_FIRST = np.datetime64("0001-01-01T00:00:00.000000", "us")
+_LAST = np.datetime64("9999-12-31T23:59:59.999999", "us")
+
+
+def _year(value: np.datetime64) -> int:
+    """The year of a ``datetime64`` (astronomical: 0 is 1 BC), past 9999 too."""
+    return int(value.astype("datetime64[Y]").astype("int64")) + 1970
 
 
 def _check_numbers(
@@ -604,7 +629,14 @@ def _check_column(
     # Cells refused for their type are not also missing or malformed; date-times left in an
     # object column (those cells taken out, or an upstream asset's Python datetimes) are a
     # datetime column again, checked and written as an engine's.
-    raw = plain_times(raw.where(~bad) if bad is not None else raw)
+    held = raw.where(~bad) if bad is not None else raw
+    raw = plain_times(held)
+    if raw is not held and raw.dtype == object:  # what it could not convert: past 9999 or BC
+        late, marked = _unsendable_failures(raw)
+        if marked is not None:
+            failures += late
+            bad = marked if bad is None else bad | marked
+            raw = plain_times(raw.where(~marked))
     as_date = col.format == "iso_date"
     crossed, outside, times = _times_in_zone(raw, timezone, as_date)
     if outside is None and raw.dtype == object:
@@ -895,11 +927,24 @@ def _shown(values: pd.Series, rows: np.ndarray, sensitive: bool) -> np.ndarray:
         if pd.api.types.is_datetime64_dtype(refused):  # naive: the wall time, as it is held
             shown = refused.map(lambda v: v.isoformat(), na_action="ignore").astype("string")
         elif refused.dtype == object:  # each cell as its warehouse prints it, every one
-            shown = refused.map(scalar_text, na_action="ignore").astype("string")
+            present = refused.notna().to_numpy()
+            shown = pd.Series(
+                [_cell_shown(v) if p else "" for v, p in zip(refused, present, strict=True)],
+                dtype=object,
+            )
         else:
             shown = to_text(refused)
-        text = shown.fillna("").str.slice(0, 200).tolist()
+        text = [unicode_text(v)[:200] for v in shown.fillna("").tolist()]
     return np.array([mask_value(v) for v in text] if sensitive else text, dtype=object)
+
+
+def _cell_shown(value: object) -> str:
+    """One refused cell of an object column as it is held: a date-time as Python prints it
+    (``isoformat``: a naive one without offset, an aware one with its own, nanoseconds kept),
+    anything else as :func:`~line_exports.values.scalar_text` writes it."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return scalar_text(value)
 
 
 def _rejects_frame(parts: list[tuple[np.ndarray, str, str, str, np.ndarray]]) -> pd.DataFrame:

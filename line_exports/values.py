@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -223,31 +224,96 @@ def plain_dtypes(series: pd.Series) -> pd.Series:
     return plain
 
 
-def plain_times(series: pd.Series) -> pd.Series:
+def plain_times(series: pd.Series, exact: bool = True) -> pd.Series:
     """An object column whose cells are all date-times or missing (a TIMESTAMP column whose
     :class:`Unsendable` cells were taken out: :func:`arrow_to_pandas` and a driver's loaders
     leave such a column as objects) as a ``datetime64`` column again, naive or of instants
     (offsets kept, Arrow's conversion), so it is checked and written as a typed column is;
-    any other column unchanged. Nanoseconds are kept: a column holding a ``pd.Timestamp`` with
-    them is read at nanoseconds by pandas (Arrow infers microseconds from Python values, and
-    would take ``pd.Timestamp.max`` at nanoseconds for DuckDB's 'infinity'). A column mixing
-    naive and aware values is left as objects, each cell read on its own (Arrow would read them
-    all as the first one is)."""
+    any other column unchanged, but for its ``np.datetime64`` cells (:func:`numpy_times`).
+
+    Nanoseconds are kept: a column holding a ``pd.Timestamp`` with them is read at nanoseconds
+    by pandas (Arrow infers microseconds from Python values, and would take ``pd.Timestamp.max``
+    at nanoseconds for DuckDB's 'infinity'); when another of its values is outside what
+    nanoseconds hold (1677-09-21..2262-04-11: ``datetime(9999, 12, 31)``, year 1) the column is
+    left as objects, each cell written on its own (a typed column would lose the nanoseconds or
+    fail). ``exact=False`` reads them at microseconds (floored) instead, for checks of years and
+    DST that need no sub-microsecond digit. A column mixing naive and aware values is left as
+    objects, each cell read on its own (Arrow would read them all as the first one is).
+
+    An aware value whose instant is outside years 0001-9999 UTC (``datetime.min`` or
+    ``datetime.max`` with a ``tzinfo``) is an :class:`Unsendable` ``time_range`` cell of the
+    result (an object column), its text the value as Python prints it: the ``type`` rule
+    refuses it, as it refuses DuckDB's TIMESTAMPTZ there."""
+    series = numpy_times(series)
     if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) != "datetime":
         return series
     cells = series.astype(object).where(series.notna(), None).tolist()
     aware = {v.tzinfo is not None for v in cells if v is not None}
     if len(aware) != 1:
         return series
-    if any(isinstance(v, pd.Timestamp) and v.nanosecond for v in cells):
-        return pd.to_datetime(pd.Series(cells, index=series.index, dtype=object), utc=aware.pop())
+    if exact and any(isinstance(v, pd.Timestamp) and v.nanosecond for v in cells):
+        as_objects = pd.Series(cells, index=series.index, dtype=object)
+        try:
+            return pd.to_datetime(as_objects, utc=aware.pop())
+        except (pd.errors.OutOfBoundsDatetime, OverflowError):
+            return series  # nanoseconds and years nanoseconds cannot hold: cell by cell
     try:
-        values = pa.array(cells)
+        values = pa.array(cells)  # pd.Timestamp's nanoseconds floored (exact=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return series
     plain = arrow_to_pandas(pa.table({"v": values}))["v"]
     plain.index = series.index
+    if plain.dtype == object:  # instants outside 0001-9999: shown as the value is held
+        for i, cell in enumerate(plain.to_numpy()):
+            if isinstance(cell, Unsendable):
+                cell.text = _held_text(cells[i], cell.text)
     return plain
+
+
+def _held_text(value: Any, fallback: str = "") -> str:
+    """A Python date-time as it prints itself (``isoformat``: ``0001-01-01T00:00:00+09:18:59``,
+    nanoseconds kept), ``fallback`` when it cannot (pandas cannot localize one past 9999)."""
+    try:
+        return str(value.isoformat())
+    except (ValueError, OverflowError, NotImplementedError, AttributeError):
+        return fallback or str(value)
+
+
+def numpy_times(series: pd.Series) -> pd.Series:
+    """An object column's ``np.datetime64`` cells (an upstream frame built with
+    ``dtype=object``) as naive ``pd.Timestamp`` (wall time in the export's zone, as a naive
+    ``datetime`` is; every digit kept, nanoseconds included), ``NaT`` as None, one whose year is
+    outside 0001-9999 as an :class:`Unsendable` ``time_range`` cell (numpy's text of it); the
+    column itself when it has none (pandas' ``infer_dtype`` tells, without a look at each cell
+    for a column of one other type)."""
+    if series.dtype != object:
+        return series
+    kind = pd.api.types.infer_dtype(series, skipna=True)
+    if kind != "datetime64" and not kind.startswith("mixed"):
+        return series
+    cells = series.to_numpy()
+    found = np.fromiter((isinstance(v, np.datetime64) for v in cells), bool, len(cells))
+    if not found.any():
+        return series
+    cells = cells.copy()
+    for i in np.flatnonzero(found):
+        cells[i] = _numpy_time(cells[i])
+    return pd.Series(cells, index=series.index, dtype=object)
+
+
+def _numpy_time(value: np.datetime64) -> pd.Timestamp | Unsendable | None:
+    """One ``np.datetime64`` as :func:`numpy_times` reads it."""
+    if np.isnat(value):
+        return None
+    year = int(value.astype("datetime64[Y]").astype("int64")) + 1970
+    if not 1 <= year <= 9999:
+        return out_of_range(False, year, str(value))
+    unit = np.datetime_data(value.dtype)[0]
+    if unit in ("ps", "fs", "as"):  # finer than pandas holds: at nanoseconds (floored)
+        value = value.astype("datetime64[ns]")
+    elif unit not in ("s", "ms", "us", "ns"):  # days, weeks, months, years, generic
+        value = value.astype("datetime64[s]")
+    return pd.Timestamp(value)
 
 
 def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
@@ -300,14 +366,17 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
       its ``timedelta`` (a ``timedelta64`` column too), as DuckDB's LIST/STRUCT/MAP and INTERVAL
       are: their Python text (``[1, 2]``, ``1:30:00``) was sent as if it were the value.
 
+    * ``not_unicode``: a string holding a lone UTF-16 surrogate (``"\\ud800x"``, in an
+      upstream frame's object column): no UTF-8 form, so no JSON body or CSV can carry it.
     * any :class:`Unsendable` cell's ``kind``, or ``"kind: detail"`` when it has a detail
       (``"time_range: DATE in year 10000"``), one mask per value named.
 
     Columns of other types (an engine's strings, integers, ...) are answered without a look at
-    their cells.
+    their cells; an object column of strings with one encoding of them all, unless it fails.
     """
     series = plain_dtypes(series)
     found: dict[str, np.ndarray] = {}
+    inferred = pd.api.types.infer_dtype(series, skipna=True) if series.dtype == object else ""
     if pd.api.types.is_float_dtype(series):
         infinite = np.isinf(series.to_numpy(dtype="float64", na_value=np.nan))
         if infinite.any():
@@ -316,13 +385,21 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
         present = series.notna().to_numpy(dtype=bool)
         if present.any():
             found["interval"] = present
-    elif series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) == "decimal":
+    elif inferred == "string":
+        surrogates = lone_surrogates(series.to_numpy())
+        if surrogates is not None:
+            found["not_unicode"] = surrogates
+    elif inferred == "decimal":
         values = series.to_numpy()
         infinite = np.fromiter((_is_infinite(v) for v in values), bool, len(values))
         if infinite.any():
             found["infinite"] = infinite
-    elif series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) not in _TEXT:
-        marks = [_cell_kind(v) for v in series.to_numpy()]
+    elif series.dtype == object and inferred not in _TEXT:
+        values = series.to_numpy()
+        surrogates = lone_surrogates(values)
+        if surrogates is not None:
+            found["not_unicode"] = surrogates
+        marks = [_cell_kind(v) for v in values]
         for kind in set(marks) - {""}:
             found[kind] = np.array([m == kind for m in marks], dtype=bool)
     return found
@@ -344,6 +421,39 @@ def _cell_kind(value: object) -> str:
     if isinstance(value, (dt.timedelta, np.timedelta64)):
         return "interval"
     return ""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogates(values: np.ndarray) -> np.ndarray | None:
+    """The mask of the strings among ``values`` (objects) holding a lone UTF-16 surrogate, which
+    UTF-8 cannot encode (JSON text is UTF-8, RFC 8259 section 8.1), or None when none does. One
+    encoding of all the strings tells; only then is each looked at."""
+    present = values[pd.notna(values)]
+    try:
+        "".join(present).encode("utf-8")  # TypeError: not all strings
+        return None
+    except UnicodeEncodeError:
+        pass
+    except TypeError:
+        strings = np.fromiter((isinstance(v, str) for v in present), bool, len(present))
+        try:
+            "".join(present[strings]).encode("utf-8")
+            return None
+        except UnicodeEncodeError:
+            pass
+    return np.fromiter(
+        (isinstance(v, str) and _SURROGATE.search(v) is not None for v in values), bool, len(values)
+    )
+
+
+def unicode_text(text: str) -> str:
+    """``text`` with each lone surrogate written as its ``\\udXXX`` escape (Python's
+    ``backslashreplace``), so a rejects file or log line can show the value it refused."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _is_infinite(value: object) -> bool:
