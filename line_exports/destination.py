@@ -341,6 +341,17 @@ class ExportRun:
             self.log.info(f"{self.name}: sent {sent_rows:,} of {self.total_rows:,} valid rows")
 
 
+def not_isolated(run: ExportRun) -> str:
+    """Why rows of a refused request (a 400) that a run stopped by a signal never isolated are
+    counted refused: the request that carried them was answered 400, so the API processed
+    none of it (:func:`line_exports.outcomes.fate_of`: a 4xx is refused, with its answer), and
+    the run sends no new request after the signal to find which row it refused."""
+    return (
+        f"not isolated: the run was stopped by {run.interrupted} before the refused row was "
+        "found, so this row was not sent again"
+    )
+
+
 def content_key(*parts: Any) -> str:
     """A stable key for a request, derived from what it carries (never random)."""
     digest = hashlib.sha256()

@@ -103,7 +103,9 @@ async def _send_all(
         async def worker() -> None:
             while (push := await queue.get()) is not None:
                 try:
-                    if not tally.stopped and not errors:
+                    # Not once the run is asked to stop: a queued push is never sent, its row
+                    # is counted never sent (VERIFY-13i F1); the pushes in flight finish.
+                    if not tally.stopped and not errors and not run.interrupted:
                         await _push(session, url, client, push, run, tally, record)
                 except Exception as exc:
                     errors.append(exc)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from line_exports.destination import DeliveryReport, ExportRun, ValidRows
+from line_exports.destination import DeliveryReport, ExportRun, ValidRows, not_isolated
 from line_exports.destinations.line_messaging.client import LineMessagingClient, retry_key
 from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
@@ -115,11 +115,14 @@ def deliver_multicast(
         """Send one batch; isolate refused recipients so the others still get the message.
         ``mark``: (whole group's key, leading recipients accepted once this batch is) for a
         group the quota cuts short. Returns (rows handled, splits made)."""
-        handled, made = len(numbers) + resumed, 0
+        handled, made, reason = len(numbers) + resumed, 0, ""
         groups = [(numbers, recipients)]
         while groups and not tally.stopped:
             numbers, recipients = groups.pop()
             if not recipients:
+                continue
+            if made and run.interrupted:  # a signal while isolating a refusal: no new request
+                tally.refuse(numbers, recipients, f"{reason} ({not_isolated(run)})")
                 continue
             body = json.dumps(
                 {"to": recipients, "messages": message_objects, **options},
@@ -155,6 +158,15 @@ def deliver_multicast(
                 groups.append((numbers[half:], recipients[half:]))
                 groups.append((numbers[:half], recipients[:half]))
         return handled, made
+
+    def deliver_unless_stopped(
+        numbers: list[int], recipients: list[str], mark: tuple[str, int] | None, resumed: int
+    ) -> tuple[int, int]:
+        """A batch the pool starts: not once the run is asked to stop (its rows never sent;
+        the batches in flight finish, VERIFY-13i F1)."""
+        if run.interrupted:
+            return 0, 0
+        return deliver_batch(numbers, recipients, mark, resumed)
 
     # Without skip, the first refusal stops the run: one request at a time, so nothing after
     # it is sent. With skip, batches go out side by side (each isolates its own refusals).
@@ -210,7 +222,9 @@ def deliver_multicast(
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
             in_flight: list[Future[tuple[int, int]]] = []
             for numbers, recipients, mark, resumed in recipient_groups():
-                in_flight.append(pool.submit(deliver_batch, numbers, recipients, mark, resumed))
+                in_flight.append(
+                    pool.submit(deliver_unless_stopped, numbers, recipients, mark, resumed)
+                )
                 if len(in_flight) >= most_in_flight:
                     done, in_flight = in_flight[:width], in_flight[width:]
                     for future in done:

@@ -242,13 +242,13 @@ def send_threaded(
 
     def send(push: Push) -> None:
         row_number, to, body, key = push
-        if not tally.stopped:
+        if not tally.stopped and not run.interrupted:  # a signal: queued pushes stay unsent
             post(client, "push", body, key, [row_number], [to], run, tally, recorder.record)
 
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-push") as pool:
         for pushes in batches:
             for start in range(0, len(pushes), width):
-                if tally.stopped:
+                if tally.stopped or run.interrupted:
                     return
                 window = pushes[start : start + width]
                 keep(window)
