@@ -26,7 +26,11 @@ from line_exports.destination import (
     content_key,
     release_arrow_memory,
 )
-from line_exports.destinations.line_messaging.client import LineMessagingClient, retry_pause
+from line_exports.destinations.line_messaging.client import (
+    LineMessagingClient,
+    UploadJobsFailed,
+    retry_pause,
+)
 from line_exports.destinations.line_messaging.settings import (
     AUDIENCE_FILE_MAX_IDS,
     AUDIENCE_JSON_MAX_IDS,
@@ -125,7 +129,7 @@ def deliver_audience(
     chunk = AUDIENCE_FILE_MAX_IDS if by_file else AUDIENCE_JSON_MAX_IDS
     audience_id, action = find_audience(client, settings, run, exclude)
     created_key = _created_key(settings, exclude)
-    jobs: set[str] = set()
+    jobs: dict[str, tuple[int, int]] = {}  # upload job's description: (first row, rows)
     uploads = 0
     # One upload's IDs at a time go to a file in the run's work dir (next to the spool),
     # deleted once sent: memory stays flat however many IDs there are.
@@ -145,7 +149,7 @@ def deliver_audience(
             if done is not None:
                 report.resumed_rows += ids.count
                 audience_id = audience_id or int(done["audience_id"])
-                jobs.add(str(done["job"]))
+                jobs[str(done["job"])] = (part * chunk, ids.count)
             else:
 
                 def upload(target: int | None, ids: IdFile = ids, job: str = job) -> dict[str, Any]:
@@ -187,7 +191,7 @@ def deliver_audience(
                         retryable=exc.retryable,
                     ) from None
                 run.ledger.record(key, {"audience_id": audience_id, "job": job})
-                jobs.add(job)
+                jobs[job] = (part * chunk, ids.count)
         finally:
             ids.path.unlink(missing_ok=True)
         report.sent_rows += ids.count
@@ -200,7 +204,15 @@ def deliver_audience(
             raise
     assert audience_id is not None
     try:
-        final = client.wait_audience(audience_id, jobs)
+        final = client.wait_audience(audience_id, set(jobs))
+    except UploadJobsFailed as exc:
+        # Only the rows of the jobs LINE failed are refused; the others joined the audience.
+        for job in exc.failed:
+            numbers = row_numbers(rows, *jobs[job])
+            report.refused.append(reject(numbers, "id", REQUEST_REFUSED, exc.reason(job)))
+        if report.refused_rows >= report.sent_rows:
+            raise DeliveryFailed(str(exc), report) from None
+        final = exc.audience
     except ApiError as exc:
         # Sent and taken as upload jobs: a job LINE reports FAILED refused them; otherwise
         # (no READY in time, an unreadable state) what LINE did with them is unknown.
@@ -212,7 +224,7 @@ def deliver_audience(
             report.unknown.append(reject(numbers, "id", DELIVERY_UNKNOWN, reason))
         raise DeliveryFailed(str(exc), report, retryable=exc.retryable) from None
     group = final.get("audienceGroup", {})
-    report.accepted_rows = report.sent_rows
+    report.accepted_rows = report.sent_rows - report.refused_rows
     report.job_ids.append(str(audience_id))
     report.metadata.update(
         {

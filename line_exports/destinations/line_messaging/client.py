@@ -410,28 +410,50 @@ class LineMessagingClient:
     def wait_audience(
         self, audience_id: int, jobs: set[str], timeout: float = AUDIENCE_TIMEOUT_SECONDS
     ) -> dict[str, Any]:
-        """Poll until the audience is READY and our upload jobs are FINISHED (or one FAILED)."""
+        """Poll until the audience is READY and our upload jobs (``jobs``: their descriptions)
+        are FINISHED. Raises :class:`UploadJobsFailed` once each of them has ended and some
+        FAILED (``manage-audience.yml``: jobStatus FAILED, with a failedType), an
+        :class:`~line_exports.http.ApiError` when the audience itself FAILED or EXPIRED."""
 
         def ready() -> dict[str, Any] | None:
             body = self.audience(audience_id)
             group = body.get("audienceGroup", {})
             ours = [j for j in body.get("jobs", []) if j.get("description") in jobs]
-            failed = [j for j in ours if j.get("jobStatus") == "FAILED"]
-            if failed or group.get("status") in ("FAILED", "EXPIRED"):
-                why = (
-                    failed[0].get("failedType")
-                    if failed
-                    else group.get("failedType") or group.get("status")
-                )
-                raise ApiError(f"LINE audience {audience_id} upload failed: {why}")
-            finished = len(ours) >= len(jobs) and all(
-                j.get("jobStatus") == "FINISHED" for j in ours
+            ended = len(ours) >= len(jobs) and all(
+                j.get("jobStatus") in ("FINISHED", "FAILED") for j in ours
             )
-            return body if finished and group.get("status") == "READY" else None
+            failed = {
+                str(j["description"]): str(j.get("failedType"))
+                for j in ours
+                if j.get("jobStatus") == "FAILED"
+            }
+            if failed and ended:
+                raise UploadJobsFailed(audience_id, failed, body)
+            if group.get("status") in ("FAILED", "EXPIRED"):
+                why = group.get("failedType") or group.get("status")
+                raise ApiError(f"LINE audience {audience_id} upload failed: {why}")
+            return body if ended and group.get("status") == "READY" else None
 
         return poll(
             ready, what=f"LINE audience {audience_id}", timeout=timeout, max_pause=self.poll_seconds
         )
+
+
+class UploadJobsFailed(ApiError):
+    """Upload jobs LINE ended FAILED while the others finished: ``failed`` {job description:
+    its failedType}, ``audience`` the audience as last read (``GET
+    /v2/bot/audienceGroup/{audienceGroupId}``). Their IDs never joined the audience."""
+
+    def __init__(self, audience_id: int, failed: dict[str, str], audience: dict[str, Any]) -> None:
+        kinds = ", ".join(sorted(set(failed.values())))
+        super().__init__(f"LINE audience {audience_id} upload failed: {kinds}")
+        self.failed = failed
+        self.audience = audience
+        self.audience_id = audience_id
+
+    def reason(self, job: str) -> str:
+        """What LINE said of ``job``, for its rows."""
+        return f"LINE: LINE audience {self.audience_id} upload failed: {self.failed[job]}"
 
 
 class LineMessagingResource(dg.ConfigurableResource):
