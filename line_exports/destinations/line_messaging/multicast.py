@@ -206,7 +206,7 @@ def deliver_multicast(
     # answers 409 for those it took), before the quota is read: a step retry that cannot reach
     # LINE counts them by what LINE answered the earlier attempt (a 5xx: unknown), not unsent.
     for numbers, recipients in pending.values():
-        if tally.stopped:
+        if tally.stopped or run.interrupted:
             break
         handled, made = deliver_batch(numbers, recipients, None, 0)
         report.sent_rows += handled
