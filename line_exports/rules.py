@@ -40,6 +40,7 @@ from line_exports.phones import (
 )
 from line_exports.values import (
     LocalTimes,
+    held_text,
     iso_dates,
     iso_dates_or_timestamps,
     iso_text,
@@ -939,11 +940,12 @@ def _shown(values: pd.Series, rows: np.ndarray, sensitive: bool) -> np.ndarray:
 
 
 def _cell_shown(value: object) -> str:
-    """One refused cell of an object column as it is held: a date-time as Python prints it
-    (``isoformat``: a naive one without offset, an aware one with its own, nanoseconds kept),
-    anything else as :func:`~line_exports.values.scalar_text` writes it."""
+    """One refused cell of an object column as it is held: a date-time as
+    :func:`~line_exports.values.held_text` shows it (a naive one without offset, an aware one
+    with its own, nanoseconds kept), anything else as
+    :func:`~line_exports.values.scalar_text` writes it."""
     if isinstance(value, dt.datetime):
-        return value.isoformat()
+        return held_text(value)
     return scalar_text(value)
 
 

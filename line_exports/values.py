@@ -102,7 +102,8 @@ def cell_texts(column: pa.Array, rows: np.ndarray, duckdb_batch: bool) -> list[s
     """The cells of ``column`` at ``rows`` (a mask) as their warehouse prints them, for the
     rejects file: DuckDB's own text of a DuckDB batch (``CAST(v AS VARCHAR)``: ``infinity``,
     ``0044-03-15 (BC)``, ``1 day 02:00:00``, ``[1, 2]``, ``{'a': 1}``; instants in UTC), else
-    Arrow's text of a date or timestamp (``10000-01-01``: Python's cannot hold it) and Python's
+    Arrow's text of a date or timestamp (``10000-01-01``: Python's cannot hold it; an instant
+    in UTC, ``0000-12-31T14:41:01.000000+00:00``, not with a local mean time's ``+0918``) and Python's
     of any other value (``[1, 2]``, ``1:30:00``), as an upstream frame's Python objects print."""
     import duckdb  # only for the rare rejected cell; values.py stays light to import
 
@@ -113,6 +114,9 @@ def cell_texts(column: pa.Array, rows: np.ndarray, duckdb_batch: bool) -> list[s
                 con.execute("SET TimeZone = 'UTC'")
                 text = con.from_arrow(pa.table({"v": cells})).project("CAST(v AS VARCHAR)")
                 return [str(v) for (v,) in text.fetchall()]
+        if pa.types.is_timestamp(cells.type) and cells.type.tz:  # instants: UTC, not +0918
+            utc = cells.cast(pa.timestamp(cells.type.unit)).to_numpy(zero_copy_only=False)
+            return [f"{v}+00:00" for v in utc]
         if pa.types.is_date(cells.type) or pa.types.is_timestamp(cells.type):  # beyond Python's
             return [str(v) for v in pc.cast(cells, pa.string()).to_pylist()]
         return [str(v.as_py()) for v in cells]
@@ -266,14 +270,26 @@ def plain_times(series: pd.Series, exact: bool = True) -> pd.Series:
     if plain.dtype == object:  # instants outside 0001-9999: shown as the value is held
         for i, cell in enumerate(plain.to_numpy()):
             if isinstance(cell, Unsendable):
-                cell.text = _held_text(cells[i], cell.text)
+                cell.text = held_text(cells[i], cell.text)
     return plain
 
 
-def _held_text(value: Any, fallback: str = "") -> str:
-    """A Python date-time as it prints itself (``isoformat``: ``0001-01-01T00:00:00+09:18:59``,
-    nanoseconds kept), ``fallback`` when it cannot (pandas cannot localize one past 9999)."""
+def held_text(value: Any, fallback: str = "") -> str:
+    """A Python date-time as it is held, for the rejects file: ``isoformat`` (a naive one
+    without offset, an aware one with its ``+09:00``, nanoseconds kept), but an aware one whose
+    offset has seconds (a local mean time, ``+09:18:59``) as its instant in UTC, ``+00:00``, as
+    :class:`LocalTimes` writes it (RFC 3339 offsets have no seconds), in year 0 or 10000 too
+    (``0000-12-31T14:41:01+00:00`` for ``datetime.min`` in Asia/Tokyo: numpy's arithmetic).
+    ``fallback`` when it cannot be written (pandas cannot localize a value past 9999)."""
     try:
+        offset = value.utcoffset()
+        if offset is not None and offset % dt.timedelta(minutes=1):
+            naive = value.replace(tzinfo=None)
+            wall = naive.asm8 if isinstance(naive, pd.Timestamp) else np.datetime64(naive, "us")
+            instant = wall - np.timedelta64(offset // dt.timedelta(microseconds=1), "us")
+            if not (naive.microsecond or getattr(naive, "nanosecond", 0)):
+                instant = instant.astype("datetime64[s]")
+            return f"{instant}+00:00"
         return str(value.isoformat())
     except (ValueError, OverflowError, NotImplementedError, AttributeError):
         return fallback or str(value)
