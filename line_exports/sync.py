@@ -252,6 +252,11 @@ class SyncPlan:
             text += f", {len(self.unkeyed):,} rejected: no sync key ({NO_KEY_RULE})"
         if self.mode == "mirror":
             text += f", {len(self.removals):,} to remove"
+            if self.still_current:
+                text += (
+                    f", {self.still_current:,} left whose every key value a current row "
+                    "carries (forgotten, not removed)"
+                )
             if self.baseline:
                 text += " (first run in mirror: a baseline, nothing removed)"
             if self.blocked:
