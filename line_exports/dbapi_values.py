@@ -18,6 +18,12 @@ gets Python objects from its driver, some of which take a detour on the way:
   ``12:34:56+09:00``, the offset as ``+hh:mm``), as DuckDB's do: PostgreSQL's ``time`` takes
   ``24:00:00`` ("Date/Time Types"), which ``datetime.time`` cannot hold (psycopg's "can't parse
   time" failed the run, blamed on the query); Arrow's time type has no offset.
+* TIMESTAMPTZ near 0001-01-01 / 9999-12-31: psycopg builds the datetime in the session's
+  ``TimeZone`` (a server or database default the export does not set), where the year may be
+  0 or 10000 though the instant is not; such a value is read as its instant in UTC
+  (:func:`utc_instant`), so it is sent or rejected by the export's zone, as on DuckDB.
+* REAL: psycopg gives a double (0.10000000149011612); read at single precision, so it is
+  written as a FLOAT (``0.1``, :mod:`line_exports.float_text`).
 * INTERVAL and arrays: ``type`` rejects, as DuckDB's INTERVAL and LIST are; read as
   :class:`~line_exports.values.Unsendable` cells holding PostgreSQL's text of the value (a
   ``timedelta`` or list would show as Python's text in the rejects file).
@@ -37,6 +43,8 @@ import decimal
 import re
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from line_exports.values import Unsendable, out_of_range
 
@@ -80,10 +88,13 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
     """On a psycopg (3) connection: infinite dates and timestamps as ``infinite_time``
     markers, INTERVAL and arrays as ``interval`` / ``nested`` markers (each carrying
     PostgreSQL's text of the value, ``infinity``, ``01:30:00``, ``{1,2}``, for the rejects
-    file), JSON and JSONB as text, TIME and TIMETZ as PostgreSQL's text (offset ``+hh:mm``)
+    file), JSON and JSONB as text, TIME and TIMETZ as PostgreSQL's text (offset ``+hh:mm``),
+    REAL as a single-precision float (``0.1``, not psycopg's double 0.10000000149011612), a
+    TIMESTAMPTZ whose year is 10000 or BC in the session's zone as its instant (:func:`utc_instant`)
     (psycopg's ``Loader`` API: ``adapters.register_loader``)."""
     from psycopg import DataError
     from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+    from psycopg.types.numeric import FloatLoader
     from psycopg.types.string import TextLoader
 
     def infinite(base: type, type_name: str) -> type:
@@ -95,6 +106,12 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
                 try:
                     return super().load(data)
                 except DataError:
+                    if type_name == "timestamptz":  # its instant, not the session's clock
+                        instant = utc_instant(text)
+                        if isinstance(instant, dt.datetime):
+                            return instant
+                        if instant is not None:
+                            return out_of_range(False, instant, text.decode())
                     found = _year(text)
                     if found is None:
                         raise
@@ -113,7 +130,12 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
 
         return Loader
 
+    class SingleLoader(FloatLoader):  # type: ignore[misc]
+        def load(self, data: Any) -> Any:
+            return np.float32(super().load(data))  # written at single precision (float_text)
+
     adapters = dbapi_connection.adapters
+    adapters.register_loader("float4", SingleLoader)
     adapters.register_loader("date", infinite(DateLoader, "date"))
     adapters.register_loader("timestamp", infinite(TimestampLoader, "timestamp"))
     adapters.register_loader("timestamptz", infinite(TimestamptzLoader, "timestamptz"))
@@ -125,6 +147,51 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
     for info in adapters.types:  # every array type: PostgreSQL's text ({1,2}), a nested cell
         if info.array_oid:
             adapters.register_loader(info.array_oid, printed("nested", f"{info.name}[]"))
+
+
+_PG_TIMESTAMPTZ = re.compile(
+    rb"(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?"
+    rb"([+-])(\d\d)(?::(\d\d))?(?::(\d\d))?( BC)?"
+)
+_CYCLE_YEARS = 400  # the Gregorian calendar repeats every 400 years (146097 days)
+
+
+def utc_instant(text: bytes) -> dt.datetime | int | None:
+    """PostgreSQL's text of a TIMESTAMPTZ that Python cannot hold in the session's zone (its
+    local year there is 10000, or BC: ``10000-01-01 05:00:00+09``, ``0001-12-31 19:00:00-05
+    BC``) as its instant: a UTC ``datetime`` when that is within years 0001-9999, else the
+    instant's UTC year (astronomical, for :func:`~line_exports.values.out_of_range`); None when
+    the text is not such a timestamp. So the session's ``TimeZone`` (``ALTER DATABASE ... SET
+    timezone``, a server default the export cannot see) never decides whether a value is sent:
+    the instant is judged in the export's zone, as DuckDB's TIMESTAMPTZ is."""
+    match = _PG_TIMESTAMPTZ.fullmatch(text.strip())
+    if match is None:
+        return None
+    year = int(match[1])
+    if match[12]:
+        year = 1 - year
+    if not 0 <= year <= 10000:
+        return year  # an offset (under a day) cannot bring it within 0001-9999
+    shift = _CYCLE_YEARS * (1 if year > 9999 else -1 if year < 1 else 0)
+    sign = 1 if match[8] == b"+" else -1
+    offset = dt.timedelta(
+        hours=int(match[9]), minutes=int(match[10] or 0), seconds=int(match[11] or 0)
+    )
+    micros = int((match[7] or b"0").ljust(6, b"0"))
+    # The same wall time 400 years nearer (same weekday and leap days), less its offset, back.
+    local = dt.datetime(
+        year - shift,
+        int(match[2]),
+        int(match[3]),
+        int(match[4]),
+        int(match[5]),
+        int(match[6]),
+        micros,
+    )
+    utc = local - sign * offset
+    if not 1 <= utc.year + shift <= 9999:
+        return utc.year + shift
+    return utc.replace(year=utc.year + shift, tzinfo=dt.timezone.utc)
 
 
 def _year(text: bytes) -> int | None:

@@ -46,6 +46,7 @@ from line_exports.values import (
     iso_text,
     local_times,
     missing_nans,
+    object_dates_or_timestamps,
     out_of_range,
     plain_dtypes,
     plain_times,
@@ -114,12 +115,24 @@ class Column:
     min_length: int | None = None
     allowed: tuple[str, ...] | None = None
     min_value: int | None = None
-    normalize: tuple[str, ...] = ("trim",)
+    normalize: tuple[str, ...] | None = None  # None: see steps
     hash_sha256: bool = False
     accept_sha512: bool = False
     sensitive: bool = False
     aliases: tuple[str, ...] = ()
     required_by: str | None = None  # what needs it, for the missing-column error
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The normalize steps run: ``normalize`` if given, else ``trim`` for a value checked
+        against a pattern, allowed values, a format or a type (an ID, a code, a date: `` U…\t``
+        is that UID) and none for free text (a name, a title, a ``customer_id``), which travels
+        exactly as held, surrounding spaces included: no destination's reference documents
+        trimming it (VERIFY-13j J5; README "Values travel")."""
+        if self.normalize is not None:
+            return self.normalize
+        checked = self.pattern or self.allowed or self.format or self.kind != "string"
+        return ("trim",) if checked else ()
 
     def is_required(self, settings: Mapping[str, object]) -> bool:
         if self.required:
@@ -375,6 +388,8 @@ def _arrow_text(
         values = (iso_dates(times) if as_date else iso_text(times)).array.__arrow_array__()
     elif as_date and pd.api.types.is_datetime64_any_dtype(series):
         values = iso_dates_or_timestamps(series, timezone).array.__arrow_array__()
+    elif as_date and series.dtype == object:  # each datetime on its own, whatever its neighbours
+        values = object_dates_or_timestamps(series, timezone).array.__arrow_array__()
     else:
         values = to_text(series, timezone).array.__arrow_array__()
     if isinstance(values, pa.ChunkedArray):
@@ -654,7 +669,7 @@ def _check_column(
                 for rule, message, mask in checked.failures
             ] + failures
         return checked
-    text = normalize(_arrow_text(raw, timezone, as_date, times), col.normalize)
+    text = normalize(_arrow_text(raw, timezone, as_date, times), col.steps)
     sizes = np.diff(value_offsets(text))  # bytes: >= characters
     present = sizes > 0
     if text.null_count:

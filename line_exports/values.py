@@ -33,6 +33,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from line_exports.float_text import float_text, python_float_text
+
 INT64_LIMIT = 2.0**63
 
 _NULLABLE = {
@@ -45,6 +47,8 @@ _NULLABLE = {
     pa.uint32(): pd.UInt32Dtype(),
     pa.uint64(): pd.UInt64Dtype(),
     pa.bool_(): pd.BooleanDtype(),
+    pa.float32(): pd.Float32Dtype(),  # a warehouse's FLOAT/DOUBLE: see float_text
+    pa.float64(): pd.Float64Dtype(),
 }
 
 
@@ -341,22 +345,8 @@ def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
         if isinstance(series.dtype, pd.UInt64Dtype) or series.dtype == np.uint64:
             return series.astype("UInt64").astype("string")
         return series.astype("Int64").astype("string")
-    if pd.api.types.is_float_dtype(series):
-        # Whole numbers read back as floats (e.g. an upstream DataFrame's NULL-able integer
-        # column) print as integers; inf and out-of-int64 values stay text, for the rules to
-        # refuse. NaN is a missing value.
-        if series.dtype == np.float32:  # its own shortest repr: 0.1, not 0.10000000149011612
-            shortest = series.map(lambda v: str(np.float32(v)), na_action="ignore")
-            series = series.astype("float64")
-            values = series.dropna()
-            if len(values) == 0 or bool(whole_int64(values).all()):
-                return series.astype("Int64").astype("string")
-            return shortest.astype("string")
-        series = series.astype("float64")
-        values = series.dropna()
-        if len(values) == 0 or bool(whole_int64(values).all()):
-            return series.astype("Int64").astype("string")
-        return series.astype("string")
+    if pd.api.types.is_float_dtype(series):  # one value, one text (float_text)
+        return float_text(series)
     if pd.api.types.is_datetime64_any_dtype(series):
         return iso_timestamps(series, timezone)
     if pd.api.types.is_timedelta64_dtype(series):  # a reject (unsendable): pandas' own text
@@ -734,6 +724,19 @@ def iso_dates_or_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Seri
     return iso_dates(local_times(series, timezone))
 
 
+def object_dates_or_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
+    """An object column (dates, text, naive and aware datetimes together: an upstream frame's
+    Python values) bound for a date field: each datetime cell as :func:`iso_dates_or_timestamps`
+    writes it alone, so a local midnight is its date whatever its neighbours; other cells as
+    :func:`to_text` writes them."""
+    text = to_text(series, timezone)
+    for i, value in enumerate(series.to_numpy()):
+        if isinstance(value, dt.datetime):
+            one = pd.Series([pd.Timestamp(value)])
+            text.iat[i] = iso_dates_or_timestamps(one, timezone).iloc[0]
+    return text
+
+
 def iso_dates(times: LocalTimes) -> pd.Series:
     """:func:`iso_dates_or_timestamps` of times already in the export's zone: the date of the
     zone's wall time where it is midnight, else :func:`iso_text`."""
@@ -766,8 +769,8 @@ def scalar_text(value: Any, timezone: str = "UTC") -> str:
         return blob_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (float, np.floating)):
+        return python_float_text(value)
     if isinstance(value, decimal.Decimal):
         return format(value, "f")
     if isinstance(value, (dt.datetime, pd.Timestamp)):
