@@ -18,28 +18,33 @@ from typing import Any
 import dagster as dg
 import duckdb
 import pytest
+import requests
 
 from line_exports import build_export
 from line_exports.run_summary import attention_lines, outcomes
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sources import SqlSource
 from line_exports_tests.test_fate_5xx import failure
-from line_exports_tests.test_outcomes import COUNTER, FAST, adds_up, outcome_metadata
+from line_exports_tests.test_line_messaging import TOKEN
+from line_exports_tests.test_outcomes import COUNTER, FAST, adds_up, outcome_metadata, uid
 from line_exports_tests.test_refused_by_api import CASES_HERE, ONE_RETRY, REQUEST
 
 ROWS = 3
+UPLOAD = "/v2/bot/audienceGroup/upload"
 
 
 def step_retry_run(
-    server: SandboxServer, tmp: Path, name: str, retries: int = 2
+    server: SandboxServer, tmp: Path, name: str, retries: int = 2, audience: str | None = None
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
-    """``name``'s export of 3 valid rows, one HTTP retry a call, ``retries`` Dagster step retries."""
+    """``name``'s export of 3 valid rows, one HTTP retry a call, ``retries`` Dagster step
+    retries (an audience export: to ``audience``, else a new one)."""
     case = CASES_HERE[name]
     frame = case.table(["valid"] * ROWS).frame  # noqa: F841 - read by DuckDB below
     db = tmp / f"r{next(COUNTER)}.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute("create table t as select * from frame")
-    extra = {"audience_name": f"a{next(COUNTER)}"} if name == "line_audience" else {}
+    audience = audience or f"a{next(COUNTER)}"
+    extra = {"audience_name": audience} if name == "line_audience" else {}
     asset = build_export(
         f"s{next(COUNTER)}",
         destination=case.destination,
@@ -120,3 +125,31 @@ def test_500_in_every_step_attempt_says_500_not_no_answer(
     said = "\n".join([*attention_lines(outcomes(result)), failure(result)])
     assert f"{meta['rows_delivery_unknown']} rows of unknown delivery" in said, said
     assert "no answer" not in said, said
+
+
+@pytest.mark.parametrize("fives", [1, 2], ids=["500_then_429", "500x2_then_429"])
+def test_an_audience_add_answered_500_then_429s_across_step_retries_is_of_unknown_delivery(
+    sandbox_server: SandboxServer, tmp_path: Path, fives: int
+) -> None:
+    """IDs added to an existing audience (``PUT``): the first ``fives`` attempts answered 500
+    (LINE added them), every later one 429, over three step attempts: of unknown delivery, as
+    for every other sender (VERIFY-13h "Add to N2"; the upload is recorded pending in the
+    ledger before it is sent). A create answered 500 is different: the next attempt looks the
+    audience up by name, and adds to it when the 500 made it (accepted, above)."""
+    name = "existing"
+    answer = requests.post(
+        f"{sandbox_server.url}{UPLOAD}",
+        json={"description": name, "audiences": [{"id": uid(99)}]},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5,
+    )
+    assert answer.status_code == 202, answer.text
+    sandbox = sandbox_server.sandbox
+    sandbox.add_fault(Fault(path=UPLOAD, method="PUT", status=500, act=True, times=fives))
+    sandbox.add_fault(Fault(path=UPLOAD, method="PUT", status=429, retry_after=0, times=-1))
+    result, meta = step_retry_run(sandbox_server, tmp_path, "line_audience", audience=name)
+    assert not result.success and adds_up(meta), meta
+    counts = tuple(meta[f"rows_{k}"] for k in ("delivery_unknown", "refused_by_api", "unsent"))
+    assert counts == (ROWS, 0, 0), meta
+    (reason,) = meta["delivery_unknown_reasons"]
+    assert reason.startswith("a 5xx answer to ") and "answered 429" in reason, reason

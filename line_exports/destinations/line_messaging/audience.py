@@ -38,7 +38,8 @@ from line_exports.destinations.line_messaging.settings import (
 )
 from line_exports.http import ApiError
 from line_exports.interrupts import DeliveryInterrupted
-from line_exports.outcomes import DELIVERY_UNKNOWN, REQUEST_REFUSED, count_failed_request
+from line_exports.ledger_request import LedgerRequest
+from line_exports.outcomes import DELIVERY_UNKNOWN, REQUEST_REFUSED, Earlier
 from line_exports.rules import ROW_NUMBER, reject
 
 
@@ -145,8 +146,8 @@ def deliver_audience(
                 *(["rebuild"] if exclude is not None else []),
             )
             job = f"line_exports {run.name} {key[:16]}"[:300]
-            done = run.ledger.done(key)
-            if done is not None:
+            request = LedgerRequest.look_up(run.ledger, key)
+            if (done := request.result) is not None:
                 report.resumed_rows += ids.count
                 audience_id = audience_id or int(done["audience_id"])
                 jobs[str(done["job"])] = (part * chunk, ids.count)
@@ -169,6 +170,11 @@ def deliver_audience(
                         job=job,
                     )
 
+                if audience_id is None:
+                    # No audience of that name: an earlier attempt's create did not make it
+                    # (looked up by name), so what that attempt got does not carry over.
+                    request.earlier_unanswered = Earlier()
+                request.sending()  # a step retry knows what this attempt got (a 5xx...)
                 try:
                     if audience_id is None:
                         audience_id, uploaded = create_audience(
@@ -182,15 +188,16 @@ def deliver_audience(
                         uploads += 1
                 except ApiError as exc:
                     # The one rule (outcomes.fate_of): a 4xx -> refused with its answer; a 5xx
-                    # or no answer -> unknown; never reached -> unsent. The run stops here.
+                    # or no answer (in this or an earlier step attempt) -> unknown; never
+                    # reached -> unsent. The run stops here.
                     numbers = row_numbers(rows, part * chunk, ids.count)
-                    fate = count_failed_request(report, numbers, "id", exc, "LINE")
+                    fate = request.count_failed(report, numbers, "id", exc, "LINE")
                     raise DeliveryFailed(
                         f"LINE audience upload stopped the run: {fate.reason}",
                         report,
                         retryable=exc.retryable,
                     ) from None
-                run.ledger.record(key, {"audience_id": audience_id, "job": job})
+                request.succeeded({"audience_id": audience_id, "job": job})
                 jobs[job] = (part * chunk, ids.count)
         finally:
             ids.path.unlink(missing_ok=True)
