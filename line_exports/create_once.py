@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from line_exports.http import ApiError, HttpClient
+from line_exports.http import ApiError, HttpClient, backoff
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ def create_once(
                 if exc.retry_after is not None
                 else retry.initial_retry_wait * 2**attempt
             )
-            sleep(min(wait, retry.max_retry_wait))
+            backoff(min(wait, retry.max_retry_wait), exc, sleep)  # a stop: raises exc
             try:
                 found = made()
             except ApiError:

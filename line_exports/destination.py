@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -312,13 +313,27 @@ class ExportRun:
         """Set by ``sync_mode`` diff for destinations with a ``SyncSpec.settle_window``: the
         destination calls it with (retry key, kind, exact body, recipients) of the requests it
         is about to send, before sending them (:mod:`line_exports.sync_settle`)."""
-        self.interrupted = ""
-        """The name of the signal (SIGINT, SIGTERM) that asked this run to stop after the
-        request in flight (:func:`line_exports.interrupts.stop_between_requests`); '' if none."""
+        self.stop = threading.Event()
+        """Set when the run is asked to stop (:attr:`interrupted`): a retry's wait ends and no
+        retry is sent (:func:`line_exports.http.stoppable_waits`)."""
+        self._interrupted = ""
         self.sent_before = ""
         """What this run sent before its delivery planned anything (an earlier run's requests
         sent again: :meth:`line_exports.sync_settle.Settled.sent_text`), for a failure text
         that would otherwise say nothing was sent; '' when nothing was."""
+
+    @property
+    def interrupted(self) -> str:
+        """The name of the signal (SIGINT, SIGTERM) that asked this run to stop after the
+        request in flight (:func:`line_exports.interrupts.stop_between_requests`); '' if none.
+        Setting it sets :attr:`stop`."""
+        return self._interrupted
+
+    @interrupted.setter
+    def interrupted(self, name: str) -> None:
+        self._interrupted = name
+        if name:
+            self.stop.set()
 
     def new_report(self) -> DeliveryReport:
         """A new report for this run's delivery, kept as :attr:`report`."""

@@ -45,7 +45,7 @@ from line_exports.destination import (
     release_arrow_memory,
 )
 from line_exports.destinations import get_destination
-from line_exports.http import ApiError
+from line_exports.http import ApiError, stoppable_waits
 from line_exports.ledger import Ledger
 from line_exports.outcomes import (
     Outcome,
@@ -826,6 +826,20 @@ def build_export(
             )
             return dg.Failure(description=description, metadata=meta, allow_retries=retryable)
 
+        def signalled(done: DeliveryReport) -> interrupts.Stopped:
+            """A delivery that failed once the run was asked to stop (a signal during a
+            retry's wait ends it, no retry sent: the call's last answer decided its rows,
+            :func:`line_exports.http.stoppable_waits`): interrupted with its counts, as
+            between two requests (it ended as a plain failure, the signal lost, VERIFY-13i
+            F2)."""
+            _add_report(summary, done)
+            meta = export_metadata(
+                summary, done, time.monotonic() - started, source_label, target, advice
+            )
+            assert run is not None
+            stop = interrupts.DeliveryInterrupted(run.interrupted)
+            return _interrupted(context, key, name, stop, meta, "delivering")
+
         try:
             context.log.info(
                 f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} valid, {summary.rejected_rows:,} rejected"
@@ -861,7 +875,7 @@ def build_export(
                     ),
                     rows.count,
                 )
-                with interrupts.stop_between_requests(run, context.log):
+                with stoppable_waits(run.stop), interrupts.stop_between_requests(run, context.log):
                     report, synced = sync.deliver(dest, resource, config, rows, run, workdir)
             except ScopeClaimed as exc:  # before the first request
                 raise unsent(f"{name}: {exc}") from None
@@ -876,8 +890,14 @@ def build_export(
                     context, key, name, exc, meta, "delivering" if done else "planning"
                 ) from exc
             except DeliveryFailed as exc:
+                if run is not None and run.interrupted:
+                    counted = True
+                    raise signalled(exc.report) from exc
                 raise stopped(f"{name}: {exc}", exc, exc.report, exc.retryable) from None
             except (ApiError, ClaimLost, dg.Failure) as exc:
+                if isinstance(exc, ApiError) and run is not None and run.interrupted:
+                    counted = True
+                    raise signalled(run.report or DeliveryReport()) from exc
                 # An error the destination did not classify: what it had done so far (its
                 # report; none yet: nothing sent). A transient error whose retries are
                 # exhausted stays retryable: the run's RetryPolicy may resume.

@@ -24,6 +24,7 @@ import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from urllib.parse import urlencode, urlsplit
 import certifi
 import urllib3
 from pydantic import BaseModel, Field
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 log = logging.getLogger("line_exports.http")
 
@@ -113,6 +114,52 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
     return text
+
+
+_stop: threading.Event | None = None  # set by a signal during a delivery (stoppable_waits)
+
+
+@contextmanager
+def stoppable_waits(stop: threading.Event) -> Iterator[None]:
+    """While in this block, setting ``stop`` (the run is asked to stop: SIGINT / SIGTERM,
+    :attr:`line_exports.destination.ExportRun.stop`) ends every retry's wait at once and sends
+    no further retry: the call raises its last answer's :class:`ApiError` (:func:`backoff`),
+    whose fate :func:`line_exports.outcomes.fate_of` decides (a 5xx: unknown; a 429: refused,
+    or unknown after an earlier 5xx). The one mechanism of every destination:
+    :class:`HttpClient`'s retries, the LINE push sender's, and every own retry loop that waits
+    with :func:`backoff`."""
+    global _stop
+    previous, _stop = _stop, stop
+    try:
+        yield
+    finally:
+        _stop = previous
+
+
+def stop_requested() -> bool:
+    """Whether the run was asked to stop (:func:`stoppable_waits`): send no retry."""
+    stop = _stop
+    return stop is not None and stop.is_set()
+
+
+def backoff(seconds: float, error: ApiError, sleep: Callable[[float], None] = time.sleep) -> None:
+    """The wait before a retry of a call that failed with ``error``: ``sleep(seconds)``, which
+    a stop request ends at once when ``sleep`` is the real clock's (a test's own ``sleep`` is
+    called as given). Raises ``error`` instead of returning when the run is asked to stop
+    before or during the wait: no retry is sent, the last answer decides."""
+    if not stop_requested():
+        _pause(seconds, sleep)
+    if stop_requested():
+        raise error
+
+
+def _pause(seconds: float, sleep: Callable[[float], None]) -> None:
+    """``sleep(seconds)``; on the real clock while waits are stoppable, a stop ends it."""
+    stop = _stop
+    if sleep is time.sleep and stop is not None:
+        stop.wait(seconds)
+    else:
+        sleep(seconds)
 
 
 def poll(
@@ -449,6 +496,19 @@ class HttpClient:
             return min(max(error.retry_after, 0.0), self.retry.max_retry_wait)
         return backoff
 
+    def _sleep(self, seconds: float) -> None:
+        """Tenacity's wait between attempts: :func:`backoff`'s (a stop request ends it)."""
+        _pause(seconds, self.sleep)
+
+    def _stop_retrying(self, state: RetryCallState) -> bool:
+        """Retries spent, or the run asked to stop (:func:`stop_requested`): the last error
+        is raised."""
+        return state.attempt_number >= self.retry.max_retry + 1 or stop_requested()
+
+    def backoff(self, seconds: float, error: ApiError) -> None:
+        """:func:`backoff` with this client's ``sleep``, for a caller's own retry loop."""
+        backoff(seconds, error, self.sleep)
+
     def _before_sleep(self, state: RetryCallState) -> None:
         self.stats.retries += 1
         error = state.outcome.exception() if state.outcome else None
@@ -490,6 +550,7 @@ class HttpClient:
         refreshed = False
         unanswered = 0  # attempts that may have reached the API and got no answer
         server_errors = 0  # attempts it answered with a 5xx: it may have acted on them
+        last: list[ApiError] = []  # the latest attempt's error
 
         def send() -> Response:
             nonlocal unanswered
@@ -498,10 +559,13 @@ class HttpClient:
             except ApiError as exc:
                 exc.unanswered, exc.server_errors = unanswered, server_errors
                 unanswered += exc.status is None and exc.reached
+                last[:] = [exc]
                 raise
 
         def attempt() -> Response:
             nonlocal refreshed, server_errors
+            if last and stop_requested():  # asked to stop during the wait: no retry is sent,
+                raise last[0]  # the last answer decides (tenacity stops and re-raises it)
             response = send()
             if response.status_code in ok:
                 return response
@@ -514,6 +578,7 @@ class HttpClient:
             error = self._error(method, path, response)
             error.unanswered, error.server_errors = unanswered, server_errors
             server_errors += may_have_acted(response.status_code)
+            last[:] = [error]
             raise error
 
         if not retry:
@@ -524,11 +589,11 @@ class HttpClient:
         """One retry policy per settings, reused by every call (and thread) of this client."""
         if self._policy is None or self._policy[0] != self.retry:
             policy = Retrying(
-                stop=stop_after_attempt(self.retry.max_retry + 1),
+                stop=self._stop_retrying,
                 wait=self._wait,
                 retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
                 before_sleep=self._before_sleep,
-                sleep=self.sleep,
+                sleep=self._sleep,
                 reraise=True,
             )
             self._policy = (self.retry, policy)

@@ -42,7 +42,9 @@ def stopped_run(
         started = time.monotonic()
         while fault.hits < hits and child.poll() is None and time.monotonic() - started < 240:
             time.sleep(0.01)
-        assert child.poll() is None, "the run ended before it was interrupted"
+        assert child.poll() is None, (
+            f"the run ended before it was interrupted: {child.communicate()}"
+        )
         at_signal = fault.hits
         os.killpg(child.pid, signo)
         signalled = time.monotonic()
@@ -117,3 +119,77 @@ def test_signal_sends_no_request_queued_behind_those_in_flight(
     assert counts["accepted"] == held == width * per_request, (counts, held, out)
     assert counts["unsent"] == RECIPIENTS - held, out
     assert f"stopped by {signo.name} after the request in flight" in out + err, out + err
+
+
+EVENTS = 3000
+
+
+def capi_workflow(folder: Path, url: str) -> None:
+    """Task ``stop``: ``EVENTS`` CAPI events, 1,000 a request, retried once after 30 s."""
+    (folder / "queries").mkdir(parents=True)
+    (folder / "queries" / "ev.sql").write_text(
+        "SELECT 'k' || range AS deduplication_key, 'conversion' AS event_type, "
+        "'web' AS source_type, CAST(epoch(now()) AS BIGINT) - 60 AS event_timestamp, "
+        f"'x' || range AS external_id FROM range({EVENTS})\n"
+    )
+    (folder / "connections.yaml").write_text(
+        "connections:\n  capi_local:\n    type: line_conversion\n"
+        f"    line_tag_id: stoptag\n    base_url: {url}\n"
+    )
+    (folder / "stop.dig").write_text(
+        "timezone: UTC\n+stop:\n  td>: queries/ev.sql\n  _retry: 0\n"
+        "  result_connection: capi_local\n  result_settings:\n"
+        "    ignore_invalid_records: true\n    max_records: 1000\n"
+        "    max_retry: 1\n    initial_retry_wait: 30\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("api", "fault", "fate", "hits", "rows"),
+    [
+        # CAPI answers 503: the threaded client's retries (http.HttpClient); 5xx -> unknown
+        ("capi", Fault(path="/v1/", method="POST", status=503, times=-1), "unknown", 1, 1000),
+        # LINE answers 429 with Retry-After 30: the push sender's own retries; 429 -> refused
+        (
+            "push",
+            Fault(path="/v2/bot/message/push", status=429, retry_after=30, times=-1),
+            "refused",
+            2,
+            2,
+        ),
+    ],
+)
+def test_signal_during_a_retry_wait_stops_the_run_with_the_last_answer(
+    sandbox_server: SandboxServer,
+    tmp_path: Path,
+    api: str,
+    fault: Fault,
+    fate: str,
+    hits: int,
+    rows: int,
+) -> None:
+    """A signal while requests wait to be retried ends the wait and sends no retry: the last
+    answer decides their rows (outcomes.fate_of) and the run ends "stopped by SIGINT" with its
+    counts. (It waited out every backoff and sent every retry: CAPI exited 142 s after the
+    signal as a plain 503 failure never naming it, VERIFY-13i F2.)"""
+    folder = tmp_path / "wf"
+    if api == "capi":
+        capi_workflow(folder, sandbox_server.url)
+        total = EVENTS
+    else:
+        line_workflow(
+            folder,
+            sandbox_server.url,
+            f"target: push_message\npush_concurrency: 2\n{TEXT}\nmax_retry: 1",
+        )
+        total = RECIPIENTS
+    fault = sandbox_server.sandbox.add_fault(fault)
+    returncode, out, err, at_signal, seconds = stopped_run("stop", folder, fault, hits)
+    assert returncode != 0, out + err
+    counts = _table_row(out, "stop")
+    assert counts["read"] == total == sum(counts[c] for c in OUTCOMES), out
+    assert at_signal == hits and fault.hits == hits, (at_signal, fault.hits, out + err)
+    assert counts[fate] == rows and counts["unsent"] == total - rows, (counts, out)
+    assert counts["accepted"] == 0, out
+    assert "stopped by SIGINT after the request in flight" in out + err, out + err
+    assert seconds < 15, (seconds, out + err)  # not the 30 s wait (exiting takes ~5 s)

@@ -191,9 +191,14 @@ async def _push(
             refreshed = True
             await loop.run_in_executor(None, client.tokens.reissue)
             continue
-        if error.retryable and attempt < retry.max_retry and not tally.stopped:
+        # A signal before or during the wait: no retry, the last answer decides (F2).
+        if (
+            error.retryable
+            and attempt < retry.max_retry
+            and not tally.stopped
+            and await _backoff(retry_pause(retry, attempt, error.retry_after), run)
+        ):
             http.stats.retries += 1
-            await asyncio.sleep(retry_pause(retry, attempt, error.retry_after))
             attempt += 1
             continue
         if error.status in RETRYABLE_STATUS and error.retryable:
@@ -209,3 +214,16 @@ async def _push(
             error.unanswered, error.server_errors = counts
         failed(error, client, key, [row], [to], run, tally)
         return
+
+
+async def _backoff(seconds: float, run: ExportRun) -> bool:
+    """Wait ``seconds`` before a retry (the loop looks at the run every 50 ms): False at once
+    when the run is asked to stop (``run.interrupted``) before or during the wait, so no retry
+    is sent (as :func:`line_exports.http.backoff` for the threaded clients)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not run.interrupted:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return True
+        await asyncio.sleep(min(left, 0.05))
+    return False

@@ -274,7 +274,7 @@ def create_audience(
             run.log.warning(
                 f"creating audience {settings.audience_name!r} failed ({exc}); checking whether it exists"
             )
-            client.http.sleep(retry_pause(retry, attempt, exc.retry_after))
+            client.http.backoff(retry_pause(retry, attempt, exc.retry_after), exc)
             found, _ = find_audience(client, settings, run, exclude)
             if found is not None:
                 requests += 1

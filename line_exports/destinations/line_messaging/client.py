@@ -260,7 +260,7 @@ class LineMessagingClient:
                         retryable=False,
                     ) from None
                 self.http.stats.retries += 1
-                self.http.sleep(pause)
+                self.http.backoff(pause, exc)  # a stop request: raises exc
 
     def bot_user_id(self) -> str:
         """The channel's bot ``userId`` from ``GET /v2/bot/info`` (messaging-api.yml getBotInfo,
