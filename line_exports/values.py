@@ -354,8 +354,37 @@ def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
     if series.dtype == object:
         sample = series.dropna()
         if len(sample) and not all(isinstance(v, str) for v in sample.head(50)):
-            series = series.map(lambda v: scalar_text(v, timezone), na_action="ignore")
+            series = _object_text(series, timezone)
     return series.astype("string")
+
+
+def _object_text(series: pd.Series, timezone: str) -> pd.Series:
+    """An object column of several kinds of values (an upstream frame's Python objects) as
+    text: each cell as :func:`scalar_text` writes it, its date-times a column at a time, in
+    groups :func:`plain_times` makes a typed column of (naive or aware, with nanoseconds or
+    without: a column mixing them, or nanoseconds and years 1677-2262 cannot hold, is written
+    by group, not cell by cell, which took milliseconds a cell)."""
+    cells = series.to_numpy()
+    size = len(cells)
+    out = np.full(size, None, dtype=object)
+    times = np.fromiter((isinstance(v, dt.datetime) for v in cells), bool, size)
+    other = ~times & pd.notna(cells)
+    out[other] = [scalar_text(v, timezone) for v in cells[other]]
+    if times.any():
+        aware = np.fromiter((isinstance(v, dt.datetime) and v.tzinfo is not None for v in cells),
+                            bool, size)  # fmt: skip
+        nanos = np.fromiter((isinstance(v, pd.Timestamp) and v.nanosecond != 0 for v in cells),
+                            bool, size)  # fmt: skip
+        for group in (times & aware & nanos, times & aware & ~nanos,
+                      times & ~aware & nanos, times & ~aware & ~nanos):  # fmt: skip
+            if not group.any():
+                continue
+            typed = plain_times(pd.Series(cells[group], dtype=object))
+            if pd.api.types.is_datetime64_any_dtype(typed):
+                out[group] = iso_timestamps(typed, timezone).to_numpy(dtype=object, na_value=None)
+            else:  # a cell no column holds (unchecked: the rules refuse it first)
+                out[group] = [scalar_text(v, timezone) for v in cells[group]]
+    return pd.Series(out, index=series.index, dtype=object)
 
 
 _TEXT = ("string", "empty", "integer", "decimal", "boolean", "date", "datetime", "time")
