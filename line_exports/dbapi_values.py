@@ -49,6 +49,10 @@ import numpy as np
 from line_exports.values import Unsendable, out_of_range
 
 _INFINITE = (b"infinity", b"-infinity")
+FLOAT_INFINITY = {"postgresql": "Infinity", "sqlite": "Inf", "trino": "Infinity"}
+"""How a SQLAlchemy dialect's database prints a float Infinity (PostgreSQL's ``float8out``,
+SQLite's ``CAST(x AS TEXT)``, Trino's ``CAST(infinity() AS VARCHAR)``), for the rejects file
+(:data:`~line_exports.values.INFINITY_TEXT`); any other as pandas' ``inf``."""
 _PG_YEAR = re.compile(rb"(\d{4,})-\d\d-\d\d")
 _HOURS_OFFSET = re.compile(r"([+-]\d\d)$")
 POSTGRES_DRIVER = "psycopg"

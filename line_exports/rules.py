@@ -39,8 +39,10 @@ from line_exports.phones import (
     e164_column,
 )
 from line_exports.values import (
+    INFINITY_TEXT,
     LocalTimes,
     held_text,
+    infinity_text,
     iso_dates,
     iso_dates_or_timestamps,
     iso_text,
@@ -855,6 +857,7 @@ def validate(
     settings = settings or {}
     check_columns(frame.columns, ruleset, settings)
     n = len(frame)
+    infinity = frame.attrs.get(INFINITY_TEXT, "inf")  # how the warehouse prints a float ±inf
     frame = missing_nans(frame.reset_index(drop=True))
     row_numbers = np.arange(row_offset + 1, row_offset + n + 1, dtype="int64")
     known: set[str] = set()
@@ -877,7 +880,7 @@ def validate(
         if values is None:  # a row rule: no single value to show
             shown = np.full(int(np.count_nonzero(m)), "", dtype=object)
         else:
-            shown = _shown(values, m, sensitive)
+            shown = _shown(values, m, sensitive, infinity)
         rejects.append((row_numbers[m], column, rule, f"{column} {message}", shown))
 
     sources: dict[str, str] = {}
@@ -930,10 +933,13 @@ def validate(
     return Validated(valid=valid, rejects=reject_frame, rows_read=n, ignored_columns=ignored)
 
 
-def _shown(values: pd.Series, rows: np.ndarray, sensitive: bool) -> np.ndarray:
+def _shown(
+    values: pd.Series, rows: np.ndarray, sensitive: bool, infinity: str = "inf"
+) -> np.ndarray:
     """The refused cells as the rejects table shows them: text, at most 200 characters, each
     value as its warehouse prints it (:func:`~line_exports.values.scalar_text`: a BLOB's bytes
-    escaped as DuckDB prints them, an unsendable cell's own text, never a marker)."""
+    escaped as DuckDB prints them, an unsendable cell's own text, never a marker; a float
+    ±Infinity spelled ``infinity``, :data:`~line_exports.values.INFINITY_TEXT`)."""
     dtype = values.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
         refused = values.array.__arrow_array__().filter(pa.array(rows))
@@ -945,23 +951,31 @@ def _shown(values: pd.Series, rows: np.ndarray, sensitive: bool) -> np.ndarray:
         elif refused.dtype == object:  # each cell as its warehouse prints it, every one
             present = refused.notna().to_numpy()
             shown = pd.Series(
-                [_cell_shown(v) if p else "" for v, p in zip(refused, present, strict=True)],
+                [
+                    _cell_shown(v, infinity) if p else ""
+                    for v, p in zip(refused, present, strict=True)
+                ],
                 dtype=object,
             )
+        elif pd.api.types.is_float_dtype(refused):
+            numbers = refused.to_numpy(dtype="float64", na_value=np.nan)
+            spelled = [infinity_text(v, infinity) for v in numbers[np.isinf(numbers)]]
+            shown = to_text(refused)
+            shown[np.isinf(numbers)] = spelled
         else:
             shown = to_text(refused)
         text = [unicode_text(v)[:200] for v in shown.fillna("").tolist()]
     return np.array([mask_value(v) for v in text] if sensitive else text, dtype=object)
 
 
-def _cell_shown(value: object) -> str:
+def _cell_shown(value: object, infinity: str = "inf") -> str:
     """One refused cell of an object column as it is held: a date-time as
     :func:`~line_exports.values.held_text` shows it (a naive one without offset, an aware one
     with its own, nanoseconds kept), anything else as
     :func:`~line_exports.values.scalar_text` writes it."""
     if isinstance(value, dt.datetime):
         return held_text(value)
-    return scalar_text(value)
+    return scalar_text(value, infinity=infinity)
 
 
 def _rejects_frame(parts: list[tuple[np.ndarray, str, str, str, np.ndarray]]) -> pd.DataFrame:

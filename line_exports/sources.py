@@ -26,10 +26,15 @@ import pyarrow as pa
 from pydantic import Field
 
 from line_exports import paths, private_files, sample_data
-from line_exports.dbapi_values import postgres_url, register_psycopg_loaders, special_cells
+from line_exports.dbapi_values import (
+    FLOAT_INFINITY,
+    postgres_url,
+    register_psycopg_loaders,
+    special_cells,
+)
 from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
-from line_exports.values import Unsendable, arrow_to_pandas
+from line_exports.values import INFINITY_TEXT, Unsendable, arrow_to_pandas
 
 _SAMPLES_LOCK = threading.Lock()
 SAMPLES_LOCK_WAIT = 60.0
@@ -242,8 +247,12 @@ class SqlSource(dg.ConfigurableResource):
                 streaming = conn.execution_options(stream_results=True, max_row_buffer=size)
                 result = streaming.execute(sa.text(sql))
                 names = list(result.keys())
+                infinity = FLOAT_INFINITY.get(engine.dialect.name)
                 while rows := result.fetchmany(size):
-                    yield rows_frame(names, rows)
+                    frame = rows_frame(names, rows)
+                    if infinity:  # the rejects file shows a float ±Infinity as it prints it
+                        frame.attrs[INFINITY_TEXT] = infinity
+                    yield frame
         finally:
             engine.dispose()
 

@@ -789,15 +789,29 @@ _BLOB_TEXT = {
 }
 
 
-def scalar_text(value: Any, timezone: str = "UTC") -> str:
+INFINITY_TEXT = "line_exports.float_infinity"
+"""Key of a chunk's ``DataFrame.attrs`` naming how its warehouse prints a float Infinity
+(``Infinity``: PostgreSQL; ``Inf``: SQLite), set by ``SqlSource`` for the rejects file; without
+it, ``inf`` (DuckDB's and pandas' text)."""
+
+
+def infinity_text(value: float, infinity: str = "inf") -> str:
+    """A float ±Infinity spelled ``infinity`` (``Infinity`` -> ``-Infinity``)."""
+    return infinity if value > 0 else "-" + infinity
+
+
+def scalar_text(value: Any, timezone: str = "UTC", infinity: str = "inf") -> str:
     """One Python value (from an object column) as :func:`to_text` writes its kind: an
-    :class:`Unsendable` cell as its warehouse prints it, bytes as :func:`blob_text`."""
+    :class:`Unsendable` cell as its warehouse prints it, bytes as :func:`blob_text`, a float
+    ±Infinity as ``infinity`` (:data:`INFINITY_TEXT`)."""
     if isinstance(value, Unsendable):
         return value.text
     if isinstance(value, (bytes, bytearray, memoryview)):
         return blob_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (float, np.floating)) and math.isinf(value):
+        return infinity_text(float(value), infinity)
     if isinstance(value, (float, np.floating)):
         return python_float_text(value)
     if isinstance(value, decimal.Decimal):

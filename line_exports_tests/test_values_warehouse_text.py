@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import decimal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 
 from line_exports import LineConversionResource, SqlSource, build_export
 from line_exports.sandbox import SandboxServer
@@ -270,3 +272,68 @@ def test_upstream_python_lists_and_timedeltas_are_not_sent_as_their_repr(
     sent, rejects, meta = _run(sandbox_server, "pyrepr", titles, "UTC")
     assert {n: r["value"] for n, r in rejects.items()} == {1: "[1, 2]", 2: "1:30:00"}
     assert sent == {"k2": "ok"} and meta["rows_rejected"] == 2
+
+
+def _capi_rejects(server: SandboxServer, url: str, table: str, tag: str) -> dict[str, str]:
+    """A CAPI export of ``table``'s ``v`` as the title (a real run): the rejects file's value by
+    row number; the sandbox received the other rows."""
+    now = int(time.time()) - 60
+    asset = build_export(
+        f"inf_{tag}",
+        destination="line_conversion",
+        query=f"select 'k' || n as deduplication_key, 'conversion' as event_type, 'web' as "
+        f"source_type, {now} as event_timestamp, 'x' || n as external_id, v as title "
+        f"from {table} order by n",
+        retry_policy=None,
+    )
+    result = dg.materialize(
+        [asset],
+        resources={
+            "sql_source": SqlSource(url=url),
+            "line_conversion": LineConversionResource(line_tag_id=tag, base_url=server.url),
+        },
+        raise_on_error=False,
+    )
+    assert result.success
+    assert list(events_of(server.sandbox, tag)) == ["k2"]
+    return {r["_row_number"]: r["value"] for r in _rejects_file(result, f"inf_{tag}")}
+
+
+def test_a_float_infinity_shows_as_its_database_prints_it(
+    sandbox_server: SandboxServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """A DOUBLE ±Infinity is a type reject from every source; the rejects file spells it as the
+    database does: PostgreSQL ``Infinity``, SQLite ``Inf``, DuckDB ``inf`` (it was Python's
+    ``inf`` from all)."""
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "create table pg_inf as select * from (values (0, 'Infinity'::float8), "
+            "(1, '-Infinity'::float8), (2, 1.5::float8)) v(n, v)"
+        )
+        shown = conn.exec_driver_sql("select 'Infinity'::float8::text").scalar()
+    engine.dispose()
+    assert _capi_rejects(sandbox_server, postgres_url, "pg_inf", "pginf") == {
+        "1": shown,
+        "2": "-" + shown,
+    }
+    path = tmp_path / "w.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("create table t (n integer, v real)")
+        con.executemany("insert into t values (?, ?)", [(0, 9e999), (1, -9e999), (2, 1.5)])
+        shown = con.execute("select cast(9e999 as text)").fetchone()[0]
+    assert _capi_rejects(sandbox_server, f"sqlite:///{path}", "t", "sqinf") == {
+        "1": shown,
+        "2": "-" + shown,
+    }
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "create table t as select * from (values (0, 'inf'::DOUBLE), (1, '-inf'::DOUBLE), "
+            "(2, 1.5::DOUBLE)) v(n, v)"
+        )
+        shown = con.execute("select CAST('inf'::DOUBLE AS VARCHAR)").fetchone()[0]  # type: ignore[index]
+    assert _capi_rejects(sandbox_server, f"duckdb:///{db}", "t", "duinf") == {
+        "1": shown,
+        "2": "-" + shown,
+    }
