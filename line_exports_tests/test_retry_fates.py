@@ -23,6 +23,7 @@ import requests
 from line_exports import build_export
 from line_exports.run_summary import attention_lines, outcomes
 from line_exports.sandbox import Fault, SandboxServer
+from line_exports.sandbox.line_messaging import summary
 from line_exports.sources import SqlSource
 from line_exports_tests.test_fate_5xx import failure
 from line_exports_tests.test_line_messaging import TOKEN
@@ -34,10 +35,15 @@ UPLOAD = "/v2/bot/audienceGroup/upload"
 
 
 def step_retry_run(
-    server: SandboxServer, tmp: Path, name: str, retries: int = 2, audience: str | None = None
+    server: SandboxServer,
+    tmp: Path,
+    name: str,
+    retries: int = 2,
+    audience: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
     """``name``'s export of 3 valid rows, one HTTP retry a call, ``retries`` Dagster step
-    retries (an audience export: to ``audience``, else a new one)."""
+    retries (an audience export: to ``audience``, else a new one), with ``settings``."""
     case = CASES_HERE[name]
     frame = case.table(["valid"] * ROWS).frame  # noqa: F841 - read by DuckDB below
     db = tmp / f"r{next(COUNTER)}.duckdb"
@@ -49,7 +55,7 @@ def step_retry_run(
         f"s{next(COUNTER)}",
         destination=case.destination,
         query="select * from t",
-        settings={**FAST, **case.settings, **ONE_RETRY, **extra},
+        settings={**FAST, **case.settings, **ONE_RETRY, **extra, **(settings or {})},
         retry_policy=dg.RetryPolicy(max_retries=retries, delay=0),
     )
     result = dg.materialize(
@@ -153,3 +159,22 @@ def test_an_audience_add_answered_500_then_429s_across_step_retries_is_of_unknow
     assert counts == (ROWS, 0, 0), meta
     (reason,) = meta["delivery_unknown_reasons"]
     assert reason.startswith("a 5xx answer to ") and "answered 429" in reason, reason
+
+
+def test_groups_a_multicast_retry_stops_before_sending_again_keep_their_5xx(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """Two multicast groups side by side, every attempt answered 500 (LINE delivered both);
+    each step retry sends the first again, LINE answers 429, and the run stops before the second
+    is sent again: it is counted by what the ledger recorded of it (a 5xx: of unknown delivery),
+    not unsent (``sending.count_not_resent``, as the settle step counts them)."""
+    path = REQUEST["line_multicast"]
+    sandbox = sandbox_server.sandbox
+    sandbox.add_fault(Fault(path=path, method="POST", status=500, act=True, times=4))
+    sandbox.add_fault(Fault(path=path, method="POST", status=429, retry_after=0, times=-1))
+    groups = {"batch_size_multicast": 2, "multicast_concurrency": 2}
+    result, meta = step_retry_run(sandbox_server, tmp_path, "line_multicast", settings=groups)
+    assert summary(sandbox)["messages_delivered"] == ROWS
+    assert not result.success and adds_up(meta), meta
+    counts = tuple(meta[f"rows_{k}"] for k in ("delivery_unknown", "refused_by_api", "unsent"))
+    assert counts == (ROWS, 0, 0), meta

@@ -12,6 +12,7 @@ from line_exports.destinations.line_messaging.client import LineMessagingClient,
 from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
+    count_not_resent,
     counted_on_signal,
     finish,
     left_by_earlier,
@@ -212,6 +213,7 @@ def deliver_multicast(
         report.sent_rows += handled
         splits += made
     if tally.fatal or (tally.refused and not skip):
+        count_not_resent(tally, {k: rows for k, (rows, _) in pending.items()}, run.ledger)
         return finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")
     needed = distinct - done - sum(len(r) for _, r in pending.values())
     left = allowance(client, settings, needed, report, run, "multicast")

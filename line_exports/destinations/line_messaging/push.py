@@ -13,6 +13,7 @@ from line_exports.destinations.line_messaging.messages import MessageTemplate
 from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
+    count_not_resent,
     counted_on_signal,
     finish,
     left_by_earlier,
@@ -143,14 +144,15 @@ def deliver_push(
         tally.earlier.update(
             {k: before for k in resend if (before := unanswered_before(states.get(k)))}
         )
-        send(prepared(resend, set()))
+        send(prepared(set(resend), set()))
         if tally.fatal or (tally.refused and not skip_refused):
+            count_not_resent(tally, {k: [row] for k, row in resend.items()}, run.ledger)
             return finish(report, tally, skip_refused, "skip_invalid_message", "push")
     report.metadata["messages_already_accepted"] = done + tally.already_accepted
     report.metadata["messages_settled_pending"] = len(resend)
     needed = rows.count - len(bad) - done - len(resend)
     left = allowance(client, settings, needed, report, run, "push")
-    send(prepared(None, resend))
+    send(prepared(None, set(resend)))
     return finish(report, tally, skip_refused, "skip_invalid_message", "push")
 
 
@@ -178,9 +180,9 @@ def accepted_before(
     run: ExportRun,
     push_key: Callable[[str, str], str],
     retry: RetrySettings,
-) -> tuple[int, set[str]]:
-    """(pushes of these rows an earlier attempt of this run scope got accepted, retry keys of
-    those it left ``pending``): a resumed run does not need the first again, and settles the
+) -> tuple[int, dict[str, int]]:
+    """(pushes of these rows an earlier attempt of this run scope got accepted, {retry key: row}
+    of those it left ``pending``): a resumed run does not need the first again, and settles the
     second before it counts what it needs (see :func:`deliver_push`).
 
     A first run (nothing in the ledger's scope) costs one count query; a resume renders each
@@ -188,8 +190,9 @@ def accepted_before(
     ``retry`` is neither (:func:`.sending.retries_left`): LINE may forget its key before a
     resend ends, so it is reported as delivery unknown (:func:`.sending.settled`)."""
     if run.ledger.count() == 0:
-        return 0, set()
-    found, pending = 0, set()
+        return 0, {}
+    found = 0
+    pending: dict[str, int] = {}
     for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
         if bad:
             batch = batch[~batch[ROW_NUMBER].isin(bad)]
@@ -202,12 +205,12 @@ def accepted_before(
             )
         ]
         known = run.ledger.done_many(keys)
-        for key in keys:
+        for key, row in zip(keys, batch[ROW_NUMBER].tolist(), strict=True):
             left = left_by_earlier(known.get(key), retry)
             if left == "accepted":
                 found += 1
             elif left == "resend":
-                pending.add(key)
+                pending[key] = int(row)
     return found, pending
 
 

@@ -31,7 +31,7 @@ from line_exports.destinations.line_messaging.settings import (
     RETRY_KEY_TTL_SECONDS,
 )
 from line_exports.http import ApiError, RetrySettings
-from line_exports.ledger_request import failure_mark, pending_record
+from line_exports.ledger_request import failure_mark, pending_record, recorded_error
 from line_exports.outcomes import Earlier, count_failed_request, unanswered_before
 from line_exports.rules import reject
 
@@ -104,6 +104,20 @@ def left_by_earlier(state: dict[str, Any] | None, retry: RetrySettings) -> str |
     if since is not None and retries_left(retry, time.time() - since) is not None:
         return "resend"
     return None
+
+
+def count_not_resent(tally: Tally, left: dict[str, list[int]], ledger: Any) -> None:
+    """The requests an earlier attempt left pending (``left``: {retry key: its rows}) that this
+    attempt stopped before sending again: counted by what the ledger recorded of each
+    (:func:`~line_exports.ledger_request.recorded_error`), as the settle step counts them: of
+    unknown delivery when the earlier attempt may have acted (no answer, a 5xx:
+    :func:`~line_exports.outcomes.unanswered_before`), else unsent."""
+    states = ledger.done_many([key for key in left if key not in tally.first_sent])
+    for key, state in states.items():
+        if before := unanswered_before(state):
+            where = "an earlier request (not sent again: the run stopped before it)"
+            with tally.lock:
+                tally.failed.append((left[key], recorded_error(state, where), before))
 
 
 def pending(tally: Tally, key: str) -> dict[str, Any]:
