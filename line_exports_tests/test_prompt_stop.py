@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from line_exports.sandbox import Fault, SandboxServer
+from line_exports.sandbox.line_conversion import refuse_events, store_of
 from line_exports.sandbox.line_messaging import store_of as line_store
 from line_exports_tests.cli_helpers import CLI
 from line_exports_tests.test_stop_counts_interrupt import _table_row
@@ -193,3 +194,26 @@ def test_signal_during_a_retry_wait_stops_the_run_with_the_last_answer(
     assert counts["accepted"] == 0, out
     assert "stopped by SIGINT after the request in flight" in out + err, out + err
     assert seconds < 15, (seconds, out + err)  # not the 30 s wait (exiting takes ~5 s)
+
+
+def test_signal_stops_isolating_the_event_line_refused(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """A signal while the CAPI request holding an event LINE refuses (400) is in flight: the
+    request is not split and resent to find that event (it sent 19 more requests, VERIFY-13i
+    F5). Its events are refused with LINE's answer (outcomes.fate_of: a 4xx is refused; LINE
+    kept none of the request), the batch after it never sent."""
+    folder = tmp_path / "wf"
+    capi_workflow(folder, sandbox_server.url)
+    refuse_events(sandbox_server.sandbox, {"k1500"})  # in the second request of 1,000
+    fault = sandbox_server.sandbox.add_fault(Fault(path="/v1/", method="POST", delay=0.6, times=-1))
+    returncode, out, err, at_signal, _ = stopped_run("stop", folder, fault, 2)
+    assert returncode != 0, out + err
+    counts = _table_row(out, "stop")
+    held = sum(len(v) for v in store_of(sandbox_server.sandbox).events.values())
+    assert counts["read"] == EVENTS == sum(counts[c] for c in OUTCOMES), out
+    assert at_signal == 2 and fault.hits == 2, (at_signal, fault.hits, out + err)
+    assert counts["accepted"] == held == 1000 and counts["refused"] == 1000, (counts, out)
+    assert counts["unsent"] == 1000 and counts["requests"] == 2, (counts, out)
+    assert "not isolated: the run was stopped by SIGINT" in out + err, out + err
+    assert "stopped by SIGINT after the request in flight" in out + err, out + err

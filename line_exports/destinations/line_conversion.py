@@ -35,6 +35,7 @@ from line_exports.destination import (
     NothingSent,
     ValidRows,
     content_key,
+    not_isolated,
 )
 from line_exports.http import ApiError, HttpClient, RetrySettings
 from line_exports.id_text import IdText
@@ -519,10 +520,14 @@ class LineConversionDestination(Destination):
         A body over 300 MB is halved before sending (long user agents can make events large).
         """
 
-        def send_halves() -> None:
+        def send_halves(refused: ApiError | None = None) -> None:
             half = (len(batch) + 1) // 2
             for part in (batch.iloc[:half], batch.iloc[half:]):
-                self._send(client, settings, part.reset_index(drop=True), run, report, tally)
+                part = part.reset_index(drop=True)
+                if refused is not None and run.interrupted:
+                    self._not_isolated(part, refused, run, report, tally)
+                elif not run.interrupted:  # a half of a body too big: never sent, unsent
+                    self._send(client, settings, part, run, report, tally)
 
         body = encode(batch)
         if len(body) > MAX_BODY_BYTES and len(batch) > 1:
@@ -563,15 +568,47 @@ class LineConversionDestination(Destination):
                     retryable=exc.retryable,
                 ) from None
             request.failed(exc)  # 400: LINE kept none of it; the halves have records of their own
+            if len(batch) > 1 and run.interrupted:  # a signal: no new request to isolate it
+                self._not_isolated(batch, exc, run, report, tally)
+                return
             if len(batch) > 1:
                 tally.split_requests += 1
-                send_halves()
+                send_halves(exc)
                 return
             self._refused(client, settings, batch, exc, report, tally)
             return
         request.succeeded({"events": len(batch), "status": 202})
         report.sent_rows += len(batch)
         report.accepted_rows += len(batch)
+
+    def _not_isolated(
+        self,
+        events: pd.DataFrame,
+        exc: ApiError,
+        run: ExportRun,
+        report: DeliveryReport,
+        tally: _Tally,
+    ) -> None:
+        """Events of a request LINE refused (400) that a run stopped by a signal did not split
+        to find the refused one(s) (VERIFY-13i F5): refused, with LINE's answer. By the one
+        rule (outcomes.fate_of) a 4xx is refused: LINE kept none of the request that carried
+        them (a single bad event makes the whole request 400), and no new request is sent
+        after the signal. A re-run of the same tick sends them again (their request is
+        recorded failed in the ledger) and isolates the refused event then."""
+        detail = f": {exc.body[:200]}" if exc.body else ""
+        keys = dict(zip(events[ROW_NUMBER].tolist(), events["deduplication_key"], strict=True))
+        tally.refused += len(events)
+        report.sent_rows += len(events)
+        report.refused.append(
+            reject(
+                events[ROW_NUMBER],
+                "event",
+                REFUSED_RULE,
+                f"LINE Conversion API refused the request carrying this event (400){detail} "
+                f"({not_isolated(run)})",
+                value=lambda row: str(keys[row]),
+            )
+        )
 
     def _refused(
         self,
