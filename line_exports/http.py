@@ -25,7 +25,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,6 +68,28 @@ class RetrySettings:
     initial_retry_wait: float = 15
     max_retry_wait: float = 3600
     connection_timeout: float = 300
+
+
+RETRY_WAIT_SCALE = "LINE_EXPORTS_RETRY_WAIT_SCALE"
+"""Test support only: the name of an environment variable holding a factor ``0 < f <= 1`` on
+``initial_retry_wait`` (so on every backoff pause of :class:`HttpClient` and the senders that read
+its ``retry``) of a client whose API is on this machine (loopback: the sandbox). Unset, the
+default, or an API on another host: the waits are the ones configured. A ``Retry-After`` the API
+sends is never scaled. The test suite sets 0.05 (``line_exports_tests/conftest.py``), so the
+1-second minimum wait (``initial_retry_wait >= 1``) its faults meet costs 50 ms; tests that time
+the waits themselves keep them whole (``@pytest.mark.real_retry_waits``)."""
+
+
+def retry_for_tests(retry: RetrySettings, base_url: str) -> RetrySettings:
+    """``retry`` with :data:`RETRY_WAIT_SCALE` applied when it is set and ``base_url`` is on
+    loopback, else ``retry`` itself. ``ValueError`` for a factor outside (0, 1]."""
+    text = os.environ.get(RETRY_WAIT_SCALE)
+    if not text or not is_loopback(urlsplit(base_url).hostname):
+        return retry
+    scale = float(text)
+    if not 0 < scale <= 1:
+        raise ValueError(f"{RETRY_WAIT_SCALE} must be a factor in (0, 1], not {text!r}")
+    return replace(retry, initial_retry_wait=retry.initial_retry_wait * scale)
 
 
 def is_loopback(host: str | None) -> bool:
@@ -465,7 +487,7 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self.auth_headers = auth_headers
         self.secrets = secrets
-        self.retry = retry or RetrySettings()
+        self.retry = retry_for_tests(retry or RetrySettings(), self.base_url)
         self.limits = dict(limits or {})
         self.limiter_scope = limiter_scope or self.base_url
         self.on_unauthorized = on_unauthorized

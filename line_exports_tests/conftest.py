@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from line_exports.http import RETRY_WAIT_SCALE
 from line_exports.sandbox import Sandbox, SandboxServer
 from line_exports_tests.hypothesis_budget import THOROUGH
 
@@ -27,6 +28,18 @@ def line_exports_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LINE_EXPORTS_HOME", str(home))
     monkeypatch.delenv("LINE_EXPORTS_SANDBOX_URL", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def short_retry_waits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backoff waits of clients of the sandbox (loopback) are 1/20 of the configured ones
+    (:data:`line_exports.http.RETRY_WAIT_SCALE`): a fault's retry after the 1 s minimum
+    ``initial_retry_wait`` costs 50 ms. Child processes inherit it. A test that times the
+    waits, or whose clock depends on them, keeps them whole: ``@pytest.mark.real_retry_waits``."""
+    if request.node.get_closest_marker("real_retry_waits") is None:
+        monkeypatch.setenv(RETRY_WAIT_SCALE, "0.05")
+    else:
+        monkeypatch.delenv(RETRY_WAIT_SCALE, raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from line_exports.http import ApiError, HttpClient, RateLimit, RateLimiter, RetrySettings, redact
+from line_exports.http import (
+    RETRY_WAIT_SCALE,
+    ApiError,
+    HttpClient,
+    RateLimit,
+    RateLimiter,
+    RetrySettings,
+    redact,
+)
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sandbox.maac import store_of
 
@@ -41,6 +49,7 @@ def test_429_is_retried_after_retry_after(sandbox_server: SandboxServer) -> None
     assert (http.stats.requests, http.stats.retries, http.stats.rate_limited) == (2, 1, 1)
 
 
+@pytest.mark.real_retry_waits
 def test_5xx_retried_with_exponential_backoff(sandbox_server: SandboxServer) -> None:
     sandbox_server.sandbox.add_fault(Fault(path=PATH, status=500, times=2))
     waits: list[float] = []
@@ -49,6 +58,7 @@ def test_5xx_retried_with_exponential_backoff(sandbox_server: SandboxServer) -> 
     assert waits == [1, 2]  # initial_retry_wait, doubled
 
 
+@pytest.mark.real_retry_waits
 def test_backoff_is_capped_by_max_retry_wait(sandbox_server: SandboxServer) -> None:
     sandbox_server.sandbox.add_fault(Fault(path=PATH, status=503, times=-1))
     waits: list[float] = []
@@ -214,3 +224,27 @@ def test_https_is_verified_and_a_private_ca_bundle_is_honoured(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     trusting = HttpClient(url, retry=FAST)
     assert trusting.request("GET", "/ping").json() == {"ok": True}
+
+
+def test_the_suite_s_wait_scale_shortens_only_backoff_to_a_loopback_api(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RETRY_WAIT_SCALE (conftest sets 0.05): a sandbox client's backoff is 1/20, doubling as
+    configured and capped by max_retry_wait as configured; a Retry-After is waited whole; a
+    client of another host keeps its waits; a factor outside (0, 1] is refused."""
+    monkeypatch.setenv(RETRY_WAIT_SCALE, "0.05")
+    sandbox_server.sandbox.add_fault(Fault(path=PATH, status=500, times=2))
+    sandbox_server.sandbox.add_fault(Fault(path=PATH, status=429, retry_after=1, times=1))
+    waits: list[float] = []
+    http = client(sandbox_server, sleep=waits.append)
+    assert http.request("GET", PATH).status_code == 200
+    assert waits == [0.05, 0.1, 1]
+    assert http.retry.initial_retry_wait == 0.05 and http.retry.max_retry_wait == 100
+    for host in ("203.0.113.7", "api.example.com"):
+        assert HttpClient(f"https://{host}", retry=FAST).retry == FAST
+    monkeypatch.delenv(RETRY_WAIT_SCALE)
+    assert client(sandbox_server).retry == FAST
+    for bad in ("0", "2", "-1"):
+        monkeypatch.setenv(RETRY_WAIT_SCALE, bad)
+        with pytest.raises(ValueError, match=RETRY_WAIT_SCALE):
+            client(sandbox_server)

@@ -148,6 +148,7 @@ def test_quota_answers_of_the_spec_shape_are_read() -> None:
     assert parse_quota_consumption('{"totalUsage": 0}') == 0
 
 
+@pytest.mark.real_retry_waits  # counts the retries quota_read_seconds leaves room for
 def test_a_quota_endpoint_that_keeps_failing_stops_the_run_within_quota_read_seconds(
     sandbox_server: SandboxServer,
 ) -> None:

@@ -292,6 +292,7 @@ def test_sandbox_refuses_more_than_5000_elements(sandbox_server: SandboxServer) 
     )
 
 
+@pytest.mark.real_retry_waits  # a real 1-second rate window, answered 429 without Retry-After
 def test_per_member_rate_limit_429_is_retried() -> None:
     # One /users call per member per 1-second window (the real limit, 600 a minute, scaled down).
     with SandboxServer(Sandbox(rate_scale=1 / 600, job_seconds=0.01)) as server:
