@@ -358,12 +358,14 @@ def to_text(series: pd.Series, timezone: str = "UTC") -> pd.Series:
     return series.astype("string")
 
 
-def _object_text(series: pd.Series, timezone: str) -> pd.Series:
+def _object_text(series: pd.Series, timezone: str, as_date: bool = False) -> pd.Series:
     """An object column of several kinds of values (an upstream frame's Python objects) as
     text: each cell as :func:`scalar_text` writes it, its date-times a column at a time, in
     groups :func:`plain_times` makes a typed column of (naive or aware, with nanoseconds or
     without: a column mixing them, or nanoseconds and years 1677-2262 cannot hold, is written
-    by group, not cell by cell, which took milliseconds a cell)."""
+    by group, not cell by cell, which took milliseconds a cell). ``as_date``: the date-times
+    as :func:`iso_dates_or_timestamps` writes them (bound for a date field)."""
+    write = iso_dates_or_timestamps if as_date else iso_timestamps
     cells = series.to_numpy()
     size = len(cells)
     out = np.full(size, None, dtype=object)
@@ -381,9 +383,11 @@ def _object_text(series: pd.Series, timezone: str) -> pd.Series:
                 continue
             typed = plain_times(pd.Series(cells[group], dtype=object))
             if pd.api.types.is_datetime64_any_dtype(typed):
-                out[group] = iso_timestamps(typed, timezone).to_numpy(dtype=object, na_value=None)
+                out[group] = write(typed, timezone).to_numpy(dtype=object, na_value=None)
             else:  # a cell no column holds (unchecked: the rules refuse it first)
-                out[group] = [scalar_text(v, timezone) for v in cells[group]]
+                out[group] = [
+                    write(pd.Series([pd.Timestamp(v)]), timezone).iloc[0] for v in cells[group]
+                ]
     return pd.Series(out, index=series.index, dtype=object)
 
 
@@ -758,12 +762,9 @@ def object_dates_or_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.S
     Python values) bound for a date field: each datetime cell as :func:`iso_dates_or_timestamps`
     writes it alone, so a local midnight is its date whatever its neighbours; other cells as
     :func:`to_text` writes them."""
-    text = to_text(series, timezone)
-    for i, value in enumerate(series.to_numpy()):
-        if isinstance(value, dt.datetime):
-            one = pd.Series([pd.Timestamp(value)])
-            text.iat[i] = iso_dates_or_timestamps(one, timezone).iloc[0]
-    return text
+    if series.dtype != object:
+        return to_text(series, timezone)
+    return _object_text(series, timezone, as_date=True).astype("string")
 
 
 def iso_dates(times: LocalTimes) -> pd.Series:
