@@ -239,7 +239,7 @@ def _prepare_for(col: Column, required: bool) -> Callable[[Any], str | None]:
                 raise Invalid("is required")
             return None
         text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-        for step in col.normalize:
+        for step in col.steps:
             if step == "trim":
                 text = text.strip()
             elif step == "lowercase":
