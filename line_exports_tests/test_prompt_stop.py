@@ -217,3 +217,32 @@ def test_signal_stops_isolating_the_event_line_refused(
     assert counts["unsent"] == 1000 and counts["requests"] == 2, (counts, out)
     assert "not isolated: the run was stopped by SIGINT" in out + err, out + err
     assert "stopped by SIGINT after the request in flight" in out + err, out + err
+
+
+def test_signal_stops_isolating_the_recipient_line_refused(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """A signal while the multicast LINE refuses (400, naming no recipient) is in flight: it is
+    not split and resent to find the refused recipient. Its rows are refused with LINE's answer,
+    not isolated; the one next to it accepted; the batches queued behind them never sent."""
+    folder = tmp_path / "wf"
+    settings = (
+        "target: multicast_message\nbatch_size_multicast: 10\nmulticast_concurrency: 2\n"
+        """template_message_multicast: '{"type": "text", "text": "hi"}'"""
+    )
+    line_workflow(folder, sandbox_server.url, settings)
+    store = line_store(sandbox_server.sandbox)
+    store.multicast_error_names_index = False
+    store.unknown_users.add("U" + f"{3 + 4096:x}".rjust(32, "0"))  # row 4, the first batch
+    fault = sandbox_server.sandbox.add_fault(
+        Fault(path="/v2/bot/message/multicast", method="POST", delay=1.0, times=-1)
+    )
+    returncode, out, err, at_signal, _ = stopped_run("stop", folder, fault, 2)
+    assert returncode != 0, out + err
+    counts = _table_row(out, "stop")
+    held = sum(len(v) for v in store.inbox.values())
+    assert counts["read"] == RECIPIENTS == sum(counts[c] for c in OUTCOMES), out
+    assert at_signal == 2 and fault.hits == 2, (at_signal, fault.hits, out + err)
+    assert counts["accepted"] == held == 10 and counts["refused"] == 10, (counts, out)
+    assert counts["unsent"] == RECIPIENTS - 20, (counts, out)
+    assert "not isolated: the run was stopped by SIGINT" in out + err, out + err
