@@ -13,7 +13,8 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -334,6 +335,44 @@ class ExportRun:
         self._interrupted = name
         if name:
             self.stop.set()
+
+    @contextmanager
+    def sending(
+        self,
+        rows: Sequence[int] | pd.Series,
+        column: str,
+        api: str,
+        stats: Any = None,
+        earlier: Any = None,
+    ) -> Iterator[None]:
+        """Around one request carrying ``rows`` (row numbers; ``column`` names what they
+        carry, ``api`` the API): when a second signal stops the run at once inside it
+        (:func:`line_exports.interrupts.stop_between_requests`), before its answer is counted,
+        its rows are counted by :func:`~line_exports.outcomes.fate_of` into :attr:`report`:
+        once an attempt of it went out (``stats``, the client's
+        :class:`~line_exports.http.CallStats`, counted a request; None: it did) it may have
+        reached the API: delivery unknown, never unsent; else it never left: unsent. Its
+        ledger record stays pending, so a re-run sends it again under its idempotency key.
+        ``earlier``: what earlier step attempts of it got
+        (:class:`~line_exports.outcomes.Earlier`; unknown even if this one never left when
+        one may have acted)."""
+        made = stats.requests if stats is not None else -1
+        try:
+            yield
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
+            from line_exports.http import ApiError
+            from line_exports.interrupts import DeliveryInterrupted
+            from line_exports.outcomes import count_failed_request
+
+            if self.report is not None and not isinstance(exc, DeliveryInterrupted):
+                name = getattr(exc, "signal_name", "") or "an interrupt"
+                reached = stats is None or stats.requests != made
+                cut = ApiError(f"the run was stopped at once by {name}", reached=reached)
+                try:
+                    count_failed_request(self.report, rows, column, cut, api, earlier=earlier)
+                except Exception as error:  # never turn the stop into an error a retry repeats
+                    self.log.error(f"{self.name}: the request cut off was not counted: {error!r}")
+            raise
 
     def new_report(self) -> DeliveryReport:
         """A new report for this run's delivery, kept as :attr:`report`."""

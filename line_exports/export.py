@@ -412,8 +412,8 @@ def _interrupted(
         "before sending"
         + (f" (rejects file: {getattr(rejects, 'value', rejects)})" if rejects else "")
         + (
-            " (the rows of a request in flight, if any, are among those never sent but may "
-            "have reached the API)"
+            " (the rows of a request cut off in flight are of unknown delivery: it may have "
+            "reached the API)"
             if stage == "delivering" and not between
             else ""
         )

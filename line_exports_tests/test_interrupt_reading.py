@@ -50,7 +50,8 @@ class Export:
 
 
 def exports(url: str) -> dict[str, Export]:
-    """CAPI, MAAC, LinkedIn and LINE push exports against the sandbox at ``url``; each query
+    """CAPI, MAAC (members, a segment), LinkedIn and LINE push exports against the sandbox at
+    ``url``; each query
     makes one row in :data:`BAD_EVERY` invalid for its destination."""
     bad = f"range % {BAD_EVERY} = 5"
     return {
@@ -68,6 +69,11 @@ def exports(url: str) -> dict[str, Export]:
             "    data_object: members\n    import_key: line_uid\n    tags: stop\n"
             "    skip_invalid_records: true\n"
             "    batch_size: 500\n",
+        ),
+        "maac_segment": Export(
+            f"    type: maac\n    base_url: {url}\n    poll_seconds: 0.05\n",
+            f"CASE WHEN {bad} THEN 'bad' ELSE {HEX_ID} END AS line_uid",
+            "    data_object: segments\n    segment_name: stop_segment\n",
         ),
         "linkedin": Export(
             f"    type: linkedin\n    api_url: {url}\n    new_segment_wait: 0\n",

@@ -40,7 +40,6 @@ from line_exports.destination import (
 from line_exports.http import ApiError, HttpClient, RetrySettings
 from line_exports.id_text import IdText
 from line_exports.identities import CAPI_USER_IDENTIFIERS, EMAIL_NORMALIZE
-from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import LedgerRequest
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, AnyOf, Column, RuleSet, Unique, reject
@@ -459,7 +458,10 @@ class LineConversionDestination(Destination):
             try:
                 self._send(client, settings, batch, run, report, tally)
                 run.progress(report.sent_rows)
-            except (DeliveryFailed, DeliveryInterrupted):  # a stopped run made requests too
+            except (
+                DeliveryFailed,
+                dg.DagsterExecutionInterruptedError,
+            ):  # a stopped run made requests too
                 report.requests = client.http.stats.requests - before_requests
                 raise
         report.requests = client.http.stats.requests - before_requests
@@ -546,7 +548,14 @@ class LineConversionDestination(Destination):
         # to them of unknown delivery, not refused (a 5xx is unknown anyway).
         request.sending()
         try:
-            client.send(body)
+            with run.sending(
+                batch[ROW_NUMBER],
+                "event",
+                "LINE Conversion API",
+                client.http.stats,
+                request.earlier_unanswered,
+            ):
+                client.send(body)
         except ApiError as exc:
             if exc.status != 400:
                 # The one rule (outcomes.fate_of): a 4xx -> refused with its answer; a 5xx or

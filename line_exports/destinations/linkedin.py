@@ -42,7 +42,6 @@ from line_exports.destination import (
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, may_have_acted
 from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
-from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import LedgerRequest
 from line_exports.linkedin_ids import GAID_PATTERN, ID_COLUMNS, IDFA_PATTERN
 from line_exports.linkedin_oauth import (
@@ -894,7 +893,7 @@ class LinkedInDestination(Destination):
             report = self._deliver(client, resource, settings, rows, run)
         except (LinkedInAuthError, LinkedInVersionError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        except (DeliveryFailed, DeliveryInterrupted) as exc:  # a stopped run made requests too
+        except (DeliveryFailed, dg.DagsterExecutionInterruptedError) as exc:  # it made requests too
             if (stopped := stopped_report(exc, run)) is not None:
                 stopped.requests = client.http.stats.requests - before
             raise
@@ -983,13 +982,20 @@ class LinkedInDestination(Destination):
                 # does not, changes nothing) and counts a 429 answer to them of unknown
                 # delivery, not refused.
                 request.sending()
+                column = "userIds" if kind == "users" else "company"
                 try:
-                    results = client.batch_create(segment_id, kind, build(batch, action))
+                    with run.sending(
+                        batch[ROW_NUMBER],
+                        column,
+                        "LinkedIn",
+                        client.http.stats,
+                        request.earlier_unanswered,
+                    ):
+                        results = client.batch_create(segment_id, kind, build(batch, action))
                 except ApiError as exc:
                     # The one rule (outcomes.fate_of): a 4xx -> refused with its answer; a 5xx
                     # or no answer -> unknown; never reached -> unsent; an earlier step
                     # attempt's lost answer included. The run stops here.
-                    column = "userIds" if kind == "users" else "company"
                     fate = request.count_failed(report, batch[ROW_NUMBER], column, exc, "LinkedIn")
                     report.metadata["segment_id"] = segment_id
                     raise DeliveryFailed(

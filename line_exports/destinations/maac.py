@@ -39,7 +39,6 @@ from line_exports.destinations import maac_tags
 from line_exports.destinations.maac_mismatch import mismatch_uids
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, poll
 from line_exports.identities import EMAIL_NORMALIZE
-from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import LedgerRequest
 from line_exports.maac_spec import (
     BIRTHDAY_MESSAGE,
@@ -605,7 +604,7 @@ class MaacDestination(Destination):
                 report = self._members(client, settings, rows, run)
             else:
                 report = self._segment(client, settings, rows, run)
-        except (DeliveryFailed, DeliveryInterrupted) as exc:  # a stopped run made requests too
+        except (DeliveryFailed, dg.DagsterExecutionInterruptedError) as exc:  # it made requests too
             if (stopped := stopped_report(exc, run)) is not None:
                 stopped.requests = client.http.stats.requests - before
             raise
@@ -699,7 +698,10 @@ class MaacDestination(Destination):
         # counts a 429 answer to it of unknown delivery, not refused (a 5xx is unknown anyway).
         request.sending()
         try:
-            task_id = client.import_members(key, members, tags)
+            with run.sending(
+                part[ROW_NUMBER], key, "MAAC", client.http.stats, request.earlier_unanswered
+            ):
+                task_id = client.import_members(key, members, tags)
         except ApiError as exc:
             fate = request.count_failed(report, part[ROW_NUMBER], key, exc, "MAAC")
             if tagged is not None and fate.kind != "unknown":
@@ -713,7 +715,8 @@ class MaacDestination(Destination):
         if tagged is not None and client.http.stats.retries == retries:
             tagged.sent(marker, task_id, members)
         try:
-            result = client.wait_import(task_id)
+            with run.sending(part[ROW_NUMBER], key, "MAAC"):  # accepted: a stop leaves it unknown
+                result = client.wait_import(task_id)
         except ApiError as exc:
             reason = f"MAAC accepted import task {task_id}; its result could not be read ({exc})"
             report.unknown.append(reject(part[ROW_NUMBER], key, DELIVERY_UNKNOWN, reason))
@@ -752,8 +755,12 @@ class MaacDestination(Destination):
             segment = request.result
         else:
             target = SegmentTarget.find(client, settings, name, request)
+            rows_sent = held[ROW_NUMBER]
             try:
-                created, action = target.write(client, settings, name, csv_bytes, request)
+                with run.sending(
+                    rows_sent, "line_uid", "MAAC", client.http.stats, request.earlier_unanswered
+                ):
+                    created, action = target.write(client, settings, name, csv_bytes, request)
             except ApiError as exc:
                 fate = request.count_failed(report, held[ROW_NUMBER], "line_uid", exc, "MAAC")
                 raise DeliveryFailed(
@@ -762,7 +769,8 @@ class MaacDestination(Destination):
                     retryable=exc.retryable,
                 ) from None
             try:
-                segment = client.wait_segment(int(created["id"]))
+                with run.sending(rows_sent, "line_uid", "MAAC"):  # taken: a stop leaves it unknown
+                    segment = client.wait_segment(int(created["id"]))
             except ApiError as exc:
                 reason = (
                     f"MAAC took segment {created['id']} ({action}); its state could not be read "

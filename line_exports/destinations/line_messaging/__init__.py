@@ -59,7 +59,6 @@ from line_exports.destinations.line_messaging.settings import (
     LineMessagingSettings,
 )
 from line_exports.http import ApiError
-from line_exports.interrupts import DeliveryInterrupted
 from line_exports.rules import ROW_NUMBER, Column, RuleSet, Unique
 from line_exports.sync import RemovalReport, SyncSpec
 from line_exports.sync_settle import ResendFailed
@@ -350,7 +349,7 @@ class LineMessagingDestination(Destination):
             exc.report.metadata.update(screen_meta)
             exc.report.requests = self._requests(client) - before
             raise
-        except DeliveryInterrupted:  # a signal: the export counts what run.report holds
+        except dg.DagsterExecutionInterruptedError:  # a signal: the export counts run.report
             if run.report is not None:
                 run.report.rejected.extend(screened)
                 run.report.requests = self._requests(client) - before

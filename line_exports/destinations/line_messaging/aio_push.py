@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import certifi
+from dagster import DagsterExecutionInterruptedError
 
 from line_exports.destination import ExportRun
 from line_exports.destinations.line_messaging.client import (
@@ -31,6 +32,7 @@ from line_exports.destinations.line_messaging.client import (
 from line_exports.destinations.line_messaging.sending import (
     Tally,
     answered,
+    cut_off,
     failed,
     hold,
     resend_retry,
@@ -107,6 +109,9 @@ async def _send_all(
                     # is counted never sent (VERIFY-13i F1); the pushes in flight finish.
                     if not tally.stopped and not errors and not run.interrupted:
                         await _push(session, url, client, push, run, tally, record)
+                except (asyncio.CancelledError, DagsterExecutionInterruptedError):
+                    cut_off(tally, [push[0]], push[3], PATH)  # stopped at once mid-push
+                    raise
                 except Exception as exc:
                     errors.append(exc)
                 finally:
@@ -114,6 +119,7 @@ async def _send_all(
             queue.task_done()
 
         workers = [asyncio.create_task(worker()) for _ in range(width)]
+        at_once = False
         try:
             # One batch at a time, as the threaded path: the generator's code after each batch
             # (progress, stop after a refusal) runs once every push of it is answered.
@@ -130,10 +136,17 @@ async def _send_all(
                     raise errors[0]
                 if tally.stopped or run.interrupted:
                     break
+        except asyncio.CancelledError:  # stopped at once (a second signal): asyncio.run ends
+            at_once = True
+            raise
         finally:
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            if at_once:  # no worker reads the queue any more: no push waits for its answer
+                for task in workers:
+                    task.cancel()
+            else:
+                for _ in workers:
+                    await queue.put(None)
+            await asyncio.gather(*workers, return_exceptions=at_once)
 
 
 async def _push(

@@ -7,12 +7,15 @@ import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from dagster import DagsterExecutionInterruptedError
+
 from line_exports.destination import DeliveryReport, ExportRun, ValidRows, not_isolated
 from line_exports.destinations.line_messaging.client import LineMessagingClient, retry_key
 from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
     count_not_resent,
+    counted_at_once,
     counted_on_signal,
     finish,
     left_by_earlier,
@@ -243,6 +246,9 @@ def deliver_multicast(
         run.progress(report.sent_rows)
     except DeliveryInterrupted:
         pass
+    except DagsterExecutionInterruptedError:  # stopped at once: what LINE answered so far
+        counted_at_once(report, tally, "multicast")
+        raise
     counted_on_signal(report, tally, "multicast", run)
     report.metadata["multicast_batch_splits"] = splits
     report.metadata["batch_size_multicast"] = settings.batch_size_multicast

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+from dagster import DagsterExecutionInterruptedError
+
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
 from line_exports.destinations.line_messaging.aio_push import Push, send_pushes
 from line_exports.destinations.line_messaging.client import LineMessagingClient, push_key_maker
@@ -14,6 +16,7 @@ from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
     count_not_resent,
+    counted_at_once,
     counted_on_signal,
     finish,
     left_by_earlier,
@@ -127,6 +130,9 @@ def deliver_push(
                 )
         except DeliveryInterrupted:  # between two batches (run.progress): counted just below
             pass
+        except DagsterExecutionInterruptedError:  # stopped at once: what LINE answered so far
+            counted_at_once(report, tally, "push")
+            raise
         finally:
             recorder.flush()
         counted_on_signal(report, tally, "push", run)  # a signal: stop with LINE's answers

@@ -454,6 +454,22 @@ def _classify_refusals(report: DeliveryReport, tally: Tally, kind: str) -> None:
     report.sent_rows = report.accepted_rows + report.refused_rows + report.unknown_rows
 
 
+def cut_off(tally: Tally, row_numbers: list[int], key: str, path: str) -> None:
+    """A request (``key``, to ``path``) the run stopped at once (a second signal) while it was
+    in flight: no answer, and it may have reached LINE, so it is counted by
+    :func:`~line_exports.outcomes.fate_of` (delivery unknown), never unsent; its pending record
+    stays, so a re-run sends it again under its retry key."""
+    cut = ApiError("the run was stopped at once", method="POST", path=path, reached=True)
+    with tally.lock:
+        tally.failed.append((list(row_numbers), cut, tally.earlier.get(key, Earlier())))
+
+
+def counted_at_once(report: DeliveryReport, tally: Tally, kind: str) -> None:
+    """A run stopped at once (a second SIGINT / SIGTERM): ``report`` counts what LINE
+    answered so far (as :func:`finish` does), for the export's counts."""
+    _classify_refusals(report, tally, kind)
+
+
 def counted_on_signal(report: DeliveryReport, tally: Tally, kind: str, run: Any) -> None:
     """After SIGINT / SIGTERM the sender stopped once its requests in flight were answered:
     ``report`` counts what LINE answered (as :func:`finish` does), and the run stops
