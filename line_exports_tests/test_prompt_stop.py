@@ -246,3 +246,33 @@ def test_signal_stops_isolating_the_recipient_line_refused(
     assert counts["accepted"] == held == 10 and counts["refused"] == 10, (counts, out)
     assert counts["unsent"] == RECIPIENTS - 20, (counts, out)
     assert "not isolated: the run was stopped by SIGINT" in out + err, out + err
+
+
+def test_signal_during_linkedins_new_segment_wait_sends_no_more_requests(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """LinkedIn answers 404 while a new segment propagates, and the exporter waits and asks
+    again (0.25 s doubling to 5 s, up to 2 minutes). A signal during that wait ends it: no
+    request after the signal, the run stopped with its counts. (The wait was slept out and the
+    request sent again, like F2's retry waits, NOTE-promptstop "Left".)"""
+    from line_exports_tests.test_interrupt_reading import (
+        exports,
+        run_and_signal,
+        table_row,
+        workflow,
+    )
+
+    folder = tmp_path / "wf"
+    workflow(folder, "li_wait", exports(sandbox_server.url)["linkedin"], rows=1000, retry=0)
+    fault = sandbox_server.sandbox.add_fault(
+        Fault(path="/rest/dmpSegments/", method="POST", status=404, times=-1)
+    )
+    ran = run_and_signal("li_wait", folder, lambda _: fault.hits >= 4, [signal.SIGINT])
+    assert ran.code != 0, ran.text
+    at_end = fault.hits
+    counts = table_row(ran.out, "li_wait")
+    assert counts["read"] == 1000 == sum(counts[c] for c in OUTCOMES), ran.out
+    assert counts["accepted"] == 0 and counts["unknown"] == 0, ran.out
+    assert "stopped by SIGINT" in ran.text, ran.text
+    time.sleep(6)  # the next ask would come within 4 s of the last one
+    assert fault.hits == at_end == 4, (fault.hits, at_end, ran.text)

@@ -39,7 +39,14 @@ from line_exports.destination import (
     content_key,
     stopped_report,
 )
-from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, may_have_acted
+from line_exports.http import (
+    ApiError,
+    HttpClient,
+    RateLimit,
+    RetrySettings,
+    backoff,
+    may_have_acted,
+)
 from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.ledger_request import LedgerRequest
@@ -286,7 +293,7 @@ class LinkedInClient:
                     _service_code(exc.body),
                     pause,
                 )
-                self.sleep(pause)
+                backoff(pause, exc, self.sleep)  # a stop ends the wait: no retry, this answer
 
     def _propagating(self, exc: ApiError) -> bool:
         """A 401 for a token refreshed moments ago, with a code LinkedIn gives while a new
@@ -451,7 +458,7 @@ class LinkedInClient:
             except ApiError as exc:
                 if exc.status == 404 and time.monotonic() + pause < deadline:
                     self.not_found_waits += 1
-                    self.sleep(pause)
+                    backoff(pause, exc, self.sleep)  # a stop ends the wait: no retry
                     pause = min(pause * 2, 5.0)
                     continue
                 raise self._explain(exc) from None
