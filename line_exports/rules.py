@@ -41,6 +41,7 @@ from line_exports.phones import (
 from line_exports.values import (
     INFINITY_TEXT,
     LocalTimes,
+    dictionary_decoded,
     held_text,
     infinity_text,
     iso_dates,
@@ -643,6 +644,7 @@ def _check_column(
     settings: Mapping[str, object] | None = None,
 ) -> _Checked:
     """Normalize one column and list its failing masks, in the rules' fixed order."""
+    raw = dictionary_decoded(raw)  # a categorical column: its values' own type
     failures, bad = _unsendable_failures(raw)
     # Cells refused for their type are not also missing or malformed; date-times left in an
     # object column (those cells taken out, or an upstream asset's Python datetimes) are a
