@@ -964,6 +964,8 @@ def _shown(
             spelled = [infinity_text(v, infinity) for v in numbers[np.isinf(numbers)]]
             shown = to_text(refused)
             shown[np.isinf(numbers)] = spelled
+        elif isinstance(refused.dtype, pd.StringDtype):  # its str cells, lone surrogates too
+            shown = refused.astype(object)
         else:
             shown = to_text(refused)
         text = [unicode_text(v)[:200] for v in shown.fillna("").tolist()]

@@ -106,3 +106,21 @@ def test_categorical_bigint_is_pushed_with_its_digits(sandbox_server: SandboxSer
     inbox = store_of(sandbox_server.sandbox).inbox
     texts = sorted(m["text"] for pushes in inbox.values() for push in pushes for m in push)
     assert texts == ["v=3", f"v={BIG}"], texts
+
+
+@pytest.mark.parametrize("destination", list(DESTINATIONS))
+def test_lone_surrogate_in_a_python_string_column_is_a_reject(destination: str) -> None:
+    """``dtype="string[python]"`` holds Python str cells, lone surrogates too: such a cell is a
+    ``type`` reject, as in an object column (the run failed with UnicodeEncodeError, VERIFY-13l
+    L2); its neighbours are sent as held, spaces kept."""
+    field, settings, extra = DESTINATIONS[destination]
+    dest = get_destination(destination)
+    config = dest.settings_class(**settings)
+    frame = pd.DataFrame([extra(i) for i in range(3)])
+    frame[field] = pd.Series(["  x ", "\ud800", "e\U0001f600"], dtype="string[python]")
+    checked = validate(frame, dest.ruleset(config), config.model_dump(), timezone=LA)
+    sent = dict(zip(checked.valid["_row_number"] - 1, checked.valid[field], strict=True))
+    assert sent == {0: "  x ", 2: "e\U0001f600"}, sent
+    (reject,) = checked.rejects.to_dict("records")
+    assert (reject["_row_number"], reject["rule"], reject["value"]) == (2, "type", "\\ud800")
+    assert "is not Unicode text" in reject["message"], reject
