@@ -919,7 +919,7 @@ def validate(
             group_ok = np.ones(n, dtype=bool)
             for name in group:
                 column = columns.get(name)
-                group_ok &= column.present if column is not None else np.zeros(n, dtype=bool)
+                group_ok &= _identifying(column) if column is not None else np.zeros(n, dtype=bool)
             complete |= group_ok
         add(
             rule.describe(),
@@ -980,6 +980,19 @@ def _cell_shown(value: object, infinity: str = "inf") -> str:
     if isinstance(value, dt.datetime):
         return held_text(value)
     return scalar_text(value, infinity=infinity)
+
+
+def _identifying(checked: _Checked) -> np.ndarray:
+    """The cells of a column that can name someone for a one-of rule (:class:`AnyOf`): present
+    and, for text, not only white space. A blank company name names no company; free text is
+    still sent as held (README "Values travel"), but it does not make a row identifiable."""
+    values = checked.values
+    if isinstance(values, pa.Array) and (
+        pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    ):
+        blank = pc.match_substring_regex(values, r"^[\s\p{Z}]*$").fill_null(True)
+        return checked.present & ~blank.to_numpy(zero_copy_only=False)
+    return checked.present
 
 
 def _rejects_frame(parts: list[tuple[np.ndarray, str, str, str, np.ndarray]]) -> pd.DataFrame:
