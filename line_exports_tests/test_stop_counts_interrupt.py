@@ -231,3 +231,33 @@ def test_interrupted_audience_upload_counts_the_ids_line_took(
     assert counts["read"] == RECIPIENTS == counts["unknown"] == counts["sent"], out
     assert counts["accepted"] == counts["unsent"] == counts["refused"] == 0, out
     assert "stopped by SIGINT after the request in flight" in out + err, out + err
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGINT, signal.SIGTERM]])
+def test_signal_while_line_makes_the_audience_stops_the_wait_and_counts_the_ids(
+    sandbox_server: SandboxServer, tmp_path: Path, signals: list[signal.Signals]
+) -> None:
+    """A signal while the run waits for LINE to make the audience READY (its uploads taken)
+    stops the wait and counts the IDs uploaded of unknown delivery, after one signal or two (one
+    signal was not acted on until READY, up to 6 h; a second left every row counted nowhere,
+    VERIFY-13k F4, F5)."""
+    from line_exports_tests.test_interrupt_reading import run_and_signal
+
+    sandbox = sandbox_server.sandbox
+    sandbox.job_seconds = 120.0  # LINE takes two minutes to add the IDs
+    folder = tmp_path / "wf"
+    _push_workflow(folder, sandbox_server.url)
+    dig = folder / "push_stop.dig"
+    dig.write_text(
+        dig.read_text()
+        .replace("target: push_message", "target: audience\n    audience_name: waitaud")
+        .replace("""    template_message: '{"type": "text", "text": "hi {{name}}"}'\n""", "")
+    )
+    looks = sandbox.add_fault(Fault(path="/v2/bot/audienceGroup/", method="GET", times=-1))
+    ran = run_and_signal("push_stop", folder, lambda _: looks.hits >= 2, signals, gap=0.3)
+    assert ran.code != 0, ran.text
+    assert ran.seconds < 30, (ran.seconds, ran.text)  # not after LINE's two minutes
+    counts = _table_row(ran.out, "push_stop")
+    assert counts["read"] == RECIPIENTS == counts["unknown"] == counts["sent"], ran.out
+    assert counts["accepted"] == counts["unsent"] == counts["refused"] == 0, ran.out
+    assert "stopped by SIGINT" in ran.text or "stopped by SIGTERM" in ran.text, ran.text

@@ -408,14 +408,20 @@ class LineMessagingClient:
         return response.json() if response.content else {}
 
     def wait_audience(
-        self, audience_id: int, jobs: set[str], timeout: float = AUDIENCE_TIMEOUT_SECONDS
+        self,
+        audience_id: int,
+        jobs: set[str],
+        timeout: float = AUDIENCE_TIMEOUT_SECONDS,
+        between: Callable[[], None] = lambda: None,
     ) -> dict[str, Any]:
         """Poll until the audience is READY and our upload jobs (``jobs``: their descriptions)
-        are FINISHED. Raises :class:`UploadJobsFailed` once each of them has ended and some
+        are FINISHED, calling ``between`` before each look (a run's progress: it raises when the
+        run is asked to stop). Raises :class:`UploadJobsFailed` once each of them has ended and some
         FAILED (``manage-audience.yml``: jobStatus FAILED, with a failedType), an
         :class:`~line_exports.http.ApiError` when the audience itself FAILED or EXPIRED."""
 
         def ready() -> dict[str, Any] | None:
+            between()
             body = self.audience(audience_id)
             group = body.get("audienceGroup", {})
             ours = [j for j in body.get("jobs", []) if j.get("description") in jobs]
