@@ -261,3 +261,27 @@ def test_signal_while_line_makes_the_audience_stops_the_wait_and_counts_the_ids(
     assert counts["read"] == RECIPIENTS == counts["unknown"] == counts["sent"], ran.out
     assert counts["accepted"] == counts["unsent"] == counts["refused"] == 0, ran.out
     assert "stopped by SIGINT" in ran.text or "stopped by SIGTERM" in ran.text, ran.text
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGINT, signal.SIGTERM]])
+def test_signal_while_line_sends_a_narrowcast_counts_it_accepted(
+    sandbox_server: SandboxServer, tmp_path: Path, signals: list[signal.Signals]
+) -> None:
+    """A signal while the run reads the progress of a narrowcast LINE took (202) stops the wait:
+    that narrowcast counts accepted, the rest never sent, after one signal or two (one signal
+    was acted on only when LINE finished; a second counted the narrowcast LINE made as never
+    sent, VERIFY-13k F4, F5)."""
+    from line_exports_tests.test_interrupt_reading import run_and_signal
+
+    sandbox = sandbox_server.sandbox
+    sandbox.job_seconds = 30.0  # LINE takes minutes to send each narrowcast
+    folder = tmp_path / "wf"
+    _campaign_workflow(folder, sandbox_server.url, "narrowcast")
+    looks = sandbox.add_fault(Fault(path="/v2/bot/message/progress/", method="GET", times=-1))
+    ran = run_and_signal("campaign_stop", folder, lambda _: looks.hits >= 2, signals, gap=0.3)
+    assert ran.code != 0, ran.text
+    assert ran.seconds < 30, (ran.seconds, ran.text)  # not after LINE's minutes
+    counts = _table_row(ran.out, "campaign_stop")
+    assert counts["read"] == CAMPAIGNS == counts["accepted"] + counts["unsent"], ran.out
+    assert counts["accepted"] == 1 and counts["unknown"] == counts["refused"] == 0, ran.out
+    assert "stopped by SIG" in ran.text, ran.text

@@ -29,6 +29,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+import dagster as dg
 import sqlalchemy as sa
 
 from line_exports.destination import (
@@ -394,6 +395,8 @@ def send_one(
     if kind == "narrowcast" and request_id:
         try:
             outcome["progress"] = wait_progress(client, request_id, settings.progress_timeout, run)
+        except dg.DagsterExecutionInterruptedError:  # a stop (one signal or two) while LINE
+            return outcome  # sends it: LINE took the request, its progress is not read
         except ApiError as exc:  # LINE took the request; what it did with it is not known
             outcome["state"] = "unknown"
             outcome["reason"] = (
@@ -425,10 +428,13 @@ def wait_progress(
     client: LineMessagingClient, request_id: str, timeout: float, run: ExportRun
 ) -> dict[str, Any]:
     """Poll the narrowcast's progress until ``succeeded`` or ``failed`` (``waiting`` and
-    ``sending`` are not final)."""
+    ``sending`` are not final). A run asked to stop stops polling
+    (:class:`~line_exports.interrupts.DeliveryInterrupted`)."""
     seen: list[str] = []
 
     def final() -> dict[str, Any] | None:
+        if run.interrupted:
+            raise DeliveryInterrupted(run.interrupted)
         body = client.http.request(
             "GET",
             "/v2/bot/message/progress/narrowcast",
