@@ -110,6 +110,10 @@ class ValidationSummary:
         written to the same file and preview, counted apart by the outcome)."""
         if not len(rejects):
             return
+        with interrupts.signals_held():  # counted and written, or neither (VERIFY-13k F2)
+            self._add_rejects(rejects, refused, unknown)
+
+    def _add_rejects(self, rejects: pd.DataFrame, refused: bool, unknown: bool) -> None:
         if refused or unknown:
             counts = self.refused_by_answer if refused else self.unknown_by_reason
             for message, count in rejects.groupby("message").size().items():

@@ -97,6 +97,27 @@ def stop_at_once() -> Iterator[None]:
 
 
 @contextmanager
+def signals_held() -> Iterator[None]:
+    """A block a signal must not cut in two (a chunk's rejects counted and written): SIGINT /
+    SIGTERM arriving in it are handed to the handler in force once it ends, so they stop the run
+    as they would have, after the block. Only in the main thread; elsewhere it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    held: list[int] = []
+    for signo in previous:
+        signal.signal(signo, lambda signo, _: held.append(signo))
+    try:
+        yield
+    finally:
+        for signo, old in previous.items():
+            signal.signal(signo, old)
+    for signo in held:  # delivered again, to the handler restored above
+        signal.raise_signal(signo)
+
+
+@contextmanager
 def stop_between_requests(run: Any, log: Any = None) -> Iterator[None]:
     """While in this block, SIGINT / SIGTERM set ``run.interrupted`` (the signal's name) instead
     of raising; a second one raises ``DagsterExecutionInterruptedError`` at once. Only in the
