@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -75,18 +75,13 @@ class Stopped(DagsterError, DagsterExecutionInterruptedError):
 
 
 @contextmanager
-def stop_at_once() -> Iterator[None]:
-    """While in this block, SIGINT / SIGTERM raise :class:`SignalReceived` naming the signal
-    (Dagster's own handler raises an interrupt that does not say which). Only in the main
-    thread; elsewhere the block changes nothing."""
+def _handling(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` answers SIGINT and SIGTERM in this block, the handlers before it after; only
+    in the main thread, where Python delivers signals (elsewhere nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signo: int, _: FrameType | None) -> None:
-        raise SignalReceived(signal.Signals(signo).name)
-
     for signo in previous:
         signal.signal(signo, handler)
     try:
@@ -97,22 +92,26 @@ def stop_at_once() -> Iterator[None]:
 
 
 @contextmanager
+def stop_at_once() -> Iterator[None]:
+    """While in this block, SIGINT / SIGTERM raise :class:`SignalReceived` naming the signal
+    (Dagster's own handler raises an interrupt that does not say which). Only in the main
+    thread; elsewhere the block changes nothing."""
+
+    def handler(signo: int, _: FrameType | None) -> None:
+        raise SignalReceived(signal.Signals(signo).name)
+
+    with _handling(handler):
+        yield
+
+
+@contextmanager
 def signals_held() -> Iterator[None]:
     """A block a signal must not cut in two (a chunk's rejects counted and written): SIGINT /
     SIGTERM arriving in it are handed to the handler in force once it ends, so they stop the run
     as they would have, after the block. Only in the main thread; elsewhere it changes nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     held: list[int] = []
-    for signo in previous:
-        signal.signal(signo, lambda signo, _: held.append(signo))
-    try:
+    with _handling(lambda signo, _: held.append(signo)):
         yield
-    finally:
-        for signo, old in previous.items():
-            signal.signal(signo, old)
     for signo in held:  # delivered again, to the handler restored above
         signal.raise_signal(signo)
 
@@ -122,10 +121,6 @@ def stop_between_requests(run: Any, log: Any = None) -> Iterator[None]:
     """While in this block, SIGINT / SIGTERM set ``run.interrupted`` (the signal's name) instead
     of raising; a second one raises ``DagsterExecutionInterruptedError`` at once. Only in the
     main thread (Python delivers signals there); elsewhere the block changes nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signo: int, _: FrameType | None) -> None:
         name = signal.Signals(signo).name
@@ -138,10 +133,5 @@ def stop_between_requests(run: Any, log: Any = None) -> Iterator[None]:
                 "(send it again to stop at once; its rows are then of unknown delivery)"
             )
 
-    for signo in previous:
-        signal.signal(signo, handler)
-    try:
+    with _handling(handler):
         yield
-    finally:
-        for signo, old in previous.items():
-            signal.signal(signo, old)

@@ -206,6 +206,17 @@ def test_interrupted_narrowcast_or_broadcast_counts_what_line_took(
     assert "stopped by SIGINT after the request in flight" in out + err, out + err
 
 
+def _audience_workflow(folder: Path, url: str, name: str) -> None:
+    """Task ``push_stop``'s rows uploaded to LINE audience ``name`` instead of pushed."""
+    _push_workflow(folder, url)
+    dig = folder / "push_stop.dig"
+    dig.write_text(
+        dig.read_text()
+        .replace("target: push_message", f"target: audience\n    audience_name: {name}")
+        .replace("""    template_message: '{"type": "text", "text": "hi {{name}}"}'\n""", "")
+    )
+
+
 def test_interrupted_audience_upload_counts_the_ids_line_took(
     sandbox_server: SandboxServer, tmp_path: Path
 ) -> None:
@@ -213,13 +224,7 @@ def test_interrupted_audience_upload_counts_the_ids_line_took(
     took as of unknown delivery (LINE's upload job was not yet READY), not as counted nowhere
     (VERIFY-13i F4: 0 of every count, 400 rows unaccounted)."""
     folder = tmp_path / "wf"
-    _push_workflow(folder, sandbox_server.url)
-    dig = folder / "push_stop.dig"
-    dig.write_text(
-        dig.read_text()
-        .replace("target: push_message", "target: audience\n    audience_name: stopaud")
-        .replace("""    template_message: '{"type": "text", "text": "hi {{name}}"}'\n""", "")
-    )
+    _audience_workflow(folder, sandbox_server.url, "stopaud")
     path = "/v2/bot/audienceGroup/upload"
     fault = sandbox_server.sandbox.add_fault(Fault(path=path, method="POST", delay=2.0, times=-1))
     returncode, out, err = _interrupted("push_stop", folder, fault, 1, signal.SIGINT)
@@ -246,13 +251,7 @@ def test_signal_while_line_makes_the_audience_stops_the_wait_and_counts_the_ids(
     sandbox = sandbox_server.sandbox
     sandbox.job_seconds = 120.0  # LINE takes two minutes to add the IDs
     folder = tmp_path / "wf"
-    _push_workflow(folder, sandbox_server.url)
-    dig = folder / "push_stop.dig"
-    dig.write_text(
-        dig.read_text()
-        .replace("target: push_message", "target: audience\n    audience_name: waitaud")
-        .replace("""    template_message: '{"type": "text", "text": "hi {{name}}"}'\n""", "")
-    )
+    _audience_workflow(folder, sandbox_server.url, "waitaud")
     looks = sandbox.add_fault(Fault(path="/v2/bot/audienceGroup/", method="GET", times=-1))
     ran = run_and_signal("push_stop", folder, lambda _: looks.hits >= 2, signals, gap=0.3)
     assert ran.code != 0, ran.text
