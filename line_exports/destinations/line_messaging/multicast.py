@@ -7,16 +7,13 @@ import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from dagster import DagsterExecutionInterruptedError
-
 from line_exports.destination import DeliveryReport, ExportRun, ValidRows, not_isolated
 from line_exports.destinations.line_messaging.client import LineMessagingClient, retry_key
 from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
     count_not_resent,
-    counted_at_once,
-    counted_on_signal,
+    counted_stop,
     finish,
     left_by_earlier,
     named_recipient,
@@ -27,7 +24,6 @@ from line_exports.destinations.line_messaging.settings import (
     LineMessagingSettings,
 )
 from line_exports.http import RetrySettings
-from line_exports.interrupts import DeliveryInterrupted
 from line_exports.rules import ROW_NUMBER
 
 
@@ -223,7 +219,7 @@ def deliver_multicast(
 
     # A signal (run.progress raises between groups): the pool's exit waits for the groups in
     # flight, so every request sent is answered and in the tally when it is counted below.
-    try:
+    with counted_stop(report, tally, "multicast", run):  # counted with LINE's answers
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
             in_flight: list[Future[tuple[int, int]]] = []
             for numbers, recipients, mark, resumed in recipient_groups():
@@ -244,12 +240,6 @@ def deliver_multicast(
                 report.sent_rows += handled
                 splits += made
         run.progress(report.sent_rows)
-    except DeliveryInterrupted:
-        pass
-    except DagsterExecutionInterruptedError:  # stopped at once: what LINE answered so far
-        counted_at_once(report, tally, "multicast")
-        raise
-    counted_on_signal(report, tally, "multicast", run)
     report.metadata["multicast_batch_splits"] = splits
     report.metadata["batch_size_multicast"] = settings.batch_size_multicast
     return finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")

@@ -6,8 +6,6 @@ import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from dagster import DagsterExecutionInterruptedError
-
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
 from line_exports.destinations.line_messaging.aio_push import Push, send_pushes
 from line_exports.destinations.line_messaging.client import LineMessagingClient, push_key_maker
@@ -16,8 +14,7 @@ from line_exports.destinations.line_messaging.quota import allowance
 from line_exports.destinations.line_messaging.sending import (
     Tally,
     count_not_resent,
-    counted_at_once,
-    counted_on_signal,
+    counted_stop,
     finish,
     left_by_earlier,
     nothing_sent,
@@ -30,7 +27,6 @@ from line_exports.destinations.line_messaging.settings import (
     LineMessagingSettings,
 )
 from line_exports.http import RetrySettings
-from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger import GroupRecorder
 from line_exports.outcomes import unanswered_before
 from line_exports.rules import ROW_NUMBER, reject
@@ -119,23 +115,24 @@ def deliver_push(
                 return
 
     def send(batches: Iterator[list[Push]]) -> None:
-        try:
-            if client.http.debug:  # bodies logged by the threaded client
-                send_threaded(
-                    client, batches, settings.push_concurrency, run, tally, recorder, keep
-                )
-            else:
-                send_pushes(
-                    client, batches, settings.push_concurrency, run, tally, recorder.record, keep
-                )
-        except DeliveryInterrupted:  # between two batches (run.progress): counted just below
-            pass
-        except DagsterExecutionInterruptedError:  # stopped at once: what LINE answered so far
-            counted_at_once(report, tally, "push")
-            raise
-        finally:
-            recorder.flush()
-        counted_on_signal(report, tally, "push", run)  # a signal: stop with LINE's answers
+        with counted_stop(report, tally, "push", run):  # a signal: stop with LINE's answers
+            try:
+                if client.http.debug:  # bodies logged by the threaded client
+                    send_threaded(
+                        client, batches, settings.push_concurrency, run, tally, recorder, keep
+                    )
+                else:
+                    send_pushes(
+                        client,
+                        batches,
+                        settings.push_concurrency,
+                        run,
+                        tally,
+                        recorder.record,
+                        keep,
+                    )
+            finally:
+                recorder.flush()
 
     # One message per push (LINE counts recipients, not message objects), before any is sent.
     # On a resumed run the pushes the ledger shows accepted are not needed again, and those an

@@ -11,10 +11,13 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from dagster import DagsterExecutionInterruptedError
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun
 from line_exports.destinations.line_messaging.auth import TokenError
@@ -31,6 +34,7 @@ from line_exports.destinations.line_messaging.settings import (
     RETRY_KEY_TTL_SECONDS,
 )
 from line_exports.http import ApiError, RetrySettings
+from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import failure_mark, pending_record, recorded_error
 from line_exports.outcomes import Earlier, count_failed_request, unanswered_before
 from line_exports.rules import reject
@@ -464,23 +468,28 @@ def cut_off(tally: Tally, row_numbers: list[int], key: str, path: str) -> None:
         tally.failed.append((list(row_numbers), cut, tally.earlier.get(key, Earlier())))
 
 
-def counted_at_once(report: DeliveryReport, tally: Tally, kind: str) -> None:
-    """A run stopped at once (a second SIGINT / SIGTERM): ``report`` counts what LINE
-    answered so far (as :func:`finish` does), for the export's counts."""
-    _classify_refusals(report, tally, kind)
+@contextmanager
+def counted_stop(report: DeliveryReport, tally: Tally, kind: str, run: Any) -> Iterator[None]:
+    """Around a push or multicast sender: when the run is stopped, ``report`` counts what LINE
+    answered so far (as :func:`finish` does) and the stop goes on.
 
+    * Asked to stop between requests (SIGINT / SIGTERM; ``run.progress`` raised
+      :class:`~line_exports.interrupts.DeliveryInterrupted`, or the sender returned once its
+      requests in flight were answered): the run stops after the block with
+      ``DeliveryInterrupted``, which the export turns into its counts.
+    * Stopped at once (a second signal, ``DagsterExecutionInterruptedError``): counted, re-raised.
 
-def counted_on_signal(report: DeliveryReport, tally: Tally, kind: str, run: Any) -> None:
-    """After SIGINT / SIGTERM the sender stopped once its requests in flight were answered:
-    ``report`` counts what LINE answered (as :func:`finish` does), and the run stops
-    (:class:`~line_exports.interrupts.DeliveryInterrupted`, which the export turns into its
-    counts). Nothing happens while the run was not asked to stop."""
-    if not run.interrupted:
-        return
-    from line_exports.interrupts import DeliveryInterrupted
-
-    _classify_refusals(report, tally, kind)
-    raise DeliveryInterrupted(run.interrupted)
+    Nothing changes while the run was not asked to stop."""
+    try:
+        yield
+    except DeliveryInterrupted:
+        pass
+    except DagsterExecutionInterruptedError:
+        _classify_refusals(report, tally, kind)
+        raise
+    if run.interrupted:
+        _classify_refusals(report, tally, kind)
+        raise DeliveryInterrupted(run.interrupted)
 
 
 def finish(
