@@ -5,9 +5,7 @@ and match what the sandbox holds."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,46 +14,10 @@ import pytest
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sandbox.line_conversion import refuse_events, store_of
 from line_exports.sandbox.line_messaging import store_of as line_store
-from line_exports_tests.cli_helpers import CLI
-from line_exports_tests.test_stop_counts_interrupt import _table_row
+from line_exports_tests.test_stop_counts_interrupt import _table_row, stopped_run
 
 RECIPIENTS = 60
 OUTCOMES = ("rejected", "refused", "unsent", "unknown", "accepted")
-
-
-def stopped_run(
-    task: str, folder: Path, fault: Fault, hits: int, signo: signal.Signals = signal.SIGINT
-) -> tuple[int, str, str, int, float]:
-    """``line-exports run TASK`` in a child process, sent ``signo`` (to its process group, as a
-    terminal's Ctrl-C) once ``fault`` has seen ``hits`` requests: (exit code, stdout, stderr,
-    requests the sandbox had seen when the signal was sent, seconds from the signal to the
-    exit)."""
-    env = {k: v for k, v in os.environ.items() if k != "LINE_EXPORTS_RETRY_WAIT_SCALE"}
-    child = subprocess.Popen(
-        [str(CLI), "run", task, "--workflows", str(folder)],
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        started = time.monotonic()
-        while fault.hits < hits and child.poll() is None and time.monotonic() - started < 240:
-            time.sleep(0.01)
-        assert child.poll() is None, (
-            f"the run ended before it was interrupted: {child.communicate()}"
-        )
-        at_signal = fault.hits
-        os.killpg(child.pid, signo)
-        signalled = time.monotonic()
-        out, err = child.communicate(timeout=120)
-        seconds = time.monotonic() - signalled
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.communicate()
-    return child.returncode, out, err, at_signal, seconds
 
 
 def line_workflow(folder: Path, url: str, settings: str) -> None:

@@ -61,15 +61,17 @@ def _table_row(out: str, task: str) -> dict[str, int]:
     return {c: int(cells[c].replace(",", "")) for c in COLUMNS}
 
 
-def _interrupted(
-    task: str, folder: Path, fault: Fault, hits: int, signo: signal.Signals
-) -> tuple[int, str, str]:
+def stopped_run(
+    task: str, folder: Path, fault: Fault, hits: int, signo: signal.Signals = signal.SIGINT
+) -> tuple[int, str, str, int, float]:
     """``line-exports run TASK`` in a child process, sent ``signo`` (to its process group, as a
-    terminal's Ctrl-C or a supervisor does) once ``fault`` has seen ``hits`` requests: its exit
-    code, stdout and stderr."""
+    terminal's Ctrl-C) once ``fault`` has seen ``hits`` requests: (exit code, stdout, stderr,
+    requests the sandbox had seen when the signal was sent, seconds from the signal to the
+    exit)."""
+    env = {k: v for k, v in os.environ.items() if k != "LINE_EXPORTS_RETRY_WAIT_SCALE"}
     child = subprocess.Popen(
         [str(CLI), "run", task, "--workflows", str(folder)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -78,15 +80,20 @@ def _interrupted(
     try:
         started = time.monotonic()
         while fault.hits < hits and child.poll() is None and time.monotonic() - started < 240:
-            time.sleep(0.02)
-        assert child.poll() is None, "the run ended before it was interrupted"
+            time.sleep(0.01)
+        assert child.poll() is None, (
+            f"the run ended before it was interrupted: {child.communicate()}"
+        )
+        at_signal = fault.hits
         os.killpg(child.pid, signo)
+        signalled = time.monotonic()
         out, err = child.communicate(timeout=120)
+        seconds = time.monotonic() - signalled
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.communicate()
-    return child.returncode, out, err
+    return child.returncode, out, err, at_signal, seconds
 
 
 @pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
@@ -96,7 +103,7 @@ def test_interrupted_cli_run_reports_what_it_sent(
     folder = tmp_path / "wf"
     _workflow(folder, sandbox_server.url)
     fault = sandbox_server.sandbox.add_fault(Fault(path="/v1/", method="POST", delay=0.4, times=-1))
-    returncode, out, err = _interrupted("capi_stop", folder, fault, 3, signo)
+    returncode, out, err, *_ = stopped_run("capi_stop", folder, fault, 3, signo)
     assert returncode != 0, out + err
     counts = _table_row(out, "capi_stop")
     held = sum(len(v) for v in store_of(sandbox_server.sandbox).events.values())
@@ -143,7 +150,7 @@ def test_interrupted_push_stops_after_its_pushes_in_flight_and_counts_them(
     _push_workflow(folder, sandbox_server.url)
     path = "/v2/bot/message/push"
     fault = sandbox_server.sandbox.add_fault(Fault(path=path, method="POST", delay=0.4, times=-1))
-    returncode, out, err = _interrupted("push_stop", folder, fault, 50, signo)
+    returncode, out, err, *_ = stopped_run("push_stop", folder, fault, 50, signo)
     counts = _table_row(out, "push_stop")
     held = sum(len(v) for v in line_store(sandbox_server.sandbox).inbox.values())
     assert (
@@ -192,7 +199,7 @@ def test_interrupted_narrowcast_or_broadcast_counts_what_line_took(
     _campaign_workflow(folder, sandbox_server.url, target)
     path = f"/v2/bot/message/{target}"
     fault = sandbox_server.sandbox.add_fault(Fault(path=path, method="POST", delay=1.0, times=-1))
-    returncode, out, err = _interrupted("campaign_stop", folder, fault, 2, signal.SIGINT)
+    returncode, out, err, *_ = stopped_run("campaign_stop", folder, fault, 2, signal.SIGINT)
     assert returncode != 0, out + err
     counts = _table_row(out, "campaign_stop")
     assert (
@@ -227,7 +234,7 @@ def test_interrupted_audience_upload_counts_the_ids_line_took(
     _audience_workflow(folder, sandbox_server.url, "stopaud")
     path = "/v2/bot/audienceGroup/upload"
     fault = sandbox_server.sandbox.add_fault(Fault(path=path, method="POST", delay=2.0, times=-1))
-    returncode, out, err = _interrupted("push_stop", folder, fault, 1, signal.SIGINT)
+    returncode, out, err, *_ = stopped_run("push_stop", folder, fault, 1, signal.SIGINT)
     assert returncode != 0, out + err
     counts = _table_row(out, "push_stop")
     audiences = line_store(sandbox_server.sandbox).audiences.values()
