@@ -32,7 +32,7 @@ from line_exports_tests.test_outcomes import adds_up, outcome_metadata, table_ro
 QUOTA_READ = b"GET /v2/bot/message/quota/consumption"
 BOT_INFO = b"GET /v2/bot/info"
 REOPEN = 4.0  # seconds the gate stays closed: past the first attempt's retry after 1 s
-DELAY = 6.0  # the step retry starts once the gate reopened
+DELAY = 6.0  # the step retry starts once the gate reopened (no wait when it never reopens)
 CLOSINGS = {
     # The last read before each attempt sends: the first attempt reads the quota, its retry
     # resends what the first left pending before reading anything (the gate stays shut).
@@ -54,7 +54,8 @@ def test_requests_that_never_reached_line_are_unsent_after_a_step_retry(
     closings, reopen = CLOSINGS[target, sync_mode]
     upstream = (sandbox_server.host, sandbox_server.port)
     with Gate(upstream, closings, reopen) as gate:
-        result = coupon_run(gate.url, target, sync_mode, dg.RetryPolicy(max_retries=1, delay=DELAY))
+        retry = dg.RetryPolicy(max_retries=1, delay=DELAY if reopen else 0)
+        result = coupon_run(gate.url, target, sync_mode, retry)
     assert gate.closings == len(closings), [(r.method, r.path) for r in sandbox.requests]
     assert sum(e.event_type_value == "STEP_RESTARTED" for e in result.all_events) == 1
     assert not result.success
@@ -92,7 +93,7 @@ def test_broadcasts_that_never_reached_line_are_unsent_after_a_step_retry(
             "initial_retry_wait": 1,
             "max_retry": 1,
         },
-        retry_policy=dg.RetryPolicy(max_retries=1, delay=DELAY),
+        retry_policy=dg.RetryPolicy(max_retries=1),  # the gate never reopens: no wait
     )
     upstream = (sandbox_server.host, sandbox_server.port)
     with Gate(upstream, [followers], None) as gate:
