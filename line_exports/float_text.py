@@ -5,14 +5,20 @@
   writes it (``x::VARCHAR``), which is Python's ``repr``: the shortest text that reads back as
   the same double, ``2.0``, ``-0.0``, ``0.1``, ``1e+16``, ``1e-05``
   (``line_exports_tests/test_texts_floats.py`` checks DuckDB's own text).
-* A FLOAT/REAL (``Float32``; PostgreSQL ``real`` too, :mod:`line_exports.dbapi_values`) by the
-  same rule at single precision, as DuckDB writes it: ``0.1`` (not 0.10000000149011612),
-  ``1000000000000000.0``, ``0.0001``.
-* An upstream DataFrame's plain ``float64`` column is what pandas makes of an integer column
-  with a missing value, so a whole number that fits in int64 is written as that integer
-  (``1.0`` is ``1``, ``1e16`` is ``10000000000000000``), any other value as above. Decided
-  per value: a column of whole numbers no longer prints differently when one row holds a
-  fraction (a row's text changed between chunks and ``sync_mode: diff`` runs).
+* A FLOAT/REAL (a float32 in any holder: ``Float32``, numpy ``float32``,
+  ``pd.ArrowDtype(pa.float32())``, an ``np.float32`` cell; PostgreSQL ``real`` too,
+  :mod:`line_exports.dbapi_values`) by the same rule at single precision, as DuckDB writes a
+  FLOAT: ``0.1`` (not 0.10000000149011612), ``1000000000000000.0`` (not 999999986991104),
+  ``-0.0``, ``0.0001``; a half-precision float (numpy ``float16``, Arrow ``halffloat``) at its
+  own precision (``np.float16(0.1)`` is ``0.1``).
+* A Python ``float`` (or ``np.float64``) cell of an object column is a double: its repr, as
+  above (``1.0``, ``-0.0``).
+* An upstream DataFrame's plain numpy ``float64`` column is what pandas makes of an integer
+  column with a missing value, so a whole number that fits in int64 is written as that integer
+  (``1.0`` is ``1``, ``1e16`` is ``10000000000000000``), any other value as above (``-0.0``
+  stays ``-0.0``: no integer is negative zero). The only rule that looks at the holder, and
+  only at this one; decided per value: a column of whole numbers no longer prints differently
+  when one row holds a fraction (a row's text changed between chunks and ``sync_mode: diff``).
 
 NaN and NULL are missing values (left to the caller); ±Infinity is ``inf``/``-inf``, which the
 rules refuse as a ``type`` reject before any is sent.
@@ -20,45 +26,55 @@ rules refuse as a ``type`` reject before any is sent.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 INT64_LIMIT = 2**63
 
 
-def shortest(value: float, single: bool = False) -> str:
-    """``value``'s shortest round-trip text, DuckDB's and Python's ``repr`` form; ``single``:
-    at single precision (the shortest digits that read back as the same float32)."""
-    if single:
+def shortest(value: float, bits: int = 64) -> str:
+    """``value``'s shortest round-trip text, DuckDB's and Python's ``repr`` form, at ``bits``
+    precision (32: the shortest digits that read back as the same float32, as DuckDB writes a
+    FLOAT; 16: a half-precision float's)."""
+    if bits == 32:
         value = float(str(np.float32(value)))  # those digits, written by repr's rules below
+    elif bits == 16:
+        value = float(str(np.float16(value)))
     return repr(float(value))
+
+
+_BITS = {np.dtype("float32"): 32, pd.Float32Dtype(): 32, np.dtype("float16"): 16}
+
+
+def float_bits(dtype: object) -> int:
+    """The precision (16, 32 or 64 bits) of a float column's ``dtype``, ``pd.ArrowDtype``'s too."""
+    if isinstance(dtype, pd.ArrowDtype):
+        dtype = dtype.numpy_dtype
+    return _BITS.get(dtype, 64)  # type: ignore[call-overload]
 
 
 def float_text(series: pd.Series) -> pd.Series:
     """A float column as nullable strings, each value by the rules of the module docstring."""
-    single = series.dtype in (np.float32, pd.Float32Dtype())
-    upstream = not isinstance(series.dtype, pd.api.extensions.ExtensionDtype)
+    bits = float_bits(series.dtype)
     values = series.to_numpy(dtype="float64", na_value=np.nan)
-    if single:
-        text = series.map(lambda v: shortest(v, True), na_action="ignore").astype("string")
+    if bits < 64:
+        text = series.map(lambda v: shortest(v, bits), na_action="ignore").astype("string")
     else:  # pandas writes a float64 as repr does
         text = pd.Series(values, index=series.index).astype("string")
-    if upstream:
+    if series.dtype == np.float64:  # pandas' integer column with a missing value
         with np.errstate(invalid="ignore"):
             whole = np.isfinite(values) & (np.abs(values) < INT64_LIMIT)
             whole &= values == np.floor(np.where(whole, values, 0))
+            whole &= ~((values == 0) & np.signbit(values))  # -0.0 is no integer
         if whole.any():
             text[whole] = pd.Series(values[whole]).astype("int64").astype(str).to_numpy()
     return text
 
 
 def python_float_text(value: float | np.floating) -> str:
-    """A Python ``float`` (or numpy float, e.g. a PostgreSQL ``real``) cell of an object column
-    (an upstream frame's, or a driver's in a column of mixed kinds) as a plain ``float64``
-    column's value is written."""
-    number = float(value)
-    if math.isfinite(number) and number.is_integer() and abs(number) < INT64_LIMIT:
-        return str(int(number))
-    return shortest(number, isinstance(value, np.float32))
+    """One float cell of an object column (an upstream frame's, or a driver's in a column of
+    mixed kinds, a PostgreSQL ``real``'s ``np.float32``) as its value is written at its own
+    precision: a Python ``float`` or ``np.float64`` is a double (``1.0``, ``-0.0``; the integer
+    rule is a ``float64`` column's only), an ``np.float32`` a FLOAT, an ``np.float16`` a half."""
+    bits = float_bits(np.dtype(type(value))) if isinstance(value, np.floating) else 64
+    return shortest(float(value), bits)

@@ -317,7 +317,10 @@ def _unions_marked(frame: pd.DataFrame, unions: list[tuple[int, str]]) -> pd.Dat
 def rows_frame(names: list[str], rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     """DB-API rows as a DataFrame of exact types (see :func:`line_exports.values.arrow_to_pandas`).
 
-    A column Arrow cannot type as one (SQLite lets a column mix kinds) stays Python objects.
+    A column Arrow cannot type as one (SQLite lets a column mix kinds) stays Python objects,
+    and so does one mixing Python ``int`` and ``float`` (a SQLite column of INTEGER and REAL
+    values: Arrow would make the INTEGER 1 a double, written ``1.0``; each is written as SQLite
+    prints it, ``1`` and ``2.0``).
     """
     columns: dict[int, pd.Series] = {}
     for i, values in enumerate(zip(*rows, strict=True)):
@@ -327,6 +330,8 @@ def rows_frame(names: list[str], rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
             values, marks = special  # type: ignore[assignment]
         if special is not None and all(v is None or isinstance(v, Decimal) for v in values):
             columns[i] = pd.Series(values, dtype=object)  # each NUMERIC keeps its own digits
+        elif {int, float} <= set(map(type, values)):  # SQLite: INTEGER and REAL values
+            columns[i] = pd.Series(values, dtype=object)  # 1 stays 1, 2.0 stays 2.0
         else:
             try:
                 array = pa.array(values)

@@ -853,7 +853,7 @@ def scalar_text(value: Any, timezone: str = "UTC", infinity: str = "inf") -> str
         return value.text
     if isinstance(value, (bytes, bytearray, memoryview)):
         return blob_text(value)
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):  # DuckDB's BOOLEAN text, a NumPy bool's too
         return "true" if value else "false"
     if isinstance(value, (float, np.floating)) and math.isinf(value):
         return infinity_text(float(value), infinity)

@@ -170,7 +170,7 @@ def _float32() -> st.SearchStrategy[Column]:
     values = st.lists(st.one_of(st.none(), floats, st.just(0.1)), min_size=1, max_size=6)
     # A FLOAT travels as DuckDB writes it: its shortest digits (0.1, not 0.10000000149011612).
     return values.map(
-        lambda v: (pa.float32(), v, [None if x is None else shortest(x, True) for x in v])
+        lambda v: (pa.float32(), v, [None if x is None else shortest(x, 32) for x in v])
     )
 
 
