@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from line_exports.http import ApiError, HttpClient, backoff
+from line_exports.http import ApiError, HttpClient, backoff, may_have_acted
 
 T = TypeVar("T")
 
@@ -27,20 +27,23 @@ def create_once(
     retryable failure and the pause, ``made()`` looks for what that attempt created, returned
     instead of creating again (None: nothing found, send again).
 
-    Raises the last attempt's :class:`ApiError`, whose ``unanswered`` counts the earlier attempts
-    that may have reached the API unanswered (:func:`~line_exports.outcomes.fate_of`); when
+    Raises the last attempt's :class:`ApiError`, whose ``unanswered`` and ``server_errors``
+    count the earlier attempts that may have reached the API unanswered and those it answered
+    a 5xx (:func:`~line_exports.outcomes.fate_of`); ``made()`` found nothing after each of them
+    (the caller's :class:`~line_exports.outcomes.Earlier` says so with ``none_made``). When
     ``made()`` itself fails, the create's error is raised (whether it took is not known).
     """
     retry = http.retry
-    unanswered = 0
+    unanswered = server_errors = 0
     for attempt in range(retry.max_retry + 1):
         try:
             return create()
         except ApiError as exc:
-            exc.unanswered = unanswered
+            exc.unanswered, exc.server_errors = unanswered, server_errors
             if not exc.retryable or attempt == retry.max_retry:
                 raise
             unanswered += exc.status is None and exc.reached
+            server_errors += exc.status is not None and may_have_acted(exc.status)
             http.stats.retries += 1
             wait = (
                 exc.retry_after

@@ -202,10 +202,12 @@ class DeliveryReport:
       the one rule for every destination); rows the
       API refused only as a count, without naming them (MAAC's ``mismatch_num``), go in
       ``refused_unnamed``.
-    * ``unknown``: rows sent whose fate nobody can tell: the request went out and no answer
-      came (:func:`~line_exports.outcomes.fate_of`), or its answer was lost and it can no
-      longer be asked again safely (LINE forgets a retry key after 24 hours, so a resend could
-      deliver twice). Reject tables with rule ``delivery_unknown``.
+    * ``unknown``: rows sent whose fate nobody can tell (:func:`~line_exports.outcomes.fate_of`):
+      the request went out and no answer came, or the API answered a 5xx once the retries were
+      spent (it may have acted, in whole or part), or an earlier attempt got one of those and a
+      later one a 429 (which undoes nothing); or its answer was lost and it can no longer be
+      asked again safely (LINE forgets a retry key after 24 hours, so a resend could deliver
+      twice). Reject tables with rule ``delivery_unknown``.
     * ``accepted_rows``: rows the API accepted (a resumed batch's rows count as accepted).
     * unsent: the rest, rows never sent because the run stopped (counted by the export as
       valid - rejected - ``sent_rows``).

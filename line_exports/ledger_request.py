@@ -38,7 +38,9 @@ import pandas as pd
 from line_exports.destination import DeliveryReport
 from line_exports.http import ApiError, may_have_acted
 from line_exports.outcomes import (
+    EARLIER_5XX,
     EARLIER_ANSWER,
+    EARLIER_UNANSWERED,
     NOT_REACHED,
     Earlier,
     Fate,
@@ -47,6 +49,9 @@ from line_exports.outcomes import (
 )
 
 PENDING = "pending"
+_MARKED = {"state", "at", EARLIER_ANSWER, EARLIER_UNANSWERED, EARLIER_5XX}
+"""Fields of a pending record a mark writes anew; any other is a :meth:`LedgerRequest.sending`
+extra."""
 
 
 class LedgerLike(Protocol):
@@ -104,12 +109,18 @@ def recorded_error(state: dict[str, Any], where: str) -> ApiError:
     it with :func:`~line_exports.outcomes.unanswered_before` of the same record: the last
     status it was answered (:data:`~line_exports.outcomes.EARLIER_ANSWER`, retries spent),
     never reached (:data:`~line_exports.outcomes.NOT_REACHED`: unsent), or no answer recorded
-    (it may have reached the API: unknown; so is a text answer, which holds no status). For a
-    request a run stops before sending again: its rows are counted by what the ledger knows of
-    it."""
+    (it may have reached the API: unknown; so is a text answer, which holds no status). A
+    record that counts what its attempts got (:data:`~line_exports.outcomes.EARLIER_5XX`,
+    :data:`~line_exports.outcomes.EARLIER_UNANSWERED`) but no last answer: this attempt did not
+    reach the API with it (it was not sent again), and the counts say the rest ("a 5xx answer to
+    1 earlier attempt(s), then LINE was not reached ...", not "no answer recorded" although the
+    API answered 500: VERIFY-13k F3). For a request a run stops before sending again: its rows
+    are counted by what the ledger knows of it."""
     answer = state.get(EARLIER_ANSWER)
     if answer == NOT_REACHED:
         return ApiError(f"{where} never left", path=where, reached=False)
+    if answer is None and EARLIER_UNANSWERED in state:
+        return ApiError(where, path=where, reached=False)
     if answer is None:
         return ApiError(f"{where}: no answer recorded", path=where)
     if not str(answer).isdigit():  # a text answer (MAAC's failed import): no status to go by
@@ -179,13 +190,18 @@ class LedgerRequest:
     def failed(self, exc: ApiError) -> None:
         """The call failed for good: mark its pending record by :func:`failure_mark` (what may
         have acted, counted; else its status, or not reached, so the next step attempt counts
-        its rows unsent, not of unknown delivery)."""
-        self.ledger.record(
-            self.key, pending_record(self.first_sent, **failure_mark(exc, self.earlier_unanswered))
-        )
+        its rows unsent, not of unknown delivery); its :meth:`sending` extras kept."""
+        mark = failure_mark(exc, self.earlier_unanswered)
+        self.ledger.record(self.key, pending_record(self.first_sent, **self._extras(), **mark))
 
     def _mark(self, answer: int | str) -> None:
-        self.ledger.record(self.key, pending_record(self.first_sent, **{EARLIER_ANSWER: answer}))
+        mark = {EARLIER_ANSWER: answer}
+        self.ledger.record(self.key, pending_record(self.first_sent, **self._extras(), **mark))
+
+    def _extras(self) -> dict[str, Any]:
+        """The :meth:`sending` extras of the pending record (MAAC's ``before``), kept by a mark:
+        the next step attempt reads them."""
+        return {k: v for k, v in (self.pending or {}).items() if k not in _MARKED}
 
     def count_failed(
         self,

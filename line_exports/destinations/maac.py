@@ -13,7 +13,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -476,6 +476,10 @@ class SegmentTarget:
         else:
             before = {int(s["id"]) for s in client.segments_named(name)}
         made = client.new_segment(name, before) if request.earlier_unanswered else None
+        if made is None:
+            # Looked up by name (above, and by create_once after each failed attempt): nothing
+            # made, so a 5xx an attempt got did not act (outcomes.fate_of, Earlier.none_made).
+            request.earlier_unanswered = replace(request.earlier_unanswered, none_made=True)
         return cls(None, before, made)
 
     def write(

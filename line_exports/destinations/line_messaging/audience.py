@@ -11,7 +11,7 @@ import hashlib
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,9 @@ from line_exports.destinations.line_messaging.settings import (
     AUDIENCE_JSON_MAX_IDS,
     LineMessagingSettings,
 )
-from line_exports.http import ApiError
-from line_exports.ledger_request import LedgerRequest
-from line_exports.outcomes import DELIVERY_UNKNOWN, REQUEST_REFUSED, Earlier
+from line_exports.http import ApiError, may_have_acted
+from line_exports.ledger_request import LedgerRequest, pending_record
+from line_exports.outcomes import DELIVERY_UNKNOWN, EARLIER_ANSWER, REQUEST_REFUSED, Earlier
 from line_exports.rules import ROW_NUMBER, reject
 
 
@@ -132,6 +132,7 @@ def deliver_audience(
     audience_id, action = find_audience(client, settings, run, exclude)
     created_key = _created_key(settings, exclude)
     jobs: dict[str, tuple[int, int]] = {}  # upload job's description: (first row, rows)
+    job_keys: dict[str, tuple[str, int]] = {}  # its description: (ledger key, earlier FAILED)
     uploads = 0
     # One upload's IDs at a time go to a file in the run's work dir (next to the spool),
     # deleted once sent: memory stays flat however many IDs there are.
@@ -146,12 +147,18 @@ def deliver_audience(
                 ids.digest,
                 *(["rebuild"] if exclude is not None else []),
             )
-            job = f"line_exports {run.name} {key[:16]}"[:300]
             request = LedgerRequest.look_up(run.ledger, key)
+            # An upload whose job LINE ended FAILED is sent again under a new description:
+            # the failed job keeps the old one in the audience's job list.
+            failures = int((request.pending or {}).get(JOB_FAILED, 0))
+            again = f" (upload {failures + 1})" if failures else ""
+            job = f"line_exports {run.name} {key[:16]}"[: 300 - len(again)] + again
             if (done := request.result) is not None:
                 report.resumed_rows += ids.count
                 audience_id = audience_id or int(done["audience_id"])
-                jobs[str(done["job"])] = (part * chunk, ids.count)
+                job = str(done["job"])
+                jobs[job] = (part * chunk, ids.count)
+                job_keys[job] = (key, int(done.get(JOB_FAILED, 0)))
             else:
 
                 def upload(target: int | None, ids: IdFile = ids, job: str = job) -> dict[str, Any]:
@@ -172,14 +179,16 @@ def deliver_audience(
                     )
 
                 if audience_id is None:
-                    # No audience of that name: an earlier attempt's create did not make it
-                    # (looked up by name), so what that attempt got does not carry over.
-                    request.earlier_unanswered = Earlier()
-                request.sending()  # a step retry knows what this attempt got (a 5xx...)
+                    # No audience of that name (looked up by name): an earlier attempt's create
+                    # answered 5xx made nothing (outcomes.Earlier.none_made); a lost answer
+                    # still may have (it may be under way).
+                    request.earlier_unanswered = replace(request.earlier_unanswered, none_made=True)
+                # a step retry knows what this attempt got (a 5xx...)
+                request.sending(**({JOB_FAILED: failures} if failures else {}))
                 try:
                     if audience_id is None:
                         audience_id, uploaded = create_audience(
-                            client, settings, run, upload, exclude
+                            client, settings, run, upload, exclude, request
                         )
                         uploads += uploaded
                         action = "created"
@@ -198,8 +207,9 @@ def deliver_audience(
                         report,
                         retryable=exc.retryable,
                     ) from None
-                request.succeeded({"audience_id": audience_id, "job": job})
+                request.succeeded({"audience_id": audience_id, "job": job, JOB_FAILED: failures})
                 jobs[job] = (part * chunk, ids.count)
+                job_keys[job] = (key, failures)
         finally:
             ids.path.unlink(missing_ok=True)
         report.sent_rows += ids.count
@@ -213,9 +223,16 @@ def deliver_audience(
             )
     except UploadJobsFailed as exc:
         # Only the rows of the jobs LINE failed are refused; the others joined the audience.
+        # A failed job's upload is no longer done in the ledger: a re-run of the same scope
+        # sends its IDs again (as sync_mode diff / mirror send refused rows again).
         for job in exc.failed:
             numbers = row_numbers(rows, *jobs[job])
             report.refused.append(reject(numbers, "id", REQUEST_REFUSED, exc.reason(job)))
+            key, failures = job_keys[job]
+            answer = f"upload job FAILED: {exc.failed[job]}"
+            run.ledger.record(
+                key, pending_record(None, **{EARLIER_ANSWER: answer}, **{JOB_FAILED: failures + 1})
+            )
         if report.refused_rows >= report.sent_rows:
             raise DeliveryFailed(str(exc), report) from None
         final = exc.audience
@@ -247,6 +264,11 @@ def deliver_audience(
     return report
 
 
+JOB_FAILED = "jobs_failed"
+"""Ledger record field of an upload: how many of its upload jobs LINE ended FAILED before (a
+pending record after a FAILED job: its IDs are sent again, under a new job description)."""
+
+
 @contextmanager
 def _uploaded_on_stop(report: DeliveryReport, rows: ValidRows) -> Iterator[None]:
     """A signal (the first: :class:`DeliveryInterrupted`; a second, at once:
@@ -268,6 +290,7 @@ def create_audience(
     run: ExportRun,
     upload: Callable[[int | None], dict[str, Any]],
     exclude: frozenset[int] | None = None,
+    request: LedgerRequest | None = None,
 ) -> tuple[int, int]:
     """Create the audience with its first IDs: (audience id, upload requests made).
 
@@ -275,15 +298,25 @@ def create_audience(
     the audience, so it is never repeated blindly: after each such failure the audience is
     looked up by name, and if it exists the same IDs are added to it (adding an ID twice
     changes nothing); only if it does not exist is the create sent again.
+
+    Raises the last create's :class:`ApiError`, its ``unanswered`` and ``server_errors``
+    counting the earlier creates (after each, the lookup found nothing:
+    ``request.earlier_unanswered.none_made``, :func:`~line_exports.outcomes.fate_of`). When
+    the lookup finds the audience, an earlier create made it: ``request``'s earlier attempts
+    then count as having acted, for the add that follows.
     """
     requests, retry = 0, client.http.retry
+    unanswered = server_errors = 0
     for attempt in range(retry.max_retry + 1):
         try:
             requests += 1
             return int(upload(None)["audienceGroupId"]), requests
         except ApiError as exc:
+            exc.unanswered, exc.server_errors = unanswered, server_errors
             if not exc.retryable or attempt == retry.max_retry:
                 raise
+            unanswered += exc.status is None and exc.reached
+            server_errors += exc.status is not None and may_have_acted(exc.status)
             client.http.stats.retries += 1
             run.log.warning(
                 f"creating audience {settings.audience_name!r} failed ({exc}); checking whether it exists"
@@ -291,6 +324,11 @@ def create_audience(
             client.http.backoff(retry_pause(retry, attempt, exc.retry_after), exc)
             found, _ = find_audience(client, settings, run, exclude)
             if found is not None:
+                if request is not None:  # a create made it: those attempts acted
+                    made = Earlier(unanswered, server_errors)
+                    request.earlier_unanswered = made.plus(
+                        replace(request.earlier_unanswered, none_made=False)
+                    )
                 requests += 1
                 upload(found)
                 return found, requests
