@@ -217,6 +217,14 @@ def deliver_multicast(
     needed = distinct - done - sum(len(r) for _, r in pending.values())
     left = allowance(client, settings, needed, report, run, "multicast")
 
+    def collect(finished: list[Future[tuple[int, int]]]) -> None:
+        """Add the groups ``finished`` (in order, each waited for) to the counts."""
+        nonlocal splits
+        for future in finished:
+            handled, made = future.result()
+            report.sent_rows += handled
+            splits += made
+
     # A signal (run.progress raises between groups): the pool's exit waits for the groups in
     # flight, so every request sent is answered and in the tally when it is counted below.
     with counted_stop(report, tally, "multicast", run):  # counted with LINE's answers
@@ -227,18 +235,12 @@ def deliver_multicast(
                     pool.submit(deliver_unless_stopped, numbers, recipients, mark, resumed)
                 )
                 if len(in_flight) >= most_in_flight:
-                    done, in_flight = in_flight[:width], in_flight[width:]
-                    for future in done:
-                        handled, made = future.result()
-                        report.sent_rows += handled
-                        splits += made
+                    collect(in_flight[:width])
+                    in_flight = in_flight[width:]
                     run.progress(report.sent_rows)
                 if tally.fatal or (tally.refused and not skip):
                     break
-            for future in in_flight:
-                handled, made = future.result()
-                report.sent_rows += handled
-                splits += made
+            collect(in_flight)
         run.progress(report.sent_rows)
     report.metadata["multicast_batch_splits"] = splits
     report.metadata["batch_size_multicast"] = settings.batch_size_multicast
