@@ -61,7 +61,7 @@ def materialization_rows(result: Any, instance: Any = None) -> list[list[Any]]:
     """One summary row per export of a job result (columns: SUMMARY_COLUMNS): materialized, or
     failed after reading its rows (the failure's counts, or an interrupted run's read from
     ``instance``'s event log, :func:`line_exports.run_summary.outcomes`; the name marked
-    ``(failed)``)."""
+    ``(failed)``, or ``(stopped)`` when a Ctrl-C or SIGTERM stopped it)."""
     from line_exports import run_summary
 
     rows = []
@@ -69,7 +69,8 @@ def materialization_rows(result: Any, instance: Any = None) -> list[list[Any]]:
         meta = outcome.metadata
         if not meta:
             continue
-        row: list[Any] = [f"{key} (failed)" if outcome.failed else key]
+        state = "stopped" if outcome.stopped else "failed"
+        row: list[Any] = [f"{key} ({state})" if outcome.failed else key]
         for _, name in SUMMARY_COLUMNS[1:]:
             value = meta.get(name, "")
             row.append(f"{value:.2f}" if isinstance(value, float) else value)

@@ -30,6 +30,7 @@ from line_exports import (
     interrupts,
     output_mapping,
     paths,
+    retry_wait,
     sql_errors,
     sync,
 )
@@ -383,6 +384,7 @@ def _interrupted(
     exc: BaseException,
     meta: dict[str, Any],
     stage: str,
+    after: str = "",
 ) -> interrupts.Stopped:
     """An interrupt (SIGINT / SIGTERM) that stopped the export, as :class:`~line_exports.
     interrupts.Stopped` (the run ends interrupted, never retried), its headline saying what
@@ -391,7 +393,9 @@ def _interrupted(
     (Dagster records an interrupt's failure with no metadata).
 
     ``stage``: ``reading`` (the query's rows, validation), ``planning`` (after validation,
-    before the first request) or ``delivering``. Before delivery nothing was sent: every row
+    before the first request), ``delivering``, or ``waiting`` (a failed attempt waiting for
+    the step's next one, :mod:`line_exports.retry_wait`: ``meta`` is its failure's, ``after``
+    says when the next was due and why the attempt failed). Before delivery nothing was sent: every row
     read so far is never sent but those rejected, whose rejects file is kept. Between two
     requests (:class:`~line_exports.interrupts.DeliveryInterrupted`) every request sent was
     answered and counted. Stopped at once by a second signal, a request in flight is counted
@@ -400,12 +404,14 @@ def _interrupted(
     signal_name = getattr(exc, "signal_name", "") or "an interrupt"
     meta = {**meta, interrupts.STOPPED_BY: signal_name}
     context.log_event(dg.AssetObservation(asset_key=key, metadata=meta))
-    n = {k: int(meta.get(k, 0)) for k in meta if k.startswith("rows_")}
+    n = {k: int(getattr(v, "value", v) or 0) for k, v in meta.items() if k.startswith("rows_")}
     read = f"of {n['rows_read']:,} rows read" + (" so far" if stage == "reading" else "")
     if stage == "reading":
         when = "before sending anything (while reading and validating the rows)"
     elif stage == "planning":
         when = "before sending anything"
+    elif stage == "waiting":
+        when = "between step attempts"
     else:
         when = "after the request in flight" if between else "at once, mid-delivery"
     rejects = meta.get("rejects_file")
@@ -421,6 +427,29 @@ def _interrupted(
             if stage == "delivering" and not between
             else ""
         )
+        + (f"; {after}" if after else "")
+    )
+
+
+def _stopped_waiting(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    name: str,
+    signalled: interrupts.SignalReceived,
+    exc: Exception,
+    policy: dg.RetryPolicy,
+    cause: str,
+) -> interrupts.Stopped:
+    """A signal while a failed attempt waited for the step's next one
+    (:mod:`line_exports.retry_wait`): the run stops with that attempt's counts (its failure's
+    metadata, logged as the observation :func:`_interrupted` logs) and its cause."""
+    attempt, attempts = context.retry_number + 1, policy.max_retries + 1
+    after = f"step attempt {attempt} of {attempts} had failed, no other was started: {cause}"
+    meta = dict(exc.metadata) if isinstance(exc, dg.Failure) and exc.metadata else {}
+    if "rows_read" in meta:
+        return _interrupted(context, key, name, signalled, meta, "waiting", after)
+    return interrupts.Stopped(
+        f"{name}: stopped by {signalled.signal_name} between step attempts; {after}"
     )
 
 
@@ -696,8 +725,34 @@ def build_export(
         """One attempt of the step; on the last one (no retry left) an error is a failure
         whose description says the real cause (:mod:`line_exports.headlines`)."""
         try:
-            with interrupts.stop_at_once():  # a signal before delivery: stop at once
-                return attempt(context, config, **inputs)
+            # a signal before delivery, or while a failed attempt waits for the next: stop at once
+            with interrupts.stop_at_once():
+                try:
+                    return attempt(context, config, **inputs)
+                except Exception as exc:
+                    if isinstance(exc, interrupts.Stopped) or (
+                        isinstance(exc, dg.Failure) and not exc.allow_retries
+                    ):
+                        raise
+                    # Dagster retries neither a DagsterError (its boundary re-raises it) nor
+                    # anything when no attempt follows: then no wait either
+                    policy = retry_wait.retrying_policy(context, exc)
+                    if policy is None:
+                        last, retries = headlines.last_attempt(context)
+                        if not last or not retries:
+                            raise  # no retry (none, or not in this run): the error is its headline
+                        raise headlines.final_failure(name, exc, retries) from exc
+                    cause = exc.description if isinstance(exc, dg.Failure) else None
+                    cause = cause or f"{type(exc).__name__}: {exc}"
+                    cause = cause.removeprefix(f"{name}: ")
+                    try:
+                        seconds = retry_wait.wait(context, name, policy, cause)
+                    except interrupts.SignalReceived as signalled:
+                        raise _stopped_waiting(
+                            context, key, name, signalled, exc, policy, cause
+                        ) from exc
+                    context.log.info(f"{name}: waited {seconds:.0f} s; the step starts again")
+                    raise retry_wait.retry_requested(policy) from exc
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
             if isinstance(exc, interrupts.Stopped):
                 raise
@@ -706,15 +761,6 @@ def build_export(
             raise interrupts.Stopped(
                 f"{name}: stopped by {signal_name} before reading any row"
             ) from exc
-        except Exception as exc:
-            if isinstance(exc, interrupts.Stopped) or (
-                isinstance(exc, dg.Failure) and not exc.allow_retries
-            ):
-                raise
-            last, retries = headlines.last_attempt(context)
-            if not last or not retries:
-                raise  # retried by Dagster's retry policy, or none: its headline is the error
-            raise headlines.final_failure(name, exc, retries) from exc
 
     def attempt(
         context: dg.AssetExecutionContext, config: ExportSettings, **inputs: Any

@@ -39,6 +39,23 @@ class ExportOutcome:
     failed_checks: list[str] = field(default_factory=list)
     failed: bool = False
 
+    @property
+    def stopped(self) -> bool:
+        """A signal (Ctrl-C, SIGTERM) stopped this export: its counts say ``stopped_by``."""
+        return bool(self.metadata.get(STOPPED_BY))
+
+
+def task_status(outcome: ExportOutcome | None, failure: str | None) -> str:
+    """A task's status in a run table: ``stopped`` (a Ctrl-C or SIGTERM stopped it: its
+    counts say ``stopped_by``, or its step's error is a :class:`line_exports.interrupts.
+    Stopped`, e.g. before it read a row), ``failed`` (its step failed: ``failure``, the step's
+    error message, or its counts say so), ``ok``, or ``not run`` (nothing recorded)."""
+    if (outcome is not None and outcome.stopped) or (failure or "").startswith(STOPPED_PREFIX):
+        return "stopped"
+    if failure is not None or (outcome is not None and outcome.failed):
+        return "failed"
+    return "ok" if outcome is not None else "not run"
+
 
 class _BriefFormatter(logging.Formatter):
     """``HH:MM:SS LEVEL step: message``; an unexpected error with its stack, a ``dg.Failure``

@@ -553,8 +553,7 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
     for task in workflow.tasks:
         outcome = found.get(task.key.to_user_string())
         step = "__".join(task.key.path)
-        failed = step in failures or (outcome is not None and outcome.failed)  # its own step
-        status = "failed" if failed else ("ok" if outcome is not None else "not run")
+        status = run_summary.task_status(outcome, failures.get(step))  # its own step's
         meta = outcome.metadata if outcome is not None else {}
         rows.append(
             [
