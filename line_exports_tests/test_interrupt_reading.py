@@ -38,6 +38,7 @@ COLUMNS = (
 OUTCOMES = ("rejected", "refused", "unsent", "unknown", "accepted")
 HEX_ID = "'U' || lpad(printf('%x', range + 4096), 32, '0')"
 BAD_EVERY = 997  # one row in BAD_EVERY is invalid: rejected before sending
+RICH_MENU = "richmenu-" + "a" * 32  # made in the sandbox by the test (test_line_rich_menu)
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class Export:
 
 
 def exports(url: str) -> dict[str, Export]:
-    """CAPI, MAAC (members, a segment), LinkedIn and LINE push exports against the sandbox at
+    """CAPI, MAAC (members, a segment), LinkedIn, LINE push and rich menu exports against the
+    sandbox at
     ``url``; each query
     makes one row in :data:`BAD_EVERY` invalid for its destination."""
     bad = f"range % {BAD_EVERY} = 5"
@@ -80,6 +82,11 @@ def exports(url: str) -> dict[str, Export]:
             f"CASE WHEN {bad} THEN 'not-an-email' ELSE 'u' || range || '@example.com' END AS email",
             "    ad_account_id: '512345678'\n    segment_name: stop_vip\n"
             "    ignore_invalid_records: true\n    batch_size: 500\n",
+        ),
+        "rich_menu": Export(
+            f"    type: line_messaging\n    base_url: {url}\n",
+            f"CASE WHEN {bad} THEN 'bad' ELSE {HEX_ID} END AS id, '{RICH_MENU}' AS rich_menu",
+            "    target: rich_menu\n    skip_invalid_message: true\n",
         ),
         "push": Export(
             f"    type: line_messaging\n    base_url: {url}\n",

@@ -1,8 +1,8 @@
 """A second Ctrl-C (or SIGTERM) stops a run at once, and the request it cuts off in flight is of
 unknown delivery, never "never sent": it may have reached the API (here it did: the sandbox acts
 on a slow request after its client is gone). The real ``line-exports run`` in a child process
-with a RetryPolicy (``_retry: 2``), over HTTP to the sandbox, for CAPI, MAAC, LinkedIn and LINE
-push: the first requests are answered at once, the next one is slow; the first signal asks the
+with a RetryPolicy (``_retry: 2``), over HTTP to the sandbox, for CAPI, MAAC, LinkedIn, LINE
+push and LINE rich menus: the first requests are answered at once, the next one is slow; the first signal asks the
 run to stop after it, the second stops the run at once. Also: a single signal mid-send with a
 RetryPolicy ends the run (Dagster would retry the step)."""
 
@@ -18,6 +18,7 @@ import pytest
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox.line_conversion import store_of as capi_store
 from line_exports.sandbox.line_messaging import store_of as line_store
+from line_exports.sandbox.line_messaging.rich_menu import store_of as rich_menu_store
 from line_exports.sandbox.linkedin import store_of as linkedin_store
 from line_exports.sandbox.maac import store_of as maac_store
 from line_exports_tests.test_interrupt_reading import (
@@ -27,6 +28,7 @@ from line_exports_tests.test_interrupt_reading import (
     table_row,
     workflow,
 )
+from line_exports_tests.test_line_rich_menu import setup_menus
 
 SLOW = 30.0  # seconds the cut-off request waits for its answer
 ROWS = 6000
@@ -42,6 +44,8 @@ def _held(kind: str, sandbox: Sandbox) -> int:
         return sum(len(s.uids) for s in maac_store(sandbox).segments.values())
     if kind == "linkedin":
         return sum(len(s.members) for s in linkedin_store(sandbox).segments.values())
+    if kind == "rich_menu":
+        return rich_menu_store(sandbox).users_in_requests
     return sum(len(v) for v in line_store(sandbox).inbox.values())
 
 
@@ -53,6 +57,7 @@ SENDS: dict[str, tuple[str, int, int]] = {
     "maac_segment": ("/openapi/v1/custom_segment/", 0, 0),
     "linkedin": ("/rest/dmpSegments/", 500, 3),
     "push": ("/v2/bot/message/push", 1, 120),
+    "rich_menu": ("/v2/bot/richmenu/bulk/link", 500, 3),
 }
 
 
@@ -65,6 +70,7 @@ SENDS: dict[str, tuple[str, int, int]] = {
         ("linkedin", signal.SIGINT),
         ("push", signal.SIGINT),
         ("push", signal.SIGTERM),
+        ("rich_menu", signal.SIGINT),
     ],
 )
 def test_second_signal_stops_at_once_and_the_request_in_flight_is_of_unknown_delivery(
@@ -75,6 +81,8 @@ def test_second_signal_stops_at_once_and_the_request_in_flight_is_of_unknown_del
     folder = tmp_path / "wf"
     task = f"{kind}_twice"
     workflow(folder, task, exports(sandbox_server.url)[kind], rows=ROWS)
+    if kind == "rich_menu":
+        setup_menus(sandbox_server)
     quick = Fault(path=path, method="POST", delay=0.2, times=fast)
     if fast:
         sandbox.add_fault(quick)

@@ -164,32 +164,35 @@ def send_chunk(
     numbers = [int(n) for n, _ in chunk]
     key = content_key("rich_menu", menu or "unlink", users)
     done = run.ledger.done(key)
-    report.sent_rows += len(chunk)
     if done is not None and done.get("state") == "accepted":
+        report.sent_rows += len(chunk)
         report.resumed_rows += len(chunk)
         report.accepted_rows += len(chunk)
         return menu, users[0], True
     body: dict[str, Any] = {"userIds": users}
     if menu:
         body["richMenuId"] = menu
+    column = "rich_menu" if menu else "id"
     try:
-        client.http.request(
-            "POST",
-            f"/v2/bot/richmenu/bulk/{'link' if menu else 'unlink'}",
-            endpoint="richmenu",
-            ok_status=(202,),
-            json=body,
-        )
+        # A second signal cutting it off: unknown once an attempt went out (run.sending).
+        with run.sending(numbers, column, "LINE", client.http.stats):
+            client.http.request(
+                "POST",
+                f"/v2/bot/richmenu/bulk/{'link' if menu else 'unlink'}",
+                endpoint="richmenu",
+                ok_status=(202,),
+                json=body,
+            )
     except ApiError as exc:
         if exc.status != 400:
             # The one rule (outcomes.fate_of): a 4xx -> refused; a 5xx or no answer -> unknown.
-            report.sent_rows -= len(chunk)
-            fate = count_failed_request(report, numbers, "rich_menu" if menu else "id", exc, "LINE")
+            fate = count_failed_request(report, numbers, column, exc, "LINE")
             raise DeliveryFailed(
                 f"LINE rich menu request stopped the run: {fate.reason}",
                 report,
                 retryable=exc.retryable,
             ) from None
+        report.sent_rows += len(chunk)
         report.refused.append(
             reject(
                 numbers,
@@ -200,6 +203,7 @@ def send_chunk(
         )
         return None
     run.ledger.record(key, {"state": "accepted", "at": time.time()})
+    report.sent_rows += len(chunk)
     report.accepted_rows += len(chunk)
     run.progress(report.sent_rows)
     return menu, users[0], False
