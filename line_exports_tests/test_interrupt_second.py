@@ -18,6 +18,7 @@ import pytest
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox.line_conversion import store_of as capi_store
 from line_exports.sandbox.line_messaging import store_of as line_store
+from line_exports.sandbox.line_messaging.narrowcast import CampaignStore
 from line_exports.sandbox.line_messaging.rich_menu import store_of as rich_menu_store
 from line_exports.sandbox.linkedin import store_of as linkedin_store
 from line_exports.sandbox.maac import store_of as maac_store
@@ -29,6 +30,7 @@ from line_exports_tests.test_interrupt_reading import (
     workflow,
 )
 from line_exports_tests.test_line_rich_menu import setup_menus
+from line_exports_tests.test_stop_counts_interrupt import CAMPAIGNS, _campaign_workflow
 
 SLOW = 30.0  # seconds the cut-off request waits for its answer
 ROWS = 6000
@@ -130,3 +132,39 @@ def test_one_signal_mid_send_with_a_retry_policy_ends_the_run(
     assert "stopped by SIGTERM after the request in flight" in ran.text, ran.text
     time.sleep(3)  # a retry (1 s apart) would send the rest
     assert _held("capi", sandbox) == counts["accepted"], ran.text
+
+
+@pytest.mark.parametrize("target", ["narrowcast", "broadcast"])
+def test_second_signal_during_a_campaign_request_counts_it_of_unknown_delivery(
+    sandbox_server: SandboxServer, tmp_path: Path, target: str
+) -> None:
+    """A narrowcast or broadcast cut off in flight by a second signal may have reached LINE
+    (here it did): of unknown delivery, and the campaigns LINE took before it accepted (it
+    counted every row never sent: 0 accepted, 0 unknown)."""
+    sandbox = sandbox_server.sandbox
+    folder = tmp_path / "wf"
+    _campaign_workflow(folder, sandbox_server.url, target)
+    path = f"/v2/bot/message/{target}"
+    quick = sandbox.add_fault(Fault(path=path, method="POST", delay=0.2, times=2))
+    slow = sandbox.add_fault(Fault(path=path, method="POST", delay=SLOW, times=-1))
+    ran = run_and_signal(
+        "campaign_stop", folder, lambda _: slow.hits >= 1, [signal.SIGINT, signal.SIGTERM], 0.5
+    )
+    assert ran.code != 0, ran.text
+    assert ran.seconds < SLOW - 8, (ran.seconds, ran.text)  # at once, not after the answer
+    counts = table_row(ran.out, "campaign_stop")
+    assert counts["read"] == CAMPAIGNS == sum(counts[c] for c in OUTCOMES), ran.out
+    assert counts["accepted"] == quick.hits == 2 and counts["refused"] == 0, (counts, ran.text)
+    assert counts["unknown"] == slow.hits == 1, (counts, ran.text)
+    assert counts["unsent"] == CAMPAIGNS - 3, ran.out
+    assert "stopped by SIGTERM at once" in ran.text, ran.text
+    # It did reach LINE: the sandbox makes the campaign once the request's delay is over.
+    campaigns = sandbox.store("line_messaging_campaigns", CampaignStore)
+
+    def made() -> int:
+        return len(campaigns.narrowcasts) if target == "narrowcast" else campaigns.broadcasts
+
+    deadline = time.monotonic() + SLOW + 30
+    while made() < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert made() == 3, made()

@@ -228,9 +228,15 @@ def deliver_campaign(
     def send(requests: list[tuple[int, str, str]], sending: dict[str, Any]) -> bool:
         """Send ``requests`` in order; True once one failed for good (the run stops)."""
         for number, messages, key in requests:
-            outcome = send_one(
-                client, settings, kind, messages, key, known.get(key), sending, options, run
-            )
+            try:
+                # a second signal cutting it off: unknown once it went out (run.sending)
+                with run.sending([number], "template_message", "LINE", client.http.stats):
+                    outcome = send_one(
+                        client, settings, kind, messages, key, known.get(key), sending, options, run
+                    )
+            except dg.DagsterExecutionInterruptedError:  # and LINE's answers so far
+                summarize(report, outcomes, kind, settings, named, sizes)
+                raise
             outcome["row"] = number
             outcomes.append(outcome)
             if outcome["state"] != "fatal" or outcome.get("quota"):
