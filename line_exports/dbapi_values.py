@@ -26,7 +26,10 @@ gets Python objects from its driver, some of which take a detour on the way:
   written as a FLOAT (``0.1``, :mod:`line_exports.float_text`).
 * INTERVAL and arrays: ``type`` rejects, as DuckDB's INTERVAL and LIST are; read as
   :class:`~line_exports.values.Unsendable` cells holding PostgreSQL's text of the value (a
-  ``timedelta`` or list would show as Python's text in the rejects file).
+  ``timedelta`` or list would show as Python's text in the rejects file). Ranges,
+  multiranges and composite (row) types too, built-in or the database's own, and arrays of
+  the database's types (an enum's, a domain's): psycopg read those as text or ``Range``
+  objects, which were sent.
 
 PostgreSQL is read through psycopg (3) only, the driver installed with line-exports, since only
 its loaders are registered here (:func:`postgres_url`): a bare ``postgresql://`` URL, which
@@ -151,6 +154,39 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
     for info in adapters.types:  # every array type: PostgreSQL's text ({1,2}), a nested cell
         if info.array_oid:
             adapters.register_loader(info.array_oid, printed("nested", f"{info.name}[]"))
+        if info.__class__.__name__ in ("RangeInfo", "MultirangeInfo"):  # int4range, ...
+            adapters.register_loader(info.oid, printed("compound", info.name))
+    for oid, kind, type_name in _database_compounds(dbapi_connection):
+        if adapters.types.get(oid) is None:  # the database's own: enum[], domain[], pair, ...
+            adapters.register_loader(oid, printed(kind, type_name))
+
+
+_COMPOUNDS = """
+select t.oid, t.typtype::text, t.typcategory::text, coalesce(e.typname::text, t.typname::text)
+from pg_catalog.pg_type t left join pg_catalog.pg_type e on e.oid = t.typelem
+where t.typtype in ('c', 'r', 'm') or (t.typcategory = 'A' and t.typelem <> 0)
+"""
+
+
+def _database_compounds(dbapi_connection: Any) -> list[tuple[int, str, str]]:
+    """The database's array, range, multirange and composite types (``pg_type``), as
+    ``(oid, kind, type name)``: ``nested`` for an array (``mood[]``, an enum's; a domain's), else
+    ``compound``. psycopg knows only the built-in ones: a user type's value arrived as
+    PostgreSQL's text (``{sad,ok}``, ``(1,"x y")``, ``[1.5,2.5)``) and was sent as if it were
+    text. One catalog query when the connection opens, committed (a SELECT: nothing to keep);
+    none (no such check) when the catalog cannot be read."""
+    from psycopg import Error
+
+    try:
+        rows = dbapi_connection.execute(_COMPOUNDS).fetchall()
+        dbapi_connection.commit()
+    except Error:
+        dbapi_connection.rollback()
+        return []
+    return [
+        (oid, "nested", f"{name}[]") if category == "A" else (oid, "compound", name)
+        for oid, _, category, name in rows
+    ]
 
 
 _PG_TIMESTAMPTZ = re.compile(

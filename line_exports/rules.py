@@ -40,6 +40,7 @@ from line_exports.phones import (
 )
 from line_exports.values import (
     INFINITY_TEXT,
+    TIME_TEXT,
     LocalTimes,
     dictionary_decoded,
     held_text,
@@ -49,11 +50,14 @@ from line_exports.values import (
     iso_text,
     local_times,
     missing_nans,
+    numpy_times,
     object_dates_or_timestamps,
     out_of_range,
     plain_dtypes,
     plain_times,
     scalar_text,
+    time_text,
+    time_texts,
     to_text,
     unicode_text,
     unsendable,
@@ -430,10 +434,15 @@ UNSENDABLE = {
     "nat_time": "is a TIMESTAMP one nanosecond before the earliest pandas holds "
     "(1677-09-21 00:12:43.145224193; int64's minimum is its NaT, a missing value): no field "
     "takes it as held",
+    "fine_time": "is a date-time with digits finer than a nanosecond (a numpy datetime64 in "
+    "ps, fs or as), which no warehouse type nor pandas holds, so it cannot travel exactly: "
+    "round it to nanoseconds in the asset",
     "time_range": "is a {detail}: no field takes a date outside years 0001-9999 (after 9999 or "
     "BC; ISO 8601 dates have four-digit years)",
     "not_unicode": "is not Unicode text: it holds a lone UTF-16 surrogate (a \\ud800-\\udfff "
     "code point without its pair), which UTF-8 cannot encode, so no request can carry it",
+    "compound": "is a range, multirange or composite (row) value, which no field takes: pick "
+    "its parts in the query (lower(r), upper(r), (c).field)",
     "interval": "is an INTERVAL, which no field takes: cast it to a number or text in the query",
     "nested": "is a LIST, STRUCT, MAP or UNION, which this field cannot hold: pick or join its items in the query",
 }
@@ -482,15 +491,25 @@ def _times_in_zone(
     years = _years_at_the_ends(series, timezone)
     if years is not None:
         outside = ((years > 9999) | (years < 1)).to_numpy(dtype=bool, na_value=False)
+        naive = not isinstance(series.dtype, pd.DatetimeTZDtype)
+        # A naive value held in year 10000 (datetime64[s]) is refused for its own year, though
+        # its instant may be in 9999 (10000-01-01 00:30 in Asia/Tokyo): say which one.
+        held = (series.dt.year.between(1, 9999) if naive else series.notna()).to_numpy(
+            dtype=bool, na_value=False
+        )
         for year in sorted(set(years[outside].astype(int))):
             text = out_of_range(False, int(year)).detail
-            if not isinstance(series.dtype, pd.DatetimeTZDtype):
+            mask = outside & (years == year).to_numpy(dtype=bool, na_value=False)
+            if naive and (mask & held).any():
                 # "TIMESTAMP in year 10000" -> "TIMESTAMP whose instant is in year 10000 UTC"
-                text = text.replace(" in year ", " whose instant is in year ", 1) + (
+                instant = text.replace(" in year ", " whose instant is in year ", 1) + (
                     " UTC (its wall time read in the export's timezone)"
                 )
-            mask = outside & (years == year).to_numpy(dtype=bool, na_value=False)
-            found.append(("type", UNSENDABLE["time_range"].format(detail=text), mask))
+                message = UNSENDABLE["time_range"].format(detail=instant)
+                found.append(("type", message, mask & held))
+                mask = mask & ~held
+            if mask.any():
+                found.append(("type", UNSENDABLE["time_range"].format(detail=text), mask))
         if outside.any():
             refused, series = outside, series.where(~outside)
     times = local_times(series, timezone)
@@ -860,6 +879,7 @@ def validate(
     check_columns(frame.columns, ruleset, settings)
     n = len(frame)
     infinity = frame.attrs.get(INFINITY_TEXT, "inf")  # how the warehouse prints a float ±inf
+    sql_times = frame.attrs.get(TIME_TEXT) == "sql"  # and a date-time: DuckDB's, PostgreSQL's
     frame = missing_nans(frame.reset_index(drop=True))
     row_numbers = np.arange(row_offset + 1, row_offset + n + 1, dtype="int64")
     known: set[str] = set()
@@ -882,7 +902,7 @@ def validate(
         if values is None:  # a row rule: no single value to show
             shown = np.full(int(np.count_nonzero(m)), "", dtype=object)
         else:
-            shown = _shown(values, m, sensitive, infinity)
+            shown = _shown(values, m, sensitive, infinity, sql_times)
         rejects.append((row_numbers[m], column, rule, f"{column} {message}", shown))
 
     sources: dict[str, str] = {}
@@ -936,25 +956,32 @@ def validate(
 
 
 def _shown(
-    values: pd.Series, rows: np.ndarray, sensitive: bool, infinity: str = "inf"
+    values: pd.Series,
+    rows: np.ndarray,
+    sensitive: bool,
+    infinity: str = "inf",
+    sql_times: bool = False,
 ) -> np.ndarray:
     """The refused cells as the rejects table shows them: text, at most 200 characters, each
     value as its warehouse prints it (:func:`~line_exports.values.scalar_text`: a BLOB's bytes
     escaped as DuckDB prints them, an unsendable cell's own text, never a marker; a float
-    ±Infinity spelled ``infinity``, :data:`~line_exports.values.INFINITY_TEXT`)."""
+    ±Infinity spelled ``infinity``, :data:`~line_exports.values.INFINITY_TEXT`; a date-time as
+    it is held, ``sql_times`` as DuckDB and PostgreSQL print it, else ISO 8601,
+    :func:`~line_exports.values.time_text`, in a typed column or an object one alike). A
+    ``sensitive`` column's values (emails, phones) are masked (:func:`mask_value`)."""
     dtype = values.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
         refused = values.array.__arrow_array__().filter(pa.array(rows))
         text = pc.utf8_slice_codeunits(pc.fill_null(refused, ""), 0, 200).to_pylist()
     else:
-        refused = plain_times(plain_dtypes(values[rows]))
-        if pd.api.types.is_datetime64_dtype(refused):  # naive: the wall time, as it is held
-            shown = refused.map(lambda v: v.isoformat(), na_action="ignore").astype("string")
+        refused = plain_dtypes(values[rows])
+        if pd.api.types.is_datetime64_any_dtype(refused):  # each as held, in its own zone
+            shown = pd.Series(time_texts(refused, sql_times), dtype=object)
         elif refused.dtype == object:  # each cell as its warehouse prints it, every one
             present = refused.notna().to_numpy()
             shown = pd.Series(
                 [
-                    _cell_shown(v, infinity) if p else ""
+                    _cell_shown(v, infinity, sql_times) if p else ""
                     for v, p in zip(refused, present, strict=True)
                 ],
                 dtype=object,
@@ -972,13 +999,19 @@ def _shown(
     return np.array([mask_value(v) for v in text] if sensitive else text, dtype=object)
 
 
-def _cell_shown(value: object, infinity: str = "inf") -> str:
-    """One refused cell of an object column as it is held: a date-time as
-    :func:`~line_exports.values.held_text` shows it (a naive one without offset, an aware one
+def _cell_shown(value: object, infinity: str = "inf", sql_times: bool = False) -> str:
+    """One refused cell of an object column as it is held: a date-time (an ``np.datetime64``
+    too, read as :func:`~line_exports.values.numpy_times` reads it) as
+    :func:`~line_exports.values.time_text` shows it (a naive one without offset, an aware one
     with its own, nanoseconds kept), anything else as
     :func:`~line_exports.values.scalar_text` writes it."""
+    if isinstance(value, np.datetime64):
+        value = numpy_times(pd.Series([value], dtype=object)).iloc[0]
     if isinstance(value, dt.datetime):
-        return held_text(value)
+        try:
+            return time_text(value, sql_times)
+        except (ValueError, OverflowError, NotImplementedError):
+            return held_text(value)
     return scalar_text(value, infinity=infinity)
 
 

@@ -34,7 +34,7 @@ from line_exports.dbapi_values import (
 )
 from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
-from line_exports.values import INFINITY_TEXT, Unsendable, arrow_to_pandas
+from line_exports.values import INFINITY_TEXT, TIME_TEXT, Unsendable, arrow_to_pandas
 
 _SAMPLES_LOCK = threading.Lock()
 SAMPLES_LOCK_WAIT = 60.0
@@ -226,7 +226,9 @@ class SqlSource(dg.ConfigurableResource):
                         yielded += batch.num_rows
                         # A TIMESTAMP_NS near its type's ends is converted to the export's
                         # zone at microseconds, its nanoseconds kept (values.local_times).
-                        yield _unions_marked(arrow_to_pandas(batch, duckdb_batch=True), unions)
+                        frame = _unions_marked(arrow_to_pandas(batch, duckdb_batch=True), unions)
+                        frame.attrs[TIME_TEXT] = "sql"  # rejects: date-times as DuckDB prints
+                        yield frame
                     return
                 except (duckdb.OutOfMemoryException, OSError) as exc:
                     # Mid-stream, DuckDB's error reaches us through Arrow's reader as OSError.
@@ -250,6 +252,7 @@ class SqlSource(dg.ConfigurableResource):
                 infinity = FLOAT_INFINITY.get(engine.dialect.name)
                 while rows := result.fetchmany(size):
                     frame = rows_frame(names, rows)
+                    frame.attrs[TIME_TEXT] = "sql"  # rejects: date-times as PostgreSQL prints
                     if infinity:  # the rejects file shows a float ±Infinity as it prints it
                         frame.attrs[INFINITY_TEXT] = infinity
                     yield frame

@@ -72,7 +72,9 @@ class Unsendable:
     or TIMESTAMP), ``time_range`` (a finite DATE or TIMESTAMP outside years 0001-9999: after
     9999 or BC, beyond Python's calendar and ISO 8601's four-digit years), ``nat_time`` (a
     nanosecond timestamp at int64's minimum, 1677-09-21 00:12:43.145224192, which pandas holds
-    only as NaT), ``interval`` (an INTERVAL), ``nested`` (a LIST, STRUCT, MAP or UNION) or
+    only as NaT), ``fine_time`` (an ``np.datetime64`` with digits past the nanosecond),
+    ``interval`` (an INTERVAL), ``compound`` (a PostgreSQL range, multirange or
+    composite), ``nested`` (a LIST, STRUCT, MAP or UNION) or
     ``infinite`` (a NUMERIC ``'Infinity'``); ``type_name`` is the engine's type and
     ``detail`` names the value where the reason needs it (``time_range``: ``"DATE in year
     10000"``, see :func:`out_of_range`). ``text`` is the value as its warehouse prints it
@@ -105,23 +107,29 @@ _INT32_MAX = 2**31 - 1
 def cell_texts(column: pa.Array, rows: np.ndarray, duckdb_batch: bool) -> list[str]:
     """The cells of ``column`` at ``rows`` (a mask) as their warehouse prints them, for the
     rejects file: DuckDB's own text of a DuckDB batch (``CAST(v AS VARCHAR)``: ``infinity``,
-    ``0044-03-15 (BC)``, ``1 day 02:00:00``, ``[1, 2]``, ``{'a': 1}``; instants in UTC), else
-    Arrow's text of a date or timestamp (``10000-01-01``: Python's cannot hold it; an instant
-    in UTC, ``0000-12-31T14:41:01.000000+00:00``, not with a local mean time's ``+0918``) and Python's
+    ``0044-03-15 (BC)``, ``1 day 02:00:00``, ``[1, 2]``, ``{'a': 1}``; instants in the zone
+    DuckDB's session had, the Arrow column's), else
+    Arrow's text of a date (``10000-01-01``: Python's cannot hold it), a timestamp as
+    ``isoformat`` would write it (:func:`time_texts`; an instant in UTC,
+    ``0000-12-31T14:41:01.000000+00:00``, not with a local mean time's ``+0918``) and Python's
     of any other value (``[1, 2]``, ``1:30:00``), as an upstream frame's Python objects print."""
     import duckdb  # only for the rare rejected cell; values.py stays light to import
 
     cells = column.filter(pa.array(rows))
     try:
         if duckdb_batch:
-            with duckdb.connect() as con:
-                con.execute("SET TimeZone = 'UTC'")
+            zone = cells.type.tz if pa.types.is_timestamp(cells.type) else None
+            with duckdb.connect() as con:  # a TIMESTAMPTZ in its session's zone (the column's)
+                con.execute("SET TimeZone = ?", [zone or "UTC"])
                 text = con.from_arrow(pa.table({"v": cells})).project("CAST(v AS VARCHAR)")
                 return [str(v) for (v,) in text.fetchall()]
         if pa.types.is_timestamp(cells.type) and cells.type.tz:  # instants: UTC, not +0918
             utc = cells.cast(pa.timestamp(cells.type.unit)).to_numpy(zero_copy_only=False)
             return [f"{v}+00:00" for v in utc]
-        if pa.types.is_date(cells.type) or pa.types.is_timestamp(cells.type):  # beyond Python's
+        if pa.types.is_timestamp(cells.type):  # beyond Python's: as isoformat would write it
+            naive = pd.Series(cells.to_numpy(zero_copy_only=False))
+            return [str(v) for v in time_texts(naive, sql=False)]
+        if pa.types.is_date(cells.type):
             return [str(v) for v in pc.cast(cells, pa.string()).to_pylist()]
         return [str(v.as_py()) for v in cells]
     except (duckdb.Error, pa.ArrowException, ValueError, OverflowError):
@@ -318,45 +326,157 @@ def plain_times(series: pd.Series, exact: bool = True) -> pd.Series:
 
 
 def held_text(value: Any, fallback: str = "") -> str:
-    """A Python date-time as it is held, for the rejects file: ``isoformat`` (a naive one
-    without offset, an aware one with its ``+09:00``, nanoseconds kept), but an aware one whose
-    offset has seconds (a local mean time, ``+09:18:59``) as its instant in UTC, ``+00:00``, as
-    :class:`LocalTimes` writes it (RFC 3339 offsets have no seconds), in year 0 or 10000 too
-    (``0000-12-31T14:41:01+00:00`` for ``datetime.min`` in Asia/Tokyo: numpy's arithmetic).
-    ``fallback`` when it cannot be written (pandas cannot localize a value past 9999)."""
+    """A Python date-time as it is held, for the rejects file of an upstream frame: ISO 8601 as
+    ``isoformat`` writes it (a naive one without offset, an aware one with its ``+09:00``,
+    nanoseconds kept), but an aware one whose offset has seconds (a local mean time,
+    ``+09:18:59``) as its instant in UTC, ``+00:00``, as :class:`LocalTimes` writes it (RFC 3339
+    offsets have no seconds), in year 0 or 10000 too (``0000-12-31T14:41:01+00:00`` for
+    ``datetime.min`` in Asia/Tokyo: numpy's arithmetic). ``fallback`` when it cannot be written
+    (pandas cannot localize a value past 9999). :func:`time_text` with ``sql`` False."""
     try:
-        offset = value.utcoffset()
-        if offset is not None and offset % dt.timedelta(minutes=1):
-            naive = value.replace(tzinfo=None)
-            wall = naive.asm8 if isinstance(naive, pd.Timestamp) else np.datetime64(naive, "us")
-            instant = wall - np.timedelta64(offset // dt.timedelta(microseconds=1), "us")
-            if not (naive.microsecond or getattr(naive, "nanosecond", 0)):
-                instant = instant.astype("datetime64[s]")
-            return f"{instant}+00:00"
-        return str(value.isoformat())
+        return time_text(value, sql=False)
     except (ValueError, OverflowError, NotImplementedError, AttributeError):
         return fallback or str(value)
+
+
+TIME_TEXT = "line_exports.time_text"
+"""Key of a chunk's ``DataFrame.attrs``: ``"sql"`` when its warehouse prints date-times as DuckDB
+and PostgreSQL do (``SqlSource`` sets it), for the rejects file (:func:`time_text`); without
+it (an upstream frame), ISO 8601 as the value's ``isoformat`` writes it."""
+
+
+def time_text(value: dt.datetime, sql: bool) -> str:
+    """One date-time (``datetime``, ``pd.Timestamp``) as it is held, for the rejects file:
+
+    * ``sql``: as DuckDB and PostgreSQL print a TIMESTAMP / TIMESTAMPTZ (PostgreSQL's ISO
+      ``DateStyle``): ``2026-11-01 01:30:00``, a fraction without its trailing zeros
+      (``10:00:00.25``, ``10:00:00.000000001``), an aware one in its own zone (the session's, for
+      a warehouse's) with its offset as ``+09``, ``+05:30`` or ``+09:18:59``;
+    * else as ``isoformat`` writes it: ``2026-11-01T01:30:00``, ``.250000``, ``+09:00``, but an
+      offset with seconds as the instant in UTC, ``+00:00`` (see :func:`held_text`).
+
+    Raises ``NotImplementedError`` / ``OverflowError`` for a value pandas cannot localize."""
+    offset = value.utcoffset()
+    seconds = None if offset is None else offset // dt.timedelta(seconds=1)
+    fraction = value.microsecond * 1000 + getattr(value, "nanosecond", 0)
+    if seconds is not None and seconds % 60 and not sql:  # a local mean time: its UTC instant
+        naive = value.replace(tzinfo=None)
+        wall = naive.asm8 if isinstance(naive, pd.Timestamp) else np.datetime64(naive, "us")
+        instant = wall - np.timedelta64(seconds, "s")
+        return _time_text(str(instant.astype("datetime64[s]")), fraction, 0, sql)
+    base = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+        f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
+    return _time_text(base, fraction, seconds, sql)
+
+
+def time_texts(series: pd.Series, sql: bool) -> list[str | None]:
+    """A ``datetime64`` column (naive, or of instants in its zone) as :func:`time_text` writes
+    each value (None for NaT), years 0 and 10000 included (numpy's arithmetic: pandas cannot
+    box a zone's year 10000)."""
+    aware = series.dt.tz is not None
+    ticks = {"s": 10**9, "ms": 10**6, "us": 10**3}.get(series.dt.unit, 1)  # ns per tick
+    offsets: np.ndarray | None = None
+    if aware:
+        utc = series.dt.tz_convert(None).to_numpy()
+        offsets = _offsets(series, utc)
+        wall = utc + offsets.astype("timedelta64[s]")
+        if not sql:  # a local mean time: the instant in UTC
+            odd = offsets % 60 != 0
+            wall, offsets = np.where(odd, utc, wall), np.where(odd, 0, offsets)
+    else:
+        wall = series.to_numpy()
+    raw = wall.astype("int64")
+    per_second = 10**9 // ticks
+    texts: list[str | None] = []
+    for i in range(len(raw)):
+        if np.isnat(wall[i]):
+            texts.append(None)
+            continue
+        whole, part = divmod(int(raw[i]), per_second)
+        base = str(np.datetime64(whole, "s"))
+        texts.append(
+            _time_text(base, part * ticks, None if offsets is None else int(offsets[i]), sql)
+        )
+    return texts
+
+
+def _offsets(series: pd.Series, utc: np.ndarray) -> np.ndarray:
+    """Seconds east of UTC of each instant of ``series`` (utc: the same, naive) in its zone
+    (0 for NaT); one whose wall time there is in year 10000 or 0 (pandas cannot localize it,
+    nor Python hold it) at the zone's offset on the nearest day Python holds (no zone changes
+    offset then)."""
+    try:
+        delta = series.dt.tz_localize(None).to_numpy() - utc
+        return np.where(np.isnat(delta), 0, delta.astype("timedelta64[s]").astype("int64"))
+    except (NotImplementedError, OverflowError, ValueError):
+        pass
+    zone = series.dt.tz
+    first = np.datetime64("0001-01-02T00:00:00", "s")
+    last = np.datetime64("9999-12-30T00:00:00", "s")
+    offsets = np.zeros(len(utc), dtype="int64")
+    for i, instant in enumerate(utc):
+        if not np.isnat(instant):
+            clamped = min(max(instant.astype("datetime64[s]"), first), last).item()
+            local = clamped.replace(tzinfo=dt.timezone.utc).astimezone(zone)
+            offsets[i] = (local.utcoffset() or dt.timedelta(0)) // dt.timedelta(seconds=1)
+    return offsets
+
+
+def _time_text(base: str, nanos: int, offset: int | None, sql: bool) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` (``base``), ``nanos`` past that second and an offset in seconds
+    east of UTC (None: naive) as :func:`time_text` writes them."""
+    if sql:
+        digits = f"{nanos:09d}".rstrip("0")
+        text = base.replace("T", " ", 1) + (f".{digits}" if digits else "")
+    else:
+        text = base + (
+            f".{nanos:09d}" if nanos % 1000 else f".{nanos // 1000:06d}" if nanos else ""
+        )
+    if offset is None:
+        return text
+    sign, offset = ("-" if offset < 0 else "+"), abs(offset)
+    hours, minutes, seconds = offset // 3600, offset // 60 % 60, offset % 60
+    if not sql:
+        return f"{text}{sign}{hours:02d}:{minutes:02d}"
+    shown = f"{sign}{hours:02d}" + (f":{minutes:02d}" if minutes or seconds else "")
+    return text + shown + (f":{seconds:02d}" if seconds else "")
 
 
 def numpy_times(series: pd.Series) -> pd.Series:
     """An object column's ``np.datetime64`` cells (an upstream frame built with
     ``dtype=object``) as naive ``pd.Timestamp`` (wall time in the export's zone, as a naive
     ``datetime`` is; every digit kept, nanoseconds included), ``NaT`` as None, one whose year is
-    outside 0001-9999 as an :class:`Unsendable` ``time_range`` cell (numpy's text of it); the
-    column itself when it has none (pandas' ``infer_dtype`` tells, without a look at each cell
-    for a column of one other type)."""
+    outside 0001-9999 as an :class:`Unsendable` ``time_range`` cell (numpy's text of it), one
+    with digits finer than a nanosecond (``ps``, ``fs``, ``as``) as a ``fine_time`` cell; and
+    its ``pd.Timestamp`` cells held outside 0001-9999 (a ``datetime64[s]`` value: Arrow read
+    year 10000 as 1972) as ``time_range`` cells. The column itself when it has none (pandas'
+    ``infer_dtype`` tells, without a look at each cell, for a column of one other type)."""
     if series.dtype != object:
         return series
     kind = pd.api.types.infer_dtype(series, skipna=True)
-    if kind != "datetime64" and not kind.startswith("mixed"):
+    if kind not in ("datetime64", "datetime") and not kind.startswith("mixed"):
         return series
     cells = series.to_numpy()
-    found = np.fromiter((isinstance(v, np.datetime64) for v in cells), bool, len(cells))
+    found = np.fromiter(
+        (
+            isinstance(v, np.datetime64)
+            or (isinstance(v, pd.Timestamp) and not 1 <= v.year <= 9999)
+            for v in cells
+        ),
+        bool,
+        len(cells),
+    )
     if not found.any():
         return series
     cells = cells.copy()
     for i in np.flatnonzero(found):
-        cells[i] = _numpy_time(cells[i])
+        value = cells[i]
+        if isinstance(value, pd.Timestamp):  # held in year 0 or 10000+: as held, by year
+            cells[i] = out_of_range(False, value.year, held_text(value, str(value)))
+        else:
+            cells[i] = _numpy_time(value)
     return pd.Series(cells, index=series.index, dtype=object)
 
 
@@ -364,13 +484,16 @@ def _numpy_time(value: np.datetime64) -> pd.Timestamp | Unsendable | None:
     """One ``np.datetime64`` as :func:`numpy_times` reads it."""
     if np.isnat(value):
         return None
+    unit = np.datetime_data(value.dtype)[0]
+    if unit in ("ps", "fs", "as"):  # finer than pandas (and any warehouse) holds
+        nanos = value.astype("datetime64[ns]")
+        if nanos.astype(value.dtype) != value:  # digits past the nanosecond: not exactly
+            return Unsendable("fine_time", f"datetime64[{unit}]", text=str(value))
+        value = nanos
     year = int(value.astype("datetime64[Y]").astype("int64")) + 1970
     if not 1 <= year <= 9999:
         return out_of_range(False, year, str(value))
-    unit = np.datetime_data(value.dtype)[0]
-    if unit in ("ps", "fs", "as"):  # finer than pandas holds: at nanoseconds (floored)
-        value = value.astype("datetime64[ns]")
-    elif unit not in ("s", "ms", "us", "ns"):  # days, weeks, months, years, generic
+    if unit not in ("s", "ms", "us", "ns", "ps", "fs", "as"):  # days, weeks, months, years
         value = value.astype("datetime64[s]")
     return pd.Timestamp(value)
 
