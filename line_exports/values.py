@@ -127,8 +127,8 @@ def cell_texts(column: pa.Array, rows: np.ndarray, duckdb_batch: bool) -> list[s
             utc = cells.cast(pa.timestamp(cells.type.unit)).to_numpy(zero_copy_only=False)
             return [f"{v}+00:00" for v in utc]
         if pa.types.is_timestamp(cells.type):  # beyond Python's: as isoformat would write it
-            naive = pd.Series(cells.to_numpy(zero_copy_only=False))
-            return [str(v) for v in time_texts(naive, sql=False)]
+            raw = cells.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+            return [_tick_text(int(v), cells.type.unit) for v in raw]  # int64's min too
         if pa.types.is_date(cells.type):
             return [str(v) for v in pc.cast(cells, pa.string()).to_pylist()]
         return [str(v.as_py()) for v in cells]
@@ -363,12 +363,12 @@ def time_text(value: dt.datetime, sql: bool) -> str:
         naive = value.replace(tzinfo=None)
         wall = naive.asm8 if isinstance(naive, pd.Timestamp) else np.datetime64(naive, "us")
         instant = wall - np.timedelta64(seconds, "s")
-        return _time_text(str(instant.astype("datetime64[s]")), fraction, 0, sql)
+        return _date_time_text(str(instant.astype("datetime64[s]")), fraction, 0, sql)
     base = (
         f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
         f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
     )
-    return _time_text(base, fraction, seconds, sql)
+    return _date_time_text(base, fraction, seconds, sql)
 
 
 def time_texts(series: pd.Series, sql: bool) -> list[str | None]:
@@ -397,9 +397,17 @@ def time_texts(series: pd.Series, sql: bool) -> list[str | None]:
         whole, part = divmod(int(raw[i]), per_second)
         base = str(np.datetime64(whole, "s"))
         texts.append(
-            _time_text(base, part * ticks, None if offsets is None else int(offsets[i]), sql)
+            _date_time_text(base, part * ticks, None if offsets is None else int(offsets[i]), sql)
         )
     return texts
+
+
+def _tick_text(value: int, unit: str, sql: bool = False) -> str:
+    """A naive time held as ``value`` ``unit`` s since 1970-01-01 as :func:`time_text` writes
+    it (any int64: numpy's NaT, int64's minimum, is a time here)."""
+    ticks = {"s": 10**9, "ms": 10**6, "us": 10**3}.get(unit, 1)  # ns per tick
+    whole, part = divmod(value, 10**9 // ticks)
+    return _date_time_text(str(np.datetime64(whole, "s")), part * ticks, None, sql)
 
 
 def _offsets(series: pd.Series, utc: np.ndarray) -> np.ndarray:
@@ -424,7 +432,7 @@ def _offsets(series: pd.Series, utc: np.ndarray) -> np.ndarray:
     return offsets
 
 
-def _time_text(base: str, nanos: int, offset: int | None, sql: bool) -> str:
+def _date_time_text(base: str, nanos: int, offset: int | None, sql: bool) -> str:
     """``YYYY-MM-DDTHH:MM:SS`` (``base``), ``nanos`` past that second and an offset in seconds
     east of UTC (None: naive) as :func:`time_text` writes them."""
     if sql:
