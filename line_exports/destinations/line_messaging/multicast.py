@@ -23,6 +23,7 @@ from line_exports.destinations.line_messaging.settings import (
     MULTICAST_READ_ROWS,
     LineMessagingSettings,
 )
+from line_exports.destinations.line_messaging.settled_before import count_group_before
 from line_exports.http import RetrySettings
 from line_exports.rules import ROW_NUMBER
 
@@ -212,7 +213,21 @@ def deliver_multicast(
         report.sent_rows += handled
         splits += made
     if tally.fatal or (tally.refused and not skip):
-        count_not_resent(tally, {k: rows for k, (rows, _) in pending.items()}, run.ledger)
+        left_pending = {k: rows for k, (rows, _) in pending.items()}
+        # The groups the earlier attempt settled, by the ledger (VERIFY-13m F4)
+        retry = client.http.retry
+        for numbers, recipients in groups(rows, size):
+            whole = key_of(recipients)
+            if whole in pending:
+                continue
+            first = accepted.get(whole, 0)  # accepted whole, or the first cut by the quota
+            with tally.lock:
+                tally.resumed += first
+            numbers, recipients = numbers[first:], recipients[first:]
+            count_group_before(
+                numbers, recipients, key_of, run.ledger, skip, tally, retry, left_pending
+            )
+        count_not_resent(tally, left_pending, run.ledger)
         return finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")
     needed = distinct - done - sum(len(r) for _, r in pending.values())
     left = allowance(client, settings, needed, report, run, "multicast")

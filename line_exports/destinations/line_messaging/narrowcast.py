@@ -256,6 +256,10 @@ def deliver_campaign(
     retry = client.http.retry
     first = [p for p in planned if left_by_earlier(known.get(p[2]), retry) == "resend"]
     if send(first, targeting):
+        # The requests the earlier attempt settled, by the ledger (VERIFY-13m F4)
+        earlier = settled_before([p for p in planned if p not in first], known)
+        outcomes.extend(earlier)
+        report.sent_rows += len(earlier)
         return summarize(report, outcomes, kind, settings, named, sizes)
     fresh = sum(1 for *_, key in planned if key not in known)
     if fresh:
@@ -267,6 +271,33 @@ def deliver_campaign(
         )
     send([p for p in planned if p not in first], sending)
     return summarize(report, outcomes, kind, settings, named, sizes)
+
+
+def settled_before(
+    requests: list[tuple[int, str, str]], known: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The outcomes an earlier attempt of this run scope got for ``requests`` (row, messages,
+    key) by their ledger records ``known``, without a request: accepted (resumed) or refused
+    with LINE's recorded answer; the others (never sent, or left pending and not sent again)
+    have none, so their rows stay unsent. For a step retry that stops while it resends what
+    that attempt left pending (its main pass, which counts them, never runs)."""
+    outcomes: list[dict[str, Any]] = []
+    for number, _, key in requests:
+        state = known.get(key) or {}
+        if state.get("state") == "accepted":
+            outcomes.append(
+                {
+                    "state": "accepted",
+                    "request_id": str(state.get("request_id") or ""),
+                    "status": int(state.get("status", 200)),
+                    "resumed": True,
+                    "row": number,
+                }
+            )
+        elif state.get("state") == "refused":
+            reason = str(state.get("reason") or state.get("message") or "")
+            outcomes.append({"state": "refused", "reason": reason, "row": number})
+    return outcomes
 
 
 def quota_check(

@@ -26,6 +26,7 @@ from line_exports.destinations.line_messaging.settings import (
     PUSH_BATCH_ROWS,
     LineMessagingSettings,
 )
+from line_exports.destinations.line_messaging.settled_before import count_request_before
 from line_exports.http import RetrySettings
 from line_exports.ledger import GroupRecorder
 from line_exports.outcomes import unanswered_before
@@ -150,6 +151,12 @@ def deliver_push(
         send(prepared(set(resend), set()))
         if tally.fatal or (tally.refused and not skip_refused):
             count_not_resent(tally, {k: [row] for k, row in resend.items()}, run.ledger)
+            # The rows the earlier attempt settled, counted as the main pass would (VERIFY-13m F4)
+            for batch in keyed_pushes(template, rows, columns, bad, push_key):
+                others = [p for p in batch if p[2] not in resend]
+                known = run.ledger.done_many([key for *_, key in others])
+                for row, to, key in others:
+                    count_request_before(known.get(key), key, [row], [to], tally, client.http.retry)
             return finish(report, tally, skip_refused, "skip_invalid_message", "push")
     report.metadata["messages_already_accepted"] = done + tally.already_accepted
     report.metadata["messages_settled_pending"] = len(resend)
@@ -196,25 +203,38 @@ def accepted_before(
         return 0, {}
     found = 0
     pending: dict[str, int] = {}
+    for batch in keyed_pushes(template, rows, columns, bad, push_key):
+        known = run.ledger.done_many([key for *_, key in batch])
+        for row, _, key in batch:
+            left = left_by_earlier(known.get(key), retry)
+            if left == "accepted":
+                found += 1
+            elif left == "resend":
+                pending[key] = row
+    return found, pending
+
+
+def keyed_pushes(
+    template: MessageTemplate,
+    rows: ValidRows,
+    columns: list[str],
+    bad: set[int],
+    push_key: Callable[[str, str], str],
+) -> Iterator[list[tuple[int, str, str]]]:
+    """(row, recipient, retry key) of each push, a batch of ``PUSH_BATCH_ROWS`` at a time
+    (rows in ``bad`` left out): each row's message rendered once more."""
     for batch in rows.batches(PUSH_BATCH_ROWS, columns=columns):
         if bad:
             batch = batch[~batch[ROW_NUMBER].isin(bad)]
         if not len(batch):
             continue
-        keys = [
-            push_key(to, messages)
-            for to, messages in zip(
-                batch["id"].astype(str).tolist(), template.render(batch).tolist(), strict=True
+        recipients = batch["id"].astype(str).tolist()
+        yield [
+            (int(row), to, push_key(to, messages))
+            for row, to, messages in zip(
+                batch[ROW_NUMBER].tolist(), recipients, template.render(batch).tolist(), strict=True
             )
         ]
-        known = run.ledger.done_many(keys)
-        for key, row in zip(keys, batch[ROW_NUMBER].tolist(), strict=True):
-            left = left_by_earlier(known.get(key), retry)
-            if left == "accepted":
-                found += 1
-            elif left == "resend":
-                pending[key] = int(row)
-    return found, pending
 
 
 def not_yet_sent(

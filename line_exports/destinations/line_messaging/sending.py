@@ -388,8 +388,10 @@ def failed(
     final = final_answer(exc)
     if final == "refused":
         message, _ = line_error(exc)
-        run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
-        refuse(row_numbers, recipients, refusal(exc), tally, refusals)
+        reason = refusal(exc)  # kept whole: a step retry counts it (settled_before)
+        record = {"state": "refused", "at": time.time(), "message": message, "reason": reason}
+        run.ledger.record(key, record)
+        refuse(row_numbers, recipients, reason, tally, refusals)
         return "refused"
     if final == "quota":
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
