@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError, create_model
 
 from line_exports import (
+    column_names,
     export_guards,
     headlines,
     interrupts,
@@ -799,8 +800,11 @@ def build_export(
                 )
             except ValueError as exc:
                 raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
-            chunks = source.read_chunks(
-                sql, chunk_size, scheduled_time=int(variables["session_unixtime"])
+            chunks = column_names.checked_chunks(
+                source.read_chunks(
+                    sql, chunk_size, scheduled_time=int(variables["session_unixtime"])
+                ),
+                "the query" if query_file is None else f"the query {query_file}",
             )
             source_label = source.describe()
         else:
@@ -810,7 +814,10 @@ def build_export(
                     description=f"upstream {upstream_key} is not a pandas DataFrame",
                     allow_retries=False,
                 )
-            chunks = frame_chunks(frame, chunk_size or 50_000)
+            chunks = column_names.checked_chunks(
+                frame_chunks(frame, chunk_size or 50_000),
+                f"upstream asset {upstream_key.to_user_string() if upstream_key else ''}",
+            )
             source_label = f"asset {upstream_key.to_user_string() if upstream_key else ''}"
         run_mapping = output_mapping.parse_output_mapping(values.get("output_mapping"))
         if run_mapping is not None:

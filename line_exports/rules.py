@@ -13,6 +13,7 @@ each distinct value once, in the background while the other columns are checked.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -319,6 +320,8 @@ def _unix_seconds(
     if pd.api.types.is_float_dtype(series):
         bad = series.notna() & ~whole_int64(series.fillna(0))
         return series.where(~bad).astype("Int64"), bad, none
+    if series.dtype == object:
+        series = _whole_decimals(series)
     text = to_text(series, timezone).str.strip()
     is_digits = text.str.fullmatch(r"-?[0-9]{1,18}").fillna(False).astype(bool)  # fits in int64
     numbers = pd.to_numeric(text.where(is_digits), errors="coerce").astype("Int64")
@@ -328,6 +331,24 @@ def _unix_seconds(
     out = numbers.fillna(stamp_secs)
     bad = text.notna() & (text != "") & out.isna() & ~repeated
     return out, bad, repeated
+
+
+def _whole_decimals(series: pd.Series) -> pd.Series:
+    """An object column with its whole ``Decimal`` cells (a DECIMAL(12,2) holding
+    ``1796145652.00``) as Python ints, so a whole number is one whatever its scale (as a whole
+    DOUBLE is); a fractional one (``.50``) is left as it is and stays a ``type`` reject."""
+    cells = series.to_numpy()
+    whole = np.fromiter(
+        (isinstance(v, decimal.Decimal) and v.is_finite() and v == v.to_integral_value()
+         for v in cells),
+        bool,
+        len(cells),
+    )  # fmt: skip
+    if not whole.any():
+        return series
+    cells = cells.copy()
+    cells[whole] = [int(v) for v in cells[whole]]
+    return pd.Series(cells, index=series.index, dtype=object)
 
 
 # "GMT+9", "UTC-05:00", "UT+3" at the end: dateutil reads them with the POSIX TZ sign (GMT+9 is

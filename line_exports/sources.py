@@ -293,13 +293,14 @@ def _arrow_ready(
     if not (unions or any(kind in TEXT_TYPES for kind in types)):
         return relation, []
     columns = []
-    for name, kind in zip(relation.columns, types, strict=True):
+    for position, (name, kind) in enumerate(zip(relation.columns, types, strict=True), 1):
         quoted = '"' + name.replace('"', '""') + '"'
-        text = f"CAST({quoted} AS VARCHAR)"
+        # By position: a name two columns have would be either (the run then names it).
+        text = f"CAST(#{position} AS VARCHAR)"
         if kind == "TIME WITH TIME ZONE":
             text = f"regexp_replace({text}, '([+-][0-9][0-9])$', '\\1:00')"
         elif kind not in TEXT_TYPES and "UNION(" not in kind:
-            columns.append(quoted)
+            columns.append(f"#{position} AS {quoted}")
             continue
         columns.append(f"{text} AS {quoted}")
     return relation.project(", ".join(columns)), [(i, types[i]) for i in unions]

@@ -793,7 +793,7 @@ class LocalTimes:
     RFC 3339 parser reads.
     """
 
-    __slots__ = ("_offset", "_wall", "nanos", "repeated", "utc", "zone_wall")
+    __slots__ = ("_offset", "_wall", "held", "nanos", "repeated", "utc", "zone_wall")
 
     def __init__(
         self,
@@ -801,8 +801,12 @@ class LocalTimes:
         utc: pd.Series,
         repeated: np.ndarray | None = None,
         nanos: np.ndarray | None = None,
+        held: pd.Series | None = None,
     ) -> None:
         self.zone_wall, self.utc = zone_wall, utc
+        # A naive column's wall times as held (a time the zone's DST skips not moved forward,
+        # unlike zone_wall): the date a date field is sent (iso_dates); None for instants.
+        self.held = held
         self.repeated = repeated  # naive times the zone shows twice (localized), or None
         # Nanoseconds past the microsecond of ``wall`` (0-999), for a nanosecond column converted
         # at microseconds near the ends of its range (:func:`_at_microseconds`); else None.
@@ -847,6 +851,7 @@ class LocalTimes:
             self.utc.where(keep),
             None if self.repeated is None else self.repeated & keep,
             None if self.nanos is None else np.where(mask, 0, self.nanos),
+            None if self.held is None else self.held.where(keep),
         )
 
 
@@ -888,7 +893,8 @@ def local_times(series: pd.Series, timezone: str) -> LocalTimes:
     if zone_wall is None:
         zone_wall = local.dt.tz_localize(None)  # the conversion to the zone's wall time
     # The written wall time and offset are made when first asked (LocalTimes.wall).
-    return LocalTimes(zone_wall, local.dt.tz_convert(None), repeated, nanos)
+    held = series if series.dt.tz is None else None
+    return LocalTimes(zone_wall, local.dt.tz_convert(None), repeated, nanos, held)
 
 
 def iso_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.Series:
@@ -944,8 +950,10 @@ def object_dates_or_timestamps(series: pd.Series, timezone: str = "UTC") -> pd.S
 
 def iso_dates(times: LocalTimes) -> pd.Series:
     """:func:`iso_dates_or_timestamps` of times already in the export's zone: the date of the
-    zone's wall time where it is midnight, else :func:`iso_text`."""
-    local = times.zone_wall
+    zone's wall time where it is midnight, else :func:`iso_text`. A naive time is judged as held:
+    a midnight the zone's DST skips (Asia/Taipei 1975-04-01 00:00, moved to 01:00 as an instant)
+    is its date, as the wall clock reads it (a date needs no instant)."""
+    local = times.zone_wall if times.held is None else times.held
     midnight = (local.dt.normalize() == local).fillna(False)
     if times.nanos is not None:
         midnight &= times.nanos == 0

@@ -234,6 +234,7 @@ def _mapped(out: TextIO, label: str, chunks: Any, settings: Any, moment: datetim
 def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run each task's query and validation; show what would be sent; send nothing."""
     out = out or sys.stdout  # at call time: a caller may have replaced sys.stdout
+    from line_exports.column_names import checked_chunks
     from line_exports.export import validate_export
     from line_exports.session import render_session_variables, session_variables
 
@@ -277,7 +278,10 @@ def plan(ns: argparse.Namespace, out: TextIO | None = None) -> int:
                 variables = session_variables(moment.astimezone(ZoneInfo(workflow.timezone)))
                 sql = render_session_variables(sql, variables)
                 chunks = _counted(
-                    source.read_chunks(sql, scheduled_time=int(variables["session_unixtime"])),
+                    checked_chunks(
+                        source.read_chunks(sql, scheduled_time=int(variables["session_unixtime"])),
+                        "the query",
+                    ),
                     label,
                     out,
                 )
