@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from line_exports.sandbox.server import PromptServer
 from line_exports.webhook.app import create_app
 from line_exports.webhook.config import WebhookSource
 from line_exports.webhook.guard import Limits, guarded_protocol
@@ -75,7 +76,7 @@ def running_server(
         lifespan="on",
         http=guarded_protocol(limits or Limits()),
     )
-    server = uvicorn.Server(config)
+    server = PromptServer(config)  # stops in milliseconds (uvicorn's own polls 0.1 s)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -86,7 +87,7 @@ def running_server(
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        server.wake()
         thread.join(timeout=10)
         sock.close()
 
