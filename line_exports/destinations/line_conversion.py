@@ -40,7 +40,8 @@ from line_exports.destination import (
 from line_exports.http import ApiError, HttpClient, RetrySettings
 from line_exports.id_text import IdText
 from line_exports.identities import CAPI_USER_IDENTIFIERS, EMAIL_NORMALIZE
-from line_exports.ledger_request import LedgerRequest
+from line_exports.ledger_request import LedgerRequest, is_done
+from line_exports.outcomes import EARLIER_ANSWER
 from line_exports.phones import check_region
 from line_exports.rules import ROW_NUMBER, UUID_PATTERN, AnyOf, Column, RuleSet, Unique, reject
 from line_exports.secret_fields import SecretField
@@ -523,13 +524,20 @@ class LineConversionDestination(Destination):
         """
 
         def send_halves(refused: ApiError | None = None) -> None:
-            half = (len(batch) + 1) // 2
-            for part in (batch.iloc[:half], batch.iloc[half:]):
-                part = part.reset_index(drop=True)
+            parts = [p.reset_index(drop=True) for p in _halves(batch)]
+            for i, part in enumerate(parts):
                 if refused is not None and run.interrupted:
                     self._not_isolated(part, refused, run, report, tally)
                 elif not run.interrupted:  # a half of a body too big: never sent, unsent
-                    self._send(client, settings, part, run, report, tally)
+                    try:
+                        self._send(client, settings, part, run, report, tally)
+                    except DeliveryFailed:
+                        # The run stops while it isolates a refused event: the other half was
+                        # sent in the request LINE refused (400), not "never sent" (13m F5).
+                        if refused is not None:
+                            for rest in parts[i + 1 :]:
+                                self._not_isolated(rest, refused, run, report, tally)
+                        raise
 
         body = encode(batch)
         if len(body) > MAX_BODY_BYTES and len(batch) > 1:
@@ -543,6 +551,7 @@ class LineConversionDestination(Destination):
             report.sent_rows += len(batch)
             report.accepted_rows += len(batch)
             return
+        earlier = request.pending  # what an earlier step attempt left of it (before sending)
         # Pending before the request: a step retry after a lost answer sends the same events
         # again (LINE keeps an event once per deduplication_key) and counts a 429 answer
         # to them of unknown delivery, not refused (a 5xx is unknown anyway).
@@ -561,9 +570,19 @@ class LineConversionDestination(Destination):
                 # The one rule (outcomes.fate_of): a 4xx -> refused with its answer; a 5xx or
                 # no answer -> unknown; never reached -> unsent; an earlier step attempt's
                 # lost answer included.
-                # The run stops: the next requests would fare alike.
+                # The run stops: the next requests would fare alike. Events an earlier step
+                # attempt got accepted while it isolated a refusal in this request stay
+                # accepted (VERIFY-13m F4).
+                taken = _accepted_before(run, client.line_tag_id, batch, earlier)
+                report.resumed_rows += len(taken)
+                report.sent_rows += len(taken)
+                report.accepted_rows += len(taken)
                 fate = request.count_failed(
-                    report, batch[ROW_NUMBER], "event", exc, "LINE Conversion API"
+                    report,
+                    batch.loc[~batch[ROW_NUMBER].isin(taken), ROW_NUMBER],
+                    "event",
+                    exc,
+                    "LINE Conversion API",
                 )
                 if exc.status == 401:
                     raise DeliveryFailed(
@@ -608,13 +627,14 @@ class LineConversionDestination(Destination):
         keys = dict(zip(events[ROW_NUMBER].tolist(), events["deduplication_key"], strict=True))
         tally.refused += len(events)
         report.sent_rows += len(events)
+        why = not_isolated(run) if run.interrupted else STOPPED_ISOLATING
         report.refused.append(
             reject(
                 events[ROW_NUMBER],
                 "event",
                 REFUSED_RULE,
                 f"LINE Conversion API refused the request carrying this event (400){detail} "
-                f"({not_isolated(run)})",
+                f"({why})",
                 value=lambda row: str(keys[row]),
             )
         )
@@ -654,6 +674,44 @@ class LineConversionDestination(Destination):
                 f"is likely wrong (tag {client.line_tag_id}, line_channel_id), not the events. Last answer{detail}",
                 report,
             )
+
+
+STOPPED_ISOLATING = (
+    "not isolated: the run stopped on a later request's failure before the refused event was "
+    "found, so this event was not sent again"
+)
+"""Why events of a refused request (400) the run did not isolate are refused: it stopped on a
+failure (a 5xx, no answer) of another request while it split that one (VERIFY-13m F5)."""
+
+
+def _halves(batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two requests a refused (or too big) request of ``batch`` is split into."""
+    half = (len(batch) + 1) // 2
+    return batch.iloc[:half], batch.iloc[half:]
+
+
+def _accepted_before(
+    run: ExportRun, tag: str, batch: pd.DataFrame, earlier: dict[str, Any] | None
+) -> list[int]:
+    """Rows of ``batch`` an earlier step attempt got accepted (202) in the requests it split
+    the request of ``batch`` into to isolate a refused event (``earlier``: that request's
+    pending record, answered 400), by the ledger alone; [] when it was not split. A request
+    the run sends again and that then fails (a 5xx) counts these accepted, not of unknown
+    delivery (LINE took them; it keeps an event once per ``deduplication_key``)."""
+    if (earlier or {}).get(EARLIER_ANSWER) != 400 or len(batch) < 2:
+        return []
+    taken: list[int] = []
+    parts = [p.reset_index(drop=True) for p in _halves(batch)]
+    while parts:
+        part = parts.pop()
+        if not len(part):
+            continue
+        state = run.ledger.done(content_key("line_conversion", tag, encode(part)))
+        if is_done(state):
+            taken.extend(int(n) for n in part[ROW_NUMBER])
+        elif (state or {}).get(EARLIER_ANSWER) == 400 and len(part) > 1:
+            parts.extend(p.reset_index(drop=True) for p in _halves(part))
+    return taken
 
 
 def _columns_of(rows: ValidRows) -> list[str]:
