@@ -30,7 +30,12 @@ from line_exports_tests.test_interrupt_reading import (
     workflow,
 )
 from line_exports_tests.test_line_rich_menu import setup_menus
-from line_exports_tests.test_stop_counts_interrupt import CAMPAIGNS, _campaign_workflow
+from line_exports_tests.test_stop_counts_interrupt import (
+    CAMPAIGNS,
+    RECIPIENTS,
+    _audience_workflow,
+    _campaign_workflow,
+)
 
 SLOW = 30.0  # seconds the cut-off request waits for its answer
 ROWS = 6000
@@ -168,3 +173,35 @@ def test_second_signal_during_a_campaign_request_counts_it_of_unknown_delivery(
     while made() < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert made() == 3, made()
+
+
+def test_second_signal_during_an_audience_upload_counts_its_ids_of_unknown_delivery(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """A LINE audience upload cut off in flight by a second signal may have reached LINE (here
+    it did: the audience holds every ID once the request's delay is over): its IDs are of
+    unknown delivery (they were counted never sent)."""
+    sandbox = sandbox_server.sandbox
+    folder = tmp_path / "wf"
+    _audience_workflow(folder, sandbox_server.url, "cutaud")
+    path = "/v2/bot/audienceGroup/upload"
+    slow = sandbox.add_fault(Fault(path=path, method="POST", delay=SLOW, times=-1))
+    ran = run_and_signal(
+        "push_stop", folder, lambda _: slow.hits >= 1, [signal.SIGINT, signal.SIGTERM], 0.5
+    )
+    assert ran.code != 0, ran.text
+    assert ran.seconds < SLOW - 8, (ran.seconds, ran.text)  # at once, not after the answer
+    counts = table_row(ran.out, "push_stop")
+    assert counts["read"] == RECIPIENTS == sum(counts[c] for c in OUTCOMES), ran.out
+    assert counts["unknown"] == counts["sent"] == RECIPIENTS, (counts, ran.text)
+    assert counts["unsent"] == counts["accepted"] == counts["refused"] == 0, ran.out
+    assert "stopped by SIGTERM at once" in ran.text, ran.text
+
+    def held() -> list[int]:
+        audiences = line_store(sandbox).audiences.values()
+        return [sum(j.count for j in a.jobs) for a in audiences if a.description == "cutaud"]
+
+    deadline = time.monotonic() + SLOW + 30
+    while held() != [RECIPIENTS] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert held() == [RECIPIENTS], held()

@@ -185,23 +185,31 @@ def deliver_audience(
                     request.earlier_unanswered = replace(request.earlier_unanswered, none_made=True)
                 # a step retry knows what this attempt got (a 5xx...)
                 request.sending(**({JOB_FAILED: failures} if failures else {}))
+                # A second signal cutting it off: its IDs unknown once a request went out
+                # (run.sending), the uploads LINE took before it too (_uploaded_on_stop).
+                cut = row_numbers(rows, part * chunk, ids.count)
                 try:
-                    if audience_id is None:
-                        audience_id, uploaded = create_audience(
-                            client, settings, run, upload, exclude, request
-                        )
-                        uploads += uploaded
-                        action = "created"
-                        run.ledger.record(created_key, {"audience_id": audience_id})
-                    else:
-                        upload(audience_id)
-                        uploads += 1
+                    with (
+                        run.sending(
+                            cut, "id", "LINE", client.http.stats, request.earlier_unanswered
+                        ),
+                        _uploaded_on_stop(report, rows),
+                    ):
+                        if audience_id is None:
+                            audience_id, uploaded = create_audience(
+                                client, settings, run, upload, exclude, request
+                            )
+                            uploads += uploaded
+                            action = "created"
+                            run.ledger.record(created_key, {"audience_id": audience_id})
+                        else:
+                            upload(audience_id)
+                            uploads += 1
                 except ApiError as exc:
                     # The one rule (outcomes.fate_of): a 4xx -> refused with its answer; a 5xx
                     # or no answer (in this or an earlier step attempt) -> unknown; never
                     # reached -> unsent. The run stops here.
-                    numbers = row_numbers(rows, part * chunk, ids.count)
-                    fate = request.count_failed(report, numbers, "id", exc, "LINE")
+                    fate = request.count_failed(report, cut, "id", exc, "LINE")
                     raise DeliveryFailed(
                         f"LINE audience upload stopped the run: {fate.reason}",
                         report,
