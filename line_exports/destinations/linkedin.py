@@ -49,6 +49,7 @@ from line_exports.http import (
 )
 from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import LedgerRequest
 from line_exports.linkedin_ids import GAID_PATTERN, ID_COLUMNS, IDFA_PATTERN
 from line_exports.linkedin_oauth import (
@@ -954,7 +955,9 @@ class LinkedInDestination(Destination):
             )
             action = "created"
             run.log.info(f"created LinkedIn DMP segment {segment_id} ({settings.segment_name!r})")
-            if resource.new_segment_wait:
+            if resource.new_segment_wait and client.sleep is time.sleep:
+                run.stop.wait(resource.new_segment_wait)  # a signal (run.stop) ends the wait
+            elif resource.new_segment_wait:
                 client.sleep(resource.new_segment_wait)
         run.ledger.record(key, {"id": segment_id, "action": action})
         return segment_id, action
@@ -970,6 +973,9 @@ class LinkedInDestination(Destination):
         report = run.new_report()
         segment_id, segment_action = self._segment(client, resource, settings, run)
         report.job_ids.append(segment_id)
+        if run.interrupted:  # a signal while the new segment settled: no batch after it
+            report.metadata["segment_id"] = segment_id
+            raise DeliveryInterrupted(run.interrupted)
         kind = settings.audience_type
         action = "ADD" if settings.dmp_segment_mode == "add" else "REMOVE"
         build = user_elements if kind == "users" else company_elements
