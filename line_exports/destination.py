@@ -28,7 +28,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from line_exports.http import RetrySettings
 from line_exports.ledger import LedgerScope
-from line_exports.rules import ROW_NUMBER, RuleSet
+from line_exports.rules import ROW_NUMBER, RuleSet, reject
 
 if TYPE_CHECKING:
     from line_exports.sync import RemovalReport, SyncSpec
@@ -374,6 +374,33 @@ class ExportRun:
                     count_failed_request(self.report, rows, column, cut, api, earlier=earlier)
                 except Exception as error:  # never turn the stop into an error a retry repeats
                     self.log.error(f"{self.name}: the request cut off was not counted: {error!r}")
+            raise
+
+    @contextmanager
+    def taken(
+        self,
+        rows: Sequence[int] | pd.Series | Callable[[], Sequence[int]],
+        column: str,
+        reason: str,
+        sent: int = 0,
+    ) -> Iterator[None]:
+        """Around a wait for an API's job after the API took the request carrying ``rows``
+        (row numbers, or a function giving them, called only on a stop): an import task, a
+        segment, an audience being made READY. A signal inside it (the first:
+        :class:`~line_exports.interrupts.DeliveryInterrupted` from :meth:`progress`, which the
+        wait calls before each look; a second, at once) counts the rows of unknown delivery
+        with ``reason`` (the API has them; whether its job ends well is not known), adds
+        ``sent`` to :attr:`DeliveryReport.sent_rows` (rows not yet counted sent), and the stop
+        goes on. Nothing is counted if the run has no :attr:`report`."""
+        try:
+            yield
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            from line_exports.outcomes import DELIVERY_UNKNOWN
+
+            if self.report is not None:
+                numbers = rows() if callable(rows) else rows
+                self.report.unknown.append(reject(numbers, column, DELIVERY_UNKNOWN, reason))
+                self.report.sent_rows += sent
             raise
 
     def new_report(self) -> DeliveryReport:

@@ -203,7 +203,7 @@ def poll(
             return result
         if time.monotonic() > deadline:
             raise ApiError(f"{what} was not ready after {timeout:.0f}s")
-        sleep(pause)
+        _pause(pause, sleep)  # a stop ends it: ``check`` (its ``between``) then sees the stop
         pause = min(pause * 2, max_pause)
 
 

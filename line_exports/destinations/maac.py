@@ -212,10 +212,18 @@ class MaacClient:
         )
         return int(response.json()["id"])
 
-    def wait_import(self, task_id: int, timeout: float = TASK_TIMEOUT_SECONDS) -> dict[str, Any]:
-        """Poll the task until ``done``; returns its ``result`` (``success`` false on failure)."""
+    def wait_import(
+        self,
+        task_id: int,
+        timeout: float = TASK_TIMEOUT_SECONDS,
+        between: Callable[[], None] = lambda: None,
+    ) -> dict[str, Any]:
+        """Poll the task until ``done``; returns its ``result`` (``success`` false on failure).
+        ``between`` is called before each look (a run's progress: it raises when the run is
+        asked to stop, so a signal ends the wait without another request)."""
 
         def done() -> dict[str, Any] | None:
+            between()
             body = self.http.request(
                 "GET", f"/openapi/v1/member/import/{task_id}/", endpoint="import_status"
             ).json()
@@ -286,11 +294,16 @@ class MaacClient:
         ).json()
 
     def wait_segment(
-        self, segment_id: int, timeout: float = TASK_TIMEOUT_SECONDS
+        self,
+        segment_id: int,
+        timeout: float = TASK_TIMEOUT_SECONDS,
+        between: Callable[[], None] = lambda: None,
     ) -> dict[str, Any]:
-        """Poll the segment until it is ready (status 2); returns it."""
+        """Poll the segment until it is ready (status 2); returns it. ``between``: as
+        :meth:`wait_import`'s."""
 
         def ready() -> dict[str, Any] | None:
+            between()
             segment = self.http.request(
                 "GET", f"/openapi/v1/segment/{segment_id}/", endpoint="segment_get"
             ).json()
@@ -718,9 +731,10 @@ class MaacDestination(Destination):
         report.job_ids.append(str(task_id))
         if tagged is not None and client.http.stats.retries == retries:
             tagged.sent(marker, task_id, members)
-        try:
-            with run.sending(part[ROW_NUMBER], key, "MAAC"):  # accepted: a stop leaves it unknown
-                result = client.wait_import(task_id)
+        taken = f"MAAC took import task {task_id}; the run stopped before MAAC said it done"
+        try:  # a signal ends the wait: MAAC has the members, the task's end is unknown
+            with run.taken(part[ROW_NUMBER], key, taken, sent=len(part)):
+                result = client.wait_import(task_id, between=lambda: run.progress(report.sent_rows))
         except ApiError as exc:
             reason = f"MAAC accepted import task {task_id}; its result could not be read ({exc})"
             report.unknown.append(reject(part[ROW_NUMBER], key, DELIVERY_UNKNOWN, reason))
@@ -772,9 +786,15 @@ class MaacDestination(Destination):
                     report,
                     retryable=exc.retryable,
                 ) from None
-            try:
-                with run.sending(rows_sent, "line_uid", "MAAC"):  # taken: a stop leaves it unknown
-                    segment = client.wait_segment(int(created["id"]))
+            taken = (
+                f"MAAC took segment {created['id']} ({action}); the run stopped before MAAC "
+                "said it ready"
+            )
+            try:  # a signal ends the wait: MAAC has the UIDs, the segment's end is unknown
+                with run.taken(rows_sent, "line_uid", taken, sent=len(uids)):
+                    segment = client.wait_segment(
+                        int(created["id"]), between=lambda: run.progress(report.sent_rows)
+                    )
             except ApiError as exc:
                 reason = (
                     f"MAAC took segment {created['id']} ({action}); its state could not be read "

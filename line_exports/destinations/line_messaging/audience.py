@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
@@ -221,11 +220,11 @@ def deliver_audience(
         finally:
             ids.path.unlink(missing_ok=True)
         report.sent_rows += ids.count
-        with _uploaded_on_stop(report, rows):
+        with _uploaded_on_stop(run, report, rows):
             run.progress(report.sent_rows)
     assert audience_id is not None
     try:
-        with _uploaded_on_stop(report, rows):  # each poll: a first signal stops the wait
+        with _uploaded_on_stop(run, report, rows):  # each poll: a first signal stops the wait
             final = client.wait_audience(
                 audience_id, set(jobs), between=lambda: run.progress(report.sent_rows)
             )
@@ -277,19 +276,15 @@ JOB_FAILED = "jobs_failed"
 pending record after a FAILED job: its IDs are sent again, under a new job description)."""
 
 
-@contextmanager
-def _uploaded_on_stop(report: DeliveryReport, rows: ValidRows) -> Iterator[None]:
-    """A signal (the first: :class:`DeliveryInterrupted`; a second, at once:
-    ``DagsterExecutionInterruptedError``) after LINE took uploads but before it said the
-    audience READY: the rows uploaded are of unknown delivery (VERIFY-13i F4, VERIFY-13k F4/F5:
-    they were counted nowhere), then the stop goes on."""
-    try:
-        yield
-    except dg.DagsterExecutionInterruptedError:
-        reason = "LINE took the upload; the run stopped before LINE said the audience READY"
-        numbers = row_numbers(rows, 0, report.sent_rows)
-        report.unknown.append(reject(numbers, "id", DELIVERY_UNKNOWN, reason))
-        raise
+def _uploaded_on_stop(
+    run: ExportRun, report: DeliveryReport, rows: ValidRows
+) -> AbstractContextManager[None]:
+    """A signal (the first: :class:`DeliveryInterrupted`; a second, at once) after LINE took
+    uploads but before it said the audience READY: the rows uploaded are of unknown delivery
+    (VERIFY-13i F4, VERIFY-13k F4/F5: they were counted nowhere), then the stop goes on
+    (:meth:`ExportRun.taken`)."""
+    reason = "LINE took the upload; the run stopped before LINE said the audience READY"
+    return run.taken(lambda: row_numbers(rows, 0, report.sent_rows), "id", reason)
 
 
 def create_audience(
