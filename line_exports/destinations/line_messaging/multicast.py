@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from line_exports.destination import DeliveryReport, ExportRun, ValidRows, not_isolated
 from line_exports.destinations.line_messaging.client import LineMessagingClient, retry_key
@@ -18,6 +18,7 @@ from line_exports.destinations.line_messaging.sending import (
     left_by_earlier,
     named_recipient,
     send_once,
+    workers,
 )
 from line_exports.destinations.line_messaging.settings import (
     MULTICAST_READ_ROWS,
@@ -40,6 +41,7 @@ def groups(rows: ValidRows, size: int) -> Iterator[tuple[list[int], list[str]]]:
             yield numbers[start : start + size], recipients[start : start + size]
 
 
+MULTICAST_PATH = "/v2/bot/message/multicast"
 PREFIX = "quota-prefix:"
 """Ledger key prefix (+ a whole group's retry key): how many of the group's first recipients
 were accepted in a group the quota cut short. A later attempt sends the rest as its own group
@@ -139,25 +141,28 @@ def deliver_multicast(
                 run.ledger.record(PREFIX + mark[0], {"state": "prefix", "first": mark[1]})
             if outcome != "refused":
                 continue
-            reason = refusals[-1][2]
-            if len(recipients) == 1 or not skip or "messages[" in reason:
-                tally.refuse(numbers, recipients, reason)
-                if len(recipients) > 1 and "messages[" in reason:
-                    # The message itself is refused: every batch would be, so stop here.
-                    with tally.lock:
-                        tally.fatal.append(f"LINE refused the multicast message: {reason}")
-                continue  # without skip, the run stops with this refusal
-            made += 1
-            i = named_recipient(reason, len(recipients))
-            if i is not None:
-                tally.refuse([numbers[i]], [recipients[i]], reason)
-                groups.append(
-                    (numbers[:i] + numbers[i + 1 :], recipients[:i] + recipients[i + 1 :])
-                )
-            else:
-                half = len(recipients) // 2
-                groups.append((numbers[half:], recipients[half:]))
-                groups.append((numbers[:half], recipients[:half]))
+            try:  # counted before a stop at once counts what is left (Tally.cut_in_flight)
+                reason = refusals[-1][2]
+                if len(recipients) == 1 or not skip or "messages[" in reason:
+                    tally.refuse(numbers, recipients, reason)
+                    if len(recipients) > 1 and "messages[" in reason:
+                        # The message itself is refused: every batch would be, so stop here.
+                        with tally.lock:
+                            tally.fatal.append(f"LINE refused the multicast message: {reason}")
+                    continue  # without skip, the run stops with this refusal
+                made += 1
+                i = named_recipient(reason, len(recipients))
+                if i is not None:
+                    tally.refuse([numbers[i]], [recipients[i]], reason)
+                    groups.append(
+                        (numbers[:i] + numbers[i + 1 :], recipients[:i] + recipients[i + 1 :])
+                    )
+                else:
+                    half = len(recipients) // 2
+                    groups.append((numbers[half:], recipients[half:]))
+                    groups.append((numbers[:half], recipients[:half]))
+            finally:
+                tally.counted()
         return handled, made
 
     def deliver_unless_stopped(
@@ -240,10 +245,11 @@ def deliver_multicast(
             report.sent_rows += handled
             splits += made
 
-    # A signal (run.progress raises between groups): the pool's exit waits for the groups in
-    # flight, so every request sent is answered and in the tally when it is counted below.
+    # A signal (run.progress raises between groups): the pool is waited for, so every request
+    # sent is answered and in the tally when it is counted below. A second signal (stopped at
+    # once) does not wait: the requests in flight are counted of unknown delivery.
     with counted_stop(report, tally, "multicast", run):  # counted with LINE's answers
-        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-multicast") as pool:
+        with workers(width, "line-multicast", tally, MULTICAST_PATH) as pool:
             in_flight: list[Future[tuple[int, int]]] = []
             for numbers, recipients, mark, resumed in recipient_groups():
                 in_flight.append(

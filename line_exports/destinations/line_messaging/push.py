@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 from line_exports.destination import DeliveryFailed, DeliveryReport, ExportRun, ValidRows
-from line_exports.destinations.line_messaging.aio_push import Push, send_pushes
+from line_exports.destinations.line_messaging.aio_push import PATH, Push, send_pushes
 from line_exports.destinations.line_messaging.client import LineMessagingClient, push_key_maker
 from line_exports.destinations.line_messaging.messages import MessageTemplate
 from line_exports.destinations.line_messaging.quota import allowance
@@ -21,6 +20,7 @@ from line_exports.destinations.line_messaging.sending import (
     pending,
     post,
     settled,
+    workers,
 )
 from line_exports.destinations.line_messaging.settings import (
     PUSH_BATCH_ROWS,
@@ -264,18 +264,20 @@ def send_threaded(
     keep: Callable[[list[Push]], None],
 ) -> None:
     """The same pushes from a pool of ``width`` threads, ``width`` at a time, each window
-    recorded pending (``keep``) just before it is sent."""
+    recorded pending (``keep``) just before it is sent. Stopped at once (a second signal), the
+    pushes in flight are counted of unknown delivery and not waited for (:func:`.workers`)."""
 
     def send(push: Push) -> None:
         row_number, to, body, key = push
         if not tally.stopped and not run.interrupted:  # a signal: queued pushes stay unsent
             post(client, "push", body, key, [row_number], [to], run, tally, recorder.record)
 
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="line-push") as pool:
+    with workers(width, "line-push", tally, PATH) as pool:
         for pushes in batches:
             for start in range(0, len(pushes), width):
                 if tally.stopped or run.interrupted:
                     return
                 window = pushes[start : start + width]
                 keep(window)
-                list(pool.map(send, window))
+                for future in [pool.submit(send, push) for push in window]:
+                    future.result()

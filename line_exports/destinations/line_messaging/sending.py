@@ -8,14 +8,16 @@ delivery; the ledger records each accepted request so a re-run skips it without 
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from dagster import DagsterExecutionInterruptedError
 
@@ -40,6 +42,7 @@ from line_exports.outcomes import Earlier, count_failed_request, unanswered_befo
 from line_exports.rules import reject
 
 QUOTA_REASON = "LINE's monthly message quota is used up"
+T = TypeVar("T")
 
 
 def resend_seconds(retry: RetrySettings) -> float:
@@ -173,7 +176,53 @@ class Tally:
     first_sent: dict[str, float] = field(default_factory=dict)
     """When each request this attempt recorded pending was first sent (:func:`pending`): its
     answer's mark keeps it (:func:`failed`)."""
+    in_flight: dict[str, list[int]] = field(default_factory=dict)
+    """Requests sent whose answer is not counted yet (retry key: rows): a stop at once counts
+    them of unknown delivery (:meth:`cut_in_flight`)."""
+    counting: int = 0  # answers taken off in_flight and being counted
+    cut: bool = False  # stopped at once: an answer arriving now is not counted
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
+
+    def going_out(self, key: str, row_numbers: list[int]) -> bool:
+        """Request ``key`` is about to be sent: in flight until its answer is counted; False
+        once the run was stopped at once (it is not sent)."""
+        with self.lock:
+            if self.cut:
+                return False
+            self.in_flight[key] = list(row_numbers)
+            return True
+
+    def answer_arrived(self, key: str) -> bool:
+        """The answer to ``key`` arrived: True to count it (then :meth:`counted`); False when a
+        stop at once already counted the request (of unknown delivery)."""
+        with self.lock:
+            if self.in_flight.pop(key, None) is None:
+                return False
+            self.counting += 1
+            return True
+
+    def counted(self) -> None:
+        """An answer taken by :meth:`answer_arrived` (or a refusal a caller counts) is in."""
+        with self.changed:
+            self.counting -= 1
+            self.changed.notify_all()
+
+    def cut_in_flight(self, path: str, wait: float = 5.0) -> None:
+        """Stopped at once (a second signal) while requests to ``path`` are in flight in other
+        threads: each is counted by :func:`~line_exports.outcomes.fate_of` as cut off (it may
+        have reached LINE: delivery unknown; its pending record stays, so a re-run sends it
+        again under its retry key), no answer arriving later is counted, and the answers
+        already being counted are waited for (a moment: nothing on the network)."""
+        with self.changed:
+            self.cut = True
+            for key, rows in self.in_flight.items():
+                cut = ApiError("the run was stopped at once", method="POST", path=path)
+                self.failed.append((rows, cut, self.earlier.get(key, Earlier())))
+            self.in_flight.clear()
+            self.changed.wait_for(lambda: self.counting == 0, timeout=wait)
 
     def refuse(self, row_numbers: list[int], recipients: list[str], reason: str) -> None:
         """Count one request LINE refused: its rows (each with its recipient) and the request."""
@@ -185,8 +234,8 @@ class Tally:
 
     @property
     def stopped(self) -> bool:
-        """A fatal error was met: no further request is sent."""
-        return bool(self.fatal)
+        """A fatal error was met, or the run was stopped at once: no further request is sent."""
+        return bool(self.fatal) or self.cut
 
 
 def settled(
@@ -295,18 +344,37 @@ def post(
     """Send one request already recorded as pending; ``record`` writes its acceptance.
 
     A refusal goes to ``refusals`` when given (the caller decides: multicast isolates the
-    refused recipient), else to the tally."""
+    refused recipient, then calls ``tally.counted()``), else to the tally. 'cut' when the run
+    was stopped at once before the request went out or before its answer was counted
+    (:meth:`Tally.cut_in_flight` counted it)."""
     if len(body) > MAX_BODY_BYTES:
+        with tally.lock:
+            tally.counting += refusals is not None  # the caller counts it
         return too_big(body, row_numbers, recipients, tally, refusals)
     retry = resend_retry(client.http.retry, key, tally)
     if retry is None:  # the key ends before even one attempt surely would
         hold(row_numbers, tally.since[key], client.http.retry, tally)
         return "unknown"
+    if not tally.going_out(key, row_numbers):
+        return "cut"
     try:
         status, answer = client.with_retry(retry).send(kind, body, key)
     except ApiError as exc:
-        return failed(exc, client, key, row_numbers, recipients, run, tally, refusals)
-    return answered(status, answer.get("_request_id"), key, recipients, tally, record)
+        if not tally.answer_arrived(key):
+            return "cut"
+        outcome = "fatal"
+        try:
+            outcome = failed(exc, client, key, row_numbers, recipients, run, tally, refusals)
+            return outcome
+        finally:
+            if outcome != "refused" or refusals is None:
+                tally.counted()
+    if not tally.answer_arrived(key):
+        return "cut"
+    try:
+        return answered(status, answer.get("_request_id"), key, recipients, tally, record)
+    finally:
+        tally.counted()
 
 
 def too_big(
@@ -468,6 +536,83 @@ def cut_off(tally: Tally, row_numbers: list[int], key: str, path: str) -> None:
     cut = ApiError("the run was stopped at once", method="POST", path=path, reached=True)
     with tally.lock:
         tally.failed.append((list(row_numbers), cut, tally.earlier.get(key, Earlier())))
+
+
+class Workers:
+    """``width`` daemon threads running the calls given to :meth:`submit`, each answering a
+    :class:`~concurrent.futures.Future`. Not a ``ThreadPoolExecutor``: its threads are joined
+    when the interpreter exits, so a run stopped at once (a second signal) would still wait for
+    the requests in flight; these are left to end with the process."""
+
+    def __init__(self, width: int, name: str) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ]
+        self._calls = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(width)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, call: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._calls.put((future, call, args))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call(*args))
+            except BaseException as exc:  # handed to whoever waits for it
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Let the threads end once the calls given are done; ``wait`` for them (False: a stop
+        at once, the calls in flight are left to end on their own)."""
+        for _ in self._threads:
+            self._calls.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
+@contextmanager
+def workers(width: int, name: str, tally: Tally, path: str) -> Iterator[Workers]:
+    """:class:`Workers` for a sender's requests to ``path``: waited for when the block ends (a
+    first signal too: every request sent is answered and counted), but not once the run is
+    stopped at once (a second signal, in the block or while waiting): then the requests in
+    flight are counted of unknown delivery (:meth:`Tally.cut_in_flight`) and left to end."""
+    pool = Workers(width, name)
+    try:
+        yield pool
+    except DeliveryInterrupted:  # a first signal (run.progress): stop after those in flight
+        _wait(pool, tally, path)
+        raise
+    except DagsterExecutionInterruptedError:
+        _cut(pool, tally, path)
+        raise
+    except BaseException:
+        _wait(pool, tally, path)
+        raise
+    _wait(pool, tally, path)
+
+
+def _wait(pool: Workers, tally: Tally, path: str) -> None:
+    try:
+        pool.shutdown(wait=True)
+    except DagsterExecutionInterruptedError:  # stopped at once while waiting
+        _cut(pool, tally, path)
+        raise
+
+
+def _cut(pool: Workers, tally: Tally, path: str) -> None:
+    tally.cut_in_flight(path)
+    pool.shutdown(wait=False)
 
 
 @contextmanager
