@@ -67,7 +67,7 @@ from line_exports.destinations.line_messaging.targeting import (
     resolve_names,
     upper_bound,
 )
-from line_exports.http import ApiError, poll
+from line_exports.http import ApiError, RetrySettings, poll
 from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger import ENTRIES, Ledger
 from line_exports.ledger_request import failure_mark, pending_record
@@ -257,7 +257,7 @@ def deliver_campaign(
     first = [p for p in planned if left_by_earlier(known.get(p[2]), retry) == "resend"]
     if send(first, targeting):
         # The requests the earlier attempt settled, by the ledger (VERIFY-13m F4)
-        earlier = settled_before([p for p in planned if p not in first], known)
+        earlier = settled_before([p for p in planned if p not in first], known, retry)
         outcomes.extend(earlier)
         report.sent_rows += len(earlier)
         return summarize(report, outcomes, kind, settings, named, sizes)
@@ -274,13 +274,14 @@ def deliver_campaign(
 
 
 def settled_before(
-    requests: list[tuple[int, str, str]], known: dict[str, dict[str, Any]]
+    requests: list[tuple[int, str, str]], known: dict[str, dict[str, Any]], retry: RetrySettings
 ) -> list[dict[str, Any]]:
     """The outcomes an earlier attempt of this run scope got for ``requests`` (row, messages,
-    key) by their ledger records ``known``, without a request: accepted (resumed) or refused
-    with LINE's recorded answer; the others (never sent, or left pending and not sent again)
-    have none, so their rows stay unsent. For a step retry that stops while it resends what
-    that attempt left pending (its main pass, which counts them, never runs)."""
+    key) by their ledger records ``known``, without a request: accepted (resumed), refused
+    with LINE's recorded answer, or, left pending past the window for a safe resend under
+    ``retry``, of unknown delivery (as :func:`send_one` says); the others (never sent) have
+    none, so their rows stay unsent. For a step retry that stops while it resends what that
+    attempt left pending (its main pass, which counts them, never runs; VERIFY-13m F4)."""
     outcomes: list[dict[str, Any]] = []
     for number, _, key in requests:
         state = known.get(key) or {}
@@ -297,6 +298,10 @@ def settled_before(
         elif state.get("state") == "refused":
             reason = str(state.get("reason") or state.get("message") or "")
             outcomes.append({"state": "refused", "reason": reason, "row": number})
+        elif (since := first_sent(state)) is not None:  # not in the resend: past its window
+            outcomes.append(
+                {"state": "unknown", "reason": held_reason(since, retry), "row": number}
+            )
     return outcomes
 
 
@@ -449,8 +454,10 @@ def send_one(
 def failed(exc: ApiError, client: LineMessagingClient, key: str, run: ExportRun) -> dict[str, Any]:
     if exc.status == 400:
         message, _ = line_error(exc)
-        run.ledger.record(key, {"state": "refused", "at": time.time(), "message": message})
-        return {"state": "refused", "reason": refusal(exc)}
+        reason = refusal(exc)  # kept whole: a step retry counts it (settled_before)
+        record = {"state": "refused", "at": time.time(), "message": message, "reason": reason}
+        run.ledger.record(key, record)
+        return {"state": "refused", "reason": reason}
     if monthly_limit(exc):
         run.ledger.record(key, {"state": "refused", "at": time.time(), "message": exc.body})
         return {"state": "fatal", "quota": True, "reason": f"LINE answered 429: {QUOTA_REASON}"}
