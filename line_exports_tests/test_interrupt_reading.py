@@ -37,6 +37,7 @@ COLUMNS = (
 )
 OUTCOMES = ("rejected", "refused", "unsent", "unknown", "accepted")
 HEX_ID = "'U' || lpad(printf('%x', range + 4096), 32, '0')"
+RETRY_WAIT_SCALE = "LINE_EXPORTS_RETRY_WAIT_SCALE"  # the suite's shorter HTTP retry waits
 BAD_EVERY = 997  # one row in BAD_EVERY is invalid: rejected before sending
 RICH_MENU = "richmenu-" + "a" * 32  # made in the sandbox by the test (test_line_rich_menu)
 
@@ -130,12 +131,15 @@ def run_and_signal(
     signals: list[signal.Signals],
     gap: float = 0.0,
     timeout: float = 90,
+    real_waits: bool = False,
 ) -> Stopped:
     """``line-exports run TASK`` in a child process (its own process group, as a terminal's
-    job), sent ``signals`` ``gap`` seconds apart once ``ready(stderr so far)`` holds."""
+    job), sent ``signals`` ``gap`` seconds apart once ``ready(stderr so far)`` holds;
+    ``real_waits``: its HTTP retry waits at their real length (not scaled down for tests)."""
+    env = {k: v for k, v in os.environ.items() if not real_waits or k != RETRY_WAIT_SCALE}
     child = subprocess.Popen(
         [str(CLI), "run", task, "--workflows", str(folder)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -5,10 +5,7 @@ request in flight and its table's counts add up and match what the sandbox holds
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ import pytest
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sandbox.line_conversion import store_of
 from line_exports.sandbox.line_messaging import store_of as line_store
-from line_exports_tests.cli_helpers import CLI
+from line_exports_tests.test_interrupt_reading import run_and_signal
 
 EVENTS = 6000
 BATCH = 1000
@@ -64,36 +61,19 @@ def _table_row(out: str, task: str) -> dict[str, int]:
 def stopped_run(
     task: str, folder: Path, fault: Fault, hits: int, signo: signal.Signals = signal.SIGINT
 ) -> tuple[int, str, str, int, float]:
-    """``line-exports run TASK`` in a child process, sent ``signo`` (to its process group, as a
-    terminal's Ctrl-C) once ``fault`` has seen ``hits`` requests: (exit code, stdout, stderr,
-    requests the sandbox had seen when the signal was sent, seconds from the signal to the
-    exit)."""
-    env = {k: v for k, v in os.environ.items() if k != "LINE_EXPORTS_RETRY_WAIT_SCALE"}
-    child = subprocess.Popen(
-        [str(CLI), "run", task, "--workflows", str(folder)],
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        started = time.monotonic()
-        while fault.hits < hits and child.poll() is None and time.monotonic() - started < 240:
-            time.sleep(0.01)
-        assert child.poll() is None, (
-            f"the run ended before it was interrupted: {child.communicate()}"
-        )
-        at_signal = fault.hits
-        os.killpg(child.pid, signo)
-        signalled = time.monotonic()
-        out, err = child.communicate(timeout=120)
-        seconds = time.monotonic() - signalled
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.communicate()
-    return child.returncode, out, err, at_signal, seconds
+    """``line-exports run TASK`` in a child process (:func:`~line_exports_tests.
+    test_interrupt_reading.run_and_signal`, HTTP retry waits at their real length), sent
+    ``signo`` (to its process group, as a terminal's Ctrl-C) once ``fault`` has seen ``hits``
+    requests: (exit code, stdout, stderr, requests the sandbox had seen when the signal was
+    sent, seconds from the signal to the exit)."""
+    seen: list[int] = []
+
+    def reached(_: str) -> bool:
+        seen.append(fault.hits)
+        return seen[-1] >= hits
+
+    ran = run_and_signal(task, folder, reached, [signo], timeout=240, real_waits=True)
+    return ran.code, ran.out, ran.err, seen[-1], ran.seconds
 
 
 @pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
@@ -253,8 +233,6 @@ def test_signal_while_line_makes_the_audience_stops_the_wait_and_counts_the_ids(
     stops the wait and counts the IDs uploaded of unknown delivery, after one signal or two (one
     signal was not acted on until READY, up to 6 h; a second left every row counted nowhere,
     VERIFY-13k F4, F5)."""
-    from line_exports_tests.test_interrupt_reading import run_and_signal
-
     sandbox = sandbox_server.sandbox
     sandbox.job_seconds = 120.0  # LINE takes two minutes to add the IDs
     folder = tmp_path / "wf"
@@ -277,8 +255,6 @@ def test_signal_while_line_sends_a_narrowcast_counts_it_accepted(
     that narrowcast counts accepted, the rest never sent, after one signal or two (one signal
     was acted on only when LINE finished; a second counted the narrowcast LINE made as never
     sent, VERIFY-13k F4, F5)."""
-    from line_exports_tests.test_interrupt_reading import run_and_signal
-
     sandbox = sandbox_server.sandbox
     sandbox.job_seconds = 30.0  # LINE takes minutes to send each narrowcast
     folder = tmp_path / "wf"
