@@ -11,7 +11,10 @@ over HTTP to the LINE Conversion API sandbox; real DuckDB and SQLite files.
 
 from __future__ import annotations
 
+import argparse
+import io
 import sqlite3
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ import pytest
 from line_exports import LineConversionResource, SqlSource, build_export
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_conversion import events_of
+from line_exports.workflows.cli import register
 from line_exports_tests.test_outcomes import COUNTER, adds_up
 
 NOW = int(time.time()) - 60
@@ -165,3 +169,33 @@ def test_a_number_name_and_its_text_together_are_two_columns_alike(
     tag, message, _ = _upstream_run(sandbox_server, frame)
     _refused_clearly(message, "2 columns named '5' (named 5, not a text)")
     assert events_of(sandbox_server.sandbox, tag) == {}
+
+
+def test_plan_names_two_columns_alike(tmp_path: Path) -> None:
+    """``line-exports plan`` reads the query as a run does: the same message, not a crash."""
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (folder / "connections.yaml").write_text("connections:\n  maac_main:\n    type: maac\n")
+    (folder / "q.sql").write_text("SELECT line_uid, line_uid FROM segment_users LIMIT 4\n")
+    (folder / "daily.dig").write_text(
+        textwrap.dedent(
+            """
+            timezone: Asia/Tokyo
+            +seg:
+              td>: q.sql
+              result_connection: maac_main
+              result_settings:
+                data_object: segments
+                segment_name: daily
+            """
+        )
+    )
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    ns = parser.parse_args(["plan", "daily", "--workflows", str(folder)])
+    out = io.StringIO()
+    code = ns.func(ns, out)
+    text = out.getvalue()
+    assert code != 0, text
+    assert "error: the query returns 2 columns named 'line_uid'" in text, text
+    assert "Error" not in text, text
