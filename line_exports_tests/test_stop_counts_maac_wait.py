@@ -78,3 +78,24 @@ def test_signal_while_maac_works_stops_the_wait_and_counts_what_it_took(
     held = len(store.members) if data_object == "members" else len(store.segments)
     assert held == (BATCH if data_object == "members" else 1), held  # MAAC has them
     assert looks.hits <= at_stop + 1, (looks.hits, at_stop)  # no look after the stop
+
+
+def test_signals_while_the_run_ends_still_print_its_counts(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """Ctrl-C held down: a SIGINT, then a SIGTERM every 50 ms until the command exits. The
+    signals after the step stopped (while Dagster ends the run, while the table prints) are
+    held, so the command still prints its table and counts (a KeyboardInterrupt killed it
+    before, now and then, when a second signal came after the step had stopped)."""
+    settings, looked_at, taken, _ = SETTINGS["segments"]
+    sandbox = sandbox_server.sandbox
+    sandbox.job_seconds = 120.0
+    folder = tmp_path / "wf"
+    _workflow(folder, sandbox_server.url, settings)
+    looks = sandbox.add_fault(Fault(path=looked_at, method="GET", times=-1))
+    signals = [signal.SIGINT] + [signal.SIGTERM] * 60
+    ran = run_and_signal("maac_wait", folder, lambda _: looks.hits >= 2, signals, gap=0.05)
+    assert ran.code != 0, ran.text
+    counts = _table_row(ran.out, "maac_wait")
+    assert counts["read"] == MEMBERS == counts["unknown"] + counts["unsent"], ran.out
+    assert counts["unknown"] == taken and "stopped by SIG" in ran.text, ran.text

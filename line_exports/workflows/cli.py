@@ -537,54 +537,61 @@ def run(ns: argparse.Namespace, out: TextIO | None = None, instance: Any = None)
         out,
         f"running {workflow.file.name}: {len(names)} task(s) in order: {', '.join(names)}",
     )
-    started = time.monotonic()
-    instance = instance or _instance()
-    result = job.execute_in_process(
-        instance=instance,
-        tags=tags,
-        raise_on_error=False,
-        run_config=run_summary.log_config(ns.log_level),
-    )
-    found = run_summary.outcomes(result, instance)
-    failures = {
-        e.step_key: e.step_failure_data.error.message.strip()
-        if e.step_failure_data.error
-        else "failed"
-        for e in result.all_events
-        if e.event_type == dg.DagsterEventType.STEP_FAILURE
-    }
-    rows = []
-    for task in workflow.tasks:
-        outcome = found.get(task.key.to_user_string())
-        step = "__".join(task.key.path)
-        status = run_summary.task_status(outcome, failures.get(step))  # its own step's
-        meta = outcome.metadata if outcome is not None else {}
-        rows.append(
-            [
-                task.name,
-                status,
-                *(int(meta.get(k, 0) or 0) for _, k in COUNT_COLUMNS),
-            ]
+    from dagster._utils.interrupts import capture_interrupts
+
+    # Dagster holds a signal outside a step's checkpoints only inside its run iterator; after a
+    # user's stop, a second Ctrl-C or SIGTERM while Dagster ends the run, or while the table
+    # prints, was a KeyboardInterrupt that killed the command before it said the counts. Held
+    # here as Dagster's own docs advise (``ExecuteRunWithPlanIterable``): a step still sees it.
+    with capture_interrupts():
+        started = time.monotonic()
+        instance = instance or _instance()
+        result = job.execute_in_process(
+            instance=instance,
+            tags=tags,
+            raise_on_error=False,
+            run_config=run_summary.log_config(ns.log_level),
         )
-    for step, message in failures.items():
-        text = run_summary.failure_text(message) if message else "failed"
-        _say(out, f"error in {step}: {text}")
-    _say(out, "")
-    _say(
-        out,
-        table(["task", "status", *(header for header, _ in COUNT_COLUMNS)], rows),
-    )
-    checks_failed = run_summary.report(found, out)
-    _say(
-        out,
-        f"\nrun {result.run_id} {'succeeded' if result.success else 'failed'} in {time.monotonic() - started:.1f}s",
-    )
-    if not result.success:
-        return 1
-    if checks_failed and ns.strict:
-        _say(out, "--strict: a check failed, exit code 1")
-        return 1
-    return 0
+        found = run_summary.outcomes(result, instance)
+        failures = {
+            e.step_key: e.step_failure_data.error.message.strip()
+            if e.step_failure_data.error
+            else "failed"
+            for e in result.all_events
+            if e.event_type == dg.DagsterEventType.STEP_FAILURE
+        }
+        rows = []
+        for task in workflow.tasks:
+            outcome = found.get(task.key.to_user_string())
+            step = "__".join(task.key.path)
+            status = run_summary.task_status(outcome, failures.get(step))  # its own step's
+            meta = outcome.metadata if outcome is not None else {}
+            rows.append(
+                [
+                    task.name,
+                    status,
+                    *(int(meta.get(k, 0) or 0) for _, k in COUNT_COLUMNS),
+                ]
+            )
+        for step, message in failures.items():
+            text = run_summary.failure_text(message) if message else "failed"
+            _say(out, f"error in {step}: {text}")
+        _say(out, "")
+        _say(
+            out,
+            table(["task", "status", *(header for header, _ in COUNT_COLUMNS)], rows),
+        )
+        checks_failed = run_summary.report(found, out)
+        _say(
+            out,
+            f"\nrun {result.run_id} {'succeeded' if result.success else 'failed'} in {time.monotonic() - started:.1f}s",
+        )
+        if not result.success:
+            return 1
+        if checks_failed and ns.strict:
+            _say(out, "--strict: a check failed, exit code 1")
+            return 1
+        return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
