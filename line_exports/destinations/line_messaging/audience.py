@@ -192,7 +192,7 @@ def deliver_audience(
                         run.sending(
                             cut, "id", "LINE", client.http.stats, request.earlier_unanswered
                         ),
-                        _uploaded_on_stop(report, rows),
+                        _uploaded_on_stop(run, report, rows),
                     ):
                         if audience_id is None:
                             audience_id, uploaded = create_audience(
