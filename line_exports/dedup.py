@@ -21,8 +21,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from duckdb.sqltypes import VARCHAR
 
 from line_exports.destination import ValidRows
+from line_exports.identities import name_keys
 from line_exports.private_files import private_file
 from line_exports.rules import REJECT_COLUMNS, ROW_NUMBER, RuleSet, empty_rejects, mask_value
 
@@ -40,24 +42,37 @@ A window over the whole spool held every key in memory (10M LINE IDs: 1.3 GB pea
 grouping under this limit spills instead (10M IDs: under 300 MB, as fast)."""
 
 
+def _name_keys(values: pa.ChunkedArray) -> pa.Array:
+    """:func:`~line_exports.identities.name_keys` as a DuckDB function (Arrow in, Arrow out)."""
+    return name_keys(values)
+
+
 def duplicate_rows(
     path: Path,
     columns: Sequence[str],
     without: Sequence[str] = (),
     skip: np.ndarray | None = None,
+    match: Sequence[str] = (),
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(row numbers, first row each repeats, values per column) of the repeated rows, in order.
 
     ``skip``: row numbers already dropped (by an earlier rule): neither a duplicate nor the
-    first of one, so a row is only ever said to repeat a row that is sent.
+    first of one, so a row is only ever said to repeat a row that is sent. ``match``: the
+    columns compared as names (:attr:`~line_exports.rules.Unique.match`); the values returned
+    are the rows' own.
 
     Two steps, each bounded by :data:`DEDUP_MEMORY_LIMIT`: the keys that occur more than once
     with their first row (a grouping, spilled to disk when large), then the spool's rows of
     those keys (a join against that small table). NULLs match each other, as in a grouping.
     """
-    keys = ", ".join(_quote(c) for c in columns)
+
+    def key(c: str) -> str:
+        return f"name_key(t.{_quote(c)})" if c in match else f"t.{_quote(c)}"
+
+    keys = ", ".join(f"{key(c)} as k{i}" for i, c in enumerate(columns))
+    groups = ", ".join(f"k{i}" for i in range(len(columns)))
     row = _quote(ROW_NUMBER)
-    same = " and ".join(f"t.{_quote(c)} is not distinct from d.{_quote(c)}" for c in columns)
+    same = " and ".join(f"{key(c)} is not distinct from d.k{i}" for i, c in enumerate(columns))
     any_present = " or ".join(f"t.{_quote(c)} is not null" for c in columns)
     only = "".join(f" and t.{_quote(c)} is null" for c in without)
     if skip is not None and len(skip):
@@ -72,9 +87,13 @@ def duplicate_rows(
         with closing(duckdb.connect(config=config)) as con:
             if skip is not None and len(skip):
                 con.register("skipped", pa.table({"n": pa.array(skip, pa.int64())}))
+            if match:
+                con.create_function(
+                    "name_key", _name_keys, [VARCHAR], VARCHAR, type="arrow", side_effects=False
+                )
             con.execute(
                 f"create temp table d as select {keys}, min({row}) as _first "
-                f"from read_parquet(?) t where true{only} group by {keys} having count(*) > 1",
+                f"from read_parquet(?) t where true{only} group by {groups} having count(*) > 1",
                 [str(path)],
             )
             table = con.sql(
@@ -144,7 +163,10 @@ def deduplicate(rows: ValidRows, ruleset: RuleSet, settings: Mapping[str, object
             parts.append(rejected)
             notes.append(noted)
             continue
-        numbers, firsts, values = duplicate_rows(rows.path, columns, without, dropped_so_far)
+        matched = [c for c in rule.match if c in columns]
+        numbers, firsts, values = duplicate_rows(
+            rows.path, columns, without, dropped_so_far, matched
+        )
         if not len(numbers):
             continue
         dropped_so_far = np.union1d(dropped_so_far, numbers.astype("int64"))

@@ -30,9 +30,40 @@
   case characters and are case insensitive on input", i.e. ``EA7583CD-…`` and ``ea7583cd-…`` are
   one device and are uploaded once (LinkedIn's ``google_aid``/``apple_idfa`` follow LinkedIn's
   own documented case instead).
+* MAAC ``customer_id`` import keys: trimmed (:data:`CUSTOMER_ID_NORMALIZE`), sent trimmed, and a
+  key of only white space is no key (a ``required`` reject, as a blank email is). MAAC's
+  reference (``maac-crescendo-export.txt``, Members: "customer_id string ... User ID of the
+  third-party system") says nothing on white space or on how it matches the key, so the
+  exporter assumes the strictest reading that keeps counts true: `` 123``, ``123 `` and ``123``
+  are one member's key, which sent three times would fail the whole import
+  (``duplicate_error``), and a blank key (``blank_error``) likewise. The sandbox matches MAAC's
+  ``email`` and ``customer_id`` keys by these same steps (:func:`maac_key`).
+* Names LinkedIn matches (a company's ``companyName``; a user's ``firstName``, ``lastName``,
+  ``company``, ``title`` when the user has no ID): compared trimmed and lower-cased
+  (:data:`NAME_MATCH`, :func:`name_keys`) for the duplicate check, and sent as held. LinkedIn's
+  reference (``linkedin-matched-audiences-export.txt``: "A string representing the company name
+  of this company", "the first name of the contact to match") does not say how it matches
+  them; a name written by people is matched by LinkedIn to a company or a member, not compared
+  byte for byte, so ``Acme``, ``Acme `` and ``ACME`` are taken as one company: sent once (the
+  first row's spelling), the others ``duplicate`` rejects. A name of only white space
+  (:func:`blank`) names no one: the exporter's one-of rules and the sandbox refuse it alike.
+* LINE audience names: LINE's Messaging API (manage-audience.yml, ``description`` of every
+  create, rename and list request): "The audience's name. This is case-insensitive, meaning
+  AUDIENCE and audience are considered identical." :func:`audience_name_key` is that identity,
+  for the exporter finding an audience by name and the sandbox's list filter. The spec says
+  nothing about white space (not trimmed: ``Spring Buyers `` is another name) nor refuses a
+  create whose name an audience already has (audience names are not unique at LINE: a create
+  makes another audience), so neither does the sandbox.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pyarrow, numpy: imported on first use (the light CLI paths load neither)
+    import numpy as np
+    import pyarrow as pa
 
 CAPI_USER_IDENTIFIERS = (
     "line_uid",
@@ -51,10 +82,95 @@ EMAIL_NORMALIZE = ("trim", "ascii_lowercase")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
+def normalized(values: Sequence[str | None], steps: Sequence[str]) -> list[str | None]:
+    """``values`` after the normalize ``steps`` of a :class:`~line_exports.rules.Column`
+    (e.g. :data:`EMAIL_NORMALIZE`), by the very kernels the exporter's column path runs
+    (:func:`line_exports.arrow_text.normalize`): the sandboxes' one definition."""
+    import pyarrow as pa
+
+    from line_exports.arrow_text import normalize
+
+    return normalize(pa.array(list(values), pa.string()), tuple(steps)).to_pylist()
+
+
 def normalize_email(value: str) -> str:
     """One email address as every destination matches it: trimmed, A-Z lower-cased (any other
     character kept as written, see the module)."""
     return value.strip().translate(_ASCII_LOWER)
+
+
+CUSTOMER_ID_NORMALIZE = ("trim",)
+"""The normalize steps of MAAC's ``customer_id`` column (see the module: MAAC's reference is
+silent, so keys that differ only by surrounding white space are one key)."""
+
+MAAC_KEY_NORMALIZE: dict[str, tuple[str, ...]] = {
+    "email": EMAIL_NORMALIZE,
+    "customer_id": CUSTOMER_ID_NORMALIZE,
+}
+"""MAAC import key -> the steps by which it is matched (``mobile``: E.164,
+:mod:`line_exports.phones`; ``line_uid``: as sent, a checked pattern)."""
+
+
+def maac_keys(import_key: str, values: Sequence[str]) -> list[str]:
+    """``email`` or ``customer_id`` import keys as MAAC matches them (:data:`MAAC_KEY_NORMALIZE`;
+    any other key as given): "" for a key of only white space. One Arrow call for them all."""
+    steps = MAAC_KEY_NORMALIZE.get(import_key)
+    if not steps or not values:
+        return list(values)
+    return [key or "" for key in normalized(values, steps)]
+
+
+def maac_key(import_key: str, value: str) -> str:
+    """One import key as MAAC matches it (:func:`maac_keys`)."""
+    return maac_keys(import_key, [value])[0]
+
+
+NAME_MATCH = ("trim", "lowercase")
+"""How a name LinkedIn matches is compared (see the module): trimmed, lower-cased."""
+
+BLANK_PATTERN = r"^[\s\p{Z}]*$"
+"""Text of only white space (or empty): it names no one (RE2, Unicode separators too)."""
+
+
+def name_keys(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Names (Arrow text) as compared for duplicates (:data:`NAME_MATCH`); nulls stay null."""
+    import pyarrow as pa
+
+    from line_exports.arrow_text import normalize
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not pa.types.is_string(values.type):
+        values = values.cast(pa.string())
+    return normalize(values, NAME_MATCH)
+
+
+def name_key(value: str) -> str:
+    """One name as compared for duplicates (:func:`name_keys`)."""
+    import pyarrow as pa
+
+    return name_keys(pa.array([value], pa.string()))[0].as_py()
+
+
+def blank(values: pa.Array) -> np.ndarray:
+    """Which ``values`` (Arrow text) are missing or only white space (:data:`BLANK_PATTERN`)."""
+    import pyarrow.compute as pc
+
+    found = pc.match_substring_regex(values, BLANK_PATTERN).fill_null(True)
+    return found.to_numpy(zero_copy_only=False)
+
+
+def is_blank(value: object) -> bool:
+    """Whether one value is no text, or text of only white space (:func:`blank`)."""
+    import pyarrow as pa
+
+    return not isinstance(value, str) or bool(blank(pa.array([value], pa.string()))[0])
+
+
+def audience_name_key(name: str) -> str:
+    """A LINE audience name as LINE compares it: case-insensitive (see the module), white
+    space kept."""
+    return name.lower()
 
 
 IFA_NORMALIZE = ("trim", "lowercase")

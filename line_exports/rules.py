@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from line_exports.arrow_text import bools, compile_matcher, normalize, value_offsets
-from line_exports.identities import one_of_reason
+from line_exports.identities import blank, one_of_reason
 from line_exports.phones import (
     EXTENSION,
     INVALID,
@@ -193,6 +193,10 @@ class Unique:
     only_without: tuple[str, ...] = ()
     """Only rows whose ``only_without`` columns are all missing are compared (a sync key's
     fallback: LinkedIn users with no ID, keyed by name)."""
+    match: tuple[str, ...] = ()
+    """Of ``columns``, those compared as names (:func:`~line_exports.identities.name_keys`:
+    trimmed, lower-cased) rather than as held: LinkedIn's company and user names. The row sent
+    keeps its own spelling."""
     per_value: bool = False
     """Each of ``columns`` on its own: a value once per export. A row whose value repeats an
     earlier row's is still sent, without that value (the cell emptied, the row noted with the
@@ -1044,8 +1048,7 @@ def _identifying(checked: _Checked) -> np.ndarray:
     if isinstance(values, pa.Array) and (
         pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     ):
-        blank = pc.match_substring_regex(values, r"^[\s\p{Z}]*$").fill_null(True)
-        return checked.present & ~blank.to_numpy(zero_copy_only=False)
+        return checked.present & ~blank(values)
     return checked.present
 
 

@@ -165,6 +165,14 @@ USER_UNIQUE = (
     # ``values_sent_with_earlier_rows``, file ``sent_earlier.csv``). A row whose every ID
     # repeats is a duplicate naming those rows (issue 13: "never sent twice in one request").
     Unique(ID_COLUMNS, per_value=True),
+    # A user with no ID is matched by name (and company, title, country): names compared
+    # trimmed and lower-cased, as one person (identities.NAME_MATCH; the reference is silent
+    # on how LinkedIn matches names), so `Dan Ng` and `Dan Ng ` go once.
+    Unique(
+        ("first_name", "last_name", "company", "title", "country"),
+        only_without=ID_COLUMNS,
+        match=("first_name", "last_name", "company", "title"),
+    ),
 )
 COMPANY_COLUMNS = (
     Column("company_name", max_length=255),
@@ -187,7 +195,14 @@ COMPANY_ROW_RULES = (
         name="identifier",
     ),
 )
-COMPANY_UNIQUE = (Unique(("company_name", "company_website_domain", "company_email_domain")),)
+# A company name compared trimmed and lower-cased (identities.NAME_MATCH; the reference is
+# silent on how LinkedIn matches it): `Acme`, `Acme ` and `ACME` are one company, sent once.
+COMPANY_UNIQUE = (
+    Unique(
+        ("company_name", "company_website_domain", "company_email_domain"),
+        match=("company_name",),
+    ),
+)
 # sync_mode diff / mirror: what identifies a member (a REMOVE element carries these).
 # LinkedIn's DMP Segment Users API identifies a user by its ``userIds`` (SHA256_EMAIL,
 # SHA512_EMAIL, GOOGLE_AID, APPLE_IDFA; "a 201 is returned if you add the same ID again or

@@ -38,7 +38,7 @@ from line_exports.destination import (
 from line_exports.destinations import maac_tags
 from line_exports.destinations.maac_mismatch import mismatch_uids
 from line_exports.http import ApiError, HttpClient, RateLimit, RetrySettings, poll
-from line_exports.identities import EMAIL_NORMALIZE
+from line_exports.identities import CUSTOMER_ID_NORMALIZE, EMAIL_NORMALIZE
 from line_exports.ledger_request import LedgerRequest
 from line_exports.maac_spec import (
     BIRTHDAY_MESSAGE,
@@ -104,6 +104,12 @@ SEGMENT_COLUMNS = (
         pattern=LINE_UID.pattern,
         pattern_message="is not a LINE user ID (U and 32 hex digits)",
     ),
+)
+# customer_id as the import key: trimmed, so a key of only white space is none (``required``)
+# and `` 123``/``123 ``/``123`` one key, sent trimmed (identities.CUSTOMER_ID_NORMALIZE: MAAC's
+# reference is silent on white space in keys). As another field it travels as held (free text).
+KEY_CUSTOMER_ID = replace(
+    next(c for c in MEMBER_COLUMNS if c.name == "customer_id"), normalize=CUSTOMER_ID_NORMALIZE
 )
 # MAAC fails a whole import that holds an import key twice (duplicate_error); a segment file
 # holds each LINE UID once.
@@ -552,7 +558,10 @@ class MaacDestination(Destination):
 
     def ruleset(self, settings: MaacSettings) -> RuleSet:
         if settings.data_object == "members":
-            return RuleSet(MEMBER_COLUMNS, unique=MEMBER_UNIQUE)
+            columns = MEMBER_COLUMNS
+            if ImportKey(settings.import_key or "line_uid") is ImportKey.customer_id:
+                columns = tuple(KEY_CUSTOMER_ID if c.name == "customer_id" else c for c in columns)
+            return RuleSet(columns, unique=MEMBER_UNIQUE)
         return RuleSet(SEGMENT_COLUMNS, unique=SEGMENT_UNIQUE)
 
     def target_label(self, settings: MaacSettings) -> str:

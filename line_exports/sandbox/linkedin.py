@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from line_exports.identities import is_blank
 from line_exports.linkedin_ids import ID_PATTERNS
 from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.core import DEFAULT_TOKENS, Sandbox
@@ -584,7 +585,9 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             isinstance(country, str) and re.fullmatch(r"[A-Z]{2}", country)
         ):
             return "country must be an ISO 3166 alpha-2 code", ()
-        if not keys and not (element.get("firstName") and element.get("lastName")):
+        # A name of only white space names no one: the exporter's one-of rule (identities.blank,
+        # one definition) and LinkedIn's "both firstName and lastName" alike.
+        if not keys and (is_blank(element.get("firstName")) or is_blank(element.get("lastName"))):
             return "An element needs userIds or both firstName and lastName", ()
         if keys:
             return None, ("ids", *sorted(keys))
@@ -599,7 +602,9 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
 
     def company_problem(element: dict[str, Any]) -> tuple[str | None, tuple[Any, ...]]:
         values = {k: element.get(k) for k in COMPANY_FIELDS}
-        if not any(values.values()):
+        # A value of only white space names no company: the exporter's one-of rule
+        # (identities.blank, one definition); the reference: "At least one of these columns".
+        if all(v is None or (isinstance(v, str) and is_blank(v)) for v in values.values()):
             return (
                 "An element needs companyName, companyWebsiteDomain, companyEmailDomain or organizationUrn",
                 (),

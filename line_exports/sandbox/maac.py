@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from line_exports.identities import maac_keys
 from line_exports.maac_spec import (
     ALL_TAG_CHOICES,
     DATE_FILTER,
@@ -116,11 +117,31 @@ def _error(status: int, detail: Any) -> JSONResponse:
 
 def match_key(import_key: str, value: Any, region: str = CHANNEL_REGION) -> str:
     """An import key as MAAC matches it: a mobile number in E.164 (MAAC converts a local 09XX
-    number by the channel's region, so 0912345678 and +886912345678 are one member)."""
-    text = str(value)
+    number by the channel's region, so 0912345678 and +886912345678 are one member); an email
+    or a customer_id as the exporter's rules say MAAC matches it (:func:`maac_key`, one
+    definition: ``Ann@Example.com`` and `` ann@example.com`` are one member, `` 123`` and
+    ``123`` too; MAAC's reference is silent on both, see :mod:`line_exports.identities`);
+    "" for a key of only white space (MAAC's ``blank_error``)."""
+    return match_keys(import_key, [value], region)[0]
+
+
+def match_keys(import_key: str, values: list[Any], region: str = CHANNEL_REGION) -> list[str]:
+    """:func:`match_key` of many values at once (one Arrow call: an import of 10,000 members)."""
+    texts = [str(value) for value in values]
     if import_key == "mobile":
-        return to_e164(text, region) or text
-    return text
+        return [to_e164(text, region) or text for text in texts]
+    return maac_keys(import_key, texts)
+
+
+def _keys_of(data: list[Any], name: str) -> list[str | None]:
+    """Each item's ``name`` as matched (:func:`match_keys`), None where it has none."""
+    present = [
+        i for i, item in enumerate(data) if isinstance(item, dict) and item.get(name) is not None
+    ]
+    keys: list[str | None] = [None] * len(data)
+    for i, key in zip(present, match_keys(name, [data[i][name] for i in present]), strict=True):
+        keys[i] = key
+    return keys
 
 
 def new_member(member_id: int) -> dict[str, Any]:
@@ -188,18 +209,17 @@ def _member_errors(data: list[Any], import_key: str) -> dict[str, Any]:
     }
     useless: set[str] = set()
     seen: set[str] = set()
-    for item in data:
+    for item, key in zip(data, _keys_of(data, import_key), strict=True):
         if not isinstance(item, dict):
             counts["blank_error"] += 1
             continue
         useless |= set(item) - ITEM_FIELDS
-        key = item.get(import_key)
-        if key in (None, ""):
+        if not key:
             counts["blank_error"] += 1
-        elif match_key(import_key, key) in seen:
+        elif key in seen:
             counts["duplicate_error"] += 1
         else:
-            seen.add(match_key(import_key, key))
+            seen.add(key)
         gender = item.get("gender")
         if gender not in (None, "", "male", "female"):
             counts["gender_error"] += 1
@@ -234,9 +254,10 @@ def _apply_import(
     """Apply an import; ``mismatched_uids`` collects the line_uid of each mismatched member."""
     created = updated = mismatched = 0
     mismatched_uids = mismatched_uids if mismatched_uids is not None else []
-    for item in data:
-        key_value = match_key(import_key, item[import_key])
-        member_id = store.by_key[import_key].get(key_value)
+    keyed = {name: _keys_of(data, name) for name in IMPORT_KEYS}
+    for n, item in enumerate(data):
+        key_value = keyed[import_key][n]
+        member_id = store.by_key[import_key].get(key_value or "")
         uid = item.get("line_uid")
         if member_id is None and import_key != "line_uid" and uid:
             member_id = store.by_key["line_uid"].get(str(uid))
@@ -259,11 +280,11 @@ def _apply_import(
             value = item.get(name)
             if value not in (None, ""):
                 old = member.get(name)
-                if name in IMPORT_KEYS and old is not None:
+                if name in IMPORT_KEYS and old is not None and old != value:
                     store.by_key[name].pop(match_key(name, old), None)
                 member[name] = value
                 if name in IMPORT_KEYS:
-                    store.by_key[name][match_key(name, value)] = member_id
+                    store.by_key[name][keyed[name][n] or ""] = member_id
         for name in (*tags, *(item.get("tags") or [])):
             if name not in store.tag_ids:  # an import creates the tags it names
                 store.tag_ids[name] = store.new_id()
@@ -455,17 +476,16 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         low, high = query.get("updated_at_min"), query.get("updated_at_max")
         with sandbox.lock:
             found = []
-            for member_id, member in store.members.items():
+            members = list(store.members.items())
+            keyed = {  # each filtered key: its members' keys (one Arrow call) and the query's
+                name: (_keys_of([m for _, m in members], name), match_key(name, query[name]))
+                for name in IMPORT_KEYS
+                if name in query
+            }
+            for n, (member_id, member) in enumerate(members):
                 if "member_id" in query and member_id != int(query["member_id"]):
                     continue
-                if any(
-                    name in query
-                    and (
-                        member.get(name) is None
-                        or match_key(name, member[name]) != match_key(name, query[name])
-                    )
-                    for name in IMPORT_KEYS
-                ):
+                if any(keys[n] is None or keys[n] != wanted for keys, wanted in keyed.values()):
                     continue
                 if "status" in query and member.get("status", "follow") != query["status"]:
                     continue

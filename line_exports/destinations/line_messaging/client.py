@@ -36,6 +36,7 @@ from line_exports.destinations.line_messaging.settings import (
 )
 from line_exports.http import USER_AGENT, ApiError, HttpClient, RetrySettings, poll
 from line_exports.id_text import IdText
+from line_exports.identities import audience_name_key
 from line_exports.secret_fields import SecretField
 
 
@@ -334,7 +335,11 @@ class LineMessagingClient:
         self.http.request("DELETE", f"/v2/bot/audienceGroup/{audience_id}", endpoint="audience")
 
     def audiences_named(self, name: str) -> list[dict[str, Any]]:
-        """Audiences whose name is exactly ``name`` (LINE's filter matches partially)."""
+        """Audiences named ``name`` as LINE compares names, case-insensitively
+        (:func:`~line_exports.identities.audience_name_key`: manage-audience.yml, "AUDIENCE and
+        audience are considered identical"; white space counts): LINE's ``description`` filter
+        also matches part of a name, so the answer is narrowed to the whole name."""
+        wanted = audience_name_key(name)
         found: list[dict[str, Any]] = []
         page = 1
         while True:
@@ -347,7 +352,11 @@ class LineMessagingClient:
             body = self.http.request(
                 "GET", "/v2/bot/audienceGroup/list", endpoint="audience", params=params
             ).json()
-            found.extend(a for a in body.get("audienceGroups", []) if a.get("description") == name)
+            found.extend(
+                a
+                for a in body.get("audienceGroups", [])
+                if audience_name_key(str(a.get("description", ""))) == wanted
+            )
             if not body.get("hasNextPage"):
                 return found
             page += 1

@@ -113,9 +113,10 @@ def resolve_recipient(
     """The recipient with audiences named by ``description`` or ``export`` replaced by ids,
     and each audience's size.
 
-    A ``description`` is an audience's name (exact match; the newest when several); an
-    ``export`` is the ``audience`` export that uploads it (read from the ledger). An audience
-    that does not exist, or is not ``READY``, fails the run before anything is sent."""
+    A ``description`` is an audience's name (as LINE compares names: case-insensitive; the
+    newest when several); an ``export`` is the ``audience`` export that uploads it (read from
+    the ledger). An audience that does not exist, or is not ``READY``, fails the run before
+    anything is sent."""
     if recipient is None:
         return None, {}
 

@@ -103,7 +103,8 @@ class LineMessagingSettings(ExportSettings):
         "(one request per row, see narrowcast.py), rich_menu (link users, see rich_menu.py)",
     )
     audience_name: str | None = Field(
-        None, description="Audience: name to create, or to add to if it exists (exact match)"
+        None,
+        description="Audience: name to create, or to add to if it exists (case-insensitive, as LINE)",
     )
     audience_id: int | None = Field(
         None, ge=1, description="Audience: existing audience ID (with use_audience_id)"

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from line_exports.identities import normalize_ifa
+from line_exports.identities import audience_name_key, normalize_ifa
 from line_exports.sandbox.line_messaging.common import Api, _error, _invalid
 from line_exports.sandbox.line_messaging.store import (
     AUDIENCE_CONCURRENT_JOBS,
@@ -239,10 +239,15 @@ def routes(api: Api) -> list[BaseRoute]:
             return _invalid("page")
         if page < 1 or not 1 <= size <= 40:
             return _invalid("page" if page < 1 else "size")
-        name = (request.query_params.get("description") or "").lower()
+        # "You can search for partial matches. This is case-insensitive" (manage-audience.yml)
+        name = audience_name_key(request.query_params.get("description") or "")
         now = time.monotonic()
         with sandbox.lock:
-            found = [a.view(now) for a in store.audiences.values() if name in a.description.lower()]
+            found = [
+                a.view(now)
+                for a in store.audiences.values()
+                if name in audience_name_key(a.description)
+            ]
         start = (page - 1) * size
         return JSONResponse(
             {

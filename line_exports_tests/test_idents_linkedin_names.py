@@ -1,0 +1,90 @@
+"""LinkedIn names as keys (issue 13, VERIFY-13n N2 and N3), over loopback HTTP.
+
+* A company keyed by name: ``Acme``, ``Acme `` and ``ACME`` are one company, sent once (the first
+  row's spelling), the others ``duplicate`` rejects; a name-only user likewise
+  (``Dan Ng`` / ``dan ng ``). LinkedIn's reference is silent on how it matches names; the
+  exporter compares them trimmed and lower-cased (:data:`line_exports.identities.NAME_MATCH`).
+* The sandbox refuses a name-only user whose first or last name is only white space, and a
+  company element whose every field is only white space, as the exporter's one-of rule does
+  (one definition, :func:`line_exports.identities.blank`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from line_exports.sandbox import SandboxServer
+from line_exports.sandbox.linkedin import store_of
+from line_exports_tests.test_linkedin import ACCOUNT, metadata, resource, run_export
+
+COMPANIES = """
+select * from (values
+  (1, 'Acme', null), (2, 'Acme ', null), (3, 'ACME', null), (4, '   ', null),
+  (5, 'Beta', null), (6, ' acme', 'acme.example.com')
+) t(n, company_name, company_website_domain) order by n
+"""
+USERS = """
+select * from (values
+  (1, 'Dan', 'Ng', null), (2, 'Dan', 'Ng ', null), (3, 'dan ', 'NG', null), (4, 'Dan', 'Ng', 'Acme'),
+  (5, 'Dan', '  ', null)
+) t(n, first_name, last_name, company) order by n
+"""
+
+
+def _rejects(meta: dict) -> list[tuple[int, str]]:
+    frame = pd.read_csv(meta["rejects_file"], keep_default_na=False)
+    return sorted(zip(frame["_row_number"], frame["rule"], strict=True))
+
+
+def test_companies_named_alike_go_once(sandbox_server: SandboxServer) -> None:
+    result = run_export(
+        resource(sandbox_server),
+        f"select company_name, company_website_domain from ({COMPANIES})",
+        audience_type="companies",
+        ignore_invalid_records=True,
+    )
+    assert result.success
+    meta = metadata(result)
+    assert (meta["rows_read"], meta["rows_rejected"], meta["rows_accepted"]) == (6, 3, 3), meta
+    assert _rejects(meta) == [(2, "duplicate"), (3, "duplicate"), (4, "identifier")]
+    [batch] = store_of(sandbox_server.sandbox).batches
+    assert [e.get("companyName") for e in batch] == ["Acme", "Beta", " acme"]
+
+
+def test_name_only_users_named_alike_go_once(sandbox_server: SandboxServer) -> None:
+    result = run_export(
+        resource(sandbox_server),
+        f"select first_name, last_name, company from ({USERS})",
+        ignore_invalid_records=True,
+    )
+    assert result.success
+    meta = metadata(result)
+    assert (meta["rows_read"], meta["rows_rejected"], meta["rows_accepted"]) == (5, 3, 2), meta
+    assert _rejects(meta) == [(2, "duplicate"), (3, "duplicate"), (5, "identifier")]
+    [batch] = store_of(sandbox_server.sandbox).batches
+    names = [(e["firstName"], e["lastName"], e.get("company")) for e in batch]
+    assert names == [("Dan", "Ng", None), ("Dan", "Ng", "Acme")]
+
+
+def test_sandbox_refuses_blank_names_as_the_rules_do(sandbox_server: SandboxServer) -> None:
+    client = resource(sandbox_server).get_client()
+    users = client.create_segment(ACCOUNT, "blank_users", None, "USER", "SANDBOX")
+    companies = client.create_segment(ACCOUNT, "blank_companies", None, "COMPANY", "SANDBOX")
+    time.sleep(store_of(sandbox_server.sandbox).not_found_seconds)
+    elements = [
+        {"action": "ADD", "userIds": [], "firstName": "  ", "lastName": "  "},
+        {"action": "ADD", "firstName": "Ann", "lastName": "\u3000"},
+        {"action": "ADD", "firstName": "Ann", "lastName": "Lee"},
+    ]
+    statuses = [r["status"] for r in client.batch_create(users, "users", elements)]
+    assert statuses == [400, 400, 201]
+    elements = [
+        {"action": "ADD", "companyName": "   "},
+        {"action": "ADD", "companyName": "\t", "companyEmailDomain": ""},
+        {"action": "ADD", "companyName": "  ", "companyWebsiteDomain": "acme.example.com"},
+        {"action": "ADD", "companyName": "Acme"},
+    ]
+    statuses = [r["status"] for r in client.batch_create(companies, "companies", elements)]
+    assert statuses == [400, 400, 201, 201]
