@@ -15,22 +15,16 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-import requests
 
-from line_exports import SqlSource, build_export
 from line_exports.destinations import line_messaging
-from line_exports.destinations.line_messaging import LineMessagingResource
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox.line_messaging import store_of
 from line_exports.session import SCHEDULED_TIME_TAG
 from line_exports_tests.test_outcomes import adds_up, outcome_metadata
+from line_exports_tests.test_retry_audience_jobs import audience_with_failed_jobs, user
 
 ROWS, PER_FILE = 300, 100
 TICK = {SCHEDULED_TIME_TAG: "2026-06-02T09:00:00+00:00"}
-
-
-def user(n: int) -> str:
-    return "U" + f"{n:032x}"
 
 
 def test_a_failed_upload_job_is_uploaded_again_by_a_rerun_of_the_same_tick(
@@ -38,22 +32,9 @@ def test_a_failed_upload_job_is_uploaded_again_by_a_rerun_of_the_same_tick(
 ) -> None:
     monkeypatch.setattr(line_messaging.audience, "AUDIENCE_JSON_MAX_IDS", PER_FILE)
     monkeypatch.setattr(line_messaging.audience, "AUDIENCE_FILE_MAX_IDS", PER_FILE)
-    failing = {"failedType": "INTERNAL_ERROR", "jobs": 1}
-    answer = requests.put(
-        f"{sandbox_server.url}/_sandbox/line_messaging/audience_job_failures",
-        json=failing,
-        timeout=5,
+    asset, resources = audience_with_failed_jobs(
+        sandbox_server.url, "jobs again", ROWS, "INTERNAL_ERROR"
     )
-    assert answer.status_code == 200, answer.text
-    asset = build_export(
-        "jobs_again",
-        destination="line_messaging",
-        query=f"SELECT 'U' || lpad(printf('%x', range), 32, '0') AS id FROM range({ROWS})",
-        retry_policy=None,
-        settings={"target": "audience", "audience_name": "jobs again"},
-    )
-    resource = LineMessagingResource(base_url=sandbox_server.url, poll_seconds=0.05)
-    resources = {"sql_source": SqlSource(), "line_messaging": resource}
     store = store_of(sandbox_server.sandbox)
 
     first = dg.materialize([asset], resources=resources, tags=TICK)

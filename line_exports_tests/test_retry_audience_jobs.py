@@ -29,28 +29,36 @@ def user(n: int) -> str:
     return "U" + f"{n:032x}"
 
 
+def audience_with_failed_jobs(
+    url: str, name: str, rows: int, failed_type: str, jobs: int = 1
+) -> tuple[dg.AssetsDefinition, dict[str, object]]:
+    """An audience export of ``rows`` IDs (``user(0)`` ..) named ``name``, and its resources,
+    on a sandbox that ends the first ``jobs`` upload jobs FAILED with ``failed_type`` (set over
+    HTTP: ``PUT /_sandbox/line_messaging/audience_job_failures``)."""
+    failing = {"failedType": failed_type, "jobs": jobs}
+    answer = requests.put(
+        f"{url}/_sandbox/line_messaging/audience_job_failures", json=failing, timeout=5
+    )
+    assert answer.status_code == 200, answer.text
+    asset = build_export(
+        name.replace(" ", "_"),
+        destination="line_messaging",
+        query=f"SELECT 'U' || lpad(printf('%x', range), 32, '0') AS id FROM range({rows})",
+        retry_policy=None,
+        settings={"target": "audience", "audience_name": name},
+    )
+    resource = LineMessagingResource(base_url=url, poll_seconds=0.05)
+    return asset, {"sql_source": SqlSource(), "line_messaging": resource}
+
+
 def test_one_failed_upload_job_of_three_refuses_only_its_rows(
     sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(line_messaging.audience, "AUDIENCE_FILE_MAX_IDS", PER_FILE)
-    failing = {"failedType": "AUDIENCE_GROUP_AUDIENCE_INSUFFICIENT", "jobs": 1}
-    answer = requests.put(
-        f"{sandbox_server.url}/_sandbox/line_messaging/audience_job_failures",
-        json=failing,
-        timeout=5,
+    asset, resources = audience_with_failed_jobs(
+        sandbox_server.url, "three jobs", ROWS, "AUDIENCE_GROUP_AUDIENCE_INSUFFICIENT"
     )
-    assert answer.status_code == 200, answer.text
-    asset = build_export(
-        "three_jobs",
-        destination="line_messaging",
-        query=f"SELECT 'U' || lpad(printf('%x', range), 32, '0') AS id FROM range({ROWS})",
-        retry_policy=None,
-        settings={"target": "audience", "audience_name": "three jobs"},
-    )
-    resource = LineMessagingResource(base_url=sandbox_server.url, poll_seconds=0.05)
-    result = dg.materialize(
-        [asset], resources={"sql_source": SqlSource(), "line_messaging": resource}
-    )
+    result = dg.materialize([asset], resources=resources)
     meta = outcome_metadata(result)
     assert result.success and adds_up(meta), meta
     counts = [meta[f"rows_{k}"] for k in ("refused_by_api", "accepted", "delivery_unknown")]
