@@ -52,3 +52,24 @@ def test_a_failed_upload_job_is_uploaded_again_by_a_rerun_of_the_same_tick(
     (audience,) = store.audiences.values()  # the same audience, added to
     assert audience.ids == {user(n) for n in range(ROWS)}
     assert meta["audience_count"] == ROWS, meta
+
+
+def test_a_failed_upload_job_of_an_earlier_tick_is_not_this_ticks(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LINE lists an audience's earlier jobs too: the next tick uploads the same IDs, every job
+    finishes, and the run counts them accepted, not refused by the earlier tick's FAILED job
+    (VERIFY-13o G1: every later tick said 100 refused, 'upload failed: INTERNAL_ERROR')."""
+    monkeypatch.setattr(line_messaging.audience, "AUDIENCE_JSON_MAX_IDS", PER_FILE)
+    monkeypatch.setattr(line_messaging.audience, "AUDIENCE_FILE_MAX_IDS", PER_FILE)
+    asset, resources = audience_with_failed_jobs(
+        sandbox_server.url, "ticks apart", ROWS, "INTERNAL_ERROR"
+    )
+    first = dg.materialize([asset], resources=resources, tags=TICK)
+    assert outcome_metadata(first)["rows_refused_by_api"] == PER_FILE
+    for tick in ("2026-06-03T09:00:00+00:00", "2026-06-04T09:00:00+00:00"):
+        later = dg.materialize([asset], resources=resources, tags={SCHEDULED_TIME_TAG: tick})
+        meta = outcome_metadata(later)
+        assert later.success and adds_up(meta), meta
+        assert (meta["rows_refused_by_api"], meta["rows_accepted"]) == (0, ROWS), meta
+        assert meta["audience_count"] == ROWS, meta

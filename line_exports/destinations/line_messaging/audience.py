@@ -151,7 +151,11 @@ def deliver_audience(
             # the failed job keeps the old one in the audience's job list.
             failures = int((request.pending or {}).get(JOB_FAILED, 0))
             again = f" (upload {failures + 1})" if failures else ""
-            job = f"line_exports {run.name} {key[:16]}"[: 300 - len(again)] + again
+            # The run's scope (tick, partition or run) is in it: LINE lists an audience's
+            # earlier jobs too, and a job another tick made of the same IDs is not this one's
+            # (VERIFY-13o G1: an earlier tick's FAILED job was read as every later tick's).
+            ours = content_key(run.ledger.scope, key)[:16]
+            job = f"line_exports {run.name} {ours}"[: 300 - len(again)] + again
             if (done := request.result) is not None:
                 report.resumed_rows += ids.count
                 audience_id = audience_id or int(done["audience_id"])
