@@ -124,6 +124,19 @@ class SyncSpec:
     legacy_key: tuple[str, ...] = ()
     """The key columns of the :attr:`legacy_target` store when they differ (rekeyed on
     adoption); empty: the same as :attr:`key_columns`."""
+    matched_names: tuple[str, ...] = ()
+    """Key or fallback columns the destination matches as names, not byte for byte
+    (LinkedIn's company and user names): compared as :func:`~line_exports.identities.name_keys`
+    compares them (:data:`~line_exports.identities.NAME_MATCH`) in :attr:`alike`."""
+    alike: tuple[tuple[str, ...], ...] = ()
+    """Groups of key or fallback columns each of which identifies a member at the destination
+    (LinkedIn: a company by its name and domains; a user with no ID by its names). mirror never
+    removes a departed member that a current row matches on one such group (its values present,
+    :attr:`matched_names` compared as names, the others exactly): that REMOVE could take the
+    current row's member out (``Acme`` re-spelt ``ACME ``, a name-only user who gained an
+    email; VERIFY-13p P5). A group of :attr:`fallback_key` columns applies only to members
+    recorded without a key value. Such a member is forgotten, not removed
+    (``members_still_current``)."""
     each_key_identifies: bool = False
     """Each key column identifies a member on its own (LinkedIn's userIds: an email, a
     GOOGLE_AID). mirror then removes a departed member by the key values no current row
@@ -360,6 +373,10 @@ def plan(
             frame, current = _without_current_values(frame, rows, spec)
             result.dropped += current
             result.still_current = len(current)
+        if spec.alike and len(frame):
+            frame, respelt = _without_respelt(frame, rows, spec)
+            result.dropped += respelt
+            result.still_current += len(respelt)
         result.departed = frame
         if store.last_mode() != "mirror":
             result.baseline = True
@@ -522,6 +539,63 @@ def _without_current_values(
     left = frame[columns].notna().any(axis=1).to_numpy()
     gone = had & ~left
     return frame[~gone].reset_index(drop=True), frame.loc[gone, "key"].tolist()
+
+
+def _without_respelt(
+    departed: pd.DataFrame, rows: ValidRows, spec: SyncSpec
+) -> tuple[pd.DataFrame, list[str]]:
+    """(departed members no current row matches on a :attr:`SyncSpec.alike` group, keys of
+    those one does). Names compared by :func:`~line_exports.identities.name_keys` (one
+    definition with the duplicate check); a semi-join in DuckDB over the spool, so the
+    current rows are never held in Python."""
+    from line_exports.identities import name_keys
+
+    names = set(pq.read_schema(rows.path).names) if rows.count else set()
+    columns = [c for group in spec.alike for c in group if c in departed.columns]
+    if not names or not columns:
+        return departed, []
+
+    def value(alias: str, column: str) -> str:
+        text = f"{alias}.{_quote(column)}::varchar"
+        return f"name_key({text})" if column in spec.matched_names else text
+
+    unkeyed = " and ".join(
+        f"d.{_quote(c)} is null" for c in spec.key_columns if c in departed.columns
+    )
+    tests = []
+    for group in spec.alike:
+        present = [c for c in group if c in departed.columns and c in names]
+        if not present:
+            continue
+        # a column the query lacks matches only a member recorded without it
+        same = [f"{value('d', c)} is not distinct from {value('c', c)}" for c in present]
+        same += [
+            f"d.{_quote(c)} is null" for c in group if c in departed.columns and c not in names
+        ]
+        test = f"(({' or '.join(f'd.{_quote(c)} is not null' for c in present)}) and "
+        test += " and ".join(same) + ")"
+        if set(group) <= set(spec.fallback_key) and unkeyed:
+            test = f"({unkeyed} and {test})"
+        tests.append(test)
+    if not tests:
+        return departed, []
+    with closing(duckdb.connect()) as con:
+        con.create_function(  # a lambda: DuckDB reads a function's type hints, not ours
+            "name_key",
+            lambda values: name_keys(values),
+            [duckdb.sqltype("VARCHAR")],
+            duckdb.sqltype("VARCHAR"),
+            type="arrow",
+        )
+        held = [c for c in dict.fromkeys([*columns, *spec.key_columns]) if c in departed.columns]
+        con.register("departed", departed[["key", *held]].astype("object"))
+        found = con.execute(
+            f"select d.key from departed d where exists "
+            f"(select 1 from read_parquet(?) c where {' or '.join(tests)})",
+            [str(rows.path)],
+        ).fetchall()
+    alike = departed["key"].isin({k for (k,) in found}).to_numpy()
+    return departed[~alike].reset_index(drop=True), departed.loc[alike, "key"].tolist()
 
 
 def _spool_subset(rows: ValidRows, numbers: np.ndarray, path: Path) -> Path:

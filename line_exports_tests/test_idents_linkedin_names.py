@@ -88,3 +88,40 @@ def test_sandbox_refuses_blank_names_as_the_rules_do(sandbox_server: SandboxServ
     ]
     statuses = [r["status"] for r in client.batch_create(companies, "companies", elements)]
     assert statuses == [400, 400, 201, 201]
+
+
+def test_mirror_never_removes_a_member_a_current_row_names_alike(
+    sandbox_server: SandboxServer,
+) -> None:
+    """A member a current row still names alike (names compared as the duplicate check compares
+    them) is not removed by mirror: a company name re-spelt (``Acme`` then ``ACME ``), a
+    name-only user re-spelt or who gained an email (``Dan Ng``). Their REMOVE could take the
+    current row's member out (VERIFY-13p P5). A member that really left (``Gone``) is removed."""
+    res = resource(sandbox_server)
+    kinds = {
+        "companies": (
+            "select * from (values ('Acme', null::varchar), ('Beta', 'beta.com'), "
+            "('Gone', null)) t(company_name, company_website_domain)",
+            "select * from (values ('ACME ', null::varchar), ('beta', 'beta.com')) "
+            "t(company_name, company_website_domain)",
+            lambda e: e.get("companyName"),
+        ),
+        "users": (
+            "select * from (values (null::varchar, 'Dan', 'Ng'), (null, 'Eve', 'Lo'), "
+            "(null, 'Gone', 'Away')) t(email, first_name, last_name)",
+            "select * from (values ('dan@example.com', 'Dan', 'Ng'), (null, 'EVE ', 'lo')) "
+            "t(email, first_name, last_name)",
+            lambda e: e.get("firstName"),
+        ),
+    }
+    for kind, (first, second, named) in kinds.items():
+        settings = {"audience_type": kind, "segment_name": f"mirror {kind}", "sync_mode": "mirror"}
+        assert run_export(res, first, name=f"m_{kind}", **settings).success
+        before = len(store_of(sandbox_server.sandbox).batches)
+        result = run_export(res, second, name=f"m_{kind}", max_remove_ratio=1.0, **settings)
+        assert result.success, kind
+        meta = metadata(result, f"m_{kind}")
+        sent = [e for b in store_of(sandbox_server.sandbox).batches[before:] for e in b]
+        removed = [named(e) for e in sent if e.get("action") == "REMOVE"]
+        assert removed == ["Gone"], (kind, removed, meta)
+        assert meta["members_still_current"] == 2, meta

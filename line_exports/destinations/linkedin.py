@@ -140,6 +140,9 @@ USER_ROW_RULES = (
         name="identifier",
     ),
 )
+USER_NAME_MATCH = ("first_name", "last_name", "company", "title")
+"""The names of a user with no ID, matched as names (identities.NAME_MATCH): the duplicate
+check's and mirror's (a departed user a current row names alike is not removed)."""
 # Never the same element twice in one request (or one export): identical users or companies.
 USER_UNIQUE = (
     Unique(
@@ -171,7 +174,7 @@ USER_UNIQUE = (
     Unique(
         ("first_name", "last_name", "company", "title", "country"),
         only_without=ID_COLUMNS,
-        match=("first_name", "last_name", "company", "title"),
+        match=USER_NAME_MATCH,
     ),
 )
 COMPANY_COLUMNS = (
@@ -842,6 +845,8 @@ class LinkedInDestination(Destination):
                 removal="REMOVE elements",
                 target=target + "/ids",
                 fallback_key=USER_NAME_KEY,
+                matched_names=USER_NAME_MATCH,
+                alike=(USER_NAME_KEY,),  # a user recorded with no ID, by its names
                 each_key_identifies=True,
                 legacy_target=target,
                 legacy_key=USER_KEY_V1,
@@ -851,6 +856,8 @@ class LinkedInDestination(Destination):
             modes=("append", "diff", "mirror"),
             removal="REMOVE elements",
             target=target,
+            matched_names=("company_name",),
+            alike=(COMPANY_KEY,),  # the name compared as a name, the domains exactly
         )
 
     def refusal_is_transient(self, rule: str, message: str) -> bool:
