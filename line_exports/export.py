@@ -749,14 +749,18 @@ def build_export(
                     try:
                         seconds = retry_wait.wait(context, name, policy, cause)
                     except interrupts.SignalReceived as signalled:
-                        raise _stopped_waiting(
-                            context, key, name, signalled, exc, policy, cause
-                        ) from exc
+                        with interrupts.stopping():  # Ctrl-C held down cannot cut the counting
+                            stop = _stopped_waiting(
+                                context, key, name, signalled, exc, policy, cause
+                            )
+                        raise stop from exc
                     context.log.info(f"{name}: waited {seconds:.0f} s; the step starts again")
                     raise retry_wait.retry_requested(policy) from exc
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
             if isinstance(exc, interrupts.Stopped):
                 raise
+            if (stop := interrupts.stop_of(exc)) is not None:
+                raise stop from None  # a later signal replaced a counted stop (VERIFY-13o G3)
             # before any row was read (settings, the query's text): nothing to count
             signal_name = getattr(exc, "signal_name", "") or "an interrupt"
             raise interrupts.Stopped(
@@ -841,11 +845,17 @@ def build_export(
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
             # Nothing sent: the rows read so far are never sent, but those rejected (kept in
             # the rejects file); the spool of valid rows is scratch.
-            (workdir / "valid.parquet").unlink(missing_ok=True)
-            meta = export_metadata(
-                summary, None, time.monotonic() - started, source_label, dest.target_label(config)
-            )
-            raise _interrupted(context, key, name, exc, meta, "reading") from exc
+            with interrupts.stopping():  # Ctrl-C held down cannot cut the counting
+                (workdir / "valid.parquet").unlink(missing_ok=True)
+                meta = export_metadata(
+                    summary,
+                    None,
+                    time.monotonic() - started,
+                    source_label,
+                    dest.target_label(config),
+                )
+                stop = _interrupted(context, key, name, exc, meta, "reading")
+            raise stop from exc
         except SchemaError as exc:
             raise dg.Failure(description=f"{name}: {exc}", allow_retries=False) from None
         except Exception as exc:
@@ -889,13 +899,14 @@ def build_export(
             :func:`line_exports.http.stoppable_waits`): interrupted with its counts, as
             between two requests (it ended as a plain failure, the signal lost, VERIFY-13i
             F2)."""
-            _add_report(summary, done)
-            meta = export_metadata(
-                summary, done, time.monotonic() - started, source_label, target, advice
-            )
-            assert run is not None
-            stop = interrupts.DeliveryInterrupted(run.interrupted)
-            return _interrupted(context, key, name, stop, meta, "delivering")
+            with interrupts.stopping():  # Ctrl-C held down cannot cut the counting
+                _add_report(summary, done)
+                meta = export_metadata(
+                    summary, done, time.monotonic() - started, source_label, target, advice
+                )
+                assert run is not None
+                stop = interrupts.DeliveryInterrupted(run.interrupted)
+                return _interrupted(context, key, name, stop, meta, "delivering")
 
         try:
             context.log.info(
@@ -937,15 +948,17 @@ def build_export(
             except ScopeClaimed as exc:  # before the first request
                 raise unsent(f"{name}: {exc}") from None
             except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
-                done = run.report if run is not None and run.report is not None else None
-                _add_report(summary, done or DeliveryReport())
-                counted = True
-                meta = export_metadata(
-                    summary, done, time.monotonic() - started, source_label, target, advice
-                )
-                raise _interrupted(
-                    context, key, name, exc, meta, "delivering" if done else "planning"
-                ) from exc
+                with interrupts.stopping():  # Ctrl-C held down cannot cut the counting
+                    done = run.report if run is not None and run.report is not None else None
+                    _add_report(summary, done or DeliveryReport())
+                    counted = True
+                    meta = export_metadata(
+                        summary, done, time.monotonic() - started, source_label, target, advice
+                    )
+                    stop = _interrupted(
+                        context, key, name, exc, meta, "delivering" if done else "planning"
+                    )
+                raise stop from exc
             except DeliveryFailed as exc:
                 if run is not None and run.interrupted:
                     counted = True
@@ -1000,16 +1013,20 @@ def build_export(
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
             if isinstance(exc, interrupts.Stopped):
                 raise
+            if (stop := interrupts.stop_of(exc)) is not None:
+                raise stop from None  # a later signal replaced a counted stop (VERIFY-13o G3)
             # Between validation and delivery (nothing sent), or once the delivery returned.
-            done = run.report if run is not None else None
-            if done is not None and not counted:
-                _add_report(summary, done)
-            meta = export_metadata(
-                summary, done, time.monotonic() - started, source_label, target, advice
-            )
-            raise _interrupted(
-                context, key, name, exc, meta, "delivering" if done else "planning"
-            ) from exc
+            with interrupts.stopping():  # Ctrl-C held down cannot cut the counting
+                done = run.report if run is not None else None
+                if done is not None and not counted:
+                    _add_report(summary, done)
+                meta = export_metadata(
+                    summary, done, time.monotonic() - started, source_label, target, advice
+                )
+                stop = _interrupted(
+                    context, key, name, exc, meta, "delivering" if done else "planning"
+                )
+            raise stop from exc
         finally:
             (workdir / "valid.parquet").unlink(missing_ok=True)
             (workdir / "sync.parquet").unlink(missing_ok=True)
