@@ -336,7 +336,19 @@ def held_text(value: Any, fallback: str = "") -> str:
     try:
         return time_text(value, sql=False)
     except (ValueError, OverflowError, NotImplementedError, AttributeError):
-        return fallback or str(value)
+        return fallback or _instant_text(value)
+
+
+def _instant_text(value: Any) -> str:
+    """``str(value)``, or, when pandas cannot write it (an aware ``pd.Timestamp`` in year 0 or
+    10000 in an IANA zone: ``toordinal``), its instant in UTC as numpy writes it, ``+00:00``."""
+    try:
+        return str(value)
+    except (ValueError, OverflowError, NotImplementedError):
+        stamp = getattr(value, "asm8", None)  # an aware Timestamp's is its UTC instant
+        if stamp is None:
+            return repr(value)
+        return str(np.datetime_as_string(stamp)) + ("+00:00" if value.tzinfo else "")
 
 
 TIME_TEXT = "line_exports.time_text"
@@ -482,7 +494,7 @@ def numpy_times(series: pd.Series) -> pd.Series:
     for i in np.flatnonzero(found):
         value = cells[i]
         if isinstance(value, pd.Timestamp):  # held in year 0 or 10000+: as held, by year
-            cells[i] = out_of_range(False, value.year, held_text(value, str(value)))
+            cells[i] = out_of_range(False, value.year, held_text(value))
         else:
             cells[i] = _numpy_time(value)
     return pd.Series(cells, index=series.index, dtype=object)
