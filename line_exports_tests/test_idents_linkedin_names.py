@@ -125,3 +125,22 @@ def test_mirror_never_removes_a_member_a_current_row_names_alike(
         removed = [named(e) for e in sent if e.get("action") == "REMOVE"]
         assert removed == ["Gone"], (kind, removed, meta)
         assert meta["members_still_current"] == 2, meta
+
+
+def test_a_name_of_only_white_space_python_knows_names_no_one(
+    sandbox_server: SandboxServer,
+) -> None:
+    """A company name of only a vertical tab, U+001C-U+001F or NEL is white space to Python and
+    to the duplicate check's trim: an ``identifier`` reject, not a company (VERIFY-13p P1)."""
+    blanks = [11, 28, 31, 133]  # \v, U+001C, U+001F, NEL
+    rows = ", ".join(f"({i}, chr({c}))" for i, c in enumerate(blanks, start=1))
+    query = f"select name as company_name from (values {rows}, (9, 'Acme')) t(n, name) order by n"
+    result = run_export(
+        resource(sandbox_server), query, audience_type="companies", ignore_invalid_records=True
+    )
+    assert result.success
+    meta = metadata(result)
+    assert (meta["rows_rejected"], meta["rows_accepted"]) == (len(blanks), 1), meta
+    assert {rule for _, rule in _rejects(meta)} == {"identifier"}
+    [batch] = store_of(sandbox_server.sandbox).batches
+    assert [e.get("companyName") for e in batch] == ["Acme"]
