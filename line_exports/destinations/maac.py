@@ -218,6 +218,23 @@ class MaacClient:
         )
         return int(response.json()["id"])
 
+    def _wait(
+        self,
+        what: str,
+        look: Callable[[], dict[str, Any] | None],
+        timeout: float,
+        between: Callable[[], None],
+    ) -> dict[str, Any]:
+        """Poll ``look`` (one GET; None while not ready) until it returns a value; ``between``
+        is called before each look. :func:`~line_exports.http.poll` pauses between looks and
+        raises :class:`ApiError` naming ``what`` past ``timeout`` seconds."""
+
+        def check() -> dict[str, Any] | None:
+            between()
+            return look()
+
+        return poll(check, what=what, timeout=timeout, max_pause=self.poll_seconds)
+
     def wait_import(
         self,
         task_id: int,
@@ -229,7 +246,6 @@ class MaacClient:
         asked to stop, so a signal ends the wait without another request)."""
 
         def done() -> dict[str, Any] | None:
-            between()
             body = self.http.request(
                 "GET", f"/openapi/v1/member/import/{task_id}/", endpoint="import_status"
             ).json()
@@ -242,9 +258,7 @@ class MaacClient:
                 else {k: v for k, v in body.items() if k != "status"}
             )
 
-        return poll(
-            done, what=f"MAAC import task {task_id}", timeout=timeout, max_pause=self.poll_seconds
-        )
+        return self._wait(f"MAAC import task {task_id}", done, timeout, between)
 
     def segments_named(self, name: str) -> list[dict[str, Any]]:
         """Segments whose name is exactly ``name`` (the list filter may match partially)."""
@@ -309,15 +323,12 @@ class MaacClient:
         :meth:`wait_import`'s."""
 
         def ready() -> dict[str, Any] | None:
-            between()
             segment = self.http.request(
                 "GET", f"/openapi/v1/segment/{segment_id}/", endpoint="segment_get"
             ).json()
             return segment if segment.get("status") == 2 else None
 
-        return poll(
-            ready, what=f"MAAC segment {segment_id}", timeout=timeout, max_pause=self.poll_seconds
-        )
+        return self._wait(f"MAAC segment {segment_id}", ready, timeout, between)
 
 
 class MaacResource(dg.ConfigurableResource):
