@@ -123,6 +123,14 @@ class Column:
     min_length: int | None = None
     allowed: tuple[str, ...] | None = None
     min_value: int | None = None
+    too_large: tuple[str, str] = (
+        "type",
+        "is a whole number outside the 64-bit integers (-9223372036854775808 to "
+        "9223372036854775807) this field holds",
+    )
+    """The reject (rule, message) of an ``integer``/``unix_seconds`` column's whole number past
+    int64's maximum (below its minimum too, where there is no ``min_value``): a UBIGINT,
+    HUGEINT, DECIMAL(38,2) or DOUBLE value is whole at any size, just not sendable."""
     normalize: tuple[str, ...] | None = None  # None: see steps
     hash_sha256: bool = False
     accept_sha512: bool = False
@@ -297,62 +305,121 @@ def to_unix_seconds(
     a string with an offset or ``Z`` is that instant. A string ending in ``GMT+9``/``UTC-5``
     (:data:`POSIX_OFFSET_MESSAGE`) is unparseable: dateutil would read it with the POSIX sign,
     the opposite of what most writers mean, so it is refused rather than guessed. ``times``:
-    a timestamp ``series`` already converted (:func:`~line_exports.values.local_times`).
+    a timestamp ``series`` already converted (:func:`~line_exports.values.local_times`). A whole
+    number outside int64 (:attr:`_Seconds.above`, :attr:`_Seconds.below`) is marked too.
     """
-    out, bad, repeated = _unix_seconds(series, timezone, times)
-    return out, bad | repeated
+    found = _unix_seconds(series, timezone, times)
+    return found.values, found.unparseable | found.repeated | found.above | found.below
 
 
-def _unix_seconds(
-    series: pd.Series, timezone: str, times: LocalTimes | None
-) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """:func:`to_unix_seconds`, with the naive times (or strings without offset) ``timezone``'s
-    clocks show twice apart: (seconds, unparseable, repeated); NA seconds for both."""
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+
+@dataclass
+class _Seconds:
+    """A column as UNIX seconds (``values``, Int64; NA where a mask below is set or the cell
+    is missing) and why a present cell has none: ``unparseable`` (no whole number nor
+    timestamp), ``repeated`` (a naive time the zone's clocks show twice), ``above``/``below``:
+    a whole number past int64's maximum / below its minimum (a UBIGINT, HUGEINT, DECIMAL(38),
+    DOUBLE ``1e30`` or text of digits), whole whatever its size, which no int64 holds."""
+
+    values: pd.Series
+    unparseable: pd.Series
+    repeated: pd.Series
+    above: pd.Series
+    below: pd.Series
+
+
+def _unix_seconds(series: pd.Series, timezone: str, times: LocalTimes | None) -> _Seconds:
+    """:func:`to_unix_seconds`, with the reasons apart (:class:`_Seconds`). One rule for a whole
+    number whatever holds it: an integer, unsigned or not, a float, a ``Decimal`` or a text of
+    digits is whole at any size; one outside int64 is marked ``above``/``below``, never read
+    as another number (a UBIGINT 18446744073709551615 was int64's -1) nor called not whole."""
     series = plain_dtypes(series)
     none = pd.Series(False, index=series.index)
     if pd.api.types.is_datetime64_any_dtype(series):
         if times is None:
             times = local_times(series, timezone)
             if times.repeated is not None:
-                none = pd.Series(times.repeated, index=series.index)
+                repeated = pd.Series(times.repeated, index=series.index)
                 times = times.without(times.repeated)
+            else:
+                repeated = none
+        else:
+            repeated = none
         seconds = _seconds(times.utc - pd.Timestamp("1970-01-01"))
         seconds.index = series.index
-        return seconds, pd.Series(False, index=series.index), none
+        return _Seconds(seconds, none, repeated, none, none)
     if pd.api.types.is_integer_dtype(series):
-        return series.astype("Int64"), none, none
+        if isinstance(series.dtype, pd.UInt64Dtype) or series.dtype == np.uint64:
+            unsigned = series.astype("UInt64")
+            above = (unsigned > np.uint64(INT64_MAX)).fillna(False).astype(bool)
+            return _Seconds(unsigned.where(~above).astype("Int64"), none, none, above, none)
+        return _Seconds(series.astype("Int64"), none, none, none, none)
     if pd.api.types.is_float_dtype(series):
-        bad = series.notna() & ~whole_int64(series.fillna(0))
-        return series.where(~bad).astype("Int64"), bad, none
+        numbers = series.astype("float64").fillna(np.nan)
+        finite = np.isfinite(numbers)
+        whole = finite & (numbers == np.floor(numbers.where(finite, 0)))
+        fits = whole_int64(numbers.fillna(0))
+        above, below = whole & ~fits & (numbers > 0), whole & ~fits & (numbers < 0)
+        bad = series.notna() & ~whole
+        return _Seconds(series.where(fits).astype("Int64"), bad, none, above, below)
     if series.dtype == object:
-        series = _whole_decimals(series)
+        series = _whole_numbers(series)
     text = to_text(series, timezone).str.strip()
-    is_digits = text.str.fullmatch(r"-?[0-9]{1,18}").fillna(False).astype(bool)  # fits in int64
-    numbers = pd.to_numeric(text.where(is_digits), errors="coerce").astype("Int64")
+    is_digits = text.str.fullmatch(r"-?[0-9]+").fillna(False).astype(bool)
+    numbers, above, below = _whole_texts(text, is_digits)
     candidates = text.where(~is_digits & text.notna() & ~posix_offsets(text))
     stamps, repeated = _timestamp_strings(candidates, timezone)
     stamp_secs = _seconds(stamps - pd.Timestamp("1970-01-01", tz="UTC"))
     out = numbers.fillna(stamp_secs)
-    bad = text.notna() & (text != "") & out.isna() & ~repeated
-    return out, bad, repeated
+    bad = text.notna() & (text != "") & out.isna() & ~repeated & ~above & ~below
+    return _Seconds(out, bad, repeated, above, below)
 
 
-def _whole_decimals(series: pd.Series) -> pd.Series:
-    """An object column with its whole ``Decimal`` cells (a DECIMAL(12,2) holding
-    ``1796145652.00``) as Python ints, so a whole number is one whatever its scale (as a whole
-    DOUBLE is); a fractional one (``.50``) is left as it is and stays a ``type`` reject."""
+def _whole_texts(text: pd.Series, whole: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The ``whole`` cells of ``text`` (digits, a sign) as exact integers: (Int64 values, past
+    int64's maximum, below its minimum). Up to 18 digits pandas reads them; longer ones (a
+    UBIGINT's or DECIMAL(38)'s digits) Python's ``int``, exactly, each on its own."""
+    none = pd.Series(False, index=text.index)
+    long = whole & (text.str.len() > 18).fillna(False).astype(bool)
+    numbers = pd.to_numeric(text.where(whole & ~long), errors="coerce").astype("Int64")
+    if not long.any():
+        return numbers, none, none
+    above, below = none.copy(), none.copy()
+    for index, digits in text[long].items():
+        value = int(digits)
+        if value > INT64_MAX:
+            above[index] = True
+        elif value < INT64_MIN:
+            below[index] = True
+        else:
+            numbers[index] = value
+    return numbers, above, below
+
+
+def _whole_numbers(series: pd.Series) -> pd.Series:
+    """An object column with its whole number cells as Python ints: a ``Decimal`` (a
+    DECIMAL(12,2) holding ``1796145652.00``), a Python or numpy float, a numpy integer, so a
+    whole number is one whatever its scale, holder or size (as a whole DOUBLE is); a
+    fractional one (``.50``) is left as it is and stays a ``type`` reject."""
     cells = series.to_numpy()
-    whole = np.fromiter(
-        (isinstance(v, decimal.Decimal) and v.is_finite() and v == v.to_integral_value()
-         for v in cells),
-        bool,
-        len(cells),
-    )  # fmt: skip
+    whole = np.fromiter((_whole_cell(v) for v in cells), bool, len(cells))
     if not whole.any():
         return series
     cells = cells.copy()
     cells[whole] = [int(v) for v in cells[whole]]
     return pd.Series(cells, index=series.index, dtype=object)
+
+
+def _whole_cell(value: object) -> bool:
+    """``value`` is a finite whole number held as a ``Decimal``, a float or a numpy integer."""
+    if isinstance(value, decimal.Decimal):
+        return value.is_finite() and value == value.to_integral_value()
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isfinite(value)) and float(value) == np.floor(float(value))
+    return isinstance(value, np.integer)
 
 
 # "GMT+9", "UTC-05:00", "UT+3" at the end: dateutil reads them with the POSIX TZ sign (GMT+9 is
@@ -644,9 +711,13 @@ def _year(value: np.datetime64) -> int:
 def _check_numbers(
     col: Column, raw: pd.Series, required: bool, timezone: str, times: LocalTimes | None = None
 ) -> _Checked:
+    """A whole-number column (``integer``, ``unix_seconds``): its values as Int64 and failures.
+    A whole number past int64's maximum is :attr:`Column.too_large`'s reject; one below its
+    minimum the ``min_value`` reject where the column has a minimum, else that one too."""
     too_small: np.ndarray | None = None
     ambiguous: np.ndarray | None = None
     repeated: np.ndarray | None = None
+    above = below = np.zeros(len(raw), dtype=bool)
     if raw.dtype == np.int64:  # to_unix_seconds of int64, without pandas round trips
         numbers = raw.to_numpy()
         values = pd.array(numbers, dtype="Int64")
@@ -655,17 +726,21 @@ def _check_numbers(
         if col.min_value is not None:
             too_small = numbers < col.min_value
     else:
-        series, unparseable, twice = _unix_seconds(raw, timezone, times)
+        found = _unix_seconds(raw, timezone, times)
+        series = found.values
         values = series.array
         present = series.notna().to_numpy(dtype=bool)
-        bad_type = unparseable.to_numpy(dtype=bool, na_value=False)
-        repeated = twice.to_numpy(dtype=bool, na_value=False)
+        bad_type = found.unparseable.to_numpy(dtype=bool, na_value=False)
+        repeated = found.repeated.to_numpy(dtype=bool, na_value=False)
+        above = found.above.to_numpy(dtype=bool, na_value=False)
+        below = found.below.to_numpy(dtype=bool, na_value=False)
         if bad_type.any() and not pd.api.types.is_numeric_dtype(raw.dtype):
             text = raw.where(bad_type).astype("string").str.strip()
             ambiguous = posix_offsets(text).to_numpy(dtype=bool, na_value=False)
             bad_type &= ~ambiguous
-        if col.min_value is not None:
-            too_small = (series < col.min_value).to_numpy(dtype=bool, na_value=False)
+        if col.min_value is not None:  # below int64 is below any minimum: say that one
+            too_small = (series < col.min_value).to_numpy(dtype=bool, na_value=False) | below
+    outside = above | below  # whole numbers, present: neither missing nor malformed
     failures: list[Failure] = [("type", "is not a whole number or timestamp", bad_type)]
     if ambiguous is not None:
         failures.append(("type", POSIX_OFFSET_MESSAGE, ambiguous))
@@ -673,10 +748,13 @@ def _check_numbers(
     if repeated is not None and repeated.any():
         failures.append(("type", repeated_message(timezone), repeated))
         bad_type = bad_type | repeated
+    if outside.any():
+        rule, message = col.too_large
+        failures.append((rule, message, above if col.min_value is not None else outside))
     if too_small is not None:
         failures.append(("min_value", f"must be at least {col.min_value}", too_small))
     if required:
-        failures.append(("required", "is required", ~present & ~bad_type))
+        failures.append(("required", "is required", ~present & ~bad_type & ~outside))
     return _Checked(values, present, failures)
 
 

@@ -56,6 +56,8 @@ MAX_BODY_BYTES = 300_000_000  # "300 MB": the smaller reading, so a body we send
 WINDOW_PAST_SECONDS = 90 * 86_400  # event_timestamp: at most 90 days before arrival ...
 WINDOW_FUTURE_SECONDS = 86_400  # ... and at most 24 hours after it
 WINDOW_MARGIN_SECONDS = 600  # stay clear of the edges: the request arrives a little later
+WINDOW_SPAN = "90 days back to 24 hours ahead of sending"
+WINDOW_MESSAGE = "is outside what LINE accepts"
 REFUSED_RULE = "api_refused"  # an event LINE answered 400 for
 BLIND_REFUSALS = 10  # single events refused before any was accepted: the request itself is wrong
 CHANNEL_ID_PATTERN = re.compile(r"[0-9]+")
@@ -96,7 +98,14 @@ COLUMNS = (
         pattern_message="must be 1-20 letters, digits, - or _",
     ),
     Column("source_type", required=True, allowed=("web",)),
-    Column("event_timestamp", required=True, kind="unix_seconds", min_value=1),
+    Column(
+        "event_timestamp",
+        required=True,
+        kind="unix_seconds",
+        min_value=1,
+        # A whole number past int64 (UBIGINT, HUGEINT, DOUBLE 1e30) is past any window.
+        too_large=("time_window", f"{WINDOW_MESSAGE}: {WINDOW_SPAN} (a whole number past int64)"),
+    ),
     Column("browser_id", pattern=UUID_PATTERN, pattern_message="is not a UUID"),
     Column(
         "click_id", pattern=r"[a-zA-Z0-9\-_]+", pattern_message="must be letters, digits, - or _"
@@ -358,7 +367,7 @@ class TimeWindow:
         return (stamps < self.low) | (stamps > self.high)
 
     def describe(self) -> str:
-        return f"between {self.low} and {self.high} (90 days back to 24 hours ahead of sending)"
+        return f"between {self.low} and {self.high} ({WINDOW_SPAN})"
 
 
 @dataclass
@@ -449,7 +458,7 @@ class LineConversionDestination(Destination):
                             batch.loc[outside, ROW_NUMBER],
                             "event_timestamp",
                             "time_window",
-                            f"event_timestamp is outside what LINE accepts: {window.describe()}",
+                            f"event_timestamp {WINDOW_MESSAGE}: {window.describe()}",
                             value=_value_of(batch, "event_timestamp"),
                         )
                     )
