@@ -33,6 +33,7 @@ the same scope plans the very same rows and removals, so the ledger resumes them
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,13 @@ class SyncSpec:
     email; VERIFY-13p P5). A group of :attr:`fallback_key` columns applies only to members
     recorded without a key value. Such a member is forgotten, not removed
     (``members_still_current``)."""
+    still_named: Callable[[pd.DataFrame, Path], list[str]] | None = None
+    """The destination's own test of which departed members a current row still names, given
+    them (``key`` and their recorded key columns) and the spool of current rows: their keys
+    (LinkedIn companies: one sharing its name or any domain with a current row,
+    :func:`~line_exports.destinations.linkedin.companies_still_named`). mirror never removes
+    them (that REMOVE could take the current row's company out, VERIFY-13p P5); they are
+    forgotten (``members_still_current``)."""
     each_key_identifies: bool = False
     """Each key column identifies a member on its own (LinkedIn's userIds: an email, a
     GOOGLE_AID). mirror then removes a departed member by the key values no current row
@@ -377,6 +385,11 @@ def plan(
             frame, respelt = _without_respelt(frame, rows, spec)
             result.dropped += respelt
             result.still_current += len(respelt)
+        if spec.still_named is not None and len(frame) and rows.count:
+            named = frame["key"].isin(set(spec.still_named(frame, rows.path))).to_numpy()
+            result.dropped += frame.loc[named, "key"].tolist()
+            result.still_current += int(named.sum())
+            frame = frame[~named].reset_index(drop=True)
         result.departed = frame
         if store.last_mode() != "mirror":
             result.baseline = True

@@ -19,12 +19,16 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field, PrivateAttr, field_validator
 
 from line_exports.create_once import create_once
@@ -51,7 +55,16 @@ from line_exports.id_text import IdText
 from line_exports.identities import EMAIL_NORMALIZE
 from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger_request import LedgerRequest
-from line_exports.linkedin_ids import GAID_PATTERN, ID_COLUMNS, IDFA_PATTERN
+from line_exports.linkedin_ids import (
+    COMPANY_DOMAINS,
+    COMPANY_NAME,
+    DOMAIN_MATCH,
+    GAID_PATTERN,
+    ID_COLUMNS,
+    IDFA_PATTERN,
+    companies_alike,
+    company_match_keys,
+)
 from line_exports.linkedin_oauth import (
     API_URL,
     AUTH_COMMAND,
@@ -181,13 +194,13 @@ COMPANY_COLUMNS = (
     Column("company_name", max_length=255),
     Column(
         "company_website_domain",
-        normalize=("trim", "lowercase"),
+        normalize=DOMAIN_MATCH,
         pattern=DOMAIN_PATTERN,
         pattern_message="is not a domain name (e.g. example.com, no scheme or path)",
     ),
     Column(
         "company_email_domain",
-        normalize=("trim", "lowercase"),
+        normalize=DOMAIN_MATCH,
         pattern=DOMAIN_PATTERN,
         pattern_message="is not a domain name (e.g. example.com, no scheme or path)",
     ),
@@ -761,6 +774,34 @@ def company_elements(batch: pd.DataFrame, action: str) -> list[dict[str, Any]]:
     return out
 
 
+def companies_still_named(departed: pd.DataFrame, spool: Path) -> list[str]:
+    """``SyncSpec.still_named`` of a companies segment: the keys of the ``departed`` companies
+    (their recorded name and domains) that share their name, compared as names, or any domain
+    with a row of ``spool`` (the current rows): one definition with the sandbox
+    (:func:`~line_exports.linkedin_ids.companies_alike`). LinkedIn matches a company by its name
+    or a domain and does not say what a REMOVE of ``{Acme, acme.com}`` takes out while
+    ``{Acme Inc, acme.com}`` is in the segment; the safe reading (as for user IDs) is that it
+    may take out that company, so it is not sent. Reads only the spool's company columns, one
+    row group at a time, keeping the keys the departed ones are named by."""
+    columns = [c for c in (COMPANY_NAME, *COMPANY_DOMAINS) if c in departed.columns]
+    if not columns or not len(departed):
+        return []
+    held = {c: pa.array(departed[c].tolist(), pa.string()) for c in columns}
+    named = pa.concat_arrays([company_match_keys(c, v) for c, v in held.items()])
+    named = named.drop_null().unique()
+    source = pq.ParquetFile(spool)
+    present = [c for c in (COMPANY_NAME, *COMPANY_DOMAINS) if c in source.schema_arrow.names]
+    if not len(named) or not present:
+        return []
+    found: list[pa.Array] = []
+    for batch in source.iter_batches(columns=present):
+        for column in present:
+            keys = company_match_keys(column, batch.column(column))
+            found.append(keys.filter(pc.is_in(keys, value_set=named).fill_null(False)))
+    current = pa.concat_arrays(found).unique() if found else pa.array([], pa.string())
+    return departed.loc[companies_alike(held, current), "key"].tolist()
+
+
 ELEMENT_FAILED = "linkedin_element_failed"
 ANSWERED = re.compile(r"LinkedIn answered (\d+): ")
 """How a refused element's reject message starts (:func:`answered`), status first."""
@@ -857,7 +898,7 @@ class LinkedInDestination(Destination):
             removal="REMOVE elements",
             target=target,
             matched_names=("company_name",),
-            alike=(COMPANY_KEY,),  # the name compared as a name, the domains exactly
+            still_named=companies_still_named,  # a shared name or any shared domain
         )
 
     def refusal_is_transient(self, rule: str, message: str) -> bool:

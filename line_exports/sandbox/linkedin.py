@@ -29,7 +29,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from line_exports.identities import is_blank
-from line_exports.linkedin_ids import ID_PATTERNS
+from line_exports.linkedin_ids import (
+    COMPANY_DOMAINS,
+    COMPANY_NAME,
+    ID_PATTERNS,
+    companies_alike,
+    company_match_keys,
+)
 from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.core import DEFAULT_TOKENS, Sandbox
 
@@ -177,6 +183,45 @@ def _remove_ids(members: set[tuple[Any, ...]], ids: set[tuple[str, str]]) -> Non
         left = tuple(i for i in member[1:] if i not in ids)
         if left:
             members.add(("ids", *left))
+
+
+COMPANY_COLUMNS = dict(
+    zip(
+        ("companyName", "companyWebsiteDomain", "companyEmailDomain"),
+        (COMPANY_NAME, *COMPANY_DOMAINS),
+        strict=True,
+    )
+)
+"""A company element's field -> the query column it comes from (what names the company)."""
+
+
+def _remove_companies(members: set[tuple[Any, ...]], elements: list[dict[str, Any]]) -> None:
+    """REMOVE elements take out every company member they name alike: one sharing a name,
+    compared as names, or any domain (:func:`~line_exports.linkedin_ids.companies_alike`, one
+    definition with the exporter's mirror), or the same organizationUrn. LinkedIn matches a
+    company by its name or a domain and does not say what a REMOVE takes out beyond the element
+    itself; the sandbox assumes the most (the safe reading, as for userIds), so a REMOVE that
+    would take out a company a current row still names shows. One pass over the members for a
+    run of consecutive REMOVEs."""
+    import pyarrow as pa
+
+    if not elements:
+        return
+    named = [
+        company_match_keys(column, pa.array([e.get(field) for e in elements], pa.string()))
+        for field, column in COMPANY_COLUMNS.items()
+    ]
+    keys = pa.concat_arrays(named).drop_null().unique()
+    urns = {e.get("organizationUrn") for e in elements} - {None}
+    companies = [m for m in members if m[0] == "company"]
+    held = {
+        column: pa.array([m[1 + i] for m in companies], pa.string())
+        for i, column in enumerate(COMPANY_COLUMNS.values())
+    }
+    alike = companies_alike(held, keys) if companies else []
+    for member, hit in zip(companies, alike, strict=True):
+        if hit or member[1 + len(COMPANY_COLUMNS)] in urns:
+            members.discard(member)
 
 
 def store_of(sandbox: Sandbox) -> LinkedInStore:
@@ -665,6 +710,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
             )
         check = user_problem if kind == "users" else company_problem
         results: list[dict[str, Any]] = []
+        removing: list[dict[str, Any]] = []  # consecutive company REMOVEs, applied together
         with sandbox.lock:
             store.batch_requests += 1
             store.elements_received += len(elements)
@@ -683,15 +729,20 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                     results.append(UNAVAILABLE)
                     continue
                 if element["action"] == "ADD":
+                    _remove_companies(segment.members, removing)
+                    removing = []
                     segment.members.add(key)
                     if segment.first_upload is None:
                         segment.first_upload = clock.now()
                 elif key[0] == "ids":
                     _remove_ids(segment.members, set(key[1:]))
+                elif key[0] == "company":
+                    removing.append(element)
                 else:
                     segment.members.discard(key)
                 # LinkedIn answers 201 also for a repeated ADD or an already removed member.
                 results.append({"status": 201})
+            _remove_companies(segment.members, removing)
             segment.last_modified = time.time()
         if single:
             first = results[0]
