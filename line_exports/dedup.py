@@ -59,7 +59,8 @@ def duplicate_rows(
     ``skip``: row numbers already dropped (by an earlier rule): neither a duplicate nor the
     first of one, so a row is only ever said to repeat a row that is sent. ``match``: the
     columns compared as names (:attr:`~line_exports.rules.Unique.match`); the values returned
-    are the rows' own.
+    are the ones compared (a name as :func:`~line_exports.identities.name_keys` keys it, the
+    README's "the key as normalized", VERIFY-13p P4).
 
     Two steps, each bounded by :data:`DEDUP_MEMORY_LIMIT`: the keys that occur more than once
     with their first row (a grouping, spilled to disk when large), then the spool's rows of
@@ -98,7 +99,7 @@ def duplicate_rows(
             )
             table = con.sql(
                 f"select t.{row}, d._first, "
-                + ", ".join(f"t.{_quote(c)}" for c in columns)
+                + ", ".join(key(c) for c in columns)
                 + f" from read_parquet(?) t join d on {same}"
                 f" where t.{row} <> d._first and ({any_present}){only} order by t.{row}",
                 params=[str(path)],
