@@ -43,6 +43,7 @@ from line_exports.values import (
     INFINITY_TEXT,
     TIME_TEXT,
     LocalTimes,
+    dense_columns,
     dictionary_decoded,
     held_text,
     infinity_text,
@@ -983,7 +984,7 @@ def validate(
     n = len(frame)
     infinity = frame.attrs.get(INFINITY_TEXT, "inf")  # how the warehouse prints a float ±inf
     sql_times = frame.attrs.get(TIME_TEXT) == "sql"  # and a date-time: DuckDB's, PostgreSQL's
-    frame = missing_nans(frame.reset_index(drop=True))
+    frame = missing_nans(dense_columns(frame.reset_index(drop=True)))
     row_numbers = np.arange(row_offset + 1, row_offset + n + 1, dtype="int64")
     known: set[str] = set()
     columns: dict[str, _Checked] = {}

@@ -1,0 +1,167 @@
+"""Every holder of a value an upstream frame can hand over is sent as its dense twin is, or is a
+``type`` reject with a true reason; never a crashed run nor Python's text (VERIFY-13r):
+
+* R3: a sparse column whose fill value is ``pd.NA`` (``SparseArray`` of a nullable ``Int64``,
+  ``Float64``, ``boolean`` or ``string`` column) failed the run with ``TypeError`` (pandas'
+  ``to_dense`` cannot write ``pd.NA`` into floats), and a sparse ``boolean`` was sent as
+  Python's ``True``. A sparse column is now read as its dense column: ``Sparse[float64, <NA>]``
+  (what pandas makes of every nullable integer column and of ``Float64``) as a numpy
+  ``float64`` column, whose whole numbers are integers (README "Values travel").
+
+One Dagster run per destination sends every holder's upstream asset to the sandbox over HTTP;
+the texts expected are what the dense twin is sent as (checked through ``rules.validate``).
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from line_exports import build_export
+from line_exports.sandbox import Sandbox
+from line_exports_tests.test_upstream_exact import (
+    DESTINATIONS,
+    FAST,
+    RecordingServer,
+    _expected_text,
+    _frame,
+    _received,
+    _resources,
+    _upstream,
+)
+from line_exports_tests.test_values import ROW_PATHS
+
+Reject = tuple[str, str]  # ("reject", words its reason holds)
+
+
+def _sparse(values: list[Any], dtype: str | None = None) -> pd.Series:
+    return pd.Series(pd.arrays.SparseArray(pd.array(values, dtype=dtype)))
+
+
+# name: (the upstream column, its dense twin or None, what each row is sent as / its reject)
+HOLDERS: dict[str, tuple[pd.Series, pd.Series | None, list[str | None | Reject]]] = {
+    "sparse_Int64": (
+        _sparse([None, 1, -7, 2**53], "Int64"),
+        pd.Series([None, 1, -7, 2**53], dtype="Int64"),
+        [None, "1", "-7", "9007199254740992"],
+    ),
+    "sparse_Int8": (
+        _sparse([None, -128, 127], "Int8"),
+        pd.Series([None, -128, 127], dtype="Int8"),
+        [None, "-128", "127"],
+    ),
+    "sparse_Float64": (
+        _sparse([None, 1.5, 0.1, -0.0], "Float64"),
+        pd.Series([None, 1.5, 0.1, -0.0], dtype="Float64"),
+        [None, "1.5", "0.1", "-0.0"],
+    ),
+    # pandas holds it as float64, as it holds a nullable integer: a whole number is an integer
+    "sparse_Float64_whole": (
+        _sparse([None, 2.0], "Float64"),
+        pd.Series([np.nan, 2.0]),
+        [None, "2"],
+    ),
+    "sparse_Float32": (
+        _sparse([None, 0.1, 1e15], "Float32"),
+        pd.Series([None, 0.1, 1e15], dtype="Float32"),
+        [None, "0.1", "1000000000000000.0"],
+    ),
+    "sparse_boolean": (
+        _sparse([None, True, False], "boolean"),
+        pd.Series([None, True, False], dtype="boolean"),
+        [None, "true", "false"],
+    ),
+    "sparse_string": (
+        _sparse([None, " a\u3000", "b"], "string"),
+        pd.Series([None, " a\u3000", "b"], dtype="string"),
+        [None, " a\u3000", "b"],
+    ),
+    "sparse_arrow_string": (
+        _sparse([None, " x "], "string[pyarrow]"),
+        pd.Series([None, " x "], dtype="string[pyarrow]"),
+        [None, " x "],
+    ),
+    "sparse_int64_NA": (
+        pd.Series(pd.arrays.SparseArray([1, 2], fill_value=pd.NA)),
+        pd.Series([1, 2], dtype="Int64"),
+        ["1", "2"],
+    ),
+    "sparse_float64_nan": (
+        pd.Series(pd.arrays.SparseArray([np.nan, 1.5, 2.0])),
+        pd.Series([np.nan, 1.5, 2.0]),
+        [None, "1.5", "2"],
+    ),
+}
+
+
+def _dense_texts(destination: str, twin: pd.Series) -> list[str | None]:
+    """The dense twin through the destination's own row path (``rules.validate``)."""
+    path = "line_messaging_push" if destination == "line_messaging" else destination
+    frame = pd.DataFrame({"n": range(len(twin)), "v": twin})
+    return ROW_PATHS[path](iter([frame]), "UTC")
+
+
+@pytest.mark.parametrize("name", [n for n, (_, twin, _) in HOLDERS.items() if twin is not None])
+def test_the_expected_texts_are_the_dense_twins(name: str) -> None:
+    _, twin, texts = HOLDERS[name]
+    assert twin is not None
+    assert _dense_texts("line_conversion", twin) == texts
+
+
+@pytest.mark.parametrize("destination", ["line_conversion", "maac"])
+def test_every_holder_is_sent_as_its_dense_twin_or_rejected_over_http(destination: str) -> None:
+    """One Dagster run of every holder's upstream asset and its export, to the sandbox over
+    HTTP: counts, what the sandbox received per row, and the rejects file."""
+    _, settings, _ = DESTINATIONS[destination]
+    server = RecordingServer(Sandbox(rate_scale=100, job_seconds=0.05))
+    with server:
+        assets: list[dg.AssetsDefinition] = []
+        resources = {}
+        cases = {}
+        for case, (name, (column, _, expected)) in enumerate(HOLDERS.items(), start=1):
+            key = f"{name}_{destination}"
+            assets.append(_upstream(key, _frame(destination, case, column)))
+            ((_, resource),) = _resources(destination, server, case).items()
+            resources[f"r_{key}"] = resource
+            assets.append(
+                build_export(
+                    f"e_{key}",
+                    destination=destination,
+                    upstream=f"up_{key}",
+                    settings={**FAST, **settings},
+                    retry_policy=None,
+                    resource_key=f"r_{key}",
+                )
+            )
+            cases[case] = (key, expected)
+        result = dg.materialize(assets, resources=resources, raise_on_error=False)
+        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert result.success, failed
+        for case, (key, expected) in cases.items():
+            meta = {
+                k: v.value
+                for k, v in result.asset_materializations_for_node(f"e_{key}")[0].metadata.items()
+            }
+            refused = [row for row, want in enumerate(expected) if isinstance(want, tuple)]
+            assert meta["rows_read"] == len(expected), key
+            assert meta["rows_rejected"] == len(refused), (key, meta)
+            assert meta["rows_accepted"] == len(expected) - len(refused), (key, meta)
+            rejects: dict[int, dict[str, str]] = {}
+            if refused:
+                with open(meta["rejects_file"], newline="", encoding="utf-8") as f:
+                    rejects = {int(r["_row_number"]) - 1: r for r in csv.DictReader(f)}
+            got = _received(server, destination, case, len(expected))
+            for row, want in enumerate(expected):
+                if isinstance(want, tuple):
+                    assert row not in got, (key, row, got.get(row))
+                    reject = rejects[row]
+                    assert reject["rule"] == "type" and want[1] in reject["message"], reject
+                elif want is None:
+                    assert got.get(row) is None, (key, row, got.get(row))
+                else:
+                    assert got.get(row) == _expected_text(destination, want), (key, row)
