@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,10 +122,14 @@ def _package_reads() -> list[Read]:
     return [read for tree in trees for read in _reads_in(tree, constants)]
 
 
-READS = _package_reads()
-BY_NAME: dict[str, list[Read]] = defaultdict(list)
-for _read in READS:
-    BY_NAME[_read.name].append(_read)
+@functools.cache
+def _by_name() -> dict[str, list[Read]]:
+    """The package's reads by name: walked once per process, on first use (not while pytest
+    collects, which every xdist worker does)."""
+    by_name: dict[str, list[Read]] = defaultdict(list)
+    for read in _package_reads():
+        by_name[read.name].append(read)
+    return by_name
 
 
 def _owner_of(model: type, field: str) -> str:
@@ -138,13 +143,13 @@ def _owner_of(model: type, field: str) -> str:
 def _used_methods(owner: str) -> set[str]:
     """Methods of class ``owner`` used outside it, or by its used methods (a fixpoint)."""
     used: set[str] = set()
-    methods = {r.method for reads in BY_NAME.values() for r in reads if r.owner == owner}
+    methods = {r.method for reads in _by_name().values() for r in reads if r.owner == owner}
     changed = True
     while changed:
         changed = False
         for method in methods - used:
             if method and any(
-                r.owner != owner or r.method in used for r in BY_NAME.get(method, [])
+                r.owner != owner or r.method in used for r in _by_name().get(method, [])
             ):
                 used.add(method)
                 changed = True
@@ -154,7 +159,7 @@ def _used_methods(owner: str) -> set[str]:
 def is_read(model: type, field: str) -> bool:
     owner = _owner_of(model, field)
     used = _used_methods(owner)
-    return any(read.owner != owner or read.method in used for read in BY_NAME.get(field, []))
+    return any(read.owner != owner or read.method in used for read in _by_name().get(field, []))
 
 
 def _fields(model: type) -> list[str]:
