@@ -326,6 +326,14 @@ class ExportRun:
         that would otherwise say nothing was sent; '' when nothing was."""
 
     @property
+    def run_id(self) -> str:
+        """The Dagster run this is (its ledger claim's owner), '' before the scope is claimed: a
+        ledger record of a refusal names it, so a step retry tells an earlier attempt of this
+        run from an earlier run (:class:`~line_exports.sync_settle.Settled`)."""
+        claimed = self.ledger.claimed
+        return claimed.owner.run_id if claimed is not None else ""
+
+    @property
     def interrupted(self) -> str:
         """The name of the signal (SIGINT, SIGTERM) that asked this run to stop after the
         request in flight (:func:`line_exports.interrupts.stop_between_requests`); '' if none.
@@ -346,6 +354,7 @@ class ExportRun:
         api: str,
         stats: Any = None,
         earlier: Any = None,
+        not_started: Callable[[], None] | None = None,
     ) -> Iterator[None]:
         """Around one request carrying ``rows`` (row numbers; ``column`` names what they
         carry, ``api`` the API): when a second signal stops the run at once inside it
@@ -357,21 +366,27 @@ class ExportRun:
         ledger record stays pending, so a re-run sends it again under its idempotency key.
         ``earlier``: what earlier step attempts of it got
         (:class:`~line_exports.outcomes.Earlier`; unknown even if this one never left when
-        one may have acted)."""
+        one may have acted). ``not_started``: called when it never left, to put its ledger
+        record back as it was before this attempt recorded it pending
+        (:meth:`~line_exports.ledger_request.LedgerRequest.not_started`): a record written
+        before a request was started is never evidence of sending (VERIFY-13o G2)."""
         made = stats.requests if stats is not None else -1
         try:
             yield
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
             from line_exports.http import ApiError
             from line_exports.interrupts import DeliveryInterrupted
-            from line_exports.outcomes import count_failed_request
+            from line_exports.outcomes import NotSent, count_failed_request
 
             if self.report is not None and not isinstance(exc, DeliveryInterrupted):
                 name = getattr(exc, "signal_name", "") or "an interrupt"
                 reached = stats is None or stats.requests != made
-                cut = ApiError(f"the run was stopped at once by {name}", reached=reached)
+                why = f"the run was stopped at once by {name}"
+                cut = ApiError(why, reached=True) if reached else NotSent(why)
                 try:
                     count_failed_request(self.report, rows, column, cut, api, earlier=earlier)
+                    if not reached and not_started is not None:
+                        not_started()
                 except Exception as error:  # never turn the stop into an error a retry repeats
                     self.log.error(f"{self.name}: the request cut off was not counted: {error!r}")
             raise
@@ -421,7 +436,8 @@ class ExportRun:
         now = time.monotonic()
         if force or now - self._last_progress >= self._progress_every:
             self._last_progress = now
-            self.log.info(f"{self.name}: sent {sent_rows:,} of {self.total_rows:,} valid rows")
+            # the rows that passed validation: a destination may reject some of them itself
+            self.log.info(f"{self.name}: sent {sent_rows:,} of {self.total_rows:,} rows")
 
 
 def not_isolated(run: ExportRun) -> str:

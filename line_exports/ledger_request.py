@@ -23,7 +23,12 @@ the request was recorded before it was sent:
   :data:`~line_exports.outcomes.NOT_REACHED` (the request never left: its rows are unsent,
   not of unknown delivery);
 * :func:`~line_exports.outcomes.unanswered_before` reads the record:
-  :meth:`LedgerRequest.count_failed` counts a failed resend with it.
+  :meth:`LedgerRequest.count_failed` counts a failed resend with it;
+* a record written before a request that was then never started (the run stopped, or failed
+  on another request, first) is never evidence of sending: it is put back as it was before
+  (:meth:`LedgerRequest.not_started`; LINE's senders: ``sending.put_back_unstarted``), an
+  earlier attempt's record or :func:`unsent_record`, so a later attempt counts its rows by
+  what really went out (VERIFY-13o G2).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from line_exports.outcomes import (
     NOT_REACHED,
     Earlier,
     Fate,
+    NotSent,
     count_failed_request,
     unanswered_before,
 )
@@ -103,6 +109,31 @@ def failure_mark(exc: ApiError, earlier: Earlier | None, made: bool = True) -> d
     return last or {EARLIER_ANSWER: NOT_REACHED}
 
 
+def unsent_record(now: float | None = None) -> dict[str, Any]:
+    """The record of a request recorded ``pending`` and then never started, with no earlier
+    record to put back: pending, never reached (:data:`~line_exports.outcomes.NOT_REACHED`),
+    so nothing counts it as sent (:func:`never_sent`)."""
+    return {
+        "state": PENDING,
+        "at": time.time() if now is None else now,
+        EARLIER_ANSWER: NOT_REACHED,
+    }
+
+
+def never_sent(state: dict[str, Any] | None) -> bool:
+    """Whether a ledger record is that of a request no attempt may have sent: pending, and
+    every attempt certainly never reached the API (:data:`~line_exports.outcomes.NOT_REACHED`:
+    connection refused, or never started, :func:`unsent_record`), nothing counted that may
+    have acted. Its rows are sent as new (LINE never saw its retry key: its 24 hours have not
+    begun), never counted of unknown delivery for it."""
+    return (
+        state is not None
+        and state.get("state") == PENDING
+        and state.get(EARLIER_ANSWER) == NOT_REACHED
+        and not unanswered_before(state)
+    )
+
+
 def recorded_error(state: dict[str, Any], where: str) -> ApiError:
     """The failure an earlier attempt left in the pending record ``state`` of a request
     (``where``: which request, for the reason), as :func:`~line_exports.outcomes.fate_of` reads
@@ -112,15 +143,15 @@ def recorded_error(state: dict[str, Any], where: str) -> ApiError:
     (it may have reached the API: unknown; so is a text answer, which holds no status). A
     record that counts what its attempts got (:data:`~line_exports.outcomes.EARLIER_5XX`,
     :data:`~line_exports.outcomes.EARLIER_UNANSWERED`) but no last answer: this attempt did not
-    reach the API with it (it was not sent again), and the counts say the rest ("a 5xx answer to
-    1 earlier attempt(s), then LINE was not reached ...", not "no answer recorded" although the
-    API answered 500: VERIFY-13k F3). For a request a run stops before sending again: its rows
-    are counted by what the ledger knows of it."""
+    reach the API with it (it was not sent again, :class:`~line_exports.outcomes.NotSent`), and
+    the counts say the rest ("a 5xx answer to 1 earlier attempt(s), then not sent again ...",
+    not "no answer recorded" although the API answered 500: VERIFY-13k F3). For a request a run
+    stops before sending again: its rows are counted by what the ledger knows of it."""
     answer = state.get(EARLIER_ANSWER)
     if answer == NOT_REACHED:
-        return ApiError(f"{where} never left", path=where, reached=False)
+        return NotSent(f"{where} never left", path=where)
     if answer is None and EARLIER_UNANSWERED in state:
-        return ApiError(where, path=where, reached=False)
+        return NotSent(f"the run stopped before sending it again: {where}", path=where)
     if answer is None:
         return ApiError(f"{where}: no answer recorded", path=where)
     if not str(answer).isdigit():  # a text answer (MAAC's failed import): no status to go by
@@ -146,7 +177,9 @@ class LedgerRequest:
     ``result``: the recorded result when the request went through already, else None.
     ``earlier_unanswered``: what earlier step attempts of it got that may have acted (no
     answer, a 5xx; :class:`~line_exports.outcomes.Earlier`, false when nothing).
-    ``pending``: the pending record an earlier attempt left (with its :meth:`sending` extras).
+    ``pending``: the pending record an earlier attempt left (with its :meth:`sending` extras),
+    then the one :meth:`sending` wrote. ``prior``: the record :meth:`look_up` read (what
+    :meth:`not_started` puts back).
     """
 
     ledger: LedgerLike
@@ -154,6 +187,7 @@ class LedgerRequest:
     result: dict[str, Any] | None
     earlier_unanswered: Earlier
     pending: dict[str, Any] | None = None
+    prior: dict[str, Any] | None = None
 
     @classmethod
     def look_up(cls, ledger: LedgerLike, key: str) -> LedgerRequest:
@@ -161,18 +195,27 @@ class LedgerRequest:
         state = ledger.done(key)
         if is_done(state):
             return cls(ledger, key, state, Earlier())
-        return cls(ledger, key, None, unanswered_before(state), state)
+        return cls(ledger, key, None, unanswered_before(state), state, state)
 
     @property
     def first_sent(self) -> float | None:
         """When an earlier attempt first sent the request (its pending record's ``at``), or
-        None."""
-        return None if self.pending is None else float(self.pending.get("at", time.time()))
+        None (also for a record of a request never sent, :func:`never_sent`)."""
+        if self.pending is None or never_sent(self.pending):
+            return None
+        return float(self.pending.get("at", time.time()))
 
     def sending(self, **extra: Any) -> None:
         """Record the request pending (with ``extra`` fields): call right before sending it.
         An earlier attempt's first send time is kept (:func:`pending_record`)."""
         self.pending = pending_record(self.first_sent, earlier=self.earlier_unanswered, **extra)
+        self.ledger.record(self.key, self.pending)
+
+    def not_started(self) -> None:
+        """The request recorded by :meth:`sending` was never started (a second signal stopped
+        the run before any attempt of it went out): its record is put back as it was, the
+        earlier attempt's or :func:`unsent_record`, so that no later attempt reads it as sent."""
+        self.pending = self.prior if self.prior is not None else unsent_record()
         self.ledger.record(self.key, self.pending)
 
     def succeeded(self, result: dict[str, Any]) -> None:

@@ -83,6 +83,17 @@ EARLIER_5XX = "answered_5xx"
 have acted: those that got no answer, those answered a 5xx (:class:`Earlier`)."""
 
 
+class NotSent(ApiError):
+    """A request this attempt did not send (again): it never left, so it cannot have reached
+    the API (``reached`` False). Unlike a request that could not reach the API (connection
+    refused), nothing was tried: :func:`fate_of` says "then not sent again (why)", never "then
+    LINE was not reached" (VERIFY-13k F3 nit). ``why``: why it was not sent (the run stopped
+    before it, or was stopped at once)."""
+
+    def __init__(self, why: str, path: str = "") -> None:
+        super().__init__(why, path=path, reached=False)
+
+
 @dataclass(frozen=True)
 class Earlier:
     """What the earlier (Dagster step) attempts of a request got that may have acted on it:
@@ -171,8 +182,10 @@ def fate_of(exc: ApiError, api: str, earlier: Earlier | None = None) -> Fate:
     * No answer, and the request may have reached the API (a read timeout, a connection cut
       mid-request): ``unknown`` -- it may or may not have acted.
     * The request never reached the API (the connection could not be opened, TLS refused,
-      credentials refused over plain HTTP): ``unsent``, unless an earlier attempt may have
-      acted (no answer, or a 5xx): ``unknown``.
+      credentials refused over plain HTTP), or this attempt did not send it (again)
+      (:class:`NotSent`): ``unsent``, unless an earlier attempt may have acted (no answer, or
+      a 5xx): ``unknown`` ("a 5xx answer to 1 earlier attempt(s), then not sent again (the run
+      stopped before it)").
 
     A create found by name (``earlier.none_made``: a new LINE audience or MAAC custom segment,
     looked up by name after each earlier attempt, nothing found) whose earlier attempts got 5xx
@@ -208,12 +221,15 @@ def fate_of(exc: ApiError, api: str, earlier: Earlier | None = None) -> Fate:
             "unknown",
             f"no answer from {api} ({exc}): the request may or may not have reached it",
         )
+    then = (
+        f"not sent again ({exc})" if isinstance(exc, NotSent) else f"{api} was not reached ({exc})"
+    )
     if may:
-        return Fate(
-            "unknown", f"{before.text()}, then {api} was not reached ({exc}): {api} {acted}"
-        )
+        return Fate("unknown", f"{before.text()}, then {then}: {api} {acted}")
     if before:
-        return Fate("unsent", f"{before.text()}, then {api} was not reached ({exc})")
+        return Fate("unsent", f"{before.text()}, then {then}")
+    if isinstance(exc, NotSent):
+        return Fate("unsent", f"not sent ({exc})")
     return Fate("unsent", f"{api} was not reached ({exc})")
 
 

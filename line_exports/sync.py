@@ -809,17 +809,26 @@ def _held_refusals(store: SyncStore, fixed: SyncPlan) -> pd.DataFrame:
     found = store.refusals(keys)
     unknown = ("sync_refused", "", "refused by the API (its answer was not recorded)")
     rule, column, message = zip(*(found.get(k, unknown) for k in keys), strict=True)
+    here = fixed.settled.refused_here if fixed.settled is not None else set()
     return pd.DataFrame(
         {
             ROW_NUMBER: fixed.held.column("rn").to_numpy().astype("int64"),
             "column": column,
             "rule": rule,
             "message": [
-                f"{m} [an earlier run; not sent again until the row changes]" for m in message
+                f"{m} [{EARLIER_ATTEMPT if k in here else EARLIER_RUN}; not sent again until "
+                "the row changes]"
+                for k, m in zip(keys, message, strict=True)
             ],
             "value": "",
         }
     )
+
+
+EARLIER_RUN = "an earlier run"
+EARLIER_ATTEMPT = "an earlier step attempt of this run"
+"""Who got a held row's refusal, in its reason: an earlier run, or (settled by a step retry,
+:attr:`~line_exports.sync_settle.Settled.refused_here`) an earlier attempt of this run."""
 
 
 def _held_unknown(store: SyncStore, fixed: SyncPlan) -> pd.DataFrame:

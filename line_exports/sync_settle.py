@@ -35,8 +35,11 @@ holds:
   ``unknown`` (reported as ``rows_delivery_unknown``; the ``sync_removals`` check fails saying
   how to release them), until the user decides with ``line-exports held EXPORT --resend`` or
   ``--delivered`` (:func:`line_exports.sync_held.release`);
-* not in the ledger: the run was killed between recording the request and sending it: nothing
-  was sent, the rows stay ``pending`` and are planned as usual.
+* not in the ledger (the run was killed between recording the request and sending it), or
+  recorded and never started (the sender stopped first, put back by
+  :func:`~line_exports.destinations.line_messaging.sending.put_back_unstarted`;
+  :func:`~line_exports.ledger_request.never_sent`): nothing was sent, the rows stay
+  ``pending`` and are planned as usual (VERIFY-13o G2).
 
 This holds for a re-execution of the same scope too (the same tick after a kill): its rows are
 rendered anew from today's template and rows, so a changed message would give new retry keys;
@@ -55,7 +58,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -65,7 +68,7 @@ from line_exports.claims import ClaimOwner, ScopeClaimed, holder_is_gone
 from line_exports.destination import DeliveryReport
 from line_exports.http import ApiError
 from line_exports.ledger import CLAIMS
-from line_exports.ledger_request import failure_mark, recorded_error
+from line_exports.ledger_request import failure_mark, never_sent, recorded_error
 from line_exports.outcomes import (
     EARLIER_ANSWER,
     Earlier,
@@ -189,6 +192,10 @@ class Settled:
     step's own deliveries."""
     refused: int = 0
     unknown: int = 0
+    refused_here: set[str] = field(default_factory=set)
+    """Of the members settled refused, those LINE refused to an earlier step attempt of this
+    very run (its ledger record names the run): held as refused by "an earlier step attempt
+    of this run", not "an earlier run" (VERIFY-13o G2 nit)."""
 
     def metadata(self) -> dict[str, int]:
         return {
@@ -292,6 +299,9 @@ def settle_earlier(
                 keys = [member[r] for r in request.recipients if r in member]
                 state = states.get(request.key) or {}
                 outcome = state.get("state")
+                if never_sent(state):  # recorded, never started: nothing to settle
+                    done.append(request.key)  # its rows stay pending, planned as usual
+                    continue
                 if (
                     outcome == "pending"
                     and stop is not None
@@ -328,6 +338,8 @@ def settle_earlier(
                 elif outcome == "refused" and len(request.recipients) == 1 and keys:
                     message = str(state.get("message", "")) or "refused (no answer recorded)"
                     refused[keys[0]] = (f"line_{request.kind}_refused", message)
+                    if run.run_id and state.get("run") == run.run_id:
+                        result.refused_here.add(keys[0])
                 done.append(request.key)
                 result.requests += 1
     finally:

@@ -17,6 +17,7 @@ from line_exports.destinations.line_messaging.sending import (
     finish,
     left_by_earlier,
     named_recipient,
+    put_back_unstarted,
     send_once,
     workers,
 )
@@ -211,12 +212,15 @@ def deliver_multicast(
     # The groups an earlier attempt left pending go first, under their retry keys (LINE
     # answers 409 for those it took), before the quota is read: a step retry that cannot reach
     # LINE counts them by what LINE answered the earlier attempt (a 5xx: unknown), not unsent.
-    for numbers, recipients in pending.values():
-        if tally.stopped or run.interrupted:
-            break
-        handled, made = deliver_batch(numbers, recipients, None, 0)
-        report.sent_rows += handled
-        splits += made
+    try:
+        for numbers, recipients in pending.values():
+            if tally.stopped or run.interrupted:
+                break
+            handled, made = deliver_batch(numbers, recipients, None, 0)
+            report.sent_rows += handled
+            splits += made
+    finally:
+        put_back_unstarted(tally, run.ledger)  # recorded, never started: unsent
     if tally.fatal or (tally.refused and not skip):
         left_pending = {k: rows for k, (rows, _) in pending.items()}
         # The groups the earlier attempt settled, by the ledger (VERIFY-13m F4)
@@ -248,21 +252,24 @@ def deliver_multicast(
     # A signal (run.progress raises between groups): the pool is waited for, so every request
     # sent is answered and in the tally when it is counted below. A second signal (stopped at
     # once) does not wait: the requests in flight are counted of unknown delivery.
-    with counted_stop(report, tally, "multicast", run):  # counted with LINE's answers
-        with workers(width, "line-multicast", tally, MULTICAST_PATH) as pool:
-            in_flight: list[Future[tuple[int, int]]] = []
-            for numbers, recipients, mark, resumed in recipient_groups():
-                in_flight.append(
-                    pool.submit(deliver_unless_stopped, numbers, recipients, mark, resumed)
-                )
-                if len(in_flight) >= most_in_flight:
-                    collect(in_flight[:width])
-                    in_flight = in_flight[width:]
-                    run.progress(report.sent_rows)
-                if tally.fatal or (tally.refused and not skip):
-                    break
-            collect(in_flight)
-        run.progress(report.sent_rows)
+    try:
+        with counted_stop(report, tally, "multicast", run):  # counted with LINE's answers
+            with workers(width, "line-multicast", tally, MULTICAST_PATH) as pool:
+                in_flight: list[Future[tuple[int, int]]] = []
+                for numbers, recipients, mark, resumed in recipient_groups():
+                    in_flight.append(
+                        pool.submit(deliver_unless_stopped, numbers, recipients, mark, resumed)
+                    )
+                    if len(in_flight) >= most_in_flight:
+                        collect(in_flight[:width])
+                        in_flight = in_flight[width:]
+                        run.progress(report.sent_rows)
+                    if tally.fatal or (tally.refused and not skip):
+                        break
+                collect(in_flight)
+            run.progress(report.sent_rows)
+    finally:
+        put_back_unstarted(tally, run.ledger)
     report.metadata["multicast_batch_splits"] = splits
     report.metadata["batch_size_multicast"] = settings.batch_size_multicast
     return finish(report, tally, skip, "skip_multicast_invalid_message", "multicast")

@@ -19,6 +19,7 @@ from line_exports.destinations.line_messaging.sending import (
     nothing_sent,
     pending,
     post,
+    put_back_unstarted,
     settled,
     workers,
 )
@@ -67,7 +68,8 @@ def deliver_push(
         F1). An earlier attempt's first send time is kept: the key's 24 hours run from it."""
         if run.keep_requests is not None:  # sync diff: a later scope can settle them
             run.keep_requests([(k, "push", b.decode(), [to]) for _, to, b, k in pushes])
-        run.ledger.record_many([(key, pending(tally, key)) for *_, key in pushes])
+        records = [(key, pending(tally, key)) for *_, key in pushes]
+        run.ledger.record_many([(key, record) for key, record in records if record is not None])
 
     def prepared(only: set[str] | None, skip: set[str]) -> Iterator[list[Push]]:
         """Each batch's pushes not yet accepted (only those keyed in ``only`` when given; none
@@ -134,6 +136,7 @@ def deliver_push(
                     )
             finally:
                 recorder.flush()
+                put_back_unstarted(tally, run.ledger)  # recorded, never started: unsent
 
     # One message per push (LINE counts recipients, not message objects), before any is sent.
     # On a resumed run the pushes the ledger shows accepted are not needed again, and those an
@@ -148,6 +151,7 @@ def deliver_push(
         tally.earlier.update(
             {k: before for k in resend if (before := unanswered_before(states.get(k)))}
         )
+        tally.before.update((k, states[k]) for k in resend if k in states)
         send(prepared(set(resend), set()))
         if tally.fatal or (tally.refused and not skip_refused):
             count_not_resent(tally, {k: [row] for k, row in resend.items()}, run.ledger)
@@ -251,6 +255,9 @@ def not_yet_sent(
         outcome = settled(known.get(push[3]), push[3], [push[0]], tally, retry)
         if outcome is None:
             todo.append(push)
+            if push[3] in known:  # put back should it not start (.sending.put_back_unstarted)
+                with tally.lock:
+                    tally.before[push[3]] = known[push[3]]
     return todo
 
 

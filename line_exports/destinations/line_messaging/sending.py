@@ -37,7 +37,13 @@ from line_exports.destinations.line_messaging.settings import (
 )
 from line_exports.http import ApiError, RetrySettings
 from line_exports.interrupts import DeliveryInterrupted
-from line_exports.ledger_request import failure_mark, pending_record, recorded_error
+from line_exports.ledger_request import (
+    failure_mark,
+    never_sent,
+    pending_record,
+    recorded_error,
+    unsent_record,
+)
 from line_exports.outcomes import Earlier, count_failed_request, unanswered_before
 from line_exports.rules import reject
 
@@ -90,8 +96,9 @@ def retries_left(retry: RetrySettings, age: float) -> RetrySettings | None:
 
 def first_sent(state: dict[str, Any] | None) -> float | None:
     """When an earlier attempt first sent the request the ledger ``state`` holds ``pending``
-    (epoch seconds: LINE's 24 hours for its key run from then), or None when none is pending."""
-    if state is None or state.get("state") != "pending":
+    (epoch seconds: LINE's 24 hours for its key run from then), or None when none is pending
+    or no attempt may have sent it (:func:`~line_exports.ledger_request.never_sent`)."""
+    if state is None or state.get("state") != "pending" or never_sent(state):
         return None
     return float(state.get("at", 0))
 
@@ -119,24 +126,44 @@ def count_not_resent(tally: Tally, left: dict[str, list[int]], ledger: Any) -> N
     (:func:`~line_exports.ledger_request.recorded_error`), as the settle step counts them: of
     unknown delivery when the earlier attempt may have acted (no answer, a 5xx:
     :func:`~line_exports.outcomes.unanswered_before`), else unsent."""
-    states = ledger.done_many([key for key in left if key not in tally.first_sent])
+    states = ledger.done_many([key for key in left if key not in tally.started])
     for key, state in states.items():
         if before := unanswered_before(state):
-            where = "an earlier request (not sent again: the run stopped before it)"
+            where = "an earlier request"
             with tally.lock:
                 tally.failed.append((left[key], recorded_error(state, where), before))
 
 
-def pending(tally: Tally, key: str) -> dict[str, Any]:
+def pending(tally: Tally, key: str) -> dict[str, Any] | None:
     """The ledger record of request ``key`` about to be sent
     (:func:`~line_exports.ledger_request.pending_record`): ``at`` is when it was first sent, by
     an earlier attempt (:attr:`Tally.since`) or now; kept in :attr:`Tally.first_sent` so that
     the mark of its answer keeps it too (LINE's 24 hours for its retry key run from the first
-    request)."""
+    request). None once the run was stopped at once (:attr:`Tally.cut`): it is not sent."""
     with tally.lock:
+        if tally.cut:
+            return None
         record = pending_record(tally.since.get(key), time.time(), tally.earlier.get(key))
         tally.first_sent[key] = record["at"]
+        tally.recorded[key] = tally.before.pop(key, None)
     return record
+
+
+def put_back_unstarted(tally: Tally, ledger: Any) -> None:
+    """Put back the ledger records of the requests this attempt recorded pending (:func:`pending`)
+    and then never started (:meth:`Tally.start`): the sender stopped first (a fatal answer to
+    another request, a signal) or held them. Each gets the record it had before, an earlier
+    attempt's or :func:`~line_exports.ledger_request.unsent_record` (one transaction): a record
+    written before a request was started is never evidence of sending, so a step retry or a
+    later run counts their rows unsent, not of unknown delivery (VERIFY-13o G2). Call once the
+    sender is done: none starts after it (a thread of a sender stopped at once records no more,
+    :attr:`Tally.cut`)."""
+    with tally.recording:
+        with tally.lock:
+            keys = [key for key in tally.recorded if key not in tally.started]
+            entries = [(key, tally.recorded.pop(key) or unsent_record()) for key in keys]
+        if entries:
+            ledger.record_many(entries)
 
 
 def nothing_sent(run: ExportRun) -> str:
@@ -176,12 +203,23 @@ class Tally:
     first_sent: dict[str, float] = field(default_factory=dict)
     """When each request this attempt recorded pending was first sent (:func:`pending`): its
     answer's mark keeps it (:func:`failed`)."""
+    before: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The ledger records read of requests about to be recorded pending (retry key: record), so
+    that one never started is put back as it was (:func:`put_back_unstarted`)."""
+    recorded: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    """Requests this attempt recorded pending (:func:`pending`), with the record each had
+    before (None: none)."""
+    started: set[str] = field(default_factory=set)
+    """Requests this attempt started (:meth:`start`): an attempt of each may have reached LINE."""
     in_flight: dict[str, list[int]] = field(default_factory=dict)
     """Requests sent whose answer is not counted yet (retry key: rows): a stop at once counts
     them of unknown delivery (:meth:`cut_in_flight`)."""
     counting: int = 0  # answers taken off in_flight and being counted
     cut: bool = False  # stopped at once: an answer arriving now is not counted
     lock: threading.Lock = field(default_factory=threading.Lock)
+    recording: threading.Lock = field(default_factory=threading.Lock)
+    """Held while a request is recorded pending and while records are put back
+    (:func:`put_back_unstarted`): a record is never written after it was put back."""
 
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
@@ -193,7 +231,14 @@ class Tally:
             if self.cut:
                 return False
             self.in_flight[key] = list(row_numbers)
+            self.started.add(key)
             return True
+
+    def start(self, key: str) -> None:
+        """Request ``key`` goes out now (an attempt of it may reach LINE): its pending record
+        is evidence of sending (:func:`put_back_unstarted` leaves it)."""
+        with self.lock:
+            self.started.add(key)
 
     def answer_arrived(self, key: str) -> bool:
         """The answer to ``key`` arrived: True to count it (then :meth:`counted`); False when a
@@ -309,12 +354,18 @@ def send_once(
     decided = settled(state, key, row_numbers, tally, client.http.retry)
     if decided is not None:
         return decided
-    if before := unanswered_before(state):
-        with tally.lock:
+    with tally.lock:
+        if before := unanswered_before(state):
             tally.earlier[key] = before
+        if state is not None:  # put back should the request not start (put_back_unstarted)
+            tally.before[key] = state
     if run.keep_requests is not None:  # sync diff: a later scope can settle it
         run.keep_requests([(key, kind, body.decode(), recipients)])
-    run.ledger.record(key, pending(tally, key))
+    with tally.recording:  # not while put_back_unstarted runs (a stop at once, other thread)
+        record = pending(tally, key)
+        if record is None:
+            return "cut"
+        run.ledger.record(key, record)
     return post(
         client,
         kind,
@@ -458,7 +509,7 @@ def failed(
         message, _ = line_error(exc)
         reason = refusal(exc)  # kept whole: a step retry counts it (settled_before)
         record = {"state": "refused", "at": time.time(), "message": message, "reason": reason}
-        run.ledger.record(key, record)
+        run.ledger.record(key, {**record, "run": run.run_id})  # which run LINE refused it to
         refuse(row_numbers, recipients, reason, tally, refusals)
         return "refused"
     if final == "quota":
@@ -532,9 +583,12 @@ def cut_off(tally: Tally, row_numbers: list[int], key: str, path: str) -> None:
     """A request (``key``, to ``path``) the run stopped at once (a second signal) while it was
     in flight: no answer, and it may have reached LINE, so it is counted by
     :func:`~line_exports.outcomes.fate_of` (delivery unknown), never unsent; its pending record
-    stays, so a re-run sends it again under its retry key."""
+    stays, so a re-run sends it again under its retry key. One not yet started (waiting for
+    the rate limiter) is not counted: its rows are unsent."""
     cut = ApiError("the run was stopped at once", method="POST", path=path, reached=True)
     with tally.lock:
+        if key not in tally.started:  # never went out: unsent (put_back_unstarted)
+            return
         tally.failed.append((list(row_numbers), cut, tally.earlier.get(key, Earlier())))
 
 
