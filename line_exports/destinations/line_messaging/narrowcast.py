@@ -70,10 +70,16 @@ from line_exports.destinations.line_messaging.targeting import (
 from line_exports.http import ApiError, RetrySettings, poll
 from line_exports.interrupts import DeliveryInterrupted
 from line_exports.ledger import ENTRIES, Ledger
-from line_exports.ledger_request import failure_mark, pending_record
+from line_exports.ledger_request import (
+    failure_mark,
+    pending_record,
+    recorded_error,
+    unsent_record,
+)
 from line_exports.outcomes import (
     DELIVERY_UNKNOWN,
     count_failed_request,
+    fate_of,
     unanswered_before,
 )
 from line_exports.rules import ROW_NUMBER, reject
@@ -226,17 +232,52 @@ def deliver_campaign(
     known = run.ledger.done_many([key for *_, key in planned])
     outcomes: list[dict[str, Any]] = []
 
-    def send(requests: list[tuple[int, str, str]], sending: dict[str, Any]) -> bool:
-        """Send ``requests`` in order; True once one failed for good (the run stops)."""
-        for number, messages, key in requests:
+    def count_rest(after: list[tuple[int, str, str]]) -> None:
+        """The requests ``after`` the last one sent, counted by what earlier attempts got
+        (:func:`settled_before`; VERIFY-13m F4), those left pending and not sent again by
+        what their records say (:func:`not_resent`)."""
+        resend = [p for p in after if p in first]
+        earlier = settled_before([p for p in after if p not in first], known, client.http.retry)
+        earlier += not_resent(resend, known, kind)
+        outcomes.extend(earlier)
+        report.sent_rows += len(earlier)
+
+    def stopped(after: list[tuple[int, str, str]]) -> None:
+        """A signal stopped the run: LINE's answers so far and the requests ``after``
+        (:func:`count_rest`), counted."""
+        count_rest(after)
+        summarize(report, outcomes, kind, settings, named, sizes)
+
+    def send(
+        requests: list[tuple[int, str, str]],
+        sending: dict[str, Any],
+        later: list[tuple[int, str, str]] | None = None,
+    ) -> bool:
+        """Send ``requests`` in order; True once one failed for good (the run stops).
+        ``later``: the requests a later pass sends (a stop counts them too)."""
+        for i, (number, messages, key) in enumerate(requests):
+            done = known.get(key)
+
+            def put_back(key: str = key, done: dict[str, Any] | None = done) -> None:
+                run.ledger.record(key, done if done is not None else unsent_record())
+
             try:
-                # a second signal cutting it off: unknown once it went out (run.sending)
-                with run.sending([number], "template_message", "LINE", client.http.stats):
+                # A second signal cutting it off: unknown once it went out, or when an earlier
+                # attempt may have acted (a 5xx); never sent, its record is put back
+                # (run.sending).
+                with run.sending(
+                    [number],
+                    "template_message",
+                    "LINE",
+                    client.http.stats,
+                    unanswered_before(done),
+                    put_back,
+                ):
                     outcome = send_one(
-                        client, settings, kind, messages, key, known.get(key), sending, options, run
+                        client, settings, kind, messages, key, done, sending, options, run
                     )
             except dg.DagsterExecutionInterruptedError:  # and LINE's answers so far
-                summarize(report, outcomes, kind, settings, named, sizes)
+                stopped(requests[i + 1 :] + (later or []))
                 raise
             outcome["row"] = number
             outcomes.append(outcome)
@@ -245,7 +286,7 @@ def deliver_campaign(
             try:
                 run.progress(report.sent_rows)
             except DeliveryInterrupted:  # a signal: count LINE's answers so far, then stop
-                summarize(report, outcomes, kind, settings, named, sizes)
+                stopped(requests[i + 1 :] + (later or []))
                 raise
             if outcome["state"] == "fatal":
                 return True
@@ -256,11 +297,10 @@ def deliver_campaign(
     # reach LINE counts it by what LINE answered the earlier attempt (a 5xx: unknown).
     retry = client.http.retry
     first = [p for p in planned if left_by_earlier(known.get(p[2]), retry) == "resend"]
-    if send(first, targeting):
+    if send(first, targeting, [p for p in planned if p not in first]):
         # The requests the earlier attempt settled, by the ledger (VERIFY-13m F4)
-        earlier = settled_before([p for p in planned if p not in first], known, retry)
-        outcomes.extend(earlier)
-        report.sent_rows += len(earlier)
+        sent = {o["row"] for o in outcomes}
+        count_rest([p for p in planned if p[0] not in sent])
         return summarize(report, outcomes, kind, settings, named, sizes)
     fresh = sum(1 for *_, key in planned if key not in known)
     if fresh:
@@ -303,6 +343,26 @@ def settled_before(
             outcomes.append(
                 {"state": "unknown", "reason": held_reason(since, retry), "row": number}
             )
+    return outcomes
+
+
+def not_resent(
+    requests: list[tuple[int, str, str]], known: dict[str, dict[str, Any]], kind: Kind
+) -> list[dict[str, Any]]:
+    """The outcomes of ``requests`` (row, messages, key) an earlier attempt left pending and this
+    one stopped before sending again, by their ledger records ``known``
+    (:func:`~line_exports.ledger_request.recorded_error`, the push and multicast rule,
+    :func:`.sending.count_not_resent`): of unknown delivery when an earlier attempt may have
+    acted (no answer, a 5xx), with what it got; else none (their rows stay unsent)."""
+    outcomes: list[dict[str, Any]] = []
+    for number, _, key in requests:
+        state = known.get(key)
+        if before := unanswered_before(state):
+            assert state is not None
+            error = recorded_error(state, f"an earlier {kind} request")
+            fate = fate_of(error, "LINE", before)
+            if fate.kind == "unknown":
+                outcomes.append({"state": "unknown", "reason": fate.reason, "row": number})
     return outcomes
 
 
