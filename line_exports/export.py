@@ -910,7 +910,10 @@ def build_export(
 
         try:
             context.log.info(
-                f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} valid, {summary.rejected_rows:,} rejected"
+                # "passed validation", not "valid": a destination may reject more before
+                # sending (a rich menu that does not exist, a message over LINE's limits)
+                f"{name}: read {summary.rows_read:,} rows, {summary.valid_rows:,} passed "
+                f"validation, {summary.rejected_rows:,} rejected"
             )
             _unknown_columns(context, name, dest, config, ruleset, summary, unsent)
             policy, skips = dest.invalid_policy(config)
