@@ -428,7 +428,8 @@ def _interrupted(
             if stage == "delivering" and not between
             else ""
         )
-        + (f"; {after}" if after else "")
+        + (f"; {after}" if after else ""),
+        meta,
     )
 
 
@@ -724,7 +725,20 @@ def build_export(
         context: dg.AssetExecutionContext, config: ExportSettings, **inputs: Any
     ) -> dg.MaterializeResult:
         """One attempt of the step; on the last one (no retry left) an error is a failure
-        whose description says the real cause (:mod:`line_exports.headlines`)."""
+        whose description says the real cause (:mod:`line_exports.headlines`). A stop ends a
+        step that runs in a process of its own as :class:`~line_exports.interrupts.
+        StepStopped` (its run worker, which signalled it, ends the run as interrupted)."""
+        try:
+            return stoppable(context, config, **inputs)
+        except interrupts.Stopped as stop:
+            if not interrupts.own_process(context):
+                raise
+            raise interrupts.StepStopped(stop) from stop.__cause__
+
+    def stoppable(
+        context: dg.AssetExecutionContext, config: ExportSettings, **inputs: Any
+    ) -> dg.MaterializeResult:
+        """One attempt, or its stop as :class:`~line_exports.interrupts.Stopped`."""
         try:
             # a signal before delivery, or while a failed attempt waits for the next: stop at once
             with interrupts.stop_at_once():

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+import dagster as dg
 from dagster import DagsterExecutionInterruptedError
 from dagster._core.errors import DagsterError
 
@@ -71,7 +72,55 @@ class Stopped(DagsterError, DagsterExecutionInterruptedError):
     the run stops there as after any interrupt. Being both, this exception is an interrupt
     the retry policy does not see (``test_interrupt_retry_policy`` runs it). ``dg.Failure(
     allow_retries=False)`` would skip the retry too, but the run would go on with its next
-    steps after the user's stop."""
+    steps after the user's stop.
+
+    ``metadata``: the counts the stop logged (its observation's, with ``stopped_by``), or empty
+    (stopped before reading a row)."""
+
+    def __init__(self, headline: str, metadata: Mapping[str, Any] | None = None) -> None:
+        super().__init__(headline)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+
+class StepStopped(dg.Failure):
+    """How a step that runs in a process of its own (:func:`own_process`: the multiprocess
+    executor's step process, a step-delegating executor's) ends an attempt a signal stopped:
+    the :class:`Stopped` headline as its description, its counts as its metadata, never
+    retried (``allow_retries=False``).
+
+    The step's process gets its signal from the run worker, which stops starting steps and ends
+    the run as interrupted (canceled when terminated) once its step processes end, so far as
+    each ends as a step failure or with Dagster's own interrupt: the multiprocess executor
+    names an interrupt by its class (``DagsterExecutionInterruptedError``, ``KeyboardInterrupt``;
+    ``dagster/_core/executor/multiprocess.py``), and a :class:`Stopped` raised out of the step
+    process made the run end "During multiprocess execution errors occurred in child processes"
+    (a crash; "Run failed after it was requested to be terminated" when terminated)."""
+
+    def __init__(self, stop: Stopped) -> None:
+        super().__init__(description=str(stop), metadata=stop.metadata, allow_retries=False)
+
+
+IN_PROCESS_EXECUTORS = frozenset({"in_process", "execute_in_process_executor"})
+"""Dagster's executors that run every step in the run worker's process (``dg.
+in_process_executor``; ``materialize`` and ``execute_in_process``'s)."""
+
+
+def own_process(context: Any) -> bool:
+    """Whether the step of ``context`` (an op or asset execution context) runs in a process of
+    its own, not in the run worker's: any executor but Dagster's in-process ones, and Dagster's
+    default one (``multi_or_in_process_executor``) unless its run config says ``in_process``.
+    Read from the job's executor definition and run config, as the run worker that built the
+    executor read them (the step's process builds none)."""
+    step = getattr(context, "op_execution_context", context)
+    step = getattr(step, "_step_execution_context", None)
+    if step is None:
+        return False
+    name = step.job_def.executor_def.name
+    if name in IN_PROCESS_EXECUTORS:
+        return False
+    if name == "multi_or_in_process_executor":
+        return "in_process" not in step.resolved_run_config.execution.execution_engine_config
+    return True
 
 
 @contextmanager

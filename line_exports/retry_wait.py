@@ -17,6 +17,13 @@ counts. After the wait the step asks Dagster for its retry with no further delay
 (:func:`retry_requested`: the exception Dagster's boundary raises for a policy, so hooks see
 the failed attempt's error as ``op_exception``). Unlike Dagster's wait, the step holds its
 concurrency pool slot while it waits.
+
+Under the multiprocess executor the step runs in a process of its own, with retries
+``deferred``: the run worker starts the next attempt in a new process, after the seconds the
+retry asks for, and waits them in its own loop, where a termination ended the run with no word
+of the failed attempt's counts. The step waits there too; terminating the run (the run worker
+hands the interrupt on to the step's process as SIGINT) stops the wait as above, and the step
+ends as :class:`~line_exports.interrupts.StepStopped`.
 """
 
 from __future__ import annotations
@@ -33,8 +40,11 @@ def retrying_policy(context: dg.AssetExecutionContext, error: Exception) -> dg.R
     """The retry policy Dagster applies to this step (the asset's, else the job's
     ``op_retry_policy``) when it will start another attempt after this one fails with
     ``error``: None on the last attempt, with no policy, for a ``DagsterError`` (Dagster's
-    boundary re-raises it, never retried), or when the run's retries are disabled or deferred
-    (Dagster starts no attempt in this run)."""
+    boundary re-raises it, never retried), or when the run's retries are disabled (Dagster
+    starts no attempt in this run). Retries are ``deferred`` in a step that runs in a process
+    of its own (the multiprocess executor's step process, a step-delegating executor's
+    ``dagster api execute_step``): the executor that started it starts the next attempt, after
+    the seconds the step's retry asks for, so this step waits them too."""
     if isinstance(error, DagsterError):
         return None
     policy = context.job_def.get_retry_policy_for_handle(context.op_handle)
@@ -42,7 +52,7 @@ def retrying_policy(context: dg.AssetExecutionContext, error: Exception) -> dg.R
         return None
     step = getattr(context.op_execution_context, "_step_execution_context", None)
     mode = getattr(step, "retry_mode", None)
-    if mode is not None and not mode.enabled:
+    if mode is not None and mode.disabled:
         return None
     return policy
 
