@@ -535,8 +535,12 @@ UNSENDABLE = {
     "not_unicode": "is not Unicode text: it holds a lone UTF-16 surrogate (a \\ud800-\\udfff "
     "code point without its pair), which UTF-8 cannot encode, so no request can carry it",
     "compound": "is a range, multirange or composite (row) value, which no field takes: pick "
-    "its parts in the query (lower(r), upper(r), (c).field)",
+    "its parts in the query (lower(r), upper(r), (c).field; a pandas Interval's .left, .right)",
     "interval": "is an INTERVAL, which no field takes: cast it to a number or text in the query",
+    "complex": "is a complex number, which no warehouse type holds nor JSON writes: no field "
+    "takes one",
+    "period": "is a pandas Period longer or shorter than a day (a span of time such as a month, "
+    "not a date nor a timestamp), which no field takes: write its start_time or a date",
     "nested": "is a LIST, STRUCT, MAP or UNION, which this field cannot hold: pick or join its items in the query",
 }
 """Messages of the ``type`` rule for :func:`~line_exports.values.unsendable` cells."""

@@ -245,6 +245,9 @@ def arrow_to_pandas(data: pa.RecordBatch | pa.Table, duckdb_batch: bool = False)
     return frame[list(data.column_names)]
 
 
+_OBJECT_CATEGORIES = (pd.IntervalDtype, pd.PeriodDtype)
+
+
 def plain_dtypes(series: pd.Series) -> pd.Series:
     """A ``pd.ArrowDtype`` column (e.g. an upstream asset built with ``types_mapper=pd.ArrowDtype``)
     or a categorical one (``dtype="category"``, an Arrow dictionary) as the pandas types
@@ -252,7 +255,10 @@ def plain_dtypes(series: pd.Series) -> pd.Series:
     a categorical BIGINT with a missing value stays integers, a categorical timestamp a timestamp
     (they were sent as ``3.0`` and pandas' text, VERIFY-13l L0, L1)."""
     if isinstance(series.dtype, pd.CategoricalDtype):
-        if series.cat.categories.dtype == object:  # Python objects: the object column path
+        categories = series.cat.categories.dtype
+        # Python objects, pd.cut's intervals, periods (Arrow made a missing interval
+        # (-9223372036854775808, -9223372036854775808]): the object column path
+        if categories == np.dtype(object) or isinstance(categories, _OBJECT_CATEGORIES):
             return series.astype(object).where(series.notna(), None)
         values = pa.chunked_array([pa.array(series).dictionary_decode()])
     elif not isinstance(series.dtype, pd.ArrowDtype) or pa.types.is_string(
@@ -583,9 +589,15 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
       text; decoding them would send ``\u0000\u0001`` or replacement characters.
     * ``infinite``: a float or ``Decimal`` ±Infinity. JSON has no number for it (RFC 8259,
       section 6) and ``inf`` as text is DuckDB's spelling, not a value any API field documents.
-    * ``nested`` / ``interval``: an upstream frame's Python list, tuple, dict, set or array, and
-      its ``timedelta`` (a ``timedelta64`` column too), as DuckDB's LIST/STRUCT/MAP and INTERVAL
-      are: their Python text (``[1, 2]``, ``1:30:00``) was sent as if it were the value.
+    * ``nested`` / ``interval``: an upstream frame's Python list, tuple, dict, set, ``range`` or
+      array, and its ``timedelta`` (a ``timedelta64`` column too), as DuckDB's LIST/STRUCT/MAP and
+      INTERVAL are: their Python text (``[1, 2]``, ``1:30:00``) was sent as if it were the value.
+    * ``compound``: a pandas ``Interval`` (an ``interval`` column, ``pd.cut``'s categories too),
+      a range value as a PostgreSQL range is (``(0, 1]`` was sent).
+    * ``complex``: a complex number (Python ``complex``, ``np.complex128``, a ``complex128``
+      column): no warehouse column holds one, nor has JSON a form for it (``(1+2j)`` was sent).
+    * ``period``: a pandas ``Period`` other than a day (``2026-01``, a month; an hour): a span of
+      time, neither a date nor a timestamp. A day's Period (``D``) is the date it names.
 
     * ``not_unicode``: a string holding a lone UTF-16 surrogate (``"\\ud800x"``, in an
       upstream frame's object column): no UTF-8 form, so no JSON body or CSV can carry it.
@@ -598,7 +610,12 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
     series = plain_dtypes(series)
     found: dict[str, np.ndarray] = {}
     inferred = pd.api.types.infer_dtype(series, skipna=True) if series.dtype == object else ""
-    if pd.api.types.is_float_dtype(series):
+    typed = _typed_kind(series.dtype)
+    if typed:
+        present = series.notna().to_numpy(dtype=bool)
+        if present.any():
+            found[typed] = present
+    elif pd.api.types.is_float_dtype(series):
         infinite = np.isinf(series.to_numpy(dtype="float64", na_value=np.nan))
         if infinite.any():
             found["infinite"] = infinite
@@ -630,7 +647,22 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
     return found
 
 
-_NESTED = (list, tuple, dict, set, frozenset, np.ndarray)
+_NESTED = (list, tuple, dict, set, frozenset, range, np.ndarray)
+
+
+def _typed_kind(dtype: object) -> str:
+    """The :func:`unsendable` kind of every value of a column of ``dtype``, ``""`` when its
+    values are sendable: ``complex``, ``compound`` (intervals), ``period`` (not of days)."""
+    if isinstance(dtype, pd.IntervalDtype):
+        return "compound"
+    if isinstance(dtype, pd.PeriodDtype):
+        return "" if dtype.freq.freqstr in _DAYS else "period"
+    if isinstance(dtype, np.dtype) and dtype.kind == "c":
+        return "complex"
+    return ""
+
+
+_DAYS = ("D", "B")  # a Period of one calendar day: the date it names
 
 
 def _cell_kind(value: object) -> str:
@@ -645,6 +677,12 @@ def _cell_kind(value: object) -> str:
         return "nested"
     if isinstance(value, (dt.timedelta, np.timedelta64)):
         return "interval"
+    if isinstance(value, pd.Interval):
+        return "compound"
+    if isinstance(value, (complex, np.complexfloating)):
+        return "complex"
+    if isinstance(value, pd.Period) and value.freqstr not in _DAYS:
+        return "period"
     return ""
 
 

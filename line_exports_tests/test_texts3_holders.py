@@ -7,6 +7,12 @@
   Python's ``True``. A sparse column is now read as its dense column: ``Sparse[float64, <NA>]``
   (what pandas makes of every nullable integer column and of ``Float64``) as a numpy
   ``float64`` column, whose whole numbers are integers (README "Values travel").
+* R4: Python objects no warehouse holds as a field's type were sent as Python's text: a
+  ``range`` (``range(0, 3)``; a LIST now), a complex number (``(1+2j)``), a pandas ``Interval``
+  (``(0, 1]``, a range value as PostgreSQL's is; ``pd.cut`` sent a missing one as
+  ``(-9223372036854775808, -9223372036854775808]``), a ``Period`` of a month (``2026-01``): each
+  is a ``type`` reject naming what it is, shown as Python prints it; a day's ``Period`` is the
+  date it names.
 
 One Dagster run per destination sends every holder's upstream asset to the sandbox over HTTP;
 the texts expected are what the dense twin is sent as (checked through ``rules.validate``).
@@ -36,7 +42,17 @@ from line_exports_tests.test_upstream_exact import (
 )
 from line_exports_tests.test_values import ROW_PATHS
 
-Reject = tuple[str, str]  # ("reject", words its reason holds)
+Reject = tuple[str, str, str]  # ("reject", words its reason holds, the value shown)
+LIST, COMPLEX, RANGE, PERIOD = (
+    "is a LIST, STRUCT, MAP or UNION",
+    "is a complex number, which no warehouse type holds",
+    "is a range, multirange or composite (row) value",
+    "is a pandas Period longer or shorter than a day",
+)
+
+
+def _objects(*values: Any) -> pd.Series:
+    return pd.Series([None, *values, "x"], dtype=object)
 
 
 def _sparse(values: list[Any], dtype: str | None = None) -> pd.Series:
@@ -95,6 +111,48 @@ HOLDERS: dict[str, tuple[pd.Series, pd.Series | None, list[str | None | Reject]]
         pd.Series(pd.arrays.SparseArray([np.nan, 1.5, 2.0])),
         pd.Series([np.nan, 1.5, 2.0]),
         [None, "1.5", "2"],
+    ),
+    "object_range": (_objects(range(3)), None, [None, ("reject", LIST, "range(0, 3)"), "x"]),
+    "object_complex": (
+        _objects(1 + 2j, np.complex64(1j)),
+        None,
+        [None, ("reject", COMPLEX, "(1+2j)"), ("reject", COMPLEX, "1j"), "x"],
+    ),
+    "complex128": (pd.Series([1 + 2j, np.nan]), None, [("reject", COMPLEX, "(1+2j)"), None]),
+    "object_interval": (
+        _objects(pd.Interval(0, 1)),
+        None,
+        [None, ("reject", RANGE, "(0, 1]"), "x"],
+    ),
+    "interval_column": (
+        pd.Series(pd.arrays.IntervalArray.from_tuples([(0.5, 1.0), None])),
+        None,
+        [("reject", RANGE, "(0.5, 1.0]"), None],
+    ),
+    "cut_categories": (
+        pd.cut(pd.Series([1, 5, None]), [0, 2, 10]),
+        None,
+        [("reject", RANGE, "(0, 2]"), ("reject", RANGE, "(2, 10]"), None],
+    ),
+    "object_period": (
+        _objects(pd.Period("2026-01", freq="M"), pd.Period("2026-01-15", freq="D")),
+        None,
+        [None, ("reject", PERIOD, "2026-01"), "2026-01-15", "x"],
+    ),
+    "period_month": (
+        pd.Series(pd.array([pd.Period("2026-01", freq="M"), None], dtype="period[M]")),
+        None,
+        [("reject", PERIOD, "2026-01"), None],
+    ),
+    "period_hour_categories": (
+        pd.Series(pd.period_range("2026-01-15 10:00", periods=2, freq="h")).astype("category"),
+        None,
+        [("reject", PERIOD, "2026-01-15 10:00"), ("reject", PERIOD, "2026-01-15 11:00")],
+    ),
+    "period_day": (
+        pd.Series(pd.array([pd.Period("2026-01-15", freq="D"), None], dtype="period[D]")),
+        None,
+        ["2026-01-15", None],
     ),
 }
 
@@ -161,6 +219,7 @@ def test_every_holder_is_sent_as_its_dense_twin_or_rejected_over_http(destinatio
                     assert row not in got, (key, row, got.get(row))
                     reject = rejects[row]
                     assert reject["rule"] == "type" and want[1] in reject["message"], reject
+                    assert reject["value"] == want[2], reject
                 elif want is None:
                     assert got.get(row) is None, (key, row, got.get(row))
                 else:
