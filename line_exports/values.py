@@ -248,12 +248,43 @@ def arrow_to_pandas(data: pa.RecordBatch | pa.Table, duckdb_batch: bool = False)
 _OBJECT_CATEGORIES = (pd.IntervalDtype, pd.PeriodDtype)
 
 
+def unwrapped(series: pd.Series) -> pd.Series:
+    """A column whose dtype wraps its values' own type, as a column of that type (the column
+    itself when it wraps none), so a value is checked and written by its holder's rules whatever
+    wraps it (VERIFY-13p P7: a ``Sparse[float32]`` was written at double precision,
+    ``0.10000000149011612``):
+
+    * pandas' ``Sparse[subtype, fill]``: its dense column (:func:`dense`: ``float32``,
+      ``datetime64``, ``bool``, ``object``, ... with the fill value where it holds none), as if
+      the asset had not made it sparse; an integer or boolean one whose fill is missing
+      (``Sparse[int64, nan]``) as ``Int64``/``boolean`` with those cells missing (it went through
+      a float, 9007199254740993 was sent as 9007199254740992);
+    * Arrow's ``run_end_encoded`` (in a ``pd.ArrowDtype``): its values, decoded (its columns
+      crashed the run in Arrow's kernels).
+
+    Categorical and Arrow dictionary columns are :func:`plain_dtypes`'."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.SparseDtype):
+        return dense(series)
+    if _run_end_encoded(dtype):
+        chunks = pa.chunked_array(series.array.__arrow_array__())
+        decoded = pa.chunked_array(
+            [pc.run_end_decode(c) for c in chunks.chunks], chunks.type.value_type
+        )
+        return unwrapped(
+            pd.Series(pd.arrays.ArrowExtensionArray(decoded), index=series.index, name=series.name)
+        )
+    return series
+
+
 def plain_dtypes(series: pd.Series) -> pd.Series:
     """A ``pd.ArrowDtype`` column (e.g. an upstream asset built with ``types_mapper=pd.ArrowDtype``)
     or a categorical one (``dtype="category"``, an Arrow dictionary) as the pandas types
     :func:`arrow_to_pandas` gives its values' own type, so every path below sees one set of types:
     a categorical BIGINT with a missing value stays integers, a categorical timestamp a timestamp
-    (they were sent as ``3.0`` and pandas' text, VERIFY-13l L0, L1)."""
+    (they were sent as ``3.0`` and pandas' text, VERIFY-13l L0, L1); a ``Sparse`` or run-end
+    encoded one as its values' own (:func:`unwrapped`)."""
+    series = unwrapped(series)
     if isinstance(series.dtype, pd.CategoricalDtype):
         categories = series.cat.categories.dtype
         # Python objects, pd.cut's intervals, periods (Arrow made a missing interval
@@ -276,7 +307,9 @@ def plain_dtypes(series: pd.Series) -> pd.Series:
 
 def dictionary_decoded(series: pd.Series) -> pd.Series:
     """A categorical or Arrow dictionary column as a column of its values' own type
-    (:func:`plain_dtypes`); any other column unchanged."""
+    (:func:`plain_dtypes`), a ``Sparse`` or run-end encoded one as its values'
+    (:func:`unwrapped`); any other column unchanged."""
+    series = unwrapped(series)
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype) or (
         isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype)
@@ -755,15 +788,26 @@ def missing_nans(frame: pd.DataFrame) -> pd.DataFrame:
 
 def dense_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with each sparse column (``pd.SparseDtype``) as its dense column
-    (:func:`dense`), ``frame`` itself when it has none: every later look sees the types a dense
-    frame has (a sparse column was sent as pandas' text, or failed the run, VERIFY-13r R3)."""
-    found = [i for i, dtype in enumerate(frame.dtypes) if isinstance(dtype, pd.SparseDtype)]
+    (:func:`dense`) and each Arrow run-end encoded one decoded (:func:`unwrapped`), ``frame``
+    itself when it has none: every later look (the rules, the rejects file's values,
+    pass-through columns) sees the types a dense frame has (a sparse column was sent as pandas'
+    text, or failed the run, VERIFY-13r R3; a Sparse[float32] at double precision, VERIFY-13p P7)."""
+    found = [
+        i
+        for i, dtype in enumerate(frame.dtypes)
+        if isinstance(dtype, pd.SparseDtype) or _run_end_encoded(dtype)
+    ]
     if not found:
         return frame
     frame = frame.copy(deep=False)
     for position in found:
-        frame.isetitem(position, dense(frame.iloc[:, position]))
+        frame.isetitem(position, unwrapped(frame.iloc[:, position]))
     return frame
+
+
+def _run_end_encoded(dtype: object) -> bool:
+    """An Arrow ``run_end_encoded`` column's dtype (:func:`unwrapped` decodes it)."""
+    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_run_end_encoded(dtype.pyarrow_dtype)
 
 
 def dense(series: pd.Series) -> pd.Series:
@@ -771,14 +815,16 @@ def dense(series: pd.Series) -> pd.Series:
     value: ``Sparse[float64, nan]`` and ``Sparse[float64, <NA>]`` (what ``SparseArray`` makes of
     a nullable ``Int64`` or ``Float64`` column) as a numpy ``float64`` column, ``pd.NA`` as NaN;
     ``Sparse[object, <NA>]`` (of ``boolean`` or ``string``) as objects, ``pd.NA`` a missing
-    value; an integer or boolean subtype with ``pd.NA`` as ``Int64``/``boolean`` kin. pandas'
-    own ``to_dense`` raises ``TypeError`` for a float subtype with ``pd.NA``."""
+    value; an integer or boolean subtype with a missing fill (``pd.NA``, or NaN: ``Sparse[int64,
+    nan]``, whose ``to_dense`` casts NaN to an integer) as ``Int64``/``boolean`` kin, those cells
+    missing (never a float: 9007199254740993 stays itself). pandas' own ``to_dense`` raises
+    ``TypeError`` for a float subtype with ``pd.NA``."""
     array = series.array
-    if array.fill_value is not pd.NA:
+    if not pd.isna(array.fill_value):
         return series.sparse.to_dense()
     values = array.sp_values
     held = np.zeros(len(array), dtype=bool)
-    held[array.sp_index.indices] = True
+    held[array.sp_index.to_int_index().indices] = True
     kind = values.dtype.kind
     if kind == "f":
         data = np.full(len(array), np.nan, dtype=values.dtype)

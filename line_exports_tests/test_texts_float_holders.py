@@ -23,6 +23,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from line_exports import SqlSource, build_export
@@ -79,7 +80,30 @@ def _holders() -> dict[str, tuple[pd.Series, list[str]]]:
             pd.Series([np.nan, 1.0, -0.0, 2.0**53, 0.5]),
             ["1", "-0.0", "9007199254740992", "0.5"],
         ),
-    }
+        # A wrapper is its values' dense holder (VERIFY-13p P7: Sparse[float32] was a double).
+        "sparse_float32": (pd.Series(pd.arrays.SparseArray(np.array([np.nan, *SINGLES], "float32"))), single),
+        "sparse_float16": (pd.Series(pd.arrays.SparseArray(np.array([np.nan, 0.1, 2.0], "float16"))), ["0.1", "2.0"]),
+        "sparse_float64": (
+            pd.Series(pd.arrays.SparseArray([np.nan, 1.0, -0.0, 2.0**53, 0.5])),  # numpy_float64's
+            ["1", "-0.0", "9007199254740992", "0.5"],
+        ),
+        "sparse_int64_nan": (  # no float detour: a missing fill is a missing value
+            pd.Series(pd.arrays.SparseArray.from_indices(np.array([2**53 + 1, -1, 0]), np.array([1, 2, 3]), 4, fill_value=np.nan)),
+            ["9007199254740993", "-1", "0"],
+        ),
+        "sparse_uint64": (
+            pd.Series(pd.arrays.SparseArray.from_indices(np.array([2**64 - 1, 7], "uint64"), np.array([1, 2]), 3, fill_value=np.nan)),
+            ["18446744073709551615", "7"],
+        ),
+        "sparse_bool": (
+            pd.Series(pd.arrays.SparseArray([None, True, False], dtype=pd.SparseDtype(bool, np.nan))),
+            _duckdb_text([True, False], "BOOLEAN"),
+        ),
+        "run_end_float32": (
+            pd.Series(pd.arrays.ArrowExtensionArray(pc.run_end_encode(pa.array([None, *SINGLES], pa.float32())))),
+            single,
+        ),
+    }  # fmt: skip
 
 
 HOLDERS = _holders()
