@@ -27,7 +27,8 @@ gets Python objects from its driver, some of which take a detour on the way:
 * INTERVAL and arrays: ``type`` rejects, as DuckDB's INTERVAL and LIST are; read as
   :class:`~line_exports.values.Unsendable` cells holding PostgreSQL's text of the value (a
   ``timedelta`` or list would show as Python's text in the rejects file). Ranges,
-  multiranges and composite (row) types too, built-in or the database's own, and arrays of
+  multiranges and composite (row) types too, built-in or the database's own (an anonymous
+  ``row(...)`` of the query too, ``record``), and arrays of
   the database's types (an enum's, a domain's): psycopg read those as text or ``Range``
   objects, which were sent.
 
@@ -151,6 +152,9 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
     adapters.register_loader("time", TimeTextLoader)
     adapters.register_loader("timetz", TimeTextLoader)
     adapters.register_loader("interval", printed("interval", "interval"))
+    # An anonymous record (row(1, 'x y') in the query): psycopg's tuple of texts, a Python
+    # list in the rejects file; a composite (row) value, shown (1,"x y") as PostgreSQL prints it.
+    adapters.register_loader("record", printed("compound", "record"))
     for info in adapters.types:  # every array type: PostgreSQL's text ({1,2}), a nested cell
         if info.array_oid:
             adapters.register_loader(info.array_oid, printed("nested", f"{info.name}[]"))

@@ -50,3 +50,32 @@ def test_postgres_ranges_composites_and_user_type_arrays_are_type_rejects(
         assert list(rejects) == [1] and rejects[1]["rule"] == "type", (i, rejects)
         assert words in rejects[1]["message"] and rejects[1]["value"] == printed[i], rejects[1]
         assert sent == ["k1", "k2"], i
+
+
+ANONYMOUS = [  # records written in the query (type record): no table can hold one
+    "row(1, 'x y')",
+    "row(1, '2026-06-01'::date, array[1])",
+    "(select row(g, 'a,b') from generate_series(1, 1) g)",
+]
+
+
+def test_postgres_anonymous_records_are_shown_as_postgres_prints_them(
+    sandbox_server: SandboxServer, postgres_url: str
+) -> None:
+    """VERIFY-13p P3: ``row(1, 'x y')`` in the query was a reject called "a LIST, STRUCT, MAP or
+    UNION" and shown as Python's list ``['1', 'x y']``; it is a composite (row) value, shown
+    ``(1,"x y")`` as PostgreSQL prints it (and an array of them is an array's reject)."""
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        printed = [conn.exec_driver_sql(f"select ({expr})::text").scalar() for expr in ANONYMOUS]
+        array = conn.exec_driver_sql("select array[row(1, 'x y')]::text").scalar()
+    engine.dispose()
+    assert printed[0] == '(1,"x y")' and array == '{"(1,\\"x y\\")"}', (printed, array)
+    cases = [(expr, COMPOUND, text) for expr, text in zip(ANONYMOUS, printed, strict=True)]
+    cases.append(("array[row(1, 'x y')]", NESTED, array))
+    for i, (expr, words, text) in enumerate(cases):
+        table = f"(select n, case when n = 0 then {expr} end as v from generate_series(0, 2) n) s"
+        rejects, sent = _warehouse_rejects(sandbox_server, postgres_url, table, f"pr{i}", "UTC")
+        assert list(rejects) == [1] and rejects[1]["rule"] == "type", (expr, rejects)
+        assert words in rejects[1]["message"] and rejects[1]["value"] == text, rejects[1]
+        assert sent == ["k1", "k2"], expr
