@@ -315,6 +315,9 @@ def to_unix_seconds(
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+WHOLE_TEXT = r"-?[0-9]+(?:\.0*)?"
+"""A whole number's text: digits, a sign, a fraction of zeros (a DECIMAL's ``1796145652.00``)."""
+ZERO_FRACTION = r"\.0*$"
 
 
 @dataclass
@@ -369,8 +372,12 @@ def _unix_seconds(series: pd.Series, timezone: str, times: LocalTimes | None) ->
     if series.dtype == object:
         series = _whole_numbers(series)
     text = to_text(series, timezone).str.strip()
-    is_digits = text.str.fullmatch(r"-?[0-9]+").fillna(False).astype(bool)
-    numbers, above, below = _whole_texts(text, is_digits)
+    # Digits, or digits with a fraction of zeros: a DECIMAL's text (1796145652.00) is the
+    # whole number the DECIMAL is (one rule whatever holds the number; LINE's reference types
+    # event_timestamp a long, and 1796145652.00 is one); 1796145652.50 is not.
+    is_digits = text.str.fullmatch(WHOLE_TEXT).fillna(False).astype(bool)
+    digits = text.where(~is_digits, text.str.replace(ZERO_FRACTION, "", regex=True))
+    numbers, above, below = _whole_texts(digits, is_digits)
     candidates = text.where(~is_digits & text.notna() & ~posix_offsets(text))
     stamps, repeated = _timestamp_strings(candidates, timezone)
     stamp_secs = _seconds(stamps - pd.Timestamp("1970-01-01", tz="UTC"))

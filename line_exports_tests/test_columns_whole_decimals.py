@@ -128,3 +128,52 @@ def test_a_whole_upstream_decimal_is_sent_exactly(
         ("2", "required", ""),
         ("3", "type", f"{BASE}.50" if arrow else f"{BASE}.5"),
     ], _rejects(meta)
+
+
+@pytest.mark.parametrize("holder", ["duckdb_varchar", "object", "string_pyarrow"])
+def test_a_whole_number_written_with_a_zero_fraction_is_whole_in_text_too(
+    sandbox_server: SandboxServer, tmp_path: Path, holder: str
+) -> None:
+    """NOTE-columns "Left": text ``1796145652.00`` was a ``type`` reject while the DECIMAL
+    ``1796145652.00`` was sent. LINE's reference types event_timestamp a long (UNIX seconds):
+    the text of a DECIMAL names the same whole number, so it is sent as one (one rule whatever
+    holds the number); ``.50`` stays a ``type`` reject, shown as held."""
+    held = [f"{BASE}.00", None, f" {BASE + 1}. ", f"{BASE}.50", f"{BASE + 2}.000000"]
+    tag = f"whole_text{next(COUNTER)}"
+    common = {"event_type": "conversion", "source_type": "web", "external_id": "x"}
+    assets: list[Any] = []
+    resources: dict[str, Any] = {
+        "line_conversion": LineConversionResource(line_tag_id=tag, base_url=sandbox_server.url)
+    }
+    if holder == "duckdb_varchar":
+        path = tmp_path / "t.duckdb"
+        with duckdb.connect(str(path)) as con:
+            con.execute("CREATE TABLE t (n INTEGER, ts VARCHAR)")
+            con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(held)))
+        query = (
+            "SELECT 'k' || n AS deduplication_key, 'conversion' AS event_type, "
+            "'web' AS source_type, ts AS event_timestamp, 'x' AS external_id FROM t ORDER BY n"
+        )
+        export = build_export(tag, destination="line_conversion", query=query, retry_policy=None)
+        resources["sql_source"] = SqlSource(url=f"duckdb:///{path}", chunk_size=2)
+    else:
+        dtype = object if holder == "object" else pd.StringDtype("pyarrow")
+
+        @dg.asset(name=f"{tag}_rows")
+        def upstream() -> pd.DataFrame:
+            keys = [f"k{n}" for n in range(len(held))]
+            stamps = pd.Series(held, dtype=dtype)
+            return pd.DataFrame({"deduplication_key": keys, "event_timestamp": stamps, **common})
+
+        assets.append(upstream)
+        export = build_export(
+            tag, destination="line_conversion", upstream=f"{tag}_rows", retry_policy=None
+        )
+    result = dg.materialize([*assets, export], resources=resources, raise_on_error=False)
+    meta = _meta(result, tag)
+    assert adds_up(meta) and meta["rows_accepted"] == 3, meta
+    assert _sent(sandbox_server, tag) == {"k0": BASE, "k2": BASE + 1, "k4": BASE + 2}
+    assert sorted((r[0], r[1], r[3]) for r in _rejects(meta)) == [
+        ("2", "required", ""),
+        ("4", "type", f"{BASE}.50"),
+    ], _rejects(meta)
