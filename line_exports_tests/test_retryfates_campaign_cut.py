@@ -66,7 +66,7 @@ class HeldLimiter(RateLimiter):
         return super().acquire()
 
 
-def _stopped_counts(instance: dg.DagsterInstance, key: str) -> dict[str, Any]:
+def stopped_counts(instance: dg.DagsterInstance, key: str) -> dict[str, Any]:
     """The counts a stopped run logged (an observation of the export with ``stopped_by``)."""
     records = instance.fetch_observations(dg.AssetKey(key), limit=10).records
     for record in records:
@@ -116,7 +116,7 @@ def test_a_resend_cut_off_before_it_left_keeps_the_earlier_5xx(
     assert held.calls == 5, held.calls  # the resend never got past the limiter
     posts = [r.status for r in sandbox.requests if r.method == "POST" and r.path == path]
     assert [status // 100 for status in posts] == [2, 2, 5, 5], posts
-    meta = _stopped_counts(instance, f"cut_{target}")
+    meta = stopped_counts(instance, f"cut_{target}")
     assert meta[STOPPED_BY] == "SIGINT", meta
     assert adds_up(meta), meta
     assert {k: meta[f"rows_{k}"] for k in COUNTS} == {

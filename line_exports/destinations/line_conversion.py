@@ -572,6 +572,7 @@ class LineConversionDestination(Destination):
                 "LINE Conversion API",
                 client.http.stats,
                 request.earlier_unanswered,
+                request.not_started,
             ):
                 client.send(body)
         except ApiError as exc:

@@ -1066,6 +1066,7 @@ class LinkedInDestination(Destination):
                         "LinkedIn",
                         client.http.stats,
                         request.earlier_unanswered,
+                        request.not_started,
                     ):
                         results = client.batch_create(segment_id, kind, build(batch, action))
                 except ApiError as exc:

@@ -736,7 +736,12 @@ class MaacDestination(Destination):
         request.sending()
         try:
             with run.sending(
-                part[ROW_NUMBER], key, "MAAC", client.http.stats, request.earlier_unanswered
+                part[ROW_NUMBER],
+                key,
+                "MAAC",
+                client.http.stats,
+                request.earlier_unanswered,
+                request.not_started,
             ):
                 task_id = client.import_members(key, members, tags)
         except ApiError as exc:
@@ -796,7 +801,12 @@ class MaacDestination(Destination):
             rows_sent = held[ROW_NUMBER]
             try:
                 with run.sending(
-                    rows_sent, "line_uid", "MAAC", client.http.stats, request.earlier_unanswered
+                    rows_sent,
+                    "line_uid",
+                    "MAAC",
+                    client.http.stats,
+                    request.earlier_unanswered,
+                    request.not_started,
                 ):
                     created, action = target.write(client, settings, name, csv_bytes, request)
             except ApiError as exc:
