@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from line_exports import sync_names
 from line_exports.http import RETRYABLE_STATUS
 from line_exports.ledger import Ledger
 from line_exports.rules import ROW_NUMBER, reject
@@ -128,7 +129,9 @@ class SyncSpec:
     matched_names: tuple[str, ...] = ()
     """Key or fallback columns the destination matches as names, not byte for byte
     (LinkedIn's company and user names): compared as :func:`~line_exports.identities.name_keys`
-    compares them (:data:`~line_exports.identities.NAME_MATCH`) in :attr:`alike`."""
+    compares them (:data:`~line_exports.identities.NAME_MATCH`) in :attr:`alike`, and in the
+    sync key and hash of a row they key (:mod:`~line_exports.sync_names`: a re-spelt name is
+    the same member, unchanged; the store keeps the first spelling)."""
     alike: tuple[tuple[str, ...], ...] = ()
     """Groups of key or fallback columns each of which identifies a member at the destination
     (LinkedIn: a company by its name and domains; a user with no ID by its names). mirror never
@@ -317,13 +320,13 @@ def plan(
 
     names = [n for n in pq.read_schema(rows.path).names if n != ROW_NUMBER]
     key, ident, kept = _key_sql(spec, names)
-    everything = _json_of(names)
     state = store.load()
     with closing(duckdb.connect()) as con:
+        sync_names.register(con)
         con.register("state", state)
         con.execute(
             f"""create table cur as select {_quote(ROW_NUMBER)} as rn, {key} as key,
-                md5({everything}) as hash, {ident} as ident,
+                {sync_names.hash_sql(spec, names)} as hash, {ident} as ident,
                 coalesce({_keyed_sql(spec, names)}, false) as keyed from read_parquet(?)""",
             [str(rows.path)],
         )
@@ -405,7 +408,8 @@ def plan(
 
 def _key_sql(spec: SyncSpec, names: list[str]) -> tuple[str, str, list[str]]:
     """DuckDB expressions (key, ident) of a row with these columns, and the columns an ident
-    may hold. The key is the md5 of the namespace and the JSON of the key columns present; a
+    may hold. The key is the md5 of the namespace and the JSON of the key columns present
+    (:attr:`SyncSpec.matched_names` as names are compared, :func:`.sync_names.json_sql`); a
     row whose key columns are all empty, or absent from the query, is keyed by
     :attr:`SyncSpec.fallback_key` instead (the same key either way; its ident then holds those
     columns too), one without :attr:`SyncSpec.required_key` by every column. A row none of
@@ -414,10 +418,11 @@ def _key_sql(spec: SyncSpec, names: list[str]) -> tuple[str, str, list[str]]:
     key_columns = [c for c in spec.key_columns if c in names]
     kept = key_columns + [c for c in spec.carry if c in names and c not in key_columns]
     namespace = spec.namespace.replace(chr(39), chr(39) * 2)
-    key = f"md5('{namespace}' || {_json_of(key_columns)})"
+    key = f"md5('{namespace}' || {sync_names.json_sql(key_columns, spec.matched_names)})"
     ident = _json_of(kept)
     fallback = [c for c in spec.fallback_key if c in names and c not in kept]
-    by_fallback = f"md5('{namespace}' || 'fallback' || {_json_of(fallback)})"
+    by_name = sync_names.json_sql(fallback, spec.matched_names)
+    by_fallback = f"md5('{namespace}' || 'fallback' || {by_name})"
     if fallback and key_columns:
         missing = " and ".join(f"{_quote(c)} is null" for c in key_columns)
         key = f"case when {missing} then {by_fallback} else {key} end"
@@ -465,6 +470,7 @@ def rekey(spec: SyncSpec, idents: list[str]) -> list[tuple[str, str] | None]:
         if any(values.get(c) is not None for c in spec.key_columns):
             groups.setdefault(tuple(sorted(values)), []).append(i)
     with closing(duckdb.connect()) as con:
+        sync_names.register(con)
         for columns, members in groups.items():
             frame = pd.DataFrame(
                 {c: pd.Series([parsed[i].get(c) for i in members], dtype="object") for c in columns}
@@ -499,6 +505,7 @@ def open_store(ledger: Ledger, export: str, scope: str, spec: SyncSpec, account:
         legacy = store_name(export, scope, legacy_target)
         convert = (lambda idents: rekey(spec, idents)) if spec.legacy_key else None
         store.adopt(legacy, convert)
+    sync_names.migrate(store, spec)  # a store keyed names as held: rekeyed once
     return store
 
 
