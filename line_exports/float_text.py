@@ -14,9 +14,12 @@
 * A Python ``float`` (or ``np.float64``) cell of an object column is a double: its repr, as
   above (``1.0``, ``-0.0``).
 * An upstream DataFrame's plain numpy ``float64`` column is what pandas makes of an integer
-  column with a missing value, so a whole number that fits in int64 is written as that integer
-  (``1.0`` is ``1``, ``1e16`` is ``10000000000000000``), any other value as above (``-0.0``
-  stays ``-0.0``: no integer is negative zero). The only rule that looks at the holder, and
+  column (int64 or uint64) with a missing value, so a whole number such a column can hold,
+  -2**63 to 2**64 - 1, is written as that integer (``1.0`` is ``1``, ``1e16`` is
+  ``10000000000000000``, ``2.0**63`` is ``9223372036854775808``, ``-2.0**63`` is
+  ``-9223372036854775808``), any other value as above, as DuckDB writes the double (``-0.0``
+  stays ``-0.0``: no integer is negative zero; ``2.0**64`` is ``1.8446744073709552e+19``, ``1e20``
+  ``1e+20``: no integer column holds them). The only rule that looks at the holder, and
   only at this one; decided per value: a column of whole numbers no longer prints differently
   when one row holds a fraction (a row's text changed between chunks and ``sync_mode: diff``).
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-INT64_LIMIT = 2**63
+INT64_MIN, UINT64_END = -(2.0**63), 2.0**64  # pandas' integer columns: [INT64_MIN, UINT64_END)
 
 
 def shortest(value: float, bits: int = 64) -> str:
@@ -63,11 +66,13 @@ def float_text(series: pd.Series) -> pd.Series:
         text = pd.Series(values, index=series.index).astype("string")
     if series.dtype == np.float64:  # pandas' integer column with a missing value
         with np.errstate(invalid="ignore"):
-            whole = np.isfinite(values) & (np.abs(values) < INT64_LIMIT)
+            whole = np.isfinite(values) & (values >= INT64_MIN) & (values < UINT64_END)
             whole &= values == np.floor(np.where(whole, values, 0))
             whole &= ~((values == 0) & np.signbit(values))  # -0.0 is no integer
         if whole.any():
-            text[whole] = pd.Series(values[whole]).astype("int64").astype(str).to_numpy()
+            signed = whole & (values < -INT64_MIN)  # int64's; above it uint64's
+            text[signed] = values[signed].astype("int64").astype(str)
+            text[whole & ~signed] = values[whole & ~signed].astype("uint64").astype(str)
     return text
 
 

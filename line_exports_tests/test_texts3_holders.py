@@ -13,6 +13,11 @@
   ``(-9223372036854775808, -9223372036854775808]``), a ``Period`` of a month (``2026-01``): each
   is a ``type`` reject naming what it is, shown as Python prints it; a day's ``Period`` is the
   date it names.
+* R5: a plain numpy ``float64`` column (pandas' integer column with a missing value) wrote a
+  whole number as its integer only within +-2**63: ``-2.0**63`` (int64's minimum) and the
+  uint64 values pandas also makes float64 (``2.0**63``) were ``9.223372036854776e+18``. Now
+  -2**63..2**64-1 are integers, as the integer column held them; beyond, the text is DuckDB's
+  own for the double (``select x::DOUBLE::VARCHAR``), as every other float holder's is.
 
 One Dagster run per destination sends every holder's upstream asset to the sandbox over HTTP;
 the texts expected are what the dense twin is sent as (checked through ``rules.validate``).
@@ -30,6 +35,7 @@ import pytest
 
 from line_exports import build_export
 from line_exports.sandbox import Sandbox
+from line_exports_tests.test_texts_float_holders import _duckdb_text
 from line_exports_tests.test_upstream_exact import (
     DESTINATIONS,
     FAST,
@@ -53,6 +59,11 @@ LIST, COMPLEX, RANGE, PERIOD = (
 
 def _objects(*values: Any) -> pd.Series:
     return pd.Series([None, *values, "x"], dtype=object)
+
+
+INTEGERS = [2.0**63, 2.0**64 - 2048, -(2.0**63), 2.0**63 - 1024]  # an integer column's
+BEYOND = [2.0**64, 1e20, -(2.0**63) - 2048, 1.7976931348623157e308]  # no integer column's
+DUCKDB_BEYOND = _duckdb_text(BEYOND, "DOUBLE")
 
 
 def _sparse(values: list[Any], dtype: str | None = None) -> pd.Series:
@@ -81,6 +92,33 @@ HOLDERS: dict[str, tuple[pd.Series, pd.Series | None, list[str | None | Reject]]
         _sparse([None, 2.0], "Float64"),
         pd.Series([np.nan, 2.0]),
         [None, "2"],
+    ),
+    "sparse_UInt64": (
+        _sparse([None, 2**63, 1], "UInt64"),
+        pd.Series([None, 2**63, 1], dtype="UInt64"),
+        [None, "9223372036854775808", "1"],
+    ),
+    "uint64_with_missing": (
+        pd.Series(np.array([2**63, 2**64 - 2048], dtype=np.uint64)).reindex([0, 1, 2]),
+        pd.Series([2**63, 2**64 - 2048, None], dtype="UInt64"),
+        ["9223372036854775808", "18446744073709549568", None],
+    ),
+    "numpy_float64_ends": (
+        pd.Series([np.nan, *INTEGERS, *BEYOND]),
+        None,
+        [
+            None,
+            "9223372036854775808",
+            "18446744073709549568",
+            "-9223372036854775808",
+            "9223372036854774784",
+            *DUCKDB_BEYOND,
+        ],
+    ),
+    "Float64_ends": (
+        pd.Series([None, *INTEGERS, *BEYOND], dtype="Float64"),
+        None,
+        [None, *_duckdb_text(INTEGERS, "DOUBLE"), *DUCKDB_BEYOND],
     ),
     "sparse_Float32": (
         _sparse([None, 0.1, 1e15], "Float32"),
