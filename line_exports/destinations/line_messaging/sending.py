@@ -126,7 +126,7 @@ def count_not_resent(tally: Tally, left: dict[str, list[int]], ledger: Any) -> N
     (:func:`~line_exports.ledger_request.recorded_error`), as the settle step counts them: of
     unknown delivery when the earlier attempt may have acted (no answer, a 5xx:
     :func:`~line_exports.outcomes.unanswered_before`), else unsent."""
-    states = ledger.done_many([key for key in left if key not in tally.started])
+    states = ledger.done_many([key for key in left if key not in tally.resent])
     for key, state in states.items():
         if before := unanswered_before(state):
             where = "an earlier request"
@@ -160,8 +160,8 @@ def put_back_unstarted(tally: Tally, ledger: Any) -> None:
     :attr:`Tally.cut`)."""
     with tally.recording:
         with tally.lock:
-            keys = [key for key in tally.recorded if key not in tally.started]
-            entries = [(key, tally.recorded.pop(key) or unsent_record()) for key in keys]
+            entries = [(key, prior or unsent_record()) for key, prior in tally.recorded.items()]
+            tally.recorded.clear()
         if entries:
             ledger.record_many(entries)
 
@@ -207,10 +207,13 @@ class Tally:
     """The ledger records read of requests about to be recorded pending (retry key: record), so
     that one never started is put back as it was (:func:`put_back_unstarted`)."""
     recorded: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    """Requests this attempt recorded pending (:func:`pending`), with the record each had
-    before (None: none)."""
-    started: set[str] = field(default_factory=set)
-    """Requests this attempt started (:meth:`start`): an attempt of each may have reached LINE."""
+    """Requests this attempt recorded pending (:func:`pending`) and has not started yet, with
+    the record each had before (None: none); a request leaves it when it starts
+    (:meth:`start`), so it holds at most the requests queued, not every one sent."""
+    resent: set[str] = field(default_factory=set)
+    """Requests an earlier attempt left pending (:attr:`since`) that this attempt started again:
+    their rows are counted by this attempt's answer, not by their record
+    (:func:`count_not_resent`)."""
     in_flight: dict[str, list[int]] = field(default_factory=dict)
     """Requests sent whose answer is not counted yet (retry key: rows): a stop at once counts
     them of unknown delivery (:meth:`cut_in_flight`)."""
@@ -231,14 +234,19 @@ class Tally:
             if self.cut:
                 return False
             self.in_flight[key] = list(row_numbers)
-            self.started.add(key)
+            self._started(key)
             return True
 
     def start(self, key: str) -> None:
         """Request ``key`` goes out now (an attempt of it may reach LINE): its pending record
         is evidence of sending (:func:`put_back_unstarted` leaves it)."""
         with self.lock:
-            self.started.add(key)
+            self._started(key)
+
+    def _started(self, key: str) -> None:  # under the lock
+        self.recorded.pop(key, None)
+        if key in self.since:
+            self.resent.add(key)
 
     def answer_arrived(self, key: str) -> bool:
         """The answer to ``key`` arrived: True to count it (then :meth:`counted`); False when a
@@ -587,7 +595,7 @@ def cut_off(tally: Tally, row_numbers: list[int], key: str, path: str) -> None:
     the rate limiter) is not counted: its rows are unsent."""
     cut = ApiError("the run was stopped at once", method="POST", path=path, reached=True)
     with tally.lock:
-        if key not in tally.started:  # never went out: unsent (put_back_unstarted)
+        if key in tally.recorded:  # never went out: unsent (put_back_unstarted)
             return
         tally.failed.append((list(row_numbers), cut, tally.earlier.get(key, Earlier())))
 
