@@ -40,9 +40,13 @@ def text_names(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
 
 def checked_chunks(chunks: Iterable[pd.DataFrame], origin: str) -> Iterator[pd.DataFrame]:
     """Each chunk through :func:`text_names` (the first refused fails the run before any row
-    of it is checked or sent)."""
+    of it is checked or sent). A chunk of no row (a source's result of none, or an upstream
+    frame of none: their columns) is checked and not passed on: two columns of one name fail
+    the run whether or not rows came (a query's names do not change with its rows)."""
     for chunk in chunks:
-        yield text_names(chunk, origin)
+        checked = text_names(chunk, origin)
+        if len(checked):
+            yield checked
 
 
 def _message(

@@ -253,7 +253,10 @@ def validate_export(
 
 
 def frame_chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
-    """An in-memory DataFrame (an upstream asset's value) in chunks, like a query's rows."""
+    """An in-memory DataFrame (an upstream asset's value) in chunks, like a query's rows (one
+    chunk of no row for a frame of none: its columns, for :mod:`line_exports.column_names`)."""
+    if not len(frame):
+        yield frame
     for start in range(0, len(frame), size):
         yield frame.iloc[start : start + size]
 

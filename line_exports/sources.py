@@ -177,7 +177,9 @@ class SqlSource(dg.ConfigurableResource):
         chunk_size: int | None = None,
         scheduled_time: int | None = None,
     ) -> Iterator[pd.DataFrame]:
-        """Run ``query`` and yield its rows, at most ``chunk_size`` at a time.
+        """Run ``query`` and yield its rows, at most ``chunk_size`` at a time; a result of no
+        row is one frame of no row, with the result's columns (their names are checked,
+        :mod:`line_exports.column_names`).
 
         On DuckDB the query may use TD's functions (:mod:`line_exports.sql.td_functions`);
         ``TD_SCHEDULED_TIME()`` is ``scheduled_time`` (the run's session time, UNIX seconds).
@@ -217,7 +219,8 @@ class SqlSource(dg.ConfigurableResource):
                     to_reader = (
                         getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
                     )
-                    for batch in to_reader(size):
+                    reader = to_reader(size)
+                    for batch in reader:
                         if skip >= batch.num_rows:
                             skip -= batch.num_rows
                             continue
@@ -229,6 +232,8 @@ class SqlSource(dg.ConfigurableResource):
                         frame = _unions_marked(arrow_to_pandas(batch, duckdb_batch=True), unions)
                         frame.attrs[TIME_TEXT] = "sql"  # rejects: date-times as DuckDB prints
                         yield frame
+                    if not yielded:  # no row: its columns still, to check their names
+                        yield _unions_marked(arrow_to_pandas(reader.schema.empty_table()), unions)
                     return
                 except (duckdb.OutOfMemoryException, OSError) as exc:
                     # Mid-stream, DuckDB's error reaches us through Arrow's reader as OSError.
@@ -250,12 +255,16 @@ class SqlSource(dg.ConfigurableResource):
                 result = streaming.execute(sa.text(sql))
                 names = list(result.keys())
                 infinity = FLOAT_INFINITY.get(engine.dialect.name)
+                read = False
                 while rows := result.fetchmany(size):
+                    read = True
                     frame = rows_frame(names, rows)
                     frame.attrs[TIME_TEXT] = "sql"  # rejects: date-times as PostgreSQL prints
                     if infinity:  # the rejects file shows a float ±Infinity as it prints it
                         frame.attrs[INFINITY_TEXT] = infinity
                     yield frame
+                if not read:  # no row: its columns still, to check their names
+                    yield no_rows(names)
         finally:
             engine.dispose()
 
@@ -315,6 +324,13 @@ def _unions_marked(frame: pd.DataFrame, unions: list[tuple[int, str]]) -> pd.Dat
         for i in np.flatnonzero(text.notna().to_numpy(dtype=bool)):
             cells.iat[i] = Unsendable("nested", kind, text=str(text.iat[i]))
         frame.isetitem(position, cells)
+    return frame
+
+
+def no_rows(names: list[str]) -> pd.DataFrame:
+    """A result of no row with its ``names`` (two alike too), object columns."""
+    frame = pd.DataFrame({i: pd.Series(dtype=object) for i in range(len(names))})
+    frame.columns = pd.Index(names, dtype=object)
     return frame
 
 

@@ -199,3 +199,37 @@ def test_plan_names_two_columns_alike(tmp_path: Path) -> None:
     assert code != 0, text
     assert "error: the query returns 2 columns named 'line_uid'" in text, text
     assert "Error" not in text, text
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "sqlite"])
+def test_a_query_of_no_row_naming_two_columns_alike_fails_too(
+    sandbox_server: SandboxServer, tmp_path: Path, engine: str
+) -> None:
+    """NOTE-columns "Left": the names were checked per chunk, so a query returning no row
+    (today's rows filtered out) ran as an empty result; its names are wrong whatever rows
+    come. A query of no row with distinct names still ends as an empty result (no failure)."""
+    if engine == "duckdb":
+        path = tmp_path / "w.duckdb"
+        duckdb.connect(str(path)).close()
+        url = f"duckdb:///{path}"
+    else:
+        path = tmp_path / "w.sqlite"
+        sqlite3.connect(path).close()
+        url = f"sqlite:///{path}"
+    none = BASE + ", 'a' AS title, 'b' AS title WHERE 1 = 0"  # (a subquery would rename one)
+    tag, message, _ = _query_run(sandbox_server, url, none)
+    _refused_clearly(message, f"{tag}: the query returns", "2 columns named 'title'")
+    tag, message, meta = _query_run(sandbox_server, url, BASE + ", 'a' AS title WHERE 1 = 0")
+    assert message is None and meta["rows_read"] == 0, (message, meta)
+    assert events_of(sandbox_server.sandbox, tag) == {}
+
+
+def test_an_upstream_frame_of_no_row_naming_two_columns_alike_fails_too(
+    sandbox_server: SandboxServer,
+) -> None:
+    first = _base(0).assign(title=pd.Series([], dtype=object))
+    frame = pd.concat([first, pd.DataFrame({"title": pd.Series([], dtype=object)})], axis=1)
+    tag, message, _ = _upstream_run(sandbox_server, frame)
+    _refused_clearly(message, f"upstream asset {tag}_rows returns 2 columns named 'title'")
+    tag, message, meta = _upstream_run(sandbox_server, first)
+    assert message is None and meta["rows_read"] == 0, (message, meta)
