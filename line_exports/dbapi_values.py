@@ -21,7 +21,8 @@ gets Python objects from its driver, some of which take a detour on the way:
 * TIMESTAMPTZ near 0001-01-01 / 9999-12-31: psycopg builds the datetime in the session's
   ``TimeZone`` (a server or database default the export does not set), where the year may be
   0 or 10000 though the instant is not; such a value is read as its instant in UTC
-  (:func:`utc_instant`), so it is sent or rejected by the export's zone, as on DuckDB.
+  (:func:`utc_instant`), so it is sent or rejected by the export's zone, as on DuckDB; the
+  rejects file shows PostgreSQL's text of it (:class:`~line_exports.values.PrintedTime`).
 * REAL: psycopg gives a double (0.10000000149011612); read at single precision, so it is
   written as a FLOAT (``0.1``, :mod:`line_exports.float_text`).
 * INTERVAL and arrays: ``type`` rejects, as DuckDB's INTERVAL and LIST are; read as
@@ -50,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from line_exports.values import Unsendable, out_of_range
+from line_exports.values import PrintedTime, Unsendable, out_of_range
 
 _INFINITE = (b"infinity", b"-infinity")
 FLOAT_INFINITY = {"postgresql": "Infinity", "sqlite": "Inf", "trino": "Infinity"}
@@ -116,8 +117,8 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
                 except DataError:
                     if type_name == "timestamptz":  # its instant, not the session's clock
                         instant = utc_instant(text)
-                        if isinstance(instant, dt.datetime):
-                            return instant
+                        if isinstance(instant, dt.datetime):  # shown as psql prints it
+                            return PrintedTime.of(instant, text.decode())
                         if instant is not None:
                             return out_of_range(False, instant, text.decode())
                     found = _year(text)

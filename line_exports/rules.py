@@ -43,6 +43,7 @@ from line_exports.values import (
     INFINITY_TEXT,
     TIME_TEXT,
     LocalTimes,
+    PrintedTime,
     dense_columns,
     dictionary_decoded,
     held_text,
@@ -1122,6 +1123,8 @@ def _cell_shown(value: object, infinity: str = "inf", sql_times: bool = False) -
     :func:`~line_exports.values.scalar_text` writes it."""
     if isinstance(value, np.datetime64):
         value = numpy_times(pd.Series([value], dtype=object)).iloc[0]
+    if isinstance(value, PrintedTime):  # a warehouse's text Python cannot hold
+        return value.printed
     if isinstance(value, dt.datetime):
         try:
             return time_text(value, sql_times)

@@ -34,7 +34,13 @@ from line_exports.dbapi_values import (
 )
 from line_exports.secret_fields import SecretField
 from line_exports.sql.td_functions import register_td_functions
-from line_exports.values import INFINITY_TEXT, TIME_TEXT, Unsendable, arrow_to_pandas
+from line_exports.values import (
+    INFINITY_TEXT,
+    TIME_TEXT,
+    PrintedTime,
+    Unsendable,
+    arrow_to_pandas,
+)
 
 _SAMPLES_LOCK = threading.Lock()
 SAMPLES_LOCK_WAIT = 60.0
@@ -350,8 +356,10 @@ def rows_frame(names: list[str], rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
             values, marks = special  # type: ignore[assignment]
         if special is not None and all(v is None or isinstance(v, Decimal) for v in values):
             columns[i] = pd.Series(values, dtype=object)  # each NUMERIC keeps its own digits
-        elif {int, float} <= set(map(type, values)):  # SQLite: INTEGER and REAL values
+        elif {int, float} <= (kinds := set(map(type, values))):  # SQLite: INTEGER and REAL
             columns[i] = pd.Series(values, dtype=object)  # 1 stays 1, 2.0 stays 2.0
+        elif PrintedTime in kinds:  # its cells keep PostgreSQL's text (for the rejects file)
+            columns[i] = pd.Series(values, dtype=object)
         else:
             try:
                 array = pa.array(values)

@@ -90,6 +90,34 @@ class Unsendable:
         return f"<{self.kind} {self.type_name} {self.detail}>"
 
 
+class PrintedTime(dt.datetime):
+    """An instant (an aware ``datetime``) its warehouse printed in a form Python cannot hold:
+    a PostgreSQL TIMESTAMPTZ whose year in the session's ``TimeZone`` is 10000 or BC
+    (``10000-01-01 05:00:00+09``; :func:`line_exports.dbapi_values.utc_instant` reads its
+    instant in UTC). Checked and sent as that instant; ``printed``, the warehouse's text, is
+    the rejects file's value (as for any date-time from a ``SqlSource``, psql's form). A
+    ``SqlSource`` keeps a column holding one as objects (``sources.rows_frame``), so the text
+    stays with its cell."""
+
+    printed: str
+
+    @classmethod
+    def of(cls, instant: dt.datetime, printed: str) -> PrintedTime:
+        """``instant`` carrying ``printed``."""
+        value = cls(
+            instant.year,
+            instant.month,
+            instant.day,
+            instant.hour,
+            instant.minute,
+            instant.second,
+            instant.microsecond,
+            tzinfo=instant.tzinfo,
+        )
+        value.printed = printed
+        return value
+
+
 def out_of_range(is_date: bool, year: int, text: str = "") -> Unsendable:
     """The ``time_range`` cell of a DATE (``is_date``) or TIMESTAMP in ``year`` (astronomical:
     0 is 1 BC, -43 is 44 BC), outside 0001-9999, printed ``text`` by its warehouse. DuckDB's and

@@ -167,3 +167,41 @@ def test_an_upstream_date_time_is_shown_as_its_isoformat_in_a_typed_or_an_object
         got = {n: r["value"] for n, r in rejects.items()}
         assert got == shown, (name, holder, rejects)
         assert meta["rows_rejected"] == len(shown) and len(sent) == len(values) - len(shown)
+
+
+@pytest.mark.parametrize(
+    ("session", "value", "shown"),
+    [
+        ("Asia/Tokyo", "9999-12-31 20:00:00+00", "10000-01-01 05:00:00+09"),
+        ("Asia/Tokyo", "9999-12-31 23:30:00.25+00", "10000-01-01 08:30:00.25+09"),
+        ("Etc/GMT+12", "0001-01-01 03:00:00+00", "0001-12-31 15:00:00-12 BC"),
+    ],
+)
+def test_a_postgres_instant_python_cannot_hold_in_the_session_zone_is_shown_as_psql_prints_it(
+    sandbox_server: SandboxServer, postgres_server_url: str, session: str, value: str, shown: str
+) -> None:
+    """NOTE-texts "Left": a TIMESTAMPTZ whose year in the session's TimeZone is 10000 or BC
+    (psycopg cannot build it there; read as its instant in UTC) was shown in UTC
+    (``9999-12-31 20:00:00+00``) when refused; now as psql prints it in that zone. Exported in
+    the session's zone, where its year is outside 0001-9999: a ``type`` reject."""
+    from line_exports_tests import postgres_server
+
+    url = postgres_server.new_database(postgres_server_url)
+    database = sa.engine.make_url(url).database
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"alter database \"{database}\" set timezone to '{session}'")
+    engine.dispose()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # a new session: the database's TimeZone is in force
+        conn.exec_driver_sql(
+            f"create table t as select * from (values (0, '{value}'::timestamptz),"
+            " (1, '2026-06-01 10:00:00+00'::timestamptz)) v(n, v)"
+        )
+        printed = conn.exec_driver_sql("select v::text from t where n = 0").scalar()
+    engine.dispose()
+    assert printed == shown
+    rejects, sent = _warehouse_rejects(sandbox_server, url, "t", "pprinted", session)
+    assert list(rejects) == [1] and rejects[1]["rule"] == "type", rejects
+    assert rejects[1]["value"] == shown and "TIMESTAMP in year" in rejects[1]["message"], rejects
+    assert sent == ["k1"]
