@@ -26,7 +26,7 @@ from duckdb.sqltypes import VARCHAR
 from line_exports.destination import ValidRows
 from line_exports.identities import name_keys
 from line_exports.private_files import private_file
-from line_exports.rules import REJECT_COLUMNS, ROW_NUMBER, RuleSet, empty_rejects, mask_value
+from line_exports.rules import REJECT_COLUMNS, ROW_NUMBER, RuleSet, empty_rejects, shown_value
 
 DUPLICATE_RULE = "duplicate"
 
@@ -210,7 +210,7 @@ def _missing(value: object) -> bool:
 
 
 def _shown(value: object, sensitive: bool) -> str:
-    return mask_value(str(value)) if sensitive else str(value)[:200]
+    return shown_value(str(value), sensitive)  # masked, or cut saying so
 
 
 def _repeated_values(

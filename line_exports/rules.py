@@ -284,6 +284,24 @@ def empty_rejects() -> pd.DataFrame:
     )
 
 
+SHOWN_CHARACTERS = 200
+"""The characters of a refused value the rejects file shows (:func:`shown_value`)."""
+
+
+def shown_value(text: str, sensitive: bool = False) -> str:
+    """A refused value's text as the rejects file shows it: a ``sensitive`` one masked over the
+    whole value (:func:`mask_value`); one longer than :data:`SHOWN_CHARACTERS` characters (code
+    points, as the length rules count them) cut to its first 200 followed by
+    ``… (1000 characters)``, its length in all, so a "longer than 255 characters" reason never
+    sits beside a value that looks whole; a lone surrogate escaped
+    (:func:`~line_exports.values.unicode_text`)."""
+    if sensitive:
+        text = mask_value(text)
+    if len(text) > SHOWN_CHARACTERS:
+        text = f"{text[:SHOWN_CHARACTERS]}\u2026 ({len(text)} characters)"
+    return unicode_text(text)
+
+
 def mask_value(value: str) -> str:
     """Keep enough of a personal value to find it, not enough to leak it."""
     if len(value) <= 4:
@@ -1078,7 +1096,8 @@ def _shown(
     infinity: str = "inf",
     sql_times: bool = False,
 ) -> np.ndarray:
-    """The refused cells as the rejects table shows them: text, at most 200 characters, each
+    """The refused cells as the rejects table shows them: text (:func:`shown_value`: a longer
+    one cut to 200 characters, saying so and how long it was), each
     value as its warehouse prints it (:func:`~line_exports.values.scalar_text`: a BLOB's bytes
     escaped as DuckDB prints them, an unsendable cell's own text, never a marker; a float
     ±Infinity spelled ``infinity``, :data:`~line_exports.values.INFINITY_TEXT`; a date-time as
@@ -1088,7 +1107,7 @@ def _shown(
     dtype = values.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
         refused = values.array.__arrow_array__().filter(pa.array(rows))
-        text = pc.utf8_slice_codeunits(pc.fill_null(refused, ""), 0, 200).to_pylist()
+        text = pc.fill_null(refused, "").to_pylist()
     else:
         refused = plain_dtypes(values[rows])
         if pd.api.types.is_datetime64_any_dtype(refused):  # each as held, in its own zone
@@ -1111,8 +1130,8 @@ def _shown(
             shown = refused.astype(object)
         else:
             shown = to_text(refused)
-        text = [unicode_text(v)[:200] for v in shown.fillna("").tolist()]
-    return np.array([mask_value(v) for v in text] if sensitive else text, dtype=object)
+        text = shown.fillna("").tolist()
+    return np.array([shown_value(v, sensitive) for v in text], dtype=object)
 
 
 def _cell_shown(value: object, infinity: str = "inf", sql_times: bool = False) -> str:
