@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
 import pandas as pd
@@ -436,20 +436,29 @@ def _interrupted(
     )
 
 
+def _cause(name: str, exc: Exception) -> str:
+    """A failed attempt's cause, as its headline says it (without the export's name)."""
+    cause = exc.description if isinstance(exc, dg.Failure) else None
+    return (cause or f"{type(exc).__name__}: {exc}").removeprefix(f"{name}: ")
+
+
 def _stopped_waiting(
     context: dg.AssetExecutionContext,
     key: dg.AssetKey,
     name: str,
     signalled: interrupts.SignalReceived,
     exc: Exception,
-    policy: dg.RetryPolicy,
-    cause: str,
 ) -> interrupts.Stopped:
-    """A signal while a failed attempt waited for the step's next one
-    (:mod:`line_exports.retry_wait`): the run stops with that attempt's counts (its failure's
-    metadata, logged as the observation :func:`_interrupted` logs) and its cause."""
-    attempt, attempts = context.retry_number + 1, policy.max_retries + 1
-    after = f"step attempt {attempt} of {attempts} had failed, no other was started: {cause}"
+    """A signal once an attempt had failed with ``exc`` (while the step decided, logged or
+    waited for its next attempt, :mod:`line_exports.retry_wait`): the run stops with that
+    attempt's counts (its failure's metadata, logged as the observation :func:`_interrupted`
+    logs) and its cause; no other attempt was started."""
+    policy = retry_wait.retrying_policy(context, exc)
+    attempts = policy.max_retries + 1 if policy else headlines.last_attempt(context)[1] + 1
+    after = (
+        f"step attempt {context.retry_number + 1} of {attempts} had failed, no other was "
+        f"started: {_cause(name, exc)}"
+    )
     meta = dict(exc.metadata) if isinstance(exc, dg.Failure) and exc.metadata else {}
     if "rows_read" in meta:
         return _interrupted(context, key, name, signalled, meta, "waiting", after)
@@ -752,27 +761,14 @@ def build_export(
                         isinstance(exc, dg.Failure) and not exc.allow_retries
                     ):
                         raise
-                    # Dagster retries neither a DagsterError (its boundary re-raises it) nor
-                    # anything when no attempt follows: then no wait either
-                    policy = retry_wait.retrying_policy(context, exc)
-                    if policy is None:
-                        last, retries = headlines.last_attempt(context)
-                        if not last or not retries:
-                            raise  # no retry (none, or not in this run): the error is its headline
-                        raise headlines.final_failure(name, exc, retries) from exc
-                    cause = exc.description if isinstance(exc, dg.Failure) else None
-                    cause = cause or f"{type(exc).__name__}: {exc}"
-                    cause = cause.removeprefix(f"{name}: ")
                     try:
-                        seconds = retry_wait.wait(context, name, policy, cause)
+                        retry_or_fail(context, exc)
                     except interrupts.SignalReceived as signalled:
+                        # anywhere after the attempt failed (deciding, logging, waiting): no
+                        # other attempt starts; the stop counts the failed one (NOTE-stopretry)
                         with interrupts.stopping():  # Ctrl-C held down cannot cut the counting
-                            stop = _stopped_waiting(
-                                context, key, name, signalled, exc, policy, cause
-                            )
+                            stop = _stopped_waiting(context, key, name, signalled, exc)
                         raise stop from exc
-                    context.log.info(f"{name}: waited {seconds:.0f} s; the step starts again")
-                    raise retry_wait.retry_requested(policy) from exc
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
             if isinstance(exc, interrupts.Stopped):
                 raise
@@ -783,6 +779,21 @@ def build_export(
             raise interrupts.Stopped(
                 f"{name}: stopped by {signal_name} before reading any row"
             ) from exc
+
+    def retry_or_fail(context: dg.AssetExecutionContext, exc: Exception) -> NoReturn:
+        """After a failed attempt: wait for the next one and ask Dagster for it, or raise
+        ``exc`` (as the final failure on the last attempt). Dagster retries neither a
+        DagsterError (its boundary re-raises it) nor anything when no attempt follows: then no
+        wait either."""
+        policy = retry_wait.retrying_policy(context, exc)
+        if policy is None:
+            last, retries = headlines.last_attempt(context)
+            if not last or not retries:
+                raise exc  # no retry (none, or not in this run): the error is its headline
+            raise headlines.final_failure(name, exc, retries) from exc
+        seconds = retry_wait.wait(context, name, policy, _cause(name, exc))
+        context.log.info(f"{name}: waited {seconds:.0f} s; the step starts again")
+        raise retry_wait.retry_requested(policy) from exc
 
     def attempt(
         context: dg.AssetExecutionContext, config: ExportSettings, **inputs: Any

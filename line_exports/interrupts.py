@@ -143,11 +143,18 @@ def _handling(handler: Callable[[int, FrameType | None], None]) -> Iterator[None
 @contextmanager
 def stop_at_once() -> Iterator[None]:
     """While in this block, SIGINT / SIGTERM raise :class:`SignalReceived` naming the signal
-    (Dagster's own handler raises an interrupt that does not say which). Only in the main
-    thread; elsewhere the block changes nothing."""
+    (Dagster's own handler raises an interrupt that does not say which); once one was raised,
+    later ones are ignored while the block lasts: the run is stopping, and a second signal
+    (Ctrl-C held down, or Ctrl-C then SIGTERM) raised before the stop is counted
+    (:func:`stopping`) would lose its counts. Only in the main thread; elsewhere the block
+    changes nothing."""
+    raised: list[str] = []
 
     def handler(signo: int, _: FrameType | None) -> None:
-        raise SignalReceived(signal.Signals(signo).name)
+        if raised:  # stopping already: a later signal must not cut the counting
+            return
+        raised.append(signal.Signals(signo).name)
+        raise SignalReceived(raised[0])
 
     with _handling(handler):
         yield

@@ -32,7 +32,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
 
 from line_exports import LineMessagingResource, SqlSource, build_export
 from line_exports.interrupts import STOPPED_BY
@@ -86,8 +87,34 @@ def multiprocess_job() -> dg.JobDefinition:
     return defs.resolve_job_def("push_mp_job")
 
 
-def _value(v: object) -> object:
+def value(v: object) -> object:
+    """A metadata entry's plain value."""
     return getattr(v, "value", v)
+
+
+def duckdb_table(folder: Path) -> Path:
+    """A DuckDB file under ``folder`` with table ``t``: :data:`ROWS` LINE user IDs and names."""
+    db = folder / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            f"create table t as select {HEX_ID} as id, 'n' || range as name from range({ROWS})"
+        )
+    return db
+
+
+def dagster_home(folder: Path) -> Path:
+    """A persistent Dagster instance's home under ``folder`` (SQLite storage)."""
+    home = folder / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
+def run_events(home: Path, job: str) -> tuple[list[EventLogEntry], DagsterRun]:
+    """The event log of the one run of ``job`` in the instance at ``home``, and the run."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_runs(RunsFilter(job_name=job))
+        return list(instance.all_logs(run.run_id)), run
 
 
 @pytest.mark.parametrize("how", ["terminated", "worker SIGTERM", "worker SIGINT", "group SIGINT"])
@@ -96,18 +123,11 @@ def test_a_multiprocess_run_stopped_while_the_step_waits_to_retry_keeps_its_coun
 ) -> None:
     sandbox = sandbox_server.sandbox
     fault = sandbox.add_fault(Fault(path=PUSH, status=500, act=True, times=-1))
-    db = tmp_path / "w.duckdb"
-    with duckdb.connect(str(db)) as con:
-        con.execute(
-            f"create table t as select {HEX_ID} as id, 'n' || range as name from range({ROWS})"
-        )
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = dagster_home(tmp_path)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "STOPS2_DB": str(db),
+        "STOPS2_DB": str(duckdb_table(tmp_path)),
         "STOPS2_URL": sandbox_server.url,
         "PYTHONUNBUFFERED": "1",
     }
@@ -144,13 +164,11 @@ def test_a_multiprocess_run_stopped_while_the_step_waits_to_retry_keeps_its_coun
             worker.wait(timeout=60)
             reader.join(timeout=10)
             text = "".join(out)
-            run = instance.get_run_by_id(run.run_id)
-            assert run is not None
-            records = instance.all_logs(run.run_id)
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+    records, run = run_events(home, "push_mp_job")
     events = [r.dagster_event for r in records if r.dagster_event is not None]
     kinds = [e.event_type_value for e in events]
     # the step ends at once, not after the 30 s delay (its process then takes its time to end,
@@ -165,7 +183,7 @@ def test_a_multiprocess_run_stopped_while_the_step_waits_to_retry_keeps_its_coun
         for e in events
         if e.event_type_value == "ASSET_OBSERVATION"
     ]
-    meta = {k: _value(v) for k, v in observed.items()}
+    meta = {k: value(v) for k, v in observed.items()}
     # the run worker hands any signal on to its step process as SIGINT (send_interrupt)
     assert meta[STOPPED_BY] == "SIGINT", meta
     held = sum(len(v) for v in store_of(sandbox).inbox.values())
@@ -189,7 +207,7 @@ def test_a_multiprocess_run_stopped_while_the_step_waits_to_retry_keeps_its_coun
     assert "answered 500" in error.message, error
     failed = failure.dagster_event.step_failure_data.user_failure_data
     assert failed is not None
-    assert {k: _value(v) for k, v in failed.metadata.items()} == meta
+    assert {k: value(v) for k, v in failed.metadata.items()} == meta
     # the run ends interrupted (canceled when terminated), not as a crash of the step process
     assert "errors occurred in child processes" not in text, text[-6000:]
     assert "DagsterSubprocessError" not in text, text[-6000:]
