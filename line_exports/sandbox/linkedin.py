@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from line_exports.identities import is_blank
+from line_exports.identities import is_blank, name_keys
 from line_exports.linkedin_ids import (
     COMPANY_DOMAINS,
     COMPANY_NAME,
@@ -221,6 +221,32 @@ def _remove_companies(members: set[tuple[Any, ...]], elements: list[dict[str, An
     alike = companies_alike(held, keys) if companies else []
     for member, hit in zip(companies, alike, strict=True):
         if hit or member[1 + len(COMPANY_COLUMNS)] in urns:
+            members.discard(member)
+
+
+def _names_matched(members: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Name-only user members (``("name", first, last, company, title, country)``) as LinkedIn
+    matches them: the names as :func:`~line_exports.identities.name_keys` keys them (the
+    exporter's duplicate check and sync key), the country as sent (a checked code)."""
+    import pyarrow as pa
+
+    names = [
+        name_keys(pa.array([m[i] for m in members], pa.string())).to_pylist() for i in range(1, 5)
+    ]
+    return list(zip(*names, [m[5] for m in members], strict=True))
+
+
+def _remove_names(members: set[tuple[Any, ...]], removed: list[tuple[Any, ...]]) -> None:
+    """REMOVE elements of users with no ID take out every name-only member they name alike
+    (:func:`_names_matched`): to the exporter ``Dan Ng`` and ``dan NG `` are one person, so a
+    REMOVE of one takes the other out too (the safe reading, as for companies and userIds).
+    One pass over the members for a run of consecutive REMOVEs."""
+    if not removed:
+        return
+    wanted = set(_names_matched(removed))
+    named = [m for m in members if m[0] == "name"]
+    for member, match in zip(named, _names_matched(named), strict=True):
+        if match in wanted:
             members.discard(member)
 
 
@@ -711,6 +737,7 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
         check = user_problem if kind == "users" else company_problem
         results: list[dict[str, Any]] = []
         removing: list[dict[str, Any]] = []  # consecutive company REMOVEs, applied together
+        unnamed: list[tuple[Any, ...]] = []  # consecutive name-only user REMOVEs, likewise
         with sandbox.lock:
             store.batch_requests += 1
             store.elements_received += len(elements)
@@ -730,7 +757,8 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                     continue
                 if element["action"] == "ADD":
                     _remove_companies(segment.members, removing)
-                    removing = []
+                    _remove_names(segment.members, unnamed)
+                    removing, unnamed = [], []
                     segment.members.add(key)
                     if segment.first_upload is None:
                         segment.first_upload = clock.now()
@@ -739,10 +767,11 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
                 elif key[0] == "company":
                     removing.append(element)
                 else:
-                    segment.members.discard(key)
+                    unnamed.append(key)
                 # LinkedIn answers 201 also for a repeated ADD or an already removed member.
                 results.append({"status": 201})
             _remove_companies(segment.members, removing)
+            _remove_names(segment.members, unnamed)
             segment.last_modified = time.time()
         if single:
             first = results[0]
