@@ -89,8 +89,14 @@ def duplicate_rows(
             if skip is not None and len(skip):
                 con.register("skipped", pa.table({"n": pa.array(skip, pa.int64())}))
             if match:
-                con.create_function(
-                    "name_key", _name_keys, [VARCHAR], VARCHAR, type="arrow", side_effects=False
+                con.create_function(  # special: a blank name's key is NULL (names no one)
+                    "name_key",
+                    _name_keys,
+                    [VARCHAR],
+                    VARCHAR,
+                    type="arrow",
+                    null_handling="special",
+                    side_effects=False,
                 )
             con.execute(
                 f"create temp table d as select {keys}, min({row}) as _first "

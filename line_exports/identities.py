@@ -136,8 +136,11 @@ separators (``\p{Z}``) the three agree."""
 
 
 def name_keys(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Names (Arrow text) as compared for duplicates (:data:`NAME_MATCH`); nulls stay null."""
+    """Names (Arrow text) as compared for duplicates (:data:`NAME_MATCH`); nulls stay null,
+    and so does a name of only white space: it names no one, so a name-only user whose company
+    is ``"  "`` is the one whose company is NULL or ``""`` (VERIFY-13r R1)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from line_exports.arrow_text import normalize
 
@@ -145,7 +148,8 @@ def name_keys(values: pa.Array | pa.ChunkedArray) -> pa.Array:
         values = values.combine_chunks()
     if not pa.types.is_string(values.type):
         values = values.cast(pa.string())
-    return normalize(values, NAME_MATCH)
+    keys = normalize(values, NAME_MATCH)
+    return pc.if_else(pc.equal(pc.binary_length(keys), 0), pa.scalar(None, keys.type), keys)
 
 
 def name_key(value: str) -> str:

@@ -606,6 +606,7 @@ def _without_respelt(
             [duckdb.sqltype("VARCHAR")],
             duckdb.sqltype("VARCHAR"),
             type="arrow",
+            null_handling="special",  # a blank name's key is NULL (names no one)
         )
         held = [c for c in dict.fromkeys([*columns, *spec.key_columns]) if c in departed.columns]
         con.register("departed", departed[["key", *held]].astype("object"))

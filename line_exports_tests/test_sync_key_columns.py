@@ -66,8 +66,9 @@ class Subset:
     same_member: bool
     null_email_on_even: bool = False
     kept_alike: bool = False
-    """The old version still shares a name or a domain with the changed row: LinkedIn may
-    take them for one company, so it is forgotten, not removed (README, LinkedIn section)."""
+    """The old version still shares a name or a domain with the changed row (a company), or its
+    first and last name (a name-only user): LinkedIn may take them for one member, so it is
+    forgotten, not removed (README, LinkedIn section)."""
 
     @property
     def id(self) -> str:
@@ -86,6 +87,7 @@ SUBSETS = [
         ("first_name", "last_name", "company", "title", "country"),
         "title",
         same_member=False,
+        kept_alike=True,  # the same first and last name: maybe the same user (VERIFY-13r R2)
     ),
     Subset("users", ("email", "title"), "title", same_member=True),
     Subset("users", ("google_aid", "country"), "country", same_member=True),

@@ -229,6 +229,8 @@ COMPANY_UNIQUE = (
 # it is its key (USER_NAME_KEY).
 USER_KEY = ("email", "google_aid", "apple_idfa")
 USER_NAME_KEY = ("first_name", "last_name", "company", "title", "country")
+USER_NAMES = ("first_name", "last_name")
+"""What mirror compares to spare a departed name-only user (:attr:`SyncSpec.alike`)."""
 USER_KEY_V1 = ("email", "google_aid", "apple_idfa", "first_name", "last_name")
 """The key of stores written before the sync key was the IDs alone (rekeyed on adoption)."""
 COMPANY_KEY = COMPANY_UNIQUE[0].columns
@@ -887,7 +889,10 @@ class LinkedInDestination(Destination):
                 target=target + "/ids",
                 fallback_key=USER_NAME_KEY,
                 matched_names=USER_NAME_MATCH,
-                alike=(USER_NAME_KEY,),  # a user recorded with no ID, by its names
+                # A user recorded with no ID, by first and last name alone: a current row of
+                # the same name with a title, company or country added or changed may be that
+                # member (the safe reading, as for IDs; VERIFY-13r R2).
+                alike=(USER_NAMES,),
                 each_key_identifies=True,
                 legacy_target=target,
                 legacy_key=USER_KEY_V1,
