@@ -21,10 +21,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from duckdb.sqltypes import VARCHAR
 
 from line_exports.destination import ValidRows
-from line_exports.identities import name_keys
+from line_exports.identities import register_name_key
 from line_exports.private_files import private_file
 from line_exports.rules import REJECT_COLUMNS, ROW_NUMBER, RuleSet, empty_rejects, shown_value
 
@@ -40,11 +39,6 @@ DEDUP_MEMORY_LIMIT = "128MB"
 
 A window over the whole spool held every key in memory (10M LINE IDs: 1.3 GB peak RSS); a
 grouping under this limit spills instead (10M IDs: under 300 MB, as fast)."""
-
-
-def _name_keys(values: pa.ChunkedArray) -> pa.Array:
-    """:func:`~line_exports.identities.name_keys` as a DuckDB function (Arrow in, Arrow out)."""
-    return name_keys(values)
 
 
 def duplicate_rows(
@@ -89,15 +83,7 @@ def duplicate_rows(
             if skip is not None and len(skip):
                 con.register("skipped", pa.table({"n": pa.array(skip, pa.int64())}))
             if match:
-                con.create_function(  # special: a blank name's key is NULL (names no one)
-                    "name_key",
-                    _name_keys,
-                    [VARCHAR],
-                    VARCHAR,
-                    type="arrow",
-                    null_handling="special",
-                    side_effects=False,
-                )
+                register_name_key(con)
             con.execute(
                 f"create temp table d as select {keys}, min({row}) as _first "
                 f"from read_parquet(?) t where true{only} group by {groups} having count(*) > 1",

@@ -62,6 +62,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pyarrow, numpy: imported on first use (the light CLI paths load neither)
+    import duckdb
     import numpy as np
     import pyarrow as pa
 
@@ -150,6 +151,23 @@ def name_keys(values: pa.Array | pa.ChunkedArray) -> pa.Array:
         values = values.cast(pa.string())
     keys = normalize(values, NAME_MATCH)
     return pc.if_else(pc.equal(pc.binary_length(keys), 0), pa.scalar(None, keys.type), keys)
+
+
+def register_name_key(con: duckdb.DuckDBPyConnection) -> None:
+    """``name_key(varchar)`` on a DuckDB connection: :func:`name_keys` (the duplicate check's,
+    mirror's and the sync keys' one definition). NULL in, NULL out, and a blank name's key is
+    NULL (``null_handling="special"``: DuckDB hands the function its NULLs and takes NULLs back)."""
+    import duckdb
+
+    con.create_function(  # a lambda: DuckDB reads a function's type hints, not ours
+        "name_key",
+        lambda values: name_keys(values),
+        [duckdb.sqltype("VARCHAR")],
+        duckdb.sqltype("VARCHAR"),
+        type="arrow",
+        null_handling="special",
+        side_effects=False,
+    )
 
 
 def name_key(value: str) -> str:

@@ -568,8 +568,6 @@ def _without_respelt(
     those one does). Names compared by :func:`~line_exports.identities.name_keys` (one
     definition with the duplicate check); a semi-join in DuckDB over the spool, so the
     current rows are never held in Python."""
-    from line_exports.identities import name_keys
-
     names = set(pq.read_schema(rows.path).names) if rows.count else set()
     columns = [c for group in spec.alike for c in group if c in departed.columns]
     if not names or not columns:
@@ -600,14 +598,7 @@ def _without_respelt(
     if not tests:
         return departed, []
     with closing(duckdb.connect()) as con:
-        con.create_function(  # a lambda: DuckDB reads a function's type hints, not ours
-            "name_key",
-            lambda values: name_keys(values),
-            [duckdb.sqltype("VARCHAR")],
-            duckdb.sqltype("VARCHAR"),
-            type="arrow",
-            null_handling="special",  # a blank name's key is NULL (names no one)
-        )
+        sync_names.register(con)
         held = [c for c in dict.fromkeys([*columns, *spec.key_columns]) if c in departed.columns]
         con.register("departed", departed[["key", *held]].astype("object"))
         found = con.execute(

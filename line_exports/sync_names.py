@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
-from line_exports.identities import name_keys
+from line_exports.identities import register_name_key
 from line_exports.ledger import SYNC_MEMBERS
 
 if TYPE_CHECKING:
@@ -39,16 +39,9 @@ NAMES_HASH = "n:"
 
 
 def register(con: duckdb.DuckDBPyConnection) -> None:
-    """``name_key(varchar)`` on ``con``: :func:`~line_exports.identities.name_keys`, the
-    duplicate check's one definition."""
-    con.create_function(  # a lambda: DuckDB reads a function's type hints, not ours
-        "name_key",
-        lambda values: name_keys(values),
-        [duckdb.sqltype("VARCHAR")],
-        duckdb.sqltype("VARCHAR"),
-        type="arrow",
-        side_effects=False,
-    )
+    """``name_key(varchar)`` on ``con``: :func:`~line_exports.identities.register_name_key`,
+    the duplicate check's one definition (a blank name's key is NULL)."""
+    register_name_key(con)
 
 
 def _quote(name: str) -> str:
