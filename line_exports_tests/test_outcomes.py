@@ -44,6 +44,7 @@ from line_exports.sandbox.line_conversion import events_of, refuse_events
 from line_exports.sandbox.line_messaging import store_of as line_store
 from line_exports.sandbox.linkedin import store_of as linkedin_store
 from line_exports.sandbox.maac import store_of as maac_store
+from line_exports_tests.run_instance import run_instance
 
 FAST = {"initial_retry_wait": 1, "max_retry": 3, "connection_timeout": 30}
 NOW = int(time.time())
@@ -246,6 +247,7 @@ def run_case(
             case.destination: case.resource(server),
         },
         raise_on_error=False,
+        instance=run_instance(),
     )
     return result, outcome_metadata(result)
 
@@ -461,7 +463,9 @@ def test_push_whose_answer_was_lost_a_day_ago_is_counted_as_delivery_unknown(
     }
     tick = {"dagster/scheduled_execution_time": "2026-05-01T09:00:00+00:00"}
     sandbox.add_fault(Fault(path="/v2/bot/message/push", lose_answer=True, times=-1))
-    first = dg.materialize([asset], resources=resources, tags=tick, raise_on_error=False)
+    first = dg.materialize(
+        [asset], resources=resources, tags=tick, raise_on_error=False, instance=run_instance()
+    )
     assert not first.success
     sandbox.clear_faults()
     store = line_store(sandbox)
@@ -471,7 +475,9 @@ def test_push_whose_answer_was_lost_a_day_ago_is_counted_as_delivery_unknown(
         con.execute(f"insert into t values ('{uid(3)}', 'c'), ('{uid(4)}', 'd')")
     later = time.time() + 25 * 3600
     monkeypatch.setattr(sending, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))
-    second = dg.materialize([asset], resources=resources, tags=tick, raise_on_error=False)
+    second = dg.materialize(
+        [asset], resources=resources, tags=tick, raise_on_error=False, instance=run_instance()
+    )
     meta = outcome_metadata(second)
     assert second.success and adds_up(meta), meta
     assert meta["rows_delivery_unknown"] == 2 and meta["rows_accepted"] == 2

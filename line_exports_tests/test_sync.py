@@ -26,6 +26,7 @@ from line_exports.sandbox import line_messaging as line_box
 from line_exports.sandbox.linkedin import store_of as linkedin_store
 from line_exports.sync import SYNC_CHECK
 from line_exports_tests.cli_helpers import line_exports, workflow_folder
+from line_exports_tests.run_instance import run_instance
 from line_exports_tests.test_linkedin import ACCOUNT, FAST, failure_text, resource
 
 MEMBERS = 1_000  # 1% = 10 rows changed and 10 gone on day 2
@@ -63,6 +64,7 @@ def linkedin_run(
         [asset],
         resources={"linkedin": resource(server), "sql_source": SqlSource()},
         raise_on_error=False,
+        instance=run_instance(),
     )
 
 
@@ -219,7 +221,10 @@ def capi_run(server: SandboxServer, query: str) -> dg.ExecuteInProcessResult:
     )
     res = LineConversionResource(line_tag_id=TAG, base_url=server.url)
     return dg.materialize(
-        [asset], resources={"line_conversion": res, "sql_source": SqlSource()}, raise_on_error=False
+        [asset],
+        resources={"line_conversion": res, "sql_source": SqlSource()},
+        raise_on_error=False,
+        instance=run_instance(),
     )
 
 
@@ -254,7 +259,10 @@ def push_run(server: SandboxServer, query: str, campaign: str = "") -> dg.Execut
     )
     res = LineMessagingResource(base_url=server.url, poll_seconds=0.05)
     return dg.materialize(
-        [asset], resources={"line_messaging": res, "sql_source": SqlSource()}, raise_on_error=False
+        [asset],
+        resources={"line_messaging": res, "sql_source": SqlSource()},
+        raise_on_error=False,
+        instance=run_instance(),
     )
 
 
@@ -310,7 +318,9 @@ def test_plan_lists_adds_updates_and_removes(sandbox_server: SandboxServer, tmp_
             key_prefix="weekly",
         )
         done = dg.materialize(
-            [asset], resources={"linkedin": resource(sandbox_server), "sql_source": SqlSource()}
+            [asset],
+            resources={"linkedin": resource(sandbox_server), "sql_source": SqlSource()},
+            instance=run_instance(),
         )
         assert done.success
     dig = (
@@ -369,6 +379,7 @@ def mirror_day2(url: str, tags: dict[str, str] | None = None) -> dg.ExecuteInPro
         resources={"linkedin": res, "sql_source": SqlSource()},
         tags=tags or TICK,
         raise_on_error=False,
+        instance=run_instance(),
     )
 
 
@@ -516,6 +527,7 @@ def maac_run(url: str, query: str, tags: dict[str, str] | None = None) -> dg.Exe
         },
         tags=tags,
         raise_on_error=False,
+        instance=run_instance(),
     )
 
 
@@ -623,7 +635,10 @@ def audience_run(server: SandboxServer, query: str) -> dg.ExecuteInProcessResult
     )
     res = LineMessagingResource(base_url=server.url, poll_seconds=0.05)
     return dg.materialize(
-        [asset], resources={"line_messaging": res, "sql_source": SqlSource()}, raise_on_error=False
+        [asset],
+        resources={"line_messaging": res, "sql_source": SqlSource()},
+        raise_on_error=False,
+        instance=run_instance(),
     )
 
 
@@ -794,6 +809,7 @@ def audience_day2(url: str) -> dg.ExecuteInProcessResult:
         resources={"line_messaging": res, "sql_source": SqlSource()},
         tags=TICK,
         raise_on_error=False,
+        instance=run_instance(),
     )
 
 

@@ -19,6 +19,7 @@ from line_exports import LineMessagingResource, SqlSource, build_export
 from line_exports.sandbox import SandboxServer
 from line_exports.sandbox import line_messaging as line_box
 from line_exports_tests.cli_helpers import line_exports, workflow_folder
+from line_exports_tests.run_instance import run_instance
 from line_exports_tests.test_linkedin import FAST, failure_text
 from line_exports_tests.test_sync import elements, linkedin_run, maac_run, meta_of
 
@@ -97,7 +98,10 @@ def push_run(server: SandboxServer) -> dg.ExecuteInProcessResult:
     )
     res = LineMessagingResource(base_url=server.url, poll_seconds=0.05)
     return dg.materialize(
-        [asset], resources={"line_messaging": res, "sql_source": SqlSource()}, raise_on_error=False
+        [asset],
+        resources={"line_messaging": res, "sql_source": SqlSource()},
+        raise_on_error=False,
+        instance=run_instance(),
     )
 
 

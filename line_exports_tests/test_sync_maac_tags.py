@@ -21,6 +21,7 @@ from line_exports.maac_spec import parse_time
 from line_exports.sandbox import Fault, Sandbox, SandboxServer
 from line_exports.sandbox.maac import store_of
 from line_exports_tests.resilience_helpers import LateAnswerServer
+from line_exports_tests.run_instance import run_instance
 from line_exports_tests.test_linkedin import FAST, failure_text
 from line_exports_tests.test_sync import Acted, kill_when, meta_of
 
@@ -75,6 +76,7 @@ def run(
         },
         tags=tick,
         raise_on_error=False,
+        instance=run_instance(),
     )
     assert result.success == ok, failure_text(result)
     return result

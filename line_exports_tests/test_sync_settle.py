@@ -33,6 +33,7 @@ from line_exports.sandbox import line_messaging as line_box
 from line_exports.sandbox.clock import clock_of
 from line_exports.sandbox.core import Fault
 from line_exports_tests.cli_helpers import Ran, line_exports, workflow_folder
+from line_exports_tests.run_instance import run_instance
 from line_exports_tests.sandbox_clock import line_waits_on_the_sandbox_clock
 from line_exports_tests.test_sync import Acted, kill_when, meta_of, store_statuses, sync_check
 
@@ -95,6 +96,7 @@ def coupon_run(
         },
         tags={"dagster/scheduled_execution_time": tick},
         raise_on_error=False,
+        instance=run_instance(),
     )
 
 
