@@ -13,6 +13,7 @@ layer, is refused (:func:`compile_checks` returns None) and the caller uses RE2.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,15 +131,45 @@ class _Nfa:
         return found
 
     def step(self, states: frozenset[int], digit: int) -> frozenset[int]:
-        key = (states, digit)
-        found = self._steps.get(key)
+        reached: set[int] = set()
+        for state in states:
+            for digits, nxt in self.moves[state]:
+                if digit in digits:
+                    reached |= self.closure(nxt)
+        return frozenset(reached)
+
+
+class _Subsets:
+    """The subsets of one :class:`_Nfa`'s states that digits lead to from its start, numbered
+    as they are found (0: the empty set, from which nothing matches), with their moves:
+    ``after(i)[digit]`` is the subset after ``digit`` from subset ``i``. Subset construction
+    done once per subset, not once per state of every layer."""
+
+    def __init__(self, nfa: _Nfa) -> None:
+        self.nfa = nfa
+        self.sets: list[frozenset[int]] = []
+        self.ids: dict[frozenset[int], int] = {}
+        self.accepts: list[bool] = []
+        self.moves: list[list[int] | None] = []
+        self.number(frozenset())
+        self.start = self.number(nfa.closure(nfa.start))
+
+    def number(self, states: frozenset[int]) -> int:
+        found = self.ids.get(states)
         if found is None:
-            reached: set[int] = set()
-            for state in states:
-                for digits, nxt in self.moves[state]:
-                    if digit in digits:
-                        reached |= self.closure(nxt)
-            found = self._steps[key] = frozenset(reached)
+            found = self.ids[states] = len(self.sets)
+            self.sets.append(states)
+            self.accepts.append(self.nfa.accept in states)
+            self.moves.append(None)
+        return found
+
+    def after(self, subset: int) -> list[int]:
+        found = self.moves[subset]
+        if found is None:
+            states = self.sets[subset]
+            found = self.moves[subset] = [
+                self.number(self.nfa.step(states, digit)) for digit in range(10)
+            ]
         return found
 
 
@@ -163,37 +194,76 @@ class Layered:
         return self.final.take(state)
 
 
+@functools.lru_cache(maxsize=1024)
+def _subsets_of(pattern: str) -> _Subsets:
+    """One pattern's subsets, shared by every automaton (any length) built with it; raises
+    :class:`_Unsupported` (or RecursionError) for a pattern beyond this module."""
+    return _Subsets(_Nfa(pattern))
+
+
+_BUILDING = threading.Lock()  # a _Subsets grows as automata are built: one build at a time
+
+
 @functools.lru_cache(maxsize=4096)
 def compile_checks(checks: tuple[Check, ...], length: int) -> Layered | None:
     """The automaton of numbers of ``length`` digits that fully match each wanted pattern and
-    no unwanted one, or None when a pattern or the automaton's size is beyond this module."""
-    try:
-        nfas = [_Nfa(pattern) for pattern, _ in checks]
-    except (_Unsupported, RecursionError):
-        return None
-    wanted = [want for _, want in checks]
-    dead = tuple(frozenset() for _ in nfas)
+    no unwanted one, or None when a pattern or the automaton's size is beyond this module.
 
-    def settle(states: tuple[frozenset[int], ...]) -> tuple[frozenset[int], ...]:
-        # a number that can no longer match a wanted pattern never passes: one dead state
-        return dead if any(w and not s for w, s in zip(wanted, states, strict=True)) else states
+    A state of layer ``i`` is one subset (:class:`_Subsets`) per pattern, reached by the first
+    ``i`` digits; a layer's states are numbered in the order they are first reached (state by
+    state, digit 0 to 9). A state from which some wanted pattern can no longer match is the
+    one dead state (every subset empty)."""
+    with _BUILDING:
+        try:
+            subsets = [_subsets_of(pattern) for pattern, _ in checks]
+        except (_Unsupported, RecursionError):
+            return None
+        wanted = [want for _, want in checks]
+        if len(subsets) == 1:
+            return _one_pattern(subsets[0], wanted[0], length)
+        return _patterns(subsets, wanted, length)
 
-    layer = [settle(tuple(nfa.closure(nfa.start) for nfa in nfas))]
+
+def _one_pattern(subsets: _Subsets, wanted: bool, length: int) -> Layered | None:
+    """:func:`compile_checks` of one pattern: a layer's state is one subset (the empty one
+    is already the dead state)."""
+    layer = [subsets.start]
     tables = []
     for _ in range(length):
-        index: dict[tuple[frozenset[int], ...], int] = {}
-        table = np.empty(len(layer) * 10, dtype=np.int64)
-        for i, states in enumerate(layer):
-            for digit in range(10):
-                nxt = settle(tuple(nfa.step(s, digit) for nfa, s in zip(nfas, states, strict=True)))
-                table[i * 10 + digit] = index.setdefault(nxt, len(index))
+        index: dict[int, int] = {}
+        table = [index.setdefault(nxt, len(index)) for i in layer for nxt in subsets.after(i)]
         if len(index) > MAX_STATES:
             return None
-        tables.append(table)
+        tables.append(np.array(table, dtype=np.int64))
+        layer = list(index)
+    final = np.array(subsets.accepts, dtype=bool)[np.array(layer, dtype=np.int64)] == wanted
+    return Layered(tuple(tables), final)
+
+
+def _patterns(subsets: list[_Subsets], wanted: list[bool], length: int) -> Layered | None:
+    """:func:`compile_checks` of several patterns: a layer's state is a tuple of subsets."""
+    must = [k for k, want in enumerate(wanted) if want]
+    dead = (0,) * len(subsets)
+
+    def settle(states: tuple[int, ...]) -> tuple[int, ...]:
+        return states if all(states[k] for k in must) else dead
+
+    layer = [settle(tuple(s.start for s in subsets))]
+    tables = []
+    for _ in range(length):
+        index: dict[tuple[int, ...], int] = {}
+        table = [
+            index.setdefault(settle(nxt), len(index))
+            for states in layer
+            for nxt in zip(*(s.after(i) for s, i in zip(subsets, states, strict=True)), strict=True)
+        ]
+        if len(index) > MAX_STATES:
+            return None
+        tables.append(np.array(table, dtype=np.int64))
         layer = list(index)
     final = np.array(
         [
-            all((nfa.accept in s) == w for nfa, s, w in zip(nfas, states, wanted, strict=True))
+            all(s.accepts[i] == want for s, i, want in zip(subsets, states, wanted, strict=True))
             for states in layer
         ],
         dtype=bool,
