@@ -505,11 +505,10 @@ class SegmentTarget:
             before = set()  # just listed: there is none
         else:
             before = {int(s["id"]) for s in client.segments_named(name)}
+        # Nothing found by name (above, and by create_once after each failed attempt) rules out
+        # no earlier create that got a 5xx or no answer: MAAC documents no 5xx and may still
+        # make it (README "One rule"), so outcomes.Earlier.none_made stays unset.
         made = client.new_segment(name, before) if request.earlier_unanswered else None
-        if made is None:
-            # Looked up by name (above, and by create_once after each failed attempt): nothing
-            # made, so a 5xx an attempt got did not act (outcomes.fate_of, Earlier.none_made).
-            request.earlier_unanswered = replace(request.earlier_unanswered, none_made=True)
         return cls(None, before, made)
 
     def write(

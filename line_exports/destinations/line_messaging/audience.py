@@ -181,11 +181,9 @@ def deliver_audience(
                         job=job,
                     )
 
-                if audience_id is None:
-                    # No audience of that name (looked up by name): an earlier attempt's create
-                    # answered 5xx made nothing (outcomes.Earlier.none_made); a lost answer
-                    # still may have (it may be under way).
-                    request.earlier_unanswered = replace(request.earlier_unanswered, none_made=True)
+                # No audience of that name (looked up by name) rules out no earlier create that
+                # got a 5xx or no answer: LINE may still act on it (a 504's backend may finish
+                # after the lookup; README "One rule"), so outcomes.Earlier.none_made stays unset.
                 # a step retry knows what this attempt got (a 5xx...)
                 request.sending(**({JOB_FAILED: failures} if failures else {}))
                 # A second signal cutting it off: its IDs unknown once a request went out
