@@ -29,8 +29,8 @@ def create_once(
 
     Raises the last attempt's :class:`ApiError`, whose ``unanswered`` and ``server_errors``
     count the earlier attempts that may have reached the API unanswered and those it answered
-    a 5xx (:func:`~line_exports.outcomes.fate_of`); ``made()`` found nothing after each of them
-    (the caller's :class:`~line_exports.outcomes.Earlier` says so with ``none_made``). When
+    a 5xx (:func:`~line_exports.outcomes.fate_of`); ``made()`` found nothing after each of them,
+    which rules none of them out (the API may still act on it). When
     ``made()`` itself fails, the create's error is raised (whether it took is not known).
     """
     retry = http.retry

@@ -100,48 +100,30 @@ class Earlier:
     ``unanswered`` attempts that may have reached the API without an answer, ``server_errors``
     attempts it answered a 5xx (:func:`~line_exports.http.may_have_acted`). True when any.
 
-    ``none_made``: the request creates something found by its name (a new LINE audience, a new
-    MAAC custom segment), and after each earlier attempt, of this call and of earlier step
-    attempts, the run looked it up by name and found nothing made (:func:`create_audience
-    <line_exports.destinations.line_messaging.audience.create_audience>`,
-    :func:`~line_exports.create_once.create_once`). Then the 5xx answers did not act: the API
-    had answered, so it was done with the request, and made nothing. An attempt that got no
-    answer still may have (it may still be under way at the API)."""
+    A lookup by name that found nothing after a create's 5xx does not rule the 5xx out: the API
+    may still act on it (a 504's backend may finish later; README "One rule")."""
 
     unanswered: int = 0
     server_errors: int = 0
-    none_made: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.unanswered or self.server_errors)
 
-    def acted(self) -> Earlier:
-        """The attempts that may have acted: without the 5xx answers a lookup ruled out."""
-        return Earlier(self.unanswered, 0 if self.none_made else self.server_errors)
-
     def plus(self, other: Earlier | None) -> Earlier:
-        """Both counts together (``none_made`` when it holds for each that has 5xx answers)."""
+        """Both counts together."""
         if other is None:
             return self
-        ruled = all(e.none_made or not e.server_errors for e in (self, other))
-        return Earlier(
-            self.unanswered + other.unanswered,
-            self.server_errors + other.server_errors,
-            ruled and (self.none_made or other.none_made),
-        )
+        return Earlier(self.unanswered + other.unanswered, self.server_errors + other.server_errors)
 
     def fields(self) -> dict[str, int]:
-        """The pending record's counts (:data:`EARLIER_UNANSWERED`, :data:`EARLIER_5XX`);
-        ``none_made`` is not kept: each step attempt looks the name up again."""
+        """The pending record's counts (:data:`EARLIER_UNANSWERED`, :data:`EARLIER_5XX`)."""
         return {EARLIER_UNANSWERED: self.unanswered, EARLIER_5XX: self.server_errors}
 
     def text(self) -> str:
-        """``no answer to 1 and a 5xx answer to 2 earlier attempt(s)``, and with ``none_made``
-        ``..., looked up by name after each: none made``."""
+        """``no answer to 1 and a 5xx answer to 2 earlier attempt(s)``."""
         parts = [f"no answer to {self.unanswered}"] if self.unanswered else []
         parts += [f"a 5xx answer to {self.server_errors}"] if self.server_errors else []
-        looked = ", looked up by name after each: none made" if self.none_made else ""
-        return " and ".join(parts) + " earlier attempt(s)" + looked
+        return " and ".join(parts) + " earlier attempt(s)"
 
 
 def unanswered_before(state: dict[str, Any] | None) -> Earlier:
@@ -187,33 +169,25 @@ def fate_of(exc: ApiError, api: str, earlier: Earlier | None = None) -> Fate:
       a 5xx): ``unknown`` ("a 5xx answer to 1 earlier attempt(s), then not sent again (the run
       stopped before it)").
 
-    A create found by name (``earlier.none_made``: a new LINE audience or MAAC custom segment,
-    looked up by name after each earlier attempt, nothing found) whose earlier attempts got 5xx
-    answers only is ``refused`` by a final 4xx (or ``unsent`` if never reached): the lookup
-    shows the 5xx answers made nothing, and the last answer did not act either.
-
     The reason says what the earlier attempts got (``a 5xx answer to 2 earlier attempt(s),
-    then LINE answered 429 ...``; ``..., looked up by name after each: none made, then ...``),
-    never "no answer" for an attempt that was answered.
+    then LINE answered 429 ...``), never "no answer" for an attempt that was answered.
     """
     where = f"{exc.method} {exc.path}".strip()
-    before = Earlier(exc.unanswered, exc.server_errors, earlier is not None and earlier.none_made)
-    before = before.plus(earlier)
-    may = before.acted()
+    before = Earlier(exc.unanswered, exc.server_errors).plus(earlier)
     # "may have acted" when a 5xx was the last word, "may or may not" after a lost answer
-    acted = "may or may not have acted on it" if may.unanswered else "may have acted on it"
+    acted = "may or may not have acted on it" if before.unanswered else "may have acted on it"
     if exc.status is not None:
         answer = f"{api} answered {exc.status} to {where}: {exc.body[:300]}".rstrip(": ")
         transient = exc.status in RETRYABLE_STATUS or may_have_acted(exc.status)
-        if may.unanswered and transient:
+        if before.unanswered and transient:
             return Fate("unknown", f"{before.text()}, then {answer}: {api} {acted}")
         if may_have_acted(exc.status):
             return Fate(
                 "unknown", f"{answer} (a 5xx: {api} may have acted on it, in whole or part)"
             )
-        if transient and may.server_errors:
+        if transient and before.server_errors:
             return Fate("unknown", f"{before.text()}, then {answer}: {api} {acted}")
-        if before:  # ruled out by the lookup: named, but nothing was made
+        if before:  # a lasting refusal of the request itself: its earlier attempts' too
             return Fate("refused", f"{before.text()}, then {answer}")
         return Fate("refused", answer)
     if exc.reached:
@@ -224,10 +198,8 @@ def fate_of(exc: ApiError, api: str, earlier: Earlier | None = None) -> Fate:
     then = (
         f"not sent again ({exc})" if isinstance(exc, NotSent) else f"{api} was not reached ({exc})"
     )
-    if may:
-        return Fate("unknown", f"{before.text()}, then {then}: {api} {acted}")
     if before:
-        return Fate("unsent", f"{before.text()}, then {then}")
+        return Fate("unknown", f"{before.text()}, then {then}: {api} {acted}")
     if isinstance(exc, NotSent):
         return Fate("unsent", f"not sent ({exc})")
     return Fate("unsent", f"{api} was not reached ({exc})")

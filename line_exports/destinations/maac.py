@@ -507,7 +507,7 @@ class SegmentTarget:
             before = {int(s["id"]) for s in client.segments_named(name)}
         # Nothing found by name (above, and by create_once after each failed attempt) rules out
         # no earlier create that got a 5xx or no answer: MAAC documents no 5xx and may still
-        # make it (README "One rule"), so outcomes.Earlier.none_made stays unset.
+        # make it (README "One rule").
         made = client.new_segment(name, before) if request.earlier_unanswered else None
         return cls(None, before, made)
 

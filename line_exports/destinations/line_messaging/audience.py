@@ -11,7 +11,7 @@ import hashlib
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,7 @@ def deliver_audience(
 
                 # No audience of that name (looked up by name) rules out no earlier create that
                 # got a 5xx or no answer: LINE may still act on it (a 504's backend may finish
-                # after the lookup; README "One rule"), so outcomes.Earlier.none_made stays unset.
+                # after the lookup; README "One rule").
                 # a step retry knows what this attempt got (a 5xx...)
                 request.sending(**({JOB_FAILED: failures} if failures else {}))
                 # A second signal cutting it off: its IDs unknown once a request went out
@@ -305,8 +305,8 @@ def create_audience(
     changes nothing); only if it does not exist is the create sent again.
 
     Raises the last create's :class:`ApiError`, its ``unanswered`` and ``server_errors``
-    counting the earlier creates (after each, the lookup found nothing:
-    ``request.earlier_unanswered.none_made``, :func:`~line_exports.outcomes.fate_of`). When
+    counting the earlier creates (after each, the lookup found nothing; that rules none out:
+    :func:`~line_exports.outcomes.fate_of`). When
     the lookup finds the audience, an earlier create made it: ``request``'s earlier attempts
     then count as having acted, for the add that follows.
     """
@@ -331,9 +331,7 @@ def create_audience(
             if found is not None:
                 if request is not None:  # a create made it: those attempts acted
                     made = Earlier(unanswered, server_errors)
-                    request.earlier_unanswered = made.plus(
-                        replace(request.earlier_unanswered, none_made=False)
-                    )
+                    request.earlier_unanswered = made.plus(request.earlier_unanswered)
                 requests += 1
                 upload(found)
                 return found, requests
