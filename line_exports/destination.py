@@ -230,6 +230,12 @@ class DeliveryReport:
     counts mismatched members without naming them): counted as the API said
     (``accepted_rows``, ``refused_unnamed``), but ``diff`` / ``mirror`` keep them pending, so
     a later run sends them again instead of recording a refused row as delivered."""
+    answered: list[pd.Series] = field(default_factory=list)
+    """Row numbers of requests the API answered (or an earlier step attempt got answered:
+    resumed), where the destination names them (LINE Conversion API, MAAC members, LinkedIn):
+    each such row is accepted unless also named in ``refused``, ``unknown``, ``rejected`` or
+    ``unsettled``. ``diff`` / ``mirror`` record those accepted when the run then fails or
+    stops (:func:`line_exports.sync.deliver`), so the next run does not send them again."""
     job_ids: list[str] = field(default_factory=list)
     requests: int = 0
     resumed_rows: int = 0

@@ -681,10 +681,13 @@ def deliver(
         if len(fixed.removals) and not reason:
             removal = dest.remove(resource, settings, fixed.removals, run)
     except DeliveryFailed as exc:
+        _commit_answered(store, fixed, exc.report, run)
         _annotate(exc.report, fixed, None, _held_refusals(store, fixed))
-        raise  # its rows stay pending: all come back next run, counted as retried
+        raise  # its other rows stay pending: they come back next run, counted as retried
     except BaseException:  # the export counts what the destination's report holds so far
         # (an interrupt too: :mod:`line_exports.interrupts`)
+        if run.report is not None:
+            _commit_answered(store, fixed, run.report, run)
         _annotate(run.report or run.new_report(), fixed, None, _held_refusals(store, fixed))
         raise
     transient = _commit(store, fixed, report, removal, dest)
@@ -770,6 +773,41 @@ def _commit(
         store.delete(fixed.departed["key"].tolist())
     store.finish(fixed.mode)
     return int(is_transient.sum())
+
+
+def _commit_answered(
+    store: SyncStore, fixed: SyncPlan, report: DeliveryReport, run: ExportRun
+) -> None:
+    """A run that fails or stops mid-delivery records ``accepted`` the rows the API accepted
+    before it did (:attr:`DeliveryReport.answered`, less the rows named refused, of unknown
+    delivery, rejected or unsettled), so the next run does not send them again; every other
+    row it planned stays ``pending`` (sent again next run, counted in ``rows_retried``: of
+    unknown delivery too, where the destination resends harmlessly). Destinations that name
+    no answered rows (LINE push and multicast settle from their recorded requests instead)
+    leave every row pending, as before. A failure to write is logged, never raised over the
+    run's own failure."""
+    answered = [np.asarray(s, dtype="int64") for s in report.answered if len(s)]
+    if not answered or fixed.stamp is None:
+        return
+    other = [f[ROW_NUMBER].to_numpy() for f in (*report.refused, *report.unknown) if len(f)]
+    other += [f[ROW_NUMBER].to_numpy() for f in report.rejected if len(f)]
+    other += [np.asarray(s, dtype="int64") for s in report.unsettled if len(s)]
+    accepted = np.setdiff1d(
+        np.concatenate(answered),
+        np.concatenate(other).astype("int64") if other else np.array([], dtype="int64"),
+    )
+    numbers = fixed.changed.column("rn").cast(pa.int64())
+    chosen = fixed.changed.filter(pc.is_in(numbers, pa.array(accepted, pa.int64())))
+    if chosen.num_rows > report.accepted_rows:  # the report disagrees with itself: keep pending
+        run.log.warning(
+            f"{run.name}: {chosen.num_rows:,} rows named accepted but {report.accepted_rows:,} "
+            "counted: none recorded accepted (they are sent again next run)"
+        )
+        return
+    try:
+        store.put(chosen, "accepted")
+    except Exception as error:  # the run's own failure is what the user must see
+        run.log.error(f"{run.name}: accepted rows not recorded in the sync store: {error!r}")
 
 
 def _hold_unknown(store: SyncStore, fixed: SyncPlan, report: DeliveryReport) -> None:

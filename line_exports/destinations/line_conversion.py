@@ -559,6 +559,7 @@ class LineConversionDestination(Destination):
             report.resumed_rows += len(batch)
             report.sent_rows += len(batch)
             report.accepted_rows += len(batch)
+            report.answered.append(batch[ROW_NUMBER])
             return
         earlier = request.pending  # what an earlier step attempt left of it (before sending)
         # Pending before the request: a step retry after a lost answer sends the same events
@@ -587,6 +588,7 @@ class LineConversionDestination(Destination):
                 report.resumed_rows += len(taken)
                 report.sent_rows += len(taken)
                 report.accepted_rows += len(taken)
+                report.answered.append(pd.Series(taken, dtype="int64"))
                 fate = request.count_failed(
                     report,
                     batch.loc[~batch[ROW_NUMBER].isin(taken), ROW_NUMBER],
@@ -618,6 +620,7 @@ class LineConversionDestination(Destination):
         request.succeeded({"events": len(batch), "status": 202})
         report.sent_rows += len(batch)
         report.accepted_rows += len(batch)
+        report.answered.append(batch[ROW_NUMBER])
 
     def _not_isolated(
         self,

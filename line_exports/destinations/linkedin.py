@@ -1089,6 +1089,7 @@ class LinkedInDestination(Destination):
                 request.succeeded({"failed": failures})
             report.sent_rows += len(batch)
             report.accepted_rows += len(batch) - len(failures)
+            report.answered.append(batch[ROW_NUMBER])  # failures: refused or unknown below
             acted = [f for f in failures if may_have_acted(f[1])]
             if acted:  # an element answered 5xx: LinkedIn may have acted on it (fate_of's rule)
                 unknown = self._rejects(batch, acted, kind, DELIVERY_UNKNOWN)

@@ -687,6 +687,7 @@ class MaacDestination(Destination):
                 report.accepted_rows += int(result.get("created_num") or 0) + int(
                     result.get("updated_num") or 0
                 )
+                report.answered.append(part[ROW_NUMBER])  # mismatches: refused or unsettled
                 task = report.job_ids[-1] if report.job_ids else "?"
                 _count_mismatch(report, run, part, result, task)
                 if result.get("mismatch_export_link"):
