@@ -137,6 +137,10 @@ class Column:
     hash_sha256: bool = False
     accept_sha512: bool = False
     sensitive: bool = False
+    blank_is_missing: bool = False
+    """Text of only white space is no value (:func:`~line_exports.identities.blank`): missing
+    for every rule, never sent (a LinkedIn name, company or title: it names nothing), while a
+    present value still travels exactly as held."""
     aliases: tuple[str, ...] = ()
     required_by: str | None = None  # what needs it, for the missing-column error
 
@@ -831,6 +835,8 @@ def _check_column(
     present = sizes > 0
     if text.null_count:
         present &= text.is_valid().to_numpy(zero_copy_only=False)
+    if col.blank_is_missing and present.any():
+        present &= ~blank(text)
     if text.null_count + int(np.count_nonzero(present)) != len(text):  # empty strings: missing
         text = pc.if_else(pa.array(present), text, pa.scalar(None, text.type))
     if required:

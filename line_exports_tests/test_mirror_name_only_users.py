@@ -42,7 +42,7 @@ def test_blank_company_or_title_is_no_company_or_title(sandbox_server: SandboxSe
     ]
     [batch] = store_of(sandbox_server.sandbox).batches
     sent = [(e["firstName"], e["lastName"], e.get("company"), e.get("title")) for e in batch]
-    assert sent == [("Dan", "Ng", None, None), ("Dan", "Ng", "Acme", " ")]
+    assert sent == [("Dan", "Ng", None, None), ("Dan", "Ng", "Acme", None)]
 
 
 def test_mirror_never_removes_a_name_only_user_a_current_row_names(
@@ -68,3 +68,50 @@ def test_mirror_never_removes_a_name_only_user_a_current_row_names(
     removed = [(e["firstName"], e["lastName"]) for e in sent if e["action"] == "REMOVE"]
     assert removed == [("Gone", "Away")], (removed, meta)
     assert meta["members_still_current"] == 3, meta
+
+
+def test_a_blank_name_company_or_title_is_never_sent(sandbox_server: SandboxServer) -> None:
+    """A field that is none is not sent and has no length (VERIFY-13s S2, S9): a blank title or
+    company (even 60 characters of white space) is left out of the element, and so is a blank
+    company name beside a domain, or a blank first name beside an email."""
+    users = """
+    select * from (values
+      (1, null, 'B1', 'Ko', repeat(' ', 60), repeat(chr(12288), 60)),
+      (2, null, 'Eve', 'Lo', chr(133), chr(11)),
+      (3, 'ann@example.com', '  ', 'Lee', null, null)
+    ) t(n, email, first_name, last_name, title, company) order by n
+    """
+    result = run_export(
+        resource(sandbox_server),
+        f"select email, first_name, last_name, title, company from ({users})",
+        segment_name="blank fields",
+    )
+    assert result.success
+    meta = metadata(result)
+    assert (meta["rows_read"], meta["rows_rejected"], meta["rows_accepted"]) == (3, 0, 3), meta
+    [batch] = store_of(sandbox_server.sandbox).batches
+    assert [sorted(k for k in e if k not in ("action", "userIds")) for e in batch] == [
+        ["firstName", "lastName"],
+        ["firstName", "lastName"],
+        ["lastName"],
+    ]
+    companies = """
+    select * from (values (1, '  ', 'acme.com'), (2, chr(12288), 'beta.com'), (3, 'Gamma', null))
+    t(n, company_name, company_website_domain) order by n
+    """
+    result = run_export(
+        resource(sandbox_server),
+        f"select company_name, company_website_domain from ({companies})",
+        audience_type="companies",
+        segment_name="blank company names",
+        name="li_companies",
+    )
+    assert result.success
+    meta = metadata(result, "li_companies")
+    assert (meta["rows_read"], meta["rows_rejected"], meta["rows_accepted"]) == (3, 0, 3), meta
+    batch = store_of(sandbox_server.sandbox).batches[-1]
+    assert [{k: v for k, v in e.items() if k != "action"} for e in batch] == [
+        {"companyWebsiteDomain": "acme.com"},
+        {"companyWebsiteDomain": "beta.com"},
+        {"companyName": "Gamma"},
+    ]

@@ -136,10 +136,10 @@ USER_COLUMNS = (
         pattern_message="is not an Apple IDFA (a UUID such as EA7583CD-A667-48BC-B806-42ECB2B48606)",
         sensitive=True,
     ),
-    Column("first_name", max_length=35, sensitive=True),
-    Column("last_name", max_length=35, sensitive=True),
-    Column("company", max_length=50),
-    Column("title", max_length=50),
+    Column("first_name", max_length=35, sensitive=True, blank_is_missing=True),
+    Column("last_name", max_length=35, sensitive=True, blank_is_missing=True),
+    Column("company", max_length=50, blank_is_missing=True),
+    Column("title", max_length=50, blank_is_missing=True),
     Column(
         "country",
         normalize=("trim", "uppercase"),
@@ -191,7 +191,7 @@ USER_UNIQUE = (
     ),
 )
 COMPANY_COLUMNS = (
-    Column("company_name", max_length=255),
+    Column("company_name", max_length=255, blank_is_missing=True),
     Column(
         "company_website_domain",
         normalize=DOMAIN_MATCH,
