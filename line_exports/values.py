@@ -319,7 +319,11 @@ def plain_dtypes(series: pd.Series) -> pd.Series:
         # (-9223372036854775808, -9223372036854775808]): the object column path
         if categories == np.dtype(object) or isinstance(categories, _OBJECT_CATEGORIES):
             return series.astype(object).where(series.notna(), None)
-        values = pa.chunked_array([pa.array(series).dictionary_decode()])
+        try:
+            values = pa.chunked_array([pa.array(series).dictionary_decode()])
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+            # categories Arrow cannot hold (complex numbers): each cell on the object path
+            return series.astype(object).where(series.notna(), None)
     elif not isinstance(series.dtype, pd.ArrowDtype) or pa.types.is_string(
         series.dtype.pyarrow_dtype
     ):

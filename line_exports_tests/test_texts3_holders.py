@@ -157,6 +157,12 @@ HOLDERS: dict[str, tuple[pd.Series, pd.Series | None, list[str | None | Reject]]
         [None, ("reject", COMPLEX, "(1+2j)"), ("reject", COMPLEX, "1j"), "x"],
     ),
     "complex128": (pd.Series([1 + 2j, np.nan]), None, [("reject", COMPLEX, "(1+2j)"), None]),
+    # categories Arrow cannot hold: the object path, not a crashed run (VERIFY-13s S6)
+    "complex_categories": (
+        pd.Series(pd.Categorical([None, 1 + 2j, np.complex64(3j)])),
+        None,
+        [None, ("reject", COMPLEX, "(1+2j)"), ("reject", COMPLEX, "3j")],
+    ),
     "object_interval": (
         _objects(pd.Interval(0, 1)),
         None,
