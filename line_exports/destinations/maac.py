@@ -809,6 +809,8 @@ class MaacDestination(Destination):
                     request.not_started,
                 ):
                     created, action = target.write(client, settings, name, csv_bytes, request)
+                if target.made is not None:  # an earlier create made it: nothing sent now
+                    report.resumed_rows = len(uids)
             except ApiError as exc:
                 fate = request.count_failed(report, held[ROW_NUMBER], "line_uid", exc, "MAAC")
                 raise DeliveryFailed(
