@@ -192,7 +192,12 @@ def deliver_audience(
                 try:
                     with (
                         run.sending(
-                            cut, "id", "LINE", client.http.stats, request.earlier_unanswered
+                            cut,
+                            "id",
+                            "LINE",
+                            client.http.stats,
+                            request.earlier_unanswered,
+                            request.not_started,
                         ),
                         _uploaded_on_stop(run, report, rows),
                     ):
