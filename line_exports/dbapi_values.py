@@ -113,7 +113,7 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
                 if text in _INFINITE:
                     return Unsendable("infinite_time", type_name, text=text.decode())
                 try:
-                    return super().load(data)
+                    value = super().load(data)
                 except DataError:
                     if type_name == "timestamptz":  # its instant, not the session's clock
                         instant = utc_instant(text)
@@ -125,6 +125,12 @@ def register_psycopg_loaders(dbapi_connection: Any) -> None:
                     if found is None:
                         raise
                     return out_of_range(type_name == "date", found, text.decode())
+                if type_name == "timestamptz" and isinstance(value, dt.datetime):
+                    try:  # local year 1 or 9999 (LMT offsets), its instant BC or in year 10000
+                        value.astimezone(dt.timezone.utc)
+                    except OverflowError:
+                        return out_of_range(False, 0 if value.year == 1 else 10000, text.decode())
+                return value
 
         return Loader
 

@@ -175,6 +175,8 @@ def test_an_upstream_date_time_is_shown_as_its_isoformat_in_a_typed_or_an_object
         ("Asia/Tokyo", "9999-12-31 20:00:00+00", "10000-01-01 05:00:00+09"),
         ("Asia/Tokyo", "9999-12-31 23:30:00.25+00", "10000-01-01 08:30:00.25+09"),
         ("Etc/GMT+12", "0001-01-01 03:00:00+00", "0001-12-31 15:00:00-12 BC"),
+        # Tokyo's LMT: psycopg builds year 1 there, whose instant is BC (VERIFY-13s S5: sent)
+        ("Asia/Tokyo", "0001-01-01 00:30:00+09", "0001-01-01 00:48:59+09:18:59"),
     ],
 )
 def test_a_postgres_instant_python_cannot_hold_in_the_session_zone_is_shown_as_psql_prints_it(
