@@ -569,6 +569,8 @@ UNSENDABLE = {
     "interval": "is an INTERVAL, which no field takes: cast it to a number or text in the query",
     "complex": "is a complex number, which no warehouse type holds nor JSON writes: no field "
     "takes one",
+    "fraction": "is a fraction (a Python Fraction such as 1/3), which no warehouse type holds "
+    "exactly: write it as a DECIMAL or a float in the asset",
     "period": "is a pandas Period longer or shorter than a day (a span of time such as a month, "
     "not a date nor a timestamp), which no field takes: write its start_time or a date",
     "nested": "is a LIST, STRUCT, MAP or UNION, which this field cannot hold: pick or join its items in the query",

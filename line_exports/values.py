@@ -25,6 +25,7 @@ import datetime as dt
 import decimal
 import math
 import re
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -661,6 +662,8 @@ def unsendable(series: pd.Series) -> dict[str, np.ndarray]:
       a range value as a PostgreSQL range is (``(0, 1]`` was sent).
     * ``complex``: a complex number (Python ``complex``, ``np.complex128``, a ``complex128``
       column): no warehouse column holds one, nor has JSON a form for it (``(1+2j)`` was sent).
+    * ``fraction``: a Python ``Fraction`` that is not whole (``1/3`` was sent as its text): no
+      warehouse type holds it exactly. A whole one (``Fraction(2)``) is its integer.
     * ``period``: a pandas ``Period`` other than a day (``2026-01``, a month; an hour): a span of
       time, neither a date nor a timestamp. A day's Period (``D``) is the date it names.
 
@@ -746,6 +749,8 @@ def _cell_kind(value: object) -> str:
         return "compound"
     if isinstance(value, (complex, np.complexfloating)):
         return "complex"
+    if isinstance(value, Fraction) and value.denominator != 1:
+        return "fraction"
     if isinstance(value, pd.Period) and value.freqstr not in _DAYS:
         return "period"
     return ""

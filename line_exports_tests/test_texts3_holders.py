@@ -26,6 +26,7 @@ the texts expected are what the dense twin is sent as (checked through ``rules.v
 from __future__ import annotations
 
 import csv
+from fractions import Fraction
 from typing import Any
 
 import dagster as dg
@@ -49,11 +50,12 @@ from line_exports_tests.test_upstream_exact import (
 from line_exports_tests.test_values import ROW_PATHS
 
 Reject = tuple[str, str, str]  # ("reject", words its reason holds, the value shown)
-LIST, COMPLEX, RANGE, PERIOD = (
+LIST, COMPLEX, RANGE, PERIOD, FRACTION = (
     "is a LIST, STRUCT, MAP or UNION",
     "is a complex number, which no warehouse type holds",
     "is a range, multirange or composite (row) value",
     "is a pandas Period longer or shorter than a day",
+    "is a fraction (a Python Fraction such as 1/3)",
 )
 
 
@@ -157,6 +159,12 @@ HOLDERS: dict[str, tuple[pd.Series, pd.Series | None, list[str | None | Reject]]
         [None, ("reject", COMPLEX, "(1+2j)"), ("reject", COMPLEX, "1j"), "x"],
     ),
     "complex128": (pd.Series([1 + 2j, np.nan]), None, [("reject", COMPLEX, "(1+2j)"), None]),
+    # no warehouse type holds 1/3 exactly; a whole one is its integer (VERIFY-13s S7)
+    "object_fraction": (
+        _objects(Fraction(1, 3), Fraction(4, 2)),
+        None,
+        [None, ("reject", FRACTION, "1/3"), "2", "x"],
+    ),
     # categories Arrow cannot hold: the object path, not a crashed run (VERIFY-13s S6)
     "complex_categories": (
         pd.Series(pd.Categorical([None, 1 + 2j, np.complex64(3j)])),
