@@ -13,51 +13,23 @@ this process, HTTP over loopback to the sandbox.
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
-
 import dagster as dg
 import pytest
 
 from line_exports import LineMessagingResource, build_export, http
-from line_exports.http import RateLimit, RateLimiter
+from line_exports.http import RateLimit
 from line_exports.sandbox import Fault, SandboxServer
 from line_exports.sources import SqlSource
 from line_exports_tests.test_outcomes import adds_up, outcome_metadata
-from line_exports_tests.test_retryfates_campaign_cut import stopped_counts
+from line_exports_tests.test_retryfates_campaign_cut import HeldLimiter, stopped_counts
 
 TICK = {"dagster/scheduled_execution_time": "2026-05-01T09:00:00+00:00"}
 ROWS = 10
 UIDS = f"select 'U' || lpad(printf('%x', range + 4096), 32, '0') as id from range({ROWS})"
 UPLOAD = "/v2/bot/audienceGroup/upload"
-
-
-class PostHeld(RateLimiter):
-    """LINE's audience limit, used up for the create (a POST) once ``hold`` is set: the request
-    waits (signals still land) and :attr:`waiting` is set; lookups (GETs) pass."""
-
-    def __init__(self, limit: RateLimit) -> None:
-        super().__init__(limit)
-        self.hold = False
-        self.waiting = threading.Event()
-        self.posts = 0
-
-    def acquire(self) -> float:
-        if _posting():
-            self.posts += 1
-            if self.hold:
-                self.waiting.set()
-                while True:  # until the run is stopped at once (a signal raises here)
-                    time.sleep(0.02)
-        return super().acquire()
-
-
-def _posting() -> bool:
-    import inspect
-
-    return any(f.function in ("upload_json", "upload_file") for f in inspect.stack(0)[:12])
+OPEN_FOR = 5
+"""Audience requests let through before the held one: attempt 1's lookup by name, create (503),
+lookup, create (503), then attempt 2's lookup; attempt 2's create is held."""
 
 
 def _export(retries: int) -> dg.AssetsDefinition:
@@ -78,7 +50,7 @@ def _export(retries: int) -> dg.AssetsDefinition:
 def test_an_audience_create_cut_off_before_it_left_keeps_its_earlier_record(
     sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held = PostHeld(RateLimit(requests=1000, per_seconds=60))
+    held = HeldLimiter(RateLimit(requests=1000, per_seconds=60), open_for=OPEN_FOR)
     real = http.shared_limiter
     monkeypatch.setattr(
         http, "shared_limiter", lambda s, k, lim: held if k == "audience" else real(s, k, lim)
@@ -90,17 +62,7 @@ def test_an_audience_create_cut_off_before_it_left_keeps_its_earlier_record(
         "line_messaging": LineMessagingResource(base_url=sandbox_server.url, poll_seconds=0.05),
     }
 
-    def stop_twice() -> None:
-        while held.posts < 2:  # attempt 1: the create and its HTTP retry, answered 503
-            time.sleep(0.01)
-        held.hold = True
-        if held.waiting.wait(120):  # attempt 2 waits to send attempt 1's create again
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.3)
-            os.kill(os.getpid(), signal.SIGINT)
-
-    stopper = threading.Thread(target=stop_twice, daemon=True)
-    stopper.start()
+    stopper = held.stop_twice_when_held()  # attempt 2 waits to send attempt 1's request again
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [_export(retries=1)],
@@ -111,7 +73,7 @@ def test_an_audience_create_cut_off_before_it_left_keeps_its_earlier_record(
     )
     stopper.join(timeout=10)
     assert not result.success
-    assert held.posts == 3, held.posts  # the resend never got past the limiter
+    assert held.calls == OPEN_FOR + 1, held.calls  # the resend never got past the limiter
     meta = stopped_counts(instance, "cut_audience")
     assert adds_up(meta), meta
     assert (meta["rows_accepted"], meta["rows_delivery_unknown"]) == (0, ROWS), meta

@@ -65,6 +65,20 @@ class HeldLimiter(RateLimiter):
                 time.sleep(0.02)
         return super().acquire()
 
+    def stop_twice_when_held(self) -> threading.Thread:
+        """A started thread that, once a request waits here (a step retry's resend), stops the
+        run at once: SIGINT to this process, then a second SIGINT 0.3 s later."""
+
+        def stop_twice() -> None:
+            if self.waiting.wait(120):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.3)
+                os.kill(os.getpid(), signal.SIGINT)
+
+        stopper = threading.Thread(target=stop_twice, daemon=True)
+        stopper.start()
+        return stopper
+
 
 def stopped_counts(instance: dg.DagsterInstance, key: str) -> dict[str, Any]:
     """The counts a stopped run logged (an observation of the export with ``stopped_by``)."""
@@ -95,14 +109,7 @@ def test_a_resend_cut_off_before_it_left_keeps_the_earlier_5xx(
     export = _export(target, retries=1)
     resources = _resources(sandbox_server)
 
-    def stop_twice() -> None:
-        if held.waiting.wait(120):  # attempt 2 waits to send attempt 1's 503 again
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.3)
-            os.kill(os.getpid(), signal.SIGINT)
-
-    stopper = threading.Thread(target=stop_twice, daemon=True)
-    stopper.start()
+    stopper = held.stop_twice_when_held()  # attempt 2 waits to send attempt 1's request again
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [export],

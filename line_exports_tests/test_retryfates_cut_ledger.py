@@ -15,10 +15,6 @@ no delay), real signals to this process, HTTP over loopback to the sandbox.
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,14 +92,7 @@ def test_a_request_cut_off_before_it_left_keeps_its_earlier_record(
         case.destination: case.resource(sandbox_server.url),
     }
 
-    def stop_twice() -> None:
-        if held.waiting.wait(120):  # attempt 2 waits to send attempt 1's 503 again
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.3)
-            os.kill(os.getpid(), signal.SIGINT)
-
-    stopper = threading.Thread(target=stop_twice, daemon=True)
-    stopper.start()
+    stopper = held.stop_twice_when_held()  # attempt 2 waits to send attempt 1's request again
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [_export(case, name, retries=1)],
