@@ -380,19 +380,16 @@ def plan(
         keys = departed.column("key").to_pylist()
         frame, result.dropped = _departed_frame(keys, store.idents(keys), kept, spec)
         result.members -= len(result.dropped)
-        if spec.each_key_identifies and len(frame):
-            frame, current = _without_current_values(frame, rows, spec)
-            result.dropped += current
-            result.still_current = len(current)
-        if spec.alike and len(frame):
-            frame, respelt = _without_respelt(frame, rows, spec)
-            result.dropped += respelt
-            result.still_current += len(respelt)
-        if spec.still_named is not None and len(frame) and rows.count:
-            named = frame["key"].isin(set(spec.still_named(frame, rows.path))).to_numpy()
-            result.dropped += frame.loc[named, "key"].tolist()
-            result.still_current += int(named.sum())
-            frame = frame[~named].reset_index(drop=True)
+        # departed members a current row still names: forgotten, never removed
+        for spare, applies in (
+            (_without_current_values, spec.each_key_identifies),
+            (_without_respelt, bool(spec.alike)),
+            (_without_still_named, spec.still_named is not None),
+        ):
+            if applies and len(frame):
+                frame, current = spare(frame, rows, spec)
+                result.dropped += current
+                result.still_current += len(current)
         result.departed = frame
         if store.last_mode() != "mirror":
             result.baseline = True
@@ -608,6 +605,16 @@ def _without_respelt(
         ).fetchall()
     alike = departed["key"].isin({k for (k,) in found}).to_numpy()
     return departed[~alike].reset_index(drop=True), departed.loc[alike, "key"].tolist()
+
+
+def _without_still_named(
+    departed: pd.DataFrame, rows: ValidRows, spec: SyncSpec
+) -> tuple[pd.DataFrame, list[str]]:
+    """(departed members :attr:`SyncSpec.still_named` does not name, keys of those it does)."""
+    if spec.still_named is None or not rows.count:
+        return departed, []
+    named = departed["key"].isin(set(spec.still_named(departed, rows.path))).to_numpy()
+    return departed[~named].reset_index(drop=True), departed.loc[named, "key"].tolist()
 
 
 def _spool_subset(rows: ValidRows, numbers: np.ndarray, path: Path) -> Path:
